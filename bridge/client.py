@@ -1,0 +1,333 @@
+"""MqttLink: one long-lived MQTT connection on aiomqtt that survives its broker.
+
+What it adds to aiomqtt:
+- TCP_NODELAY on every socket (without it a QoS1 round trip on loopback costs 44-88 ms);
+- reconnect with jittered exponential backoff, re-subscribing every time;
+- MQTT 5 when the broker speaks it, 3.1.1 otherwise (decided once, on refusal);
+- persistent sessions (MQTT 5 session expiry, or 3.1.1 clean_session=false) so QoS1
+  messages published while we were away are delivered when we return;
+- publish() that waits for the link instead of failing while it is down.
+
+A fresh aiomqtt.Client is made for every connection: aiomqtt's "reusable" client keeps
+its connected-future resolved after an unexpected disconnect, which would make the next
+connect return before CONNACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bridge.urls import BrokerUrl
+
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# CONNACK codes meaning "I do not speak this protocol version": 3.1.1 rc 1, MQTT 5 reason 0x84.
+_UNSUPPORTED_PROTOCOL = {1, 0x84}
+
+# How long a clean shutdown may spend saying goodbye before the link is closed anyway.
+STOP_TIMEOUT_S = 3.0
+# How long the first MQTT 5 CONNECT may wait for its CONNACK before we try 3.1.1.
+PROBE_TIMEOUT_S = 2.0
+
+ProtocolChoice = Literal["auto", "5", "3.1.1"]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A received message, independent of the client library."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass(frozen=True)
+class LastWill:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    client_id: str
+    subscriptions: tuple[tuple[str, int], ...] = ()
+    will: LastWill | None = None
+    persistent_session: bool = True
+    session_expiry_s: int = 3600
+    keepalive_s: int = 15
+    protocol: ProtocolChoice = "auto"
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 5.0
+    timeout_s: float = 10.0
+
+
+MessageHandler = Callable[[Inbound], None]
+ConnectHook = Callable[[], Awaitable[None]]
+
+
+class LinkDown(ConnectionError):
+    """A publish could not be completed because the broker connection is down."""
+
+
+class MqttLink:
+    """Keeps one client connected; call ``run()`` in a task and ``publish()`` from anywhere."""
+
+    def __init__(
+        self,
+        url: BrokerUrl,
+        options: LinkOptions,
+        *,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.url = url
+        self.options = options
+        self._log = logger or structlog.get_logger("bridge.link")
+        self._client: aiomqtt.Client | None = None
+        self._up = asyncio.Event()
+        self._lost: asyncio.Future[None] | None = None
+        self._version = (
+            aiomqtt.ProtocolVersion.V311
+            if options.protocol == "3.1.1"
+            else aiomqtt.ProtocolVersion.V5
+        )
+        self.connects = 0
+        # asyncio keeps only weak references to tasks; fire-and-forget publishes live here.
+        self._background: set[asyncio.Future[None]] = set()
+
+    async def serve_until_cancelled(
+        self,
+        handler: MessageHandler,
+        on_connect: ConnectHook | None = None,
+        on_stop: ConnectHook | None = None,
+    ) -> None:
+        """``run()`` until cancelled, then ``on_stop()`` while the link is still up (to say
+        goodbye: offline status, pending publishes), then close the link."""
+        link = asyncio.ensure_future(self.run(handler, on_connect))
+        try:
+            await asyncio.shield(link)
+        finally:
+            try:
+                if on_stop is not None and self.is_up:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(on_stop(), STOP_TIMEOUT_S)
+            finally:
+                link.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await link
+
+    def set_will(self, will: LastWill | None) -> None:
+        """Use this last-will from the next connection on (the current one keeps its own)."""
+        self.options = dataclasses.replace(self.options, will=will)
+
+    # --- state ------------------------------------------------------------------
+    @property
+    def is_up(self) -> bool:
+        return self._up.is_set()
+
+    @property
+    def protocol(self) -> str:
+        return "5" if self._version == aiomqtt.ProtocolVersion.V5 else "3.1.1"
+
+    async def wait_up(self, timeout_s: float | None = None) -> None:
+        """Wait until connected and subscribed; raise LinkDown after ``timeout_s``."""
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout_s)
+        except TimeoutError:
+            raise LinkDown(f"no connection to {self.url} within {timeout_s} s") from None
+
+    # --- the connection loop ------------------------------------------------------
+    async def run(self, handler: MessageHandler, on_connect: ConnectHook | None = None) -> None:
+        """Connect, subscribe, deliver messages to ``handler``; reconnect forever.
+
+        ``handler`` is called inline for every message and must not block; exceptions it
+        raises are logged and the message is dropped, the link keeps serving.
+        """
+        backoff = self.options.backoff_initial_s
+        while True:
+            if await self._connect_and_serve(handler, on_connect):
+                backoff = self.options.backoff_initial_s
+                continue
+            delay = backoff * (0.5 + random.random())
+            backoff = min(backoff * 2, self.options.backoff_max_s)
+            await asyncio.sleep(delay)
+
+    async def _connect_and_serve(
+        self, handler: MessageHandler, on_connect: ConnectHook | None
+    ) -> bool:
+        """One connection's life. True means "retry at once" (protocol downgraded)."""
+        probing = self.options.protocol == "auto" and self._version == aiomqtt.ProtocolVersion.V5
+        client = self._new_client(PROBE_TIMEOUT_S if probing and self.connects == 0 else None)
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            # A TCP connection that got no CONNACK, or a refusal of the protocol version,
+            # from a broker we have never reached over MQTT 5: it speaks 3.1.1 only.
+            # (amqtt, for one, cannot parse an MQTT 5 CONNECT and never answers it.)
+            half_open = _abandon(client)
+            code = getattr(exc, "rc", None)
+            code = getattr(code, "value", code)
+            if probing and self.connects == 0 and (half_open or code in _UNSUPPORTED_PROTOCOL):
+                self._log.info("broker does not speak MQTT 5, using 3.1.1", broker=str(self.url))
+                self._version = aiomqtt.ProtocolVersion.V311
+                return True
+            self._log.warning("mqtt connect failed", broker=str(self.url), error=str(exc))
+            return False
+        try:
+            await self._serve(client, handler, on_connect)
+        except aiomqtt.MqttError as exc:
+            self._log.warning("mqtt connection lost", broker=str(self.url), error=str(exc))
+        finally:
+            self._mark_down()
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+        return False
+
+    async def _serve(
+        self, client: aiomqtt.Client, handler: MessageHandler, on_connect: ConnectHook | None
+    ) -> None:
+        if self.options.subscriptions:
+            await client.subscribe(list(self.options.subscriptions), timeout=self.options.timeout_s)
+        self._client = client
+        self._lost = asyncio.get_running_loop().create_future()
+        self._up.set()
+        self.connects += 1
+        self._log.debug(
+            "mqtt connected", broker=str(self.url), protocol=self.protocol, connects=self.connects
+        )
+        if on_connect is not None:
+            await on_connect()
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode()
+            try:
+                handler(Inbound(message.topic.value, bytes(payload), bool(message.retain)))
+            except Exception:
+                self._log.exception("message handler failed", topic=message.topic.value)
+
+    def _mark_down(self) -> None:
+        self._up.clear()
+        self._client = None
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def _new_client(self, timeout_s: float | None = None) -> aiomqtt.Client:
+        opts = self.options
+        will = None
+        if opts.will is not None:
+            will = aiomqtt.Will(opts.will.topic, opts.will.payload, opts.will.qos, opts.will.retain)
+        common = {
+            "hostname": self.url.host,
+            "port": self.url.port,
+            "username": self.url.username,
+            "password": self.url.password,
+            "identifier": opts.client_id,
+            "will": will,
+            "keepalive": opts.keepalive_s,
+            "timeout": timeout_s or opts.timeout_s,
+            "tls_context": self.url.tls_context(),
+            "socket_options": (NODELAY,),
+        }
+        if self._version == aiomqtt.ProtocolVersion.V5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if opts.persistent_session:
+                properties.SessionExpiryInterval = opts.session_expiry_s
+            return aiomqtt.Client(
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=not opts.persistent_session,
+                properties=properties,
+                **common,  # type: ignore[arg-type]
+            )
+        return aiomqtt.Client(
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=not opts.persistent_session,
+            **common,  # type: ignore[arg-type]
+        )
+
+    # --- publishing -----------------------------------------------------------------
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        wait_s: float | None = 10.0,
+    ) -> None:
+        """Publish once the link is up; for QoS1 return when the broker has acknowledged.
+
+        Raises LinkDown if the link is not up within ``wait_s`` or drops before the
+        broker's acknowledgement arrives (the message may or may not have been delivered).
+        """
+        await self.wait_up(wait_s)
+        client, lost = self._client, self._lost
+        if client is None or lost is None:
+            raise LinkDown(f"connection to {self.url} dropped")
+        sending = asyncio.ensure_future(
+            client.publish(topic, payload, qos=qos, retain=retain, timeout=self.options.timeout_s)
+        )
+        done, _ = await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if sending not in done:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await sending
+            raise LinkDown(f"connection to {self.url} dropped while publishing to {topic}")
+        try:
+            sending.result()
+        except aiomqtt.MqttError as exc:
+            raise LinkDown(f"publish to {topic} failed: {exc}") from exc
+
+    def publish_soon(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Fire-and-forget publish for messages whose loss the protocol already repairs
+        (acks are re-sent when the gateway retries); failures are logged, not raised."""
+        task = asyncio.ensure_future(self.publish(topic, payload, qos=qos, retain=retain))
+        self._background.add(task)
+        task.add_done_callback(self._publish_done)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait for fire-and-forget publishes still under way (before a clean shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout_s)
+
+    def _publish_done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._log.warning("publish failed", error=str(exc))
+
+
+def _abandon(client: aiomqtt.Client) -> bool:
+    """Close the socket of a client whose connect failed; True if TCP had connected.
+
+    aiomqtt leaves the socket of a connect that timed out open and registered with the
+    event loop; without this a broker that accepts TCP but never answers would leak one
+    socket per retry. aiomqtt offers no public handle, hence the paho client below.
+    """
+    paho = client._client
+    sock = paho.socket()
+    if sock is None:
+        return False
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(Exception):
+        loop.remove_reader(sock.fileno())
+        loop.remove_writer(sock.fileno())
+    with contextlib.suppress(Exception):
+        sock.close()
+    return True

@@ -1,0 +1,218 @@
+"""A private broker for one process: mosquitto if installed, otherwise amqtt in-process.
+
+``broker: embedded`` (the default everywhere) means "start one of these on a free
+loopback port". mosquitto is preferred: it speaks MQTT 5, and we generate its config
+with TCP_NODELAY. amqtt is the pure-Python fallback for machines without mosquitto; it
+speaks 3.1.1 only, which MqttLink detects and follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import structlog
+
+from bridge.mosquitto_conf import render_local_config
+from bridge.urls import BrokerUrl
+
+BrokerKind = Literal["mosquitto", "amqtt"]
+Preference = Literal["auto", "mosquitto", "amqtt"]
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+class BrokerStartError(RuntimeError):
+    pass
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto binary: on PATH, or in the sbin directories Debian installs it to."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for directory in _SBIN_DIRS:
+        candidate = Path(directory) / "mosquitto"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedBroker:
+    """Start with ``async with EmbeddedBroker() as broker: broker.url``."""
+
+    def __init__(
+        self,
+        *,
+        prefer: Preference = "auto",
+        port: int | None = None,
+        workdir: Path | None = None,
+        persistent: bool = False,
+    ) -> None:
+        self.prefer = prefer
+        self.port = port
+        self._persistent = persistent
+        self._workdir = workdir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._amqtt: Any = None
+        self.kind: BrokerKind | None = None
+        self._log = structlog.get_logger("bridge.embedded")
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version to speak to it: amqtt knows 3.1.1 only, so skip the MQTT 5 probe."""
+        return "3.1.1" if self.kind == "amqtt" else "auto"
+
+    @property
+    def url(self) -> BrokerUrl:
+        if self.port is None or self.kind is None:
+            raise BrokerStartError("embedded broker is not running")
+        return BrokerUrl(scheme="mqtt", host="127.0.0.1", port=self.port)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> BrokerUrl:
+        binary = find_mosquitto()
+        if self.prefer == "mosquitto" and binary is None:
+            raise BrokerStartError("mosquitto is not installed (apt-get install -y mosquitto)")
+        if self.port is None:
+            self.port = free_port()
+        if binary is not None and self.prefer != "amqtt":
+            await self._start_mosquitto(binary)
+            self.kind = "mosquitto"
+        else:
+            await self._start_amqtt()
+            self.kind = "amqtt"
+        self._log.debug("embedded broker up", kind=self.kind, port=self.port)
+        return self.url
+
+    async def stop(self) -> None:
+        if self._process is not None:
+            process, self._process = self._process, None
+            process.terminate()
+            try:
+                await asyncio.to_thread(process.wait, 5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        if self._amqtt is not None:
+            broker, self._amqtt = self._amqtt, None
+            with contextlib.suppress(Exception):
+                await broker.shutdown()
+        self.kind = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def kill(self) -> None:
+        """SIGKILL the mosquitto process (for fault tests): no clean shutdown, no wills sent."""
+        if self._process is not None:
+            self._process.kill()
+            await asyncio.to_thread(self._process.wait)
+            self._process = None
+            self.kind = None
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port (clients see a broker restart)."""
+        preference, port = self.prefer, self.port
+        await self.stop()
+        self.prefer, self.port = preference, port
+        await self.start()
+
+    # --- mosquitto ------------------------------------------------------------------
+    def _dir(self) -> Path:
+        if self._workdir is not None:
+            self._workdir.mkdir(parents=True, exist_ok=True)
+            return self._workdir
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="trigger-mesh-broker-")
+        return Path(self._tmp.name)
+
+    async def _start_mosquitto(self, binary: str) -> None:
+        assert self.port is not None
+        workdir = self._dir()
+        log_file = workdir / "mosquitto.log"
+        conf = workdir / "mosquitto.conf"
+        persistence = workdir / "data" if self._persistent else None
+        if persistence is not None:
+            persistence.mkdir(exist_ok=True)
+        conf.write_text(
+            render_local_config(self.port, persistence_dir=persistence, log_file=log_file)
+        )
+        self._process = subprocess.Popen(  # noqa: ASYNC220, S603 - our own binary; returns at once
+            [binary, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await _wait_for_port(self.port, self._process)
+        except BrokerStartError as exc:
+            detail = log_file.read_text() if log_file.exists() else ""
+            process, self._process = self._process, None
+            if process.poll() is None:
+                process.kill()
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise BrokerStartError(f"{exc}; mosquitto said: {(stderr + detail).strip()}") from None
+
+    # --- amqtt ------------------------------------------------------------------------
+    async def _start_amqtt(self) -> None:
+        from amqtt.broker import Broker  # imported only when needed: it is heavy
+
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+        broker = Broker(config)
+        await broker.start()
+        self._amqtt = broker
+
+
+async def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout_s: float = 10.0
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if process.poll() is not None:
+            raise BrokerStartError(f"mosquitto exited with status {process.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise BrokerStartError(f"mosquitto did not listen on 127.0.0.1:{port} within {timeout_s} s")

@@ -1,0 +1,106 @@
+"""The topic schema of protocol v1 (see docs/protocol.md), under a configurable prefix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+DEFAULT_PREFIX = "mesh/v1"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+class TopicKind(StrEnum):
+    TRIGGER = "trigger"
+    COMMAND_ALL = "cmd_all"
+    COMMAND_CAMERA = "cmd_camera"
+    ACK = "ack"
+    ACTIVATION = "activation"
+    RECEIPT = "receipt"
+    PRESENCE = "presence"
+    GATEWAY = "gateway"
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    kind: TopicKind
+    # The variable levels of the topic, in order (e.g. issuer and camera id for an ack).
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Builds and parses every topic of the protocol under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise ValueError(
+                f"topic prefix {self.prefix!r} must be non-empty levels of "
+                "[A-Za-z0-9._-] separated by '/', with no wildcards or leading/trailing '/'"
+            )
+
+    # --- publish topics -------------------------------------------------------
+    def trigger(self, unit_id: str) -> str:
+        return f"{self.prefix}/trigger/{unit_id}"
+
+    def command_all(self) -> str:
+        return f"{self.prefix}/cmd/all"
+
+    def command_camera(self, camera_id: str) -> str:
+        return f"{self.prefix}/cmd/camera/{camera_id}"
+
+    def ack(self, issuer: str, camera_id: str) -> str:
+        return f"{self.prefix}/ack/{issuer}/{camera_id}"
+
+    def activation(self, unit_id: str, activation_id: str) -> str:
+        return f"{self.prefix}/activation/{unit_id}/{activation_id}"
+
+    def receipt(self, unit_id: str) -> str:
+        return f"{self.prefix}/receipt/{unit_id}"
+
+    def presence(self, camera_id: str) -> str:
+        return f"{self.prefix}/presence/{camera_id}"
+
+    def gateway(self, gateway_id: str) -> str:
+        return f"{self.prefix}/gateway/{gateway_id}"
+
+    # --- subscription filters -------------------------------------------------
+    def acks_for(self, issuer: str) -> str:
+        return f"{self.prefix}/ack/{issuer}/+"
+
+    def all_activations(self) -> str:
+        return f"{self.prefix}/activation/+/+"
+
+    def all_presence(self) -> str:
+        return f"{self.prefix}/presence/+"
+
+    def all_receipts(self) -> str:
+        return f"{self.prefix}/receipt/+"
+
+    # --- parsing ----------------------------------------------------------------
+    def parse(self, topic: str) -> ParsedTopic | None:
+        """Classify a topic of this prefix; None for anything else."""
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            return None
+        levels = topic[len(head) :].split("/")
+        match levels:
+            case ["trigger", unit]:
+                return ParsedTopic(TopicKind.TRIGGER, (unit,))
+            case ["cmd", "all"]:
+                return ParsedTopic(TopicKind.COMMAND_ALL, ())
+            case ["cmd", "camera", camera]:
+                return ParsedTopic(TopicKind.COMMAND_CAMERA, (camera,))
+            case ["ack", issuer, camera]:
+                return ParsedTopic(TopicKind.ACK, (issuer, camera))
+            case ["activation", unit, activation]:
+                return ParsedTopic(TopicKind.ACTIVATION, (unit, activation))
+            case ["receipt", unit]:
+                return ParsedTopic(TopicKind.RECEIPT, (unit,))
+            case ["presence", camera]:
+                return ParsedTopic(TopicKind.PRESENCE, (camera,))
+            case ["gateway", gateway]:
+                return ParsedTopic(TopicKind.GATEWAY, (gateway,))
+        return None

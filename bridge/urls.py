@@ -1,0 +1,70 @@
+"""Broker URLs: ``mqtt://[user[:pass]@]host[:port]`` and ``mqtts://…?ca=&cert=&key=``."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_TLS_KEYS = {"ca", "cert", "key"}
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    scheme: str
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> BrokerUrl:
+        """Parse a broker URL or raise ValueError saying what is wrong with it."""
+        parts = urlsplit(text.strip())
+        if parts.scheme not in DEFAULT_PORTS:
+            raise ValueError(f"broker URL {text!r}: scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"broker URL {text!r}: no host")
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise ValueError(f"broker URL {text!r}: port is not a number in 1-65535") from None
+        if parts.path not in ("", "/"):
+            raise ValueError(f"broker URL {text!r}: unexpected path {parts.path!r}")
+        query = parse_qs(parts.query, strict_parsing=False)
+        unknown = set(query) - _TLS_KEYS
+        if unknown:
+            raise ValueError(f"broker URL {text!r}: unknown option(s) {sorted(unknown)}")
+        if query and parts.scheme != "mqtts":
+            raise ValueError(f"broker URL {text!r}: ca/cert/key need mqtts://")
+        return cls(
+            scheme=parts.scheme,
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ca_file=query.get("ca", [None])[-1],
+            cert_file=query.get("cert", [None])[-1],
+            key_file=query.get("key", [None])[-1],
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "mqtts"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A verifying client context (hostname checks on), or None for plain mqtt://."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def __str__(self) -> str:
+        auth = f"{self.username}@" if self.username else ""
+        return f"{self.scheme}://{auth}{self.host}:{self.port}"

@@ -1,0 +1,231 @@
+"""The camera side of protocol v1, as a library: presence, commands, recorder, acks.
+
+Runs real cameras' gateways-to-recorder glue and, with SimulatedRecorder, the simulated
+fleet used by the demo, the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+import structlog
+
+from bridge.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoice
+from bridge.codec import PayloadError, decode, encode
+from bridge.topics import TopicKind, Topics
+from bridge.urls import BrokerUrl
+from mesh.camera_decision import Action, CameraView, decide
+from mesh.clock import SYSTEM_CLOCK, Clock
+from mesh.models import (
+    AckStatus,
+    CameraAck,
+    CameraPresence,
+    CameraRole,
+    GeoPoint,
+    Position,
+    RecordStart,
+)
+from mesh.recorder import SimulatedRecorder
+
+# Remember this many recent activations, so a repeated command is recognised.
+_HANDLED_MAX = 4096
+# Presence changes wait this long and coalesce: acks are urgent, presence is not.
+_PRESENCE_COALESCE_S = 0.5
+
+
+@dataclass(frozen=True)
+class CameraIdentity:
+    camera_id: str
+    unit_id: str
+    role: CameraRole
+
+
+class CameraAgent:
+    def __init__(
+        self,
+        identity: CameraIdentity,
+        *,
+        url: BrokerUrl,
+        topics: Topics,
+        position: GeoPoint | None,
+        accuracy_m: float | None = 5.0,
+        recorder: SimulatedRecorder | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        protocol: ProtocolChoice = "auto",
+        heartbeat_s: float = 30.0,
+    ) -> None:
+        self.identity = identity
+        self.topics = topics
+        self.clock = clock
+        self.position = position
+        self.accuracy_m = accuracy_m
+        self.recorder = recorder or SimulatedRecorder(powered_on_ns=clock.wall_ns())
+        self.heartbeat_s = heartbeat_s
+        self.counters: Counter[str] = Counter()
+        self.acks_sent: list[CameraAck] = []
+        self._handled: OrderedDict[str, AckStatus] = OrderedDict()
+        self._presence_task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("mesh.camera").bind(camera=identity.camera_id)
+        cid = identity.camera_id
+        self.link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"tm-cam-{cid}",
+                subscriptions=((topics.command_all(), 1), (topics.command_camera(cid), 1)),
+                will=self._will(),
+                session_expiry_s=600,
+                protocol=protocol,
+            ),
+            logger=self._log,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve until cancelled; on cancellation say goodbye (offline presence)."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self.link.serve_until_cancelled(
+                self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
+            )
+        finally:
+            heartbeat.cancel()
+            if self._presence_task is not None:
+                self._presence_task.cancel()
+
+    async def _say_goodbye(self) -> None:
+        await self.link.drain()
+        await self._publish_presence(online=False)
+
+    async def _announce(self) -> None:
+        await self._publish_presence(online=True)
+        # The will sent if this connection dies carries the position we just announced.
+        self.link.set_will(self._will())
+
+    def _will(self) -> LastWill:
+        return LastWill(
+            self.topics.presence(self.identity.camera_id),
+            encode(self.presence(online=False)),
+            qos=1,
+            retain=True,
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if self.link.is_up:
+                with contextlib.suppress(ConnectionError):
+                    await self._publish_presence(online=True)
+
+    def presence(self, *, online: bool) -> CameraPresence:
+        now = self.clock.wall_ns()
+        position = None
+        if self.position is not None:
+            position = Position(
+                lat=self.position.lat,
+                lon=self.position.lon,
+                accuracy_m=self.accuracy_m,
+                fix_at_ns=now,
+            )
+        return CameraPresence(
+            camera_id=self.identity.camera_id,
+            unit_id=self.identity.unit_id,
+            role=self.identity.role,
+            online=online,
+            recording=online and self.recorder.is_recording(now),
+            position=position,
+            last_seen_ns=now,
+        )
+
+    async def _publish_presence(self, *, online: bool) -> None:
+        await self.link.publish(
+            self.topics.presence(self.identity.camera_id),
+            encode(self.presence(online=online)),
+            qos=1,
+            retain=True,
+        )
+
+    def move_to(self, position: GeoPoint | None) -> None:
+        """A new GPS fix: remembered at once, announced shortly (coalesced)."""
+        self.position = position
+        self._presence_changed()
+
+    def _presence_changed(self) -> None:
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.create_task(self._publish_presence_later())
+
+    async def _publish_presence_later(self) -> None:
+        await asyncio.sleep(_PRESENCE_COALESCE_S)
+        with contextlib.suppress(ConnectionError):
+            await self._publish_presence(online=True)
+
+    # --- commands ---------------------------------------------------------------------
+    def _on_message(self, message: Inbound) -> None:
+        parsed = self.topics.parse(message.topic)
+        if parsed is None or parsed.kind not in (TopicKind.COMMAND_ALL, TopicKind.COMMAND_CAMERA):
+            self.counters["ignored.topic"] += 1
+            return
+        received_ns = self.clock.wall_ns()
+        try:
+            command = decode(RecordStart, message.payload)
+        except PayloadError as exc:
+            self.counters[f"rejected.command.{exc.code}"] += 1
+            self._log.warning(
+                "command rejected", topic=message.topic, code=exc.code, reason=exc.reason
+            )
+            return
+        self.handle(
+            command, direct=parsed.kind is TopicKind.COMMAND_CAMERA, received_ns=received_ns
+        )
+
+    def handle(self, command: RecordStart, *, direct: bool, received_ns: int) -> CameraAck | None:
+        """Decide, act on the recorder, and ack. Returns the ack sent, if any."""
+        me = CameraView(self.identity.camera_id, self.identity.unit_id, self.position)
+        aid = command.activation_id
+        now = self.clock.wall_ns()
+        decision = decide(
+            command,
+            me,
+            direct=direct,
+            already_handled=aid in self._handled,
+            recording=self.recorder.is_recording(now),
+            now_ns=now,
+        )
+        self.counters[f"decision.{decision.action.value}"] += 1
+        if decision.action is Action.IGNORE:
+            return None
+        assert decision.status is not None
+        started_at = kept = None
+        if decision.action is Action.START:
+            start = self.recorder.start(aid, command.pre_event_s, now)
+            started_at, kept = start.started_at_ns, start.pre_event_kept_s
+            self._presence_changed()
+        elif decision.status is AckStatus.ALREADY_RECORDING and aid not in self._handled:
+            self.recorder.attach(aid)
+        if decision.status in (AckStatus.STARTED, AckStatus.ALREADY_RECORDING):
+            self._remember(aid, decision.status)
+        ack = CameraAck(
+            activation_id=aid,
+            camera_id=me.camera_id,
+            unit_id=me.unit_id,
+            status=decision.status,
+            reason=decision.reason,
+            attempt=command.attempt,
+            received_at_ns=received_ns,
+            recording_started_at_ns=started_at,
+            pre_event_kept_s=kept,
+        )
+        self.link.publish_soon(self.topics.ack(command.issuer, me.camera_id), encode(ack), qos=1)
+        self.acks_sent.append(ack)
+        if len(self.acks_sent) > _HANDLED_MAX:
+            del self.acks_sent[: len(self.acks_sent) // 2]
+        self._log.debug("command handled", activation=aid, status=decision.status.value)
+        return ack
+
+    def _remember(self, activation_id: str, status: AckStatus) -> None:
+        self._handled[activation_id] = status
+        self._handled.move_to_end(activation_id)
+        while len(self._handled) > _HANDLED_MAX:
+            self._handled.popitem(last=False)

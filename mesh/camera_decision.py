@@ -1,0 +1,78 @@
+"""What a camera does with a record-start command. Pure: inputs in, decision out.
+
+A camera starts when it is targeted (its unit or its id named in the command) or when
+its own position is within the command's radius of the origin. A broadcast it is not
+concerned by gets no answer, so a city-wide broadcast costs only the acks of cameras
+that start. A command sent to this camera directly (a retry: the gateway is waiting
+for it) always gets an answer, out_of_range included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from mesh.geo import haversine_m
+from mesh.models import AckStatus, GeoPoint, RecordStart
+
+
+class Action(Enum):
+    START = "start"  # start recording, then ack
+    ACK = "ack"  # ack without starting anything
+    IGNORE = "ignore"  # not concerned, say nothing
+
+
+@dataclass(frozen=True)
+class CameraView:
+    camera_id: str
+    unit_id: str
+    position: GeoPoint | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    status: AckStatus | None
+    reason: str
+
+
+def scope(command: RecordStart, me: CameraView) -> tuple[bool, str]:
+    """Is this camera concerned by the command, and why (or why not)."""
+    if me.camera_id in command.targets.cameras:
+        return True, "named in the command"
+    if me.unit_id in command.targets.units:
+        return True, f"unit {me.unit_id} targeted"
+    if command.origin is None:
+        return False, "command has no origin and does not target this camera"
+    if me.position is None:
+        return False, "no position fix"
+    distance = haversine_m(command.origin.lat, command.origin.lon, me.position.lat, me.position.lon)
+    if distance <= command.radius_m:
+        return True, f"in range: {distance:.0f} m <= {command.radius_m:g} m"
+    return False, f"out of range: {distance:.0f} m > {command.radius_m:g} m"
+
+
+def decide(
+    command: RecordStart,
+    me: CameraView,
+    *,
+    direct: bool,
+    already_handled: bool,
+    recording: bool,
+    now_ns: int,
+) -> Decision:
+    concerned, why = scope(command, me)
+    if not concerned and not direct:
+        return Decision(Action.IGNORE, None, why)
+    if already_handled:
+        return Decision(
+            Action.ACK, AckStatus.ALREADY_RECORDING, "duplicate command for this activation"
+        )
+    if now_ns > command.expires_at_ns:
+        late_ms = (now_ns - command.expires_at_ns) / 1e6
+        return Decision(Action.ACK, AckStatus.REJECTED, f"command expired {late_ms:.0f} ms ago")
+    if not concerned:
+        return Decision(Action.ACK, AckStatus.OUT_OF_RANGE, why)
+    if recording:
+        return Decision(Action.ACK, AckStatus.ALREADY_RECORDING, f"already recording; {why}")
+    return Decision(Action.START, AckStatus.STARTED, why)

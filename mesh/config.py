@@ -1,0 +1,134 @@
+"""Configuration files (YAML) for the gateway, a camera and the agency policy.
+
+A bad file is rejected with a ConfigError naming the file, the key and the problem;
+the CLI turns that into exit status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.topics import DEFAULT_PREFIX, Topics
+from bridge.urls import BrokerUrl
+from mesh.models import CameraRole, GeoPoint, Ident
+from mesh.policy import Policy
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        where = f"key '{key}'" if key else "top level"
+        super().__init__(f"{path}: {where}: {problem}")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Connection(_Config):
+    """Where to find the broker and which topic prefix to use."""
+
+    broker: str = "embedded"
+    topic_prefix: str = DEFAULT_PREFIX
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if value != "embedded":
+            BrokerUrl.parse(value)  # raises ValueError naming what is wrong
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        Topics(value)
+        return value
+
+
+class GatewayConfig(_Connection):
+    unit: Ident
+    gateway_id: Ident | None = None
+    # Relative to the working directory: it is data, not configuration.
+    log: str = "var/activations.db"
+    position: GeoPoint | None = None
+    # Inline rules, or a policy file (relative to this config file), or the built-in policy.
+    policy: Policy | str | None = None
+    status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @property
+    def resolved_gateway_id(self) -> str:
+        return self.gateway_id or f"gw-{self.unit}"
+
+
+class CameraConfig(_Connection):
+    camera_id: Ident
+    unit: Ident
+    role: CameraRole = CameraRole.BODY
+    broker: str = "mqtt://127.0.0.1:1883"
+    position: GeoPoint | None = None
+    accuracy_m: Annotated[float, Field(ge=0)] = 5.0
+    pre_event_buffer_s: Annotated[float, Field(ge=0, le=600)] = 120.0
+    record_s: Annotated[float, Field(gt=0)] = 300.0
+    heartbeat_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+def read_yaml(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, "", f"not valid YAML{where}: {problem}") from None
+
+
+def validate(model: type[C], data: Any, path: Path | str) -> C:
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", f"expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"])
+        problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] == "missing":
+            problem = "required key is missing"
+        raise ConfigError(path, key, problem) from None
+
+
+def load_policy(path: Path | str) -> Policy:
+    data = read_yaml(path)
+    if isinstance(data, dict) and set(data) == {"policy"}:
+        data = data["policy"]
+    return validate(Policy, data or {}, path)
+
+
+def load_gateway_config(path: Path | str) -> tuple[GatewayConfig, Policy]:
+    """The gateway config and its effective policy (inline, from a file, or built in)."""
+    path = Path(path)
+    config = validate(GatewayConfig, read_yaml(path), path)
+    if isinstance(config.policy, Policy):
+        return config, config.policy
+    if isinstance(config.policy, str):
+        policy_path = Path(config.policy)
+        if not policy_path.is_absolute():
+            policy_path = path.parent / policy_path
+        if not policy_path.exists():
+            raise ConfigError(path, "policy", f"policy file {policy_path} does not exist")
+        return config, load_policy(policy_path)
+    return config, Policy()
+
+
+def load_camera_config(path: Path | str) -> CameraConfig:
+    return validate(CameraConfig, read_yaml(path), path)

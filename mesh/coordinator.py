@@ -1,0 +1,479 @@
+"""The activation coordinator: accepted trigger → durable log → publish → acks → outcome.
+
+Order matters and is the point of this module:
+1. admit (pure) and plan (pure) from the presence snapshot;
+2. append the activation to the log and wait until it is fsync'd;
+3. broadcast the record-start command (QoS1) and collect acks until the deadline;
+4. send the command directly to expected cameras still silent, with growing waits,
+   within the command's expiry;
+5. close the activation: per-camera outcome and latency, logged and published.
+
+A crash anywhere after (2) is repaired on restart by ``load_unfinished`` +
+``start_resumed``: the command is (re)sent, cameras that already started say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from bridge.client import LinkDown
+from bridge.codec import encode
+from bridge.topics import Topics
+from mesh.activation import AckEffect, ActivationTracker
+from mesh.activation_log import (
+    ActivationLog,
+    LogError,
+    activations_since,
+    read_records,
+    unfinished_activation_ids,
+)
+from mesh.admission import Accepted, Admitter, Refused, Suppressed
+from mesh.clock import Clock
+from mesh.log_records import (
+    AckEntry,
+    ActivationEntry,
+    FinishedEntry,
+    PublishedEntry,
+    RecordKind,
+    ResumedEntry,
+    TargetEntry,
+    TriggerEntry,
+)
+from mesh.models import (
+    ActivationRecord,
+    CameraAck,
+    CameraPresence,
+    GeoPoint,
+    ReceiptOutcome,
+    TriggerEvent,
+    TriggerReceipt,
+)
+from mesh.planning import plan_activation
+from mesh.policy import KindRules, Policy
+from mesh.tasks import Background
+
+NS = 1_000_000_000
+# How often a pending activation's progress is re-published for dispatch, at most.
+_PROGRESS_INTERVAL_NS = 250_000_000
+# Finished activations kept to recognise late acks (logged, but they change nothing).
+_RECENT_MAX = 256
+
+
+class Publisher(Protocol):
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        wait_s: float | None = 10.0,
+    ) -> None: ...
+
+    def publish_soon(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+
+class PresenceView(Protocol):
+    def snapshot(self) -> list[CameraPresence]: ...
+
+
+@dataclass(eq=False)
+class _Live:
+    tracker: ActivationTracker
+    rules: KindRules
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    attempt: int = 0
+    published: bool = False
+    last_update_mono: int = 0
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        unit_id: str,
+        issuer: str,
+        policy: Policy,
+        log: ActivationLog,
+        publisher: Publisher,
+        topics: Topics,
+        presence: PresenceView,
+        position: Callable[[], GeoPoint | None],
+        clock: Clock,
+        on_finished: Callable[[ActivationRecord], None] | None = None,
+    ) -> None:
+        self.unit_id = unit_id
+        self.issuer = issuer
+        self.policy = policy
+        self.log = log
+        self.publisher = publisher
+        self.topics = topics
+        self.presence = presence
+        self.position = position
+        self.clock = clock
+        self.on_finished = on_finished
+        self.admitter = Admitter(policy)
+        self.live: dict[str, _Live] = {}
+        self.recent: OrderedDict[str, ActivationTracker] = OrderedDict()
+        self.counters: Counter[str] = Counter()
+        self.tasks = Background()
+        self._resumed: list[_Live] = []
+        self._log = structlog.get_logger("mesh.coordinator").bind(unit=unit_id)
+
+    # --- triggers -------------------------------------------------------------------
+    async def submit(
+        self, event: TriggerEvent, *, received_mono_ns: int | None = None
+    ) -> TriggerReceipt:
+        """Admit a trigger; if accepted, log it durably and start driving the activation.
+
+        Returns once the activation is durable and its broadcast is under way (not when
+        cameras have answered): the receipt says accepted, merged or refused, and why.
+        """
+        mono = received_mono_ns if received_mono_ns is not None else self.clock.mono_ns()
+        now = self.clock.wall_ns()
+        admission = self.admitter.admit(event, now)
+        self.counters[f"triggers.{event.kind}.{event.source.type}"] += 1
+        if isinstance(admission, Refused):
+            self.counters[f"triggers.refused.{admission.code}"] += 1
+            self._log.info(
+                "trigger refused",
+                event=event.event_id,
+                code=admission.code,
+                reason=admission.reason,
+            )
+            self._append(
+                RecordKind.REFUSED,
+                None,
+                TriggerEntry(
+                    trigger=event, received_at_ns=now, code=admission.code, reason=admission.reason
+                ),
+            )
+            return self._receipt(event, ReceiptOutcome.REJECTED, None, admission.reason, now)
+        if isinstance(admission, Suppressed):
+            self.counters["triggers.suppressed"] += 1
+            live = self.live.get(admission.activation_id)
+            if live is not None:
+                live.tracker.merged_triggers += 1
+            self._append(
+                RecordKind.SUPPRESSED,
+                admission.activation_id,
+                TriggerEntry(
+                    trigger=event,
+                    received_at_ns=now,
+                    code="suppressed",
+                    reason=admission.reason,
+                    activation_id=admission.activation_id,
+                ),
+            )
+            return self._receipt(
+                event, ReceiptOutcome.SUPPRESSED, admission.activation_id, admission.reason, now
+            )
+        assert isinstance(admission, Accepted)
+        return await self._activate(event, admission, now, mono)
+
+    async def _activate(
+        self, event: TriggerEvent, admission: Accepted, now: int, mono: int
+    ) -> TriggerReceipt:
+        plan = plan_activation(
+            event,
+            activation_id=admission.activation_id,
+            rules=admission.rules,
+            issuer=self.issuer,
+            gateway_position=self.position(),
+            cameras=self.presence.snapshot(),
+            now_ns=now,
+            offline_grace_s=self.policy.offline_grace_s,
+        )
+        tracker = ActivationTracker(
+            plan.command, plan.decisions, unit_id=self.unit_id, accepted_mono_ns=mono
+        )
+        live = _Live(tracker, admission.rules)
+        self.live[tracker.activation_id] = live
+        entry = ActivationEntry(
+            trigger=event,
+            received_at_ns=now,
+            command=plan.command,
+            targets=tuple(TargetEntry.of(d) for d in plan.decisions),
+        )
+        try:
+            await self.log.append_durable(RecordKind.ACTIVATION, tracker.activation_id, entry, now)
+        except LogError as exc:
+            # Recording matters more than the record: the cameras are still commanded,
+            # and the failure is loud (counter, error log, and the gateway status).
+            self.counters["log.write_failures"] += 1
+            self._log.error(
+                "activation not durable, sending anyway",
+                error=str(exc),
+                activation=tracker.activation_id,
+            )
+        self.counters["activations.started"] += 1
+        self.tasks.spawn(self._drive(live))
+        self._log.info(
+            "activation",
+            activation=tracker.activation_id,
+            kind=event.kind,
+            expected=len(tracker.cameras),
+            radius_m=plan.command.radius_m,
+        )
+        return self._receipt(event, ReceiptOutcome.ACCEPTED, tracker.activation_id, "", now)
+
+    def _receipt(
+        self,
+        event: TriggerEvent,
+        outcome: ReceiptOutcome,
+        activation_id: str | None,
+        reason: str,
+        now: int,
+    ) -> TriggerReceipt:
+        receipt = TriggerReceipt(
+            event_id=event.event_id,
+            unit_id=event.unit_id,
+            outcome=outcome,
+            activation_id=activation_id,
+            reason=reason,
+            at_ns=now,
+        )
+        self.publisher.publish_soon(self.topics.receipt(self.unit_id), encode(receipt), qos=1)
+        return receipt
+
+    # --- acks ---------------------------------------------------------------------------
+    def on_ack(self, ack: CameraAck, *, received_mono_ns: int | None = None) -> None:
+        mono = received_mono_ns if received_mono_ns is not None else self.clock.mono_ns()
+        now = self.clock.wall_ns()
+        live = self.live.get(ack.activation_id)
+        if live is None:
+            finished = self.recent.get(ack.activation_id)
+            effect = "late" if finished is not None else "unknown_activation"
+            self.counters[f"acks.{effect}"] += 1
+            if finished is not None:
+                self._append(
+                    RecordKind.ACK,
+                    ack.activation_id,
+                    AckEntry(ack=ack, latency_ms=None, effect=effect),
+                )
+            return
+        tracker = live.tracker
+        result = tracker.on_ack(ack, now, mono)
+        self.counters[f"acks.{result.value}"] += 1
+        latency = tracker.cameras[ack.camera_id].latency_ms
+        self._append(
+            RecordKind.ACK,
+            ack.activation_id,
+            AckEntry(ack=ack, latency_ms=latency, effect=result.value),
+        )
+        if result is AckEffect.DUPLICATE:
+            return
+        if tracker.complete:
+            live.done.set()
+        elif mono - live.last_update_mono >= _PROGRESS_INTERVAL_NS:
+            live.last_update_mono = mono
+            self._publish_record(tracker.record())
+
+    # --- driving one activation ----------------------------------------------------------
+    async def _drive(self, live: _Live) -> None:
+        # Cancellation (gateway shutdown) leaves the activation unfinished in the log on
+        # purpose: the next start resumes it. Only a decided end is written as finished.
+        reason = await self._collect(live)
+        await self._finish(live, reason)
+
+    async def _collect(self, live: _Live) -> str:
+        """Publish and collect acks, retrying the silent; returns why it ended early, if so."""
+        tracker, rules = live.tracker, live.rules
+        if not live.published:
+            if not await self._send(live, None):
+                return "command could not be published before it expired"
+            live.published = True
+            self._publish_record(tracker.record())
+        while not tracker.complete:
+            remaining_s = (tracker.command.expires_at_ns - self.clock.wall_ns()) / NS
+            wait_s = min(rules.retry_wait_ms(live.attempt) / 1000, max(0.0, remaining_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.done.wait(), wait_s)
+            if tracker.complete:
+                break
+            if live.attempt >= rules.max_retries or remaining_s <= wait_s:
+                break
+            live.attempt += 1
+            silent = tracker.silent()
+            self.counters["retries"] += 1
+            self._log.info(
+                "retrying silent cameras",
+                activation=tracker.activation_id,
+                attempt=live.attempt,
+                cameras=len(silent),
+            )
+            if not await self._send(live, silent):
+                return "link down until the command expired"
+        return ""
+
+    async def _send(self, live: _Live, cameras: list[str] | None) -> bool:
+        """Publish the command (broadcast if ``cameras`` is None), waiting out broker outages
+        until the command expires. False if it could not be sent in time."""
+        tracker = live.tracker
+        command = tracker.command
+        if live.attempt:
+            command = command.model_copy(update={"attempt": live.attempt})
+        payload = encode(command)
+        topics = (
+            [self.topics.command_all()]
+            if cameras is None
+            else [self.topics.command_camera(c) for c in cameras]
+        )
+        while True:
+            remaining_s = (command.expires_at_ns - self.clock.wall_ns()) / NS
+            if remaining_s <= 0:
+                return False
+            tracker.sending(self.clock.wall_ns(), self.clock.mono_ns())
+            try:
+                await asyncio.gather(
+                    *(self.publisher.publish(t, payload, qos=1, wait_s=remaining_s) for t in topics)
+                )
+            except LinkDown as exc:
+                self.counters["publish.link_down"] += 1
+                self._log.warning(
+                    "command not published, will retry",
+                    error=str(exc),
+                    activation=tracker.activation_id,
+                )
+                await asyncio.sleep(0.05)
+                continue
+            tracker.on_published(cameras)
+            self._append(
+                RecordKind.PUBLISHED,
+                tracker.activation_id,
+                PublishedEntry(
+                    attempt=live.attempt,
+                    topic=topics[0] if cameras is None else self.topics.command_camera("+"),
+                    cameras=None if cameras is None else tuple(cameras),
+                ),
+            )
+            return True
+
+    async def _finish(self, live: _Live, reason: str) -> None:
+        tracker = live.tracker
+        now = self.clock.wall_ns()
+        tracker.finish(now, reason)
+        record = tracker.record()
+        self.live.pop(tracker.activation_id, None)
+        self.recent[tracker.activation_id] = tracker
+        while len(self.recent) > _RECENT_MAX:
+            self.recent.popitem(last=False)
+        self.counters[f"activations.{record.state}"] += 1
+        try:
+            await self.log.append_durable(
+                RecordKind.FINISHED, tracker.activation_id, FinishedEntry(record=record), now
+            )
+        except LogError as exc:
+            self.counters["log.write_failures"] += 1
+            self._log.error("activation outcome not durable", error=str(exc))
+        self._publish_record(record)
+        missed = [c.camera_id for c in record.cameras if c.status == "missed"]
+        self._log.info(
+            "activation finished",
+            activation=tracker.activation_id,
+            state=record.state.value,
+            all_acked_ms=record.all_acked_ms,
+            missed=missed,
+        )
+        if self.on_finished is not None:
+            self.on_finished(record)
+
+    def _publish_record(self, record: ActivationRecord) -> None:
+        self.publisher.publish_soon(
+            self.topics.activation(self.unit_id, record.activation_id), encode(record), qos=1
+        )
+
+    # --- restart --------------------------------------------------------------------------
+    def rebuild_admission(self) -> None:
+        """Refill the cooldown windows from recent activations in the log."""
+        horizon = self.clock.wall_ns() - int(
+            (self.policy.max_trigger_age_s + self.policy.longest_cooldown_s) * NS
+        )
+        for row in activations_since(self.log.path, horizon):
+            entry = ActivationEntry.model_validate_json(row.body)
+            self.admitter.remember(entry.trigger, entry.command.activation_id)
+
+    def load_unfinished(self) -> int:
+        """Rebuild activations that were logged but not finished (before connecting, so
+        acks the broker kept for us find them)."""
+        for activation_id in unfinished_activation_ids(self.log.path):
+            live = self._restore(activation_id)
+            if live is not None:
+                self.live[activation_id] = live
+                self._resumed.append(live)
+        return len(self._resumed)
+
+    def start_resumed(self) -> None:
+        """Drive the reloaded activations (call once the broker link is up)."""
+        for live in self._resumed:
+            self.counters["activations.resumed"] += 1
+            self.tasks.spawn(self._drive(live))
+        self._resumed = []
+
+    def _restore(self, activation_id: str) -> _Live | None:
+        rows = list(read_records(self.log.path, activation_id=activation_id))
+        entry: ActivationEntry | None = None
+        acks = 0
+        live: _Live | None = None
+        for row in rows:
+            if row.kind == RecordKind.ACTIVATION:
+                entry = ActivationEntry.model_validate_json(row.body)
+                tracker = ActivationTracker(
+                    entry.command,
+                    [t.decision() for t in entry.targets],
+                    unit_id=self.unit_id,
+                    accepted_mono_ns=self.clock.mono_ns(),
+                )
+                live = _Live(tracker, self.policy.rules(entry.trigger.kind))
+                self.admitter.remember(entry.trigger, activation_id)
+            elif live is not None and row.kind == RecordKind.PUBLISHED:
+                published = PublishedEntry.model_validate_json(row.body)
+                live.published = True
+                live.attempt = max(live.attempt, published.attempt)
+                live.tracker.restore_published(
+                    None if published.cameras is None else list(published.cameras), row.at_ns
+                )
+            elif live is not None and row.kind == RecordKind.ACK:
+                ack_entry = AckEntry.model_validate_json(row.body)
+                live.tracker.restore_ack(ack_entry.ack, row.at_ns, ack_entry.latency_ms)
+                acks += 1
+        if live is None or entry is None:
+            return None
+        if live.tracker.complete:
+            live.done.set()
+        self._append(
+            RecordKind.RESUMED,
+            activation_id,
+            ResumedEntry(
+                reason="gateway restarted with this activation unfinished", acks_recovered=acks
+            ),
+        )
+        self._log.info(
+            "activation resumed",
+            activation=activation_id,
+            published=live.published,
+            acks_recovered=acks,
+        )
+        return live
+
+    # --- plumbing -------------------------------------------------------------------------
+    def _append(
+        self,
+        kind: RecordKind,
+        activation_id: str | None,
+        body: TriggerEntry | AckEntry | PublishedEntry | ResumedEntry,
+    ) -> None:
+        try:
+            self.log.append(kind, activation_id, body, self.clock.wall_ns())
+        except LogError as exc:
+            self.counters["log.write_failures"] += 1
+            self._log.error("log append failed", kind=kind.value, error=str(exc))

@@ -1,0 +1,239 @@
+"""The in-car gateway daemon: triggers in, activations out, acks and presence tracked.
+
+It owns one MQTT link and routes what arrives on it:
+- ``{prefix}/trigger/{unit}``: manual and dispatch triggers for this unit;
+- ``{prefix}/ack/{gateway}/+``: camera acks for the activations it issued;
+- ``{prefix}/presence/+``: retained camera presence, for range resolution.
+Every malformed or mismatched payload is logged with its reason and counted; the
+daemon keeps serving. In-process trigger sources (BLE, CAN) are drained into the same
+coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from bridge.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoice
+from bridge.codec import PayloadError, decode, encode
+from bridge.topics import TopicKind, Topics
+from bridge.urls import BrokerUrl
+from mesh.activation_log import ActivationLog
+from mesh.clock import SYSTEM_CLOCK, Clock
+from mesh.coordinator import Coordinator
+from mesh.models import (
+    ActivationRecord,
+    CameraAck,
+    CameraPresence,
+    GatewayStatus,
+    GeoPoint,
+    TriggerEvent,
+    TriggerReceipt,
+)
+from mesh.policy import Policy
+from mesh.presence import PresenceRegistry
+from mesh.tasks import Background
+from triggers.source import TriggerSource
+
+# Triggers and acks are small; anything near this is an attack or a bug.
+MAX_SMALL_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    unit_id: str
+    log_path: Path
+    gateway_id: str = ""
+    topics: Topics = field(default_factory=Topics)
+    position: GeoPoint | None = None
+    policy: Policy = field(default_factory=Policy)
+    status_interval_s: float = 30.0
+
+    @property
+    def issuer(self) -> str:
+        return self.gateway_id or f"gw-{self.unit_id}"
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        url: BrokerUrl,
+        protocol: ProtocolChoice = "auto",
+        clock: Clock = SYSTEM_CLOCK,
+        sources: Sequence[TriggerSource] = (),
+        on_finished: Callable[[ActivationRecord], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.clock = clock
+        self.sources = list(sources)
+        self.counters: Counter[str] = Counter()
+        self.presence = PresenceRegistry()
+        self.position = settings.position
+        self.started_at_ns = clock.wall_ns()
+        self.ready = asyncio.Event()
+        self._log = structlog.get_logger("mesh.gateway").bind(gateway=settings.issuer)
+        self._background = Background()
+        issuer = settings.issuer
+        self.link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"tm-{issuer}",
+                subscriptions=(
+                    (self.topics.trigger(settings.unit_id), 1),
+                    (self.topics.acks_for(issuer), 1),
+                    (self.topics.all_presence(), 1),
+                ),
+                will=LastWill(self.topics.gateway(issuer), encode(self._status(False)), 1, True),
+                protocol=protocol,
+            ),
+            logger=self._log,
+        )
+        self.log = ActivationLog(settings.log_path)
+        self.coordinator = Coordinator(
+            unit_id=settings.unit_id,
+            issuer=issuer,
+            policy=settings.policy,
+            log=self.log,
+            publisher=self.link,
+            topics=self.topics,
+            presence=self.presence,
+            position=lambda: self.position,
+            clock=clock,
+            on_finished=on_finished,
+        )
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve until cancelled. Unfinished activations from a previous run are resumed."""
+        self.coordinator.rebuild_admission()
+        resumed = self.coordinator.load_unfinished()
+        if resumed:
+            self._log.info("resuming unfinished activations", count=resumed)
+        for source in self.sources:
+            self._background.spawn(self._drain(source))
+        self._background.spawn(self._status_loop())
+        try:
+            await self.link.serve_until_cancelled(
+                self._on_message, on_connect=self._on_connect, on_stop=self._say_goodbye
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await self.log.flush()
+            self.log.close()
+
+    async def _on_connect(self) -> None:
+        await self._publish_status(online=True)
+        self.coordinator.start_resumed()
+        self.ready.set()
+
+    async def _say_goodbye(self) -> None:
+        # In-flight activations stay unfinished in the log: the next start resumes them.
+        await self._background.cancel_all()
+        for source in self.sources:
+            with contextlib.suppress(Exception):
+                await source.stop()
+        await self.coordinator.tasks.cancel_all()
+        await self.link.drain()
+        await self._publish_status(online=False)
+
+    # --- status -----------------------------------------------------------------------
+    def all_counters(self) -> dict[str, int]:
+        merged = Counter(self.counters)
+        merged.update(self.coordinator.counters)
+        return dict(sorted(merged.items()))
+
+    def _status(self, online: bool) -> GatewayStatus:
+        now = self.clock.wall_ns()
+        return GatewayStatus(
+            gateway_id=self.settings.issuer,
+            unit_id=self.settings.unit_id,
+            online=online,
+            started_at_ns=self.started_at_ns,
+            last_seen_ns=now,
+            counters=self.all_counters() if online else {},
+        )
+
+    async def _publish_status(self, *, online: bool) -> None:
+        await self.link.publish(
+            self.topics.gateway(self.settings.issuer), encode(self._status(online)), retain=True
+        )
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_interval_s)
+            if self.link.is_up:
+                with contextlib.suppress(ConnectionError):
+                    await self._publish_status(online=True)
+
+    # --- inputs -------------------------------------------------------------------------
+    async def submit(self, event: TriggerEvent) -> TriggerReceipt:
+        """Submit a trigger from an in-process source."""
+        return await self.coordinator.submit(event)
+
+    async def _drain(self, source: TriggerSource) -> None:
+        await source.start()
+        async for event in source.events():
+            await self.coordinator.submit(event)
+
+    def _on_message(self, message: Inbound) -> None:
+        received_mono = self.clock.mono_ns()
+        parsed = self.topics.parse(message.topic)
+        if parsed is None:
+            self.counters["ignored.topic"] += 1
+            return
+        try:
+            match parsed.kind:
+                case TopicKind.ACK:
+                    ack = decode(CameraAck, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+                    if ack.camera_id != parsed.args[1]:
+                        raise PayloadError(
+                            "id_mismatch",
+                            f"ack from camera {ack.camera_id!r} "
+                            f"on the topic of camera {parsed.args[1]!r}",
+                        )
+                    self.coordinator.on_ack(ack, received_mono_ns=received_mono)
+                case TopicKind.TRIGGER:
+                    event = decode(TriggerEvent, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+                    if event.unit_id != self.settings.unit_id:
+                        raise PayloadError(
+                            "unit_mismatch",
+                            f"trigger for unit {event.unit_id!r} "
+                            f"sent to unit {self.settings.unit_id!r}",
+                        )
+                    self._background.spawn(
+                        self.coordinator.submit(event, received_mono_ns=received_mono)
+                    )
+                case TopicKind.PRESENCE:
+                    self._on_presence(parsed.args[0], message)
+                case _:
+                    self.counters["ignored.topic"] += 1
+        except PayloadError as exc:
+            self.counters[f"rejected.{parsed.kind.value}.{exc.code}"] += 1
+            self._log.warning(
+                "payload rejected",
+                topic=message.topic,
+                code=exc.code,
+                reason=exc.reason,
+                size=len(message.payload),
+            )
+
+    def _on_presence(self, camera_id: str, message: Inbound) -> None:
+        if not message.payload:  # a cleared retained message: the camera was removed
+            self.presence.remove(camera_id)
+            return
+        presence = decode(CameraPresence, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+        if presence.camera_id != camera_id:
+            raise PayloadError(
+                "id_mismatch",
+                f"presence of camera {presence.camera_id!r} on the topic of camera {camera_id!r}",
+            )
+        self.presence.update(presence)

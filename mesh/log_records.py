@@ -1,0 +1,79 @@
+"""The bodies of activation-log records, typed so that the log can be read back and replayed."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from mesh.models import ActivationRecord, CameraAck, Frozen, RecordStart, TriggerEvent
+from mesh.targeting import TargetDecision
+
+
+class RecordKind(StrEnum):
+    ACTIVATION = "activation"  # accepted trigger + command + targeting: durable before publish
+    SUPPRESSED = "suppressed"  # trigger merged into a recent activation (burst, duplicate)
+    REFUSED = "refused"  # well-formed trigger refused by policy (stale, disabled, unauthenticated)
+    PUBLISHED = "published"  # a command went to the broker (broadcast or direct retry)
+    ACK = "ack"  # a camera answered
+    FINISHED = "finished"  # final per-camera outcomes and state
+    RESUMED = "resumed"  # a gateway restart picked the activation up again
+
+
+class TargetEntry(Frozen):
+    camera_id: str
+    unit_id: str | None
+    expected: bool
+    reason: str
+    distance_m: float | None = None
+
+    @classmethod
+    def of(cls, decision: TargetDecision) -> TargetEntry:
+        return cls(
+            camera_id=decision.camera_id,
+            unit_id=decision.unit_id,
+            expected=decision.expected,
+            reason=decision.reason,
+            distance_m=None if decision.distance_m is None else round(decision.distance_m, 1),
+        )
+
+    def decision(self) -> TargetDecision:
+        return TargetDecision(
+            self.camera_id, self.unit_id, self.expected, self.reason, self.distance_m
+        )
+
+
+class ActivationEntry(Frozen):
+    trigger: TriggerEvent
+    received_at_ns: int
+    command: RecordStart
+    targets: tuple[TargetEntry, ...]
+
+
+class TriggerEntry(Frozen):
+    """A trigger that did not make a new activation."""
+
+    trigger: TriggerEvent
+    received_at_ns: int
+    code: str
+    reason: str
+    activation_id: str | None = None
+
+
+class PublishedEntry(Frozen):
+    attempt: int
+    topic: str
+    cameras: tuple[str, ...] | None = None  # None: broadcast to every camera
+
+
+class AckEntry(Frozen):
+    ack: CameraAck
+    latency_ms: float | None
+    effect: str
+
+
+class FinishedEntry(Frozen):
+    record: ActivationRecord
+
+
+class ResumedEntry(Frozen):
+    reason: str
+    acks_recovered: int

@@ -1,0 +1,275 @@
+"""Wire models: every payload that crosses MQTT or lands in the activation log.
+
+All payloads are immutable and strictly typed, carry ``"type"`` and ``"v": 1``, and
+ignore unknown fields so that v1 can grow optional fields without breaking old
+readers (a breaking change bumps ``v``). Times are integers: nanoseconds since the
+Unix epoch, UTC, named ``*_ns`` so the unit is never guessed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Identifiers end up inside MQTT topic levels, so they may not contain '/', '+' or '#'.
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+TimeNs = Annotated[int, Field(ge=0, description="UTC wall clock, ns since the Unix epoch")]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
+DetailValue = str | int | float | bool
+
+PROTOCOL_VERSION = 1
+
+
+class TriggerKind(StrEnum):
+    WEAPON_DRAW = "weapon_draw"
+    TASER_ARM = "taser_arm"
+    EMERGENCY_LIGHTS = "emergency_lights"
+    SIREN = "siren"
+    SPEED = "speed"
+    CRASH = "crash"
+    DOOR = "door"
+    GUN_RACK = "gun_rack"
+    MANUAL = "manual"
+    DISPATCH = "dispatch"
+
+
+class SourceType(StrEnum):
+    BLE = "ble"
+    CAN = "can"
+    MANUAL = "manual"
+    DISPATCH = "dispatch"
+
+
+class AckStatus(StrEnum):
+    STARTED = "started"
+    ALREADY_RECORDING = "already_recording"
+    OUT_OF_RANGE = "out_of_range"
+    REJECTED = "rejected"
+
+
+class OutcomeStatus(StrEnum):
+    """A camera's outcome within one activation: an ack status, or pending/missed."""
+
+    PENDING = "pending"
+    STARTED = "started"
+    ALREADY_RECORDING = "already_recording"
+    OUT_OF_RANGE = "out_of_range"
+    REJECTED = "rejected"
+    MISSED = "missed"
+
+
+CONFIRMED_OUTCOMES = frozenset({OutcomeStatus.STARTED, OutcomeStatus.ALREADY_RECORDING})
+
+
+class ActivationState(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    PARTIAL = "partial"
+    MISSED = "missed"
+    CANCELLED = "cancelled"
+
+
+class CameraRole(StrEnum):
+    BODY = "body"
+    DASH = "dash"
+
+
+class ReceiptOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    SUPPRESSED = "suppressed"
+    REJECTED = "rejected"
+
+
+class Frozen(BaseModel):
+    """Base for every model: immutable, no type coercion, unknown fields ignored."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+
+class GeoPoint(Frozen):
+    lat: Latitude
+    lon: Longitude
+
+
+class Position(Frozen):
+    lat: Latitude
+    lon: Longitude
+    accuracy_m: Annotated[float, Field(ge=0.0)] | None = None
+    fix_at_ns: TimeNs
+
+
+class SourceRef(Frozen):
+    type: SourceType
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    authenticated: bool
+
+
+class TriggerEvent(Frozen):
+    """A normalised signal from any trigger source (BLE, CAN, manual, dispatch)."""
+
+    type: Literal["trigger"] = "trigger"
+    v: Literal[1] = 1
+    event_id: EventId
+    kind: TriggerKind
+    source: SourceRef
+    unit_id: Ident
+    observed_at_ns: TimeNs
+    position: Position | None = None
+    detail: dict[str, DetailValue] = Field(default_factory=dict)
+
+
+class TriggerSummary(Frozen):
+    """The part of a trigger that travels inside commands and activation records."""
+
+    event_id: EventId
+    kind: TriggerKind
+    source: SourceRef
+    unit_id: Ident
+    observed_at_ns: TimeNs
+
+    @classmethod
+    def of(cls, event: TriggerEvent) -> TriggerSummary:
+        return cls(
+            event_id=event.event_id,
+            kind=event.kind,
+            source=event.source,
+            unit_id=event.unit_id,
+            observed_at_ns=event.observed_at_ns,
+        )
+
+
+class Targets(Frozen):
+    """Cameras that must start regardless of distance: whole units and named cameras."""
+
+    units: tuple[Ident, ...] = ()
+    cameras: tuple[Ident, ...] = ()
+
+
+class RecordStart(Frozen):
+    """The command a gateway broadcasts: cameras in range (or targeted) start recording."""
+
+    type: Literal["record_start"] = "record_start"
+    v: Literal[1] = 1
+    activation_id: Ident
+    issuer: Ident
+    trigger: TriggerSummary
+    issued_at_ns: TimeNs
+    origin: GeoPoint | None
+    radius_m: Annotated[float, Field(ge=0.0)]
+    pre_event_s: Annotated[int, Field(ge=0, le=120)]
+    targets: Targets
+    expires_at_ns: TimeNs
+    attempt: Annotated[int, Field(ge=0)] = 0
+
+
+class CameraAck(Frozen):
+    type: Literal["ack"] = "ack"
+    v: Literal[1] = 1
+    activation_id: Ident
+    camera_id: Ident
+    unit_id: Ident | None = None
+    status: AckStatus
+    reason: Annotated[str, Field(max_length=512)] = ""
+    attempt: Annotated[int, Field(ge=0)] = 0
+    received_at_ns: TimeNs
+    recording_started_at_ns: TimeNs | None = None
+    pre_event_kept_s: Annotated[float, Field(ge=0.0)] | None = None
+
+
+class CameraOutcome(Frozen):
+    camera_id: Ident
+    unit_id: Ident | None
+    expected: bool
+    targeting: str
+    status: OutcomeStatus
+    detail: str = ""
+    attempts: int = 0
+    latency_ms: float | None = None
+    acked_at_ns: TimeNs | None = None
+
+
+class LatencySummary(Frozen):
+    p50: float | None = None
+    max: float | None = None
+
+
+class ActivationRecord(Frozen):
+    """The state of one activation, as published to dispatch and written to the log."""
+
+    type: Literal["activation"] = "activation"
+    v: Literal[1] = 1
+    activation_id: Ident
+    issuer: Ident
+    unit_id: Ident
+    trigger: TriggerSummary
+    state: ActivationState
+    reason: str = ""
+    decided_at_ns: TimeNs
+    published_at_ns: TimeNs | None = None
+    finished_at_ns: TimeNs | None = None
+    expires_at_ns: TimeNs
+    origin: GeoPoint | None
+    radius_m: float
+    pre_event_s: int
+    cameras: tuple[CameraOutcome, ...] = ()
+    latency_ms: LatencySummary = LatencySummary()
+    all_acked_ms: float | None = Field(
+        default=None,
+        description="Trigger accepted → last expected ack recorded, monotonic ms",
+    )
+    merged_triggers: int = 0
+
+
+class CameraPresence(Frozen):
+    """Retained per camera; the broker publishes the last-will copy with online=false."""
+
+    type: Literal["presence"] = "presence"
+    v: Literal[1] = 1
+    camera_id: Ident
+    unit_id: Ident
+    role: CameraRole
+    online: bool
+    recording: bool
+    position: Position | None = None
+    last_seen_ns: TimeNs
+
+
+class TriggerReceipt(Frozen):
+    """The gateway's answer to a trigger: accepted into an activation, merged, or refused."""
+
+    type: Literal["receipt"] = "receipt"
+    v: Literal[1] = 1
+    event_id: EventId
+    unit_id: Ident
+    outcome: ReceiptOutcome
+    activation_id: Ident | None = None
+    reason: str = ""
+    at_ns: TimeNs
+
+
+class GatewayStatus(Frozen):
+    """Retained per gateway; the last-will copy has online=false."""
+
+    type: Literal["gateway"] = "gateway"
+    v: Literal[1] = 1
+    gateway_id: Ident
+    unit_id: Ident
+    online: bool
+    started_at_ns: TimeNs
+    last_seen_ns: TimeNs
+    counters: dict[str, int] = Field(default_factory=dict)
+
+
+WIRE_MODELS: dict[str, type[Frozen]] = {
+    "trigger": TriggerEvent,
+    "record_start": RecordStart,
+    "ack": CameraAck,
+    "activation": ActivationRecord,
+    "presence": CameraPresence,
+    "receipt": TriggerReceipt,
+    "gateway": GatewayStatus,
+}

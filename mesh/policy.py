@@ -1,0 +1,113 @@
+"""The agency's activation policy: per trigger kind, how far, how long, how often.
+
+Pure code: nothing here reads a clock or does I/O, so replaying a log through it gives
+the same decisions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mesh.models import SourceType, TriggerKind
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KindRules(_Strict):
+    """Everything the mesh needs to turn one kind of trigger into an activation."""
+
+    enabled: bool = True
+    radius_m: Annotated[float, Field(ge=0, le=50_000)] = 150.0
+    pre_event_s: Annotated[int, Field(ge=0, le=120)] = 30
+    cooldown_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    ack_deadline_ms: Annotated[int, Field(ge=10, le=60_000)] = 1000
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    command_ttl_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    include_own_unit: bool = True
+
+    def retry_wait_ms(self, attempt: int) -> int:
+        """How long to wait for acks after attempt ``attempt`` (0 = the broadcast):
+        the deadline, then doubling, capped at 8x."""
+        return self.ack_deadline_ms * min(1 << min(attempt, 3), 8)
+
+
+class KindOverride(_Strict):
+    """Per-kind changes to the defaults; unset fields inherit."""
+
+    enabled: bool | None = None
+    radius_m: Annotated[float, Field(ge=0, le=50_000)] | None = None
+    pre_event_s: Annotated[int, Field(ge=0, le=120)] | None = None
+    cooldown_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    ack_deadline_ms: Annotated[int, Field(ge=10, le=60_000)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    command_ttl_s: Annotated[float, Field(gt=0, le=600)] | None = None
+    include_own_unit: bool | None = None
+
+
+# Shipped defaults. Radii are a judgement: weapon and TASER events matter to officers
+# on foot nearby; lights, siren and crash to everyone arriving at the scene. Speed and
+# doors concern the unit's own cameras only (radius 0).
+BUILTIN_KINDS: dict[TriggerKind, KindOverride] = {
+    TriggerKind.WEAPON_DRAW: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10),
+    TriggerKind.TASER_ARM: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10),
+    TriggerKind.EMERGENCY_LIGHTS: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=30),
+    TriggerKind.SIREN: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=30),
+    TriggerKind.SPEED: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=60),
+    TriggerKind.CRASH: KindOverride(radius_m=500, pre_event_s=120, cooldown_s=30),
+    TriggerKind.DOOR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30),
+    TriggerKind.GUN_RACK: KindOverride(radius_m=50, pre_event_s=60, cooldown_s=10),
+    TriggerKind.MANUAL: KindOverride(radius_m=100, pre_event_s=30, cooldown_s=2),
+    TriggerKind.DISPATCH: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=2),
+}
+
+DEFAULT_UNAUTHENTICATED: dict[SourceType, bool] = {
+    # Manual and dispatch triggers arrive over the broker, whose access control vouches
+    # for them; CAN frames come from the vehicle's own wired bus. A BLE advert without a
+    # valid MAC can be forged by anyone nearby, so it is refused unless allowed here.
+    SourceType.MANUAL: True,
+    SourceType.DISPATCH: True,
+    SourceType.CAN: True,
+    SourceType.BLE: False,
+}
+
+
+class Policy(_Strict):
+    defaults: KindRules = KindRules()
+    kinds: dict[TriggerKind, KindOverride] = Field(default_factory=lambda: dict(BUILTIN_KINDS))
+    # Triggers observed longer ago than this are refused (a stale event must not start
+    # cameras now); observed further in the future than the skew allowance likewise.
+    max_trigger_age_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_clock_skew_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    # A camera offline for longer than this is not expected to answer (logged, not waited for).
+    offline_grace_s: Annotated[float, Field(ge=0)] = 120.0
+    allow_unauthenticated: dict[SourceType, bool] = Field(
+        default_factory=lambda: dict(DEFAULT_UNAUTHENTICATED)
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_builtin_kinds(cls, data: Any) -> Any:
+        # A config that lists one kind keeps the shipped rules for all the others.
+        if isinstance(data, dict) and isinstance(data.get("kinds"), dict):
+            merged: dict[Any, Any] = {str(k): v for k, v in BUILTIN_KINDS.items()}
+            merged.update(data["kinds"])
+            data = {**data, "kinds": merged}
+        return data
+
+    def rules(self, kind: TriggerKind) -> KindRules:
+        override = self.kinds.get(kind)
+        if override is None:
+            return self.defaults
+        changes = override.model_dump(exclude_none=True)
+        return self.defaults.model_copy(update=changes) if changes else self.defaults
+
+    def allows_unauthenticated(self, source: SourceType) -> bool:
+        return self.allow_unauthenticated.get(source, False)
+
+    @property
+    def longest_cooldown_s(self) -> float:
+        return max([self.defaults.cooldown_s] + [self.rules(k).cooldown_s for k in TriggerKind])

@@ -1,0 +1,62 @@
+"""A simulated camera recorder with a pre-event buffer.
+
+A body camera records continuously into a ring buffer while idle; when told to start, the
+recording begins ``pre_event_s`` in the past, limited by what the buffer holds. Frames are
+at fixed times (power-on + k/fps), so the buffer is computed, not filled frame by frame:
+a fleet of a thousand simulated cameras costs nothing while idle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class RecordingStart:
+    started_at_ns: int
+    first_frame_ns: int
+    pre_event_kept_s: float
+    frames_kept: int
+
+
+@dataclass
+class SimulatedRecorder:
+    powered_on_ns: int
+    fps: int = 30
+    buffer_s: float = 120.0
+    # A recording stops by itself after this long (an officer would stop it; the simulation
+    # must not record forever).
+    record_s: float = 300.0
+    started_at_ns: int | None = None
+    activations: list[str] = field(default_factory=list)
+    recordings: int = 0
+
+    def is_recording(self, now_ns: int) -> bool:
+        if self.started_at_ns is None:
+            return False
+        if now_ns - self.started_at_ns >= self.record_s * NS:
+            self.started_at_ns = None
+            return False
+        return True
+
+    def start(self, activation_id: str, pre_event_s: int, now_ns: int) -> RecordingStart:
+        """Start recording now, keeping up to ``pre_event_s`` of buffered frames."""
+        frame_ns = NS // self.fps
+        buffered_ns = min(int(self.buffer_s * NS), max(0, now_ns - self.powered_on_ns))
+        keep_ns = min(pre_event_s * NS, buffered_ns)
+        # First kept frame: the oldest frame on the power-on grid within the kept span.
+        earliest = now_ns - keep_ns
+        k = math.ceil((earliest - self.powered_on_ns) / frame_ns)
+        first_frame = self.powered_on_ns + max(0, k) * frame_ns
+        frames = max(0, (now_ns - first_frame) // frame_ns)
+        self.started_at_ns = now_ns
+        self.activations.append(activation_id)
+        self.recordings += 1
+        return RecordingStart(now_ns, first_frame, round(frames / self.fps, 3), frames)
+
+    def attach(self, activation_id: str) -> None:
+        """An activation that found the camera already recording joins that recording."""
+        self.activations.append(activation_id)

@@ -16,9 +16,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import structlog
 
@@ -53,6 +54,92 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+class MosquittoProcess:
+    """A mosquitto child process on a loopback port with a generated config (synchronous:
+    usable from test fixtures as well as, through a thread, from EmbeddedBroker)."""
+
+    def __init__(
+        self,
+        binary: str,
+        port: int,
+        workdir: Path,
+        *,
+        persistent: bool = False,
+    ) -> None:
+        self.binary = binary
+        self.port = port
+        self.workdir = workdir
+        self.persistent = persistent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> BrokerUrl:
+        return BrokerUrl(scheme="mqtt", host="127.0.0.1", port=self.port)
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        persistence = self.workdir / "data" if self.persistent else None
+        if persistence is not None:
+            persistence.mkdir(exist_ok=True)
+        conf.write_text(
+            render_local_config(self.port, persistence_dir=persistence, log_file=self.log_file)
+        )
+        self.process = subprocess.Popen(  # noqa: S603 - our own binary and generated config
+            [self.binary, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._fail(f"mosquitto exited with status {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self._fail(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout_s} s")
+
+    def _fail(self, message: str) -> NoReturn:
+        process, self.process = self.process, None
+        stderr = ""
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        detail = self.log_file.read_text() if self.log_file.exists() else ""
+        raise BrokerStartError(f"{message}; mosquitto said: {(stderr + detail).strip()}")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no wills sent, nothing saved."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
+
+
 class EmbeddedBroker:
     """Start with ``async with EmbeddedBroker() as broker: broker.url``."""
 
@@ -69,7 +156,7 @@ class EmbeddedBroker:
         self._persistent = persistent
         self._workdir = workdir
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._mosquitto: MosquittoProcess | None = None
         self._amqtt: Any = None
         self.kind: BrokerKind | None = None
         self._log = structlog.get_logger("bridge.embedded")
@@ -104,7 +191,10 @@ class EmbeddedBroker:
         if self.port is None:
             self.port = free_port()
         if binary is not None and self.prefer != "amqtt":
-            await self._start_mosquitto(binary)
+            self._mosquitto = MosquittoProcess(
+                binary, self.port, self._dir(), persistent=self._persistent
+            )
+            await asyncio.to_thread(self._mosquitto.start)
             self.kind = "mosquitto"
         else:
             await self._start_amqtt()
@@ -113,14 +203,9 @@ class EmbeddedBroker:
         return self.url
 
     async def stop(self) -> None:
-        if self._process is not None:
-            process, self._process = self._process, None
-            process.terminate()
-            try:
-                await asyncio.to_thread(process.wait, 5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
+        if self._mosquitto is not None:
+            await asyncio.to_thread(self._mosquitto.stop)
+            self._mosquitto = None
         if self._amqtt is not None:
             broker, self._amqtt = self._amqtt, None
             with contextlib.suppress(Exception):
@@ -130,58 +215,13 @@ class EmbeddedBroker:
             self._tmp.cleanup()
             self._tmp = None
 
-    async def kill(self) -> None:
-        """SIGKILL the mosquitto process (for fault tests): no clean shutdown, no wills sent."""
-        if self._process is not None:
-            self._process.kill()
-            await asyncio.to_thread(self._process.wait)
-            self._process = None
-            self.kind = None
-
-    async def restart(self) -> None:
-        """Stop and start again on the same port (clients see a broker restart)."""
-        preference, port = self.prefer, self.port
-        await self.stop()
-        self.prefer, self.port = preference, port
-        await self.start()
-
-    # --- mosquitto ------------------------------------------------------------------
     def _dir(self) -> Path:
         if self._workdir is not None:
-            self._workdir.mkdir(parents=True, exist_ok=True)
             return self._workdir
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="trigger-mesh-broker-")
         return Path(self._tmp.name)
 
-    async def _start_mosquitto(self, binary: str) -> None:
-        assert self.port is not None
-        workdir = self._dir()
-        log_file = workdir / "mosquitto.log"
-        conf = workdir / "mosquitto.conf"
-        persistence = workdir / "data" if self._persistent else None
-        if persistence is not None:
-            persistence.mkdir(exist_ok=True)
-        conf.write_text(
-            render_local_config(self.port, persistence_dir=persistence, log_file=log_file)
-        )
-        self._process = subprocess.Popen(  # noqa: ASYNC220, S603 - our own binary; returns at once
-            [binary, "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            await _wait_for_port(self.port, self._process)
-        except BrokerStartError as exc:
-            detail = log_file.read_text() if log_file.exists() else ""
-            process, self._process = self._process, None
-            if process.poll() is None:
-                process.kill()
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise BrokerStartError(f"{exc}; mosquitto said: {(stderr + detail).strip()}") from None
-
-    # --- amqtt ------------------------------------------------------------------------
     async def _start_amqtt(self) -> None:
         from amqtt.broker import Broker  # imported only when needed: it is heavy
 
@@ -196,23 +236,3 @@ class EmbeddedBroker:
         broker = Broker(config)
         await broker.start()
         self._amqtt = broker
-
-
-async def _wait_for_port(
-    port: int, process: subprocess.Popen[bytes], timeout_s: float = 10.0
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        if process.poll() is not None:
-            raise BrokerStartError(f"mosquitto exited with status {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return
-    raise BrokerStartError(f"mosquitto did not listen on 127.0.0.1:{port} within {timeout_s} s")

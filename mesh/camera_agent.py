@@ -56,6 +56,7 @@ class CameraAgent:
         clock: Clock = SYSTEM_CLOCK,
         protocol: ProtocolChoice = "auto",
         heartbeat_s: float = 30.0,
+        client_id: str | None = None,
     ) -> None:
         self.identity = identity
         self.topics = topics
@@ -73,7 +74,7 @@ class CameraAgent:
         self.link = MqttLink(
             url,
             LinkOptions(
-                client_id=f"tm-cam-{cid}",
+                client_id=client_id or f"tm-cam-{cid}",
                 subscriptions=((topics.command_all(), 1), (topics.command_camera(cid), 1)),
                 will=self._will(),
                 session_expiry_s=600,

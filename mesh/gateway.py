@@ -70,6 +70,7 @@ class Gateway:
         clock: Clock = SYSTEM_CLOCK,
         sources: Sequence[TriggerSource] = (),
         on_finished: Callable[[ActivationRecord], None] | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -86,7 +87,7 @@ class Gateway:
         self.link = MqttLink(
             url,
             LinkOptions(
-                client_id=f"tm-{issuer}",
+                client_id=client_id or f"tm-{issuer}",
                 subscriptions=(
                     (self.topics.trigger(settings.unit_id), 1),
                     (self.topics.acks_for(issuer), 1),

@@ -92,9 +92,19 @@ class Policy(_Strict):
     @classmethod
     def _merge_builtin_kinds(cls, data: Any) -> Any:
         # A config that lists one kind keeps the shipped rules for all the others.
+        # Within a kind, the config's fields are laid over the shipped ones field by field.
         if isinstance(data, dict) and isinstance(data.get("kinds"), dict):
-            merged: dict[Any, Any] = {str(k): v for k, v in BUILTIN_KINDS.items()}
-            merged.update(data["kinds"])
+            merged: dict[Any, Any] = {
+                str(k): v.model_dump(exclude_none=True) for k, v in BUILTIN_KINDS.items()
+            }
+            for kind, override in data["kinds"].items():
+                base = merged.get(str(kind), {})
+                if isinstance(override, dict):
+                    merged[str(kind)] = {**base, **override}
+                elif isinstance(override, KindOverride):
+                    merged[str(kind)] = {**base, **override.model_dump(exclude_none=True)}
+                else:
+                    merged[str(kind)] = override  # let validation say what is wrong with it
             data = {**data, "kinds": merged}
         return data
 

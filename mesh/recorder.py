@@ -8,7 +8,6 @@ a fleet of a thousand simulated cameras costs nothing while idle.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 NS = 1_000_000_000
@@ -44,14 +43,15 @@ class SimulatedRecorder:
 
     def start(self, activation_id: str, pre_event_s: int, now_ns: int) -> RecordingStart:
         """Start recording now, keeping up to ``pre_event_s`` of buffered frames."""
-        frame_ns = NS // self.fps
         buffered_ns = min(int(self.buffer_s * NS), max(0, now_ns - self.powered_on_ns))
         keep_ns = min(pre_event_s * NS, buffered_ns)
-        # First kept frame: the oldest frame on the power-on grid within the kept span.
-        earliest = now_ns - keep_ns
-        k = math.ceil((earliest - self.powered_on_ns) / frame_ns)
-        first_frame = self.powered_on_ns + max(0, k) * frame_ns
-        frames = max(0, (now_ns - first_frame) // frame_ns)
+        # Frame k is at powered_on + k/fps exactly; integer maths avoids a drifting period.
+        # Kept: the frames in [now - keep, now), i.e. indices ceil(start) .. ceil(now) - 1.
+        since_on = now_ns - self.powered_on_ns
+        end = -(-since_on * self.fps // NS)  # ceiling division
+        oldest = -(-(since_on - keep_ns) * self.fps // NS)
+        frames = max(0, end - oldest)
+        first_frame = self.powered_on_ns + -(-oldest * NS // self.fps)
         self.started_at_ns = now_ns
         self.activations.append(activation_id)
         self.recordings += 1

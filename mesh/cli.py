@@ -1,0 +1,495 @@
+"""The ``trigger-mesh`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from bridge.client import LinkOptions, MqttLink, ProtocolChoice
+from bridge.codec import encode
+from bridge.embedded import EmbeddedBroker
+from bridge.topics import DEFAULT_PREFIX, Topics
+from bridge.urls import BrokerUrl
+from mesh import logs
+from mesh.config import ConfigError, load_camera_config, load_gateway_config
+from mesh.models import (
+    ActivationRecord,
+    ActivationState,
+    GeoPoint,
+    Position,
+    ReceiptOutcome,
+    SourceRef,
+    SourceType,
+    TriggerEvent,
+    TriggerKind,
+)
+
+app = typer.Typer(
+    name="trigger-mesh",
+    help="Camera activation mesh: triggers become logged record-start commands that every "
+    "in-range camera confirms over MQTT.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+ENV_BROKER = "TRIGGER_MESH_BROKER"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option("--broker", help=f"mqtt://host:port, mqtts://…, or 'embedded' (env {ENV_BROKER})"),
+]
+PrefixOpt = Annotated[str, typer.Option("--prefix", help="Topic prefix")]
+LogFormatOpt = Annotated[
+    str, typer.Option("--log-format", help="auto (console on a terminal, else JSON), json, console")
+]
+LogLevelOpt = Annotated[str, typer.Option("--log-level")]
+
+# Exit statuses of `trigger` (documented in the README).
+EXIT_OK, EXIT_NOT_CONFIRMED, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
+
+
+def main() -> None:
+    app()
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _configure_logs(fmt: str, level: str) -> None:
+    if fmt not in ("auto", "json", "console"):
+        _fail(f"--log-format must be auto, json or console, not {fmt!r}")
+    try:
+        logs.configure(fmt, level)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _url(value: str) -> BrokerUrl:
+    try:
+        return BrokerUrl.parse(value)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _topics(prefix: str) -> Topics:
+    try:
+        return Topics(prefix)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run until done or until SIGINT/SIGTERM, which cancel the work for a clean stop."""
+
+    async def guarded() -> Any:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return None
+
+    return asyncio.run(guarded())
+
+
+@contextlib.asynccontextmanager
+async def _broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoice]]:
+    """An external broker URL, or 'embedded': a private broker for this process."""
+    if value != "embedded":
+        yield _url(value), "auto"
+        return
+    async with EmbeddedBroker() as broker:
+        Console(stderr=True).print(f"embedded {broker.kind} broker listening on {broker.url}")
+        yield broker.url, "3.1.1" if broker.kind == "amqtt" else "auto"
+
+
+def _client_broker(broker: str | None) -> str:
+    return broker or os.environ.get(ENV_BROKER) or DEFAULT_BROKER
+
+
+# --- demo ---------------------------------------------------------------------------------
+@app.command()
+def demo(
+    broker: BrokerOpt = None,
+    log: Annotated[Path | None, typer.Option("--log", help="Keep the activation log here")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Summary as one JSON line")] = False,
+) -> None:
+    """Run the whole mesh on this machine: broker, gateway, 20 cameras, a scripted scenario."""
+    from mesh.demo import run_demo
+
+    logs.configure("console", "warning")
+    if broker is not None:
+        _url(broker)
+    console = Console(stderr=json_out, soft_wrap=True)
+    summary = _run(run_demo(broker=broker, log_path=log, console=console, live=True))
+    if summary is None:
+        raise typer.Exit(130)
+    _print_demo_summary(console, summary)
+    if json_out:
+        print(json.dumps(summary, separators=(",", ":")))
+    raise typer.Exit(EXIT_OK if summary["ok"] else EXIT_NOT_CONFIRMED)
+
+
+def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
+    for item in summary["activations"]:
+        latency = item["latency_ms"]
+        console.print(
+            f"[bold]{item['kind']}[/] ({item['source']}) {item['activation_id']}: {item['state']}; "
+            f"targeted {len(item['targeted'])}, recording {len(item['started'])} "
+            f"(newly started {len(item['newly_started'])}), missed {len(item['missed'])}, "
+            f"out of range {len(item['out_of_range'])}; ack p50 {latency['p50']} ms, "
+            f"max {latency['max']} ms",
+            highlight=False,
+        )
+    burst = summary["duplicate_burst"]
+    dup = summary["duplicate_command"]
+    console.print(
+        f"burst of {burst['sent']} identical triggers → {burst['sent'] - burst['suppressed']} "
+        f"activation; repeated command → {dup['acks']} acks, all already_recording: "
+        f"{dup['all_already_recording']}, new recordings: {dup['new_recordings']}; "
+        f"idle out-of-range cameras: {', '.join(summary['idle_out_of_range'])}",
+        highlight=False,
+    )
+    for problem in summary["problems"]:
+        console.print(f"[bold red]problem:[/] {problem}", highlight=False)
+    verdict = "[bold green]OK[/]" if summary["ok"] else "[bold red]FAILED[/]"
+    console.print(
+        f"{verdict}: every in-range camera confirmed every activation, "
+        "no out-of-range camera started"
+        if summary["ok"]
+        else verdict
+    )
+
+
+# --- gateway and cameras ------------------------------------------------------------------
+@app.command()
+def gateway(
+    config: Annotated[Path, typer.Option("--config", help="Gateway YAML")],
+    broker: BrokerOpt = None,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run the in-car gateway daemon for one unit."""
+    from mesh.gateway import Gateway, GatewaySettings
+
+    try:
+        cfg, policy = load_gateway_config(config)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    _configure_logs(log_format, log_level)
+    broker_value = broker or cfg.broker
+
+    async def serve() -> None:
+        async with _broker_for(broker_value) as (url, protocol):
+            settings = GatewaySettings(
+                unit_id=cfg.unit,
+                gateway_id=cfg.resolved_gateway_id,
+                log_path=Path(cfg.log),
+                topics=_topics(cfg.topic_prefix),
+                position=cfg.position,
+                policy=policy,
+                status_interval_s=cfg.status_interval_s,
+            )
+            await Gateway(settings, url=url, protocol=protocol).run()
+
+    _run(serve())
+
+
+@app.command()
+def camera(
+    config: Annotated[Path, typer.Option("--config", help="Camera YAML")],
+    broker: BrokerOpt = None,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run one simulated camera (presence, commands, pre-event recorder, acks)."""
+    from mesh.camera_agent import CameraAgent, CameraIdentity
+    from mesh.recorder import SimulatedRecorder
+
+    try:
+        cfg = load_camera_config(config)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    _configure_logs(log_format, log_level)
+
+    async def serve() -> None:
+        async with _broker_for(broker or cfg.broker) as (url, protocol):
+            agent = CameraAgent(
+                CameraIdentity(cfg.camera_id, cfg.unit, cfg.role),
+                url=url,
+                topics=_topics(cfg.topic_prefix),
+                position=cfg.position,
+                accuracy_m=cfg.accuracy_m,
+                recorder=SimulatedRecorder(
+                    powered_on_ns=time.time_ns(),
+                    buffer_s=cfg.pre_event_buffer_s,
+                    record_s=cfg.record_s,
+                ),
+                protocol=protocol,
+                heartbeat_s=cfg.heartbeat_s,
+            )
+            await agent.run()
+
+    _run(serve())
+
+
+@app.command()
+def cameras(
+    count: Annotated[int, typer.Option("--count", min=1, max=20000)] = 20,
+    lat: Annotated[float, typer.Option("--lat", min=-90, max=90)] = 39.952583,
+    lon: Annotated[float, typer.Option("--lon", min=-180, max=180)] = -75.165222,
+    spread_m: Annotated[
+        float, typer.Option("--spread-m", help="Disc the cars are spread over")
+    ] = 500.0,
+    per_unit: Annotated[int, typer.Option("--per-unit", min=1, help="Cameras per unit")] = 3,
+    unit_prefix: Annotated[str, typer.Option("--unit-prefix")] = "unit",
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Run a simulated fleet: N cameras in units around a point, one MQTT client each."""
+    from mesh.fleet import build_agents, scatter, wait_all_up
+
+    _configure_logs(log_format, log_level)
+    topics = _topics(prefix)
+    specs = scatter(
+        count,
+        GeoPoint(lat=lat, lon=lon),
+        radius_m=spread_m,
+        cameras_per_unit=per_unit,
+        unit_prefix=unit_prefix,
+        seed=seed,
+    )
+
+    async def serve() -> None:
+        async with _broker_for(_client_broker(broker)) as (url, protocol):
+            agents = build_agents(
+                specs, url=url, topics=topics, protocol=protocol, now_ns=time.time_ns()
+            )
+            tasks = [asyncio.create_task(a.run()) for a in agents]
+            try:
+                await wait_all_up(agents, 60)
+                units = len({s.unit_id for s in specs})
+                Console(stderr=True).print(
+                    f"{len(agents)} cameras in {units} units online at {url} (prefix {prefix})"
+                )
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    _run(serve())
+
+
+# --- trigger and tail ---------------------------------------------------------------------
+@app.command()
+def trigger(
+    kind: Annotated[TriggerKind, typer.Option("--kind")],
+    unit: Annotated[str, typer.Option("--unit")],
+    lat: Annotated[float | None, typer.Option("--lat", min=-90, max=90)] = None,
+    lon: Annotated[float | None, typer.Option("--lon", min=-180, max=180)] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Source id (default user@host)")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the outcome")] = True,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait")] = 15.0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the final record as JSON")
+    ] = False,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+) -> None:
+    """Send a manual trigger to a running gateway and report what the cameras did.
+
+    Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
+    2 usage error, 3 refused by policy, 4 no gateway answered.
+    """
+    from mesh.render import camera_outcomes_table
+    from mesh.watch import ActivationWatcher
+
+    logs.configure("console", "warning")
+    if (lat is None) != (lon is None):
+        _fail("--lat and --lon go together")
+    topics = _topics(prefix)
+    url = _url(_client_broker(broker))
+    now = time.time_ns()
+    position = None
+    if lat is not None and lon is not None:
+        position = Position(lat=lat, lon=lon, fix_at_ns=now)
+    try:
+        event = TriggerEvent(
+            event_id=uuid.uuid4().hex,
+            kind=kind,
+            source=SourceRef(
+                type=SourceType.MANUAL,
+                authenticated=False,
+                id=source or f"cli:{getpass.getuser()}@{socket.gethostname()}",
+            ),
+            unit_id=unit,
+            observed_at_ns=now,
+            position=position,
+        )
+    except ValueError as exc:
+        _fail(f"invalid trigger: {exc}")
+    console = Console(stderr=json_out, soft_wrap=True)
+
+    async def send() -> int:
+        watcher = ActivationWatcher(
+            url, topics, client_id=f"tm-trigger-{uuid.uuid4().hex[:8]}", unit_id=unit
+        )
+        sender = MqttLink(
+            url, LinkOptions(f"tm-cli-{uuid.uuid4().hex[:8]}", persistent_session=False)
+        )
+        tasks = [
+            asyncio.create_task(watcher.run()),
+            asyncio.create_task(sender.run(lambda _m: None)),
+        ]
+        try:
+            await watcher.link.wait_up(10)
+            await sender.publish(topics.trigger(unit), encode(event), qos=1, wait_s=10)
+            if not wait:
+                console.print(f"trigger {event.event_id} sent to unit {unit}")
+                return EXIT_OK
+            receipt = await watcher.receipt(event.event_id, min(timeout_s, 10.0))
+            if receipt is None:
+                console.print(
+                    f"[bold red]no gateway for unit {unit} answered[/] "
+                    f"(is `trigger-mesh gateway` running on {url}?)"
+                )
+                return EXIT_NO_ANSWER
+            if receipt.outcome is ReceiptOutcome.REJECTED:
+                console.print(f"[bold red]refused:[/] {receipt.reason}")
+                return EXIT_REFUSED
+            if receipt.outcome is ReceiptOutcome.SUPPRESSED:
+                console.print(f"merged into activation {receipt.activation_id}: {receipt.reason}")
+                return EXIT_OK
+            assert receipt.activation_id is not None
+            record = await watcher.final_record(receipt.activation_id, timeout_s)
+            if record is None:
+                console.print(
+                    f"activation {receipt.activation_id} still pending after {timeout_s:g} s"
+                )
+                return EXIT_NOT_CONFIRMED
+            if json_out:
+                print(record.model_dump_json())
+            else:
+                console.print(camera_outcomes_table(record))
+                console.print(
+                    f"activation {record.activation_id}: [bold]{record.state}[/], "
+                    f"all acks in {record.all_acked_ms} ms"
+                )
+            return EXIT_OK if record.state is ActivationState.CONFIRMED else EXIT_NOT_CONFIRMED
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    code = _run(send())
+    raise typer.Exit(130 if code is None else code)
+
+
+@app.command()
+def tail(
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+    unit: Annotated[str | None, typer.Option("--unit", help="Only this unit")] = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+) -> None:
+    """Watch activations live, as dispatch sees them."""
+    from mesh.render import activation_table
+    from mesh.watch import ActivationWatcher
+
+    logs.configure("console", "warning")
+    topics = _topics(prefix)
+    url = _url(_client_broker(broker))
+
+    def emit(record: ActivationRecord) -> None:
+        sys.stdout.write(record.model_dump_json() + "\n")
+        sys.stdout.flush()
+
+    async def watch() -> None:
+        watcher = ActivationWatcher(
+            url,
+            topics,
+            client_id=f"tm-tail-{uuid.uuid4().hex[:8]}",
+            unit_id=unit,
+            on_record=emit if json_out else None,
+        )
+        if json_out:
+            await watcher.run()
+            return
+        console = Console()
+        console.print(f"watching activations on {url} (prefix {prefix}); Ctrl-C to stop")
+        task = asyncio.create_task(watcher.run())
+        try:
+            with Live(activation_table([]), console=console, refresh_per_second=4) as screen:
+                while True:
+                    await asyncio.sleep(0.25)
+                    latest = list(watcher.records.values())[-30:]
+                    screen.update(activation_table(latest))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    _run(watch())
+
+
+# --- log and schema -----------------------------------------------------------------------
+@log_app.command("export")
+def log_export(
+    log: Annotated[Path, typer.Argument(help="Activation log (SQLite)")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    out: Annotated[Path | None, typer.Option("--out", help="File (default stdout)")] = None,
+) -> None:
+    """Export every record of an activation log, in order."""
+    from mesh.activation_log import LogError
+    from mesh.log_export import export
+
+    if fmt not in ("jsonl", "csv"):
+        _fail(f"--format must be jsonl or csv, not {fmt!r}")
+    try:
+        if out is None:
+            count = export(log, fmt, sys.stdout)  # type: ignore[arg-type]
+        else:
+            with out.open("w", newline="") as handle:
+                count = export(log, fmt, handle)  # type: ignore[arg-type]
+    except LogError as exc:
+        _fail(str(exc))
+    Console(stderr=True, soft_wrap=True).print(f"{count} records exported", highlight=False)
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the .schema.json files")],
+) -> None:
+    """Write the JSON Schema of every protocol v1 payload."""
+    from mesh.schema_export import write_schemas
+
+    for path in write_schemas(out):
+        Console().print(str(path), highlight=False)

@@ -1,0 +1,57 @@
+"""Shared fixtures: a real mosquitto per test session, a private topic prefix per test.
+
+Under CI=true a test that needs mosquitto fails when it is missing; elsewhere it skips.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.topics import Topics
+from mesh import logs
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_mosquitto() -> str:
+    binary = find_mosquitto()
+    if binary is None:
+        message = "mosquitto is not installed (apt-get install -y mosquitto)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    logs.configure("console", "warning")
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoProcess]:
+    """One mosquitto for the session, on a free loopback port, with TCP_NODELAY."""
+    broker = MosquittoProcess(require_mosquitto(), free_port(), tmp_path_factory.mktemp("mosq"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoProcess]:
+    """A mosquitto for one test, which the test may stop, kill and restart."""
+    broker = MosquittoProcess(require_mosquitto(), free_port(), tmp_path_factory.mktemp("mosq"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """A prefix no other test uses, so tests on the shared broker cannot see each other."""
+    return Topics(f"test-{uuid.uuid4().hex[:10]}/mesh/v1")

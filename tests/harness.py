@@ -1,0 +1,190 @@
+"""A running mesh for integration tests: gateway, cameras, a dispatch watcher, a driver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge.client import LinkOptions, MqttLink, ProtocolChoice
+from bridge.codec import encode
+from bridge.topics import Topics
+from bridge.urls import BrokerUrl
+from mesh.camera_agent import CameraAgent
+from mesh.fleet import CameraSpec, build_agents, wait_all_up
+from mesh.gateway import Gateway, GatewaySettings
+from mesh.geo import offset
+from mesh.models import (
+    ActivationRecord,
+    CameraRole,
+    GeoPoint,
+    Position,
+    ReceiptOutcome,
+    SourceRef,
+    SourceType,
+    TriggerEvent,
+    TriggerKind,
+    TriggerReceipt,
+)
+from mesh.policy import Policy
+from mesh.watch import ActivationWatcher
+
+UNIT = "car-12"
+CENTER = GeoPoint(lat=39.952583, lon=-75.165222)
+
+
+def spec(
+    camera_id: str,
+    unit: str,
+    north_m: float,
+    east_m: float = 0.0,
+    role: CameraRole = CameraRole.BODY,
+) -> CameraSpec:
+    lat, lon = offset(CENTER.lat, CENTER.lon, north_m, east_m)
+    return CameraSpec(camera_id, unit, role, GeoPoint(lat=lat, lon=lon))
+
+
+# Weapon draw reaches 150 m: three cameras inside, one 2 km away.
+DEFAULT_SPECS = (
+    spec("dash-12", UNIT, 0, role=CameraRole.DASH),
+    spec("bwc-12a", UNIT, 20),
+    spec("bwc-7a", "car-7", 120, 40),
+    spec("bwc-far", "car-40", 2000),
+)
+
+
+def event(
+    kind: TriggerKind = TriggerKind.WEAPON_DRAW,
+    *,
+    source_id: str = "test-source",
+    position: Position | None = None,
+    unit: str = UNIT,
+) -> TriggerEvent:
+    return TriggerEvent(
+        event_id=uuid.uuid4().hex,
+        kind=kind,
+        source=SourceRef(type=SourceType.MANUAL, id=source_id, authenticated=False),
+        unit_id=unit,
+        observed_at_ns=time.time_ns(),
+        position=position,
+    )
+
+
+@dataclass
+class Mesh:
+    url: BrokerUrl
+    topics: Topics
+    gateway: Gateway
+    agents: dict[str, CameraAgent]
+    watcher: ActivationWatcher
+    driver: MqttLink
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def send(self, trigger: TriggerEvent) -> None:
+        await self.driver.publish(self.topics.trigger(trigger.unit_id), encode(trigger))
+
+    async def receipt(self, trigger: TriggerEvent, timeout_s: float = 10) -> TriggerReceipt:
+        receipt = await self.watcher.receipt(trigger.event_id, timeout_s)
+        assert receipt is not None, f"no receipt for trigger {trigger.event_id}"
+        return receipt
+
+    async def activate(self, trigger: TriggerEvent, timeout_s: float = 15) -> ActivationRecord:
+        """Send a trigger over MQTT and return the activation's final record."""
+        await self.send(trigger)
+        receipt = await self.receipt(trigger)
+        assert receipt.outcome is ReceiptOutcome.ACCEPTED, receipt
+        assert receipt.activation_id is not None
+        record = await self.watcher.final_record(receipt.activation_id, timeout_s)
+        assert record is not None, f"activation {receipt.activation_id} did not finish"
+        return record
+
+    async def start_camera(self, agent: CameraAgent) -> None:
+        self.agents[agent.identity.camera_id] = agent
+        self.tasks.append(asyncio.create_task(agent.run()))
+        await agent.link.wait_up(10)
+        await wait_until(lambda: self.gateway.presence.get(agent.identity.camera_id) is not None)
+
+
+async def wait_until(check: object, timeout_s: float = 10.0) -> None:
+    """Poll ``check()`` until true; fail the test with a clear message otherwise."""
+    assert callable(check)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.01)
+
+
+def make_gateway(
+    url: BrokerUrl,
+    topics: Topics,
+    log_path: Path,
+    *,
+    policy: Policy | None = None,
+    protocol: ProtocolChoice = "auto",
+    client_id: str | None = None,
+) -> Gateway:
+    return Gateway(
+        GatewaySettings(
+            unit_id=UNIT,
+            log_path=log_path,
+            topics=topics,
+            position=CENTER,
+            policy=policy or Policy(),
+        ),
+        url=url,
+        protocol=protocol,
+        client_id=client_id or f"gw-{topics.prefix}",
+    )
+
+
+@asynccontextmanager
+async def running_mesh(
+    url: BrokerUrl,
+    topics: Topics,
+    log_path: Path,
+    specs: Sequence[CameraSpec] = DEFAULT_SPECS,
+    *,
+    policy: Policy | None = None,
+    protocol: ProtocolChoice = "auto",
+    gateway: Gateway | None = None,
+) -> AsyncIterator[Mesh]:
+    tag = uuid.uuid4().hex[:8]
+    agents = build_agents(
+        specs,
+        url=url,
+        topics=topics,
+        protocol=protocol,
+        client_prefix=f"t{tag}-",
+        now_ns=time.time_ns(),
+    )
+    gw = gateway or make_gateway(
+        url, topics, log_path, policy=policy, protocol=protocol, client_id=f"t{tag}-gw"
+    )
+    watcher = ActivationWatcher(url, topics, client_id=f"t{tag}-watch", protocol=protocol)
+    driver = MqttLink(
+        url, LinkOptions(f"t{tag}-driver", persistent_session=False, protocol=protocol)
+    )
+    mesh = Mesh(url, topics, gw, {a.identity.camera_id: a for a in agents}, watcher, driver)
+    mesh.tasks = [asyncio.create_task(a.run()) for a in agents]
+    mesh.tasks += [
+        asyncio.create_task(gw.run()),
+        asyncio.create_task(watcher.run()),
+        asyncio.create_task(driver.run(lambda _m: None)),
+    ]
+    try:
+        await asyncio.wait_for(gw.ready.wait(), 15)
+        await wait_all_up(agents, 15)
+        await watcher.link.wait_up(15)
+        await driver.wait_up(15)
+        await wait_until(lambda: len(gw.presence) >= len(agents))
+        yield mesh
+    finally:
+        for task in mesh.tasks:
+            task.cancel()
+        await asyncio.gather(*mesh.tasks, return_exceptions=True)

@@ -1,0 +1,107 @@
+"""The activation log: durable appends, append-only, and what a restart needs to find."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mesh.activation_log import (
+    ActivationLog,
+    LogError,
+    open_readonly,
+    read_records,
+    unfinished_activation_ids,
+)
+from mesh.log_export import export
+from mesh.log_records import RecordKind, ResumedEntry
+
+BODY = ResumedEntry(reason="test", acks_recovered=0)
+
+
+async def test_durable_append_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+    log = ActivationLog(tmp_path / "a.db")
+    try:
+        seq = await log.append_durable(RecordKind.ACTIVATION, "a-1", BODY, 123)
+        # Another connection (another process, after a crash) sees it at once.
+        rows = list(read_records(tmp_path / "a.db"))
+        assert [(r.seq, r.kind, r.activation_id, r.at_ns) for r in rows] == [
+            (seq, "activation", "a-1", 123)
+        ]
+        conn = sqlite3.connect(tmp_path / "a.db")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+    finally:
+        log.close()
+
+
+async def test_queued_records_keep_their_order(tmp_path: Path) -> None:
+    log = ActivationLog(tmp_path / "a.db")
+    for i in range(500):
+        log.append(RecordKind.ACK, f"a-{i % 3}", ResumedEntry(reason=str(i), acks_recovered=i), i)
+    await log.flush()
+    log.close()
+    reasons = [json.loads(r.body)["reason"] for r in read_records(tmp_path / "a.db")]
+    assert reasons == [str(i) for i in range(500)]
+
+
+async def test_records_cannot_be_changed_or_removed(tmp_path: Path) -> None:
+    log = ActivationLog(tmp_path / "a.db")
+    await log.append_durable(RecordKind.ACTIVATION, "a-1", BODY, 1)
+    log.close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE records SET body = '{}'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM records")
+    conn.close()
+
+
+async def test_unfinished_activations_are_found(tmp_path: Path) -> None:
+    log = ActivationLog(tmp_path / "a.db")
+    for aid in ("a-1", "a-2", "a-3"):
+        await log.append_durable(RecordKind.ACTIVATION, aid, BODY, 1)
+    await log.append_durable(RecordKind.FINISHED, "a-2", BODY, 2)
+    log.close()
+    assert unfinished_activation_ids(tmp_path / "a.db") == ["a-1", "a-3"]
+
+
+def test_reading_something_that_is_not_a_log_says_so(tmp_path: Path) -> None:
+    with pytest.raises(LogError, match="no such activation log"):
+        open_readonly(tmp_path / "missing.db")
+    (tmp_path / "text.db").write_text("hello")
+    with pytest.raises(LogError, match="not a trigger-mesh activation log"):
+        open_readonly(tmp_path / "text.db")
+    sqlite3.connect(tmp_path / "other.db").execute(
+        "CREATE TABLE meta (key, value)"
+    ).connection.close()
+    with pytest.raises(LogError, match="not a trigger-mesh activation log"):
+        open_readonly(tmp_path / "other.db")
+
+
+async def test_a_closed_log_refuses_appends(tmp_path: Path) -> None:
+    log = ActivationLog(tmp_path / "a.db")
+    log.close()
+    with pytest.raises(LogError, match="closed"):
+        log.append(RecordKind.ACK, None, BODY, 1)
+
+
+async def test_export_jsonl_and_csv(tmp_path: Path) -> None:
+    log = ActivationLog(tmp_path / "a.db")
+    await log.append_durable(RecordKind.RESUMED, "a-1", BODY, 1_790_000_000_123_456_789)
+    log.close()
+    out = io.StringIO()
+    assert export(tmp_path / "a.db", "jsonl", out) == 1
+    row = json.loads(out.getvalue())
+    assert row["at"] == "2026-09-21T14:13:20.123456789Z"
+    assert row["body"] == {"reason": "test", "acks_recovered": 0}
+    out = io.StringIO()
+    export(tmp_path / "a.db", "csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert rows[0]["kind"] == "resumed"
+    assert rows[0]["detail"] == "test"
+    assert json.loads(rows[0]["body"])["acks_recovered"] == 0

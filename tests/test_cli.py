@@ -1,0 +1,164 @@
+"""The command line, run as a user runs it: separate processes against a real broker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bridge.embedded import MosquittoProcess
+from bridge.topics import Topics
+from mesh.models import ActivationRecord
+from mesh.schema_export import schemas
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "mesh"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO
+    )
+
+
+@contextmanager
+def daemon(*args: str, cwd: Path = REPO) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_json_summary_is_the_last_line_and_ok(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run("demo", "--json", "--log", str(tmp_path / "demo.db"), timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True
+    kinds = [a["kind"] for a in summary["activations"]]
+    assert kinds == ["emergency_lights", "weapon_draw", "taser_arm"]
+    for activation in summary["activations"]:
+        assert set(activation) >= {
+            "activation_id",
+            "kind",
+            "source",
+            "targeted",
+            "started",
+            "missed",
+            "out_of_range",
+            "latency_ms",
+        }
+        assert set(activation["targeted"]) <= set(activation["started"])
+        assert activation["missed"] == []
+        assert set(activation["latency_ms"]) == {"p50", "max"}
+    assert summary["duplicate_burst"] == {"sent": 5, "suppressed": 4}
+    assert summary["duplicate_command"]["new_recordings"] == 0
+    assert summary["idle_out_of_range"] == ["dash-31", "bwc-31a", "dash-40", "bwc-40a"]
+    assert elapsed < 30
+    # --log kept the activation log, and it exports.
+    exported = run("log", "export", str(tmp_path / "demo.db"), "--format", "jsonl")
+    assert exported.returncode == 0
+    kinds_logged = {json.loads(line)["kind"] for line in exported.stdout.splitlines()}
+    assert {"activation", "published", "ack", "suppressed", "finished"} <= kinds_logged
+
+
+def test_the_readme_tour_gateway_cameras_trigger_tail(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    broker = str(mosquitto.url)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "unit: car-12\n"
+        f"broker: {broker}\n"
+        f"topic_prefix: {topics.prefix}\n"
+        f"log: {tmp_path / 'car-12.db'}\n"
+        "position: {lat: 39.952583, lon: -75.165222}\n"
+    )
+    common = ["--broker", broker, "--prefix", topics.prefix]
+    with (
+        daemon("gateway", "--config", str(config), "--log-format", "json") as gw,
+        daemon(
+            "cameras", "--count", "9", "--spread-m", "100", "--unit-prefix", "car", *common
+        ) as fleet,
+        daemon("tail", "--json", *common) as tail,
+    ):
+        time.sleep(3)  # the fleet connects and announces itself; the gateway subscribes
+        assert gw.poll() is None
+        assert fleet.poll() is None
+        assert tail.poll() is None
+        result = run(
+            "trigger",
+            "--kind",
+            "manual",
+            "--unit",
+            "car-12",
+            "--lat",
+            "39.952583",
+            "--lon",
+            "-75.165222",
+            "--json",
+            *common,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        record = ActivationRecord.model_validate_json(result.stdout.strip().splitlines()[-1])
+        assert record.state == "confirmed"
+        assert len(record.cameras) >= 3  # manual: 100 m around the given point
+        time.sleep(0.5)
+    tail_lines = [json.loads(line) for line in tail.stdout.read().splitlines() if line]
+    assert any(
+        line["activation_id"] == record.activation_id and line["state"] == "confirmed"
+        for line in tail_lines
+    )
+    gateway_logs = [json.loads(line) for line in gw.stderr.read().splitlines() if line]
+    assert any(e.get("event") == "activation finished" for e in gateway_logs)
+
+
+def test_trigger_without_a_gateway_says_so(mosquitto: MosquittoProcess, topics: Topics) -> None:
+    result = run(
+        "trigger",
+        "--kind",
+        "manual",
+        "--unit",
+        "car-404",
+        "--timeout",
+        "2",
+        "--broker",
+        str(mosquitto.url),
+        "--prefix",
+        topics.prefix,
+    )
+    assert result.returncode == 4
+    assert "no gateway for unit car-404 answered" in " ".join(result.stdout.split())
+
+
+def test_schema_export_matches_the_committed_schemas(tmp_path: Path) -> None:
+    result = run("schema", "--out", str(tmp_path))
+    assert result.returncode == 0
+    for name, schema in schemas().items():
+        written = json.loads((tmp_path / f"{name}.schema.json").read_text())
+        assert written == schema
+        committed = REPO / "docs" / "schemas" / f"{name}.schema.json"
+        assert json.loads(committed.read_text()) == schema, (
+            f"{committed} is out of date: run `make schema`"
+        )
+
+
+def test_log_export_of_a_missing_log_exits_2(tmp_path: Path) -> None:
+    result = run("log", "export", str(tmp_path / "nope.db"))
+    assert result.returncode == 2
+    assert "no such activation log" in result.stderr

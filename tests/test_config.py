@@ -1,0 +1,86 @@
+"""Configuration files: good ones load, bad ones name the file, the key and the problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.mosquitto_conf import render_local_config
+from mesh.config import ConfigError, load_camera_config, load_gateway_config
+from mesh.models import TriggerKind
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load() -> None:
+    config, policy = load_gateway_config(REPO / "configs" / "gateway.yaml")
+    assert config.unit == "car-12"
+    assert policy.rules(TriggerKind.WEAPON_DRAW).radius_m > 0
+    assert load_camera_config(REPO / "configs" / "camera.yaml").camera_id
+
+
+def test_policy_file_is_relative_to_the_gateway_config(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    write(tmp_path / "rules", "kinds: {taser_arm: {radius_m: 42}}\n", "p.yaml")
+    config, policy = load_gateway_config(write(tmp_path, "unit: car-1\npolicy: rules/p.yaml\n"))
+    assert policy.rules(TriggerKind.TASER_ARM).radius_m == 42
+    assert config.resolved_gateway_id == "gw-car-1"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("unit: car-1\nbroker: http://x\n", "broker", "scheme must be mqtt"),
+        ("unit: car/1\n", "unit", "pattern"),
+        ("broker: embedded\n", "unit", "required key is missing"),
+        ("unit: car-1\nposition: {lat: 91, lon: 0}\n", "position.lat", "less than or equal"),
+        (
+            "unit: car-1\npolicy: {kinds: {taser_arm: {radius_m: -5}}}\n",
+            "policy.Policy.kinds.taser_arm.radius_m",
+            "greater than or equal",
+        ),
+        ("unit: car-1\ntopic_prefix: 'a/#'\n", "topic_prefix", "wildcards"),
+        ("unit: car-1\nunitt: x\n", "unitt", "unknown key"),
+        ("unit: car-1\npolicy: missing.yaml\n", "policy", "does not exist"),
+        ("unit: [car-1\n", "", "not valid YAML at line"),
+        ("- a\n- b\n", "", "expected a mapping"),
+    ],
+)
+def test_bad_gateway_configs(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path)
+    assert info.value.path == str(path)
+    assert info.value.key == key
+    assert problem in info.value.problem
+
+
+def test_cli_exits_2_naming_file_key_and_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "unit: car-1\nbroker: ftp://nowhere\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mesh", "gateway", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert str(path) in message
+    assert "key 'broker'" in message
+    assert "scheme must be mqtt" in message
+
+
+def test_generated_mosquitto_config_turns_nagle_off() -> None:
+    text = render_local_config(18830)
+    assert "set_tcp_nodelay true" in text
+    assert "listener 18830 127.0.0.1" in text

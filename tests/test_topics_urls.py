@@ -1,0 +1,64 @@
+"""Topic schema and broker URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.topics import TopicKind, Topics
+from bridge.urls import BrokerUrl
+
+
+def test_topics_build_and_parse_round_trip() -> None:
+    t = Topics("fleet/a/mesh/v1")
+    cases = {
+        t.trigger("car-12"): (TopicKind.TRIGGER, ("car-12",)),
+        t.command_all(): (TopicKind.COMMAND_ALL, ()),
+        t.command_camera("bwc-1"): (TopicKind.COMMAND_CAMERA, ("bwc-1",)),
+        t.ack("gw-car-12", "bwc-1"): (TopicKind.ACK, ("gw-car-12", "bwc-1")),
+        t.activation("car-12", "a-1"): (TopicKind.ACTIVATION, ("car-12", "a-1")),
+        t.receipt("car-12"): (TopicKind.RECEIPT, ("car-12",)),
+        t.presence("bwc-1"): (TopicKind.PRESENCE, ("bwc-1",)),
+        t.gateway("gw-car-12"): (TopicKind.GATEWAY, ("gw-car-12",)),
+    }
+    for topic, (kind, args) in cases.items():
+        parsed = t.parse(topic)
+        assert parsed is not None, topic
+        assert (parsed.kind, parsed.args) == (kind, args)
+
+
+def test_topics_outside_the_prefix_or_schema_are_not_ours() -> None:
+    t = Topics()
+    assert t.parse("other/v1/cmd/all") is None
+    assert t.parse("mesh/v1/cmd/all/extra") is None
+    assert t.parse("mesh/v1/unknown/x") is None
+
+
+@pytest.mark.parametrize("prefix", ["", "/mesh", "mesh/", "mesh/+/v1", "mesh/#", "a//b"])
+def test_bad_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="topic prefix"):
+        Topics(prefix)
+
+
+def test_broker_urls() -> None:
+    url = BrokerUrl.parse("mqtts://gw:s%40cret@broker.example:8884?ca=/etc/ca.pem")
+    assert (url.scheme, url.host, url.port) == ("mqtts", "broker.example", 8884)
+    assert (url.username, url.password, url.ca_file) == ("gw", "s@cret", "/etc/ca.pem")
+    assert BrokerUrl.parse("mqtt://127.0.0.1").port == 1883
+    assert BrokerUrl.parse("mqtts://h").port == 8883
+    assert str(BrokerUrl.parse("mqtt://u:p@h:1")) == "mqtt://u@h:1"  # no password in logs
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("http://h", "scheme"),
+        ("mqtt://", "no host"),
+        ("mqtt://h:99999", "port"),
+        ("mqtt://h/path", "path"),
+        ("mqtt://h?ca=x", "mqtts"),
+        ("mqtts://h?bogus=1", "unknown option"),
+    ],
+)
+def test_bad_broker_urls_say_what_is_wrong(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        BrokerUrl.parse(text)

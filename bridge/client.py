@@ -272,7 +272,8 @@ class MqttLink:
         Raises LinkDown if the link is not up within ``wait_s`` or drops before the
         broker's acknowledgement arrives (the message may or may not have been delivered).
         """
-        await self.wait_up(wait_s)
+        if not self._up.is_set():
+            await self.wait_up(wait_s)
         client, lost = self._client, self._lost
         if client is None or lost is None:
             raise LinkDown(f"connection to {self.url} dropped")
@@ -295,7 +296,15 @@ class MqttLink:
     ) -> None:
         """Fire-and-forget publish for messages whose loss the protocol already repairs
         (acks are re-sent when the gateway retries); failures are logged, not raised."""
-        task = asyncio.ensure_future(self.publish(topic, payload, qos=qos, retain=retain))
+        client = self._client
+        if client is not None and self._up.is_set():
+            # Link up: hand it to the client now; aiomqtt's timeout bounds the wait for PUBACK.
+            coro = client.publish(
+                topic, payload, qos=qos, retain=retain, timeout=self.options.timeout_s
+            )
+        else:
+            coro = self.publish(topic, payload, qos=qos, retain=retain)
+        task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._publish_done)
 

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
-# Largest payload any v1 message needs; a record-start naming 1,000 targets is ~30 KiB.
+# Default limit: triggers, commands, acks and presence are well under 4 KiB. Readers of
+# activation records, which grow with the number of cameras, pass a larger limit.
 DEFAULT_MAX_BYTES = 256 * 1024
 
 

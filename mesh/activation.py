@@ -44,7 +44,9 @@ class _Progress:
     acked_at_ns: int | None = None
 
     def outcome(self, camera_id: str) -> CameraOutcome:
-        return CameraOutcome(
+        # Our own typed bookkeeping: no validation needed (a record names every camera,
+        # and is rebuilt for progress updates during the ack flood).
+        return CameraOutcome.model_construct(
             camera_id=camera_id,
             unit_id=self.unit_id,
             expected=self.expected,

@@ -203,6 +203,10 @@ class CameraAgent:
             start = self.recorder.start(aid, command.pre_event_s, now)
             started_at, kept = start.started_at_ns, start.pre_event_kept_s
             self._presence_changed()
+            # Announce the stop too: the simulated recording ends by itself after record_s.
+            asyncio.get_running_loop().call_later(
+                self.recorder.record_s + 0.01, self._presence_changed
+            )
         elif decision.status is AckStatus.ALREADY_RECORDING and aid not in self._handled:
             self.recorder.attach(aid)
         if decision.status in (AckStatus.STARTED, AckStatus.ALREADY_RECORDING):

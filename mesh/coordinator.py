@@ -43,7 +43,6 @@ from mesh.log_records import (
     PublishedEntry,
     RecordKind,
     ResumedEntry,
-    TargetEntry,
     TriggerEntry,
 )
 from mesh.models import (
@@ -123,7 +122,8 @@ class Coordinator:
         self.on_finished = on_finished
         self.admitter = Admitter(policy)
         self.live: dict[str, _Live] = {}
-        self.recent: OrderedDict[str, ActivationTracker] = OrderedDict()
+        # Ids of recently finished activations, to tell a late ack from an unknown one.
+        self.recent: OrderedDict[str, None] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self.tasks = Background()
         self._resumed: list[_Live] = []
@@ -157,7 +157,9 @@ class Coordinator:
                     trigger=event, received_at_ns=now, code=admission.code, reason=admission.reason
                 ),
             )
-            return self._receipt(event, ReceiptOutcome.REJECTED, None, admission.reason, now)
+            return self._announce(
+                self._receipt(event, ReceiptOutcome.REJECTED, None, admission.reason, now)
+            )
         if isinstance(admission, Suppressed):
             self.counters["triggers.suppressed"] += 1
             live = self.live.get(admission.activation_id)
@@ -174,8 +176,10 @@ class Coordinator:
                     activation_id=admission.activation_id,
                 ),
             )
-            return self._receipt(
-                event, ReceiptOutcome.SUPPRESSED, admission.activation_id, admission.reason, now
+            return self._announce(
+                self._receipt(
+                    event, ReceiptOutcome.SUPPRESSED, admission.activation_id, admission.reason, now
+                )
             )
         assert isinstance(admission, Accepted)
         return await self._activate(event, admission, now, mono)
@@ -198,12 +202,7 @@ class Coordinator:
         )
         live = _Live(tracker, admission.rules)
         self.live[tracker.activation_id] = live
-        entry = ActivationEntry(
-            trigger=event,
-            received_at_ns=now,
-            command=plan.command,
-            targets=tuple(TargetEntry.of(d) for d in plan.decisions),
-        )
+        entry = ActivationEntry.json_of(event, now, plan.command, plan.decisions)
         try:
             await self.log.append_durable(RecordKind.ACTIVATION, tracker.activation_id, entry, now)
         except LogError as exc:
@@ -216,7 +215,8 @@ class Coordinator:
                 activation=tracker.activation_id,
             )
         self.counters["activations.started"] += 1
-        self.tasks.spawn(self._drive(live))
+        receipt = self._receipt(event, ReceiptOutcome.ACCEPTED, tracker.activation_id, "", now)
+        self.tasks.spawn(self._drive(live, receipt))
         self._log.info(
             "activation",
             activation=tracker.activation_id,
@@ -224,7 +224,7 @@ class Coordinator:
             expected=len(tracker.cameras),
             radius_m=plan.command.radius_m,
         )
-        return self._receipt(event, ReceiptOutcome.ACCEPTED, tracker.activation_id, "", now)
+        return receipt
 
     def _receipt(
         self,
@@ -234,7 +234,7 @@ class Coordinator:
         reason: str,
         now: int,
     ) -> TriggerReceipt:
-        receipt = TriggerReceipt(
+        return TriggerReceipt(
             event_id=event.event_id,
             unit_id=event.unit_id,
             outcome=outcome,
@@ -242,6 +242,9 @@ class Coordinator:
             reason=reason,
             at_ns=now,
         )
+
+    def _announce(self, receipt: TriggerReceipt) -> TriggerReceipt:
+        """Tell the trigger's sender (and dispatch) what became of it."""
         self.publisher.publish_soon(self.topics.receipt(self.unit_id), encode(receipt), qos=1)
         return receipt
 
@@ -275,24 +278,39 @@ class Coordinator:
         if tracker.complete:
             live.done.set()
         elif mono - live.last_update_mono >= _PROGRESS_INTERVAL_NS:
-            live.last_update_mono = mono
-            self._publish_record(tracker.record())
+            self._publish_progress(live)
+
+    def _publish_progress(self, live: _Live) -> None:
+        """Tell dispatch how a pending activation stands (at most every 250 ms: a record
+        names every camera, so it is not rebuilt for every ack)."""
+        if live.tracker.finished_at_ns is None:
+            live.last_update_mono = self.clock.mono_ns()
+            self._publish_record(live.tracker.record())
 
     # --- driving one activation ----------------------------------------------------------
-    async def _drive(self, live: _Live) -> None:
+    async def _drive(self, live: _Live, receipt: TriggerReceipt | None = None) -> None:
         # Cancellation (gateway shutdown) leaves the activation unfinished in the log on
         # purpose: the next start resumes it. Only a decided end is written as finished.
-        reason = await self._collect(live)
+        reason = await self._collect(live, receipt)
         await self._finish(live, reason)
 
-    async def _collect(self, live: _Live) -> str:
-        """Publish and collect acks, retrying the silent; returns why it ended early, if so."""
+    async def _collect(self, live: _Live, receipt: TriggerReceipt | None) -> str:
+        """Publish and collect acks, retrying the silent; returns why it ended early, if so.
+        The receipt goes out once the command has (the command is what is urgent)."""
         tracker, rules = live.tracker, live.rules
         if not live.published:
-            if not await self._send(live, None):
+            sent = await self._send(live, None)
+            if receipt is not None:
+                self._announce(receipt)
+            if not sent:
                 return "command could not be published before it expired"
             live.published = True
-            self._publish_record(tracker.record())
+            # The first progress record goes out shortly after, off the path of the acks
+            # (dispatch already has the receipt; most activations finish before this).
+            live.last_update_mono = self.clock.mono_ns()
+            asyncio.get_running_loop().call_later(
+                _PROGRESS_INTERVAL_NS / 1e9, self._publish_progress, live
+            )
         while not tracker.complete:
             remaining_s = (tracker.command.expires_at_ns - self.clock.wall_ns()) / NS
             wait_s = min(rules.retry_wait_ms(live.attempt) / 1000, max(0.0, remaining_s))
@@ -364,7 +382,7 @@ class Coordinator:
         tracker.finish(now, reason)
         record = tracker.record()
         self.live.pop(tracker.activation_id, None)
-        self.recent[tracker.activation_id] = tracker
+        self.recent[tracker.activation_id] = None
         while len(self.recent) > _RECENT_MAX:
             self.recent.popitem(last=False)
         self.counters[f"activations.{record.state}"] += 1
@@ -466,6 +484,18 @@ class Coordinator:
         return live
 
     # --- plumbing -------------------------------------------------------------------------
+    def _append_ack(self, ack: CameraAck, latency_ms: float | None, effect: str) -> None:
+        try:
+            self.log.append_json(
+                RecordKind.ACK,
+                ack.activation_id,
+                AckEntry.json_of(ack, latency_ms, effect),
+                self.clock.wall_ns(),
+            )
+        except LogError as exc:
+            self.counters["log.write_failures"] += 1
+            self._log.error("log append failed", kind="ack", error=str(exc))
+
     def _append(
         self,
         kind: RecordKind,

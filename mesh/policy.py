@@ -6,6 +6,7 @@ the same decisions.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -108,16 +109,22 @@ class Policy(_Strict):
             data = {**data, "kinds": merged}
         return data
 
+    @cached_property
+    def _rules_by_kind(self) -> dict[TriggerKind, KindRules]:
+        # The policy is immutable, so the merged rules are computed once, not per trigger.
+        table = {}
+        for kind in TriggerKind:
+            override = self.kinds.get(kind)
+            changes = override.model_dump(exclude_none=True) if override is not None else {}
+            table[kind] = self.defaults.model_copy(update=changes) if changes else self.defaults
+        return table
+
     def rules(self, kind: TriggerKind) -> KindRules:
-        override = self.kinds.get(kind)
-        if override is None:
-            return self.defaults
-        changes = override.model_dump(exclude_none=True)
-        return self.defaults.model_copy(update=changes) if changes else self.defaults
+        return self._rules_by_kind[kind]
 
     def allows_unauthenticated(self, source: SourceType) -> bool:
         return self.allow_unauthenticated.get(source, False)
 
-    @property
+    @cached_property
     def longest_cooldown_s(self) -> float:
-        return max([self.defaults.cooldown_s] + [self.rules(k).cooldown_s for k in TriggerKind])
+        return max(rules.cooldown_s for rules in self._rules_by_kind.values())

@@ -14,6 +14,10 @@ from bridge.topics import TopicKind, Topics
 from bridge.urls import BrokerUrl
 from mesh.models import ActivationRecord, ActivationState, TriggerReceipt
 
+_PENDING_MARK = b'"state":"pending"'
+# A record names every camera involved (~270 bytes each): 1,000 cameras make ~270 KB.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
 
 class ActivationWatcher:
     """Keeps the latest record of every activation and every trigger receipt it hears."""
@@ -27,12 +31,16 @@ class ActivationWatcher:
         unit_id: str | None = None,
         protocol: ProtocolChoice = "auto",
         on_record: Callable[[ActivationRecord], None] | None = None,
+        final_only: bool = False,
     ) -> None:
         self.topics = topics
         self.records: dict[str, ActivationRecord] = {}
         self.receipts: dict[str, TriggerReceipt] = {}
         self.counters: Counter[str] = Counter()
         self.on_record = on_record
+        # Skip decoding progress updates (only the outcome is wanted): they name every
+        # camera, so for a large fleet they are the bulk of the traffic.
+        self.final_only = final_only
         # Set and replaced on every change: waiters re-check their condition.
         self._changed = asyncio.Event()
         activations = (
@@ -58,7 +66,9 @@ class ActivationWatcher:
         parsed = self.topics.parse(message.topic)
         try:
             if parsed is not None and parsed.kind is TopicKind.ACTIVATION:
-                record = decode(ActivationRecord, message.payload)
+                if self.final_only and _PENDING_MARK in message.payload:
+                    return
+                record = decode(ActivationRecord, message.payload, max_bytes=MAX_RECORD_BYTES)
                 current = self.records.get(record.activation_id)
                 # A final record is never replaced by a progress update that arrives late.
                 if current is None or current.state is ActivationState.PENDING:

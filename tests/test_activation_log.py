@@ -105,3 +105,22 @@ async def test_export_jsonl_and_csv(tmp_path: Path) -> None:
     assert rows[0]["kind"] == "resumed"
     assert rows[0]["detail"] == "test"
     assert json.loads(rows[0]["body"])["acks_recovered"] == 0
+
+
+def test_hand_assembled_ack_json_is_what_the_model_would_write() -> None:
+    from mesh.log_records import AckEntry
+    from mesh.models import AckStatus, CameraAck
+
+    ack = CameraAck(
+        activation_id="a-1",
+        camera_id="c-1",
+        status=AckStatus.STARTED,
+        received_at_ns=5,
+        reason='quote " and \\ backslash',
+    )
+    for latency in (None, 1.5, 0.001, 12.0):
+        fast = AckEntry.json_of(ack, latency, "recorded")
+        assert json.loads(fast) == json.loads(
+            AckEntry(ack=ack, latency_ms=latency, effect="recorded").model_dump_json()
+        )
+        assert AckEntry.model_validate_json(fast).ack == ack

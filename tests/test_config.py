@@ -84,3 +84,18 @@ def test_generated_mosquitto_config_turns_nagle_off() -> None:
     text = render_local_config(18830)
     assert "set_tcp_nodelay true" in text
     assert "listener 18830 127.0.0.1" in text
+
+
+def test_documented_builtin_rules_match_the_code() -> None:
+    from mesh.policy import Policy
+
+    policy = Policy()
+    rows = {}
+    for line in (REPO / "docs" / "config.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in {k.value for k in TriggerKind}:
+            rows[cells[0]] = tuple(float(c) for c in cells[1:])
+    assert set(rows) == {k.value for k in TriggerKind}
+    for kind in TriggerKind:
+        rules = policy.rules(kind)
+        assert rows[kind.value] == (rules.radius_m, rules.pre_event_s, rules.cooldown_s), kind

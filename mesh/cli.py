@@ -361,7 +361,11 @@ def trigger(
 
     async def send() -> int:
         watcher = ActivationWatcher(
-            url, topics, client_id=f"tm-trigger-{uuid.uuid4().hex[:8]}", unit_id=unit
+            url,
+            topics,
+            client_id=f"tm-trigger-{uuid.uuid4().hex[:8]}",
+            unit_id=unit,
+            final_only=True,
         )
         sender = MqttLink(
             url, LinkOptions(f"tm-cli-{uuid.uuid4().hex[:8]}", persistent_session=False)

@@ -59,8 +59,12 @@ from mesh.policy import KindRules, Policy
 from mesh.tasks import Background
 
 NS = 1_000_000_000
-# How often a pending activation's progress is re-published for dispatch, at most.
+# How often a pending activation's progress is re-published for dispatch, at most: every
+# 250 ms, or 1 ms per expected camera if longer. A record names every camera, so its cost
+# grows with them; scaling the interval keeps progress updates below ~1 % of the gateway's
+# time whatever the fleet size.
 _PROGRESS_INTERVAL_NS = 250_000_000
+_PROGRESS_NS_PER_CAMERA = 1_000_000
 # Finished activations kept to recognise late acks (logged, but they change nothing).
 _RECENT_MAX = 256
 
@@ -93,6 +97,10 @@ class _Live:
     attempt: int = 0
     published: bool = False
     last_update_mono: int = 0
+
+    @property
+    def progress_interval_ns(self) -> int:
+        return max(_PROGRESS_INTERVAL_NS, _PROGRESS_NS_PER_CAMERA * len(self.tracker.cameras))
 
 
 class Coordinator:
@@ -254,30 +262,22 @@ class Coordinator:
         now = self.clock.wall_ns()
         live = self.live.get(ack.activation_id)
         if live is None:
-            finished = self.recent.get(ack.activation_id)
-            effect = "late" if finished is not None else "unknown_activation"
+            # Finished already (a late ack: logged, changes nothing) or not ours at all.
+            late = ack.activation_id in self.recent
+            effect = "late" if late else "unknown_activation"
             self.counters[f"acks.{effect}"] += 1
-            if finished is not None:
-                self._append(
-                    RecordKind.ACK,
-                    ack.activation_id,
-                    AckEntry(ack=ack, latency_ms=None, effect=effect),
-                )
+            if late:
+                self._append_ack(ack, None, effect, now)
             return
         tracker = live.tracker
         result = tracker.on_ack(ack, now, mono)
         self.counters[f"acks.{result.value}"] += 1
-        latency = tracker.cameras[ack.camera_id].latency_ms
-        self._append(
-            RecordKind.ACK,
-            ack.activation_id,
-            AckEntry(ack=ack, latency_ms=latency, effect=result.value),
-        )
+        self._append_ack(ack, tracker.cameras[ack.camera_id].latency_ms, result.value, now)
         if result is AckEffect.DUPLICATE:
             return
         if tracker.complete:
             live.done.set()
-        elif mono - live.last_update_mono >= _PROGRESS_INTERVAL_NS:
+        elif mono - live.last_update_mono >= live.progress_interval_ns:
             self._publish_progress(live)
 
     def _publish_progress(self, live: _Live) -> None:
@@ -309,7 +309,7 @@ class Coordinator:
             # (dispatch already has the receipt; most activations finish before this).
             live.last_update_mono = self.clock.mono_ns()
             asyncio.get_running_loop().call_later(
-                _PROGRESS_INTERVAL_NS / 1e9, self._publish_progress, live
+                live.progress_interval_ns / 1e9, self._publish_progress, live
             )
         while not tracker.complete:
             remaining_s = (tracker.command.expires_at_ns - self.clock.wall_ns()) / NS
@@ -484,13 +484,12 @@ class Coordinator:
         return live
 
     # --- plumbing -------------------------------------------------------------------------
-    def _append_ack(self, ack: CameraAck, latency_ms: float | None, effect: str) -> None:
+    def _append_ack(
+        self, ack: CameraAck, latency_ms: float | None, effect: str, at_ns: int
+    ) -> None:
         try:
             self.log.append_json(
-                RecordKind.ACK,
-                ack.activation_id,
-                AckEntry.json_of(ack, latency_ms, effect),
-                self.clock.wall_ns(),
+                RecordKind.ACK, ack.activation_id, AckEntry.json_of(ack, latency_ms, effect), at_ns
             )
         except LogError as exc:
             self.counters["log.write_failures"] += 1
@@ -500,7 +499,7 @@ class Coordinator:
         self,
         kind: RecordKind,
         activation_id: str | None,
-        body: TriggerEntry | AckEntry | PublishedEntry | ResumedEntry,
+        body: TriggerEntry | PublishedEntry | ResumedEntry,
     ) -> None:
         try:
             self.log.append(kind, activation_id, body, self.clock.wall_ns())

@@ -349,3 +349,31 @@ async def test_gateway_restart_resumes_a_published_activation_and_keeps_its_acks
         next(read_records(log, activation_id=activation_id, kinds=(RecordKind.RESUMED.value,))).body
     )
     assert resumed["acks_recovered"] == 1
+
+
+async def test_late_and_unknown_acks_are_told_apart_and_change_nothing(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    async with running_mesh(mosquitto.url, topics, tmp_path / "log.db") as mesh:
+        record = await mesh.activate(event())
+        issuer = mesh.gateway.settings.issuer
+        late = CameraAck(
+            activation_id=record.activation_id,
+            camera_id="bwc-7a",
+            status=AckStatus.ALREADY_RECORDING,
+            received_at_ns=time.time_ns(),
+        )
+        stray = late.model_copy(update={"activation_id": "a-nobody"})
+        await mesh.driver.publish(topics.ack(issuer, "bwc-7a"), encode(late))
+        await mesh.driver.publish(topics.ack(issuer, "bwc-7a"), encode(stray))
+        counters = mesh.gateway.coordinator.counters
+        await wait_until(
+            lambda: counters["acks.late"] == 1 and counters["acks.unknown_activation"] == 1
+        )
+    acks = [json.loads(r.body) for r in read_records(tmp_path / "log.db", kinds=("ack",))]
+    assert [a["effect"] for a in acks if a["ack"]["activation_id"] == record.activation_id][
+        -1
+    ] == "late"
+    assert not any(a["ack"]["activation_id"] == "a-nobody" for a in acks)
+    finished = [r for r in read_records(tmp_path / "log.db", kinds=("finished",))]
+    assert len(finished) == 1  # the late ack did not reopen or rewrite the activation

@@ -12,6 +12,7 @@ import asyncio
 from bridge.client import Inbound, LinkOptions, MqttLink
 from bridge.urls import BrokerUrl
 from mesh import logs
+from mesh.runtime import settle_heap, tune_gc
 
 
 async def main() -> None:
@@ -38,8 +39,10 @@ async def main() -> None:
             link.publish_soon(topic, b"ack", qos=1)
 
         links.append((link, answer))
+    tune_gc()  # the same collector settings as `trigger-mesh cameras`, for a fair floor
     tasks = [asyncio.create_task(link.run(handler)) for link, handler in links]
     await asyncio.gather(*(link.wait_up(60) for link, _ in links))
+    settle_heap()
     print("ready", flush=True)
     await asyncio.gather(*tasks)
 

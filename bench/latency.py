@@ -300,6 +300,7 @@ async def run(counts: list[int], scale: float) -> dict[str, Any]:
                 await count_online(url, topics, count, 120)
                 await asyncio.sleep(0.5)  # the gateway has the same retained presence
                 gw_proc = psutil.Process(gateway.proc.pid)
+                rss_idle_mb = gw_proc.memory_info().rss / 2**20
                 cpu_before = gw_proc.cpu_times()
                 mesh = await mesh_round_trips(url, topics, count, rounds)
                 cpu_after = gw_proc.cpu_times()
@@ -321,6 +322,7 @@ async def run(counts: list[int], scale: float) -> dict[str, Any]:
                     "ratio": round(mesh_s["p99"] / floor_s["p99"], 3),
                     "ratio_p50": round(mesh_s["p50"] / floor_s["p50"], 3),
                     "gateway_cpu_ms_per_trigger": round(cpu_ms * 1000 / (rounds + WARMUP), 3),
+                    "gateway_rss_idle_mb": round(rss_idle_mb, 1),
                     "gateway_rss_mb": round(rss_mb, 1),
                 }
             )
@@ -332,14 +334,15 @@ async def run(counts: list[int], scale: float) -> dict[str, Any]:
 def print_table(report: dict[str, Any]) -> None:
     print(
         f"{'cameras':>8} {'rounds':>6} {'floor p50':>10} {'floor p99':>10} {'mesh p50':>9} "
-        f"{'mesh p99':>9} {'ratio p99':>9} {'ratio p50':>9} {'gw cpu/trig':>11} {'gw rss':>7}"
+        f"{'mesh p99':>9} {'ratio p99':>9} {'ratio p50':>9} {'gw cpu/trig':>11} "
+        f"{'gw rss idle/end':>16}"
     )
     for r in report["results"]:
         print(
             f"{r['cameras']:>8} {r['rounds']:>6} {r['floor_p50_ms']:>10.3f} "
             f"{r['floor_p99_ms']:>10.3f} {r['mesh_p50_ms']:>9.3f} {r['mesh_p99_ms']:>9.3f} "
             f"{r['ratio']:>9.3f} {r['ratio_p50']:>9.3f} {r['gateway_cpu_ms_per_trigger']:>9.3f}ms "
-            f"{r['gateway_rss_mb']:>5.1f}MB"
+            f"{r['gateway_rss_idle_mb']:>7.1f}/{r['gateway_rss_mb']:.1f}MB"
         )
     print(f"gateway RSS (max over runs): {report['gateway_rss_mb']} MB")
 

@@ -85,6 +85,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA journal_size_limit={2 * WAL_PRESIZE_BYTES}")
     conn.execute("PRAGMA wal_autocheckpoint=0")
+    # Appends touch the last pages of the table and its indexes only: a small cache will do.
+    conn.execute("PRAGMA cache_size=-512")
     return conn
 
 

@@ -32,6 +32,8 @@ from mesh.recorder import SimulatedRecorder
 
 # Remember this many recent activations, so a repeated command is recognised.
 _HANDLED_MAX = 4096
+# Acks kept for inspection (demo, tests); a fleet of simulated cameras must not hoard them.
+_ACKS_KEPT = 256
 # Presence changes wait this long and coalesce: acks are urgent, presence is not.
 _PRESENCE_COALESCE_S = 0.5
 
@@ -224,8 +226,8 @@ class CameraAgent:
         )
         self.link.publish_soon(self.topics.ack(command.issuer, me.camera_id), encode(ack), qos=1)
         self.acks_sent.append(ack)
-        if len(self.acks_sent) > _HANDLED_MAX:
-            del self.acks_sent[: len(self.acks_sent) // 2]
+        if len(self.acks_sent) > _ACKS_KEPT:
+            del self.acks_sent[: len(self.acks_sent) - _ACKS_KEPT]
         self._log.debug("command handled", activation=aid, status=decision.status.value)
         return ack
 

@@ -14,11 +14,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.live import Live
 
 from bridge.client import LinkOptions, MqttLink, ProtocolChoice
 from bridge.codec import encode
@@ -38,6 +36,10 @@ from mesh.models import (
     TriggerEvent,
     TriggerKind,
 )
+from mesh.runtime import settle_heap, settle_heap_later, tune_gc
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="trigger-mesh",
@@ -70,8 +72,15 @@ def main() -> None:
     app()
 
 
+def _console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
+    # rich is imported only by commands that draw: the gateway daemon never loads it.
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=soft_wrap)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -115,6 +124,11 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(guarded())
 
 
+async def _settle_when_ready(ready: asyncio.Event) -> None:
+    await ready.wait()
+    await settle_heap_later()
+
+
 @contextlib.asynccontextmanager
 async def _broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoice]]:
     """An external broker URL, or 'embedded': a private broker for this process."""
@@ -122,7 +136,7 @@ async def _broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoi
         yield _url(value), "auto"
         return
     async with EmbeddedBroker() as broker:
-        Console(stderr=True).print(f"embedded {broker.kind} broker listening on {broker.url}")
+        _console(stderr=True).print(f"embedded {broker.kind} broker listening on {broker.url}")
         yield broker.url, "3.1.1" if broker.kind == "amqtt" else "auto"
 
 
@@ -143,7 +157,7 @@ def demo(
     logs.configure("console", "warning")
     if broker is not None:
         _url(broker)
-    console = Console(stderr=json_out, soft_wrap=True)
+    console = _console(stderr=json_out)
     summary = _run(run_demo(broker=broker, log_path=log, console=console, live=True))
     if summary is None:
         raise typer.Exit(130)
@@ -200,6 +214,7 @@ def gateway(
     except ConfigError as exc:
         _fail(f"config error: {exc}")
     _configure_logs(log_format, log_level)
+    tune_gc()
     broker_value = broker or cfg.broker
 
     async def serve() -> None:
@@ -213,7 +228,12 @@ def gateway(
                 policy=policy,
                 status_interval_s=cfg.status_interval_s,
             )
-            await Gateway(settings, url=url, protocol=protocol).run()
+            gw = Gateway(settings, url=url, protocol=protocol)
+            settle = asyncio.ensure_future(_settle_when_ready(gw.ready))
+            try:
+                await gw.run()
+            finally:
+                settle.cancel()
 
     _run(serve())
 
@@ -276,6 +296,7 @@ def cameras(
     from mesh.fleet import build_agents, scatter, wait_all_up
 
     _configure_logs(log_format, log_level)
+    tune_gc()
     topics = _topics(prefix)
     specs = scatter(
         count,
@@ -294,8 +315,9 @@ def cameras(
             tasks = [asyncio.create_task(a.run()) for a in agents]
             try:
                 await wait_all_up(agents, 60)
+                settle_heap()
                 units = len({s.unit_id for s in specs})
-                Console(stderr=True).print(
+                _console(stderr=True).print(
                     f"{len(agents)} cameras in {units} units online at {url} (prefix {prefix})"
                 )
                 await asyncio.gather(*tasks)
@@ -357,7 +379,7 @@ def trigger(
         )
     except ValueError as exc:
         _fail(f"invalid trigger: {exc}")
-    console = Console(stderr=json_out, soft_wrap=True)
+    console = _console(stderr=json_out)
 
     async def send() -> int:
         watcher = ActivationWatcher(
@@ -448,7 +470,9 @@ def tail(
         if json_out:
             await watcher.run()
             return
-        console = Console()
+        from rich.live import Live
+
+        console = _console(soft_wrap=False)
         console.print(f"watching activations on {url} (prefix {prefix}); Ctrl-C to stop")
         task = asyncio.create_task(watcher.run())
         try:
@@ -485,7 +509,7 @@ def log_export(
                 count = export(log, fmt, handle)  # type: ignore[arg-type]
     except LogError as exc:
         _fail(str(exc))
-    Console(stderr=True, soft_wrap=True).print(f"{count} records exported", highlight=False)
+    _console(stderr=True).print(f"{count} records exported", highlight=False)
 
 
 @app.command()
@@ -496,4 +520,4 @@ def schema(
     from mesh.schema_export import write_schemas
 
     for path in write_schemas(out):
-        Console().print(str(path), highlight=False)
+        _console().print(str(path), highlight=False)

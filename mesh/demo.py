@@ -51,6 +51,7 @@ from mesh.models import (
 )
 from mesh.policy import Policy
 from mesh.render import activation_table
+from mesh.runtime import settle_heap, tune_gc
 from mesh.stats import percentile
 from mesh.watch import ActivationWatcher
 
@@ -166,6 +167,7 @@ async def _scenario(
     console: Console,
     live: bool,
 ) -> dict[str, Any]:
+    tune_gc()
     now = time.time_ns()
     agents = build_agents(
         demo_specs(),
@@ -202,6 +204,7 @@ async def _scenario(
         # Retained presence of all 20 cameras reaches the gateway on its subscription.
         if not await _until(lambda: len(gateway.presence) >= len(agents), 10):
             run.problems.append(f"gateway saw {len(gateway.presence)} of {len(agents)} cameras")
+        settle_heap()
         display = (
             Live(_view(watcher, agents), console=console, refresh_per_second=8, transient=False)
             if live

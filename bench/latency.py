@@ -6,8 +6,11 @@ For N = 1, 100, 1000 cameras:
 - mesh: a trigger into the real gateway daemon → admission, durable (fsync'd) log
   append, broadcast → N camera agents decide, start and ack → the gateway records every
   ack; timed by the gateway itself (trigger accepted → last ack recorded, monotonic).
-Both fleets are one process of N MqttLink clients on the same mosquitto (nodelay
-config). The gateway runs as its own process so its RSS and CPU can be read.
+
+Both fleets are one process of N MqttLink clients (same client code, same collector
+settings) on the same mosquitto (generated config, TCP_NODELAY); the gateway runs as its
+own process so its RSS and CPU can be read. Floor and mesh rounds alternate, so whatever
+else the machine does falls on both alike.
 
     python bench/latency.py [--json] [--counts 1,100,1000] [--rounds-scale 1.0]
 
@@ -36,20 +39,16 @@ from bridge.client import Inbound, LinkOptions, MqttLink
 from bridge.codec import encode
 from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
 from bridge.topics import Topics
+from bridge.urls import BrokerUrl
 from mesh import logs
-from mesh.models import (
-    ActivationState,
-    SourceRef,
-    SourceType,
-    TriggerEvent,
-    TriggerKind,
-)
+from mesh.models import ActivationState, TriggerKind
 from mesh.stats import percentile
 from mesh.watch import ActivationWatcher
+from triggers.manual import manual_trigger
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = "bench-1"
-ROUNDS = {1: 300, 100: 80, 1000: 30}
+ROUNDS = {1: 300, 100: 100, 1000: 40}
 WARMUP = 3
 GAP_S = 0.02  # idle time between rounds so they do not overlap
 
@@ -60,19 +59,19 @@ def rounds_for(count: int, scale: float) -> int:
 
 
 def summarise(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50": round(percentile(samples, 50), 3),
-        "p99": round(percentile(samples, 99), 3),
-        "max": round(max(samples), 3),
-    }
+    return {"p50": round(percentile(samples, 50), 3), "p99": round(percentile(samples, 99), 3)}
 
 
 class Child:
-    """A subprocess that is stopped with SIGINT (clean shutdown) when we are done."""
+    """A subprocess stopped with SIGINT (a clean shutdown) when we are done."""
 
-    def __init__(self, args: list[str], *, ready_line: str | None = None) -> None:
+    def __init__(self, *args: str, ready_line: str | None = None) -> None:
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         self.ready_line = ready_line
 
@@ -84,7 +83,8 @@ class Child:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.proc.args} exited: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                stderr = self.proc.stderr.read() if self.proc.stderr else ""
+                raise RuntimeError(f"{self.proc.args} exited: {stderr}")
             if line.strip() == self.ready_line:
                 return
         raise RuntimeError(f"{self.proc.args} not ready within {timeout_s} s")
@@ -99,7 +99,79 @@ class Child:
                 self.proc.wait()
 
 
-async def count_online(url: Any, topics: Topics, expected: int, timeout_s: float) -> None:
+class Floor:
+    """The commander of the floor: publish once, count N acks."""
+
+    def __init__(self, url: BrokerUrl, prefix: str, count: int) -> None:
+        self.prefix, self.count = prefix, count
+        self.acks = 0
+        self.all_in = asyncio.Event()
+        self.link = MqttLink(
+            url,
+            LinkOptions(
+                f"{prefix}-floor-commander",
+                persistent_session=False,
+                subscriptions=((f"{prefix}/floor/ack/+", 1),),
+            ),
+        )
+
+    def _on_ack(self, _message: Inbound) -> None:
+        self.acks += 1
+        if self.acks >= self.count:
+            self.all_in.set()
+
+    async def start(self) -> asyncio.Task[None]:
+        task = asyncio.create_task(self.link.run(self._on_ack))
+        await self.link.wait_up(30)
+        return task
+
+    async def round(self, _index: int) -> float:
+        self.acks = 0
+        self.all_in.clear()
+        start = time.perf_counter()
+        self.link.publish_soon(f"{self.prefix}/floor/cmd", b"record", qos=1)
+        await asyncio.wait_for(self.all_in.wait(), 60)
+        return (time.perf_counter() - start) * 1000
+
+
+class Mesh:
+    """Sends a trigger to the gateway and reads its own measurement from the final record."""
+
+    def __init__(self, url: BrokerUrl, topics: Topics, count: int) -> None:
+        self.topics, self.count = topics, count
+        tag = uuid.uuid4().hex[:6]
+        self.watcher = ActivationWatcher(
+            url, topics, client_id=f"bench-watch-{tag}", unit_id=UNIT, final_only=True
+        )
+        self.sender = MqttLink(url, LinkOptions(f"bench-sender-{tag}", persistent_session=False))
+
+    async def start(self) -> list[asyncio.Task[None]]:
+        tasks = [
+            asyncio.create_task(self.watcher.run()),
+            asyncio.create_task(self.sender.run(lambda _m: None)),
+        ]
+        await self.watcher.link.wait_up(30)
+        await self.sender.wait_up(30)
+        return tasks
+
+    async def round(self, index: int) -> float:
+        event = manual_trigger(TriggerKind.MANUAL, UNIT, source_id=f"bench-{index}")
+        await self.sender.publish(self.topics.trigger(UNIT), encode(event), qos=1)
+        receipt = await self.watcher.receipt(event.event_id, 30)
+        if receipt is None or receipt.activation_id is None:
+            raise RuntimeError(f"round {index}: no receipt from the gateway")
+        record = await self.watcher.final_record(receipt.activation_id, 60)
+        if record is None:
+            raise RuntimeError(f"round {index}: activation did not finish")
+        if record.state is not ActivationState.CONFIRMED or record.all_acked_ms is None:
+            raise RuntimeError(f"round {index}: {record.state}, {record.reason}")
+        confirmed = sum(1 for c in record.cameras if c.status in ("started", "already_recording"))
+        if confirmed != self.count:
+            raise RuntimeError(f"round {index}: {confirmed} of {self.count} cameras confirmed")
+        return record.all_acked_ms
+
+
+async def count_online(url: BrokerUrl, topics: Topics, expected: int, timeout_s: float) -> None:
     """Wait until ``expected`` cameras have announced themselves online (retained presence)."""
     online: set[str] = set()
     done = asyncio.Event()
@@ -126,84 +198,6 @@ async def count_online(url: Any, topics: Topics, expected: int, timeout_s: float
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def floor_round_trips(url: Any, prefix: str, count: int, rounds: int) -> list[float]:
-    acks = 0
-    all_in = asyncio.Event()
-
-    def on_ack(_message: Inbound) -> None:
-        nonlocal acks
-        acks += 1
-        if acks >= count:
-            all_in.set()
-
-    link = MqttLink(
-        url,
-        LinkOptions(
-            f"{prefix}-floor-commander",
-            persistent_session=False,
-            subscriptions=((f"{prefix}/floor/ack/+", 1),),
-        ),
-    )
-    task = asyncio.create_task(link.run(on_ack))
-    samples = []
-    try:
-        await link.wait_up(30)
-        for i in range(rounds + WARMUP):
-            acks = 0
-            all_in.clear()
-            start = time.perf_counter()
-            link.publish_soon(f"{prefix}/floor/cmd", b"record", qos=1)
-            await asyncio.wait_for(all_in.wait(), 30)
-            if i >= WARMUP:
-                samples.append((time.perf_counter() - start) * 1000)
-            await asyncio.sleep(GAP_S)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    return samples
-
-
-async def mesh_round_trips(url: Any, topics: Topics, count: int, rounds: int) -> list[float]:
-    watcher = ActivationWatcher(
-        url, topics, client_id=f"bench-watch-{uuid.uuid4().hex[:6]}", unit_id=UNIT, final_only=True
-    )
-    sender = MqttLink(
-        url, LinkOptions(f"bench-sender-{uuid.uuid4().hex[:6]}", persistent_session=False)
-    )
-    tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(sender.run(lambda _m: None))]
-    samples = []
-    try:
-        await watcher.link.wait_up(30)
-        await sender.wait_up(30)
-        for i in range(rounds + WARMUP):
-            event = TriggerEvent(
-                event_id=uuid.uuid4().hex,
-                kind=TriggerKind.MANUAL,
-                unit_id=UNIT,
-                observed_at_ns=time.time_ns(),
-                source=SourceRef(type=SourceType.MANUAL, id=f"bench-{i}", authenticated=False),
-            )
-            await sender.publish(topics.trigger(UNIT), encode(event), qos=1)
-            receipt = await watcher.receipt(event.event_id, 30)
-            if receipt is None or receipt.activation_id is None:
-                raise RuntimeError(f"round {i}: no receipt from the gateway")
-            record = await watcher.final_record(receipt.activation_id, 60)
-            assert record is not None, "activation did not finish"
-            if record.state is not ActivationState.CONFIRMED or record.all_acked_ms is None:
-                raise RuntimeError(f"round {i}: {record.state}, {record.reason}")
-            acked = sum(1 for c in record.cameras if c.status in ("started", "already_recording"))
-            if acked != count:
-                raise RuntimeError(f"round {i}: {acked} of {count} cameras confirmed")
-            if i >= WARMUP:
-                samples.append(record.all_acked_ms)
-            await asyncio.sleep(GAP_S)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return samples
-
-
 def gateway_config(directory: Path, broker: str, prefix: str) -> Path:
     config = directory / "gateway.yaml"
     config.write_text(
@@ -223,6 +217,96 @@ def gateway_config(directory: Path, broker: str, prefix: str) -> Path:
     return config
 
 
+async def measure(url: BrokerUrl, workdir: Path, count: int, rounds: int) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:6]
+    floor_prefix = f"bench-{run_id}"
+    topics = Topics(f"bench-{run_id}/mesh/v1")
+    gw_dir = workdir / f"gw-{count}"
+    gw_dir.mkdir()
+    profile = os.environ.get("BENCH_PROFILE_GATEWAY")  # a path: cProfile the gateway
+    profiler = ["-m", "cProfile", "-o", f"{profile}.{count}"] if profile else []
+    children = [
+        Child(
+            "bench/floor_fleet.py",
+            "--broker",
+            str(url),
+            "--prefix",
+            floor_prefix,
+            "--count",
+            str(count),
+            ready_line="ready",
+        ),
+        Child(
+            *profiler,
+            "-m",
+            "mesh",
+            "gateway",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+            "--config",
+            str(gateway_config(gw_dir, str(url), topics.prefix)),
+        ),
+        Child(
+            "-m",
+            "mesh",
+            "cameras",
+            "--count",
+            str(count),
+            "--spread-m",
+            "300",
+            "--unit-prefix",
+            f"u{run_id}",
+            "--broker",
+            str(url),
+            "--prefix",
+            topics.prefix,
+        ),
+    ]
+    floor, mesh = Floor(url, floor_prefix, count), Mesh(url, topics, count)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        children[0].wait_ready(120)
+        await count_online(url, topics, count, 120)
+        await asyncio.sleep(2.5)  # the gateway has the retained presence and settles its heap
+        tasks.append(await floor.start())
+        tasks += await mesh.start()
+        gateway = psutil.Process(children[1].proc.pid)
+        rss_idle_mb = gateway.memory_info().rss / 2**20
+        samples: dict[str, list[float]] = {"floor": [], "mesh": []}
+        cpu_before = gateway.cpu_times()
+        for index in range(rounds + WARMUP):
+            for name, side in (("floor", floor), ("mesh", mesh)):
+                elapsed = await side.round(index)
+                if index >= WARMUP:
+                    samples[name].append(elapsed)
+                await asyncio.sleep(GAP_S)
+        cpu_after = gateway.cpu_times()
+        rss_mb = gateway.memory_info().rss / 2**20
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for child in reversed(children):
+            child.stop()
+    cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    f, m = summarise(samples["floor"]), summarise(samples["mesh"])
+    return {
+        "cameras": count,
+        "rounds": rounds,
+        "floor_p50_ms": f["p50"],
+        "floor_p99_ms": f["p99"],
+        "mesh_p50_ms": m["p50"],
+        "mesh_p99_ms": m["p99"],
+        "ratio": round(m["p99"] / f["p99"], 3),
+        "ratio_p50": round(m["p50"] / f["p50"], 3),
+        "gateway_cpu_ms_per_trigger": round(cpu_s * 1000 / (rounds + WARMUP), 3),
+        "gateway_rss_idle_mb": round(rss_idle_mb, 1),
+        "gateway_rss_mb": round(rss_mb, 1),
+    }
+
+
 async def run(counts: list[int], scale: float) -> dict[str, Any]:
     binary = find_mosquitto()
     if binary is None:
@@ -230,105 +314,15 @@ async def run(counts: list[int], scale: float) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="trigger-mesh-bench-"))
     broker = MosquittoProcess(binary, free_port(), workdir / "mosquitto")
     broker.start()
-    url = broker.url
-    results = []
-    gateway_rss_mb = 0.0
     try:
-        for count in counts:
-            rounds = rounds_for(count, scale)
-            run_id = uuid.uuid4().hex[:6]
-            # --- floor ---------------------------------------------------------------
-            floor_prefix = f"bench-{run_id}"
-            fleet = Child(
-                [
-                    sys.executable,
-                    "bench/floor_fleet.py",
-                    "--broker",
-                    str(url),
-                    "--prefix",
-                    floor_prefix,
-                    "--count",
-                    str(count),
-                ],
-                ready_line="ready",
-            )
-            try:
-                fleet.wait_ready(120)
-                floor = await floor_round_trips(url, floor_prefix, count, rounds)
-            finally:
-                fleet.stop()
-            # --- mesh ------------------------------------------------------------------
-            topics = Topics(f"bench-{run_id}/mesh/v1")
-            gw_dir = workdir / f"gw-{count}"
-            gw_dir.mkdir()
-            profile = os.environ.get("BENCH_PROFILE_GATEWAY")  # a path: cProfile the gateway
-            profiler = ["-m", "cProfile", "-o", f"{profile}.{count}"] if profile else []
-            gateway = Child(
-                [
-                    sys.executable,
-                    *profiler,
-                    "-m",
-                    "mesh",
-                    "gateway",
-                    "--config",
-                    str(gateway_config(gw_dir, str(url), topics.prefix)),
-                    "--log-format",
-                    "json",
-                    "--log-level",
-                    "warning",
-                ]
-            )
-            cameras = Child(
-                [
-                    sys.executable,
-                    "-m",
-                    "mesh",
-                    "cameras",
-                    "--count",
-                    str(count),
-                    "--spread-m",
-                    "300",
-                    "--unit-prefix",
-                    f"u{run_id}",
-                    "--broker",
-                    str(url),
-                    "--prefix",
-                    topics.prefix,
-                ]
-            )
-            try:
-                await count_online(url, topics, count, 120)
-                await asyncio.sleep(0.5)  # the gateway has the same retained presence
-                gw_proc = psutil.Process(gateway.proc.pid)
-                rss_idle_mb = gw_proc.memory_info().rss / 2**20
-                cpu_before = gw_proc.cpu_times()
-                mesh = await mesh_round_trips(url, topics, count, rounds)
-                cpu_after = gw_proc.cpu_times()
-                rss_mb = gw_proc.memory_info().rss / 2**20
-                gateway_rss_mb = max(gateway_rss_mb, rss_mb)
-            finally:
-                cameras.stop()
-                gateway.stop()
-            cpu_ms = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-            floor_s, mesh_s = summarise(floor), summarise(mesh)
-            results.append(
-                {
-                    "cameras": count,
-                    "rounds": rounds,
-                    "floor_p50_ms": floor_s["p50"],
-                    "floor_p99_ms": floor_s["p99"],
-                    "mesh_p50_ms": mesh_s["p50"],
-                    "mesh_p99_ms": mesh_s["p99"],
-                    "ratio": round(mesh_s["p99"] / floor_s["p99"], 3),
-                    "ratio_p50": round(mesh_s["p50"] / floor_s["p50"], 3),
-                    "gateway_cpu_ms_per_trigger": round(cpu_ms * 1000 / (rounds + WARMUP), 3),
-                    "gateway_rss_idle_mb": round(rss_idle_mb, 1),
-                    "gateway_rss_mb": round(rss_mb, 1),
-                }
-            )
+        results = [await measure(broker.url, workdir, n, rounds_for(n, scale)) for n in counts]
     finally:
         broker.stop()
-    return {"bench": "latency", "results": results, "gateway_rss_mb": round(gateway_rss_mb, 1)}
+    return {
+        "bench": "latency",
+        "results": results,
+        "gateway_rss_mb": max(r["gateway_rss_mb"] for r in results),
+    }
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -341,14 +335,15 @@ def print_table(report: dict[str, Any]) -> None:
         print(
             f"{r['cameras']:>8} {r['rounds']:>6} {r['floor_p50_ms']:>10.3f} "
             f"{r['floor_p99_ms']:>10.3f} {r['mesh_p50_ms']:>9.3f} {r['mesh_p99_ms']:>9.3f} "
-            f"{r['ratio']:>9.3f} {r['ratio_p50']:>9.3f} {r['gateway_cpu_ms_per_trigger']:>9.3f}ms "
-            f"{r['gateway_rss_idle_mb']:>7.1f}/{r['gateway_rss_mb']:.1f}MB"
+            f"{r['ratio']:>9.3f} {r['ratio_p50']:>9.3f} "
+            f"{r['gateway_cpu_ms_per_trigger']:>9.1f}ms "
+            f"{r['gateway_rss_idle_mb']:>9.1f}/{r['gateway_rss_mb']:.1f}MB"
         )
     print(f"gateway RSS (max over runs): {report['gateway_rss_mb']} MB")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="last line: the report as JSON")
     parser.add_argument("--counts", default="1,100,1000")
     parser.add_argument(

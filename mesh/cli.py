@@ -31,12 +31,10 @@ from mesh.models import (
     GeoPoint,
     Position,
     ReceiptOutcome,
-    SourceRef,
-    SourceType,
-    TriggerEvent,
     TriggerKind,
 )
 from mesh.runtime import settle_heap, settle_heap_later, tune_gc
+from triggers.manual import manual_trigger
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -365,17 +363,12 @@ def trigger(
     if lat is not None and lon is not None:
         position = Position(lat=lat, lon=lon, fix_at_ns=now)
     try:
-        event = TriggerEvent(
-            event_id=uuid.uuid4().hex,
-            kind=kind,
-            source=SourceRef(
-                type=SourceType.MANUAL,
-                authenticated=False,
-                id=source or f"cli:{getpass.getuser()}@{socket.gethostname()}",
-            ),
-            unit_id=unit,
-            observed_at_ns=now,
+        event = manual_trigger(
+            kind,
+            unit,
+            source_id=source or f"cli:{getpass.getuser()}@{socket.gethostname()}",
             position=position,
+            observed_at_ns=now,
         )
     except ValueError as exc:
         _fail(f"invalid trigger: {exc}")

@@ -15,7 +15,7 @@ import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,6 @@ from mesh.models import (
     OutcomeStatus,
     Position,
     ReceiptOutcome,
-    SourceRef,
-    SourceType,
     TriggerEvent,
     TriggerKind,
 )
@@ -54,6 +52,7 @@ from mesh.render import activation_table
 from mesh.runtime import settle_heap, tune_gc
 from mesh.stats import percentile
 from mesh.watch import ActivationWatcher
+from triggers.manual import manual_trigger
 
 UNIT = "car-12"
 # Philadelphia City Hall; any point works, this one is easy to check on a map.
@@ -110,14 +109,7 @@ class DemoRun:
 
 
 def _event(kind: TriggerKind, source_id: str, position: Position | None = None) -> TriggerEvent:
-    return TriggerEvent(
-        event_id=uuid.uuid4().hex,
-        kind=kind,
-        source=SourceRef(type=SourceType.MANUAL, id=source_id, authenticated=False),
-        unit_id=UNIT,
-        observed_at_ns=time.time_ns(),
-        position=position,
-    )
+    return manual_trigger(kind, UNIT, source_id=source_id, position=position)
 
 
 @contextlib.asynccontextmanager
@@ -205,20 +197,21 @@ async def _scenario(
         if not await _until(lambda: len(gateway.presence) >= len(agents), 10):
             run.problems.append(f"gateway saw {len(gateway.presence)} of {len(agents)} cameras")
         settle_heap()
-        display = (
+        screen = (
             Live(_view(watcher, agents), console=console, refresh_per_second=8, transient=False)
             if live
-            else contextlib.nullcontext()
+            else None
         )
-        with display as screen:
-            refresher = asyncio.create_task(_refresh(screen, watcher, agents))
+        with screen or contextlib.nullcontext():
+            refresher = asyncio.create_task(_refresh(screen, watcher, agents)) if screen else None
             try:
                 await _script(
                     run=run, driver=driver, watcher=watcher, topics=topics, agents=agents, log=log
                 )
             finally:
-                refresher.cancel()
-            if isinstance(screen, Live):
+                if refresher is not None:
+                    refresher.cancel()
+            if screen is not None:
                 screen.update(_view(watcher, agents))
     finally:
         for task in tasks:
@@ -227,7 +220,7 @@ async def _scenario(
     return _summary(run, watcher, agents, log)
 
 
-async def _until(check: Any, timeout_s: float) -> bool:
+async def _until(check: Callable[[], bool], timeout_s: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not check():
@@ -237,9 +230,7 @@ async def _until(check: Any, timeout_s: float) -> bool:
     return True
 
 
-async def _refresh(screen: Any, watcher: ActivationWatcher, agents: list[CameraAgent]) -> None:
-    if not isinstance(screen, Live):
-        return
+async def _refresh(screen: Live, watcher: ActivationWatcher, agents: list[CameraAgent]) -> None:
     while True:
         await asyncio.sleep(0.125)
         screen.update(_view(watcher, agents))

@@ -67,6 +67,7 @@ def build_agents(
     heartbeat_s: float = 30.0,
     now_ns: int,
 ) -> list[CameraAgent]:
+    # Powered on ten minutes ago: every simulated camera has a full pre-event buffer.
     return [
         CameraAgent(
             CameraIdentity(spec.camera_id, spec.unit_id, spec.role),

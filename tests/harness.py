@@ -14,6 +14,7 @@ from bridge.client import LinkOptions, MqttLink, ProtocolChoice
 from bridge.codec import encode
 from bridge.topics import Topics
 from bridge.urls import BrokerUrl
+from mesh import demo
 from mesh.camera_agent import CameraAgent
 from mesh.fleet import CameraSpec, build_agents, wait_all_up
 from mesh.gateway import Gateway, GatewaySettings
@@ -24,17 +25,16 @@ from mesh.models import (
     GeoPoint,
     Position,
     ReceiptOutcome,
-    SourceRef,
-    SourceType,
     TriggerEvent,
     TriggerKind,
     TriggerReceipt,
 )
 from mesh.policy import Policy
 from mesh.watch import ActivationWatcher
+from triggers.manual import manual_trigger
 
-UNIT = "car-12"
-CENTER = GeoPoint(lat=39.952583, lon=-75.165222)
+# The demo's place and unit: the tests and the demo describe the same scene.
+UNIT, CENTER = demo.UNIT, demo.CENTER
 
 
 def spec(
@@ -64,14 +64,7 @@ def event(
     position: Position | None = None,
     unit: str = UNIT,
 ) -> TriggerEvent:
-    return TriggerEvent(
-        event_id=uuid.uuid4().hex,
-        kind=kind,
-        source=SourceRef(type=SourceType.MANUAL, id=source_id, authenticated=False),
-        unit_id=unit,
-        observed_at_ns=time.time_ns(),
-        position=position,
-    )
+    return manual_trigger(kind, unit, source_id=source_id, position=position)
 
 
 @dataclass

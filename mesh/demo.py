@@ -139,6 +139,7 @@ async def run_demo(
         async with _broker(broker) as (url, protocol, broker_kind):
             console.print(f"[bold]trigger-mesh demo[/] broker: {broker_kind} at {url}; log: {log}")
             return await _scenario(
+                shared_broker=broker is not None,
                 url=url,
                 protocol=protocol,
                 topics=topics,
@@ -151,6 +152,7 @@ async def run_demo(
 
 async def _scenario(
     *,
+    shared_broker: bool,
     url: BrokerUrl,
     protocol: ProtocolChoice,
     topics: Topics,
@@ -217,7 +219,30 @@ async def _scenario(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if shared_broker:
+            retained = [topics.presence(a.identity.camera_id) for a in agents]
+            await _clear_retained(
+                url, protocol, [*retained, topics.gateway(gateway.settings.issuer)]
+            )
     return _summary(run, watcher, agents, log)
+
+
+async def _clear_retained(url: BrokerUrl, protocol: ProtocolChoice, topics: list[str]) -> None:
+    """A demo on a shared broker leaves nothing behind: its retained presence and status go."""
+    link = MqttLink(
+        url,
+        LinkOptions(
+            f"demo-clean-{uuid.uuid4().hex[:8]}", persistent_session=False, protocol=protocol
+        ),
+    )
+    task = asyncio.create_task(link.run(lambda _m: None))
+    try:
+        await link.wait_up(5)
+        for topic in topics:
+            await link.publish(topic, b"", retain=True)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _until(check: Callable[[], bool], timeout_s: float) -> bool:

@@ -66,19 +66,21 @@ def activation_table(records: Iterable[ActivationRecord], title: str = "Activati
 
 def camera_outcomes_table(record: ActivationRecord) -> Table:
     table = Table(title=f"Cameras for {record.activation_id}", title_justify="left")
-    for name in ("camera", "unit", "expected", "status", "latency ms", "why targeted", "detail"):
+    for name in ("camera", "unit", "status", "ms", "why"):
         table.add_column(name)
     for cam in record.cameras:
-        style = "green" if cam.status in CONFIRMED_OUTCOMES else "bold red"
+        confirmed = cam.status in CONFIRMED_OUTCOMES
+        style = "green" if confirmed else "bold red"
         if cam.status is OutcomeStatus.OUT_OF_RANGE:
             style = "dim"
+        # For a camera that confirmed, why it was targeted says it all; otherwise add what
+        # went wrong (no ack after N attempts, expired, out of range by its own fix).
+        why = cam.targeting if confirmed or not cam.detail else f"{cam.targeting}; {cam.detail}"
         table.add_row(
-            cam.camera_id,
+            cam.camera_id + ("" if cam.expected else " (not expected)"),
             cam.unit_id or "-",
-            "yes" if cam.expected else "no",
             Text(cam.status.value, style=style),
             _fmt_ms(cam.latency_ms),
-            cam.targeting,
-            cam.detail,
+            why,
         )
     return table

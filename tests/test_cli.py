@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bridge.client import LinkOptions, MqttLink
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.models import ActivationRecord
@@ -126,6 +128,24 @@ def test_the_readme_tour_gateway_cameras_trigger_tail(
     )
     gateway_logs = [json.loads(line) for line in gw.stderr.read().splitlines() if line]
     assert any(e.get("event") == "activation finished" for e in gateway_logs)
+
+
+async def test_demo_on_a_shared_broker_leaves_nothing_retained(
+    mosquitto: MosquittoProcess,
+) -> None:
+    result = await asyncio.to_thread(run, "demo", "--json", "--broker", str(mosquitto.url))
+    assert result.returncode == 0, result.stderr[-3000:]
+    retained: list[str] = []
+    link = MqttLink(
+        mosquitto.url,
+        LinkOptions("retained-check", persistent_session=False, subscriptions=(("mesh/v1/#", 1),)),
+    )
+    task = asyncio.create_task(link.run(lambda m: retained.append(m.topic)))
+    await link.wait_up(10)
+    await asyncio.sleep(1.0)  # retained messages arrive right after subscribing
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [t for t in retained if "/demo-" in t] == []
 
 
 def test_trigger_without_a_gateway_says_so(mosquitto: MosquittoProcess, topics: Topics) -> None:

@@ -69,10 +69,8 @@ class _Item:
 
 
 # Fsync cost depends on whether a commit grows the WAL file (the file system must also
-# journal the new size) or overwrites blocks it already has. Measured on this machine,
-# 1,500 commits of one record each (bench-free: see docs/benchmarks.md):
-#   growing WAL   p50 0.28 ms, p90 0.42-0.74 ms, p99 0.59-2.2 ms
-#   pre-sized WAL p50 0.19 ms, p90 0.24-0.29 ms, p99 0.35-1.05 ms
+# journal the new size) or overwrites blocks it already has: bench/log_append.py measures
+# both (docs/benchmarks.md has the figures; pre-sized is the cheaper, in the tail most).
 # So the WAL is sized once when the log is created, kept at that size (journal_size_limit),
 # and checkpointed by the writer when idle rather than inside a durable commit.
 WAL_PRESIZE_BYTES = 8 * 1024 * 1024

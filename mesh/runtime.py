@@ -1,11 +1,11 @@
 """Process-wide settings for the long-running commands (gateway, cameras, demo).
 
 Garbage collection: a gateway holds many long-lived objects (models, presence, the policy,
-its clients) and makes many short-lived ones per message. Measured with a gateway and 200
-cameras in one process over 40 activations: the default collector spent ~1.4 s in total,
-with full collections pausing up to 92 ms; after ``gc.freeze()`` of the start-up heap and a
-young-generation threshold of 10,000 it spent ~0.3 s, longest pause 17 ms. (A threshold of
-50,000 spent 0.1 s but paused up to 41 ms: tail latency matters more here.)
+its clients) and makes many short-lived ones per message, so the default collector keeps
+walking the long-lived ones. ``gc.freeze()`` of the start-up heap and a young-generation
+threshold of 10,000 cut its total time about threefold and its longest pause likewise
+(bench/gc_pauses.py; figures in docs/benchmarks.md). A much higher threshold saves more in
+total but makes each young collection a longer pause, and tail latency matters more here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,152 @@
+"""Garbage-collector pauses in a gateway under load, with and without mesh.runtime's tuning.
+
+A gateway and 200 simulated cameras in one process (the collector then has plenty to
+walk) on an embedded broker; 40 activations; every collection timed with gc.callbacks.
+
+    python bench/gc_pauses.py [--json] [--cameras 200] [--activations 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bridge.embedded import EmbeddedBroker
+from bridge.topics import Topics
+from mesh import logs
+from mesh.fleet import build_agents, scatter, wait_all_up
+from mesh.gateway import Gateway, GatewaySettings
+from mesh.models import ActivationRecord, GeoPoint, TriggerKind
+from mesh.policy import Policy
+from mesh.runtime import settle_heap, tune_gc
+from triggers.manual import manual_trigger
+
+
+async def measure(cameras: int, activations: int, tuned: bool) -> dict[str, Any]:
+    pauses: list[tuple[int, float]] = []
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses.append((info["generation"], (time.perf_counter() - started.pop()) * 1000))
+
+    if tuned:
+        tune_gc()
+    center = GeoPoint(lat=39.95, lon=-75.16)
+    policy = Policy.model_validate({"kinds": {"manual": {"radius_m": 5000, "cooldown_s": 0}}})
+    async with EmbeddedBroker() as broker:
+        with tempfile.TemporaryDirectory() as tmp:
+            finished: asyncio.Queue[ActivationRecord] = asyncio.Queue()
+            gateway = Gateway(
+                GatewaySettings(
+                    unit_id="u1", log_path=Path(tmp) / "log.db", position=center, policy=policy
+                ),
+                url=broker.url,
+                on_finished=finished.put_nowait,
+            )
+            agents = build_agents(
+                scatter(cameras, center, radius_m=300),
+                url=broker.url,
+                topics=Topics(),
+                now_ns=time.time_ns(),
+            )
+            tasks = [asyncio.create_task(gateway.run())]
+            tasks += [asyncio.create_task(a.run()) for a in agents]
+            try:
+                await gateway.ready.wait()
+                await wait_all_up(agents)
+                while len(gateway.presence) < cameras:
+                    await asyncio.sleep(0.05)
+                if tuned:
+                    settle_heap()
+                gc.callbacks.append(on_gc)
+                start = time.perf_counter()
+                for i in range(activations):
+                    await gateway.submit(
+                        manual_trigger(TriggerKind.MANUAL, "u1", source_id=f"gc-{i}")
+                    )
+                    await finished.get()
+                elapsed = time.perf_counter() - start
+            finally:
+                gc.callbacks.remove(on_gc)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    by_generation: dict[str, dict[str, float]] = {}
+    for generation in (0, 1, 2):
+        times = [ms for g, ms in pauses if g == generation]
+        by_generation[str(generation)] = {
+            "collections": len(times),
+            "max_ms": round(max(times), 2) if times else 0.0,
+            "total_ms": round(sum(times), 1),
+        }
+    return {
+        "tuned": tuned,
+        "wall_s": round(elapsed, 2),
+        "gc_total_ms": round(sum(ms for _, ms in pauses), 1),
+        "gc_max_pause_ms": round(max((ms for _, ms in pauses), default=0.0), 2),
+        "by_generation": by_generation,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cameras", type=int, default=200)
+    parser.add_argument("--activations", type=int, default=40)
+    parser.add_argument("--one", choices=["default", "tuned"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logs.configure("console", "warning")
+    if args.one:  # one configuration per process: gc settings are process-wide
+        result = asyncio.run(measure(args.cameras, args.activations, args.one == "tuned"))
+        print(json.dumps(result))
+        return
+    results = []
+    for mode in ("default", "tuned"):
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                mode,
+                "--cameras",
+                str(args.cameras),
+                "--activations",
+                str(args.activations),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for r in results:
+        print(
+            f"{'tuned' if r['tuned'] else 'default':8s} gc total {r['gc_total_ms']:8.1f} ms  "
+            f"longest pause {r['gc_max_pause_ms']:6.2f} ms  activations took {r['wall_s']} s"
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "bench": "gc_pauses",
+                    "cameras": args.cameras,
+                    "activations": args.activations,
+                    "results": results,
+                },
+                separators=(",", ":"),
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -166,6 +166,7 @@ def demo(
 
 
 def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
+    console.line()
     for item in summary["activations"]:
         latency = item["latency_ms"]
         console.print(

@@ -48,6 +48,8 @@ app = typer.Typer(
 )
 log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
+keys_app = typer.Typer(help="Provision keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 ENV_BROKER = "TRIGGER_MESH_BROKER"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -177,13 +179,15 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
             f"max {latency['max']} ms",
             highlight=False,
         )
-    burst = summary["duplicate_burst"]
+    burst, replay = summary["duplicate_burst"], summary["replay"]
     dup = summary["duplicate_command"]
     console.print(
-        f"burst of {burst['sent']} identical triggers → {burst['sent'] - burst['suppressed']} "
-        f"activation; repeated command → {dup['acks']} acks, all already_recording: "
-        f"{dup['all_already_recording']}, new recordings: {dup['new_recordings']}; "
-        f"idle out-of-range cameras: {', '.join(summary['idle_out_of_range'])}",
+        f"holster burst: {burst['adverts']} adverts → {burst['activations']} activation; "
+        f"replayed advert: {replay['adverts']} adverts, {replay['rejected']} rejected as replays, "
+        f"{replay['activations']} activations; repeated command → {dup['acks']} acks, all "
+        f"already_recording: {dup['all_already_recording']}, new recordings: "
+        f"{dup['new_recordings']}; idle out-of-range cameras: "
+        f"{', '.join(summary['idle_out_of_range'])}",
         highlight=False,
     )
     for problem in summary["problems"]:
@@ -227,7 +231,16 @@ def gateway(
                 policy=policy,
                 status_interval_s=cfg.status_interval_s,
             )
-            gw = Gateway(settings, url=url, protocol=protocol)
+            sources = []
+            if cfg.ble is not None and cfg.ble.enabled:
+                from triggers.ble.factory import build_source
+                from triggers.ble.keystore import KeystoreError
+
+                try:
+                    sources.append(build_source(cfg.ble, config))
+                except KeystoreError as exc:
+                    _fail(f"config error: {config}: key 'ble.keystore': {exc}")
+            gw = Gateway(settings, url=url, protocol=protocol, sources=sources)
             settle = asyncio.ensure_future(_settle_when_ready(gw.ready))
             try:
                 await gw.run()
@@ -480,6 +493,126 @@ def tail(
             await asyncio.gather(task, return_exceptions=True)
 
     _run(watch())
+
+
+# --- BLE sensors ----------------------------------------------------------------------------
+@keys_app.command("new-sensor")
+def keys_new_sensor(
+    keystore: Annotated[Path, typer.Option("--keystore", help="The gateway's keystore (YAML)")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="holster, taser, long_gun_rack, man_down, generic_input")
+    ],
+    unit: Annotated[str, typer.Option("--unit", help="The unit the sensor belongs to")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="Written for the sensor (JSON)")],
+    officer: Annotated[str, typer.Option("--officer")] = "",
+    sensor_id: Annotated[int | None, typer.Option("--sensor-id", help="Default: random")] = None,
+    company_id: Annotated[int, typer.Option("--company-id", help="0xFFFF: development")] = 0xFFFF,
+) -> None:
+    """Provision a BLE sensor: a fresh key in the keystore and in the sensor's key file."""
+    from triggers.ble.keystore import Keystore, KeystoreError, SensorKeyFile, kind_from_name
+
+    try:
+        store = Keystore.load(keystore)
+        sensor = store.provision(kind_from_name(kind), unit, officer=officer, sensor_id=sensor_id)
+    except KeystoreError as exc:
+        _fail(str(exc))
+    store.save(keystore)
+    SensorKeyFile.of(sensor, company_id).save(key_file)
+    _console().print(
+        f"sensor {sensor.sensor_id} ({sensor.kind.name.lower()}, unit {unit}) added to "
+        f"{keystore}; its key is in {key_file} (keep both secret)",
+        highlight=False,
+    )
+
+
+@app.command("ble-sensor")
+def ble_sensor(
+    key_file: Annotated[Path, typer.Option("--key-file", help="From `keys new-sensor`")],
+    event: Annotated[
+        str,
+        typer.Option(
+            "--event",
+            help="draw, holstered, arm, safe, trigger_pull, arc, rack_unlock, down, input_on, …",
+        ),
+    ],
+    transport: Annotated[
+        str,
+        typer.Option(
+            "--transport",
+            help="HCI transport: usb:0, serial:/dev/ttyACM0, hci-socket:0, or "
+            "tcp-client:HOST:PORT of a `trigger-mesh ble-radio`",
+        ),
+    ],
+    kind: Annotated[str | None, typer.Option("--kind", help="Checked against the key file")] = None,
+    sensor_id: Annotated[
+        int | None, typer.Option("--sensor-id", help="Checked against the key file")
+    ] = None,
+    duration_s: Annotated[
+        float, typer.Option("--duration", help="Seconds to repeat the advert")
+    ] = 2.0,
+    interval_ms: Annotated[int, typer.Option("--interval-ms", min=20, max=10240)] = 20,
+    battery: Annotated[int, typer.Option("--battery", min=0, max=100)] = 90,
+) -> None:
+    """Advertise one sensor event like a real sensor: counter + 1, repeated for a while."""
+    from triggers.ble.format import SensorEvent
+    from triggers.ble.keystore import KeystoreError, SensorKeyFile, kind_from_name
+
+    _configure_logs("console", "warning")
+    try:
+        keys = SensorKeyFile.load(key_file)
+        if kind is not None and kind_from_name(kind) is not keys.kind:
+            _fail(f"--kind {kind} does not match the key file ({keys.kind.name.lower()})")
+    except KeystoreError as exc:
+        _fail(str(exc))
+    if sensor_id is not None and sensor_id != keys.sensor_id:
+        _fail(f"--sensor-id {sensor_id} does not match the key file ({keys.sensor_id})")
+    try:
+        sensor_event = SensorEvent[event.upper()]
+    except KeyError:
+        _fail(f"unknown event {event!r}: {', '.join(e.name.lower() for e in SensorEvent)}")
+
+    async def advertise() -> None:
+        from bumble.device import Device
+        from bumble.transport import open_transport
+
+        from triggers.ble.bumble_backend import random_static_address
+        from triggers.ble.sensor import SimulatedSensor
+
+        async with await open_transport(transport) as hci:
+            device = Device.with_hci(
+                "trigger-mesh-sensor", random_static_address(), hci.source, hci.sink
+            )
+            await device.power_on()
+            sensor = SimulatedSensor(device, keys, key_path=key_file, battery_pct=battery)
+            advert = await sensor.emit(sensor_event, duration_s=duration_s, interval_ms=interval_ms)
+        _console().print(
+            f"sensor {advert.sensor_id}: {sensor_event.name.lower()} "
+            f"(counter {advert.counter}) advertised for {duration_s:g} s "
+            f"via {transport}",
+            highlight=False,
+        )
+
+    _run(advertise())
+
+
+@app.command("ble-radio")
+def ble_radio(
+    port: Annotated[int, typer.Option("--port", help="First TCP port")] = 7400,
+    controllers: Annotated[int, typer.Option("--controllers", min=2, max=64)] = 4,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """A virtual BLE radio for several processes: N controllers on one virtual link, each
+    an HCI transport on TCP (connect gateways and sensors with tcp-client:HOST:PORT)."""
+    from triggers.ble.virtual import serve_radio
+
+    _configure_logs("console", "warning")
+    specs = [f"tcp-server:{host}:{port + i}" for i in range(controllers)]
+    _console(stderr=True).print(
+        "virtual radio up; attach with "
+        + ", ".join(f"tcp-client:{host}:{port + i}" for i in range(controllers)),
+        highlight=False,
+    )
+    _run(serve_radio(specs))
 
 
 # --- log and schema -----------------------------------------------------------------------

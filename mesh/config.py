@@ -16,6 +16,7 @@ from bridge.topics import DEFAULT_PREFIX, Topics
 from bridge.urls import BrokerUrl
 from mesh.models import CameraRole, GeoPoint, Ident
 from mesh.policy import Policy
+from triggers.ble.settings import BleConfig
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -60,6 +61,8 @@ class GatewayConfig(_Connection):
     # Inline rules, or a policy file (relative to this config file), or the built-in policy.
     policy: Policy | str | None = None
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    # BLE trigger sensors heard by this gateway (docs/ble-format.md); none if absent.
+    ble: BleConfig | None = None
 
     @property
     def resolved_gateway_id(self) -> str:

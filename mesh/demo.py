@@ -1,11 +1,20 @@
 """``trigger-mesh demo``: the whole path on one machine, with a scripted scenario.
 
-An embedded broker (or ``--broker``), a gateway for unit car-12, 20 simulated cameras
-around it (four of them kilometres away), and a script: light bar on, a weapon draw
-whose sensor repeats itself five times, a TASER armed by an officer who has run 300 m
-north, and a command delivered twice. Everything travels over MQTT exactly as in
-production; the summary is read from the activation records dispatch receives and
-from the gateway's own log of targeting decisions.
+An embedded broker (or ``--broker``), a virtual BLE radio (bumble), a gateway for unit
+car-12 that listens to it, 20 simulated cameras around the car (four of them kilometres
+away), two authenticated BLE sensors (a holster, a TASER), and a script:
+
+1. the light bar goes on (a manual trigger over MQTT; a CAN source comes later);
+2. the officer draws: the holster sensor repeats its advert for most of a second, over
+   the radio; one activation;
+3. the TASER is armed, over the radio;
+4. the officer, 300 m north on foot, presses record: a manual trigger with a position;
+5. someone re-broadcasts the captured holster advert: rejected as a replay;
+6. the weapon-draw command is delivered a second time: nothing new starts.
+
+Everything travels as in production: real advertising PDUs through bumble's virtual link,
+MQTT through the broker. The summary is read from the activation records dispatch gets
+and from the gateway's log of its targeting decisions.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bleak import BleakScanner
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -52,12 +62,24 @@ from mesh.render import activation_table
 from mesh.runtime import settle_heap, tune_gc
 from mesh.stats import percentile
 from mesh.watch import ActivationWatcher
+from triggers.ble.bumble_backend import BumbleScanner
+from triggers.ble.format import SensorEvent, SensorKind
+from triggers.ble.freshness import CounterStore
+from triggers.ble.keystore import Keystore, SensorKeyFile
+from triggers.ble.sensor import SimulatedSensor
+from triggers.ble.source import BleSourceSettings, BleTriggerSource
+from triggers.ble.virtual import VirtualRadio
 from triggers.manual import manual_trigger
 
 UNIT = "car-12"
 # Philadelphia City Hall; any point works, this one is easy to check on a map.
 CENTER = GeoPoint(lat=39.952583, lon=-75.165222)
-TASER_OFFSET_M = (300.0, 0.0)
+PURSUIT_OFFSET_M = (300.0, 0.0)
+HOLSTER_ID, TASER_ID = 1001, 2001
+# The sensors repeat each advert for this long; repeats within the burst window are one
+# event, so the window must be longer. The replay comes well after it.
+SENSOR_REPEAT_S = 0.8
+BURST_WINDOW_S = 1.5
 
 # (camera, unit, role, metres north of the car, metres east)
 LAYOUT: tuple[tuple[str, str, CameraRole, float, float], ...] = (
@@ -95,21 +117,35 @@ def demo_specs() -> list[CameraSpec]:
 
 
 @dataclass
+class Stage:
+    """Everything that runs during the demo."""
+
+    topics: Topics
+    log: Path
+    agents: list[CameraAgent]
+    gateway: Gateway
+    ble: BleTriggerSource
+    watcher: ActivationWatcher
+    driver: MqttLink
+    holster: SimulatedSensor
+    taser: SimulatedSensor
+    attacker: SimulatedSensor
+
+
+@dataclass
 class DemoRun:
     """What happened, gathered while the scenario runs."""
 
-    events: list[tuple[str, TriggerEvent]] = field(default_factory=list)
     activation_ids: list[str] = field(default_factory=list)
-    burst_sent: int = 0
-    burst_suppressed: int = 0
+    draw_adverts: int = 0
+    draw_activations: int = 0
+    replay_adverts: int = 0
+    replays_rejected: int = 0
+    replay_activations: int = 0
     duplicate_acks: list[str] = field(default_factory=list)
     recordings_before_duplicate: int = 0
     recordings_after_duplicate: int = 0
     problems: list[str] = field(default_factory=list)
-
-
-def _event(kind: TriggerKind, source_id: str, position: Position | None = None) -> TriggerEvent:
-    return manual_trigger(kind, UNIT, source_id=source_id, position=position)
 
 
 @contextlib.asynccontextmanager
@@ -138,38 +174,40 @@ async def run_demo(
         log = log_path or Path(tmp) / "activations.db"
         async with _broker(broker) as (url, protocol, broker_kind):
             console.print(f"[bold]trigger-mesh demo[/] broker: {broker_kind} at {url}; log: {log}")
-            return await _scenario(
-                shared_broker=broker is not None,
-                url=url,
-                protocol=protocol,
-                topics=topics,
-                log=log,
-                run_id=run_id,
-                console=console,
-                live=live,
+            stage = await _build(url, protocol, topics, log=log, tmp=Path(tmp), run_id=run_id)
+            return await _perform(
+                stage, url, protocol, console, live, shared_broker=broker is not None
             )
 
 
-async def _scenario(
-    *,
-    shared_broker: bool,
-    url: BrokerUrl,
-    protocol: ProtocolChoice,
-    topics: Topics,
-    log: Path,
-    run_id: str,
-    console: Console,
-    live: bool,
-) -> dict[str, Any]:
+async def _build(
+    url: BrokerUrl, protocol: ProtocolChoice, topics: Topics, *, log: Path, tmp: Path, run_id: str
+) -> Stage:
     tune_gc()
-    now = time.time_ns()
     agents = build_agents(
         demo_specs(),
         url=url,
         topics=topics,
         protocol=protocol,
         client_prefix=f"demo-{run_id}-",
-        now_ns=now,
+        now_ns=time.time_ns(),
+    )
+    radio = VirtualRadio()
+    keystore = Keystore()
+    holster_key = keystore.provision(
+        SensorKind.HOLSTER, UNIT, officer="Ofc. Rivera #4411", sensor_id=HOLSTER_ID
+    )
+    taser_key = keystore.provision(
+        SensorKind.TASER, UNIT, officer="Ofc. Rivera #4411", sensor_id=TASER_ID
+    )
+    scanner_device = await radio.device("gateway")
+    ble = BleTriggerSource(
+        keystore=keystore,
+        scanner_factory=lambda callback: BleakScanner(
+            callback, backend=BumbleScanner, bumble={"device": scanner_device}
+        ),
+        settings=BleSourceSettings(burst_window_s=BURST_WINDOW_S),
+        counters=CounterStore(tmp / "ble-counters.db"),
     )
     gateway = Gateway(
         GatewaySettings(
@@ -178,53 +216,74 @@ async def _scenario(
         url=url,
         protocol=protocol,
         client_id=f"demo-{run_id}-gw",
+        sources=[ble],
     )
-    watcher = ActivationWatcher(url, topics, client_id=f"demo-{run_id}-watch", protocol=protocol)
-    driver = MqttLink(
-        url, LinkOptions(f"demo-{run_id}-driver", persistent_session=False, protocol=protocol)
+    return Stage(
+        topics=topics,
+        log=log,
+        agents=agents,
+        gateway=gateway,
+        ble=ble,
+        watcher=ActivationWatcher(url, topics, client_id=f"demo-{run_id}-watch", protocol=protocol),
+        driver=MqttLink(
+            url, LinkOptions(f"demo-{run_id}-driver", persistent_session=False, protocol=protocol)
+        ),
+        holster=SimulatedSensor(await radio.device("holster"), SensorKeyFile.of(holster_key)),
+        taser=SimulatedSensor(await radio.device("taser"), SensorKeyFile.of(taser_key)),
+        attacker=SimulatedSensor(await radio.device("attacker"), SensorKeyFile.of(holster_key)),
     )
+
+
+async def _perform(
+    stage: Stage,
+    url: BrokerUrl,
+    protocol: ProtocolChoice,
+    console: Console,
+    live: bool,
+    *,
+    shared_broker: bool,
+) -> dict[str, Any]:
+    agents, gateway, watcher = stage.agents, stage.gateway, stage.watcher
     tasks = [asyncio.create_task(a.run()) for a in agents]
     tasks += [
         asyncio.create_task(gateway.run()),
         asyncio.create_task(watcher.run()),
-        asyncio.create_task(driver.run(lambda _m: None)),
+        asyncio.create_task(stage.driver.run(lambda _m: None)),
     ]
     run = DemoRun()
     try:
         await asyncio.wait_for(gateway.ready.wait(), 15)
         await wait_all_up(agents, 15)
         await watcher.link.wait_up(15)
-        await driver.wait_up(15)
+        await stage.driver.wait_up(15)
         # Retained presence of all 20 cameras reaches the gateway on its subscription.
         if not await _until(lambda: len(gateway.presence) >= len(agents), 10):
             run.problems.append(f"gateway saw {len(gateway.presence)} of {len(agents)} cameras")
         settle_heap()
         screen = (
-            Live(_view(watcher, agents), console=console, refresh_per_second=8, transient=False)
+            Live(_view(stage), console=console, refresh_per_second=8, transient=False)
             if live
             else None
         )
         with screen or contextlib.nullcontext():
-            refresher = asyncio.create_task(_refresh(screen, watcher, agents)) if screen else None
+            refresher = asyncio.create_task(_refresh(screen, stage)) if screen else None
             try:
-                await _script(
-                    run=run, driver=driver, watcher=watcher, topics=topics, agents=agents, log=log
-                )
+                await _script(stage, run)
             finally:
                 if refresher is not None:
                     refresher.cancel()
             if screen is not None:
-                screen.update(_view(watcher, agents))
+                screen.update(_view(stage))
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if shared_broker:
-            retained = [topics.presence(a.identity.camera_id) for a in agents]
+            retained = [stage.topics.presence(a.identity.camera_id) for a in agents]
             await _clear_retained(
-                url, protocol, [*retained, topics.gateway(gateway.settings.issuer)]
+                url, protocol, [*retained, stage.topics.gateway(gateway.settings.issuer)]
             )
-    return _summary(run, watcher, agents, log)
+    return _summary(run, stage)
 
 
 async def _clear_retained(url: BrokerUrl, protocol: ProtocolChoice, topics: list[str]) -> None:
@@ -255,18 +314,18 @@ async def _until(check: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
-async def _refresh(screen: Live, watcher: ActivationWatcher, agents: list[CameraAgent]) -> None:
+async def _refresh(screen: Live, stage: Stage) -> None:
     while True:
         await asyncio.sleep(0.125)
-        screen.update(_view(watcher, agents))
+        screen.update(_view(stage))
 
 
-def _view(watcher: ActivationWatcher, agents: list[CameraAgent]) -> Group:
+def _view(stage: Stage) -> Group:
     cams = Table(title="Cameras", title_justify="left")
     for name in ("camera", "unit", "role", "recording", "activations", "acks"):
         cams.add_column(name)
     now = time.time_ns()
-    for agent in agents:
+    for agent in stage.agents:
         recording = agent.recorder.is_recording(now)
         cams.add_row(
             agent.identity.camera_id,
@@ -276,74 +335,92 @@ def _view(watcher: ActivationWatcher, agents: list[CameraAgent]) -> Group:
             str(len(agent.recorder.activations)),
             str(len(agent.acks_sent)),
         )
-    return Group(activation_table(watcher.records.values()), cams)
-
-
-async def _send(driver: MqttLink, topics: Topics, event: TriggerEvent) -> None:
-    await driver.publish(topics.trigger(UNIT), encode(event), qos=1)
-
-
-async def _script(
-    *,
-    run: DemoRun,
-    driver: MqttLink,
-    watcher: ActivationWatcher,
-    topics: Topics,
-    agents: list[CameraAgent],
-    log: Path,
-) -> None:
-    async def step(label: str, event: TriggerEvent, *repeats: TriggerEvent) -> str | None:
-        """Send a trigger (and its repeats, as a sensor burst would); wait for the outcome."""
-        run.events.append((label, event))
-        await _send(driver, topics, event)
-        for repeat in repeats:
-            await asyncio.sleep(0.04)
-            await _send(driver, topics, repeat)
-        receipt = await watcher.receipt(event.event_id, 10)
-        if receipt is None or receipt.outcome is not ReceiptOutcome.ACCEPTED:
-            run.problems.append(f"{label}: trigger not accepted ({receipt})")
-            return None
-        assert receipt.activation_id is not None
-        run.activation_ids.append(receipt.activation_id)
-        if await watcher.final_record(receipt.activation_id, 15) is None:
-            run.problems.append(f"{label}: activation {receipt.activation_id} did not finish")
-        return receipt.activation_id
-
-    # 1. The light bar goes on.
-    await step("light bar on", _event(TriggerKind.EMERGENCY_LIGHTS, "demo:lightbar"))
-    await asyncio.sleep(0.8)
-
-    # 2. A weapon is drawn; the holster sensor repeats itself: five triggers, one event.
-    burst = [_event(TriggerKind.WEAPON_DRAW, "demo:holster-1001") for _ in range(5)]
-    run.burst_sent = len(burst)
-    draw_id = await step("weapon draw (sensor repeats 5x)", *burst)
-    repeats = [e.event_id for e in burst[1:]]
-    await watcher.wait_for(lambda: all(i in watcher.receipts for i in repeats), 5)
-    run.burst_suppressed = sum(
-        1
-        for i in repeats
-        if (r := watcher.receipts.get(i)) is not None and r.outcome is ReceiptOutcome.SUPPRESSED
+    c = stage.ble.counters
+    radio = (
+        f"BLE: {c['adverts']} adverts heard, {c['events']} events, {c['repeats']} repeats, "
+        f"{c['rejected.replay']} replays rejected"
     )
-    await asyncio.sleep(0.8)
+    return Group(activation_table(stage.watcher.records.values()), cams, radio)
 
-    # 3. The officer runs 300 m north and arms the TASER there.
-    lat, lon = offset(CENTER.lat, CENTER.lon, *TASER_OFFSET_M)
-    taser_at = Position(lat=lat, lon=lon, accuracy_m=8.0, fix_at_ns=time.time_ns())
-    await step(
-        "TASER armed 300 m north", _event(TriggerKind.TASER_ARM, "demo:taser-2001", taser_at)
+
+async def _outcome(stage: Stage, run: DemoRun, label: str, event_id: str) -> str | None:
+    """Wait for the gateway's receipt of a trigger and the activation's final record."""
+    receipt = await stage.watcher.receipt(event_id, 10)
+    if receipt is None or receipt.outcome is not ReceiptOutcome.ACCEPTED:
+        run.problems.append(f"{label}: trigger not accepted ({receipt})")
+        return None
+    assert receipt.activation_id is not None
+    run.activation_ids.append(receipt.activation_id)
+    if await stage.watcher.final_record(receipt.activation_id, 15) is None:
+        run.problems.append(f"{label}: activation {receipt.activation_id} did not finish")
+    return receipt.activation_id
+
+
+async def _manual(stage: Stage, run: DemoRun, label: str, event: TriggerEvent) -> str | None:
+    await stage.driver.publish(stage.topics.trigger(UNIT), encode(event), qos=1)
+    return await _outcome(stage, run, label, event.event_id)
+
+
+async def _sensor(
+    stage: Stage, run: DemoRun, label: str, sensor: SimulatedSensor, event: SensorEvent
+) -> str | None:
+    advert = await sensor.emit(event, duration_s=SENSOR_REPEAT_S)
+    return await _outcome(stage, run, label, f"ble-{advert.sensor_id}-{advert.counter}")
+
+
+async def _script(stage: Stage, run: DemoRun) -> None:
+    # 1. The light bar goes on.
+    await _manual(
+        stage,
+        run,
+        "light bar on",
+        manual_trigger(TriggerKind.EMERGENCY_LIGHTS, UNIT, source_id="demo:lightbar"),
     )
     await asyncio.sleep(0.5)
 
-    # 4. The weapon-draw command arrives a second time (a QoS1 redelivery, a bridge).
+    # 2. A weapon is drawn: the holster repeats its advert ~30 times a second.
+    holster = stage.ble.sensors.get(str(HOLSTER_ID))
+    before = holster.adverts if holster else 0
+    started = len(stage.watcher.records)
+    draw_id = await _sensor(stage, run, "weapon draw (BLE)", stage.holster, SensorEvent.DRAW)
+    run.draw_adverts = stage.ble.sensors[str(HOLSTER_ID)].adverts - before
+    run.draw_activations = len(stage.watcher.records) - started
+    await asyncio.sleep(0.3)
+
+    # 3. The TASER is armed.
+    await _sensor(stage, run, "TASER armed (BLE)", stage.taser, SensorEvent.ARM)
+    await asyncio.sleep(0.3)
+
+    # 4. 300 m north, on foot, the officer presses record on the body camera.
+    lat, lon = offset(CENTER.lat, CENTER.lon, *PURSUIT_OFFSET_M)
+    here = Position(lat=lat, lon=lon, accuracy_m=8.0, fix_at_ns=time.time_ns())
+    await _manual(
+        stage,
+        run,
+        "record pressed 300 m north",
+        manual_trigger(TriggerKind.MANUAL, UNIT, source_id="demo:bwc-12a-button", position=here),
+    )
+
+    # 5. Someone replays the holster advert they captured: the counter was used.
+    rejected, started = stage.ble.counters["rejected.replay"], len(stage.watcher.records)
+    heard = stage.ble.counters["adverts"]
+    await stage.attacker.broadcast(stage.holster.last_data, duration_s=0.5)
+    await asyncio.sleep(0.5)
+    run.replay_adverts = stage.ble.counters["adverts"] - heard
+    run.replays_rejected = stage.ble.counters["rejected.replay"] - rejected
+    run.replay_activations = len(stage.watcher.records) - started
+
+    # 6. The weapon-draw command arrives a second time (a QoS1 redelivery, a bridge).
     if draw_id is not None:
-        command = _decisions(log)[draw_id].command
+        command = _decisions(stage.log)[draw_id].command
+        agents = stage.agents
         run.recordings_before_duplicate = sum(a.recorder.recordings for a in agents)
-        before = {a.identity.camera_id: len(a.acks_sent) for a in agents}
-        await driver.publish(topics.command_all(), encode(command), qos=1)
+        sent = {a.identity.camera_id: len(a.acks_sent) for a in agents}
+        await stage.driver.publish(stage.topics.command_all(), encode(command), qos=1)
         await asyncio.sleep(0.5)
         run.recordings_after_duplicate = sum(a.recorder.recordings for a in agents)
         for agent in agents:
-            for ack in agent.acks_sent[before[agent.identity.camera_id] :]:
+            for ack in agent.acks_sent[sent[agent.identity.camera_id] :]:
                 if ack.activation_id == draw_id:
                     run.duplicate_acks.append(f"{ack.camera_id}:{ack.status.value}")
 
@@ -355,14 +432,12 @@ def _decisions(log: Path) -> dict[str, ActivationEntry]:
     }
 
 
-def _summary(
-    run: DemoRun, watcher: ActivationWatcher, agents: list[CameraAgent], log: Path
-) -> dict[str, Any]:
+def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
     problems = list(run.problems)
-    decisions = _decisions(log)
+    decisions = _decisions(stage.log)
     activations = []
     for activation_id in run.activation_ids:
-        record = watcher.records.get(activation_id)
+        record = stage.watcher.records.get(activation_id)
         entry = decisions.get(activation_id)
         if record is None or entry is None:
             problems.append(f"activation {activation_id}: no final record or log entry")
@@ -398,6 +473,7 @@ def _summary(
                 "activation_id": activation_id,
                 "kind": record.trigger.kind.value,
                 "source": record.trigger.source.type.value,
+                "authenticated": record.trigger.source.authenticated,
                 "state": record.state.value,
                 "targeted": targeted,
                 "started": started,
@@ -406,7 +482,6 @@ def _summary(
                 ),
                 "missed": missed,
                 "out_of_range": out_of_range,
-                "merged_triggers": record.merged_triggers,
                 "latency_ms": {
                     "p50": percentile(latencies, 50) if latencies else None,
                     "max": max(latencies) if latencies else None,
@@ -416,15 +491,23 @@ def _summary(
         )
     far_recorded = sorted(
         a.identity.camera_id
-        for a in agents
+        for a in stage.agents
         if a.identity.camera_id in FAR_CAMERAS and a.recorder.recordings
     )
     if far_recorded:
         problems.append(f"cameras out of range recorded: {far_recorded}")
-    if run.burst_suppressed != run.burst_sent - 1:
+    ble_sources = [a["source"] for a in activations if a["kind"] in ("weapon_draw", "taser_arm")]
+    if ble_sources != ["ble", "ble"]:
+        problems.append(f"weapon draw and TASER should arrive over BLE, came from {ble_sources}")
+    if run.draw_adverts < 2 or run.draw_activations != 1:
         problems.append(
-            f"burst of {run.burst_sent}: {run.burst_suppressed} suppressed, "
-            f"expected {run.burst_sent - 1}"
+            f"holster burst: {run.draw_adverts} adverts made "
+            f"{run.draw_activations} activations, expected many adverts, one"
+        )
+    if run.replays_rejected == 0 or run.replay_activations != 0:
+        problems.append(
+            f"replayed advert: {run.replays_rejected} rejected, "
+            f"{run.replay_activations} activations"
         )
     if run.recordings_after_duplicate != run.recordings_before_duplicate:
         problems.append("a duplicate command started a new recording")
@@ -435,13 +518,19 @@ def _summary(
     return {
         "ok": not problems,
         "activations": activations,
-        "duplicate_burst": {"sent": run.burst_sent, "suppressed": run.burst_suppressed},
+        "duplicate_burst": {"adverts": run.draw_adverts, "activations": run.draw_activations},
+        "replay": {
+            "adverts": run.replay_adverts,
+            "rejected": run.replays_rejected,
+            "activations": run.replay_activations,
+        },
         "duplicate_command": {
             "acks": len(run.duplicate_acks),
             "all_already_recording": bool(run.duplicate_acks)
             and all(a.endswith(AckStatus.ALREADY_RECORDING.value) for a in run.duplicate_acks),
             "new_recordings": run.recordings_after_duplicate - run.recordings_before_duplicate,
         },
+        "ble": {k: v for k, v in stage.ble.health().items() if isinstance(v, int)},
         "idle_out_of_range": [c for c in FAR_CAMERAS if c not in far_recorded],
         "problems": problems,
     }

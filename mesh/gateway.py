@@ -150,6 +150,10 @@ class Gateway:
     def all_counters(self) -> dict[str, int]:
         merged = Counter(self.counters)
         merged.update(self.coordinator.counters)
+        for source in self.sources:
+            for key, value in source.health().items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    merged[f"{source.name}.{key}"] = value
         return dict(sorted(merged.items()))
 
     def _status(self, online: bool) -> GatewayStatus:
@@ -181,7 +185,23 @@ class Gateway:
         return await self.coordinator.submit(event)
 
     async def _drain(self, source: TriggerSource) -> None:
-        await source.start()
+        """Run a source and submit what it yields. A source that cannot start (a radio
+        unplugged, a bus not up) is retried; the gateway keeps serving meanwhile."""
+        delay = 1.0
+        while True:
+            try:
+                await source.start()
+                break
+            except Exception as exc:
+                self.counters[f"sources.{source.name}.start_failures"] += 1
+                self._log.error(
+                    "trigger source failed to start",
+                    source=source.name,
+                    error=str(exc),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
         async for event in source.events():
             await self.coordinator.submit(event)
 

@@ -33,6 +33,7 @@ class TriggerKind(StrEnum):
     CRASH = "crash"
     DOOR = "door"
     GUN_RACK = "gun_rack"
+    MAN_DOWN = "man_down"
     MANUAL = "manual"
     DISPATCH = "dispatch"
 

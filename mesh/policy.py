@@ -61,6 +61,7 @@ BUILTIN_KINDS: dict[TriggerKind, KindOverride] = {
     TriggerKind.CRASH: KindOverride(radius_m=500, pre_event_s=120, cooldown_s=30),
     TriggerKind.DOOR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30),
     TriggerKind.GUN_RACK: KindOverride(radius_m=50, pre_event_s=60, cooldown_s=10),
+    TriggerKind.MAN_DOWN: KindOverride(radius_m=300, pre_event_s=60, cooldown_s=30),
     TriggerKind.MANUAL: KindOverride(radius_m=100, pre_event_s=30, cooldown_s=2),
     TriggerKind.DISPATCH: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=2),
 }

@@ -51,8 +51,13 @@ def test_demo_json_summary_is_the_last_line_and_ok(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True
-    kinds = [a["kind"] for a in summary["activations"]]
-    assert kinds == ["emergency_lights", "weapon_draw", "taser_arm"]
+    kinds = [(a["kind"], a["source"]) for a in summary["activations"]]
+    assert kinds == [
+        ("emergency_lights", "manual"),
+        ("weapon_draw", "ble"),
+        ("taser_arm", "ble"),
+        ("manual", "manual"),
+    ]
     for activation in summary["activations"]:
         assert set(activation) >= {
             "activation_id",
@@ -67,7 +72,10 @@ def test_demo_json_summary_is_the_last_line_and_ok(tmp_path: Path) -> None:
         assert set(activation["targeted"]) <= set(activation["started"])
         assert activation["missed"] == []
         assert set(activation["latency_ms"]) == {"p50", "max"}
-    assert summary["duplicate_burst"] == {"sent": 5, "suppressed": 4}
+    assert summary["duplicate_burst"]["activations"] == 1
+    assert summary["duplicate_burst"]["adverts"] > 10  # the holster repeats itself
+    assert summary["replay"]["rejected"] > 0
+    assert summary["replay"]["activations"] == 0
     assert summary["duplicate_command"]["new_recordings"] == 0
     assert summary["idle_out_of_range"] == ["dash-31", "bwc-31a", "dash-40", "bwc-40a"]
     assert elapsed < 30
@@ -75,7 +83,7 @@ def test_demo_json_summary_is_the_last_line_and_ok(tmp_path: Path) -> None:
     exported = run("log", "export", str(tmp_path / "demo.db"), "--format", "jsonl")
     assert exported.returncode == 0
     kinds_logged = {json.loads(line)["kind"] for line in exported.stdout.splitlines()}
-    assert {"activation", "published", "ack", "suppressed", "finished"} <= kinds_logged
+    assert {"activation", "published", "ack", "finished"} <= kinds_logged
 
 
 def test_the_readme_tour_gateway_cameras_trigger_tail(

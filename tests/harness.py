@@ -32,6 +32,7 @@ from mesh.models import (
 from mesh.policy import Policy
 from mesh.watch import ActivationWatcher
 from triggers.manual import manual_trigger
+from triggers.source import TriggerSource
 
 # The demo's place and unit: the tests and the demo describe the same scene.
 UNIT, CENTER = demo.UNIT, demo.CENTER
@@ -121,6 +122,7 @@ def make_gateway(
     policy: Policy | None = None,
     protocol: ProtocolChoice = "auto",
     client_id: str | None = None,
+    sources: Sequence[TriggerSource] = (),
 ) -> Gateway:
     return Gateway(
         GatewaySettings(
@@ -133,6 +135,7 @@ def make_gateway(
         url=url,
         protocol=protocol,
         client_id=client_id or f"gw-{topics.prefix}",
+        sources=sources,
     )
 
 

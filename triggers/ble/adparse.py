@@ -27,14 +27,16 @@ def _uuid128(little_endian: bytes) -> str:
 
 def ad_structures(data: bytes) -> list[tuple[int, bytes]]:
     """(type, value) pairs; stops at a zero length (padding) or a structure that overruns."""
+    data = bytes(data)  # one copy, so every slice below is already bytes
     out = []
-    i = 0
-    while i < len(data):
+    i, end = 0, len(data)
+    while i < end:
         length = data[i]
-        if length == 0 or i + 1 + length > len(data):
+        nxt = i + 1 + length
+        if length == 0 or nxt > end:
             break
-        out.append((data[i + 1], bytes(data[i + 2 : i + 1 + length])))
-        i += 1 + length
+        out.append((data[i + 1], data[i + 2 : nxt]))
+        i = nxt
     return out
 
 

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bleak.backends.scanner import AdvertisementData
 
 from mesh.models import TriggerKind
 from triggers.ble.adparse import uuid16
 from triggers.ble.format import (
+    EVENT_NAMES,
+    KIND_NAMES,
     FormatError,
     SensorEvent,
     SensorKind,
+    Verifier,
     is_ours,
     parse_payload,
-    verify,
 )
 from triggers.ble.keystore import Keystore
 
@@ -37,8 +40,7 @@ TRIGGERS: dict[tuple[SensorKind, SensorEvent], TriggerKind] = {
 }
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     """A recognised, and (where the format allows) authenticated, sensor advert."""
 
     decoder: str
@@ -73,6 +75,13 @@ Decoder = Callable[[str, int, AdvertisementData], Decoded]
 def sensor_decoder(keystore: Keystore, company_id: int) -> Decoder:
     """Format v1 (docs/ble-format.md): structure, keystore, MAC, kind — in that order, so
     nothing an unauthenticated advert claims is believed before its MAC is checked."""
+    verifiers: dict[int, Verifier] = {}
+
+    def verifier(sensor_id: int, key: bytes) -> Verifier:
+        found = verifiers.get(sensor_id)
+        if found is None:
+            found = verifiers[sensor_id] = Verifier(key, company_id)
+        return found
 
     def decode(address: str, rssi: int, adv: AdvertisementData) -> Decoded:
         payload = adv.manufacturer_data.get(company_id)
@@ -92,7 +101,7 @@ def sensor_decoder(keystore: Keystore, company_id: int) -> Decoder:
                 address,
                 sensor_id,
             )
-        if not verify(sensor.key, company_id, signed, tag):
+        if not verifier(advert.sensor_id, sensor.key).verify(signed, tag):
             return Rejection(
                 "tm-v1",
                 "bad_mac",
@@ -113,8 +122,8 @@ def sensor_decoder(keystore: Keystore, company_id: int) -> Decoder:
             sensor_id=sensor_id,
             unit_id=sensor.unit_id,
             officer=sensor.officer,
-            sensor_kind=advert.kind.name.lower(),
-            event=advert.event.name.lower(),
+            sensor_kind=KIND_NAMES[advert.kind],
+            event=EVENT_NAMES[advert.event],
             trigger_kind=TRIGGERS.get((advert.kind, advert.event)),
             counter=advert.counter,
             battery_pct=advert.battery_pct,

@@ -26,6 +26,9 @@ def test_shipped_configs_load() -> None:
     assert config.unit == "car-12"
     assert policy.rules(TriggerKind.WEAPON_DRAW).radius_m > 0
     assert load_camera_config(REPO / "configs" / "camera.yaml").camera_id
+    ble_config, _ = load_gateway_config(REPO / "configs" / "gateway-ble.yaml")
+    assert ble_config.ble is not None
+    assert ble_config.ble.transport == "tcp-client:127.0.0.1:7400"
 
 
 def test_policy_file_is_relative_to_the_gateway_config(tmp_path: Path) -> None:
@@ -99,3 +102,28 @@ def test_documented_builtin_rules_match_the_code() -> None:
     for kind in TriggerKind:
         rules = policy.rules(kind)
         assert rows[kind.value] == (rules.radius_m, rules.pre_event_s, rules.cooldown_s), kind
+
+
+@pytest.mark.parametrize(
+    ("ble", "key", "problem"),
+    [
+        ("{keystore: k.yaml}", "ble", "needs a transport"),
+        (
+            "{transport: 'usb:0', keystore: k.yaml, min_rssi_dbm: {toaster: -50}}",
+            "ble",
+            "unknown sensor kind",
+        ),
+        (
+            "{transport: 'usb:0', keystore: k.yaml, company_id: 70000}",
+            "ble.company_id",
+            "less than or equal",
+        ),
+        ("{transport: 'usb:0'}", "ble.keystore", "required key is missing"),
+    ],
+)
+def test_bad_ble_sections(tmp_path: Path, ble: str, key: str, problem: str) -> None:
+    path = write(tmp_path, f"unit: car-1\nble: {ble}\n")
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path)
+    assert info.value.key == key
+    assert problem in info.value.problem

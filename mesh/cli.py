@@ -35,6 +35,7 @@ from mesh.models import (
 )
 from mesh.runtime import settle_heap, settle_heap_later, tune_gc
 from triggers.manual import manual_trigger
+from triggers.source import TriggerSource
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -231,7 +232,7 @@ def gateway(
                 policy=policy,
                 status_interval_s=cfg.status_interval_s,
             )
-            sources = []
+            sources: list[TriggerSource] = []
             if cfg.ble is not None and cfg.ble.enabled:
                 from triggers.ble.factory import build_source
                 from triggers.ble.keystore import KeystoreError
@@ -240,6 +241,14 @@ def gateway(
                     sources.append(build_source(cfg.ble, config))
                 except KeystoreError as exc:
                     _fail(f"config error: {config}: key 'ble.keystore': {exc}")
+            if cfg.can is not None and cfg.can.enabled:
+                from triggers.can.factory import build_source as build_can_source
+                from triggers.can.rules import RulesError
+
+                try:
+                    sources.append(build_can_source(cfg.can, config, cfg.unit))
+                except RulesError as exc:
+                    _fail(f"config error: {config}: key 'can': {exc}")
             gw = Gateway(settings, url=url, protocol=protocol, sources=sources)
             settle = asyncio.ensure_future(_settle_when_ready(gw.ready))
             try:
@@ -613,6 +622,190 @@ def ble_radio(
         highlight=False,
     )
     _run(serve_radio(specs))
+
+
+# --- CAN ----------------------------------------------------------------------------------
+DbcOpt = Annotated[list[Path], typer.Option("--dbc", help="DBC file (repeatable)")]
+
+
+def _parse_bus(spec: str) -> tuple[str, str]:
+    interface, _, channel = spec.partition(":")
+    if not interface or not channel:
+        _fail(
+            f"--bus {spec!r}: expected INTERFACE:CHANNEL, e.g. virtual:demo, socketcan:vcan0, "
+            "udp_multicast:239.74.163.2"
+        )
+    return interface, channel
+
+
+@app.command("can-replay")
+def can_replay(
+    log: Annotated[Path, typer.Argument(help="A capture: candump -L .log, .asc, .blf, .trc …")],
+    dbc: DbcOpt,
+    rules: Annotated[Path, typer.Option("--rules", help="Rules YAML")],
+    realtime: Annotated[bool, typer.Option("--realtime", help="At the recorded speed")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per trigger")] = False,
+) -> None:
+    """Run a recorded drive through the rules: which triggers fire, at which log time."""
+    from triggers.can.engine import Fired
+    from triggers.can.factory import build_engine
+    from triggers.can.replay import replay
+    from triggers.can.rules import RulesError
+
+    try:
+        engine = build_engine(rules, dbc)
+    except RulesError as exc:
+        _fail(str(exc))
+    if not log.is_file():
+        _fail(f"{log}: no such log")
+    err = _console(stderr=True)
+    fired = 0
+    try:
+        for item in replay(log, engine, realtime=realtime):
+            if isinstance(item, Fired):
+                fired += 1
+                if json_out:
+                    print(
+                        json.dumps(
+                            {
+                                "kind": item.kind.value,
+                                "rule": item.rule,
+                                "t": item.t,
+                                "value": item.value,
+                                "signal": item.where,
+                                "frame_id": f"0x{item.frame_id:X}",
+                            }
+                        ),
+                        flush=True,
+                    )
+                else:
+                    print(
+                        f"{item.t:.6f}  {item.kind.value:<17} {item.rule:<24} "
+                        f"{item.where} = {item.value}",
+                        flush=True,
+                    )
+            else:
+                err.print(
+                    f"[yellow]{item.t:.6f}  {item.event}[/] {item.rule}: {item.detail}",
+                    highlight=False,
+                )
+    except (ValueError, OSError) as exc:
+        _fail(f"{log}: cannot read the capture: {exc}")
+    counts = dict(engine.counters)
+    err.print(
+        f"{counts.get('frames', 0)} frames, {fired} triggers fired; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "frames"),
+        highlight=False,
+    )
+
+
+@app.command("vehicle-sim")
+def vehicle_sim(
+    dbc: DbcOpt,
+    scenario: Annotated[Path, typer.Option("--scenario", help="Scenario YAML")],
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            help="INTERFACE:CHANNEL to send on, e.g. udp_multicast:239.74.163.2 or socketcan:vcan0",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write a capture instead (.log …)")
+    ] = None,
+    speed: Annotated[float, typer.Option("--speed", help="> 1 plays faster")] = 1.0,
+) -> None:
+    """Play a vehicle: DBC messages at their cycle times following a scenario, mixed with
+    background traffic, onto a CAN bus or into a capture file."""
+    from triggers.can.factory import load_databases
+    from triggers.can.rules import RulesError
+    from triggers.can.simulator import (
+        ScenarioError,
+        VehicleSimulator,
+        load_scenario,
+        play,
+        write_log,
+    )
+
+    if (bus is None) == (out is None):
+        _fail("give one of --bus (send live) or --out (write a capture)")
+    try:
+        sim = VehicleSimulator(
+            load_scenario(scenario), load_databases(dbc), base_dir=scenario.parent
+        )
+    except (ScenarioError, RulesError) as exc:
+        _fail(str(exc))
+    err = _console(stderr=True)
+    if out is not None:
+        count = write_log(sim.frames(), out, start_time=time.time())
+        err.print(f"{count} frames written to {out}", highlight=False)
+        return
+    assert bus is not None
+    interface, channel = _parse_bus(bus)
+
+    async def send() -> None:
+        import can
+
+        with can.Bus(interface=interface, channel=channel) as handle:
+            sent = await play(sim.frames(), handle, speed=speed)
+        err.print(f"{sent} frames sent on {bus}", highlight=False)
+
+    _run(send())
+
+
+@app.command("can-diff")
+def can_diff(
+    baseline: Annotated[Path, typer.Argument(help="Capture at rest (or the only capture)")],
+    event: Annotated[Path | None, typer.Argument(help="Capture while it happens")] = None,
+    split_at: Annotated[
+        float | None,
+        typer.Option(
+            "--split-at", help="One capture: seconds from its start where the event begins"
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1)] = 15,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Find raw-bit rule candidates: bits constant at rest that change with the event."""
+    import can
+
+    from triggers.can.diff import find_candidates, split
+
+    if (event is None) == (split_at is None):
+        _fail("give a second capture, or --split-at SECONDS to split one")
+    try:
+        first = list(can.LogReader(str(baseline)))
+        if event is not None:
+            base, changed = first, list(can.LogReader(str(event)))
+        else:
+            assert split_at is not None
+            base, changed = split(first, split_at)
+    except (ValueError, OSError) as exc:
+        _fail(f"cannot read the capture: {exc}")
+    found = find_candidates(base, changed)[:top]
+    if json_out:
+        for c in found:
+            print(
+                json.dumps(
+                    {
+                        "frame_id": f"0x{c.frame_id:X}",
+                        "byte": c.byte,
+                        "bit": c.bit,
+                        "baseline": c.baseline_value,
+                        "changes_at_s": c.transitions,
+                        "alongside": c.alongside,
+                        "rule": c.rule,
+                    }
+                )
+            )
+        return
+    print(f"{'frame':>8} {'byte':>4} {'bit':>3} {'rest':>4} {'with':>5}  changes at (s)")
+    for c in found:
+        times = ", ".join(f"{t:.3f}" for t in c.transitions[:6]) or "(changed before the event)"
+        print(
+            f"0x{c.frame_id:>6X} {c.byte:>4} {c.bit:>3} {c.baseline_value:>4} "
+            f"{c.alongside:>5}  {times}"
+        )
 
 
 # --- log and schema -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from bridge.urls import BrokerUrl
 from mesh.models import CameraRole, GeoPoint, Ident
 from mesh.policy import Policy
 from triggers.ble.settings import BleConfig
+from triggers.can.settings import CanConfig
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -63,6 +64,8 @@ class GatewayConfig(_Connection):
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
     # BLE trigger sensors heard by this gateway (docs/ble-format.md); none if absent.
     ble: BleConfig | None = None
+    # The vehicle's CAN bus and its trigger rules (docs/can-rules.md); none if absent.
+    can: CanConfig | None = None
 
     @property
     def resolved_gateway_id(self) -> str:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import can
+import cantools
 from bleak import BleakScanner
 from rich.console import Console, Group
 from rich.live import Live
@@ -69,9 +71,35 @@ from triggers.ble.keystore import Keystore, SensorKeyFile
 from triggers.ble.sensor import SimulatedSensor
 from triggers.ble.source import BleSourceSettings, BleTriggerSource
 from triggers.ble.virtual import VirtualRadio
+from triggers.can.engine import RuleEngine
+from triggers.can.rules import RuleConfig, RulesFile, compile_rules
+from triggers.can.simulator import (
+    Background,
+    MessagePlan,
+    Scenario,
+    Step,
+    Synthetic,
+    VehicleSimulator,
+    play,
+)
+from triggers.can.source import CanTriggerSource
 from triggers.manual import manual_trigger
 
 UNIT = "car-12"
+DEMO_DBC = Path(__file__).resolve().parent / "data" / "demo-vehicle.dbc"
+# The patrol car: the four messages of the demo DBC at plausible periods, 50 kph, the light
+# bar switched on 0.6 s in, and 800 frames/s of other ECUs' traffic around them.
+VEHICLE = Scenario(
+    duration_s=600,
+    messages={
+        "StrgWheel_PolicePkg": MessagePlan(cycle_ms=100),
+        "EngVehicleSpThrottle_CG1": MessagePlan(cycle_ms=20, signals={"Veh_V_ActlEng": 50}),
+        "BodyInformation_2": MessagePlan(cycle_ms=100),
+        "VehEmergencyData1": MessagePlan(cycle_ms=100),
+    },
+    steps=[Step(at=0.6, set={"PoliceAux1Lamp_B_Rq": 1})],
+    background=Background(synthetic=Synthetic(ids=30, rate_hz=800)),
+)
 # Philadelphia City Hall; any point works, this one is easy to check on a map.
 CENTER = GeoPoint(lat=39.952583, lon=-75.165222)
 PURSUIT_OFFSET_M = (300.0, 0.0)
@@ -130,6 +158,10 @@ class Stage:
     holster: SimulatedSensor
     taser: SimulatedSensor
     attacker: SimulatedSensor
+    can_source: CanTriggerSource
+    vehicle: VehicleSimulator
+    vehicle_bus: can.BusABC
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -209,6 +241,31 @@ async def _build(
         settings=BleSourceSettings(burst_window_s=BURST_WINDOW_S),
         counters=CounterStore(tmp / "ble-counters.db"),
     )
+    # The car's CAN bus: a python-can virtual bus, the light-bar rule of the shipped Ford
+    # rules (configs/can/ford-police-interceptor.yaml) over the demo's own DBC.
+    bus_channel = f"trigger-mesh-demo-{run_id}"
+    databases = [cantools.database.load_file(str(DEMO_DBC))]
+    lightbar = RulesFile(
+        rules=[
+            RuleConfig(
+                name="lightbar",
+                kind=TriggerKind.EMERGENCY_LIGHTS,
+                message="StrgWheel_PolicePkg",
+                signal="PoliceAux1Lamp_B_Rq",
+                op="==",
+                value=1,
+                release_ms=500,
+            )
+        ]
+    )
+    can_source = CanTriggerSource(
+        RuleEngine(compile_rules(lightbar, databases)),
+        unit_id=UNIT,
+        bus_factory=lambda filters: can.Bus(
+            interface="virtual", channel=bus_channel, can_filters=filters
+        ),
+        channel=f"virtual:{bus_channel}",
+    )
     gateway = Gateway(
         GatewaySettings(
             unit_id=UNIT, log_path=log, topics=topics, position=CENTER, policy=Policy()
@@ -216,7 +273,7 @@ async def _build(
         url=url,
         protocol=protocol,
         client_id=f"demo-{run_id}-gw",
-        sources=[ble],
+        sources=[ble, can_source],
     )
     return Stage(
         topics=topics,
@@ -231,6 +288,9 @@ async def _build(
         holster=SimulatedSensor(await radio.device("holster"), SensorKeyFile.of(holster_key)),
         taser=SimulatedSensor(await radio.device("taser"), SensorKeyFile.of(taser_key)),
         attacker=SimulatedSensor(await radio.device("attacker"), SensorKeyFile.of(holster_key)),
+        can_source=can_source,
+        vehicle=VehicleSimulator(VEHICLE, databases),
+        vehicle_bus=can.Bus(interface="virtual", channel=bus_channel),
     )
 
 
@@ -275,9 +335,10 @@ async def _perform(
             if screen is not None:
                 screen.update(_view(stage))
     finally:
-        for task in tasks:
+        for task in [*stage.background, *tasks]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*stage.background, *tasks, return_exceptions=True)
+        stage.vehicle_bus.shutdown()
         if shared_broker:
             retained = [stage.topics.presence(a.identity.camera_id) for a in agents]
             await _clear_retained(
@@ -343,6 +404,11 @@ def _view(stage: Stage) -> Group:
     return Group(activation_table(stage.watcher.records.values()), cams, radio)
 
 
+def _receipt_for(stage: Stage, prefix: str) -> str | None:
+    """The event id of the first receipt whose trigger's id starts with ``prefix``."""
+    return next((i for i in stage.watcher.receipts if i.startswith(prefix)), None)
+
+
 async def _outcome(stage: Stage, run: DemoRun, label: str, event_id: str) -> str | None:
     """Wait for the gateway's receipt of a trigger and the activation's final record."""
     receipt = await stage.watcher.receipt(event_id, 10)
@@ -369,13 +435,17 @@ async def _sensor(
 
 
 async def _script(stage: Stage, run: DemoRun) -> None:
-    # 1. The light bar goes on.
-    await _manual(
-        stage,
-        run,
-        "light bar on",
-        manual_trigger(TriggerKind.EMERGENCY_LIGHTS, UNIT, source_id="demo:lightbar"),
-    )
+    # 1. The car drives; the light bar goes on and the body module says so on the CAN bus.
+    driving = asyncio.create_task(play(stage.vehicle.frames(), stage.vehicle_bus))
+    stage.background.append(driving)
+    if await stage.watcher.wait_for(
+        lambda: _receipt_for(stage, "can-car-12-lightbar-") is not None, 10
+    ):
+        await _outcome(
+            stage, run, "light bar on (CAN)", _receipt_for(stage, "can-car-12-lightbar-") or ""
+        )
+    else:
+        run.problems.append("light bar on (CAN): no trigger from the CAN bus")
     await asyncio.sleep(0.5)
 
     # 2. A weapon is drawn: the holster repeats its advert ~30 times a second.
@@ -499,6 +569,9 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
     ble_sources = [a["source"] for a in activations if a["kind"] in ("weapon_draw", "taser_arm")]
     if ble_sources != ["ble", "ble"]:
         problems.append(f"weapon draw and TASER should arrive over BLE, came from {ble_sources}")
+    can_sources = [a["source"] for a in activations if a["kind"] == "emergency_lights"]
+    if can_sources != ["can"]:
+        problems.append(f"the light bar should arrive over CAN, came from {can_sources}")
     if run.draw_adverts < 2 or run.draw_activations != 1:
         problems.append(
             f"holster burst: {run.draw_adverts} adverts made "
@@ -531,6 +604,7 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
             "new_recordings": run.recordings_after_duplicate - run.recordings_before_duplicate,
         },
         "ble": {k: v for k, v in stage.ble.health().items() if isinstance(v, int)},
+        "can": {k: v for k, v in stage.can_source.health().items() if isinstance(v, int)},
         "idle_out_of_range": [c for c in FAR_CAMERAS if c not in far_recorded],
         "problems": problems,
     }

@@ -53,7 +53,7 @@ def test_demo_json_summary_is_the_last_line_and_ok(tmp_path: Path) -> None:
     assert summary["ok"] is True
     kinds = [(a["kind"], a["source"]) for a in summary["activations"]]
     assert kinds == [
-        ("emergency_lights", "manual"),
+        ("emergency_lights", "can"),
         ("weapon_draw", "ble"),
         ("taser_arm", "ble"),
         ("manual", "manual"),

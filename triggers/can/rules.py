@@ -1,0 +1,325 @@
+"""CAN trigger rules (docs/can-rules.md): YAML in, compiled rules out.
+
+Two kinds of rule, with the same timing options:
+- signal rules name a DBC message and signal: ``{message, signal, op, value}``;
+- raw-bit rules, for vehicles without a DBC: ``{frame_id, extended, byte, mask, value}``
+  or ``{frame_id, byte, bit}``.
+Compiling checks every name against the DBC files and turns each rule into a fast
+extractor of the one value it needs (no full-message decode per frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mesh.models import TriggerKind
+
+Op = Literal["==", "!=", ">", ">=", "<", "<=", "in"]
+Number = int | float
+
+
+class RulesError(ValueError):
+    def __init__(self, path: Path | str, where: str, problem: str) -> None:
+        self.path, self.where, self.problem = str(path), where, problem
+        super().__init__(f"{path}: {where}: {problem}" if where else f"{path}: {problem}")
+
+
+class RuleConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    kind: TriggerKind
+    # Rules in one group share a trigger source (so one policy cooldown): crash rules on
+    # several airbag signals that fire together make one activation.
+    group: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
+    # A DBC signal …
+    message: str | None = None
+    signal: str | None = None
+    # … or raw bits.
+    frame_id: Annotated[int, Field(ge=0, le=0x1FFFFFFF)] | None = None
+    extended: bool = False
+    byte: Annotated[int, Field(ge=0, le=63)] | None = None
+    mask: Annotated[int, Field(ge=0, le=0xFF)] | None = None
+    bit: Annotated[int, Field(ge=0, le=7)] | None = None
+    # The condition.
+    op: Op = "=="
+    value: Number | str | list[Number | str] | None = None
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+    edge: Literal["rising", "falling"] = "rising"
+    hold_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
+    release_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
+    # Expected period of the frame, for signal-loss health; default from the DBC, else
+    # learned from the traffic.
+    cycle_ms: Annotated[float, Field(gt=0, le=600_000)] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        by_signal = self.message is not None or self.signal is not None
+        by_bits = self.frame_id is not None
+        if by_signal == by_bits:
+            raise ValueError("give either message+signal (DBC) or frame_id+byte (raw bits)")
+        if by_signal and (self.message is None or self.signal is None):
+            raise ValueError("a DBC rule needs both message and signal")
+        if by_bits:
+            if self.byte is None:
+                raise ValueError("a raw-bit rule needs byte")
+            if (self.bit is None) == (self.mask is None):
+                raise ValueError("a raw-bit rule needs either bit, or mask and value")
+            if self.mask is not None and not isinstance(self.value, int):
+                raise ValueError("a raw-bit rule with mask needs an integer value")
+        if self.op == "in" and not isinstance(self.value, list):
+            raise ValueError("op 'in' needs a list value")
+        if self.op != "in" and isinstance(self.value, list):
+            raise ValueError(f"op {self.op!r} needs a single value")
+        if self.hysteresis and self.op not in (">", ">=", "<", "<="):
+            raise ValueError("hysteresis applies to > >= < <= only")
+        if by_signal and self.value is None:
+            raise ValueError("a DBC rule needs a value")
+        return self
+
+    @property
+    def source_group(self) -> str:
+        return self.group or self.name
+
+
+class RulesFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # How many missed cycles make a signal "lost" (a health event, never a trigger).
+    signal_loss_cycles: Annotated[float, Field(ge=1, le=1000)] = 5.0
+    rules: list[RuleConfig]
+
+
+def load_rules(path: Path | str) -> RulesFile:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise RulesError(path, "", f"cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RulesError(path, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise RulesError(path, "", "expected a mapping with a 'rules' list")
+    try:
+        rules = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = list(first["loc"])
+        where = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            raw = data.get("rules") or []
+            name = (
+                raw[loc[1]].get("name")
+                if loc[1] < len(raw) and isinstance(raw[loc[1]], dict)
+                else None
+            )
+            where = f"rule {name or loc[1]!r}" + (
+                "." + ".".join(map(str, loc[2:])) if loc[2:] else ""
+            )
+        problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise RulesError(path, where, problem) from None
+    names = [r.name for r in rules.rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RulesError(path, "", f"duplicate rule names {duplicates}")
+    return rules
+
+
+# --- compiled rules -----------------------------------------------------------------------
+Extract = Callable[[bytes], Number]
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    config: RuleConfig
+    frame_id: int
+    extended: bool
+    min_length: int  # a frame shorter than this is malformed for this rule
+    extract: Extract
+    condition: Callable[[Number], bool]
+    released: Callable[[Number], bool]  # with hysteresis, "off" needs more than "not on"
+    cycle_s: float | None
+    where: str  # message.signal or 0xID[byte]
+    # For multiplexed signals: (extract the multiplexer, values the signal exists under,
+    # every value the DBC defines).
+    mux: tuple[Extract, frozenset[int], frozenset[int]] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def signal_extractor(signal: Any, frame_len: int, *, scaled: bool = True) -> Extract:
+    """The value of one cantools signal in a frame, computed directly from its start bit,
+    length, byte order and sign: no decode of the whole message per frame."""
+    start, length = int(signal.start), int(signal.length)
+    big_endian, signed = signal.byte_order == "big_endian", signal.is_signed
+    scale, offset = (signal.scale, signal.offset) if scaled else (1, 0)
+    mask = (1 << length) - 1
+    if big_endian:
+        # DBC big-endian start bit is the MSB in "sawtooth" numbering; convert to a bit
+        # position counted from the MSB of the frame read as one big-endian integer.
+        msb = (start // 8) * 8 + (7 - start % 8)
+        shift = frame_len * 8 - msb - length
+
+        def raw(data: bytes) -> int:
+            return (int.from_bytes(data[:frame_len], "big") >> shift) & mask
+    else:
+
+        def raw(data: bytes) -> int:
+            return (int.from_bytes(data[:frame_len], "little") >> start) & mask
+
+    sign_bit = 1 << (length - 1)
+    scaled = scale != 1 or offset != 0
+
+    def extract(data: bytes) -> Number:
+        value = raw(data)
+        if signed and value & sign_bit:
+            value -= 1 << length
+        return value * scale + offset if scaled else value
+
+    return extract
+
+
+def _raw_bit(byte: int, bit: int) -> Extract:
+    return lambda data: (data[byte] >> bit) & 1
+
+
+def _raw_masked(byte: int, mask: int) -> Extract:
+    return lambda data: data[byte] & mask
+
+
+def _condition(
+    cfg: RuleConfig, value: Any
+) -> tuple[Callable[[Number], bool], Callable[[Number], bool]]:
+    op, h = cfg.op, cfg.hysteresis
+    tests: dict[str, Callable[[Number], bool]] = {
+        "==": lambda v: v == value,
+        "!=": lambda v: v != value,
+        ">": lambda v: v > value,
+        ">=": lambda v: v >= value,
+        "<": lambda v: v < value,
+        "<=": lambda v: v <= value,
+        "in": lambda v: v in value,
+    }
+    on = tests[op]
+    if not h:
+        return on, lambda v: not on(v)
+    # Fire above the threshold, re-arm only once clearly back below it (and vice versa).
+    if op in (">", ">="):
+        return on, lambda v: v < value - h
+    return on, lambda v: v > value + h
+
+
+def compile_rules(
+    rules: RulesFile, databases: Sequence[Any], source: str = "rules"
+) -> list[CompiledRule]:
+    """Check every rule against the DBC databases (cantools) and compile it."""
+    compiled = []
+    for cfg in rules.rules:
+        where = f"rule {cfg.name!r}"
+        if cfg.frame_id is not None:
+            assert cfg.byte is not None
+            byte = cfg.byte
+            if cfg.bit is not None:
+                bit = cfg.bit
+                extract = _raw_bit(byte, bit)
+                condition, released = (lambda v: v == 1), (lambda v: v == 0)
+                label = f"0x{cfg.frame_id:X}[{byte}].{bit}"
+            else:
+                mask, target = cfg.mask, cfg.value
+                assert mask is not None
+                assert isinstance(target, int)
+                extract = _raw_masked(byte, mask)
+                condition, released = _condition(cfg, target)
+                label = f"0x{cfg.frame_id:X}[{byte}]&0x{mask:02X}"
+            compiled.append(
+                CompiledRule(
+                    config=cfg,
+                    frame_id=cfg.frame_id,
+                    extended=cfg.extended,
+                    min_length=byte + 1,
+                    extract=extract,
+                    condition=condition,
+                    released=released,
+                    cycle_s=cfg.cycle_ms / 1000 if cfg.cycle_ms else None,
+                    where=label,
+                )
+            )
+            continue
+        message = _find_message(databases, cfg.message or "", source, where)
+        signal = _find_signal(message, cfg.signal or "", source, where)
+        value = _resolve_value(cfg, signal, source, where)
+        condition, released = _condition(cfg, value)
+        mux = None
+        if signal.multiplexer_ids:
+            mux_signal = next(s for s in message.signals if s.is_multiplexer)
+            known = frozenset(i for s in message.signals for i in (s.multiplexer_ids or ()))
+            mux = (
+                signal_extractor(mux_signal, message.length, scaled=False),
+                frozenset(signal.multiplexer_ids),
+                known,
+            )
+        cycle_ms = cfg.cycle_ms or message.cycle_time
+        compiled.append(
+            CompiledRule(
+                config=cfg,
+                frame_id=message.frame_id,
+                extended=message.is_extended_frame,
+                min_length=message.length,
+                extract=signal_extractor(signal, message.length),
+                condition=condition,
+                released=released,
+                cycle_s=cycle_ms / 1000 if cycle_ms else None,
+                where=f"{message.name}.{signal.name}",
+                mux=mux,
+            )
+        )
+    return compiled
+
+
+def _find_message(databases: Sequence[Any], name: str, source: str, where: str) -> Any:
+    for db in databases:
+        try:
+            return db.get_message_by_name(name)
+        except KeyError:
+            continue
+    raise RulesError(source, where, f"message {name!r} is in none of the DBC files")
+
+
+def _find_signal(message: Any, name: str, source: str, where: str) -> Any:
+    try:
+        return message.get_signal_by_name(name)
+    except KeyError:
+        names = ", ".join(s.name for s in message.signals[:8])
+        raise RulesError(
+            source, where, f"message {message.name} has no signal {name!r} (it has {names}…)"
+        ) from None
+
+
+def _resolve_value(cfg: RuleConfig, signal: Any, source: str, where: str) -> Any:
+    """Numbers stay numbers; a string names one of the signal's DBC value choices."""
+
+    def one(v: Number | str) -> Number:
+        if not isinstance(v, str):
+            return v
+        for number, label in (signal.choices or {}).items():
+            if str(label) == v:
+                return int(number)
+        choices = ", ".join(str(c) for c in (signal.choices or {}).values()) or "none"
+        raise RulesError(
+            source, where, f"{signal.name} has no value named {v!r} (choices: {choices})"
+        )
+
+    if isinstance(cfg.value, list):
+        return frozenset(one(v) for v in cfg.value)
+    assert cfg.value is not None
+    return one(cfg.value)

@@ -1,0 +1,214 @@
+"""The CAN trigger source: any python-can bus, the rule engine, health, recovery.
+
+The bus is opened with filters for the frame ids the rules read (in hardware where the
+interface can, in python-can otherwise) and read through python-can's Notifier on the
+event loop. A reader error (bus-off on some interfaces, an unplugged adapter) closes the
+bus and reopens it with backoff; error frames are counted. Fired rules become
+TriggerEvents; signal loss and recovery are logged health events, never triggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import can
+import structlog
+
+from mesh.clock import SYSTEM_CLOCK, Clock
+from mesh.models import SourceRef, SourceType, TriggerEvent
+from triggers.can.engine import Fired, Health, RuleEngine
+
+BusFactory = Callable[[list[dict[str, Any]]], can.BusABC]
+
+
+def bus_filters(engine: RuleEngine) -> list[dict[str, Any]]:
+    return [
+        {"can_id": frame_id, "can_mask": 0x1FFFFFFF if extended else 0x7FF, "extended": extended}
+        for frame_id, extended in engine.frame_ids
+    ]
+
+
+def trigger_event(fired: Fired, unit_id: str, channel: str) -> TriggerEvent:
+    """Deterministic: the same frame at the same time makes the same event id."""
+    t_ns = round(fired.t * 1e9)
+    return TriggerEvent(
+        event_id=f"can-{unit_id}-{fired.rule}-{t_ns}",
+        kind=fired.kind,
+        source=SourceRef(type=SourceType.CAN, id=f"can:{fired.group}", authenticated=True),
+        unit_id=unit_id,
+        observed_at_ns=t_ns,
+        detail={
+            "rule": fired.rule,
+            "signal": fired.where,
+            "value": fired.value,
+            "frame_id": f"0x{fired.frame_id:X}",
+            "bus": channel,
+        },
+    )
+
+
+class _Listener(can.Listener):
+    def __init__(self, source: CanTriggerSource) -> None:
+        self.source = source
+
+    def on_message_received(self, msg: can.Message) -> None:
+        self.source.on_frame(msg)
+
+    def on_error(self, exc: Exception) -> None:
+        self.source.on_bus_error(exc)
+
+
+class CanTriggerSource:
+    name = "can"
+
+    def __init__(
+        self,
+        engine: RuleEngine,
+        *,
+        unit_id: str,
+        bus_factory: BusFactory,
+        channel: str = "can",
+        tick_s: float = 0.25,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.engine = engine
+        self.unit_id = unit_id
+        self.channel = channel
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.health_events: list[Health] = []
+        self._bus_factory = bus_factory
+        self._tick_s = tick_s
+        self._bus: can.BusABC | None = None
+        self._notifier: can.Notifier | None = None
+        self._queue: asyncio.Queue[TriggerEvent | None] = asyncio.Queue()
+        self._last_bus_time: float | None = None
+        self._last_mono = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reopening = False
+        self._log = structlog.get_logger("triggers.can").bind(bus=channel)
+
+    async def start(self) -> None:
+        self._open()
+        self._tasks.append(asyncio.create_task(self._ticker()))
+        self._log.info(
+            "can source started",
+            rules=len(self.engine.rules),
+            frame_ids=[f"0x{i:X}" for i, _ in self.engine.frame_ids],
+        )
+
+    def _open(self) -> None:
+        self._bus = self._bus_factory(bus_filters(self.engine))
+        self._notifier = can.Notifier(
+            self._bus, [_Listener(self)], timeout=0.1, loop=asyncio.get_running_loop()
+        )
+
+    def _close(self) -> None:
+        notifier, self._notifier = self._notifier, None
+        bus, self._bus = self._bus, None
+        if notifier is not None:
+            with contextlib.suppress(Exception):
+                notifier.stop(timeout=1.0)
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                bus.shutdown()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._close()
+        self._queue.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event
+
+    def health(self) -> dict[str, int | float | str | bool]:
+        out: dict[str, int | float | str | bool] = dict(self.counters)
+        out.update(self.engine.counters)
+        out["signals_lost"] = len(self.lost_signals())
+        return out
+
+    def lost_signals(self) -> list[str]:
+        """Rules whose frames are currently missing."""
+        state: dict[str, bool] = {}
+        for event in self.health_events:
+            state[event.rule] = event.event == "signal_lost"
+        return sorted(rule for rule, lost in state.items() if lost)
+
+    # --- frames ---------------------------------------------------------------------------
+    def on_frame(self, msg: can.Message) -> None:
+        """Never raises: a frame is untrusted input."""
+        try:
+            t = msg.timestamp or time.time()
+            self._last_bus_time, self._last_mono = t, time.monotonic()
+            fired, health = self.engine.process(
+                msg.arbitration_id,
+                msg.is_extended_id,
+                bytes(msg.data),
+                t,
+                is_error=msg.is_error_frame,
+            )
+            self._report(health)
+            for f in fired:
+                self.counters["events"] += 1
+                self._log.info("can rule fired", rule=f.rule, kind=f.kind.value, value=f.value)
+                self._queue.put_nowait(trigger_event(f, self.unit_id, self.channel))
+        except Exception:
+            self.counters["rejected.internal_error"] += 1
+            self._log.exception("frame processing failed", frame_id=msg.arbitration_id)
+
+    def _report(self, health: list[Health]) -> None:
+        for event in health:
+            self.health_events.append(event)
+            del self.health_events[:-256]
+            if event.event == "signal_lost":
+                self._log.warning("can signal lost", rule=event.rule, detail=event.detail)
+            else:
+                self._log.info("can signal restored", rule=event.rule, detail=event.detail)
+
+    async def _ticker(self) -> None:
+        """Signal-loss checks on the bus's clock (frame timestamps run on it)."""
+        while True:
+            await asyncio.sleep(self._tick_s)
+            if self._last_bus_time is None:
+                continue  # nothing heard yet: no bus clock to judge silence by
+            # Whatever clock the interface stamps frames with, it has advanced by the
+            # monotonic time since the last frame.
+            now = self._last_bus_time + (time.monotonic() - self._last_mono)
+            self._report(self.engine.tick(now))
+
+    # --- recovery ------------------------------------------------------------------------
+    def on_bus_error(self, exc: Exception) -> None:
+        self.counters["bus_errors"] += 1
+        self._log.error("can bus error, reopening", error=str(exc))
+        if not self._reopening:
+            self._reopening = True
+            self._tasks.append(asyncio.create_task(self._reopen()))
+
+    async def _reopen(self) -> None:
+        delay = 0.2
+        try:
+            while True:
+                self._close()
+                await asyncio.sleep(delay)
+                try:
+                    self._open()
+                except Exception as exc:
+                    self._log.error("can bus reopen failed", error=str(exc), retry_in_s=delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                self.counters["reopened"] += 1
+                self._log.info("can bus reopened")
+                return
+        finally:
+            self._reopening = False

@@ -145,12 +145,14 @@ class VehicleSimulator:
         return value
 
     def _vehicle(self) -> Iterator[tuple[float, can.Message]]:
-        queue: list[tuple[float, int, str]] = []
+        # Frame k of a message is at k x its cycle, computed, not summed (0.1 added ten
+        # times is 0.9999…, which would miss a step at 1.0).
+        queue: list[tuple[float, int, str, int]] = []
         order = count()
         for name in self._messages:
-            heapq.heappush(queue, (0.0, next(order), name))
+            heapq.heappush(queue, (0.0, next(order), name, 0))
         while queue:
-            t, _, name = heapq.heappop(queue)
+            t, _, name, k = heapq.heappop(queue)
             if t >= self.scenario.duration_s:
                 continue
             message = self._messages[name]
@@ -165,9 +167,8 @@ class VehicleSimulator:
                     timestamp=t,
                 ),
             )
-            heapq.heappush(
-                queue, (t + self.scenario.messages[name].cycle_ms / 1000, next(order), name)
-            )
+            cycle_s = self.scenario.messages[name].cycle_ms / 1000
+            heapq.heappush(queue, ((k + 1) * cycle_s, next(order), name, k + 1))
 
     def _background(self) -> Iterator[tuple[float, can.Message]]:
         bg = self.scenario.background

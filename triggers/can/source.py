@@ -1,18 +1,19 @@
 """The CAN trigger source: any python-can bus, the rule engine, health, recovery.
 
 The bus is opened with filters for the frame ids the rules read (in hardware where the
-interface can, in python-can otherwise) and read through python-can's Notifier on the
-event loop. A reader error (bus-off on some interfaces, an unplugged adapter) closes the
-bus and reopens it with backoff; error frames are counted. Fired rules become
-TriggerEvents; signal loss and recovery are logged health events, never triggers.
+interface can, in python-can otherwise) and read on a thread that hands frames to the
+event loop in batches. A reader error (bus-off on some interfaces, an unplugged adapter)
+ends the reader, closes the bus and reopens it with backoff; error frames are counted.
+Fired rules become TriggerEvents; signal loss and recovery are logged health events, never triggers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -52,15 +53,57 @@ def trigger_event(fired: Fired, unit_id: str, channel: str) -> TriggerEvent:
     )
 
 
-class _Listener(can.Listener):
-    def __init__(self, source: CanTriggerSource) -> None:
-        self.source = source
+class BusReader(threading.Thread):
+    """Blocks in ``bus.recv`` on its own thread and hands frames to the event loop.
 
-    def on_message_received(self, msg: can.Message) -> None:
-        self.source.on_frame(msg)
+    Not python-can's Notifier: in asyncio mode it re-raises a reader error on its thread
+    after reporting it, which prints a stray traceback past structlog. Frames are handed
+    over in batches: one loop wake-up per burst instead of one per frame.
+    """
 
-    def on_error(self, exc: Exception) -> None:
-        self.source.on_bus_error(exc)
+    def __init__(
+        self,
+        bus: can.BusABC,
+        loop: asyncio.AbstractEventLoop,
+        on_frame: Callable[[can.Message], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        super().__init__(name=f"can-reader {bus.channel_info}", daemon=True)
+        self._bus, self._loop = bus, loop
+        self._on_frame, self._on_error = on_frame, on_error
+        self._pending: deque[can.Message] = deque()
+        self._scheduled = False
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                msg = self._bus.recv(0.1)
+                if msg is None:
+                    continue
+                self._pending.append(msg)
+                if not self._scheduled:
+                    self._scheduled = True
+                    self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                return  # the event loop is closed: nobody left to hand frames to
+            except Exception as exc:
+                if not self._stopped.is_set():
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(self._on_error, exc)
+                return
+
+    def _drain(self) -> None:
+        # Cleared before draining: a frame appended meanwhile is either drained here or
+        # schedules its own drain, never stranded.
+        self._scheduled = False
+        while self._pending:
+            self._on_frame(self._pending.popleft())
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stopped.set()
+        if threading.current_thread() is not self and self.is_alive():
+            self.join(timeout)
 
 
 class CanTriggerSource:
@@ -85,7 +128,7 @@ class CanTriggerSource:
         self._bus_factory = bus_factory
         self._tick_s = tick_s
         self._bus: can.BusABC | None = None
-        self._notifier: can.Notifier | None = None
+        self._reader: BusReader | None = None
         self._queue: asyncio.Queue[TriggerEvent | None] = asyncio.Queue()
         self._last_bus_time: float | None = None
         self._last_mono = 0.0
@@ -104,16 +147,16 @@ class CanTriggerSource:
 
     def _open(self) -> None:
         self._bus = self._bus_factory(bus_filters(self.engine))
-        self._notifier = can.Notifier(
-            self._bus, [_Listener(self)], timeout=0.1, loop=asyncio.get_running_loop()
+        self._reader = BusReader(
+            self._bus, asyncio.get_running_loop(), self.on_frame, self.on_bus_error
         )
+        self._reader.start()
 
     def _close(self) -> None:
-        notifier, self._notifier = self._notifier, None
+        reader, self._reader = self._reader, None
         bus, self._bus = self._bus, None
-        if notifier is not None:
-            with contextlib.suppress(Exception):
-                notifier.stop(timeout=1.0)
+        if reader is not None:
+            reader.stop(timeout=1.0)
         if bus is not None:
             with contextlib.suppress(Exception):
                 bus.shutdown()

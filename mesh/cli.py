@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+import yaml
 
 from bridge.client import LinkOptions, MqttLink, ProtocolChoice
 from bridge.codec import encode
@@ -638,6 +639,17 @@ def _parse_bus(spec: str) -> tuple[str, str]:
     return interface, channel
 
 
+def _parse_bus_options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--bus-opt {item!r}: expected KEY=VALUE, e.g. port=43200")
+        # YAML scalars, as in a config's can.options: 43200 is an int, true a bool.
+        options[key.strip()] = yaml.safe_load(raw)
+    return options
+
+
 @app.command("can-replay")
 def can_replay(
     log: Annotated[Path, typer.Argument(help="A capture: candump -L .log, .asc, .blf, .trc …")],
@@ -713,6 +725,13 @@ def vehicle_sim(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write a capture instead (.log …)")
     ] = None,
+    bus_opts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bus-opt",
+            help="KEY=VALUE for python-can's Bus, repeatable: port=43200, bitrate=500000",
+        ),
+    ] = None,
     speed: Annotated[float, typer.Option("--speed", help="> 1 plays faster")] = 1.0,
 ) -> None:
     """Play a vehicle: DBC messages at their cycle times following a scenario, mixed with
@@ -742,11 +761,12 @@ def vehicle_sim(
         return
     assert bus is not None
     interface, channel = _parse_bus(bus)
+    options = _parse_bus_options(bus_opts or [])
 
     async def send() -> None:
         import can
 
-        with can.Bus(interface=interface, channel=channel) as handle:
+        with can.Bus(interface=interface, channel=channel, **options) as handle:
             sent = await play(sim.frames(), handle, speed=speed)
         err.print(f"{sent} frames sent on {bus}", highlight=False)
 

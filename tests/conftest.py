@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,20 @@ def own_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitt
     broker.start()
     yield broker
     broker.stop()
+
+
+SHARED_CAN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "can"
+
+
+@pytest.fixture(scope="session")
+def can_data() -> Path:
+    """../shared/data/can: real DBC files and captures (CI has shared/ beside the checkout)."""
+    if not (SHARED_CAN / "ford_cgea1_2_ptcan_2011.dbc").is_file():
+        message = f"{SHARED_CAN} is missing (CI puts ../shared beside the checkout)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED_CAN
 
 
 @pytest.fixture

@@ -1,0 +1,367 @@
+"""CAN rules and the engine, on the real Ford DBC and real captures from ../shared."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import can
+import cantools
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mesh.models import TriggerKind
+from triggers.can.engine import Fired, Health, RuleEngine
+from triggers.can.factory import build_engine
+from triggers.can.replay import replay
+from triggers.can.rules import (
+    RuleConfig,
+    RulesError,
+    RulesFile,
+    compile_rules,
+    load_rules,
+    signal_extractor,
+)
+from triggers.can.simulator import (
+    Background,
+    MessagePlan,
+    Ramp,
+    Scenario,
+    Step,
+    VehicleSimulator,
+    write_log,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+FORD_RULES = REPO / "configs" / "can" / "ford-police-interceptor.yaml"
+PT = "ford_cgea1_2_ptcan_2011.dbc"
+T0 = 1_700_000_000.0  # when the simulated captures start (log time)
+
+
+def ford(can_data: Path) -> cantools.database.Database:
+    return cantools.database.load_file(str(can_data / PT))
+
+
+def drive(
+    can_data: Path,
+    tmp_path: Path,
+    steps: list[Step],
+    *,
+    duration: float = 12.0,
+    background: bool = True,
+    name: str = "drive.log",
+) -> Path:
+    """A capture: the four police-platform messages following ``steps``, mixed with the
+    real ICSim background traffic."""
+    scenario = Scenario(
+        duration_s=duration,
+        messages={
+            "StrgWheel_PolicePkg": MessagePlan(cycle_ms=100),
+            "EngVehicleSpThrottle_CG1": MessagePlan(cycle_ms=20, signals={"Veh_V_ActlEng": 60}),
+            "BodyInformation_2": MessagePlan(cycle_ms=100),
+            "VehEmergencyData1": MessagePlan(cycle_ms=100),
+        },
+        steps=steps,
+        background=Background(log=str(can_data / "icsim_background.log")) if background else None,
+    )
+    path = tmp_path / name
+    write_log(VehicleSimulator(scenario, [ford(can_data)]).frames(), path, start_time=T0)
+    return path
+
+
+def fired(path: Path, engine: RuleEngine) -> list[Fired]:
+    return [x for x in replay(path, engine) if isinstance(x, Fired)]
+
+
+def ford_engine(can_data: Path) -> RuleEngine:
+    return build_engine(FORD_RULES, [can_data / PT])
+
+
+def test_background_alone_fires_nothing(can_data: Path) -> None:
+    engine = ford_engine(can_data)
+    assert fired(can_data / "icsim_background.log", engine) == []
+    assert engine.counters["frames"] == 6158
+    # ICSim reuses id 0x428 with 7 bytes: shorter than the DBC's 8, counted and skipped.
+    assert engine.counters["malformed.short_frame"] == 11
+
+
+def test_each_light_bar_switch_on_fires_once_at_its_frame(can_data: Path, tmp_path: Path) -> None:
+    log = drive(
+        can_data,
+        tmp_path,
+        [
+            Step(at=1.0, set={"PoliceAux1Lamp_B_Rq": 1}),
+            Step(at=3.0, set={"PoliceAux1Lamp_B_Rq": 0}),
+            Step(at=5.0, set={"PoliceAux1Lamp_B_Rq": 1}),
+        ],
+    )
+    lights = [f for f in fired(log, ford_engine(can_data)) if f.rule == "lightbar"]
+    assert [f.kind for f in lights] == [TriggerKind.EMERGENCY_LIGHTS] * 2
+    assert [round(f.t - T0, 3) for f in lights] == [1.0, 5.0]
+
+
+def test_speed_fires_above_130_and_rearms_only_below_120(can_data: Path, tmp_path: Path) -> None:
+    log = drive(
+        can_data,
+        tmp_path,
+        [
+            Step(at=0.5, set={"Veh_V_ActlEng": 135}),  # over 130: fires after the 1 s hold
+            Step(at=3.0, set={"Veh_V_ActlEng": 125}),  # dips, but not below 120: stays fired
+            Step(at=4.0, set={"Veh_V_ActlEng": 136}),  # over again: no second trigger
+            Step(at=6.0, set={"Veh_V_ActlEng": 110}),  # below 120: re-armed
+            Step(at=8.0, set={"Veh_V_ActlEng": 140}),  # over again: fires again
+        ],
+    )
+    speed = [
+        round(f.t - T0, 2) for f in fired(log, ford_engine(can_data)) if f.rule == "speed-over-130"
+    ]
+    assert speed == [1.5, 9.0]  # each 1 s after going over (hold_ms: 1000)
+
+
+def test_hold_filters_blips_and_release_ignores_dips(can_data: Path, tmp_path: Path) -> None:
+    rules = RulesFile(
+        rules=[
+            RuleConfig(
+                name="lamp",
+                kind=TriggerKind.EMERGENCY_LIGHTS,
+                message="StrgWheel_PolicePkg",
+                signal="PoliceAux1Lamp_B_Rq",
+                value=1,
+                hold_ms=250,
+                release_ms=500,
+            )
+        ]
+    )
+    engine = RuleEngine(compile_rules(rules, [ford(can_data)]))
+    log = drive(
+        can_data,
+        tmp_path,
+        [
+            Step(at=1.0, set={"PoliceAux1Lamp_B_Rq": 1}),  # a 0.2 s blip: shorter than the hold
+            Step(at=1.2, set={"PoliceAux1Lamp_B_Rq": 0}),
+            Step(at=2.0, set={"PoliceAux1Lamp_B_Rq": 1}),  # on: fires at 2.25 (hold)
+            Step(at=3.0, set={"PoliceAux1Lamp_B_Rq": 0}),  # a 0.3 s dip: shorter than release
+            Step(at=3.3, set={"PoliceAux1Lamp_B_Rq": 1}),
+            Step(at=5.0, set={"PoliceAux1Lamp_B_Rq": 0}),  # off for real …
+            Step(at=6.0, set={"PoliceAux1Lamp_B_Rq": 1}),  # … and on again: fires at 6.25
+        ],
+        background=False,
+    )
+    assert [round(f.t - T0, 2) for f in fired(log, engine)] == [2.3, 6.3]
+
+
+def test_signal_loss_is_a_health_event_never_a_trigger(can_data: Path, tmp_path: Path) -> None:
+    scenario = Scenario(
+        duration_s=3.0,
+        messages={
+            "StrgWheel_PolicePkg": MessagePlan(cycle_ms=100),
+            "EngVehicleSpThrottle_CG1": MessagePlan(cycle_ms=20),
+        },
+    )
+    frames = list(VehicleSimulator(scenario, [ford(can_data)]).frames())
+    # The light-bar message goes silent between 1 s and 2.5 s; the rest keeps coming.
+    kept = [(t, m) for t, m in frames if not (m.arbitration_id == 0x428 and 1.0 <= t < 2.5)]
+    path = tmp_path / "loss.log"
+    write_log(iter(kept), path, start_time=T0)
+    events = list(replay(path, ford_engine(can_data)))
+    health = [e for e in events if isinstance(e, Health) and e.rule == "lightbar"]
+    assert [h.event for h in health] == ["signal_lost", "signal_restored"]
+    # 5 cycles of 100 ms after the last frame at 0.9 s, checked every 0.1 s of log time
+    assert 1.4 <= health[0].t - T0 <= 1.5
+    assert "StrgWheel_PolicePkg.PoliceAux1Lamp_B_Rq not seen for" in health[0].detail
+    assert round(health[1].t - T0, 1) == 2.5
+    assert not [e for e in events if isinstance(e, Fired)]
+
+
+def test_replay_is_deterministic(can_data: Path, tmp_path: Path) -> None:
+    log = drive(
+        can_data,
+        tmp_path,
+        [
+            Step(at=1.0, set={"PoliceAux1Lamp_B_Rq": 1}),
+            Step(at=2.0, ramp={"Veh_V_ActlEng": Ramp(to=150, over=3)}),
+        ],
+    )
+    first = list(replay(log, ford_engine(can_data)))
+    second = list(replay(log, ford_engine(can_data)))
+    assert first == second
+    assert [f.rule for f in first if isinstance(f, Fired)] == ["lightbar", "speed-over-130"]
+
+
+def test_crash_rules_share_a_group(can_data: Path, tmp_path: Path) -> None:
+    log = drive(
+        can_data, tmp_path, [Step(at=1.0, set={"eCallNotification": 2, "VedsDrvBag_D_Ltchd": 1})]
+    )
+    crash = [f for f in fired(log, ford_engine(can_data)) if f.kind is TriggerKind.CRASH]
+    assert {f.rule for f in crash} == {"crash-ecall", "crash-driver-airbag"}
+    assert {f.group for f in crash} == {"crash"}  # one source: the policy merges them
+
+
+def test_a_raw_bit_rule_on_a_capture_without_dbc(can_data: Path, tmp_path: Path) -> None:
+    # The candidate can-diff finds in the Durango capture (docs/can-rules.md).
+    rules = tmp_path / "durango.yaml"
+    rules.write_text(
+        "rules:\n  - {name: durango-door, kind: door, frame_id: 0x324, byte: 5, "
+        "mask: 0x10, value: 0x10}\n"
+    )
+    engine = build_engine(rules, [can_data / PT])  # the DBC is not used by raw rules
+    hits = fired(can_data / "durango_dooropen.log", engine)
+    assert len(hits) == 1
+    assert round(hits[0].t - 1742338991.450113, 3) == 1.148
+
+
+def test_malformed_frames_are_counted_and_skipped(can_data: Path) -> None:
+    engine = ford_engine(can_data)
+    good = (
+        ford(can_data)
+        .get_message_by_name("StrgWheel_PolicePkg")
+        .encode(
+            {
+                "PoliceAux1Lamp_B_Rq": 1,
+                "PoliceAux2Lamp_B_Rq": 0,
+                "PoliceAux3Lamp_B_Rq": 0,
+                "PoliceAux4Lamp_B_Rq": 0,
+            },
+            strict=False,
+        )
+    )
+    assert engine.process(0x428, False, good[:3], 1.0) == ([], [])
+    assert engine.counters["malformed.short_frame"] == 1
+    assert engine.process(0x428, False, b"", 1.1, is_error=True) == ([], [])
+    assert engine.process(0x40, False, b"", 1.2, is_error=True) == ([], [])  # bus-off class
+    assert (engine.counters["error_frames"], engine.counters["bus_off"]) == (2, 1)
+    fired_now, _ = engine.process(0x428, False, good, 1.3)
+    assert [f.rule for f in fired_now] == ["lightbar"]  # still working
+
+
+MUX_DBC = """VERSION ""
+NS_ :
+BS_:
+BU_: A
+BO_ 768 Muxed: 8 A
+ SG_ Page M : 0|8@1+ (1,0) [0|255] "" A
+ SG_ Alarm m1 : 8|1@1+ (1,0) [0|1] "" A
+ SG_ Level m2 : 8|8@1+ (1,0) [0|255] "" A
+"""
+
+
+def test_multiplexed_signal_and_unknown_multiplexer(tmp_path: Path) -> None:
+    (tmp_path / "mux.dbc").write_text(MUX_DBC)
+    db = cantools.database.load_file(str(tmp_path / "mux.dbc"))
+    rules = RulesFile(
+        rules=[
+            RuleConfig(
+                name="alarm", kind=TriggerKind.MANUAL, message="Muxed", signal="Alarm", value=1
+            )
+        ]
+    )
+    engine = RuleEngine(compile_rules(rules, [db]))
+    assert engine.process(0x300, False, bytes([2, 1, 0, 0, 0, 0, 0, 0]), 1.0)[0] == []  # page 2
+    assert engine.process(0x300, False, bytes([9, 1, 0, 0, 0, 0, 0, 0]), 1.1)[0] == []  # unknown
+    assert engine.counters["malformed.unknown_multiplexer"] == 1
+    assert [
+        f.rule for f in engine.process(0x300, False, bytes([1, 1, 0, 0, 0, 0, 0, 0]), 1.2)[0]
+    ] == ["alarm"]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        (
+            "rules: [{name: a, kind: door, message: BodyInformation_2}]",
+            "rule 'a'",
+            "both message and signal",
+        ),
+        (
+            "rules: [{name: a, kind: door, message: Nope, signal: X, value: 1}]",
+            "rule 'a'",
+            "in none of the DBC files",
+        ),
+        (
+            "rules: [{name: a, kind: door, message: BodyInformation_2, signal: Nope, value: 1}]",
+            "rule 'a'",
+            "has no signal 'Nope'",
+        ),
+        ("rules: [{name: a, kind: warp, frame_id: 1, byte: 0, bit: 1}]", "rule 'a'.kind", ""),
+        (
+            "rules: [{name: a, kind: door, frame_id: 1, byte: 0}]",
+            "rule 'a'",
+            "either bit, or mask and value",
+        ),
+        (
+            "rules: [{name: a, kind: door, message: M, signal: S, value: 1, hysteresis: 3}]",
+            "rule 'a'",
+            "hysteresis applies to > >= < <= only",
+        ),
+        (
+            "rules: [{name: a, kind: door, frame_id: 1, byte: 0, bit: 1, colour: red}]",
+            "rule 'a'.colour",
+            "unknown key",
+        ),
+        (
+            "rules: [{name: a, kind: door, frame_id: 1, byte: 0, bit: 1},"
+            " {name: a, kind: door, frame_id: 2, byte: 0, bit: 1}]",
+            "",
+            "duplicate rule names",
+        ),
+    ],
+)
+def test_bad_rules_name_the_rule_and_the_problem(
+    can_data: Path, tmp_path: Path, text: str, where: str, problem: str
+) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as info:
+        build_engine(path, [can_data / PT])
+    assert info.value.where == where
+    assert problem in info.value.problem
+
+
+def test_shipped_rules_compile_against_the_demo_dbc_too() -> None:
+    demo = cantools.database.load_file(str(REPO / "mesh" / "data" / "demo-vehicle.dbc"))
+    assert len(compile_rules(load_rules(FORD_RULES), [demo])) == 6
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.integers(0, 2**64 - 1))
+def test_one_signal_extraction_equals_cantools_on_every_ford_signal(seed: int) -> None:
+    """The engine's own bit extraction agrees with a full cantools decode, for every signal
+    of every message of both Ford DBCs, on random frames."""
+    rng = random.Random(seed)
+    for name in ("ford_cgea1_2_ptcan_2011.dbc", "ford_cgea1_2_bodycan_2011.dbc"):
+        path = REPO.parent / "shared" / "data" / "can" / name
+        if not path.is_file():
+            pytest.skip("../shared is missing")
+        for message in _databases(path).messages:
+            data = rng.randbytes(message.length)
+            decoded = message.decode(data, decode_choices=False, allow_truncated=True)
+            for signal in message.signals:
+                if signal.name not in decoded or signal.multiplexer_ids:
+                    continue
+                mine = signal_extractor(signal, message.length)(data)
+                assert mine == pytest.approx(decoded[signal.name]), (message.name, signal.name)
+
+
+_CACHE: dict[Path, cantools.database.Database] = {}
+
+
+def _databases(path: Path) -> cantools.database.Database:
+    if path not in _CACHE:
+        _CACHE[path] = cantools.database.load_file(str(path))
+    return _CACHE[path]
+
+
+def test_log_reader_formats(can_data: Path, tmp_path: Path) -> None:
+    """The same drive as candump .log and as Vector .asc replays to the same triggers."""
+    steps = [Step(at=1.0, set={"PoliceAux1Lamp_B_Rq": 1})]
+    as_log = drive(can_data, tmp_path, steps, background=False, duration=3)
+    as_asc = tmp_path / "drive.asc"
+    frames = list(can.LogReader(str(as_log)))
+    with can.Logger(str(as_asc)) as logger:
+        for msg in frames:
+            logger(msg)
+    a = [(f.rule, round(f.t - T0, 3)) for f in fired(as_log, ford_engine(can_data))]
+    b = [(f.rule, round(f.t - T0, 3)) for f in fired(as_asc, ford_engine(can_data))]
+    assert a == [("lightbar", 1.0)]
+    assert [r for r, _ in b] == ["lightbar"]

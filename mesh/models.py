@@ -33,6 +33,7 @@ class TriggerKind(StrEnum):
     CRASH = "crash"
     DOOR = "door"
     GUN_RACK = "gun_rack"
+    GEAR = "gear"  # a shift (into park: the officer is about to step out)
     MAN_DOWN = "man_down"
     MANUAL = "manual"
     DISPATCH = "dispatch"

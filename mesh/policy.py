@@ -51,7 +51,7 @@ class KindOverride(_Strict):
 
 # Shipped defaults. Radii are a judgement: weapon and TASER events matter to officers
 # on foot nearby; lights, siren and crash to everyone arriving at the scene. Speed and
-# doors concern the unit's own cameras only (radius 0).
+# doors and gear shifts concern the unit's own cameras only (radius 0).
 BUILTIN_KINDS: dict[TriggerKind, KindOverride] = {
     TriggerKind.WEAPON_DRAW: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10),
     TriggerKind.TASER_ARM: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10),
@@ -61,6 +61,7 @@ BUILTIN_KINDS: dict[TriggerKind, KindOverride] = {
     TriggerKind.CRASH: KindOverride(radius_m=500, pre_event_s=120, cooldown_s=30),
     TriggerKind.DOOR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30),
     TriggerKind.GUN_RACK: KindOverride(radius_m=50, pre_event_s=60, cooldown_s=10),
+    TriggerKind.GEAR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30),
     TriggerKind.MAN_DOWN: KindOverride(radius_m=300, pre_event_s=60, cooldown_s=30),
     TriggerKind.MANUAL: KindOverride(radius_m=100, pre_event_s=30, cooldown_s=2),
     TriggerKind.DISPATCH: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=2),

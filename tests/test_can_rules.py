@@ -61,6 +61,7 @@ def drive(
             "EngVehicleSpThrottle_CG1": MessagePlan(cycle_ms=20, signals={"Veh_V_ActlEng": 60}),
             "BodyInformation_2": MessagePlan(cycle_ms=100),
             "VehEmergencyData1": MessagePlan(cycle_ms=100),
+            "TransGearData": MessagePlan(cycle_ms=100),  # starts at 0: in park
         },
         steps=steps,
         background=Background(log=str(can_data / "icsim_background.log")) if background else None,
@@ -198,6 +199,20 @@ def test_crash_rules_share_a_group(can_data: Path, tmp_path: Path) -> None:
     assert {f.group for f in crash} == {"crash"}  # one source: the policy merges them
 
 
+def test_shift_to_park_fires_on_entering_park_not_at_boot(can_data: Path, tmp_path: Path) -> None:
+    log = drive(
+        can_data,
+        tmp_path,
+        [
+            Step(at=1.0, set={"GearLvrPos_D_Actl": 3}),  # drive
+            Step(at=4.0, set={"GearLvrPos_D_Actl": 1}),  # reverse: not park
+            Step(at=5.0, set={"GearLvrPos_D_Actl": 0}),  # park
+        ],
+    )
+    park = [f for f in fired(log, ford_engine(can_data)) if f.rule == "shift-to-park"]
+    assert [(f.kind, round(f.t - T0, 3)) for f in park] == [(TriggerKind.GEAR, 5.0)]
+
+
 def test_a_raw_bit_rule_on_a_capture_without_dbc(can_data: Path, tmp_path: Path) -> None:
     # The candidate can-diff finds in the Durango capture (docs/can-rules.md).
     rules = tmp_path / "durango.yaml"
@@ -320,7 +335,19 @@ def test_bad_rules_name_the_rule_and_the_problem(
 
 def test_shipped_rules_compile_against_the_demo_dbc_too() -> None:
     demo = cantools.database.load_file(str(REPO / "mesh" / "data" / "demo-vehicle.dbc"))
-    assert len(compile_rules(load_rules(FORD_RULES), [demo])) == 6
+    assert len(compile_rules(load_rules(FORD_RULES), [demo])) == 7
+
+
+def test_the_demo_dbc_lays_out_its_signals_as_the_ford_dbc(can_data: Path) -> None:
+    demo = cantools.database.load_file(str(REPO / "mesh" / "data" / "demo-vehicle.dbc"))
+    full = ford(can_data)
+    for message in demo.messages:
+        theirs = full.get_message_by_frame_id(message.frame_id)
+        assert (theirs.name, theirs.length) == (message.name, message.length)
+        for signal in message.signals:
+            other = theirs.get_signal_by_name(signal.name)
+            layout = ("start", "length", "byte_order", "is_signed", "scale", "offset")
+            assert [getattr(signal, a) for a in layout] == [getattr(other, a) for a in layout]
 
 
 @settings(max_examples=60, deadline=None, database=None)

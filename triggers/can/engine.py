@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mesh.models import TriggerKind
@@ -28,6 +28,7 @@ from triggers.can.rules import CompiledRule, Number
 
 _LEARN_INTERVALS = 5
 _CAN_ERR_BUSOFF = 0x40  # SocketCAN error class bit (linux/can/error.h)
+_NOTHING: tuple[Sequence[Fired], Sequence[Health]] = ((), ())
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Health:
     detail: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     armed: bool
     since: float | None = None  # when the pending condition (fire or re-arm) began
@@ -57,20 +58,34 @@ class _State:
     cycle_s: float | None = None
     intervals: list[float] = field(default_factory=list)
     lost: bool = False
+    learning: bool = False  # no cycle time yet: the first intervals are being measured
 
 
 class RuleEngine:
     def __init__(self, rules: Iterable[CompiledRule], *, signal_loss_cycles: float = 5.0) -> None:
         self.rules = list(rules)
         self.loss_cycles = signal_loss_cycles
-        self.counters: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
+        self._frames = 0  # an int, not a Counter entry: it is bumped on every frame
         self._states = {
-            r.name: _State(armed=r.config.edge == "rising", cycle_s=r.cycle_s) for r in self.rules
+            r.name: _State(
+                armed=r.config.edge == "rising", cycle_s=r.cycle_s, learning=r.cycle_s is None
+            )
+            for r in self.rules
         }
-        self._by_frame: dict[tuple[int, bool], list[CompiledRule]] = {}
+        # Each rule with its state, by the frame it reads: one lookup per frame.
+        self._by_frame: dict[tuple[int, bool], list[tuple[CompiledRule, _State]]] = {}
         for rule in self.rules:
-            self._by_frame.setdefault((rule.frame_id, rule.extended), []).append(rule)
+            key = (rule.frame_id, rule.extended)
+            self._by_frame.setdefault(key, []).append((rule, self._states[rule.name]))
         self._started: float | None = None
+
+    @property
+    def counters(self) -> Counter[str]:
+        """A snapshot: frames, error_frames, bus_off, fired, malformed.*, health.*."""
+        snapshot = Counter(self._counts)
+        snapshot["frames"] = self._frames
+        return snapshot
 
     @property
     def frame_ids(self) -> list[tuple[int, bool]]:
@@ -85,36 +100,39 @@ class RuleEngine:
         t: float,
         *,
         is_error: bool = False,
-    ) -> tuple[list[Fired], list[Health]]:
-        self.counters["frames"] += 1
+    ) -> tuple[Sequence[Fired], Sequence[Health]]:
+        self._frames += 1
         if self._started is None:
             self._started = t
         if is_error:
-            self.counters["error_frames"] += 1
+            self._counts["error_frames"] += 1
             if frame_id & _CAN_ERR_BUSOFF:
-                self.counters["bus_off"] += 1
-            return [], []
+                self._counts["bus_off"] += 1
+            return _NOTHING
         rules = self._by_frame.get((frame_id, extended))
         if rules is None:
-            return [], []  # not a frame any rule reads: the common case, kept cheap
+            return _NOTHING  # not a frame any rule reads: the common case, kept cheap
         fired: list[Fired] = []
         health: list[Health] = []
-        for rule in rules:
-            state = self._states[rule.name]
-            self._seen(rule, state, t, health)
+        for rule, state in rules:
+            if state.learning:
+                self._learn(rule, state, t)
+            state.last_seen = t
+            if state.lost:
+                self._restored(rule, state, t, health)
             if len(data) < rule.min_length:
-                self.counters["malformed.short_frame"] += 1
+                self._counts["malformed.short_frame"] += 1
                 continue
             if rule.mux is not None:
                 mux_value = rule.mux[0](data)
                 if mux_value not in rule.mux[2]:
-                    self.counters["malformed.unknown_multiplexer"] += 1
+                    self._counts["malformed.unknown_multiplexer"] += 1
                     continue
                 if mux_value not in rule.mux[1]:
                     continue  # another multiplexed page of the same message
             value = rule.extract(data)
             if self._step(rule, state, value, t):
-                self.counters["fired"] += 1
+                self._counts["fired"] += 1
                 cfg = rule.config
                 fired.append(
                     Fired(cfg.name, cfg.kind, cfg.source_group, t, value, rule.frame_id, rule.where)
@@ -134,7 +152,7 @@ class RuleEngine:
             silent = now - last
             if silent > self.loss_cycles * state.cycle_s:
                 state.lost = True
-                self.counters["health.signal_lost"] += 1
+                self._counts["health.signal_lost"] += 1
                 seen = "never seen" if state.last_seen is None else f"not seen for {silent:.1f} s"
                 health.append(
                     Health(
@@ -146,42 +164,37 @@ class RuleEngine:
                 )
         return health
 
-    def _seen(self, rule: CompiledRule, state: _State, t: float, health: list[Health]) -> None:
-        if (
-            state.last_seen is not None
-            and rule.cycle_s is None
-            and len(state.intervals) < (_LEARN_INTERVALS)
-        ):
-            state.intervals.append(t - state.last_seen)
-            if len(state.intervals) == _LEARN_INTERVALS:
-                state.cycle_s = max(statistics.median(state.intervals), 0.001)
-        state.last_seen = t
-        if state.lost:
-            state.lost = False
-            self.counters["health.signal_restored"] += 1
-            health.append(Health(rule.name, "signal_restored", t, f"{rule.where} is back"))
+    @staticmethod
+    def _learn(rule: CompiledRule, state: _State, t: float) -> None:
+        """The rule's frame period, from the median of its first intervals."""
+        if state.last_seen is None:
+            return
+        state.intervals.append(t - state.last_seen)
+        if len(state.intervals) == _LEARN_INTERVALS:
+            state.cycle_s = max(statistics.median(state.intervals), 0.001)
+            state.learning = False
+
+    def _restored(self, rule: CompiledRule, state: _State, t: float, health: list[Health]) -> None:
+        state.lost = False
+        self._counts["health.signal_restored"] += 1
+        health.append(Health(rule.name, "signal_restored", t, f"{rule.where} is back"))
 
     @staticmethod
     def _step(rule: CompiledRule, state: _State, value: Number, t: float) -> bool:
-        cfg = rule.config
-        rising = cfg.edge == "rising"
-        fire_now = rule.condition(value) if rising else rule.released(value)
-        rearm_now = rule.released(value) if rising else rule.condition(value)
+        """One value through the rule's armed/disarmed machine; True when it fires."""
         if state.armed:
-            if not fire_now:
+            if not rule.fires(value):
                 state.since = None
                 return False
-            if state.since is None:
-                state.since = t
-            if (t - state.since) * 1000 >= cfg.hold_ms:
+            since = state.since = t if state.since is None else state.since
+            if (t - since) * 1000 >= rule.hold_ms:
                 state.armed, state.since = False, None
                 return True
             return False
-        if not rearm_now:
+        if not rule.rearms(value):
             state.since = None
             return False
-        if state.since is None:
-            state.since = t
-        if (t - state.since) * 1000 >= cfg.release_ms:
+        since = state.since = t if state.since is None else state.since
+        if (t - since) * 1000 >= rule.release_ms:
             state.armed, state.since = True, None
         return False

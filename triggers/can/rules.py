@@ -11,7 +11,7 @@ extractor of the one value it needs (no full-message decode per frame).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -151,6 +151,23 @@ class CompiledRule:
     # For multiplexed signals: (extract the multiplexer, values the signal exists under,
     # every value the DBC defines).
     mux: tuple[Extract, frozenset[int], frozenset[int]] | None = None
+    # Derived for the engine's per-frame path: which test fires and which re-arms (swapped
+    # for a falling edge), and the timings, without going through ``config``.
+    fires: Callable[[Number], bool] = field(init=False)
+    rearms: Callable[[Number], bool] = field(init=False)
+    hold_ms: float = field(init=False)
+    release_ms: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        rising = self.config.edge == "rising"
+        derived = {
+            "fires": self.condition if rising else self.released,
+            "rearms": self.released if rising else self.condition,
+            "hold_ms": self.config.hold_ms,
+            "release_ms": self.config.release_ms,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
     @property
     def name(self) -> str:
@@ -164,27 +181,28 @@ def signal_extractor(signal: Any, frame_len: int, *, scaled: bool = True) -> Ext
     big_endian, signed = signal.byte_order == "big_endian", signal.is_signed
     scale, offset = (signal.scale, signal.offset) if scaled else (1, 0)
     mask = (1 << length) - 1
+    byteorder: Literal["big", "little"]
     if big_endian:
         # DBC big-endian start bit is the MSB in "sawtooth" numbering; convert to a bit
         # position counted from the MSB of the frame read as one big-endian integer.
         msb = (start // 8) * 8 + (7 - start % 8)
-        shift = frame_len * 8 - msb - length
+        shift, byteorder = frame_len * 8 - msb - length, "big"
+    else:
+        shift, byteorder = start, "little"
+    sign_bit, wrap = 1 << (length - 1), 1 << length
 
-        def raw(data: bytes) -> int:
-            return (int.from_bytes(data[:frame_len], "big") >> shift) & mask
+    # One closure per case, so the common one (unsigned, unscaled) does nothing extra.
+    if not signed and scale == 1 and offset == 0:
+
+        def extract(data: bytes) -> Number:
+            return (int.from_bytes(data[:frame_len], byteorder) >> shift) & mask
     else:
 
-        def raw(data: bytes) -> int:
-            return (int.from_bytes(data[:frame_len], "little") >> start) & mask
-
-    sign_bit = 1 << (length - 1)
-    scaled = scale != 1 or offset != 0
-
-    def extract(data: bytes) -> Number:
-        value = raw(data)
-        if signed and value & sign_bit:
-            value -= 1 << length
-        return value * scale + offset if scaled else value
+        def extract(data: bytes) -> Number:
+            value = (int.from_bytes(data[:frame_len], byteorder) >> shift) & mask
+            if signed and value & sign_bit:
+                value -= wrap
+            return value * scale + offset
 
     return extract
 
@@ -201,18 +219,19 @@ def _condition(
     cfg: RuleConfig, value: Any
 ) -> tuple[Callable[[Number], bool], Callable[[Number], bool]]:
     op, h = cfg.op, cfg.hysteresis
-    tests: dict[str, Callable[[Number], bool]] = {
-        "==": lambda v: v == value,
-        "!=": lambda v: v != value,
-        ">": lambda v: v > value,
-        ">=": lambda v: v >= value,
-        "<": lambda v: v < value,
-        "<=": lambda v: v <= value,
-        "in": lambda v: v in value,
+    # (condition, its negation), each one call: this runs on every frame a rule reads.
+    tests: dict[str, tuple[Callable[[Number], bool], Callable[[Number], bool]]] = {
+        "==": (lambda v: v == value, lambda v: v != value),
+        "!=": (lambda v: v != value, lambda v: v == value),
+        ">": (lambda v: v > value, lambda v: v <= value),
+        ">=": (lambda v: v >= value, lambda v: v < value),
+        "<": (lambda v: v < value, lambda v: v >= value),
+        "<=": (lambda v: v <= value, lambda v: v > value),
+        "in": (lambda v: v in value, lambda v: v not in value),
     }
-    on = tests[op]
+    on, off = tests[op]
     if not h:
-        return on, lambda v: not on(v)
+        return on, off
     # Fire above the threshold, re-arm only once clearly back below it (and vice versa).
     if op in (">", ">="):
         return on, lambda v: v < value - h

@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import can
@@ -210,7 +210,7 @@ class CanTriggerSource:
             self.counters["rejected.internal_error"] += 1
             self._log.exception("frame processing failed", frame_id=msg.arbitration_id)
 
-    def _report(self, health: list[Health]) -> None:
+    def _report(self, health: Sequence[Health]) -> None:
         for event in health:
             self.health_events.append(event)
             del self.health_events[:-256]

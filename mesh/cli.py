@@ -755,22 +755,27 @@ def vehicle_sim(
     except (ScenarioError, RulesError) as exc:
         _fail(str(exc))
     err = _console(stderr=True)
-    if out is not None:
-        count = write_log(sim.frames(), out, start_time=time.time())
-        err.print(f"{count} frames written to {out}", highlight=False)
-        return
-    assert bus is not None
-    interface, channel = _parse_bus(bus)
-    options = _parse_bus_options(bus_opts or [])
+    import can
 
-    async def send() -> None:
-        import can
+    # Frames are made as they go out: a step that cannot be encoded, or a background
+    # capture that cannot be read, shows up here rather than at load.
+    try:
+        if out is not None:
+            count = write_log(sim.frames(), out, start_time=time.time())
+            err.print(f"{count} frames written to {out}", highlight=False)
+            return
+        assert bus is not None
+        interface, channel = _parse_bus(bus)
+        options = _parse_bus_options(bus_opts or [])
 
-        with can.Bus(interface=interface, channel=channel, **options) as handle:
-            sent = await play(sim.frames(), handle, speed=speed)
-        err.print(f"{sent} frames sent on {bus}", highlight=False)
+        async def send() -> None:
+            with can.Bus(interface=interface, channel=channel, **options) as handle:
+                sent = await play(sim.frames(), handle, speed=speed)
+            err.print(f"{sent} frames sent on {bus}", highlight=False)
 
-    _run(send())
+        _run(send())
+    except (ScenarioError, OSError, can.CanError, ValueError) as exc:
+        _fail(f"vehicle-sim: {exc}")
 
 
 @app.command("can-diff")

@@ -180,6 +180,20 @@ def test_can_cli_errors_exit_2(can_data: Path, tmp_path: Path) -> None:
     assert "rule 'x'" in result.stderr
     assert "in none of the DBC files" in " ".join(result.stderr.split())
 
+    # A scenario value the signal cannot carry: named, with its message and time.
+    scenario = tmp_path / "drive.yaml"
+    scenario.write_text(
+        "duration_s: 1\nmessages: {TransGearData: {cycle_ms: 100}}\n"
+        "steps: [{at: 0.5, set: {GearLvrPos_D_Actl: 99}}]\n"
+    )
+    common = ["--dbc", str(can_data / PT), "--scenario", str(scenario)]
+    result = run("vehicle-sim", *common, "--out", str(tmp_path / "drive.log"))
+    assert result.returncode == 2
+    assert "'TransGearData' at t=0.500 s: cannot encode" in " ".join(result.stderr.split())
+    result = run("vehicle-sim", *common, "--bus", "virtual:x", "--bus-opt", "oops")
+    assert result.returncode == 2
+    assert "--bus-opt 'oops': expected KEY=VALUE" in " ".join(result.stderr.split())
+
 
 def test_can_diff_cli_finds_the_durango_candidate(can_data: Path) -> None:
     result = run("can-diff", str(can_data / "durango_dooropen.log"), "--split-at", "1.0", "--json")

@@ -4,7 +4,7 @@ mixed with background traffic (a recorded capture, or generated noise).
 Scenario (YAML, docs/can-rules.md):
 
     duration_s: 12
-    messages:                      # sent every cycle_ms, all signals 0 unless set
+    messages:                      # sent every cycle_ms, signals raw 0 unless set
       StrgWheel_PolicePkg: {cycle_ms: 100}
       EngVehicleSpThrottle_CG1: {cycle_ms: 20}
     steps:
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import can
+import cantools
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -131,7 +132,10 @@ class VehicleSimulator:
         )
 
     def value_at(self, message: str, signal: str, t: float) -> Value:
-        value: Value = self.scenario.messages[message].signals.get(signal, 0)
+        # Unset signals are raw 0, i.e. physical ``offset``: a zeroed field, and always
+        # encodable (physical 0 is not when the offset is positive).
+        default = self._messages[message].get_signal_by_name(signal).offset
+        value: Value = self.scenario.messages[message].signals.get(signal, default)
         for step in sorted(self.scenario.steps, key=lambda s: s.at):
             if step.at > t:
                 break
@@ -157,7 +161,12 @@ class VehicleSimulator:
                 continue
             message = self._messages[name]
             values = {s.name: self.value_at(name, s.name, t) for s in message.signals}
-            data = message.encode(values, strict=False)
+            try:
+                data = message.encode(values, strict=False)
+            except (ValueError, OverflowError, cantools.database.errors.Error) as exc:
+                raise ScenarioError(
+                    f"message {name!r} at t={t:.3f} s: cannot encode {values}: {exc}"
+                ) from None
             yield (
                 t,
                 can.Message(

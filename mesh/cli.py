@@ -701,12 +701,17 @@ def can_replay(
                     f"[yellow]{item.t:.6f}  {item.event}[/] {item.rule}: {item.detail}",
                     highlight=False,
                 )
+    except BrokenPipeError:
+        raise  # the reader left (| head): click exits quietly
     except (ValueError, OSError) as exc:
         _fail(f"{log}: cannot read the capture: {exc}")
     counts = dict(engine.counters)
+    others = ", ".join(
+        f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("frames", "fired")
+    )
     err.print(
-        f"{counts.get('frames', 0)} frames, {fired} triggers fired; "
-        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "frames"),
+        f"{counts.get('frames', 0)} frames, {fired} triggers fired"
+        + (f"; {others}" if others else ""),
         highlight=False,
     )
 
@@ -824,12 +829,13 @@ def can_diff(
                 )
             )
         return
-    print(f"{'frame':>8} {'byte':>4} {'bit':>3} {'rest':>4} {'with':>5}  changes at (s)")
+    # "others": how many other bits of the frame flipped at the same moment (0 is cleanest).
+    print(f"{'frame':>10} {'byte':>4} {'bit':>3} {'at rest':>7} {'others':>6}  changes at (s)")
     for c in found:
         times = ", ".join(f"{t:.3f}" for t in c.transitions[:6]) or "(changed before the event)"
+        frame = f"0x{c.frame_id:X}"
         print(
-            f"0x{c.frame_id:>6X} {c.byte:>4} {c.bit:>3} {c.baseline_value:>4} "
-            f"{c.alongside:>5}  {times}"
+            f"{frame:>10} {c.byte:>4} {c.bit:>3} {c.baseline_value:>7} {c.alongside:>6}  {times}"
         )
 
 

@@ -305,6 +305,11 @@ def test_multiplexed_signal_and_unknown_multiplexer(tmp_path: Path) -> None:
             "either bit, or mask and value",
         ),
         (
+            "rules: [{name: a, kind: door, frame_id: 1, byte: 0, bit: 1, value: 0}]",
+            "rule 'a'",
+            "a bit rule fires when the bit is 1",
+        ),
+        (
             "rules: [{name: a, kind: door, message: M, signal: S, value: 1, hysteresis: 3}]",
             "rule 'a'",
             "hysteresis applies to > >= < <= only",
@@ -392,3 +397,30 @@ def test_log_reader_formats(can_data: Path, tmp_path: Path) -> None:
     b = [(f.rule, round(f.t - T0, 3)) for f in fired(as_asc, ford_engine(can_data))]
     assert a == [("lightbar", 1.0)]
     assert [r for r, _ in b] == ["lightbar"]
+
+
+def test_values_by_dbc_name(tmp_path: Path) -> None:
+    """The demo DBC names GearLvrPos_D_Actl's values: rules may use the names."""
+    demo = REPO / "mesh" / "data" / "demo-vehicle.dbc"
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - {name: moving, kind: gear, message: TransGearData,"
+        " signal: GearLvrPos_D_Actl, op: in, value: [Drive, Reverse]}\n"
+    )
+    engine = build_engine(path, [demo])
+    message = cantools.database.load_file(str(demo)).get_message_by_name("TransGearData")
+    gears = [("Park", 0.0), ("Neutral", 1.0), ("Reverse", 2.0), ("Drive", 3.0)]
+    fired_at = [
+        t
+        for name, t in gears
+        for f in engine.process(0x230, False, message.encode({"GearLvrPos_D_Actl": name}), t)[0]
+    ]
+    assert fired_at == [2.0]  # Reverse fires; Drive right after is the same "moving" state
+    path.write_text(
+        "rules:\n  - {name: x, kind: gear, message: TransGearData,"
+        " signal: GearLvrPos_D_Actl, value: Sideways}\n"
+    )
+    with pytest.raises(RulesError) as info:
+        build_engine(path, [demo])
+    assert "no value named 'Sideways' (choices: Park, Reverse, Neutral" in info.value.problem

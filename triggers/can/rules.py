@@ -73,6 +73,10 @@ class RuleConfig(BaseModel):
                 raise ValueError("a raw-bit rule needs either bit, or mask and value")
             if self.mask is not None and not isinstance(self.value, int):
                 raise ValueError("a raw-bit rule with mask needs an integer value")
+            if self.bit is not None and (self.value is not None or self.op != "=="):
+                raise ValueError(
+                    "a bit rule fires when the bit is 1 (edge: falling for 0): no op or value"
+                )
         if self.op == "in" and not isinstance(self.value, list):
             raise ValueError("op 'in' needs a list value")
         if self.op != "in" and isinstance(self.value, list):

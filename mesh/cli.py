@@ -834,9 +834,7 @@ def can_diff(
     for c in found:
         times = ", ".join(f"{t:.3f}" for t in c.transitions[:6]) or "(changed before the event)"
         frame = f"0x{c.frame_id:X}"
-        print(
-            f"{frame:>10} {c.byte:>4} {c.bit:>3} {c.baseline_value:>7} {c.alongside:>6}  {times}"
-        )
+        print(f"{frame:>10} {c.byte:>4} {c.bit:>3} {c.baseline_value:>7} {c.alongside:>6}  {times}")
 
 
 # --- log and schema -----------------------------------------------------------------------

@@ -26,6 +26,10 @@ from triggers.can.engine import Fired, Health, RuleEngine
 
 BusFactory = Callable[[list[dict[str, Any]]], can.BusABC]
 
+_REOPEN_FIRST_S, _REOPEN_MAX_S = 0.2, 10.0
+_STABLE_S = 30.0  # a bus open this long before failing was working: backoff starts afresh
+_OWN_CLOCK_S = 60.0  # frame times further than this from the wall clock are a device clock
+
 
 def bus_filters(engine: RuleEngine) -> list[dict[str, Any]]:
     return [
@@ -79,19 +83,24 @@ class BusReader(threading.Thread):
         while not self._stopped.is_set():
             try:
                 msg = self._bus.recv(0.1)
-                if msg is None:
-                    continue
-                self._pending.append(msg)
-                if not self._scheduled:
-                    self._scheduled = True
-                    self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
-                return  # the event loop is closed: nobody left to hand frames to
-            except Exception as exc:
+            except Exception as exc:  # any failure of the bus ends this reader: reported
                 if not self._stopped.is_set():
-                    with contextlib.suppress(RuntimeError):
-                        self._loop.call_soon_threadsafe(self._on_error, exc)
+                    self._hand_over(self._on_error, exc)
                 return
+            if msg is None:
+                continue
+            self._pending.append(msg)
+            if not self._scheduled:
+                self._scheduled = True
+                if not self._hand_over(self._drain):
+                    return
+
+    def _hand_over(self, callback: Callable[..., None], *args: Any) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            return False  # the event loop is closed: nobody left to hand anything to
+        return True
 
     def _drain(self) -> None:
         # Cleared before draining: a frame appended meanwhile is either drained here or
@@ -132,13 +141,21 @@ class CanTriggerSource:
         self._queue: asyncio.Queue[TriggerEvent | None] = asyncio.Queue()
         self._last_bus_time: float | None = None
         self._last_mono = 0.0
-        self._tasks: list[asyncio.Task[None]] = []
-        self._reopening = False
+        self._ticker_task: asyncio.Task[None] | None = None
+        self._reopen_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Reopen backoff survives a reopen: a bus that opens and fails again at once (a
+        # link that is down) is retried ever more slowly, not five times a second.
+        self._reopen_delay = _REOPEN_FIRST_S
+        self._opened_mono = 0.0
         self._log = structlog.get_logger("triggers.can").bind(bus=channel)
 
     async def start(self) -> None:
         self._open()
-        self._tasks.append(asyncio.create_task(self._ticker()))
+        # Listening starts now, on the wall clock most interfaces stamp frames with; a
+        # rule whose frame never comes is reported against it (see on_frame for others).
+        self.engine.start(time.time())
+        self._ticker_task = asyncio.create_task(self._ticker())
         self._log.info(
             "can source started",
             rules=len(self.engine.rules),
@@ -147,6 +164,7 @@ class CanTriggerSource:
 
     def _open(self) -> None:
         self._bus = self._bus_factory(bus_filters(self.engine))
+        self._opened_mono = time.monotonic()
         self._reader = BusReader(
             self._bus, asyncio.get_running_loop(), self.on_frame, self.on_bus_error
         )
@@ -162,9 +180,11 @@ class CanTriggerSource:
                 bus.shutdown()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._stopping = True  # an error callback already queued must not reopen the bus
+        tasks = [t for t in (self._ticker_task, self._reopen_task) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._close()
         self._queue.put_nowait(None)
 
@@ -183,16 +203,17 @@ class CanTriggerSource:
 
     def lost_signals(self) -> list[str]:
         """Rules whose frames are currently missing."""
-        state: dict[str, bool] = {}
-        for event in self.health_events:
-            state[event.rule] = event.event == "signal_lost"
-        return sorted(rule for rule, lost in state.items() if lost)
+        return self.engine.lost_rules()
 
     # --- frames ---------------------------------------------------------------------------
     def on_frame(self, msg: can.Message) -> None:
         """Never raises: a frame is untrusted input."""
         try:
             t = msg.timestamp or time.time()
+            if self._last_bus_time is None and abs(t - time.time()) > _OWN_CLOCK_S:
+                # The interface stamps frames with its own clock (some adapters count from
+                # power-on): listening began, on that clock, with this first frame.
+                self.engine.start(t)
             self._last_bus_time, self._last_mono = t, time.monotonic()
             fired, health = self.engine.process(
                 msg.arbitration_id,
@@ -200,6 +221,7 @@ class CanTriggerSource:
                 bytes(msg.data),
                 t,
                 is_error=msg.is_error_frame,
+                is_remote=msg.is_remote_frame,
             )
             self._report(health)
             for f in fired:
@@ -224,34 +246,42 @@ class CanTriggerSource:
         while True:
             await asyncio.sleep(self._tick_s)
             if self._last_bus_time is None:
-                continue  # nothing heard yet: no bus clock to judge silence by
-            # Whatever clock the interface stamps frames with, it has advanced by the
-            # monotonic time since the last frame.
-            now = self._last_bus_time + (time.monotonic() - self._last_mono)
+                now = time.time()  # nothing heard yet: the clock listening began on
+            else:
+                # Whatever clock the interface stamps frames with, it has advanced by the
+                # monotonic time since the last frame.
+                now = self._last_bus_time + (time.monotonic() - self._last_mono)
             self._report(self.engine.tick(now))
 
     # --- recovery ------------------------------------------------------------------------
     def on_bus_error(self, exc: Exception) -> None:
+        if self._stopping:
+            return
         self.counters["bus_errors"] += 1
-        self._log.error("can bus error, reopening", error=str(exc))
-        if not self._reopening:
-            self._reopening = True
-            self._tasks.append(asyncio.create_task(self._reopen()))
+        if self._reopen_task is not None and not self._reopen_task.done():
+            return
+        # A bus that worked for a while starts the backoff afresh; one that failed soon
+        # after (re)opening continues it.
+        if time.monotonic() - self._opened_mono > _STABLE_S:
+            self._reopen_delay = _REOPEN_FIRST_S
+        self._log.error("can bus error, reopening", error=str(exc), retry_in_s=self._reopen_delay)
+        self._reopen_task = asyncio.create_task(self._reopen())
 
     async def _reopen(self) -> None:
-        delay = 0.2
-        try:
-            while True:
-                self._close()
-                await asyncio.sleep(delay)
-                try:
-                    self._open()
-                except Exception as exc:
-                    self._log.error("can bus reopen failed", error=str(exc), retry_in_s=delay)
-                    delay = min(delay * 2, 10.0)
-                    continue
-                self.counters["reopened"] += 1
-                self._log.info("can bus reopened")
-                return
-        finally:
-            self._reopening = False
+        while True:
+            self._close()
+            await asyncio.sleep(self._reopen_delay)
+            delay, self._reopen_delay = (
+                self._reopen_delay,
+                min(self._reopen_delay * 2, _REOPEN_MAX_S),
+            )
+            try:
+                self._open()
+            except Exception as exc:
+                self._log.error(
+                    "can bus reopen failed", error=str(exc), retry_in_s=self._reopen_delay
+                )
+                continue
+            self.counters["reopened"] += 1
+            self._log.info("can bus reopened", after_s=delay)
+            return

@@ -55,7 +55,7 @@ import cantools
 
 from mesh import logs
 from triggers.can.engine import RuleEngine
-from triggers.can.rules import RuleConfig, RulesFile, compile_rules, load_rules
+from triggers.can.rules import RuleConfig, RulesFile, load_rules
 from triggers.can.simulator import Background, MessagePlan, Scenario, Step, VehicleSimulator, play
 from triggers.can.source import CanTriggerSource, bus_filters
 
@@ -165,7 +165,7 @@ def as_tuples(messages: Sequence[can.Message]) -> list[Frame]:
 
 # --- 1 and 2: throughput ---------------------------------------------------------------
 def rules_pass(frames: list[Frame], databases: list[Any], rules: RulesFile) -> float:
-    engine = RuleEngine(compile_rules(rules, databases), signal_loss_cycles=5)
+    engine = RuleEngine.compile(rules, databases)
     process = engine.process
     start = time.perf_counter()
     for frame_id, extended, data, t in frames:
@@ -275,7 +275,7 @@ def trigger_source(databases: list[Any], rules: RulesFile) -> Receiver:
     def run(seconds: float, port: int) -> int:
         async def main() -> int:
             source = CanTriggerSource(
-                RuleEngine(compile_rules(rules, databases), signal_loss_cycles=5),
+                RuleEngine.compile(rules, databases),
                 unit_id="car-12",
                 bus_factory=lambda filters: can.Bus(
                     interface="udp_multicast", channel=GROUP, port=port, can_filters=filters
@@ -324,7 +324,7 @@ def main() -> None:
     logs.configure("console", "warning")
     db = cantools.database.load_file(str(args.data / PT_DBC))
     rules = ten_rules()
-    engine = RuleEngine(compile_rules(rules, [db]))
+    engine = RuleEngine.compile(rules, [db])
     wanted = set(engine.frame_ids)
 
     report: dict[str, Any] = {"bench": "can"}

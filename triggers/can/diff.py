@@ -28,14 +28,15 @@ class Candidate:
 
     @property
     def rule(self) -> dict[str, object]:
-        """A raw-bit rule that fires when the bit leaves its baseline value."""
+        """The keys of a raw-bit rule that fires when the bit leaves its baseline value
+        (add a name and a kind); integers, as the rules file takes them."""
         new = 1 - self.baseline_value
         return {
-            "frame_id": f"0x{self.frame_id:X}",
+            "frame_id": self.frame_id,
             "extended": self.extended,
             "byte": self.byte,
-            "mask": f"0x{1 << self.bit:02X}",
-            "value": f"0x{new << self.bit:02X}",
+            "mask": 1 << self.bit,
+            "value": new << self.bit,
         }
 
 

@@ -11,9 +11,11 @@ re-arm below 120). A falling-edge rule swaps the two and starts disarmed. A rule
 armed: a gateway that boots while the light bar is already on reports it (cameras that
 already record say so; the policy merges repeats).
 
-Signal loss: once a rule's frame period is known (rule, DBC, or learned from the first
-frames), a frame absent for ``signal_loss_cycles`` periods is a health event, once, and
-its return another; never a trigger.
+Signal loss: a rule's frame absent for ``signal_loss_cycles`` periods (the period from
+the rule, the DBC, or learned from the first frames), or for ``silence_s`` while the
+period is not known, is a health event, once, and its return another; never a trigger.
+A gap that long also breaks a pending hold or release: timing needs continuous frames.
+Only well-formed frames count as the signal being present.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mesh.models import TriggerKind
-from triggers.can.rules import CompiledRule, Number
+from triggers.can.rules import CompiledRule, Number, RulesFile, compile_rules
 
 _LEARN_INTERVALS = 5
 _CAN_ERR_BUSOFF = 0x40  # SocketCAN error class bit (linux/can/error.h)
@@ -62,9 +65,16 @@ class _State:
 
 
 class RuleEngine:
-    def __init__(self, rules: Iterable[CompiledRule], *, signal_loss_cycles: float = 5.0) -> None:
+    def __init__(
+        self,
+        rules: Iterable[CompiledRule],
+        *,
+        signal_loss_cycles: float = 5.0,
+        silence_s: float = 5.0,
+    ) -> None:
         self.rules = list(rules)
         self.loss_cycles = signal_loss_cycles
+        self.silence_s = silence_s
         self._counts: Counter[str] = Counter()
         self._frames = 0  # an int, not a Counter entry: it is bumped on every frame
         self._states = {
@@ -80,6 +90,17 @@ class RuleEngine:
             self._by_frame.setdefault(key, []).append((rule, self._states[rule.name]))
         self._started: float | None = None
 
+    @classmethod
+    def compile(
+        cls, rules: RulesFile, databases: Sequence[Any], source: str = "rules"
+    ) -> RuleEngine:
+        """An engine for a rules file, checked and compiled against the DBC databases."""
+        return cls(
+            compile_rules(rules, databases, source),
+            signal_loss_cycles=rules.signal_loss_cycles,
+            silence_s=rules.silence_s,
+        )
+
     @property
     def counters(self) -> Counter[str]:
         """A snapshot: frames, error_frames, bus_off, fired, malformed.*, health.*."""
@@ -92,6 +113,18 @@ class RuleEngine:
         """The (id, extended) pairs the rules need: everything else can be filtered out."""
         return sorted(self._by_frame)
 
+    def start(self, t: float) -> None:
+        """The time listening began (on the frames' clock): a rule whose frame has not come
+        by the loss limit after it is reported never seen. Without it, the first frame."""
+        self._started = t
+
+    def lost_rules(self) -> list[str]:
+        return sorted(name for name, state in self._states.items() if state.lost)
+
+    def _limit(self, state: _State) -> float:
+        """Silence longer than this is signal loss."""
+        return self.loss_cycles * state.cycle_s if state.cycle_s is not None else self.silence_s
+
     def process(
         self,
         frame_id: int,
@@ -100,6 +133,7 @@ class RuleEngine:
         t: float,
         *,
         is_error: bool = False,
+        is_remote: bool = False,
     ) -> tuple[Sequence[Fired], Sequence[Health]]:
         self._frames += 1
         if self._started is None:
@@ -109,28 +143,21 @@ class RuleEngine:
             if frame_id & _CAN_ERR_BUSOFF:
                 self._counts["bus_off"] += 1
             return _NOTHING
+        if is_remote:  # a request for the frame, with no data of its own
+            self._counts["remote_frames"] += 1
+            return _NOTHING
         rules = self._by_frame.get((frame_id, extended))
         if rules is None:
             return _NOTHING  # not a frame any rule reads: the common case, kept cheap
         fired: list[Fired] = []
         health: list[Health] = []
         for rule, state in rules:
-            if state.learning:
-                self._learn(rule, state, t)
-            state.last_seen = t
-            if state.lost:
-                self._restored(rule, state, t, health)
-            if len(data) < rule.min_length:
-                self._counts["malformed.short_frame"] += 1
+            value = self._read(rule, data)
+            if value is None:
                 continue
-            if rule.mux is not None:
-                mux_value = rule.mux[0](data)
-                if mux_value not in rule.mux[2]:
-                    self._counts["malformed.unknown_multiplexer"] += 1
-                    continue
-                if mux_value not in rule.mux[1]:
-                    continue  # another multiplexed page of the same message
-            value = rule.extract(data)
+            self._present(rule, state, t, health)
+            if rule.ignore and value in rule.ignore:
+                continue
             if self._step(rule, state, value, t):
                 self._counts["fired"] += 1
                 cfg = rule.config
@@ -144,28 +171,56 @@ class RuleEngine:
         health = []
         for rule in self.rules:
             state = self._states[rule.name]
-            if state.lost or state.cycle_s is None:
+            if state.lost:
                 continue
             last = state.last_seen if state.last_seen is not None else self._started
             if last is None:
-                continue
+                continue  # not listening yet
             silent = now - last
-            if silent > self.loss_cycles * state.cycle_s:
-                state.lost = True
+            if silent > self._limit(state):
+                state.lost, state.since = True, None
                 self._counts["health.signal_lost"] += 1
-                seen = "never seen" if state.last_seen is None else f"not seen for {silent:.1f} s"
+                seen = (
+                    f"never seen in {silent:.1f} s"
+                    if state.last_seen is None
+                    else f"not seen for {silent:.1f} s"
+                )
+                expected = (
+                    f"expected every {state.cycle_s * 1000:.0f} ms"
+                    if state.cycle_s is not None
+                    else "period not known yet"
+                )
                 health.append(
-                    Health(
-                        rule.name,
-                        "signal_lost",
-                        now,
-                        f"{rule.where} {seen} (expected every {state.cycle_s * 1000:.0f} ms)",
-                    )
+                    Health(rule.name, "signal_lost", now, f"{rule.where} {seen} ({expected})")
                 )
         return health
 
+    def _read(self, rule: CompiledRule, data: bytes) -> Number | None:
+        """The rule's value in a frame; None for a malformed frame or another mux page."""
+        if len(data) < rule.min_length:
+            self._counts["malformed.short_frame"] += 1
+            return None
+        if rule.mux is not None:
+            mux_value = rule.mux[0](data)
+            if mux_value not in rule.mux[2]:
+                self._counts["malformed.unknown_multiplexer"] += 1
+                return None
+            if mux_value not in rule.mux[1]:
+                return None  # another multiplexed page of the same message
+        return rule.extract(data)
+
+    def _present(self, rule: CompiledRule, state: _State, t: float, health: list[Health]) -> None:
+        """A well-formed frame of the rule's signal at ``t``."""
+        if state.since is not None and t - (state.last_seen or t) > self._limit(state):
+            state.since = None  # a hold or release does not span a gap in the signal
+        if state.learning:
+            self._learn(state, t)
+        state.last_seen = t
+        if state.lost:
+            self._restored(rule, state, t, health)
+
     @staticmethod
-    def _learn(rule: CompiledRule, state: _State, t: float) -> None:
+    def _learn(state: _State, t: float) -> None:
         """The rule's frame period, from the median of its first intervals."""
         if state.last_seen is None:
             return

@@ -9,7 +9,7 @@ import can
 import cantools
 
 from triggers.can.engine import RuleEngine
-from triggers.can.rules import RulesError, compile_rules, load_rules
+from triggers.can.rules import RulesError, load_rules
 from triggers.can.settings import CanConfig
 from triggers.can.source import BusFactory, CanTriggerSource
 
@@ -30,9 +30,7 @@ def load_databases(paths: list[Path]) -> list[Any]:
 
 
 def build_engine(rules_path: Path, dbc_paths: list[Path]) -> RuleEngine:
-    rules = load_rules(rules_path)
-    compiled = compile_rules(rules, load_databases(dbc_paths), str(rules_path))
-    return RuleEngine(compiled, signal_loss_cycles=rules.signal_loss_cycles)
+    return RuleEngine.compile(load_rules(rules_path), load_databases(dbc_paths), str(rules_path))
 
 
 def bus_factory(config: CanConfig) -> BusFactory:

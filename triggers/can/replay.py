@@ -21,7 +21,10 @@ def replay(
 ) -> Iterator[Fired | Health]:
     """Yield what fires and every health event, in log order. ``realtime`` paces the
     frames at the speed they were recorded."""
-    reader = can.LogReader(str(path))
+    # Vector .asc keeps times relative to a start date in its header unless told otherwise:
+    # asked for absolute times, as every other format gives them.
+    options = {"relative_timestamp": False} if str(path).lower().endswith(".asc") else {}
+    reader = can.LogReader(str(path), **options)
     frames = can.MessageSync(reader, timestamps=True) if realtime else reader
     next_tick: float | None = None
     for msg in frames:
@@ -32,7 +35,12 @@ def replay(
             yield from engine.tick(t)
             next_tick = t + TICK_S
         fired, health = engine.process(
-            msg.arbitration_id, msg.is_extended_id, bytes(msg.data), t, is_error=msg.is_error_frame
+            msg.arbitration_id,
+            msg.is_extended_id,
+            bytes(msg.data),
+            t,
+            is_error=msg.is_error_frame,
+            is_remote=msg.is_remote_frame,
         )
         yield from health
         yield from fired

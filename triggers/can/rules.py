@@ -10,6 +10,7 @@ extractor of the one value it needs (no full-message decode per frame).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,9 @@ class RuleConfig(BaseModel):
     edge: Literal["rising", "falling"] = "rising"
     hold_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
     release_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
+    # Values that carry no information (a DBC's "unknown", "fault", "not available"): the
+    # frame counts as present, the value neither fires nor releases the rule.
+    ignore: list[Number | str] = Field(default_factory=list)
     # Expected period of the frame, for signal-loss health; default from the DBC, else
     # learned from the traffic.
     cycle_ms: Annotated[float, Field(gt=0, le=600_000)] | None = None
@@ -61,31 +65,56 @@ class RuleConfig(BaseModel):
     @model_validator(mode="after")
     def _shape(self) -> Self:
         by_signal = self.message is not None or self.signal is not None
-        by_bits = self.frame_id is not None
-        if by_signal == by_bits:
+        if by_signal == (self.frame_id is not None):
             raise ValueError("give either message+signal (DBC) or frame_id+byte (raw bits)")
-        if by_signal and (self.message is None or self.signal is None):
-            raise ValueError("a DBC rule needs both message and signal")
-        if by_bits:
-            if self.byte is None:
-                raise ValueError("a raw-bit rule needs byte")
-            if (self.bit is None) == (self.mask is None):
-                raise ValueError("a raw-bit rule needs either bit, or mask and value")
-            if self.mask is not None and not isinstance(self.value, int):
-                raise ValueError("a raw-bit rule with mask needs an integer value")
-            if self.bit is not None and (self.value is not None or self.op != "=="):
-                raise ValueError(
-                    "a bit rule fires when the bit is 1 (edge: falling for 0): no op or value"
-                )
+        if by_signal:
+            self._check_signal_rule()
+        else:
+            self._check_raw_rule()
         if self.op == "in" and not isinstance(self.value, list):
             raise ValueError("op 'in' needs a list value")
         if self.op != "in" and isinstance(self.value, list):
             raise ValueError(f"op {self.op!r} needs a single value")
         if self.hysteresis and self.op not in (">", ">=", "<", "<="):
             raise ValueError("hysteresis applies to > >= < <= only")
-        if by_signal and self.value is None:
-            raise ValueError("a DBC rule needs a value")
         return self
+
+    def _check_signal_rule(self) -> None:
+        if self.message is None or self.signal is None:
+            raise ValueError("a DBC rule needs both message and signal")
+        raw_keys = [k for k in ("byte", "mask", "bit") if getattr(self, k) is not None]
+        if raw_keys or self.extended:
+            keys = ", ".join(raw_keys + (["extended"] if self.extended else []))
+            raise ValueError(f"{keys}: raw-bit keys, which do not apply to a DBC rule")
+        if self.value is None:
+            raise ValueError("a DBC rule needs a value")
+
+    def _check_raw_rule(self) -> None:
+        assert self.frame_id is not None
+        if self.frame_id > 0x7FF and not self.extended:
+            raise ValueError(
+                f"frame_id 0x{self.frame_id:X} does not fit 11 bits: set extended: true"
+            )
+        if self.byte is None:
+            raise ValueError("a raw-bit rule needs byte")
+        if (self.bit is None) == (self.mask is None):
+            raise ValueError("a raw-bit rule needs either bit, or mask and value")
+        if any(isinstance(v, str) for v in self.ignore):
+            raise ValueError("ignore values of a raw-bit rule are integers")
+        if self.bit is not None and (self.value is not None or self.op != "=="):
+            raise ValueError(
+                "a bit rule fires when the bit is 1 (edge: falling for 0): no op or value"
+            )
+        if self.mask is not None:
+            values = self.value if isinstance(self.value, list) else [self.value]
+            if not all(isinstance(v, int) for v in values):
+                raise ValueError("a raw-bit rule with mask needs integer values")
+            outside = [v for v in values if isinstance(v, int) and v & ~self.mask]
+            if outside and self.op in ("==", "!=", "in"):
+                raise ValueError(
+                    f"value 0x{outside[0]:X} has bits outside mask 0x{self.mask:X}: "
+                    "data[byte] & mask can never equal it"
+                )
 
     @property
     def source_group(self) -> str:
@@ -95,9 +124,26 @@ class RuleConfig(BaseModel):
 class RulesFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # How many missed cycles make a signal "lost" (a health event, never a trigger).
+    # How many missed cycles make a signal "lost" (a health event, never a trigger) …
     signal_loss_cycles: Annotated[float, Field(ge=1, le=1000)] = 5.0
+    # … and for a frame whose period is not known (yet), how many seconds of silence.
+    silence_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     rules: list[RuleConfig]
+
+    @model_validator(mode="after")
+    def _groups(self) -> Self:
+        # The policy's cooldown is per (unit, kind, source): a group is one source, so its
+        # rules must share a kind to share a cooldown.
+        kinds: dict[str, set[str]] = {}
+        for rule in self.rules:
+            kinds.setdefault(rule.source_group, set()).add(rule.kind.value)
+        for group, found in kinds.items():
+            if len(found) > 1:
+                raise ValueError(
+                    f"group {group!r} mixes kinds {sorted(found)}: rules of a group share "
+                    "one kind (one trigger source, one cooldown)"
+                )
+        return self
 
 
 def load_rules(path: Path | str) -> RulesFile:
@@ -155,6 +201,7 @@ class CompiledRule:
     # For multiplexed signals: (extract the multiplexer, values the signal exists under,
     # every value the DBC defines).
     mux: tuple[Extract, frozenset[int], frozenset[int]] | None = None
+    ignore: frozenset[Number] = frozenset()  # values that neither fire nor release
     # Derived for the engine's per-frame path: which test fires and which re-arms (swapped
     # for a falling edge), and the timings, without going through ``config``.
     fires: Callable[[Number], bool] = field(init=False)
@@ -183,6 +230,7 @@ def signal_extractor(signal: Any, frame_len: int, *, scaled: bool = True) -> Ext
     length, byte order and sign: no decode of the whole message per frame."""
     start, length = int(signal.start), int(signal.length)
     big_endian, signed = signal.byte_order == "big_endian", signal.is_signed
+    is_float = bool(getattr(signal, "is_float", False))
     scale, offset = (signal.scale, signal.offset) if scaled else (1, 0)
     mask = (1 << length) - 1
     byteorder: Literal["big", "little"]
@@ -196,7 +244,16 @@ def signal_extractor(signal: Any, frame_len: int, *, scaled: bool = True) -> Ext
     sign_bit, wrap = 1 << (length - 1), 1 << length
 
     # One closure per case, so the common one (unsigned, unscaled) does nothing extra.
-    if not signed and scale == 1 and offset == 0:
+    if is_float:  # IEEE 754 (SIG_VALTYPE_ 1 or 2): the extracted bits are the pattern
+        if length not in (32, 64):
+            raise ValueError(f"{signal.name}: a float signal must be 32 or 64 bits")
+        unpack = struct.Struct(">f" if length == 32 else ">d").unpack
+
+        def extract(data: bytes) -> Number:
+            bits = (int.from_bytes(data[:frame_len], byteorder) >> shift) & mask
+            value: float = unpack(bits.to_bytes(length // 8, "big"))[0]
+            return value * scale + offset
+    elif not signed and scale == 1 and offset == 0:
 
         def extract(data: bytes) -> Number:
             return (int.from_bytes(data[:frame_len], byteorder) >> shift) & mask
@@ -258,9 +315,9 @@ def compile_rules(
                 condition, released = (lambda v: v == 1), (lambda v: v == 0)
                 label = f"0x{cfg.frame_id:X}[{byte}].{bit}"
             else:
-                mask, target = cfg.mask, cfg.value
+                mask = cfg.mask
                 assert mask is not None
-                assert isinstance(target, int)
+                target: Any = frozenset(cfg.value) if isinstance(cfg.value, list) else cfg.value
                 extract = _raw_masked(byte, mask)
                 condition, released = _condition(cfg, target)
                 label = f"0x{cfg.frame_id:X}[{byte}]&0x{mask:02X}"
@@ -275,12 +332,14 @@ def compile_rules(
                     released=released,
                     cycle_s=cfg.cycle_ms / 1000 if cfg.cycle_ms else None,
                     where=label,
+                    ignore=frozenset(v for v in cfg.ignore if not isinstance(v, str)),
                 )
             )
             continue
         message = _find_message(databases, cfg.message or "", source, where)
         signal = _find_signal(message, cfg.signal or "", source, where)
-        value = _resolve_value(cfg, signal, source, where)
+        value = _resolve_value(cfg.value, signal, source, where)
+        ignore = frozenset(_resolve_value(v, signal, source, where) for v in cfg.ignore)
         condition, released = _condition(cfg, value)
         mux = None
         if signal.multiplexer_ids:
@@ -304,6 +363,7 @@ def compile_rules(
                 cycle_s=cycle_ms / 1000 if cycle_ms else None,
                 where=f"{message.name}.{signal.name}",
                 mux=mux,
+                ignore=ignore,
             )
         )
     return compiled
@@ -328,7 +388,9 @@ def _find_signal(message: Any, name: str, source: str, where: str) -> Any:
         ) from None
 
 
-def _resolve_value(cfg: RuleConfig, signal: Any, source: str, where: str) -> Any:
+def _resolve_value(
+    value: Number | str | list[Number | str] | None, signal: Any, source: str, where: str
+) -> Any:
     """Numbers stay numbers; a string names one of the signal's DBC value choices."""
 
     def one(v: Number | str) -> Number:
@@ -342,7 +404,7 @@ def _resolve_value(cfg: RuleConfig, signal: Any, source: str, where: str) -> Any
             source, where, f"{signal.name} has no value named {v!r} (choices: {choices})"
         )
 
-    if isinstance(cfg.value, list):
-        return frozenset(one(v) for v in cfg.value)
-    assert cfg.value is not None
-    return one(cfg.value)
+    if isinstance(value, list):
+        return frozenset(one(v) for v in value)
+    assert value is not None
+    return one(value)

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import can
+import cantools
 import yaml
 
 from bridge.embedded import MosquittoProcess
@@ -20,7 +21,9 @@ from mesh.models import ActivationState, TriggerKind
 from tests.harness import UNIT, make_gateway, running_mesh, wait_until
 from tests.test_can_rules import FORD_RULES, PT
 from tests.test_cli import daemon, run
+from triggers.can.engine import RuleEngine
 from triggers.can.factory import build_engine
+from triggers.can.rules import load_rules
 from triggers.can.simulator import Background, MessagePlan, Scenario, Step, Synthetic, play
 from triggers.can.simulator import VehicleSimulator as Vehicle
 from triggers.can.source import CanTriggerSource
@@ -41,7 +44,6 @@ def source(can_data: Path, channel: str) -> CanTriggerSource:
 
 
 def vehicle(can_data: Path, steps: list[Step], duration: float = 4.0) -> Vehicle:
-    import cantools
 
     scenario = Scenario(
         duration_s=duration,
@@ -124,6 +126,53 @@ async def test_signal_loss_is_reported_live(can_data: Path) -> None:
         await src.stop()
 
 
+async def test_a_silent_bus_is_reported_from_the_start(can_data: Path) -> None:
+    """Nothing on the bus at all (a dead or miswired bus): every rule is reported lost
+    after silence_s, though no frame ever gave the source a bus clock."""
+    rules = load_rules(FORD_RULES).model_copy(update={"silence_s": 0.3})
+    channel = f"t-{uuid.uuid4().hex[:8]}"
+    src = CanTriggerSource(
+        RuleEngine.compile(rules, [cantools.database.load_file(str(can_data / PT))]),
+        unit_id=UNIT,
+        bus_factory=lambda filters: can.Bus(
+            interface="virtual", channel=channel, can_filters=filters
+        ),
+        tick_s=0.05,
+    )
+    await src.start()
+    try:
+        await wait_until(lambda: len(src.lost_signals()) == len(rules.rules), timeout_s=5)
+        assert src.health()["signals_lost"] == len(rules.rules)
+    finally:
+        await src.stop()
+
+
+async def test_a_bus_that_keeps_failing_is_retried_ever_more_slowly(can_data: Path) -> None:
+    """A bus that opens and fails at once (a link that is down): reopened after 0.2,
+    0.4, 0.8, 1.6 s …, not five times a second."""
+    channel = f"t-{uuid.uuid4().hex[:8]}"
+
+    def broken(filters: list[dict[str, object]]) -> can.BusABC:
+        bus = can.Bus(interface="virtual", channel=channel, can_filters=filters)
+        bus.shutdown()  # every read fails: CanOperationError, as python-can raises it
+        return bus
+
+    src = CanTriggerSource(
+        build_engine(FORD_RULES, [can_data / PT]), unit_id=UNIT, bus_factory=broken
+    )
+    await src.start()
+    try:
+        await asyncio.sleep(2.5)
+        # 0.2 + 0.4 + 0.8 = 1.4 s for three reopens; the fourth is due at 3.0 s.
+        assert src.counters["reopened"] == 3
+        assert src.counters["bus_errors"] == 4
+    finally:
+        await src.stop()
+    before = dict(src.counters)
+    await asyncio.sleep(1.0)
+    assert dict(src.counters) == before  # stopped for good: no reopening after stop
+
+
 def test_can_replay_cli_json(can_data: Path, tmp_path: Path) -> None:
     scenario = tmp_path / "drive.yaml"
     scenario.write_text(
@@ -195,13 +244,24 @@ def test_can_cli_errors_exit_2(can_data: Path, tmp_path: Path) -> None:
     assert "--bus-opt 'oops': expected KEY=VALUE" in " ".join(result.stderr.split())
 
 
-def test_can_diff_cli_finds_the_durango_candidate(can_data: Path) -> None:
-    result = run("can-diff", str(can_data / "durango_dooropen.log"), "--split-at", "1.0", "--json")
+def test_can_diff_cli_finds_the_durango_candidate(can_data: Path, tmp_path: Path) -> None:
+    log = can_data / "durango_dooropen.log"
+    result = run("can-diff", str(log), "--split-at", "1.0", "--json")
     assert result.returncode == 0, result.stderr
     candidates = [json.loads(line) for line in result.stdout.splitlines()]
     assert {"frame_id": "0x324", "byte": 5, "bit": 4} in [
         {k: c[k] for k in ("frame_id", "byte", "bit")} for c in candidates[:3]
     ]
+    # Its rule, with a name and a kind added, is a working rules file.
+    door = next(c for c in candidates if c["frame_id"] == "0x324")
+    rules = tmp_path / "durango.yaml"
+    rules.write_text(yaml.safe_dump({"rules": [{"name": "door", "kind": "door", **door["rule"]}]}))
+    out = run("can-replay", str(log), "--dbc", str(can_data / PT), "--rules", str(rules), "--json")
+    assert out.returncode == 0, out.stderr
+    start = next(iter(can.LogReader(str(log)))).timestamp
+    assert [
+        (x["rule"], round(x["t"] - start, 3)) for x in map(json.loads, out.stdout.splitlines())
+    ] == [("door", 1.148)]
 
 
 def test_vehicle_to_gateway_over_udp_multicast_in_other_processes(

@@ -152,10 +152,17 @@ class RuleEngine:
         fired: list[Fired] = []
         health: list[Health] = []
         for rule, state in rules:
-            value = self._read(rule, data)
-            if value is None:
-                continue
-            self._present(rule, state, t, health)
+            # The common case inline (this runs for every frame a rule reads); malformed
+            # frames, multiplexed pages, timing and health through the helpers.
+            if len(data) < rule.min_length or rule.mux is not None:
+                value = self._read(rule, data)
+                if value is None:
+                    continue
+            else:
+                value = rule.extract(data)
+            if state.since is not None or state.learning or state.lost:
+                self._present(rule, state, t, health)
+            state.last_seen = t
             if rule.ignore and value in rule.ignore:
                 continue
             if self._step(rule, state, value, t):
@@ -210,12 +217,11 @@ class RuleEngine:
         return rule.extract(data)
 
     def _present(self, rule: CompiledRule, state: _State, t: float, health: list[Health]) -> None:
-        """A well-formed frame of the rule's signal at ``t``."""
+        """A well-formed frame of the rule's signal at ``t`` (before ``last_seen`` moves)."""
         if state.since is not None and t - (state.last_seen or t) > self._limit(state):
             state.since = None  # a hold or release does not span a gap in the signal
         if state.learning:
             self._learn(state, t)
-        state.last_seen = t
         if state.lost:
             self._restored(rule, state, t, health)
 

@@ -26,6 +26,15 @@ class TriggerSource(Protocol):
     def health(self) -> dict[str, int | float | str | bool]: ...
 
 
+async def until_closed(queue: asyncio.Queue[TriggerEvent | None]) -> AsyncIterator[TriggerEvent]:
+    """A source's queued events, until the None its ``stop`` puts there."""
+    while True:
+        event = await queue.get()
+        if event is None:
+            return
+        yield event
+
+
 class QueueSource:
     """A source fed by code: manual buttons, dispatch bridges, tests."""
 

@@ -39,6 +39,7 @@ from triggers.ble.decoders import (
 from triggers.ble.format import DEV_COMPANY_ID
 from triggers.ble.freshness import CounterGate, CounterStore, QuietGate, Verdict
 from triggers.ble.keystore import Keystore
+from triggers.source import until_closed
 
 NS = 1_000_000_000
 DEFAULT_MIN_RSSI = -90
@@ -151,12 +152,8 @@ class BleTriggerSource:
             self.counter_store.close()
         self._queue.put_nowait(None)
 
-    async def events(self) -> AsyncIterator[TriggerEvent]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
-            yield event
+    def events(self) -> AsyncIterator[TriggerEvent]:
+        return until_closed(self._queue)
 
     def health(self) -> dict[str, int | float | str | bool]:
         out: dict[str, int | float | str | bool] = dict(self.counters)

@@ -23,6 +23,7 @@ import structlog
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.models import SourceRef, SourceType, TriggerEvent
 from triggers.can.engine import Fired, Health, RuleEngine
+from triggers.source import until_closed
 
 BusFactory = Callable[[list[dict[str, Any]]], can.BusABC]
 
@@ -188,12 +189,8 @@ class CanTriggerSource:
         self._close()
         self._queue.put_nowait(None)
 
-    async def events(self) -> AsyncIterator[TriggerEvent]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
-            yield event
+    def events(self) -> AsyncIterator[TriggerEvent]:
+        return until_closed(self._queue)
 
     def health(self) -> dict[str, int | float | str | bool]:
         out: dict[str, int | float | str | bool] = dict(self.counters)

@@ -134,7 +134,6 @@ class CanTriggerSource:
         self.channel = channel
         self.clock = clock
         self.counters: Counter[str] = Counter()
-        self.health_events: list[Health] = []
         self._bus_factory = bus_factory
         self._tick_s = tick_s
         self._bus: can.BusABC | None = None
@@ -231,8 +230,6 @@ class CanTriggerSource:
 
     def _report(self, health: Sequence[Health]) -> None:
         for event in health:
-            self.health_events.append(event)
-            del self.health_events[:-256]
             if event.event == "signal_lost":
                 self._log.warning("can signal lost", rule=event.rule, detail=event.detail)
             else:

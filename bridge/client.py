@@ -104,6 +104,7 @@ class MqttLink:
             else aiomqtt.ProtocolVersion.V5
         )
         self.connects = 0
+        self._unsubscribe_pending: set[str] = set()
         # asyncio keeps only weak references to tasks; fire-and-forget publishes live here.
         self._background: set[asyncio.Future[None]] = set()
 
@@ -127,6 +128,34 @@ class MqttLink:
                 link.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await link
+
+    async def set_subscriptions(self, subscriptions: tuple[tuple[str, int], ...]) -> None:
+        """Change what this link subscribes to: new filters first, then the old ones go,
+        so that nothing published to both in between is missed. Applied at once if the
+        link is up, and on every (re)connect from now on."""
+        old = {topic for topic, _ in self.options.subscriptions}
+        new = {topic for topic, _ in subscriptions}
+        self.options = dataclasses.replace(self.options, subscriptions=subscriptions)
+        # A persistent session remembers filters across reconnects: removals are kept
+        # until they reach the broker.
+        self._unsubscribe_pending = (self._unsubscribe_pending | (old - new)) - new
+        client = self._client
+        if client is None or not self._up.is_set():
+            return
+        added = [(t, q) for t, q in subscriptions if t not in old]
+        try:
+            if added:
+                await client.subscribe(added, timeout=self.options.timeout_s)
+            await self._flush_unsubscribes(client)
+        except aiomqtt.MqttError as exc:
+            # The next connect subscribes to the new set (and flushes the removals).
+            self._log.warning("subscription change failed", error=str(exc))
+
+    async def _flush_unsubscribes(self, client: aiomqtt.Client) -> None:
+        if self._unsubscribe_pending:
+            gone = sorted(self._unsubscribe_pending)
+            await client.unsubscribe(gone, timeout=self.options.timeout_s)
+            self._unsubscribe_pending -= set(gone)
 
     def set_will(self, will: LastWill | None) -> None:
         """Use this last-will from the next connection on (the current one keeps its own)."""
@@ -200,6 +229,7 @@ class MqttLink:
     ) -> None:
         if self.options.subscriptions:
             await client.subscribe(list(self.options.subscriptions), timeout=self.options.timeout_s)
+        await self._flush_unsubscribes(client)
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
         self._up.set()

@@ -13,7 +13,11 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 class TopicKind(StrEnum):
     TRIGGER = "trigger"
     COMMAND_ALL = "cmd_all"
+    COMMAND_CELL = "cmd_cell"
+    COMMAND_UNIT = "cmd_unit"
     COMMAND_CAMERA = "cmd_camera"
+    CANCEL = "cancel"
+    ESCALATION = "escalation"
     ACK = "ack"
     ACTIVATION = "activation"
     RECEIPT = "receipt"
@@ -48,8 +52,20 @@ class Topics:
     def command_all(self) -> str:
         return f"{self.prefix}/cmd/all"
 
+    def command_cell(self, cell: str) -> str:
+        return f"{self.prefix}/cmd/cell/{cell}"
+
+    def command_unit(self, unit_id: str) -> str:
+        return f"{self.prefix}/cmd/unit/{unit_id}"
+
     def command_camera(self, camera_id: str) -> str:
         return f"{self.prefix}/cmd/camera/{camera_id}"
+
+    def cancel(self, unit_id: str) -> str:
+        return f"{self.prefix}/cancel/{unit_id}"
+
+    def escalation(self, audience: str) -> str:
+        return f"{self.prefix}/escalation/{audience}"
 
     def ack(self, issuer: str, camera_id: str) -> str:
         return f"{self.prefix}/ack/{issuer}/{camera_id}"
@@ -79,6 +95,12 @@ class Topics:
     def all_receipts(self) -> str:
         return f"{self.prefix}/receipt/+"
 
+    def all_escalations(self) -> str:
+        return f"{self.prefix}/escalation/+"
+
+    def all_gateways(self) -> str:
+        return f"{self.prefix}/gateway/+"
+
     # --- parsing ----------------------------------------------------------------
     def parse(self, topic: str) -> ParsedTopic | None:
         """Classify a topic of this prefix; None for anything else."""
@@ -86,13 +108,15 @@ class Topics:
         if not topic.startswith(head):
             return None
         levels = topic[len(head) :].split("/")
+        if levels[0] == "cmd":
+            return _parse_command(levels)
         match levels:
             case ["trigger", unit]:
                 return ParsedTopic(TopicKind.TRIGGER, (unit,))
-            case ["cmd", "all"]:
-                return ParsedTopic(TopicKind.COMMAND_ALL, ())
-            case ["cmd", "camera", camera]:
-                return ParsedTopic(TopicKind.COMMAND_CAMERA, (camera,))
+            case ["cancel", unit]:
+                return ParsedTopic(TopicKind.CANCEL, (unit,))
+            case ["escalation", audience]:
+                return ParsedTopic(TopicKind.ESCALATION, (audience,))
             case ["ack", issuer, camera]:
                 return ParsedTopic(TopicKind.ACK, (issuer, camera))
             case ["activation", unit, activation]:
@@ -104,3 +128,16 @@ class Topics:
             case ["gateway", gateway]:
                 return ParsedTopic(TopicKind.GATEWAY, (gateway,))
         return None
+
+
+def _parse_command(levels: list[str]) -> ParsedTopic | None:
+    match levels:
+        case ["cmd", "all"]:
+            return ParsedTopic(TopicKind.COMMAND_ALL, ())
+        case ["cmd", "cell", cell]:
+            return ParsedTopic(TopicKind.COMMAND_CELL, (cell,))
+        case ["cmd", "unit", unit]:
+            return ParsedTopic(TopicKind.COMMAND_UNIT, (unit,))
+        case ["cmd", "camera", camera]:
+            return ParsedTopic(TopicKind.COMMAND_CAMERA, (camera,))
+    return None

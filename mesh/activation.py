@@ -87,6 +87,7 @@ class ActivationTracker:
         self.resumed = False
         self.finished_at_ns: int | None = None
         self.finish_reason = ""
+        self.cancelled_by: str | None = None
 
     @property
     def activation_id(self) -> str:
@@ -151,6 +152,8 @@ class ActivationTracker:
 
     def finish(self, wall_ns: int, reason: str = "") -> None:
         """Close the activation: every expected camera still silent is missed."""
+        if self.cancelled_by is not None:
+            return  # closed by the cancel already
         for progress in self.cameras.values():
             if progress.status is OutcomeStatus.PENDING:
                 progress.status = OutcomeStatus.MISSED
@@ -159,7 +162,23 @@ class ActivationTracker:
         self.finished_at_ns = wall_ns
         self.finish_reason = reason
 
+    def cancel(self, wall_ns: int, by: str, reason: str) -> None:
+        """A false trigger, cancelled in its window: nothing more is asked of the cameras;
+        those still silent are marked cancelled, not missed. Already finished: the outcome
+        stays as it was, the state becomes cancelled."""
+        for progress in self.cameras.values():
+            if progress.status is OutcomeStatus.PENDING:
+                progress.status = OutcomeStatus.CANCELLED
+                progress.detail = "not answered before the cancel"
+        self._pending = 0
+        if self.finished_at_ns is None:
+            self.finished_at_ns = wall_ns
+        self.cancelled_by = by
+        self.finish_reason = f"cancelled by {by}" + (f": {reason}" if reason else "")
+
     def state(self) -> ActivationState:
+        if self.cancelled_by is not None:
+            return ActivationState.CANCELLED
         if self.finished_at_ns is None:
             return ActivationState.PENDING
         statuses = [p.status for p in self.cameras.values()]
@@ -213,4 +232,6 @@ class ActivationTracker:
             ),
             all_acked_ms=self.all_acked_ms(),
             merged_triggers=self.merged_triggers,
+            priority=cmd.priority,
+            cancelled_by=self.cancelled_by,
         )

@@ -108,6 +108,12 @@ class Admitter:
             self._windows[key] = _Window(activation_id, event.observed_at_ns)
         self._seen_events[event.event_id] = (activation_id, event.observed_at_ns)
 
+    def forget(self, activation_id: str) -> None:
+        """A cancelled activation no longer holds its cooldown: a real trigger right after
+        a false one starts cameras. (Its own event stays known, so a repeat is merged.)"""
+        for key in [k for k, w in self._windows.items() if w.activation_id == activation_id]:
+            del self._windows[key]
+
     def _prune(self, now_ns: int) -> None:
         # Nothing older than the trigger-age limit can be admitted, so nothing older than
         # that plus the longest cooldown can matter.

@@ -18,6 +18,7 @@ from bridge.codec import PayloadError, decode, encode
 from bridge.topics import TopicKind, Topics
 from bridge.urls import BrokerUrl
 from mesh.camera_decision import Action, CameraView, decide
+from mesh.cells import cell_of
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.models import (
     AckStatus,
@@ -26,6 +27,7 @@ from mesh.models import (
     CameraRole,
     GeoPoint,
     Position,
+    RecordCancel,
     RecordStart,
 )
 from mesh.recorder import SimulatedRecorder
@@ -43,6 +45,18 @@ class CameraIdentity:
     camera_id: str
     unit_id: str
     role: CameraRole
+    officer: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+# The topics a camera hears commands on, besides its cell's: everyone's (commands for
+# very large circles), its unit's, its own (retries).
+_COMMAND_KINDS = (
+    TopicKind.COMMAND_ALL,
+    TopicKind.COMMAND_CELL,
+    TopicKind.COMMAND_UNIT,
+    TopicKind.COMMAND_CAMERA,
+)
 
 
 class CameraAgent:
@@ -59,8 +73,10 @@ class CameraAgent:
         protocol: ProtocolChoice = "auto",
         heartbeat_s: float = 30.0,
         client_id: str | None = None,
+        asleep: bool = False,
     ) -> None:
         self.identity = identity
+        self.asleep = asleep
         self.topics = topics
         self.clock = clock
         self.position = position
@@ -77,13 +93,30 @@ class CameraAgent:
             url,
             LinkOptions(
                 client_id=client_id or f"tm-cam-{cid}",
-                subscriptions=((topics.command_all(), 1), (topics.command_camera(cid), 1)),
+                subscriptions=self._subscriptions(),
                 will=self._will(),
                 session_expiry_s=600,
                 protocol=protocol,
             ),
             logger=self._log,
         )
+        self._resubscribe_task: asyncio.Task[None] | None = None
+
+    @property
+    def cell(self) -> str | None:
+        """The geo cell of the current fix: commands for it arrive on its topic."""
+        return None if self.position is None else cell_of(self.position.lat, self.position.lon)
+
+    def _subscriptions(self) -> tuple[tuple[str, int], ...]:
+        ident = self.identity
+        subs = [
+            (self.topics.command_all(), 1),
+            (self.topics.command_unit(ident.unit_id), 1),
+            (self.topics.command_camera(ident.camera_id), 1),
+        ]
+        if self.cell is not None:
+            subs.append((self.topics.command_cell(self.cell), 1))
+        return tuple(subs)
 
     # --- lifecycle --------------------------------------------------------------------
     async def run(self) -> None:
@@ -140,6 +173,9 @@ class CameraAgent:
             recording=online and self.recorder.is_recording(now),
             position=position,
             last_seen_ns=now,
+            officer=self.identity.officer,
+            groups=self.identity.groups,
+            asleep=self.asleep,
         )
 
     async def _publish_presence(self, *, online: bool) -> None:
@@ -151,8 +187,24 @@ class CameraAgent:
         )
 
     def move_to(self, position: GeoPoint | None) -> None:
-        """A new GPS fix: remembered at once, announced shortly (coalesced)."""
+        """A new GPS fix: remembered at once, announced shortly (coalesced). Entering
+        another cell moves the cell subscription with it."""
+        before = self.cell
         self.position = position
+        if self.cell != before:
+            self._resubscribe_task = asyncio.create_task(
+                self.link.set_subscriptions(self._subscriptions())
+            )
+        self._presence_changed()
+
+    async def settled(self) -> None:
+        """Wait for a subscription change under way (tests, simulations)."""
+        if self._resubscribe_task is not None:
+            await self._resubscribe_task
+
+    def set_asleep(self, asleep: bool) -> None:
+        """Standby (asleep) or ready: announced with the next presence."""
+        self.asleep = asleep
         self._presence_changed()
 
     def _presence_changed(self) -> None:
@@ -167,12 +219,18 @@ class CameraAgent:
     # --- commands ---------------------------------------------------------------------
     def _on_message(self, message: Inbound) -> None:
         parsed = self.topics.parse(message.topic)
-        if parsed is None or parsed.kind not in (TopicKind.COMMAND_ALL, TopicKind.COMMAND_CAMERA):
+        if parsed is None or parsed.kind not in _COMMAND_KINDS:
             self.counters["ignored.topic"] += 1
             return
         received_ns = self.clock.wall_ns()
         try:
-            command = decode(RecordStart, message.payload)
+            try:
+                command = decode(RecordStart, message.payload)
+            except PayloadError as exc:
+                if exc.code != "wrong_type":
+                    raise
+                self.cancel(decode(RecordCancel, message.payload))
+                return
         except PayloadError as exc:
             self.counters[f"rejected.command.{exc.code}"] += 1
             self._log.warning(
@@ -183,9 +241,24 @@ class CameraAgent:
             command, direct=parsed.kind is TopicKind.COMMAND_CAMERA, received_ns=received_ns
         )
 
+    def cancel(self, cancel: RecordCancel) -> bool:
+        """A cancelled activation: stop the recording if it alone started it. What was
+        recorded is kept. True if a recording stopped."""
+        stopped = self.recorder.cancel(cancel.activation_id, self.clock.wall_ns())
+        self.counters["cancel.stopped" if stopped else "cancel.kept_recording"] += 1
+        if stopped:
+            self._log.info(
+                "recording stopped: activation cancelled", activation=cancel.activation_id
+            )
+            self._presence_changed()
+        return stopped
+
     def handle(self, command: RecordStart, *, direct: bool, received_ns: int) -> CameraAck | None:
         """Decide, act on the recorder, and ack. Returns the ack sent, if any."""
-        me = CameraView(self.identity.camera_id, self.identity.unit_id, self.position)
+        ident = self.identity
+        me = CameraView(
+            ident.camera_id, ident.unit_id, self.position, ident.role, ident.groups, self.asleep
+        )
         aid = command.activation_id
         now = self.clock.wall_ns()
         decision = decide(
@@ -202,6 +275,7 @@ class CameraAgent:
         assert decision.status is not None
         started_at = kept = None
         if decision.action is Action.START:
+            self.asleep = False  # woken by the command
             start = self.recorder.start(aid, command.pre_event_s, now)
             started_at, kept = start.started_at_ns, start.pre_event_kept_s
             self._presence_changed()

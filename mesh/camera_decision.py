@@ -1,10 +1,13 @@
 """What a camera does with a record-start command. Pure: inputs in, decision out.
 
-A camera starts when it is targeted (its unit or its id named in the command) or when
-its own position is within the command's radius of the origin. A broadcast it is not
-concerned by gets no answer, so a city-wide broadcast costs only the acks of cameras
-that start. A command sent to this camera directly (a retry: the gateway is waiting
-for it) always gets an answer, out_of_range included.
+A camera starts when it is named in the command, or when it passes the command's role and
+group filters and is either in a targeted unit or within the command's radius of the
+origin by its own fix. A camera asleep starts only if the command wakes cameras. A
+command it is not concerned by, on a topic many cameras share, gets no answer, so a
+broadcast costs only the acks of cameras that start; and so does the same command
+arriving a second time on another shared topic (its cell and its unit, say). A command
+sent to this camera directly (a retry: the gateway is waiting for it) always gets an
+answer, out_of_range included.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from mesh.geo import haversine_m
-from mesh.models import AckStatus, GeoPoint, RecordStart
+from mesh.models import AckStatus, CameraRole, GeoPoint, RecordStart
 
 
 class Action(Enum):
@@ -27,6 +30,9 @@ class CameraView:
     camera_id: str
     unit_id: str
     position: GeoPoint | None
+    role: CameraRole = CameraRole.BODY
+    groups: tuple[str, ...] = ()
+    asleep: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,14 @@ def scope(command: RecordStart, me: CameraView) -> tuple[bool, str]:
     """Is this camera concerned by the command, and why (or why not)."""
     if me.camera_id in command.targets.cameras:
         return True, "named in the command"
+    if command.roles and me.role not in command.roles:
+        return False, f"role {me.role.value} is not one the command starts"
+    if command.groups and not set(me.groups) & set(command.groups):
+        return False, "in none of the groups the command starts"
     if me.unit_id in command.targets.units:
         return True, f"unit {me.unit_id} targeted"
-    if command.origin is None:
-        return False, "command has no origin and does not target this camera"
+    if command.origin is None or command.radius_m <= 0:
+        return False, "command targets units only, not this camera's"
     if me.position is None:
         return False, "no position fix"
     distance = haversine_m(command.origin.lat, command.origin.lon, me.position.lat, me.position.lon)
@@ -62,8 +72,14 @@ def decide(
     now_ns: int,
 ) -> Decision:
     concerned, why = scope(command, me)
+    if concerned and me.asleep and not command.wake:
+        concerned, why = False, f"asleep, and the command does not wake cameras; {why}"
     if not concerned and not direct:
         return Decision(Action.IGNORE, None, why)
+    if already_handled and not direct:
+        # The same command again on a shared topic (its cell and its unit both carry it,
+        # or a QoS 1 redelivery): answered the first time.
+        return Decision(Action.IGNORE, None, "duplicate command for this activation")
     if already_handled:
         return Decision(
             Action.ACK, AckStatus.ALREADY_RECORDING, "duplicate command for this activation"

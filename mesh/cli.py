@@ -186,9 +186,9 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(
         f"holster burst: {burst['adverts']} adverts → {burst['activations']} activation; "
         f"replayed advert: {replay['adverts']} adverts, {replay['rejected']} rejected as replays, "
-        f"{replay['activations']} activations; repeated command → {dup['acks']} acks, all "
-        f"already_recording: {dup['all_already_recording']}, new recordings: "
-        f"{dup['new_recordings']}; idle out-of-range cameras: "
+        f"{replay['activations']} activations; command redelivered → "
+        f"{dup['redelivery_acks']} acks, resent to one camera → {dup['direct_resend']}, new "
+        f"recordings: {dup['new_recordings']}; idle out-of-range cameras: "
         f"{', '.join(summary['idle_out_of_range'])}",
         highlight=False,
     )

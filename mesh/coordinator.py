@@ -6,7 +6,13 @@ Order matters and is the point of this module:
 3. broadcast the record-start command (QoS1) and collect acks until the deadline;
 4. send the command directly to expected cameras still silent, with growing waits,
    within the command's expiry;
-5. close the activation: per-camera outcome and latency, logged and published.
+5. close the activation: per-camera outcome and latency, logged and published; every
+   camera that did not start is escalated to the policy's audiences (dispatch first).
+
+The command goes to the geo cells its circle meets, its targeted units and its named
+cameras (``mesh.fanout``): a bounded number of publishes, whatever the fleet. Within the
+kind's cancellation window an activation can be cancelled (logged; cameras stop what it
+alone started and keep it).
 
 A crash anywhere after (2) is repaired on restart by ``load_unfinished`` +
 ``start_resumed``: the command is (re)sent, cameras that already started say so.
@@ -36,9 +42,12 @@ from mesh.activation_log import (
 )
 from mesh.admission import Accepted, Admitter, Refused, Suppressed
 from mesh.clock import Clock
+from mesh.fanout import command_topics
 from mesh.log_records import (
     AckEntry,
     ActivationEntry,
+    CancelEntry,
+    EscalatedEntry,
     FinishedEntry,
     PublishedEntry,
     RecordKind,
@@ -48,14 +57,19 @@ from mesh.log_records import (
 from mesh.models import (
     ActivationRecord,
     CameraAck,
-    CameraPresence,
+    CancelRequest,
+    Escalation,
+    EscalationReason,
     GeoPoint,
+    OutcomeStatus,
     ReceiptOutcome,
+    RecordCancel,
     TriggerEvent,
     TriggerReceipt,
 )
 from mesh.planning import plan_activation
 from mesh.policy import KindRules, Policy
+from mesh.targeting import CameraIndex, TargetDecision
 from mesh.tasks import Background
 
 NS = 1_000_000_000
@@ -85,10 +99,6 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
-class PresenceView(Protocol):
-    def snapshot(self) -> list[CameraPresence]: ...
-
-
 @dataclass(eq=False)
 class _Live:
     tracker: ActivationTracker
@@ -97,6 +107,8 @@ class _Live:
     attempt: int = 0
     published: bool = False
     last_update_mono: int = 0
+    # In range or targeted, but offline too long to wait for: escalated at once.
+    unreachable: list[TargetDecision] = field(default_factory=list)
 
     @property
     def progress_interval_ns(self) -> int:
@@ -113,7 +125,7 @@ class Coordinator:
         log: ActivationLog,
         publisher: Publisher,
         topics: Topics,
-        presence: PresenceView,
+        presence: CameraIndex,
         position: Callable[[], GeoPoint | None],
         clock: Clock,
         on_finished: Callable[[ActivationRecord], None] | None = None,
@@ -132,6 +144,8 @@ class Coordinator:
         self.live: dict[str, _Live] = {}
         # Ids of recently finished activations, to tell a late ack from an unknown one.
         self.recent: OrderedDict[str, None] = OrderedDict()
+        # Finished activations still inside their cancellation window.
+        self.cancellable: OrderedDict[str, _Live] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self.tasks = Background()
         self._resumed: list[_Live] = []
@@ -201,14 +215,17 @@ class Coordinator:
             rules=admission.rules,
             issuer=self.issuer,
             gateway_position=self.position(),
-            cameras=self.presence.snapshot(),
+            cameras=self.presence,
             now_ns=now,
             offline_grace_s=self.policy.offline_grace_s,
+            max_fix_age_s=self.policy.max_fix_age_s,
+            own_unit=self.unit_id,
         )
         tracker = ActivationTracker(
             plan.command, plan.decisions, unit_id=self.unit_id, accepted_mono_ns=mono
         )
         live = _Live(tracker, admission.rules)
+        live.unreachable = [d for d in plan.decisions if d.escalate is not None]
         self.live[tracker.activation_id] = live
         entry = ActivationEntry.json_of(event, now, plan.command, plan.decisions)
         try:
@@ -305,6 +322,9 @@ class Coordinator:
             if not sent:
                 return "command could not be published before it expired"
             live.published = True
+            for decision in live.unreachable:
+                assert decision.escalate is not None
+                self._escalate(live, decision.camera_id, decision.escalate, decision.reason)
             # The first progress record goes out shortly after, off the path of the acks
             # (dispatch already has the receipt; most activations finish before this).
             live.last_update_mono = self.clock.mono_ns()
@@ -342,7 +362,7 @@ class Coordinator:
             command = command.model_copy(update={"attempt": live.attempt})
         payload = encode(command)
         topics = (
-            [self.topics.command_all()]
+            command_topics(self.topics, command)
             if cameras is None
             else [self.topics.command_camera(c) for c in cameras]
         )
@@ -365,12 +385,13 @@ class Coordinator:
                 await asyncio.sleep(0.05)
                 continue
             tracker.on_published(cameras)
+            self.counters["publish.commands"] += len(topics)
             self._append(
                 RecordKind.PUBLISHED,
                 tracker.activation_id,
                 PublishedEntry(
                     attempt=live.attempt,
-                    topic=topics[0] if cameras is None else self.topics.command_camera("+"),
+                    topic=self.topics.command_camera("+") if cameras else ",".join(topics),
                     cameras=None if cameras is None else tuple(cameras),
                 ),
             )
@@ -385,6 +406,9 @@ class Coordinator:
         self.recent[tracker.activation_id] = None
         while len(self.recent) > _RECENT_MAX:
             self.recent.popitem(last=False)
+        if live.rules.cancel_window_s > 0 and tracker.cancelled_by is None:
+            self.cancellable[tracker.activation_id] = live
+        self._prune_cancellable(now)
         self.counters[f"activations.{record.state}"] += 1
         try:
             await self.log.append_durable(
@@ -394,6 +418,17 @@ class Coordinator:
             self.counters["log.write_failures"] += 1
             self._log.error("activation outcome not durable", error=str(exc))
         self._publish_record(record)
+        if tracker.cancelled_by is None:
+            for outcome in record.cameras:
+                if outcome.expected and outcome.status is OutcomeStatus.REJECTED:
+                    self._escalate(
+                        live, outcome.camera_id, EscalationReason.REJECTED, outcome.detail
+                    )
+                elif outcome.expected and outcome.status is OutcomeStatus.MISSED:
+                    presence = self.presence.get(outcome.camera_id)
+                    offline = presence is not None and not presence.online
+                    reason = EscalationReason.OFFLINE if offline else EscalationReason.NO_ACK
+                    self._escalate(live, outcome.camera_id, reason, outcome.detail)
         missed = [c.camera_id for c in record.cameras if c.status == "missed"]
         self._log.info(
             "activation finished",
@@ -404,6 +439,115 @@ class Coordinator:
         )
         if self.on_finished is not None:
             self.on_finished(record)
+
+    # --- escalation ------------------------------------------------------------------------
+    def _escalate(self, live: _Live, camera_id: str, reason: EscalationReason, detail: str) -> None:
+        """Tell the policy's audiences that a camera did not start, and log it."""
+        tracker = live.tracker
+        presence = self.presence.get(camera_id)
+        progress = tracker.cameras.get(camera_id)
+        now = self.clock.wall_ns()
+        self.counters[f"escalations.{reason.value}"] += 1
+        for audience in live.rules.escalate_to:
+            name = f"unit-{self.unit_id}" if audience == "own_unit" else audience
+            escalation = Escalation(
+                activation_id=tracker.activation_id,
+                issuer=self.issuer,
+                unit_id=self.unit_id,
+                kind=tracker.command.trigger.kind,
+                priority=tracker.command.priority,
+                camera_id=camera_id,
+                camera_unit_id=presence.unit_id if presence is not None else None,
+                officer=presence.officer if presence is not None else None,
+                reason=reason,
+                detail=detail[:512],
+                attempts=progress.attempts if progress is not None else 0,
+                audience=name,
+                at_ns=now,
+            )
+            self.publisher.publish_soon(self.topics.escalation(name), encode(escalation), qos=1)
+            self._append(
+                RecordKind.ESCALATED, tracker.activation_id, EscalatedEntry(escalation=escalation)
+            )
+        self._log.warning(
+            "camera escalated",
+            activation=tracker.activation_id,
+            camera=camera_id,
+            reason=reason.value,
+            detail=detail,
+        )
+
+    # --- cancellation ------------------------------------------------------------------------
+    def on_cancel(self, request: CancelRequest) -> TriggerReceipt:
+        """Cancel an activation within its window; refused (and logged) otherwise."""
+        now = self.clock.wall_ns()
+        self._prune_cancellable(now)
+        aid = request.activation_id
+        live = self.live.get(aid) or self.cancellable.get(aid)
+        problem = self._cancel_problem(live, request, now)
+        self._append(
+            RecordKind.CANCEL,
+            aid,
+            CancelEntry(cancel=request, accepted=not problem, reason=problem),
+        )
+        if problem or live is None:
+            self.counters["cancels.refused"] += 1
+            self._log.info("cancel refused", activation=aid, by=request.by, reason=problem)
+            outcome = ReceiptOutcome.REJECTED
+        else:
+            self.counters["cancels.accepted"] += 1
+            self._cancel(live, request, now)
+            outcome = ReceiptOutcome.ACCEPTED
+        receipt = TriggerReceipt(
+            event_id=request.cancel_id,
+            unit_id=self.unit_id,
+            outcome=outcome,
+            activation_id=aid,
+            reason=problem,
+            at_ns=now,
+        )
+        return self._announce(receipt)
+
+    def _cancel_problem(self, live: _Live | None, request: CancelRequest, now: int) -> str:
+        if live is None:
+            return f"activation {request.activation_id} is not one of this gateway's recent ones"
+        tracker, window = live.tracker, live.rules.cancel_window_s
+        if tracker.cancelled_by is not None:
+            return f"already cancelled by {tracker.cancelled_by}"
+        if window <= 0:
+            return f"the policy allows no cancelling of {tracker.command.trigger.kind} activations"
+        age_s = (now - tracker.command.issued_at_ns) / NS
+        if age_s > window:
+            return f"the {window:g} s cancel window closed {age_s - window:.1f} s ago"
+        return ""
+
+    def _cancel(self, live: _Live, request: CancelRequest, now: int) -> None:
+        tracker = live.tracker
+        was_finished = tracker.finished_at_ns is not None
+        tracker.cancel(now, request.by, request.reason)
+        self.admitter.forget(tracker.activation_id)
+        self.cancellable.pop(tracker.activation_id, None)
+        notice = RecordCancel(
+            activation_id=tracker.activation_id,
+            issuer=self.issuer,
+            reason=tracker.finish_reason,
+            at_ns=now,
+        )
+        for topic in command_topics(self.topics, tracker.command):
+            self.publisher.publish_soon(topic, encode(notice), qos=1)
+        self._log.info("activation cancelled", activation=tracker.activation_id, by=request.by)
+        if was_finished:
+            self._publish_record(tracker.record())  # the outcome stands; the state changes
+        else:
+            live.done.set()  # _drive stops retrying and finishes it as cancelled
+
+    def _prune_cancellable(self, now: int) -> None:
+        while self.cancellable:
+            aid, live = next(iter(self.cancellable.items()))
+            age_s = (now - live.tracker.command.issued_at_ns) / NS
+            if age_s <= live.rules.cancel_window_s:
+                break
+            del self.cancellable[aid]
 
     def _publish_record(self, record: ActivationRecord) -> None:
         self.publisher.publish_soon(
@@ -499,7 +643,7 @@ class Coordinator:
         self,
         kind: RecordKind,
         activation_id: str | None,
-        body: TriggerEntry | PublishedEntry | ResumedEntry,
+        body: TriggerEntry | PublishedEntry | ResumedEntry | EscalatedEntry | CancelEntry,
     ) -> None:
         try:
             self.log.append(kind, activation_id, body, self.clock.wall_ns())

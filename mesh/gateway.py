@@ -2,6 +2,7 @@
 
 It owns one MQTT link and routes what arrives on it:
 - ``{prefix}/trigger/{unit}``: manual and dispatch triggers for this unit;
+- ``{prefix}/cancel/{unit}``: cancel requests for this unit's activations;
 - ``{prefix}/ack/{gateway}/+``: camera acks for the activations it issued;
 - ``{prefix}/presence/+``: retained camera presence, for range resolution.
 Every malformed or mismatched payload is logged with its reason and counted; the
@@ -31,6 +32,7 @@ from mesh.models import (
     ActivationRecord,
     CameraAck,
     CameraPresence,
+    CancelRequest,
     GatewayStatus,
     GeoPoint,
     TriggerEvent,
@@ -90,6 +92,7 @@ class Gateway:
                 client_id=client_id or f"tm-{issuer}",
                 subscriptions=(
                     (self.topics.trigger(settings.unit_id), 1),
+                    (self.topics.cancel(settings.unit_id), 1),
                     (self.topics.acks_for(issuer), 1),
                     (self.topics.all_presence(), 1),
                 ),
@@ -233,6 +236,15 @@ class Gateway:
                     self._background.spawn(
                         self.coordinator.submit(event, received_mono_ns=received_mono)
                     )
+                case TopicKind.CANCEL:
+                    cancel = decode(CancelRequest, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+                    if cancel.unit_id != self.settings.unit_id:
+                        raise PayloadError(
+                            "unit_mismatch",
+                            f"cancel for unit {cancel.unit_id!r} "
+                            f"sent to unit {self.settings.unit_id!r}",
+                        )
+                    self.coordinator.on_cancel(cancel)
                 case TopicKind.PRESENCE:
                     self._on_presence(parsed.args[0], message)
                 case _:

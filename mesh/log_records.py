@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 
-from mesh.models import ActivationRecord, CameraAck, Frozen, RecordStart, TriggerEvent
+from mesh.models import (
+    ActivationRecord,
+    CameraAck,
+    CancelRequest,
+    Escalation,
+    Frozen,
+    RecordStart,
+    TriggerEvent,
+)
 from mesh.targeting import TargetDecision
 
 
@@ -17,6 +25,8 @@ class RecordKind(StrEnum):
     ACK = "ack"  # a camera answered
     FINISHED = "finished"  # final per-camera outcomes and state
     RESUMED = "resumed"  # a gateway restart picked the activation up again
+    ESCALATED = "escalated"  # a camera that did not start, told to the policy's audiences
+    CANCEL = "cancel"  # a cancel request, accepted or refused (nothing is erased)
 
 
 class TargetEntry(Frozen):
@@ -115,3 +125,13 @@ class FinishedEntry(Frozen):
 class ResumedEntry(Frozen):
     reason: str
     acks_recovered: int
+
+
+class EscalatedEntry(Frozen):
+    escalation: Escalation
+
+
+class CancelEntry(Frozen):
+    cancel: CancelRequest
+    accepted: bool
+    reason: str

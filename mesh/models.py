@@ -62,6 +62,7 @@ class OutcomeStatus(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     REJECTED = "rejected"
     MISSED = "missed"
+    CANCELLED = "cancelled"  # still pending when the activation was cancelled
 
 
 CONFIRMED_OUTCOMES = frozenset({OutcomeStatus.STARTED, OutcomeStatus.ALREADY_RECORDING})
@@ -78,6 +79,15 @@ class ActivationState(StrEnum):
 class CameraRole(StrEnum):
     BODY = "body"
     DASH = "dash"
+
+
+class EscalationReason(StrEnum):
+    OFFLINE = "offline"  # in range or targeted, but its presence says offline
+    NO_ACK = "no_ack"  # expected, commanded, retried, never answered
+    REJECTED = "rejected"  # answered, and refused (e.g. the command arrived expired)
+
+
+Priority = Annotated[int, Field(ge=1, le=5, description="1 most urgent … 5 least")]
 
 
 class ReceiptOutcome(StrEnum):
@@ -166,6 +176,22 @@ class RecordStart(Frozen):
     targets: Targets
     expires_at_ns: TimeNs
     attempt: Annotated[int, Field(ge=0)] = 0
+    priority: Priority = 3
+    # Filters on who starts (empty: anyone); a camera named in targets.cameras always does.
+    roles: tuple[CameraRole, ...] = ()
+    groups: tuple[Ident, ...] = ()
+    wake: bool = True  # whether a camera asleep (standby) starts for it
+
+
+class RecordCancel(Frozen):
+    """A cancelled activation: cameras stop a recording it alone started (and keep it)."""
+
+    type: Literal["record_cancel"] = "record_cancel"
+    v: Literal[1] = 1
+    activation_id: Ident
+    issuer: Ident
+    reason: Annotated[str, Field(max_length=512)] = ""
+    at_ns: TimeNs
 
 
 class CameraAck(Frozen):
@@ -224,6 +250,8 @@ class ActivationRecord(Frozen):
         description="Trigger accepted → last expected ack recorded, monotonic ms",
     )
     merged_triggers: int = 0
+    priority: Priority = 3
+    cancelled_by: Annotated[str, Field(max_length=128)] | None = None
 
 
 class CameraPresence(Frozen):
@@ -238,6 +266,43 @@ class CameraPresence(Frozen):
     recording: bool
     position: Position | None = None
     last_seen_ns: TimeNs
+    officer: Annotated[str, Field(max_length=64)] | None = None
+    groups: tuple[Ident, ...] = ()
+    asleep: bool = False  # standby: not recording into its pre-event buffer either
+
+
+class CancelRequest(Frozen):
+    """Into a gateway: cancel an activation that was a false trigger, within the policy's
+    cancellation window. Nothing is erased: the cancel is logged beside the activation."""
+
+    type: Literal["cancel"] = "cancel"
+    v: Literal[1] = 1
+    cancel_id: EventId
+    activation_id: Ident
+    unit_id: Ident
+    by: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Annotated[str, Field(max_length=512)] = ""
+    at_ns: TimeNs
+
+
+class Escalation(Frozen):
+    """A camera that did not start, told to whoever the policy names (dispatch first)."""
+
+    type: Literal["escalation"] = "escalation"
+    v: Literal[1] = 1
+    activation_id: Ident
+    issuer: Ident
+    unit_id: Ident  # the activation's unit
+    kind: TriggerKind
+    priority: Priority = 3
+    camera_id: Ident
+    camera_unit_id: Ident | None
+    officer: Annotated[str, Field(max_length=64)] | None = None
+    reason: EscalationReason
+    detail: Annotated[str, Field(max_length=512)] = ""
+    attempts: Annotated[int, Field(ge=0)] = 0
+    audience: Ident
+    at_ns: TimeNs
 
 
 class TriggerReceipt(Frozen):
@@ -274,4 +339,7 @@ WIRE_MODELS: dict[str, type[Frozen]] = {
     "presence": CameraPresence,
     "receipt": TriggerReceipt,
     "gateway": GatewayStatus,
+    "record_cancel": RecordCancel,
+    "cancel": CancelRequest,
+    "escalation": Escalation,
 }

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mesh.models import CameraPresence, GeoPoint, RecordStart, Targets, TriggerEvent, TriggerSummary
+from mesh.models import GeoPoint, RecordStart, Targets, TriggerEvent, TriggerSummary
 from mesh.policy import KindRules
-from mesh.targeting import TargetDecision, resolve_targets
+from mesh.targeting import CameraIndex, Scope, Settings, TargetDecision, resolve_targets
 
 
 @dataclass(frozen=True)
@@ -27,16 +26,38 @@ def plan_activation(
     rules: KindRules,
     issuer: str,
     gateway_position: GeoPoint | None,
-    cameras: Iterable[CameraPresence],
+    cameras: CameraIndex,
     now_ns: int,
     offline_grace_s: float,
+    max_fix_age_s: float,
+    own_unit: str | None = None,
 ) -> Plan:
     # The trigger's own fix (e.g. from a dispatch request) wins over where the car is.
     if event.position is not None:
         origin: GeoPoint | None = GeoPoint(lat=event.position.lat, lon=event.position.lon)
     else:
         origin = gateway_position
-    targets = Targets(units=(event.unit_id,) if rules.include_own_unit else ())
+    scope = Scope(
+        origin=origin,
+        radius_m=rules.radius_m,
+        targets=Targets(units=(event.unit_id,) if rules.include_own_unit else ()),
+        roles=rules.roles,
+        groups=rules.groups,
+        wake=rules.wake_sleeping,
+    )
+    decisions = resolve_targets(
+        cameras,
+        scope,
+        Settings(
+            now_ns=now_ns,
+            offline_grace_s=offline_grace_s,
+            max_fix_age_s=max_fix_age_s,
+            own_unit=own_unit,
+            own_position=gateway_position,
+        ),
+    )
+    # Cameras placed with their unit start on the gateway's word: named in the command.
+    named = tuple(sorted(d.camera_id for d in decisions if d.named and d.expected))
     command = RecordStart(
         activation_id=activation_id,
         issuer=issuer,
@@ -45,15 +66,11 @@ def plan_activation(
         origin=origin,
         radius_m=rules.radius_m,
         pre_event_s=rules.pre_event_s,
-        targets=targets,
+        targets=Targets(units=scope.targets.units, cameras=named),
         expires_at_ns=now_ns + int(rules.command_ttl_s * 1e9),
-    )
-    decisions = resolve_targets(
-        cameras,
-        origin=origin,
-        radius_m=rules.radius_m,
-        targets=targets,
-        now_ns=now_ns,
-        offline_grace_s=offline_grace_s,
+        priority=rules.priority,
+        roles=rules.roles,
+        groups=rules.groups,
+        wake=rules.wake_sleeping,
     )
     return Plan(command, decisions)

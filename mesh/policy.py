@@ -11,7 +11,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mesh.models import SourceType, TriggerKind
+from mesh.models import CameraRole, Ident, Priority, SourceType, TriggerKind
+
+# Who hears about a camera that did not start: "dispatch", "own_unit" (the activation's
+# unit), or any other audience name (a topic level: supervisors, k9-desk …).
+Audience = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 
 class _Strict(BaseModel):
@@ -29,6 +33,15 @@ class KindRules(_Strict):
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
     command_ttl_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     include_own_unit: bool = True
+    # Only cameras of these roles / in these groups (empty: any).
+    roles: tuple[CameraRole, ...] = ()
+    groups: tuple[Ident, ...] = ()
+    priority: Priority = 3
+    # An officer may cancel a false trigger this long after it (0: never); logged, and
+    # cameras stop a recording it alone started, keeping what they recorded.
+    cancel_window_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    wake_sleeping: bool = True
+    escalate_to: tuple[Audience, ...] = ("dispatch",)
 
     def retry_wait_ms(self, attempt: int) -> int:
         """How long to wait for acks after attempt ``attempt`` (0 = the broadcast):
@@ -47,24 +60,36 @@ class KindOverride(_Strict):
     max_retries: Annotated[int, Field(ge=0, le=10)] | None = None
     command_ttl_s: Annotated[float, Field(gt=0, le=600)] | None = None
     include_own_unit: bool | None = None
+    roles: tuple[CameraRole, ...] | None = None
+    groups: tuple[Ident, ...] | None = None
+    priority: Priority | None = None
+    cancel_window_s: Annotated[float, Field(ge=0, le=300)] | None = None
+    wake_sleeping: bool | None = None
+    escalate_to: tuple[Audience, ...] | None = None
 
 
 # Shipped defaults. Radii are a judgement: weapon and TASER events matter to officers
 # on foot nearby; lights, siren and crash to everyone arriving at the scene. Speed and
 # doors and gear shifts concern the unit's own cameras only (radius 0).
+# Priority 1 is a threat to life, 2 a pursuit or a call for help, 3 routine. A dispatcher's
+# activation is not the officer's to cancel: its window is 0.
 BUILTIN_KINDS: dict[TriggerKind, KindOverride] = {
-    TriggerKind.WEAPON_DRAW: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10),
-    TriggerKind.TASER_ARM: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10),
-    TriggerKind.EMERGENCY_LIGHTS: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=30),
-    TriggerKind.SIREN: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=30),
-    TriggerKind.SPEED: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=60),
-    TriggerKind.CRASH: KindOverride(radius_m=500, pre_event_s=120, cooldown_s=30),
-    TriggerKind.DOOR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30),
-    TriggerKind.GUN_RACK: KindOverride(radius_m=50, pre_event_s=60, cooldown_s=10),
-    TriggerKind.GEAR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30),
-    TriggerKind.MAN_DOWN: KindOverride(radius_m=300, pre_event_s=60, cooldown_s=30),
-    TriggerKind.MANUAL: KindOverride(radius_m=100, pre_event_s=30, cooldown_s=2),
-    TriggerKind.DISPATCH: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=2),
+    TriggerKind.WEAPON_DRAW: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10, priority=1),
+    TriggerKind.TASER_ARM: KindOverride(radius_m=150, pre_event_s=60, cooldown_s=10, priority=1),
+    TriggerKind.EMERGENCY_LIGHTS: KindOverride(
+        radius_m=300, pre_event_s=30, cooldown_s=30, priority=2
+    ),
+    TriggerKind.SIREN: KindOverride(radius_m=300, pre_event_s=30, cooldown_s=30, priority=2),
+    TriggerKind.SPEED: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=60, priority=3),
+    TriggerKind.CRASH: KindOverride(radius_m=500, pre_event_s=120, cooldown_s=30, priority=1),
+    TriggerKind.DOOR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30, priority=3),
+    TriggerKind.GUN_RACK: KindOverride(radius_m=50, pre_event_s=60, cooldown_s=10, priority=2),
+    TriggerKind.GEAR: KindOverride(radius_m=0, pre_event_s=30, cooldown_s=30, priority=3),
+    TriggerKind.MAN_DOWN: KindOverride(radius_m=300, pre_event_s=60, cooldown_s=30, priority=1),
+    TriggerKind.MANUAL: KindOverride(radius_m=100, pre_event_s=30, cooldown_s=2, priority=2),
+    TriggerKind.DISPATCH: KindOverride(
+        radius_m=300, pre_event_s=30, cooldown_s=2, priority=2, cancel_window_s=0
+    ),
 }
 
 DEFAULT_UNAUTHENTICATED: dict[SourceType, bool] = {
@@ -87,6 +112,8 @@ class Policy(_Strict):
     max_clock_skew_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     # A camera offline for longer than this is not expected to answer (logged, not waited for).
     offline_grace_s: Annotated[float, Field(ge=0)] = 120.0
+    # A position fix older than this is stale: the camera is placed with its unit instead.
+    max_fix_age_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     allow_unauthenticated: dict[SourceType, bool] = Field(
         default_factory=lambda: dict(DEFAULT_UNAUTHENTICATED)
     )

@@ -32,6 +32,10 @@ class SimulatedRecorder:
     started_at_ns: int | None = None
     activations: list[str] = field(default_factory=list)
     recordings: int = 0
+    stopped: int = 0  # recordings stopped early because their activation was cancelled
+    # The activations the current recording is for (the one that started it, and any that
+    # found it already recording).
+    _current: list[str] = field(default_factory=list)
 
     def is_recording(self, now_ns: int) -> bool:
         if self.started_at_ns is None:
@@ -54,9 +58,23 @@ class SimulatedRecorder:
         first_frame = self.powered_on_ns + -(-oldest * NS // self.fps)
         self.started_at_ns = now_ns
         self.activations.append(activation_id)
+        self._current = [activation_id]
         self.recordings += 1
         return RecordingStart(now_ns, first_frame, round(frames / self.fps, 3), frames)
 
     def attach(self, activation_id: str) -> None:
         """An activation that found the camera already recording joins that recording."""
         self.activations.append(activation_id)
+        self._current.append(activation_id)
+
+    def cancel(self, activation_id: str, now_ns: int) -> bool:
+        """An activation was cancelled: stop if the current recording is its alone (one
+        that another activation joined goes on). The recording is kept. True if stopped."""
+        if activation_id not in self._current or not self.is_recording(now_ns):
+            return False
+        self._current.remove(activation_id)
+        if self._current:
+            return False
+        self.started_at_ns = None
+        self.stopped += 1
+        return True

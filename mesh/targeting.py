@@ -1,19 +1,55 @@
 """Range resolution: which cameras the gateway expects to answer, each with its reason.
 
 The camera decides for itself whether to start (see camera_decision); this is the
-gateway's side, which decides whom to wait for, retry and report as missed. Every
-decision carries a reason an auditor can read: distance, fix age, unit, online state.
+gateway's side, which decides whom to wait for, retry, name in the command and report as
+missed. Pure: the presence index, the scope and the time in; decisions out.
+
+Only the cameras near the origin (the geo cells that meet the circle), the targeted units
+and the named cameras are read, so the cost does not grow with the fleet. A camera whose
+fix is stale (older than ``max_fix_age_s``) or missing is placed with its unit: the
+freshest fix among the unit's other cameras (a dash camera, the car's gateway), and named
+in the command so that it starts on the gateway's word rather than its own stale fix.
+Every decision carries a reason an auditor can read: distance, fix age, unit, online state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mesh.geo import haversine_m
-from mesh.models import CameraPresence, GeoPoint, Targets
+from mesh.models import CameraPresence, CameraRole, EscalationReason, GeoPoint, Targets
 
 NS = 1_000_000_000
+
+
+class CameraIndex(Protocol):
+    def get(self, camera_id: str) -> CameraPresence | None: ...
+
+    def near(self, lat: float, lon: float, radius_m: float) -> Iterable[CameraPresence]: ...
+
+    def of_unit(self, unit_id: str) -> list[CameraPresence]: ...
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the command asks for."""
+
+    origin: GeoPoint | None
+    radius_m: float
+    targets: Targets
+    roles: tuple[CameraRole, ...] = ()
+    groups: tuple[str, ...] = ()
+    wake: bool = True
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where a unit is, from the freshest fix among its cameras (or its gateway)."""
+
+    position: GeoPoint
+    source: str  # "dash-7 fix 3 s old", "the gateway of car-12"
 
 
 @dataclass(frozen=True)
@@ -23,42 +59,172 @@ class TargetDecision:
     expected: bool
     reason: str
     distance_m: float | None = None
+    # Named in the command: it starts on the gateway's word (placed with its unit).
+    named: bool = False
+    # Dispatch must hear of it at once (in range or targeted, but offline too long).
+    escalate: EscalationReason | None = None
 
 
-def resolve_targets(
-    cameras: Iterable[CameraPresence],
-    *,
-    origin: GeoPoint | None,
-    radius_m: float,
-    targets: Targets,
-    now_ns: int,
-    offline_grace_s: float,
-) -> list[TargetDecision]:
-    decisions = []
-    for cam in cameras:
-        distance = None
-        if origin is not None and cam.position is not None:
-            distance = haversine_m(origin.lat, origin.lon, cam.position.lat, cam.position.lon)
-        if cam.camera_id in targets.cameras:
-            expected, reason = True, "named in the command"
-        elif cam.unit_id in targets.units:
-            expected, reason = True, f"unit {cam.unit_id} targeted"
-        elif origin is None:
-            expected, reason = False, "trigger has no position; only targeted units start"
-        elif distance is None:
-            expected, reason = False, "camera has no position fix"
-        elif distance <= radius_m:
-            fix_age_s = (now_ns - cam.position.fix_at_ns) / NS if cam.position else 0.0
-            expected = True
-            reason = f"in range: {distance:.0f} m <= {radius_m:g} m (fix {fix_age_s:.0f} s old)"
-        else:
-            expected, reason = False, f"out of range: {distance:.0f} m > {radius_m:g} m"
-        if expected and not cam.online:
-            offline_s = (now_ns - cam.last_seen_ns) / NS
-            if offline_s > offline_grace_s:
-                expected = False
+@dataclass(frozen=True)
+class Settings:
+    now_ns: int
+    offline_grace_s: float
+    max_fix_age_s: float
+    # The gateway's own unit and position: an anchor for its unit's cameras.
+    own_unit: str | None = None
+    own_position: GeoPoint | None = None
+
+
+def resolve_targets(index: CameraIndex, scope: Scope, settings: Settings) -> list[TargetDecision]:
+    resolver = _Resolver(index, scope, settings)
+    return resolver.run()
+
+
+class _Resolver:
+    def __init__(self, index: CameraIndex, scope: Scope, settings: Settings) -> None:
+        self.index, self.scope, self.s = index, scope, settings
+        self._anchors: dict[str, Anchor | None] = {}
+
+    def run(self) -> list[TargetDecision]:
+        scope = self.scope
+        candidates: dict[str, CameraPresence] = {}
+        for camera_id in scope.targets.cameras:
+            cam = self.index.get(camera_id)
+            if cam is not None:
+                candidates[camera_id] = cam
+        for unit in scope.targets.units:
+            candidates.update((c.camera_id, c) for c in self.index.of_unit(unit))
+        if scope.origin is not None and scope.radius_m > 0:
+            near = self.index.near(scope.origin.lat, scope.origin.lon, scope.radius_m)
+            candidates.update((c.camera_id, c) for c in near)
+            # Cameras without a usable fix are found through their unit: any unit with a
+            # camera in range, or anchored in range by its gateway, brings its others.
+            for unit in self._units_in_range(candidates.values()):
+                candidates.update((c.camera_id, c) for c in self.index.of_unit(unit))
+        return [self._decide(cam) for cam in candidates.values()]
+
+    # --- where cameras are ----------------------------------------------------------------
+    def _fresh(self, cam: CameraPresence) -> bool:
+        pos = cam.position
+        return pos is not None and (self.s.now_ns - pos.fix_at_ns) <= self.s.max_fix_age_s * NS
+
+    def _anchor(self, unit: str) -> Anchor | None:
+        if unit in self._anchors:
+            return self._anchors[unit]
+        anchor = None
+        fresh = [c for c in self.index.of_unit(unit) if self._fresh(c)]
+        if fresh:
+            best = max(fresh, key=lambda c: c.position.fix_at_ns if c.position else 0)
+            assert best.position is not None
+            age = (self.s.now_ns - best.position.fix_at_ns) / NS
+            anchor = Anchor(
+                GeoPoint(lat=best.position.lat, lon=best.position.lon),
+                f"{best.camera_id} fix {age:.0f} s old",
+            )
+        elif unit == self.s.own_unit and self.s.own_position is not None:
+            anchor = Anchor(self.s.own_position, f"the gateway of {unit}")
+        self._anchors[unit] = anchor
+        return anchor
+
+    def _distance(self, point: GeoPoint) -> float:
+        origin = self.scope.origin
+        assert origin is not None
+        return haversine_m(origin.lat, origin.lon, point.lat, point.lon)
+
+    def _units_in_range(self, cameras: Iterable[CameraPresence]) -> set[str]:
+        units = {c.unit_id for c in cameras}
+        if self.s.own_unit is not None:
+            units.add(self.s.own_unit)
+        inside = set()
+        for unit in units:
+            anchor = self._anchor(unit)
+            if anchor is not None and self._distance(anchor.position) <= self.scope.radius_m:
+                inside.add(unit)
+        return inside
+
+    # --- one camera -------------------------------------------------------------------------
+    def _decide(self, cam: CameraPresence) -> TargetDecision:
+        scope = self.scope
+        if cam.camera_id in scope.targets.cameras:
+            return self._reachable(cam, True, "named in the command", None)
+        refused = self._filtered_out(cam)
+        if refused:
+            return TargetDecision(cam.camera_id, cam.unit_id, False, refused)
+        if cam.unit_id in scope.targets.units:
+            return self._reachable(cam, False, f"unit {cam.unit_id} targeted", None)
+        if scope.origin is None:
+            return TargetDecision(
+                cam.camera_id, cam.unit_id, False, "trigger has no position; only targeted units"
+            )
+        return self._by_position(cam)
+
+    def _filtered_out(self, cam: CameraPresence) -> str:
+        scope = self.scope
+        if scope.roles and cam.role not in scope.roles:
+            wanted = ", ".join(r.value for r in scope.roles)
+            return f"role {cam.role.value} is not one this kind starts ({wanted})"
+        if scope.groups and not set(cam.groups) & set(scope.groups):
+            return f"in none of the groups this kind starts ({', '.join(scope.groups)})"
+        return ""
+
+    def _by_position(self, cam: CameraPresence) -> TargetDecision:
+        radius = self.scope.radius_m
+        pos = cam.position
+        if pos is not None and self._fresh(cam):
+            distance = self._distance(GeoPoint(lat=pos.lat, lon=pos.lon))
+            age = (self.s.now_ns - pos.fix_at_ns) / NS
+            if distance <= radius:
+                reason = f"in range: {distance:.0f} m <= {radius:g} m (fix {age:.0f} s old)"
+                return self._reachable(cam, False, reason, distance)
+            reason = f"out of range: {distance:.0f} m > {radius:g} m (fix {age:.0f} s old)"
+            return TargetDecision(cam.camera_id, cam.unit_id, False, reason, distance)
+        own = (
+            "no position fix"
+            if pos is None
+            else f"fix {(self.s.now_ns - pos.fix_at_ns) / NS:.0f} s old (stale)"
+        )
+        anchor = self._anchor(cam.unit_id)
+        if anchor is not None:
+            distance = self._distance(anchor.position)
+            where = f"{own}; placed with unit {cam.unit_id} ({anchor.source})"
+            if distance <= radius:
+                reason = f"{where}: {distance:.0f} m <= {radius:g} m"
+                return self._reachable(cam, True, reason, distance)
+            reason = f"{where}: {distance:.0f} m > {radius:g} m"
+            return TargetDecision(cam.camera_id, cam.unit_id, False, reason, distance)
+        if pos is None:
+            reason = f"no position fix, and none in unit {cam.unit_id}"
+            return TargetDecision(cam.camera_id, cam.unit_id, False, reason)
+        # Stale, and nothing fresher in its unit: its last fix is the best there is.
+        distance = self._distance(GeoPoint(lat=pos.lat, lon=pos.lon))
+        where = f"{own}, none fresher in unit {cam.unit_id}; last known"
+        if distance <= radius:
+            return self._reachable(
+                cam, False, f"{where} {distance:.0f} m <= {radius:g} m", distance
+            )
+        return TargetDecision(
+            cam.camera_id, cam.unit_id, False, f"{where} {distance:.0f} m > {radius:g} m", distance
+        )
+
+    def _reachable(
+        self, cam: CameraPresence, named: bool, reason: str, distance: float | None
+    ) -> TargetDecision:
+        """In scope: expected, unless asleep and not to be woken, or offline too long."""
+        if cam.asleep and not self.scope.wake:
+            reason += "; asleep, and this kind does not wake cameras"
+            return TargetDecision(cam.camera_id, cam.unit_id, False, reason, distance)
+        if not cam.online:
+            offline_s = (self.s.now_ns - cam.last_seen_ns) / NS
+            if offline_s > self.s.offline_grace_s:
                 reason += f"; offline for {offline_s:.0f} s, not waited for"
-            else:
-                reason += f"; offline for {offline_s:.0f} s, will retry"
-        decisions.append(TargetDecision(cam.camera_id, cam.unit_id, expected, reason, distance))
-    return decisions
+                return TargetDecision(
+                    cam.camera_id,
+                    cam.unit_id,
+                    False,
+                    reason,
+                    distance,
+                    named,
+                    EscalationReason.OFFLINE,
+                )
+            reason += f"; offline for {offline_s:.0f} s, will retry"
+        return TargetDecision(cam.camera_id, cam.unit_id, True, reason, distance, named)

@@ -76,7 +76,11 @@ def test_demo_json_summary_is_the_last_line_and_ok(tmp_path: Path) -> None:
     assert summary["duplicate_burst"]["adverts"] > 10  # the holster repeats itself
     assert summary["replay"]["rejected"] > 0
     assert summary["replay"]["activations"] == 0
-    assert summary["duplicate_command"]["new_recordings"] == 0
+    assert summary["duplicate_command"] == {
+        "redelivery_acks": 0,
+        "direct_resend": ["dash-12:already_recording"],
+        "new_recordings": 0,
+    }
     assert summary["idle_out_of_range"] == ["dash-31", "bwc-31a", "dash-40", "bwc-40a"]
     assert elapsed < 30
     # --log kept the activation log, and it exports.

@@ -12,6 +12,7 @@ from bridge.codec import decode, encode
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.activation_log import read_records
+from mesh.fanout import command_topics
 from mesh.log_records import ActivationEntry, RecordKind
 from mesh.models import (
     CONFIRMED_OUTCOMES,
@@ -52,7 +53,8 @@ async def test_trigger_starts_every_in_range_camera_and_no_other(
         far = mesh.agents["bwc-far"]
         assert far.recorder.recordings == 0
         assert far.acks_sent == []
-        assert far.counters["decision.ignore"] == 1
+        # 2 km away it is in none of the cells the command went to: it never heard it.
+        assert far.counters["decision.ignore"] == 0
         started = mesh.agents["bwc-7a"].acks_sent[0]
         assert started.pre_event_kept_s == 60.0  # weapon draw keeps 60 s of buffer
 
@@ -64,7 +66,7 @@ async def test_trigger_starts_every_in_range_camera_and_no_other(
     assert kinds[-1] == "finished"
     entry = ActivationEntry.model_validate_json(rows[0].body)
     reasons = {t.camera_id: t.reason for t in entry.targets}
-    assert reasons["bwc-far"] == "out of range: 2000 m > 150 m"
+    assert "bwc-far" not in reasons  # cameras beyond the circle's cells are not even read
     assert reasons["dash-12"] == "unit car-12 targeted"
     assert reasons["bwc-7a"].startswith("in range: 126 m <= 150 m")
     assert rows[0].at_ns <= rows[1].at_ns <= rows[2].at_ns
@@ -80,15 +82,21 @@ async def test_duplicate_command_is_idempotent(
         ).command
         recordings = {cid: a.recorder.recordings for cid, a in mesh.agents.items()}
         sent = {cid: len(a.acks_sent) for cid, a in mesh.agents.items()}
-        await mesh.driver.publish(topics.command_all(), encode(command))
+        # Redelivered on every topic it went out on (cells, unit): answered already, silent.
+        for topic in command_topics(topics, command):
+            await mesh.driver.publish(topic, encode(command))
+        # Then straight to each camera, as a retry: answered. Each camera gets the
+        # redelivery first, so one new ack each, from the retry, means silence before it.
+        retry = command.model_copy(update={"attempt": 1})
         in_range = [c.camera_id for c in record.cameras]
-        await wait_until(
-            lambda: all(len(mesh.agents[c].acks_sent) == sent[c] + 1 for c in in_range)
-        )
         for cid in in_range:
-            again = mesh.agents[cid].acks_sent[-1]
-            assert again.status is AckStatus.ALREADY_RECORDING
-            assert again.reason == "duplicate command for this activation"
+            await mesh.driver.publish(topics.command_camera(cid), encode(retry))
+        await wait_until(lambda: all(len(mesh.agents[c].acks_sent) > sent[c] for c in in_range))
+        await asyncio.sleep(0.2)
+        for cid in in_range:
+            new = mesh.agents[cid].acks_sent[sent[cid] :]
+            assert [(a.attempt, a.status) for a in new] == [(1, AckStatus.ALREADY_RECORDING)]
+            assert new[0].reason == "duplicate command for this activation"
         assert {cid: a.recorder.recordings for cid, a in mesh.agents.items()} == recordings
 
 

@@ -41,6 +41,7 @@ async def test_a_camera_written_from_the_protocol_document_joins_in(
             paho = next(c for c in record.cameras if c.camera_id == "paho-1")
             assert paho.expected
             assert paho.status is OutcomeStatus.STARTED
+            assert paho.attempts == 1  # heard it on its cell's topic: no retry needed
             # Killed without a goodbye: the broker publishes its last will (offline).
             camera.kill()
             camera.wait()

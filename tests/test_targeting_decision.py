@@ -19,7 +19,8 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.targeting import resolve_targets
+from mesh.presence import PresenceRegistry
+from mesh.targeting import Scope, Settings, resolve_targets
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
@@ -80,14 +81,16 @@ def command(
     )
 
 
-def resolve(cams: list[CameraPresence], **kw: object) -> dict[str, tuple[bool, str]]:
+def resolve(
+    cams: list[CameraPresence], origin: GeoPoint | None = ORIGIN
+) -> dict[str, tuple[bool, str]]:
+    registry = PresenceRegistry()
+    for cam in cams:
+        registry.update(cam)
     decisions = resolve_targets(
-        cams,
-        origin=kw.get("origin", ORIGIN),  # type: ignore[arg-type]
-        radius_m=100,
-        targets=Targets(units=("car-12",)),
-        now_ns=T0,
-        offline_grace_s=120,
+        registry,
+        Scope(origin=origin, radius_m=100, targets=Targets(units=("car-12",))),
+        Settings(now_ns=T0, offline_grace_s=120, max_fix_age_s=120),
     )
     return {d.camera_id: (d.expected, d.reason) for d in decisions}
 
@@ -110,8 +113,14 @@ def test_targeted_unit_is_expected_regardless_of_distance_or_fix() -> None:
 
 
 def test_no_fix_and_no_origin_are_explained() -> None:
-    assert resolve([presence("nofix", None)])["nofix"] == (False, "camera has no position fix")
-    assert not resolve([presence("c", 10)], origin=None)["c"][0]
+    # A camera without a fix is found through its unit: here car-7 has one in range.
+    result = resolve([presence("nofix", None), presence("dash-7", 10)])
+    assert result["nofix"][0]
+    assert (
+        "no position fix; placed with unit car-7 (dash-7 fix 5 s old): 10 m" in result["nofix"][1]
+    )
+    assert resolve([presence("c", 10, unit="car-12")], origin=None)["c"][0]  # unit targeted
+    assert resolve([presence("c", 10)], origin=None) == {}  # neither targeted nor placed
 
 
 def test_offline_cameras_are_waited_for_only_within_the_grace_period() -> None:
@@ -156,13 +165,17 @@ def test_camera_decisions(
     assert (decision.action, decision.status) == (action, status)
 
 
-def test_duplicate_command_acks_already_recording_and_starts_nothing() -> None:
-    decision = decide(
+def test_a_duplicate_command_starts_nothing() -> None:
+    """Again on a shared topic (its cell and its unit, a redelivery): answered already,
+    silent. Again on its own topic (a retry): answered already_recording."""
+    shared = decide(
         command(), me(50), direct=False, already_handled=True, recording=True, now_ns=T0
     )
-    assert decision.action is Action.ACK
-    assert decision.status is AckStatus.ALREADY_RECORDING
-    assert "duplicate" in decision.reason
+    assert (shared.action, shared.status) == (Action.IGNORE, None)
+    assert "duplicate" in shared.reason
+    direct = decide(command(), me(50), direct=True, already_handled=True, recording=True, now_ns=T0)
+    assert (direct.action, direct.status) == (Action.ACK, AckStatus.ALREADY_RECORDING)
+    assert "duplicate" in direct.reason
 
 
 def test_camera_busy_with_another_activation_joins_it() -> None:

@@ -24,9 +24,23 @@ def distance_m(a, b, c, d):
     return 2 * 6371008.8 * math.asin(min(1.0, math.sqrt(h)))
 
 
+def geohash(lat, lon, chars=6):
+    """The cell: bisect longitude and latitude in turn, 5 bits per base-32 character."""
+    box, code, bits = [[-180.0, 180.0], [-90.0, 90.0]], "", 0
+    for k in range(5 * chars):
+        span, value = box[k % 2], (lon, lat)[k % 2]
+        mid = (span[0] + span[1]) / 2
+        bits = bits * 2 + (value >= mid)
+        span[value < mid] = mid
+        if k % 5 == 4:
+            code, bits = code + "0123456789bcdefghjkmnpqrstuvwxyz"[bits], 0
+    return code
+
+
 def on_connect(client, userdata, flags, reason, properties):
     client.publish(f"{p}/presence/{cam}", presence(True), qos=1, retain=True)
-    client.subscribe([(f"{p}/cmd/all", 1), (f"{p}/cmd/camera/{cam}", 1)])
+    client.subscribe([(f"{p}/cmd/all", 1), (f"{p}/cmd/cell/{geohash(lat, lon)}", 1),
+                      (f"{p}/cmd/unit/{unit}", 1), (f"{p}/cmd/camera/{cam}", 1)])
 
 
 def on_message(client, userdata, msg):
@@ -35,8 +49,9 @@ def on_message(client, userdata, msg):
     o, t = cmd["origin"], cmd["targets"]
     near = o is not None and distance_m(o["lat"], o["lon"], lat, lon) <= cmd["radius_m"]
     concerned = unit in t["units"] or cam in t["cameras"] or near
-    if not concerned and not msg.topic.endswith(f"/cmd/camera/{cam}"):
-        return  # a broadcast that is not for us: stay silent
+    direct = msg.topic.endswith(f"/cmd/camera/{cam}")
+    if not direct and (not concerned or cmd["activation_id"] in handled):
+        return  # on a shared topic, not for us or answered already: stay silent
     status = ("already_recording" if cmd["activation_id"] in handled
               else "rejected" if now > cmd["expires_at_ns"] else "out_of_range" if not concerned
               else "already_recording" if recording else "started")

@@ -81,6 +81,8 @@ _PROGRESS_INTERVAL_NS = 250_000_000
 _PROGRESS_NS_PER_CAMERA = 1_000_000
 # Finished activations kept to recognise late acks (logged, but they change nothing).
 _RECENT_MAX = 256
+_CANCEL_MEMORY_S = 60.0
+_CANCELLABLE_MAX = 64
 
 
 class Publisher(Protocol):
@@ -144,7 +146,7 @@ class Coordinator:
         self.live: dict[str, _Live] = {}
         # Ids of recently finished activations, to tell a late ack from an unknown one.
         self.recent: OrderedDict[str, None] = OrderedDict()
-        # Finished activations still inside their cancellation window.
+        # Finished activations still inside their cancellation window, or just past it.
         self.cancellable: OrderedDict[str, _Live] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self.tasks = Background()
@@ -406,8 +408,8 @@ class Coordinator:
         self.recent[tracker.activation_id] = None
         while len(self.recent) > _RECENT_MAX:
             self.recent.popitem(last=False)
-        if live.rules.cancel_window_s > 0 and tracker.cancelled_by is None:
-            self.cancellable[tracker.activation_id] = live
+        # Kept for its window (and a minute): to cancel it, or to say why not.
+        self.cancellable[tracker.activation_id] = live
         self._prune_cancellable(now)
         self.counters[f"activations.{record.state}"] += 1
         try:
@@ -526,7 +528,6 @@ class Coordinator:
         was_finished = tracker.finished_at_ns is not None
         tracker.cancel(now, request.by, request.reason)
         self.admitter.forget(tracker.activation_id)
-        self.cancellable.pop(tracker.activation_id, None)
         notice = RecordCancel(
             activation_id=tracker.activation_id,
             issuer=self.issuer,
@@ -542,10 +543,14 @@ class Coordinator:
             live.done.set()  # _drive stops retrying and finishes it as cancelled
 
     def _prune_cancellable(self, now: int) -> None:
+        # Kept a minute past the window, so that a late cancel hears "window closed"; and
+        # no more than a car's gateway could need (each holds its cameras' outcomes).
+        while len(self.cancellable) > _CANCELLABLE_MAX:
+            self.cancellable.popitem(last=False)
         while self.cancellable:
             aid, live = next(iter(self.cancellable.items()))
             age_s = (now - live.tracker.command.issued_at_ns) / NS
-            if age_s <= live.rules.cancel_window_s:
+            if age_s <= live.rules.cancel_window_s + _CANCEL_MEMORY_S:
                 break
             del self.cancellable[aid]
 

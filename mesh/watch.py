@@ -70,8 +70,13 @@ class ActivationWatcher:
                     return
                 record = decode(ActivationRecord, message.payload, max_bytes=MAX_RECORD_BYTES)
                 current = self.records.get(record.activation_id)
-                # A final record is never replaced by a progress update that arrives late.
-                if current is None or current.state is ActivationState.PENDING:
+                # A final record is never replaced by a progress update that arrives late;
+                # a cancel, which can come after the outcome, replaces it.
+                if (
+                    current is None
+                    or current.state is ActivationState.PENDING
+                    or record.state is ActivationState.CANCELLED
+                ):
                     self.records[record.activation_id] = record
                     if self.on_record is not None:
                         self.on_record(record)

@@ -505,6 +505,78 @@ def tail(
     _run(watch())
 
 
+# --- dispatch console -----------------------------------------------------------------------
+ENV_PASSWORD = "TRIGGER_MESH_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+UsersOpt = Annotated[Path, typer.Option("--users", help="Users file (dispatch-user writes it)")]
+
+
+@app.command()
+def dispatch(
+    users: UsersOpt,
+    broker: BrokerOpt = None,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to serve on")] = "127.0.0.1",
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
+    from mesh.console.auth import Users
+    from mesh.console.server import ConsoleServer
+
+    try:
+        known = Users.load(users)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    _configure_logs(log_format, log_level)
+    topics = _topics(prefix)
+
+    async def serve() -> None:
+        async with _broker_for(_client_broker(broker)) as (url, protocol):
+            try:
+                server = ConsoleServer(url, topics, known, host=host, port=port, protocol=protocol)
+            except OSError as exc:
+                _fail(f"cannot serve on {host}:{port}: {exc.strerror}")
+            _console(stderr=True).print(
+                f"dispatch console on http://{host}:{server.port}/ (broker {url}, prefix "
+                f"{prefix}); Ctrl-C to stop",
+                highlight=False,
+            )
+            await server.run()
+
+    _run(serve())
+
+
+@app.command("dispatch-user")
+def dispatch_user(
+    users: UsersOpt,
+    name: Annotated[str, typer.Option("--name")],
+    role: Annotated[str, typer.Option("--role", help="viewer or dispatcher")] = "dispatcher",
+) -> None:
+    """Add or replace a console user. The password comes from TRIGGER_MESH_PASSWORD, or a
+    prompt."""
+    from mesh.console.auth import Role, add_user
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        _fail(f"--role must be viewer or dispatcher, not {role!r}")
+    password = os.environ.get(ENV_PASSWORD)
+    if password is None:
+        if not sys.stdin.isatty():
+            _fail(f"no terminal to ask for a password: set {ENV_PASSWORD}")
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            _fail("the passwords differ")
+    if len(password) < 8:
+        _fail("the password must have at least 8 characters")
+    try:
+        add_user(users, name, chosen, password)
+    except (ConfigError, ValueError) as exc:
+        _fail(f"cannot add {name!r} to {users}: {exc}")
+    _console().print(f"{name} ({chosen.value}) written to {users}", highlight=False)
+
+
 # --- BLE sensors ----------------------------------------------------------------------------
 @keys_app.command("new-sensor")
 def keys_new_sensor(

@@ -1,11 +1,13 @@
 """Shared fixtures: a real mosquitto per test session, a private topic prefix per test.
 
-Under CI=true a test that needs mosquitto fails when it is missing; elsewhere it skips.
+Under CI=true a test that needs mosquitto or Chromium fails when it is missing; elsewhere it
+skips.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +52,22 @@ def own_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitt
     broker.start()
     yield broker
     broker.stop()
+
+
+# Debian's Chromium, started as DEVELOPERS.md says; Playwright drives it (never its own download).
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of Debian's Chromium (apt-get install chromium)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "chromium is not installed (apt-get install -y chromium)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 SHARED_CAN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "can"

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bridge.client import LinkOptions, MqttLink
-from bridge.embedded import MosquittoProcess
+from bridge.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
 from mesh.models import ActivationRecord
 from mesh.schema_export import schemas
@@ -194,3 +198,69 @@ def test_log_export_of_a_missing_log_exits_2(tmp_path: Path) -> None:
     result = run("log", "export", str(tmp_path / "nope.db"))
     assert result.returncode == 2
     assert "no such activation log" in result.stderr
+
+
+def test_dispatch_user_then_the_console_serves_that_user(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.yaml"
+    env = {**os.environ, "TRIGGER_MESH_PASSWORD": "s3cret-pass"}
+    made = subprocess.run(
+        [*CLI, "dispatch-user", "--users", str(users), "--name", "dana", "--role", "viewer"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        cwd=REPO,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "dana (viewer) written to" in made.stdout
+    # No password in the environment and no terminal: a clear refusal, nothing written.
+    refused = subprocess.run(
+        [*CLI, "dispatch-user", "--users", str(tmp_path / "other.yaml"), "--name", "x"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "TRIGGER_MESH_PASSWORD"},
+        stdin=subprocess.DEVNULL,
+        check=False,
+        cwd=REPO,
+    )
+    assert refused.returncode == 2
+    assert "set TRIGGER_MESH_PASSWORD" in refused.stderr
+    assert not (tmp_path / "other.yaml").exists()
+
+    port = free_port()
+    with daemon(
+        "dispatch",
+        "--users",
+        str(users),
+        "--broker",
+        str(mosquitto.url),
+        "--port",
+        str(port),
+        "--prefix",
+        topics.prefix,
+    ):
+        token = base64.b64encode(b"dana:s3cret-pass").decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/state", headers={"Authorization": f"Basic {token}"}
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    state = json.loads(response.read())
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "the console did not come up"
+                time.sleep(0.1)
+        assert (state["user"], state["role"]) == ("dana", "viewer")
+
+
+def test_dispatch_with_a_bad_users_file_exits_2(tmp_path: Path) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  dana: {role: chief, password: x}\n")
+    result = run("dispatch", "--users", str(users), "--port", "0")
+    assert result.returncode == 2
+    assert "users.dana.role" in result.stderr

@@ -1,0 +1,1 @@
+"""The dispatch console: a web page fed live from MQTT (``trigger-mesh dispatch``)."""

@@ -1,0 +1,383 @@
+// trigger-mesh dispatch console. Plain script, no libraries: it is served by the app itself
+// so that the page works on a closed network. Everything shown comes from /events
+// (server-sent events): a snapshot first, then one message per change. Text is always set
+// with textContent, never as HTML: payloads come from cars and cameras.
+"use strict";
+
+const state = {
+  activations: new Map(), // activation_id -> view
+  cameras: new Map(),     // camera_id -> view
+  escalations: [],
+  missedCameras: new Set(), // cameras missed by a recent activation
+  role: "viewer",
+};
+const SVG_NS = "http://www.w3.org/2000/svg";
+const PLOT = { w: 600, h: 420, pad: 24 };
+const MISSED_HIGHLIGHT_MS = 15 * 60 * 1000;
+let plotFrame = null; // the lat/lon box drawn last, to turn clicks back into positions
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+function utcTime(ms) {
+  if (ms === null || ms === undefined) return "–";
+  return new Date(ms).toISOString().slice(11, 23);
+}
+
+function ago(ms) {
+  if (!ms) return "–";
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  return s < 90 ? `${s} s ago` : `${Math.round(s / 60)} min ago`;
+}
+
+// --- filters -------------------------------------------------------------------------------
+function filters() {
+  return {
+    unit: $("filter-unit").value,
+    kind: $("filter-kind").value,
+    since: Number($("filter-time").value),
+  };
+}
+
+function shown(a, f) {
+  if (f.unit && a.unit_id !== f.unit) return false;
+  if (f.kind && a.kind !== f.kind) return false;
+  if (f.since > 0 && a.decided_at_ms < Date.now() - f.since * 1000) return false;
+  return true;
+}
+
+function fillSelect(select, values, keepFirst) {
+  const current = select.value;
+  const have = new Set([...select.options].map((o) => o.value));
+  for (const v of [...values].sort()) {
+    if (!have.has(v)) select.appendChild(el("option", { value: v }, v));
+  }
+  if (!keepFirst && !current && select.options.length) select.selectedIndex = 0;
+}
+
+function refreshChoices() {
+  const units = new Set();
+  for (const c of state.cameras.values()) units.add(c.unit_id);
+  for (const a of state.activations.values()) units.add(a.unit_id);
+  const kinds = new Set([...state.activations.values()].map((a) => a.kind));
+  fillSelect($("filter-unit"), units, true);
+  fillSelect($("filter-kind"), kinds, true);
+  fillSelect($("activate-unit"), units, false);
+}
+
+// --- activation feed -----------------------------------------------------------------------
+function activationRow(a) {
+  const tr = el("tr", {
+    "data-activation-id": a.activation_id,
+    class: `state-${a.state}` + (a.missed.length ? " has-missed" : ""),
+  });
+  const latency = a.latency_ms === null || a.latency_ms === undefined ? "–" : `${a.latency_ms.toFixed(1)} ms`;
+  tr.appendChild(el("td", {}, utcTime(a.decided_at_ms)));
+  tr.appendChild(el("td", {}, a.kind));
+  tr.appendChild(el("td", {}, a.unit_id));
+  tr.appendChild(el("td", {}, String(a.priority)));
+  tr.appendChild(el("td", { class: "state" }, a.state));
+  tr.appendChild(el("td", { class: "recording" }, `${a.recording} / ${a.expected}`));
+  tr.appendChild(el("td", { class: "missed-list" }, a.missed.concat(a.rejected).join(", ")));
+  tr.appendChild(el("td", {}, latency));
+  const actions = el("td");
+  if (state.role === "dispatcher" && a.state !== "cancelled") {
+    const button = el("button", { type: "button", class: "cancel" }, "cancel");
+    button.addEventListener("click", () => cancelActivation(a));
+    actions.appendChild(button);
+  }
+  tr.appendChild(actions);
+  tr.title = `${a.source} — ${a.reason}` + (a.cancelled_by ? ` — cancelled by ${a.cancelled_by}` : "");
+  return tr;
+}
+
+function renderFeed(flashId) {
+  const f = filters();
+  const body = document.querySelector("#feed tbody");
+  const rows = [...state.activations.values()]
+    .filter((a) => shown(a, f))
+    .sort((x, y) => y.decided_at_ms - x.decided_at_ms)
+    .slice(0, 200)
+    .map((a) => {
+      const tr = activationRow(a);
+      if (a.activation_id === flashId) tr.classList.add("fresh");
+      return tr;
+    });
+  body.replaceChildren(...rows);
+}
+
+function renderEscalations() {
+  const f = filters();
+  const items = state.escalations
+    .filter((e) => (!f.unit || e.unit_id === f.unit || e.camera_unit_id === f.unit)
+      && (!f.kind || e.kind === f.kind))
+    .slice(-50)
+    .reverse()
+    .map((e) => {
+      const who = e.officer ? `${e.camera_id} (${e.officer}, ${e.camera_unit_id})`
+        : `${e.camera_id} (${e.camera_unit_id})`;
+      return el("li", { "data-camera-id": e.camera_id, "data-reason": e.reason },
+        `${utcTime(e.at_ms)} ${e.kind} on ${e.unit_id}: ${who} — ${e.reason}: ${e.detail}`);
+    });
+  $("escalations").replaceChildren(...items);
+}
+
+// --- cameras -------------------------------------------------------------------------------
+function recomputeMissed() {
+  state.missedCameras.clear();
+  const since = Date.now() - MISSED_HIGHLIGHT_MS;
+  for (const a of state.activations.values()) {
+    if (a.state === "cancelled" || (a.finished_at_ms || a.decided_at_ms) < since) continue;
+    for (const id of a.missed.concat(a.rejected)) state.missedCameras.add(id);
+  }
+  for (const e of state.escalations) {
+    if (e.at_ms >= since) state.missedCameras.add(e.camera_id);
+  }
+  // A camera that has since confirmed a recording is no longer a worry.
+  for (const id of [...state.missedCameras]) {
+    const c = state.cameras.get(id);
+    if (c && c.recording && c.online) state.missedCameras.delete(id);
+  }
+}
+
+function cameraState(c) {
+  if (!c.online) return "offline";
+  if (c.recording) return "recording";
+  return c.asleep ? "asleep" : "online";
+}
+
+function renderCameras() {
+  const f = filters();
+  const rows = [...state.cameras.values()]
+    .filter((c) => !f.unit || c.unit_id === f.unit)
+    .sort((x, y) => x.unit_id.localeCompare(y.unit_id) || x.camera_id.localeCompare(y.camera_id))
+    .map((c) => {
+      const missed = state.missedCameras.has(c.camera_id);
+      const tr = el("tr", {
+        "data-camera-id": c.camera_id,
+        class: `cam-${cameraState(c)}` + (missed ? " missed" : ""),
+      });
+      tr.appendChild(el("td", {}, c.camera_id));
+      tr.appendChild(el("td", {}, c.unit_id));
+      tr.appendChild(el("td", {}, c.officer || ""));
+      tr.appendChild(el("td", {}, c.role));
+      tr.appendChild(el("td", { class: "state" }, cameraState(c) + (missed ? " · missed" : "")));
+      tr.appendChild(el("td", {}, ago(c.last_seen_ms)));
+      return tr;
+    });
+  document.querySelector("#cameras tbody").replaceChildren(...rows);
+}
+
+// --- position plot (equirectangular around the points shown; no map tiles) ----------------
+function renderPlot() {
+  const f = filters();
+  const cams = [...state.cameras.values()].filter((c) => c.position && (!f.unit || c.unit_id === f.unit));
+  const acts = [...state.activations.values()].filter((a) => a.origin && shown(a, f)).slice(-30);
+  const points = cams.map((c) => c.position).concat(acts.map((a) => a.origin));
+  const gCams = $("plot-cameras");
+  const gActs = $("plot-activations");
+  const gScale = $("plot-scale");
+  if (!points.length) {
+    plotFrame = null;
+    gCams.replaceChildren();
+    gActs.replaceChildren();
+    gScale.replaceChildren();
+    return;
+  }
+  let [minLat, maxLat] = [Infinity, -Infinity];
+  let [minLon, maxLon] = [Infinity, -Infinity];
+  for (const p of points) {
+    minLat = Math.min(minLat, p.lat); maxLat = Math.max(maxLat, p.lat);
+    minLon = Math.min(minLon, p.lon); maxLon = Math.max(maxLon, p.lon);
+  }
+  const midLat = (minLat + maxLat) / 2;
+  const kx = Math.cos((midLat * Math.PI) / 180); // metres per degree of lon shrink with latitude
+  const mPerDegLat = 111320;
+  // At least 400 m across, so a single car is not a blow-up of GPS noise; circles fit.
+  const ring = 2 * Math.max(0, ...acts.map((a) => a.radius_m));
+  const spanM = Math.max(
+    400,
+    (maxLat - minLat) * mPerDegLat * 1.1 + ring,
+    (maxLon - minLon) * mPerDegLat * kx * 1.1 + ring,
+  );
+  const scale = Math.min(PLOT.w, PLOT.h) / spanM; // px per metre
+  const midLon = (minLon + maxLon) / 2;
+  plotFrame = { midLat, midLon, kx, scale };
+  const x = (lon) => PLOT.w / 2 + (lon - midLon) * mPerDegLat * kx * scale;
+  const y = (lat) => PLOT.h / 2 - (lat - midLat) * mPerDegLat * scale;
+
+  gActs.replaceChildren(...acts.flatMap((a) => {
+    const circle = svg("circle", { cx: x(a.origin.lon), cy: y(a.origin.lat), r: Math.max(2, a.radius_m * scale), class: "act-circle" });
+    const dot = svg("circle", { cx: x(a.origin.lon), cy: y(a.origin.lat), r: 4, class: "act-origin" });
+    const title = svg("title");
+    title.textContent = `${a.kind} ${a.unit_id} ${utcTime(a.decided_at_ms)}`;
+    dot.appendChild(title);
+    return [circle, dot];
+  }));
+  gCams.replaceChildren(...cams.flatMap((c) => {
+    const cx = x(c.position.lon);
+    const cy = y(c.position.lat);
+    const nodes = [svg("circle", { cx, cy, r: 5, class: `cam-${cameraState(c) === "recording" ? "recording" : c.online ? "online" : "offline"}`, "data-camera-id": c.camera_id })];
+    const title = svg("title");
+    title.textContent = `${c.camera_id} (${c.unit_id}) ${cameraState(c)}`;
+    nodes[0].appendChild(title);
+    if (state.missedCameras.has(c.camera_id)) nodes.push(svg("circle", { cx, cy, r: 9, class: "cam-missed" }));
+    return nodes;
+  }));
+  // A scale bar of a round length.
+  const steps = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+  const barM = steps.find((m) => m * scale >= 60) || steps[steps.length - 1];
+  const bar = svg("g", { class: "scale" });
+  bar.appendChild(svg("line", { x1: PLOT.pad, y1: PLOT.h - PLOT.pad, x2: PLOT.pad + barM * scale, y2: PLOT.h - PLOT.pad }));
+  const label = svg("text", { x: PLOT.pad, y: PLOT.h - PLOT.pad - 4 });
+  label.textContent = barM >= 1000 ? `${barM / 1000} km` : `${barM} m`;
+  bar.appendChild(label);
+  gScale.replaceChildren(bar);
+}
+
+function plotClick(event) {
+  if (!plotFrame) return;
+  const box = $("plot").getBoundingClientRect();
+  const px = ((event.clientX - box.left) / box.width) * PLOT.w;
+  const py = ((event.clientY - box.top) / box.height) * PLOT.h;
+  const mPerDegLat = 111320;
+  const lat = plotFrame.midLat - (py - PLOT.h / 2) / (mPerDegLat * plotFrame.scale);
+  const lon = plotFrame.midLon + (px - PLOT.w / 2) / (mPerDegLat * plotFrame.kx * plotFrame.scale);
+  $("activate-lat").value = lat.toFixed(6);
+  $("activate-lon").value = lon.toFixed(6);
+}
+
+// --- rendering, batched to one frame ------------------------------------------------------
+let pending = null;
+let flash = null;
+function render(flashId) {
+  if (flashId) flash = flashId;
+  if (pending) return;
+  pending = requestAnimationFrame(() => {
+    pending = null;
+    recomputeMissed();
+    refreshChoices();
+    renderFeed(flash);
+    renderEscalations();
+    renderCameras();
+    renderPlot();
+    flash = null;
+  });
+}
+
+// --- the live feed -----------------------------------------------------------------------
+function apply(msg) {
+  switch (msg.type) {
+    case "hello":
+      state.role = msg.role;
+      $("who").textContent = `${msg.user} (${msg.role})`;
+      $("activate-submit").disabled = msg.role !== "dispatcher";
+      break;
+    case "snapshot":
+      state.activations = new Map(msg.activations.map((a) => [a.activation_id, a]));
+      state.cameras = new Map(msg.cameras.map((c) => [c.camera_id, c]));
+      state.escalations = msg.escalations;
+      break;
+    case "activation":
+      state.activations.set(msg.activation.activation_id, msg.activation);
+      return render(msg.activation.activation_id);
+    case "camera":
+      state.cameras.set(msg.camera.camera_id, msg.camera);
+      break;
+    case "camera_removed":
+      state.cameras.delete(msg.camera_id);
+      break;
+    case "escalation":
+      state.escalations.push(msg.escalation);
+      if (state.escalations.length > 500) state.escalations.shift();
+      break;
+    default:
+      return undefined; // gateway status and future types: nothing drawn yet
+  }
+  return render();
+}
+
+function connect() {
+  const source = new EventSource("/events");
+  source.onopen = () => {
+    $("conn").textContent = "live";
+    $("conn").className = "conn up";
+  };
+  source.onerror = () => {
+    // EventSource reconnects by itself; the server sends a fresh snapshot when it does.
+    $("conn").textContent = "reconnecting…";
+    $("conn").className = "conn down";
+  };
+  source.onmessage = (event) => {
+    try {
+      apply(JSON.parse(event.data));
+    } catch (err) {
+      console.error("bad update", err);
+    }
+  };
+}
+
+// --- dispatcher actions ------------------------------------------------------------------
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  let answer = {};
+  try { answer = await response.json(); } catch (err) { answer = { detail: response.statusText }; }
+  return { ok: response.ok, answer };
+}
+
+function showResult(text, ok) {
+  const out = $("activate-result");
+  out.textContent = text;
+  out.className = ok ? "ok" : "bad";
+}
+
+async function activate(event) {
+  event.preventDefault();
+  const body = { unit_id: $("activate-unit").value, note: $("activate-note").value };
+  const lat = $("activate-lat").value;
+  const lon = $("activate-lon").value;
+  if (lat !== "") body.lat = Number(lat);
+  if (lon !== "") body.lon = Number(lon);
+  $("activate-submit").disabled = true;
+  try {
+    const { ok, answer } = await post("/api/activate", body);
+    if (ok && answer.outcome === "accepted") {
+      showResult(`accepted: ${answer.activation_id}`, true);
+    } else {
+      showResult(`${answer.outcome || "error"}: ${answer.reason || answer.detail || ""}`, false);
+    }
+  } catch (err) {
+    showResult(`could not reach the console: ${err}`, false);
+  } finally {
+    $("activate-submit").disabled = state.role !== "dispatcher";
+  }
+}
+
+async function cancelActivation(a) {
+  const reason = window.prompt(`Cancel ${a.kind} on ${a.unit_id}? Reason:`, "false trigger");
+  if (reason === null) return;
+  const { ok, answer } = await post("/api/cancel", { unit_id: a.unit_id, activation_id: a.activation_id, reason });
+  showResult(ok ? `cancel ${answer.outcome}: ${answer.reason || ""}` : `cancel failed: ${answer.reason || answer.detail || ""}`, ok && answer.outcome === "accepted");
+}
+
+for (const id of ["filter-unit", "filter-kind", "filter-time"]) $(id).addEventListener("change", () => render());
+$("plot").addEventListener("click", plotClick);
+$("activate-form").addEventListener("submit", activate);
+setInterval(() => render(), 5000); // "last seen" ages and the time filter move on their own
+connect();

@@ -47,6 +47,7 @@ class CameraIdentity:
     role: CameraRole
     officer: str | None = None
     groups: tuple[str, ...] = ()
+    ble_address: str | None = None  # what the camera advertises from, if it does
 
 
 # The topics a camera hears commands on, besides its cell's: everyone's (commands for
@@ -176,6 +177,7 @@ class CameraAgent:
             officer=self.identity.officer,
             groups=self.identity.groups,
             asleep=self.asleep,
+            ble_address=self.identity.ble_address,
         )
 
     async def _publish_presence(self, *, online: bool) -> None:

@@ -280,7 +280,14 @@ def camera(
     async def serve() -> None:
         async with _broker_for(broker or cfg.broker) as (url, protocol):
             agent = CameraAgent(
-                CameraIdentity(cfg.camera_id, cfg.unit, cfg.role),
+                CameraIdentity(
+                    cfg.camera_id,
+                    cfg.unit,
+                    cfg.role,
+                    officer=cfg.officer,
+                    groups=cfg.groups,
+                    ble_address=cfg.ble_address,
+                ),
                 url=url,
                 topics=_topics(cfg.topic_prefix),
                 position=cfg.position,

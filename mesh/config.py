@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge.topics import DEFAULT_PREFIX, Topics
 from bridge.urls import BrokerUrl
-from mesh.models import CameraRole, GeoPoint, Ident
+from mesh.models import BleAddress, CameraRole, GeoPoint, Ident
 from mesh.policy import Policy
 from triggers.ble.settings import BleConfig
 from triggers.can.settings import CanConfig
@@ -82,6 +82,10 @@ class CameraConfig(_Connection):
     pre_event_buffer_s: Annotated[float, Field(ge=0, le=600)] = 120.0
     record_s: Annotated[float, Field(gt=0)] = 300.0
     heartbeat_s: Annotated[float, Field(gt=0)] = 30.0
+    officer: Annotated[str, Field(max_length=64)] | None = None
+    groups: tuple[Ident, ...] = ()
+    # The BLE address the camera advertises from: a gateway that hears it puts it at the car.
+    ble_address: BleAddress | None = None
 
 
 def read_yaml(path: Path | str) -> Any:

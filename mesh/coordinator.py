@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,6 +69,7 @@ from mesh.models import (
 )
 from mesh.planning import plan_activation
 from mesh.policy import KindRules, Policy
+from mesh.proximity import Heard
 from mesh.targeting import CameraIndex, TargetDecision
 from mesh.tasks import Background
 
@@ -131,8 +132,10 @@ class Coordinator:
         position: Callable[[], GeoPoint | None],
         clock: Clock,
         on_finished: Callable[[ActivationRecord], None] | None = None,
+        heard: Callable[[], Mapping[str, Heard]] | None = None,
     ) -> None:
         self.unit_id = unit_id
+        self.heard = heard
         self.issuer = issuer
         self.policy = policy
         self.log = log
@@ -222,6 +225,7 @@ class Coordinator:
             offline_grace_s=self.policy.offline_grace_s,
             max_fix_age_s=self.policy.max_fix_age_s,
             own_unit=self.unit_id,
+            heard=self.heard() if self.heard is not None else None,
         )
         tracker = ActivationTracker(
             plan.command, plan.decisions, unit_id=self.unit_id, accepted_mono_ns=mono

@@ -40,6 +40,7 @@ from mesh.models import (
 )
 from mesh.policy import Policy
 from mesh.presence import PresenceRegistry
+from mesh.proximity import Heard, RadioProximity
 from mesh.tasks import Background
 from triggers.source import TriggerSource
 
@@ -102,6 +103,12 @@ class Gateway:
             logger=self._log,
         )
         self.log = ActivationLog(settings.log_path)
+        # Sources with a radio (BLE) also tell which cameras are at the car.
+        self.radios = [
+            radio
+            for radio in (getattr(s, "proximity", None) for s in self.sources)
+            if isinstance(radio, RadioProximity)
+        ]
         self.coordinator = Coordinator(
             unit_id=settings.unit_id,
             issuer=issuer,
@@ -113,7 +120,22 @@ class Gateway:
             position=lambda: self.position,
             clock=clock,
             on_finished=on_finished,
+            heard=self.heard_cameras if self.radios else None,
         )
+
+    def heard_cameras(self) -> dict[str, Heard]:
+        """Cameras whose advertised address a radio of this car hears now (strongest)."""
+        now = self.clock.mono_ns()
+        found: dict[str, Heard] = {}
+        for radio in self.radios:
+            for address, reading in radio.near(now).items():
+                camera = self.presence.by_ble_address(address)
+                if camera is None:
+                    continue
+                known = found.get(camera.camera_id)
+                if known is None or reading.rssi_dbm > known.rssi_dbm:
+                    found[camera.camera_id] = reading
+        return found
 
     # --- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Identifiers end up inside MQTT topic levels, so they may not contain '/', '+' or '#'.
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+BleAddress = Annotated[str, Field(pattern=r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")]
 EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 TimeNs = Annotated[int, Field(ge=0, description="UTC wall clock, ns since the Unix epoch")]
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
@@ -269,6 +270,9 @@ class CameraPresence(Frozen):
     officer: Annotated[str, Field(max_length=64)] | None = None
     groups: tuple[Ident, ...] = ()
     asleep: bool = False  # standby: not recording into its pre-event buffer either
+    # The address the camera advertises on BLE, so that a gateway that hears it knows it
+    # is near the car (``AA:BB:CC:DD:EE:FF``, as scanners report it).
+    ble_address: BleAddress | None = None
 
 
 class CancelRequest(Frozen):

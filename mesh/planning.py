@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mesh.models import GeoPoint, RecordStart, Targets, TriggerEvent, TriggerSummary
 from mesh.policy import KindRules
+from mesh.proximity import Heard
 from mesh.targeting import CameraIndex, Scope, Settings, TargetDecision, resolve_targets
 
 
@@ -31,6 +33,7 @@ def plan_activation(
     offline_grace_s: float,
     max_fix_age_s: float,
     own_unit: str | None = None,
+    heard: Mapping[str, Heard] | None = None,
 ) -> Plan:
     # The trigger's own fix (e.g. from a dispatch request) wins over where the car is.
     if event.position is not None:
@@ -54,6 +57,7 @@ def plan_activation(
             max_fix_age_s=max_fix_age_s,
             own_unit=own_unit,
             own_position=gateway_position,
+            heard=heard or {},
         ),
     )
     # Cameras placed with their unit start on the gateway's word: named in the command.

@@ -19,6 +19,7 @@ class PresenceRegistry:
         self._cell: dict[str, str] = {}  # camera -> the cell of its last fix
         self._by_cell: dict[str, set[str]] = {}
         self._by_unit: dict[str, set[str]] = {}
+        self._by_address: dict[str, str] = {}  # BLE address -> camera
 
     def update(self, presence: CameraPresence) -> None:
         current = self._cameras.get(presence.camera_id)
@@ -57,12 +58,18 @@ class PresenceRegistry:
                 found.append(self._cameras[camera_id])
         return found
 
+    def by_ble_address(self, address: str) -> CameraPresence | None:
+        camera_id = self._by_address.get(address)
+        return None if camera_id is None else self._cameras.get(camera_id)
+
     def of_unit(self, unit_id: str) -> list[CameraPresence]:
         return [self._cameras[c] for c in self._by_unit.get(unit_id, ())]
 
     # --- index ----------------------------------------------------------------------------
     def _index(self, presence: CameraPresence) -> None:
         self._by_unit.setdefault(presence.unit_id, set()).add(presence.camera_id)
+        if presence.ble_address is not None:
+            self._by_address[presence.ble_address] = presence.camera_id
         if presence.position is not None:
             cell = cell_of(presence.position.lat, presence.position.lon, CELL_PRECISION)
             self._cell[presence.camera_id] = cell
@@ -70,6 +77,8 @@ class PresenceRegistry:
 
     def _unindex(self, presence: CameraPresence) -> None:
         _discard(self._by_unit, presence.unit_id, presence.camera_id)
+        if self._by_address.get(presence.ble_address or "") == presence.camera_id:
+            del self._by_address[presence.ble_address or ""]
         cell = self._cell.pop(presence.camera_id, None)
         if cell is not None:
             _discard(self._by_cell, cell, presence.camera_id)

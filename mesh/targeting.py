@@ -8,18 +8,22 @@ Only the cameras near the origin (the geo cells that meet the circle), the targe
 and the named cameras are read, so the cost does not grow with the fleet. A camera whose
 fix is stale (older than ``max_fix_age_s``) or missing is placed with its unit: the
 freshest fix among the unit's other cameras (a dash camera, the car's gateway), and named
-in the command so that it starts on the gateway's word rather than its own stale fix.
-Every decision carries a reason an auditor can read: distance, fix age, unit, online state.
+in the command so that it starts on the gateway's word rather than its own stale fix. A
+camera the car's radio hears (BLE, see mesh.proximity) is placed with the car, whatever its
+own fix says, and named likewise.
+Every decision carries a reason an auditor can read: distance, fix age, RSSI, unit, online
+state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from mesh.geo import haversine_m
 from mesh.models import CameraPresence, CameraRole, EscalationReason, GeoPoint, Targets
+from mesh.proximity import Heard
 
 NS = 1_000_000_000
 
@@ -73,6 +77,8 @@ class Settings:
     # The gateway's own unit and position: an anchor for its unit's cameras.
     own_unit: str | None = None
     own_position: GeoPoint | None = None
+    # Cameras the car's radio hears now (camera id -> reading): they are at the car.
+    heard: Mapping[str, Heard] = field(default_factory=dict)
 
 
 def resolve_targets(index: CameraIndex, scope: Scope, settings: Settings) -> list[TargetDecision]:
@@ -97,6 +103,11 @@ class _Resolver:
         if scope.origin is not None and scope.radius_m > 0:
             near = self.index.near(scope.origin.lat, scope.origin.lon, scope.radius_m)
             candidates.update((c.camera_id, c) for c in near)
+            # The radio's reach is a few tens of metres: a handful of cameras at most.
+            for camera_id in self.s.heard:
+                cam = self.index.get(camera_id)
+                if cam is not None:
+                    candidates[camera_id] = cam
             # Cameras without a usable fix are found through their unit: any unit with a
             # camera in range, or anchored in range by its gateway, brings its others.
             for unit in self._units_in_range(candidates.values()):
@@ -170,14 +181,21 @@ class _Resolver:
     def _by_position(self, cam: CameraPresence) -> TargetDecision:
         radius = self.scope.radius_m
         pos = cam.position
+        heard = self.s.heard.get(cam.camera_id)
         if pos is not None and self._fresh(cam):
             distance = self._distance(GeoPoint(lat=pos.lat, lon=pos.lon))
             age = (self.s.now_ns - pos.fix_at_ns) / NS
             if distance <= radius:
                 reason = f"in range: {distance:.0f} m <= {radius:g} m (fix {age:.0f} s old)"
+                if heard is not None:
+                    reason += f"; {heard.describe()}"
                 return self._reachable(cam, False, reason, distance)
+            if heard is not None and (by_radio := self._by_radio(cam, heard)) is not None:
+                return by_radio
             reason = f"out of range: {distance:.0f} m > {radius:g} m (fix {age:.0f} s old)"
             return TargetDecision(cam.camera_id, cam.unit_id, False, reason, distance)
+        if heard is not None and (by_radio := self._by_radio(cam, heard)) is not None:
+            return by_radio
         own = (
             "no position fix"
             if pos is None
@@ -205,6 +223,27 @@ class _Resolver:
         return TargetDecision(
             cam.camera_id, cam.unit_id, False, f"{where} {distance:.0f} m > {radius:g} m", distance
         )
+
+    def _by_radio(self, cam: CameraPresence, heard: Heard) -> TargetDecision | None:
+        """Heard by the car's radio: the camera is where the car is. Named in the command,
+        since its own fix (stale, missing or wrong) would keep it out."""
+        car = self._anchor(self.s.own_unit) if self.s.own_unit is not None else None
+        if car is None or self.scope.radius_m <= 0:
+            return None
+        distance = self._distance(car.position)
+        if distance > self.scope.radius_m:
+            return None  # the car is out of range; the camera's own fix may still say in
+        pos = cam.position
+        own = (
+            "no position fix"
+            if pos is None
+            else f"own fix {(self.s.now_ns - pos.fix_at_ns) / NS:.0f} s old"
+        )
+        reason = (
+            f"{heard.describe()}; placed with the car ({car.source}): "
+            f"{distance:.0f} m <= {self.scope.radius_m:g} m ({own})"
+        )
+        return self._reachable(cam, True, reason, distance)
 
     def _reachable(
         self, cam: CameraPresence, named: bool, reason: str, distance: float | None

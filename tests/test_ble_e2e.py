@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bleak import BleakScanner
+from bumble.device import AdvertisingType, Device
+from bumble.hci import OwnAddressType
 from structlog.testing import capture_logs
 
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.models import ActivationState, OutcomeStatus, TriggerKind
+from mesh.activation_log import read_records
+from mesh.camera_agent import CameraAgent, CameraIdentity
+from mesh.log_records import ActivationEntry, RecordKind
+from mesh.models import ActivationState, CameraRole, OutcomeStatus, TriggerKind
 from mesh.policy import Policy
+from mesh.recorder import SimulatedRecorder
 from tests.ble_helpers import axon_like
-from tests.harness import UNIT, Mesh, make_gateway, running_mesh, wait_until
+from tests.harness import UNIT, Mesh, event, make_gateway, running_mesh, wait_until
 from triggers.ble.bumble_backend import BumbleScanner
 from triggers.ble.decoders import LegacyDevice
 from triggers.ble.format import SensorEvent, SensorKind
@@ -257,3 +264,72 @@ async def test_outcome_statuses_are_real(
         assert record is not None
         assert all(c.status is OutcomeStatus.STARTED for c in record.cameras)
         assert mesh.agents["bwc-far"].recorder.recordings == 0
+
+
+async def advertising_camera(mesh: Mesh, ble: Ble, camera_id: str) -> tuple[CameraAgent, Device]:
+    """A body camera with no GPS fix (indoors), of another unit, advertising on the radio
+    from the address its presence names."""
+    device = await ble.radio.device(camera_id)
+    address = device.random_address.to_string(False)
+    agent = CameraAgent(
+        CameraIdentity(
+            camera_id, "car-55", CameraRole.BODY, officer="Ofc. Diaz", ble_address=address
+        ),
+        url=mesh.url,
+        topics=mesh.topics,
+        position=None,
+        recorder=SimulatedRecorder(powered_on_ns=time.time_ns() - 600 * 10**9),
+        client_id=f"t-{camera_id}-{secrets.token_hex(3)}",
+    )
+    await mesh.start_camera(agent)
+    name = camera_id.encode()
+    await device.start_advertising(
+        advertising_type=AdvertisingType.UNDIRECTED,
+        advertising_data=bytes([0x02, 0x01, 0x06, len(name) + 1, 0x09]) + name,
+        own_address_type=OwnAddressType.RANDOM,
+        advertising_interval_min=50,
+        advertising_interval_max=50,
+    )
+    return agent, device
+
+
+async def test_a_camera_the_cars_radio_hears_starts_without_a_fix(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    async with ble_mesh(mosquitto, topics, tmp_path) as (mesh, ble):
+        agent, device = await advertising_camera(mesh, ble, "bwc-indoors")
+        try:
+            await wait_until(lambda: "bwc-indoors" in mesh.gateway.heard_cameras())
+            record = await mesh.activate(event(TriggerKind.WEAPON_DRAW))
+        finally:
+            await device.stop_advertising()
+        outcome = next(c for c in record.cameras if c.camera_id == "bwc-indoors")
+        assert outcome.expected
+        assert outcome.status is OutcomeStatus.STARTED
+        # The virtual controller reports -50 dBm for every advert.
+        assert outcome.targeting.startswith("heard by the car's radio at -50 dBm")
+        assert "(no position fix)" in outcome.targeting
+        assert agent.recorder.is_recording(time.time_ns())
+    # The reason is in the log with the decision.
+    entry = next(
+        ActivationEntry.model_validate_json(r.body)
+        for r in read_records(tmp_path / "log.db", kinds=(RecordKind.ACTIVATION.value,))
+    )
+    assert "bwc-indoors" in entry.command.targets.cameras
+    assert any(t.camera_id == "bwc-indoors" and "-50 dBm" in t.reason for t in entry.targets)
+
+
+async def test_a_camera_heard_too_weakly_is_not_placed_at_the_car(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    settings = BleSourceSettings(burst_window_s=3, proximity_min_rssi_dbm=-40)
+    async with ble_mesh(mosquitto, topics, tmp_path, settings=settings) as (mesh, ble):
+        agent, device = await advertising_camera(mesh, ble, "bwc-indoors")
+        try:
+            await wait_until(lambda: ble.source.counters["adverts"] > 5)
+            assert mesh.gateway.heard_cameras() == {}
+            record = await mesh.activate(event(TriggerKind.WEAPON_DRAW))
+        finally:
+            await device.stop_advertising()
+        assert "bwc-indoors" not in {c.camera_id for c in record.cameras}
+        assert not agent.recorder.is_recording(time.time_ns())

@@ -18,6 +18,7 @@ from mesh.models import (
 from mesh.planning import plan_activation
 from mesh.policy import Policy
 from mesh.presence import PresenceRegistry
+from mesh.proximity import MAX_ADDRESSES, Heard, RadioProximity
 from mesh.targeting import Scope, Settings, TargetDecision, resolve_targets
 from tests.harness import event
 
@@ -70,7 +71,13 @@ def registry(*cams: CameraPresence) -> PresenceRegistry:
 
 
 def resolve(
-    reg: PresenceRegistry, radius: float = 100, units: tuple[str, ...] = (), **scope: object
+    reg: PresenceRegistry,
+    radius: float = 100,
+    units: tuple[str, ...] = (),
+    *,
+    heard: dict[str, Heard] | None = None,
+    car: GeoPoint = ORIGIN,
+    **scope: object,
 ) -> dict[str, TargetDecision]:
     decisions = resolve_targets(
         reg,
@@ -80,7 +87,8 @@ def resolve(
             offline_grace_s=120,
             max_fix_age_s=60,
             own_unit="car-12",
-            own_position=ORIGIN,
+            own_position=car,
+            heard=heard or {},
         ),
     )
     return {d.camera_id: d for d in decisions}
@@ -272,3 +280,63 @@ def test_the_camera_applies_roles_groups_and_sleep_itself() -> None:
         ).action
         is Action.START
     )
+
+
+def test_a_camera_the_cars_radio_hears_is_at_the_car() -> None:
+    reg = registry(
+        cam("indoors", "car-7", None),  # no fix at all, and alone in its unit
+        cam("wrong-fix", "car-8", 2500),  # a fresh fix that says 2.5 km away
+        cam("near", "car-9", 30),  # in range by its own fix too
+        cam("deaf", "car-10", None),  # not heard: nothing places it
+    )
+    heard = {
+        "indoors": Heard(-61, 1.2),
+        "wrong-fix": Heard(-70, 3.0),
+        "near": Heard(-55, 0.4),
+    }
+    got = resolve(reg, heard=heard)
+    assert got["indoors"].expected
+    assert got["indoors"].named  # its own fix cannot put it in range: the gateway names it
+    assert got["indoors"].reason == (
+        "heard by the car's radio at -61 dBm 1 s ago; placed with the car (the gateway of "
+        "car-12): 0 m <= 100 m (no position fix)"
+    )
+    assert got["wrong-fix"].expected
+    assert got["wrong-fix"].named
+    assert got["wrong-fix"].reason.endswith("0 m <= 100 m (own fix 5 s old)")
+    assert got["near"].expected
+    assert not got["near"].named  # it starts on its own fix
+    assert got["near"].reason == (
+        "in range: 30 m <= 100 m (fix 5 s old); heard by the car's radio at -55 dBm 0 s ago"
+    )
+    assert "deaf" not in got
+
+
+def test_the_radio_does_not_stretch_the_radius() -> None:
+    reg = registry(cam("indoors", "car-7", None), cam("dash-12", "car-12", 400))
+    heard = {"indoors": Heard(-61, 1.0)}
+    # The car itself is 400 m from the origin: hearing a camera does not bring it within 100 m.
+    got = resolve(reg, heard=heard, car=at(400))
+    assert not got.get("indoors", TargetDecision("indoors", "car-7", False, "")).expected
+    # A kind with radius 0 starts the unit's own cameras only, heard or not.
+    got = resolve(reg, radius=0, units=("car-12",), heard=heard)
+    assert "indoors" not in got
+
+
+def test_radio_proximity_keeps_recent_strong_readings() -> None:
+    radio = RadioProximity(min_rssi_dbm=-80, max_age_s=10)
+    radio.heard("aa:bb:cc:dd:ee:01", -60, 0)
+    radio.heard("AA:BB:CC:DD:EE:02", -85, 0)  # too weak
+    radio.heard("AA:BB:CC:DD:EE:03", -70, 0)
+    radio.heard("AA:BB:CC:DD:EE:03", -90, 5 * NS)  # moved away: the latest reading counts
+    assert radio.near(4 * NS) == {"AA:BB:CC:DD:EE:01": Heard(-60, 4.0)}
+    assert radio.near(11 * NS) == {}  # too old
+    # Bounded: a street full of phones cannot grow it without end; stale ones go first.
+    for i in range(MAX_ADDRESSES):
+        radio.heard(f"02:00:00:00:{i >> 8:02X}:{i & 0xFF:02X}", -60, 20 * NS)
+    assert len(radio) == MAX_ADDRESSES
+    radio.heard("AA:BB:CC:DD:EE:04", -50, 21 * NS)
+    assert radio.dropped == 1
+    assert "AA:BB:CC:DD:EE:04" not in radio.near(21 * NS)
+    radio.heard("AA:BB:CC:DD:EE:04", -50, 40 * NS)  # the old ones have aged out
+    assert set(radio.near(40 * NS)) == {"AA:BB:CC:DD:EE:04"}

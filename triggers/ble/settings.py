@@ -44,6 +44,10 @@ class BleConfig(_Strict):
     # broadcasts (Axon Signal); empty: the legacy decoder is off. The policy must also
     # allow unauthenticated BLE (allow_unauthenticated.ble) for them to trigger.
     legacy_axon_signal: dict[str, LegacyDeviceConfig] = Field(default_factory=dict)
+    # A camera whose advertised address (in its presence) is heard at least this strongly,
+    # at most this long ago, is taken to be at the car when a trigger is resolved.
+    proximity_min_rssi_dbm: Annotated[int, Field(ge=-127, le=20)] = -80
+    proximity_max_age_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -63,6 +67,8 @@ class BleConfig(_Strict):
             min_rssi=dict(self.min_rssi_dbm),
             silence_restart_s=self.silence_restart_s,
             low_battery_pct=self.low_battery_pct,
+            proximity_min_rssi_dbm=self.proximity_min_rssi_dbm,
+            proximity_max_age_s=self.proximity_max_age_s,
             legacy_axon_signal={
                 serial: LegacyDevice(d.kind, d.unit, d.officer)
                 for serial, d in self.legacy_axon_signal.items()

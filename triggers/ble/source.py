@@ -28,6 +28,7 @@ from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
 
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.models import SourceRef, SourceType, TriggerEvent
+from mesh.proximity import RadioProximity
 from triggers.ble.decoders import (
     DecoderRegistry,
     LegacyDevice,
@@ -75,6 +76,9 @@ class BleSourceSettings:
     silence_restart_s: float = 60.0
     low_battery_pct: int = 20
     legacy_axon_signal: Mapping[str, LegacyDevice] = field(default_factory=dict)
+    # Cameras heard this strongly, this recently, are at the car (mesh.proximity).
+    proximity_min_rssi_dbm: int = -80
+    proximity_max_age_s: float = 10.0
 
     def min_rssi_for(self, kind: str) -> int:
         return self.min_rssi.get(kind, self.min_rssi.get("default", DEFAULT_MIN_RSSI))
@@ -123,6 +127,10 @@ class BleTriggerSource:
         )
         self.quiet_gate = QuietGate(self.settings.burst_window_s)
         self.counters: Counter[str] = Counter()
+        self.proximity = RadioProximity(
+            min_rssi_dbm=self.settings.proximity_min_rssi_dbm,
+            max_age_s=self.settings.proximity_max_age_s,
+        )
         self.sensors: dict[str, SensorHealth] = {}
         self._scanner_factory = scanner_factory
         self._scanner: Scanner | None = None
@@ -184,6 +192,8 @@ class BleTriggerSource:
         self._last_advert_mono = time.monotonic()
         self.counters["adverts"] += 1
         try:
+            # Every advert, ours or not: a camera's says where it is (near the car).
+            self.proximity.heard(device.address, adv.rssi, self.clock.mono_ns())
             self._process(device.address, adv)
         except Exception:
             self.counters["rejected.internal_error"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,14 +95,24 @@ def test_documented_builtin_rules_match_the_code() -> None:
 
     policy = Policy()
     rows = {}
-    for line in (REPO / "docs" / "config.md").read_text().splitlines():
+    for line in (REPO / "docs" / "policy.md").read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0] in {k.value for k in TriggerKind}:
+        if len(cells) == 6 and cells[0] in {k.value for k in TriggerKind}:
             rows[cells[0]] = tuple(float(c) for c in cells[1:])
     assert set(rows) == {k.value for k in TriggerKind}
     for kind in TriggerKind:
-        rules = policy.rules(kind)
-        assert rows[kind.value] == (rules.radius_m, rules.pre_event_s, rules.cooldown_s), kind
+        r = policy.rules(kind)
+        code = (r.radius_m, r.pre_event_s, r.cooldown_s, r.priority, r.cancel_window_s)
+        assert rows[kind.value] == code, kind
+
+
+def test_every_policy_key_is_documented() -> None:
+    from mesh.policy import KindRules, Policy
+
+    text = (REPO / "docs" / "policy.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)(?:\.<source>)?` \|", text, re.MULTILINE))
+    assert set(KindRules.model_fields) <= documented
+    assert set(Policy.model_fields) - {"defaults", "kinds"} <= documented
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import math
 from mesh.geo import EARTH_RADIUS_M, offset
 
 CELL_PRECISION = 6
-_ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
+ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"  # a cell's 32 children: its geohash + one
 
 
 def _grid(precision: int) -> tuple[int, int]:
@@ -37,19 +37,26 @@ def _index(lat: float, lon: float, precision: int) -> tuple[int, int]:
     return i_lat, i_lon
 
 
+def _spread(x: int) -> int:
+    """The bits of x (< 2**32) moved to the even positions (bit i to bit 2i)."""
+    x = (x | (x << 16)) & 0x0000FFFF0000FFFF
+    x = (x | (x << 8)) & 0x00FF00FF00FF00FF
+    x = (x | (x << 4)) & 0x0F0F0F0F0F0F0F0F
+    x = (x | (x << 2)) & 0x3333333333333333
+    return (x | (x << 1)) & 0x5555555555555555
+
+
 def _encode_index(i_lat: int, i_lon: int, precision: int) -> str:
     lon_bits, lat_bits = _grid(precision)
-    value = 0
-    # Interleave from the most significant bit, longitude first.
-    for k in range(lon_bits + lat_bits):
-        if k % 2 == 0:
-            bit = (i_lon >> (lon_bits - 1 - k // 2)) & 1
-        else:
-            bit = (i_lat >> (lat_bits - 1 - k // 2)) & 1
-        value = (value << 1) | bit
+    # Interleaved from the most significant bit, longitude first: with an odd number of
+    # bits longitude takes the even positions, with an even number the odd ones.
+    if (lon_bits + lat_bits) % 2:
+        value = _spread(i_lon) | (_spread(i_lat) << 1)
+    else:
+        value = (_spread(i_lon) << 1) | _spread(i_lat)
     chars = []
     for _ in range(precision):
-        chars.append(_ALPHABET[value & 31])
+        chars.append(ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(chars))
 

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mesh.geo import haversine_m
-from mesh.models import CameraPresence, CameraRole, EscalationReason, GeoPoint, Targets
+from mesh.models import (
+    CameraPresence,
+    CameraRole,
+    EscalationReason,
+    GeoPoint,
+    Position,
+    Targets,
+)
 from mesh.proximity import Heard
 
 NS = 1_000_000_000
@@ -137,17 +144,21 @@ class _Resolver:
         self._anchors[unit] = anchor
         return anchor
 
-    def _distance(self, point: GeoPoint) -> float:
+    def _distance(self, point: GeoPoint | Position) -> float:
         origin = self.scope.origin
         assert origin is not None
         return haversine_m(origin.lat, origin.lon, point.lat, point.lon)
 
     def _units_in_range(self, cameras: Iterable[CameraPresence]) -> set[str]:
+        # Only a unit with a camera lacking a fresh fix can bring in a camera the cells
+        # did not: the others' cameras are placed by their own fixes.
         units = {c.unit_id for c in cameras}
         if self.s.own_unit is not None:
             units.add(self.s.own_unit)
         inside = set()
         for unit in units:
+            if unit != self.s.own_unit and all(self._fresh(c) for c in self.index.of_unit(unit)):
+                continue
             anchor = self._anchor(unit)
             if anchor is not None and self._distance(anchor.position) <= self.scope.radius_m:
                 inside.add(unit)
@@ -183,7 +194,7 @@ class _Resolver:
         pos = cam.position
         heard = self.s.heard.get(cam.camera_id)
         if pos is not None and self._fresh(cam):
-            distance = self._distance(GeoPoint(lat=pos.lat, lon=pos.lon))
+            distance = self._distance(pos)
             age = (self.s.now_ns - pos.fix_at_ns) / NS
             if distance <= radius:
                 reason = f"in range: {distance:.0f} m <= {radius:g} m (fix {age:.0f} s old)"
@@ -214,7 +225,7 @@ class _Resolver:
             reason = f"no position fix, and none in unit {cam.unit_id}"
             return TargetDecision(cam.camera_id, cam.unit_id, False, reason)
         # Stale, and nothing fresher in its unit: its last fix is the best there is.
-        distance = self._distance(GeoPoint(lat=pos.lat, lon=pos.lon))
+        distance = self._distance(pos)
         where = f"{own}, none fresher in unit {cam.unit_id}; last known"
         if distance <= radius:
             return self._reachable(

@@ -171,6 +171,22 @@ class Mesh:
         return record.all_acked_ms
 
 
+def gateway_child(config: Path, *profiler: str) -> Child:
+    """The gateway daemon as a child process: JSON logs, warnings only."""
+    return Child(
+        *profiler,
+        "-m",
+        "mesh",
+        "gateway",
+        "--log-format",
+        "json",
+        "--log-level",
+        "warning",
+        "--config",
+        str(config),
+    )
+
+
 async def count_online(url: BrokerUrl, topics: Topics, expected: int, timeout_s: float) -> None:
     """Wait until ``expected`` cameras have announced themselves online (retained presence)."""
     online: set[str] = set()
@@ -236,18 +252,7 @@ async def measure(url: BrokerUrl, workdir: Path, count: int, rounds: int) -> dic
             str(count),
             ready_line="ready",
         ),
-        Child(
-            *profiler,
-            "-m",
-            "mesh",
-            "gateway",
-            "--log-format",
-            "json",
-            "--log-level",
-            "warning",
-            "--config",
-            str(gateway_config(gw_dir, str(url), topics.prefix)),
-        ),
+        gateway_child(gateway_config(gw_dir, str(url), topics.prefix), *profiler),
         Child(
             "-m",
             "mesh",

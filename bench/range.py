@@ -392,17 +392,7 @@ async def real_publishes(
     gw_dir = workdir / f"publish-gw-{size}"
     gw_dir.mkdir()
     children = [
-        latency.Child(
-            "-m",
-            "mesh",
-            "gateway",
-            "--log-format",
-            "json",
-            "--log-level",
-            "warning",
-            "--config",
-            str(real_gateway_config(gw_dir, str(url), topics.prefix, unit, car)),
-        ),
+        latency.gateway_child(real_gateway_config(gw_dir, str(url), topics.prefix, unit, car)),
         latency.Child(
             "-m",
             "mesh",

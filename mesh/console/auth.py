@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mesh.config import ConfigError, read_yaml
+from mesh.config import read_yaml, validate
 
 # scrypt cost: 16 MiB and ~50 ms per check on this machine; RFC 7914 §2 gives the roles of
 # N, r, p. The parameters are stored with each hash, so they can be raised later.
@@ -86,14 +86,7 @@ class Users:
         data = read_yaml(path)
         if data is None:
             data = {"users": {}}
-        try:
-            parsed = _UsersFile.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            key = ".".join(str(p) for p in first["loc"])
-            problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-            raise ConfigError(path, key, problem) from None
-        return cls(dict(parsed.users))
+        return cls(dict(validate(_UsersFile, data, path).users))
 
     def authenticate(self, header: str | None) -> User | None:
         """The user of an ``Authorization: Basic …`` header, or None."""

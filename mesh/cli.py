@@ -3,28 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import json
 import os
-import signal
 import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
-from bridge.client import LinkOptions, MqttLink, ProtocolChoice
+from bridge.client import LinkOptions, MqttLink
 from bridge.codec import encode
-from bridge.embedded import EmbeddedBroker
-from bridge.topics import DEFAULT_PREFIX, Topics
-from bridge.urls import BrokerUrl
+from bridge.topics import DEFAULT_PREFIX
 from mesh import logs
+from mesh.cli_audit import audit_app
+from mesh.cli_common import (
+    EXIT_NO_ANSWER,
+    EXIT_NOT_CONFIRMED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    BrokerOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    PrefixOpt,
+)
+from mesh.cli_common import broker_for as _broker_for
+from mesh.cli_common import broker_url as _url
+from mesh.cli_common import client_broker as _client_broker
+from mesh.cli_common import configure_logs as _configure_logs
+from mesh.cli_common import console as _console
+from mesh.cli_common import fail as _fail
+from mesh.cli_common import run_until_signal as _run
+from mesh.cli_common import settle_when_ready as _settle_when_ready
+from mesh.cli_common import topic_schema as _topics
 from mesh.config import ConfigError, load_camera_config, load_gateway_config
 from mesh.models import (
     ActivationRecord,
@@ -34,7 +49,7 @@ from mesh.models import (
     ReceiptOutcome,
     TriggerKind,
 )
-from mesh.runtime import settle_heap, settle_heap_later, tune_gc
+from mesh.runtime import settle_heap, tune_gc
 from triggers.manual import manual_trigger
 from triggers.source import TriggerSource
 
@@ -52,98 +67,11 @@ log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
 keys_app = typer.Typer(help="Provision keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-
-ENV_BROKER = "TRIGGER_MESH_BROKER"
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
-
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option("--broker", help=f"mqtt://host:port, mqtts://…, or 'embedded' (env {ENV_BROKER})"),
-]
-PrefixOpt = Annotated[str, typer.Option("--prefix", help="Topic prefix")]
-LogFormatOpt = Annotated[
-    str, typer.Option("--log-format", help="auto (console on a terminal, else JSON), json, console")
-]
-LogLevelOpt = Annotated[str, typer.Option("--log-level")]
-
-# Exit statuses of `trigger` (documented in the README).
-EXIT_OK, EXIT_NOT_CONFIRMED, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:
     app()
-
-
-def _console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
-    # rich is imported only by commands that draw: the gateway daemon never loads it.
-    from rich.console import Console
-
-    return Console(stderr=stderr, soft_wrap=soft_wrap)
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _configure_logs(fmt: str, level: str) -> None:
-    if fmt not in ("auto", "json", "console"):
-        _fail(f"--log-format must be auto, json or console, not {fmt!r}")
-    try:
-        logs.configure(fmt, level)  # type: ignore[arg-type]
-    except ValueError as exc:
-        _fail(str(exc))
-
-
-def _url(value: str) -> BrokerUrl:
-    try:
-        return BrokerUrl.parse(value)
-    except ValueError as exc:
-        _fail(str(exc))
-
-
-def _topics(prefix: str) -> Topics:
-    try:
-        return Topics(prefix)
-    except ValueError as exc:
-        _fail(str(exc))
-
-
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run until done or until SIGINT/SIGTERM, which cancel the work for a clean stop."""
-
-    async def guarded() -> Any:
-        task = asyncio.ensure_future(coro)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, task.cancel)
-        try:
-            return await task
-        except asyncio.CancelledError:
-            return None
-
-    return asyncio.run(guarded())
-
-
-async def _settle_when_ready(ready: asyncio.Event) -> None:
-    await ready.wait()
-    await settle_heap_later()
-
-
-@contextlib.asynccontextmanager
-async def _broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoice]]:
-    """An external broker URL, or 'embedded': a private broker for this process."""
-    if value != "embedded":
-        yield _url(value), "auto"
-        return
-    async with EmbeddedBroker() as broker:
-        _console(stderr=True).print(f"embedded {broker.kind} broker listening on {broker.url}")
-        yield broker.url, "3.1.1" if broker.kind == "amqtt" else "auto"
-
-
-def _client_broker(broker: str | None) -> str:
-    return broker or os.environ.get(ENV_BROKER) or DEFAULT_BROKER
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -4,23 +4,39 @@ WAL mode with synchronous=FULL: a commit returns only after the WAL is fsync'd, 
 record we were told is durable survives a crash or power cut. One writer thread owns
 the connection and commits whatever has queued up in one transaction (group commit):
 the event loop never blocks on the disk, and a burst of acks costs one fsync, not one
-each. Records are never updated or deleted; triggers in the schema refuse it.
+each. Records are never updated; triggers in the schema refuse it, and refuse deletes
+outside a retention pass.
+
+The writer also keeps the hash chain (``mesh.log_chain``): it reads the head inside each
+write transaction, so another process appending (``trigger-mesh log hold``) cannot fork
+it, and with a signing key it appends a signed checkpoint every ``checkpoint_interval_s``
+while there are unsigned records, and one when the log is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from mesh.log_chain import GENESIS, record_hash
 from mesh.log_records import RecordKind
+from mesh.retention import Candidate, RetentionPass, active_holds, plan_removal
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from mesh.gateway_keys import CheckpointSigner
+
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
@@ -28,16 +44,23 @@ CREATE TABLE IF NOT EXISTS records (
     at_ns         INTEGER NOT NULL,
     kind          TEXT    NOT NULL,
     activation_id TEXT,
-    body          TEXT    NOT NULL
+    body          TEXT    NOT NULL,
+    prev_hash     TEXT    NOT NULL,
+    hash          TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retention_pass (token INTEGER);
 CREATE INDEX IF NOT EXISTS records_by_activation ON records (activation_id, seq);
 CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, at_ns);
 CREATE TRIGGER IF NOT EXISTS records_append_only_update BEFORE UPDATE ON records
 BEGIN SELECT RAISE(ABORT, 'the activation log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_append_only_delete BEFORE DELETE ON records
+WHEN NOT EXISTS (SELECT 1 FROM retention_pass)
 BEGIN SELECT RAISE(ABORT, 'the activation log is append-only'); END;
 """
-_INSERT = "INSERT INTO records (at_ns, kind, activation_id, body) VALUES (?, ?, ?, ?)"
+_INSERT = (
+    "INSERT INTO records (seq, at_ns, kind, activation_id, body, prev_hash, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 _BATCH_MAX = 2000
 # Records nobody waits for (acks, publishes) are committed within this long; a durable
 # append wakes the writer at once. During an ack flood this makes one commit (one fsync)
@@ -56,16 +79,28 @@ class LogRecord:
     kind: str
     activation_id: str | None
     body: str
+    prev_hash: str
+    hash: str
+
+
+class _Op(Enum):
+    RECORD = "record"
+    FLUSH = "flush"  # nothing to insert: settles once everything before it is durable
+    CHECKPOINT = "checkpoint"  # body is the reason; the writer signs the head
+    PRUNE = "prune"  # remove expired records, then append what was removed
 
 
 @dataclass
 class _Item:
-    kind: str | None  # None: a flush marker, nothing to insert
+    kind: str | None
     activation_id: str | None
     body: str
     at_ns: int
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[int] | None = None
+    op: _Op = _Op.RECORD
+    retention: RetentionPass | None = None
+    outcome: dict[str, int] = field(default_factory=dict)
 
 
 # Fsync cost depends on whether a commit grows the WAL file (the file system must also
@@ -111,25 +146,35 @@ def _settle(future: asyncio.Future[int], seq: int, error: BaseException | None) 
 
 
 class ActivationLog:
-    """Open with ``ActivationLog(path)``; ``close()`` when done (pending records are written)."""
+    """Open with ``ActivationLog(path)``; ``close()`` when done (pending records are written).
 
-    def __init__(self, path: Path | str) -> None:
+    With ``signer``, a checkpoint is appended ``checkpoint_interval_s`` after the first
+    unsigned record (and at close), so at most that much of the log is ever unsigned.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        signer: CheckpointSigner | None = None,
+        checkpoint_interval_s: float = 60.0,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
         try:
-            conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?), ('format', ?)",
-                (str(SCHEMA_VERSION), "trigger-mesh activation log"),
-            )
+            self.log_id = _initialise(conn, self.path)
             _presize_wal(conn, self.path)
         finally:
             conn.close()
+        self.signer = signer
+        self.checkpoint_interval_ns = int(checkpoint_interval_s * 1e9)
         self._cond = threading.Condition()
         self._pending: list[_Item] = []
         self._durable_waiting = False
         self._closing = False
+        # Monotonic time when the oldest unsigned record was written (None: all signed).
+        self._unsigned_since: int | None = None
         self.write_error: BaseException | None = None
         self._thread = threading.Thread(target=self._writer, name="activation-log", daemon=True)
         self._thread.start()
@@ -154,20 +199,24 @@ class ActivationLog:
     ) -> int:
         """Append and return the record's sequence number once it is on disk (fsync'd).
         ``body`` is a model, or its JSON already serialised."""
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
         text = body if isinstance(body, str) else body.model_dump_json()
-        self._put(_Item(kind.value, activation_id, text, at_ns, loop, future))
-        return await future
+        return await self._submit(_Item(kind.value, activation_id, text, at_ns))
 
     async def flush(self) -> None:
         """Return when everything appended so far is durable."""
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
-        self._put(_Item(None, None, "", 0, loop, future))
-        await future
+        await self._submit(_Item(None, None, "", 0, op=_Op.FLUSH))
+
+    async def checkpoint(self, reason: str = "requested") -> int:
+        """Sign the chain head now; returns the checkpoint's seq (or the head's, if the head
+        is already a checkpoint). Without a signer this is a flush."""
+        return await self._submit(_Item(None, None, reason, 0, op=_Op.CHECKPOINT))
+
+    async def prune(self, retention: RetentionPass) -> dict[str, int]:
+        """Remove records older than the retention period that no legal hold keeps, and
+        append a retention record naming what went. Returns removed / held / seq."""
+        item = _Item(None, None, "", retention.now_ns, op=_Op.PRUNE, retention=retention)
+        await self._submit(item)
+        return item.outcome
 
     def close(self) -> None:
         if self._closed:
@@ -177,6 +226,13 @@ class ActivationLog:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+
+    async def _submit(self, item: _Item) -> int:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        item.loop, item.future = loop, loop.create_future()
+        self._put(item)
+        return await item.future
 
     def _check_open(self) -> None:
         if self._closed:
@@ -193,6 +249,12 @@ class ActivationLog:
             elif len(self._pending) == 1 or len(self._pending) >= _BATCH_MAX:
                 self._cond.notify()
 
+    def _checkpoint_due_in_s(self) -> float | None:
+        if self.signer is None or self._unsigned_since is None:
+            return None
+        due = self._unsigned_since + self.checkpoint_interval_ns - time.monotonic_ns()
+        return max(due, 0) / 1e9
+
     def _writer(self) -> None:
         conn = _connect(self.path)
         written = 0
@@ -208,12 +270,19 @@ class ActivationLog:
                             self._cond.acquire()
                         written = 0
                     while not self._pending and not self._closing:
-                        self._cond.wait()
-                    if not self._durable_waiting and not self._closing:
+                        due = self._checkpoint_due_in_s()
+                        if due == 0:
+                            break
+                        self._cond.wait(due)
+                    if self._pending and not self._durable_waiting and not self._closing:
                         self._cond.wait(LAZY_COMMIT_S)
                     batch, self._pending = self._pending, []
                     self._durable_waiting = False
                     closing = self._closing
+                due = self._checkpoint_due_in_s()
+                if due == 0 or (closing and not batch and due is not None):
+                    batch.append(_Item(None, None, "shutdown" if closing else "periodic", 0))
+                    batch[-1].op = _Op.CHECKPOINT
                 if batch:
                     self._commit(conn, batch)
                     written += sum(len(item.body) + 64 for item in batch)
@@ -224,27 +293,148 @@ class ActivationLog:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        rows = [(i.at_ns, i.kind, i.activation_id, i.body) for i in batch if i.kind is not None]
         error: BaseException | None = None
-        last = 0
+        seqs: list[int] = []
+        last_kind = ""
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # Read inside the write lock: another process may have appended since.
+            head = conn.execute(
+                "SELECT seq, hash, kind FROM records ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            head_seq, head_hash, last_kind = head if head is not None else (0, GENESIS, "")
+            rows: list[tuple[int, int, str, str | None, str, str, str]] = []
+            for item in batch:
+                record = self._record_of(conn, item, rows, (head_seq, head_hash, last_kind))
+                if record is not None:
+                    kind, activation_id, body, at_ns = record
+                    seq = head_seq + 1
+                    digest = record_hash(
+                        head_hash, seq, at_ns, kind=kind, activation_id=activation_id, body=body
+                    )
+                    rows.append((seq, at_ns, kind, activation_id, body, head_hash, digest))
+                    head_seq, head_hash, last_kind = seq, digest, kind
+                    item.outcome["seq"] = seq
+                seqs.append(head_seq)
             if rows:
                 conn.executemany(_INSERT, rows)
-                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             error = LogError(f"could not write to activation log {self.path}: {exc}")
             self.write_error = error
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        # One writer, in one transaction: the batch's rows got consecutive sequence numbers.
-        seq = last - len(rows)
-        for item in batch:
-            if item.kind is not None:
-                seq += 1
+        if error is None:
+            signed = last_kind in ("", RecordKind.CHECKPOINT.value)
+            if signed:
+                self._unsigned_since = None
+            elif self._unsigned_since is None:
+                self._unsigned_since = time.monotonic_ns()
+        for item, seq in zip(batch, seqs or [0] * len(batch), strict=True):
             if item.future is not None and item.loop is not None:
                 item.loop.call_soon_threadsafe(_settle, item.future, 0 if error else seq, error)
+
+    def _record_of(
+        self,
+        conn: sqlite3.Connection,
+        item: _Item,
+        rows: list[tuple[int, int, str, str | None, str, str, str]],
+        head: tuple[int, str, str],
+    ) -> tuple[str, str | None, str, int] | None:
+        """What ``item`` appends: (kind, activation id, body, at_ns), or None.
+        ``head`` is the chain's head so far: seq, hash, kind."""
+        head_seq, head_hash, head_kind = head
+        match item.op:
+            case _Op.RECORD:
+                assert item.kind is not None
+                return item.kind, item.activation_id, item.body, item.at_ns
+            case _Op.CHECKPOINT:
+                if self.signer is None or head_seq == 0 or head_kind == RecordKind.CHECKPOINT:
+                    return None
+                signed = self.signer.body(self.log_id, head_seq, head_hash, item.body)
+                return RecordKind.CHECKPOINT.value, None, _json(signed), time.time_ns()
+            case _Op.PRUNE:
+                assert item.retention is not None
+                if rows:  # the pass reads the table: what this batch added must be in it
+                    conn.executemany(_INSERT, rows)
+                    rows.clear()
+                removed = _prune(conn, item.retention, head_seq, item.outcome)
+                if removed is None:
+                    return None
+                return RecordKind.RETENTION.value, None, removed, item.retention.now_ns
+        return None
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _initialise(conn: sqlite3.Connection, path: Path) -> str:
+    """Create the schema (or check an existing one) and return the log's id."""
+    has_records = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+    ).fetchone()
+    if has_records:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0] != str(SCHEMA_VERSION):
+            raise LogError(
+                f"{path}: activation log schema {row[0]} has no hash chain "
+                f"(this version writes schema {SCHEMA_VERSION}); start a new log"
+            )
+    conn.executescript(_SCHEMA)
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?), ('format', ?), "
+        "('log_id', ?)",
+        (str(SCHEMA_VERSION), "trigger-mesh activation log", uuid.uuid4().hex),
+    )
+    return str(conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0])
+
+
+def _prune(
+    conn: sqlite3.Connection, retention: RetentionPass, head_seq: int, outcome: dict[str, int]
+) -> str | None:
+    """Delete expired, unheld records (inside the writer's transaction); the retention
+    record's body, or None when nothing expired."""
+    cutoff = retention.cutoff_ns
+    holds = active_holds(
+        conn.execute(
+            "SELECT seq, body FROM records WHERE kind = ? ORDER BY seq", (RecordKind.HOLD.value,)
+        )
+    )
+    last_expired = conn.execute(
+        "SELECT max(seq) FROM records WHERE at_ns < ? AND seq < ?", (cutoff, head_seq)
+    ).fetchone()[0]
+    if last_expired is None:
+        outcome.update(removed=0, held=0)
+        return None
+    rows = [
+        Candidate(*row)
+        for row in conn.execute(
+            "SELECT seq, at_ns, activation_id, hash FROM records WHERE seq <= ? ORDER BY seq",
+            (last_expired,),
+        )
+    ]
+    latest = conn.execute(
+        "SELECT body FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1",
+        (RecordKind.RETENTION.value,),
+    ).fetchone()
+    earlier = json.loads(latest[0])["removed"] if latest is not None else []
+    removal = plan_removal(rows, cutoff_ns=cutoff, holds=holds, earlier_runs=earlier)
+    outcome.update(removed=len(removal.seqs), held=removal.held)
+    if not removal.seqs:
+        return None
+    conn.execute("INSERT INTO retention_pass VALUES (1)")
+    conn.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq in removal.seqs])
+    conn.execute("DELETE FROM retention_pass")
+    return _json(
+        {
+            "retention_days": retention.retention_days,
+            "cutoff_ns": cutoff,
+            "removed_now": len(removal.seqs),
+            "held": removal.held,
+            "removed": removal.runs,
+        }
+    )
 
 
 # --- reading (any thread, any process: WAL readers never block the writer) ---------------
@@ -269,7 +459,7 @@ def read_records(
 ) -> Iterator[LogRecord]:
     conn = open_readonly(path)
     try:
-        sql = "SELECT seq, at_ns, kind, activation_id, body FROM records"
+        sql = "SELECT seq, at_ns, kind, activation_id, body, prev_hash, hash FROM records"
         clauses, params = [], []
         if activation_id is not None:
             clauses.append("activation_id = ?")
@@ -303,10 +493,22 @@ def activations_since(path: Path | str, since_ns: int) -> Iterator[LogRecord]:
     conn = open_readonly(path)
     try:
         for row in conn.execute(
-            "SELECT seq, at_ns, kind, activation_id, body FROM records "
+            "SELECT seq, at_ns, kind, activation_id, body, prev_hash, hash FROM records "
             "WHERE kind = ? AND at_ns >= ? ORDER BY seq",
             (RecordKind.ACTIVATION.value, since_ns),
         ):
             yield LogRecord(*row)
     finally:
         conn.close()
+
+
+def log_id_of(path: Path | str) -> str:
+    """The log's id (made when it was created; checkpoints sign it)."""
+    conn = open_readonly(path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise LogError(f"{path}: activation log has no id (schema before {SCHEMA_VERSION})")
+    return str(row[0])

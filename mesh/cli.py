@@ -40,7 +40,7 @@ from mesh.cli_common import fail as _fail
 from mesh.cli_common import run_until_signal as _run
 from mesh.cli_common import settle_when_ready as _settle_when_ready
 from mesh.cli_common import topic_schema as _topics
-from mesh.config import ConfigError, load_camera_config, load_gateway_config
+from mesh.config import ConfigError, load_camera_config, load_gateway_config, signing_key_path
 from mesh.models import (
     ActivationRecord,
     ActivationState,
@@ -68,6 +68,9 @@ app.add_typer(log_app, name="log")
 keys_app = typer.Typer(help="Provision keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+# Register `audit verify | hold | prune | replay` on the audit group.
+import mesh.cli_integrity  # noqa: E402
+import mesh.cli_replay  # noqa: E402, F401
 
 
 def main() -> None:
@@ -120,6 +123,14 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
         f"{', '.join(summary['idle_out_of_range'])}",
         highlight=False,
     )
+    audit = summary["audit"]
+    console.print(
+        f"activation log: {audit['records']} records, {audit['checkpoints']} signed "
+        f"checkpoints, chain {'verified' if audit['verified'] else 'BROKEN'}; "
+        f"{audit['triggers_replayed']} triggers replayed, "
+        f"{audit['replay_differences']} decisions differ",
+        highlight=False,
+    )
     for problem in summary["problems"]:
         console.print(f"[bold red]problem:[/] {problem}", highlight=False)
     verdict = "[bold green]OK[/]" if summary["ok"] else "[bold red]FAILED[/]"
@@ -149,6 +160,15 @@ def gateway(
     _configure_logs(log_format, log_level)
     tune_gc()
     broker_value = broker or cfg.broker
+    key_path = signing_key_path(cfg, config)
+    signer = None
+    if key_path is not None:
+        from mesh.gateway_keys import CheckpointSigner, KeyFileError
+
+        try:
+            signer = CheckpointSigner.from_file(key_path)
+        except KeyFileError as exc:
+            _fail(f"config error: {config}: key 'audit.signing_key': {exc}")
 
     async def serve() -> None:
         async with _broker_for(broker_value) as (url, protocol):
@@ -160,6 +180,10 @@ def gateway(
                 position=cfg.position,
                 policy=policy,
                 status_interval_s=cfg.status_interval_s,
+                signer=signer,
+                checkpoint_interval_s=cfg.audit.checkpoint_interval_s,
+                retention_days=cfg.audit.retention_days,
+                retention_check_s=cfg.audit.retention_check_s,
             )
             sources: list[TriggerSource] = []
             if cfg.ble is not None and cfg.ble.enabled:
@@ -538,6 +562,27 @@ def keys_new_sensor(
     _console().print(
         f"sensor {sensor.sensor_id} ({sensor.kind.name.lower()}, unit {unit}) added to "
         f"{keystore}; its key is in {key_file} (keep both secret)",
+        highlight=False,
+    )
+
+
+@keys_app.command("new-gateway")
+def keys_new_gateway(
+    out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.pub")],
+    name: Annotated[str, typer.Option("--name", help="File name stem, e.g. the gateway id")] = (
+        "gateway"
+    ),
+) -> None:
+    """Make the gateway's Ed25519 key: it signs the activation log's checkpoints."""
+    from mesh.gateway_keys import KeyFileError, new_gateway_key
+
+    try:
+        files = new_gateway_key(out, name)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    _console().print(
+        f"key {files.key_id}: {files.private} (secret, set audit.signing_key to it) and "
+        f"{files.public} (give to auditors: audit verify --pubkey)",
         highlight=False,
     )
 

@@ -53,6 +53,18 @@ class _Connection(_Config):
         return value
 
 
+class AuditConfig(_Config):
+    """Tamper evidence and retention of the gateway's activation log (docs/audit.md)."""
+
+    # The Ed25519 key from `trigger-mesh keys new-gateway` (relative to the config file).
+    # Without one the chain is kept but never signed: `audit verify` calls it all unsigned.
+    signing_key: str | None = None
+    checkpoint_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    # Records older than this are removed unless a legal hold keeps them; null keeps all.
+    retention_days: Annotated[float, Field(gt=0)] | None = 365.0
+    retention_check_s: Annotated[float, Field(gt=0)] = 3600.0
+
+
 class GatewayConfig(_Connection):
     unit: Ident
     gateway_id: Ident | None = None
@@ -66,6 +78,7 @@ class GatewayConfig(_Connection):
     ble: BleConfig | None = None
     # The vehicle's CAN bus and its trigger rules (docs/can-rules.md); none if absent.
     can: CanConfig | None = None
+    audit: AuditConfig = AuditConfig()
 
     @property
     def resolved_gateway_id(self) -> str:
@@ -138,6 +151,14 @@ def load_gateway_config(path: Path | str) -> tuple[GatewayConfig, Policy]:
             raise ConfigError(path, "policy", f"policy file {policy_path} does not exist")
         return config, load_policy(policy_path)
     return config, Policy()
+
+
+def signing_key_path(config: GatewayConfig, config_path: Path | str) -> Path | None:
+    """The gateway's signing key, resolved against the config file's folder."""
+    if config.audit.signing_key is None:
+        return None
+    key = Path(config.audit.signing_key)
+    return key if key.is_absolute() else Path(config_path).parent / key
 
 
 def load_camera_config(path: Path | str) -> CameraConfig:

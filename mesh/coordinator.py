@@ -47,6 +47,7 @@ from mesh.log_records import (
     AckEntry,
     ActivationEntry,
     CancelEntry,
+    DecisionInputs,
     EscalatedEntry,
     FinishedEntry,
     PublishedEntry,
@@ -214,18 +215,20 @@ class Coordinator:
     async def _activate(
         self, event: TriggerEvent, admission: Accepted, now: int, mono: int
     ) -> TriggerReceipt:
+        position = self.position()
+        heard = self.heard() if self.heard is not None else None
         plan = plan_activation(
             event,
             activation_id=admission.activation_id,
             rules=admission.rules,
             issuer=self.issuer,
-            gateway_position=self.position(),
+            gateway_position=position,
             cameras=self.presence,
             now_ns=now,
             offline_grace_s=self.policy.offline_grace_s,
             max_fix_age_s=self.policy.max_fix_age_s,
             own_unit=self.unit_id,
-            heard=self.heard() if self.heard is not None else None,
+            heard=heard,
         )
         tracker = ActivationTracker(
             plan.command, plan.decisions, unit_id=self.unit_id, accepted_mono_ns=mono
@@ -233,7 +236,9 @@ class Coordinator:
         live = _Live(tracker, admission.rules)
         live.unreachable = [d for d in plan.decisions if d.escalate is not None]
         self.live[tracker.activation_id] = live
-        entry = ActivationEntry.json_of(event, now, plan.command, plan.decisions)
+        # With the presence records before it, these inputs let `audit replay` re-decide.
+        inputs = DecisionInputs.json_of(position, heard)
+        entry = ActivationEntry.json_of(event, now, plan.command, plan.decisions, inputs)
         try:
             await self.log.append_durable(RecordKind.ACTIVATION, tracker.activation_id, entry, now)
         except LogError as exc:

@@ -41,12 +41,14 @@ from bridge.codec import encode
 from bridge.embedded import EmbeddedBroker
 from bridge.topics import Topics
 from bridge.urls import BrokerUrl
-from mesh.activation_log import read_records
+from mesh.activation_log import log_id_of, read_records
 from mesh.camera_agent import CameraAgent
 from mesh.fanout import command_topics
 from mesh.fleet import CameraSpec, build_agents, wait_all_up
 from mesh.gateway import Gateway, GatewaySettings
+from mesh.gateway_keys import CheckpointSigner, new_gateway_key
 from mesh.geo import offset
+from mesh.log_chain import verify_chain
 from mesh.log_records import ActivationEntry, RecordKind
 from mesh.models import (
     CONFIRMED_OUTCOMES,
@@ -62,6 +64,7 @@ from mesh.models import (
 )
 from mesh.policy import Policy
 from mesh.render import activation_table
+from mesh.replay import Replayer
 from mesh.runtime import settle_heap, tune_gc
 from mesh.stats import percentile
 from mesh.watch import ActivationWatcher
@@ -268,9 +271,16 @@ async def _build(
         ),
         channel=f"virtual:{bus_channel}",
     )
+    # The log is signed as a real gateway's is: a fresh key for this run, checked at the end.
+    keys = new_gateway_key(tmp / "keys", "demo-gateway")
     gateway = Gateway(
         GatewaySettings(
-            unit_id=UNIT, log_path=log, topics=topics, position=CENTER, policy=Policy()
+            unit_id=UNIT,
+            log_path=log,
+            topics=topics,
+            position=CENTER,
+            policy=Policy(),
+            signer=CheckpointSigner.from_file(keys.private),
         ),
         url=url,
         protocol=protocol,
@@ -516,6 +526,23 @@ def _decisions(log: Path) -> dict[str, ActivationEntry]:
     }
 
 
+def _audit(log: Path, problems: list[str]) -> dict[str, Any]:
+    """What an auditor would run on this log: verify the chain, replay every decision."""
+    chain = verify_chain(read_records(log), log_id=log_id_of(log))
+    replayed = Replayer().run(read_records(log))
+    if not chain.ok:
+        problems.append(f"activation log does not verify: {chain.summary()}")
+    if not replayed.same:
+        problems.append(f"replay differs: {replayed.differences[0]}")
+    return {
+        "records": chain.records,
+        "checkpoints": chain.checkpoints,
+        "verified": chain.ok,
+        "triggers_replayed": replayed.triggers,
+        "replay_differences": len(replayed.differences),
+    }
+
+
 def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
     problems = list(run.problems)
     decisions = _decisions(stage.log)
@@ -605,9 +632,11 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
             f"duplicate command: {run.redelivery_acks} acks to the redelivery, "
             f"direct resend answered {run.duplicate_acks}"
         )
+    audit = _audit(stage.log, problems)
     return {
         "ok": not problems,
         "activations": activations,
+        "audit": audit,
         "duplicate_burst": {"adverts": run.draw_adverts, "activations": run.draw_activations},
         "replay": {
             "adverts": run.replay_adverts,

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -25,9 +26,10 @@ from bridge.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoi
 from bridge.codec import PayloadError, decode, encode
 from bridge.topics import TopicKind, Topics
 from bridge.urls import BrokerUrl
-from mesh.activation_log import ActivationLog
+from mesh.activation_log import ActivationLog, LogError
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.coordinator import Coordinator
+from mesh.log_records import RecordKind, StartedEntry
 from mesh.models import (
     ActivationRecord,
     CameraAck,
@@ -41,8 +43,12 @@ from mesh.models import (
 from mesh.policy import Policy
 from mesh.presence import PresenceRegistry
 from mesh.proximity import Heard, RadioProximity
+from mesh.retention import RetentionPass
 from mesh.tasks import Background
 from triggers.source import TriggerSource
+
+if TYPE_CHECKING:
+    from mesh.gateway_keys import CheckpointSigner
 
 # Triggers and acks are small; anything near this is an attack or a bug.
 MAX_SMALL_PAYLOAD = 64 * 1024
@@ -57,6 +63,10 @@ class GatewaySettings:
     position: GeoPoint | None = None
     policy: Policy = field(default_factory=Policy)
     status_interval_s: float = 30.0
+    signer: CheckpointSigner | None = None
+    checkpoint_interval_s: float = 60.0
+    retention_days: float | None = None
+    retention_check_s: float = 3600.0
 
     @property
     def issuer(self) -> str:
@@ -102,7 +112,16 @@ class Gateway:
             ),
             logger=self._log,
         )
-        self.log = ActivationLog(settings.log_path)
+        self.log = ActivationLog(
+            settings.log_path,
+            signer=settings.signer,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+        )
+        if settings.signer is None:
+            self._log.warning(
+                "activation log is not signed: no audit.signing_key configured",
+                log=str(settings.log_path),
+            )
         # Sources with a radio (BLE) also tell which cameras are at the car.
         self.radios = [
             radio
@@ -140,6 +159,18 @@ class Gateway:
     # --- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         """Serve until cancelled. Unfinished activations from a previous run are resumed."""
+        # Who decides and by what policy: the first thing `audit replay` reads.
+        self.log.append(
+            RecordKind.STARTED,
+            None,
+            StartedEntry(
+                gateway_id=self.settings.issuer,
+                unit_id=self.settings.unit_id,
+                topic_prefix=self.topics.prefix,
+                policy=self.settings.policy,
+            ),
+            self.clock.wall_ns(),
+        )
         self.coordinator.rebuild_admission()
         resumed = self.coordinator.load_unfinished()
         if resumed:
@@ -147,6 +178,8 @@ class Gateway:
         for source in self.sources:
             self._background.spawn(self._drain(source))
         self._background.spawn(self._status_loop())
+        if self.settings.retention_days is not None:
+            self._background.spawn(self._retention_loop(self.settings.retention_days))
         try:
             await self.link.serve_until_cancelled(
                 self._on_message, on_connect=self._on_connect, on_stop=self._say_goodbye
@@ -203,6 +236,18 @@ class Gateway:
             if self.link.is_up:
                 with contextlib.suppress(ConnectionError):
                     await self._publish_status(online=True)
+
+    async def _retention_loop(self, days: float) -> None:
+        """Remove expired records now and then; each pass is itself a record in the log."""
+        while True:
+            try:
+                outcome = await self.log.prune(RetentionPass(days, self.clock.wall_ns()))
+            except LogError as exc:
+                self._log.error("retention pass failed", error=str(exc))
+            else:
+                if outcome.get("removed"):
+                    self._log.info("expired records removed", retention_days=days, **outcome)
+            await asyncio.sleep(self.settings.retention_check_s)
 
     # --- inputs -------------------------------------------------------------------------
     async def submit(self, event: TriggerEvent) -> TriggerReceipt:
@@ -284,6 +329,7 @@ class Gateway:
     def _on_presence(self, camera_id: str, message: Inbound) -> None:
         if not message.payload:  # a cleared retained message: the camera was removed
             self.presence.remove(camera_id)
+            self._log_presence(camera_id, f'{{"camera_id":"{camera_id}","removed":true}}')
             return
         presence = decode(CameraPresence, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
         if presence.camera_id != camera_id:
@@ -292,3 +338,12 @@ class Gateway:
                 f"presence of camera {presence.camera_id!r} on the topic of camera {camera_id!r}",
             )
         self.presence.update(presence)
+        # Range resolution reads presence: the log keeps it, in order, for `audit replay`.
+        self._log_presence(camera_id, message.payload.decode())
+
+    def _log_presence(self, camera_id: str, body: str) -> None:
+        try:
+            self.log.append_json(RecordKind.PRESENCE, None, body, self.clock.wall_ns())
+        except LogError as exc:
+            self.counters["log.write_failures"] += 1
+            self._log.error("log append failed", kind="presence", camera=camera_id, error=str(exc))

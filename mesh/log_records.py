@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from enum import StrEnum
+
+from pydantic import Field
 
 from mesh.models import (
     ActivationRecord,
@@ -11,9 +14,12 @@ from mesh.models import (
     CancelRequest,
     Escalation,
     Frozen,
+    GeoPoint,
     RecordStart,
     TriggerEvent,
 )
+from mesh.policy import Policy
+from mesh.proximity import Heard
 from mesh.targeting import TargetDecision
 
 
@@ -27,6 +33,11 @@ class RecordKind(StrEnum):
     RESUMED = "resumed"  # a gateway restart picked the activation up again
     ESCALATED = "escalated"  # a camera that did not start, told to the policy's audiences
     CANCEL = "cancel"  # a cancel request, accepted or refused (nothing is erased)
+    CHECKPOINT = "checkpoint"  # the gateway's signature over the chain head
+    RETENTION = "retention"  # expired records removed, and the runs the chain skips
+    HOLD = "hold"  # a legal hold placed or released
+    STARTED = "started"  # the gateway started: who it is and the policy it decides by
+    PRESENCE = "presence"  # a camera's presence as the gateway received it (range input)
 
 
 class TargetEntry(Frozen):
@@ -53,11 +64,37 @@ class TargetEntry(Frozen):
         )
 
 
+class HeardEntry(Frozen):
+    rssi_dbm: int
+    age_s: float
+
+
+class DecisionInputs(Frozen):
+    """What range resolution took besides the trigger and the presence in the log before
+    it: where the car was, and which cameras its radio heard (``audit replay`` needs both)."""
+
+    gateway_position: GeoPoint | None = None
+    heard: dict[str, HeardEntry] = Field(default_factory=dict)
+
+    @staticmethod
+    def json_of(position: GeoPoint | None, heard: Mapping[str, Heard] | None) -> str:
+        place = "null" if position is None else position.model_dump_json()
+        radio = json.dumps(
+            {c: {"rssi_dbm": h.rssi_dbm, "age_s": h.age_s} for c, h in (heard or {}).items()},
+            separators=(",", ":"),
+        )
+        return f'{{"gateway_position":{place},"heard":{radio}}}'
+
+    def heard_map(self) -> dict[str, Heard]:
+        return {c: Heard(h.rssi_dbm, h.age_s) for c, h in self.heard.items()}
+
+
 class ActivationEntry(Frozen):
     trigger: TriggerEvent
     received_at_ns: int
     command: RecordStart
     targets: tuple[TargetEntry, ...]
+    inputs: DecisionInputs | None = None
 
     @staticmethod
     def json_of(
@@ -65,6 +102,7 @@ class ActivationEntry(Frozen):
         received_at_ns: int,
         command: RecordStart,
         decisions: list[TargetDecision],
+        inputs: str = "null",
     ) -> str:
         """The same JSON as ``ActivationEntry(...).model_dump_json()``, without a model per
         camera: this is on the path of every activation, before the command is sent, and a
@@ -85,7 +123,7 @@ class ActivationEntry(Frozen):
         )
         return (
             f'{{"trigger":{trigger.model_dump_json()},"received_at_ns":{received_at_ns},'
-            f'"command":{command.model_dump_json()},"targets":{targets}}}'
+            f'"command":{command.model_dump_json()},"targets":{targets},"inputs":{inputs}}}'
         )
 
 
@@ -129,6 +167,13 @@ class ResumedEntry(Frozen):
 
 class EscalatedEntry(Frozen):
     escalation: Escalation
+
+
+class StartedEntry(Frozen):
+    gateway_id: str
+    unit_id: str
+    topic_prefix: str
+    policy: Policy
 
 
 class CancelEntry(Frozen):

@@ -1,0 +1,95 @@
+"""``trigger-mesh audit replay``: re-decide a log, or re-publish it for review.
+
+Registered on the ``audit`` group (``mesh.cli_audit``) when ``mesh.cli`` imports this.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mesh.cli_audit import audit_app
+from mesh.cli_common import BrokerOpt, broker_url, client_broker, console, fail, run_until_signal
+
+EXIT_SAME, EXIT_DIFFERENT = 0, 1
+
+
+@audit_app.command("replay")
+def replay(
+    log: Annotated[Path, typer.Argument(help="Activation log (SQLite)")],
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Decide by this policy instead of the logged one"),
+    ] = None,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Re-publish the history under --prefix")
+    ] = False,
+    speed: Annotated[float, typer.Option("--speed", help="Pace of --publish (x real time)")] = 1.0,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Prepended to the logged topic prefix")
+    ] = "replay/",
+    broker: BrokerOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Differences to print")] = 20,
+) -> None:
+    """Re-run every logged trigger through the policy and range code and print what would
+    differ (exit 0: nothing, 1: differences). With --publish, also re-send the history
+    (presence, receipts, activations, escalations; never commands) for dispatch review."""
+    from mesh.activation_log import LogError, read_records
+    from mesh.config import ConfigError, load_policy
+    from mesh.replay import Replayer
+
+    try:
+        chosen = load_policy(policy) if policy is not None else None
+        result = Replayer(chosen).run(read_records(log))
+    except (LogError, ConfigError) as exc:
+        fail(str(exc))
+    out = console()
+    basis = f"policy {policy}" if policy is not None else "the logged policy"
+    out.print(
+        f"{result.triggers} triggers re-decided by {basis} ({result.activations} activations, "
+        f"{result.presence_updates} presence updates): "
+        + ("every decision reproduced" if result.same else f"{len(result.differences)} differ"),
+        highlight=False,
+    )
+    for note in dict.fromkeys(result.notes):
+        out.print(f"note: {note}", highlight=False)
+    for difference in result.differences[:limit]:
+        out.print(str(difference), highlight=False)
+    if len(result.differences) > limit:
+        out.print(f"… and {len(result.differences) - limit} more (--limit)", highlight=False)
+    if publish:
+        if speed <= 0:
+            fail("--speed must be positive")
+        sent = run_until_signal(_publish(log, client_broker(broker), prefix, speed))
+        out.print(f"{sent or 0} messages re-published under {prefix!r}", highlight=False)
+    if not result.same:
+        raise typer.Exit(EXIT_DIFFERENT)
+
+
+async def _publish(log: Path, broker: str, prefix: str, speed: float) -> int:
+    import asyncio
+
+    from bridge.client import LinkOptions, MqttLink
+    from mesh.activation_log import read_records
+    from mesh.replay_publish import messages, publish_history
+
+    try:
+        outbound = list(messages(read_records(log), prefix))
+    except ValueError as exc:
+        fail(f"--prefix: {exc}")
+    link = MqttLink(
+        broker_url(broker),
+        LinkOptions(client_id=f"tm-replay-{uuid.uuid4().hex[:8]}", persistent_session=False),
+    )
+    runner = asyncio.ensure_future(link.run(lambda _message: None))
+    try:
+        await link.wait_up(10)
+        sent = await publish_history(outbound, link, speed=speed)
+        await link.drain()
+        return sent
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

@@ -1,0 +1,141 @@
+"""Retention of the activation log (pure): which expired records go, which legal holds keep.
+
+A record expires when it is older than the retention period. Legal holds exempt records:
+a hold names an activation (all its records) or a span of time (every record in it), and
+stays until a later hold record releases it. Hold records are themselves records of the
+chain, so who held what, when and why is part of the evidence.
+
+What a pass removes is written down as runs ``[first_seq, last_seq, hash of last_seq]``.
+The record after a run links to that hash, so the chain still verifies. Each retention
+record carries every run so far, so removing an older retention record loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class RetentionPass:
+    retention_days: float
+    now_ns: int
+
+    @property
+    def cutoff_ns(self) -> int:
+        return self.now_ns - int(self.retention_days * NS_PER_DAY)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Keeps the records of ``activation_id``, or every record from ``from_ns`` to ``to_ns``."""
+
+    activation_id: str | None
+    from_ns: int | None
+    to_ns: int | None
+
+    def keeps(self, activation_id: str | None, at_ns: int) -> bool:
+        if self.activation_id is not None:
+            return activation_id == self.activation_id
+        return (self.from_ns or 0) <= at_ns <= (self.to_ns or at_ns)
+
+
+def hold_body(
+    *,
+    activation_id: str | None,
+    from_ns: int | None,
+    to_ns: int | None,
+    reason: str,
+    by: str,
+    release: bool,
+) -> str:
+    if (activation_id is None) == (from_ns is None and to_ns is None):
+        raise ValueError("a hold names either an activation or a time span, not both")
+    return json.dumps(
+        {
+            "activation_id": activation_id,
+            "from_ns": from_ns,
+            "to_ns": to_ns,
+            "reason": reason,
+            "by": by,
+            "release": release,
+        },
+        separators=(",", ":"),
+    )
+
+
+def active_holds(hold_records: Iterable[tuple[int, str]]) -> dict[Hold, int]:
+    """From (seq, body) of every hold record in log order: the holds in force, each with
+    the seq of the record that placed it (kept while the hold stands)."""
+    holds: dict[Hold, int] = {}
+    for seq, body in hold_records:
+        data = json.loads(body)
+        hold = Hold(data.get("activation_id"), data.get("from_ns"), data.get("to_ns"))
+        if data.get("release"):
+            holds.pop(hold, None)
+        else:
+            holds.setdefault(hold, seq)
+    return holds
+
+
+@dataclass(frozen=True)
+class Candidate:
+    seq: int
+    at_ns: int
+    activation_id: str | None
+    hash: str
+
+
+@dataclass(frozen=True)
+class Removal:
+    seqs: list[int]  # the records to delete
+    held: int  # expired records kept by a hold
+    runs: list[tuple[int, int, str]]  # every run removed so far, this pass included
+
+
+def plan_removal(
+    rows: Sequence[Candidate],
+    *,
+    cutoff_ns: int,
+    holds: dict[Hold, int],
+    earlier_runs: Sequence[tuple[int, int, str]],
+) -> Removal:
+    """``rows``: the log's records in seq order, up to (not including) its head."""
+    hold_seqs = set(holds.values())
+    remove: list[int] = []
+    held = 0
+    runs: list[tuple[int | str, ...]] = [tuple(run) for run in earlier_runs]
+    current: list[int | str] | None = None  # [first, last, last_hash] of the open run
+    for row in rows:
+        expired = row.at_ns < cutoff_ns
+        kept = expired and (
+            row.seq in hold_seqs or any(h.keeps(row.activation_id, row.at_ns) for h in holds)
+        )
+        held += kept
+        if expired and not kept:
+            remove.append(row.seq)
+            if current is None:
+                current = [row.seq, row.seq, row.hash]
+            else:
+                current[1:] = [row.seq, row.hash]
+        elif current is not None:
+            runs.append((int(current[0]), int(current[1]), str(current[2])))
+            current = None
+    if current is not None:
+        runs.append((int(current[0]), int(current[1]), str(current[2])))
+    return Removal(remove, held, _merge(runs))
+
+
+def _merge(runs: Iterable[tuple[int | str, ...]]) -> list[tuple[int, int, str]]:
+    """Join runs that overlap or touch; the later end's hash is the one the chain needs."""
+    merged: list[tuple[int, int, str]] = []
+    for first, last, last_hash in sorted((int(a), int(b), str(c)) for a, b, c in runs):
+        if merged and first <= merged[-1][1] + 1:
+            prev = merged[-1]
+            merged[-1] = (prev[0], last, last_hash) if last >= prev[1] else prev
+        else:
+            merged.append((first, last, last_hash))
+    return merged

@@ -23,6 +23,8 @@ class TopicKind(StrEnum):
     RECEIPT = "receipt"
     PRESENCE = "presence"
     GATEWAY = "gateway"
+    LOG_RECORDS = "log_records"
+    LOG_SYNCED = "log_synced"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,14 @@ class Topics:
     def gateway(self, gateway_id: str) -> str:
         return f"{self.prefix}/gateway/{gateway_id}"
 
+    def log_records(self, log_id: str) -> str:
+        """Batches of an edge activation log's records, on their way to the archive."""
+        return f"{self.prefix}/log/{log_id}/records"
+
+    def log_synced(self, log_id: str) -> str:
+        """The archive's synced watermark of one log (retained)."""
+        return f"{self.prefix}/log/{log_id}/synced"
+
     # --- subscription filters -------------------------------------------------
     def acks_for(self, issuer: str) -> str:
         return f"{self.prefix}/ack/{issuer}/+"
@@ -100,6 +110,9 @@ class Topics:
 
     def all_gateways(self) -> str:
         return f"{self.prefix}/gateway/+"
+
+    def all_log_records(self) -> str:
+        return f"{self.prefix}/log/+/records"
 
     # --- parsing ----------------------------------------------------------------
     def parse(self, topic: str) -> ParsedTopic | None:
@@ -127,7 +140,19 @@ class Topics:
                 return ParsedTopic(TopicKind.PRESENCE, (camera,))
             case ["gateway", gateway]:
                 return ParsedTopic(TopicKind.GATEWAY, (gateway,))
+            case ["log", log_id, "records"]:
+                return ParsedTopic(TopicKind.LOG_RECORDS, (log_id,))
+            case ["log", log_id, "synced"]:
+                return ParsedTopic(TopicKind.LOG_SYNCED, (log_id,))
         return None
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT 5 shared subscription: the broker gives each message to one member of
+    ``group`` (mosquitto: round robin), so several subscribers split the load."""
+    if not _PREFIX_RE.match(group) or "/" in group:
+        raise ValueError(f"share group {group!r} must be one level of [A-Za-z0-9._-]")
+    return f"$share/{group}/{topic_filter}"
 
 
 def _parse_command(levels: list[str]) -> ParsedTopic | None:

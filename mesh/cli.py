@@ -72,6 +72,12 @@ app.add_typer(audit_app, name="audit")
 import mesh.cli_integrity  # noqa: E402
 import mesh.cli_replay  # noqa: E402, F401
 
+# `archiver` (run, verify, migrate) and `log sync`: the central archive (docs/archive.md).
+from mesh.archive.cli import archiver_app, log_sync  # noqa: E402
+
+app.add_typer(archiver_app, name="archiver")
+log_app.command("sync")(log_sync)
+
 
 def main() -> None:
     app()
@@ -184,6 +190,8 @@ def gateway(
                 checkpoint_interval_s=cfg.audit.checkpoint_interval_s,
                 retention_days=cfg.audit.retention_days,
                 retention_check_s=cfg.audit.retention_check_s,
+                sync_log=cfg.sync_log,
+                sync_interval_s=cfg.sync_interval_s,
             )
             sources: list[TriggerSource] = []
             if cfg.ble is not None and cfg.ble.enabled:

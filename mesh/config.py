@@ -79,6 +79,10 @@ class GatewayConfig(_Connection):
     # The vehicle's CAN bus and its trigger rules (docs/can-rules.md); none if absent.
     can: CanConfig | None = None
     audit: AuditConfig = AuditConfig()
+    # Send the activation log to the central archive whenever the broker is reachable
+    # (docs/archive.md); off unless an archiver runs somewhere on the broker.
+    sync_log: bool = False
+    sync_interval_s: Annotated[float, Field(gt=0)] = 5.0
 
     @property
     def resolved_gateway_id(self) -> str:

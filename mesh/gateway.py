@@ -67,6 +67,9 @@ class GatewaySettings:
     checkpoint_interval_s: float = 60.0
     retention_days: float | None = None
     retention_check_s: float = 3600.0
+    # Opt-in: send the log's records to the central archive whenever the broker is up.
+    sync_log: bool = False
+    sync_interval_s: float = 5.0
 
     @property
     def issuer(self) -> str:
@@ -180,6 +183,8 @@ class Gateway:
         self._background.spawn(self._status_loop())
         if self.settings.retention_days is not None:
             self._background.spawn(self._retention_loop(self.settings.retention_days))
+        if self.settings.sync_log:
+            self._background.spawn(self._sync_log())
         try:
             await self.link.serve_until_cancelled(
                 self._on_message, on_connect=self._on_connect, on_stop=self._say_goodbye
@@ -188,6 +193,22 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.log.flush()
             self.log.close()
+
+    async def _sync_log(self) -> None:
+        """Keep the central archive's copy of the log current (docs/archive.md). Its own
+        connection: the gateway's subscriptions and session stay as they are."""
+        from mesh.log_sync import LogSync
+
+        sync = LogSync(
+            self.settings.log_path,
+            url=self.link.url,
+            topics=self.topics,
+            unit_id=self.settings.unit_id,
+            gateway_id=self.settings.issuer,
+            protocol=self.link.options.protocol,
+            client_id=f"{self.link.options.client_id}-sync",
+        )
+        await sync.run_forever(self.settings.sync_interval_s)
 
     async def _on_connect(self) -> None:
         await self._publish_status(online=True)

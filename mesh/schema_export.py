@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mesh.models import WIRE_MODELS
+from mesh.archive.wire import LogBatch, LogSynced
+from mesh.models import WIRE_MODELS, Frozen
+
+# The log-sync payloads (docs/archive.md) live with the archive, not the core protocol.
+SCHEMA_MODELS: dict[str, type[Frozen]] = {
+    **WIRE_MODELS,
+    "log_batch": LogBatch,
+    "log_synced": LogSynced,
+}
 
 
 def schemas() -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
-    for name, model in WIRE_MODELS.items():
+    for name, model in SCHEMA_MODELS.items():
         schema = model.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://trigger-mesh.example/schemas/v1/{name}.schema.json"

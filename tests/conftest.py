@@ -1,7 +1,8 @@
-"""Shared fixtures: a real mosquitto per test session, a private topic prefix per test.
+"""Shared fixtures: a real mosquitto per test session, a private topic prefix per test, a
+private schema in the test PostgreSQL per test.
 
-Under CI=true a test that needs mosquitto or Chromium fails when it is missing; elsewhere it
-skips.
+Under CI=true a test that needs mosquitto, Chromium or PostgreSQL fails when it is missing;
+elsewhere it skips.
 """
 
 from __future__ import annotations
@@ -82,6 +83,36 @@ def can_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return SHARED_CAN
+
+
+# The PostgreSQL the archive tests use (trust auth on the machine's own, by default).
+ENV_TEST_PG = "TRIGGER_MESH_TEST_PG"
+DEFAULT_TEST_PG = "postgresql://127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A DSN for a fresh schema of its own (its search_path), dropped after the test."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    base = os.environ.get(ENV_TEST_PG, DEFAULT_TEST_PG)
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL is not reachable at {base} (set {ENV_TEST_PG}): {exc}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    with admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield make_conninfo(base, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

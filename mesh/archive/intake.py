@@ -1,0 +1,154 @@
+"""What the archiver accepts (pure): a received message becomes a typed item to store, or
+a PayloadError naming why not. No I/O here; the archiver counts and logs the rejections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.codec import PayloadError, decode
+from bridge.topics import TopicKind, Topics
+from mesh.archive.wire import BATCH_MAX_BYTES, LogBatch
+from mesh.log_chain import record_hash
+from mesh.models import (
+    ActivationRecord,
+    ActivationState,
+    CameraAck,
+    Escalation,
+    OutcomeStatus,
+    TriggerEvent,
+    TriggerReceipt,
+)
+
+# Triggers, receipts, acks and escalations are small; anything near this is a bug or worse.
+MAX_SMALL_PAYLOAD = 64 * 1024
+# An activation record names every camera it concerned (as mesh/watch.py allows).
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+ArchivedModel = TriggerEvent | TriggerReceipt | ActivationRecord | CameraAck | Escalation | LogBatch
+
+
+@dataclass(frozen=True)
+class Item:
+    """One accepted message: its kind, the decoded payload, its topic's variable levels,
+    and the JSON as received (stored as is, so fields newer than this code are kept)."""
+
+    kind: TopicKind
+    model: ArchivedModel
+    args: tuple[str, ...]
+    raw: str
+
+
+# What the archiver subscribes to, and nothing else.
+ARCHIVED_KINDS = (
+    TopicKind.TRIGGER,
+    TopicKind.RECEIPT,
+    TopicKind.ACTIVATION,
+    TopicKind.ACK,
+    TopicKind.ESCALATION,
+    TopicKind.LOG_RECORDS,
+)
+
+
+def archived_filters(topics: Topics) -> tuple[str, ...]:
+    return (
+        f"{topics.prefix}/trigger/+",
+        topics.all_receipts(),
+        topics.all_activations(),
+        f"{topics.prefix}/ack/+/+",
+        topics.all_escalations(),
+        topics.all_log_records(),
+    )
+
+
+def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
+    """The item to store, or None for a topic the archive does not keep.
+    Raises PayloadError (with a stable code) for a payload that cannot be accepted."""
+    parsed = topics.parse(topic)
+    if parsed is None or parsed.kind not in ARCHIVED_KINDS:
+        return None
+    args = parsed.args
+    model: ArchivedModel
+    match parsed.kind:
+        case TopicKind.TRIGGER:
+            model = decode(TriggerEvent, payload, max_bytes=MAX_SMALL_PAYLOAD)
+            _same("unit_mismatch", "trigger for unit", model.unit_id, "unit", args[0])
+        case TopicKind.RECEIPT:
+            model = decode(TriggerReceipt, payload, max_bytes=MAX_SMALL_PAYLOAD)
+            _same("unit_mismatch", "receipt for unit", model.unit_id, "unit", args[0])
+        case TopicKind.ACTIVATION:
+            model = decode(ActivationRecord, payload, max_bytes=MAX_RECORD_BYTES)
+            _same("id_mismatch", "activation", model.activation_id, "activation", args[1])
+            _same("unit_mismatch", "activation of unit", model.unit_id, "unit", args[0])
+        case TopicKind.ACK:
+            model = decode(CameraAck, payload, max_bytes=MAX_SMALL_PAYLOAD)
+            _same("id_mismatch", "ack from camera", model.camera_id, "camera", args[1])
+        case TopicKind.ESCALATION:
+            model = decode(Escalation, payload, max_bytes=MAX_SMALL_PAYLOAD)
+            _same("id_mismatch", "escalation for", model.audience, "audience", args[0])
+        case _:  # TopicKind.LOG_RECORDS
+            model = decode(LogBatch, payload, max_bytes=BATCH_MAX_BYTES)
+            _same("id_mismatch", "records of log", model.log_id, "log", args[0])
+            check_batch(model)
+    try:
+        raw = payload.decode()
+    except UnicodeDecodeError as exc:  # the JSON parser took it, PostgreSQL would not
+        raise PayloadError("not_utf8", f"payload is not UTF-8 ({exc.reason})") from None
+    return Item(parsed.kind, model, args, raw)
+
+
+def _same(code: str, what: str, got: str, level: str, expected: str) -> None:
+    if got != expected:
+        raise PayloadError(code, f"{what} {got!r} on the topic of {level} {expected!r}")
+
+
+def check_batch(batch: LogBatch) -> None:
+    """A batch is a run of consecutive rows of the edge log: each record's prev_seq is
+    the record before it (the watermark relies on it), and each record's hash is over its
+    own content (the archive never changes a stored record, so it must not store one that
+    could never verify). Whether the records link is the chain check's business: a
+    retention gap between two rows is a legitimate break in the seq, not in the chain."""
+    prev: int | None = None
+    for record in batch.records:
+        computed = record_hash(
+            record.prev_hash,
+            record.seq,
+            record.at_ns,
+            kind=record.kind,
+            activation_id=record.activation_id,
+            body=record.body,
+        )
+        if computed != record.hash:
+            raise PayloadError(
+                "bad_hash", f"record {record.seq}: its content does not match its hash"
+            )
+        if record.prev_seq >= record.seq:
+            raise PayloadError("not_consecutive", f"record {record.seq} names a later predecessor")
+        if prev is not None and record.prev_seq != prev:
+            raise PayloadError(
+                "not_consecutive",
+                f"record {record.seq} follows {record.prev_seq}, but the batch has {prev} "
+                "before it",
+            )
+        prev = record.seq
+
+
+# --- which activation record wins ---------------------------------------------------------
+_FINAL = frozenset({ActivationState.CONFIRMED, ActivationState.PARTIAL, ActivationState.MISSED})
+
+
+def activation_rank(record: ActivationRecord) -> tuple[int, int]:
+    """Orders the versions of one activation record; the archive keeps the highest.
+
+    A gateway publishes a record many times: pending progress (cameras answer one by one,
+    never un-answer), then the final state, and after a cancel in the window, cancelled.
+    QoS 1 redelivery and shared subscriptions mean they can arrive in any order, so the
+    archive must never let a late progress update replace a final state.
+    """
+    if record.state is ActivationState.CANCELLED:
+        stage = 2
+    elif record.state in _FINAL:
+        stage = 1
+    else:
+        stage = 0
+    answered = sum(1 for c in record.cameras if c.status is not OutcomeStatus.PENDING)
+    return stage, answered

@@ -1,0 +1,313 @@
+"""Writing to and reading from the archive's PostgreSQL (the schema: migrations/).
+
+Every write is idempotent: keyed by what makes a message the same message, with
+``ON CONFLICT`` deciding what a second copy does (nothing, or for activation records,
+replace an older version). So retrying a write after an error, or two archivers
+receiving the same message, can never store anything twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bridge.topics import TopicKind
+from mesh.activation_log import LogRecord
+from mesh.archive.db import Conn
+from mesh.archive.intake import Item, activation_rank
+from mesh.archive.wire import LogBatch
+from mesh.models import ActivationRecord, CameraAck, Escalation, TriggerEvent, TriggerReceipt
+
+# Small messages are written together, in one transaction, up to this many.
+GROUP_MAX = 200
+
+
+@dataclass(frozen=True)
+class LogProgress:
+    """What one stored batch did to its log's watermark."""
+
+    log_id: str
+    synced_seq: int
+    advanced: bool
+
+
+@dataclass
+class WriteResult:
+    # "stored.trigger", "duplicate.ack", "replaced.activation", "superseded.activation" …
+    counts: Counter[str] = field(default_factory=Counter)
+    logs: list[LogProgress] = field(default_factory=list)
+    # Records the archive already holds with another hash: a forked or forged log.
+    conflicts: list[str] = field(default_factory=list)
+
+
+async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteResult:
+    """Store ``items``: the small ones in one transaction, each log batch in its own (it
+    locks its log's row while the watermark is recomputed)."""
+    result = WriteResult()
+    small = sorted((i for i in items if i.kind is not TopicKind.LOG_RECORDS), key=_lock_order)
+    if small:
+        async with conn.transaction():
+            for item in small:
+                outcome = await _write_one(conn, item, archived_by)
+                result.counts[f"{outcome}.{item.kind.value}"] += 1
+    for item in items:
+        if isinstance(item.model, LogBatch):
+            await _write_batch(conn, item.model, archived_by, result)
+    return result
+
+
+def _lock_order(item: Item) -> tuple[str, str]:
+    # Two archivers writing the same rows lock them in the same order: no deadlock.
+    model = item.model
+    key = getattr(model, "activation_id", None) or getattr(model, "event_id", "")
+    return item.kind.value, str(key)
+
+
+async def _write_one(conn: Conn, item: Item, by: str) -> str:
+    model = item.model
+    if isinstance(model, TriggerEvent):
+        cur = await conn.execute(
+            "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id,"
+            " observed_at_ns, payload, archived_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (
+                model.event_id,
+                model.unit_id,
+                model.kind.value,
+                model.source.type.value,
+                model.source.id,
+                model.observed_at_ns,
+                item.raw,
+                by,
+            ),
+        )
+    elif isinstance(model, TriggerReceipt):
+        cur = await conn.execute(
+            "INSERT INTO receipts (event_id, at_ns, unit_id, outcome, activation_id, reason,"
+            " payload, archived_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (
+                model.event_id,
+                model.at_ns,
+                model.unit_id,
+                model.outcome.value,
+                model.activation_id,
+                model.reason,
+                item.raw,
+                by,
+            ),
+        )
+    elif isinstance(model, CameraAck):
+        cur = await conn.execute(
+            "INSERT INTO acks (activation_id, camera_id, attempt, received_at_ns, issuer,"
+            " unit_id, status, reason, payload, archived_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (
+                model.activation_id,
+                model.camera_id,
+                model.attempt,
+                model.received_at_ns,
+                item.args[0],
+                model.unit_id,
+                model.status.value,
+                model.reason,
+                item.raw,
+                by,
+            ),
+        )
+    elif isinstance(model, Escalation):
+        cur = await conn.execute(
+            "INSERT INTO escalations (activation_id, camera_id, audience, reason, at_ns,"
+            " unit_id, kind, payload, archived_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (
+                model.activation_id,
+                model.camera_id,
+                model.audience,
+                model.reason.value,
+                model.at_ns,
+                model.unit_id,
+                model.kind.value,
+                item.raw,
+                by,
+            ),
+        )
+    elif isinstance(model, ActivationRecord):
+        return await _write_activation(conn, model, item.raw, by)
+    else:
+        raise TypeError(f"not a small archived message: {type(model).__name__}")
+    return "stored" if cur.rowcount else "duplicate"
+
+
+async def _write_activation(conn: Conn, record: ActivationRecord, raw: str, by: str) -> str:
+    stage, answered = activation_rank(record)
+    cur = await conn.execute(
+        "INSERT INTO activations (activation_id, issuer, unit_id, kind, trigger_event_id,"
+        " state, decided_at_ns, finished_at_ns, rank_stage, rank_answered, payload,"
+        " archived_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (activation_id) DO UPDATE SET state = EXCLUDED.state,"
+        " finished_at_ns = EXCLUDED.finished_at_ns, rank_stage = EXCLUDED.rank_stage,"
+        " rank_answered = EXCLUDED.rank_answered, payload = EXCLUDED.payload,"
+        " archived_by = EXCLUDED.archived_by, archived_at = now()"
+        # Only a later version replaces the stored one (a redelivery is equal: kept).
+        " WHERE (activations.rank_stage, activations.rank_answered)"
+        " < (EXCLUDED.rank_stage, EXCLUDED.rank_answered)"
+        " RETURNING (xmax = 0)",
+        (
+            record.activation_id,
+            record.issuer,
+            record.unit_id,
+            record.trigger.kind.value,
+            record.trigger.event_id,
+            record.state.value,
+            record.decided_at_ns,
+            record.finished_at_ns,
+            stage,
+            answered,
+            raw,
+            by,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return "superseded"  # the archive already holds this version or a later one
+    return "stored" if row[0] else "replaced"
+
+
+# --- edge logs ------------------------------------------------------------------------------
+_UPSERT_LOG = (
+    "INSERT INTO logs (log_id, unit_id, gateway_id, head_seq) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (log_id) DO UPDATE SET"
+    " unit_id = coalesce(EXCLUDED.unit_id, logs.unit_id),"
+    " gateway_id = coalesce(EXCLUDED.gateway_id, logs.gateway_id),"
+    " head_seq = greatest(logs.head_seq, EXCLUDED.head_seq), last_batch_at = now()"
+    " RETURNING synced_seq"
+)
+_INSERT_RECORDS = (
+    "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body,"
+    " prev_hash, hash, archived_by)"
+    " SELECT %s, r.*, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
+    " %s::text[], %s::text[], %s::text[], %s::text[])"
+    " AS r (seq, prev_seq, at_ns, kind, activation_id, body, prev_hash, hash)"
+    " ON CONFLICT (log_id, seq) DO UPDATE SET prev_seq = EXCLUDED.prev_seq"
+    # The same record resent after the edge's retention removed the one before it: it
+    # now names an earlier predecessor, which the watermark must be allowed to follow.
+    " WHERE EXCLUDED.prev_seq < log_records.prev_seq AND EXCLUDED.hash = log_records.hash"
+    " RETURNING seq, (xmax = 0)"
+)
+# From the stored watermark, step to the next record the archive holds as long as nothing
+# the edge had can be missing in between (its predecessor is at or before the step).
+_WATERMARK = (
+    "WITH RECURSIVE walk (seq) AS ("
+    " SELECT %s::bigint"
+    " UNION ALL"
+    " SELECT nxt.seq FROM walk CROSS JOIN LATERAL ("
+    "  SELECT r.seq, r.prev_seq FROM log_records r"
+    "  WHERE r.log_id = %s AND r.seq > walk.seq ORDER BY r.seq LIMIT 1) AS nxt"
+    " WHERE nxt.prev_seq <= walk.seq)"
+    " SELECT max(seq) FROM walk"
+)
+
+
+async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult) -> None:
+    records = batch.records
+    async with conn.transaction():
+        # Locks the log's row until commit: batches of one log are stored one at a time
+        # across all archivers, so each recomputation sees every batch committed before.
+        cur = await conn.execute(
+            _UPSERT_LOG, (batch.log_id, batch.unit_id, batch.gateway_id, batch.head_seq)
+        )
+        row = await cur.fetchone()
+        assert row is not None  # an upsert with RETURNING always returns its row
+        before = int(row[0])
+        cur = await conn.execute(
+            _INSERT_RECORDS,
+            (
+                batch.log_id,
+                by,
+                [r.seq for r in records],
+                [r.prev_seq for r in records],
+                [r.at_ns for r in records],
+                [r.kind for r in records],
+                [r.activation_id for r in records],
+                [r.body for r in records],
+                [r.prev_hash for r in records],
+                [r.hash for r in records],
+            ),
+        )
+        touched = {int(seq): bool(inserted) for seq, inserted in await cur.fetchall()}
+        stored = sum(touched.values())
+        result.counts["stored.log_record"] += stored
+        result.counts["relinked.log_record"] += len(touched) - stored
+        untouched = [r for r in records if r.seq not in touched]
+        if untouched:
+            cur = await conn.execute(
+                "SELECT seq, hash FROM log_records WHERE log_id = %s AND seq = ANY(%s)",
+                (batch.log_id, [r.seq for r in untouched]),
+            )
+            held = {int(seq): str(h) for seq, h in await cur.fetchall()}
+            for record in untouched:
+                if held.get(record.seq) == record.hash:
+                    result.counts["duplicate.log_record"] += 1
+                else:
+                    result.counts["conflict.log_record"] += 1
+                    result.conflicts.append(
+                        f"log {batch.log_id} record {record.seq}: the archive holds hash "
+                        f"{held.get(record.seq)}, the edge sent {record.hash}"
+                    )
+        cur = await conn.execute(_WATERMARK, (before, batch.log_id))
+        row = await cur.fetchone()
+        after = int(row[0]) if row is not None and row[0] is not None else before
+        if after > before:
+            await conn.execute(
+                "UPDATE logs SET synced_seq = %s WHERE log_id = %s", (after, batch.log_id)
+            )
+    result.counts["stored.log_batch"] += 1
+    result.logs.append(LogProgress(batch.log_id, after, after > before))
+
+
+# --- reading --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogStatus:
+    log_id: str
+    unit_id: str | None
+    gateway_id: str | None
+    synced_seq: int
+    head_seq: int
+    records: int
+
+
+async def log_status(conn: Conn, log_id: str) -> LogStatus | None:
+    cur = await conn.execute(
+        "SELECT l.unit_id, l.gateway_id, l.synced_seq, l.head_seq,"
+        " (SELECT count(*) FROM log_records r WHERE r.log_id = l.log_id)"
+        " FROM logs l WHERE l.log_id = %s",
+        (log_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return LogStatus(log_id, row[0], row[1], int(row[2]), int(row[3]), int(row[4]))
+
+
+async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -> list[LogRecord]:
+    """The archived records of one log in seq order, as the edge's ``LogRecord``s: the same
+    objects its own chain check reads."""
+    sql = (
+        "SELECT seq, at_ns, kind, activation_id, body, prev_hash, hash FROM log_records"
+        " WHERE log_id = %s AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq"
+    )
+    cur = await conn.execute(sql, (log_id, through_seq, through_seq))
+    return [
+        LogRecord(
+            seq=int(seq),
+            at_ns=int(at_ns),
+            kind=kind,
+            activation_id=activation_id,
+            body=body,
+            prev_hash=prev_hash,
+            hash=hash_,
+        )
+        for seq, at_ns, kind, activation_id, body, prev_hash, hash_ in await cur.fetchall()
+    ]

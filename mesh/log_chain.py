@@ -18,10 +18,12 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+if TYPE_CHECKING:
+    # Only verification needs it: the gateway's writer hashes, and loads cryptography
+    # (several MB) only when it has a key to sign with.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 GENESIS = "0" * 64
 CHECKPOINT_KIND = "checkpoint"
@@ -245,6 +247,9 @@ class _Verifier:
             )
 
     def check_checkpoint(self, row: ChainedRecord) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             body = json.loads(row.body)
             head_seq, head_hash = int(body["head_seq"]), str(body["head_hash"])

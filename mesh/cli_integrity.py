@@ -18,7 +18,10 @@ from mesh.cli_common import EXIT_USAGE, console, fail
 from mesh.timefmt import parse_iso_ns
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from mesh.gateway_keys import CheckpointSigner
+    from mesh.log_chain import ChainReport
 
 # `audit verify` exit statuses (docs/audit.md).
 EXIT_INTACT, EXIT_TAMPERED, EXIT_UNSIGNED_TAIL = 0, 1, 3
@@ -41,39 +44,56 @@ def _signer(key: Path | None) -> CheckpointSigner | None:
         fail(str(exc))
 
 
+PubkeyOpt = Annotated[
+    Path | None,
+    typer.Option("--pubkey", help="The gateway's public key (.pub from keys new-gateway)"),
+]
+AllProblemsOpt = Annotated[
+    bool, typer.Option("--all", help="List every problem, not only the first")
+]
+
+
+def load_pubkey(pubkey: Path | None) -> Ed25519PublicKey | None:
+    from mesh.gateway_keys import KeyFileError, load_public_key
+
+    try:
+        return load_public_key(pubkey) if pubkey is not None else None
+    except KeyFileError as exc:
+        fail(str(exc))
+
+
+def show_report(report: ChainReport, all_problems: bool) -> None:
+    out = console()
+    out.print(report.summary(), highlight=False)
+    for problem in report.problems if all_problems else report.problems[:1]:
+        out.print(f"  {problem}", highlight=False)
+
+
+def exit_for(report: ChainReport) -> None:
+    """Exit with verify's status (docs/audit.md) unless the chain is intact and signed."""
+    if report.tampered:
+        raise typer.Exit(EXIT_TAMPERED)
+    if not report.ok:
+        raise typer.Exit(EXIT_UNSIGNED_TAIL)
+
+
 @audit_app.command("verify")
-def verify(
-    log: LogArg,
-    pubkey: Annotated[
-        Path | None,
-        typer.Option("--pubkey", help="The gateway's public key (.pub from keys new-gateway)"),
-    ] = None,
-    all_problems: Annotated[
-        bool, typer.Option("--all", help="List every problem, not only the first")
-    ] = False,
-) -> None:
+def verify(log: LogArg, pubkey: PubkeyOpt = None, all_problems: AllProblemsOpt = False) -> None:
     """Check the hash chain and every checkpoint signature of a log.
 
     Exit 0: intact and signed to the end; 1: modified, missing, reordered or badly signed
     records (the first is named); 3: intact but its tail is unsigned; 2: not a log.
     """
     from mesh.activation_log import LogError, log_id_of, read_records
-    from mesh.gateway_keys import KeyFileError, load_public_key
     from mesh.log_chain import verify_chain
 
+    key = load_pubkey(pubkey)
     try:
-        key = load_public_key(pubkey) if pubkey is not None else None
         report = verify_chain(read_records(log), log_id=log_id_of(log), public_key=key)
-    except (LogError, KeyFileError) as exc:
+    except LogError as exc:
         fail(str(exc))
-    out = console()
-    out.print(report.summary(), highlight=False)
-    for problem in report.problems if all_problems else report.problems[:1]:
-        out.print(f"  {problem}", highlight=False)
-    if report.tampered:
-        raise typer.Exit(EXIT_TAMPERED)
-    if not report.ok:
-        raise typer.Exit(EXIT_UNSIGNED_TAIL)
+    show_report(report, all_problems)
+    exit_for(report)
 
 
 @audit_app.command("hold")

@@ -25,10 +25,10 @@ from mesh.cli_common import (
     run_until_signal,
     topic_schema,
 )
+from mesh.cli_integrity import AllProblemsOpt, PubkeyOpt, exit_for, load_pubkey, show_report
 
 ENV_DB = "TRIGGER_MESH_DB"
 # `archiver verify` exits as `audit verify` does (docs/audit.md).
-EXIT_INTACT, EXIT_TAMPERED, EXIT_UNSIGNED_TAIL = 0, 1, 3
 # `log sync`: 1 when the archive did not confirm every record within --timeout.
 EXIT_SYNCED, EXIT_NOT_SYNCED = 0, 1
 _IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -138,13 +138,8 @@ def migrate(db: DbOpt = None) -> None:
 def verify(
     log_id: Annotated[str, typer.Option("--log-id", help="The edge log's id")],
     db: DbOpt = None,
-    pubkey: Annotated[
-        Path | None,
-        typer.Option("--pubkey", help="The gateway's public key (.pub from keys new-gateway)"),
-    ] = None,
-    all_problems: Annotated[
-        bool, typer.Option("--all", help="List every problem, not only the first")
-    ] = False,
+    pubkey: PubkeyOpt = None,
+    all_problems: AllProblemsOpt = False,
 ) -> None:
     """Check the archive's copy of an edge log with the chain check of `audit verify`.
 
@@ -161,14 +156,10 @@ def verify(
     from mesh.activation_log import LogRecord
     from mesh.archive.db import connect, describe
     from mesh.archive.store import LogStatus, log_status, read_log
-    from mesh.gateway_keys import KeyFileError, load_public_key
     from mesh.log_chain import verify_chain
 
     dsn = _dsn(db)
-    try:
-        key = load_public_key(pubkey) if pubkey is not None else None
-    except KeyFileError as exc:
-        fail(str(exc))
+    key = load_pubkey(pubkey)
 
     async def load() -> tuple[LogStatus | None, list[LogRecord]]:
         conn = await connect(dsn, name="trigger-mesh verify")
@@ -187,21 +178,15 @@ def verify(
     if status is None:
         fail(f"the archive holds no log {log_id!r}", EXIT_USAGE)
     report = verify_chain(records, log_id=log_id, public_key=key)
-    out = console()
-    out.print(report.summary(), highlight=False)
-    for problem in report.problems if all_problems else report.problems[:1]:
-        out.print(f"  {problem}", highlight=False)
+    show_report(report, all_problems)
     beyond = status.records - report.records
-    out.print(
+    console().print(
         f"archived from unit {status.unit_id or '?'} (gateway {status.gateway_id or '?'}): "
         f"synced through seq {status.synced_seq}, edge head {status.head_seq}"
         + (f"; {beyond} record(s) above the watermark not checked (in flight)" if beyond else ""),
         highlight=False,
     )
-    if report.tampered:
-        raise typer.Exit(EXIT_TAMPERED)
-    if not report.ok:
-        raise typer.Exit(EXIT_UNSIGNED_TAIL)
+    exit_for(report)
 
 
 def log_sync(

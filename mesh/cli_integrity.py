@@ -20,6 +20,7 @@ from mesh.timefmt import parse_iso_ns
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from mesh.activation_log import ActivationLog
     from mesh.gateway_keys import CheckpointSigner
     from mesh.log_chain import ChainReport
 
@@ -138,30 +139,22 @@ def hold(
         )
     except (LogError, ValueError) as exc:
         fail(str(exc))
-    seq = asyncio.run(_append_hold(ActivationLog(log, signer=_signer(key)), body))
+    seq = asyncio.run(_append_hold(ActivationLog(log, signer=_signer(key)), activation, body))
     what = f"activation {activation}" if activation else f"records from {start} to {end}"
     verb = "released" if release else "placed"
     console().print(f"hold {verb} on {what} (record {seq})", highlight=False)
 
 
-async def _append_hold(log: object, body: str) -> int:
-    from mesh.activation_log import ActivationLog
+async def _append_hold(log: ActivationLog, activation_id: str | None, body: str) -> int:
+    """The hold record, filed under the activation it keeps (so it is kept with it)."""
     from mesh.log_records import RecordKind
 
-    assert isinstance(log, ActivationLog)
     try:
-        seq = await log.append_durable(RecordKind.HOLD, _held_id(body), body, time.time_ns())
+        seq = await log.append_durable(RecordKind.HOLD, activation_id, body, time.time_ns())
         await log.checkpoint("hold")
         return seq
     finally:
         log.close()
-
-
-def _held_id(body: str) -> str | None:
-    import json
-
-    value = json.loads(body).get("activation_id")
-    return str(value) if value is not None else None
 
 
 @audit_app.command("prune")

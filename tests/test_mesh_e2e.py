@@ -264,6 +264,10 @@ async def test_broker_restart_mid_run_loses_nothing(
 
         await wait_until(lambda: finished_in_log() != [], 20)
         assert finished_in_log()[0]["state"] == "confirmed", finished_in_log()
+        # The next receipt is not retained either: wait until the watcher and the driver
+        # are back and subscribed before sending the trigger after the restart.
+        await mesh.watcher.link.wait_up(15)
+        await mesh.driver.wait_up(15)
         after = await mesh.activate(event(TriggerKind.TASER_ARM, source_id="taser-1"))
         assert after.state is ActivationState.CONFIRMED
         assert mesh.gateway.link.connects >= 2

@@ -174,7 +174,7 @@ class Coordinator:
             self.counters[f"triggers.refused.{admission.code}"] += 1
             self._log.info(
                 "trigger refused",
-                event=event.event_id,
+                event_id=event.event_id,
                 code=admission.code,
                 reason=admission.reason,
             )

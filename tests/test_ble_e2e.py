@@ -22,7 +22,7 @@ from bridge.topics import Topics
 from mesh.activation_log import read_records
 from mesh.camera_agent import CameraAgent, CameraIdentity
 from mesh.log_records import ActivationEntry, RecordKind
-from mesh.models import ActivationState, CameraRole, OutcomeStatus, TriggerKind
+from mesh.models import ActivationState, CameraRole, OutcomeStatus, ReceiptOutcome, TriggerKind
 from mesh.policy import Policy
 from mesh.recorder import SimulatedRecorder
 from tests.ble_helpers import axon_like
@@ -208,6 +208,13 @@ async def test_legacy_devices_are_refused_by_the_default_policy(
             lambda: mesh.gateway.coordinator.counters["triggers.refused.unauthenticated"] == 1
         )
         assert ble.activations(mesh) == 0
+        # Regression: logging the refusal once raised (a clash with structlog's `event`
+        # argument) and took the source's drain task down with it; the next genuine
+        # trigger from the same radio must still activate.
+        advert = await (await ble.sensor()).emit(SensorEvent.DRAW, duration_s=0.3)
+        receipt = await mesh.watcher.receipt(f"ble-1001-{advert.counter}", 10)
+        assert receipt is not None
+        assert receipt.outcome is ReceiptOutcome.ACCEPTED
 
 
 async def test_replay_protection_survives_a_gateway_restart(

@@ -246,7 +246,7 @@ class BleTriggerSource:
             self.counter_store.save(result.sensor_id, result.counter, state.first_seen_ns)
         if result.trigger_kind is None:
             self.counters["info_only"] += 1
-            self._log.info("sensor event", sensor=result.sensor_id, event=result.event)
+            self._log.info("sensor event", sensor=result.sensor_id, sensor_event=result.event)
             return
         self.counters["events"] += 1
         self._queue.put_nowait(self._event(result, now))

@@ -12,6 +12,7 @@ from enum import Enum
 from mesh.clock import ms_between
 from mesh.models import (
     CONFIRMED_OUTCOMES,
+    AckStatus,
     ActivationRecord,
     ActivationState,
     CameraAck,
@@ -26,10 +27,14 @@ from mesh.targeting import TargetDecision
 FAILED_OUTCOMES = frozenset({OutcomeStatus.MISSED, OutcomeStatus.REJECTED})
 
 
+_CONFIRMING = frozenset({AckStatus.STARTED, AckStatus.ALREADY_RECORDING})
+
+
 class AckEffect(Enum):
     RECORDED = "recorded"
     UNEXPECTED = "unexpected"  # a camera we did not wait for started anyway (fresher fix)
     DUPLICATE = "duplicate"
+    UPGRADED = "upgraded"  # a rejection replaced by a later start
 
 
 @dataclass
@@ -138,6 +143,13 @@ class ActivationTracker:
             progress = _Progress(ack.unit_id, False, "not expected; answered the broadcast")
             self.cameras[ack.camera_id] = progress
             effect = AckEffect.UNEXPECTED
+        elif progress.status is OutcomeStatus.REJECTED and ack.status in _CONFIRMING:
+            # A refusal is not final: the camera refused one command (expired, or one
+            # forged with this activation's id) and then started for a genuine one.
+            progress.status = OutcomeStatus(ack.status.value)
+            progress.detail = ack.reason
+            progress.acked_at_ns = wall_ns
+            return AckEffect.UPGRADED
         elif progress.status is not OutcomeStatus.PENDING:
             return AckEffect.DUPLICATE
         progress.status = OutcomeStatus(ack.status.value)

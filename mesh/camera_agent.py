@@ -31,6 +31,8 @@ from mesh.models import (
     RecordStart,
 )
 from mesh.recorder import SimulatedRecorder
+from mesh.security import CommandProblem, ReplayGuard, Security
+from mesh.trust import Rejection
 
 # Remember this many recent activations, so a repeated command is recognised.
 _HANDLED_MAX = 4096
@@ -38,6 +40,9 @@ _HANDLED_MAX = 4096
 _ACKS_KEPT = 256
 # Presence changes wait this long and coalesce: acks are urgent, presence is not.
 _PRESENCE_COALESCE_S = 0.5
+# Refused commands are answered with a `rejected` ack, at most this many per second: a
+# flood of forged broadcasts must not become a flood of acks from every camera.
+_REJECT_ACKS_PER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,13 @@ class CameraAgent:
         heartbeat_s: float = 30.0,
         client_id: str | None = None,
         asleep: bool = False,
+        security: Security | None = None,
     ) -> None:
         self.identity = identity
+        self.security = security or Security()
+        self._replays = ReplayGuard()
+        self._reject_budget = _REJECT_ACKS_PER_S
+        self._reject_refill_mono = clock.mono_ns()
         self.asleep = asleep
         self.topics = topics
         self.clock = clock
@@ -246,6 +256,17 @@ class CameraAgent:
     def cancel(self, cancel: RecordCancel) -> bool:
         """A cancelled activation: stop the recording if it alone started it. What was
         recorded is kept. True if a recording stopped."""
+        problem = self.security.check_command(cancel, self.clock.wall_ns())
+        if problem is not None:
+            self.counters[f"refused.cancel.{problem.code}"] += 1
+            self._log.warning(
+                "cancel refused",
+                activation=cancel.activation_id,
+                issuer=cancel.issuer,
+                code=problem.code,
+                reason=problem.reason,
+            )
+            return False
         stopped = self.recorder.cancel(cancel.activation_id, self.clock.wall_ns())
         self.counters["cancel.stopped" if stopped else "cancel.kept_recording"] += 1
         if stopped:
@@ -263,6 +284,18 @@ class CameraAgent:
         )
         aid = command.activation_id
         now = self.clock.wall_ns()
+        problem = self.security.check_command(command, now)
+        if problem is None and aid not in self._handled and not self._first_time(command, now):
+            # Acted on already (answered, ignored or refused): never acted on twice.
+            problem = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
+            if not direct:
+                # The same command on two shared topics (its cell's and its unit's) is
+                # normal; only a repeat sent to this camera directly is answered.
+                self.counters["decision.repeat"] += 1
+                self._log.info("repeated command not acted on", activation=aid, code=problem.code)
+                return None
+        if problem is not None:
+            return self._refuse(command, problem, received_ns)
         decision = decide(
             command,
             me,
@@ -300,12 +333,61 @@ class CameraAgent:
             recording_started_at_ns=started_at,
             pre_event_kept_s=kept,
         )
-        self.link.publish_soon(self.topics.ack(command.issuer, me.camera_id), encode(ack), qos=1)
+        self._send_ack(command.issuer, ack)
+        self._log.debug("command handled", activation=aid, status=decision.status.value)
+        return ack
+
+    def _first_time(self, command: RecordStart, now_ns: int) -> bool:
+        if command.sig is None or not self.security.enforcing:
+            return True
+        return self._replays.first_time(command.sig.value, command.expires_at_ns, now_ns)
+
+    def _refuse(
+        self, command: RecordStart, problem: Rejection, received_ns: int
+    ) -> CameraAck | None:
+        """A command not trusted: logged with its reason, counted, answered `rejected`
+        (within the ack budget). Nothing in it is acted on, its scope included."""
+        self.counters[f"refused.command.{problem.code}"] += 1
+        self._log.warning(
+            "command refused",
+            activation=command.activation_id,
+            issuer=command.issuer,
+            code=problem.code,
+            reason=problem.reason,
+        )
+        if not self._reject_ack_allowed():
+            self.counters["refused.ack_not_sent"] += 1
+            return None
+        ack = CameraAck(
+            activation_id=command.activation_id,
+            camera_id=self.identity.camera_id,
+            unit_id=self.identity.unit_id,
+            status=AckStatus.REJECTED,
+            reason=f"{problem.code}: {problem.reason}"[:512],
+            attempt=command.attempt,
+            received_at_ns=received_ns,
+        )
+        self._send_ack(command.issuer, ack)
+        return ack
+
+    def _reject_ack_allowed(self) -> bool:
+        now = self.clock.mono_ns()
+        elapsed_s = (now - self._reject_refill_mono) / 1e9
+        self._reject_refill_mono = now
+        self._reject_budget = min(
+            _REJECT_ACKS_PER_S, self._reject_budget + elapsed_s * _REJECT_ACKS_PER_S
+        )
+        if self._reject_budget < 1.0:
+            return False
+        self._reject_budget -= 1.0
+        return True
+
+    def _send_ack(self, issuer: str, ack: CameraAck) -> None:
+        ack = self.security.sign(ack)
+        self.link.publish_soon(self.topics.ack(issuer, ack.camera_id), encode(ack), qos=1)
         self.acks_sent.append(ack)
         if len(self.acks_sent) > _ACKS_KEPT:
             del self.acks_sent[: len(self.acks_sent) - _ACKS_KEPT]
-        self._log.debug("command handled", activation=aid, status=decision.status.value)
-        return ack
 
     def _remember(self, activation_id: str, status: AckStatus) -> None:
         self._handled[activation_id] = status

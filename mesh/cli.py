@@ -30,6 +30,9 @@ from mesh.cli_common import (
     LogFormatOpt,
     LogLevelOpt,
     PrefixOpt,
+    SigningKeyOpt,
+    load_signer,
+    sign_with_key,
 )
 from mesh.cli_common import broker_for as _broker_for
 from mesh.cli_common import broker_url as _url
@@ -38,8 +41,10 @@ from mesh.cli_common import configure_logs as _configure_logs
 from mesh.cli_common import console as _console
 from mesh.cli_common import fail as _fail
 from mesh.cli_common import run_until_signal as _run
+from mesh.cli_common import security_of as _load_security
 from mesh.cli_common import settle_when_ready as _settle_when_ready
 from mesh.cli_common import topic_schema as _topics
+from mesh.cli_keys import keys_app
 from mesh.config import ConfigError, load_camera_config, load_gateway_config, signing_key_path
 from mesh.models import (
     ActivationRecord,
@@ -65,7 +70,6 @@ app = typer.Typer(
 )
 log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
-keys_app = typer.Typer(help="Provision keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 # Register `audit verify | hold | prune | replay` on the audit group.
@@ -175,6 +179,7 @@ def gateway(
             signer = CheckpointSigner.from_file(key_path)
         except KeyFileError as exc:
             _fail(f"config error: {config}: key 'audit.signing_key': {exc}")
+    security = _load_security(cfg.security, config)
 
     async def serve() -> None:
         async with _broker_for(broker_value) as (url, protocol):
@@ -192,6 +197,7 @@ def gateway(
                 retention_check_s=cfg.audit.retention_check_s,
                 sync_log=cfg.sync_log,
                 sync_interval_s=cfg.sync_interval_s,
+                security=security,
             )
             sources: list[TriggerSource] = []
             if cfg.ble is not None and cfg.ble.enabled:
@@ -235,6 +241,7 @@ def camera(
         cfg = load_camera_config(config)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
+    security = _load_security(cfg.security, config)
     _configure_logs(log_format, log_level)
 
     async def serve() -> None:
@@ -259,6 +266,7 @@ def camera(
                 ),
                 protocol=protocol,
                 heartbeat_s=cfg.heartbeat_s,
+                security=security,
             )
             await agent.run()
 
@@ -335,6 +343,7 @@ def trigger(
     ] = False,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
+    signing_key: SigningKeyOpt = None,
 ) -> None:
     """Send a manual trigger to a running gateway and report what the cameras did.
 
@@ -363,6 +372,7 @@ def trigger(
         )
     except ValueError as exc:
         _fail(f"invalid trigger: {exc}")
+    event = sign_with_key(signing_key, event)
     console = _console(stderr=json_out)
 
     async def send() -> int:
@@ -486,6 +496,7 @@ def dispatch(
     prefix: PrefixOpt = DEFAULT_PREFIX,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
+    signing_key: SigningKeyOpt = None,
 ) -> None:
     """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
     from mesh.console.auth import Users
@@ -495,13 +506,16 @@ def dispatch(
         known = Users.load(users)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
+    signer = load_signer(signing_key)
     _configure_logs(log_format, log_level)
     topics = _topics(prefix)
 
     async def serve() -> None:
         async with _broker_for(_client_broker(broker)) as (url, protocol):
             try:
-                server = ConsoleServer(url, topics, known, host=host, port=port, protocol=protocol)
+                server = ConsoleServer(
+                    url, topics, known, host=host, port=port, protocol=protocol, signer=signer
+                )
             except OSError as exc:
                 _fail(f"cannot serve on {host}:{port}: {exc.strerror}")
             _console(stderr=True).print(

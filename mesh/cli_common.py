@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -21,6 +22,10 @@ from mesh.runtime import settle_heap_later
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from mesh.config import SecurityConfig
+    from mesh.security import Security
+    from mesh.signing import P, PayloadSigner
+
 ENV_BROKER = "TRIGGER_MESH_BROKER"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
@@ -33,6 +38,10 @@ LogFormatOpt = Annotated[
     str, typer.Option("--log-format", help="auto (console on a terminal, else JSON), json, console")
 ]
 LogLevelOpt = Annotated[str, typer.Option("--log-level")]
+SigningKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--signing-key", help="Ed25519 key (`keys new`) that signs what this sends"),
+]
 
 # Exit statuses of `trigger` (documented in the README).
 EXIT_OK, EXIT_NOT_CONFIRMED, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
@@ -108,3 +117,33 @@ async def broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoic
 
 def client_broker(broker: str | None) -> str:
     return broker or os.environ.get(ENV_BROKER) or DEFAULT_BROKER
+
+
+def load_signer(path: Path | None) -> PayloadSigner | None:
+    """The signer of ``--signing-key``, or exit 2 naming the file."""
+    if path is None:
+        return None
+    from mesh.gateway_keys import KeyFileError
+    from mesh.signing import PayloadSigner
+
+    try:
+        return PayloadSigner.from_file(path)
+    except KeyFileError as exc:
+        fail(f"--signing-key: {exc}")
+
+
+def sign_with_key(path: Path | None, payload: P) -> P:
+    """``payload`` signed with the key of ``--signing-key``, or as it is without one."""
+    signer = load_signer(path)
+    return payload if signer is None else signer.sign(payload)
+
+
+def security_of(config: SecurityConfig, config_path: Path) -> Security:
+    """The ``security:`` section of a config file, loaded, or exit 2 naming what is wrong."""
+    from mesh.config import ConfigError
+    from mesh.security import load_security
+
+    try:
+        return load_security(config, config_path)
+    except ConfigError as exc:
+        fail(f"config error: {exc}")

@@ -65,6 +65,19 @@ class AuditConfig(_Config):
     retention_check_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
+class SecurityConfig(_Config):
+    """Signed commands and acks (docs/security.md). Paths are relative to the config file."""
+
+    # This device's Ed25519 key from `trigger-mesh keys new`: it signs what the device sends.
+    signing_key: str | None = None
+    # The trust store (`trigger-mesh keys`): with one, signed input is checked.
+    trust_store: str | None = None
+    # With a trust store: refuse unsigned input (false only while a fleet is provisioned).
+    require_signed: bool = True
+    max_command_validity_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    max_clock_skew_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+
+
 class GatewayConfig(_Connection):
     unit: Ident
     gateway_id: Ident | None = None
@@ -83,6 +96,7 @@ class GatewayConfig(_Connection):
     # (docs/archive.md); off unless an archiver runs somewhere on the broker.
     sync_log: bool = False
     sync_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    security: SecurityConfig = SecurityConfig()
 
     @property
     def resolved_gateway_id(self) -> str:
@@ -103,6 +117,7 @@ class CameraConfig(_Connection):
     groups: tuple[Ident, ...] = ()
     # The BLE address the camera advertises from: a gateway that hears it puts it at the car.
     ble_address: BleAddress | None = None
+    security: SecurityConfig = SecurityConfig()
 
 
 def read_yaml(path: Path | str) -> Any:

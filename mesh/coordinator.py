@@ -71,8 +71,10 @@ from mesh.models import (
 from mesh.planning import plan_activation
 from mesh.policy import KindRules, Policy
 from mesh.proximity import Heard
+from mesh.security import Security
 from mesh.targeting import CameraIndex, TargetDecision
 from mesh.tasks import Background
+from mesh.trust import Rejection
 
 NS = 1_000_000_000
 # How often a pending activation's progress is re-published for dispatch, at most: every
@@ -134,8 +136,10 @@ class Coordinator:
         clock: Clock,
         on_finished: Callable[[ActivationRecord], None] | None = None,
         heard: Callable[[], Mapping[str, Heard]] | None = None,
+        security: Security | None = None,
     ) -> None:
         self.unit_id = unit_id
+        self.security = security or Security()
         self.heard = heard
         self.issuer = issuer
         self.policy = policy
@@ -159,35 +163,26 @@ class Coordinator:
 
     # --- triggers -------------------------------------------------------------------
     async def submit(
-        self, event: TriggerEvent, *, received_mono_ns: int | None = None
+        self,
+        event: TriggerEvent,
+        *,
+        received_mono_ns: int | None = None,
+        untrusted: Rejection | None = None,
     ) -> TriggerReceipt:
         """Admit a trigger; if accepted, log it durably and start driving the activation.
+        ``untrusted`` (its signature was refused) means it is refused, and logged as such.
 
         Returns once the activation is durable and its broadcast is under way (not when
         cameras have answered): the receipt says accepted, merged or refused, and why.
         """
         mono = received_mono_ns if received_mono_ns is not None else self.clock.mono_ns()
         now = self.clock.wall_ns()
-        admission = self.admitter.admit(event, now)
         self.counters[f"triggers.{event.kind}.{event.source.type}"] += 1
+        if untrusted is not None:
+            return self._refuse(event, untrusted.code, untrusted.reason, now)
+        admission = self.admitter.admit(event, now)
         if isinstance(admission, Refused):
-            self.counters[f"triggers.refused.{admission.code}"] += 1
-            self._log.info(
-                "trigger refused",
-                event_id=event.event_id,
-                code=admission.code,
-                reason=admission.reason,
-            )
-            self._append(
-                RecordKind.REFUSED,
-                None,
-                TriggerEntry(
-                    trigger=event, received_at_ns=now, code=admission.code, reason=admission.reason
-                ),
-            )
-            return self._announce(
-                self._receipt(event, ReceiptOutcome.REJECTED, None, admission.reason, now)
-            )
+            return self._refuse(event, admission.code, admission.reason, now)
         if isinstance(admission, Suppressed):
             self.counters["triggers.suppressed"] += 1
             live = self.live.get(admission.activation_id)
@@ -211,6 +206,16 @@ class Coordinator:
             )
         assert isinstance(admission, Accepted)
         return await self._activate(event, admission, now, mono)
+
+    def _refuse(self, event: TriggerEvent, code: str, reason: str, now: int) -> TriggerReceipt:
+        self.counters[f"triggers.refused.{code}"] += 1
+        self._log.info("trigger refused", event_id=event.event_id, code=code, reason=reason)
+        self._append(
+            RecordKind.REFUSED,
+            None,
+            TriggerEntry(trigger=event, received_at_ns=now, code=code, reason=reason),
+        )
+        return self._announce(self._receipt(event, ReceiptOutcome.REJECTED, None, reason, now))
 
     async def _activate(
         self, event: TriggerEvent, admission: Accepted, now: int, mono: int
@@ -308,6 +313,12 @@ class Coordinator:
         elif mono - live.last_update_mono >= live.progress_interval_ns:
             self._publish_progress(live)
 
+    def on_untrusted_ack(self, ack: CameraAck, problem: Rejection) -> None:
+        """An ack whose signature was refused changes nothing, but the log keeps it: a
+        forged "started" for one of our activations is evidence."""
+        if ack.activation_id in self.live or ack.activation_id in self.recent:
+            self._append_ack(ack, None, f"untrusted:{problem.code}", self.clock.wall_ns())
+
     def _publish_progress(self, live: _Live) -> None:
         """Tell dispatch how a pending activation stands (at most every 250 ms: a record
         names every camera, so it is not rebuilt for every ack)."""
@@ -371,7 +382,7 @@ class Coordinator:
         command = tracker.command
         if live.attempt:
             command = command.model_copy(update={"attempt": live.attempt})
-        payload = encode(command)
+        payload = encode(self.security.sign(command))
         topics = (
             command_topics(self.topics, command)
             if cameras is None
@@ -489,13 +500,19 @@ class Coordinator:
         )
 
     # --- cancellation ------------------------------------------------------------------------
-    def on_cancel(self, request: CancelRequest) -> TriggerReceipt:
-        """Cancel an activation within its window; refused (and logged) otherwise."""
+    def on_cancel(
+        self, request: CancelRequest, *, untrusted: Rejection | None = None
+    ) -> TriggerReceipt:
+        """Cancel an activation within its window; refused (and logged) otherwise, and
+        always if its signature was refused (``untrusted``)."""
         now = self.clock.wall_ns()
         self._prune_cancellable(now)
         aid = request.activation_id
         live = self.live.get(aid) or self.cancellable.get(aid)
-        problem = self._cancel_problem(live, request, now)
+        if untrusted is not None:
+            problem = f"{untrusted.code}: {untrusted.reason}"
+        else:
+            problem = self._cancel_problem(live, request, now)
         self._append(
             RecordKind.CANCEL,
             aid,
@@ -537,11 +554,13 @@ class Coordinator:
         was_finished = tracker.finished_at_ns is not None
         tracker.cancel(now, request.by, request.reason)
         self.admitter.forget(tracker.activation_id)
-        notice = RecordCancel(
-            activation_id=tracker.activation_id,
-            issuer=self.issuer,
-            reason=tracker.finish_reason,
-            at_ns=now,
+        notice = self.security.sign(
+            RecordCancel(
+                activation_id=tracker.activation_id,
+                issuer=self.issuer,
+                reason=tracker.finish_reason,
+                at_ns=now,
+            )
         )
         for topic in command_topics(self.topics, tracker.command):
             self.publisher.publish_soon(topic, encode(notice), qos=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bridge.client import ProtocolChoice
@@ -15,6 +15,7 @@ from mesh.camera_agent import CameraAgent, CameraIdentity
 from mesh.geo import offset
 from mesh.models import CameraRole, GeoPoint
 from mesh.recorder import SimulatedRecorder
+from mesh.security import Security
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,17 @@ def build_agents(
     record_s: float = 300.0,
     heartbeat_s: float = 30.0,
     now_ns: int,
+    url_of: Callable[[CameraSpec], BrokerUrl] | None = None,
+    security_of: Callable[[CameraSpec], Security] | None = None,
 ) -> list[CameraAgent]:
+    """One agent per spec; ``url_of`` and ``security_of`` give each camera its own
+    credentials and keys (a locked-down broker), else all share ``url`` and sign nothing."""
     # Powered on ten minutes ago: every simulated camera has a full pre-event buffer.
     return [
         CameraAgent(
             CameraIdentity(spec.camera_id, spec.unit_id, spec.role),
-            url=url,
+            url=url if url_of is None else url_of(spec),
+            security=None if security_of is None else security_of(spec),
             topics=topics,
             position=spec.position,
             recorder=SimulatedRecorder(powered_on_ns=now_ns - 600 * 10**9, record_s=record_s),

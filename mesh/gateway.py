@@ -44,11 +44,13 @@ from mesh.policy import Policy
 from mesh.presence import PresenceRegistry
 from mesh.proximity import Heard, RadioProximity
 from mesh.retention import RetentionPass
+from mesh.security import Security
 from mesh.tasks import Background
 from triggers.source import TriggerSource
 
 if TYPE_CHECKING:
     from mesh.gateway_keys import CheckpointSigner
+    from mesh.trust import Rejection
 
 # Triggers and acks are small; anything near this is an attack or a bug.
 MAX_SMALL_PAYLOAD = 64 * 1024
@@ -70,6 +72,8 @@ class GatewaySettings:
     # Opt-in: send the log's records to the central archive whenever the broker is up.
     sync_log: bool = False
     sync_interval_s: float = 5.0
+    # Signs its commands; checks acks, and triggers and cancels that come over MQTT.
+    security: Security = field(default_factory=Security)
 
     @property
     def issuer(self) -> str:
@@ -143,7 +147,10 @@ class Gateway:
             clock=clock,
             on_finished=on_finished,
             heard=self.heard_cameras if self.radios else None,
+            security=settings.security,
         )
+        if not settings.security.enforcing:
+            self._log.warning("acks and remote triggers are not checked: no trust store")
 
     def heard_cameras(self) -> dict[str, Heard]:
         """Cameras whose advertised address a radio of this car hears now (strongest)."""
@@ -312,6 +319,10 @@ class Gateway:
                             f"ack from camera {ack.camera_id!r} "
                             f"on the topic of camera {parsed.args[1]!r}",
                         )
+                    untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
+                    if untrusted is not None:
+                        self.coordinator.on_untrusted_ack(ack, untrusted)
+                        raise PayloadError(untrusted.code, untrusted.reason)
                     self.coordinator.on_ack(ack, received_mono_ns=received_mono)
                 case TopicKind.TRIGGER:
                     event = decode(TriggerEvent, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
@@ -321,8 +332,11 @@ class Gateway:
                             f"trigger for unit {event.unit_id!r} "
                             f"sent to unit {self.settings.unit_id!r}",
                         )
+                    untrusted = self._check_request(event)
                     self._background.spawn(
-                        self.coordinator.submit(event, received_mono_ns=received_mono)
+                        self.coordinator.submit(
+                            event, received_mono_ns=received_mono, untrusted=untrusted
+                        )
                     )
                 case TopicKind.CANCEL:
                     cancel = decode(CancelRequest, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
@@ -332,7 +346,7 @@ class Gateway:
                             f"cancel for unit {cancel.unit_id!r} "
                             f"sent to unit {self.settings.unit_id!r}",
                         )
-                    self.coordinator.on_cancel(cancel)
+                    self.coordinator.on_cancel(cancel, untrusted=self._check_request(cancel))
                 case TopicKind.PRESENCE:
                     self._on_presence(parsed.args[0], message)
                 case _:
@@ -346,6 +360,23 @@ class Gateway:
                 reason=exc.reason,
                 size=len(message.payload),
             )
+
+    def _check_request(self, request: TriggerEvent | CancelRequest) -> Rejection | None:
+        """A remote trigger or cancel: signed by dispatch or by this gateway's terminal.
+        A refused one is still logged and answered (the coordinator refuses it)."""
+        problem = self.settings.security.check_request(
+            request, self.settings.issuer, self.clock.wall_ns()
+        )
+        if problem is not None:
+            self.counters[f"rejected.{request.type}.{problem.code}"] += 1
+            self._log.warning(
+                "request refused",
+                type=request.type,
+                unit=request.unit_id,
+                code=problem.code,
+                reason=problem.reason,
+            )
+        return problem
 
     def _on_presence(self, camera_id: str, message: Inbound) -> None:
         if not message.payload:  # a cleared retained message: the camera was removed

@@ -24,6 +24,9 @@ DetailValue = str | int | float | bool
 
 PROTOCOL_VERSION = 1
 
+# An Ed25519 signature is 64 bytes: 86 characters of unpadded base64url.
+_SIG_VALUE = r"^[A-Za-z0-9_-]{86}$"
+
 
 class TriggerKind(StrEnum):
     WEAPON_DRAW = "weapon_draw"
@@ -103,6 +106,15 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
 
+class Signature(Frozen):
+    """Who signed a payload and the Ed25519 signature over its other fields
+    (``mesh.signing.signed_bytes``; docs/security.md)."""
+
+    alg: Literal["ed25519"] = "ed25519"
+    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    value: Annotated[str, Field(pattern=_SIG_VALUE)]
+
+
 class GeoPoint(Frozen):
     lat: Latitude
     lon: Longitude
@@ -133,6 +145,7 @@ class TriggerEvent(Frozen):
     observed_at_ns: TimeNs
     position: Position | None = None
     detail: dict[str, DetailValue] = Field(default_factory=dict)
+    sig: Signature | None = None
 
 
 class TriggerSummary(Frozen):
@@ -182,6 +195,7 @@ class RecordStart(Frozen):
     roles: tuple[CameraRole, ...] = ()
     groups: tuple[Ident, ...] = ()
     wake: bool = True  # whether a camera asleep (standby) starts for it
+    sig: Signature | None = None
 
 
 class RecordCancel(Frozen):
@@ -193,6 +207,7 @@ class RecordCancel(Frozen):
     issuer: Ident
     reason: Annotated[str, Field(max_length=512)] = ""
     at_ns: TimeNs
+    sig: Signature | None = None
 
 
 class CameraAck(Frozen):
@@ -207,6 +222,7 @@ class CameraAck(Frozen):
     received_at_ns: TimeNs
     recording_started_at_ns: TimeNs | None = None
     pre_event_kept_s: Annotated[float, Field(ge=0.0)] | None = None
+    sig: Signature | None = None
 
 
 class CameraOutcome(Frozen):
@@ -287,6 +303,7 @@ class CancelRequest(Frozen):
     by: Annotated[str, Field(min_length=1, max_length=128)]
     reason: Annotated[str, Field(max_length=512)] = ""
     at_ns: TimeNs
+    sig: Signature | None = None
 
 
 class Escalation(Frozen):

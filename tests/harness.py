@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.client import LinkOptions, MqttLink, ProtocolChoice
+from bridge.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
 from bridge.codec import encode
 from bridge.topics import Topics
 from bridge.urls import BrokerUrl
@@ -21,6 +21,7 @@ from mesh.gateway import Gateway, GatewaySettings
 from mesh.geo import offset
 from mesh.models import (
     ActivationRecord,
+    CameraPresence,
     CameraRole,
     GeoPoint,
     Position,
@@ -30,6 +31,7 @@ from mesh.models import (
     TriggerReceipt,
 )
 from mesh.policy import Policy
+from mesh.security import Security
 from mesh.watch import ActivationWatcher
 from triggers.manual import manual_trigger
 from triggers.source import TriggerSource
@@ -123,6 +125,7 @@ def make_gateway(
     protocol: ProtocolChoice = "auto",
     client_id: str | None = None,
     sources: Sequence[TriggerSource] = (),
+    security: Security | None = None,
 ) -> Gateway:
     return Gateway(
         GatewaySettings(
@@ -131,6 +134,7 @@ def make_gateway(
             topics=topics,
             position=CENTER,
             policy=policy or Policy(),
+            security=security or Security(),
         ),
         url=url,
         protocol=protocol,
@@ -149,6 +153,7 @@ async def running_mesh(
     policy: Policy | None = None,
     protocol: ProtocolChoice = "auto",
     gateway: Gateway | None = None,
+    security_of: Callable[[CameraSpec], Security] | None = None,
 ) -> AsyncIterator[Mesh]:
     tag = uuid.uuid4().hex[:8]
     agents = build_agents(
@@ -158,6 +163,7 @@ async def running_mesh(
         protocol=protocol,
         client_prefix=f"t{tag}-",
         now_ns=time.time_ns(),
+        security_of=security_of,
     )
     gw = gateway or make_gateway(
         url, topics, log_path, policy=policy, protocol=protocol, client_id=f"t{tag}-gw"
@@ -184,3 +190,41 @@ async def running_mesh(
         for task in mesh.tasks:
             task.cancel()
         await asyncio.gather(*mesh.tasks, return_exceptions=True)
+
+
+async def listen(mesh: Mesh, topic: str) -> list[Inbound]:
+    """Subscribe a fresh client to ``topic``; what arrives is appended to the list."""
+    got: list[Inbound] = []
+    link = MqttLink(
+        mesh.url,
+        LinkOptions(
+            f"t-listen-{uuid.uuid4().hex[:6]}",
+            subscriptions=((topic, 1),),
+            persistent_session=False,
+        ),
+    )
+    mesh.tasks.append(asyncio.create_task(link.run(got.append)))
+    await link.wait_up(10)
+    return got
+
+
+async def ghost(
+    mesh: Mesh, camera_id: str, north_m: float, *, online: bool, offline_s: float
+) -> None:
+    """A camera that announced itself and then went silent: its retained presence only."""
+    from mesh.geo import offset
+
+    lat, lon = offset(CENTER.lat, CENTER.lon, north_m, 0)
+    now = time.time_ns()
+    presence = CameraPresence(
+        camera_id=camera_id,
+        unit_id="car-7",
+        role=CameraRole.BODY,
+        online=online,
+        recording=False,
+        position=Position(lat=lat, lon=lon, fix_at_ns=now),
+        last_seen_ns=now - int(offline_s * 1e9),
+        officer="Ofc. Reyes",
+    )
+    await mesh.driver.publish(mesh.topics.presence(camera_id), encode(presence), retain=True)
+    await wait_until(lambda: mesh.gateway.presence.get(camera_id) is not None)

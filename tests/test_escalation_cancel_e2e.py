@@ -7,7 +7,6 @@ import time
 import uuid
 from pathlib import Path
 
-from bridge.client import Inbound, LinkOptions, MqttLink
 from bridge.codec import decode, encode
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
@@ -16,7 +15,6 @@ from mesh.camera_agent import CameraAgent, CameraIdentity
 from mesh.log_records import CancelEntry, EscalatedEntry, RecordKind
 from mesh.models import (
     ActivationState,
-    CameraPresence,
     CameraRole,
     CancelRequest,
     Escalation,
@@ -29,7 +27,7 @@ from mesh.models import (
 )
 from mesh.policy import Policy
 from mesh.recorder import SimulatedRecorder
-from tests.harness import CENTER, UNIT, Mesh, event, running_mesh, wait_until
+from tests.harness import CENTER, UNIT, Mesh, event, ghost, listen, running_mesh, wait_until
 
 FAST = Policy.model_validate(
     {
@@ -41,44 +39,6 @@ FAST = Policy.model_validate(
         "kinds": {"weapon_draw": {"escalate_to": ["dispatch", "own_unit"]}},
     }
 )
-
-
-async def listen(mesh: Mesh, topic: str) -> list[Inbound]:
-    """Subscribe a fresh client to ``topic``; what arrives is appended to the list."""
-    got: list[Inbound] = []
-    link = MqttLink(
-        mesh.url,
-        LinkOptions(
-            f"t-listen-{uuid.uuid4().hex[:6]}",
-            subscriptions=((topic, 1),),
-            persistent_session=False,
-        ),
-    )
-    mesh.tasks.append(asyncio.create_task(link.run(got.append)))
-    await link.wait_up(10)
-    return got
-
-
-async def ghost(
-    mesh: Mesh, camera_id: str, north_m: float, *, online: bool, offline_s: float
-) -> None:
-    """A camera that announced itself and then went silent: its retained presence only."""
-    from mesh.geo import offset
-
-    lat, lon = offset(CENTER.lat, CENTER.lon, north_m, 0)
-    now = time.time_ns()
-    presence = CameraPresence(
-        camera_id=camera_id,
-        unit_id="car-7",
-        role=CameraRole.BODY,
-        online=online,
-        recording=False,
-        position=Position(lat=lat, lon=lon, fix_at_ns=now),
-        last_seen_ns=now - int(offline_s * 1e9),
-        officer="Ofc. Reyes",
-    )
-    await mesh.driver.publish(mesh.topics.presence(camera_id), encode(presence), retain=True)
-    await wait_until(lambda: mesh.gateway.presence.get(camera_id) is not None)
 
 
 async def test_silent_cameras_are_retried_then_escalated(

@@ -29,6 +29,7 @@ from mesh.models import (
     TriggerKind,
     TriggerReceipt,
 )
+from mesh.signing import PayloadSigner
 from mesh.watch import MAX_RECORD_BYTES
 
 # A page that falls this far behind is told to reload the state instead.
@@ -44,8 +45,11 @@ class ConsoleHub:
         client_id: str | None = None,
         protocol: ProtocolChoice = "auto",
         clock: Clock = SYSTEM_CLOCK,
+        signer: PayloadSigner | None = None,
     ) -> None:
         self.topics = topics
+        # Signs remote activations and cancels, for gateways that check them.
+        self.signer = signer
         self.clock = clock
         self.state = ConsoleState()
         self.counters: Counter[str] = Counter()
@@ -145,6 +149,8 @@ class ConsoleHub:
             detail={"dispatcher": user, "note": note[:256]},
         )
         self._log.info("remote activation", user=user, unit=unit_id, event_id=event.event_id)
+        if self.signer is not None:
+            event = self.signer.sign(event)
         return await self._send_and_wait(
             self.topics.trigger(unit_id), encode(event), event.event_id, timeout_s
         )
@@ -161,6 +167,8 @@ class ConsoleHub:
             at_ns=self.clock.wall_ns(),
         )
         self._log.info("cancel requested", user=user, unit=unit_id, activation=activation_id)
+        if self.signer is not None:
+            request = self.signer.sign(request)
         return await self._send_and_wait(
             self.topics.cancel(unit_id), encode(request), request.cancel_id, timeout_s
         )

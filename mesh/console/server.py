@@ -15,6 +15,7 @@ from bridge.urls import BrokerUrl
 from mesh.console.app import create_app
 from mesh.console.auth import Users
 from mesh.console.hub import ConsoleHub
+from mesh.signing import PayloadSigner
 
 
 class _Server(uvicorn.Server):
@@ -37,8 +38,9 @@ class ConsoleServer:
         host: str = "127.0.0.1",
         port: int = 8080,
         protocol: ProtocolChoice = "auto",
+        signer: PayloadSigner | None = None,
     ) -> None:
-        self.hub = ConsoleHub(url, topics, protocol=protocol)
+        self.hub = ConsoleHub(url, topics, protocol=protocol, signer=signer)
         self.app = create_app(self.hub, users)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)

@@ -1,0 +1,298 @@
+"""Signed commands, acks and requests over a real mosquitto: what a rogue MQTT client can
+no longer do once the gateway, the cameras and dispatch sign and check (docs/security.md).
+
+The broker here is the plain test broker (anyone may publish): these tests show what the
+signatures hold by themselves. tests/test_secure_demo.py adds TLS and the ACL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bridge.client import Inbound
+from bridge.codec import decode, encode
+from bridge.embedded import MosquittoProcess
+from bridge.topics import Topics
+from mesh.activation_log import read_records
+from mesh.fleet import CameraSpec
+from mesh.log_records import RecordKind
+from mesh.models import (
+    AckStatus,
+    CameraAck,
+    CancelRequest,
+    OutcomeStatus,
+    ReceiptOutcome,
+    RecordCancel,
+    RecordStart,
+    Targets,
+    TriggerEvent,
+    TriggerKind,
+    TriggerSummary,
+)
+from mesh.policy import Policy
+from mesh.security import Security
+from mesh.signing import PayloadSigner
+from mesh.trust import KeyRole, TrustStore, trusted_key
+from tests.harness import (
+    CENTER,
+    DEFAULT_SPECS,
+    UNIT,
+    Mesh,
+    event,
+    ghost,
+    listen,
+    make_gateway,
+    running_mesh,
+    wait_until,
+)
+
+ISSUER = f"gw-{UNIT}"
+NS = 1_000_000_000
+FAST = Policy.model_validate({"defaults": {"ack_deadline_ms": 150, "max_retries": 1}})
+
+
+@dataclass
+class Keys:
+    gateway: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    dispatch: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    stranger: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    cameras: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+
+    def store(self) -> TrustStore:
+        entries = [
+            trusted_key(self.gateway.public_key(), KeyRole.GATEWAY, ISSUER),
+            trusted_key(self.dispatch.public_key(), KeyRole.DISPATCH, "dispatch-1"),
+        ]
+        entries += [
+            trusted_key(key.public_key(), KeyRole.CAMERA, cid) for cid, key in self.cameras.items()
+        ]
+        return TrustStore(entries)
+
+    def from_dispatch(self, trigger: TriggerEvent) -> TriggerEvent:
+        return PayloadSigner(self.dispatch).sign(trigger)
+
+
+@asynccontextmanager
+async def signed_mesh(
+    url_topics: tuple[MosquittoProcess, Topics], log: Path, policy: Policy | None = None
+) -> AsyncIterator[tuple[Mesh, Keys]]:
+    broker, topics = url_topics
+    keys = Keys(cameras={s.camera_id: Ed25519PrivateKey.generate() for s in DEFAULT_SPECS})
+    trust = keys.store()
+
+    def camera_security(spec: CameraSpec) -> Security:
+        return Security(signer=PayloadSigner(keys.cameras[spec.camera_id]), trust=trust)
+
+    gateway = make_gateway(
+        broker.url,
+        topics,
+        log,
+        policy=policy,
+        client_id=f"t-gw-{uuid.uuid4().hex[:6]}",
+        security=Security(signer=PayloadSigner(keys.gateway), trust=trust),
+    )
+    async with running_mesh(
+        broker.url, topics, log, gateway=gateway, security_of=camera_security
+    ) as mesh:
+        yield mesh, keys
+
+
+def command(
+    activation_id: str, *, issued_ns: int, ttl_s: float = 30, attempt: int = 0
+) -> RecordStart:
+    trigger = event(TriggerKind.WEAPON_DRAW)
+    return RecordStart(
+        activation_id=activation_id,
+        issuer=ISSUER,
+        trigger=TriggerSummary.of(trigger),
+        issued_at_ns=issued_ns,
+        origin=CENTER,
+        radius_m=150.0,
+        pre_event_s=30,
+        targets=Targets(units=(UNIT,)),
+        expires_at_ns=issued_ns + int(ttl_s * NS),
+        attempt=attempt,
+    )
+
+
+def acks_of(got: list[Inbound], activation_id: str) -> list[CameraAck]:
+    acks = [decode(CameraAck, m.payload) for m in got]
+    return [a for a in acks if a.activation_id == activation_id]
+
+
+async def test_a_signed_mesh_confirms_and_every_ack_is_signed(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
+        record = await mesh.activate(keys.from_dispatch(event(TriggerKind.WEAPON_DRAW)))
+        started = {c.camera_id for c in record.cameras if c.status is OutcomeStatus.STARTED}
+        assert started == {"dash-12", "bwc-12a", "bwc-7a"}
+        for camera_id in started:
+            assert all(a.sig is not None for a in mesh.agents[camera_id].acks_sent)
+        assert not any(k.startswith("rejected.ack") for k in mesh.gateway.counters)
+
+
+async def test_cameras_refuse_unsigned_forged_wrongly_signed_tampered_and_expired_commands(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
+        acks = await listen(mesh, topics.acks_for(ISSUER))
+        now = time.time_ns()
+        gw = PayloadSigner(keys.gateway)
+        attacks = {
+            "a-unsigned": command("a-unsigned", issued_ns=now),
+            "a-stranger": PayloadSigner(keys.stranger).sign(command("a-stranger", issued_ns=now)),
+            "a-camera-key": PayloadSigner(keys.cameras["bwc-7a"]).sign(
+                command("a-camera-key", issued_ns=now)
+            ),
+            "a-tampered": gw.sign(command("a-tampered", issued_ns=now)).model_copy(
+                update={"radius_m": 5000.0}
+            ),
+            "a-expired": gw.sign(command("a-expired", issued_ns=now - 60 * NS, ttl_s=30)),
+        }
+        expected_reason = {
+            "a-unsigned": "unsigned",
+            "a-stranger": "unknown_key",
+            "a-camera-key": "wrong_signer",
+            "a-tampered": "bad_signature",
+            "a-expired": "command expired",
+        }
+        for forged in attacks.values():
+            await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(forged))
+            # On a shared topic too: refused the same way, nothing starts.
+            await mesh.driver.publish(topics.command_unit(UNIT), encode(forged))
+        await wait_until(lambda: all(acks_of(acks, aid) for aid in attacks))
+        for aid, reason in expected_reason.items():
+            answers = acks_of(acks, aid)
+            assert {a.status for a in answers} == {AckStatus.REJECTED}, aid
+            assert all(a.reason.startswith(reason) for a in answers), (aid, answers)
+            assert all(a.sig is not None for a in answers)  # the refusal is signed too
+        for camera_id in ("bwc-12a", "dash-12"):
+            assert not mesh.agents[camera_id].recorder.is_recording(time.time_ns())
+        counters = mesh.agents["bwc-12a"].counters
+        assert counters["refused.command.unsigned"] == 2
+        assert counters["refused.command.bad_signature"] == 2
+        # A genuine command right after: the camera was refusing, not broken.
+        real = gw.sign(command("a-real", issued_ns=time.time_ns()))
+        await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(real))
+        await wait_until(lambda: acks_of(acks, "a-real"))
+        assert acks_of(acks, "a-real")[0].status is AckStatus.STARTED
+
+
+async def test_a_replayed_command_is_refused_even_when_it_would_now_apply(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
+        acks = await listen(mesh, topics.acks_for(ISSUER))
+        gw = PayloadSigner(keys.gateway)
+        far = mesh.agents["bwc-far"]
+        original = gw.sign(command("a-replay", issued_ns=time.time_ns()))
+        captured = encode(original)
+        await mesh.driver.publish(topics.command_camera("bwc-far"), captured)
+        await wait_until(lambda: acks_of(acks, "a-replay"))
+        assert acks_of(acks, "a-replay")[0].status is AckStatus.OUT_OF_RANGE  # 2 km away
+        far.move_to(CENTER)  # the camera comes into range; the attacker resends the capture
+        await mesh.driver.publish(topics.command_camera("bwc-far"), captured)
+        await wait_until(lambda: len(acks_of(acks, "a-replay")) == 2)
+        replayed = acks_of(acks, "a-replay")[1]
+        assert replayed.status is AckStatus.REJECTED
+        assert replayed.reason.startswith("replayed")
+        assert not far.recorder.is_recording(time.time_ns())
+        # The gateway's genuine retry (a new attempt, a new signature) is obeyed.
+        retry = gw.sign(command("a-replay", issued_ns=original.issued_at_ns, attempt=1))
+        await mesh.driver.publish(topics.command_camera("bwc-far"), encode(retry))
+        await wait_until(lambda: len(acks_of(acks, "a-replay")) == 3)
+        assert acks_of(acks, "a-replay")[2].status is AckStatus.STARTED
+
+
+async def test_forged_acks_cannot_hide_a_camera_that_did_not_record(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.db"
+    async with signed_mesh((mosquitto, topics), log, FAST) as (mesh, keys):
+        await ghost(mesh, "bwc-silent", 50, online=True, offline_s=0)
+        keys.cameras["bwc-silent"] = Ed25519PrivateKey.generate()  # provisioned, never acks
+        commands = await listen(mesh, f"{topics.prefix}/cmd/#")
+
+        async def forge_on_command() -> None:
+            await wait_until(lambda: commands)
+            aid = decode(RecordStart, commands[0].payload).activation_id
+            base = CameraAck(
+                activation_id=aid,
+                camera_id="bwc-silent",
+                unit_id="car-7",
+                status=AckStatus.STARTED,
+                received_at_ns=time.time_ns(),
+            )
+            forgeries = [
+                base,  # unsigned
+                PayloadSigner(keys.cameras["bwc-12a"]).sign(base),  # another camera's key
+                PayloadSigner(keys.gateway).sign(base),  # the gateway's key
+                PayloadSigner(keys.stranger).sign(base),
+            ]
+            for forged in forgeries:
+                await mesh.driver.publish(topics.ack(ISSUER, "bwc-silent"), encode(forged))
+
+        forger = asyncio.create_task(forge_on_command())
+        record = await mesh.activate(keys.from_dispatch(event(TriggerKind.WEAPON_DRAW)))
+        await forger
+        silent = next(c for c in record.cameras if c.camera_id == "bwc-silent")
+        assert silent.status is OutcomeStatus.MISSED
+        counters = mesh.gateway.counters
+        assert counters["rejected.ack.unsigned"] == 1
+        assert counters["rejected.ack.wrong_signer"] == 2
+        assert counters["rejected.ack.unknown_key"] == 1
+    # The forgeries are in the activation log as evidence, marked untrusted.
+    untrusted = [
+        r
+        for r in read_records(log)
+        if r.kind == RecordKind.ACK and '"effect":"untrusted:' in r.body
+    ]
+    assert len(untrusted) == 4
+
+
+async def test_remote_triggers_and_cancels_need_a_dispatch_signature(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
+        dispatch = PayloadSigner(keys.dispatch)
+        unsigned = event(TriggerKind.DISPATCH, source_id="rogue")
+        await mesh.send(unsigned)
+        receipt = await mesh.receipt(unsigned)
+        assert receipt.outcome is ReceiptOutcome.REJECTED
+        assert receipt.reason.startswith("unsigned")
+        forged = PayloadSigner(keys.stranger).sign(event(TriggerKind.DISPATCH, source_id="rogue"))
+        await mesh.send(forged)
+        assert (await mesh.receipt(forged)).outcome is ReceiptOutcome.REJECTED
+        genuine = dispatch.sign(event(TriggerKind.DISPATCH, source_id="dispatch:ops"))
+        record = await mesh.activate(genuine)
+        assert record.cameras
+        # A forged cancel of that activation is refused; the recordings go on.
+        cancel = CancelRequest(
+            cancel_id=f"c-{uuid.uuid4().hex}",
+            activation_id=record.activation_id,
+            unit_id=UNIT,
+            by="rogue",
+            at_ns=time.time_ns(),
+        )
+        receipts = await listen(mesh, topics.receipt(UNIT))
+        await mesh.driver.publish(topics.cancel(UNIT), encode(cancel))
+        await wait_until(lambda: any(cancel.cancel_id.encode() in m.payload for m in receipts))
+        assert b'"outcome":"rejected"' in receipts[-1].payload
+        # And a forged record_cancel sent straight to the cameras stops nothing.
+        notice = RecordCancel(
+            activation_id=record.activation_id, issuer=ISSUER, at_ns=time.time_ns()
+        )
+        await mesh.driver.publish(topics.command_unit(UNIT), encode(notice))
+        bwc = mesh.agents["bwc-12a"]
+        await wait_until(lambda: bwc.counters["refused.cancel.unsigned"] == 1)
+        assert bwc.recorder.is_recording(time.time_ns())
+        await asyncio.sleep(0)

@@ -55,8 +55,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class MosquittoProcess:
-    """A mosquitto child process on a loopback port with a generated config (synchronous:
-    usable from test fixtures as well as, through a thread, from EmbeddedBroker)."""
+    """A mosquitto child process on a loopback port with a generated (or a given) config
+    (synchronous: usable from test fixtures as well as, through a thread, from EmbeddedBroker)."""
 
     def __init__(
         self,
@@ -65,11 +65,15 @@ class MosquittoProcess:
         workdir: Path,
         *,
         persistent: bool = False,
+        config: Path | None = None,
     ) -> None:
+        """``config``: run with this mosquitto.conf as it is (it must listen on ``port``,
+        which is where readiness is checked); otherwise one is generated in ``workdir``."""
         self.binary = binary
         self.port = port
         self.workdir = workdir
         self.persistent = persistent
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,17 +82,12 @@ class MosquittoProcess:
 
     @property
     def log_file(self) -> Path:
+        if self.config is not None:
+            return _log_file_of(self.config) or self.workdir / "mosquitto.log"
         return self.workdir / "mosquitto.log"
 
     def start(self, timeout_s: float = 10.0) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        persistence = self.workdir / "data" if self.persistent else None
-        if persistence is not None:
-            persistence.mkdir(exist_ok=True)
-        conf.write_text(
-            render_local_config(self.port, persistence_dir=persistence, log_file=self.log_file)
-        )
+        conf = self.config if self.config is not None else self._write_config()
         self.process = subprocess.Popen(  # noqa: S603 - our own binary and generated config
             [self.binary, "-c", str(conf)],
             stdin=subprocess.DEVNULL,
@@ -105,6 +104,17 @@ class MosquittoProcess:
             except OSError:
                 time.sleep(0.02)
         self._fail(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout_s} s")
+
+    def _write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        persistence = self.workdir / "data" if self.persistent else None
+        if persistence is not None:
+            persistence.mkdir(exist_ok=True)
+        conf.write_text(
+            render_local_config(self.port, persistence_dir=persistence, log_file=self.log_file)
+        )
+        return conf
 
     def _fail(self, message: str) -> NoReturn:
         process, self.process = self.process, None
@@ -138,6 +148,19 @@ class MosquittoProcess:
             process.wait()
             if process.stderr is not None:
                 process.stderr.close()
+
+
+def _log_file_of(config: Path) -> Path | None:
+    """The file a mosquitto.conf logs to (``log_dest file PATH``), to quote when it fails."""
+    try:
+        lines = config.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        words = line.split(maxsplit=2)
+        if len(words) == 3 and words[:2] == ["log_dest", "file"]:
+            return Path(words[2])
+    return None
 
 
 class EmbeddedBroker:

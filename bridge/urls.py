@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TLS_KEYS = {"ca", "cert", "key"}
@@ -64,6 +64,20 @@ class BrokerUrl:
         if self.cert_file:
             context.load_cert_chain(self.cert_file, self.key_file)
         return context
+
+    def as_text(self) -> str:
+        """The whole URL, password and TLS files included: what ``parse`` reads back
+        (``str()`` is the printable form, without them)."""
+        auth = ""
+        if self.username is not None:
+            auth = quote(self.username, safe="")
+            if self.password is not None:
+                auth += ":" + quote(self.password, safe="")
+            auth += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        files = {"ca": self.ca_file, "cert": self.cert_file, "key": self.key_file}
+        query = urlencode({k: v for k, v in files.items() if v is not None}, safe="/")
+        return f"{self.scheme}://{auth}{host}:{self.port}" + (f"?{query}" if query else "")
 
     def __str__(self) -> str:
         auth = f"{self.username}@" if self.username else ""

@@ -73,6 +73,7 @@ app.add_typer(log_app, name="log")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 # Register `audit verify | hold | prune | replay` on the audit group.
+import mesh.cli_broker  # noqa: E402  (`broker-config`, docs/broker.md)
 import mesh.cli_integrity  # noqa: E402
 import mesh.cli_replay  # noqa: E402, F401
 
@@ -93,6 +94,14 @@ def demo(
     broker: BrokerOpt = None,
     log: Annotated[Path | None, typer.Option("--log", help="Keep the activation log here")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Summary as one JSON line")] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS + client certificates + ACL on a generated mosquitto, signed commands "
+            "and acks, then four attacks (docs/security.md)",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole mesh on this machine: broker, gateway, 20 cameras, a scripted scenario."""
     from mesh.demo import run_demo
@@ -101,7 +110,9 @@ def demo(
     if broker is not None:
         _url(broker)
     console = _console(stderr=json_out)
-    summary = _run(run_demo(broker=broker, log_path=log, console=console, live=True))
+    if secure and broker is not None:
+        _fail("--secure starts its own locked-down broker: leave out --broker")
+    summary = _run(run_demo(broker=broker, log_path=log, console=console, live=True, secure=secure))
     if summary is None:
         raise typer.Exit(130)
     _print_demo_summary(console, summary)
@@ -124,15 +135,32 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
         )
     burst, replay = summary["duplicate_burst"], summary["replay"]
     dup = summary["duplicate_command"]
+    duplicate = (
+        ""
+        if summary.get("security")
+        else f"command redelivered → {dup['redelivery_acks']} acks, resent to one camera → "
+        f"{dup['direct_resend']}, new recordings: {dup['new_recordings']}; "
+    )
     console.print(
         f"holster burst: {burst['adverts']} adverts → {burst['activations']} activation; "
         f"replayed advert: {replay['adverts']} adverts, {replay['rejected']} rejected as replays, "
-        f"{replay['activations']} activations; command redelivered → "
-        f"{dup['redelivery_acks']} acks, resent to one camera → {dup['direct_resend']}, new "
-        f"recordings: {dup['new_recordings']}; idle out-of-range cameras: "
+        f"{replay['activations']} activations; {duplicate}idle out-of-range cameras: "
         f"{', '.join(summary['idle_out_of_range'])}",
         highlight=False,
     )
+    security = summary.get("security")
+    if security is not None:
+        refused = ", ".join(security["unsigned_commands_refused"]) or "none"
+        console.print(
+            f"attacks: no-certificate client "
+            f"{'CONNECTED' if security['no_certificate_connected'] else 'refused'}; stolen "
+            f"camera credentials delivered {security['stolen_camera_commands_delivered']} "
+            f"commands and {security['stolen_camera_forged_acks_delivered']} forged acks; "
+            f"unsigned command obeyed {security['unsigned_commands_obeyed']} times (refused by "
+            f"{refused}); captured command replayed → "
+            f"{security['replayed_new_recordings']} new recordings",
+            highlight=False,
+        )
     audit = summary["audit"]
     console.print(
         f"activation log: {audit['records']} records, {audit['checkpoints']} signed "

@@ -11,7 +11,7 @@ import typer
 
 from mesh.cli_common import console, fail
 from mesh.config import ConfigError
-from mesh.trust import KeyRole, TrustStore, trusted_key
+from mesh.trust import Distrust, KeyRole, TrustStore, trusted_key
 
 keys_app = typer.Typer(help="Provision keys.", no_args_is_help=True)
 
@@ -21,6 +21,13 @@ IdOpt = Annotated[
     str, typer.Option("--id", help="The gateway, camera or console id the key speaks for")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory for ID.key (secret) and ID.pub")]
+
+
+_STATE: dict[str, str] = {
+    Distrust.REVOKED: "revoked",
+    Distrust.KEY_EXPIRED: "retired",
+    Distrust.NOT_YET_VALID: "not yet valid",
+}
 
 
 def _role(name: str) -> KeyRole:
@@ -165,7 +172,11 @@ def keys_list(trust: TrustOpt) -> None:
 
     store = _load(trust, missing_ok=False)
     now_ns = int(datetime.now(UTC).timestamp() * 1e9)
-    table = Table("key id", "role", "id", "valid from", "until", "state")
+    table = Table()
+    table.add_column("key id", no_wrap=True, min_width=16)  # never cut: it is what you type
+    for name in ("role", "id", "valid from", "until"):
+        table.add_column(name, overflow="fold")
+    table.add_column("state", no_wrap=True)
     for key in store.keys.values():
         problem = key.problem_at(now_ns)
         table.add_row(
@@ -174,6 +185,6 @@ def keys_list(trust: TrustOpt) -> None:
             key.subject,
             f"{key.not_before:%Y-%m-%d %H:%M}" if key.not_before else "-",
             f"{key.not_after:%Y-%m-%d %H:%M}" if key.not_after else "-",
-            "valid" if problem is None else problem.code,
+            "valid" if problem is None else _STATE[problem.code],
         )
     console().print(table)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import can
 import cantools
@@ -66,6 +66,7 @@ from mesh.policy import Policy
 from mesh.render import activation_table
 from mesh.replay import Replayer
 from mesh.runtime import settle_heap, tune_gc
+from mesh.security import Security
 from mesh.stats import percentile
 from mesh.watch import ActivationWatcher
 from triggers.ble.bumble_backend import BumbleScanner
@@ -89,7 +90,11 @@ from triggers.can.simulator import (
 from triggers.can.source import CanTriggerSource
 from triggers.manual import manual_trigger
 
+if TYPE_CHECKING:
+    from mesh.demo_secure import AttackReport, SecureSetup
+
 UNIT = "car-12"
+GATEWAY_ID = f"gw-{UNIT}"
 DEMO_DBC = Path(__file__).resolve().parent / "data" / "demo-vehicle.dbc"
 # The patrol car: the four messages of the demo DBC at plausible periods, 50 kph, the light
 # bar switched on 0.6 s in, and 800 frames/s of other ECUs' traffic around them.
@@ -166,6 +171,15 @@ class Stage:
     vehicle: VehicleSimulator
     vehicle_bus: can.BusABC
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    # --secure: the locked-down broker and everyone's keys; the driver is the in-car
+    # terminal and signs its triggers with the gateway's key.
+    secure: SecureSetup | None = None
+    captured: dict[str, bytes] = field(default_factory=dict)
+
+    def sign(self, event: TriggerEvent) -> TriggerEvent:
+        if self.secure is None:
+            return event
+        return self.secure.security(self.gateway.settings.issuer).sign(event)
 
 
 @dataclass
@@ -182,6 +196,7 @@ class DemoRun:
     redelivery_acks: int = 0
     recordings_before_duplicate: int = 0
     recordings_after_duplicate: int = 0
+    attacks: AttackReport | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -201,14 +216,20 @@ async def run_demo(
     log_path: Path | None = None,
     console: Console | None = None,
     live: bool = True,
+    secure: bool = False,
 ) -> dict[str, Any]:
-    """Run the scenario; return the summary (``ok`` says whether it held)."""
+    """Run the scenario; return the summary (``ok`` says whether it held). ``secure``:
+    on a locked-down mosquitto with signatures, then the attacks (mesh.demo_secure)."""
     console = console or Console(stderr=True)
     run_id = uuid.uuid4().hex[:8]
     # A private prefix and client ids, so a demo on a shared broker touches nothing else.
     topics = Topics(f"mesh/v1/demo-{run_id}") if broker else Topics()
     with tempfile.TemporaryDirectory(prefix="trigger-mesh-demo-") as tmp:
         log = log_path or Path(tmp) / "activations.db"
+        if secure:
+            return await _run_secure(
+                topics, log, Path(tmp), run_id=run_id, console=console, live=live
+            )
         async with _broker(broker) as (url, protocol, broker_kind):
             console.print(f"[bold]trigger-mesh demo[/] broker: {broker_kind} at {url}; log: {log}")
             stage = await _build(url, protocol, topics, log=log, tmp=Path(tmp), run_id=run_id)
@@ -217,8 +238,34 @@ async def run_demo(
             )
 
 
+async def _run_secure(
+    topics: Topics, log: Path, tmp: Path, *, run_id: str, console: Console, live: bool
+) -> dict[str, Any]:
+    # Imported here: the PKI (cryptography) is not needed by the plain demo.
+    from mesh.demo_secure import DISPATCH_ID, command_tap, secure_broker
+
+    async with secure_broker(tmp, topics, GATEWAY_ID, UNIT, demo_specs()) as setup:
+        url = setup.url(DISPATCH_ID)
+        console.print(
+            f"[bold]trigger-mesh demo --secure[/] broker: mosquitto, TLS + client certificates "
+            f"+ ACL at {url.host}:{url.port} ({setup.bundle.out_dir}); every command and ack "
+            f"signed; log: {log}"
+        )
+        stage = await _build(url, "auto", topics, log=log, tmp=tmp, run_id=run_id, secure=setup)
+        async with command_tap(setup, topics) as captured:
+            stage.captured = captured
+            return await _perform(stage, url, "auto", console, live, shared_broker=False)
+
+
 async def _build(
-    url: BrokerUrl, protocol: ProtocolChoice, topics: Topics, *, log: Path, tmp: Path, run_id: str
+    url: BrokerUrl,
+    protocol: ProtocolChoice,
+    topics: Topics,
+    *,
+    log: Path,
+    tmp: Path,
+    run_id: str,
+    secure: SecureSetup | None = None,
 ) -> Stage:
     tune_gc()
     agents = build_agents(
@@ -228,6 +275,8 @@ async def _build(
         protocol=protocol,
         client_prefix=f"demo-{run_id}-",
         now_ns=time.time_ns(),
+        url_of=None if secure is None else secure.camera_url(),
+        security_of=None if secure is None else secure.camera_security(),
     )
     radio = VirtualRadio()
     keystore = Keystore()
@@ -273,16 +322,19 @@ async def _build(
     )
     # The log is signed as a real gateway's is: a fresh key for this run, checked at the end.
     keys = new_gateway_key(tmp / "keys", "demo-gateway")
+    gateway_url = url if secure is None else secure.url(GATEWAY_ID)
     gateway = Gateway(
         GatewaySettings(
             unit_id=UNIT,
+            gateway_id=GATEWAY_ID,
             log_path=log,
             topics=topics,
             position=CENTER,
             policy=Policy(),
             signer=CheckpointSigner.from_file(keys.private),
+            security=Security() if secure is None else secure.security(GATEWAY_ID),
         ),
-        url=url,
+        url=gateway_url,
         protocol=protocol,
         client_id=f"demo-{run_id}-gw",
         sources=[ble, can_source],
@@ -295,7 +347,8 @@ async def _build(
         ble=ble,
         watcher=ActivationWatcher(url, topics, client_id=f"demo-{run_id}-watch", protocol=protocol),
         driver=MqttLink(
-            url, LinkOptions(f"demo-{run_id}-driver", persistent_session=False, protocol=protocol)
+            gateway_url,
+            LinkOptions(f"demo-{run_id}-driver", persistent_session=False, protocol=protocol),
         ),
         holster=SimulatedSensor(await radio.device("holster"), SensorKeyFile.of(holster_key)),
         taser=SimulatedSensor(await radio.device("taser"), SensorKeyFile.of(taser_key)),
@@ -303,6 +356,7 @@ async def _build(
         can_source=can_source,
         vehicle=VehicleSimulator(VEHICLE, databases),
         vehicle_bus=can.Bus(interface="virtual", channel=bus_channel),
+        secure=secure,
     )
 
 
@@ -435,6 +489,7 @@ async def _outcome(stage: Stage, run: DemoRun, label: str, event_id: str) -> str
 
 
 async def _manual(stage: Stage, run: DemoRun, label: str, event: TriggerEvent) -> str | None:
+    event = stage.sign(event)
     await stage.driver.publish(stage.topics.trigger(UNIT), encode(event), qos=1)
     return await _outcome(stage, run, label, event.event_id)
 
@@ -492,6 +547,19 @@ async def _script(stage: Stage, run: DemoRun) -> None:
     run.replays_rejected = stage.ble.counters["rejected.replay"] - rejected
     run.replay_activations = len(stage.watcher.records) - started
 
+    if stage.secure is not None:
+        # 6'. On the locked-down broker: four attackers (mesh.demo_secure).
+        from mesh.demo_secure import play_attacks
+
+        run.attacks = await play_attacks(
+            stage.secure,
+            stage.topics,
+            stage.agents,
+            stage.captured.get(draw_id or ""),
+            gateway_id=GATEWAY_ID,
+            unit_id=UNIT,
+        )
+        return
     # 6. The weapon-draw command arrives a second time on every topic it went out on (a
     # QoS1 redelivery, a bridge): the cameras answered it already and stay silent. Then it
     # comes straight to one camera, as a gateway's retry does: answered, nothing started.
@@ -541,6 +609,22 @@ def _audit(log: Path, problems: list[str]) -> dict[str, Any]:
         "triggers_replayed": replayed.triggers,
         "replay_differences": len(replayed.differences),
     }
+
+
+def _command_scene_problems(run: DemoRun) -> list[str]:
+    """Step 6: the duplicate command changed nothing, or (--secure) no attack worked."""
+    if run.attacks is not None:
+        return [] if run.attacks.held() else [f"an attack succeeded: {run.attacks.summary()}"]
+    if run.recordings_after_duplicate != run.recordings_before_duplicate:
+        return ["a duplicate command started a new recording"]
+    if run.redelivery_acks or run.duplicate_acks != [
+        f"dash-12:{AckStatus.ALREADY_RECORDING.value}"
+    ]:
+        return [
+            f"duplicate command: {run.redelivery_acks} acks to the redelivery, "
+            f"direct resend answered {run.duplicate_acks}"
+        ]
+    return []
 
 
 def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
@@ -623,15 +707,7 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
             f"replayed advert: {run.replays_rejected} rejected, "
             f"{run.replay_activations} activations"
         )
-    if run.recordings_after_duplicate != run.recordings_before_duplicate:
-        problems.append("a duplicate command started a new recording")
-    if run.redelivery_acks or run.duplicate_acks != [
-        f"dash-12:{AckStatus.ALREADY_RECORDING.value}"
-    ]:
-        problems.append(
-            f"duplicate command: {run.redelivery_acks} acks to the redelivery, "
-            f"direct resend answered {run.duplicate_acks}"
-        )
+    problems += _command_scene_problems(run)
     audit = _audit(stage.log, problems)
     return {
         "ok": not problems,
@@ -651,5 +727,6 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
         "ble": {k: v for k, v in stage.ble.health().items() if isinstance(v, int)},
         "can": {k: v for k, v in stage.can_source.health().items() if isinstance(v, int)},
         "idle_out_of_range": [c for c in FAR_CAMERAS if c not in far_recorded],
+        "security": None if run.attacks is None else run.attacks.summary(),
         "problems": problems,
     }

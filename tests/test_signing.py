@@ -230,3 +230,104 @@ def test_signed_bytes_exclude_only_the_signature() -> None:
     assert signed_bytes(signed) == signed_bytes(command)
     assert b'"radius_m":150.0' in signed_bytes(command)
     assert b"sig" not in signed_bytes(signed).split(b"\n", 1)[1]
+
+
+def test_keys_cli_new_rotate_revoke_list(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    trust, out = tmp_path / "trust.yaml", tmp_path / "keys"
+    made = run(
+        "keys",
+        "new",
+        "--role",
+        "gateway",
+        "--id",
+        "gw-car-12",
+        "--out",
+        str(out),
+        "--trust",
+        str(trust),
+    )
+    assert made.returncode == 0, made.stderr
+    assert (out / "gw-car-12.key").stat().st_mode & 0o777 == 0o600
+    first = PayloadSigner.from_file(out / "gw-car-12.key")
+    again = run(
+        "keys",
+        "new",
+        "--role",
+        "gateway",
+        "--id",
+        "gw-car-12",
+        "--out",
+        str(out),
+        "--trust",
+        str(trust),
+    )
+    assert again.returncode == 2  # never overwrites a key
+    assert "refusing to overwrite" in again.stderr + again.stdout
+    bad = run(
+        "keys", "new", "--role", "toaster", "--id", "x", "--out", str(out), "--trust", str(trust)
+    )
+    assert bad.returncode == 2
+    rotated = run(
+        "keys",
+        "rotate",
+        "--role",
+        "gateway",
+        "--id",
+        "gw-car-12",
+        "--out",
+        str(out),
+        "--trust",
+        str(trust),
+        "--overlap-hours",
+        "1",
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert (out / f"gw-car-12.{first.key_id}.key").exists()  # the old key is kept aside
+    second = PayloadSigner.from_file(out / "gw-car-12.key")
+    assert second.key_id != first.key_id
+    store = TrustStore.load(trust)
+    now = time.time_ns()
+    security = Security(trust=store)
+    # Both are believed during the overlap; the old one not after it.
+    assert security.check_command(first.sign(_command(now)), now) is None
+    assert security.check_command(second.sign(_command(now)), now) is None
+    later = now + 2 * 3600 * NS
+    assert _code(security.check_command(first.sign(_command(later)), later)) == "key_expired"
+    revoked = run("keys", "revoke", second.key_id, "--trust", str(trust))
+    assert revoked.returncode == 0, revoked.stderr
+    store = TrustStore.load(trust)
+    assert _code(
+        Security(trust=store).check_command(second.sign(_command(now + NS)), now + NS)
+    ) == ("key_revoked")
+    listed = run("keys", "list", "--trust", str(trust))
+    assert listed.returncode == 0
+    assert first.key_id in listed.stdout
+    assert "revoked" in listed.stdout
+
+
+def test_a_config_security_section_loads_and_names_bad_files(tmp_path: Path) -> None:
+    from mesh.config import load_camera_config
+    from mesh.security import load_security
+
+    key = tmp_path / "cam.key"
+    key.write_bytes(b"not a key")
+    config = tmp_path / "camera.yaml"
+    config.write_text(
+        "camera_id: bwc-12a\nunit: car-12\nsecurity:\n  signing_key: cam.key\n"
+        "  trust_store: trust.yaml\n"
+    )
+    cfg = load_camera_config(config)
+    with pytest.raises(ConfigError, match=r"camera\.yaml: key 'security\.signing_key'"):
+        load_security(cfg.security, config)
+    key.unlink()
+    from mesh.gateway_keys import new_gateway_key
+
+    new_gateway_key(tmp_path, "cam")
+    with pytest.raises(ConfigError, match=r"key 'security\.trust_store'.*does not exist"):
+        load_security(cfg.security, config)
+    _store().save(tmp_path / "trust.yaml")
+    security = load_security(cfg.security, config)
+    assert security.enforcing
+    assert security.signer is not None

@@ -296,3 +296,38 @@ async def test_remote_triggers_and_cancels_need_a_dispatch_signature(
         await wait_until(lambda: bwc.counters["refused.cancel.unsigned"] == 1)
         assert bwc.recorder.is_recording(time.time_ns())
         await asyncio.sleep(0)
+
+
+async def test_the_console_signs_its_remote_activations_and_cancels(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    from mesh.console.hub import ConsoleHub
+
+    async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
+        unsigned_hub = ConsoleHub(mosquitto.url, topics, client_id=f"t-{uuid.uuid4().hex[:6]}")
+        hub = ConsoleHub(
+            mosquitto.url,
+            topics,
+            client_id=f"t-{uuid.uuid4().hex[:6]}",
+            signer=PayloadSigner(keys.dispatch),
+        )
+        tasks = [asyncio.create_task(h.run()) for h in (hub, unsigned_hub)]
+        mesh.tasks += tasks
+        await hub.link.wait_up(10)
+        await unsigned_hub.link.wait_up(10)
+        refused = await unsigned_hub.activate("dana", UNIT)
+        assert refused is not None
+        assert refused.outcome is ReceiptOutcome.REJECTED
+        assert refused.reason.startswith("unsigned")
+        accepted = await hub.activate("dana", UNIT)
+        assert accepted is not None
+        assert accepted.outcome is ReceiptOutcome.ACCEPTED
+        assert accepted.activation_id is not None
+        # A signed cancel reaches the policy (which allows no cancelling of a dispatch
+        # activation); an unsigned one is refused before it.
+        judged = await hub.cancel("dana", UNIT, accepted.activation_id, "false alarm")
+        assert judged is not None
+        assert judged.reason == "the policy allows no cancelling of dispatch activations"
+        unsigned = await unsigned_hub.cancel("dana", UNIT, accepted.activation_id, "x")
+        assert unsigned is not None
+        assert unsigned.reason.startswith("unsigned")

@@ -12,7 +12,10 @@ settings) on the same mosquitto (generated config, TCP_NODELAY); the gateway run
 own process so its RSS and CPU can be read. Floor and mesh rounds alternate, so whatever
 else the machine does falls on both alike.
 
-    python bench/latency.py [--json] [--counts 1,100,1000] [--rounds-scale 1.0]
+With --signed the gateway and every camera sign and check (docs/security.md): commands,
+acks and the bench's own triggers carry Ed25519 signatures, checked against one trust store.
+
+    python bench/latency.py [--json] [--counts 1,100,1000] [--rounds-scale 1.0] [--signed]
 
 With --json the last line is {"bench": "latency", "results": [...], "gateway_rss_mb": …}.
 """
@@ -31,7 +34,7 @@ import time
 import uuid
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -46,9 +49,14 @@ from mesh.stats import percentile
 from mesh.watch import ActivationWatcher
 from triggers.manual import manual_trigger
 
+if TYPE_CHECKING:
+    from mesh.signing import PayloadSigner
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = "bench-1"
 ROUNDS = {1: 300, 100: 100, 1000: 40}
+CENTER = (39.952583, -75.165222)  # `trigger-mesh cameras` defaults
+SPREAD_M = 300
 WARMUP = 3
 GAP_S = 0.02  # idle time between rounds so they do not overlap
 
@@ -137,8 +145,10 @@ class Floor:
 class Mesh:
     """Sends a trigger to the gateway and reads its own measurement from the final record."""
 
-    def __init__(self, url: BrokerUrl, topics: Topics, count: int) -> None:
-        self.topics, self.count = topics, count
+    def __init__(
+        self, url: BrokerUrl, topics: Topics, count: int, signer: PayloadSigner | None = None
+    ) -> None:
+        self.topics, self.count, self.signer = topics, count, signer
         tag = uuid.uuid4().hex[:6]
         self.watcher = ActivationWatcher(
             url, topics, client_id=f"bench-watch-{tag}", unit_id=UNIT, final_only=True
@@ -156,6 +166,8 @@ class Mesh:
 
     async def round(self, index: int) -> float:
         event = manual_trigger(TriggerKind.MANUAL, UNIT, source_id=f"bench-{index}")
+        if self.signer is not None:  # the in-car terminal signs with the gateway's key
+            event = self.signer.sign(event)
         await self.sender.publish(self.topics.trigger(UNIT), encode(event), qos=1)
         receipt = await self.watcher.receipt(event.event_id, 30)
         if receipt is None or receipt.activation_id is None:
@@ -214,10 +226,15 @@ async def count_online(url: BrokerUrl, topics: Topics, expected: int, timeout_s:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def gateway_config(directory: Path, broker: str, prefix: str) -> Path:
+def gateway_config(directory: Path, broker: str, prefix: str, *, signed: bool = False) -> Path:
     config = directory / "gateway.yaml"
+    security = (
+        f"security: {{signing_key: keys/gw-{UNIT}.key, trust_store: trust.yaml}}\n"
+        if signed
+        else ""
+    )
     config.write_text(
-        f"unit: {UNIT}\n"
+        security + f"unit: {UNIT}\n"
         f"broker: {broker}\n"
         f"topic_prefix: {prefix}\n"
         f"log: {directory / 'bench.db'}\n"
@@ -233,12 +250,36 @@ def gateway_config(directory: Path, broker: str, prefix: str) -> Path:
     return config
 
 
-async def measure(url: BrokerUrl, workdir: Path, count: int, rounds: int) -> dict[str, Any]:
+def signed_fleet(directory: Path, count: int, unit_prefix: str) -> list[str]:
+    """Keys for the gateway and for every camera `trigger-mesh cameras` builds with the same
+    arguments, and the trust store naming them; returns the cameras' extra options."""
+    from mesh.fleet import scatter
+    from mesh.gateway_keys import load_public_key, new_gateway_key
+    from mesh.models import GeoPoint
+    from mesh.trust import KeyRole, TrustStore, trusted_key
+
+    keys = directory / "keys"
+    specs = scatter(
+        count, GeoPoint(lat=CENTER[0], lon=CENTER[1]), radius_m=SPREAD_M, unit_prefix=unit_prefix
+    )
+    names = [(KeyRole.GATEWAY, f"gw-{UNIT}")] + [(KeyRole.CAMERA, s.camera_id) for s in specs]
+    entries = []
+    for role, ident in names:
+        files = new_gateway_key(keys, ident)
+        entries.append(trusted_key(load_public_key(files.public), role, ident))
+    TrustStore(entries).save(directory / "trust.yaml")
+    return ["--keys-dir", str(keys), "--trust", str(directory / "trust.yaml")]
+
+
+async def measure(
+    url: BrokerUrl, workdir: Path, count: int, rounds: int, *, signed: bool = False
+) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     floor_prefix = f"bench-{run_id}"
     topics = Topics(f"bench-{run_id}/mesh/v1")
     gw_dir = workdir / f"gw-{count}"
     gw_dir.mkdir()
+    camera_security = signed_fleet(gw_dir, count, f"u{run_id}") if signed else []
     profile = os.environ.get("BENCH_PROFILE_GATEWAY")  # a path: cProfile the gateway
     profiler = ["-m", "cProfile", "-o", f"{profile}.{count}"] if profile else []
     children = [
@@ -252,7 +293,7 @@ async def measure(url: BrokerUrl, workdir: Path, count: int, rounds: int) -> dic
             str(count),
             ready_line="ready",
         ),
-        gateway_child(gateway_config(gw_dir, str(url), topics.prefix), *profiler),
+        gateway_child(gateway_config(gw_dir, str(url), topics.prefix, signed=signed), *profiler),
         Child(
             "-m",
             "mesh",
@@ -260,16 +301,22 @@ async def measure(url: BrokerUrl, workdir: Path, count: int, rounds: int) -> dic
             "--count",
             str(count),
             "--spread-m",
-            "300",
+            str(SPREAD_M),
             "--unit-prefix",
             f"u{run_id}",
             "--broker",
             str(url),
             "--prefix",
             topics.prefix,
+            *camera_security,
         ),
     ]
-    floor, mesh = Floor(url, floor_prefix, count), Mesh(url, topics, count)
+    signer = None
+    if signed:
+        from mesh.signing import PayloadSigner
+
+        signer = PayloadSigner.from_file(gw_dir / "keys" / f"gw-{UNIT}.key")
+    floor, mesh = Floor(url, floor_prefix, count), Mesh(url, topics, count, signer)
     tasks: list[asyncio.Task[None]] = []
     try:
         children[0].wait_ready(120)
@@ -312,7 +359,7 @@ async def measure(url: BrokerUrl, workdir: Path, count: int, rounds: int) -> dic
     }
 
 
-async def run(counts: list[int], scale: float) -> dict[str, Any]:
+async def run(counts: list[int], scale: float, *, signed: bool = False) -> dict[str, Any]:
     binary = find_mosquitto()
     if binary is None:
         raise SystemExit("mosquitto is not installed (apt-get install -y mosquitto)")
@@ -320,11 +367,15 @@ async def run(counts: list[int], scale: float) -> dict[str, Any]:
     broker = MosquittoProcess(binary, free_port(), workdir / "mosquitto")
     broker.start()
     try:
-        results = [await measure(broker.url, workdir, n, rounds_for(n, scale)) for n in counts]
+        results = [
+            await measure(broker.url, workdir, n, rounds_for(n, scale), signed=signed)
+            for n in counts
+        ]
     finally:
         broker.stop()
     return {
         "bench": "latency",
+        "signed": signed,
         "results": results,
         "gateway_rss_mb": max(r["gateway_rss_mb"] for r in results),
     }
@@ -357,11 +408,12 @@ def main() -> None:
         default=1.0,
         help="multiply the number of rounds (0.2 for a quick look)",
     )
+    parser.add_argument("--signed", action="store_true", help="signed commands, acks, triggers")
     args = parser.parse_args()
     logs.configure("console", "warning")
     counts = [int(c) for c in args.counts.split(",")]
     with suppress(KeyboardInterrupt):
-        report = asyncio.run(run(counts, args.rounds_scale))
+        report = asyncio.run(run(counts, args.rounds_scale, signed=args.signed))
         print_table(report)
         if args.json:
             print(json.dumps(report, separators=(",", ":")))

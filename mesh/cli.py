@@ -316,9 +316,17 @@ def cameras(
     prefix: PrefixOpt = DEFAULT_PREFIX,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "warning",
+    keys_dir: Annotated[
+        Path | None,
+        typer.Option("--keys-dir", help="Each camera signs its acks with DIR/<camera id>.key"),
+    ] = None,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="Trust store: commands are checked against it")
+    ] = None,
 ) -> None:
     """Run a simulated fleet: N cameras in units around a point, one MQTT client each."""
     from mesh.fleet import build_agents, scatter, wait_all_up
+    from mesh.security import Security
 
     _configure_logs(log_format, log_level)
     tune_gc()
@@ -332,10 +340,29 @@ def cameras(
         seed=seed,
     )
 
+    store = None
+    if trust is not None:
+        from mesh.trust import TrustStore
+
+        try:
+            store = TrustStore.load(trust)
+        except ConfigError as exc:
+            _fail(f"--trust: {exc}")
+    signers = (
+        {s.camera_id: load_signer(keys_dir / f"{s.camera_id}.key") for s in specs}
+        if keys_dir is not None
+        else {}
+    )
+
     async def serve() -> None:
         async with _broker_for(_client_broker(broker)) as (url, protocol):
             agents = build_agents(
-                specs, url=url, topics=topics, protocol=protocol, now_ns=time.time_ns()
+                specs,
+                url=url,
+                topics=topics,
+                protocol=protocol,
+                now_ns=time.time_ns(),
+                security_of=lambda spec: Security(signer=signers.get(spec.camera_id), trust=store),
             )
             tasks = [asyncio.create_task(a.run()) for a in agents]
             try:

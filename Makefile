@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench schema clean
+.PHONY: demo test lint typecheck pytest fuzz bench schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# Long fuzzing runs (docs/fuzzing.md): every fuzz test with FUZZ_EXAMPLES examples (each a
+# batch of inputs for the cheap parsers); failures are kept in .hypothesis/ and tried first
+# next time. `make fuzz FUZZ_EXAMPLES=200000`, or FUZZ_ARGS='-k can' for one area.
+FUZZ_EXAMPLES ?= 5000
+FUZZ_ARGS ?=
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q \
+		--hypothesis-show-statistics tests/test_ble_fuzz.py tests/test_fuzz_*.py $(FUZZ_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py

@@ -24,15 +24,20 @@ class BrokerUrl:
     @classmethod
     def parse(cls, text: str) -> BrokerUrl:
         """Parse a broker URL or raise ValueError saying what is wrong with it."""
-        parts = urlsplit(text.strip())
+        try:
+            parts = urlsplit(text.strip())
+        except ValueError as exc:  # an unclosed IPv6 bracket, say
+            raise ValueError(f"broker URL {text!r}: {exc}") from None
         if parts.scheme not in DEFAULT_PORTS:
             raise ValueError(f"broker URL {text!r}: scheme must be mqtt:// or mqtts://")
         if not parts.hostname:
             raise ValueError(f"broker URL {text!r}: no host")
         try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
+            port = DEFAULT_PORTS[parts.scheme] if parts.port is None else parts.port
         except ValueError:
             raise ValueError(f"broker URL {text!r}: port is not a number in 1-65535") from None
+        if port == 0:
+            raise ValueError(f"broker URL {text!r}: port is not a number in 1-65535")
         if parts.path not in ("", "/"):
             raise ValueError(f"broker URL {text!r}: unexpected path {parts.path!r}")
         query = parse_qs(parts.query, strict_parsing=False)

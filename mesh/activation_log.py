@@ -16,6 +16,7 @@ while there are unsigned records, and one when the log is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -27,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from mesh.log_chain import GENESIS, record_hash
 from mesh.log_records import RecordKind
@@ -70,6 +71,22 @@ LAZY_COMMIT_S = 0.005
 
 class LogError(RuntimeError):
     pass
+
+
+@contextlib.contextmanager
+def reading(record: LogRecord) -> Iterator[None]:
+    """Parse a record's body inside this: a body its entry model refuses (a damaged or
+    edited log) becomes a LogError naming the record, not a traceback."""
+    try:
+        yield
+    except json.JSONDecodeError as exc:
+        raise LogError(f"record {record.seq} ({record.kind}) is not JSON: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise LogError(
+            f"record {record.seq} ({record.kind}) cannot be read: {where}: {first['msg']}"
+        ) from None
 
 
 @dataclass(frozen=True)

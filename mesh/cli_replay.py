@@ -73,11 +73,13 @@ async def _publish(log: Path, broker: str, prefix: str, speed: float) -> int:
     import asyncio
 
     from bridge.client import LinkOptions, MqttLink
-    from mesh.activation_log import read_records
+    from mesh.activation_log import LogError, read_records
     from mesh.replay_publish import messages, publish_history
 
     try:
         outbound = list(messages(read_records(log), prefix))
+    except LogError as exc:
+        fail(str(exc))
     except ValueError as exc:
         fail(f"--prefix: {exc}")
     link = MqttLink(

@@ -9,15 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.codec import readable_loc
 from bridge.topics import DEFAULT_PREFIX, Topics
 from bridge.urls import BrokerUrl
 from mesh.models import BleAddress, CameraRole, GeoPoint, Ident
 from mesh.policy import Policy
 from triggers.ble.settings import BleConfig
 from triggers.can.settings import CanConfig
+from triggers.documents import DocumentError, load_yaml
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -121,18 +122,10 @@ class CameraConfig(_Connection):
 
 
 def read_yaml(path: Path | str) -> Any:
-    path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path, "", f"not valid YAML{where}: {problem}") from None
+        return load_yaml(path)
+    except DocumentError as exc:
+        raise ConfigError(path, "", str(exc)) from None
 
 
 def validate(model: type[C], data: Any, path: Path | str) -> C:
@@ -142,9 +135,11 @@ def validate(model: type[C], data: Any, path: Path | str) -> C:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        key = ".".join(str(p) for p in first["loc"])
-        problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        if first["type"] == "missing":
+        parts, problem = readable_loc(model, first)
+        key = ".".join(str(p) for p in parts)
+        if first["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif first["type"] == "missing":
             problem = "required key is missing"
         raise ConfigError(path, key, problem) from None
 
@@ -166,7 +161,11 @@ def load_gateway_config(path: Path | str) -> tuple[GatewayConfig, Policy]:
         policy_path = Path(config.policy)
         if not policy_path.is_absolute():
             policy_path = path.parent / policy_path
-        if not policy_path.exists():
+        try:
+            found = policy_path.exists()
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise ConfigError(path, "policy", f"policy file: {exc.strerror or exc}") from None
+        if not found:
             raise ConfigError(path, "policy", f"policy file {policy_path} does not exist")
         return config, load_policy(policy_path)
     return config, Policy()

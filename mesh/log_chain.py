@@ -251,10 +251,10 @@ class _Verifier:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            body = json.loads(row.body)
-            head_seq, head_hash = int(body["head_seq"]), str(body["head_hash"])
-            signature = bytes.fromhex(body["signature"])
-            named = Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["public_key"]))
+            body = _json_object(row.body)
+            head_seq, head_hash = _int(body, "head_seq"), _str(body, "head_hash")
+            signature = bytes.fromhex(_str(body, "signature"))
+            named = Ed25519PublicKey.from_public_bytes(bytes.fromhex(_str(body, "public_key")))
         except (ValueError, KeyError, TypeError) as exc:
             self.problem(row.seq, Problem.BAD_CHECKPOINT, f"unreadable checkpoint ({exc})")
             return False
@@ -303,11 +303,53 @@ def _removed_runs(rows: Sequence[ChainedRecord]) -> list[_Removed]:
         if row.kind != RETENTION_KIND:
             continue
         try:
-            for first, last, last_hash in json.loads(row.body)["removed"]:
-                runs.append(_Removed(int(first), int(last), str(last_hash)))
+            removed = _json_object(row.body)["removed"]
+            if not isinstance(removed, list):
+                continue
+            for first, last, last_hash in removed:
+                runs.append(_Removed(_exact_int(first), _exact_int(last), str(last_hash)))
         except (ValueError, KeyError, TypeError):
             continue  # its own hash check reports a damaged record
     return runs
+
+
+# --- reading the bodies verification relies on ------------------------------------------------
+# A log is evidence that may have been tampered with: a body is read as untrusted JSON, and
+# anything unexpected in it is a ValueError (reported as a problem), never a crash.
+def _json_object(body: str) -> dict[str, object]:
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _int(body: dict[str, object], name: str) -> int:
+    if name not in body:
+        raise ValueError(f"no {name}")
+    try:
+        return _exact_int(body[name])
+    except ValueError:
+        raise ValueError(f"{name} is not an integer") from None
+
+
+def _exact_int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{value!r:.40} is not an integer")
+    return value
+
+
+def _str(body: dict[str, object], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not text")
+    return value
 
 
 def _covered(gap: tuple[int, int], removed: Sequence[_Removed]) -> bool:

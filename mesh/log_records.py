@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from enum import StrEnum
 
@@ -151,9 +152,17 @@ class AckEntry(Frozen):
     @staticmethod
     def json_of(ack: CameraAck, latency_ms: float | None, effect: str) -> str:
         """The same JSON as ``AckEntry(...).model_dump_json()``, without building the model:
-        this runs once per camera per activation."""
-        latency = "null" if latency_ms is None else repr(float(latency_ms))
-        return f'{{"ack":{ack.model_dump_json()},"latency_ms":{latency},"effect":"{effect}"}}'
+        this runs once per camera per activation. (A non-finite latency is null there too;
+        the effect is quoted as JSON, whatever it holds.)"""
+        latency = (
+            "null"
+            if latency_ms is None or not math.isfinite(latency_ms)
+            else repr(float(latency_ms))
+        )
+        return (
+            f'{{"ack":{ack.model_dump_json()},"latency_ms":{latency},'
+            f'"effect":{json.dumps(effect, ensure_ascii=False)}}}'
+        )
 
 
 class FinishedEntry(Frozen):

@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 BleAddress = Annotated[str, Field(pattern=r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")]
 EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
-TimeNs = Annotated[int, Field(ge=0, description="UTC wall clock, ns since the Unix epoch")]
+# Bounded by what every store of it holds (SQLite and PostgreSQL integers: 64-bit signed).
+TimeNs = Annotated[
+    int, Field(ge=0, le=2**63 - 1, description="UTC wall clock, ns since the Unix epoch")
+]
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
 DetailValue = str | int | float | bool

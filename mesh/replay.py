@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mesh.activation_log import LogRecord
+from mesh.activation_log import LogRecord, reading
 from mesh.admission import Accepted, Admitter, Refused, Suppressed
 from mesh.log_records import (
     ActivationEntry,
@@ -94,6 +94,10 @@ class Replayer:
                 "presence they held is missing until cameras announce themselves again"
             )
         self._last_seq = record.seq
+        with reading(record):
+            self._feed(record)
+
+    def _feed(self, record: LogRecord) -> None:
         match record.kind:
             case RecordKind.STARTED:
                 self._on_started(StartedEntry.model_validate_json(record.body), record.at_ns)

@@ -16,7 +16,7 @@ from typing import Protocol
 from bridge.codec import encode
 from bridge.topics import DEFAULT_PREFIX, Topics
 from mesh.activation import ActivationTracker
-from mesh.activation_log import LogRecord
+from mesh.activation_log import LogError, LogRecord, reading
 from mesh.log_records import (
     ActivationEntry,
     EscalatedEntry,
@@ -50,69 +50,73 @@ def messages(records: Iterable[LogRecord], replay_prefix: str) -> Iterable[Outbo
     topics = replay_topics(replay_prefix, DEFAULT_PREFIX)
     unit = ""
     for record in records:
-        match record.kind:
-            case RecordKind.STARTED:
-                started = StartedEntry.model_validate_json(record.body)
-                topics = replay_topics(replay_prefix, started.topic_prefix)
-                unit = started.unit_id
-            case RecordKind.PRESENCE:
-                data = json.loads(record.body)
-                if not data.get("removed"):
-                    yield Outbound(
-                        record.at_ns, topics.presence(data["camera_id"]), record.body.encode()
+        with reading(record):
+            match record.kind:
+                case RecordKind.STARTED:
+                    started = StartedEntry.model_validate_json(record.body)
+                    topics = replay_topics(replay_prefix, started.topic_prefix)
+                    unit = started.unit_id
+                case RecordKind.PRESENCE:
+                    data = json.loads(record.body)
+                    camera = data.get("camera_id") if isinstance(data, dict) else None
+                    if not isinstance(camera, str):
+                        raise LogError(f"record {record.seq} (presence) names no camera_id")
+                    if not data.get("removed"):
+                        yield Outbound(record.at_ns, topics.presence(camera), record.body.encode())
+                case RecordKind.ACTIVATION:
+                    entry = ActivationEntry.model_validate_json(record.body)
+                    trigger_unit = unit or entry.trigger.unit_id
+                    receipt = _receipt(entry.trigger.event_id, trigger_unit, record.at_ns)
+                    receipt = receipt.model_copy(
+                        update={
+                            "outcome": ReceiptOutcome.ACCEPTED,
+                            "activation_id": entry.command.activation_id,
+                        }
                     )
-            case RecordKind.ACTIVATION:
-                entry = ActivationEntry.model_validate_json(record.body)
-                trigger_unit = unit or entry.trigger.unit_id
-                receipt = _receipt(entry.trigger.event_id, trigger_unit, record.at_ns)
-                receipt = receipt.model_copy(
-                    update={
-                        "outcome": ReceiptOutcome.ACCEPTED,
-                        "activation_id": entry.command.activation_id,
-                    }
-                )
-                yield Outbound(record.at_ns, topics.receipt(trigger_unit), encode(receipt))
-                pending = ActivationTracker(
-                    entry.command,
-                    [t.decision() for t in entry.targets],
-                    unit_id=trigger_unit,
-                    accepted_mono_ns=0,
-                ).record()
-                yield Outbound(
-                    record.at_ns,
-                    topics.activation(trigger_unit, entry.command.activation_id),
-                    encode(pending),
-                )
-            case RecordKind.SUPPRESSED | RecordKind.REFUSED:
-                logged = TriggerEntry.model_validate_json(record.body)
-                outcome = (
-                    ReceiptOutcome.SUPPRESSED
-                    if record.kind == RecordKind.SUPPRESSED
-                    else ReceiptOutcome.REJECTED
-                )
-                receipt = _receipt(logged.trigger.event_id, logged.trigger.unit_id, record.at_ns)
-                receipt = receipt.model_copy(
-                    update={
-                        "outcome": outcome,
-                        "activation_id": logged.activation_id,
-                        "reason": logged.reason,
-                    }
-                )
-                yield Outbound(
-                    record.at_ns, topics.receipt(logged.trigger.unit_id), encode(receipt)
-                )
-            case RecordKind.ESCALATED:
-                escalation = EscalatedEntry.model_validate_json(record.body).escalation
-                yield Outbound(
-                    record.at_ns, topics.escalation(escalation.audience), encode(escalation)
-                )
-            case RecordKind.FINISHED:
-                final = FinishedEntry.model_validate_json(record.body).record
-                yield Outbound(
-                    record.at_ns,
-                    topics.activation(final.unit_id, final.activation_id),
-                    encode(final),
-                )
+                    yield Outbound(record.at_ns, topics.receipt(trigger_unit), encode(receipt))
+                    pending = ActivationTracker(
+                        entry.command,
+                        [t.decision() for t in entry.targets],
+                        unit_id=trigger_unit,
+                        accepted_mono_ns=0,
+                    ).record()
+                    yield Outbound(
+                        record.at_ns,
+                        topics.activation(trigger_unit, entry.command.activation_id),
+                        encode(pending),
+                    )
+                case RecordKind.SUPPRESSED | RecordKind.REFUSED:
+                    logged = TriggerEntry.model_validate_json(record.body)
+                    outcome = (
+                        ReceiptOutcome.SUPPRESSED
+                        if record.kind == RecordKind.SUPPRESSED
+                        else ReceiptOutcome.REJECTED
+                    )
+                    receipt = _receipt(
+                        logged.trigger.event_id, logged.trigger.unit_id, record.at_ns
+                    )
+                    receipt = receipt.model_copy(
+                        update={
+                            "outcome": outcome,
+                            "activation_id": logged.activation_id,
+                            "reason": logged.reason,
+                        }
+                    )
+                    yield Outbound(
+                        record.at_ns, topics.receipt(logged.trigger.unit_id), encode(receipt)
+                    )
+                case RecordKind.ESCALATED:
+                    escalation = EscalatedEntry.model_validate_json(record.body).escalation
+                    yield Outbound(
+                        record.at_ns, topics.escalation(escalation.audience), encode(escalation)
+                    )
+                case RecordKind.FINISHED:
+                    final = FinishedEntry.model_validate_json(record.body).record
+                    yield Outbound(
+                        record.at_ns,
+                        topics.activation(final.unit_id, final.activation_id),
+                        encode(final),
+                    )
 
 
 def _receipt(event_id: str, unit_id: str, at_ns: int) -> TriggerReceipt:

@@ -14,12 +14,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
 from bridge.topics import Topics
 from mesh import logs
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Hypothesis budgets (docs/fuzzing.md): "ci" in every test run; `make fuzz` loads "fuzz".
+settings.register_profile("ci", deadline=None, database=None)
+settings.register_profile(
+    "fuzz",
+    deadline=None,
+    print_blob=True,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")),
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def require_mosquitto() -> str:

@@ -138,3 +138,19 @@ def test_replay_of_something_that_is_not_a_log_says_so(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "radius_m" in result.output
+
+
+async def test_a_damaged_record_stops_replay_naming_it(gateway_log: Path) -> None:
+    """Regression (fuzzing): a body its entry model refuses ended `audit replay` and
+    `--publish` in a traceback; now both exit 2 naming the record."""
+    import sqlite3
+
+    conn = sqlite3.connect(gateway_log)
+    conn.execute("DROP TRIGGER records_append_only_update")
+    seq = conn.execute("SELECT seq FROM records WHERE kind = 'activation' LIMIT 1").fetchone()[0]
+    conn.execute("UPDATE records SET body = '{\"trigger\": 5}' WHERE seq = ?", (seq,))
+    conn.commit()
+    conn.close()
+    result = runner.invoke(app, ["audit", "replay", str(gateway_log)])
+    assert result.exit_code == 2
+    assert f"record {seq} (activation) cannot be read" in result.output

@@ -8,12 +8,13 @@ few seconds; the batches still shrink to a minimal failing advert.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh.models import TriggerKind
 from tests.ble_helpers import KEY, adv_data
-from triggers.ble.adparse import to_advertisement_data
+from tests.fuzz_helpers import budget
+from triggers.ble.adparse import ad_structures, to_advertisement_data
 from triggers.ble.decoders import (
     AXON_SIGNAL_UUID,
     DecoderRegistry,
@@ -35,13 +36,8 @@ from triggers.ble.format import (
 from triggers.ble.keystore import Keystore, SensorKey
 
 BATCH = 50
-EXAMPLES = 500  # x BATCH x 5 properties = 125,000 adverts
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+EXAMPLES = 500  # x BATCH x 5 properties = 125,000 adverts (`make fuzz`: FUZZ_EXAMPLES x …)
+FUZZ = budget(EXAMPLES)
 KINDS = {
     1: SensorKind.HOLSTER,
     2: SensorKind.TASER,
@@ -126,3 +122,25 @@ def test_encode_then_parse_is_the_identity(adverts: list[SensorAdvert]) -> None:
     for advert in adverts:
         parsed, _, _ = parse_payload(encode_advertising_data(advert, KEY)[7:])
         assert parsed == advert
+
+
+AD_STRUCTURE = st.tuples(st.integers(0, 255), st.binary(max_size=30))
+
+
+@budget(100)
+@given(st.lists(st.tuples(st.lists(AD_STRUCTURE, max_size=6), st.integers(0, 250)), min_size=10))
+def test_ad_structures_read_back_whole_and_a_cut_keeps_those_before_it(
+    cases: list[tuple[list[tuple[int, bytes]], int]],
+) -> None:
+    for structures, cut in cases:
+        raw = b"".join(bytes([len(value) + 1, ad_type]) + value for ad_type, value in structures)
+        # Zero padding ends the data, as controllers pad a 31-byte advert.
+        assert ad_structures(raw + bytes(5)) == structures
+        # A truncated advert: the structures that fit whole, none cut in half.
+        whole, end = [], 0
+        for ad_type, value in structures:
+            end += len(value) + 2
+            if end > cut:
+                break
+            whole.append((ad_type, value))
+        assert ad_structures(raw[:cut]) == whole

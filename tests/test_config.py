@@ -49,7 +49,7 @@ def test_policy_file_is_relative_to_the_gateway_config(tmp_path: Path) -> None:
         ("unit: car-1\nposition: {lat: 91, lon: 0}\n", "position.lat", "less than or equal"),
         (
             "unit: car-1\npolicy: {kinds: {taser_arm: {radius_m: -5}}}\n",
-            "policy.Policy.kinds.taser_arm.radius_m",
+            "policy.kinds.taser_arm.radius_m",
             "greater than or equal",
         ),
         ("unit: car-1\ntopic_prefix: 'a/#'\n", "topic_prefix", "wildcards"),

@@ -10,6 +10,9 @@ from pydantic import Field
 from mesh.models import Frozen, Ident, TimeNs
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# Sequence numbers and times are SQLite integers in the edge log and bigint in the archive:
+# a value past 64 bits is no record of any log (and PostgreSQL would refuse it later).
+INT64_END = 2**63
 
 # A batch stays near these; a single record larger than the byte budget travels alone.
 BATCH_MAX_RECORDS = 500
@@ -22,12 +25,12 @@ BATCH_MAX_BYTES = 16 * 1024 * 1024
 class LogBatchRecord(Frozen):
     """One row of the edge log, verbatim: the hash is over exactly these columns."""
 
-    seq: Annotated[int, Field(ge=1)]
+    seq: Annotated[int, Field(ge=1, lt=INT64_END)]
     # The seq of the row before it in the edge log when it was sent (0: none). Retention
     # leaves gaps in seq; this says which gaps are expected, so the archive can tell
     # "everything up to here" from "a batch still in flight".
-    prev_seq: Annotated[int, Field(ge=0)]
-    at_ns: int
+    prev_seq: Annotated[int, Field(ge=0, lt=INT64_END)]
+    at_ns: Annotated[int, Field(ge=-INT64_END, lt=INT64_END)]
     kind: Annotated[str, Field(min_length=1, max_length=64)]
     activation_id: Annotated[str, Field(max_length=128)] | None = None
     body: str
@@ -44,7 +47,8 @@ class LogBatch(Frozen):
     log_id: Ident
     unit_id: Ident | None = None
     gateway_id: Ident | None = None
-    head_seq: Annotated[int, Field(ge=0)]  # the edge log's last seq when this was sent
+    # The edge log's last seq when this was sent.
+    head_seq: Annotated[int, Field(ge=0, lt=INT64_END)]
     sent_at_ns: TimeNs
     records: Annotated[tuple[LogBatchRecord, ...], Field(min_length=1)]
 
@@ -56,6 +60,6 @@ class LogSynced(Frozen):
     type: Literal["log_synced"] = "log_synced"
     v: Literal[1] = 1
     log_id: Ident
-    synced_seq: Annotated[int, Field(ge=0)]
+    synced_seq: Annotated[int, Field(ge=0, lt=INT64_END)]
     archiver: Ident
     at_ns: TimeNs

@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
+from bridge.codec import type_name
 from triggers.ble.format import DEV_COMPANY_ID, KEY_LEN, SensorKind
+from triggers.documents import DocumentError, load_json, load_yaml
 
 # Unit ids end up in MQTT topics: the same rule as mesh.models.Ident.
 _IDENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -77,36 +79,16 @@ class Keystore:
         if not path.exists():
             return cls()
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise KeystoreError(f"{path}: not valid YAML: {exc}") from None
+            data = load_yaml(path) or {}
+        except DocumentError as exc:
+            raise KeystoreError(f"{path}: {exc}") from None
         entries = data.get("sensors") if isinstance(data, dict) else None
         if not isinstance(entries, dict):
             raise KeystoreError(f"{path}: expected a mapping under 'sensors'")
         sensors = {}
         for raw_id, entry in entries.items():
-            where = f"{path}: sensors.{raw_id}"
-            try:
-                sensor_id = int(raw_id)
-                key = bytes.fromhex(str(entry["key"]))
-                sensor = SensorKey(
-                    sensor_id=sensor_id,
-                    kind=kind_from_name(str(entry["kind"])),
-                    unit_id=str(entry["unit"]),
-                    officer=str(entry.get("officer", "")),
-                    key=key,
-                )
-            except KeyError as exc:
-                raise KeystoreError(f"{where}: missing {exc.args[0]!r}") from None
-            except (TypeError, ValueError) as exc:
-                raise KeystoreError(f"{where}: {exc}") from None
-            if not 0 <= sensor_id < 2**32:
-                raise KeystoreError(f"{where}: sensor id must fit in 32 bits")
-            if not _IDENT.fullmatch(sensor.unit_id):
-                raise KeystoreError(f"{where}: unit {sensor.unit_id!r} is not a valid unit id")
-            if len(key) != KEY_LEN:
-                raise KeystoreError(f"{where}: key must be {KEY_LEN} bytes ({KEY_LEN * 2} hex)")
-            sensors[sensor_id] = sensor
+            sensor = _sensor_entry(raw_id, entry, f"{path}: sensors.{raw_id}")
+            sensors[sensor.sensor_id] = sensor
         return cls(sensors)
 
     def save(self, path: Path | str) -> None:
@@ -166,18 +148,23 @@ class SensorKeyFile:
     def load(cls, path: Path | str) -> SensorKeyFile:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-            return cls(
-                sensor_id=int(data["sensor_id"]),
-                kind=kind_from_name(str(data["kind"])),
-                key=bytes.fromhex(data["key"]),
-                company_id=int(data.get("company_id", DEV_COMPANY_ID)),
-                counter=int(data.get("counter", 0)),
+            data = load_json(path)
+        except DocumentError as exc:
+            raise KeystoreError(f"{path}: not a sensor key file: {exc}") from None
+        if not isinstance(data, dict):
+            raise KeystoreError(
+                f"{path}: not a sensor key file: expected a JSON object, got {type_name(data)}"
             )
-        except OSError as exc:
-            raise KeystoreError(f"{path}: {exc.strerror or exc}") from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise KeystoreError(f"{path}: not a sensor key file ({exc})") from None
+        try:
+            return cls(
+                sensor_id=_integer(data, "sensor_id", 2**32 - 1),
+                kind=kind_from_name(_text(data, "kind")),
+                key=_key(_text(data, "key")),
+                company_id=_integer(data, "company_id", 0xFFFF, DEV_COMPANY_ID),
+                counter=_integer(data, "counter", 2**32 - 1, 0),
+            )
+        except KeystoreError as exc:
+            raise KeystoreError(f"{path}: not a sensor key file: {exc}") from None
 
     def save(self, path: Path | str) -> None:
         body = {
@@ -188,3 +175,69 @@ class SensorKeyFile:
             "counter": self.counter,
         }
         _write_private(Path(path), json.dumps(body, indent=2) + "\n")
+
+
+# --- reading entries written by hand -------------------------------------------------------
+def _sensor_entry(raw_id: object, entry: object, where: str) -> SensorKey:
+    """One ``sensors:`` entry of the keystore, checked field by field."""
+    if not isinstance(entry, dict):
+        raise KeystoreError(
+            f"{where}: expected a mapping of kind, unit, key (and officer), got {type_name(entry)}"
+        )
+    try:
+        sensor_id = _sensor_id(raw_id)
+        kind = kind_from_name(_text(entry, "kind"))
+        unit = _text(entry, "unit", numbers=True)
+        officer = _text(entry, "officer", numbers=True, default="")
+        key = _key(_text(entry, "key"))
+    except KeystoreError as exc:
+        raise KeystoreError(f"{where}: {exc}") from None
+    if not _IDENT.fullmatch(unit):
+        raise KeystoreError(f"{where}: unit {unit!r} is not a valid unit id")
+    return SensorKey(sensor_id=sensor_id, kind=kind, unit_id=unit, officer=officer, key=key)
+
+
+def _sensor_id(raw: object) -> int:
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+        value = int(raw)
+    if value is None or not 0 <= value < 2**32:
+        raise KeystoreError(f"sensor id must be an integer in 0..{2**32 - 1}")
+    return value
+
+
+def _text(
+    entry: dict[Any, Any], name: str, *, numbers: bool = False, default: str | None = None
+) -> str:
+    """A text field; ``numbers``: a plain number is taken as its digits (unit: 12)."""
+    if name not in entry or (entry[name] is None and default is not None):
+        if default is None:
+            raise KeystoreError(f"missing {name!r}")
+        return default
+    value = entry[name]
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise KeystoreError(f"{name} must be text, not {type_name(value)}")
+
+
+def _integer(entry: dict[Any, Any], name: str, maximum: int, default: int | None = None) -> int:
+    value = entry.get(name, default)
+    if value is None:
+        raise KeystoreError(f"missing {name!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise KeystoreError(f"{name} must be an integer in 0..{maximum}")
+    return value
+
+
+def _key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise KeystoreError(f"key must be {KEY_LEN * 2} hex digits") from None
+    if len(key) != KEY_LEN:
+        raise KeystoreError(f"key must be {KEY_LEN} bytes ({KEY_LEN * 2} hex)")
+    return key

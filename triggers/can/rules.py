@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bridge.codec import readable_loc
 from mesh.models import TriggerKind
+from triggers.documents import DocumentError, load_yaml
 
 Op = Literal["==", "!=", ">", ">=", "<", "<=", "in"]
 Number = int | float
@@ -149,32 +150,28 @@ class RulesFile(BaseModel):
 def load_rules(path: Path | str) -> RulesFile:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise RulesError(path, "", f"cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RulesError(path, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = load_yaml(path)
+    except DocumentError as exc:
+        raise RulesError(path, exc.where, exc.summary) from None
     if not isinstance(data, dict):
         raise RulesError(path, "", "expected a mapping with a 'rules' list")
     try:
         rules = RulesFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        loc = list(first["loc"])
+        loc, problem = readable_loc(RulesFile, first)
         where = ".".join(str(p) for p in loc)
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             raw = data.get("rules") or []
-            name = (
-                raw[loc[1]].get("name")
-                if loc[1] < len(raw) and isinstance(raw[loc[1]], dict)
-                else None
-            )
+            entry = raw[loc[1]] if loc[1] < len(raw) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or len(name) > 64:
+                name = None  # named by its place in the list instead
             where = f"rule {name or loc[1]!r}" + (
                 "." + ".".join(map(str, loc[2:])) if loc[2:] else ""
             )
-        problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] == "extra_forbidden":
+            problem = "unknown key"
         raise RulesError(path, where, problem) from None
     names = [r.name for r in rules.rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -27,8 +27,10 @@ from typing import Annotated, Any
 
 import can
 import cantools
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.codec import readable_loc
+from triggers.documents import DocumentError, load_yaml
 
 Value = int | float
 
@@ -78,15 +80,14 @@ class ScenarioError(ValueError):
 def load_scenario(path: Path | str) -> Scenario:
     path = Path(path)
     try:
-        return Scenario.model_validate(yaml.safe_load(path.read_text()))
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+        return Scenario.model_validate(load_yaml(path))
+    except DocumentError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ScenarioError(f"{path}: key '{key}': {first['msg']}") from None
+        loc, problem = readable_loc(Scenario, first)
+        key = ".".join(str(p) for p in loc)
+        raise ScenarioError(f"{path}: key '{key}': {problem}") from None
 
 
 class VehicleSimulator:

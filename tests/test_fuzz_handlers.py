@@ -438,7 +438,7 @@ def test_the_watermark_only_moves_forward_on_valid_announcements_of_this_log(
             valid = (
                 own
                 and 0 <= message["synced_seq"] < 2**63
-                and message["at_ns"] >= 0
+                and 0 <= message["at_ns"] < 2**63  # TimeNs: what SQLite and PostgreSQL hold
                 and message["archiver"] == "arch-1"
             )
         raw = message if isinstance(message, bytes) else dumps(message)

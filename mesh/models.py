@@ -26,6 +26,10 @@ Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
 DetailValue = str | int | float | bool
 
 PROTOCOL_VERSION = 1
+# The integer 1 only: Literal[1] matches by equality, so it would also take true and 1.0.
+ProtocolV1 = Annotated[
+    int, Field(ge=1, le=1, strict=True, json_schema_extra={"const": PROTOCOL_VERSION})
+]
 
 # An Ed25519 signature is 64 bytes: 86 characters of unpadded base64url.
 _SIG_VALUE = r"^[A-Za-z0-9_-]{86}$"
@@ -140,7 +144,7 @@ class TriggerEvent(Frozen):
     """A normalised signal from any trigger source (BLE, CAN, manual, dispatch)."""
 
     type: Literal["trigger"] = "trigger"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     event_id: EventId
     kind: TriggerKind
     source: SourceRef
@@ -182,7 +186,7 @@ class RecordStart(Frozen):
     """The command a gateway broadcasts: cameras in range (or targeted) start recording."""
 
     type: Literal["record_start"] = "record_start"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     activation_id: Ident
     issuer: Ident
     trigger: TriggerSummary
@@ -205,7 +209,7 @@ class RecordCancel(Frozen):
     """A cancelled activation: cameras stop a recording it alone started (and keep it)."""
 
     type: Literal["record_cancel"] = "record_cancel"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     activation_id: Ident
     issuer: Ident
     reason: Annotated[str, Field(max_length=512)] = ""
@@ -215,7 +219,7 @@ class RecordCancel(Frozen):
 
 class CameraAck(Frozen):
     type: Literal["ack"] = "ack"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     activation_id: Ident
     camera_id: Ident
     unit_id: Ident | None = None
@@ -249,7 +253,7 @@ class ActivationRecord(Frozen):
     """The state of one activation, as published to dispatch and written to the log."""
 
     type: Literal["activation"] = "activation"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     activation_id: Ident
     issuer: Ident
     unit_id: Ident
@@ -278,7 +282,7 @@ class CameraPresence(Frozen):
     """Retained per camera; the broker publishes the last-will copy with online=false."""
 
     type: Literal["presence"] = "presence"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     camera_id: Ident
     unit_id: Ident
     role: CameraRole
@@ -299,7 +303,7 @@ class CancelRequest(Frozen):
     cancellation window. Nothing is erased: the cancel is logged beside the activation."""
 
     type: Literal["cancel"] = "cancel"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     cancel_id: EventId
     activation_id: Ident
     unit_id: Ident
@@ -313,7 +317,7 @@ class Escalation(Frozen):
     """A camera that did not start, told to whoever the policy names (dispatch first)."""
 
     type: Literal["escalation"] = "escalation"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     activation_id: Ident
     issuer: Ident
     unit_id: Ident  # the activation's unit
@@ -333,7 +337,7 @@ class TriggerReceipt(Frozen):
     """The gateway's answer to a trigger: accepted into an activation, merged, or refused."""
 
     type: Literal["receipt"] = "receipt"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     event_id: EventId
     unit_id: Ident
     outcome: ReceiptOutcome
@@ -346,7 +350,7 @@ class GatewayStatus(Frozen):
     """Retained per gateway; the last-will copy has online=false."""
 
     type: Literal["gateway"] = "gateway"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     gateway_id: Ident
     unit_id: Ident
     online: bool

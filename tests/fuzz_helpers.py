@@ -299,10 +299,11 @@ _PLACEHOLDER = "\x00nested\x00"
 
 def subset(sent: Any, received: Any) -> bool:
     """Is everything ``sent`` said still in ``received``, unchanged (which may add the
-    defaults of what was left out)?"""
+    defaults of what was left out)? A key of a model it does not know is ignored, at any
+    depth; every field a model knows is always encoded, so a missing key is such a one."""
     if isinstance(sent, dict):
         return isinstance(received, dict) and all(
-            k in received and subset(v, received[k]) for k, v in sent.items()
+            k not in received or subset(v, received[k]) for k, v in sent.items()
         )
     if isinstance(sent, list):
         return (

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from mesh.models import Frozen, Ident, TimeNs
+from mesh.models import Frozen, Ident, ProtocolV1, TimeNs
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # Sequence numbers and times are SQLite integers in the edge log and bigint in the archive:
@@ -43,7 +43,7 @@ class LogBatch(Frozen):
     (each record's prev_seq is the seq of the one before it; checked on intake)."""
 
     type: Literal["log_batch"] = "log_batch"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     log_id: Ident
     unit_id: Ident | None = None
     gateway_id: Ident | None = None
@@ -58,7 +58,7 @@ class LogSynced(Frozen):
     (following prev_seq) is stored in the archive."""
 
     type: Literal["log_synced"] = "log_synced"
-    v: Literal[1] = 1
+    v: ProtocolV1 = 1
     log_id: Ident
     synced_seq: Annotated[int, Field(ge=0, lt=INT64_END)]
     archiver: Ident

@@ -93,7 +93,7 @@ def _first_non_finite(value: object) -> list[str] | None:
     fields whose type can hold a float are visited; this runs on every payload, so a float
     field is checked in place rather than by a call per value."""
     if isinstance(value, BaseModel):
-        for name in _float_fields(type(value)):
+        for name in float_fields(type(value)):
             item = getattr(value, name)
             if item.__class__ is float:
                 if not _isfinite(item):
@@ -124,7 +124,8 @@ _isfinite = math.isfinite
 
 
 @cache
-def _float_fields(model: type[BaseModel]) -> tuple[str, ...]:
+def float_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of a model that can hold a float, at any depth (where NaN could hide)."""
     return tuple(
         name for name, field in model.model_fields.items() if _holds_float(field.annotation)
     )
@@ -134,7 +135,7 @@ def _holds_float(annotation: Any) -> bool:
     if annotation is float:
         return True
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return bool(_float_fields(annotation))
+        return bool(float_fields(annotation))
     # Unions, tuples, lists, dicts and Annotated: whatever they are made of.
     return get_origin(annotation) is not None and any(
         _holds_float(arg) for arg in get_args(annotation)

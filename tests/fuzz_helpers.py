@@ -225,7 +225,21 @@ _HUGE = st.one_of(
     st.just(1.7976931348623157e308),
     st.integers(1_000, 3_000).map(lambda n: list(range(n))),
 )
-_NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A JSON literal written as is (``1e400``, which json.dumps cannot produce)."""
+
+    text: str
+
+    def json(self) -> str:
+        return self.text
+
+
+NON_FINITE = st.sampled_from(
+    [float("nan"), float("inf"), float("-inf"), Raw("1e400"), Raw("-1e999"), Raw("9" * 400 + ".5")]
+)
 
 
 @st.composite
@@ -255,7 +269,7 @@ def mutations(draw: st.DrawFn, model: type[BaseModel]) -> tuple[dict[str, Any], 
     elif op == "nested":
         value = Nested(draw(st.integers(2, 3000)), draw(st.sampled_from("[{")))
     elif op == "non_finite":
-        value = draw(_NON_FINITE)
+        value = draw(NON_FINITE)
     return payload, Mutation(op, path, value)
 
 
@@ -286,7 +300,7 @@ def apply(payload: dict[str, Any], mutation: Mutation) -> bytes:
     if mutation.op == "drop":
         del parent[last]
         return json.dumps(copy).encode()
-    if isinstance(mutation.value, Nested):
+    if isinstance(mutation.value, Nested | Raw):
         parent[last] = _PLACEHOLDER
         text = json.dumps(copy).replace(json.dumps(_PLACEHOLDER), mutation.value.json(), 1)
         return text.encode()

@@ -116,7 +116,7 @@ def run(rules: list[CompiledRule], stream: list[Frame]) -> list[tuple[Any, ...]]
     return out
 
 
-@budget(100)
+@budget(70)
 @given(st.data())
 def test_any_frame_is_safe_and_only_a_watched_frame_fires(
     engines: list[list[CompiledRule]], data: st.DataObject
@@ -162,7 +162,7 @@ def changed_rules(draw: st.DrawFn, base: dict[str, Any]) -> tuple[dict[str, Any]
     return document, i, key, op
 
 
-@budget(50)
+@budget(25)
 @given(st.data())
 def test_a_rules_file_changed_in_one_place_loads_or_names_the_rule(
     can_data: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
@@ -200,7 +200,7 @@ def _ford(can_data: Path) -> Any:
     return _FORD[can_data]
 
 
-@budget(150)
+@budget(105)
 @given(st.one_of(st.text(max_size=200).map(str.encode), st.binary(max_size=200)))
 def test_any_text_as_a_rules_file_is_a_rules_error(
     tmp_path_factory: pytest.TempPathFactory, content: bytes
@@ -240,7 +240,7 @@ GARBAGE = st.one_of(
 )
 
 
-@budget(150)
+@budget(105)
 @given(
     st.lists(
         st.one_of(
@@ -310,7 +310,7 @@ def test_a_capture_reads_up_to_its_first_bad_line_and_names_it(
     assert all(any(key == got for got in wanted) for line, key in expected if line < last)
 
 
-@budget(100)
+@budget(70)
 @given(st.data())
 def test_a_damaged_real_capture_replays_or_names_the_line(
     can_data: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
@@ -357,7 +357,7 @@ def _ford_rules(can_data: Path) -> list[CompiledRule]:
     return _CACHE["rules"]  # type: ignore[no-any-return]
 
 
-@budget(60)
+@budget(40)
 @given(
     st.lists(
         st.tuples(st.integers(0, 0x1FFFFFFF), st.booleans(), st.binary(max_size=8), st.booleans()),

@@ -119,7 +119,7 @@ CONTENT = st.one_of(
 )
 
 
-@budget(150)
+@budget(105)
 @given(st.sampled_from(sorted(LOADERS)), CONTENT)
 def test_any_file_loads_or_is_refused_naming_it(folder: Path, name: str, content: bytes) -> None:
     path = folder / "fuzz.yaml"
@@ -163,7 +163,7 @@ def changed(draw: st.DrawFn, document: Any) -> tuple[Any, tuple[Any, ...], str]:
     return document, where, how
 
 
-@budget(60)
+@budget(25)
 @given(st.data())
 def test_a_shipped_config_changed_in_one_place_loads_or_names_the_key(
     folder: Path, data: st.DataObject
@@ -197,7 +197,7 @@ def keystore_document() -> dict[str, Any]:
     }
 
 
-@budget(40)
+@budget(20)
 @given(st.data())
 def test_a_keystore_changed_in_one_place_loads_or_names_the_sensor(
     folder: Path, data: st.DataObject
@@ -219,7 +219,7 @@ def test_a_keystore_changed_in_one_place_loads_or_names_the_sensor(
         assert isinstance(sensor.kind, SensorKind)
 
 
-@budget(150)
+@budget(105)
 @given(st.data())
 def test_a_key_file_changed_in_one_place_loads_or_is_refused(
     folder: Path, data: st.DataObject

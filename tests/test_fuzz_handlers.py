@@ -79,7 +79,7 @@ def test_every_topic_kind_has_a_builder() -> None:
     assert set(BUILDERS) == set(TopicKind)
 
 
-@budget(60)
+@budget(40)
 @given(batch(TOPIC, 30))
 def test_any_topic_parses_to_none_or_to_what_builds_it_again(topics: list[str]) -> None:
     for topic in topics:
@@ -89,7 +89,7 @@ def test_any_topic_parses_to_none_or_to_what_builds_it_again(topics: list[str]) 
             assert BUILDERS[parsed.kind](*parsed.args) == topic
 
 
-@budget(60)
+@budget(40)
 @given(st.sampled_from(sorted(BUILDERS)), batch(st.text(max_size=10), 3))
 def test_built_topics_parse_back_to_their_levels(kind: TopicKind, levels: list[str]) -> None:
     levels = [level.replace("/", "") for level in levels]
@@ -106,7 +106,7 @@ HOST = st.one_of(
 )
 
 
-@budget(60)
+@budget(40)
 @given(batch(st.one_of(st.text(max_size=40), st.text(max_size=30).map("mqtt://".__add__)), 30))
 def test_any_text_is_a_broker_url_or_a_value_error(texts: list[str]) -> None:
     for text in texts:
@@ -120,7 +120,7 @@ def test_any_text_is_a_broker_url_or_a_value_error(texts: list[str]) -> None:
         assert 1 <= url.port <= 65535
 
 
-@budget(80)
+@budget(55)
 @given(
     st.sampled_from(["mqtt", "mqtts"]),
     HOST,
@@ -171,7 +171,7 @@ def own_topic(model: Any) -> str:
 ARCHIVED = [TriggerEvent, TriggerReceipt, ActivationRecord, CameraAck, Escalation]
 
 
-@budget(60)
+@budget(40)
 @given(st.data())
 def test_intake_takes_a_valid_payload_on_its_own_topic_and_no_other(data: st.DataObject) -> None:
     model_type = data.draw(st.sampled_from(ARCHIVED))
@@ -190,7 +190,7 @@ def test_intake_takes_a_valid_payload_on_its_own_topic_and_no_other(data: st.Dat
     assert info.value.code in ("unit_mismatch", "id_mismatch")
 
 
-@budget(60)
+@budget(40)
 @given(batch(st.tuples(TOPIC, st.binary(max_size=200) | json_values.map(dumps)), 10))
 def test_intake_never_raises_anything_but_a_payload_error(
     messages: list[tuple[str, bytes]],
@@ -205,7 +205,7 @@ def test_intake_never_raises_anything_but_a_payload_error(
         assert item is None or item.raw == payload.decode()
 
 
-@budget(60)
+@budget(25)
 @given(st.data())
 def test_intake_of_mutated_payloads(data: st.DataObject) -> None:
     model_type = data.draw(st.sampled_from(ARCHIVED))
@@ -256,7 +256,7 @@ def log_batches(draw: st.DrawFn) -> LogBatch:
 TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=60)
 
 
-@budget(80)
+@budget(55)
 @given(log_batches(), st.data())
 def test_a_log_batch_is_stored_whole_or_refused_at_the_record_changed(
     batch_: LogBatch, data: st.DataObject
@@ -329,7 +329,7 @@ def _watch_topic(model: Any) -> str:
     return TOPICS.receipt(model.unit_id)
 
 
-@budget(30)
+@budget(20)
 @given(_message_streams([ActivationRecord, TriggerReceipt], _watch_topic))
 def test_the_watcher_keeps_the_latest_final_records_and_counts_the_rest(
     stream: list[tuple[type[Any], str, bytes, Any]],
@@ -373,7 +373,7 @@ def _console_topic(model: Any) -> str:
 CONSOLE = [ActivationRecord, CameraPresence, Escalation, GatewayStatus, TriggerReceipt]
 
 
-@budget(30)
+@budget(20)
 @given(_message_streams(CONSOLE, _console_topic), batch(TOPIC, 3))
 def test_the_console_survives_anything_and_pages_get_plain_json(
     stream: list[tuple[type[Any], str, bytes, Any]], stray_topics: list[str]
@@ -423,7 +423,7 @@ SYNCED = st.fixed_dictionaries(
 )
 
 
-@budget(60)
+@budget(40)
 @given(batch(st.one_of(SYNCED, json_values, st.binary(max_size=40)), 12))
 def test_the_watermark_only_moves_forward_on_valid_announcements_of_this_log(
     sync: LogSync, messages: list[Any]

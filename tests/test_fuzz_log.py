@@ -79,7 +79,7 @@ HEARD = st.none() | st.dictionaries(
 )
 
 
-@budget(40)
+@budget(20)
 @given(
     accepted(TriggerEvent),
     accepted(RecordStart),
@@ -115,7 +115,7 @@ def test_a_logged_activation_reads_back_as_it_was_decided(
     assert ActivationEntry.model_validate_json(body) == expected
 
 
-@budget(100)
+@budget(40)
 @given(accepted(CameraAck), st.none() | st.floats(), st.text(max_size=20))
 def test_a_logged_ack_reads_back_as_it_came(
     ack: CameraAck, latency_ms: float | None, effect: str
@@ -152,7 +152,7 @@ ENTRIES: list[type[BaseModel]] = [
 ]
 
 
-@budget(50)
+@budget(20)
 @given(st.sampled_from(ENTRIES), st.data())
 def test_a_body_is_its_entry_or_a_validation_error(
     entry: type[BaseModel], data: st.DataObject
@@ -229,7 +229,7 @@ def odd_bodies(draw: st.DrawFn, kind: str) -> str:
     return json.dumps(real)
 
 
-@budget(80)
+@budget(40)
 @given(
     batch(st.sampled_from(["checkpoint", "retention", "ack"]), 4).flatmap(
         lambda kinds: st.tuples(*[st.tuples(st.just(k), odd_bodies(k)) for k in kinds])
@@ -249,7 +249,7 @@ def test_verify_reports_any_checkpoint_or_retention_body_and_never_raises(
     assert not report.ok  # nothing here is validly signed: at least an unsigned tail
 
 
-@budget(60)
+@budget(40)
 @given(st.lists(st.text(max_size=30), min_size=1, max_size=5), st.data())
 def test_a_changed_body_is_named_and_a_signed_log_verifies(
     bodies: list[str], data: st.DataObject

@@ -11,23 +11,26 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from bridge.codec import DEFAULT_MAX_BYTES, PayloadError, decode, encode
+from bridge.codec import DEFAULT_MAX_BYTES, PayloadError, decode, encode, float_fields
 from mesh.archive.wire import LogBatch, LogSynced
 from mesh.models import WIRE_MODELS, ActivationRecord, CameraAck, RecordStart, TriggerEvent
 from tests.fuzz_helpers import (
+    NON_FINITE,
     Mutation,
     Nested,
     apply,
     batch,
     budget,
     dumps,
+    get,
     instances,
     json_values,
     mutations,
+    paths,
     subset,
 )
 
@@ -64,14 +67,14 @@ def accepted_or_refused(model: type[BaseModel], payload: bytes) -> BaseModel | P
     return refused
 
 
-@budget(100)
+@budget(70)
 @given(st.sampled_from(NAMES), batch(st.binary(max_size=300), 40))
 def test_any_bytes_are_a_model_or_a_payload_error(name: str, payloads: list[bytes]) -> None:
     for payload in payloads:
         accepted_or_refused(MODELS[name], payload)
 
 
-@budget(60)
+@budget(25)
 @given(st.sampled_from(NAMES), batch(json_values, 10))
 def test_any_json_is_a_model_or_a_payload_error(name: str, values: list[Any]) -> None:
     for value in values:
@@ -81,7 +84,7 @@ def test_any_json_is_a_model_or_a_payload_error(name: str, values: list[Any]) ->
             assert result.code in ("not_object", "not_json"), result  # not_json: NaN
 
 
-@budget(80)
+@budget(40)
 @given(st.data())
 def test_valid_payloads_decode_and_keep_everything_they_said(data: st.DataObject) -> None:
     name = data.draw(st.sampled_from(NAMES))
@@ -91,7 +94,7 @@ def test_valid_payloads_decode_and_keep_everything_they_said(data: st.DataObject
     assert subset(sent, json.loads(encode(decoded))), sent
 
 
-@budget(200)
+@budget(105)
 @given(st.data())
 def test_one_mutation_is_accepted_whole_or_refused_naming_its_field(
     data: st.DataObject,
@@ -139,7 +142,28 @@ def check_refusal(exc: PayloadError, mutation: Mutation, raw: bytes) -> None:
     assert f"'{dotted}" in exc.reason, (exc.reason, mutation)
 
 
-@budget(40)
+# The models with a field that holds a float (where NaN and infinities could hide).
+FLOAT_MODELS = sorted(n for n, m in MODELS.items() if float_fields(m))
+
+
+@budget(70)
+@given(st.data())
+def test_a_number_that_is_not_finite_is_never_accepted(data: st.DataObject) -> None:
+    """NaN, ±Infinity, 1e400 or a 400-digit literal where a valid payload has a number
+    (a float if it has one): refused, naming that field. Encoded again they would be null."""
+    name = data.draw(st.sampled_from(FLOAT_MODELS))
+    payload = data.draw(instances(MODELS[name]))
+    numbers = [p for p in paths(payload) if type(get(payload, p)) in (int, float)]
+    floats = [p for p in numbers if type(get(payload, p)) is float]
+    assume(numbers)
+    path = data.draw(st.sampled_from(floats or numbers))
+    mutation = Mutation("non_finite", path, data.draw(NON_FINITE))
+    with pytest.raises(PayloadError) as info:
+        decode(MODELS[name], apply(payload, mutation))
+    check_refusal(info.value, mutation, b"")
+
+
+@budget(25)
 @given(st.data())
 def test_a_missing_required_field_is_named(data: st.DataObject) -> None:
     name = data.draw(st.sampled_from(NAMES))
@@ -153,7 +177,7 @@ def test_a_missing_required_field_is_named(data: st.DataObject) -> None:
         assert f"missing field '{field}'" in info.value.reason
 
 
-@budget(40)
+@budget(25)
 @given(st.data())
 def test_unknown_fields_are_ignored(data: st.DataObject) -> None:
     name = data.draw(st.sampled_from(NAMES))

@@ -42,6 +42,7 @@ from mesh.activation_log import (
 )
 from mesh.admission import Accepted, Admitter, Refused, Suppressed
 from mesh.clock import Clock
+from mesh.failpoints import failpoint
 from mesh.fanout import command_topics
 from mesh.log_records import (
     AckEntry,
@@ -255,6 +256,7 @@ class Coordinator:
                 error=str(exc),
                 activation=tracker.activation_id,
             )
+        failpoint("activation.logged")
         self.counters["activations.started"] += 1
         receipt = self._receipt(event, ReceiptOutcome.ACCEPTED, tracker.activation_id, "", now)
         self.tasks.spawn(self._drive(live, receipt))
@@ -306,6 +308,7 @@ class Coordinator:
         result = tracker.on_ack(ack, now, mono)
         self.counters[f"acks.{result.value}"] += 1
         self._append_ack(ack, tracker.cameras[ack.camera_id].latency_ms, result.value, now)
+        failpoint("ack.logged")
         if result is AckEffect.DUPLICATE:
             return
         if tracker.complete:
@@ -406,6 +409,7 @@ class Coordinator:
                 )
                 await asyncio.sleep(0.05)
                 continue
+            failpoint("command.published")
             tracker.on_published(cameras)
             self.counters["publish.commands"] += len(topics)
             self._append(
@@ -439,6 +443,7 @@ class Coordinator:
         except LogError as exc:
             self.counters["log.write_failures"] += 1
             self._log.error("activation outcome not durable", error=str(exc))
+        failpoint("activation.finished")
         self._publish_record(record)
         if tracker.cancelled_by is None:
             for outcome in record.cameras:

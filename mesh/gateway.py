@@ -29,6 +29,7 @@ from bridge.urls import BrokerUrl
 from mesh.activation_log import ActivationLog, LogError
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.coordinator import Coordinator
+from mesh.failpoints import failpoint
 from mesh.log_records import RecordKind, StartedEntry
 from mesh.models import (
     ActivationRecord,
@@ -325,6 +326,7 @@ class Gateway:
                         raise PayloadError(untrusted.code, untrusted.reason)
                     self.coordinator.on_ack(ack, received_mono_ns=received_mono)
                 case TopicKind.TRIGGER:
+                    failpoint("trigger.received")
                     event = decode(TriggerEvent, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
                     if event.unit_id != self.settings.unit_id:
                         raise PayloadError(

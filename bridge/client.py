@@ -6,7 +6,10 @@ What it adds to aiomqtt:
 - MQTT 5 when the broker speaks it, 3.1.1 otherwise (decided once, on refusal);
 - persistent sessions (MQTT 5 session expiry, or 3.1.1 clean_session=false) so QoS1
   messages published while we were away are delivered when we return;
-- publish() that waits for the link instead of failing while it is down.
+- publish() that waits for the link instead of failing while it is down;
+- acknowledgement on the receiver's terms: a handler may ``defer()`` a QoS 1 message's
+  PUBACK until it has made the message durable, so that a crash in between gets the
+  message again from the persistent session instead of losing it.
 
 A fresh aiomqtt.Client is made for every connection: aiomqtt's "reusable" client keeps
 its connected-future resolved after an unexpected disconnect, which would make the next
@@ -43,6 +46,30 @@ PROBE_TIMEOUT_S = 2.0
 ProtocolChoice = Literal["auto", "5", "3.1.1"]
 
 
+Settle = Callable[[], None]
+
+
+class _Acker:
+    """The PUBACK of one received message: sent after the handler returns, unless the
+    handler took it over with ``Inbound.defer()``."""
+
+    __slots__ = ("_client", "_mid", "_qos", "deferred", "sent")
+
+    def __init__(self, client: aiomqtt.Client, mid: int, qos: int) -> None:
+        self._client, self._mid, self._qos = client, mid, qos
+        self.deferred = False
+        self.sent = False
+
+    def send(self) -> None:
+        if self.sent or self._qos == 0:
+            return
+        self.sent = True
+        # On a connection that has since dropped this is a no-op: the broker keeps the
+        # message in the session and sends it again after the reconnect.
+        with contextlib.suppress(Exception):
+            self._client._client.ack(self._mid, self._qos)
+
+
 @dataclass(frozen=True)
 class Inbound:
     """A received message, independent of the client library."""
@@ -50,6 +77,22 @@ class Inbound:
     topic: str
     payload: bytes
     retain: bool
+    _acker: _Acker | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def defer(self) -> Settle:
+        """Hold this message's acknowledgement until the returned callable is called.
+
+        Call it once the message is safe (e.g. durable). Never calling it (a crash,
+        a cancelled task) means the broker delivers the message again on reconnect."""
+        acker = self._acker
+        if acker is None:
+            return _nothing
+        acker.deferred = True
+        return acker.send
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -243,10 +286,13 @@ class MqttLink:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = str(payload).encode()
+            acker = _Acker(client, message.mid, message.qos)
             try:
-                handler(Inbound(message.topic.value, bytes(payload), bool(message.retain)))
+                handler(Inbound(message.topic.value, bytes(payload), bool(message.retain), acker))
             except Exception:
                 self._log.exception("message handler failed", topic=message.topic.value)
+            if not acker.deferred:
+                acker.send()
 
     def _mark_down(self) -> None:
         self._up.clear()
@@ -275,17 +321,21 @@ class MqttLink:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if opts.persistent_session:
                 properties.SessionExpiryInterval = opts.session_expiry_s
-            return aiomqtt.Client(
+            client = aiomqtt.Client(
                 protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=not opts.persistent_session,
                 properties=properties,
                 **common,  # type: ignore[arg-type]
             )
-        return aiomqtt.Client(
-            protocol=aiomqtt.ProtocolVersion.V311,
-            clean_session=not opts.persistent_session,
-            **common,  # type: ignore[arg-type]
-        )
+        else:
+            client = aiomqtt.Client(
+                protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=not opts.persistent_session,
+                **common,  # type: ignore[arg-type]
+            )
+        # We send every PUBACK ourselves (see Inbound.defer); aiomqtt has no option for it.
+        client._client.manual_ack_set(True)
+        return client
 
     # --- publishing -----------------------------------------------------------------
     async def publish(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import shutil
@@ -112,7 +113,12 @@ class MosquittoProcess:
         if persistence is not None:
             persistence.mkdir(exist_ok=True)
         conf.write_text(
-            render_local_config(self.port, persistence_dir=persistence, log_file=self.log_file)
+            render_local_config(
+                self.port,
+                persistence_dir=persistence,
+                log_file=self.log_file,
+                user=getpass.getuser() if os.geteuid() == 0 else None,
+            )
         )
         return conf
 

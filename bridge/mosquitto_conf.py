@@ -11,6 +11,7 @@ def render_local_config(
     bind: str = "127.0.0.1",
     persistence_dir: Path | None = None,
     log_file: Path | None = None,
+    user: str | None = None,
 ) -> str:
     """A loopback listener for one process's private broker (demo, tests, benchmarks).
 
@@ -27,6 +28,11 @@ def render_local_config(
         "max_queued_messages 10000",
         "max_inflight_messages 0",
     ]
+    if user is not None:
+        # Started as root, mosquitto 2 switches to the "mosquitto" user before it opens its
+        # log and persistence files, and cannot write them in the caller's directory:
+        # a private broker keeps the identity of whoever started it.
+        lines.append(f"user {user}")
     if persistence_dir is not None:
         lines += ["persistence true", f"persistence_location {persistence_dir}/"]
     else:

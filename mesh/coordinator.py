@@ -105,6 +105,16 @@ class Publisher(Protocol):
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None: ...
 
+    def deliver(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expires_at_ns: int | None = None,
+    ) -> None: ...
+
 
 @dataclass(eq=False)
 class _Live:
@@ -288,7 +298,7 @@ class Coordinator:
 
     def _announce(self, receipt: TriggerReceipt) -> TriggerReceipt:
         """Tell the trigger's sender (and dispatch) what became of it."""
-        self.publisher.publish_soon(self.topics.receipt(self.unit_id), encode(receipt), qos=1)
+        self.publisher.deliver(self.topics.receipt(self.unit_id), encode(receipt))
         return receipt
 
     # --- acks ---------------------------------------------------------------------------
@@ -444,7 +454,7 @@ class Coordinator:
             self.counters["log.write_failures"] += 1
             self._log.error("activation outcome not durable", error=str(exc))
         failpoint("activation.finished")
-        self._publish_record(record)
+        self._deliver_record(record)
         if tracker.cancelled_by is None:
             for outcome in record.cameras:
                 if outcome.expected and outcome.status is OutcomeStatus.REJECTED:
@@ -492,7 +502,7 @@ class Coordinator:
                 audience=name,
                 at_ns=now,
             )
-            self.publisher.publish_soon(self.topics.escalation(name), encode(escalation), qos=1)
+            self.publisher.deliver(self.topics.escalation(name), encode(escalation))
             self._append(
                 RecordKind.ESCALATED, tracker.activation_id, EscalatedEntry(escalation=escalation)
             )
@@ -568,10 +578,10 @@ class Coordinator:
             )
         )
         for topic in command_topics(self.topics, tracker.command):
-            self.publisher.publish_soon(topic, encode(notice), qos=1)
+            self.publisher.deliver(topic, encode(notice))
         self._log.info("activation cancelled", activation=tracker.activation_id, by=request.by)
         if was_finished:
-            self._publish_record(tracker.record())  # the outcome stands; the state changes
+            self._deliver_record(tracker.record())  # the outcome stands; the state changes
         else:
             live.done.set()  # _drive stops retrying and finishes it as cancelled
 
@@ -588,8 +598,15 @@ class Coordinator:
             del self.cancellable[aid]
 
     def _publish_record(self, record: ActivationRecord) -> None:
+        """A progress record: superseded by the next, so never queued."""
         self.publisher.publish_soon(
             self.topics.activation(self.unit_id, record.activation_id), encode(record), qos=1
+        )
+
+    def _deliver_record(self, record: ActivationRecord) -> None:
+        """A final record: dispatch and the archive must get it, outage or not."""
+        self.publisher.deliver(
+            self.topics.activation(self.unit_id, record.activation_id), encode(record)
         )
 
     # --- restart --------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from mesh.activation_log import ActivationLog, LogError
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.coordinator import Coordinator
 from mesh.failpoints import failpoint
+from mesh.forwarder import Forwarder
 from mesh.log_records import RecordKind, StartedEntry
 from mesh.models import (
     ActivationRecord,
@@ -41,6 +42,7 @@ from mesh.models import (
     TriggerEvent,
     TriggerReceipt,
 )
+from mesh.outbox import Outbox
 from mesh.policy import Policy
 from mesh.presence import PresenceRegistry
 from mesh.proximity import Heard, RadioProximity
@@ -75,6 +77,12 @@ class GatewaySettings:
     sync_interval_s: float = 5.0
     # Signs its commands; checks acks, and triggers and cancels that come over MQTT.
     security: Security = field(default_factory=Security)
+    # Messages waiting for the broker (mesh/outbox.py); beside the log unless given.
+    outbox_path: Path | None = None
+
+    @property
+    def resolved_outbox_path(self) -> Path:
+        return self.outbox_path or self.log_path.with_name(self.log_path.name + ".outbox")
 
     @property
     def issuer(self) -> str:
@@ -130,6 +138,8 @@ class Gateway:
                 "activation log is not signed: no audit.signing_key configured",
                 log=str(settings.log_path),
             )
+        self.outbox = Outbox(settings.resolved_outbox_path)
+        self.forwarder = Forwarder(self.link, self.outbox, clock)
         # Sources with a radio (BLE) also tell which cameras are at the car.
         self.radios = [
             radio
@@ -141,7 +151,7 @@ class Gateway:
             issuer=issuer,
             policy=settings.policy,
             log=self.log,
-            publisher=self.link,
+            publisher=self.forwarder,
             topics=self.topics,
             presence=self.presence,
             position=lambda: self.position,
@@ -186,6 +196,12 @@ class Gateway:
         resumed = self.coordinator.load_unfinished()
         if resumed:
             self._log.info("resuming unfinished activations", count=resumed)
+        # Driven now, link or not: each command goes out when the link is up, if it has
+        # not expired by then; one that has is finished as missed and escalated.
+        self.coordinator.start_resumed()
+        if self.outbox.depth():
+            self._log.info("messages queued by an earlier run", count=self.outbox.depth())
+        self._background.spawn(self.forwarder.run())
         for source in self.sources:
             self._background.spawn(self._drain(source))
         self._background.spawn(self._status_loop())
@@ -201,6 +217,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.log.flush()
             self.log.close()
+            self.outbox.close()
 
     async def _sync_log(self) -> None:
         """Keep the central archive's copy of the log current (docs/archive.md). Its own
@@ -220,11 +237,12 @@ class Gateway:
 
     async def _on_connect(self) -> None:
         await self._publish_status(online=True)
-        self.coordinator.start_resumed()
         self.ready.set()
 
     async def _say_goodbye(self) -> None:
         # In-flight activations stay unfinished in the log: the next start resumes them.
+        # What the outbox cannot send now stays in it for the next start.
+        await self.forwarder.drain(1.0)
         await self._background.cancel_all()
         for source in self.sources:
             with contextlib.suppress(Exception):
@@ -237,6 +255,9 @@ class Gateway:
     def all_counters(self) -> dict[str, int]:
         merged = Counter(self.counters)
         merged.update(self.coordinator.counters)
+        merged.update(self.forwarder.counters)
+        merged["outbox.depth"] = self.outbox.depth()
+        merged["link.connects"] = self.link.connects
         for source in self.sources:
             for key, value in source.health().items():
                 if isinstance(value, int) and not isinstance(value, bool):
@@ -335,10 +356,10 @@ class Gateway:
                             f"sent to unit {self.settings.unit_id!r}",
                         )
                     untrusted = self._check_request(event)
+                    # Acknowledged to the broker only once the activation is durable.
+                    settle = message.defer()
                     self._background.spawn(
-                        self.coordinator.submit(
-                            event, received_mono_ns=received_mono, untrusted=untrusted
-                        )
+                        self._submit_remote(event, received_mono, untrusted, settle)
                     )
                 case TopicKind.CANCEL:
                     cancel = decode(CancelRequest, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
@@ -362,6 +383,26 @@ class Gateway:
                 reason=exc.reason,
                 size=len(message.payload),
             )
+
+    async def _submit_remote(
+        self,
+        event: TriggerEvent,
+        received_mono: int,
+        untrusted: Rejection | None,
+        settle: Callable[[], None],
+    ) -> None:
+        """A trigger from MQTT. Its PUBACK waits until the activation is in the log, so a
+        crash before that gets it again (same event id: merged if it did get logged).
+        Cancelled (the gateway stopping) means not acknowledged: delivered again."""
+        try:
+            await self.coordinator.submit(
+                event, received_mono_ns=received_mono, untrusted=untrusted
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._log.exception("trigger not handled", event_id=event.event_id)
+        settle()
 
     def _check_request(self, request: TriggerEvent | CancelRequest) -> Rejection | None:
         """A remote trigger or cancel: signed by dispatch or by this gateway's terminal.

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bridge.client import LinkOptions, MqttLink
+from bridge.client import Inbound, LinkOptions, MqttLink
 from bridge.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
 from mesh.models import ActivationRecord
@@ -99,6 +99,39 @@ def test_demo_json_summary_is_the_last_line_and_ok(tmp_path: Path) -> None:
     assert {"activation", "published", "ack", "finished"} <= kinds_logged
 
 
+async def _retained(
+    broker: MosquittoProcess, topics: Topics, *, online_gateway: str, cameras: int
+) -> None:
+    """Wait (on retained messages) until the gateway is online and the cameras announced."""
+    online: set[str] = set()
+    present: set[str] = set()
+
+    def seen(message: Inbound) -> None:
+        body = json.loads(message.payload)
+        if body.get("online"):
+            (online if message.topic == topics.gateway(online_gateway) else present).add(
+                message.topic
+            )
+
+    link = MqttLink(
+        broker.url,
+        LinkOptions(
+            f"tour-wait-{os.getpid()}",
+            subscriptions=((topics.gateway(online_gateway), 1), (topics.all_presence(), 1)),
+            persistent_session=False,
+        ),
+    )
+    task = asyncio.create_task(link.run(seen))
+    try:
+        deadline = time.monotonic() + 30
+        while not (online and len(present) >= cameras):
+            assert time.monotonic() < deadline, f"gateway {online}, cameras {len(present)}"
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def test_the_readme_tour_gateway_cameras_trigger_tail(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
 ) -> None:
@@ -119,7 +152,8 @@ def test_the_readme_tour_gateway_cameras_trigger_tail(
         ) as fleet,
         daemon("tail", "--json", *common) as tail,
     ):
-        time.sleep(3)  # the fleet connects and announces itself; the gateway subscribes
+        # The fleet connects and announces itself; the gateway subscribes and says so.
+        asyncio.run(_retained(mosquitto, topics, online_gateway="gw-car-12", cameras=9))
         assert gw.poll() is None
         assert fleet.poll() is None
         assert tail.poll() is None

@@ -187,9 +187,19 @@ def gateway(
     broker: BrokerOpt = None,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics and /health on this port (overrides metrics.port)",
+        ),
+    ] = None,
 ) -> None:
     """Run the in-car gateway daemon for one unit."""
     from mesh.gateway import Gateway, GatewaySettings
+    from mesh.http_endpoints import ListenError
 
     try:
         cfg, policy = load_gateway_config(config)
@@ -226,6 +236,9 @@ def gateway(
                 sync_log=cfg.sync_log,
                 sync_interval_s=cfg.sync_interval_s,
                 security=security,
+                metrics_port=cfg.metrics.port if metrics_port is None else metrics_port,
+                metrics_host=cfg.metrics.host,
+                systemd_notify=True,  # does nothing unless systemd started it (NOTIFY_SOCKET)
             )
             sources: list[TriggerSource] = []
             if cfg.ble is not None and cfg.ble.enabled:
@@ -244,7 +257,10 @@ def gateway(
                     sources.append(build_can_source(cfg.can, config, cfg.unit))
                 except RulesError as exc:
                     _fail(f"config error: {config}: key 'can': {exc}")
-            gw = Gateway(settings, url=url, protocol=protocol, sources=sources)
+            try:
+                gw = Gateway(settings, url=url, protocol=protocol, sources=sources)
+            except ListenError as exc:
+                _fail(f"cannot serve /metrics and /health: {exc}")
             settle = asyncio.ensure_future(_settle_when_ready(gw.ready))
             try:
                 await gw.run()

@@ -6,6 +6,7 @@ the CLI turns that into exit status 2.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -79,6 +80,23 @@ class SecurityConfig(_Config):
     max_clock_skew_s: Annotated[float, Field(ge=0, le=300)] = 5.0
 
 
+class MetricsConfig(_Config):
+    """``/metrics`` and ``/health`` over HTTP (docs/observability.md); off without a port."""
+
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    # An address of this machine: loopback unless a scraper elsewhere must reach it.
+    host: str = "127.0.0.1"
+
+    @field_validator("host")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address to listen on") from None
+        return value
+
+
 class GatewayConfig(_Connection):
     unit: Ident
     gateway_id: Ident | None = None
@@ -98,6 +116,7 @@ class GatewayConfig(_Connection):
     sync_log: bool = False
     sync_interval_s: Annotated[float, Field(gt=0)] = 5.0
     security: SecurityConfig = SecurityConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def resolved_gateway_id(self) -> str:

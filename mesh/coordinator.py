@@ -148,8 +148,10 @@ class Coordinator:
         on_finished: Callable[[ActivationRecord], None] | None = None,
         heard: Callable[[], Mapping[str, Heard]] | None = None,
         security: Security | None = None,
+        on_ack_latency: Callable[[float | None], None] | None = None,
     ) -> None:
         self.unit_id = unit_id
+        self.on_ack_latency = on_ack_latency  # a camera's first answer, in ms (metrics)
         self.security = security or Security()
         self.heard = heard
         self.issuer = issuer
@@ -321,6 +323,8 @@ class Coordinator:
         failpoint("ack.logged")
         if result is AckEffect.DUPLICATE:
             return
+        if self.on_ack_latency is not None and result is not AckEffect.UPGRADED:
+            self.on_ack_latency(tracker.cameras[ack.camera_id].latency_ms)
         if tracker.complete:
             live.done.set()
         elif mono - live.last_update_mono >= live.progress_interval_ns:

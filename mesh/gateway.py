@@ -31,6 +31,7 @@ from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.coordinator import Coordinator
 from mesh.failpoints import failpoint
 from mesh.forwarder import Forwarder
+from mesh.gateway_observer import GatewayObserver
 from mesh.log_records import RecordKind, StartedEntry
 from mesh.models import (
     ActivationRecord,
@@ -47,6 +48,7 @@ from mesh.policy import Policy
 from mesh.presence import PresenceRegistry
 from mesh.proximity import Heard, RadioProximity
 from mesh.retention import RetentionPass
+from mesh.sd_notify import SystemdNotifier
 from mesh.security import Security
 from mesh.tasks import Background
 from triggers.source import TriggerSource
@@ -79,6 +81,11 @@ class GatewaySettings:
     security: Security = field(default_factory=Security)
     # Messages waiting for the broker (mesh/outbox.py); beside the log unless given.
     outbox_path: Path | None = None
+    # /metrics and /health over HTTP on this port (0: any free one); None serves neither.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # Tell systemd when ready and feed its watchdog (docs/observability.md).
+    systemd_notify: bool = False
 
     @property
     def resolved_outbox_path(self) -> Path:
@@ -128,6 +135,13 @@ class Gateway:
             ),
             logger=self._log,
         )
+        # Binds its port now: one in use fails the start, before the log is opened.
+        self.observer = GatewayObserver(
+            self,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            notifier=SystemdNotifier.from_env() if settings.systemd_notify else None,
+        )
         self.log = ActivationLog(
             settings.log_path,
             signer=settings.signer,
@@ -159,6 +173,7 @@ class Gateway:
             on_finished=on_finished,
             heard=self.heard_cameras if self.radios else None,
             security=settings.security,
+            on_ack_latency=self.observer.metrics.observe_ack_latency,
         )
         if not settings.security.enforcing:
             self._log.warning("acks and remote triggers are not checked: no trust store")
@@ -205,6 +220,7 @@ class Gateway:
         for source in self.sources:
             self._background.spawn(self._drain(source))
         self._background.spawn(self._status_loop())
+        self._background.spawn(self.observer.run())  # tells systemd it is ready
         if self.settings.retention_days is not None:
             self._background.spawn(self._retention_loop(self.settings.retention_days))
         if self.settings.sync_log:

@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from mesh.console.auth import User, Users
 from mesh.console.hub import ConsoleHub
+from mesh.console.observe import observe_routes
 from mesh.console.state import receipt_view
 from mesh.models import Ident, Latitude, Longitude, Position, TriggerReceipt
 
@@ -143,6 +144,7 @@ def create_app(hub: ConsoleHub, users: Users) -> Starlette:
             Route("/api/activate", activate, methods=["POST"]),
             Route("/api/cancel", cancel, methods=["POST"]),
             Route("/healthz", healthz),
+            *observe_routes(hub),  # /metrics and /health, without login (see observe.py)
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
     )

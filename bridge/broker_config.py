@@ -24,6 +24,13 @@ from pathlib import Path
 from typing import Literal
 
 from bridge.broker_acl import FleetError, FleetSpec, Principal, render_acl
+from bridge.broker_bridge import (
+    BridgeError,
+    BridgeSpec,
+    bridge_client_id,
+    central_acl_block,
+    render_bridges,
+)
 from bridge.mosquitto_passwd import password_line
 from bridge.pki import (
     CertPair,
@@ -175,6 +182,8 @@ class BrokerBundle:
     credentials: Mapping[str, Path] = field(default_factory=dict)
     # Each principal's broker URL, as a text file (the device's `broker:` setting).
     url_files: Mapping[str, Path] = field(default_factory=dict)
+    # Each --bridge's name and the ACL block its central broker must grant it.
+    bridge_acls: Mapping[str, Path] = field(default_factory=dict)
     run_as: str = DEFAULT_BROKER_USER
     # Whether the broker's files were handed to ``run_as`` here (see ownership_steps).
     ownership_done: bool = False
@@ -239,6 +248,7 @@ def write_broker_config(
     force: bool = False,
     run_as: str = DEFAULT_BROKER_USER,
     days: int = 825,
+    bridges: Sequence[BridgeSpec] = (),
 ) -> BrokerBundle:
     """Write a broker's configuration and every principal's credentials under ``out_dir``.
 
@@ -246,7 +256,9 @@ def write_broker_config(
     already holds one: an existing CA is reused, never replaced. An existing
     ``mosquitto.conf`` is an error unless ``force`` (then certificates, passwords and
     files are issued afresh; the CA stays). ``run_as``: the user mosquitto drops to when
-    started as root ("root": it stays root, as the tests run it).
+    started as root ("root": it stays root, as the tests run it). ``bridges``: a
+    ``connection`` section per bridge to a central broker (``bridge/broker_bridge.py``),
+    and in ``bridges/NAME.acl`` the ACL block that central broker must grant it.
     """
     out = out_dir.resolve()
     var_dir = out / "var"
@@ -265,6 +277,12 @@ def write_broker_config(
         log_file=var_dir / "mosquitto.log",
         run_as=run_as,
     )
+    try:
+        bridge_text = render_bridges(bridges, spec)
+    except BridgeError as exc:
+        raise BrokerConfigError(str(exc)) from None
+    if bridge_text:
+        conf_text += "\n" + bridge_text
     if not hosts:
         raise BrokerConfigError("at least one host name or address is needed for the server")
     conf_path = out / "mosquitto.conf"
@@ -296,6 +314,7 @@ def write_broker_config(
         client_certs=certs,
         credentials=credentials,
         url_files={name: out / "clients" / f"{name}.url" for name in spec.names},
+        bridge_acls=_write_bridge_acls(out, spec, bridges),
         run_as=run_as,
     )
     for name, path in bundle.url_files.items():
@@ -305,8 +324,12 @@ def write_broker_config(
         else:
             path.write_text(url)
     done = _hand_to_broker_user(bundle)
-    # Last: an existing mosquitto.conf means a complete bundle.
-    conf_path.write_text(conf_text)
+    # Last: an existing mosquitto.conf means a complete bundle. A bridge's password makes
+    # it a secret (mosquitto reads its conf before it drops privileges).
+    if any(bridge.url.password is not None for bridge in bridges):
+        write_private(conf_path, conf_text.encode(), replace=True)
+    else:
+        conf_path.write_text(conf_text)
     return dataclasses.replace(bundle, ownership_done=done)
 
 
@@ -324,6 +347,23 @@ def _the_ca(out: Path, given: CertPair | None, *, force: bool) -> CertPair:
         shutil.copyfile(given.cert, local.cert)
         local.cert.chmod(0o644)
     return CertPair(local.cert, given.key)
+
+
+def _write_bridge_acls(
+    out: Path, spec: FleetSpec, bridges: Sequence[BridgeSpec]
+) -> dict[str, Path]:
+    """bridges/NAME.acl: what the central broker's ACL must grant each bridge. Its user
+    is the URL's user name, or else its client id (then the CN of its certificate)."""
+    if not bridges:
+        return {}
+    written: dict[str, Path] = {}
+    (out / "bridges").mkdir(exist_ok=True)
+    for bridge in bridges:
+        user = bridge.url.username or bridge_client_id(bridge, spec)
+        path = out / "bridges" / f"{bridge.name}.acl"
+        path.write_text(central_acl_block(bridge, spec, user))
+        written[bridge.name] = path
+    return written
 
 
 def _private_dir(path: Path) -> Path:

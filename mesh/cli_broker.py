@@ -48,9 +48,18 @@ def broker_config(
     force: Annotated[
         bool, typer.Option("--force", help="Write over an existing configuration (the CA stays)")
     ] = False,
+    bridge: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bridge",
+            help="NAME=URL (mqtt:// or mqtts://): bridge this in-car broker to a central "
+            "one (repeat for several); its topics follow the fleet file's gateways and cameras",
+        ),
+    ] = None,
 ) -> None:
     """Write a TLS-only mosquitto configuration with an ACL for the fleet, and each device's
     credentials (client certificates or passwords) and broker URL."""
+    from bridge.broker_bridge import BridgeError, parse_bridge_specs
     from bridge.broker_config import BrokerConfigError, write_broker_config
     from bridge.pki import CertPair
     from mesh.broker_fleet import load_fleet
@@ -60,6 +69,10 @@ def broker_config(
         fail(f"--auth must be cert or password, not {auth!r}", EXIT_USAGE)
     if (ca_cert is None) != (ca_key is None):
         fail("--ca-cert and --ca-key go together", EXIT_USAGE)
+    try:
+        bridges = parse_bridge_specs(bridge or ())
+    except BridgeError as exc:
+        fail(str(exc), EXIT_USAGE)
     try:
         spec = load_fleet(fleet)
     except ConfigError as exc:
@@ -76,6 +89,7 @@ def broker_config(
             ca=ca,
             force=force,
             run_as=run_as,
+            bridges=bridges,
         )
     except BrokerConfigError as exc:
         fail(str(exc), EXIT_USAGE)
@@ -99,6 +113,10 @@ def broker_config(
             else [("clients/NAME.crt, .key", "each device's certificate (CN = its id)")]
         ),
         ("var/", "the broker's persistence and log (mosquitto.log)"),
+        *(
+            (f"bridges/{name}.acl", f"the ACL central must grant bridge {name!r}")
+            for name in bundle.bridge_acls
+        ),
     ]
     for name, what in listing:
         say(f"  {name:<26} {what}", highlight=False)

@@ -23,29 +23,31 @@ class BrokerUrl:
 
     @classmethod
     def parse(cls, text: str) -> BrokerUrl:
-        """Parse a broker URL or raise ValueError saying what is wrong with it."""
+        """Parse a broker URL or raise ValueError saying what is wrong with it (quoting
+        the URL with any password masked: these messages end up in logs)."""
+        shown = _masked(text)
         try:
             parts = urlsplit(text.strip())
         except ValueError as exc:  # an unclosed IPv6 bracket, say
-            raise ValueError(f"broker URL {text!r}: {exc}") from None
+            raise ValueError(f"broker URL {shown!r}: {exc}") from None
         if parts.scheme not in DEFAULT_PORTS:
-            raise ValueError(f"broker URL {text!r}: scheme must be mqtt:// or mqtts://")
+            raise ValueError(f"broker URL {shown!r}: scheme must be mqtt:// or mqtts://")
         if not parts.hostname:
-            raise ValueError(f"broker URL {text!r}: no host")
+            raise ValueError(f"broker URL {shown!r}: no host")
         try:
             port = DEFAULT_PORTS[parts.scheme] if parts.port is None else parts.port
         except ValueError:
-            raise ValueError(f"broker URL {text!r}: port is not a number in 1-65535") from None
+            raise ValueError(f"broker URL {shown!r}: port is not a number in 1-65535") from None
         if port == 0:
-            raise ValueError(f"broker URL {text!r}: port is not a number in 1-65535")
+            raise ValueError(f"broker URL {shown!r}: port is not a number in 1-65535")
         if parts.path not in ("", "/"):
-            raise ValueError(f"broker URL {text!r}: unexpected path {parts.path!r}")
+            raise ValueError(f"broker URL {shown!r}: unexpected path {parts.path!r}")
         query = parse_qs(parts.query, strict_parsing=False)
         unknown = set(query) - _TLS_KEYS
         if unknown:
-            raise ValueError(f"broker URL {text!r}: unknown option(s) {sorted(unknown)}")
+            raise ValueError(f"broker URL {shown!r}: unknown option(s) {sorted(unknown)}")
         if query and parts.scheme != "mqtts":
-            raise ValueError(f"broker URL {text!r}: ca/cert/key need mqtts://")
+            raise ValueError(f"broker URL {shown!r}: ca/cert/key need mqtts://")
         return cls(
             scheme=parts.scheme,
             host=parts.hostname,
@@ -87,3 +89,20 @@ class BrokerUrl:
     def __str__(self) -> str:
         auth = f"{self.username}@" if self.username else ""
         return f"{self.scheme}://{auth}{self.host}:{self.port}"
+
+
+def _masked(text: str) -> str:
+    """``text`` with the password of its ``user:password@`` part replaced by ``***``."""
+    scheme, sep, rest = text.partition("://")
+    authority_end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if index != -1:
+            authority_end = min(authority_end, index)
+    authority = rest[:authority_end]
+    if "@" not in authority:
+        return text
+    credentials, _, host = authority.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    masked = f"{user}:***" if colon else user
+    return f"{scheme}{sep}{masked}@{host}{rest[authority_end:]}"

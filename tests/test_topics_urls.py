@@ -62,3 +62,18 @@ def test_broker_urls() -> None:
 def test_bad_broker_urls_say_what_is_wrong(text: str, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         BrokerUrl.parse(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mqtt://gw:s3cr3t@h:99999",
+        "mqtts://gw:s3cr3t@h/x?ca=/c",
+        "ftp://gw:s3cr3t@h",
+        "mqtt://gw:s3cr3t@",
+    ],
+)
+def test_errors_about_a_url_never_show_its_password(text: str) -> None:
+    with pytest.raises(ValueError, match="gw:\\*\\*\\*@") as caught:
+        BrokerUrl.parse(text)
+    assert "s3cr3t" not in str(caught.value)

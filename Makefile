@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest fuzz bench schema clean
+.PHONY: demo test lint typecheck pytest fuzz chaos bench schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ FUZZ_ARGS ?=
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q \
 		--hypothesis-show-statistics tests/test_ble_fuzz.py tests/test_fuzz_*.py $(FUZZ_ARGS)
+
+# Long fault-injection runs (docs/reliability.md): CHAOS_TRIALS gateway SIGKILLs (the tests
+# run 20), plus the broker, proxy, camera and disk-full scenarios; each prints what it lost.
+# `make chaos CHAOS_TRIALS=1000`, CHAOS_SEED=n for another draw, CHAOS_ARGS='-k kill'.
+CHAOS_TRIALS ?= 200
+CHAOS_SEED ?= 20261122
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	CHAOS_TRIALS=$(CHAOS_TRIALS) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/pytest -q -s \
+		tests/test_chaos_*.py $(CHAOS_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py

@@ -67,6 +67,13 @@ _BATCH_MAX = 2000
 # append wakes the writer at once. During an ack flood this makes one commit (one fsync)
 # per window instead of one per ack, and keeps the writer thread off the GIL.
 LAZY_COMMIT_S = 0.005
+# A commit the disk refused (full, I/O error, locked by another process) is tried again
+# after this long, or at once for a durable append; the records wait in memory meanwhile,
+# at most _RETAINED_MAX of them (beyond that the oldest are dropped and counted).
+RETRY_S = 0.2
+_RETAINED_MAX = 20_000
+# SQLite primary result codes that a later attempt can get past: BUSY, LOCKED, IOERR, FULL.
+_TRANSIENT = frozenset({5, 6, 10, 13})
 
 
 class LogError(RuntimeError):
@@ -192,7 +199,11 @@ class ActivationLog:
         self._closing = False
         # Monotonic time when the oldest unsigned record was written (None: all signed).
         self._unsigned_since: int | None = None
+        # The last commit's failure (None once a commit succeeds again), and counts.
         self.write_error: BaseException | None = None
+        self.write_failures = 0
+        self.dropped_records = 0
+        self._retry_at = 0.0  # monotonic seconds: no lazy commit attempt before this
         self._thread = threading.Thread(target=self._writer, name="activation-log", daemon=True)
         self._thread.start()
         self._closed = False
@@ -207,9 +218,15 @@ class ActivationLog:
     def append_json(
         self, kind: RecordKind, activation_id: str | None, body: str, at_ns: int
     ) -> None:
-        """``append`` for a body already serialised (hot paths assemble it directly)."""
+        """``append`` for a body already serialised (hot paths assemble it directly).
+
+        Raises LogError while the log cannot be written (disk full): the record is kept
+        and written once the disk allows, but the caller must know it is not yet there."""
         self._check_open()
         self._put(_Item(kind.value, activation_id, body, at_ns))
+        failing = self.write_error
+        if failing is not None:
+            raise LogError(f"{failing} (record kept in memory, written when the disk allows)")
 
     async def append_durable(
         self, kind: RecordKind, activation_id: str | None, body: BaseModel | str, at_ns: int
@@ -252,10 +269,9 @@ class ActivationLog:
         return await item.future
 
     def _check_open(self) -> None:
+        # A failed write does not close the log: the next commit tries the disk again.
         if self._closed:
             raise LogError(f"activation log {self.path} is closed")
-        if self.write_error is not None:
-            raise LogError(f"activation log {self.path} failed: {self.write_error}")
 
     def _put(self, item: _Item) -> None:
         with self._cond:
@@ -280,9 +296,12 @@ class ActivationLog:
                 with self._cond:
                     if written >= CHECKPOINT_AFTER_BYTES and not self._pending:
                         # Idle and the WAL is filling: copy it back now, while nobody waits.
+                        # One the disk refuses is tried again later; it must not end the
+                        # writer (every durable append would then wait forever).
                         self._cond.release()
                         try:
-                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                            with contextlib.suppress(sqlite3.Error):
+                                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         finally:
                             self._cond.acquire()
                         written = 0
@@ -293,6 +312,15 @@ class ActivationLog:
                         self._cond.wait(due)
                     if self._pending and not self._durable_waiting and not self._closing:
                         self._cond.wait(LAZY_COMMIT_S)
+                    # After a refused commit, wait before trying the disk again, unless a
+                    # durable append (whose caller waits for the answer) or close comes.
+                    while (
+                        self._pending
+                        and not self._durable_waiting
+                        and not self._closing
+                        and (pause := self._retry_at - time.monotonic()) > 0
+                    ):
+                        self._cond.wait(pause)
                     batch, self._pending = self._pending, []
                     self._durable_waiting = False
                     closing = self._closing
@@ -301,16 +329,22 @@ class ActivationLog:
                     batch.append(_Item(None, None, "shutdown" if closing else "periodic", 0))
                     batch[-1].op = _Op.CHECKPOINT
                 if batch:
-                    self._commit(conn, batch)
-                    written += sum(len(item.body) + 64 for item in batch)
+                    # Closing: one last attempt; what the disk still refuses is lost.
+                    if self._commit(conn, batch, retain=not closing):
+                        written += sum(len(item.body) + 64 for item in batch)
                 elif closing:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                     return
         finally:
             conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item], *, retain: bool) -> bool:
+        """Write ``batch`` in one transaction and settle its futures; True if written.
+        A failure the disk may get past (``_TRANSIENT``) keeps the batch, in order, at the
+        head of the queue when ``retain``: its records are written on a later attempt."""
         error: BaseException | None = None
+        retry = False
         seqs: list[int] = []
         last_kind = ""
         try:
@@ -339,9 +373,14 @@ class ActivationLog:
         except sqlite3.Error as exc:
             error = LogError(f"could not write to activation log {self.path}: {exc}")
             self.write_error = error
+            self.write_failures += 1
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            retry = retain and code in _TRANSIENT
         if error is None:
+            self.write_error = None
             signed = last_kind in ("", RecordKind.CHECKPOINT.value)
             if signed:
                 self._unsigned_since = None
@@ -350,6 +389,20 @@ class ActivationLog:
         for item, seq in zip(batch, seqs or [0] * len(batch), strict=True):
             if item.future is not None and item.loop is not None:
                 item.loop.call_soon_threadsafe(_settle, item.future, 0 if error else seq, error)
+                if retry:  # answered now (not durable); the retry only writes it
+                    item.future = item.loop = None
+        if retry:
+            self._retain(batch)
+        return error is None
+
+    def _retain(self, batch: list[_Item]) -> None:
+        with self._cond:
+            self._pending[:0] = batch
+            excess = len(self._pending) - _RETAINED_MAX
+            if excess > 0:
+                del self._pending[:excess]
+                self.dropped_records += excess
+            self._retry_at = time.monotonic() + RETRY_S
 
     def _record_of(
         self,

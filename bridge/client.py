@@ -360,7 +360,12 @@ class MqttLink:
         sending = asyncio.ensure_future(
             client.publish(topic, payload, qos=qos, retain=retain, timeout=self.options.timeout_s)
         )
-        done, _ = await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The caller gave up (its own deadline): so does the publish.
+            sending.cancel()
+            raise
         if sending not in done:
             sending.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

@@ -411,14 +411,22 @@ class Coordinator:
                 return False
             tracker.sending(self.clock.wall_ns(), self.clock.mono_ns())
             try:
-                await asyncio.gather(
-                    *(self.publisher.publish(t, payload, qos=1, wait_s=remaining_s) for t in topics)
+                # The whole send, PUBACKs included, ends with the command: a link that
+                # swallows bytes must not hold it for the client's own (longer) timeout.
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        *(
+                            self.publisher.publish(t, payload, qos=1, wait_s=remaining_s)
+                            for t in topics
+                        )
+                    ),
+                    remaining_s,
                 )
-            except LinkDown as exc:
+            except (LinkDown, TimeoutError) as exc:
                 self.counters["publish.link_down"] += 1
                 self._log.warning(
                     "command not published, will retry",
-                    error=str(exc),
+                    error=str(exc) or "no PUBACK before the command expired",
                     activation=tracker.activation_id,
                 )
                 await asyncio.sleep(0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import os
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 
-from bridge.client import LinkOptions, MqttLink
+from bridge.client import LinkDown, LinkOptions, MqttLink
 from bridge.codec import encode
 from bridge.topics import DEFAULT_PREFIX
 from mesh import logs
@@ -52,7 +53,9 @@ from mesh.models import (
     GeoPoint,
     Position,
     ReceiptOutcome,
+    TriggerEvent,
     TriggerKind,
+    TriggerReceipt,
 )
 from mesh.runtime import settle_heap, tune_gc
 from triggers.manual import manual_trigger
@@ -60,6 +63,8 @@ from triggers.source import TriggerSource
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from mesh.watch import ActivationWatcher
 
 app = typer.Typer(
     name="trigger-mesh",
@@ -467,7 +472,9 @@ def trigger(
             if not wait:
                 console.print(f"trigger {event.event_id} sent to unit {unit}")
                 return EXIT_OK
-            receipt = await watcher.receipt(event.event_id, min(timeout_s, 10.0))
+            receipt = await _receipt_resending(
+                watcher, sender, topics.trigger(unit), event, min(timeout_s, 10.0)
+            )
             if receipt is None:
                 console.print(
                     f"[bold red]no gateway for unit {unit} answered[/] "
@@ -503,6 +510,28 @@ def trigger(
 
     code = _run(send())
     raise typer.Exit(130 if code is None else code)
+
+
+# Until the gateway's receipt says a trigger arrived, it is sent again (same event id: the
+# gateway merges repeats), so that one lost with a broker that died cannot go unnoticed.
+RESEND_EVERY_S = 2.0
+
+
+async def _receipt_resending(
+    watcher: ActivationWatcher,
+    sender: MqttLink,
+    topic: str,
+    event: TriggerEvent,
+    timeout_s: float,
+) -> TriggerReceipt | None:
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        receipt = await watcher.receipt(event.event_id, min(RESEND_EVERY_S, left))
+        if receipt is not None or deadline - time.monotonic() <= 0:
+            return receipt
+        with contextlib.suppress(LinkDown):
+            await sender.publish(topic, encode(event), qos=1, wait_s=deadline - time.monotonic())
+    return None
 
 
 @app.command()

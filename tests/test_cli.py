@@ -221,6 +221,58 @@ def test_trigger_without_a_gateway_says_so(mosquitto: MosquittoProcess, topics: 
     assert "no gateway for unit car-404 answered" in " ".join(result.stdout.split())
 
 
+def test_trigger_sends_again_until_a_gateway_answers(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    """The first copy goes out before any gateway listens (as after a broker restart, or
+    before the gateway has subscribed again): it is lost; a copy sent again is answered."""
+    broker = str(mosquitto.url)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"unit: car-13\nbroker: {broker}\ntopic_prefix: {topics.prefix}\n"
+        f"log: {tmp_path / 'car-13.db'}\nposition: {{lat: 39.952583, lon: -75.165222}}\n"
+    )
+    common = ["--broker", broker, "--prefix", topics.prefix]
+    copies: list[Inbound] = []
+
+    async def watch_then_start_gateway() -> subprocess.CompletedProcess[str]:
+        spy = MqttLink(
+            mosquitto.url,
+            LinkOptions(
+                f"resend-spy-{os.getpid()}",
+                subscriptions=((topics.trigger("car-13"), 1),),
+                persistent_session=False,
+            ),
+        )
+        spying = asyncio.create_task(spy.run(copies.append))
+        await spy.wait_up(10)
+        sender = subprocess.Popen(
+            [*CLI, "trigger", "--kind", "manual", "--unit", "car-13", "--timeout", "10", *common],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not copies:  # the first copy is out, and no gateway heard it
+                assert time.monotonic() < deadline, "the trigger was never sent"
+                await asyncio.sleep(0.02)
+            with daemon("gateway", "--config", str(config), "--log-format", "json") as gw:
+                out, err = await asyncio.to_thread(sender.communicate, timeout=30)
+                assert gw.poll() is None
+            return subprocess.CompletedProcess(sender.args, sender.returncode, out, err)
+        finally:
+            spying.cancel()
+            await asyncio.gather(spying, return_exceptions=True)
+
+    result = asyncio.run(watch_then_start_gateway())
+    # Answered (refused, merged or an outcome), not 4, "no gateway answered".
+    assert result.returncode != 4, result.stdout + result.stderr
+    assert len(copies) >= 2
+    assert len({json.loads(c.payload)["event_id"] for c in copies}) == 1  # the same trigger
+
+
 def test_schema_export_matches_the_committed_schemas(tmp_path: Path) -> None:
     result = run("schema", "--out", str(tmp_path))
     assert result.returncode == 0

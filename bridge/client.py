@@ -25,7 +25,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiomqtt
 import structlog
@@ -335,6 +335,7 @@ class MqttLink:
             )
         # We send every PUBACK ourselves (see Inbound.defer); aiomqtt has no option for it.
         client._client.manual_ack_set(True)
+        _fail_connect_on_disconnect(client)
         return client
 
     # --- publishing -----------------------------------------------------------------
@@ -405,6 +406,23 @@ class MqttLink:
         exc = task.exception()
         if exc is not None:
             self._log.warning("publish failed", error=str(exc))
+
+
+def _fail_connect_on_disconnect(client: aiomqtt.Client) -> None:
+    """A connection reset before the CONNACK (a load balancer with no back end, say) ends
+    the connect at once: aiomqtt ignores a disconnect before it is connected, so the
+    attempt would otherwise sit out the whole connect timeout (10 s) before the retry."""
+    paho = client._client
+    inner = paho.on_disconnect
+
+    def on_disconnect(*args: Any) -> None:
+        pending = client._connected
+        if not pending.done():
+            pending.set_exception(aiomqtt.MqttError("connection closed before CONNACK"))
+        if inner is not None:
+            inner(*args)
+
+    paho.on_disconnect = on_disconnect
 
 
 def _abandon(client: aiomqtt.Client) -> bool:

@@ -153,10 +153,15 @@ def _presize_wal(conn: sqlite3.Connection, path: Path) -> None:
     if wal.exists() and wal.stat().st_size >= WAL_PRESIZE_BYTES:
         return
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("CREATE TABLE wal_presize (b BLOB)")
-    conn.execute("INSERT INTO wal_presize VALUES (zeroblob(?))", (WAL_PRESIZE_BYTES,))
-    conn.execute("DROP TABLE wal_presize")
-    conn.execute("COMMIT")
+    try:
+        conn.execute("CREATE TABLE wal_presize (b BLOB)")
+        conn.execute("INSERT INTO wal_presize VALUES (zeroblob(?))", (WAL_PRESIZE_BYTES,))
+        conn.execute("DROP TABLE wal_presize")
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        # No room for it (a disk nearly full): the WAL grows as records come instead.
+        conn.execute("ROLLBACK")
+        raise
     conn.execute("PRAGMA wal_checkpoint(RESTART)")
 
 
@@ -188,7 +193,6 @@ class ActivationLog:
         conn = _connect(self.path)
         try:
             self.log_id = _initialise(conn, self.path)
-            _presize_wal(conn, self.path)
         finally:
             conn.close()
         self.signer = signer
@@ -288,56 +292,85 @@ class ActivationLog:
         due = self._unsigned_since + self.checkpoint_interval_ns - time.monotonic_ns()
         return max(due, 0) / 1e9
 
-    def _writer(self) -> None:
-        conn = _connect(self.path)
-        written = 0
-        try:
-            while True:
+    def _writer_connection(self) -> sqlite3.Connection | None:
+        """The writer's own connection. A disk that refuses even that (full: no room for
+        the shared-memory file) is tried again every RETRY_S; meanwhile appends are kept
+        and durable ones answered with the error. None if the log is closed first."""
+        while True:
+            try:
+                return _connect(self.path)
+            except sqlite3.Error as exc:
+                error = LogError(f"could not open activation log {self.path}: {exc}")
+                self.write_error = error
+                self.write_failures += 1
                 with self._cond:
-                    if written >= CHECKPOINT_AFTER_BYTES and not self._pending:
-                        # Idle and the WAL is filling: copy it back now, while nobody waits.
-                        # One the disk refuses is tried again later; it must not end the
-                        # writer (every durable append would then wait forever).
-                        self._cond.release()
-                        try:
-                            with contextlib.suppress(sqlite3.Error):
-                                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                        finally:
-                            self._cond.acquire()
-                        written = 0
-                    while not self._pending and not self._closing:
-                        due = self._checkpoint_due_in_s()
-                        if due == 0:
-                            break
-                        self._cond.wait(due)
-                    if self._pending and not self._durable_waiting and not self._closing:
-                        self._cond.wait(LAZY_COMMIT_S)
-                    # After a refused commit, wait before trying the disk again, unless a
-                    # durable append (whose caller waits for the answer) or close comes.
-                    while (
-                        self._pending
-                        and not self._durable_waiting
-                        and not self._closing
-                        and (pause := self._retry_at - time.monotonic()) > 0
-                    ):
-                        self._cond.wait(pause)
-                    batch, self._pending = self._pending, []
-                    self._durable_waiting = False
-                    closing = self._closing
-                due = self._checkpoint_due_in_s()
-                if due == 0 or (closing and not batch and due is not None):
-                    batch.append(_Item(None, None, "shutdown" if closing else "periodic", 0))
-                    batch[-1].op = _Op.CHECKPOINT
-                if batch:
-                    # Closing: one last attempt; what the disk still refuses is lost.
-                    if self._commit(conn, batch, retain=not closing):
-                        written += sum(len(item.body) + 64 for item in batch)
-                elif closing:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    return
+                    for item in self._pending:
+                        if item.future is not None and item.loop is not None:
+                            item.loop.call_soon_threadsafe(_settle, item.future, 0, error)
+                            item.future = item.loop = None
+                    if self._closing:
+                        return None
+                    self._cond.wait(RETRY_S)
+
+    def _writer(self) -> None:
+        conn = self._writer_connection()
+        if conn is None:
+            return
+        try:
+            # On the connection that stays open: the last one to close a WAL database
+            # removes the WAL, so pre-sizing it on a short-lived one was undone at once.
+            with contextlib.suppress(sqlite3.Error):
+                _presize_wal(conn, self.path)
+            self._write_until_closed(conn)
         finally:
             conn.close()
+
+    def _write_until_closed(self, conn: sqlite3.Connection) -> None:
+        written = 0
+        while True:
+            with self._cond:
+                if written >= CHECKPOINT_AFTER_BYTES and not self._pending:
+                    # Idle and the WAL is filling: copy it back now, while nobody waits.
+                    # One the disk refuses is tried again later; it must not end the
+                    # writer (every durable append would then wait forever).
+                    self._cond.release()
+                    try:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    finally:
+                        self._cond.acquire()
+                    written = 0
+                while not self._pending and not self._closing:
+                    due = self._checkpoint_due_in_s()
+                    if due == 0:
+                        break
+                    self._cond.wait(due)
+                if self._pending and not self._durable_waiting and not self._closing:
+                    self._cond.wait(LAZY_COMMIT_S)
+                # After a refused commit, wait before trying the disk again, unless a
+                # durable append (whose caller waits for the answer) or close comes.
+                while (
+                    self._pending
+                    and not self._durable_waiting
+                    and not self._closing
+                    and (pause := self._retry_at - time.monotonic()) > 0
+                ):
+                    self._cond.wait(pause)
+                batch, self._pending = self._pending, []
+                self._durable_waiting = False
+                closing = self._closing
+            due = self._checkpoint_due_in_s()
+            if due == 0 or (closing and not batch and due is not None):
+                batch.append(_Item(None, None, "shutdown" if closing else "periodic", 0))
+                batch[-1].op = _Op.CHECKPOINT
+            if batch:
+                # Closing: one last attempt; what the disk still refuses is lost.
+                if self._commit(conn, batch, retain=not closing):
+                    written += sum(len(item.body) + 64 for item in batch)
+            elif closing:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                return
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Item], *, retain: bool) -> bool:
         """Write ``batch`` in one transaction and settle its futures; True if written.

@@ -124,3 +124,19 @@ def test_hand_assembled_ack_json_is_what_the_model_would_write() -> None:
             AckEntry(ack=ack, latency_ms=latency, effect="recorded").model_dump_json()
         )
         assert AckEntry.model_validate_json(fast).ack == ack
+
+
+async def test_the_wal_is_presized_while_the_log_is_open(tmp_path: Path) -> None:
+    """Commits reuse a WAL already grown (docs/architecture.md): it must exist, at full
+    size, while the log is open, not only during the constructor."""
+    from mesh.activation_log import WAL_PRESIZE_BYTES
+
+    path = tmp_path / "log.db"
+    log = ActivationLog(path)
+    try:
+        await log.flush()
+        wal = path.with_name(path.name + "-wal")
+        assert wal.exists()
+        assert wal.stat().st_size >= WAL_PRESIZE_BYTES
+    finally:
+        log.close()

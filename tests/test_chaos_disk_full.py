@@ -46,6 +46,11 @@ from tests.chaos_tools import (
 from tests.conftest import IN_CI
 
 DISK_MB = 24  # the log (its 8 MiB pre-sized WAL checkpointed into it) and some room
+# Left free when the log is opened on a nearly full disk: room for SQLite's shared-memory
+# file and a few WAL frames, not for the 8 MiB pre-sized WAL, so the WAL must grow (and so
+# fail) as records come. (A WAL pre-sized on an emptier disk is room a full disk cannot
+# take away: see test_a_presized_wal_takes_records_on_a_disk_filled_after_the_log_opened.)
+MARGIN = 64 << 10
 
 
 @pytest.fixture
@@ -70,9 +75,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def fill(directory: Path) -> Path:
-    """Write a file until the disk refuses more; returns it (delete it to free the space)."""
-    filler = directory / "filler"
+def fill(directory: Path, leave: int = 0, name: str = "filler") -> Path:
+    """Write a file until the disk refuses more, then give back ``leave`` bytes; returns
+    it (delete it to free the space)."""
+    filler = directory / name
     chunk = b"\0" * (1 << 16)
     with filler.open("wb") as out:
         try:
@@ -82,6 +88,9 @@ def fill(directory: Path) -> Path:
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
+    if leave:
+        with filler.open("r+b") as out:
+            out.truncate(max(0, filler.stat().st_size - leave))
     return filler
 
 
@@ -124,7 +133,12 @@ async def test_log_disk_full_still_commands_cameras_and_resumes_when_freed(
             assert report.lost == []
             assert report.started == 3
             written_before = _rows(log)
-
+            # Stopped in order (its WAL goes with it), the disk filled to a sliver, started
+            # again: no room to pre-size a WAL, so the log runs out of disk at once.
+            assert runner.terminate() == 0
+            reserve = fill(small_disk, leave=MARGIN, name="reserve")
+            runner.start()
+            await observer.wait_gateway_up(runner)
             filler = fill(small_disk)
             assert os.statvfs(small_disk).f_bavail == 0
             during = await burst("during")
@@ -146,6 +160,7 @@ async def test_log_disk_full_still_commands_cameras_and_resumes_when_freed(
             assert os.statvfs(small_disk).f_bavail == 0  # still full all along
 
             filler.unlink()
+            reserve.unlink()
             # Space again: what waited in memory is written, and new records follow.
             after = await burst("after")
             report = await wait_settled([*before, *during, *after], log, fleet, required, 30)
@@ -171,6 +186,25 @@ async def test_log_disk_full_still_commands_cameras_and_resumes_when_freed(
     assert report.started == 9
 
 
+async def test_a_presized_wal_takes_records_on_a_disk_filled_after_the_log_opened(
+    small_disk: Path,
+) -> None:
+    """The 8 MiB WAL the log grows when it opens is room a full disk cannot take away:
+    records keep being written (durably) until it is used up."""
+    log = ActivationLog(small_disk / "presized.db")
+    try:
+        await log.flush()
+        filler = fill(small_disk)
+        assert os.statvfs(small_disk).f_bavail == 0
+        for n in range(200):
+            await log.append_durable(RecordKind.ACK, None, f'{{"full":{n}}}', time.time_ns())
+        assert log.write_failures == 0
+        filler.unlink()
+    finally:
+        log.close()
+    assert len(_rows(log.path)) == 200
+
+
 async def test_log_keeps_what_a_full_disk_refused_and_writes_it_once_freed(
     small_disk: Path,
 ) -> None:
@@ -178,20 +212,38 @@ async def test_log_keeps_what_a_full_disk_refused_and_writes_it_once_freed(
     try:
         for n in range(3):
             await log.append_durable(RecordKind.PRESENCE, None, f'{{"n":{n}}}', time.time_ns())
-        written_before = _rows(log.path)
+    finally:
+        log.close()
+    written_before = _rows(log.path)
+    # Opened again on a nearly full disk: no room for the pre-sized WAL.
+    reserve = fill(small_disk, leave=MARGIN, name="reserve")
+    log = ActivationLog(log.path)
+    try:
+        await log.flush()  # its writer is connected (a full disk would delay that too)
         filler = fill(small_disk)
-        with pytest.raises(LogError, match=f"could not write to activation log {log.path}"):
-            await log.append_durable(RecordKind.ACK, None, '{"full":1}', time.time_ns())
+        # The few WAL frames its failed pre-sizing left take some records; then it is full.
+        pad = "x" * 2000
+        refused: LogError | None = None
+        for n in range(100):  # the sliver of WAL, not more
+            body = f'{{"full":1,"n":{n},"pad":"{pad}"}}'
+            try:
+                await log.append_durable(RecordKind.ACK, None, body, time.time_ns())
+            except LogError as exc:
+                refused = exc
+                break
+        assert refused is not None
+        assert f"could not write to activation log {log.path}" in str(refused)
         # Lazy records queued while full are refused loudly, and kept.
         with pytest.raises(LogError, match="disk is full"):
             log.append_json(RecordKind.ACK, None, '{"full":2}', time.time_ns())
         assert log.write_failures >= 1
         filler.unlink()
+        reserve.unlink()
         seq = await log.append_durable(RecordKind.ACK, None, '{"freed":1}', time.time_ns())
         assert log.write_error is None
     finally:
         log.close()
     bodies = [row.body for row in read_records(log.path)]
-    assert bodies[-3:] == ['{"full":1}', '{"full":2}', '{"freed":1}']
+    assert bodies[-3:] == [body, '{"full":2}', '{"freed":1}']  # the refused ones, in order
     assert seq == len(bodies)
     assert {s: h for s, h in _rows(log.path).items() if s in written_before} == written_before

@@ -274,3 +274,40 @@ async def test_the_page_in_chromium(
         finally:
             with contextlib.suppress(Exception):
                 await browser.close()
+
+
+async def test_a_remote_activation_is_sent_again_until_the_gateway_answers(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    """The first copy goes out while no gateway listens (as after a broker restart); the
+    console sends it again and gets the receipt once the gateway is up."""
+    from bridge.client import Inbound, LinkOptions, MqttLink
+    from mesh.console.hub import ConsoleHub
+    from mesh.models import ReceiptOutcome
+    from tests.harness import make_gateway
+
+    hub = ConsoleHub(mosquitto.url, topics)
+    copies: list[Inbound] = []
+    spy = MqttLink(
+        mosquitto.url,
+        LinkOptions(
+            "resend-spy", subscriptions=((topics.trigger(UNIT), 1),), persistent_session=False
+        ),
+    )
+    tasks = [asyncio.create_task(hub.run()), asyncio.create_task(spy.run(copies.append))]
+    try:
+        await hub.link.wait_up(10)
+        await spy.wait_up(10)
+        asking = asyncio.create_task(hub.activate("alice", UNIT, timeout_s=15))
+        await wait_until(lambda: len(copies) == 1)  # out, and no gateway heard it
+        gateway = make_gateway(mosquitto.url, topics, tmp_path / "log.db")
+        tasks.append(asyncio.create_task(gateway.run()))
+        receipt = await asking
+        assert receipt is not None
+        assert receipt.outcome is ReceiptOutcome.ACCEPTED
+        assert len(copies) >= 2
+        assert len({json.loads(c.payload)["event_id"] for c in copies}) == 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

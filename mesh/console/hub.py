@@ -4,6 +4,7 @@ to every open page; and the dispatcher's remote activations and cancels going ou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from typing import Any
@@ -34,6 +35,8 @@ from mesh.watch import MAX_RECORD_BYTES
 
 # A page that falls this far behind is told to reload the state instead.
 _PAGE_QUEUE = 2000
+# A remote activation or cancel is sent again this often until its receipt comes.
+RESEND_EVERY_S = 2.0
 
 
 class ConsoleHub:
@@ -176,12 +179,24 @@ class ConsoleHub:
     async def _send_and_wait(
         self, topic: str, payload: bytes, key: str, timeout_s: float
     ) -> TriggerReceipt | None:
-        waiting: asyncio.Future[TriggerReceipt] = asyncio.get_running_loop().create_future()
+        """Send until the gateway's receipt comes (same id: the gateway merges repeats), so
+        that a copy lost with a broker that died, or sent before the gateway subscribed
+        again, does not end in "no answer"; None after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        waiting: asyncio.Future[TriggerReceipt] = loop.create_future()
         self._receipts[key] = waiting
+        deadline = loop.time() + timeout_s
         try:
-            await self.link.publish(topic, payload, qos=1, wait_s=timeout_s)
-            return await asyncio.wait_for(waiting, timeout_s)
-        except (TimeoutError, ConnectionError):
+            while (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(ConnectionError):
+                    await self.link.publish(topic, payload, qos=1, wait_s=left)
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(
+                        asyncio.shield(waiting), min(RESEND_EVERY_S, left)
+                    )
             return None
         finally:
             self._receipts.pop(key, None)

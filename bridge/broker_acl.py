@@ -123,7 +123,8 @@ def gateway_rules(t: Topics, gateway: str, unit: str) -> tuple[Rule, ...]:
         Rule("readwrite", t.gateway(gateway)),
         # Log ids are random per log file, not per gateway: the archive checks the records.
         Rule("write", f"{p}/log/+/records"),
-        Rule("read", f"{p}/log/+/synced"),
+        # The watermarks name their gateway: only its own.
+        Rule("read", t.synced_for(gateway)),
     )
 
 
@@ -161,7 +162,7 @@ def archiver_rules(t: Topics) -> tuple[Rule, ...]:
     )
     return (
         *(Rule("read", topic) for topic in reads),
-        Rule("write", f"{p}/log/+/synced"),
+        Rule("write", f"{p}/log/+/synced/+"),
     )
 
 

@@ -176,6 +176,9 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
         out += [
             BridgeTopic(t.gateway(gw.name), "out", "the gateway's retained status and will"),
             BridgeTopic(t.acks_for(gw.name), "in", "other cars' cameras answering it"),
+            # Only this gateway's: every car importing every log's would grow with the
+            # square of the fleet (docs/deployment.md).
+            BridgeTopic(t.synced_for(gw.name), "in", "the archive's watermarks of its logs"),
         ]
     out += [
         BridgeTopic(f"{p}/cmd/camera/{cam.name}", "in", "other gateways' retries to it")
@@ -186,11 +189,6 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
         BridgeTopic(f"{p}/ack/+/+", "out", "every ack, for the archive and other gateways"),
         BridgeTopic(t.all_presence(), "out", "the car's cameras, for dispatch (retained)"),
         BridgeTopic(t.all_log_records(), "out", "log sync batches, for the archive"),
-        BridgeTopic(
-            f"{p}/log/+/synced",
-            "in",
-            "the archive's retained watermarks (log ids are random: all of them)",
-        ),
         BridgeTopic(
             t.command_all(), "both", "circles over ~1.4 km: everyone's cameras, either way"
         ),

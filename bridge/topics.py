@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DEFAULT_PREFIX = "mesh/v1"
+# The sender level of a watermark for a log synced without a gateway id (`log sync` with
+# no --gateway): not an Ident, so it cannot be a gateway's.
+UNNAMED_SENDER = "_unnamed"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
@@ -88,9 +91,14 @@ class Topics:
         """Batches of an edge activation log's records, on their way to the archive."""
         return f"{self.prefix}/log/{log_id}/records"
 
-    def log_synced(self, log_id: str) -> str:
-        """The archive's synced watermark of one log (retained)."""
-        return f"{self.prefix}/log/{log_id}/synced"
+    def log_synced(self, log_id: str, gateway_id: str | None) -> str:
+        """The archive's synced watermark of one log (retained), under the gateway that
+        sent it, so that a car's bridge and ACL can name its own (log ids are random)."""
+        return f"{self.prefix}/log/{log_id}/synced/{gateway_id or UNNAMED_SENDER}"
+
+    def synced_for(self, gateway_id: str) -> str:
+        """Every watermark of one gateway's logs."""
+        return f"{self.prefix}/log/+/synced/{gateway_id}"
 
     # --- subscription filters -------------------------------------------------
     def acks_for(self, issuer: str) -> str:
@@ -142,8 +150,8 @@ class Topics:
                 return ParsedTopic(TopicKind.GATEWAY, (gateway,))
             case ["log", log_id, "records"]:
                 return ParsedTopic(TopicKind.LOG_RECORDS, (log_id,))
-            case ["log", log_id, "synced"]:
-                return ParsedTopic(TopicKind.LOG_SYNCED, (log_id,))
+            case ["log", log_id, "synced", gateway]:
+                return ParsedTopic(TopicKind.LOG_SYNCED, (log_id, gateway))
         return None
 
 

@@ -1,8 +1,9 @@
 """Log sync, the edge side: send an activation log's records to the central archive until
 the archive's watermark says every one is stored (docs/archive.md, docs/protocol.md).
 
-The archive publishes, retained, on ``{p}/log/{log_id}/synced`` the highest seq up to which
-it holds every record of the log. A sync reads that watermark, publishes the records
+The archive publishes, retained, on ``{p}/log/{log_id}/synced/{gateway}`` the highest seq
+up to which it holds every record of the log (under the name of the gateway whose batch it
+answered). A sync reads that watermark, publishes the records
 after it in batches (QoS 1) on ``{p}/log/{log_id}/records``, then waits for the watermark
 to reach the last record it sent; if it does not in time (a batch lost with an archiver,
 the database down), it sends again from wherever the watermark now is. Resending is
@@ -97,7 +98,9 @@ class LogSync:
             url,
             LinkOptions(
                 client_id=client_id or f"tm-sync-{uuid.uuid4().hex[:8]}",
-                subscriptions=((topics.log_synced(self.log_id), 1),),
+                # Whoever sent the batches it answered (this gateway, or `log sync` run by
+                # hand): the highest watermark of this log counts.
+                subscriptions=((topics.log_synced(self.log_id, "+"), 1),),
                 # A clean session: every connect is sent the retained watermark afresh.
                 persistent_session=False,
                 protocol=protocol,

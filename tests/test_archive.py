@@ -131,10 +131,12 @@ def ack(activation_id: str, camera_id: str, attempt: int = 0) -> CameraAck:
 def test_log_topics_and_shared_subscriptions() -> None:
     t = Topics("mesh/v1")
     assert t.log_records("abc") == "mesh/v1/log/abc/records"
-    assert t.log_synced("abc") == "mesh/v1/log/abc/synced"
+    assert t.log_synced("abc", "gw-1") == "mesh/v1/log/abc/synced/gw-1"
+    assert t.log_synced("abc", None) == "mesh/v1/log/abc/synced/_unnamed"
+    assert t.synced_for("gw-1") == "mesh/v1/log/+/synced/gw-1"
     assert t.all_log_records() == "mesh/v1/log/+/records"
     assert t.parse(t.log_records("abc")).kind is TopicKind.LOG_RECORDS  # type: ignore[union-attr]
-    assert t.parse(t.log_synced("abc")).args == ("abc",)  # type: ignore[union-attr]
+    assert t.parse(t.log_synced("abc", "gw-1")).args == ("abc", "gw-1")  # type: ignore[union-attr]
     assert t.parse("mesh/v1/log/abc/other") is None
     assert shared("archivers", "mesh/v1/ack/+/+") == "$share/archivers/mesh/v1/ack/+/+"
     with pytest.raises(ValueError, match="share group"):

@@ -260,7 +260,7 @@ def test_acl_of_a_gateway() -> None:
         ("write", f"{P}/escalation/+"),
         ("readwrite", f"{P}/gateway/{GW}"),
         ("write", f"{P}/log/+/records"),
-        ("read", f"{P}/log/+/synced"),
+        ("read", f"{P}/log/+/synced/{GW}"),
     }
 
 
@@ -285,7 +285,7 @@ def test_acl_of_a_camera_dispatch_and_archiver() -> None:
         ("read", f"{P}/ack/+/+"),
         ("read", f"{P}/escalation/+"),
         ("read", f"{P}/log/+/records"),
-        ("write", f"{P}/log/+/synced"),
+        ("write", f"{P}/log/+/synced/+"),
     }
 
 
@@ -765,7 +765,7 @@ FORBIDDEN_PUBLISH = [
     pytest.param(GW, T.receipt("unit-7"), T.receipt("unit-12"), id="gw-other-receipt"),
     pytest.param(GW, T.trigger("unit-7"), T.trigger("unit-12"), id="gw-other-unit-trigger"),
     pytest.param(GW, T.cancel("unit-12"), T.escalation("unit-unit-12"), id="gw-cancel"),
-    pytest.param(GW, T.log_synced("log-1"), T.log_records("log-1"), id="gw-forges-watermark"),
+    pytest.param(GW, T.log_synced("log-1", GW), T.log_records("log-1"), id="gw-forges-watermark"),
     pytest.param(CAM, T.command_all(), T.ack(GW, CAM), id="cam-cmd-all"),
     pytest.param(CAM, T.command_unit("unit-12"), T.ack(GW, CAM), id="cam-cmd-unit"),
     pytest.param(CAM, T.command_cell("8a2a1072b59ffff"), T.ack(GW, CAM), id="cam-cmd-cell"),
@@ -784,9 +784,9 @@ FORBIDDEN_PUBLISH = [
     ),
     pytest.param(DISPATCH, T.receipt("unit-12"), T.cancel("unit-7"), id="dispatch-receipt"),
     pytest.param(DISPATCH, T.gateway(GW), T.trigger("unit-12"), id="dispatch-gateway-status"),
-    pytest.param(ARCHIVER, T.command_all(), T.log_synced("log-1"), id="archiver-cmd-all"),
+    pytest.param(ARCHIVER, T.command_all(), T.log_synced("log-1", GW), id="archiver-cmd-all"),
     pytest.param(
-        ARCHIVER, T.log_records("log-1"), T.log_synced("log-1"), id="archiver-log-records"
+        ARCHIVER, T.log_records("log-1"), T.log_synced("log-1", GW), id="archiver-log-records"
     ),
     pytest.param(GW, f"other/{P}/cmd/all", T.command_all(), id="gw-outside-the-prefix"),
 ]
@@ -933,6 +933,10 @@ FORBIDDEN_SUBSCRIBE = [
     pytest.param(
         GW, T.command_camera("+"), (GW7, T.command_camera(CAM7)),
         T.acks_for(GW), (CAM, T.ack(GW, CAM)), id="gw-commands",
+    ),
+    pytest.param(
+        GW, T.synced_for(GW7), (ARCHIVER, T.log_synced("log-7", GW7)),
+        T.synced_for(GW), (ARCHIVER, T.log_synced("log-12", GW)), id="gw-other-watermarks",
     ),
     pytest.param(
         ARCHIVER, shared("archivers", T.command_unit("+")), (GW, T.command_unit("unit-12")),

@@ -442,7 +442,7 @@ def test_the_watermark_only_moves_forward_on_valid_announcements_of_this_log(
                 and message["archiver"] == "arch-1"
             )
         raw = message if isinstance(message, bytes) else dumps(message)
-        sync._on_message(Inbound(TOPICS.log_synced(sync.log_id), raw, retain=True))
+        sync._on_message(Inbound(TOPICS.log_synced(sync.log_id, None), raw, retain=True))
         if not raw:
             continue  # a cleared retained message
         if valid:

@@ -206,7 +206,10 @@ class Archiver:
                 at_ns=time.time_ns(),
             )
             self.link.publish_soon(
-                self.topics.log_synced(progress.log_id), encode(synced), qos=1, retain=True
+                self.topics.log_synced(progress.log_id, progress.gateway_id),
+                encode(synced),
+                qos=1,
+                retain=True,
             )
 
     async def _retrying(self, what: str, action: DbAction[T]) -> T:

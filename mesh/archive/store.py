@@ -30,6 +30,8 @@ class LogProgress:
     log_id: str
     synced_seq: int
     advanced: bool
+    # Who sent the batch: the watermark goes out under its name (bridge/topics.py).
+    gateway_id: str | None = None
 
 
 @dataclass
@@ -264,7 +266,7 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
                 "UPDATE logs SET synced_seq = %s WHERE log_id = %s", (after, batch.log_id)
             )
     result.counts["stored.log_batch"] += 1
-    result.logs.append(LogProgress(batch.log_id, after, after > before))
+    result.logs.append(LogProgress(batch.log_id, after, after > before, batch.gateway_id))
 
 
 # --- reading --------------------------------------------------------------------------------

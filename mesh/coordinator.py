@@ -32,6 +32,7 @@ import structlog
 from bridge.client import LinkDown
 from bridge.codec import encode
 from bridge.topics import Topics
+from mesh.ack_pace import AckPace
 from mesh.activation import AckEffect, ActivationTracker
 from mesh.activation_log import (
     ActivationLog,
@@ -84,8 +85,9 @@ NS = 1_000_000_000
 # time whatever the fleet size.
 _PROGRESS_INTERVAL_NS = 250_000_000
 _PROGRESS_NS_PER_CAMERA = 1_000_000
-# Finished activations kept to recognise late acks (logged, but they change nothing).
-_RECENT_MAX = 256
+# Finished activations kept to recognise late acks (logged, but they change nothing):
+# ids only, so thousands cost little (at 50 activations/s, 256 was five seconds).
+_RECENT_MAX = 4096
 _CANCEL_MEMORY_S = 60.0
 _CANCELLABLE_MAX = 64
 
@@ -171,6 +173,7 @@ class Coordinator:
         self.cancellable: OrderedDict[str, _Live] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self.tasks = Background()
+        self.pace = AckPace()
         self._resumed: list[_Live] = []
         self._log = structlog.get_logger("mesh.coordinator").bind(unit=unit_id)
 
@@ -323,6 +326,11 @@ class Coordinator:
         failpoint("ack.logged")
         if result is AckEffect.DUPLICATE:
             return
+        latency_ms = tracker.cameras[ack.camera_id].latency_ms
+        # Answers to the broadcast only: one to a retry is as late as the retry was, and
+        # would ratchet the pace up by its own waiting.
+        if result is AckEffect.RECORDED and ack.attempt == 0 and latency_ms is not None:
+            self.pace.observe(latency_ms)
         if self.on_ack_latency is not None and result is not AckEffect.UPGRADED:
             self.on_ack_latency(tracker.cameras[ack.camera_id].latency_ms)
         if tracker.complete:
@@ -372,7 +380,9 @@ class Coordinator:
             )
         while not tracker.complete:
             remaining_s = (tracker.command.expires_at_ns - self.clock.wall_ns()) / NS
-            wait_s = min(rules.retry_wait_ms(live.attempt) / 1000, max(0.0, remaining_s))
+            # Never sooner than acks are coming back lately (mesh/ack_pace.py).
+            wait_ms = max(rules.retry_wait_ms(live.attempt), self.pace.retry_floor_ms())
+            wait_s = min(wait_ms / 1000, max(0.0, remaining_s))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(live.done.wait(), wait_s)
             if tracker.complete:

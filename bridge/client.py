@@ -44,6 +44,7 @@ STOP_TIMEOUT_S = 3.0
 PROBE_TIMEOUT_S = 2.0
 
 ProtocolChoice = Literal["auto", "5", "3.1.1"]
+_PENDING_PUBLISHES_WARN = 10_000
 
 
 Settle = Callable[[], None]
@@ -335,6 +336,9 @@ class MqttLink:
             )
         # We send every PUBACK ourselves (see Inbound.defer); aiomqtt has no option for it.
         client._client.manual_ack_set(True)
+        # aiomqtt warns (stdlib logging, one line per publish) past 10 publishes awaiting
+        # their PUBACK: a gateway fanning out to a fleet has hundreds in flight by design.
+        client.pending_calls_threshold = _PENDING_PUBLISHES_WARN
         _fail_connect_on_disconnect(client)
         return client
 

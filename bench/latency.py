@@ -221,6 +221,8 @@ async def count_online(url: BrokerUrl, topics: Topics, expected: int, timeout_s:
     task = asyncio.create_task(link.run(on_presence))
     try:
         await asyncio.wait_for(done.wait(), timeout_s)
+    except TimeoutError:
+        raise RuntimeError(f"{len(online)} of {expected} cameras online") from None
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import IO, Any
 
 # bench/ is on the path when this runs as a script
+from latency import count_online
 from soak_collect import Collector, Sample, Sent, sample
 from soak_fleet import Scene, city
 from soak_report import SAMPLE_S, Options, print_table, report
@@ -188,35 +189,6 @@ def gateway_child(scene: Scene, url: BrokerUrl, prefix: str, workdir: Path) -> C
          "--config", str(config)],
         workdir,
     )  # fmt: skip
-
-
-async def count_online(url: BrokerUrl, topics: Topics, expected: int, timeout_s: float) -> None:
-    """Wait until ``expected`` cameras have announced themselves online (retained presence)."""
-    online: set[str] = set()
-    done = asyncio.Event()
-
-    def on_presence(message: Inbound) -> None:
-        if b'"online":true' in message.payload:
-            online.add(message.topic)
-        if len(online) >= expected:
-            done.set()
-
-    link = MqttLink(
-        url,
-        LinkOptions(
-            f"soak-count-{uuid.uuid4().hex[:6]}",
-            persistent_session=False,
-            subscriptions=((topics.all_presence(), 1),),
-        ),
-    )
-    task = asyncio.create_task(link.run(on_presence))
-    try:
-        await asyncio.wait_for(done.wait(), timeout_s)
-    except TimeoutError:
-        raise RuntimeError(f"{len(online)} of {expected} cameras online") from None
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # --- the floor ----------------------------------------------------------------------------

@@ -247,3 +247,43 @@ async def test_log_keeps_what_a_full_disk_refused_and_writes_it_once_freed(
     assert bodies[-3:] == [body, '{"full":2}', '{"freed":1}']  # the refused ones, in order
     assert seq == len(bodies)
     assert {s: h for s, h in _rows(log.path).items() if s in written_before} == written_before
+
+
+async def test_a_full_disk_makes_the_gateway_unhealthy_but_keeps_its_watchdog_fed(
+    small_disk: Path, topics: Topics
+) -> None:
+    """systemd restarting a gateway for a full disk would free nothing and drop the records
+    waiting for it: the writer answers (with an error), so the watchdog is fed, while
+    /health says why the gateway is unhealthy."""
+    from bridge.urls import BrokerUrl
+    from mesh.health import Status
+    from tests.harness import make_gateway
+
+    path = small_disk / "gw.db"
+    url = BrokerUrl.parse("mqtt://127.0.0.1:1")  # never connected: no broker is needed here
+    first = make_gateway(url, topics, path)  # its log and outbox exist, as after a first run
+    first.log.close()
+    first.outbox.close()
+    reserve = fill(small_disk, leave=MARGIN, name="reserve")  # no room for a WAL now
+    gateway = make_gateway(url, topics, path)
+    try:
+        await gateway.log.flush()
+        filler = fill(small_disk)
+        body = '{"pad":"' + "x" * 2000 + '"}'
+        for _ in range(100):
+            try:
+                await gateway.log.append_durable(RecordKind.ACK, None, body, time.time_ns())
+            except LogError:
+                break
+        assert gateway.log.write_error is not None
+        assert await gateway.observer._probe(1.0) is None  # alive: the watchdog is fed
+        health = gateway.observer.health()
+        assert health.status is Status.UNHEALTHY
+        assert any("activation log cannot be written" in r for r in health.reasons)
+        filler.unlink()
+        reserve.unlink()
+        await gateway.log.append_durable(RecordKind.ACK, None, '{"freed":1}', time.time_ns())
+        assert gateway.observer.health().status is not Status.UNHEALTHY
+    finally:
+        gateway.log.close()
+        gateway.outbox.close()

@@ -94,7 +94,8 @@ class Topics:
     def log_synced(self, log_id: str, gateway_id: str | None) -> str:
         """The archive's synced watermark of one log (retained), under the gateway that
         sent it, so that a car's bridge and ACL can name its own (log ids are random)."""
-        return f"{self.prefix}/log/{log_id}/synced/{gateway_id or UNNAMED_SENDER}"
+        sender = UNNAMED_SENDER if gateway_id is None else gateway_id  # "" is a level, not None
+        return f"{self.prefix}/log/{log_id}/synced/{sender}"
 
     def synced_for(self, gateway_id: str) -> str:
         """Every watermark of one gateway's logs."""

@@ -298,9 +298,14 @@ def test_keys_cli_new_rotate_revoke_list(tmp_path: Path) -> None:
     revoked = run("keys", "revoke", second.key_id, "--trust", str(trust))
     assert revoked.returncode == 0, revoked.stderr
     store = TrustStore.load(trust)
-    assert _code(
-        Security(trust=store).check_command(second.sign(_command(now + NS)), now + NS)
-    ) == ("key_revoked")
+    # Checked just after the revocation time the store recorded: `keys revoke` stamps its
+    # own clock, which may be seconds after `now` on a loaded machine.
+    revoked_at = store.keys[second.key_id].revoked_at
+    assert revoked_at is not None
+    after = int(revoked_at.timestamp() * NS) + NS
+    assert _code(Security(trust=store).check_command(second.sign(_command(after)), after)) == (
+        "key_revoked"
+    )
     listed = run("keys", "list", "--trust", str(trust))
     assert listed.returncode == 0
     assert first.key_id in listed.stdout

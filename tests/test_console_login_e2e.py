@@ -74,7 +74,10 @@ def test_a_login_costs_the_same_for_known_and_unknown_users(
     with console(mosquitto, topics, tmp_path) as port:
         known: list[float] = []
         unknown: list[float] = []
-        for i, name in enumerate(KNOWN):  # one try each, each from its own address
+        # Three tries of each name (under the back-off's 5), interleaved, each try from
+        # its own address.
+        for i in range(3 * len(KNOWN)):
+            name = KNOWN[i % len(KNOWN)]
             status, took, _ = get(
                 port, "/api/state", auth=_basic(name, "wrong"), source=f"127.0.1.{i + 1}"
             )
@@ -155,4 +158,4 @@ def test_the_console_stays_responsive_during_a_guessing_burst(
             f"{len(answers)} guesses ({answers.count(401)} checked, {answers.count(503)} "
             f"refused as too many at once)"
         )
-        assert during <= max(5 * base, 0.05)
+        assert during <= max(5 * base, 0.08)

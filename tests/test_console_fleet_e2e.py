@@ -84,9 +84,19 @@ async def test_a_hundred_thousand_fake_cameras_stay_bounded_and_the_page_draws(
                 retain=False,
             )
         )
+        # A presence naming another camera than its topic is refused, not filed under it.
+        hub._on_message(
+            Inbound(
+                topics.presence("fake-x"),
+                _presence("bwc-other", "car-12", lat=CENTER.lat, lon=CENTER.lon),
+                retain=False,
+            )
+        )
+        assert hub.counters["rejected.presence.wrong_camera"] == 1
         rss_after = _rss_mb()
         assert len(hub.state.cameras) == limit
         assert "bwc-real" in hub.state.cameras
+        assert "fake-x" not in hub.state.cameras
         assert hub.status()["cameras.evicted"] == FAKES + 1 - limit
         body = await asyncio.to_thread(_state_bytes, base + "/api/state")
         state = json.loads(body)

@@ -597,10 +597,29 @@ def dispatch(
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
     signing_key: SigningKeyOpt = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            help="Another origin the page is served from (a reverse proxy's "
+            "https://dispatch.example.org); repeat for more",
+        ),
+    ] = None,
+    max_cameras: Annotated[
+        int,
+        typer.Option("--max-cameras", min=1, help="Cameras kept; past it the least recent goes"),
+    ] = 10_000,
+    camera_expiry: Annotated[
+        float,
+        typer.Option(
+            "--camera-expiry", min=1, help="Seconds unheard after which a camera is dropped"
+        ),
+    ] = 86_400.0,
 ) -> None:
     """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
     from mesh.console.auth import Users
     from mesh.console.server import ConsoleServer
+    from mesh.console.state import CameraLimits
 
     try:
         known = Users.load(users)
@@ -614,7 +633,15 @@ def dispatch(
         async with _broker_for(_client_broker(broker)) as (url, protocol):
             try:
                 server = ConsoleServer(
-                    url, topics, known, host=host, port=port, protocol=protocol, signer=signer
+                    url,
+                    topics,
+                    known,
+                    host=host,
+                    port=port,
+                    protocol=protocol,
+                    signer=signer,
+                    allowed_origins=tuple(allowed_origin or ()),
+                    camera_limits=CameraLimits(max_cameras, camera_expiry),
                 )
             except OSError as exc:
                 _fail(f"cannot serve on {host}:{port}: {exc.strerror}")

@@ -53,15 +53,27 @@ def _auth(user: str | None) -> dict[str, str]:
 
 
 async def http(
-    base: str, path: str, *, user: str | None = "alice", body: Any = None, raw: bytes | None = None
+    base: str,
+    path: str,
+    *,
+    user: str | None = "alice",
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """One request (in a thread: urllib blocks); returns status, JSON body, headers."""
+    """One request (in a thread: urllib blocks); returns status, JSON body, headers. A POST
+    carries the user's CSRF token, read first from /api/state as a script would."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    sent = {"Content-Type": "application/json", **_auth(user)}
+    if data is not None and user is not None:
+        status, state, _ = await http(base, "/api/state", user=user)
+        assert status == 200, state
+        sent["X-CSRF-Token"] = state["csrf_token"]
     request = urllib.request.Request(
         base + path,
         data=data,
         method="GET" if data is None else "POST",
-        headers={"Content-Type": "application/json", **_auth(user)},
+        headers={**sent, **(headers or {})},
     )
 
     def go() -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -139,7 +151,13 @@ async def test_live_events_and_a_remote_activation_over_http(
         follower = asyncio.create_task(read_events(base, "bob", seen))
         try:
             await wait_until(lambda: any(m["type"] == "snapshot" for m in seen))
-            assert seen[0] == {"type": "hello", "user": "bob", "role": "viewer"}
+            hello = seen[0]
+            assert {k: hello[k] for k in ("type", "user", "role")} == {
+                "type": "hello",
+                "user": "bob",
+                "role": "viewer",
+            }
+            assert len(hello["csrf_token"]) == 64
             # The retained presence of every camera reaches the console.
             await wait_until(
                 lambda: (

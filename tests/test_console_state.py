@@ -10,7 +10,15 @@ import pytest
 
 from mesh.config import ConfigError
 from mesh.console.auth import Role, Users, add_user, check_password, hash_password
-from mesh.console.state import ConsoleState, activation_view
+from mesh.console.state import (
+    CAMERA_PAGE,
+    MAX_CAMERA_PAGE,
+    MAX_UNITS_SHOWN,
+    CameraLimits,
+    ConsoleState,
+    activation_view,
+)
+from mesh.console.throttle import FailureBackoff, LoginLimits
 from mesh.models import (
     ActivationRecord,
     ActivationState,
@@ -155,29 +163,29 @@ def test_passwords_are_salted_scrypt_hashes() -> None:
     assert not check_password("correct horsf", one)
 
 
-def test_users_file_roles_and_logins(tmp_path: Path) -> None:
+async def test_users_file_roles_and_logins(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
     add_user(path, "alice", Role.DISPATCHER, "alice-pass")
     add_user(path, "bob", Role.VIEWER, "bob-pass")
     assert path.stat().st_mode & 0o777 == 0o600
     assert "alice-pass" not in path.read_text()
     users = Users.load(path)
-    alice = users.authenticate(basic("alice", "alice-pass"))
+    alice = await users.authenticate(basic("alice", "alice-pass"))
     assert alice is not None
     assert alice.may_dispatch
-    bob = users.authenticate(basic("bob", "bob-pass"))
+    bob = await users.authenticate(basic("bob", "bob-pass"))
     assert bob is not None
     assert not bob.may_dispatch
-    assert users.authenticate(basic("alice", "bob-pass")) is None
-    assert users.authenticate(basic("mallory", "x")) is None
-    assert users.authenticate("Basic not-base64!") is None
-    assert users.authenticate("Bearer abc") is None
-    assert users.authenticate(None) is None
+    assert await users.authenticate(basic("alice", "bob-pass")) is None
+    assert await users.authenticate(basic("mallory", "x")) is None
+    assert await users.authenticate("Basic not-base64!") is None
+    assert await users.authenticate("Bearer abc") is None
+    assert await users.authenticate(None) is None
     # Replacing a user changes the password.
     add_user(path, "alice", Role.VIEWER, "new-pass")
     again = Users.load(path)
-    assert again.authenticate(basic("alice", "alice-pass")) is None
-    changed = again.authenticate(basic("alice", "new-pass"))
+    assert await again.authenticate(basic("alice", "alice-pass")) is None
+    changed = await again.authenticate(basic("alice", "new-pass"))
     assert changed is not None
     assert changed.role is Role.VIEWER
 
@@ -192,3 +200,82 @@ def test_a_bad_users_file_names_the_key(tmp_path: Path) -> None:
     path.write_text("users:\n  alice: {role: viewer, password: plain-text}\n")
     with pytest.raises(ConfigError, match=r"users\.alice\.password"):
         Users.load(path)
+
+
+def _presence(camera_id: str, unit_id: str, last_seen_ns: int) -> CameraPresence:
+    return CameraPresence(
+        camera_id=camera_id,
+        unit_id=unit_id,
+        role=CameraRole.BODY,
+        online=True,
+        recording=False,
+        last_seen_ns=last_seen_ns,
+    )
+
+
+def test_cameras_are_capped_least_recently_heard_first() -> None:
+    state = ConsoleState(camera_limits=CameraLimits(max_cameras=3, expiry_s=3600))
+    now = time.time_ns()
+    for i in range(3):
+        state.apply_presence(f"bwc-{i}", _presence(f"bwc-{i}", "car-1", now), now)
+    state.apply_presence("bwc-0", _presence("bwc-0", "car-1", now), now)  # heard again
+    state.apply_presence("bwc-9", _presence("bwc-9", "car-2", now), now)
+    assert list(state.cameras) == ["bwc-2", "bwc-0", "bwc-9"]  # bwc-1 went: heard least lately
+    assert state.dropped["cameras.evicted"] == 1
+
+
+def test_cameras_gone_long_expire_and_a_clock_ahead_does_not_keep_them() -> None:
+    state = ConsoleState(camera_limits=CameraLimits(max_cameras=10, expiry_s=60))
+    now = time.time_ns()
+    # A retained presence last seen two minutes ago is not shown at all.
+    gone = state.apply_presence("old", _presence("old", "car-1", now - 120 * 10**9), now)
+    assert gone == {"type": "camera_removed", "camera_id": "old"}
+    # One with its clock a day ahead counts as heard now, and expires like the others.
+    state.apply_presence("ahead", _presence("ahead", "car-1", now + 86_400 * 10**9), now)
+    state.apply_presence("fresh", _presence("fresh", "car-1", now), now)
+    later = now + 61 * 10**9
+    state.apply_presence("new", _presence("new", "car-1", later), later)
+    assert list(state.cameras) == ["new"]
+    assert state.dropped["cameras.expired"] == 3
+
+
+def test_cameras_come_a_page_at_a_time_and_units_are_bounded() -> None:
+    state = ConsoleState()
+    now = time.time_ns()
+    for i in range(2500):
+        unit = f"car-{i % 1200:04d}"
+        state.apply_presence(f"cam-{i:04d}", _presence(f"cam-{i:04d}", unit, now), now)
+    page = state.camera_page(offset=200, limit=100)
+    assert (page["cameras_total"], page["cameras_offset"], len(page["cameras"])) == (2500, 200, 100)
+    ordered = [(c["unit_id"], c["camera_id"]) for c in state.camera_page(0, 5000)["cameras"]]
+    assert len(ordered) == MAX_CAMERA_PAGE
+    assert ordered == sorted(ordered)
+    only = state.camera_page(unit="car-0007")
+    assert [c["camera_id"] for c in only["cameras"]] == ["cam-0007", "cam-1207", "cam-2407"]
+    snapshot = state.snapshot()
+    assert len(snapshot["cameras"]) == CAMERA_PAGE
+    assert len(snapshot["units"]) == MAX_UNITS_SHOWN
+
+
+def test_login_backoff_doubles_forgets_and_is_bounded() -> None:
+    limits = LoginLimits(free_failures=2, first_delay_s=1, max_delay_s=4, forget_after_s=100)
+    backoff = FailureBackoff(limits)
+    backoff.failed("a", 0)
+    assert backoff.wait_s("a", 0) == 0  # one free failure left
+    backoff.failed("a", 0)
+    assert backoff.wait_s("a", 0) == 1
+    assert [_fail_then_wait(backoff, "a", t) for t in (1, 3, 7, 11)] == [2, 4, 4, 4]
+    assert backoff.wait_s("a", 200) == 0  # forgotten after 100 s without a failure
+    assert len(backoff) == 0
+    backoff.failed("b", 0)
+    backoff.succeeded("b")
+    assert len(backoff) == 0
+    small = FailureBackoff(LoginLimits(max_tracked=3))
+    for key in "wxyz":
+        small.failed(key, 0)
+    assert len(small) == 3  # the key failed longest ago (w) is forgotten
+
+
+def _fail_then_wait(backoff: FailureBackoff, key: str, now: float) -> float:
+    backoff.failed(key, now)
+    return backoff.wait_s(key, now)

@@ -16,7 +16,7 @@ from bridge.codec import PayloadError, decode, encode
 from bridge.topics import TopicKind, Topics
 from bridge.urls import BrokerUrl
 from mesh.clock import SYSTEM_CLOCK, Clock
-from mesh.console.state import ConsoleState, Update
+from mesh.console.state import CameraLimits, ConsoleState, Update
 from mesh.models import (
     ActivationRecord,
     CameraPresence,
@@ -49,12 +49,13 @@ class ConsoleHub:
         protocol: ProtocolChoice = "auto",
         clock: Clock = SYSTEM_CLOCK,
         signer: PayloadSigner | None = None,
+        camera_limits: CameraLimits | None = None,
     ) -> None:
         self.topics = topics
         # Signs remote activations and cancels, for gateways that check them.
         self.signer = signer
         self.clock = clock
-        self.state = ConsoleState()
+        self.state = ConsoleState(camera_limits=camera_limits or CameraLimits())
         self.counters: Counter[str] = Counter()
         self._pages: set[asyncio.Queue[Update]] = set()
         self._receipts: dict[str, asyncio.Future[TriggerReceipt]] = {}
@@ -115,7 +116,15 @@ class ConsoleHub:
                     self._push(self.state.apply_activation(record))
                 case TopicKind.PRESENCE:
                     presence = decode(CameraPresence, message.payload) if message.payload else None
-                    self._push(self.state.apply_presence(parsed.args[0], presence))
+                    if presence is not None and presence.camera_id != parsed.args[0]:
+                        raise PayloadError(
+                            "wrong_camera",
+                            f"presence of {presence.camera_id!r} on the topic of "
+                            f"{parsed.args[0]!r}",
+                        )
+                    self._push(
+                        self.state.apply_presence(parsed.args[0], presence, self.clock.wall_ns())
+                    )
                 case TopicKind.ESCALATION:
                     self._push(self.state.apply_escalation(decode(Escalation, message.payload)))
                 case TopicKind.GATEWAY:
@@ -202,4 +211,9 @@ class ConsoleHub:
             self._receipts.pop(key, None)
 
     def status(self) -> dict[str, Any]:
-        return {"mqtt": self.link.is_up, "pages": len(self._pages), **self.counters}
+        return {
+            "mqtt": self.link.is_up,
+            "pages": len(self._pages),
+            **self.counters,
+            **self.state.dropped,
+        }

@@ -31,7 +31,7 @@ def snapshot_of(hub: ConsoleHub) -> ConsoleSnapshot:
     state = hub.state
     gateways = list(state.gateways.values())
     return ConsoleSnapshot(
-        counters=dict(hub.counters),
+        counters={**hub.counters, **state.dropped},
         link_up=hub.link.is_up,
         link_connects=hub.link.connects,
         pages=_pages(hub),

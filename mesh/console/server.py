@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 
 import uvicorn
 
@@ -15,6 +15,7 @@ from bridge.urls import BrokerUrl
 from mesh.console.app import create_app
 from mesh.console.auth import Users
 from mesh.console.hub import ConsoleHub
+from mesh.console.state import CameraLimits
 from mesh.signing import PayloadSigner
 
 
@@ -39,9 +40,13 @@ class ConsoleServer:
         port: int = 8080,
         protocol: ProtocolChoice = "auto",
         signer: PayloadSigner | None = None,
+        allowed_origins: Collection[str] = (),
+        camera_limits: CameraLimits | None = None,
     ) -> None:
-        self.hub = ConsoleHub(url, topics, protocol=protocol, signer=signer)
-        self.app = create_app(self.hub, users)
+        self.hub = ConsoleHub(
+            url, topics, protocol=protocol, signer=signer, camera_limits=camera_limits
+        )
+        self.app = create_app(self.hub, users, allowed_origins=allowed_origins)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -10,7 +10,14 @@ const state = {
   escalations: [],
   missedCameras: new Set(), // cameras missed by a recent activation
   role: "viewer",
+  csrfToken: "",          // sent with every POST (X-CSRF-Token); comes with "hello"
+  units: [],              // units to choose from (bounded by the server)
+  // The camera table shows one page, fetched from /api/state: a fleet may be huge.
+  cameraOffset: 0,
+  cameraTotal: 0,
 };
+const CAMERA_PAGE = 200;
+const CAMERA_FETCH_EVERY_MS = 2000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const PLOT = { w: 600, h: 420, pad: 24 };
 const MISSED_HIGHLIGHT_MS = 15 * 60 * 1000;
@@ -60,6 +67,10 @@ function shown(a, f) {
 
 function fillSelect(select, values, keepFirst) {
   const current = select.value;
+  // Units no longer offered go (the list is bounded by the server), but not the one chosen.
+  for (const option of [...select.options]) {
+    if (option.value && option.value !== current && !values.has(option.value)) option.remove();
+  }
   const have = new Set([...select.options].map((o) => o.value));
   for (const v of [...values].sort()) {
     if (!have.has(v)) select.appendChild(el("option", { value: v }, v));
@@ -68,7 +79,7 @@ function fillSelect(select, values, keepFirst) {
 }
 
 function refreshChoices() {
-  const units = new Set();
+  const units = new Set(state.units);
   for (const c of state.cameras.values()) units.add(c.unit_id);
   for (const a of state.activations.values()) units.add(a.unit_id);
   const kinds = new Set([...state.activations.values()].map((a) => a.kind));
@@ -160,6 +171,11 @@ function cameraState(c) {
 
 function renderCameras() {
   const f = filters();
+  const first = state.cameraTotal ? state.cameraOffset + 1 : 0;
+  const last = Math.min(state.cameraOffset + CAMERA_PAGE, state.cameraTotal);
+  $("cameras-range").textContent = `${first}–${last} of ${state.cameraTotal}`;
+  $("cameras-prev").disabled = state.cameraOffset === 0;
+  $("cameras-next").disabled = last >= state.cameraTotal;
   const rows = [...state.cameras.values()]
     .filter((c) => !f.unit || c.unit_id === f.unit)
     .sort((x, y) => x.unit_id.localeCompare(y.unit_id) || x.camera_id.localeCompare(y.camera_id))
@@ -277,27 +293,83 @@ function render(flashId) {
   });
 }
 
+// --- the camera page ----------------------------------------------------------------------
+function takeCameras(answer) {
+  state.cameras = new Map(answer.cameras.map((c) => [c.camera_id, c]));
+  state.cameraTotal = answer.cameras_total;
+  state.cameraOffset = answer.cameras_offset;
+  if (answer.units) state.units = answer.units;
+}
+
+let cameraFetch = { running: false, again: false, last: 0 };
+// Fetches the page shown again: at most once per CAMERA_FETCH_EVERY_MS, however many
+// cameras change (a fleet's heartbeats must not make the page fetch without end).
+function fetchCameras() {
+  if (cameraFetch.running) {
+    cameraFetch.again = true;
+    return;
+  }
+  cameraFetch.running = true;
+  const wait = Math.max(0, cameraFetch.last + CAMERA_FETCH_EVERY_MS - Date.now());
+  setTimeout(async () => {
+    cameraFetch.last = Date.now();
+    const query = new URLSearchParams({
+      camera_offset: String(state.cameraOffset),
+      camera_limit: String(CAMERA_PAGE),
+      unit: $("filter-unit").value,
+    });
+    try {
+      const response = await fetch(`/api/state?${query}`, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        takeCameras(await response.json());
+        render();
+      }
+    } catch (err) {
+      console.error("camera page", err);
+    } finally {
+      cameraFetch.running = false;
+      if (cameraFetch.again) {
+        cameraFetch.again = false;
+        fetchCameras();
+      }
+    }
+  }, wait);
+}
+
+function showCameraPage(offset) {
+  state.cameraOffset = Math.max(0, offset);
+  cameraFetch.last = 0; // the dispatcher asked: now
+  fetchCameras();
+}
+
 // --- the live feed -----------------------------------------------------------------------
 function apply(msg) {
   switch (msg.type) {
     case "hello":
       state.role = msg.role;
+      state.csrfToken = msg.csrf_token;
       $("who").textContent = `${msg.user} (${msg.role})`;
       $("activate-submit").disabled = msg.role !== "dispatcher";
       break;
     case "snapshot":
       state.activations = new Map(msg.activations.map((a) => [a.activation_id, a]));
-      state.cameras = new Map(msg.cameras.map((c) => [c.camera_id, c]));
       state.escalations = msg.escalations;
+      state.units = msg.units;
+      // The snapshot holds the first page of all cameras; another page is fetched.
+      if (state.cameraOffset === 0 && !$("filter-unit").value) takeCameras(msg);
+      else fetchCameras();
       break;
     case "activation":
       state.activations.set(msg.activation.activation_id, msg.activation);
       return render(msg.activation.activation_id);
     case "camera":
-      state.cameras.set(msg.camera.camera_id, msg.camera);
+      // One on the page shown is updated in place; any other may change the page.
+      if (state.cameras.has(msg.camera.camera_id)) state.cameras.set(msg.camera.camera_id, msg.camera);
+      else return fetchCameras();
       break;
     case "camera_removed":
-      state.cameras.delete(msg.camera_id);
+      if (!state.cameras.delete(msg.camera_id)) return undefined;
+      fetchCameras();
       break;
     case "escalation":
       state.escalations.push(msg.escalation);
@@ -333,7 +405,7 @@ function connect() {
 async function post(path, body) {
   const response = await fetch(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": state.csrfToken },
     body: JSON.stringify(body),
   });
   let answer = {};
@@ -377,7 +449,12 @@ async function cancelActivation(a) {
 }
 
 for (const id of ["filter-unit", "filter-kind", "filter-time"]) $(id).addEventListener("change", () => render());
+$("filter-unit").addEventListener("change", () => showCameraPage(0));
+$("cameras-prev").addEventListener("click", () => showCameraPage(state.cameraOffset - CAMERA_PAGE));
+$("cameras-next").addEventListener("click", () => showCameraPage(state.cameraOffset + CAMERA_PAGE));
 $("plot").addEventListener("click", plotClick);
 $("activate-form").addEventListener("submit", activate);
-setInterval(() => render(), 5000); // "last seen" ages and the time filter move on their own
+// "last seen" ages and the time filter move on their own; everything drawn is bounded (one
+// page of cameras, at most 200 activations), so this stays cheap with any fleet.
+setInterval(() => render(), 5000);
 connect();

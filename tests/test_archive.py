@@ -31,10 +31,13 @@ from mesh.models import (
     EscalationReason,
     OutcomeStatus,
     ReceiptOutcome,
+    TriggerEvent,
     TriggerKind,
     TriggerReceipt,
     TriggerSummary,
 )
+from mesh.signing import PayloadSigner
+from mesh.trust import KeyRole, TrustStore, trusted_key
 from tests.harness import event, wait_until
 
 UNIT = "car-12"
@@ -53,12 +56,18 @@ def count(dsn: str, table: str) -> int:
 
 @asynccontextmanager
 async def running_archivers(
-    url: BrokerUrl, topics: Topics, dsn: str, names: Sequence[str] = ("arch-a", "arch-b")
+    url: BrokerUrl,
+    topics: Topics,
+    dsn: str,
+    names: Sequence[str] = ("arch-a", "arch-b"),
+    trust: TrustStore | None = None,
 ) -> AsyncIterator[list[Archiver]]:
     tag = uuid.uuid4().hex[:8]
+    # (trust passed only when given: the other tests run unchanged against older archivers)
+    signed: dict[str, Any] = {} if trust is None else {"trust": trust}
     archivers = [
         Archiver(
-            ArchiverSettings(dsn=dsn, archiver_id=name, topics=topics, retry_max_s=0.5),
+            ArchiverSettings(dsn=dsn, archiver_id=name, topics=topics, retry_max_s=0.5, **signed),
             url=url,
             client_id=f"t{tag}-{name}",
         )
@@ -88,13 +97,20 @@ async def publisher(url: BrokerUrl) -> AsyncIterator[MqttLink]:
 
 
 def activation(
-    activation_id: str, state: ActivationState, answered: int, cameras: int = 3
+    activation_id: str,
+    state: ActivationState,
+    answered: int,
+    cameras: int = 3,
+    *,
+    issuer: str = ISSUER,
+    unit: str = UNIT,
+    trigger: TriggerEvent | None = None,
 ) -> ActivationRecord:
-    trigger = event(TriggerKind.WEAPON_DRAW)
+    trigger = trigger or event(TriggerKind.WEAPON_DRAW)
     return ActivationRecord(
         activation_id=activation_id,
-        issuer=ISSUER,
-        unit_id=UNIT,
+        issuer=issuer,
+        unit_id=unit,
         trigger=TriggerSummary.of(trigger),
         state=state,
         decided_at_ns=trigger.observed_at_ns,
@@ -116,12 +132,14 @@ def activation(
     )
 
 
-def ack(activation_id: str, camera_id: str, attempt: int = 0) -> CameraAck:
+def ack(
+    activation_id: str, camera_id: str, attempt: int = 0, status: AckStatus = AckStatus.STARTED
+) -> CameraAck:
     return CameraAck(
         activation_id=activation_id,
         camera_id=camera_id,
         unit_id=UNIT,
-        status=AckStatus.STARTED,
+        status=status,
         attempt=attempt,
         received_at_ns=1_800_000_000_000_000_000 + attempt,
     )
@@ -220,7 +238,9 @@ async def test_two_archivers_split_the_load_and_store_each_message_once(
     ]
     # Each activation: a progress update, then its final state, then a progress update
     # that arrives late (as QoS 1 redelivery and shared subscriptions can make it).
-    finals = [activation(f"a-{i}", ActivationState.CONFIRMED, 3) for i in range(5)]
+    # (Versions of one activation name its one trigger: the archive binds the row to it.)
+    decided = {f"a-{i}": event(TriggerKind.WEAPON_DRAW) for i in range(5)}
+    finals = [activation(a, ActivationState.CONFIRMED, 3, trigger=t) for a, t in decided.items()]
     messages: list[tuple[str, bytes]] = []
     messages += [(topics.trigger(UNIT), encode(t)) for t in triggers]
     messages += [(topics.ack(ISSUER, a.camera_id), encode(a)) for a in acks]
@@ -228,8 +248,9 @@ async def test_two_archivers_split_the_load_and_store_each_message_once(
     messages += [(topics.escalation("dispatch"), encode(e)) for e in escalations]
     for record in finals:
         topic = topics.activation(UNIT, record.activation_id)
-        early = activation(record.activation_id, ActivationState.PENDING, 1)
-        late = activation(record.activation_id, ActivationState.PENDING, 2)
+        trigger = decided[record.activation_id]
+        early = activation(record.activation_id, ActivationState.PENDING, 1, trigger=trigger)
+        late = activation(record.activation_id, ActivationState.PENDING, 2, trigger=trigger)
         messages += [(topic, encode(early)), (topic, encode(record)), (topic, encode(late))]
 
     async with (
@@ -377,3 +398,175 @@ async def test_the_archiver_command_runs_the_daemon_and_migrate_is_idempotent(
     out, _ = await asyncio.wait_for(migrate_cmd.communicate(), 30)
     assert migrate_cmd.returncode == 0
     assert "up to date" in out.decode()
+
+
+# --- conflicting copies: another gateway's version, unsigned acks (issue 15, item 9) -----------
+async def test_another_gateways_version_never_overwrites_an_archived_activation(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    """gw-car-7, on its own credential, may publish activation records only under its own
+    unit's topic; it publishes there a `cancelled` version of car-12's activation (the
+    highest rank): once as itself, once claiming to be gw-car-12. The archive keeps car-12's
+    row as it was and reports both, each copy once however often it comes."""
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-car12", ActivationState.CONFIRMED, 3, trigger=trigger)
+    as_itself = activation(
+        "a-car12", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+    )
+    as_car12 = activation("a-car12", ActivationState.CANCELLED, 0, unit="car-7", trigger=trigger)
+    car7 = topics.activation("car-7", "a-car12")
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.activation(UNIT, "a-car12"), encode(genuine), qos=1)
+        await wait_until(lambda: archiver.counters["stored.activation"] == 1)
+        for attack in (as_itself, as_car12, as_itself):
+            await pub.publish(car7, encode(attack), qos=1)
+        await wait_until(lambda: archiver.counters["conflict.activation"] == 3)
+        # car-12's own later version still replaces its row: the binding stops only others.
+        own_cancel = activation("a-car12", ActivationState.CANCELLED, 3, trigger=trigger)
+        await pub.publish(topics.activation(UNIT, "a-car12"), encode(own_cancel), qos=1)
+        await wait_until(lambda: archiver.counters["replaced.activation"] == 1)
+
+    held = rows(postgres, "SELECT issuer, unit_id, state, payload FROM activations")
+    assert len(held) == 1
+    issuer, unit, state, payload = held[0]
+    assert (issuer, unit, state) == (ISSUER, UNIT, "cancelled")
+    assert payload["cameras"] == [c.model_dump(mode="json") for c in own_cancel.cameras]
+    reported = rows(
+        postgres,
+        "SELECT kind, subject, code, unit_id, issuer, copies, payload FROM conflicts ORDER BY id",
+    )
+    assert [r[:6] for r in reported] == [
+        ("activation", "a-car12", "other_issuer", UNIT, ISSUER, 2),
+        ("activation", "a-car12", "other_unit", UNIT, ISSUER, 1),
+    ]
+    assert ActivationRecord.model_validate_json(reported[0][6]) == as_itself
+
+
+async def test_before_the_attack_the_genuine_record_is_what_the_archive_holds(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    """The attack of the test above, stopped after its first copy: car-12's confirmed
+    state, not gw-car-7's cancel, is what a reader of the archive finds."""
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-x", ActivationState.CONFIRMED, 3, trigger=trigger)
+    forged = activation(
+        "a-x", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+    )
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.activation(UNIT, "a-x"), encode(genuine), qos=1)
+        await pub.publish(topics.activation("car-7", "a-x"), encode(forged), qos=1)
+        await wait_until(lambda: sum(archiver.counters.values()) >= 2)
+    assert rows(postgres, "SELECT issuer, state FROM activations") == [(ISSUER, "confirmed")]
+
+
+async def test_an_unsigned_ack_is_not_archived_as_genuine_in_a_signed_fleet(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    """With the fleet's trust store the archiver checks acks as the gateway does: a
+    `started` ack without a signature (which the gateway refused), and one signed by
+    another camera's key, are kept among the conflicts, never in `acks`."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    own, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    trust = TrustStore(
+        [
+            trusted_key(own.public_key(), KeyRole.CAMERA, "bwc-1"),
+            trusted_key(other.public_key(), KeyRole.CAMERA, "bwc-2"),
+        ]
+    )
+    genuine = PayloadSigner(own).sign(ack("a-1", "bwc-1", attempt=0))
+    unsigned = ack("a-1", "bwc-1", attempt=1)
+    wrong_key = PayloadSigner(other).sign(ack("a-1", "bwc-1", attempt=2))
+    tampered = genuine.model_copy(update={"attempt": 3})  # the signature no longer matches
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",), trust=trust) as (
+            archiver,
+        ),
+        publisher(mosquitto.url) as pub,
+    ):
+        for sent in (genuine, unsigned, wrong_key, tampered, unsigned):
+            await pub.publish(topics.ack(ISSUER, "bwc-1"), encode(sent), qos=1)
+        await wait_until(
+            lambda: archiver.counters["stored.ack"] + archiver.counters["refused.ack"] == 5
+        )
+    assert archiver.counters["refused.ack"] == 4
+    assert rows(postgres, "SELECT attempt, status, verified, signer FROM acks") == [
+        (0, "started", True, PayloadSigner(own).key_id)
+    ]
+    assert rows(
+        postgres, "SELECT subject, code, issuer, copies FROM conflicts ORDER BY subject"
+    ) == [
+        ("a-1/bwc-1/1", "unsigned", ISSUER, 2),
+        ("a-1/bwc-1/2", "wrong_signer", ISSUER, 1),
+        ("a-1/bwc-1/3", "bad_signature", ISSUER, 1),
+    ]
+
+
+async def test_without_a_trust_store_acks_are_stored_as_unchecked(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.ack(ISSUER, "bwc-1"), encode(ack("a-1", "bwc-1")), qos=1)
+        await wait_until(lambda: archiver.counters["stored.ack"] == 1)
+    assert rows(postgres, "SELECT verified, signer FROM acks") == [(None, None)]
+
+
+async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    import os
+    import sys
+
+    from mesh.archive.wire import LogBatch, LogBatchRecord
+    from mesh.log_chain import GENESIS, record_hash
+
+    body = '{"n":1}'
+    digest = record_hash(GENESIS, 1, 10, kind="resumed", activation_id=None, body=body)
+    record = LogBatchRecord(
+        seq=1, prev_seq=0, at_ns=10, kind="resumed", body=body, prev_hash=GENESIS, hash=digest
+    )
+    batch = LogBatch(
+        log_id="log-car12",
+        unit_id=UNIT,
+        gateway_id=ISSUER,
+        head_seq=1,
+        sent_at_ns=1,
+        records=(record,),
+    )
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-v", ActivationState.CONFIRMED, 3, trigger=trigger)
+    forged = activation(
+        "a-v", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+    )
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.log_records("log-car12"), encode(batch), qos=1)
+        await pub.publish(topics.activation(UNIT, "a-v"), encode(genuine), qos=1)
+        await wait_until(lambda: archiver.counters["stored.activation"] == 1)
+        await pub.publish(topics.activation("car-7", "a-v"), encode(forged), qos=1)
+        await wait_until(lambda: archiver.counters["conflict.activation"] == 1)
+        await wait_until(lambda: archiver.counters["stored.log_batch"] == 1)
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mesh", "archiver", "verify", "--db", postgres),
+        *("--log-id", "log-car12"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    text = out.decode()
+    assert proc.returncode == 3, text  # intact, unsigned: the chain itself is untouched
+    assert "1 conflicting copy refused" in text, text
+    assert "activation a-v [other_issuer]" in text, text
+    assert "gw-car-7" in text, text

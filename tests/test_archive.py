@@ -4,14 +4,17 @@ one shared subscription, idempotent storage, bad input, the schema's migrations.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from bridge.broker_config import BrokerBundle
 from bridge.client import LinkOptions, MqttLink
 from bridge.codec import PayloadError, encode
 from bridge.embedded import MosquittoProcess
@@ -401,13 +404,38 @@ async def test_the_archiver_command_runs_the_daemon_and_migrate_is_idempotent(
 
 
 # --- conflicting copies: another gateway's version, unsigned acks (issue 15, item 9) -----------
+@pytest.fixture
+def fleet_broker(tmp_path: Path) -> Iterator[BrokerBundle]:
+    """The locked-down broker of `broker-config` (TLS, a certificate each, the fleet's
+    ACL) for car-12, car-7 and an archiver, on a free loopback port."""
+    from bridge.broker_config import FleetSpec, Principal, write_broker_config
+    from bridge.embedded import free_port
+    from tests.conftest import require_mosquitto
+
+    fleet = FleetSpec(
+        prefix="mesh/v1",
+        gateways=(Principal(ISSUER, UNIT), Principal("gw-car-7", "car-7")),
+        archivers=("archiver-1",),
+    )
+    port = free_port()
+    bundle = write_broker_config(tmp_path, fleet, port=port, bind="127.0.0.1", run_as="root")
+    broker = MosquittoProcess(require_mosquitto(), port, tmp_path, config=bundle.conf)
+    broker.start()
+    try:
+        yield bundle
+    finally:
+        broker.stop()
+
+
 async def test_another_gateways_version_never_overwrites_an_archived_activation(
-    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+    fleet_broker: BrokerBundle, postgres: str
 ) -> None:
-    """gw-car-7, on its own credential, may publish activation records only under its own
-    unit's topic; it publishes there a `cancelled` version of car-12's activation (the
-    highest rank): once as itself, once claiming to be gw-car-12. The archive keeps car-12's
-    row as it was and reports both, each copy once however often it comes."""
+    """gw-car-7's own certificate may publish activation records only under its unit's
+    topic (the ACL); it publishes there a `cancelled` version of car-12's activation (the
+    highest rank): once as itself, once claiming to be gw-car-12. The archive keeps
+    car-12's row as it was and reports both, each copy once however often it comes."""
+    topics = Topics("mesh/v1")
+    url = fleet_broker.url_for
     trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
     genuine = activation("a-car12", ActivationState.CONFIRMED, 3, trigger=trigger)
     as_itself = activation(
@@ -416,24 +444,26 @@ async def test_another_gateways_version_never_overwrites_an_archived_activation(
     as_car12 = activation("a-car12", ActivationState.CANCELLED, 0, unit="car-7", trigger=trigger)
     car7 = topics.activation("car-7", "a-car12")
     async with (
-        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
-        publisher(mosquitto.url) as pub,
+        running_archivers(url("archiver-1"), topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(url(ISSUER)) as gw12,
+        publisher(url("gw-car-7")) as gw7,
     ):
-        await pub.publish(topics.activation(UNIT, "a-car12"), encode(genuine), qos=1)
+        await gw12.publish(topics.activation(UNIT, "a-car12"), encode(genuine), qos=1)
         await wait_until(lambda: archiver.counters["stored.activation"] == 1)
         for attack in (as_itself, as_car12, as_itself):
-            await pub.publish(car7, encode(attack), qos=1)
+            await gw7.publish(car7, encode(attack), qos=1)
         await wait_until(lambda: archiver.counters["conflict.activation"] == 3)
+        held = rows(postgres, "SELECT issuer, unit_id, state, payload FROM activations")
+        assert [h[:3] for h in held] == [(ISSUER, UNIT, "confirmed")]
+        assert ActivationRecord.model_validate_json(json.dumps(held[0][3])) == genuine
         # car-12's own later version still replaces its row: the binding stops only others.
         own_cancel = activation("a-car12", ActivationState.CANCELLED, 3, trigger=trigger)
-        await pub.publish(topics.activation(UNIT, "a-car12"), encode(own_cancel), qos=1)
+        await gw12.publish(topics.activation(UNIT, "a-car12"), encode(own_cancel), qos=1)
         await wait_until(lambda: archiver.counters["replaced.activation"] == 1)
 
     held = rows(postgres, "SELECT issuer, unit_id, state, payload FROM activations")
-    assert len(held) == 1
-    issuer, unit, state, payload = held[0]
-    assert (issuer, unit, state) == (ISSUER, UNIT, "cancelled")
-    assert payload["cameras"] == [c.model_dump(mode="json") for c in own_cancel.cameras]
+    assert [h[:3] for h in held] == [(ISSUER, UNIT, "cancelled")]
+    assert ActivationRecord.model_validate_json(json.dumps(held[0][3])) == own_cancel
     reported = rows(
         postgres,
         "SELECT kind, subject, code, unit_id, issuer, copies, payload FROM conflicts ORDER BY id",

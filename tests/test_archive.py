@@ -600,3 +600,53 @@ async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(
     assert "1 conflicting copy refused" in text, text
     assert "activation a-v [other_issuer]" in text, text
     assert "gw-car-7" in text, text
+
+
+async def test_conflicts_kept_per_subject_are_bounded(postgres: str) -> None:
+    """Past CONFLICTS_PER_SUBJECT distinct copies of one activation, refused copies are
+    counted (conflict_not_kept) and not stored: a flood cannot grow the table without end."""
+    from mesh.archive import store
+
+    topics = Topics("mesh/v1")
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-cap", ActivationState.CONFIRMED, 3, trigger=trigger)
+    extra = 5
+    forged = [
+        activation(
+            "a-cap", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+        ).model_copy(update={"reason": f"copy {i}"})
+        for i in range(store.CONFLICTS_PER_SUBJECT + extra)
+    ]
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+
+        def item(record: ActivationRecord) -> Any:
+            return accept(topics, topics.activation(record.unit_id, "a-cap"), encode(record))
+
+        await store.write(conn, [item(genuine)], "arch-test")
+        result = await store.write(conn, [item(r) for r in forged], "arch-test")
+    finally:
+        await conn.close()
+    assert result.counts["conflict.activation"] == len(forged)
+    assert result.counts["conflict_not_kept.activation"] == extra
+    assert len(result.conflicts) == store.CONFLICTS_PER_SUBJECT  # each new one described once
+    assert count(postgres, "conflicts") == store.CONFLICTS_PER_SUBJECT
+    assert rows(postgres, "SELECT state FROM activations") == [("confirmed",)]
+
+
+def test_archiver_trust_option_names_a_bad_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mesh.cli import app
+
+    db = "postgresql://nobody@127.0.0.1:1/none"
+    missing = CliRunner().invoke(app, ["archiver", "--db", db, "--trust", str(tmp_path / "x")])
+    assert missing.exit_code == 2
+    assert "--trust" in missing.output
+    bad = tmp_path / "trust.yaml"
+    bad.write_text("version: 1\nkeys: [{key_id: nothex}]\n")
+    result = CliRunner().invoke(app, ["archiver", "--db", db, "--trust", str(bad)])
+    assert result.exit_code == 2
+    assert str(bad) in result.output
+    assert "keys.0" in result.output

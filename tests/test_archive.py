@@ -602,9 +602,10 @@ async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(
     assert "gw-car-7" in text, text
 
 
-async def test_conflicts_kept_per_subject_are_bounded(postgres: str) -> None:
-    """Past CONFLICTS_PER_SUBJECT distinct copies of one activation, refused copies are
-    counted (conflict_not_kept) and not stored: a flood cannot grow the table without end."""
+async def test_conflicts_kept_per_source_are_bounded(postgres: str) -> None:
+    """Past CONFLICTS_PER_SOURCE_HOUR distinct copies of one activation within an hour,
+    refused copies are counted (conflict_not_kept) and not stored: a flood grows the table
+    at most that fast."""
     from mesh.archive import store
 
     topics = Topics("mesh/v1")
@@ -615,7 +616,7 @@ async def test_conflicts_kept_per_subject_are_bounded(postgres: str) -> None:
         activation(
             "a-cap", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
         ).model_copy(update={"reason": f"copy {i}"})
-        for i in range(store.CONFLICTS_PER_SUBJECT + extra)
+        for i in range(store.CONFLICTS_PER_SOURCE_HOUR + extra)
     ]
     conn = await connect(postgres)
     try:
@@ -630,8 +631,8 @@ async def test_conflicts_kept_per_subject_are_bounded(postgres: str) -> None:
         await conn.close()
     assert result.counts["conflict.activation"] == len(forged)
     assert result.counts["conflict_not_kept.activation"] == extra
-    assert len(result.conflicts) == store.CONFLICTS_PER_SUBJECT  # each new one described once
-    assert count(postgres, "conflicts") == store.CONFLICTS_PER_SUBJECT
+    assert len(result.conflicts) == store.CONFLICTS_PER_SOURCE_HOUR  # each new one described once
+    assert count(postgres, "conflicts") == store.CONFLICTS_PER_SOURCE_HOUR
     assert rows(postgres, "SELECT state FROM activations") == [("confirmed",)]
 
 

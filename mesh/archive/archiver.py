@@ -207,10 +207,10 @@ class Archiver:
                 sum(v for k, v in self.counters.items() if k.startswith("conflict_not_kept."))
                 - not_kept
             )
-            # Past the per-subject cap: counted, and logged at the first and every 1000th.
+            # Past the cap per source and hour: counted, and logged at the first and every 1000th.
             if before == 0 or before // 1000 != (before + not_kept) // 1000:
                 self._log.error(
-                    "conflicting copies refused and not kept (per-subject cap reached)",
+                    "conflicting copies refused and not kept (cap per source and hour reached)",
                     total=before + not_kept,
                 )
         for progress in result.logs:

@@ -22,10 +22,11 @@ from mesh.models import ActivationRecord, CameraAck, Escalation, TriggerEvent, T
 
 # Small messages are written together, in one transaction, up to this many.
 GROUP_MAX = 200
-# Conflicts kept per subject (one activation, one ack key, one log record): distinct
-# refused copies past this are counted and logged, not stored; repeats of a stored copy
-# only raise its ``copies``. What is kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
-CONFLICTS_PER_SUBJECT = 100
+# Conflicts kept per source (an activation, the camera an ack speaks for, a log) in the
+# last hour: distinct refused copies past this are counted and logged, not stored, so the
+# table grows at most this fast whatever a credential sends; repeats of a stored copy only
+# raise its ``copies``. What is kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
+CONFLICTS_PER_SOURCE_HOUR = 100
 CONFLICT_PAYLOAD_MAX = 64 * 1024
 
 
@@ -80,6 +81,7 @@ class Conflict:
 
     kind: str  # activation, ack, log_record
     subject: str
+    source: str  # what the cap counts against (see CONFLICTS_PER_SOURCE_HOUR)
     code: str
     detail: str
     unit_id: str | None
@@ -88,7 +90,7 @@ class Conflict:
 
 
 async def _report(conn: Conn, conflict: Conflict, by: str, result: WriteResult) -> str:
-    """Keep a refused copy in ``conflicts`` (bounded per subject); a new one is also
+    """Keep a refused copy in ``conflicts`` (bounded per source and hour); a new one is also
     described in ``result.conflicts`` (for the log: a repeat only raises ``copies``).
     Returns "conflict", or "refused" for an ack the trust store refused."""
     raw = conflict.payload.encode()
@@ -102,14 +104,16 @@ async def _report(conn: Conn, conflict: Conflict, by: str, result: WriteResult) 
     if cur.rowcount:
         return outcome
     cur = await conn.execute(
-        "INSERT INTO conflicts (kind, subject, code, detail, unit_id, issuer, digest, size,"
-        " payload, archived_by) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
-        " WHERE (SELECT count(*) FROM conflicts WHERE kind = %s AND subject = %s) < %s"
+        "INSERT INTO conflicts (kind, subject, source, code, detail, unit_id, issuer, digest,"
+        " size, payload, archived_by) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+        " WHERE (SELECT count(*) FROM conflicts WHERE kind = %s AND source = %s"
+        " AND first_at > now() - interval '1 hour') < %s"
         " ON CONFLICT (kind, subject, digest) DO UPDATE SET copies = conflicts.copies + 1,"
         " last_at = now()",
         (
             conflict.kind,
             conflict.subject,
+            conflict.source,
             conflict.code,
             conflict.detail,
             conflict.unit_id,
@@ -119,8 +123,8 @@ async def _report(conn: Conn, conflict: Conflict, by: str, result: WriteResult) 
             raw[:CONFLICT_PAYLOAD_MAX].decode(errors="ignore"),
             by,
             conflict.kind,
-            conflict.subject,
-            CONFLICTS_PER_SUBJECT,
+            conflict.source,
+            CONFLICTS_PER_SOURCE_HOUR,
         ),
     )
     if cur.rowcount:
@@ -171,6 +175,7 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
                 Conflict(
                     kind="ack",
                     subject=f"{model.activation_id}/{model.camera_id}/{model.attempt}",
+                    source=model.camera_id,
                     code=item.refusal.code,
                     detail=f"{model.status.value} ack from {model.camera_id} to {item.args[0]} "
                     f"refused: {item.refusal.reason}",
@@ -280,6 +285,7 @@ async def _write_activation(
         Conflict(
             kind="activation",
             subject=record.activation_id,
+            source=record.activation_id,
             code=code,
             detail=f"{record.state.value} version from {record.issuer} of unit "
             f"{record.unit_id} (trigger {record.trigger.event_id}); the archive holds the "
@@ -382,6 +388,7 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
                 conflict = Conflict(
                     kind="log_record",
                     subject=f"{batch.log_id}:{record.seq}",
+                    source=batch.log_id,
                     code="differs",
                     detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
                     f"{held.get(record.seq)}, the edge sent {record.hash}",

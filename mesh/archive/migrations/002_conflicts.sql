@@ -6,6 +6,9 @@ CREATE TABLE conflicts (
     id          bigserial PRIMARY KEY,
     kind        text NOT NULL,          -- activation, ack, log_record
     subject     text NOT NULL,          -- what it claims to be: activation id, ack key, log:seq
+    -- Whom the cap on kept copies counts against: the activation id, the camera an ack
+    -- speaks for (the ACL ties it to that camera's credential), the log id.
+    source      text NOT NULL,
     code        text NOT NULL,          -- why refused: other_issuer, unsigned, differs, ...
     detail      text NOT NULL,
     -- Whose record it concerns (the row held, or the gateway an ack was addressed to), so
@@ -21,6 +24,7 @@ CREATE TABLE conflicts (
     last_at     timestamptz NOT NULL DEFAULT now(),
     UNIQUE (kind, subject, digest)
 );
+CREATE INDEX conflicts_by_source ON conflicts (kind, source, first_at);
 CREATE INDEX conflicts_by_unit ON conflicts (unit_id, first_at);
 CREATE INDEX conflicts_by_issuer ON conflicts (issuer, first_at);
 

@@ -22,6 +22,17 @@ from bridge.topics import Topics
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 Access = Literal["read", "write", "readwrite"]
 
+# The cell topics' grid (mesh/cells.py: CELL_PRECISION, ALPHABET; a test checks they
+# agree). A cell is one topic level, and an ACL pattern cannot match part of a level, so a
+# camera's region (geohash prefixes) is granted cell by cell.
+CELL_LENGTH = 6
+GEOHASH_ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
+# A region prefix of 4 characters (about 39 x 20 km) is 1,024 cells, of 5 (4.9 x 4.9 km)
+# 32. The ACL grows with cameras x cells (1,000 cameras of 1,024 cells: 36 MB, 89 MB of
+# broker memory) and mosquitto walks a user's rules on every delivery to it: bounded here.
+REGION_MIN_LENGTH = 4
+MAX_CAMERA_CELLS = 2048
+
 
 class FleetError(ValueError):
     """A fleet description that cannot be turned into broker accounts. ``key`` says where
@@ -34,10 +45,37 @@ class FleetError(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """A gateway or camera: its id (the broker username) and the unit it belongs to."""
+    """A gateway or camera: its id (the broker username) and the unit it belongs to.
+
+    ``cells`` (cameras): the geohash prefixes of the region whose cell topics it may read;
+    None: every cell. ``broadcast`` (gateways): it may publish on ``{p}/cmd/all``."""
 
     name: str
     unit: str | None = None
+    cells: tuple[str, ...] | None = None
+    broadcast: bool = False
+
+
+def region_cells(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """Every cell (geohash of CELL_LENGTH) under the given prefixes, sorted, once.
+    Raises ValueError naming a prefix that is not one, or a region that is too large."""
+    cells: set[str] = set()
+    for prefix in prefixes:
+        if not REGION_MIN_LENGTH <= len(prefix) <= CELL_LENGTH or any(
+            c not in GEOHASH_ALPHABET for c in prefix
+        ):
+            raise ValueError(
+                f"cell prefix {prefix!r} must be {REGION_MIN_LENGTH} to {CELL_LENGTH} "
+                f"characters of the geohash alphabet ({GEOHASH_ALPHABET})"
+            )
+        count = len(GEOHASH_ALPHABET) ** (CELL_LENGTH - len(prefix))
+        if len(cells) + count > MAX_CAMERA_CELLS:
+            raise ValueError(f"the region is more than {MAX_CAMERA_CELLS} cells")
+        level = [prefix]
+        for _ in range(CELL_LENGTH - len(prefix)):
+            level = [cell + c for cell in level for c in GEOHASH_ALPHABET]
+        cells.update(level)
+    return tuple(sorted(cells))
 
 
 @dataclass(frozen=True)
@@ -49,6 +87,8 @@ class FleetSpec:
     cameras: tuple[Principal, ...] = ()
     dispatch: tuple[str, ...] = ()
     archivers: tuple[str, ...] = ()
+    # The region of every camera that names none of its own (None: every cell).
+    camera_cells: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -68,6 +108,29 @@ class FleetSpec:
             for i, member in enumerate(members):
                 if member.unit is None:
                     raise FleetError(f"{role}.{i}.unit", "required: the unit it belongs to")
+        for i, gw in enumerate(self.gateways):
+            if gw.cells is not None:
+                raise FleetError(f"gateways.{i}.cells", "only cameras have a region")
+        for i, cam in enumerate(self.cameras):
+            if cam.broadcast:
+                raise FleetError(f"cameras.{i}.broadcast", "only gateways may broadcast")
+            self._check_region(f"cameras.{i}.cells", cam.cells)
+        self._check_region("camera_cells", self.camera_cells)
+
+    @staticmethod
+    def _check_region(key: str, prefixes: tuple[str, ...] | None) -> None:
+        if prefixes is None:
+            return
+        if not prefixes:
+            raise FleetError(key, "an empty region: give prefixes, or leave it out for all")
+        try:
+            region_cells(prefixes)
+        except ValueError as exc:
+            raise FleetError(key, str(exc)) from None
+
+    def region_of(self, camera: Principal) -> tuple[str, ...] | None:
+        """The cell prefixes a camera may read (None: every cell)."""
+        return camera.cells if camera.cells is not None else self.camera_cells
 
     def _entries(self) -> Iterator[tuple[str, str, str | None]]:
         for role, members in (("gateways", self.gateways), ("cameras", self.cameras)):
@@ -102,15 +165,18 @@ class AclBlock:
     rules: tuple[Rule, ...]
 
 
-def gateway_rules(t: Topics, gateway: str, unit: str) -> tuple[Rule, ...]:
+def gateway_rules(
+    t: Topics, gateway: str, unit: str, *, broadcast: bool = False
+) -> tuple[Rule, ...]:
     p = t.prefix
+    # Circles of more than fanout.MAX_CELLS cells (radius over ~1.4 km) go to everyone on
+    # cmd/all; only gateways whose policy has such radii need it (the fleet says so).
+    everyone = (Rule("write", t.command_all()),) if broadcast else ()
     return (
         Rule("write", t.command_unit(unit)),
         Rule("write", f"{p}/cmd/cell/+"),
         Rule("write", f"{p}/cmd/camera/+"),
-        # Circles of more than fanout.MAX_CELLS cells go to everyone: denying it would drop
-        # large-radius activations at the broker, and cmd/cell/+ reaches every cell anyway.
-        Rule("write", t.command_all()),
+        *everyone,
         # The in-car terminal's `trigger-mesh trigger` runs on the gateway's credential:
         # it publishes the manual trigger and watches the receipt and outcome.
         Rule("readwrite", t.trigger(unit)),
@@ -128,15 +194,24 @@ def gateway_rules(t: Topics, gateway: str, unit: str) -> tuple[Rule, ...]:
     )
 
 
-def camera_rules(t: Topics, camera: str, unit: str) -> tuple[Rule, ...]:
+def camera_rules(
+    t: Topics, camera: str, unit: str, region: tuple[str, ...] | None = None
+) -> tuple[Rule, ...]:
+    """``region``: geohash prefixes of the cells it may read (None: every cell). Its own
+    rules come first: mosquitto walks a user's rules in order on every delivery."""
     p = t.prefix
+    cells = (
+        (Rule("read", f"{p}/cmd/cell/+"),)
+        if region is None
+        else tuple(Rule("read", t.command_cell(cell)) for cell in region_cells(region))
+    )
     return (
         Rule("read", t.command_all()),
-        Rule("read", f"{p}/cmd/cell/+"),
         Rule("read", t.command_unit(unit)),
         Rule("read", t.command_camera(camera)),
         Rule("write", f"{p}/ack/+/{camera}"),
         Rule("readwrite", t.presence(camera)),
+        *cells,
     )
 
 
@@ -171,12 +246,19 @@ def acl_blocks(spec: FleetSpec) -> tuple[AclBlock, ...]:
     blocks: list[AclBlock] = []
     for gw in spec.gateways:
         assert gw.unit is not None  # FleetSpec checks it
-        comment = f"gateway {gw.name} of unit {gw.unit}"
-        blocks.append(AclBlock(gw.name, comment, gateway_rules(t, gw.name, gw.unit)))
+        comment = f"gateway {gw.name} of unit {gw.unit}" + (
+            ", may broadcast on cmd/all" if gw.broadcast else ""
+        )
+        rules = gateway_rules(t, gw.name, gw.unit, broadcast=gw.broadcast)
+        blocks.append(AclBlock(gw.name, comment, rules))
     for cam in spec.cameras:
         assert cam.unit is not None
-        comment = f"camera {cam.name} of unit {cam.unit}"
-        blocks.append(AclBlock(cam.name, comment, camera_rules(t, cam.name, cam.unit)))
+        region = spec.region_of(cam)
+        comment = f"camera {cam.name} of unit {cam.unit}" + (
+            f", cells of region {' '.join(region)}" if region is not None else ", every cell"
+        )
+        rules = camera_rules(t, cam.name, cam.unit, region)
+        blocks.append(AclBlock(cam.name, comment, rules))
     for name in spec.dispatch:
         comment = f"dispatch {name}: reads everything, sends only triggers and cancels"
         blocks.append(AclBlock(name, comment, dispatch_rules(t)))

@@ -189,9 +189,10 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
         BridgeTopic(f"{p}/ack/+/+", "out", "every ack, for the archive and other gateways"),
         BridgeTopic(t.all_presence(), "out", "the car's cameras, for dispatch (retained)"),
         BridgeTopic(t.all_log_records(), "out", "log sync batches, for the archive"),
-        BridgeTopic(
-            t.command_all(), "both", "circles over ~1.4 km: everyone's cameras, either way"
-        ),
+        # Out only if a gateway of the car may broadcast (the fleet's `broadcast`).
+        BridgeTopic(t.command_all(), "both", "circles over ~1.4 km: everyone's cameras, either way")
+        if any(gw.broadcast for gw in fleet.gateways)
+        else BridgeTopic(t.command_all(), "in", "other cars' circles over ~1.4 km"),
         BridgeTopic(
             f"{p}/cmd/cell/+", "both", "cells the car's circles meet; others' for its cameras"
         ),

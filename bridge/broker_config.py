@@ -57,6 +57,18 @@ __all__ = [
     "write_broker_config",
 ]
 
+# Per-client limits of the fleet's broker (docs/broker.md, "Limits"). Past them mosquitto
+# drops new messages for that client: a reader that stalls, or is flooded, costs the broker
+# at most this much, and the rest of the fleet is served as before.
+MAX_INFLIGHT_MESSAGES = 1000
+MAX_QUEUED_MESSAGES = 10_000
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+# The largest payload the protocol sends: an activation record naming thousands of cameras
+# or a log batch of one large record, each refused by the archive above 16 MiB
+# (mesh/archive/intake.py MAX_RECORD_BYTES, mesh/archive/wire.py BATCH_MAX_BYTES), plus
+# headroom. A larger publish is dropped by the broker (the publisher stays connected).
+MESSAGE_SIZE_LIMIT = 16 * 1024 * 1024 + 64 * 1024
+
 AuthMode = Literal["cert", "password"]
 AUTH_MODES: tuple[AuthMode, ...] = ("cert", "password")
 DEFAULT_BROKER_USER = "mosquitto"
@@ -129,9 +141,13 @@ def render_secure_conf(
         f"acl_file {acl_file}",
         # Without it a QoS 1 round trip waits on Nagle's algorithm (tens of milliseconds).
         "set_tcp_nodelay true",
-        # Commands, acks and activations are small; a fleet reconnecting at once is not.
-        "max_queued_messages 10000",
-        "max_inflight_messages 0",
+        # Per client: a stalled or flooded reader holds at most this much at the broker
+        # (in flight, then queued); past it new messages for that client are dropped.
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
+        # No payload of the protocol is larger; a bigger publish is dropped, not relayed.
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
         *_storage_lines(persistence_dir, log_file),
     ]
     return "\n".join(lines) + "\n"

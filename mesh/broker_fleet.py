@@ -2,8 +2,9 @@
 
 ```yaml
 prefix: mesh/v1
-gateways: [{id: gw-car-12, unit: car-12}]
-cameras: [{id: bwc-101, unit: car-12}]
+gateways: [{id: gw-car-12, unit: car-12}]       # broadcast: true → may publish cmd/all
+cameras: [{id: bwc-101, unit: car-12}]          # cells: [dr4e] → reads only that region
+camera_cells: [dr4e, dr4s]                      # the region of cameras without their own
 dispatch: [dispatch-1]
 archivers: [archiver-1]
 ```
@@ -27,15 +28,25 @@ class _Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class _Member(_Config):
+class _Gateway(_Config):
     id: Ident
     unit: Ident
+    # Its policy has circles over ~1.4 km of radius, which go to every camera on cmd/all.
+    broadcast: bool = False
+
+
+class _Camera(_Config):
+    id: Ident
+    unit: Ident
+    # Geohash prefixes of the cells whose commands it may read (default: camera_cells).
+    cells: tuple[str, ...] | None = None
 
 
 class _Fleet(_Config):
     prefix: str = DEFAULT_PREFIX
-    gateways: tuple[_Member, ...] = ()
-    cameras: tuple[_Member, ...] = ()
+    gateways: tuple[_Gateway, ...] = ()
+    cameras: tuple[_Camera, ...] = ()
+    camera_cells: tuple[str, ...] | None = None
     dispatch: tuple[Ident, ...] = ()
     archivers: tuple[Ident, ...] = ()
 
@@ -53,10 +64,11 @@ def load_fleet(path: Path | str) -> FleetSpec:
     try:
         return FleetSpec(
             prefix=raw.prefix,
-            gateways=tuple(Principal(m.id, m.unit) for m in raw.gateways),
-            cameras=tuple(Principal(m.id, m.unit) for m in raw.cameras),
+            gateways=tuple(Principal(m.id, m.unit, broadcast=m.broadcast) for m in raw.gateways),
+            cameras=tuple(Principal(m.id, m.unit, cells=m.cells) for m in raw.cameras),
             dispatch=raw.dispatch,
             archivers=raw.archivers,
+            camera_cells=raw.camera_cells,
         )
     except FleetError as exc:
         raise ConfigError(path, exc.key, exc.problem) from None

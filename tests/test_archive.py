@@ -4,14 +4,17 @@ one shared subscription, idempotent storage, bad input, the schema's migrations.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from bridge.broker_config import BrokerBundle
 from bridge.client import LinkOptions, MqttLink
 from bridge.codec import PayloadError, encode
 from bridge.embedded import MosquittoProcess
@@ -31,10 +34,13 @@ from mesh.models import (
     EscalationReason,
     OutcomeStatus,
     ReceiptOutcome,
+    TriggerEvent,
     TriggerKind,
     TriggerReceipt,
     TriggerSummary,
 )
+from mesh.signing import PayloadSigner
+from mesh.trust import KeyRole, TrustStore, trusted_key
 from tests.harness import event, wait_until
 
 UNIT = "car-12"
@@ -53,12 +59,18 @@ def count(dsn: str, table: str) -> int:
 
 @asynccontextmanager
 async def running_archivers(
-    url: BrokerUrl, topics: Topics, dsn: str, names: Sequence[str] = ("arch-a", "arch-b")
+    url: BrokerUrl,
+    topics: Topics,
+    dsn: str,
+    names: Sequence[str] = ("arch-a", "arch-b"),
+    trust: TrustStore | None = None,
 ) -> AsyncIterator[list[Archiver]]:
     tag = uuid.uuid4().hex[:8]
+    # (trust passed only when given: the other tests run unchanged against older archivers)
+    signed: dict[str, Any] = {} if trust is None else {"trust": trust}
     archivers = [
         Archiver(
-            ArchiverSettings(dsn=dsn, archiver_id=name, topics=topics, retry_max_s=0.5),
+            ArchiverSettings(dsn=dsn, archiver_id=name, topics=topics, retry_max_s=0.5, **signed),
             url=url,
             client_id=f"t{tag}-{name}",
         )
@@ -88,13 +100,20 @@ async def publisher(url: BrokerUrl) -> AsyncIterator[MqttLink]:
 
 
 def activation(
-    activation_id: str, state: ActivationState, answered: int, cameras: int = 3
+    activation_id: str,
+    state: ActivationState,
+    answered: int,
+    cameras: int = 3,
+    *,
+    issuer: str = ISSUER,
+    unit: str = UNIT,
+    trigger: TriggerEvent | None = None,
 ) -> ActivationRecord:
-    trigger = event(TriggerKind.WEAPON_DRAW)
+    trigger = trigger or event(TriggerKind.WEAPON_DRAW)
     return ActivationRecord(
         activation_id=activation_id,
-        issuer=ISSUER,
-        unit_id=UNIT,
+        issuer=issuer,
+        unit_id=unit,
         trigger=TriggerSummary.of(trigger),
         state=state,
         decided_at_ns=trigger.observed_at_ns,
@@ -116,12 +135,14 @@ def activation(
     )
 
 
-def ack(activation_id: str, camera_id: str, attempt: int = 0) -> CameraAck:
+def ack(
+    activation_id: str, camera_id: str, attempt: int = 0, status: AckStatus = AckStatus.STARTED
+) -> CameraAck:
     return CameraAck(
         activation_id=activation_id,
         camera_id=camera_id,
         unit_id=UNIT,
-        status=AckStatus.STARTED,
+        status=status,
         attempt=attempt,
         received_at_ns=1_800_000_000_000_000_000 + attempt,
     )
@@ -220,7 +241,9 @@ async def test_two_archivers_split_the_load_and_store_each_message_once(
     ]
     # Each activation: a progress update, then its final state, then a progress update
     # that arrives late (as QoS 1 redelivery and shared subscriptions can make it).
-    finals = [activation(f"a-{i}", ActivationState.CONFIRMED, 3) for i in range(5)]
+    # (Versions of one activation name its one trigger: the archive binds the row to it.)
+    decided = {f"a-{i}": event(TriggerKind.WEAPON_DRAW) for i in range(5)}
+    finals = [activation(a, ActivationState.CONFIRMED, 3, trigger=t) for a, t in decided.items()]
     messages: list[tuple[str, bytes]] = []
     messages += [(topics.trigger(UNIT), encode(t)) for t in triggers]
     messages += [(topics.ack(ISSUER, a.camera_id), encode(a)) for a in acks]
@@ -228,8 +251,9 @@ async def test_two_archivers_split_the_load_and_store_each_message_once(
     messages += [(topics.escalation("dispatch"), encode(e)) for e in escalations]
     for record in finals:
         topic = topics.activation(UNIT, record.activation_id)
-        early = activation(record.activation_id, ActivationState.PENDING, 1)
-        late = activation(record.activation_id, ActivationState.PENDING, 2)
+        trigger = decided[record.activation_id]
+        early = activation(record.activation_id, ActivationState.PENDING, 1, trigger=trigger)
+        late = activation(record.activation_id, ActivationState.PENDING, 2, trigger=trigger)
         messages += [(topic, encode(early)), (topic, encode(record)), (topic, encode(late))]
 
     async with (
@@ -377,3 +401,253 @@ async def test_the_archiver_command_runs_the_daemon_and_migrate_is_idempotent(
     out, _ = await asyncio.wait_for(migrate_cmd.communicate(), 30)
     assert migrate_cmd.returncode == 0
     assert "up to date" in out.decode()
+
+
+# --- conflicting copies: another gateway's version, unsigned acks (issue 15, item 9) -----------
+@pytest.fixture
+def fleet_broker(tmp_path: Path) -> Iterator[BrokerBundle]:
+    """The locked-down broker of `broker-config` (TLS, a certificate each, the fleet's
+    ACL) for car-12, car-7 and an archiver, on a free loopback port."""
+    from bridge.broker_config import FleetSpec, Principal, write_broker_config
+    from bridge.embedded import free_port
+    from tests.conftest import require_mosquitto
+
+    fleet = FleetSpec(
+        prefix="mesh/v1",
+        gateways=(Principal(ISSUER, UNIT), Principal("gw-car-7", "car-7")),
+        archivers=("archiver-1",),
+    )
+    port = free_port()
+    bundle = write_broker_config(tmp_path, fleet, port=port, bind="127.0.0.1", run_as="root")
+    broker = MosquittoProcess(require_mosquitto(), port, tmp_path, config=bundle.conf)
+    broker.start()
+    try:
+        yield bundle
+    finally:
+        broker.stop()
+
+
+async def test_another_gateways_version_never_overwrites_an_archived_activation(
+    fleet_broker: BrokerBundle, postgres: str
+) -> None:
+    """gw-car-7's own certificate may publish activation records only under its unit's
+    topic (the ACL); it publishes there a `cancelled` version of car-12's activation (the
+    highest rank): once as itself, once claiming to be gw-car-12. The archive keeps
+    car-12's row as it was and reports both, each copy once however often it comes."""
+    topics = Topics("mesh/v1")
+    url = fleet_broker.url_for
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-car12", ActivationState.CONFIRMED, 3, trigger=trigger)
+    as_itself = activation(
+        "a-car12", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+    )
+    as_car12 = activation("a-car12", ActivationState.CANCELLED, 0, unit="car-7", trigger=trigger)
+    car7 = topics.activation("car-7", "a-car12")
+    async with (
+        running_archivers(url("archiver-1"), topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(url(ISSUER)) as gw12,
+        publisher(url("gw-car-7")) as gw7,
+    ):
+        await gw12.publish(topics.activation(UNIT, "a-car12"), encode(genuine), qos=1)
+        await wait_until(lambda: archiver.counters["stored.activation"] == 1)
+        for attack in (as_itself, as_car12, as_itself):
+            await gw7.publish(car7, encode(attack), qos=1)
+        await wait_until(lambda: archiver.counters["conflict.activation"] == 3)
+        held = rows(postgres, "SELECT issuer, unit_id, state, payload FROM activations")
+        assert [h[:3] for h in held] == [(ISSUER, UNIT, "confirmed")]
+        assert ActivationRecord.model_validate_json(json.dumps(held[0][3])) == genuine
+        # car-12's own later version still replaces its row: the binding stops only others.
+        own_cancel = activation("a-car12", ActivationState.CANCELLED, 3, trigger=trigger)
+        await gw12.publish(topics.activation(UNIT, "a-car12"), encode(own_cancel), qos=1)
+        await wait_until(lambda: archiver.counters["replaced.activation"] == 1)
+
+    held = rows(postgres, "SELECT issuer, unit_id, state, payload FROM activations")
+    assert [h[:3] for h in held] == [(ISSUER, UNIT, "cancelled")]
+    assert ActivationRecord.model_validate_json(json.dumps(held[0][3])) == own_cancel
+    reported = rows(
+        postgres,
+        "SELECT kind, subject, code, unit_id, issuer, copies, payload FROM conflicts ORDER BY id",
+    )
+    assert [r[:6] for r in reported] == [
+        ("activation", "a-car12", "other_issuer", UNIT, ISSUER, 2),
+        ("activation", "a-car12", "other_unit", UNIT, ISSUER, 1),
+    ]
+    assert ActivationRecord.model_validate_json(reported[0][6]) == as_itself
+
+
+async def test_before_the_attack_the_genuine_record_is_what_the_archive_holds(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    """The attack of the test above, stopped after its first copy: car-12's confirmed
+    state, not gw-car-7's cancel, is what a reader of the archive finds."""
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-x", ActivationState.CONFIRMED, 3, trigger=trigger)
+    forged = activation(
+        "a-x", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+    )
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.activation(UNIT, "a-x"), encode(genuine), qos=1)
+        await pub.publish(topics.activation("car-7", "a-x"), encode(forged), qos=1)
+        await wait_until(lambda: sum(archiver.counters.values()) >= 2)
+    assert rows(postgres, "SELECT issuer, state FROM activations") == [(ISSUER, "confirmed")]
+
+
+async def test_an_unsigned_ack_is_not_archived_as_genuine_in_a_signed_fleet(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    """With the fleet's trust store the archiver checks acks as the gateway does: a
+    `started` ack without a signature (which the gateway refused), and one signed by
+    another camera's key, are kept among the conflicts, never in `acks`."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    own, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    trust = TrustStore(
+        [
+            trusted_key(own.public_key(), KeyRole.CAMERA, "bwc-1"),
+            trusted_key(other.public_key(), KeyRole.CAMERA, "bwc-2"),
+        ]
+    )
+    genuine = PayloadSigner(own).sign(ack("a-1", "bwc-1", attempt=0))
+    unsigned = ack("a-1", "bwc-1", attempt=1)
+    wrong_key = PayloadSigner(other).sign(ack("a-1", "bwc-1", attempt=2))
+    tampered = genuine.model_copy(update={"attempt": 3})  # the signature no longer matches
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",), trust=trust) as (
+            archiver,
+        ),
+        publisher(mosquitto.url) as pub,
+    ):
+        for sent in (genuine, unsigned, wrong_key, tampered, unsigned):
+            await pub.publish(topics.ack(ISSUER, "bwc-1"), encode(sent), qos=1)
+        await wait_until(
+            lambda: archiver.counters["stored.ack"] + archiver.counters["refused.ack"] == 5
+        )
+    assert archiver.counters["refused.ack"] == 4
+    assert rows(postgres, "SELECT attempt, status, verified, signer FROM acks") == [
+        (0, "started", True, PayloadSigner(own).key_id)
+    ]
+    assert rows(
+        postgres, "SELECT subject, code, issuer, copies FROM conflicts ORDER BY subject"
+    ) == [
+        ("a-1/bwc-1/1", "unsigned", ISSUER, 2),
+        ("a-1/bwc-1/2", "wrong_signer", ISSUER, 1),
+        ("a-1/bwc-1/3", "bad_signature", ISSUER, 1),
+    ]
+
+
+async def test_without_a_trust_store_acks_are_stored_as_unchecked(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.ack(ISSUER, "bwc-1"), encode(ack("a-1", "bwc-1")), qos=1)
+        await wait_until(lambda: archiver.counters["stored.ack"] == 1)
+    assert rows(postgres, "SELECT verified, signer FROM acks") == [(None, None)]
+
+
+async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    import os
+    import sys
+
+    from mesh.archive.wire import LogBatch, LogBatchRecord
+    from mesh.log_chain import GENESIS, record_hash
+
+    body = '{"n":1}'
+    digest = record_hash(GENESIS, 1, 10, kind="resumed", activation_id=None, body=body)
+    record = LogBatchRecord(
+        seq=1, prev_seq=0, at_ns=10, kind="resumed", body=body, prev_hash=GENESIS, hash=digest
+    )
+    batch = LogBatch(
+        log_id="log-car12",
+        unit_id=UNIT,
+        gateway_id=ISSUER,
+        head_seq=1,
+        sent_at_ns=1,
+        records=(record,),
+    )
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-v", ActivationState.CONFIRMED, 3, trigger=trigger)
+    forged = activation(
+        "a-v", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+    )
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.log_records("log-car12"), encode(batch), qos=1)
+        await pub.publish(topics.activation(UNIT, "a-v"), encode(genuine), qos=1)
+        await wait_until(lambda: archiver.counters["stored.activation"] == 1)
+        await pub.publish(topics.activation("car-7", "a-v"), encode(forged), qos=1)
+        await wait_until(lambda: archiver.counters["conflict.activation"] == 1)
+        await wait_until(lambda: archiver.counters["stored.log_batch"] == 1)
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mesh", "archiver", "verify", "--db", postgres),
+        *("--log-id", "log-car12"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    text = out.decode()
+    assert proc.returncode == 3, text  # intact, unsigned: the chain itself is untouched
+    assert "1 conflicting copy refused" in text, text
+    assert "activation a-v [other_issuer]" in text, text
+    assert "gw-car-7" in text, text
+
+
+async def test_conflicts_kept_per_source_are_bounded(postgres: str) -> None:
+    """Past CONFLICTS_PER_SOURCE_HOUR distinct copies of one activation within an hour,
+    refused copies are counted (conflict_not_kept) and not stored: a flood grows the table
+    at most that fast."""
+    from mesh.archive import store
+
+    topics = Topics("mesh/v1")
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
+    genuine = activation("a-cap", ActivationState.CONFIRMED, 3, trigger=trigger)
+    extra = 5
+    forged = [
+        activation(
+            "a-cap", ActivationState.CANCELLED, 0, issuer="gw-car-7", unit="car-7", trigger=trigger
+        ).model_copy(update={"reason": f"copy {i}"})
+        for i in range(store.CONFLICTS_PER_SOURCE_HOUR + extra)
+    ]
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+
+        def item(record: ActivationRecord) -> Any:
+            return accept(topics, topics.activation(record.unit_id, "a-cap"), encode(record))
+
+        await store.write(conn, [item(genuine)], "arch-test")
+        result = await store.write(conn, [item(r) for r in forged], "arch-test")
+    finally:
+        await conn.close()
+    assert result.counts["conflict.activation"] == len(forged)
+    assert result.counts["conflict_not_kept.activation"] == extra
+    assert len(result.conflicts) == store.CONFLICTS_PER_SOURCE_HOUR  # each new one described once
+    assert count(postgres, "conflicts") == store.CONFLICTS_PER_SOURCE_HOUR
+    assert rows(postgres, "SELECT state FROM activations") == [("confirmed",)]
+
+
+def test_archiver_trust_option_names_a_bad_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mesh.cli import app
+
+    db = "postgresql://nobody@127.0.0.1:1/none"
+    missing = CliRunner().invoke(app, ["archiver", "--db", db, "--trust", str(tmp_path / "x")])
+    assert missing.exit_code == 2
+    assert "--trust" in missing.output
+    bad = tmp_path / "trust.yaml"
+    bad.write_text("version: 1\nkeys: [{key_id: nothex}]\n")
+    result = CliRunner().invoke(app, ["archiver", "--db", db, "--trust", str(bad)])
+    assert result.exit_code == 2
+    assert str(bad) in result.output
+    assert "keys.0" in result.output

@@ -34,8 +34,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from typer.testing import CliRunner
 
-from bridge.broker_acl import FleetError, acl_blocks
+from bridge.broker_acl import (
+    CELL_LENGTH,
+    GEOHASH_ALPHABET,
+    FleetError,
+    acl_blocks,
+    region_cells,
+)
 from bridge.broker_config import (
+    MAX_QUEUED_BYTES,
+    MESSAGE_SIZE_LIMIT,
     AuthMode,
     BrokerBundle,
     BrokerConfigError,
@@ -54,6 +62,7 @@ from bridge.pki import CertPair, PkiError, issue_client, issue_server, new_ca
 from bridge.topics import Topics, shared
 from bridge.urls import BrokerUrl
 from mesh.broker_fleet import load_fleet
+from mesh.cells import ALPHABET, CELL_PRECISION, cell_of
 from mesh.config import ConfigError, load_camera_config, load_gateway_config
 from tests.conftest import require_mosquitto
 
@@ -61,11 +70,19 @@ REPO = Path(__file__).resolve().parent.parent
 GW, GW7 = "gw-unit-12", "gw-unit-7"
 CAM, CAM2, CAM7 = "bwc-101", "bwc-102", "bwc-201"
 DISPATCH, ARCHIVER = "dispatch-1", "archiver-1"
+# Regions: CAM reads the cells of dr4e3 (central Philadelphia, 4.9 km square), the others
+# the fleet's default dr4e (39 x 20 km). Only GW may broadcast on cmd/all.
+HOME_CELL, NEAR_CELL, FAR_CELL = "dr4e39", "dr4ed0", "dr5reg"  # in dr4e3; in dr4e; New York
 FLEET = FleetSpec(
-    gateways=(Principal(GW, "unit-12"), Principal(GW7, "unit-7")),
-    cameras=(Principal(CAM, "unit-12"), Principal(CAM2, "unit-12"), Principal(CAM7, "unit-7")),
+    gateways=(Principal(GW, "unit-12", broadcast=True), Principal(GW7, "unit-7")),
+    cameras=(
+        Principal(CAM, "unit-12", cells=("dr4e3",)),
+        Principal(CAM2, "unit-12"),
+        Principal(CAM7, "unit-7"),
+    ),
     dispatch=(DISPATCH,),
     archivers=(ARCHIVER,),
+    camera_cells=("dr4e",),
 )
 T = Topics(FLEET.prefix)
 P = T.prefix
@@ -264,10 +281,18 @@ def test_acl_of_a_gateway() -> None:
     }
 
 
+def test_acl_of_a_gateway_that_may_not_broadcast() -> None:
+    assert ("write", f"{P}/cmd/all") not in _rules(GW7)
+    assert _rules(GW7) | {("write", f"{P}/cmd/all")} == {
+        (access, topic.replace("unit-12", "unit-7").replace(GW, GW7))
+        for access, topic in _rules(GW)
+    }
+
+
 def test_acl_of_a_camera_dispatch_and_archiver() -> None:
-    assert _rules(CAM) == {
+    region = {("read", f"{P}/cmd/cell/dr4e3{c}") for c in GEOHASH_ALPHABET}
+    assert _rules(CAM) == region | {
         ("read", f"{P}/cmd/all"),
-        ("read", f"{P}/cmd/cell/+"),
         ("read", f"{P}/cmd/unit/unit-12"),
         ("read", f"{P}/cmd/camera/{CAM}"),
         ("write", f"{P}/ack/+/{CAM}"),
@@ -287,6 +312,23 @@ def test_acl_of_a_camera_dispatch_and_archiver() -> None:
         ("read", f"{P}/log/+/records"),
         ("write", f"{P}/log/+/synced/+"),
     }
+
+
+def test_camera_regions() -> None:
+    assert len(_rules(CAM2)) == 5 + 1024  # the fleet's default region: all of dr4e
+    everywhere = FleetSpec(cameras=(Principal(CAM, "u"),))
+    assert ("read", f"{P}/cmd/cell/+") in _rules(CAM, everywhere)  # no region: every cell
+    assert region_cells(("dr4e3", "dr4e39", "dr4e3")) == tuple(
+        sorted(f"dr4e3{c}" for c in GEOHASH_ALPHABET)
+    )
+    # The ACL's grid is the one cameras compute their cell topic with.
+    assert (CELL_LENGTH, GEOHASH_ALPHABET) == (CELL_PRECISION, ALPHABET)
+    assert cell_of(39.952583, -75.165222) in region_cells(("dr4e3",))
+    text = render_acl(FLEET)
+    # A camera's own topics come before its region's cells (mosquitto walks them in order).
+    cam_block = text.split(f"user {CAM}\n")[1].split("\n\n")[0].splitlines()
+    assert cam_block[0] == f"topic read {P}/cmd/all"
+    assert all("cmd/cell/" in line for line in cam_block[5:])
 
 
 def test_rendered_acl_grants_nothing_to_anonymous() -> None:
@@ -313,6 +355,12 @@ def test_rendered_acl_grants_nothing_to_anonymous() -> None:
         (lambda: FleetSpec(cameras=(Principal("cam", None),)), "cameras.0.unit"),
         (lambda: FleetSpec(gateways=(Principal("gw", "u/#"),)), "gateways.0.id"),
         (lambda: FleetSpec(prefix="mesh/#"), "prefix"),
+        (lambda: FleetSpec(cameras=(Principal("c", "u", cells=("dr5",)),)), "cameras.0.cells"),
+        (lambda: FleetSpec(cameras=(Principal("c", "u", cells=("dr5a",)),)), "cameras.0.cells"),
+        (lambda: FleetSpec(cameras=(Principal("c", "u", cells=()),)), "cameras.0.cells"),
+        (lambda: FleetSpec(camera_cells=("dr4e", "dr4s", "dr47")), "camera_cells"),
+        (lambda: FleetSpec(gateways=(Principal("g", "u", cells=("dr4e",)),)), "gateways.0.cells"),
+        (lambda: FleetSpec(cameras=(Principal("c", "u", broadcast=True),)), "cameras.0.broadcast"),
     ],
 )
 def test_fleet_spec_refuses_bad_ids(spec: Any, key: str) -> None:
@@ -344,6 +392,18 @@ def test_secure_conf() -> None:
     assert {"require_certificate true", "use_identity_as_username true"} <= set(cert)
     assert not any(line.startswith("password_file") for line in cert)
     assert {"require_certificate false", "password_file /b/passwd"} <= set(password)
+    # Per-client limits: a stalled reader, a flood, an oversized payload.
+    assert {
+        "max_inflight_messages 1000",
+        "max_queued_messages 10000",
+        f"max_queued_bytes {64 * 1024 * 1024}",
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
+    } <= set(cert)
+    # ...and no legitimate payload is over it (the archive's own limits).
+    from mesh.archive.intake import MAX_RECORD_BYTES
+    from mesh.archive.wire import BATCH_MAX_BYTES
+
+    assert max(MAX_RECORD_BYTES, BATCH_MAX_BYTES) < MESSAGE_SIZE_LIMIT
     with pytest.raises(BrokerConfigError, match="absolute"):
         render_secure_conf(port=1, bind="::", **{**files, "acl_file": Path("acl")})
     with pytest.raises(BrokerConfigError, match="line breaks"):
@@ -591,9 +651,17 @@ def test_example_fleet_matches_the_example_devices() -> None:
     spec = load_fleet(REPO / "configs/fleet.yaml")
     gateway, _ = load_gateway_config(REPO / "configs/gateway.yaml")
     camera = load_camera_config(REPO / "configs/camera.yaml")
-    assert Principal(gateway.gateway_id or f"gw-{gateway.unit}", gateway.unit) in spec.gateways
-    assert Principal(camera.camera_id, camera.unit) in spec.cameras
+    gateways = {(g.name, g.unit) for g in spec.gateways}
+    assert (gateway.gateway_id or f"gw-{gateway.unit}", gateway.unit) in gateways
+    member = next(c for c in spec.cameras if (c.name, c.unit) == (camera.camera_id, camera.unit))
     assert spec.prefix == gateway.topic_prefix == camera.topic_prefix
+    # The example camera is inside its region, and so is the car.
+    region = spec.region_of(member)
+    assert region is not None
+    assert camera.position is not None
+    assert gateway.position is not None
+    for where in (camera.position, gateway.position):
+        assert cell_of(where.lat, where.lon) in region_cells(region)
 
 
 @pytest.mark.parametrize(
@@ -605,6 +673,12 @@ def test_example_fleet_matches_the_example_devices() -> None:
         ("dispatch: [d]\narchivers: [d]", "archivers.0"),
         ("prefix: 'mesh/#'\ndispatch: [d]", "prefix"),
         ("gateway: []", "gateway"),
+        ("cameras: [{id: c, unit: u, cells: [dr5]}]", "cameras.0.cells"),
+        ("cameras: [{id: c, unit: u, broadcast: true}]", "cameras.0.broadcast"),
+        ("gateways: [{id: g, unit: u, cells: [dr5r]}]", "gateways.0.cells"),
+        ("gateways: [{id: g, unit: u, broadcast: maybe}]", "gateways.0.broadcast"),
+        ("camera_cells: [dr4e, dr4s, dr47]\ndispatch: [d]", "camera_cells"),
+        ("camera_cells: 'dr4e'\ndispatch: [d]", "camera_cells"),
     ],
 )
 def test_bad_fleet_files_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
@@ -775,6 +849,8 @@ FORBIDDEN_PUBLISH = [
     pytest.param(CAM, T.trigger("unit-12"), T.ack(GW7, CAM), id="cam-trigger"),
     pytest.param(CAM, T.activation("unit-12", "a1"), T.ack(GW, CAM), id="cam-activation"),
     pytest.param(DISPATCH, T.command_all(), T.trigger("unit-12"), id="dispatch-cmd-all"),
+    # Only gateways flagged `broadcast` may reach every camera at once.
+    pytest.param(GW7, T.command_all(), T.command_unit("unit-7"), id="gw-without-broadcast-cmd-all"),
     pytest.param(DISPATCH, T.command_unit("unit-12"), T.trigger("unit-12"), id="dispatch-cmd-unit"),
     pytest.param(DISPATCH, T.command_camera(CAM), T.cancel("unit-12"), id="dispatch-cmd-camera"),
     pytest.param(DISPATCH, T.ack(GW, CAM), T.trigger("unit-7"), id="dispatch-ack"),
@@ -916,7 +992,20 @@ FORBIDDEN_SUBSCRIBE = [
     ),
     pytest.param(
         CAM, f"{P}/#", (GW7, T.command_unit("unit-7")),
-        f"{P}/#", (GW7, T.command_all()), id="cam-everything-gets-only-its-own",
+        f"{P}/#", (GW, T.command_all()), id="cam-everything-gets-only-its-own",
+    ),
+    # Regions: a camera reads the cells of its own region only, even with a wildcard.
+    pytest.param(
+        CAM, T.command_cell(FAR_CELL), (GW, T.command_cell(FAR_CELL)),
+        T.command_cell(HOME_CELL), (GW, T.command_cell(HOME_CELL)), id="cam-far-cell",
+    ),
+    pytest.param(
+        CAM, T.command_cell("+"), (GW7, T.command_cell(NEAR_CELL)),
+        T.command_cell("+"), (GW, T.command_cell(HOME_CELL)), id="cam-cells-outside-its-region",
+    ),
+    pytest.param(
+        CAM7, T.command_cell("+"), (GW, T.command_cell(FAR_CELL)),
+        T.command_cell("+"), (GW, T.command_cell(NEAR_CELL)), id="cam-default-region",
     ),
     pytest.param(
         GW, T.acks_for(GW7), (CAM7, T.ack(GW7, CAM7)),
@@ -983,6 +1072,49 @@ async def test_forbidden_subscription_receives_nothing(
         assert await second.publish(shown[1], b"shown-" + t) == SUCCESS
         seen = await reader.until(shown[1], b"shown-" + t)
     assert (hidden[1], b"hidden-" + t) not in seen
+
+
+# --- a real broker: per-client limits ------------------------------------------------------------
+async def test_an_oversized_payload_is_dropped_at_the_broker(cert_broker: BrokerBundle) -> None:
+    """One byte over the limit: the broker drops it and relays nothing; the largest payload
+    allowed still goes through. (MQTT 3.1.1: the PUBACK says nothing. Under MQTT 5
+    mosquitto 2.0.11 answers PUBACK 0x95, a code paho 2.2 does not accept for a PUBACK:
+    it then closes its connection, found by experiment; docs/broker.md.)"""
+    t = tag().encode()
+    topic = T.command_unit("unit-12")
+    async with (
+        peer(cert_broker.url_for(DISPATCH)) as reader,
+        peer(cert_broker.url_for(GW), v5=False, timeout_s=30) as gateway,
+    ):
+        assert await reader.subscribe(topic) == 1
+        too_big = t + b"x" * (MESSAGE_SIZE_LIMIT + 1 - len(t))
+        assert await gateway.publish(topic, too_big) == SUCCESS  # acknowledged, dropped
+        largest = b"ok-" + t + b"y" * (MESSAGE_SIZE_LIMIT - len(t) - 3)
+        assert await gateway.publish(topic, largest) == SUCCESS
+        seen = await reader.until(topic, largest, timeout_s=30)
+    assert [len(payload) for _, payload in seen] == [MESSAGE_SIZE_LIMIT]
+
+
+async def test_a_stalled_readers_queue_is_bounded_in_bytes(cert_broker: BrokerBundle) -> None:
+    """A camera away (or not reading) while a gateway credential floods its topic with the
+    largest payloads, six of them (96 MiB): the broker holds what fits in MAX_QUEUED_BYTES
+    and drops the newest. (The count, MAX_QUEUED_MESSAGES, bounds small messages alike.)"""
+    session = f"t-{CAM}-{tag()}"
+    topic = T.command_camera(CAM)
+    flood = 6
+    async with peer(cert_broker.url_for(CAM), session=session) as camera:
+        assert await camera.subscribe(topic) == 1
+    async with peer(cert_broker.url_for(GW), v5=False, timeout_s=60) as gateway:
+        for i in range(flood):
+            payload = b"%d-" % i + b"z" * (MESSAGE_SIZE_LIMIT - 2)
+            assert await gateway.publish(topic, payload) == SUCCESS
+        async with peer(cert_broker.url_for(CAM), session=session, timeout_s=60) as camera:
+            marker = b"after-" + tag().encode()
+            assert await gateway.publish(topic, marker) == SUCCESS
+            seen = await camera.until(topic, marker, timeout_s=60)
+    got = [int(payload.split(b"-")[0]) for t_, payload in seen if payload != marker]
+    fits = -(-MAX_QUEUED_BYTES // MESSAGE_SIZE_LIMIT)  # the last one may cross the limit
+    assert got == list(range(fits)), got
 
 
 # --- the mesh itself, under the ACL -----------------------------------------------------------

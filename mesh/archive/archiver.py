@@ -33,9 +33,10 @@ from bridge.topics import Topics, shared
 from bridge.urls import BrokerUrl
 from mesh.archive import store
 from mesh.archive.db import Conn, connect, describe
-from mesh.archive.intake import Item, accept, archived_filters
+from mesh.archive.intake import Item, accept, archived_filters, check_ack
 from mesh.archive.migrate import migrate
 from mesh.archive.wire import LogSynced
+from mesh.trust import TrustStore
 
 T = TypeVar("T")
 DbAction = Callable[[Conn], Awaitable[T]]
@@ -61,6 +62,9 @@ class ArchiverSettings:
     queue_max: int = 100_000
     retry_initial_s: float = 0.1
     retry_max_s: float = 5.0
+    # The fleet's trust store: acks are then checked as their gateway checks them, and
+    # one that is unsigned or badly signed is kept among the conflicts, not as an ack.
+    trust: TrustStore | None = None
 
 
 class Archiver:
@@ -142,6 +146,7 @@ class Archiver:
         if item is None:
             self.counters["ignored.topic"] += 1
             return
+        item = check_ack(item, self.settings.trust, time.time_ns())
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -195,7 +200,19 @@ class Archiver:
     def _account(self, result: store.WriteResult) -> None:
         self.counters.update(result.counts)
         for conflict in result.conflicts:
-            self._log.error("log record differs from the archived copy", detail=conflict)
+            self._log.error("conflicting copy refused; the archived one is kept", detail=conflict)
+        not_kept = sum(v for k, v in result.counts.items() if k.startswith("conflict_not_kept."))
+        if not_kept:
+            before = (
+                sum(v for k, v in self.counters.items() if k.startswith("conflict_not_kept."))
+                - not_kept
+            )
+            # Past the cap per source and hour: counted, and logged at the first and every 1000th.
+            if before == 0 or before // 1000 != (before + not_kept) // 1000:
+                self._log.error(
+                    "conflicting copies refused and not kept (cap per source and hour reached)",
+                    total=before + not_kept,
+                )
         for progress in result.logs:
             # Published after every batch, advanced or not: a sender whose previous
             # announcement was lost is waiting for it.

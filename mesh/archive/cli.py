@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +26,9 @@ from mesh.cli_common import (
     topic_schema,
 )
 from mesh.cli_integrity import AllProblemsOpt, PubkeyOpt, exit_for, load_pubkey, show_report
+
+if TYPE_CHECKING:
+    from mesh.archive.store import StoredConflict
 
 ENV_DB = "TRIGGER_MESH_DB"
 # `archiver verify` exits as `audit verify` does (docs/audit.md).
@@ -80,6 +83,14 @@ def archiver(
     group: Annotated[
         str, typer.Option("--group", help="Shared subscription group of the archivers")
     ] = "archivers",
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust",
+            help="The fleet's trust store: acks must then be signed by their camera's key; "
+            "others are kept among the conflicts, not as acks",
+        ),
+    ] = None,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -94,11 +105,24 @@ def archiver(
     if not re.fullmatch(r"[A-Za-z0-9._-]+", group):
         fail(f"--group {group!r}: one topic level of A-Z a-z 0-9 . _ -")
     topics = topic_schema(prefix)
+    store = None
+    if trust is not None:
+        from mesh.config import ConfigError
+        from mesh.trust import TrustStore
+
+        if not trust.is_file():
+            fail(f"--trust {trust}: no such file")
+        try:
+            store = TrustStore.load(trust)
+        except ConfigError as exc:
+            fail(f"--trust: {exc}")
     configure_logs(log_format, log_level)
 
     async def serve() -> None:
         async with broker_for(client_broker(broker)) as (url, protocol):
-            settings = ArchiverSettings(dsn=dsn, archiver_id=name, topics=topics, group=group)
+            settings = ArchiverSettings(
+                dsn=dsn, archiver_id=name, topics=topics, group=group, trust=store
+            )
             await Archiver(settings, url=url, protocol=protocol).run()
 
     run_until_signal(serve())
@@ -155,24 +179,35 @@ def verify(
 
     from mesh.activation_log import LogRecord
     from mesh.archive.db import connect, describe
-    from mesh.archive.store import LogStatus, log_status, read_log
+    from mesh.archive.store import (
+        LogStatus,
+        StoredConflict,
+        conflicts_for,
+        log_status,
+        read_log,
+    )
     from mesh.log_chain import verify_chain
 
     dsn = _dsn(db)
     key = load_pubkey(pubkey)
+    Loaded = tuple[LogStatus | None, list[LogRecord], list[StoredConflict], int]
 
-    async def load() -> tuple[LogStatus | None, list[LogRecord]]:
+    async def load() -> Loaded:
         conn = await connect(dsn, name="trigger-mesh verify")
         try:
             status = await log_status(conn, log_id)
             if status is None:
-                return None, []
-            return status, await read_log(conn, log_id, through_seq=status.synced_seq)
+                return None, [], [], 0
+            records = await read_log(conn, log_id, through_seq=status.synced_seq)
+            found, total = await conflicts_for(
+                conn, unit_id=status.unit_id, gateway_id=status.gateway_id, log_id=log_id
+            )
+            return status, records, found, total
         finally:
             await conn.close()
 
     try:
-        status, records = asyncio.run(load())
+        status, records, conflicts, conflict_total = asyncio.run(load())
     except psycopg.Error as exc:
         fail(f"archive database {describe(dsn)}: {str(exc).strip()}")
     if status is None:
@@ -186,7 +221,31 @@ def verify(
         + (f"; {beyond} record(s) above the watermark not checked (in flight)" if beyond else ""),
         highlight=False,
     )
+    _show_conflicts(conflicts, conflict_total)
     exit_for(report)
+
+
+def _show_conflicts(conflicts: list[StoredConflict], total: int) -> None:
+    """Refused copies are not part of the chain (the archived copy stands); they are
+    listed so that an auditor sees who tried to overwrite what."""
+    from rich.markup import escape
+
+    out = console()
+    if not total:
+        out.print("no conflicting copies were refused for this gateway, unit or log")
+        return
+    out.print(
+        f"[bold yellow]{total} conflicting cop{'y' if total == 1 else 'ies'} refused[/] "
+        "for this gateway, unit or log (the archived records stand):"
+    )
+    for c in conflicts:
+        times = f" (x{c.copies})" if c.copies > 1 else ""
+        out.print(
+            escape(f"  {c.first_at} {c.kind} {c.subject} [{c.code}]{times}: {c.detail}"),
+            highlight=False,
+        )
+    if total > len(conflicts):
+        out.print(f"  … and {total - len(conflicts)} more (table conflicts)", highlight=False)
 
 
 def log_sync(

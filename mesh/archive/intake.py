@@ -3,7 +3,7 @@ a PayloadError naming why not. No I/O here; the archiver counts and logs the rej
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge.codec import PayloadError, decode
 from bridge.topics import TopicKind, Topics
@@ -18,6 +18,7 @@ from mesh.models import (
     TriggerEvent,
     TriggerReceipt,
 )
+from mesh.trust import KeyRole, Rejection, TrustStore
 
 # Triggers, receipts, acks and escalations are small; anything near this is a bug or worse.
 MAX_SMALL_PAYLOAD = 64 * 1024
@@ -36,6 +37,10 @@ class Item:
     model: ArchivedModel
     args: tuple[str, ...]
     raw: str
+    # Acks under a trust store (``check_ack``): True, the signature is valid; a refusal,
+    # stored among the conflicts and never as an ack. None: not checked.
+    verified: bool | None = None
+    refusal: Rejection | None = None
 
 
 # What the archiver subscribes to, and nothing else.
@@ -94,6 +99,18 @@ def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
     except UnicodeDecodeError as exc:  # the JSON parser took it, PostgreSQL would not
         raise PayloadError("not_utf8", f"payload is not UTF-8 ({exc.reason})") from None
     return Item(parsed.kind, model, args, raw)
+
+
+def check_ack(item: Item, trust: TrustStore | None, now_ns: int) -> Item:
+    """An ack checked as its gateway checks it: signed by a valid key of the camera it
+    speaks for. Without a trust store nothing is checked (``verified`` stays None); with
+    one, an unsigned or badly signed ack carries its refusal. Other items pass as they are."""
+    if trust is None or not isinstance(item.model, CameraAck):
+        return item
+    problem = trust.check(item.model, [(KeyRole.CAMERA, item.model.camera_id)], now_ns=now_ns)
+    if problem is not None:
+        return replace(item, verified=False, refusal=problem)
+    return replace(item, verified=True)
 
 
 def _same(code: str, what: str, got: str, level: str, expected: str) -> None:

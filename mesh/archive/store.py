@@ -8,6 +8,7 @@ receiving the same message, can never store anything twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,12 @@ from mesh.models import ActivationRecord, CameraAck, Escalation, TriggerEvent, T
 
 # Small messages are written together, in one transaction, up to this many.
 GROUP_MAX = 200
+# Conflicts kept per source (an activation, the camera an ack speaks for, a log) in the
+# last hour: distinct refused copies past this are counted and logged, not stored, so the
+# table grows at most this fast whatever a credential sends; repeats of a stored copy only
+# raise its ``copies``. What is kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
+CONFLICTS_PER_SOURCE_HOUR = 100
+CONFLICT_PAYLOAD_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,9 @@ class WriteResult:
     # "stored.trigger", "duplicate.ack", "replaced.activation", "superseded.activation" …
     counts: Counter[str] = field(default_factory=Counter)
     logs: list[LogProgress] = field(default_factory=list)
-    # Records the archive already holds with another hash: a forked or forged log.
+    # Copies refused because they conflict with what the archive holds (another gateway's
+    # version of an activation, an ack the trust store refuses, a log record with another
+    # hash), each described for the log; they are also in the conflicts table.
     conflicts: list[str] = field(default_factory=list)
 
 
@@ -51,7 +60,7 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
     if small:
         async with conn.transaction():
             for item in small:
-                outcome = await _write_one(conn, item, archived_by)
+                outcome = await _write_one(conn, item, archived_by, result)
                 result.counts[f"{outcome}.{item.kind.value}"] += 1
     for item in items:
         if isinstance(item.model, LogBatch):
@@ -66,7 +75,66 @@ def _lock_order(item: Item) -> tuple[str, str]:
     return item.kind.value, str(key)
 
 
-async def _write_one(conn: Conn, item: Item, by: str) -> str:
+@dataclass(frozen=True)
+class Conflict:
+    """A copy refused because it conflicts with what the archive holds."""
+
+    kind: str  # activation, ack, log_record
+    subject: str
+    source: str  # what the cap counts against (see CONFLICTS_PER_SOURCE_HOUR)
+    code: str
+    detail: str
+    unit_id: str | None
+    issuer: str | None
+    payload: str
+
+
+async def _report(conn: Conn, conflict: Conflict, by: str, result: WriteResult) -> str:
+    """Keep a refused copy in ``conflicts`` (bounded per source and hour); a new one is also
+    described in ``result.conflicts`` (for the log: a repeat only raises ``copies``).
+    Returns "conflict", or "refused" for an ack the trust store refused."""
+    raw = conflict.payload.encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    outcome = "refused" if conflict.kind == "ack" else "conflict"
+    cur = await conn.execute(
+        "UPDATE conflicts SET copies = copies + 1, last_at = now()"
+        " WHERE kind = %s AND subject = %s AND digest = %s",
+        (conflict.kind, conflict.subject, digest),
+    )
+    if cur.rowcount:
+        return outcome
+    cur = await conn.execute(
+        "INSERT INTO conflicts (kind, subject, source, code, detail, unit_id, issuer, digest,"
+        " size, payload, archived_by) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+        " WHERE (SELECT count(*) FROM conflicts WHERE kind = %s AND source = %s"
+        " AND first_at > now() - interval '1 hour') < %s"
+        " ON CONFLICT (kind, subject, digest) DO UPDATE SET copies = conflicts.copies + 1,"
+        " last_at = now()",
+        (
+            conflict.kind,
+            conflict.subject,
+            conflict.source,
+            conflict.code,
+            conflict.detail,
+            conflict.unit_id,
+            conflict.issuer,
+            digest,
+            len(raw),
+            raw[:CONFLICT_PAYLOAD_MAX].decode(errors="ignore"),
+            by,
+            conflict.kind,
+            conflict.source,
+            CONFLICTS_PER_SOURCE_HOUR,
+        ),
+    )
+    if cur.rowcount:
+        result.conflicts.append(f"{conflict.kind} {conflict.subject}: {conflict.detail}")
+    else:
+        result.counts[f"conflict_not_kept.{conflict.kind}"] += 1
+    return outcome
+
+
+async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> str:
     model = item.model
     if isinstance(model, TriggerEvent):
         cur = await conn.execute(
@@ -101,10 +169,27 @@ async def _write_one(conn: Conn, item: Item, by: str) -> str:
             ),
         )
     elif isinstance(model, CameraAck):
+        if item.refusal is not None:
+            return await _report(
+                conn,
+                Conflict(
+                    kind="ack",
+                    subject=f"{model.activation_id}/{model.camera_id}/{model.attempt}",
+                    source=model.camera_id,
+                    code=item.refusal.code,
+                    detail=f"{model.status.value} ack from {model.camera_id} to {item.args[0]} "
+                    f"refused: {item.refusal.reason}",
+                    unit_id=model.unit_id,
+                    issuer=item.args[0],
+                    payload=item.raw,
+                ),
+                by,
+                result,
+            )
         cur = await conn.execute(
             "INSERT INTO acks (activation_id, camera_id, attempt, received_at_ns, issuer,"
-            " unit_id, status, reason, payload, archived_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            " unit_id, status, reason, payload, archived_by, verified, signer)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (
                 model.activation_id,
                 model.camera_id,
@@ -116,6 +201,8 @@ async def _write_one(conn: Conn, item: Item, by: str) -> str:
                 model.reason,
                 item.raw,
                 by,
+                item.verified,
+                model.sig.key_id if model.sig is not None else None,
             ),
         )
     elif isinstance(model, Escalation):
@@ -136,13 +223,18 @@ async def _write_one(conn: Conn, item: Item, by: str) -> str:
             ),
         )
     elif isinstance(model, ActivationRecord):
-        return await _write_activation(conn, model, item.raw, by)
+        return await _write_activation(conn, model, item.raw, by, result)
     else:
         raise TypeError(f"not a small archived message: {type(model).__name__}")
     return "stored" if cur.rowcount else "duplicate"
 
 
-async def _write_activation(conn: Conn, record: ActivationRecord, raw: str, by: str) -> str:
+async def _write_activation(
+    conn: Conn, record: ActivationRecord, raw: str, by: str, result: WriteResult
+) -> str:
+    """The first copy of an activation binds its row to its issuer, unit and trigger: a
+    later version replaces it only from the same three and only if it ranks higher. A copy
+    from anyone else is refused and reported, never merged."""
     stage, answered = activation_rank(record)
     cur = await conn.execute(
         "INSERT INTO activations (activation_id, issuer, unit_id, kind, trigger_event_id,"
@@ -152,8 +244,10 @@ async def _write_activation(conn: Conn, record: ActivationRecord, raw: str, by: 
         " finished_at_ns = EXCLUDED.finished_at_ns, rank_stage = EXCLUDED.rank_stage,"
         " rank_answered = EXCLUDED.rank_answered, payload = EXCLUDED.payload,"
         " archived_by = EXCLUDED.archived_by, archived_at = now()"
+        " WHERE (activations.issuer, activations.unit_id, activations.trigger_event_id)"
+        " = (EXCLUDED.issuer, EXCLUDED.unit_id, EXCLUDED.trigger_event_id)"
         # Only a later version replaces the stored one (a redelivery is equal: kept).
-        " WHERE (activations.rank_stage, activations.rank_answered)"
+        " AND (activations.rank_stage, activations.rank_answered)"
         " < (EXCLUDED.rank_stage, EXCLUDED.rank_answered)"
         " RETURNING (xmax = 0)",
         (
@@ -172,9 +266,46 @@ async def _write_activation(conn: Conn, record: ActivationRecord, raw: str, by: 
         ),
     )
     row = await cur.fetchone()
-    if row is None:
+    if row is not None:
+        return "stored" if row[0] else "replaced"
+    cur = await conn.execute(
+        "SELECT issuer, unit_id, trigger_event_id FROM activations WHERE activation_id = %s",
+        (record.activation_id,),
+    )
+    held = await cur.fetchone()
+    assert held is not None  # the insert met this row (rows are never deleted)
+    code = binding_conflict(
+        (str(held[0]), str(held[1]), str(held[2])),
+        (record.issuer, record.unit_id, record.trigger.event_id),
+    )
+    if code is None:
         return "superseded"  # the archive already holds this version or a later one
-    return "stored" if row[0] else "replaced"
+    return await _report(
+        conn,
+        Conflict(
+            kind="activation",
+            subject=record.activation_id,
+            source=record.activation_id,
+            code=code,
+            detail=f"{record.state.value} version from {record.issuer} of unit "
+            f"{record.unit_id} (trigger {record.trigger.event_id}); the archive holds the "
+            f"activation of {held[0]} of unit {held[1]} (trigger {held[2]})",
+            unit_id=str(held[1]),
+            issuer=str(held[0]),
+            payload=raw,
+        ),
+        by,
+        result,
+    )
+
+
+def binding_conflict(held: tuple[str, str, str], got: tuple[str, str, str]) -> str | None:
+    """Why a copy of an activation (issuer, unit, trigger event) cannot be a version of
+    the one held; None if it can."""
+    for name, a, b in zip(("other_issuer", "other_unit", "other_trigger"), held, got, strict=True):
+        if a != b:
+            return name
+    return None
 
 
 # --- edge logs ------------------------------------------------------------------------------
@@ -252,12 +383,20 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
             for record in untouched:
                 if held.get(record.seq) == record.hash:
                     result.counts["duplicate.log_record"] += 1
-                else:
-                    result.counts["conflict.log_record"] += 1
-                    result.conflicts.append(
-                        f"log {batch.log_id} record {record.seq}: the archive holds hash "
-                        f"{held.get(record.seq)}, the edge sent {record.hash}"
-                    )
+                    continue
+                result.counts["conflict.log_record"] += 1
+                conflict = Conflict(
+                    kind="log_record",
+                    subject=f"{batch.log_id}:{record.seq}",
+                    source=batch.log_id,
+                    code="differs",
+                    detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
+                    f"{held.get(record.seq)}, the edge sent {record.hash}",
+                    unit_id=batch.unit_id,
+                    issuer=batch.gateway_id,
+                    payload=record.model_dump_json(),
+                )
+                await _report(conn, conflict, by, result)
         cur = await conn.execute(_WATERMARK, (before, batch.log_id))
         row = await cur.fetchone()
         after = int(row[0]) if row is not None and row[0] is not None else before
@@ -313,3 +452,38 @@ async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -
         )
         for seq, at_ns, kind, activation_id, body, prev_hash, hash_ in await cur.fetchall()
     ]
+
+
+@dataclass(frozen=True)
+class StoredConflict:
+    kind: str
+    subject: str
+    code: str
+    detail: str
+    copies: int
+    first_at: str
+
+
+async def conflicts_for(
+    conn: Conn, *, unit_id: str | None, gateway_id: str | None, log_id: str, limit: int = 1000
+) -> tuple[list[StoredConflict], int]:
+    """The refused copies that concern one edge log's gateway or unit, or its records,
+    oldest first (at most ``limit``), and how many there are in all."""
+    where = (
+        " FROM conflicts WHERE unit_id = %s OR issuer = %s"
+        " OR (kind = 'log_record' AND subject LIKE %s)"
+    )
+    pattern = log_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+    params = (unit_id, gateway_id, pattern)
+    cur = await conn.execute(f"SELECT count(*){where}", params)
+    row = await cur.fetchone()
+    total = int(row[0]) if row is not None else 0
+    cur = await conn.execute(
+        f"SELECT kind, subject, code, detail, copies, first_at{where} ORDER BY id LIMIT %s",
+        (*params, limit),
+    )
+    found = [
+        StoredConflict(kind, subject, code, detail, int(copies), first_at.isoformat())
+        for kind, subject, code, detail, copies, first_at in await cur.fetchall()
+    ]
+    return found, total

@@ -159,6 +159,11 @@ class _Removed:
     by_seq: int  # the retention record
     cutoff_ns: int | None  # its pass removed records older than this
 
+    @property
+    def possible(self) -> bool:
+        """A pass removes records before its own, never the head (the one just before)."""
+        return 0 < self.first <= self.last < self.by_seq - 1
+
 
 def verify_chain(
     records: Iterable[ChainedRecord],
@@ -313,7 +318,8 @@ class _Verifier:
             signed[i] = ok
             if ok and row.seq in self.retention_signed:
                 for run in _runs_of(row):
-                    trusted.setdefault((run.first, run.last), run)
+                    if run.possible:
+                        trusted.setdefault((run.first, run.last), run)
             expect = row.prev_hash if ok else None
             if i in gaps:
                 expect = self.cross_gap(i, gaps[i], trusted if ok else None)
@@ -330,7 +336,7 @@ class _Verifier:
         row = self.rows[index]
         before = self.rows[index - 1] if index > 0 else None
         run = (trusted if trusted is not None else self.named).get(gap)
-        if run is None:
+        if run is None or not run.possible:
             self.problem(row.seq, Problem.MISSING, self.missing_detail(gap, trusted))
             return None
         if row.prev_hash != run.last_hash:
@@ -361,6 +367,11 @@ class _Verifier:
     ) -> str:
         what = f"{_span(gap)} before it are missing"
         named = self.named.get(gap)
+        if named is not None and not named.possible:
+            return (
+                f"{what}: retention record {named.by_seq} names them, but a pass only "
+                "removes records from before its own (and never the one just before it)"
+            )
         if named is not None and trusted is not None:
             return (
                 f"{what}: retention record {named.by_seq} names them, but no retention "
@@ -455,9 +466,8 @@ def _span(gap: tuple[int, int]) -> str:
 
 
 def _runs_of(row: ChainedRecord) -> list[_Removed]:
-    """The runs a retention record names. A run reaching the record just before the
-    retention record is none a pass makes (it never removes the head), and an unreadable
-    one is skipped (the record's own hash check reports a damaged record)."""
+    """The runs a retention record names; an unreadable one is skipped (the record's own
+    hash check reports a damaged record)."""
     if row.kind != RETENTION_KIND:
         return []
     try:
@@ -486,7 +496,7 @@ def _runs_of(row: ChainedRecord) -> list[_Removed]:
             )
         except (ValueError, TypeError):
             continue
-    return [run for run in runs if 0 < run.first <= run.last < row.seq - 1]
+    return runs
 
 
 def _holds(bodies: Iterable[str]) -> dict[Hold, int]:

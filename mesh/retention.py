@@ -125,6 +125,11 @@ def plan_removal(
     runs: list[Run] = [_run(run) for run in earlier_runs]
     current: list[int | str] | None = None  # [first, last, last_hash, before_hash], open run
     for row in rows:
+        if current is not None and row.seq != int(current[1]) + 1:
+            # A hole in seq: records deleted behind the log's back (a held one, say). A
+            # run never spans one, so the hole stays missing rather than signed for.
+            runs.append(_run(current))
+            current = None
         expired = row.at_ns < cutoff_ns
         kept = expired and is_held(holds, row.seq, row.activation_id, row.at_ns)
         held += kept

@@ -121,8 +121,9 @@ def note(i: int) -> ResumedEntry:
     return ResumedEntry(reason=f"record {i}", acks_recovered=i)
 
 
-async def write_signed_log(path: Path, key: Path) -> int:
-    """The log described at the top, as the gateway writes it; returns its `now`."""
+async def write_signed_log(path: Path, key: Path) -> tuple[int, int]:
+    """The log described at the top, as the gateway writes it; returns its `now` and the
+    seq of the ack (16: the records after it are numbered from it)."""
     now = time.time_ns()
     log = ActivationLog(path, signer=CheckpointSigner.from_file(key), checkpoint_interval_s=3600)
     try:
@@ -159,13 +160,17 @@ async def write_signed_log(path: Path, key: Path) -> int:
     finally:
         log.close()  # the shutdown checkpoint
     kinds = [(r.seq, r.kind) for r in read_records(path)]
-    assert kinds == [
+    ack = next(seq for seq, kind in kinds if kind == "ack")
+    assert kinds[:6] == [
         (4, "resumed"), (5, "checkpoint"), (8, "resumed"), (10, "checkpoint"), (13, "hold"),
-        (14, "retention"), (15, "checkpoint"), (16, "ack"), (17, "finished"),
-        (18, "escalated"), (19, "escalated"), (20, "checkpoint"), (21, "resumed"),
-        (22, "resumed"), (23, "checkpoint"),
+        (14, "retention"),
     ]  # fmt: skip
-    return now
+    assert kinds[-8:] == [
+        (ack, "ack"), (ack + 1, "finished"), (ack + 2, "escalated"), (ack + 3, "escalated"),
+        (ack + 4, "checkpoint"), (ack + 5, "resumed"), (ack + 6, "resumed"),
+        (ack + 7, "checkpoint"),
+    ]  # fmt: skip
+    return now, ack
 
 
 # --- the insider's tools: sqlite3 and the project's own hash function -----------------------
@@ -197,9 +202,11 @@ def rewrite(path: Path, *, delete: Iterable[int] = (), insert: Iterable[Row] = (
 
 
 def retention_body(runs: list[list[object]], genuine: str) -> str:
-    """A retention record that looks like the genuine one, with extra runs."""
+    """A retention record that looks like the genuine one, with extra runs (in the
+    genuine record's format: the insider copies whatever the verifier reads)."""
     body = json.loads(genuine)
-    body["removed"] = body["removed"] + runs
+    fields = len(body["removed"][0])
+    body["removed"] = body["removed"] + [run[:fields] for run in runs]
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -213,8 +220,8 @@ def cli(*args: str | Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def first(report: ChainReport) -> tuple[int, Problem]:
-    return report.problems[0].seq, report.problems[0].problem
+def first(report: ChainReport) -> tuple[int, Problem] | None:
+    return (report.problems[0].seq, report.problems[0].problem) if report.problems else None
 
 
 # --- the honest log --------------------------------------------------------------------------
@@ -222,11 +229,11 @@ async def test_the_signed_log_with_retention_and_a_hold_verifies(
     tmp_path: Path, keys: Keys
 ) -> None:
     log = tmp_path / "a.db"
-    await write_signed_log(log, keys[0])
+    _, a = await write_signed_log(log, keys[0])
     report = verify(log, keys[1])
     assert report.ok, report.summary()
     assert report.removed_runs == 4
-    assert report.signed_through == 23
+    assert report.signed_through == a + 7
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
     assert code == 0, out
     assert "intact, every record signed" in out
@@ -245,40 +252,40 @@ async def test_an_unsigned_retention_record_inside_the_gap_is_missing(
     """The issue's attack: signed records 17-20 deleted, a retention record put at 17
     naming 18-20; only record 17 is hashed anew, every later link still holds."""
     log = tmp_path / "a.db"
-    await write_signed_log(log, keys[0])
+    _, a = await write_signed_log(log, keys[0])
     chain = rows_of(log)
-    body = retention_body([[18, 20, chain[20][6], ""]], chain[14][4])
-    fake = forged(17, chain[16][6], "retention", None, body, chain[17][1])
-    rewrite(log, delete=range(17, 21), insert=[fake])
-    report = verify(log, keys[1])
-    assert first(report) == (21, Problem.MISSING), report.summary()
-    assert "records 18-20 before it are missing" in report.problems[0].detail
-    assert "retention record 17 names them" in report.problems[0].detail
+    body = retention_body([[a + 2, a + 4, chain[a + 4][6], ""]], chain[14][4])
+    fake = forged(a + 1, chain[a][6], "retention", None, body, chain[a + 1][1])
+    rewrite(log, delete=range(a + 1, a + 5), insert=[fake])
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
     assert code == 1, out
-    assert "record 21: missing: records 18-20" in out
+    report = verify(log, keys[1])
+    assert first(report) == (a + 5, Problem.MISSING), report.summary()
+    assert f"records {a + 2}-{a + 4} before it are missing" in report.problems[0].detail
+    assert f"retention record {a + 1} names them" in report.problems[0].detail
+    assert f"record {a + 5}: missing: records {a + 2}-{a + 4}" in out
 
 
 async def test_a_rewritten_activation_fails_verify_and_replay(tmp_path: Path, keys: Keys) -> None:
     """The same trick rewrites a finished activation: c2 `missed` turned `started`, state
     `confirmed`, its escalations and the checkpoint after them dropped."""
     log = tmp_path / "a.db"
-    now = await write_signed_log(log, keys[0])
+    now, a = await write_signed_log(log, keys[0])
     chain = rows_of(log)
     t = now - 3600 * S
     record = finished_record(t, c2=OutcomeStatus.STARTED, state=ActivationState.CONFIRMED)
     lie = FinishedEntry(record=record).model_dump_json()
-    fake_finished = forged(17, chain[16][6], "finished", "a-7", lie, chain[17][1])
-    body = retention_body([[19, 20, chain[20][6], ""]], chain[14][4])
-    fake_retention = forged(18, fake_finished[6], "retention", None, body, chain[18][1])
-    rewrite(log, delete=range(17, 21), insert=[fake_finished, fake_retention])
-    assert '"state":"confirmed"' in rows_of(log)[17][4]
+    fake_finished = forged(a + 1, chain[a][6], "finished", "a-7", lie, chain[a + 1][1])
+    body = retention_body([[a + 3, a + 4, chain[a + 4][6], ""]], chain[14][4])
+    fake_retention = forged(a + 2, fake_finished[6], "retention", None, body, chain[a + 2][1])
+    rewrite(log, delete=range(a + 1, a + 5), insert=[fake_finished, fake_retention])
+    assert '"state":"confirmed"' in rows_of(log)[a + 1][4]
 
-    report = verify(log, keys[1])
-    assert first(report) == (21, Problem.MISSING), report.summary()
-    assert "records 19-20 before it are missing" in report.problems[0].detail
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
     assert code == 1, out
+    report = verify(log, keys[1])
+    assert first(report) == (a + 5, Problem.MISSING), report.summary()
+    assert f"records {a + 3}-{a + 4} before it are missing" in report.problems[0].detail
     # The replay re-decides nothing here (no trigger in the log), but it no longer passes
     # a log whose chain does not verify.
     code, out = cli("audit", "replay", log, "--pubkey", keys[1])
@@ -294,41 +301,41 @@ async def test_a_retention_record_appended_after_the_last_checkpoint_is_not_enou
     side) appended after the shutdown checkpoint. Then the gateway starts again and its
     periodic checkpoint signs the head, the forged record with it."""
     log = tmp_path / "a.db"
-    now = await write_signed_log(log, keys[0])
+    now, a = await write_signed_log(log, keys[0])
     chain = rows_of(log)
-    body = retention_body([[17, 19, chain[19][6], chain[16][6]]], chain[14][4])
-    fake = forged(24, chain[23][6], "retention", None, body, now)
-    rewrite(log, delete=range(17, 20), insert=[fake])
-    report = verify(log, keys[1])
-    assert first(report) == (20, Problem.MISSING), report.summary()
+    body = retention_body([[a + 1, a + 3, chain[a + 3][6], chain[a][6]]], chain[14][4])
+    fake = forged(a + 8, chain[a + 7][6], "retention", None, body, now)
+    rewrite(log, delete=range(a + 1, a + 4), insert=[fake])
     assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
+    report = verify(log, keys[1])
+    assert first(report) == (a + 4, Problem.MISSING), report.summary()
 
     gateway = ActivationLog(log, signer=CheckpointSigner.from_file(keys[0]))
-    assert await gateway.checkpoint("periodic") == 25
+    assert await gateway.checkpoint("periodic") == a + 9
     gateway.close()
-    report = verify(log, keys[1])
-    assert first(report) == (20, Problem.MISSING), report.summary()
-    assert "no retention checkpoint right after it signs it" in report.problems[0].detail
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
     assert code == 1, out
+    report = verify(log, keys[1])
+    assert first(report) == (a + 4, Problem.MISSING), report.summary()
+    assert "no retention checkpoint right after it signs it" in report.problems[0].detail
 
 
 async def test_a_retention_checkpoint_by_another_key_is_refused(tmp_path: Path, keys: Keys) -> None:
     """As above, with the forged retention record signed by a retention checkpoint made
     with the insider's own key."""
     log = tmp_path / "a.db"
-    now = await write_signed_log(log, keys[0])
+    now, a = await write_signed_log(log, keys[0])
     chain = rows_of(log)
-    body = retention_body([[17, 19, chain[19][6], chain[16][6]]], chain[14][4])
-    fake = forged(24, chain[23][6], "retention", None, body, now)
+    body = retention_body([[a + 1, a + 3, chain[a + 3][6], chain[a][6]]], chain[14][4])
+    fake = forged(a + 8, chain[a + 7][6], "retention", None, body, now)
     mallory = CheckpointSigner.from_file(new_gateway_key(tmp_path / "m", "mallory").private)
-    signed = mallory.body(log_id_of(log), 24, fake[6], "retention", retention=True)
-    seal = forged(25, fake[6], "checkpoint", None, json.dumps(signed), now)
-    rewrite(log, delete=range(17, 20), insert=[fake, seal])
+    signed = mallory.body(log_id_of(log), a + 8, fake[6], "retention", retention=True)
+    seal = forged(a + 9, fake[6], "checkpoint", None, json.dumps(signed), now)
+    rewrite(log, delete=range(a + 1, a + 4), insert=[fake, seal])
     report = verify(log, keys[1])
     assert [(p.seq, p.problem) for p in report.problems] == [
-        (20, Problem.MISSING),
-        (25, Problem.WRONG_KEY),
+        (a + 4, Problem.MISSING),
+        (a + 9, Problem.WRONG_KEY),
     ]
     assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
     # Unpinned, the log is consistent with the keys it names: only --pubkey says whose.
@@ -389,7 +396,7 @@ async def test_a_log_rewritten_from_genesis_without_checkpoints_is_tampered(
     for seq, (_, at_ns, kind, activation, body, _, _) in enumerate(kept, 1):
         rebuilt.append(forged(seq, prev, kind, activation, body, at_ns))
         prev = rebuilt[-1][6]
-    rewrite(log, delete=range(1, 24), insert=rebuilt)
+    rewrite(log, delete=range(1, 100), insert=rebuilt)
     report = verify(log, keys[1])
     assert [(p.seq, p.problem) for p in report.problems] == [(1, Problem.NO_CHECKPOINT)]
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
@@ -408,11 +415,11 @@ async def test_an_honest_unsigned_tail_is_still_exit_3(tmp_path: Path, keys: Key
     """The gateway SIGKILLed before its next checkpoint: the records after the last one are
     unsigned, the rest verifies."""
     log = tmp_path / "a.db"
-    await write_signed_log(log, keys[0])
-    rewrite(log, delete=[23])
+    _, a = await write_signed_log(log, keys[0])
+    rewrite(log, delete=[a + 7])
     report = verify(log, keys[1])
-    assert [(p.seq, p.problem) for p in report.problems] == [(21, Problem.UNSIGNED_TAIL)]
-    assert report.signed_through == 20
+    assert [(p.seq, p.problem) for p in report.problems] == [(a + 5, Problem.UNSIGNED_TAIL)]
+    assert report.signed_through == a + 4
     assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 3
 
 
@@ -477,3 +484,52 @@ def test_a_signed_pass_whose_cutoff_disagrees_with_what_it_kept_is_found(tmp_pat
     kept = [LogRecord(*r) for r in rows if r[0] != 3]
     report = verify_chain(kept, log_id="log-1")
     assert [(p.seq, p.problem) for p in report.problems] == [(2, Problem.RETENTION_MISMATCH)]
+
+
+def test_a_later_pass_does_not_launder_a_deleted_held_record(tmp_path: Path, keys: Keys) -> None:
+    """A held record among expired ones is deleted by hand before the gateway's next pass:
+    the pass must not name a run across the hole (its signature would vouch for it)."""
+    path = tmp_path / "a.db"
+    now = time.time_ns()
+
+    async def write() -> None:
+        log = ActivationLog(path, signer=CheckpointSigner.from_file(keys[0]))
+        try:
+            for i in range(5):  # 2-6: 40 days old; 4 is "held"'s
+                activation = "held" if i == 2 else None
+                await log.append_durable(
+                    RecordKind.RESUMED, activation, note(i), now - 40 * NS_PER_DAY
+                )
+            await log.checkpoint()
+        finally:
+            log.close()
+
+    async def prune() -> None:
+        log = ActivationLog(path, signer=CheckpointSigner.from_file(keys[0]))
+        try:
+            assert (await log.prune(RetentionPass(30, now)))["removed"] == 4
+        finally:
+            log.close()
+
+    asyncio.run(write())
+    hold = hold_body(
+        activation_id="held", from_ns=None, to_ns=None, reason="case 9", by="t", release=False
+    )
+    asyncio.run(_append_hold(path, keys[0], hold))
+    assert verify(path, keys[1]).ok
+    held = next(r.seq for r in read_records(path) if r.activation_id == "held" and r.kind != "hold")
+    rewrite(path, delete=[held])
+    asyncio.run(prune())
+    report = verify(path, keys[1])
+    assert first(report) == (held + 3, Problem.MISSING), report.summary()
+    assert f"retention removed 1-{held - 1}, {held + 1}-{held + 2} there" in str(report.problems[0])
+    assert cli("audit", "verify", path, "--pubkey", keys[1])[0] == 1
+
+
+async def _append_hold(path: Path, key: Path, body: str) -> None:
+    log = ActivationLog(path, signer=CheckpointSigner.from_file(key))
+    try:
+        await log.append_durable(RecordKind.HOLD, "held", body, time.time_ns())
+        await log.checkpoint("hold")
+    finally:
+        log.close()

@@ -98,6 +98,12 @@ class Problem(StrEnum):
     RETENTION_MISMATCH = "retention_mismatch"  # a kept record retention should have removed
     NO_CHECKPOINT = "no_checkpoint"  # a pinned key, and no checkpoint signed by it
     UNSIGNED_TAIL = "unsigned_tail"  # records after the last good checkpoint
+    # A central copy: records the edge removed later, whose checkpoint the copy never got.
+    UNVOUCHED = "unvouched"
+
+
+# Neither is tampering: what an orderly shutdown (or an archive synced in time) prevents.
+_NOT_TAMPERING = frozenset({Problem.UNSIGNED_TAIL, Problem.UNVOUCHED})
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,9 @@ class ChainReport:
 
     @property
     def tampered(self) -> bool:
-        """A problem other than an unsigned tail (which an orderly shutdown prevents)."""
-        return any(p.problem is not Problem.UNSIGNED_TAIL for p in self.problems)
+        """A problem other than an unsigned tail (which an orderly shutdown prevents) or,
+        in a central copy, records whose checkpoint the copy never got."""
+        return any(p.problem not in _NOT_TAMPERING for p in self.problems)
 
     def summary(self) -> str:
         if self.records == 0:
@@ -171,6 +178,7 @@ def verify_chain(
     log_id: str,
     public_key: Ed25519PublicKey | None = None,
     max_problems: int = 100,
+    central_copy: bool = False,
 ) -> ChainReport:
     """Check every link, every record's hash and every checkpoint, and which records a
     valid checkpoint vouches for.
@@ -183,8 +191,15 @@ def verify_chain(
     the gateway's key, and a log with no checkpoint signed by it is then a problem of its
     own. Without it checkpoints are checked against the key each names, which proves the
     log is consistent, not who wrote it.
+
+    ``central_copy``: the records are an archive's copy, which keeps what the edge removed
+    after sending it. A gap there may be the end of a removed run (what expired before it
+    was sent); the records kept before it are then not vouched for (``unvouched``) unless
+    a checkpoint among them is.
     """
-    return _Verifier(list(records), log_id, public_key, max_problems).run()
+    verifier = _Verifier(list(records), log_id, public_key, max_problems)
+    verifier.central_copy = central_copy
+    return verifier.run()
 
 
 class _Verifier:
@@ -211,6 +226,8 @@ class _Verifier:
         self.hold_rows = [(r.seq, r.body) for r in rows if r.kind == HOLD_KIND]
         self.holds_at: dict[int, dict[Hold, int]] = {}
         self.retention_signed: set[int] = set()  # seqs a valid retention checkpoint signs
+        self.central_copy = False
+        self.partly_removed: dict[int, _Removed] = {}  # index before such a gap -> its run
 
     def problem(self, seq: int, kind: Problem, detail: str) -> None:
         if len(self.found) < self.max_problems:
@@ -257,16 +274,13 @@ class _Verifier:
             )
         prefix = next((i for i, ok in enumerate(signed) if not ok), len(rows))
         report.signed_through = rows[prefix - 1].seq if prefix else None
-        if not self.found and any(signed[prefix:]):
-            # Not reached by any tampering found so far; kept so that such a log can never
-            # pass as an honest unsigned tail.
-            self.problem(
-                rows[prefix].seq,
-                Problem.BROKEN_LINK,
-                "no checkpoint vouches for it, though one vouches for records after it",
-            )
-        if not self.found and prefix < len(rows):
-            tail = rows[prefix:]
+        tail_from = len(rows)
+        while tail_from > 0 and not signed[tail_from - 1]:
+            tail_from -= 1
+        if not self.found:
+            self.unvouched_stretches(signed, tail_from)
+        if not self.found and tail_from < len(rows):
+            tail = rows[tail_from:]
             self.problem(
                 tail[0].seq,
                 Problem.UNSIGNED_TAIL,
@@ -275,6 +289,37 @@ class _Verifier:
             )
         report.problems = sorted(self.found, key=lambda p: p.seq)
         return report
+
+    def unvouched_stretches(self, signed: list[bool], tail_from: int) -> None:
+        """Records no checkpoint vouches for, before records one does. In a central copy,
+        those kept before a gap that ends a removed run are not tampering; any other such
+        stretch is (no tampering found so far explains it, and it must never pass as an
+        honest unsigned tail)."""
+        rows = self.rows
+        i = 0
+        while i < tail_from:
+            if signed[i]:
+                i += 1
+                continue
+            end = i
+            while not signed[end + 1]:
+                end += 1
+            run = self.partly_removed.get(end)
+            if run is None:
+                self.problem(
+                    rows[i].seq,
+                    Problem.BROKEN_LINK,
+                    "no checkpoint vouches for it, though one vouches for records after it",
+                )
+                return
+            self.problem(
+                rows[i].seq,
+                Problem.UNVOUCHED,
+                f"{_span((rows[i].seq, rows[end].seq))} are not vouched for: this copy "
+                f"kept them, but retention record {run.by_seq} removed them at the edge, "
+                "with the checkpoint after them, before the copy got it",
+            )
+            i = end + 1
 
     def check_link(
         self, row: ChainedRecord, index: int, prev_seq: int, prev_hash: str
@@ -336,6 +381,9 @@ class _Verifier:
         row = self.rows[index]
         before = self.rows[index - 1] if index > 0 else None
         run = (trusted if trusted is not None else self.named).get(gap)
+        if run is None and trusted is not None and self.central_copy and index > 0:
+            self.cross_partly_removed(index, gap, trusted)
+            return None
         if run is None or not run.possible:
             self.problem(row.seq, Problem.MISSING, self.missing_detail(gap, trusted))
             return None
@@ -361,6 +409,25 @@ class _Verifier:
             if kept is not None:
                 self.check_cutoff(kept, run, gap)
         return run.before_hash
+
+    def cross_partly_removed(
+        self, index: int, gap: tuple[int, int], trusted: dict[tuple[int, int], _Removed]
+    ) -> None:
+        """A central copy's gap that ends a vouched-for removed run it holds the start of:
+        the records before it are then not vouched for by the run (``unvouched_stretches``)."""
+        row = self.rows[index]
+        run = next((r for r in trusted.values() if r.first < gap[0] and r.last == gap[1]), None)
+        if run is None:
+            self.problem(row.seq, Problem.MISSING, self.missing_detail(gap, trusted))
+        elif row.prev_hash != run.last_hash:
+            self.problem(
+                row.seq,
+                Problem.BROKEN_LINK,
+                f"it does not link to record {gap[1]}, removed by retention (record {run.by_seq})",
+            )
+        else:
+            self.report.removed_runs += 1
+            self.partly_removed[index - 1] = run
 
     def missing_detail(
         self, gap: tuple[int, int], trusted: dict[tuple[int, int], _Removed] | None

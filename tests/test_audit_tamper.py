@@ -356,6 +356,16 @@ async def test_a_record_forged_into_a_retention_gap_is_found(tmp_path: Path, key
     assert first(report) == (13, Problem.MISSING), report.summary()
     assert "retention removed 11-12 there, not these" in report.problems[0].detail
     assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
+    # A central copy may hold the start of a removed run (sent before retention removed
+    # it): there the record is only not vouched for, which is no clean bill either.
+    copy = verify_chain(
+        read_records(log),
+        log_id=log_id_of(log),
+        public_key=load_public_key(keys[1]),
+        central_copy=True,
+    )
+    assert [(p.seq, p.problem) for p in copy.problems] == [(11, Problem.UNVOUCHED)]
+    assert not copy.tampered
 
 
 async def test_a_held_record_cannot_be_changed_or_removed(tmp_path: Path, keys: Keys) -> None:

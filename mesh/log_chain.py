@@ -8,7 +8,11 @@ the last checkpoint are the "unsigned tail": intact as far as the chain shows, b
 yet vouched for by the key.
 
 Retention removes expired records. The removal is itself a record, naming each removed
-run of records and the hash of the last one, so the record after a gap still links.
+run of records with the hash of its last record (the record after the gap links to it)
+and of the record kept before it (which nothing links to any more). A signed pass seals
+that record at once with a *retention checkpoint*: only such a record accounts for a gap.
+A retention record anyone could append to the file, and a periodic checkpoint then sign,
+accounts for nothing.
 """
 
 from __future__ import annotations

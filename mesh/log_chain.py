@@ -389,7 +389,8 @@ class _Verifier:
             self.cross_partly_removed(index, gap, trusted)
             return None
         if run is None or not run.possible:
-            self.problem(row.seq, Problem.MISSING, self.missing_detail(gap, trusted))
+            if len(self.found) < self.max_problems:  # the detail scans every run named
+                self.problem(row.seq, Problem.MISSING, self.missing_detail(gap, trusted))
             return None
         if row.prev_hash != run.last_hash:
             self.problem(

@@ -318,6 +318,17 @@ async def test_a_retention_record_appended_after_the_last_checkpoint_is_not_enou
     report = verify(log, keys[1])
     assert first(report) == (a + 4, Problem.MISSING), report.summary()
     assert "no retention checkpoint right after it signs it" in report.problems[0].detail
+    # Nor can the gateway's periodic checkpoint be passed off as a retention checkpoint.
+    seq, at_ns, kind, _, body, prev, _ = rows_of(log)[a + 9]
+    relabelled = json.loads(body) | {"vouches": "retention"}
+    rewrite(
+        log, delete=[seq], insert=[forged(seq, prev, kind, None, json.dumps(relabelled), at_ns)]
+    )
+    report = verify(log, keys[1])
+    assert [(p.seq, p.problem) for p in report.problems] == [
+        (a + 4, Problem.MISSING),
+        (a + 9, Problem.BAD_SIGNATURE),
+    ]
 
 
 async def test_a_retention_checkpoint_by_another_key_is_refused(tmp_path: Path, keys: Keys) -> None:

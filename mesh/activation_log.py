@@ -251,7 +251,9 @@ class ActivationLog:
 
     async def prune(self, retention: RetentionPass) -> dict[str, int]:
         """Remove records older than the retention period that no legal hold keeps, and
-        append a retention record naming what went. Returns removed / held / seq."""
+        append a retention record naming what went (with a signer, and a retention
+        checkpoint signing it, in the same transaction). Returns removed / held / seq (the
+        retention record's)."""
         item = _Item(None, None, "", retention.now_ns, op=_Op.PRUNE, retention=retention)
         await self._submit(item)
         return item.outcome
@@ -391,14 +393,10 @@ class ActivationLog:
             for item in batch:
                 record = self._record_of(conn, item, rows, (head_seq, head_hash, last_kind))
                 if record is not None:
-                    kind, activation_id, body, at_ns = record
-                    seq = head_seq + 1
-                    digest = record_hash(
-                        head_hash, seq, at_ns, kind=kind, activation_id=activation_id, body=body
-                    )
-                    rows.append((seq, at_ns, kind, activation_id, body, head_hash, digest))
-                    head_seq, head_hash, last_kind = seq, digest, kind
-                    item.outcome["seq"] = seq
+                    added = self._chained(item, record, head_seq, head_hash)
+                    rows.extend(added)
+                    item.outcome["seq"] = added[0][0]
+                    head_seq, head_hash, last_kind = added[-1][0], added[-1][6], added[-1][2]
                 seqs.append(head_seq)
             if rows:
                 conn.executemany(_INSERT, rows)
@@ -427,6 +425,28 @@ class ActivationLog:
         if retry:
             self._retain(batch)
         return error is None
+
+    def _chained(
+        self, item: _Item, record: tuple[str, str | None, str, int], head_seq: int, head_hash: str
+    ) -> list[tuple[int, int, str, str | None, str, str, str]]:
+        """The rows ``item`` appends after the head: its record, and after a retention
+        record (with a signer) the retention checkpoint that signs it, in the same
+        transaction: only a pass made with the key can account for what it removed
+        (`audit verify` refuses a retention record that anyone could append)."""
+        kind, activation_id, body, at_ns = record
+        seq = head_seq + 1
+        digest = record_hash(
+            head_hash, seq, at_ns, kind=kind, activation_id=activation_id, body=body
+        )
+        rows = [(seq, at_ns, kind, activation_id, body, head_hash, digest)]
+        if item.op is _Op.PRUNE and self.signer is not None:
+            signed = _json(self.signer.body(self.log_id, seq, digest, "retention", retention=True))
+            now, checkpoint = time.time_ns(), RecordKind.CHECKPOINT.value
+            sealed = record_hash(
+                digest, seq + 1, now, kind=checkpoint, activation_id=None, body=signed
+            )
+            rows.append((seq + 1, now, checkpoint, None, signed, digest, sealed))
+        return rows
 
     def _retain(self, batch: list[_Item]) -> None:
         with self._cond:
@@ -513,7 +533,8 @@ def _prune(
     rows = [
         Candidate(*row)
         for row in conn.execute(
-            "SELECT seq, at_ns, activation_id, hash FROM records WHERE seq <= ? ORDER BY seq",
+            "SELECT seq, at_ns, activation_id, prev_hash, hash FROM records WHERE seq <= ? "
+            "ORDER BY seq",
             (last_expired,),
         )
     ]

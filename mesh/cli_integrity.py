@@ -83,7 +83,8 @@ def verify(log: LogArg, pubkey: PubkeyOpt = None, all_problems: AllProblemsOpt =
     """Check the hash chain and every checkpoint signature of a log.
 
     Exit 0: intact and signed to the end; 1: modified, missing, reordered or badly signed
-    records (the first is named); 3: intact but its tail is unsigned; 2: not a log.
+    records (the first is named), or with --pubkey no checkpoint signed by that key; 3:
+    signed by checkpoints, but the records after the last one are not; 2: not a log.
     """
     from mesh.activation_log import LogError, log_id_of, read_records
     from mesh.log_chain import verify_chain
@@ -164,16 +165,31 @@ def prune(
     key: KeyOpt = None,
 ) -> None:
     """Remove records older than --days that no legal hold keeps (the gateway does this
-    itself every audit.retention_check_s). What went is recorded, so the chain verifies."""
+    itself every audit.retention_check_s). What went is recorded, so the chain verifies.
+    A signed log needs --key: only a pass signed by the gateway's key accounts for what
+    it removed (without one, `audit verify` would report those records as missing)."""
     from mesh.activation_log import ActivationLog, LogError, open_readonly
+    from mesh.log_records import RecordKind
     from mesh.retention import RetentionPass
 
     if days <= 0:
         fail("--days must be positive", EXIT_USAGE)
     try:
-        open_readonly(log).close()
+        conn = open_readonly(log)
+        try:
+            signed = conn.execute(
+                "SELECT 1 FROM records WHERE kind = ? LIMIT 1", (RecordKind.CHECKPOINT.value,)
+            ).fetchone()
+        finally:
+            conn.close()
     except LogError as exc:
         fail(str(exc))
+    if signed is not None and key is None:
+        fail(
+            f"{log} is signed (checkpoints): give the gateway's --key, or let the gateway "
+            "prune; an unsigned retention pass would leave its removed records unaccounted "
+            "for (audit verify: missing)"
+        )
 
     async def run() -> dict[str, int]:
         opened = ActivationLog(log, signer=_signer(key))

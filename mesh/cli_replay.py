@@ -13,8 +13,10 @@ import typer
 
 from mesh.cli_audit import audit_app
 from mesh.cli_common import BrokerOpt, broker_url, client_broker, console, fail, run_until_signal
+from mesh.cli_integrity import PubkeyOpt, load_pubkey
 
-EXIT_SAME, EXIT_DIFFERENT = 0, 1
+# 4: the decisions may all be reproduced, but the log they came from does not verify.
+EXIT_SAME, EXIT_DIFFERENT, EXIT_NOT_INTACT = 0, 1, 4
 
 
 @audit_app.command("replay")
@@ -33,20 +35,35 @@ def replay(
     ] = "replay/",
     broker: BrokerOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="Differences to print")] = 20,
+    pubkey: PubkeyOpt = None,
 ) -> None:
     """Re-run every logged trigger through the policy and range code and print what would
-    differ (exit 0: nothing, 1: differences). With --publish, also re-send the history
-    (presence, receipts, activations, escalations; never commands) for dispatch review."""
-    from mesh.activation_log import LogError, read_records
+    differ (exit 0: nothing, 1: differences, 4: the log's chain does not verify, as in
+    audit verify). With --publish, also re-send the history (presence, receipts,
+    activations, escalations; never commands) for dispatch review."""
+    from mesh.activation_log import LogError, log_id_of, read_records
     from mesh.config import ConfigError, load_policy
+    from mesh.log_chain import verify_chain
     from mesh.replay import Replayer
 
+    key = load_pubkey(pubkey)
     try:
         chosen = load_policy(policy) if policy is not None else None
         result = Replayer(chosen).run(read_records(log))
+        # A replay re-decides what the log says; whether the log says what happened is
+        # the chain's to tell, so the same check as `audit verify` runs with it.
+        chain = verify_chain(read_records(log), log_id=log_id_of(log), public_key=key)
     except (LogError, ConfigError) as exc:
         fail(str(exc))
     out = console()
+    if chain.tampered:
+        out.print(
+            f"chain: does not verify, so this replay vouches for nothing: {chain.problems[0]}"
+            " (audit verify --all lists every problem)",
+            highlight=False,
+        )
+    elif not chain.ok:
+        out.print(f"chain: {chain.problems[0]}", highlight=False)
     basis = f"policy {policy}" if policy is not None else "the logged policy"
     out.print(
         f"{result.triggers} triggers re-decided by {basis} ({result.activations} activations, "
@@ -65,6 +82,8 @@ def replay(
             fail("--speed must be positive")
         sent = run_until_signal(_publish(log, client_broker(broker), prefix, speed))
         out.print(f"{sent or 0} messages re-published under {prefix!r}", highlight=False)
+    if chain.tampered:
+        raise typer.Exit(EXIT_NOT_INTACT)
     if not result.same:
         raise typer.Exit(EXIT_DIFFERENT)
 

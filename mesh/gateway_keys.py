@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from mesh.log_chain import checkpoint_message, key_id, public_key_hex
+from mesh.log_chain import RETENTION_VOUCH, checkpoint_message, key_id, public_key_hex
 
 
 class KeyFileError(ValueError):
@@ -96,13 +96,20 @@ class CheckpointSigner:
     def from_file(cls, path: Path) -> CheckpointSigner:
         return cls(load_private_key(path))
 
-    def body(self, log_id: str, head_seq: int, head_hash: str, reason: str) -> dict[str, object]:
-        signature = self._key.sign(checkpoint_message(log_id, head_seq, head_hash))
-        return {
+    def body(
+        self, log_id: str, head_seq: int, head_hash: str, reason: str, *, retention: bool = False
+    ) -> dict[str, object]:
+        """A checkpoint's body; ``retention``: the retention checkpoint a pass writes after
+        its retention record (``mesh.log_chain.checkpoint_message``)."""
+        message = checkpoint_message(log_id, head_seq, head_hash, retention=retention)
+        body: dict[str, object] = {
             "head_seq": head_seq,
             "head_hash": head_hash,
             "key_id": self.key_id,
             "public_key": self.public_hex,
-            "signature": signature.hex(),
+            "signature": self._key.sign(message).hex(),
             "reason": reason,
         }
+        if retention:
+            body["vouches"] = RETENTION_VOUCH
+        return body

@@ -5,9 +5,13 @@ a hold names an activation (all its records) or a span of time (every record in 
 stays until a later hold record releases it. Hold records are themselves records of the
 chain, so who held what, when and why is part of the evidence.
 
-What a pass removes is written down as runs ``[first_seq, last_seq, hash of last_seq]``.
-The record after a run links to that hash, so the chain still verifies. Each retention
-record carries every run so far, so removing an older retention record loses nothing.
+What a pass removes is written down as runs
+``[first_seq, last_seq, hash of last_seq, hash of the record kept before first_seq]``.
+The record after a run links to the third; the fourth binds the record kept before the
+run, which no remaining record links to any more (a held record between two runs would
+otherwise be unprotected). So the chain still verifies end to end, through the signed
+retention record. Each retention record carries every run so far, so removing an older
+retention record loses nothing.
 """
 
 from __future__ import annotations
@@ -86,14 +90,24 @@ class Candidate:
     seq: int
     at_ns: int
     activation_id: str | None
+    prev_hash: str
     hash: str
+
+
+# A removed run: first seq, last seq, hash of the last, hash of the record before the first.
+Run = tuple[int, int, str, str]
 
 
 @dataclass(frozen=True)
 class Removal:
     seqs: list[int]  # the records to delete
     held: int  # expired records kept by a hold
-    runs: list[tuple[int, int, str]]  # every run removed so far, this pass included
+    runs: list[Run]  # every run removed so far, this pass included
+
+
+def is_held(holds: dict[Hold, int], seq: int, activation_id: str | None, at_ns: int) -> bool:
+    """Does a hold in force keep this record (the hold's own record included)?"""
+    return seq in holds.values() or any(h.keeps(activation_id, at_ns) for h in holds)
 
 
 def plan_removal(
@@ -101,41 +115,51 @@ def plan_removal(
     *,
     cutoff_ns: int,
     holds: dict[Hold, int],
-    earlier_runs: Sequence[tuple[int, int, str]],
+    earlier_runs: Sequence[Sequence[int | str]],
 ) -> Removal:
-    """``rows``: the log's records in seq order, up to (not including) its head."""
-    hold_seqs = set(holds.values())
+    """``rows``: the log's records in seq order, up to (not including) its head.
+    ``earlier_runs``: the last retention record's runs (a run written before runs named the
+    record kept before them has three fields; its fourth is then unknown, "")."""
     remove: list[int] = []
     held = 0
-    runs: list[tuple[int | str, ...]] = [tuple(run) for run in earlier_runs]
-    current: list[int | str] | None = None  # [first, last, last_hash] of the open run
+    runs: list[Run] = [_run(run) for run in earlier_runs]
+    current: list[int | str] | None = None  # [first, last, last_hash, before_hash], open run
     for row in rows:
+        if current is not None and row.seq != int(current[1]) + 1:
+            # A hole in seq: records deleted behind the log's back (a held one, say). A
+            # run never spans one, so the hole stays missing rather than signed for.
+            runs.append(_run(current))
+            current = None
         expired = row.at_ns < cutoff_ns
-        kept = expired and (
-            row.seq in hold_seqs or any(h.keeps(row.activation_id, row.at_ns) for h in holds)
-        )
+        kept = expired and is_held(holds, row.seq, row.activation_id, row.at_ns)
         held += kept
         if expired and not kept:
             remove.append(row.seq)
             if current is None:
-                current = [row.seq, row.seq, row.hash]
+                current = [row.seq, row.seq, row.hash, row.prev_hash]
             else:
-                current[1:] = [row.seq, row.hash]
+                current[1:3] = [row.seq, row.hash]
         elif current is not None:
-            runs.append((int(current[0]), int(current[1]), str(current[2])))
+            runs.append(_run(current))
             current = None
     if current is not None:
-        runs.append((int(current[0]), int(current[1]), str(current[2])))
+        runs.append(_run(current))
     return Removal(remove, held, _merge(runs))
 
 
-def _merge(runs: Iterable[tuple[int | str, ...]]) -> list[tuple[int, int, str]]:
-    """Join runs that overlap or touch; the later end's hash is the one the chain needs."""
-    merged: list[tuple[int, int, str]] = []
-    for first, last, last_hash in sorted((int(a), int(b), str(c)) for a, b, c in runs):
+def _run(run: Sequence[int | str]) -> Run:
+    before = str(run[3]) if len(run) > 3 else ""
+    return int(run[0]), int(run[1]), str(run[2]), before
+
+
+def _merge(runs: Iterable[Run]) -> list[Run]:
+    """Join runs that overlap or touch: the later end's hash is the one the record after
+    the run links to, the earlier start's the one the record before it has."""
+    merged: list[Run] = []
+    for first, last, last_hash, before in sorted(runs):
         if merged and first <= merged[-1][1] + 1:
             prev = merged[-1]
-            merged[-1] = (prev[0], last, last_hash) if last >= prev[1] else prev
+            merged[-1] = (prev[0], last, last_hash, prev[3]) if last >= prev[1] else prev
         else:
-            merged.append((first, last, last_hash))
+            merged.append((first, last, last_hash, before))
     return merged

@@ -264,6 +264,39 @@ def test_a_changed_body_is_named_and_a_signed_log_verifies(
     assert (report.problems[0].seq, report.problems[0].problem) == (i + 1, Problem.MODIFIED)
 
 
+@budget(40)
+@given(
+    st.lists(st.lists(ODD, max_size=5), max_size=4),
+    st.one_of(ODD, st.integers(0, 2000)),
+    st.lists(st.text(max_size=40) | json_values.map(json.dumps), max_size=3),
+)
+def test_a_signed_retention_record_with_any_runs_and_holds_never_raises(
+    runs: list[list[object]], cutoff: object, holds: list[str]
+) -> None:
+    """The paths only a retention record signed by a retention checkpoint reaches (runs
+    crossed, kept records checked against the cutoff and the holds), on any bodies."""
+    rows = [("resumed", "{}")] * 4 + [("hold", body) for body in holds]
+    body = json.dumps({"cutoff_ns": cutoff, "removed": runs}, allow_nan=True)
+    rows.append(("retention", body))
+    records = chain(rows)
+    head = records[-1]
+    sealed = _signer().body("log-1", head.seq, head.hash, "retention", retention=True)
+    records = chain([*rows, ("checkpoint", json.dumps(sealed))])
+    # Remove what each run names, as a pass would have (where it can be read as seqs).
+    named = {
+        seq
+        for run in runs
+        if len(run) >= 2 and all(type(v) is int for v in run[:2])
+        for seq in range(max(int(run[0]), 1), min(int(run[1]), 3) + 1)  # type: ignore[call-overload]
+    }
+    kept = [r for r in records if r.seq not in named]
+    report = verify_chain(kept, log_id="log-1")
+    for problem in report.problems:
+        assert problem.detail
+    if not named:
+        assert report.ok, report.summary()
+
+
 # --- findings, each pinned by an explicit example ---------------------------------------------
 @pytest.mark.parametrize(
     ("body", "detail"),

@@ -212,7 +212,7 @@ def verify(
         fail(f"archive database {describe(dsn)}: {str(exc).strip()}")
     if status is None:
         fail(f"the archive holds no log {log_id!r}", EXIT_USAGE)
-    report = verify_chain(records, log_id=log_id, public_key=key)
+    report = verify_chain(records, log_id=log_id, public_key=key, central_copy=True)
     show_report(report, all_problems)
     beyond = status.records - report.records
     console().print(

@@ -1,0 +1,556 @@
+"""Issue 15 item 1: an insider with the log file (and without the gateway's key) tries to
+make `audit verify` (and `audit replay`) accept a log with records taken out or rewritten.
+
+Every log here is written through the real code paths (ActivationLog with the gateway's
+signing key, its checkpoints, a retention pass with a legal hold); every attack edits the
+SQLite file as the insider would (triggers dropped, rows deleted and inserted, hashes
+recomputed with the project's own ``record_hash``, which needs no key).
+
+The signed log (seq: what):
+     1-3  expired, removed        4  held ("held")        5  checkpoint
+     6-7  expired, removed        8  held ("held")        9  expired, removed
+    10    checkpoint          11-12  expired, removed    13  the hold record
+    14    retention record       15  retention checkpoint
+    16    ack: c1 started        17  finished: c1 started, c2 missed (partial)
+ 18-19    escalations for c2     20  checkpoint          21-22  later records
+    23    checkpoint (the gateway's shutdown)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mesh.activation_log import ActivationLog, LogRecord, log_id_of, read_records
+from mesh.cli import app
+from mesh.gateway_keys import CheckpointSigner, load_public_key, new_gateway_key
+from mesh.log_chain import GENESIS, ChainReport, Problem, record_hash, verify_chain
+from mesh.log_records import (
+    AckEntry,
+    EscalatedEntry,
+    FinishedEntry,
+    RecordKind,
+    ResumedEntry,
+)
+from mesh.models import (
+    AckStatus,
+    ActivationRecord,
+    ActivationState,
+    CameraAck,
+    CameraOutcome,
+    Escalation,
+    EscalationReason,
+    OutcomeStatus,
+    SourceRef,
+    SourceType,
+    TriggerKind,
+    TriggerSummary,
+)
+from mesh.retention import NS_PER_DAY, RetentionPass, hold_body
+
+runner = CliRunner()
+S = 1_000_000_000
+Keys = tuple[Path, Path]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    files = new_gateway_key(tmp_path / "keys", "gw-car-12")
+    return files.private, files.public
+
+
+def finished_record(now: int, *, c2: OutcomeStatus, state: ActivationState) -> ActivationRecord:
+    trigger = TriggerSummary(
+        event_id="ev-1",
+        kind=TriggerKind.WEAPON_DRAW,
+        source=SourceRef(type=SourceType.BLE, id="holster-1", authenticated=True),
+        unit_id="car-12",
+        observed_at_ns=now,
+    )
+    cameras = tuple(
+        CameraOutcome(
+            camera_id=camera,
+            unit_id="car-12",
+            expected=True,
+            targeting="in range",
+            status=status,
+            acked_at_ns=now + S if status is OutcomeStatus.STARTED else None,
+        )
+        for camera, status in (("c1", OutcomeStatus.STARTED), ("c2", c2))
+    )
+    return ActivationRecord(
+        activation_id="a-7",
+        issuer="gw-car-12",
+        unit_id="car-12",
+        trigger=trigger,
+        state=state,
+        decided_at_ns=now,
+        finished_at_ns=now + 10 * S,
+        expires_at_ns=now + 30 * S,
+        origin=None,
+        radius_m=150.0,
+        pre_event_s=30,
+        cameras=cameras,
+    )
+
+
+def escalation(now: int, audience: str) -> EscalatedEntry:
+    return EscalatedEntry(
+        escalation=Escalation(
+            activation_id="a-7",
+            issuer="gw-car-12",
+            unit_id="car-12",
+            kind=TriggerKind.WEAPON_DRAW,
+            camera_id="c2",
+            camera_unit_id="car-12",
+            reason=EscalationReason.NO_ACK,
+            audience=audience,
+            at_ns=now + 10 * S,
+        )
+    )
+
+
+def note(i: int) -> ResumedEntry:
+    return ResumedEntry(reason=f"record {i}", acks_recovered=i)
+
+
+async def write_signed_log(path: Path, key: Path) -> tuple[int, int]:
+    """The log described at the top, as the gateway writes it; returns its `now` and the
+    seq of the ack (16: the records after it are numbered from it)."""
+    now = time.time_ns()
+    log = ActivationLog(path, signer=CheckpointSigner.from_file(key), checkpoint_interval_s=3600)
+    try:
+        for i in range(10):  # 40 to 31 days old; "held"'s two are kept by the hold
+            activation = "held" if i in (3, 6) else f"old-{i}"
+            await log.append_durable(
+                RecordKind.RESUMED, activation, note(i), now - (40 - i) * NS_PER_DAY
+            )
+            if i in (3, 7):
+                await log.checkpoint("periodic")
+        hold = hold_body(
+            activation_id="held", from_ns=None, to_ns=None, reason="case 7", by="t", release=False
+        )
+        await log.append_durable(RecordKind.HOLD, "held", hold, now - NS_PER_DAY)
+        assert await log.prune(RetentionPass(30, now)) == {"removed": 8, "held": 2, "seq": 14}
+        t = now - 3600 * S
+        ack = CameraAck(
+            activation_id="a-7", camera_id="c1", status=AckStatus.STARTED, received_at_ns=t + S
+        )
+        await log.append_durable(
+            RecordKind.ACK, "a-7", AckEntry(ack=ack, latency_ms=12.0, effect="recorded"), t + S
+        )
+        record = finished_record(t, c2=OutcomeStatus.MISSED, state=ActivationState.PARTIAL)
+        await log.append_durable(
+            RecordKind.FINISHED, "a-7", FinishedEntry(record=record), t + 10 * S
+        )
+        for audience in ("dispatch", "supervisor"):
+            await log.append_durable(
+                RecordKind.ESCALATED, "a-7", escalation(t, audience), t + 10 * S
+            )
+        await log.checkpoint("periodic")
+        for i in (21, 22):
+            await log.append_durable(RecordKind.RESUMED, None, note(i), t + 20 * S)
+    finally:
+        log.close()  # the shutdown checkpoint
+    kinds = [(r.seq, r.kind) for r in read_records(path)]
+    ack = next(seq for seq, kind in kinds if kind == "ack")
+    assert kinds[:6] == [
+        (4, "resumed"), (5, "checkpoint"), (8, "resumed"), (10, "checkpoint"), (13, "hold"),
+        (14, "retention"),
+    ]  # fmt: skip
+    assert kinds[-8:] == [
+        (ack, "ack"), (ack + 1, "finished"), (ack + 2, "escalated"), (ack + 3, "escalated"),
+        (ack + 4, "checkpoint"), (ack + 5, "resumed"), (ack + 6, "resumed"),
+        (ack + 7, "checkpoint"),
+    ]  # fmt: skip
+    return now, ack
+
+
+# --- the insider's tools: sqlite3 and the project's own hash function -----------------------
+Row = tuple[int, int, str, str | None, str, str, str]
+
+
+def rows_of(path: Path) -> dict[int, Row]:
+    return {
+        r.seq: (r.seq, r.at_ns, r.kind, r.activation_id, r.body, r.prev_hash, r.hash)
+        for r in read_records(path)
+    }
+
+
+def forged(
+    seq: int, prev_hash: str, kind: str, activation_id: str | None, body: str, at_ns: int
+) -> Row:
+    digest = record_hash(prev_hash, seq, at_ns, kind=kind, activation_id=activation_id, body=body)
+    return seq, at_ns, kind, activation_id, body, prev_hash, digest
+
+
+def rewrite(path: Path, *, delete: Iterable[int] = (), insert: Iterable[Row] = ()) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER IF EXISTS records_append_only_update")
+    conn.execute("DROP TRIGGER IF EXISTS records_append_only_delete")
+    conn.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq in delete])
+    conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", insert)
+    conn.commit()
+    conn.close()
+
+
+def retention_body(runs: list[list[object]], genuine: str) -> str:
+    """A retention record that looks like the genuine one, with extra runs (in the
+    genuine record's format: the insider copies whatever the verifier reads)."""
+    body = json.loads(genuine)
+    fields = len(body["removed"][0])
+    body["removed"] = body["removed"] + [run[:fields] for run in runs]
+    return json.dumps(body, separators=(",", ":"))
+
+
+def verify(path: Path, public: Path | None = None) -> ChainReport:
+    key = load_public_key(public) if public else None
+    return verify_chain(read_records(path), log_id=log_id_of(path), public_key=key)
+
+
+def cli(*args: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def first(report: ChainReport) -> tuple[int, Problem] | None:
+    return (report.problems[0].seq, report.problems[0].problem) if report.problems else None
+
+
+# --- the honest log --------------------------------------------------------------------------
+async def test_the_signed_log_with_retention_and_a_hold_verifies(
+    tmp_path: Path, keys: Keys
+) -> None:
+    log = tmp_path / "a.db"
+    _, a = await write_signed_log(log, keys[0])
+    report = verify(log, keys[1])
+    assert report.ok, report.summary()
+    assert report.removed_runs == 4
+    assert report.signed_through == a + 7
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 0, out
+    assert "intact, every record signed" in out
+    runs = json.loads(rows_of(log)[14][4])["removed"]
+    # Each run names the hash of the record kept before it: the held record 8 is bound by
+    # the run 9-9 after it, though nothing links to it any more.
+    assert [run[:2] for run in runs] == [[1, 3], [6, 7], [9, 9], [11, 12]]
+    assert runs[2][3] == rows_of(log)[8][6]
+    assert runs[0][3] == GENESIS
+
+
+# --- the attacks -----------------------------------------------------------------------------
+async def test_an_unsigned_retention_record_inside_the_gap_is_missing(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """The issue's attack: signed records 17-20 deleted, a retention record put at 17
+    naming 18-20; only record 17 is hashed anew, every later link still holds."""
+    log = tmp_path / "a.db"
+    _, a = await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    body = retention_body([[a + 2, a + 4, chain[a + 4][6], ""]], chain[14][4])
+    fake = forged(a + 1, chain[a][6], "retention", None, body, chain[a + 1][1])
+    rewrite(log, delete=range(a + 1, a + 5), insert=[fake])
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    report = verify(log, keys[1])
+    assert first(report) == (a + 5, Problem.MISSING), report.summary()
+    assert f"records {a + 2}-{a + 4} before it are missing" in report.problems[0].detail
+    assert f"retention record {a + 1} names them" in report.problems[0].detail
+    assert f"record {a + 5}: missing: records {a + 2}-{a + 4}" in out
+
+
+async def test_a_rewritten_activation_fails_verify_and_replay(tmp_path: Path, keys: Keys) -> None:
+    """The same trick rewrites a finished activation: c2 `missed` turned `started`, state
+    `confirmed`, its escalations and the checkpoint after them dropped."""
+    log = tmp_path / "a.db"
+    now, a = await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    t = now - 3600 * S
+    record = finished_record(t, c2=OutcomeStatus.STARTED, state=ActivationState.CONFIRMED)
+    lie = FinishedEntry(record=record).model_dump_json()
+    fake_finished = forged(a + 1, chain[a][6], "finished", "a-7", lie, chain[a + 1][1])
+    body = retention_body([[a + 3, a + 4, chain[a + 4][6], ""]], chain[14][4])
+    fake_retention = forged(a + 2, fake_finished[6], "retention", None, body, chain[a + 2][1])
+    rewrite(log, delete=range(a + 1, a + 5), insert=[fake_finished, fake_retention])
+    assert '"state":"confirmed"' in rows_of(log)[a + 1][4]
+
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    report = verify(log, keys[1])
+    assert first(report) == (a + 5, Problem.MISSING), report.summary()
+    assert f"records {a + 3}-{a + 4} before it are missing" in report.problems[0].detail
+    # The replay re-decides nothing here (no trigger in the log), but it no longer passes
+    # a log whose chain does not verify.
+    code, out = cli("audit", "replay", log, "--pubkey", keys[1])
+    assert code == 4, out
+    assert "chain: does not verify" in out
+    assert "record 21: missing" in out
+
+
+async def test_a_retention_record_appended_after_the_last_checkpoint_is_not_enough(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """Records 17-19 deleted, and a retention record (perfect: the right hashes either
+    side) appended after the shutdown checkpoint. Then the gateway starts again and its
+    periodic checkpoint signs the head, the forged record with it."""
+    log = tmp_path / "a.db"
+    now, a = await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    body = retention_body([[a + 1, a + 3, chain[a + 3][6], chain[a][6]]], chain[14][4])
+    fake = forged(a + 8, chain[a + 7][6], "retention", None, body, now)
+    rewrite(log, delete=range(a + 1, a + 4), insert=[fake])
+    assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
+    report = verify(log, keys[1])
+    assert first(report) == (a + 4, Problem.MISSING), report.summary()
+
+    gateway = ActivationLog(log, signer=CheckpointSigner.from_file(keys[0]))
+    assert await gateway.checkpoint("periodic") == a + 9
+    gateway.close()
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    report = verify(log, keys[1])
+    assert first(report) == (a + 4, Problem.MISSING), report.summary()
+    assert "no retention checkpoint right after it signs it" in report.problems[0].detail
+    # Nor can the gateway's periodic checkpoint be passed off as a retention checkpoint.
+    seq, at_ns, kind, _, body, prev, _ = rows_of(log)[a + 9]
+    relabelled = json.loads(body) | {"vouches": "retention"}
+    rewrite(
+        log, delete=[seq], insert=[forged(seq, prev, kind, None, json.dumps(relabelled), at_ns)]
+    )
+    report = verify(log, keys[1])
+    assert [(p.seq, p.problem) for p in report.problems] == [
+        (a + 4, Problem.MISSING),
+        (a + 9, Problem.BAD_SIGNATURE),
+    ]
+
+
+async def test_a_retention_checkpoint_by_another_key_is_refused(tmp_path: Path, keys: Keys) -> None:
+    """As above, with the forged retention record signed by a retention checkpoint made
+    with the insider's own key."""
+    log = tmp_path / "a.db"
+    now, a = await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    body = retention_body([[a + 1, a + 3, chain[a + 3][6], chain[a][6]]], chain[14][4])
+    fake = forged(a + 8, chain[a + 7][6], "retention", None, body, now)
+    mallory = CheckpointSigner.from_file(new_gateway_key(tmp_path / "m", "mallory").private)
+    signed = mallory.body(log_id_of(log), a + 8, fake[6], "retention", retention=True)
+    seal = forged(a + 9, fake[6], "checkpoint", None, json.dumps(signed), now)
+    rewrite(log, delete=range(a + 1, a + 4), insert=[fake, seal])
+    report = verify(log, keys[1])
+    assert [(p.seq, p.problem) for p in report.problems] == [
+        (a + 4, Problem.MISSING),
+        (a + 9, Problem.WRONG_KEY),
+    ]
+    assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
+    # Unpinned, the log is consistent with the keys it names: only --pubkey says whose.
+    unpinned = verify(log)
+    assert unpinned.ok
+    assert len(unpinned.key_ids) == 2
+
+
+async def test_a_record_forged_into_a_retention_gap_is_found(tmp_path: Path, keys: Keys) -> None:
+    """The signed run 11-12 is narrowed to 12: a record forged at 11, linked to 10."""
+    log = tmp_path / "a.db"
+    await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    body = note(99).model_dump_json()
+    fake = forged(11, chain[10][6], "resumed", "old-8", body, chain[10][1])
+    rewrite(log, insert=[fake])
+    report = verify(log, keys[1])
+    assert first(report) == (13, Problem.MISSING), report.summary()
+    assert "retention removed 11-12 there, not these" in report.problems[0].detail
+    assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
+    # A central copy may hold the start of a removed run (sent before retention removed
+    # it): there the record is only not vouched for, which is no clean bill either.
+    copy = verify_chain(
+        read_records(log),
+        log_id=log_id_of(log),
+        public_key=load_public_key(keys[1]),
+        central_copy=True,
+    )
+    assert [(p.seq, p.problem) for p in copy.problems] == [(11, Problem.UNVOUCHED)]
+    assert not copy.tampered
+
+
+async def test_a_held_record_cannot_be_changed_or_removed(tmp_path: Path, keys: Keys) -> None:
+    """Record 8 is held; retention removed 6-7 and 9 on either side of it, so no record
+    links to it any more. Changing it (hash recomputed) or deleting it is still found."""
+    log = tmp_path / "a.db"
+    await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    seq, at_ns, kind, activation, body, prev, _ = chain[8]
+    changed = body.replace("record 6", "record 9")
+    assert changed != body
+    rewrite(log, delete=[8], insert=[forged(seq, prev, kind, activation, changed, at_ns)])
+    report = verify(log, keys[1])
+    assert first(report) == (8, Problem.BROKEN_LINK), report.summary()
+    assert "retention record 14 names another record before the record 9" in str(report.problems[0])
+    assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
+
+    deleted = tmp_path / "b.db"
+    await write_signed_log(deleted, keys[0])
+    rewrite(deleted, delete=[8])
+    report = verify(deleted, keys[1])
+    assert first(report) == (10, Problem.MISSING), report.summary()
+    assert "records 6-9 before it are missing" in report.problems[0].detail
+    # The hold record itself, too.
+    rewrite(deleted, delete=[13])
+    assert (14, Problem.MISSING) in [(p.seq, p.problem) for p in verify(deleted, keys[1]).problems]
+
+
+async def test_a_log_rewritten_from_genesis_without_checkpoints_is_tampered(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """Every checkpoint dropped, the rest renumbered and rehashed from genesis: pinned, that
+    is tampering (exit 1), not an honest unsigned tail (exit 3)."""
+    log = tmp_path / "a.db"
+    await write_signed_log(log, keys[0])
+    kept = [r for r in rows_of(log).values() if r[2] not in ("checkpoint", "retention")]
+    prev, rebuilt = GENESIS, []
+    for seq, (_, at_ns, kind, activation, body, _, _) in enumerate(kept, 1):
+        rebuilt.append(forged(seq, prev, kind, activation, body, at_ns))
+        prev = rebuilt[-1][6]
+    rewrite(log, delete=range(1, 100), insert=rebuilt)
+    report = verify(log, keys[1])
+    assert [(p.seq, p.problem) for p in report.problems] == [(1, Problem.NO_CHECKPOINT)]
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    assert "no checkpoint is signed by the pinned key" in out
+    # Unpinned, nothing says a key was ever meant to sign it: all unsigned.
+    assert cli("audit", "verify", log)[0] == 3
+    # Emptied altogether.
+    rewrite(log, delete=range(1, len(rebuilt) + 1))
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    assert "empty" in out
+
+
+async def test_an_honest_unsigned_tail_is_still_exit_3(tmp_path: Path, keys: Keys) -> None:
+    """The gateway SIGKILLed before its next checkpoint: the records after the last one are
+    unsigned, the rest verifies."""
+    log = tmp_path / "a.db"
+    _, a = await write_signed_log(log, keys[0])
+    rewrite(log, delete=[a + 7])
+    report = verify(log, keys[1])
+    assert [(p.seq, p.problem) for p in report.problems] == [(a + 5, Problem.UNSIGNED_TAIL)]
+    assert report.signed_through == a + 4
+    assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 3
+
+
+def test_a_keyless_log_with_retention_is_an_unsigned_tail(tmp_path: Path) -> None:
+    """Without a key nothing is signed, gaps retention made included: exit 3 (a gap no
+    retention record names is still missing)."""
+    path = tmp_path / "a.db"
+    now = time.time_ns()
+
+    async def write() -> None:
+        log = ActivationLog(path)
+        for i in range(6):
+            await log.append_durable(
+                RecordKind.RESUMED, None, note(i), now - (40 - 10 * i) * NS_PER_DAY
+            )
+        log.close()
+
+    asyncio.run(write())
+    code, out = cli("audit", "prune", path, "--days", "30")
+    assert code == 0, out
+    assert [r.seq for r in read_records(path)] == [3, 4, 5, 6, 7]
+    report = verify(path)
+    assert [(p.seq, p.problem) for p in report.problems] == [(3, Problem.UNSIGNED_TAIL)]
+    assert report.removed_runs == 1
+    rewrite(path, delete=[4])
+    assert first(verify(path)) == (5, Problem.MISSING)
+
+
+def test_prune_of_a_signed_log_needs_the_key(tmp_path: Path, keys: Keys) -> None:
+    """Without the key a pass could not be told from a forged one: the CLI refuses it."""
+    log = tmp_path / "a.db"
+    asyncio.run(write_signed_log(log, keys[0]))
+    code, out = cli("audit", "prune", log, "--days", "0.01")
+    assert code == 2
+    assert "give the gateway's --key" in out
+    code, out = cli("audit", "prune", log, "--days", "0.01", "--key", keys[0])
+    assert code == 0, out
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 0, out
+
+
+def test_a_signed_pass_whose_cutoff_disagrees_with_what_it_kept_is_found(tmp_path: Path) -> None:
+    """Only a holder of the key (or a faulty writer) can sign such a pass: record 2, older
+    than the cutoff and held by nothing, was kept next to a run the pass says it removed."""
+    signer = CheckpointSigner.from_file(new_gateway_key(tmp_path, "gw").private)
+    rows: list[Row] = []
+
+    def add(kind: str, body: str, at_ns: int) -> Row:
+        prev = rows[-1][6] if rows else GENESIS
+        rows.append(forged(len(rows) + 1, prev, kind, None, body, at_ns))
+        return rows[-1]
+
+    for at_ns in (100, 100, 100, 900):
+        add("resumed", "{}", at_ns)
+    removed = [[3, 3, rows[2][6], rows[1][6]]]
+    add("retention", json.dumps({"cutoff_ns": 500, "removed": removed}), 1000)
+    add(
+        "checkpoint",
+        json.dumps(signer.body("log-1", 5, rows[4][6], "retention", retention=True)),
+        1000,
+    )
+    kept = [LogRecord(*r) for r in rows if r[0] != 3]
+    report = verify_chain(kept, log_id="log-1")
+    assert [(p.seq, p.problem) for p in report.problems] == [(2, Problem.RETENTION_MISMATCH)]
+
+
+def test_a_later_pass_does_not_launder_a_deleted_held_record(tmp_path: Path, keys: Keys) -> None:
+    """A held record among expired ones is deleted by hand before the gateway's next pass:
+    the pass must not name a run across the hole (its signature would vouch for it)."""
+    path = tmp_path / "a.db"
+    now = time.time_ns()
+
+    async def write() -> None:
+        log = ActivationLog(path, signer=CheckpointSigner.from_file(keys[0]))
+        try:
+            for i in range(5):  # 2-6: 40 days old; 4 is "held"'s
+                activation = "held" if i == 2 else None
+                await log.append_durable(
+                    RecordKind.RESUMED, activation, note(i), now - 40 * NS_PER_DAY
+                )
+            await log.checkpoint()
+        finally:
+            log.close()
+
+    async def prune() -> None:
+        log = ActivationLog(path, signer=CheckpointSigner.from_file(keys[0]))
+        try:
+            assert (await log.prune(RetentionPass(30, now)))["removed"] == 4
+        finally:
+            log.close()
+
+    asyncio.run(write())
+    hold = hold_body(
+        activation_id="held", from_ns=None, to_ns=None, reason="case 9", by="t", release=False
+    )
+    asyncio.run(_append_hold(path, keys[0], hold))
+    assert verify(path, keys[1]).ok
+    held = next(r.seq for r in read_records(path) if r.activation_id == "held" and r.kind != "hold")
+    rewrite(path, delete=[held])
+    asyncio.run(prune())
+    report = verify(path, keys[1])
+    assert first(report) == (held + 3, Problem.MISSING), report.summary()
+    assert f"retention removed 1-{held - 1}, {held + 1}-{held + 2} there" in str(report.problems[0])
+    assert cli("audit", "verify", path, "--pubkey", keys[1])[0] == 1
+
+
+async def _append_hold(path: Path, key: Path, body: str) -> None:
+    log = ActivationLog(path, signer=CheckpointSigner.from_file(key))
+    try:
+        await log.append_durable(RecordKind.HOLD, "held", body, time.time_ns())
+        await log.checkpoint("hold")
+    finally:
+        log.close()

@@ -53,6 +53,11 @@ _PRESENCE_COALESCE_S = 0.5
 # Refused commands are answered with a `rejected` ack, at most this many per second: a
 # flood of forged broadcasts must not become a flood of acks from every camera.
 _REJECT_ACKS_PER_S = 10.0
+# Messages read off each connection and not yet sorted into lanes, at most (the client
+# library's queue; past it the oldest is shed, acknowledged, and counted in the link's
+# ``inbound_dropped``). The urgent connection carries a few commands a second in service.
+_URGENT_INBOUND_MAX = 1024
+_BROADCAST_INBOUND_MAX = 64
 # A kind of warning (a refusal code, a full lane) is logged at most this often.
 _WARN_EVERY_NS = 1_000_000_000
 
@@ -116,6 +121,10 @@ class CameraAgent:
         self._presence_task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("mesh.camera").bind(camera=identity.camera_id)
         cid = identity.camera_id
+        # Two connections: everything a camera needs for its own recordings (its own,
+        # unit and cell commands, its acks, presence and will) on one; everyone's
+        # ``cmd/all``, which any gateway credential may flood, on another. A connection is
+        # read in order, so a flood on one cannot hold back a command on the other.
         self.link = MqttLink(
             url,
             LinkOptions(
@@ -124,8 +133,22 @@ class CameraAgent:
                 will=self._will(),
                 session_expiry_s=600,
                 protocol=protocol,
+                max_inbound=_URGENT_INBOUND_MAX,
             ),
             logger=self._log,
+        )
+        self.broadcast_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{client_id or f'tm-cam-{cid}'}-all",
+                subscriptions=((topics.command_all(), 1),),
+                session_expiry_s=600,
+                # MQTT 5 buys nothing here, and its per-message properties cost the
+                # client library more to parse than the rest of a message.
+                protocol="3.1.1" if protocol == "auto" else protocol,
+                max_inbound=_BROADCAST_INBOUND_MAX,
+            ),
+            logger=self._log.bind(link="cmd/all"),
         )
         self._resubscribe_task: asyncio.Task[None] | None = None
 
@@ -137,7 +160,6 @@ class CameraAgent:
     def _subscriptions(self) -> tuple[tuple[str, int], ...]:
         ident = self.identity
         subs = [
-            (self.topics.command_all(), 1),
             (self.topics.command_unit(ident.unit_id), 1),
             (self.topics.command_camera(ident.camera_id), 1),
         ]
@@ -150,6 +172,7 @@ class CameraAgent:
         """Serve until cancelled; on cancellation say goodbye (offline presence)."""
         heartbeat = asyncio.create_task(self._heartbeat())
         commands = asyncio.create_task(self._serve_commands())
+        broadcast = asyncio.create_task(self.broadcast_link.run(self._on_message))
         try:
             await self.link.serve_until_cancelled(
                 self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
@@ -157,6 +180,9 @@ class CameraAgent:
         finally:
             heartbeat.cancel()
             commands.cancel()
+            broadcast.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await broadcast
             if self._presence_task is not None:
                 self._presence_task.cancel()
 

@@ -24,6 +24,7 @@ from bridge.codec import encode
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.activation_log import read_records
+from mesh.audit_report import collect
 from mesh.fleet import CameraSpec
 from mesh.log_records import ActivationEntry, CancelAckEntry, RecordKind
 from mesh.models import (
@@ -209,6 +210,13 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
     assert all(e.ack.sig is not None for e in refused)
     reasons = {e.ack.reason.split(":")[0] for e in refused}
     assert {"not_issuer", "deadline_passed"} <= reasons
+    # An auditor's report shows each refusal on the activation's timeline.
+    report = collect(read_records(log))
+    timeline = next(t for t in report.timelines if t.activation_id == aid)
+    refusals = [m for m in timeline.marks if m.tag == "cancel ack"]
+    by_other = [m for m in refusals if m.label.startswith(f"cancel by {OTHER}: refused")]
+    assert sorted(m.camera_id or "" for m in by_other) == started
+    assert report.unreadable == 0
     kept = cancel_acks(log, second.activation_id)
     assert sorted(e.ack.camera_id for e in kept) == started
     assert {e.ack.outcome for e in kept} == {CancelOutcome.KEPT_RECORDING}

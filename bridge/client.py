@@ -120,6 +120,9 @@ class LinkOptions:
     # dropped, and acknowledged so that the broker's in-flight window does not fill up
     # with messages no one will acknowledge (counted in ``MqttLink.inbound_dropped``).
     max_inbound: int = 0
+    # Filters to remove from a persistent session on the next connect (what an older
+    # version of this client subscribed to and this one no longer wants).
+    unsubscribe: tuple[str, ...] = ()
 
 
 class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
@@ -169,7 +172,9 @@ class MqttLink:
         )
         self.connects = 0
         self.inbound_dropped = 0  # shed by ``max_inbound``
-        self._unsubscribe_pending: set[str] = set()
+        self._unsubscribe_pending: set[str] = set(options.unsubscribe) - {
+            topic for topic, _ in options.subscriptions
+        }
         # asyncio keeps only weak references to tasks; fire-and-forget publishes live here.
         self._background: set[asyncio.Future[None]] = set()
 

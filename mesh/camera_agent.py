@@ -134,6 +134,8 @@ class CameraAgent:
                 session_expiry_s=600,
                 protocol=protocol,
                 max_inbound=_URGENT_INBOUND_MAX,
+                # Its session from a version that read cmd/all on this connection.
+                unsubscribe=(topics.command_all(),),
             ),
             logger=self._log,
         )

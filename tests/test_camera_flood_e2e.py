@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.client import LinkOptions, MqttLink
+from bridge.client import Inbound, LinkOptions, MqttLink
 from bridge.codec import encode
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
@@ -68,19 +68,21 @@ class Genuine:
         self.driver, self.topics = driver, topics
 
     def command(self) -> RecordStart:
+        return self.signer.sign(self.unsigned())
+
+    @staticmethod
+    def unsigned() -> RecordStart:
         now = time.time_ns()
-        return self.signer.sign(
-            RecordStart(
-                activation_id=f"a-{uuid.uuid4().hex[:16]}",
-                issuer=ISSUER,
-                trigger=TriggerSummary.of(event(TriggerKind.WEAPON_DRAW)),
-                issued_at_ns=now,
-                origin=CENTER,
-                radius_m=150.0,
-                pre_event_s=30,
-                targets=Targets(units=(UNIT,)),
-                expires_at_ns=now + int(TTL_S * NS),
-            )
+        return RecordStart(
+            activation_id=f"a-{uuid.uuid4().hex[:16]}",
+            issuer=ISSUER,
+            trigger=TriggerSummary.of(event(TriggerKind.WEAPON_DRAW)),
+            issued_at_ns=now,
+            origin=CENTER,
+            radius_m=150.0,
+            pre_event_s=30,
+            targets=Targets(units=(UNIT,)),
+            expires_at_ns=now + int(TTL_S * NS),
         )
 
     async def measure(self, recorder: TimedRecorder, cell: str) -> tuple[list[float], float]:
@@ -210,6 +212,45 @@ async def test_a_command_flood_on_cmd_all_does_not_delay_a_genuine_command(
         if flood is not None and flood.poll() is None:
             flood.kill()
             flood.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_an_upgraded_camera_no_longer_reads_cmd_all_on_its_main_connection(
+    mosquitto: MosquittoProcess, topics: Topics
+) -> None:
+    """A camera's persistent session from a version that read ``cmd/all`` on its main
+    connection would keep that subscription, and any flood with it, for ever."""
+    client_id = f"t{uuid.uuid4().hex[:6]}-cam"
+    old = MqttLink(
+        mosquitto.url, LinkOptions(client_id, subscriptions=((topics.command_all(), 1),))
+    )
+    camera = CameraAgent(
+        CameraIdentity("bwc-12a", UNIT, CameraRole.BODY),
+        url=mosquitto.url,
+        topics=topics,
+        position=CENTER,
+        client_id=client_id,
+    )
+    driver = MqttLink(mosquitto.url, LinkOptions(f"{client_id}-gw", persistent_session=False))
+    got: list[Inbound] = []
+    tasks = [asyncio.create_task(old.run(lambda _m: None))]
+    try:
+        await old.wait_up(10)
+        tasks.pop().cancel()
+        # The new camera's main connection alone, on the old session.
+        tasks += [
+            asyncio.create_task(camera.link.run(got.append)),
+            asyncio.create_task(driver.run(lambda _m: None)),
+        ]
+        await camera.link.wait_up(10)
+        await driver.wait_up(10)
+        await driver.publish(topics.command_all(), encode(Genuine.unsigned()))
+        await driver.publish(topics.command_unit(UNIT), encode(Genuine.unsigned()))
+        await wait_until(lambda: any(m.topic == topics.command_unit(UNIT) for m in got))
+        assert [m.topic for m in got] == [topics.command_unit(UNIT)]
+    finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -284,8 +284,15 @@ class CameraAgent:
             self.counters["ignored.topic"] += 1
             return
         if len(message.payload) > MAX_COMMAND_BYTES:
-            self.counters["intake.dropped.too_large"] += 1
-            self._warn("command dropped: too large", "too_large", size=len(message.payload))
+            # Dropped unparsed, refused as the codec would refuse it.
+            self.counters["rejected.command.too_large"] += 1
+            self._warn(
+                "command rejected",
+                f"too_large.{lane.name}",
+                topic=message.topic,
+                code="too_large",
+                reason=f"{len(message.payload)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
+            )
             return
         item = Queued(lane, parsed.kind, message.topic, message.payload, self.clock.wall_ns())
         if self._intake.put(item) is not None:
@@ -334,7 +341,13 @@ class CameraAgent:
                 return
         except PayloadError as exc:
             self.counters[f"rejected.command.{exc.code}"] += 1
-            self._warn("command rejected", exc.code, topic=item.topic, reason=exc.reason)
+            self._warn(
+                "command rejected",
+                f"{exc.code}.{item.lane.name}",
+                topic=item.topic,
+                code=exc.code,
+                reason=exc.reason,
+            )
             return
         if item.lane is not Lane.DIRECT and not self._worth_checking(command, item):
             return

@@ -8,9 +8,12 @@ thousands of such commands while genuine signed commands go to the camera's cell
 topics, and the time from publishing a genuine command to the camera starting is compared
 with the same measured unloaded, in the same test.
 
-The comparison allows p99 under flood ≤ 2 × p99 unloaded + 15 ms: the camera, its
-genuine sender and the flood publisher share this machine's cores (and, in CI, the other
-tests'), so a few milliseconds of scheduling noise on loopback are not the camera's doing.
+The comparison allows p99 under flood ≤ 2 × p99 unloaded + 25 ms. The slack is for the
+test bench, not the camera: the camera, the broker forwarding the flood, the flood's
+publisher and the genuine sender all share this machine's cores (two, on the machine it
+was written on), and one pause of the test process (scheduling, a garbage collection)
+delays the few commands sent during it: about 1 run in 8 saw a p99 near 20 ms there, the
+others 4-10 ms. The camera without its defence misses every command (p99 infinite).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ FLOOD_COUNT = 60_000
 SAMPLES = 100
 SPACING_S = 0.005
 TTL_S = 10.0
-SLACK_MS = 15.0
+SLACK_MS = 25.0
 
 
 def p99(values: list[float]) -> float:

@@ -116,6 +116,29 @@ class LinkOptions:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
     timeout_s: float = 10.0
+    # Messages read but not yet handled, at most (0: no limit). Past it the oldest is
+    # dropped, and acknowledged so that the broker's in-flight window does not fill up
+    # with messages no one will acknowledge (counted in ``MqttLink.inbound_dropped``).
+    max_inbound: int = 0
+    # Filters to remove from a persistent session on the next connect (what an older
+    # version of this client subscribed to and this one no longer wants).
+    unsubscribe: tuple[str, ...] = ()
+
+
+class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
+    """The client library's queue of received messages, with a limit that sheds the
+    oldest: it is filled as fast as the socket is read, whatever the handler's pace."""
+
+    def __init__(self, limit: int, on_drop: Callable[[aiomqtt.Message], None]) -> None:
+        super().__init__()
+        self.limit = limit
+        self.on_drop = on_drop
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        queue = self._queue  # type: ignore[attr-defined]
+        if len(queue) >= self.limit:
+            self.on_drop(queue.popleft())
+        queue.append(item)
 
 
 MessageHandler = Callable[[Inbound], None]
@@ -148,7 +171,10 @@ class MqttLink:
             else aiomqtt.ProtocolVersion.V5
         )
         self.connects = 0
-        self._unsubscribe_pending: set[str] = set()
+        self.inbound_dropped = 0  # shed by ``max_inbound``
+        self._unsubscribe_pending: set[str] = set(options.unsubscribe) - {
+            topic for topic, _ in options.subscriptions
+        }
         # asyncio keeps only weak references to tasks; fire-and-forget publishes live here.
         self._background: set[asyncio.Future[None]] = set()
 
@@ -209,6 +235,13 @@ class MqttLink:
     @property
     def is_up(self) -> bool:
         return self._up.is_set()
+
+    @property
+    def inbound_backlog(self) -> int:
+        """Messages read from the broker but not yet given to the handler (the client
+        library's queue: unbounded, so a handler that keeps up is what bounds it)."""
+        client = self._client
+        return 0 if client is None else len(client.messages)
 
     @property
     def protocol(self) -> str:
@@ -318,6 +351,10 @@ class MqttLink:
             "tls_context": self.url.tls_context(),
             "socket_options": (NODELAY,),
         }
+        if opts.max_inbound > 0:
+            holder: list[aiomqtt.Client] = []
+            inbox = _BoundedInbox(opts.max_inbound, lambda m: self._shed(holder, m))
+            common["queue_type"] = lambda maxsize=0: inbox
         if self._version == aiomqtt.ProtocolVersion.V5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if opts.persistent_session:
@@ -334,6 +371,8 @@ class MqttLink:
                 clean_session=not opts.persistent_session,
                 **common,  # type: ignore[arg-type]
             )
+        if opts.max_inbound > 0:
+            holder.append(client)
         # We send every PUBACK ourselves (see Inbound.defer); aiomqtt has no option for it.
         client._client.manual_ack_set(True)
         # aiomqtt warns (stdlib logging, one line per publish) past 10 publishes awaiting
@@ -341,6 +380,13 @@ class MqttLink:
         client.pending_calls_threshold = _PENDING_PUBLISHES_WARN
         _fail_connect_on_disconnect(client)
         return client
+
+    def _shed(self, holder: list[aiomqtt.Client], message: aiomqtt.Message) -> None:
+        """A message dropped unread by the bounded inbox: acknowledged all the same."""
+        self.inbound_dropped += 1
+        if holder and message.qos > 0:
+            with contextlib.suppress(Exception):
+                holder[0]._client.ack(message.mid, message.qos)
 
     # --- publishing -----------------------------------------------------------------
     async def publish(

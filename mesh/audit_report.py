@@ -21,6 +21,7 @@ from mesh.activation_log import LogRecord, read_records
 from mesh.log_records import (
     AckEntry,
     ActivationEntry,
+    CancelAckEntry,
     CancelEntry,
     EscalatedEntry,
     FinishedEntry,
@@ -377,6 +378,12 @@ def _fold(
         timeline.marks.append(Mark(record.at_ns, "escalated", label, esc.camera_id))
     elif kind == RecordKind.CANCEL:
         _on_cancel(timeline, record, CancelEntry.model_validate_json(record.body))
+    elif kind == RecordKind.CANCEL_ACK:
+        answer = CancelAckEntry.model_validate_json(record.body)
+        label = f"cancel by {answer.ack.cancel_issuer}: {answer.effect}"
+        if answer.ack.reason:
+            label += f" ({answer.ack.reason})"
+        timeline.marks.append(Mark(record.at_ns, "cancel ack", label, answer.ack.camera_id))
     elif kind == RecordKind.RESUMED:
         resumed = ResumedEntry.model_validate_json(record.body)
         label = f"gateway resumed it ({resumed.acks_recovered} acks recovered)"

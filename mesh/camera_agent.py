@@ -17,7 +17,15 @@ from bridge.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoi
 from bridge.codec import PayloadError, decode, encode
 from bridge.topics import TopicKind, Topics
 from bridge.urls import BrokerUrl
-from mesh.camera_decision import Action, CameraView, decide
+from mesh.camera_decision import Action, Binding, CameraView, cancel_refusal, decide
+from mesh.camera_intake import (
+    LANE_OF,
+    MAX_COMMAND_BYTES,
+    CommandIntake,
+    IssuerBudget,
+    Lane,
+    Queued,
+)
 from mesh.cells import cell_of
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.models import (
@@ -25,6 +33,8 @@ from mesh.models import (
     CameraAck,
     CameraPresence,
     CameraRole,
+    CancelAck,
+    CancelOutcome,
     GeoPoint,
     Position,
     RecordCancel,
@@ -43,6 +53,22 @@ _PRESENCE_COALESCE_S = 0.5
 # Refused commands are answered with a `rejected` ack, at most this many per second: a
 # flood of forged broadcasts must not become a flood of acks from every camera.
 _REJECT_ACKS_PER_S = 10.0
+# Messages read off each connection and not yet sorted into lanes, at most (the client
+# library's queue; past it the oldest is shed, acknowledged, and counted in the link's
+# ``inbound_dropped``). The urgent connection carries a few commands a second in service.
+_URGENT_INBOUND_MAX = 1024
+_BROADCAST_INBOUND_MAX = 64
+# A kind of warning (a refusal code, a full lane) is logged at most this often.
+_WARN_EVERY_NS = 1_000_000_000
+
+
+@dataclass
+class _Acted:
+    """An activation this camera started or joined a recording for."""
+
+    status: AckStatus
+    binding: Binding  # who may cancel it, until when
+    cancelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,16 +79,6 @@ class CameraIdentity:
     officer: str | None = None
     groups: tuple[str, ...] = ()
     ble_address: str | None = None  # what the camera advertises from, if it does
-
-
-# The topics a camera hears commands on, besides its cell's: everyone's (commands for
-# very large circles), its unit's, its own (retries).
-_COMMAND_KINDS = (
-    TopicKind.COMMAND_ALL,
-    TopicKind.COMMAND_CELL,
-    TopicKind.COMMAND_UNIT,
-    TopicKind.COMMAND_CAMERA,
-)
 
 
 class CameraAgent:
@@ -96,10 +112,19 @@ class CameraAgent:
         self.heartbeat_s = heartbeat_s
         self.counters: Counter[str] = Counter()
         self.acks_sent: list[CameraAck] = []
-        self._handled: OrderedDict[str, AckStatus] = OrderedDict()
+        self.cancel_acks_sent: list[CancelAck] = []
+        self._handled: OrderedDict[str, _Acted] = OrderedDict()
+        self._intake = CommandIntake(clock.mono_ns())
+        self._intake_ready = asyncio.Event()
+        self._issuer_budget = IssuerBudget()
+        self._warned: dict[str, tuple[int | None, int]] = {}
         self._presence_task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("mesh.camera").bind(camera=identity.camera_id)
         cid = identity.camera_id
+        # Two connections: everything a camera needs for its own recordings (its own,
+        # unit and cell commands, its acks, presence and will) on one; everyone's
+        # ``cmd/all``, which any gateway credential may flood, on another. A connection is
+        # read in order, so a flood on one cannot hold back a command on the other.
         self.link = MqttLink(
             url,
             LinkOptions(
@@ -108,8 +133,24 @@ class CameraAgent:
                 will=self._will(),
                 session_expiry_s=600,
                 protocol=protocol,
+                max_inbound=_URGENT_INBOUND_MAX,
+                # Its session from a version that read cmd/all on this connection.
+                unsubscribe=(topics.command_all(),),
             ),
             logger=self._log,
+        )
+        self.broadcast_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{client_id or f'tm-cam-{cid}'}-all",
+                subscriptions=((topics.command_all(), 1),),
+                session_expiry_s=600,
+                # MQTT 5 buys nothing here, and its per-message properties cost the
+                # client library more to parse than the rest of a message.
+                protocol="3.1.1" if protocol == "auto" else protocol,
+                max_inbound=_BROADCAST_INBOUND_MAX,
+            ),
+            logger=self._log.bind(link="cmd/all"),
         )
         self._resubscribe_task: asyncio.Task[None] | None = None
 
@@ -121,7 +162,6 @@ class CameraAgent:
     def _subscriptions(self) -> tuple[tuple[str, int], ...]:
         ident = self.identity
         subs = [
-            (self.topics.command_all(), 1),
             (self.topics.command_unit(ident.unit_id), 1),
             (self.topics.command_camera(ident.camera_id), 1),
         ]
@@ -133,12 +173,18 @@ class CameraAgent:
     async def run(self) -> None:
         """Serve until cancelled; on cancellation say goodbye (offline presence)."""
         heartbeat = asyncio.create_task(self._heartbeat())
+        commands = asyncio.create_task(self._serve_commands())
+        broadcast = asyncio.create_task(self.broadcast_link.run(self._on_message))
         try:
             await self.link.serve_until_cancelled(
                 self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
             )
         finally:
             heartbeat.cancel()
+            commands.cancel()
+            broadcast.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await broadcast
             if self._presence_task is not None:
                 self._presence_task.cancel()
 
@@ -230,51 +276,184 @@ class CameraAgent:
 
     # --- commands ---------------------------------------------------------------------
     def _on_message(self, message: Inbound) -> None:
+        """Intake, called for every message as the link reads it: sort it into its lane
+        and go back to reading. The checks run in ``_serve_commands``, urgent lane first."""
         parsed = self.topics.parse(message.topic)
-        if parsed is None or parsed.kind not in _COMMAND_KINDS:
+        lane = None if parsed is None else LANE_OF.get(parsed.kind)
+        if parsed is None or lane is None:
             self.counters["ignored.topic"] += 1
             return
-        received_ns = self.clock.wall_ns()
+        if len(message.payload) > MAX_COMMAND_BYTES:
+            # Dropped unparsed, refused as the codec would refuse it.
+            self.counters["rejected.command.too_large"] += 1
+            self._warn(
+                "command rejected",
+                f"too_large.{lane.name}",
+                topic=message.topic,
+                code="too_large",
+                reason=f"{len(message.payload)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
+            )
+            return
+        item = Queued(lane, parsed.kind, message.topic, message.payload, self.clock.wall_ns())
+        if self._intake.put(item) is not None:
+            name = lane.name.lower()
+            self.counters[f"intake.dropped.{name}"] += 1
+            self._warn("command dropped: lane full, oldest shed", f"full.{name}", lane=name)
+        self._intake_ready.set()
+
+    @property
+    def intake_depth(self) -> int:
+        """Commands read but not yet checked (bounded by the lanes' capacities)."""
+        return len(self._intake)
+
+    @property
+    def intake_deepest(self) -> int:
+        return self._intake.deepest
+
+    async def _serve_commands(self) -> None:
+        """Check and act on queued commands, most urgent lane first, for ever."""
+        while True:
+            now = self.clock.mono_ns()
+            item = self._intake.pop(now)
+            if item is None:
+                wait_s = self._intake.wait_s(now)
+                self._intake_ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._intake_ready.wait(), wait_s)
+                continue
+            try:
+                self._check_in(item)
+            except Exception:
+                self._log.exception("command not handled", topic=item.topic)
+            # Back to the loop after each one: the link may have read something more urgent.
+            await asyncio.sleep(0)
+
+    def _check_in(self, item: Queued) -> None:
+        """Decode; on a shared topic, the cheap checks; then the full check and decision."""
         try:
             try:
-                command = decode(RecordStart, message.payload)
+                command = decode(RecordStart, item.payload, max_bytes=MAX_COMMAND_BYTES)
             except PayloadError as exc:
                 if exc.code != "wrong_type":
                     raise
-                self.cancel(decode(RecordCancel, message.payload))
+                notice = decode(RecordCancel, item.payload, max_bytes=MAX_COMMAND_BYTES)
+                self.cancel(notice, received_ns=item.received_ns)
                 return
         except PayloadError as exc:
             self.counters[f"rejected.command.{exc.code}"] += 1
-            self._log.warning(
-                "command rejected", topic=message.topic, code=exc.code, reason=exc.reason
+            self._warn(
+                "command rejected",
+                f"{exc.code}.{item.lane.name}",
+                topic=item.topic,
+                code=exc.code,
+                reason=exc.reason,
             )
             return
+        if item.lane is not Lane.DIRECT and not self._worth_checking(command, item):
+            return
         self.handle(
-            command, direct=parsed.kind is TopicKind.COMMAND_CAMERA, received_ns=received_ns
+            command, direct=item.kind is TopicKind.COMMAND_CAMERA, received_ns=item.received_ns
         )
 
-    def cancel(self, cancel: RecordCancel) -> bool:
-        """A cancelled activation: stop the recording if it alone started it. What was
-        recorded is kept. True if a recording stopped."""
-        problem = self.security.check_command(cancel, self.clock.wall_ns())
+    def _worth_checking(self, command: RecordStart, item: Queued) -> bool:
+        """Before the Ed25519 check of a shared-topic command: not expired, a key known,
+        allowed and valid (refused as before if not), and its issuer within its budget
+        of checks. A command on this camera's own or unit topic always gets the full
+        check and an answer."""
+        now = self.clock.wall_ns()
+        if now > command.expires_at_ns:
+            self.counters["intake.dropped.expired"] += 1
+            return False
+        problem = self.security.precheck_command(command, now)
+        if problem is not None:
+            self._refuse(command, problem, item.received_ns)
+            return False
+        if command.sig is not None and not self._issuer_budget.allow(
+            command.issuer, self.clock.mono_ns()
+        ):
+            self.counters["intake.dropped.issuer_rate"] += 1
+            self._warn(
+                "command dropped: issuer over its rate", "issuer_rate", issuer=command.issuer
+            )
+            return False
+        return True
+
+    def cancel(self, cancel: RecordCancel, *, received_ns: int | None = None) -> bool:
+        """A cancelled activation: stop the recording if it alone started it, and only if
+        the cancel comes, signed, from the gateway whose command started it, before the
+        deadline that command carried. What was recorded is kept. Answered with a
+        ``cancel_ack`` to that gateway. True if a recording stopped."""
+        aid = cancel.activation_id
+        acted = self._handled.get(aid)
+        if acted is None:
+            # Nothing this camera acted on: nothing to stop and no one to tell.
+            self.counters["cancel.not_ours"] += 1
+            return False
+        if acted.cancelled:
+            self.counters["cancel.repeat"] += 1  # the same cancel on another of its topics
+            return False
+        now = self.clock.wall_ns()
+        received = now if received_ns is None else received_ns
+        problem = self.security.check_command(cancel, now) or cancel_refusal(
+            cancel, acted.binding, now_ns=now
+        )
         if problem is not None:
             self.counters[f"refused.cancel.{problem.code}"] += 1
-            self._log.warning(
+            self._warn(
                 "cancel refused",
-                activation=cancel.activation_id,
+                f"cancel.{problem.code}",
+                activation=aid,
                 issuer=cancel.issuer,
                 code=problem.code,
                 reason=problem.reason,
             )
+            if self._reject_ack_allowed():
+                reason = f"{problem.code}: {problem.reason}"
+                self._send_cancel_ack(acted, cancel, CancelOutcome.REFUSED, reason, received)
+            else:
+                self.counters["refused.ack_not_sent"] += 1
             return False
-        stopped = self.recorder.cancel(cancel.activation_id, self.clock.wall_ns())
+        acted.cancelled = True
+        stopped = self.recorder.cancel(aid, now)
         self.counters["cancel.stopped" if stopped else "cancel.kept_recording"] += 1
         if stopped:
-            self._log.info(
-                "recording stopped: activation cancelled", activation=cancel.activation_id
-            )
+            self._log.info("recording stopped: activation cancelled", activation=aid)
             self._presence_changed()
+            outcome, why = CancelOutcome.STOPPED, "recording stopped; what was recorded is kept"
+        else:
+            outcome, why = (
+                CancelOutcome.KEPT_RECORDING,
+                "the recording is not this activation's alone",
+            )
+        self._send_cancel_ack(acted, cancel, outcome, why, received)
         return stopped
+
+    def _send_cancel_ack(
+        self,
+        acted: _Acted,
+        cancel: RecordCancel,
+        outcome: CancelOutcome,
+        reason: str,
+        received_ns: int,
+    ) -> None:
+        """To the gateway whose command this camera acted on, whoever sent the cancel."""
+        ack = self.security.sign(
+            CancelAck(
+                activation_id=cancel.activation_id,
+                camera_id=self.identity.camera_id,
+                unit_id=self.identity.unit_id,
+                outcome=outcome,
+                reason=reason[:512],
+                cancel_issuer=cancel.issuer,
+                cancel_at_ns=cancel.at_ns,
+                received_at_ns=received_ns,
+            )
+        )
+        topic = self.topics.ack(acted.binding.issuer, ack.camera_id)
+        self.link.publish_soon(topic, encode(ack), qos=1)
+        self.cancel_acks_sent.append(ack)
+        if len(self.cancel_acks_sent) > _ACKS_KEPT:
+            del self.cancel_acks_sent[: len(self.cancel_acks_sent) - _ACKS_KEPT]
 
     def handle(self, command: RecordStart, *, direct: bool, received_ns: int) -> CameraAck | None:
         """Decide, act on the recorder, and ack. Returns the ack sent, if any."""
@@ -321,7 +500,7 @@ class CameraAgent:
         elif decision.status is AckStatus.ALREADY_RECORDING and aid not in self._handled:
             self.recorder.attach(aid)
         if decision.status in (AckStatus.STARTED, AckStatus.ALREADY_RECORDING):
-            self._remember(aid, decision.status)
+            self._remember(command, decision.status)
         ack = CameraAck(
             activation_id=aid,
             camera_id=me.camera_id,
@@ -345,11 +524,13 @@ class CameraAgent:
     def _refuse(
         self, command: RecordStart, problem: Rejection, received_ns: int
     ) -> CameraAck | None:
-        """A command not trusted: logged with its reason, counted, answered `rejected`
-        (within the ack budget). Nothing in it is acted on, its scope included."""
+        """A command not trusted: counted, logged (at most once a second per reason),
+        answered `rejected` (within the ack budget). Nothing in it is acted on, its
+        scope included."""
         self.counters[f"refused.command.{problem.code}"] += 1
-        self._log.warning(
+        self._warn(
             "command refused",
+            f"command.{problem.code}",
             activation=command.activation_id,
             issuer=command.issuer,
             code=problem.code,
@@ -370,6 +551,18 @@ class CameraAgent:
         self._send_ack(command.issuer, ack)
         return ack
 
+    def _warn(self, event: str, key: str, **fields: object) -> None:
+        """A warning at most once a second per kind (``key``, from a fixed set of codes):
+        a flood of forgeries must not become a flood of log lines. The counters count
+        every one; ``suppressed`` says how many went unlogged since the last line."""
+        now = self.clock.mono_ns()
+        last, quiet = self._warned.get(key, (None, 0))
+        if last is not None and now - last < _WARN_EVERY_NS:
+            self._warned[key] = (last, quiet + 1)
+            return
+        self._warned[key] = (now, 0)
+        self._log.warning(event, suppressed=quiet, **fields)
+
     def _reject_ack_allowed(self) -> bool:
         now = self.clock.mono_ns()
         elapsed_s = (now - self._reject_refill_mono) / 1e9
@@ -389,8 +582,13 @@ class CameraAgent:
         if len(self.acks_sent) > _ACKS_KEPT:
             del self.acks_sent[: len(self.acks_sent) - _ACKS_KEPT]
 
-    def _remember(self, activation_id: str, status: AckStatus) -> None:
-        self._handled[activation_id] = status
-        self._handled.move_to_end(activation_id)
+    def _remember(self, command: RecordStart, status: AckStatus) -> None:
+        """Bind the activation to its issuer and cancel deadline, the first time only: a
+        later command with the same id (another issuer's) changes neither."""
+        aid = command.activation_id
+        if aid not in self._handled:
+            binding = Binding(command.issuer, command.cancel_until_ns)
+            self._handled[aid] = _Acted(status, binding)
+        self._handled.move_to_end(aid)
         while len(self._handled) > _HANDLED_MAX:
             self._handled.popitem(last=False)

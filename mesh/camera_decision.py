@@ -8,6 +8,9 @@ broadcast costs only the acks of cameras that start; and so does the same comman
 arriving a second time on another shared topic (its cell and its unit, say). A command
 sent to this camera directly (a retry: the gateway is waiting for it) always gets an
 answer, out_of_range included.
+
+A record-cancel is obeyed only from the issuer of the command the camera acted on, and
+only before the cancel deadline that command carried (``cancel_refusal``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from mesh.geo import haversine_m
-from mesh.models import AckStatus, CameraRole, GeoPoint, RecordStart
+from mesh.models import AckStatus, CameraRole, GeoPoint, RecordCancel, RecordStart
+from mesh.trust import Rejection
 
 
 class Action(Enum):
@@ -92,3 +96,52 @@ def decide(
     if recording:
         return Decision(Action.ACK, AckStatus.ALREADY_RECORDING, f"already recording; {why}")
     return Decision(Action.START, AckStatus.STARTED, why)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a camera keeps of a command it acted on (started, or joined a recording for):
+    who issued it, and until when that issuer may cancel it."""
+
+    issuer: str
+    cancel_until_ns: int | None
+
+
+class CancelProblem:
+    """Codes of cancels refused by a camera (beside mesh.trust.Distrust)."""
+
+    NOT_ISSUER = "not_issuer"
+    NOT_CANCELLABLE = "not_cancellable"
+    DEADLINE_PASSED = "deadline_passed"
+
+
+def cancel_refusal(cancel: RecordCancel, binding: Binding, *, now_ns: int) -> Rejection | None:
+    """Why a camera recording for ``binding`` must not obey ``cancel`` (None: it may).
+
+    Only the gateway whose command started the recording may stop it, and only until the
+    deadline that command carried: a cancel from any other issuer, or after the deadline
+    (by the camera's clock, or by the cancel's own time), is refused. A command without a
+    deadline cannot be cancelled at all."""
+    if cancel.issuer != binding.issuer:
+        return Rejection(
+            CancelProblem.NOT_ISSUER,
+            f"cancel issued by {cancel.issuer}; only {binding.issuer}, whose command "
+            "started this recording, may cancel it",
+        )
+    deadline = binding.cancel_until_ns
+    if deadline is None:
+        return Rejection(
+            CancelProblem.NOT_CANCELLABLE,
+            "the command that started this recording carried no cancel deadline",
+        )
+    if now_ns > deadline:
+        late_ms = (now_ns - deadline) / 1e6
+        return Rejection(
+            CancelProblem.DEADLINE_PASSED, f"the cancel deadline passed {late_ms:.0f} ms ago"
+        )
+    if cancel.at_ns > deadline:
+        late_ms = (cancel.at_ns - deadline) / 1e6
+        return Rejection(
+            CancelProblem.DEADLINE_PASSED, f"cancel issued {late_ms:.0f} ms after the deadline"
+        )
+    return None

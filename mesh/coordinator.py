@@ -48,6 +48,7 @@ from mesh.fanout import command_topics
 from mesh.log_records import (
     AckEntry,
     ActivationEntry,
+    CancelAckEntry,
     CancelEntry,
     DecisionInputs,
     EscalatedEntry,
@@ -60,6 +61,8 @@ from mesh.log_records import (
 from mesh.models import (
     ActivationRecord,
     CameraAck,
+    CancelAck,
+    CancelOutcome,
     CancelRequest,
     Escalation,
     EscalationReason,
@@ -90,6 +93,10 @@ _PROGRESS_NS_PER_CAMERA = 1_000_000
 _RECENT_MAX = 4096
 _CANCEL_MEMORY_S = 60.0
 _CANCELLABLE_MAX = 64
+# Cancel acks logged per camera and activation (a genuine cancel makes one, each refused
+# attempt one more), and how many camera-activation pairs are counted at once.
+_CANCEL_ACKS_PER_CAMERA = 8
+_CANCEL_ACKS_LOGGED_MAX = 4096
 
 
 class Publisher(Protocol):
@@ -175,6 +182,7 @@ class Coordinator:
         self.tasks = Background()
         self.pace = AckPace()
         self._resumed: list[_Live] = []
+        self._cancel_acks_logged: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._log = structlog.get_logger("mesh.coordinator").bind(unit=unit_id)
 
     # --- triggers -------------------------------------------------------------------
@@ -581,9 +589,14 @@ class Coordinator:
             return f"already cancelled by {tracker.cancelled_by}"
         if window <= 0:
             return f"the policy allows no cancelling of {tracker.command.trigger.kind} activations"
-        age_s = (now - tracker.command.issued_at_ns) / NS
-        if age_s > window:
-            return f"the {window:g} s cancel window closed {age_s - window:.1f} s ago"
+        # The deadline the cameras were given decides, so gateway and cameras agree.
+        command = tracker.command
+        if command.cancel_until_ns is None:
+            return "its command carried no cancel deadline, so cameras would refuse a cancel"
+        if now > command.cancel_until_ns:
+            granted_s = (command.cancel_until_ns - command.issued_at_ns) / NS
+            late_s = (now - command.cancel_until_ns) / NS
+            return f"the {granted_s:g} s cancel window closed {late_s:.1f} s ago"
         return ""
 
     def _cancel(self, live: _Live, request: CancelRequest, now: int) -> None:
@@ -606,6 +619,36 @@ class Coordinator:
             self._deliver_record(tracker.record())  # the outcome stands; the state changes
         else:
             live.done.set()  # _drive stops retrying and finishes it as cancelled
+
+    def on_cancel_ack(self, ack: CancelAck, *, untrusted: Rejection | None = None) -> None:
+        """A camera's answer to a record-cancel for one of our activations (ours, or one
+        another issuer tried to cancel): logged, so the log says which cameras stopped
+        and which refused whose cancel. An untrusted one (its signature refused) is
+        logged as evidence, marked so. At most a few per camera and activation: more
+        are counted, not logged."""
+        aid = ack.activation_id
+        if aid not in self.live and aid not in self.recent:
+            self.counters["cancel_acks.unknown_activation"] += 1
+            return
+        effect = ack.outcome.value if untrusted is None else f"untrusted:{untrusted.code}"
+        key = (aid, ack.camera_id)
+        logged = self._cancel_acks_logged.get(key, 0)
+        if logged >= _CANCEL_ACKS_PER_CAMERA:
+            self.counters["cancel_acks.not_logged"] += 1
+            return
+        self._cancel_acks_logged[key] = logged + 1
+        while len(self._cancel_acks_logged) > _CANCEL_ACKS_LOGGED_MAX:
+            self._cancel_acks_logged.popitem(last=False)
+        self.counters[f"cancel_acks.{effect.split(':')[0]}"] += 1
+        self._append(RecordKind.CANCEL_ACK, aid, CancelAckEntry(ack=ack, effect=effect))
+        if ack.outcome is CancelOutcome.REFUSED and untrusted is None:
+            self._log.warning(
+                "camera refused a cancel",
+                activation=aid,
+                camera=ack.camera_id,
+                cancel_issuer=ack.cancel_issuer,
+                reason=ack.reason,
+            )
 
     def _prune_cancellable(self, now: int) -> None:
         # Kept a minute past the window, so that a late cancel hears "window closed"; and
@@ -720,7 +763,14 @@ class Coordinator:
         self,
         kind: RecordKind,
         activation_id: str | None,
-        body: TriggerEntry | PublishedEntry | ResumedEntry | EscalatedEntry | CancelEntry,
+        body: (
+            TriggerEntry
+            | PublishedEntry
+            | ResumedEntry
+            | EscalatedEntry
+            | CancelEntry
+            | CancelAckEntry
+        ),
     ) -> None:
         try:
             self.log.append(kind, activation_id, body, self.clock.wall_ns())

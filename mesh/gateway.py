@@ -37,6 +37,7 @@ from mesh.models import (
     ActivationRecord,
     CameraAck,
     CameraPresence,
+    CancelAck,
     CancelRequest,
     GatewayStatus,
     GeoPoint,
@@ -350,7 +351,9 @@ class Gateway:
         try:
             match parsed.kind:
                 case TopicKind.ACK:
-                    ack = decode(CameraAck, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+                    ack = self._decode_ack(parsed.args[1], message.payload)
+                    if ack is None:
+                        return  # a cancel ack, handled
                     if ack.camera_id != parsed.args[1]:
                         raise PayloadError(
                             "id_mismatch",
@@ -399,6 +402,30 @@ class Gateway:
                 reason=exc.reason,
                 size=len(message.payload),
             )
+
+    def _decode_ack(self, camera_id: str, payload: bytes) -> CameraAck | None:
+        """An ack; or None for a cancel ack, which goes to ``_on_cancel_ack``."""
+        try:
+            return decode(CameraAck, payload, max_bytes=MAX_SMALL_PAYLOAD)
+        except PayloadError as exc:
+            if exc.code != "wrong_type":
+                raise
+        self._on_cancel_ack(camera_id, payload)
+        return None
+
+    def _on_cancel_ack(self, camera_id: str, payload: bytes) -> None:
+        """A camera's answer to a record-cancel, on its ack topic: checked like an ack,
+        then logged by the coordinator (an untrusted one too, marked, as evidence)."""
+        ack = decode(CancelAck, payload, max_bytes=MAX_SMALL_PAYLOAD)
+        if ack.camera_id != camera_id:
+            raise PayloadError(
+                "id_mismatch",
+                f"cancel ack from camera {ack.camera_id!r} on the topic of camera {camera_id!r}",
+            )
+        untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
+        self.coordinator.on_cancel_ack(ack, untrusted=untrusted)
+        if untrusted is not None:
+            raise PayloadError(untrusted.code, untrusted.reason)
 
     async def _submit_remote(
         self,

@@ -12,6 +12,7 @@ from pydantic import Field
 from mesh.models import (
     ActivationRecord,
     CameraAck,
+    CancelAck,
     CancelRequest,
     Escalation,
     Frozen,
@@ -34,6 +35,7 @@ class RecordKind(StrEnum):
     RESUMED = "resumed"  # a gateway restart picked the activation up again
     ESCALATED = "escalated"  # a camera that did not start, told to the policy's audiences
     CANCEL = "cancel"  # a cancel request, accepted or refused (nothing is erased)
+    CANCEL_ACK = "cancel_ack"  # a camera's answer to a record-cancel: stopped, kept, refused
     CHECKPOINT = "checkpoint"  # the gateway's signature over the chain head
     RETENTION = "retention"  # expired records removed, and the runs the chain skips
     HOLD = "hold"  # a legal hold placed or released
@@ -189,3 +191,8 @@ class CancelEntry(Frozen):
     cancel: CancelRequest
     accepted: bool
     reason: str
+
+
+class CancelAckEntry(Frozen):
+    ack: CancelAck
+    effect: str  # the ack's outcome, or ``untrusted:<code>`` if its signature was refused

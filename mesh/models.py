@@ -202,6 +202,10 @@ class RecordStart(Frozen):
     roles: tuple[CameraRole, ...] = ()
     groups: tuple[Ident, ...] = ()
     wake: bool = True  # whether a camera asleep (standby) starts for it
+    # Until when the issuer may cancel this activation (from the policy's cancel window);
+    # absent: it may not be cancelled. A camera binds the issuer and this deadline when it
+    # acts on the command and refuses any other cancel (docs/protocol.md).
+    cancel_until_ns: TimeNs | None = None
     sig: Signature | None = None
 
 
@@ -229,6 +233,29 @@ class CameraAck(Frozen):
     received_at_ns: TimeNs
     recording_started_at_ns: TimeNs | None = None
     pre_event_kept_s: Annotated[float, Field(ge=0.0)] | None = None
+    sig: Signature | None = None
+
+
+class CancelOutcome(StrEnum):
+    STOPPED = "stopped"  # the recording this activation alone started stopped (and is kept)
+    KEPT_RECORDING = "kept_recording"  # accepted; another activation still wants the recording
+    REFUSED = "refused"  # not from the command's issuer, past its deadline, or not trusted
+
+
+class CancelAck(Frozen):
+    """A camera's answer to a ``record_cancel`` for an activation it acted on, sent to the
+    issuer of the command it recorded for (whoever the cancel claimed to come from)."""
+
+    type: Literal["cancel_ack"] = "cancel_ack"
+    v: ProtocolV1 = 1
+    activation_id: Ident
+    camera_id: Ident
+    unit_id: Ident | None = None
+    outcome: CancelOutcome
+    reason: Annotated[str, Field(max_length=512)] = ""
+    cancel_issuer: Ident  # the issuer the cancel named
+    cancel_at_ns: TimeNs  # the cancel's at_ns: which cancel this answers
+    received_at_ns: TimeNs
     sig: Signature | None = None
 
 
@@ -368,6 +395,7 @@ WIRE_MODELS: dict[str, type[Frozen]] = {
     "receipt": TriggerReceipt,
     "gateway": GatewayStatus,
     "record_cancel": RecordCancel,
+    "cancel_ack": CancelAck,
     "cancel": CancelRequest,
     "escalation": Escalation,
 }

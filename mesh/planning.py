@@ -72,6 +72,10 @@ def plan_activation(
         pre_event_s=rules.pre_event_s,
         targets=Targets(units=scope.targets.units, cameras=named),
         expires_at_ns=now_ns + int(rules.command_ttl_s * 1e9),
+        # Cameras obey a cancel only from this issuer and only until then (0 s: never).
+        cancel_until_ns=(
+            now_ns + int(rules.cancel_window_s * 1e9) if rules.cancel_window_s > 0 else None
+        ),
         priority=rules.priority,
         roles=rules.roles,
         groups=rules.groups,

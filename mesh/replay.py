@@ -216,9 +216,11 @@ def _logged_outcome(kind: str, logged: ActivationEntry | TriggerEntry) -> str:
 
 def _command_differences(logged: ActivationEntry, replayed: dict[str, object]) -> list[str]:
     original = logged.command.model_dump(mode="json")
+    # A command logged before cancel deadlines existed has none; that is not a decision.
+    skip = {"cancel_until_ns"} if original.get("cancel_until_ns") is None else set()
     return [
         f"command {key}: logged {original.get(key)!r}, replay {replayed.get(key)!r}"
-        for key in sorted(set(original) | set(replayed))
+        for key in sorted((set(original) | set(replayed)) - skip)
         if original.get(key) != replayed.get(key)
     ]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.config import ConfigError, SecurityConfig
-from mesh.models import CameraAck, CancelRequest, RecordCancel, RecordStart, TriggerEvent
+from mesh.models import CameraAck, CancelAck, CancelRequest, RecordCancel, RecordStart, TriggerEvent
 from mesh.signing import P, PayloadSigner, SignedPayload
 from mesh.trust import KeyRole, Rejection, TrustStore
 
@@ -54,16 +54,30 @@ class Security:
         return self.trust.check(payload, signers, now_ns=now_ns)
 
     def check_command(self, command: RecordStart | RecordCancel, now_ns: int) -> Rejection | None:
-        """At a camera: signed by the issuing gateway (or a dispatch console issuing under
-        its own id), issued no later than now (give or take the clock skew), and for a
-        record-start, valid for no longer than the longest command life allowed."""
-        signers: list[tuple[KeyRole, str | None]] = [
-            (KeyRole.GATEWAY, command.issuer),
-            (KeyRole.DISPATCH, command.issuer),
-        ]
-        problem = self._check(command, signers, now_ns)
-        if problem is not None or self.trust is None:
+        """At a camera: ``precheck_command``, then the signature itself."""
+        problem = self.precheck_command(command, now_ns)
+        if problem is not None or self.trust is None or command.sig is None:
             return problem
+        return self.trust.verify(command)
+
+    def precheck_command(
+        self, command: RecordStart | RecordCancel, now_ns: int
+    ) -> Rejection | None:
+        """At a camera, everything but the Ed25519 check (cheap, so it comes first): a
+        record-start signed by a key of the issuing gateway (or of a dispatch console
+        issuing under its own id), a record-cancel by a key of the issuing gateway only
+        (dispatch cancels go through that gateway); issued no later than now (give or
+        take the clock skew); a record-start valid no longer than the longest command
+        life allowed."""
+        if self.trust is None:
+            return None
+        signers: list[tuple[KeyRole, str | None]] = [(KeyRole.GATEWAY, command.issuer)]
+        if isinstance(command, RecordStart):
+            signers.append((KeyRole.DISPATCH, command.issuer))
+        if command.sig is not None or self.require_signed:
+            problem = self.trust.key_problem(command, signers, now_ns=now_ns)
+            if problem is not None:
+                return problem
         issued = command.issued_at_ns if isinstance(command, RecordStart) else command.at_ns
         skew_ns = int(self.max_clock_skew_s * NS)
         if issued > now_ns + skew_ns:
@@ -82,7 +96,7 @@ class Security:
                 )
         return None
 
-    def check_ack(self, ack: CameraAck, now_ns: int) -> Rejection | None:
+    def check_ack(self, ack: CameraAck | CancelAck, now_ns: int) -> Rejection | None:
         """At a gateway: signed by the camera it speaks for."""
         return self._check(ack, [(KeyRole.CAMERA, ack.camera_id)], now_ns)
 

@@ -15,20 +15,35 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from mesh.models import CameraAck, CancelRequest, RecordCancel, RecordStart, Signature, TriggerEvent
+from mesh.models import (
+    CameraAck,
+    CancelAck,
+    CancelRequest,
+    RecordCancel,
+    RecordStart,
+    Signature,
+    TriggerEvent,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SIGN_DOMAIN = b"trigger-mesh/v1 signed payload\n"
 
-SignedPayload = RecordStart | RecordCancel | CameraAck | TriggerEvent | CancelRequest
-P = TypeVar("P", RecordStart, RecordCancel, CameraAck, TriggerEvent, CancelRequest)
+SignedPayload = RecordStart | RecordCancel | CameraAck | TriggerEvent | CancelRequest | CancelAck
+P = TypeVar("P", RecordStart, RecordCancel, CameraAck, TriggerEvent, CancelRequest, CancelAck)
+# Fields added to v1 after signed payloads shipped: absent (null), they are not in the
+# signed bytes, so a camera of this version still accepts an older gateway's commands.
+OMITTED_WHEN_NULL = frozenset({"cancel_until_ns"})
 
 
 def signed_bytes(payload: SignedPayload) -> bytes:
-    """What a signature covers: the domain string, then the payload without ``sig``."""
+    """What a signature covers: the domain string, then the payload without ``sig`` (and
+    without the later optional fields that are null)."""
     body = payload.model_dump(mode="json", exclude={"sig"})
+    for name in OMITTED_WHEN_NULL:
+        if name in body and body[name] is None:
+            del body[name]
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return SIGN_DOMAIN + canonical.encode()
 

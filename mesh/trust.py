@@ -207,8 +207,18 @@ class TrustStore:
     ) -> Rejection | None:
         """None if ``payload`` is signed by a valid key of one of ``signers`` (role and
         subject; subject None: any of that role), else why not."""
-        from cryptography.exceptions import InvalidSignature
+        return self.key_problem(payload, signers, now_ns=now_ns) or self.verify(payload)
 
+    def key_problem(
+        self,
+        payload: SignedPayload,
+        signers: Iterable[tuple[KeyRole, str | None]],
+        *,
+        now_ns: int,
+    ) -> Rejection | None:
+        """Everything ``check`` checks but the signature itself: signed at all, by a key
+        known, allowed to sign this payload and valid now. Cheap (no Ed25519), so a
+        flood of forgeries is mostly refused before any curve arithmetic."""
         sig = payload.sig
         allowed = list(signers)
         if sig is None:
@@ -225,15 +235,24 @@ class TrustStore:
                 f"signed by {key.role.value} {key.subject} (key {key.key_id}); "
                 f"{payload.type} must be signed by {wanted}",
             )
-        problem = key.problem_at(now_ns)
-        if problem is not None:
-            return problem
+        return key.problem_at(now_ns)
+
+    def verify(self, payload: SignedPayload) -> Rejection | None:
+        """The Ed25519 check of a payload whose key passed ``key_problem``."""
+        from cryptography.exceptions import InvalidSignature
+
+        sig = payload.sig
+        if sig is None:
+            return Rejection(Distrust.UNSIGNED, f"unsigned {payload.type}")
+        public = self._public.get(sig.key_id)
+        if public is None:
+            return Rejection(Distrust.UNKNOWN_KEY, f"signed by unknown key {sig.key_id}")
         try:
-            self._public[key.key_id].verify(decode_signature(sig.value), signed_bytes(payload))
+            public.verify(decode_signature(sig.value), signed_bytes(payload))
         except (InvalidSignature, ValueError):
             return Rejection(
                 Distrust.BAD_SIGNATURE,
-                f"signature by key {key.key_id} does not match the {payload.type}'s content",
+                f"signature by key {sig.key_id} does not match the {payload.type}'s content",
             )
         return None
 

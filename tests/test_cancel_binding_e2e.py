@@ -1,0 +1,258 @@
+"""Issue 15, item 2: one gateway's key must not stop another gateway's recordings.
+
+Over a real mosquitto, with two gateways' keys in the cameras' trust store: gw-car-12 (a
+real gateway) starts the cameras for a weapon draw; gw-car-7's key (a stolen one: it signs
+validly) cancels that activation on ``cmd/all``. Before the fix every camera stopped and
+gw-car-12's log still said ``confirmed``. Now a camera obeys a cancel only from the
+issuer of the command it records for and only before the deadline that command carried,
+and answers every cancel of its recordings to that issuer, who logs the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bridge.codec import encode
+from bridge.embedded import MosquittoProcess
+from bridge.topics import Topics
+from mesh.activation_log import read_records
+from mesh.audit_report import collect
+from mesh.fleet import CameraSpec
+from mesh.log_records import ActivationEntry, CancelAckEntry, RecordKind
+from mesh.models import (
+    ActivationState,
+    CancelOutcome,
+    CancelRequest,
+    OutcomeStatus,
+    ReceiptOutcome,
+    RecordCancel,
+    RecordStart,
+    TriggerKind,
+)
+from mesh.policy import Policy
+from mesh.security import Security
+from mesh.signing import PayloadSigner
+from mesh.trust import KeyRole, TrustStore, trusted_key
+from tests.harness import DEFAULT_SPECS, UNIT, Mesh, event, make_gateway, running_mesh, wait_until
+
+ISSUER = f"gw-{UNIT}"  # gw-car-12
+OTHER = "gw-car-7"
+NS = 1_000_000_000
+WINDOW_S = 2.0
+POLICY = Policy.model_validate({"kinds": {"weapon_draw": {"cancel_window_s": WINDOW_S}}})
+
+
+@dataclass
+class Keys:
+    gateway: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    other_gateway: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    dispatch: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    cameras: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+
+    def store(self) -> TrustStore:
+        entries = [
+            trusted_key(self.gateway.public_key(), KeyRole.GATEWAY, ISSUER),
+            trusted_key(self.other_gateway.public_key(), KeyRole.GATEWAY, OTHER),
+            trusted_key(self.dispatch.public_key(), KeyRole.DISPATCH, "dispatch-1"),
+        ]
+        entries += [
+            trusted_key(key.public_key(), KeyRole.CAMERA, cid) for cid, key in self.cameras.items()
+        ]
+        return TrustStore(entries)
+
+
+@asynccontextmanager
+async def two_gateway_mesh(
+    mosquitto: MosquittoProcess, topics: Topics, log: Path
+) -> AsyncIterator[tuple[Mesh, Keys]]:
+    keys = Keys(cameras={s.camera_id: Ed25519PrivateKey.generate() for s in DEFAULT_SPECS})
+    trust = keys.store()
+
+    def camera_security(spec: CameraSpec) -> Security:
+        return Security(signer=PayloadSigner(keys.cameras[spec.camera_id]), trust=trust)
+
+    gateway = make_gateway(
+        mosquitto.url,
+        topics,
+        log,
+        policy=POLICY,
+        client_id=f"t-gw-{uuid.uuid4().hex[:6]}",
+        security=Security(signer=PayloadSigner(keys.gateway), trust=trust),
+    )
+    async with running_mesh(
+        mosquitto.url, topics, log, gateway=gateway, security_of=camera_security
+    ) as mesh:
+        yield mesh, keys
+
+
+def logged_command(log: Path, activation_id: str) -> RecordStart:
+    for row in read_records(log, kinds=(RecordKind.ACTIVATION.value,)):
+        entry = ActivationEntry.model_validate_json(row.body)
+        if entry.command.activation_id == activation_id:
+            return entry.command
+    raise AssertionError(f"activation {activation_id} not in the log")
+
+
+def cancel_acks(log: Path, activation_id: str) -> list[CancelAckEntry]:
+    rows = read_records(log, activation_id=activation_id, kinds=(RecordKind.CANCEL_ACK.value,))
+    return [CancelAckEntry.model_validate_json(r.body) for r in rows]
+
+
+def recording(mesh: Mesh, cameras: list[str]) -> list[str]:
+    now = time.time_ns()
+    return [c for c in cameras if mesh.agents[c].recorder.is_recording(now)]
+
+
+async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.db"
+    async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
+        dispatch = PayloadSigner(keys.dispatch)
+        record = await mesh.activate(dispatch.sign(event(TriggerKind.WEAPON_DRAW)))
+        aid = record.activation_id
+        assert record.state is ActivationState.CONFIRMED
+        started = sorted(c.camera_id for c in record.cameras if c.status is OutcomeStatus.STARTED)
+        assert started == ["bwc-12a", "bwc-7a", "dash-12"]
+        command = logged_command(log, aid)
+        assert command.cancel_until_ns == command.issued_at_ns + int(WINDOW_S * NS)
+        coordinator = mesh.gateway.coordinator
+
+        # gw-car-7's key, inside the window, on cmd/all, naming itself: the attack of the
+        # issue. Validly signed, and refused: it is not the issuer of what they record.
+        stolen = PayloadSigner(keys.other_gateway).sign(
+            RecordCancel(activation_id=aid, issuer=OTHER, reason="x", at_ns=time.time_ns())
+        )
+        await mesh.driver.publish(topics.command_all(), encode(stolen))
+        await wait_until(lambda: coordinator.counters["cancel_acks.refused"] == len(started))
+        assert recording(mesh, started) == started
+        for camera_id in started:
+            assert mesh.agents[camera_id].counters["refused.cancel.not_issuer"] == 1
+        # The same key naming gw-car-12 as the issuer: not its key to sign with.
+        posing = PayloadSigner(keys.other_gateway).sign(
+            RecordCancel(activation_id=aid, issuer=ISSUER, at_ns=time.time_ns())
+        )
+        await mesh.driver.publish(topics.command_all(), encode(posing))
+        # A dispatch-signed record_cancel straight to the cameras: dispatch cancels go
+        # through the gateway (cancel/{unit}), never to the cameras directly.
+        console = dispatch.sign(
+            RecordCancel(activation_id=aid, issuer="dispatch-1", at_ns=time.time_ns())
+        )
+        await mesh.driver.publish(topics.command_unit(UNIT), encode(console))
+        bwc = mesh.agents["bwc-12a"]
+        await wait_until(lambda: bwc.counters["refused.cancel.wrong_signer"] == 2)
+        assert recording(mesh, started) == started
+
+        # gw-car-12's own key, after the deadline its command carried (a replayed or
+        # stolen-key cancel; the gateway itself refuses it by then).
+        assert command.cancel_until_ns is not None
+        await asyncio.sleep(max(0.0, (command.cancel_until_ns - time.time_ns()) / NS) + 0.2)
+        late = PayloadSigner(keys.gateway).sign(
+            RecordCancel(activation_id=aid, issuer=ISSUER, at_ns=time.time_ns())
+        )
+        await mesh.driver.publish(topics.command_all(), encode(late))
+        await wait_until(
+            lambda: all(
+                mesh.agents[c].counters["refused.cancel.deadline_passed"] == 1 for c in started
+            )
+        )
+        assert recording(mesh, started) == started
+        # Through the gateway, as a dispatcher would: refused there too.
+        request = dispatch.sign(
+            CancelRequest(
+                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+                activation_id=aid,
+                unit_id=UNIT,
+                by="dispatch:dana",
+                at_ns=time.time_ns(),
+            )
+        )
+        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        receipt = await mesh.watcher.receipt(request.cancel_id, 10)
+        assert receipt is not None
+        assert receipt.outcome is ReceiptOutcome.REJECTED
+        assert receipt.reason.startswith(f"the {WINDOW_S:g} s cancel window closed")
+
+        # A genuine cancel in the window, through the gateway: the cameras stop, each
+        # acks it, and gw-car-12's log says so.
+        second = await mesh.activate(
+            dispatch.sign(event(TriggerKind.WEAPON_DRAW, source_id="holster-2"))
+        )
+        request = dispatch.sign(
+            CancelRequest(
+                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+                activation_id=second.activation_id,
+                unit_id=UNIT,
+                by="officer:bwc-12a",
+                reason="holster bumped",
+                at_ns=time.time_ns(),
+            )
+        )
+        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        receipt = await mesh.watcher.receipt(request.cancel_id, 10)
+        assert receipt is not None
+        assert receipt.outcome is ReceiptOutcome.ACCEPTED, receipt.reason
+        # The first activation's recording is the same recording (already_recording):
+        # the cancel stops only what the second alone wants, i.e. nothing here.
+        await wait_until(lambda: coordinator.counters["cancel_acks.kept_recording"] == 3)
+        assert recording(mesh, started) == started
+    refused = cancel_acks(log, aid)
+    assert sorted(e.ack.camera_id for e in refused if e.ack.cancel_issuer == OTHER) == started
+    assert all(e.effect == "refused" for e in refused)
+    assert all(e.ack.sig is not None for e in refused)
+    reasons = {e.ack.reason.split(":")[0] for e in refused}
+    assert {"not_issuer", "deadline_passed"} <= reasons
+    # An auditor's report shows each refusal on the activation's timeline.
+    report = collect(read_records(log))
+    timeline = next(t for t in report.timelines if t.activation_id == aid)
+    refusals = [m for m in timeline.marks if m.tag == "cancel ack"]
+    by_other = [m for m in refusals if m.label.startswith(f"cancel by {OTHER}: refused")]
+    assert sorted(m.camera_id or "" for m in by_other) == started
+    assert report.unreadable == 0
+    kept = cancel_acks(log, second.activation_id)
+    assert sorted(e.ack.camera_id for e in kept) == started
+    assert {e.ack.outcome for e in kept} == {CancelOutcome.KEPT_RECORDING}
+
+
+async def test_a_genuine_cancel_in_its_window_stops_and_is_acked_and_logged(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.db"
+    async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
+        dispatch = PayloadSigner(keys.dispatch)
+        record = await mesh.activate(dispatch.sign(event(TriggerKind.WEAPON_DRAW)))
+        started = sorted(c.camera_id for c in record.cameras if c.status is OutcomeStatus.STARTED)
+        request = dispatch.sign(
+            CancelRequest(
+                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+                activation_id=record.activation_id,
+                unit_id=UNIT,
+                by="officer:bwc-12a",
+                reason="holster bumped",
+                at_ns=time.time_ns(),
+            )
+        )
+        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        coordinator = mesh.gateway.coordinator
+        await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == len(started))
+        assert recording(mesh, started) == []
+        # The same signed cancel again (on every topic it went to, or replayed): nothing
+        # more happens and nothing more is logged.
+        for camera_id in started:
+            assert mesh.agents[camera_id].counters["cancel.stopped"] == 1
+        await wait_until(
+            lambda: mesh.watcher.records[record.activation_id].state is ActivationState.CANCELLED
+        )
+    logged = cancel_acks(log, record.activation_id)
+    assert sorted(e.ack.camera_id for e in logged) == started
+    assert {(e.effect, e.ack.outcome, e.ack.cancel_issuer) for e in logged} == {
+        ("stopped", CancelOutcome.STOPPED, ISSUER)
+    }

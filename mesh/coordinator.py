@@ -32,7 +32,7 @@ import structlog
 from bridge.client import LinkDown
 from bridge.codec import encode
 from bridge.topics import Topics
-from mesh.ack_pace import AckPace
+from mesh.ack_pace import AckPace, next_step
 from mesh.activation import AckEffect, ActivationTracker
 from mesh.activation_log import (
     ActivationLog,
@@ -330,7 +330,7 @@ class Coordinator:
         # Answers to the broadcast only: one to a retry is as late as the retry was, and
         # would ratchet the pace up by its own waiting.
         if result is AckEffect.RECORDED and ack.attempt == 0 and latency_ms is not None:
-            self.pace.observe(latency_ms)
+            self.pace.observe(ack.camera_id, latency_ms)
         if self.on_ack_latency is not None and result is not AckEffect.UPGRADED:
             self.on_ack_latency(tracker.cameras[ack.camera_id].latency_ms)
         if tracker.complete:
@@ -379,15 +379,13 @@ class Coordinator:
                 live.progress_interval_ns / 1e9, self._publish_progress, live
             )
         while not tracker.complete:
-            remaining_s = (tracker.command.expires_at_ns - self.clock.wall_ns()) / NS
-            # Never sooner than acks are coming back lately (mesh/ack_pace.py).
-            wait_ms = max(rules.retry_wait_ms(live.attempt), self.pace.retry_floor_ms())
-            wait_s = min(wait_ms / 1000, max(0.0, remaining_s))
+            remaining_ms = (tracker.command.expires_at_ns - self.clock.wall_ns()) / 1e6
+            # Not sooner than acks are coming back lately, within a cap, and the first
+            # retry before the command expires whatever the pace (mesh/ack_pace.py).
+            step = next_step(rules, live.attempt, self.pace.retry_floor_ms(), remaining_ms)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(live.done.wait(), wait_s)
-            if tracker.complete:
-                break
-            if live.attempt >= rules.max_retries or remaining_s <= wait_s:
+                await asyncio.wait_for(live.done.wait(), step.wait_ms / 1000)
+            if tracker.complete or not step.retry:
                 break
             live.attempt += 1
             silent = tracker.silent()

@@ -763,7 +763,7 @@ class Coordinator:
     async def _log_queued_before_stop(self, outcomes: list[QueuedOutcome]) -> None:
         for queued in outcomes:
             aid = queued.record.activation_id
-            self.counters["activations.outcome_recovered"] += 1
+            self.counters["activations.resumed"] += 1
             self._append(
                 RecordKind.RESUMED,
                 aid,

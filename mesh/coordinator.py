@@ -513,11 +513,11 @@ class Coordinator:
             [(self.topics.activation(self.unit_id, aid), encode(record))]
             + [(self.topics.escalation(e.audience), encode(e)) for e in escalations],
         )
+        for camera_id, why, detail in escalated:
+            self._note_escalated(aid, camera_id, why, detail)
         failpoint("activation.queued")
         await self._log_finished(queued, now)
         failpoint("activation.finished")
-        for camera_id, why, detail in escalated:
-            self._note_escalated(aid, camera_id, why, detail)
         missed = [c.camera_id for c in record.cameras if c.status == "missed"]
         self._log.info(
             "activation finished",

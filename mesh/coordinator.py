@@ -750,15 +750,18 @@ class Coordinator:
         if raw is None:
             return None
         try:
-            return QueuedOutcome.model_validate_json(raw)
-        except ValidationError as exc:
-            # Not ours to trust blindly: decided again instead (dispatch hears twice).
+            queued = QueuedOutcome.model_validate_json(raw)
+            if queued.record.activation_id != activation_id:
+                raise ValueError(f"it is the outcome of {queued.record.activation_id}")
+        except (ValidationError, ValueError) as exc:
+            # Not to be trusted: decided again instead (dispatch may hear it twice).
             self._log.error(
                 "queued outcome unreadable; resuming the activation",
                 activation=activation_id,
                 error=str(exc).splitlines()[0],
             )
             return None
+        return queued
 
     async def _log_queued_before_stop(self, outcomes: list[QueuedOutcome]) -> None:
         for queued in outcomes:

@@ -15,7 +15,9 @@ kind's cancellation window an activation can be cancelled (logged; cameras stop 
 alone started and keep it).
 
 A crash anywhere after (2) is repaired on restart by ``load_unfinished`` +
-``start_resumed``: the command is (re)sent, cameras that already started say so.
+``start_resumed``: the command is (re)sent, cameras that already started say so. The
+outcome (final record, escalations) is queued in the outbox before the log says
+`finished`; a crash between the two logs the queued outcome on restart.
 """
 
 from __future__ import annotations
@@ -23,16 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bridge.client import LinkDown
 from bridge.codec import encode
 from bridge.topics import Topics
-from mesh.ack_pace import AckPace
+from mesh.ack_pace import AckPace, next_step
 from mesh.activation import AckEffect, ActivationTracker
 from mesh.activation_log import (
     ActivationLog,
@@ -124,6 +127,26 @@ class Publisher(Protocol):
         expires_at_ns: int | None = None,
     ) -> None: ...
 
+    def deliver_final(
+        self, activation_id: str, outcome: bytes, messages: Sequence[tuple[str, bytes]]
+    ) -> None: ...
+
+    def queued_final(self, activation_id: str) -> bytes | None: ...
+
+    def settle_final(self, activation_id: str) -> None: ...
+
+    def keep_finals(self, activation_ids: Collection[str]) -> None: ...
+
+
+class QueuedOutcome(BaseModel):
+    """What dispatch was sent when an activation finished, kept in the outbox until the
+    log says `finished` too: a restart in between logs this, not a second decision."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    record: ActivationRecord
+    escalations: tuple[Escalation, ...] = ()
+
 
 @dataclass(eq=False)
 class _Live:
@@ -183,6 +206,7 @@ class Coordinator:
         self.pace = AckPace()
         self._resumed: list[_Live] = []
         self._cancel_acks_logged: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._queued_before_stop: list[QueuedOutcome] = []
         self._log = structlog.get_logger("mesh.coordinator").bind(unit=unit_id)
 
     # --- triggers -------------------------------------------------------------------
@@ -338,7 +362,7 @@ class Coordinator:
         # Answers to the broadcast only: one to a retry is as late as the retry was, and
         # would ratchet the pace up by its own waiting.
         if result is AckEffect.RECORDED and ack.attempt == 0 and latency_ms is not None:
-            self.pace.observe(latency_ms)
+            self.pace.observe(ack.camera_id, latency_ms)
         if self.on_ack_latency is not None and result is not AckEffect.UPGRADED:
             self.on_ack_latency(tracker.cameras[ack.camera_id].latency_ms)
         if tracker.complete:
@@ -387,15 +411,13 @@ class Coordinator:
                 live.progress_interval_ns / 1e9, self._publish_progress, live
             )
         while not tracker.complete:
-            remaining_s = (tracker.command.expires_at_ns - self.clock.wall_ns()) / NS
-            # Never sooner than acks are coming back lately (mesh/ack_pace.py).
-            wait_ms = max(rules.retry_wait_ms(live.attempt), self.pace.retry_floor_ms())
-            wait_s = min(wait_ms / 1000, max(0.0, remaining_s))
+            remaining_ms = (tracker.command.expires_at_ns - self.clock.wall_ns()) / 1e6
+            # Not sooner than acks are coming back lately, within a cap, and the first
+            # retry before the command expires whatever the pace (mesh/ack_pace.py).
+            step = next_step(rules, live.attempt, self.pace.retry_floor_ms(), remaining_ms)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(live.done.wait(), wait_s)
-            if tracker.complete:
-                break
-            if live.attempt >= rules.max_retries or remaining_s <= wait_s:
+                await asyncio.wait_for(live.done.wait(), step.wait_ms / 1000)
+            if tracker.complete or not step.retry:
                 break
             live.attempt += 1
             silent = tracker.silent()
@@ -468,38 +490,46 @@ class Coordinator:
         now = self.clock.wall_ns()
         tracker.finish(now, reason)
         record = tracker.record()
-        self.live.pop(tracker.activation_id, None)
-        self.recent[tracker.activation_id] = None
-        while len(self.recent) > _RECENT_MAX:
-            self.recent.popitem(last=False)
+        aid = tracker.activation_id
+        self.live.pop(aid, None)
+        self._remember_finished(aid)
         # Kept for its window (and a minute): to cancel it, or to say why not.
-        self.cancellable[tracker.activation_id] = live
+        self.cancellable[aid] = live
         self._prune_cancellable(now)
         self.counters[f"activations.{record.state}"] += 1
-        try:
-            await self.log.append_durable(
-                RecordKind.FINISHED, tracker.activation_id, FinishedEntry(record=record), now
-            )
-        except LogError as exc:
-            self.counters["log.write_failures"] += 1
-            self._log.error("activation outcome not durable", error=str(exc))
-        failpoint("activation.finished")
-        self._deliver_record(record)
+        escalations: list[Escalation] = []
+        escalated: list[tuple[str, EscalationReason, str]] = []
         if tracker.cancelled_by is None:
             for outcome in record.cameras:
                 if outcome.expected and outcome.status is OutcomeStatus.REJECTED:
-                    self._escalate(
-                        live, outcome.camera_id, EscalationReason.REJECTED, outcome.detail
-                    )
+                    why = EscalationReason.REJECTED
                 elif outcome.expected and outcome.status is OutcomeStatus.MISSED:
                     presence = self.presence.get(outcome.camera_id)
                     offline = presence is not None and not presence.online
-                    reason = EscalationReason.OFFLINE if offline else EscalationReason.NO_ACK
-                    self._escalate(live, outcome.camera_id, reason, outcome.detail)
+                    why = EscalationReason.OFFLINE if offline else EscalationReason.NO_ACK
+                else:
+                    continue
+                escalated.append((outcome.camera_id, why, outcome.detail))
+                escalations += self._escalations(live, outcome.camera_id, why, outcome.detail)
+        # Queued for dispatch before the log says `finished` (the two are separate stores):
+        # a crash after this and before that is completed from the outbox on restart
+        # (load_unfinished); a crash after both only has the outbox left to send.
+        queued = QueuedOutcome(record=record, escalations=tuple(escalations))
+        self.publisher.deliver_final(
+            aid,
+            queued.model_dump_json().encode(),
+            [(self.topics.activation(self.unit_id, aid), encode(record))]
+            + [(self.topics.escalation(e.audience), encode(e)) for e in escalations],
+        )
+        for camera_id, why, detail in escalated:
+            self._note_escalated(aid, camera_id, why, detail)
+        failpoint("activation.queued")
+        await self._log_finished(queued, now)
+        failpoint("activation.finished")
         missed = [c.camera_id for c in record.cameras if c.status == "missed"]
         self._log.info(
             "activation finished",
-            activation=tracker.activation_id,
+            activation=aid,
             state=record.state.value,
             all_acked_ms=record.all_acked_ms,
             missed=missed,
@@ -507,17 +537,46 @@ class Coordinator:
         if self.on_finished is not None:
             self.on_finished(record)
 
+    async def _log_finished(self, queued: QueuedOutcome, now: int) -> None:
+        """The outcome and its escalations into the log, durably; once they are there, the
+        copy kept in the outbox is not needed any more. All queued at once, before the
+        wait: a shutdown while waiting still writes them."""
+        aid = queued.record.activation_id
+        durable = True
+        try:
+            self.log.append(RecordKind.FINISHED, aid, FinishedEntry(record=queued.record), now)
+        except LogError as exc:
+            durable = False
+            self.counters["log.write_failures"] += 1
+            self._log.error("activation outcome not durable", error=str(exc))
+        for escalation in queued.escalations:
+            self._append(RecordKind.ESCALATED, aid, EscalatedEntry(escalation=escalation))
+        try:
+            await self.log.flush()
+        except LogError as exc:
+            if durable:
+                self.counters["log.write_failures"] += 1
+                self._log.error("activation outcome not durable", error=str(exc))
+            durable = False
+        if durable:
+            self.publisher.settle_final(aid)
+
+    def _remember_finished(self, activation_id: str) -> None:
+        self.recent[activation_id] = None
+        while len(self.recent) > _RECENT_MAX:
+            self.recent.popitem(last=False)
+
     # --- escalation ------------------------------------------------------------------------
-    def _escalate(self, live: _Live, camera_id: str, reason: EscalationReason, detail: str) -> None:
-        """Tell the policy's audiences that a camera did not start, and log it."""
+    def _escalations(
+        self, live: _Live, camera_id: str, reason: EscalationReason, detail: str
+    ) -> list[Escalation]:
+        """A camera that did not start, told to each of the policy's audiences."""
         tracker = live.tracker
         presence = self.presence.get(camera_id)
         progress = tracker.cameras.get(camera_id)
         now = self.clock.wall_ns()
-        self.counters[f"escalations.{reason.value}"] += 1
-        for audience in live.rules.escalate_to:
-            name = f"unit-{self.unit_id}" if audience == "own_unit" else audience
-            escalation = Escalation(
+        return [
+            Escalation(
                 activation_id=tracker.activation_id,
                 issuer=self.issuer,
                 unit_id=self.unit_id,
@@ -529,16 +588,30 @@ class Coordinator:
                 reason=reason,
                 detail=detail[:512],
                 attempts=progress.attempts if progress is not None else 0,
-                audience=name,
+                audience=f"unit-{self.unit_id}" if audience == "own_unit" else audience,
                 at_ns=now,
             )
-            self.publisher.deliver(self.topics.escalation(name), encode(escalation))
+            for audience in live.rules.escalate_to
+        ]
+
+    def _escalate(self, live: _Live, camera_id: str, reason: EscalationReason, detail: str) -> None:
+        """Tell the policy's audiences now that a camera will not start, and log it."""
+        for escalation in self._escalations(live, camera_id, reason, detail):
+            self.publisher.deliver(self.topics.escalation(escalation.audience), encode(escalation))
             self._append(
-                RecordKind.ESCALATED, tracker.activation_id, EscalatedEntry(escalation=escalation)
+                RecordKind.ESCALATED,
+                escalation.activation_id,
+                EscalatedEntry(escalation=escalation),
             )
+        self._note_escalated(live.tracker.activation_id, camera_id, reason, detail)
+
+    def _note_escalated(
+        self, activation_id: str, camera_id: str, reason: EscalationReason, detail: str
+    ) -> None:
+        self.counters[f"escalations.{reason.value}"] += 1
         self._log.warning(
             "camera escalated",
-            activation=tracker.activation_id,
+            activation=activation_id,
             camera=camera_id,
             reason=reason.value,
             detail=detail,
@@ -686,13 +759,24 @@ class Coordinator:
 
     def load_unfinished(self) -> int:
         """Rebuild activations that were logged but not finished (before connecting, so
-        acks the broker kept for us find them)."""
+        acks the broker kept for us find them). One whose outcome was already queued for
+        dispatch when the gateway stopped is not decided again: that outcome is logged
+        (``start_resumed``)."""
+        queued: list[QueuedOutcome] = []
         for activation_id in unfinished_activation_ids(self.log.path):
+            outcome = self._queued_outcome(activation_id)
+            if outcome is not None:
+                queued.append(outcome)
+                self._remember_finished(activation_id)
+                continue
             live = self._restore(activation_id)
             if live is not None:
                 self.live[activation_id] = live
                 self._resumed.append(live)
-        return len(self._resumed)
+        # The others are logged already (a crash after `finished`), or were never logged.
+        self.publisher.keep_finals([q.record.activation_id for q in queued])
+        self._queued_before_stop = queued
+        return len(self._resumed) + len(queued)
 
     def start_resumed(self) -> None:
         """Drive the reloaded activations (call once the broker link is up)."""
@@ -700,6 +784,43 @@ class Coordinator:
             self.counters["activations.resumed"] += 1
             self.tasks.spawn(self._drive(live))
         self._resumed = []
+        if self._queued_before_stop:
+            self.tasks.spawn(self._log_queued_before_stop(self._queued_before_stop))
+            self._queued_before_stop = []
+
+    def _queued_outcome(self, activation_id: str) -> QueuedOutcome | None:
+        raw = self.publisher.queued_final(activation_id)
+        if raw is None:
+            return None
+        try:
+            queued = QueuedOutcome.model_validate_json(raw)
+            if queued.record.activation_id != activation_id:
+                raise ValueError(f"it is the outcome of {queued.record.activation_id}")
+        except (ValidationError, ValueError) as exc:
+            # Not to be trusted: decided again instead (dispatch may hear it twice).
+            self._log.error(
+                "queued outcome unreadable; resuming the activation",
+                activation=activation_id,
+                error=str(exc).splitlines()[0],
+            )
+            return None
+        return queued
+
+    async def _log_queued_before_stop(self, outcomes: list[QueuedOutcome]) -> None:
+        for queued in outcomes:
+            aid = queued.record.activation_id
+            self.counters["activations.resumed"] += 1
+            self._append(
+                RecordKind.RESUMED,
+                aid,
+                ResumedEntry(
+                    reason="gateway stopped after queuing this activation's outcome for "
+                    "dispatch and before logging it: the outcome sent is logged",
+                    acks_recovered=0,
+                ),
+            )
+            self._log.info("queued outcome logged after a restart", activation=aid)
+            await self._log_finished(queued, self.clock.wall_ns())
 
     def _restore(self, activation_id: str) -> _Live | None:
         rows = list(read_records(self.log.path, activation_id=activation_id))

@@ -10,7 +10,9 @@ The points, in the order an activation passes them:
 - ``activation.logged``: the activation is durable, its command not yet published;
 - ``command.published``: the broker took the command, the log does not say so yet;
 - ``ack.logged``: an ack is in the log (not necessarily on disk);
-- ``activation.finished``: the outcome is durable, not yet published.
+- ``activation.queued``: the outcome (final record, escalations) is queued in the
+  outbox, not yet sent, and the log does not say `finished` yet;
+- ``activation.finished``: the outcome is durable in the log too, not yet published.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ The coordinator publishes three kinds of message, each with the delivery it need
   until the command expires (the activation log is their durable queue);
 - progress records: ``publish_soon``, fire-and-forget (the next one supersedes it);
 - escalations, receipts, final records, cancel notices: ``deliver``, through the
-  durable outbox, sent in order whenever the link is up, and again after a restart.
+  durable outbox, sent in order whenever the link is up, and again after a restart; an
+  activation's final record and escalations together, with its outcome, by
+  ``deliver_final`` (before the log says `finished`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Collection, Sequence
 
 import structlog
 
@@ -83,6 +86,31 @@ class Forwarder:
             return
         self.counters["outbox.queued"] += 1
         self._wake.set()
+
+    def deliver_final(
+        self, activation_id: str, outcome: bytes, messages: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """An activation's final messages, queued durably at once with its outcome
+        (``Outbox.put_final``), then sent as soon as the link allows."""
+        try:
+            self.outbox.put_final(activation_id, outcome, messages, now_ns=self.clock.wall_ns())
+        except OutboxError as exc:
+            self.counters["outbox.write_failures"] += 1
+            self._log.error("outcome not queued durably, sending anyway", error=str(exc))
+            for topic, payload in messages:
+                self.link.publish_soon(topic, payload, qos=1)
+            return
+        self.counters["outbox.queued"] += len(messages)
+        self._wake.set()
+
+    def queued_final(self, activation_id: str) -> bytes | None:
+        return self.outbox.queued_final(activation_id)
+
+    def settle_final(self, activation_id: str) -> None:
+        self.outbox.settle_final(activation_id)
+
+    def keep_finals(self, activation_ids: Collection[str]) -> None:
+        self.outbox.keep_finals(activation_ids)
 
     def depth(self) -> int:
         return self.outbox.depth()

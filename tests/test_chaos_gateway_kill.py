@@ -18,8 +18,22 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from bridge.codec import encode
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
+from mesh.activation_log import read_records
+from mesh.geo import offset
+from mesh.log_records import EscalatedEntry, FinishedEntry, RecordKind
+from mesh.models import (
+    ActivationState,
+    CameraPresence,
+    CameraRole,
+    EscalationReason,
+    OutcomeStatus,
+    Position,
+)
 from tests.chaos_tools import (
     FAR,
     IN_RANGE,
@@ -34,9 +48,11 @@ from tests.chaos_tools import (
     public_key_of,
     running,
     snapshot,
+    wait_for,
     wait_settled,
     write_gateway_config,
 )
+from tests.harness import CENTER
 
 TRIALS = int(os.environ.get("CHAOS_TRIALS", "20"))
 SEED = int(os.environ.get("CHAOS_SEED", "20261122"))
@@ -46,6 +62,7 @@ POINTS = (
     "activation.logged",
     "command.published",
     "ack.logged",
+    "activation.queued",
     "activation.finished",
 )
 
@@ -184,3 +201,114 @@ async def test_gateway_sigkilled_at_random_points_loses_no_activation(
     assert len(total.lost) == 0
     assert not total.started_late
     assert total.missed_escalated == []  # every restart came well within the expiry
+
+
+# --- issue 15, item 8: killed between deciding the outcome and telling dispatch ---------------
+SILENT = "bwc-silent"  # in range, online by its presence, never answers: escalated `no_ack`
+FAST_POLICY = {"kinds": {"weapon_draw": {"ack_deadline_ms": 100, "command_ttl_s": 3}}}
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        # The outcome durable in the log, the outbox not yet written (on the old order,
+        # the crash that left dispatch with `pending` and no escalation).
+        "activation.finished=1",
+        # The outcome queued in the outbox, the log not yet saying `finished`.
+        "activation.queued=1",
+    ],
+)
+async def test_a_gateway_killed_as_an_activation_finishes_still_tells_dispatch(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path, point: str
+) -> None:
+    gateway_id = f"gw-finish-{uuid.uuid4().hex[:6]}"
+    log = tmp_path / "activations.db"
+    config = write_gateway_config(
+        tmp_path / "gateway.yaml",
+        broker=mosquitto.url,
+        topics=topics,
+        gateway_id=gateway_id,
+        log_path=log,
+        policy=FAST_POLICY,
+    )
+    runner = GatewayRunner(config, tmp_path)
+    observer = Observer(mosquitto.url, topics, gateway_id)
+    sender = TriggerSender(mosquitto.url, topics)
+    fleet = CameraFleet(IN_RANGE, mosquitto.url, topics)
+    try:
+        async with running(observer.link, sender.link, handler=observer.on_message):
+            await fleet.start()
+            lat, lon = offset(CENTER.lat, CENTER.lon, 50, 0)
+            silent = CameraPresence(
+                camera_id=SILENT,
+                unit_id="car-7",
+                role=CameraRole.BODY,
+                online=True,
+                recording=False,
+                position=Position(lat=lat, lon=lon, fix_at_ns=time.time_ns()),
+                last_seen_ns=time.time_ns(),
+            )
+            await sender.link.publish(topics.presence(SILENT), encode(silent), retain=True)
+
+            runner.start(point)
+            await observer.wait_gateway_up(runner)
+            trigger = sender.event("finish")
+            await sender.publish(trigger)
+            code = await runner.wait_exit(20)
+            assert code == -9, f"{point} not reached ({code}):\n{runner.output()[-3000:]}"
+            receipt = observer.receipts.get(trigger.event_id)
+            assert receipt is not None
+            assert receipt.activation_id is not None
+            aid = receipt.activation_id
+            logged = [r.kind for r in read_records(log, activation_id=aid)]
+            if point.startswith("activation.queued"):
+                # Killed before the log said `finished`, and before the outbox was sent
+                # (the forwarder had no turn): dispatch does not know how it ended.
+                assert RecordKind.FINISHED not in logged
+                before = observer.records.get(aid)
+                assert before is None or before.state is ActivationState.PENDING
+                assert not [e for e in observer.escalations if e.activation_id == aid]
+            else:
+                assert RecordKind.FINISHED in logged
+
+            runner.start()
+            await observer.wait_gateway_up(runner)
+
+            def told() -> bool:
+                record = observer.records.get(aid)
+                heard = [e for e in observer.escalations if e.activation_id == aid]
+                return (
+                    record is not None
+                    and record.state is not ActivationState.PENDING
+                    and (bool(heard))
+                )
+
+            await wait_for(told, 20, f"dispatch told the outcome of {aid} after the restart")
+            runner.terminate()
+            final = observer.records[aid]
+            heard = [e for e in observer.escalations if e.activation_id == aid]
+            code, verdict = await audit_verify(log, public_key_of(config))
+    finally:
+        runner.close()
+        await fleet.stop()
+    print(f"{point}: dispatch got {final.state.value}, escalations {[e.camera_id for e in heard]}")
+    assert final.state is ActivationState.PARTIAL
+    assert next(c for c in final.cameras if c.camera_id == SILENT).status is OutcomeStatus.MISSED
+    # Once (QoS 1: a copy sent just before the kill may come again, identical).
+    assert {(e.camera_id, e.reason, e.audience, e.at_ns) for e in heard} == {
+        (SILENT, EscalationReason.NO_ACK, "dispatch", heard[0].at_ns)
+    }
+    # The log holds the outcome dispatch was told, once: it was not decided a second time.
+    finished = [
+        FinishedEntry.model_validate_json(r.body).record
+        for r in read_records(log, activation_id=aid)
+        if r.kind == RecordKind.FINISHED
+    ]
+    assert finished == [final]
+    escalated = [
+        EscalatedEntry.model_validate_json(r.body).escalation
+        for r in read_records(log, activation_id=aid)
+        if r.kind == RecordKind.ESCALATED
+    ]
+    assert escalated == heard[:1]
+    assert_chain_intact(code, verdict)

@@ -116,6 +116,14 @@ class LinkOptions:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
     timeout_s: float = 10.0
+    # Bounds for a link that carries bulk traffic (presence): at most this many received
+    # messages wait for the handler, the oldest dropped first (0: unbounded); and, on MQTT 5,
+    # the broker is told not to send packets larger than this (0: no limit).
+    max_queued_messages: int = 0
+    max_packet_bytes: int = 0
+    # Let other tasks (another link's handler) run between this link's messages: a backlog
+    # on one link must not hold the event loop.
+    yield_between_messages: bool = False
 
 
 MessageHandler = Callable[[Inbound], None]
@@ -124,6 +132,21 @@ ConnectHook = Callable[[], Awaitable[None]]
 
 class LinkDown(ConnectionError):
     """A publish could not be completed because the broker connection is down."""
+
+
+class _DropOldestQueue(asyncio.Queue[Any]):
+    """The received messages of a bounded link: when full, the oldest goes (the newest
+    state is the one worth having) and is counted, instead of aiomqtt's log line per drop."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.dropped = 0
+
+    def put_nowait(self, item: Any) -> None:
+        if self.full():
+            self.get_nowait()
+            self.dropped += 1
+        super().put_nowait(item)
 
 
 class MqttLink:
@@ -148,6 +171,9 @@ class MqttLink:
             else aiomqtt.ProtocolVersion.V5
         )
         self.connects = 0
+        # The on-connect hook failed (a publish that timed out): handled as a lost link.
+        self.on_connect_failures = 0
+        self._dropped_before = 0  # by the bounded queues of earlier connections
         self._unsubscribe_pending: set[str] = set()
         # asyncio keeps only weak references to tasks; fire-and-forget publishes live here.
         self._background: set[asyncio.Future[None]] = set()
@@ -209,6 +235,15 @@ class MqttLink:
     @property
     def is_up(self) -> bool:
         return self._up.is_set()
+
+    @property
+    def dropped_inbound(self) -> int:
+        """Received messages a bounded link dropped (``max_queued_messages``), oldest first."""
+        return self._dropped_before + self._dropped_now()
+
+    def _dropped_now(self) -> int:
+        queue = getattr(self._client, "_queue", None)
+        return queue.dropped if isinstance(queue, _DropOldestQueue) else 0
 
     @property
     def protocol(self) -> str:
@@ -282,7 +317,14 @@ class MqttLink:
             "mqtt connected", broker=str(self.url), protocol=self.protocol, connects=self.connects
         )
         if on_connect is not None:
-            await on_connect()
+            try:
+                await on_connect()
+            except (LinkDown, TimeoutError) as exc:
+                # Never an exit: a hook whose publish timed out (a broker busy sending a
+                # backlog, a link that swallows bytes) is a lost link, and reconnects.
+                self.on_connect_failures += 1
+                raise aiomqtt.MqttError(f"on-connect failed: {exc}") from exc
+        yielding = self.options.yield_between_messages
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
@@ -294,8 +336,11 @@ class MqttLink:
                 self._log.exception("message handler failed", topic=message.topic.value)
             if not acker.deferred:
                 acker.send()
+            if yielding:
+                await asyncio.sleep(0)
 
     def _mark_down(self) -> None:
+        self._dropped_before += self._dropped_now()
         self._up.clear()
         self._client = None
         if self._lost is not None and not self._lost.done():
@@ -318,10 +363,16 @@ class MqttLink:
             "tls_context": self.url.tls_context(),
             "socket_options": (NODELAY,),
         }
+        if opts.max_queued_messages > 0:
+            common["queue_type"] = _DropOldestQueue
+            common["max_queued_incoming_messages"] = opts.max_queued_messages
         if self._version == aiomqtt.ProtocolVersion.V5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if opts.persistent_session:
                 properties.SessionExpiryInterval = opts.session_expiry_s
+            if opts.max_packet_bytes > 0:
+                # The broker drops larger packets for this client, before they cost us.
+                properties.MaximumPacketSize = opts.max_packet_bytes
             client = aiomqtt.Client(
                 protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=not opts.persistent_session,

@@ -121,6 +121,10 @@ class LinkOptions:
     # the broker is told not to send packets larger than this (0: no limit).
     max_queued_messages: int = 0
     max_packet_bytes: int = 0
+    # Read at most this many packets a second from the socket (0: no limit): past it the
+    # link stops reading for a moment, and a flood waits in TCP and the broker (which
+    # drops it at its own per-client limits) instead of costing this process CPU.
+    max_reads_per_s: int = 0
     # Let other tasks (another link's handler) run between this link's messages: a backlog
     # on one link must not hold the event loop.
     yield_between_messages: bool = False
@@ -391,6 +395,8 @@ class MqttLink:
         # their PUBACK: a gateway fanning out to a fleet has hundreds in flight by design.
         client.pending_calls_threshold = _PENDING_PUBLISHES_WARN
         _fail_connect_on_disconnect(client)
+        if opts.max_reads_per_s > 0:
+            _pace_reads(client, opts.max_reads_per_s)
         return client
 
     # --- publishing -----------------------------------------------------------------
@@ -478,6 +484,53 @@ def _fail_connect_on_disconnect(client: aiomqtt.Client) -> None:
             inner(*args)
 
     paho.on_disconnect = on_disconnect
+
+
+def _pace_reads(client: aiomqtt.Client, per_s: int) -> None:
+    """Replace aiomqtt's socket reader with one that reads at most ``per_s`` packets a
+    second (a token bucket of a tenth of a second's worth): over it, the reader is
+    removed and put back once a packet's worth of budget has returned."""
+    paho = client._client
+    opened = paho.on_socket_open
+    loop = asyncio.get_running_loop()
+    burst = max(1.0, per_s / 10)
+    budget = {"tokens": burst, "at": loop.time()}
+
+    def refill() -> float:
+        now = loop.time()
+        budget["tokens"] = min(burst, budget["tokens"] + (now - budget["at"]) * per_s)
+        budget["at"] = now
+        return budget["tokens"]
+
+    def current(sock: Any) -> bool:
+        return sock is not None and paho.socket() is sock
+
+    def paced(sock: Any) -> None:
+        if not current(sock):
+            return  # closed meanwhile: aiomqtt removed the reader
+        if refill() < 1:
+            loop.remove_reader(sock.fileno())
+            loop.call_later((1 - budget["tokens"]) / per_s, resume, sock)
+            return
+        budget["tokens"] -= 1
+        try:
+            paho.loop_read()
+        except Exception as exc:  # a broken connection, as aiomqtt's own reader treats it
+            disconnected = client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+    def resume(sock: Any) -> None:
+        if current(sock):
+            loop.add_reader(sock.fileno(), paced, sock)
+
+    def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
+        if opened is not None:
+            opened(mqttc, userdata, sock)
+        # Queued after aiomqtt's own add_reader, so this one replaces it.
+        loop.call_soon_threadsafe(resume, sock)
+
+    paho.on_socket_open = on_socket_open
 
 
 def _abandon(client: aiomqtt.Client) -> bool:

@@ -125,6 +125,7 @@ class LinkOptions:
     # link stops reading for a moment, and a flood waits in TCP and the broker (which
     # drops it at its own per-client limits) instead of costing this process CPU.
     max_reads_per_s: int = 0
+    max_reads_burst: int = 0  # read at once before the rate applies (0: a tenth of a second's)
     # Let other tasks (another link's handler) run between this link's messages: a backlog
     # on one link must not hold the event loop.
     yield_between_messages: bool = False
@@ -396,7 +397,7 @@ class MqttLink:
         client.pending_calls_threshold = _PENDING_PUBLISHES_WARN
         _fail_connect_on_disconnect(client)
         if opts.max_reads_per_s > 0:
-            _pace_reads(client, opts.max_reads_per_s)
+            _pace_reads(client, opts.max_reads_per_s, opts.max_reads_burst)
         return client
 
     # --- publishing -----------------------------------------------------------------
@@ -486,14 +487,14 @@ def _fail_connect_on_disconnect(client: aiomqtt.Client) -> None:
     paho.on_disconnect = on_disconnect
 
 
-def _pace_reads(client: aiomqtt.Client, per_s: int) -> None:
+def _pace_reads(client: aiomqtt.Client, per_s: int, burst_reads: int) -> None:
     """Replace aiomqtt's socket reader with one that reads at most ``per_s`` packets a
-    second (a token bucket of a tenth of a second's worth): over it, the reader is
-    removed and put back once a packet's worth of budget has returned."""
+    second after a first ``burst_reads`` (a token bucket): over it, the reader is removed
+    and put back once a packet's worth of budget has returned."""
     paho = client._client
     opened = paho.on_socket_open
     loop = asyncio.get_running_loop()
-    burst = max(1.0, per_s / 10)
+    burst = float(burst_reads) if burst_reads > 0 else max(1.0, per_s / 10)
     budget = {"tokens": burst, "at": loop.time()}
 
     def refill() -> float:

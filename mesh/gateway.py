@@ -1,10 +1,11 @@
 """The in-car gateway daemon: triggers in, activations out, acks and presence tracked.
 
-Intake has two lanes, each its own MQTT connection, so that a flood on one cannot queue
-ahead of, or make the broker drop, the other:
-- the urgent link: ``{prefix}/trigger/{unit}`` (manual and dispatch triggers),
-  ``{prefix}/cancel/{unit}``, ``{prefix}/ack/{gateway}/+`` (acks, at most a rate per camera,
-  the rest counted and summarised); it also carries everything the gateway publishes;
+Intake has three lanes, each its own MQTT connection, so that a flood on one cannot queue
+ahead of, or make the broker drop (its per-client queue limit), another:
+- the urgent link: ``{prefix}/trigger/{unit}`` (manual and dispatch triggers) and
+  ``{prefix}/cancel/{unit}``; it also carries everything the gateway publishes;
+- the ack link: ``{prefix}/ack/{gateway}/+`` (at most a rate per camera, exact repeats
+  once; the rest counted and summarised in the log);
 - the presence link: ``{prefix}/presence/+`` (retained camera presence, for range
   resolution) at QoS 0 into a bounded queue, oldest dropped first; at most
   ``MAX_PRESENCE_BYTES`` and a rate per camera, the newest over the rate held back.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +71,11 @@ MAX_PRESENCE_BYTES = 2048
 PRESENCE_RATE_PER_S = 2.0
 PRESENCE_BURST = 6
 # The presence link: at most this many received messages wait for the handler, and at
-# most this many are read a second (a fleet of 20,000 heartbeating every 30 s sends 667).
+# most this many are read a second (a fleet of 20,000 heartbeating every 30 s sends 667)
+# once a first burst is spent (the retained presence of a fleet, at start).
 PRESENCE_QUEUE = 2000
 PRESENCE_READS_PER_S = 2000
+PRESENCE_READ_BURST = 20_000
 # Acks a camera may send before the excess is dropped unread (a camera answers each
 # command once, each retry once more); over it, an ack that would be the camera's first
 # answer to a live activation still goes through, at most FIRST_ACK_RATE a second.
@@ -81,6 +84,9 @@ ACK_BURST = 200
 FIRST_ACK_RATE_PER_S = 5.0
 # Dropped acks are logged as one record per camera per window, with the count.
 ACK_SUMMARY_WINDOW_S = 10.0
+# Acks remembered to recognise exact repeats (oldest forgotten first: a repeat of one that
+# old is taken, and logged, again).
+MAX_ACKS_REMEMBERED = 20_000
 # Per-device limiter state kept at most (least recently used forgotten first).
 MAX_LIMITED_DEVICES = 50_000
 # Payload rejections are reported at most once per reason in this many seconds.
@@ -156,6 +162,8 @@ class Gateway:
         self.ack_rate = KeyedRate(ACK_RATE_PER_S, ACK_BURST, MAX_LIMITED_DEVICES)
         self.first_ack_rate = KeyedRate(FIRST_ACK_RATE_PER_S, 1, MAX_LIMITED_DEVICES)
         self.ack_drops = DropSummaries(ACK_SUMMARY_WINDOW_S, MAX_LIMITED_DEVICES)
+        # Acks taken lately (least recent first), to tell a repeat from a new answer.
+        self._acks_seen: OrderedDict[tuple[str, str, str, int, bool], None] = OrderedDict()
         self._warned: dict[str, tuple[int, int]] = {}  # reason -> (last report, suppressed)
         self.position = settings.position
         self.started_at_ns = clock.wall_ns()
@@ -170,13 +178,24 @@ class Gateway:
                 subscriptions=(
                     (self.topics.trigger(settings.unit_id), 1),
                     (self.topics.cancel(settings.unit_id), 1),
-                    (self.topics.acks_for(issuer), 1),
                 ),
                 will=LastWill(self.topics.gateway(issuer), encode(self._status(False)), 1, True),
                 protocol=protocol,
                 yield_between_messages=True,
             ),
             logger=self._log,
+        )
+        # Acks on their own connection: a camera's ack flood fills (and at its limit makes
+        # the broker drop from) this session's queue, never the one triggers come by.
+        self.ack_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{client_id or f'tm-{issuer}'}-acks",
+                subscriptions=((self.topics.acks_for(issuer), 1),),
+                protocol=protocol,
+                yield_between_messages=True,
+            ),
+            logger=self._log.bind(link="acks"),
         )
         # Presence on its own connection: the broker queues (and at its limit drops) a
         # presence flood there, never ahead of a trigger. QoS 0 and no session: presence is
@@ -194,6 +213,7 @@ class Gateway:
                 protocol="3.1.1",
                 max_queued_messages=PRESENCE_QUEUE,
                 max_reads_per_s=PRESENCE_READS_PER_S,
+                max_reads_burst=PRESENCE_READ_BURST,
                 yield_between_messages=True,
             ),
             logger=self._log.bind(link="presence"),
@@ -285,6 +305,7 @@ class Gateway:
         self._background.spawn(self._status_loop())
         self._background.spawn(self._summary_loop())
         self._background.spawn(self.presence_link.run(self._on_presence_message))
+        self._background.spawn(self.ack_link.run(self._on_ack_message, self._ack_link_up))
         self._background.spawn(self.observer.run())  # tells systemd it is ready
         if self.settings.retention_days is not None:
             self._background.spawn(self._retention_loop(self.settings.retention_days))
@@ -319,7 +340,16 @@ class Gateway:
 
     async def _on_connect(self) -> None:
         await self._publish_status(online=True)
-        self.ready.set()
+        self._ready_if_up()
+
+    async def _ack_link_up(self) -> None:
+        self._ready_if_up()
+
+    def _ready_if_up(self) -> None:
+        # Ready once acks can come back too: a command sent before would find no one
+        # listening for its answers (the ack session does not exist yet on a first start).
+        if self.link.is_up and self.ack_link.is_up:
+            self.ready.set()
 
     async def _say_goodbye(self) -> None:
         # In-flight activations stay unfinished in the log: the next start resumes them.
@@ -341,9 +371,8 @@ class Gateway:
         merged["outbox.depth"] = self.outbox.depth()
         merged["link.connects"] = self.link.connects
         merged["presence_link.connects"] = self.presence_link.connects
-        merged["link.on_connect_failures"] = (
-            self.link.on_connect_failures + self.presence_link.on_connect_failures
-        )
+        merged["ack_link.connects"] = self.ack_link.connects
+        merged["link.on_connect_failures"] = self.link.on_connect_failures
         merged["presence.dropped_queue"] = self.presence_link.dropped_inbound
         merged["presence.cameras"] = len(self.presence)
         for key, count in self.presence.counters.items():
@@ -423,21 +452,8 @@ class Gateway:
             return
         try:
             match parsed.kind:
-                case TopicKind.ACK:
-                    if not self._ack_admitted(parsed.args[1], message.payload, received_mono):
-                        return
-                    ack = decode(CameraAck, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
-                    if ack.camera_id != parsed.args[1]:
-                        raise PayloadError(
-                            "id_mismatch",
-                            f"ack from camera {ack.camera_id!r} "
-                            f"on the topic of camera {parsed.args[1]!r}",
-                        )
-                    untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
-                    if untrusted is not None:
-                        self.coordinator.on_untrusted_ack(ack, untrusted)
-                        raise PayloadError(untrusted.code, untrusted.reason)
-                    self.coordinator.on_ack(ack, received_mono_ns=received_mono)
+                case TopicKind.ACK:  # on the ack link; here if the links are shared
+                    self._on_ack(parsed.args[1], message, received_mono)
                 case TopicKind.TRIGGER:
                     failpoint("trigger.received")
                     event = decode(TriggerEvent, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
@@ -487,7 +503,39 @@ class Gateway:
             unreported_since_last=suppressed,
         )
 
-    # --- acks: a rate per camera ----------------------------------------------------------
+    # --- acks: their own link, a rate per camera ------------------------------------------
+    def _on_ack_message(self, message: Inbound) -> None:
+        received_mono = self.clock.mono_ns()
+        parsed = self.topics.parse(message.topic)
+        if parsed is None or parsed.kind is not TopicKind.ACK:
+            self.counters["ignored.topic"] += 1
+            return
+        try:
+            self._on_ack(parsed.args[1], message, received_mono)
+        except PayloadError as exc:
+            self._rejected(parsed.kind.value, exc, message)
+
+    def _on_ack(self, camera_id: str, message: Inbound, received_mono: int) -> None:
+        if not self._ack_admitted(camera_id, message.payload, received_mono):
+            return
+        ack = decode(CameraAck, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+        if ack.camera_id != camera_id:
+            raise PayloadError(
+                "id_mismatch",
+                f"ack from camera {ack.camera_id!r} on the topic of camera {camera_id!r}",
+            )
+        if self._ack_repeated(ack, received_mono, trusted=True):
+            return
+        untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
+        if untrusted is not None:
+            if self._ack_repeated(ack, received_mono, trusted=False):
+                return
+            self._remember_ack(ack, trusted=False)
+            self.coordinator.on_untrusted_ack(ack, untrusted)
+            raise PayloadError(untrusted.code, untrusted.reason)
+        self._remember_ack(ack, trusted=True)
+        self.coordinator.on_ack(ack, received_mono_ns=received_mono)
+
     def _ack_admitted(self, camera_id: str, payload: bytes, mono: int) -> bool:
         """Within the camera's ack rate; or over it, still its first answer to a live
         activation (a peek at the id, no signature check), at FIRST_ACK_RATE_PER_S. The
@@ -506,6 +554,23 @@ class Gateway:
         self.ack_drops.drop(camera_id, self.clock.wall_ns(), mono)
         return False
 
+    def _ack_repeated(self, ack: CameraAck, mono: int, *, trusted: bool) -> bool:
+        """The same answer (camera, activation, status, attempt) as one already taken:
+        counted in the camera's summary, not logged again. A trusted one is only ever
+        shadowed by a trusted one, so a forgery sent first cannot hide the genuine ack."""
+        key = _ack_key(ack, trusted)
+        if key not in self._acks_seen:
+            return False
+        self._acks_seen.move_to_end(key)
+        self.counters["acks.repeated"] += 1
+        self.ack_drops.drop(ack.camera_id, self.clock.wall_ns(), mono)
+        return True
+
+    def _remember_ack(self, ack: CameraAck, *, trusted: bool) -> None:
+        self._acks_seen[_ack_key(ack, trusted)] = None
+        while len(self._acks_seen) > MAX_ACKS_REMEMBERED:
+            self._acks_seen.popitem(last=False)
+
     async def _summary_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -521,7 +586,10 @@ class Gateway:
                 dropped=window.dropped,
                 first_at_ns=window.started_ns,
                 last_at_ns=window.last_ns,
-                reason=f"over {ACK_RATE_PER_S:g} acks/s (burst {ACK_BURST})",
+                reason=(
+                    f"over {ACK_RATE_PER_S:g} acks/s (burst {ACK_BURST}), "
+                    "or repeating an ack already taken"
+                ),
             )
             try:
                 self.log.append(RecordKind.ACKS_DROPPED, None, entry, self.clock.wall_ns())
@@ -656,6 +724,10 @@ class _PresenceJournal:
         self.write(
             camera_id, json.dumps({"camera_id": camera_id, "removed": True, "reason": reason})
         )
+
+
+def _ack_key(ack: CameraAck, trusted: bool) -> tuple[str, str, str, int, bool]:
+    return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, trusted)
 
 
 def _peek_activation_id(payload: bytes) -> str | None:

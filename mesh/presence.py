@@ -137,6 +137,10 @@ class PresenceRegistry:
         """Known (without counting as a decision's read: nothing is logged)."""
         return camera_id in self._cameras
 
+    def ids(self) -> list[str]:
+        """The cameras known (not a decision's read: nothing is logged)."""
+        return list(self._cameras)
+
     def snapshot(self) -> list[CameraPresence]:
         return list(self._cameras.values())
 

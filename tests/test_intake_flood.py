@@ -163,9 +163,9 @@ async def test_a_presence_flood_neither_delays_triggers_nor_fills_the_log(
 async def test_an_ack_flood_is_limited_per_camera_and_summarised(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
 ) -> None:
-    """One camera's certificate sends 120,000 acks (each naming a live or a finished
-    activation) in a few seconds: they become a few dozen log rows and one summary record
-    per window, while a genuine activation still gets every camera's first ack logged."""
+    """One camera's certificate sends 120,000 copies of an ack in a few seconds: they
+    become at most a few log rows and one summary record per camera per window, while a
+    genuine activation sent during the flood still gets every camera's first ack logged."""
     log = tmp_path / "log.db"
     async with running_mesh(mosquitto.url, topics, log, policy=EAGER) as mesh:
         gateway = mesh.gateway
@@ -195,7 +195,8 @@ async def test_an_ack_flood_is_limited_per_camera_and_summarised(
             c.camera_id for c in record.cameras if c.status == "already_recording"
         } >= {"dash-12", "bwc-12a", "bwc-7a"}
         await wait_until(lambda: gateway.all_counters().get("acks.late", 0) > 0)
-        dropped = gateway.all_counters()["acks.dropped_rate"]
+        counters = gateway.all_counters()
+        dropped = counters["acks.dropped_rate"] + counters["acks.repeated"]
     records = list(read_records(log))  # the gateway has stopped: summaries are written
     ack_rows = sum(1 for r in records if r.kind == RecordKind.ACK) - rows_before
     summaries = [
@@ -203,10 +204,12 @@ async def test_an_ack_flood_is_limited_per_camera_and_summarised(
         for r in records
         if r.kind == RecordKind.ACKS_DROPPED
     ]
-    assert ack_rows <= 200, ack_rows  # was one row per ack: 120,000
+    assert ack_rows <= 10, ack_rows  # was one row per ack: 120,000
     assert summaries
     assert {s.camera_id for s in summaries} == {"bwc-12a"}
-    assert sum(s.dropped for s in summaries) == dropped > 100_000
+    # What reached the gateway and was dropped is all in the summaries; the rest the broker
+    # dropped from the ack session's queue (its per-client limit), away from triggers.
+    assert sum(s.dropped for s in summaries) == dropped > 10_000
     second = [r for r in records if r.kind == RecordKind.ACK and record.activation_id in r.body]
     assert {json.loads(r.body)["ack"]["camera_id"] for r in second} >= {
         "dash-12",
@@ -244,16 +247,9 @@ async def test_the_gateway_starts_with_100000_retained_presences(
     started = time.monotonic()
     async with running_mesh(own_mosquitto.url, topics, log, gateway=gateway) as mesh:
         ready_s = time.monotonic() - started
-        # Everything the broker holds has been offered to the gateway: it keeps its cap.
-        await wait_until(
-            lambda: (
-                gateway.all_counters().get("presence.applied", 0)
-                + gateway.all_counters().get("presence.dropped_queue", 0)
-                >= planted
-            ),
-            120,
-        )
-        filled_s = time.monotonic() - started
+        # The genuine cameras, which came online after the planted backlog, are known.
+        await wait_until(lambda: {"dash-12", "bwc-12a"} <= set(gateway.presence.ids()), 120)
+        known_s = time.monotonic() - started
         assert len(gateway.presence) <= gateway.settings.max_cameras
         record = await mesh.activate(event(TriggerKind.WEAPON_DRAW, source_id="holster-1"))
         assert {c.camera_id for c in record.cameras if c.expected} >= {"dash-12", "bwc-12a"}
@@ -263,8 +259,8 @@ async def test_the_gateway_starts_with_100000_retained_presences(
     rows = sum(1 for r in read_records(log) if r.kind == RecordKind.PRESENCE)
     assert rows <= 10, rows  # none of the planted ones: no decision read them
     print(
-        f"\n{planted} retained presences: ready in {ready_s:.2f} s, all offered in "
-        f"{filled_s:.2f} s; {len(gateway.presence)} kept, "
+        f"\n{planted} retained presences: ready in {ready_s:.2f} s, the genuine cameras "
+        f"known in {known_s:.2f} s; {len(gateway.presence)} kept, "
         f"{counters.get('presence.evicted', 0)} evicted, "
         f"{counters.get('presence.dropped_queue', 0)} dropped from the queue; "
         f"test process max RSS {rss_before:.0f} -> {_rss_mb():.0f} MB"

@@ -163,7 +163,7 @@ class Gateway:
         self.first_ack_rate = KeyedRate(FIRST_ACK_RATE_PER_S, 1, MAX_LIMITED_DEVICES)
         self.ack_drops = DropSummaries(ACK_SUMMARY_WINDOW_S, MAX_LIMITED_DEVICES)
         # Acks taken lately (least recent first), to tell a repeat from a new answer.
-        self._acks_seen: OrderedDict[tuple[str, str, str, int, bool], None] = OrderedDict()
+        self._acks_seen: OrderedDict[tuple[str, str, str, int, str], None] = OrderedDict()
         self._warned: dict[str, tuple[int, int]] = {}  # reason -> (last report, suppressed)
         self.position = settings.position
         self.started_at_ns = clock.wall_ns()
@@ -316,6 +316,11 @@ class Gateway:
                 self._on_message, on_connect=self._on_connect, on_stop=self._say_goodbye
             )
         finally:
+            # Whatever ended the run (even with the broker down, when no goodbye is said):
+            # the ack and presence links stop with it, or a restarted gateway's links would
+            # fight them for their client ids.
+            with contextlib.suppress(Exception):
+                await self._background.cancel_all()
             self._summarise_dropped_acks(everything=True)
             with contextlib.suppress(Exception):
                 await self.log.flush()
@@ -557,7 +562,8 @@ class Gateway:
     def _ack_repeated(self, ack: CameraAck, mono: int, *, trusted: bool) -> bool:
         """The same answer (camera, activation, status, attempt) as one already taken:
         counted in the camera's summary, not logged again. A trusted one is only ever
-        shadowed by a trusted one, so a forgery sent first cannot hide the genuine ack."""
+        shadowed by a trusted one, so a forgery sent first cannot hide the genuine ack;
+        a refused one only by the same bytes signed the same way."""
         key = _ack_key(ack, trusted)
         if key not in self._acks_seen:
             return False
@@ -726,8 +732,13 @@ class _PresenceJournal:
         )
 
 
-def _ack_key(ack: CameraAck, trusted: bool) -> tuple[str, str, str, int, bool]:
-    return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, trusted)
+def _ack_key(ack: CameraAck, trusted: bool) -> tuple[str, str, str, int, str]:
+    """What makes an ack the same answer again. A refused one is the same only with the
+    same signature: each different forgery is evidence, logged."""
+    if trusted:
+        return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, "")
+    signature = "unsigned" if ack.sig is None else ack.sig.value
+    return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, signature)
 
 
 def _peek_activation_id(payload: bytes) -> str | None:

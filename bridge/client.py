@@ -40,6 +40,9 @@ _UNSUPPORTED_PROTOCOL = {1, 0x84}
 
 # How long a clean shutdown may spend saying goodbye before the link is closed anyway.
 STOP_TIMEOUT_S = 3.0
+# A paced link (``max_reads_per_s``) may read its first ``max_reads_burst`` packets at once
+# within this long of its connect: the retained messages its subscriptions bring.
+READ_BURST_WINDOW_S = 5.0
 # How long the first MQTT 5 CONNECT may wait for its CONNACK before we try 3.1.1.
 PROBE_TIMEOUT_S = 2.0
 
@@ -125,7 +128,8 @@ class LinkOptions:
     # link stops reading for a moment, and a flood waits in TCP and the broker (which
     # drops it at its own per-client limits) instead of costing this process CPU.
     max_reads_per_s: int = 0
-    max_reads_burst: int = 0  # read at once before the rate applies (0: a tenth of a second's)
+    # Read at once within READ_BURST_WINDOW_S of a connect, before the rate applies.
+    max_reads_burst: int = 0
     # Let other tasks (another link's handler) run between this link's messages: a backlog
     # on one link must not hold the event loop.
     yield_between_messages: bool = False
@@ -489,17 +493,22 @@ def _fail_connect_on_disconnect(client: aiomqtt.Client) -> None:
 
 def _pace_reads(client: aiomqtt.Client, per_s: int, burst_reads: int) -> None:
     """Replace aiomqtt's socket reader with one that reads at most ``per_s`` packets a
-    second after a first ``burst_reads`` (a token bucket): over it, the reader is removed
-    and put back once a packet's worth of budget has returned."""
+    second (a token bucket of a tenth of a second's worth), after a first ``burst_reads``
+    allowed within READ_BURST_WINDOW_S of the connect (what the broker sends on subscribe):
+    over it, the reader is removed and put back once a packet's worth has returned."""
     paho = client._client
     opened = paho.on_socket_open
     loop = asyncio.get_running_loop()
-    burst = float(burst_reads) if burst_reads > 0 else max(1.0, per_s / 10)
-    budget = {"tokens": burst, "at": loop.time()}
+    steady = max(1.0, per_s / 10)
+    started = loop.time()
+    budget = {"tokens": float(max(burst_reads, 1)), "at": started}
 
     def refill() -> float:
         now = loop.time()
-        budget["tokens"] = min(burst, budget["tokens"] + (now - budget["at"]) * per_s)
+        if budget["tokens"] > steady and now - started > READ_BURST_WINDOW_S:
+            budget["tokens"] = steady  # the burst is for the connect, not for later
+        if budget["tokens"] < steady:
+            budget["tokens"] = min(steady, budget["tokens"] + (now - budget["at"]) * per_s)
         budget["at"] = now
         return budget["tokens"]
 

@@ -119,11 +119,9 @@ class LinkOptions:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
     timeout_s: float = 10.0
-    # Bounds for a link that carries bulk traffic (presence): at most this many received
-    # messages wait for the handler, the oldest dropped first (0: unbounded); and, on MQTT 5,
-    # the broker is told not to send packets larger than this (0: no limit).
+    # For a link that carries bulk traffic (presence): at most this many received messages
+    # wait for the handler, the oldest dropped first (0: unbounded).
     max_queued_messages: int = 0
-    max_packet_bytes: int = 0
     # Read at most this many packets a second from the socket (0: no limit): past it the
     # link stops reading for a moment, and a flood waits in TCP and the broker (which
     # drops it at its own per-client limits) instead of costing this process CPU.
@@ -379,9 +377,6 @@ class MqttLink:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if opts.persistent_session:
                 properties.SessionExpiryInterval = opts.session_expiry_s
-            if opts.max_packet_bytes > 0:
-                # The broker drops larger packets for this client, before they cost us.
-                properties.MaximumPacketSize = opts.max_packet_bytes
             client = aiomqtt.Client(
                 protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=not opts.persistent_session,

@@ -40,6 +40,9 @@ _UNSUPPORTED_PROTOCOL = {1, 0x84}
 
 # How long a clean shutdown may spend saying goodbye before the link is closed anyway.
 STOP_TIMEOUT_S = 3.0
+# A paced link (``max_reads_per_s``) may read its first ``max_reads_burst`` packets at once
+# within this long of its connect: the retained messages its subscriptions bring.
+READ_BURST_WINDOW_S = 5.0
 # How long the first MQTT 5 CONNECT may wait for its CONNACK before we try 3.1.1.
 PROBE_TIMEOUT_S = 2.0
 
@@ -123,6 +126,15 @@ class LinkOptions:
     # Filters to remove from a persistent session on the next connect (what an older
     # version of this client subscribed to and this one no longer wants).
     unsubscribe: tuple[str, ...] = ()
+    # Read at most this many packets a second from the socket (0: no limit): past it the
+    # link stops reading for a moment, and a flood waits in TCP and the broker (which
+    # drops it at its own per-client limits) instead of costing this process CPU.
+    max_reads_per_s: int = 0
+    # Read at once within READ_BURST_WINDOW_S of a connect, before the rate applies.
+    max_reads_burst: int = 0
+    # Let other tasks (another link's handler) run between this link's messages: a backlog
+    # on one link must not hold the event loop.
+    yield_between_messages: bool = False
 
 
 class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
@@ -175,6 +187,8 @@ class MqttLink:
         self._unsubscribe_pending: set[str] = set(options.unsubscribe) - {
             topic for topic, _ in options.subscriptions
         }
+        # The on-connect hook failed (a publish that timed out): handled as a lost link.
+        self.on_connect_failures = 0
         # asyncio keeps only weak references to tasks; fire-and-forget publishes live here.
         self._background: set[asyncio.Future[None]] = set()
 
@@ -315,7 +329,14 @@ class MqttLink:
             "mqtt connected", broker=str(self.url), protocol=self.protocol, connects=self.connects
         )
         if on_connect is not None:
-            await on_connect()
+            try:
+                await on_connect()
+            except (LinkDown, TimeoutError) as exc:
+                # Never an exit: a hook whose publish timed out (a broker busy sending a
+                # backlog, a link that swallows bytes) is a lost link, and reconnects.
+                self.on_connect_failures += 1
+                raise aiomqtt.MqttError(f"on-connect failed: {exc}") from exc
+        yielding = self.options.yield_between_messages
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
@@ -327,6 +348,8 @@ class MqttLink:
                 self._log.exception("message handler failed", topic=message.topic.value)
             if not acker.deferred:
                 acker.send()
+            if yielding:
+                await asyncio.sleep(0)
 
     def _mark_down(self) -> None:
         self._up.clear()
@@ -379,6 +402,8 @@ class MqttLink:
         # their PUBACK: a gateway fanning out to a fleet has hundreds in flight by design.
         client.pending_calls_threshold = _PENDING_PUBLISHES_WARN
         _fail_connect_on_disconnect(client)
+        if opts.max_reads_per_s > 0:
+            _pace_reads(client, opts.max_reads_per_s, opts.max_reads_burst)
         return client
 
     def _shed(self, holder: list[aiomqtt.Client], message: aiomqtt.Message) -> None:
@@ -473,6 +498,58 @@ def _fail_connect_on_disconnect(client: aiomqtt.Client) -> None:
             inner(*args)
 
     paho.on_disconnect = on_disconnect
+
+
+def _pace_reads(client: aiomqtt.Client, per_s: int, burst_reads: int) -> None:
+    """Replace aiomqtt's socket reader with one that reads at most ``per_s`` packets a
+    second (a token bucket of a tenth of a second's worth), after a first ``burst_reads``
+    allowed within READ_BURST_WINDOW_S of the connect (what the broker sends on subscribe):
+    over it, the reader is removed and put back once a packet's worth has returned."""
+    paho = client._client
+    opened = paho.on_socket_open
+    loop = asyncio.get_running_loop()
+    steady = max(1.0, per_s / 10)
+    started = loop.time()
+    budget = {"tokens": float(max(burst_reads, 1)), "at": started}
+
+    def refill() -> float:
+        now = loop.time()
+        if budget["tokens"] > steady and now - started > READ_BURST_WINDOW_S:
+            budget["tokens"] = steady  # the burst is for the connect, not for later
+        if budget["tokens"] < steady:
+            budget["tokens"] = min(steady, budget["tokens"] + (now - budget["at"]) * per_s)
+        budget["at"] = now
+        return budget["tokens"]
+
+    def current(sock: Any) -> bool:
+        return sock is not None and paho.socket() is sock
+
+    def paced(sock: Any) -> None:
+        if not current(sock):
+            return  # closed meanwhile: aiomqtt removed the reader
+        if refill() < 1:
+            loop.remove_reader(sock.fileno())
+            loop.call_later((1 - budget["tokens"]) / per_s, resume, sock)
+            return
+        budget["tokens"] -= 1
+        try:
+            paho.loop_read()
+        except Exception as exc:  # a broken connection, as aiomqtt's own reader treats it
+            disconnected = client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+    def resume(sock: Any) -> None:
+        if current(sock):
+            loop.add_reader(sock.fileno(), paced, sock)
+
+    def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
+        if opened is not None:
+            opened(mqttc, userdata, sock)
+        # Queued after aiomqtt's own add_reader, so this one replaces it.
+        loop.call_soon_threadsafe(resume, sock)
+
+    paho.on_socket_open = on_socket_open
 
 
 def _abandon(client: aiomqtt.Client) -> bool:

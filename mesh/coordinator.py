@@ -370,6 +370,13 @@ class Coordinator:
         elif mono - live.last_update_mono >= live.progress_interval_ns:
             self._publish_progress(live)
 
+    def awaits_ack(self, activation_id: str, camera_id: str) -> bool:
+        """True if the camera has not answered this live activation yet (intake lets such
+        an ack through a camera's ack rate limit: a genuine first answer is never shed)."""
+        live = self.live.get(activation_id)
+        progress = None if live is None else live.tracker.cameras.get(camera_id)
+        return progress is not None and progress.status is OutcomeStatus.PENDING
+
     def on_untrusted_ack(self, ack: CameraAck, problem: Rejection) -> None:
         """An ack whose signature was refused changes nothing, but the log keeps it: a
         forged "started" for one of our activations is evidence."""

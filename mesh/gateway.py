@@ -1,20 +1,25 @@
 """The in-car gateway daemon: triggers in, activations out, acks and presence tracked.
 
-It owns one MQTT link and routes what arrives on it:
-- ``{prefix}/trigger/{unit}``: manual and dispatch triggers for this unit;
-- ``{prefix}/cancel/{unit}``: cancel requests for this unit's activations;
-- ``{prefix}/ack/{gateway}/+``: camera acks for the activations it issued;
-- ``{prefix}/presence/+``: retained camera presence, for range resolution.
-Every malformed or mismatched payload is logged with its reason and counted; the
-daemon keeps serving. In-process trigger sources (BLE, CAN) are drained into the same
-coordinator.
+Intake has three lanes, each its own MQTT connection, so that a flood on one cannot queue
+ahead of, or make the broker drop (its per-client queue limit), another:
+- the urgent link: ``{prefix}/trigger/{unit}`` (manual and dispatch triggers) and
+  ``{prefix}/cancel/{unit}``; it also carries everything the gateway publishes;
+- the ack link: ``{prefix}/ack/{gateway}/+`` (at most a rate per camera, exact repeats
+  once; the rest counted and summarised in the log);
+- the presence link: ``{prefix}/presence/+`` (retained camera presence, for range
+  resolution) at QoS 0 into a bounded queue, oldest dropped first; at most
+  ``MAX_PRESENCE_BYTES`` and a rate per camera, the newest over the rate held back.
+Every malformed or mismatched payload is counted, and reported at most once per ten
+seconds per reason; the daemon keeps serving. In-process trigger sources (BLE, CAN) are
+drained into the same coordinator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+import json
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +37,8 @@ from mesh.coordinator import Coordinator
 from mesh.failpoints import failpoint
 from mesh.forwarder import Forwarder
 from mesh.gateway_observer import GatewayObserver
-from mesh.log_records import RecordKind, StartedEntry
+from mesh.intake import DropSummaries, KeyedRate
+from mesh.log_records import AcksDroppedEntry, RecordKind, StartedEntry
 from mesh.models import (
     ActivationRecord,
     CameraAck,
@@ -60,6 +66,36 @@ if TYPE_CHECKING:
 
 # Triggers and acks are small; anything near this is an attack or a bug.
 MAX_SMALL_PAYLOAD = 64 * 1024
+# Presence limits a camera MUST respect (docs/protocol.md): larger ones are dropped unread;
+# over the rate, the newest is held back until the camera's budget allows, the rest dropped.
+MAX_PRESENCE_BYTES = 2048
+PRESENCE_RATE_PER_S = 2.0
+PRESENCE_BURST = 6
+# The presence link: at most this many received messages wait for the handler, and at
+# most this many are read a second (30,000 cameras heartbeating every 30 s) after a first
+# burst within 5 s of connecting (the retained presence of a fleet, at start). Paho's
+# parsing of each packet is most of what a flood costs the gateway: under one, the trigger
+# receipt p99 was 220-310 ms reading 2,000/s, about 100 ms reading 1,000/s.
+PRESENCE_QUEUE = 2000
+PRESENCE_READS_PER_S = 1000
+PRESENCE_READ_BURST = 20_000
+# Acks a camera may send before the excess is dropped unread (a camera answers each
+# command once, each retry once more); over it, an ack that would be the camera's first
+# answer to a live activation still goes through, at most FIRST_ACK_RATE a second.
+ACK_RATE_PER_S = 50.0
+ACK_BURST = 200
+FIRST_ACK_RATE_PER_S = 5.0
+# Dropped acks are logged as one record per camera per window, with the count.
+ACK_SUMMARY_WINDOW_S = 10.0
+# Acks remembered to recognise exact repeats (oldest forgotten first: a repeat of one that
+# old is taken, and logged, again).
+MAX_ACKS_REMEMBERED = 20_000
+# Per-device limiter state kept at most (least recently used forgotten first).
+MAX_LIMITED_DEVICES = 50_000
+# Payload rejections are reported at most once per reason in this many seconds.
+WARN_EVERY_S = 10.0
+# Presence held back over its rate, at most (one per camera); past it, dropped.
+MAX_HELD_PRESENCE = 1024
 
 
 @dataclass(frozen=True)
@@ -87,6 +123,10 @@ class GatewaySettings:
     metrics_host: str = "127.0.0.1"
     # Tell systemd when ready and feed its watchdog (docs/observability.md).
     systemd_notify: bool = False
+    # The cameras the gateway keeps (mesh/presence.py): at most this many, and none not
+    # heard for this long.
+    max_cameras: int = 20_000
+    camera_expiry_s: float = 6 * 3600.0
 
     @property
     def resolved_outbox_path(self) -> Path:
@@ -114,7 +154,20 @@ class Gateway:
         self.clock = clock
         self.sources = list(sources)
         self.counters: Counter[str] = Counter()
-        self.presence = PresenceRegistry()
+        self.presence = PresenceRegistry(
+            max_cameras=settings.max_cameras,
+            expire_after_s=settings.camera_expiry_s,
+            journal=_PresenceJournal(self._log_presence),
+            protected=self._awaited,
+        )
+        self.presence_rate = KeyedRate(PRESENCE_RATE_PER_S, PRESENCE_BURST, MAX_LIMITED_DEVICES)
+        self._held_presence: dict[str, bytes] = {}
+        self.ack_rate = KeyedRate(ACK_RATE_PER_S, ACK_BURST, MAX_LIMITED_DEVICES)
+        self.first_ack_rate = KeyedRate(FIRST_ACK_RATE_PER_S, 1, MAX_LIMITED_DEVICES)
+        self.ack_drops = DropSummaries(ACK_SUMMARY_WINDOW_S, MAX_LIMITED_DEVICES)
+        # Acks taken lately (least recent first), to tell a repeat from a new answer.
+        self._acks_seen: OrderedDict[tuple[str, str, str, int, str], None] = OrderedDict()
+        self._warned: dict[str, tuple[int, int]] = {}  # reason -> (last report, suppressed)
         self.position = settings.position
         self.started_at_ns = clock.wall_ns()
         self.ready = asyncio.Event()
@@ -128,13 +181,45 @@ class Gateway:
                 subscriptions=(
                     (self.topics.trigger(settings.unit_id), 1),
                     (self.topics.cancel(settings.unit_id), 1),
-                    (self.topics.acks_for(issuer), 1),
-                    (self.topics.all_presence(), 1),
                 ),
                 will=LastWill(self.topics.gateway(issuer), encode(self._status(False)), 1, True),
                 protocol=protocol,
+                yield_between_messages=True,
             ),
             logger=self._log,
+        )
+        # Acks on their own connection: a camera's ack flood fills (and at its limit makes
+        # the broker drop from) this session's queue, never the one triggers come by.
+        self.ack_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{client_id or f'tm-{issuer}'}-acks",
+                subscriptions=((self.topics.acks_for(issuer), 1),),
+                protocol=protocol,
+                yield_between_messages=True,
+            ),
+            logger=self._log.bind(link="acks"),
+        )
+        # Presence on its own connection: the broker queues (and at its limit drops) a
+        # presence flood there, never ahead of a trigger. QoS 0 and no session: presence is
+        # state, and every connect brings the retained copy of each camera's.
+        self.presence_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{client_id or f'tm-{issuer}'}-presence",
+                subscriptions=((self.topics.all_presence(), 0),),
+                persistent_session=False,
+                # MQTT 3.1.1: paho parses MQTT 5 properties on every message received, which
+                # costs more than the rest of a presence's intake together; oversized ones
+                # are dropped by length instead (MQTT 5's maximum packet size would have the
+                # broker drop them, at that price on every other message).
+                protocol="3.1.1",
+                max_inbound=PRESENCE_QUEUE,
+                max_reads_per_s=PRESENCE_READS_PER_S,
+                max_reads_burst=PRESENCE_READ_BURST,
+                yield_between_messages=True,
+            ),
+            logger=self._log.bind(link="presence"),
         )
         # Binds its port now: one in use fails the start, before the log is opened.
         self.observer = GatewayObserver(
@@ -221,6 +306,9 @@ class Gateway:
         for source in self.sources:
             self._background.spawn(self._drain(source))
         self._background.spawn(self._status_loop())
+        self._background.spawn(self._summary_loop())
+        self._background.spawn(self.presence_link.run(self._on_presence_message))
+        self._background.spawn(self.ack_link.run(self._on_ack_message, self._ack_link_up))
         self._background.spawn(self.observer.run())  # tells systemd it is ready
         if self.settings.retention_days is not None:
             self._background.spawn(self._retention_loop(self.settings.retention_days))
@@ -231,6 +319,12 @@ class Gateway:
                 self._on_message, on_connect=self._on_connect, on_stop=self._say_goodbye
             )
         finally:
+            # Whatever ended the run (even with the broker down, when no goodbye is said):
+            # the ack and presence links stop with it, or a restarted gateway's links would
+            # fight them for their client ids.
+            with contextlib.suppress(Exception):
+                await self._background.cancel_all()
+            self._summarise_dropped_acks(everything=True)
             with contextlib.suppress(Exception):
                 await self.log.flush()
             self.log.close()
@@ -254,7 +348,16 @@ class Gateway:
 
     async def _on_connect(self) -> None:
         await self._publish_status(online=True)
-        self.ready.set()
+        self._ready_if_up()
+
+    async def _ack_link_up(self) -> None:
+        self._ready_if_up()
+
+    def _ready_if_up(self) -> None:
+        # Ready once acks can come back too: a command sent before would find no one
+        # listening for its answers (the ack session does not exist yet on a first start).
+        if self.link.is_up and self.ack_link.is_up:
+            self.ready.set()
 
     async def _say_goodbye(self) -> None:
         # In-flight activations stay unfinished in the log: the next start resumes them.
@@ -275,6 +378,13 @@ class Gateway:
         merged.update(self.forwarder.counters)
         merged["outbox.depth"] = self.outbox.depth()
         merged["link.connects"] = self.link.connects
+        merged["presence_link.connects"] = self.presence_link.connects
+        merged["ack_link.connects"] = self.ack_link.connects
+        merged["link.on_connect_failures"] = self.link.on_connect_failures
+        merged["presence.dropped_queue"] = self.presence_link.inbound_dropped
+        merged["presence.cameras"] = len(self.presence)
+        for key, count in self.presence.counters.items():
+            merged[f"presence.{key}"] = count
         for source in self.sources:
             for key, value in source.health().items():
                 if isinstance(value, int) and not isinstance(value, bool):
@@ -350,21 +460,8 @@ class Gateway:
             return
         try:
             match parsed.kind:
-                case TopicKind.ACK:
-                    ack = self._decode_ack(parsed.args[1], message.payload)
-                    if ack is None:
-                        return  # a cancel ack, handled
-                    if ack.camera_id != parsed.args[1]:
-                        raise PayloadError(
-                            "id_mismatch",
-                            f"ack from camera {ack.camera_id!r} "
-                            f"on the topic of camera {parsed.args[1]!r}",
-                        )
-                    untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
-                    if untrusted is not None:
-                        self.coordinator.on_untrusted_ack(ack, untrusted)
-                        raise PayloadError(untrusted.code, untrusted.reason)
-                    self.coordinator.on_ack(ack, received_mono_ns=received_mono)
+                case TopicKind.ACK:  # on the ack link; here if the links are shared
+                    self._on_ack(parsed.args[1], message, received_mono)
                 case TopicKind.TRIGGER:
                     failpoint("trigger.received")
                     event = decode(TriggerEvent, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
@@ -389,19 +486,127 @@ class Gateway:
                             f"sent to unit {self.settings.unit_id!r}",
                         )
                     self.coordinator.on_cancel(cancel, untrusted=self._check_request(cancel))
-                case TopicKind.PRESENCE:
-                    self._on_presence(parsed.args[0], message)
                 case _:
                     self.counters["ignored.topic"] += 1
         except PayloadError as exc:
-            self.counters[f"rejected.{parsed.kind.value}.{exc.code}"] += 1
-            self._log.warning(
-                "payload rejected",
-                topic=message.topic,
-                code=exc.code,
-                reason=exc.reason,
-                size=len(message.payload),
+            self._rejected(parsed.kind.value, exc, message)
+
+    def _rejected(self, kind: str, exc: PayloadError, message: Inbound) -> None:
+        """Counted always; reported at most once per WARN_EVERY_S per reason, with how many
+        went unreported since: a flood of bad input must not become a flood of log lines."""
+        key = f"rejected.{kind}.{exc.code}"
+        self.counters[key] += 1
+        now = self.clock.mono_ns()
+        last, suppressed = self._warned.get(key, (None, 0))
+        if last is not None and now - last < WARN_EVERY_S * 1e9:
+            self._warned[key] = (last, suppressed + 1)
+            return
+        self._warned[key] = (now, 0)
+        self._log.warning(
+            "payload rejected",
+            topic=message.topic,
+            code=exc.code,
+            reason=exc.reason,
+            size=len(message.payload),
+            unreported_since_last=suppressed,
+        )
+
+    # --- acks: their own link, a rate per camera ------------------------------------------
+    def _on_ack_message(self, message: Inbound) -> None:
+        received_mono = self.clock.mono_ns()
+        parsed = self.topics.parse(message.topic)
+        if parsed is None or parsed.kind is not TopicKind.ACK:
+            self.counters["ignored.topic"] += 1
+            return
+        try:
+            self._on_ack(parsed.args[1], message, received_mono)
+        except PayloadError as exc:
+            self._rejected(parsed.kind.value, exc, message)
+
+    def _on_ack(self, camera_id: str, message: Inbound, received_mono: int) -> None:
+        if not self._ack_admitted(camera_id, message.payload, received_mono):
+            return
+        ack = self._decode_ack(camera_id, message.payload)
+        if ack is None:
+            return  # a cancel ack, handled
+        if ack.camera_id != camera_id:
+            raise PayloadError(
+                "id_mismatch",
+                f"ack from camera {ack.camera_id!r} on the topic of camera {camera_id!r}",
             )
+        if self._ack_repeated(ack, received_mono, trusted=True):
+            return
+        untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
+        if untrusted is not None:
+            if self._ack_repeated(ack, received_mono, trusted=False):
+                return
+            self._remember_ack(ack, trusted=False)
+            self.coordinator.on_untrusted_ack(ack, untrusted)
+            raise PayloadError(untrusted.code, untrusted.reason)
+        self._remember_ack(ack, trusted=True)
+        self.coordinator.on_ack(ack, received_mono_ns=received_mono)
+
+    def _ack_admitted(self, camera_id: str, payload: bytes, mono: int) -> bool:
+        """Within the camera's ack rate; or over it, still its first answer to a live
+        activation (a peek at the id, no signature check), at FIRST_ACK_RATE_PER_S. The
+        rest is dropped unread, counted, and summarised in the log once per window."""
+        if self.ack_rate.allow(camera_id, mono):
+            return True
+        activation_id = _peek_activation_id(payload)
+        if (
+            activation_id is not None
+            and self.coordinator.awaits_ack(activation_id, camera_id)
+            and self.first_ack_rate.allow(camera_id, mono)
+        ):
+            self.counters["acks.over_rate_first"] += 1
+            return True
+        self.counters["acks.dropped_rate"] += 1
+        self.ack_drops.drop(camera_id, self.clock.wall_ns(), mono)
+        return False
+
+    def _ack_repeated(self, ack: CameraAck, mono: int, *, trusted: bool) -> bool:
+        """The same answer (camera, activation, status, attempt) as one already taken:
+        counted in the camera's summary, not logged again. A trusted one is only ever
+        shadowed by a trusted one, so a forgery sent first cannot hide the genuine ack;
+        a refused one only by the same bytes signed the same way."""
+        key = _ack_key(ack, trusted)
+        if key not in self._acks_seen:
+            return False
+        self._acks_seen.move_to_end(key)
+        self.counters["acks.repeated"] += 1
+        self.ack_drops.drop(ack.camera_id, self.clock.wall_ns(), mono)
+        return True
+
+    def _remember_ack(self, ack: CameraAck, *, trusted: bool) -> None:
+        self._acks_seen[_ack_key(ack, trusted)] = None
+        while len(self._acks_seen) > MAX_ACKS_REMEMBERED:
+            self._acks_seen.popitem(last=False)
+
+    async def _summary_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._summarise_dropped_acks()
+
+    def _summarise_dropped_acks(self, *, everything: bool = False) -> None:
+        for window in self.ack_drops.due(self.clock.mono_ns(), everything=everything):
+            self._log.warning(
+                "acks dropped over the camera's rate", camera=window.key, dropped=window.dropped
+            )
+            entry = AcksDroppedEntry(
+                camera_id=window.key,
+                dropped=window.dropped,
+                first_at_ns=window.started_ns,
+                last_at_ns=window.last_ns,
+                reason=(
+                    f"over {ACK_RATE_PER_S:g} acks/s (burst {ACK_BURST}), "
+                    "or repeating an ack already taken"
+                ),
+            )
+            try:
+                self.log.append(RecordKind.ACKS_DROPPED, None, entry, self.clock.wall_ns())
+            except LogError as exc:
+                self.counters["log.write_failures"] += 1
+                self._log.error("log append failed", kind="acks_dropped", error=str(exc))
 
     def _decode_ack(self, camera_id: str, payload: bytes) -> CameraAck | None:
         """An ack; or None for a cancel ack, which goes to ``_on_cancel_ack``."""
@@ -464,20 +669,73 @@ class Gateway:
             )
         return problem
 
-    def _on_presence(self, camera_id: str, message: Inbound) -> None:
-        if not message.payload:  # a cleared retained message: the camera was removed
-            self.presence.remove(camera_id)
-            self._log_presence(camera_id, f'{{"camera_id":"{camera_id}","removed":true}}')
+    # --- presence: its own link, a size and a rate per camera ------------------------------
+    def _on_presence_message(self, message: Inbound) -> None:
+        parsed = self.topics.parse(message.topic)
+        if parsed is None or parsed.kind is not TopicKind.PRESENCE:
+            self.counters["ignored.topic"] += 1
             return
-        presence = decode(CameraPresence, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+        camera_id = parsed.args[0]
+        try:
+            if len(message.payload) > MAX_PRESENCE_BYTES:
+                raise PayloadError(
+                    "too_large",
+                    f"presence of {len(message.payload)} bytes, over {MAX_PRESENCE_BYTES}",
+                )
+            now = self.clock.mono_ns()
+            if not self.presence_rate.allow(camera_id, now):
+                self._hold_presence(camera_id, message.payload, now)
+                return
+            if self._held_presence.pop(camera_id, None) is not None:
+                self.counters["presence.dropped_rate"] += 1  # superseded by this newer one
+            self._apply_presence(camera_id, message.payload, now)
+        except PayloadError as exc:
+            self._rejected("presence", exc, message)
+
+    def _hold_presence(self, camera_id: str, payload: bytes, now: int) -> None:
+        """Over the camera's rate: keep the newest aside, applied when the budget allows
+        (presence is state: the newest is the one that matters)."""
+        if camera_id in self._held_presence:
+            self.counters["presence.dropped_rate"] += 1  # the one it replaces
+        elif len(self._held_presence) >= MAX_HELD_PRESENCE:
+            self.counters["presence.dropped_rate"] += 1
+            return
+        else:
+            wait_s = self.presence_rate.wait_ns(camera_id, now) / 1e9
+            asyncio.get_running_loop().call_later(wait_s, self._release_presence, camera_id)
+        self.counters["presence.held"] += 1
+        self._held_presence[camera_id] = payload
+
+    def _release_presence(self, camera_id: str) -> None:
+        payload = self._held_presence.pop(camera_id, None)
+        if payload is None:
+            return
+        now = self.clock.mono_ns()
+        if not self.presence_rate.allow(camera_id, now):
+            self.counters["presence.held"] -= 1  # counted again as it goes back
+            self._hold_presence(camera_id, payload, now)
+            return
+        try:
+            self._apply_presence(camera_id, payload, now)
+        except PayloadError as exc:
+            self._rejected("presence", exc, Inbound(self.topics.presence(camera_id), payload, True))
+
+    def _apply_presence(self, camera_id: str, payload: bytes, now: int) -> None:
+        if not payload:  # a cleared retained message: the camera was removed
+            self.presence.remove(camera_id)
+            return
+        presence = decode(CameraPresence, payload, max_bytes=MAX_PRESENCE_BYTES)
         if presence.camera_id != camera_id:
             raise PayloadError(
                 "id_mismatch",
                 f"presence of camera {presence.camera_id!r} on the topic of camera {camera_id!r}",
             )
-        self.presence.update(presence)
-        # Range resolution reads presence: the log keeps it, in order, for `audit replay`.
-        self._log_presence(camera_id, message.payload.decode())
+        self.counters["presence.applied"] += 1
+        self.presence.update(presence, now)
+
+    def _awaited(self, camera_id: str) -> bool:
+        """A live activation expects this camera: the registry keeps it whatever its age."""
+        return any(camera_id in live.tracker.cameras for live in self.coordinator.live.values())
 
     def _log_presence(self, camera_id: str, body: str) -> None:
         try:
@@ -485,3 +743,40 @@ class Gateway:
         except LogError as exc:
             self.counters["log.write_failures"] += 1
             self._log.error("log append failed", kind="presence", camera=camera_id, error=str(exc))
+
+
+@dataclass(frozen=True)
+class _PresenceJournal:
+    """Range resolution reads presence, so the log keeps what it read, in order, for
+    `audit replay` (mesh/presence.py says when)."""
+
+    write: Callable[[str, str], None]  # camera, record body
+
+    def presence(self, presence: CameraPresence) -> None:
+        self.write(presence.camera_id, presence.model_dump_json())
+
+    def removed(self, camera_id: str, reason: str) -> None:
+        self.write(
+            camera_id, json.dumps({"camera_id": camera_id, "removed": True, "reason": reason})
+        )
+
+
+def _ack_key(ack: CameraAck, trusted: bool) -> tuple[str, str, str, int, str]:
+    """What makes an ack the same answer again. A refused one is the same only with the
+    same signature: each different forgery is evidence, logged."""
+    if trusted:
+        return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, "")
+    signature = "unsigned" if ack.sig is None else ack.sig.value
+    return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, signature)
+
+
+def _peek_activation_id(payload: bytes) -> str | None:
+    """The activation an ack names, read without validating it (small payloads only)."""
+    if len(payload) > 4096:
+        return None
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    found = data.get("activation_id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) else None

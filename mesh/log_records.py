@@ -40,7 +40,19 @@ class RecordKind(StrEnum):
     RETENTION = "retention"  # expired records removed, and the runs the chain skips
     HOLD = "hold"  # a legal hold placed or released
     STARTED = "started"  # the gateway started: who it is and the policy it decides by
-    PRESENCE = "presence"  # a camera's presence as the gateway received it (range input)
+    PRESENCE = "presence"  # a camera's presence when it changed or a decision read it
+    ACKS_DROPPED = "acks_dropped"  # one camera's acks over its rate, counted, not logged each
+
+
+class AcksDroppedEntry(Frozen):
+    """Acks of one camera dropped unread over its rate limit, in one window: a flood is
+    summarised here instead of filling the log one row per ack."""
+
+    camera_id: str
+    dropped: int
+    first_at_ns: int
+    last_at_ns: int
+    reason: str
 
 
 class TargetEntry(Frozen):

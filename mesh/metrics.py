@@ -105,6 +105,13 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Expected cameras that did not start (each one escalated), by reason.",
     ),
     "acks": ("counter", ("effect",), "Camera acks, by what they changed."),
+    "presence_events": (
+        "counter",
+        ("event",),
+        "Camera presence intake and registry: applied, held (over a camera's rate), "
+        "dropped_rate, dropped_queue, logged, unlogged, evicted, expired, refused_full.",
+    ),
+    "presence_cameras": ("gauge", (), "Cameras in the gateway's presence registry."),
     "cancels": ("counter", ("outcome",), "Cancel requests, by outcome."),
     "rejected_inputs": (
         "counter",
@@ -164,6 +171,7 @@ _SCALAR_KEYS = {
     "publish.link_down": "publish_link_down",
     "log.write_failures": "log_write_failures",
     "outbox.write_failures": "outbox_write_failures",
+    "presence.cameras": "presence_cameras",
 }
 # Counter keys ``<head>.<value>``: one family, the value as its one label.
 _LABELLED_HEADS = {
@@ -171,6 +179,7 @@ _LABELLED_HEADS = {
     "acks": "acks",
     "cancels": "cancels",
     "outbox": "outbox_messages",
+    "presence": "presence_events",
 }
 
 # Shown on every scrape, even at zero: a rate() needs the series before its first event.

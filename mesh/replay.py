@@ -1,7 +1,8 @@
 """Deterministic replay: re-decide every logged trigger with the pure policy and range code.
 
 The log holds every input a decision took: each trigger with the time it was received,
-every presence message in the order the gateway applied it, the car's position and what
+every presence as the gateway held it when it changed or when a decision read it
+(each run starts with no cameras), the car's position and what
 its radio heard (``DecisionInputs``), the policy the gateway started with, and accepted
 cancels (which release a cooldown). Replaying them through ``Admitter`` and
 ``plan_activation`` gives the same decisions; with another policy, the differences are
@@ -117,6 +118,8 @@ class Replayer:
     # --- inputs ---------------------------------------------------------------------------
     def _on_started(self, started: StartedEntry, at_ns: int) -> None:
         self.issuer, self.unit = started.gateway_id, started.unit_id
+        # A gateway starts with no cameras and logs each one it decides on (mesh/presence.py).
+        self.presence = PresenceRegistry()
         if self.override is None:
             self.policy = started.policy
         if not self._started:

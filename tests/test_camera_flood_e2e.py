@@ -45,7 +45,7 @@ from mesh.recorder import RecordingStart, SimulatedRecorder
 from mesh.security import Security
 from mesh.signing import PayloadSigner
 from mesh.trust import KeyRole, TrustStore, trusted_key
-from tests.flood_tools import flood_file, start_flood
+from tests.command_flood_tools import flood_file, start_flood
 from tests.harness import CENTER, UNIT, event, wait_until
 
 ISSUER = f"gw-{UNIT}"

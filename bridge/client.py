@@ -126,6 +126,10 @@ class LinkOptions:
     # Filters to remove from a persistent session on the next connect (what an older
     # version of this client subscribed to and this one no longer wants).
     unsubscribe: tuple[str, ...] = ()
+    # A cheap filter (topic, payload) run as each message is read, before it is queued:
+    # what it refuses is dropped and acknowledged (counted in ``MqttLink.inbound_dropped``),
+    # so a flood does not wait in the queue ahead of what the filter lets through.
+    admit: Callable[[str, bytes], bool] | None = None
     # Read at most this many packets a second from the socket (0: no limit): past it the
     # link stops reading for a moment, and a flood waits in TCP and the broker (which
     # drops it at its own per-client limits) instead of costing this process CPU.
@@ -139,16 +143,29 @@ class LinkOptions:
 
 class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
     """The client library's queue of received messages, with a limit that sheds the
-    oldest: it is filled as fast as the socket is read, whatever the handler's pace."""
+    oldest (0: none) and an optional admission filter: it is filled as fast as the socket
+    is read, whatever the handler's pace."""
 
-    def __init__(self, limit: int, on_drop: Callable[[aiomqtt.Message], None]) -> None:
+    def __init__(
+        self,
+        limit: int,
+        on_drop: Callable[[aiomqtt.Message], None],
+        admit: Callable[[str, bytes], bool] | None = None,
+    ) -> None:
         super().__init__()
         self.limit = limit
         self.on_drop = on_drop
+        self.admit = admit
 
     def _put(self, item: aiomqtt.Message) -> None:
+        if self.admit is not None:
+            payload = item.payload
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            if not self.admit(item.topic.value, raw):
+                self.on_drop(item)
+                return
         queue = self._queue  # type: ignore[attr-defined]
-        if len(queue) >= self.limit:
+        if self.limit > 0 and len(queue) >= self.limit:
             self.on_drop(queue.popleft())
         queue.append(item)
 
@@ -374,9 +391,10 @@ class MqttLink:
             "tls_context": self.url.tls_context(),
             "socket_options": (NODELAY,),
         }
-        if opts.max_inbound > 0:
-            holder: list[aiomqtt.Client] = []
-            inbox = _BoundedInbox(opts.max_inbound, lambda m: self._shed(holder, m))
+        bounded = opts.max_inbound > 0 or opts.admit is not None
+        holder: list[aiomqtt.Client] = []
+        if bounded:
+            inbox = _BoundedInbox(opts.max_inbound, lambda m: self._shed(holder, m), opts.admit)
             common["queue_type"] = lambda maxsize=0: inbox
         if self._version == aiomqtt.ProtocolVersion.V5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -394,7 +412,7 @@ class MqttLink:
                 clean_session=not opts.persistent_session,
                 **common,  # type: ignore[arg-type]
             )
-        if opts.max_inbound > 0:
+        if bounded:
             holder.append(client)
         # We send every PUBACK ourselves (see Inbound.defer); aiomqtt has no option for it.
         client._client.manual_ack_set(True)
@@ -407,7 +425,8 @@ class MqttLink:
         return client
 
     def _shed(self, holder: list[aiomqtt.Client], message: aiomqtt.Message) -> None:
-        """A message dropped unread by the bounded inbox: acknowledged all the same."""
+        """A message dropped unread by the bounded inbox (over its limit, or refused by
+        its filter): acknowledged all the same."""
         self.inbound_dropped += 1
         if holder and message.qos > 0:
             with contextlib.suppress(Exception):

@@ -46,6 +46,10 @@ from mesh.trust import Rejection
 
 # Remember this many recent activations, so a repeated command is recognised.
 _HANDLED_MAX = 4096
+# Claims (issuers) remembered per activation id; past it the oldest is forgotten: its
+# recording goes on (the recorder keeps the claim), and its cancel is no longer obeyed.
+# Each issuer needs a trusted key of its own, so a real id sees one or two.
+_CLAIMS_PER_ACTIVATION = 8
 # Acks kept for inspection (demo, tests); a fleet of simulated cameras must not hoard them.
 _ACKS_KEPT = 256
 # Presence changes wait this long and coalesce: acks are urgent, presence is not.
@@ -64,7 +68,8 @@ _WARN_EVERY_NS = 1_000_000_000
 
 @dataclass
 class _Acted:
-    """An activation this camera started or joined a recording for."""
+    """A claim: an activation this camera started or joined a recording for, at the
+    command of one issuer."""
 
     status: AckStatus
     binding: Binding  # who may cancel it, until when
@@ -113,7 +118,9 @@ class CameraAgent:
         self.counters: Counter[str] = Counter()
         self.acks_sent: list[CameraAck] = []
         self.cancel_acks_sent: list[CancelAck] = []
-        self._handled: OrderedDict[str, _Acted] = OrderedDict()
+        # Activation id -> issuer -> claim. Keyed by both: the same id from another issuer
+        # is another claim, never a duplicate of this one.
+        self._handled: OrderedDict[str, dict[str, _Acted]] = OrderedDict()
         self._intake = CommandIntake(clock.mono_ns())
         self._intake_ready = asyncio.Event()
         self._issuer_budget = IssuerBudget()
@@ -379,23 +386,28 @@ class CameraAgent:
         return True
 
     def cancel(self, cancel: RecordCancel, *, received_ns: int | None = None) -> bool:
-        """A cancelled activation: stop the recording if it alone started it, and only if
-        the cancel comes, signed, from the gateway whose command started it, before the
-        deadline that command carried. What was recorded is kept. Answered with a
-        ``cancel_ack`` to that gateway. True if a recording stopped."""
+        """A cancelled claim: removed only if the cancel comes, signed, from the gateway
+        whose command made it, before the deadline that command carried and not before
+        the command itself; the recording stops when no claim is left on it. What was
+        recorded is kept. Answered with a ``cancel_ack`` to the claim's issuer (a refusal
+        of a cancel from an issuer without a claim: to each issuer with one). True if a
+        recording stopped."""
         aid = cancel.activation_id
-        acted = self._handled.get(aid)
-        if acted is None:
+        claims = self._handled.get(aid)
+        if not claims:
             # Nothing this camera acted on: nothing to stop and no one to tell.
             self.counters["cancel.not_ours"] += 1
             return False
-        if acted.cancelled:
+        own = claims.get(cancel.issuer)
+        if own is not None and own.cancelled:
             self.counters["cancel.repeat"] += 1  # the same cancel on another of its topics
             return False
         now = self.clock.wall_ns()
         received = now if received_ns is None else received_ns
+        # Without a claim of its own, checked against another's: refused, not_issuer.
+        binding = (own or next(iter(claims.values()))).binding
         problem = self.security.check_command(cancel, now) or cancel_refusal(
-            cancel, acted.binding, now_ns=now
+            cancel, binding, now_ns=now
         )
         if problem is not None:
             self.counters[f"refused.cancel.{problem.code}"] += 1
@@ -407,14 +419,18 @@ class CameraAgent:
                 code=problem.code,
                 reason=problem.reason,
             )
-            if self._reject_ack_allowed():
-                reason = f"{problem.code}: {problem.reason}"
-                self._send_cancel_ack(acted, cancel, CancelOutcome.REFUSED, reason, received)
-            else:
-                self.counters["refused.ack_not_sent"] += 1
+            # Told to whoever's recording it tried to stop.
+            for acted in [own] if own is not None else list(claims.values()):
+                if self._reject_ack_allowed():
+                    reason = f"{problem.code}: {problem.reason}"
+                    self._send_cancel_ack(acted, cancel, CancelOutcome.REFUSED, reason, received)
+                else:
+                    self.counters["refused.ack_not_sent"] += 1
             return False
+        assert own is not None  # cancel_refusal refuses an issuer without a claim
+        acted = own
         acted.cancelled = True
-        stopped = self.recorder.cancel(aid, now)
+        stopped = self.recorder.cancel(aid, now, issuer=cancel.issuer)
         self.counters["cancel.stopped" if stopped else "cancel.kept_recording"] += 1
         if stopped:
             self._log.info("recording stopped: activation cancelled", activation=aid)
@@ -423,7 +439,7 @@ class CameraAgent:
         else:
             outcome, why = (
                 CancelOutcome.KEPT_RECORDING,
-                "the recording is not this activation's alone",
+                "the recording is not this activation's alone, or no longer running",
             )
         self._send_cancel_ack(acted, cancel, outcome, why, received)
         return stopped
@@ -464,7 +480,9 @@ class CameraAgent:
         aid = command.activation_id
         now = self.clock.wall_ns()
         problem = self.security.check_command(command, now)
-        if problem is None and aid not in self._handled and not self._first_time(command, now):
+        # This issuer's claim on the id, if any; another issuer's does not make it a repeat.
+        acted = self._handled.get(aid, {}).get(command.issuer)
+        if problem is None and acted is None and not self._first_time(command, now):
             # Acted on already (answered, ignored or refused): never acted on twice.
             problem = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
             if not direct:
@@ -479,7 +497,8 @@ class CameraAgent:
             command,
             me,
             direct=direct,
-            already_handled=aid in self._handled,
+            already_handled=acted is not None,
+            claim_cancelled=acted is not None and acted.cancelled,
             recording=self.recorder.is_recording(now),
             now_ns=now,
         )
@@ -490,15 +509,16 @@ class CameraAgent:
         started_at = kept = None
         if decision.action is Action.START:
             self.asleep = False  # woken by the command
-            start = self.recorder.start(aid, command.pre_event_s, now)
+            start = self.recorder.start(aid, command.pre_event_s, now, issuer=command.issuer)
             started_at, kept = start.started_at_ns, start.pre_event_kept_s
             self._presence_changed()
             # Announce the stop too: the simulated recording ends by itself after record_s.
             asyncio.get_running_loop().call_later(
                 self.recorder.record_s + 0.01, self._presence_changed
             )
-        elif decision.status is AckStatus.ALREADY_RECORDING and aid not in self._handled:
-            self.recorder.attach(aid)
+        elif decision.status is AckStatus.ALREADY_RECORDING:
+            # Joins the running recording as this issuer's claim (once).
+            self.recorder.attach(aid, issuer=command.issuer)
         if decision.status in (AckStatus.STARTED, AckStatus.ALREADY_RECORDING):
             self._remember(command, decision.status)
         ack = CameraAck(
@@ -583,12 +603,16 @@ class CameraAgent:
             del self.acks_sent[: len(self.acks_sent) - _ACKS_KEPT]
 
     def _remember(self, command: RecordStart, status: AckStatus) -> None:
-        """Bind the activation to its issuer and cancel deadline, the first time only: a
-        later command with the same id (another issuer's) changes neither."""
+        """Bind the issuer's claim on the activation to its cancel deadline and issue
+        time, the first time only: a later command from the same issuer changes neither,
+        and one from another issuer makes a claim of its own."""
         aid = command.activation_id
-        if aid not in self._handled:
-            binding = Binding(command.issuer, command.cancel_until_ns)
-            self._handled[aid] = _Acted(status, binding)
+        claims = self._handled.setdefault(aid, {})
+        if command.issuer not in claims:
+            binding = Binding(command.issuer, command.cancel_until_ns, command.issued_at_ns)
+            claims[command.issuer] = _Acted(status, binding)
+            while len(claims) > _CLAIMS_PER_ACTIVATION:
+                del claims[next(iter(claims))]
         self._handled.move_to_end(aid)
         while len(self._handled) > _HANDLED_MAX:
             self._handled.popitem(last=False)

@@ -9,8 +9,11 @@ arriving a second time on another shared topic (its cell and its unit, say). A c
 sent to this camera directly (a retry: the gateway is waiting for it) always gets an
 answer, out_of_range included.
 
-A record-cancel is obeyed only from the issuer of the command the camera acted on, and
-only before the cancel deadline that command carried (``cancel_refusal``).
+A camera keeps what it acted on per (activation id, issuer), a *claim*: the same id from
+another issuer is not a duplicate but a command decided afresh (one gateway must not be
+able to use up another's activation id). A record-cancel is obeyed only from the issuer
+of a claim, only before the cancel deadline that issuer's command carried, and never if
+it was issued before that command (``cancel_refusal``); it removes that claim alone.
 """
 
 from __future__ import annotations
@@ -74,20 +77,32 @@ def decide(
     already_handled: bool,
     recording: bool,
     now_ns: int,
+    claim_cancelled: bool = False,
 ) -> Decision:
+    """``already_handled``: this camera holds a claim for the command's activation id
+    *from the command's issuer* (another issuer's claim on the same id does not count);
+    ``claim_cancelled``: that claim was since cancelled by its issuer; ``recording``: the
+    recorder is recording at this moment."""
     concerned, why = scope(command, me)
     if concerned and me.asleep and not command.wake:
         concerned, why = False, f"asleep, and the command does not wake cameras; {why}"
     if not concerned and not direct:
         return Decision(Action.IGNORE, None, why)
     if already_handled and not direct:
-        # The same command again on a shared topic (its cell and its unit both carry it,
-        # or a QoS 1 redelivery): answered the first time.
+        # The same issuer's command again on a shared topic (its cell and its unit both
+        # carry it, or a QoS 1 redelivery): answered the first time.
         return Decision(Action.IGNORE, None, "duplicate command for this activation")
-    if already_handled:
+    if already_handled and claim_cancelled:
+        # A retry racing its own issuer's cancel must not restart what was cancelled.
+        return Decision(
+            Action.ACK, AckStatus.REJECTED, "this activation was cancelled by its issuer"
+        )
+    if already_handled and recording:
         return Decision(
             Action.ACK, AckStatus.ALREADY_RECORDING, "duplicate command for this activation"
         )
+    # Handled before but no longer recording (the recording ended): decided afresh, so
+    # that no ack ever says recording while the camera is not.
     if now_ns > command.expires_at_ns:
         late_ms = (now_ns - command.expires_at_ns) / 1e6
         return Decision(Action.ACK, AckStatus.REJECTED, f"command expired {late_ms:.0f} ms ago")
@@ -105,6 +120,8 @@ class Binding:
 
     issuer: str
     cancel_until_ns: int | None
+    # When that command was issued: a cancel issued before it cannot be meant for it.
+    issued_at_ns: int = 0
 
 
 class CancelProblem:
@@ -113,15 +130,18 @@ class CancelProblem:
     NOT_ISSUER = "not_issuer"
     NOT_CANCELLABLE = "not_cancellable"
     DEADLINE_PASSED = "deadline_passed"
+    BEFORE_COMMAND = "before_command"
 
 
 def cancel_refusal(cancel: RecordCancel, binding: Binding, *, now_ns: int) -> Rejection | None:
     """Why a camera recording for ``binding`` must not obey ``cancel`` (None: it may).
 
-    Only the gateway whose command started the recording may stop it, and only until the
-    deadline that command carried: a cancel from any other issuer, or after the deadline
-    (by the camera's clock, or by the cancel's own time), is refused. A command without a
-    deadline cannot be cancelled at all."""
+    ``binding`` is the claim of the cancel's issuer when it holds one (any other claim on
+    the activation otherwise). Only the gateway whose command made the claim may remove
+    it, and only until the deadline that command carried: a cancel from any other issuer,
+    after the deadline (by the camera's clock, or by the cancel's own time), or issued
+    before the command itself, is refused. A command without a deadline cannot be
+    cancelled at all."""
     if cancel.issuer != binding.issuer:
         return Rejection(
             CancelProblem.NOT_ISSUER,
@@ -143,5 +163,11 @@ def cancel_refusal(cancel: RecordCancel, binding: Binding, *, now_ns: int) -> Re
         late_ms = (cancel.at_ns - deadline) / 1e6
         return Rejection(
             CancelProblem.DEADLINE_PASSED, f"cancel issued {late_ms:.0f} ms after the deadline"
+        )
+    if cancel.at_ns < binding.issued_at_ns:
+        early_ms = (binding.issued_at_ns - cancel.at_ns) / 1e6
+        return Rejection(
+            CancelProblem.BEFORE_COMMAND,
+            f"cancel issued {early_ms:.0f} ms before the command it would cancel",
         )
     return None

@@ -33,9 +33,10 @@ class SimulatedRecorder:
     activations: list[str] = field(default_factory=list)
     recordings: int = 0
     stopped: int = 0  # recordings stopped early because their activation was cancelled
-    # The activations the current recording is for (the one that started it, and any that
-    # found it already recording).
-    _current: list[str] = field(default_factory=list)
+    # The claims the current recording is for, each (activation id, issuer): the one that
+    # started it, and any that found it already recording. The same activation id from two
+    # issuers is two claims: one issuer's cancel must not remove the other's.
+    _current: list[tuple[str, str]] = field(default_factory=list)
 
     def is_recording(self, now_ns: int) -> bool:
         if self.started_at_ns is None:
@@ -45,7 +46,9 @@ class SimulatedRecorder:
             return False
         return True
 
-    def start(self, activation_id: str, pre_event_s: int, now_ns: int) -> RecordingStart:
+    def start(
+        self, activation_id: str, pre_event_s: int, now_ns: int, *, issuer: str = ""
+    ) -> RecordingStart:
         """Start recording now, keeping up to ``pre_event_s`` of buffered frames."""
         buffered_ns = min(int(self.buffer_s * NS), max(0, now_ns - self.powered_on_ns))
         keep_ns = min(pre_event_s * NS, buffered_ns)
@@ -58,21 +61,25 @@ class SimulatedRecorder:
         first_frame = self.powered_on_ns + -(-oldest * NS // self.fps)
         self.started_at_ns = now_ns
         self.activations.append(activation_id)
-        self._current = [activation_id]
+        self._current = [(activation_id, issuer)]
         self.recordings += 1
         return RecordingStart(now_ns, first_frame, round(frames / self.fps, 3), frames)
 
-    def attach(self, activation_id: str) -> None:
-        """An activation that found the camera already recording joins that recording."""
+    def attach(self, activation_id: str, *, issuer: str = "") -> None:
+        """An activation that found the camera already recording joins that recording
+        (once per claim)."""
+        if (activation_id, issuer) in self._current:
+            return
         self.activations.append(activation_id)
-        self._current.append(activation_id)
+        self._current.append((activation_id, issuer))
 
-    def cancel(self, activation_id: str, now_ns: int) -> bool:
-        """An activation was cancelled: stop if the current recording is its alone (one
-        that another activation joined goes on). The recording is kept. True if stopped."""
-        if activation_id not in self._current or not self.is_recording(now_ns):
+    def cancel(self, activation_id: str, now_ns: int, *, issuer: str = "") -> bool:
+        """A claim was cancelled: stop if the current recording is its alone (one that
+        another claim joined goes on). The recording is kept. True if stopped."""
+        claim = (activation_id, issuer)
+        if claim not in self._current or not self.is_recording(now_ns):
             return False
-        self._current.remove(activation_id)
+        self._current.remove(claim)
         if self._current:
             return False
         self.started_at_ns = None

@@ -122,9 +122,11 @@ class TimedRecorder(SimulatedRecorder):
 
     started: dict[str, int] = field(default_factory=dict)
 
-    def start(self, activation_id: str, pre_event_s: int, now_ns: int) -> RecordingStart:
+    def start(
+        self, activation_id: str, pre_event_s: int, now_ns: int, *, issuer: str = ""
+    ) -> RecordingStart:
         self.started[activation_id] = now_ns
-        return super().start(activation_id, pre_event_s, now_ns)
+        return super().start(activation_id, pre_event_s, now_ns, issuer=issuer)
 
 
 def flood_seen(camera: CameraAgent) -> int:

@@ -24,10 +24,12 @@ from bridge.codec import encode
 from bridge.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.activation_log import read_records
+from mesh.admission import activation_id_for
 from mesh.audit_report import collect
 from mesh.fleet import CameraSpec
 from mesh.log_records import ActivationEntry, CancelAckEntry, RecordKind
 from mesh.models import (
+    AckStatus,
     ActivationState,
     CancelOutcome,
     CancelRequest,
@@ -35,7 +37,10 @@ from mesh.models import (
     ReceiptOutcome,
     RecordCancel,
     RecordStart,
+    Targets,
+    TriggerEvent,
     TriggerKind,
+    TriggerSummary,
 )
 from mesh.policy import Policy
 from mesh.security import Security
@@ -255,4 +260,136 @@ async def test_a_genuine_cancel_in_its_window_stops_and_is_acked_and_logged(
     assert sorted(e.ack.camera_id for e in logged) == started
     assert {(e.effect, e.ack.outcome, e.ack.cancel_issuer) for e in logged} == {
         ("stopped", CancelOutcome.STOPPED, ISSUER)
+    }
+
+
+def foreign_start(keys: Keys, trigger: TriggerEvent, camera_id: str) -> RecordStart:
+    """gw-car-7's key (validly) starting one camera for the activation id that
+    ``trigger`` will get at gw-car-12: the ids are derived from the event id, which a
+    BLE counter makes predictable."""
+    now = time.time_ns()
+    return PayloadSigner(keys.other_gateway).sign(
+        RecordStart(
+            activation_id=activation_id_for(trigger.event_id),
+            issuer=OTHER,
+            trigger=TriggerSummary.of(trigger),
+            issued_at_ns=now,
+            origin=None,
+            radius_m=0,
+            pre_event_s=30,
+            targets=Targets(cameras=(camera_id,)),
+            expires_at_ns=now + 10 * NS,
+            cancel_until_ns=now + 60 * NS,
+        )
+    )
+
+
+def foreign_cancel(keys: Keys, activation_id: str, at_ns: int | None = None) -> RecordCancel:
+    return PayloadSigner(keys.other_gateway).sign(
+        RecordCancel(
+            activation_id=activation_id,
+            issuer=OTHER,
+            at_ns=time.time_ns() if at_ns is None else at_ns,
+        )
+    )
+
+
+async def test_another_gateway_cannot_use_up_an_activation_id_it_predicted(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    """The review's F2: gw-car-7's key starts, then at once cancels, each of car-12's
+    cameras for the id of car-12's next weapon draw. Before the fix the genuine command
+    was then a "duplicate": ignored on the unit topic, acked ``already_recording`` on
+    the direct retry, while the camera was not recording, and car-12 logged confirmed."""
+    log = tmp_path / "log.db"
+    async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
+        targets = ["bwc-12a", "bwc-7a", "dash-12"]
+        trigger = PayloadSigner(keys.dispatch).sign(event(TriggerKind.WEAPON_DRAW))
+        aid = activation_id_for(trigger.event_id)
+        for camera_id in targets:
+            await mesh.driver.publish(
+                topics.command_camera(camera_id), encode(foreign_start(keys, trigger, camera_id))
+            )
+        await wait_until(lambda: recording(mesh, targets) == targets)
+        for camera_id in targets:
+            await mesh.driver.publish(
+                topics.command_camera(camera_id), encode(foreign_cancel(keys, aid))
+            )
+        await wait_until(
+            lambda: all(mesh.agents[c].counters["cancel.stopped"] == 1 for c in targets)
+        )
+        assert recording(mesh, targets) == []
+
+        record = await mesh.activate(trigger)
+        assert record.activation_id == aid
+        assert record.state is ActivationState.CONFIRMED
+        outcomes = {c.camera_id: c.status for c in record.cameras}
+        # What the log says is true: every camera that confirmed is recording.
+        assert recording(mesh, targets) == targets, outcomes
+        assert {c: outcomes[c] for c in targets} == dict.fromkeys(targets, OutcomeStatus.STARTED)
+        for camera_id in targets:
+            acks = [
+                a
+                for a in mesh.agents[camera_id].acks_sent
+                if a.activation_id == aid and a.status is not AckStatus.REJECTED
+            ]
+            # The attacker's start, and car-12's own: started both times.
+            assert [a.status for a in acks] == [AckStatus.STARTED, AckStatus.STARTED]
+
+
+async def test_a_neighbour_issuing_the_same_id_first_does_not_take_the_cancel_away(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    """gw-car-7 starts bwc-12a for the id first and keeps its claim; car-12's own
+    activation joins the recording as a second claim. car-12's cancel removes its claim
+    alone (bwc-12a goes on for gw-car-7, the other cameras stop); gw-car-7's cancel then
+    stops bwc-12a. A cancel signed before the command it names is refused (F6)."""
+    log = tmp_path / "log.db"
+    async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
+        trigger = PayloadSigner(keys.dispatch).sign(event(TriggerKind.WEAPON_DRAW))
+        aid = activation_id_for(trigger.event_id)
+        neighbour = foreign_start(keys, trigger, "bwc-12a")
+        await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(neighbour))
+        bwc = mesh.agents["bwc-12a"]
+        await wait_until(lambda: recording(mesh, ["bwc-12a"]) == ["bwc-12a"])
+
+        record = await mesh.activate(trigger)
+        outcomes = {c.camera_id: c.status for c in record.cameras}
+        assert outcomes["bwc-12a"] is OutcomeStatus.ALREADY_RECORDING
+        started = sorted(c for c, s in outcomes.items() if s is OutcomeStatus.STARTED)
+        assert started == ["bwc-7a", "dash-12"]
+
+        request = PayloadSigner(keys.dispatch).sign(
+            CancelRequest(
+                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+                activation_id=aid,
+                unit_id=UNIT,
+                by="officer:bwc-12a",
+                at_ns=time.time_ns(),
+            )
+        )
+        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        coordinator = mesh.gateway.coordinator
+        await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == 2)
+        await wait_until(lambda: coordinator.counters["cancel_acks.kept_recording"] == 1)
+        assert coordinator.counters["cancel_acks.refused"] == 0
+        assert recording(mesh, ["bwc-12a", *started]) == ["bwc-12a"]
+
+        # gw-car-7's cancel dated before its own command: refused, still recording.
+        early = foreign_cancel(keys, aid, at_ns=neighbour.issued_at_ns - 1)
+        await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(early))
+        await wait_until(lambda: bwc.counters["refused.cancel.before_command"] == 1)
+        assert recording(mesh, ["bwc-12a"]) == ["bwc-12a"]
+        # Its genuine cancel removes the last claim: bwc-12a stops.
+        await mesh.driver.publish(
+            topics.command_camera("bwc-12a"), encode(foreign_cancel(keys, aid))
+        )
+        await wait_until(lambda: bwc.counters["cancel.stopped"] == 1)
+        assert recording(mesh, ["bwc-12a"]) == []
+    logged = cancel_acks(log, aid)
+    by_camera = {e.ack.camera_id: (e.effect, e.ack.outcome) for e in logged}
+    assert by_camera == {
+        "bwc-12a": ("kept_recording", CancelOutcome.KEPT_RECORDING),
+        "bwc-7a": ("stopped", CancelOutcome.STOPPED),
+        "dash-12": ("stopped", CancelOutcome.STOPPED),
     }

@@ -462,11 +462,12 @@ class ActivationLog:
         rows = [(seq, at_ns, kind, activation_id, body, head_hash, digest)]
         if item.op is _Op.PRUNE and self.signer is not None:
             signed = _json(self.signer.body(self.log_id, seq, digest, "retention", retention=True))
-            now, checkpoint = self._wall_ns(), RecordKind.CHECKPOINT.value
+            # The record's own time: a hold over a span of time keeps both or neither.
+            checkpoint = RecordKind.CHECKPOINT.value
             sealed = record_hash(
-                digest, seq + 1, now, kind=checkpoint, activation_id=None, body=signed
+                digest, seq + 1, at_ns, kind=checkpoint, activation_id=None, body=signed
             )
-            rows.append((seq + 1, now, checkpoint, None, signed, digest, sealed))
+            rows.append((seq + 1, at_ns, checkpoint, None, signed, digest, sealed))
         return rows
 
     def _retain(self, batch: list[_Item]) -> None:

@@ -100,6 +100,7 @@ class Problem(StrEnum):
     WRONG_KEY = "wrong_key"  # a checkpoint signed by a key other than the pinned one
     BAD_CHECKPOINT = "bad_checkpoint"  # a checkpoint that names the wrong head
     RETENTION_MISMATCH = "retention_mismatch"  # a kept record retention should have removed
+    UNSEALED_RETENTION = "unsealed_retention"  # a signed retention record no pass sealed
     NO_CHECKPOINT = "no_checkpoint"  # a pinned key, and no checkpoint signed by it
     UNSIGNED_TAIL = "unsigned_tail"  # records after the last good checkpoint
     # A central copy: records the edge removed later, whose checkpoint the copy never got.
@@ -365,6 +366,15 @@ class _Verifier:
             row = rows[i]
             ok = intact[i] and (valid[i] or (expect is not None and row.hash == expect))
             signed[i] = ok
+            if ok and row.kind == RETENTION_KIND and row.seq not in self.retention_signed:
+                self.problem(
+                    row.seq,
+                    Problem.UNSEALED_RETENTION,
+                    "no retention checkpoint right after it seals it, though a checkpoint "
+                    "signs it: it was appended to the file (a periodic checkpoint signs "
+                    "whatever head the file has). It accounts for no gap, and the "
+                    "gateway's retention passes refuse to run after it",
+                )
             if ok and row.seq in self.retention_signed:
                 # Walking back, the earliest record naming a run wins: the pass that
                 # removed it (later ones carry it on), whose cutoff its neighbours met.

@@ -784,3 +784,28 @@ async def test_an_honest_pass_after_an_honest_pass_verifies(tmp_path: Path, keys
     assert [run[:2] for run in runs[1]] == [[1, 14], [16, 20]]
     assert runs[1][1][3] == rows_of(log)[15][6]  # the held record kept before 16-20
     assert verify(log, keys[1]).removed_runs == 2
+
+
+async def test_an_appended_retention_record_naming_no_gap_is_named(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """A copy of the genuine retention record appended by the insider, deleting nothing:
+    the gateway's periodic checkpoint then signs it. It accounts for nothing, but it
+    stops the gateway's retention passes (they refuse to carry it on), so verify must
+    name it rather than say intact."""
+    log = tmp_path / "a.db"
+    now, a = await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    rewrite(log, insert=[forged(a + 8, chain[a + 7][6], "retention", None, chain[14][4], now)])
+    gateway = Gateway(log, keys[0], now)
+    try:
+        assert await gateway.log.checkpoint("periodic") == a + 9
+        with pytest.raises(RetentionRefused, match=f"{a + 9} after it is not a retention"):
+            await gateway.prune(RetentionPass(1, now + 60 * NS_PER_DAY))
+    finally:
+        gateway.log.close()
+    report = verify(log, keys[1])
+    assert [(p.seq, p.problem) for p in report.problems] == [(a + 8, Problem.UNSEALED_RETENTION)]
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    assert f"record {a + 8}: unsealed_retention" in out

@@ -809,3 +809,10 @@ async def test_an_appended_retention_record_naming_no_gap_is_named(
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
     assert code == 1, out
     assert f"record {a + 8}: unsealed_retention" in out
+    # `audit prune` with the key refuses the same way: exit 1, the log left as it is.
+    before = rows_of(log)
+    # (in a thread: the command runs an event loop of its own)
+    code, out = await asyncio.to_thread(cli, "audit", "prune", log, "--days", "1", "--key", keys[0])
+    assert code == 1, out
+    assert "retention pass refused, nothing removed" in out
+    assert rows_of(log) == before

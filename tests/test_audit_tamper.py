@@ -549,6 +549,7 @@ async def test_a_pass_with_a_new_key_signs_for_none_of_the_keyless_runs(
     assert "records 1-3 before it are missing: retention removed 1-1, 2-3 there" in str(
         report.problems[0]
     )
+    assert (5, Problem.UNSEALED_RETENTION) in [(p.seq, p.problem) for p in report.problems]
 
 
 def test_prune_of_a_signed_log_needs_the_key(tmp_path: Path, keys: Keys) -> None:

@@ -61,7 +61,7 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.retention import NS_PER_DAY, RetentionPass, hold_body
+from mesh.retention import NS_PER_DAY, Candidate, RetentionPass, hold_body, plan_removal
 
 runner = CliRunner()
 S = 1_000_000_000
@@ -817,3 +817,15 @@ async def test_an_appended_retention_record_naming_no_gap_is_named(
     assert code == 1, out
     assert "retention pass refused, nothing removed" in out
     assert rows_of(log) == before
+
+
+def test_a_pass_stops_at_its_first_record_not_older_than_the_cutoff() -> None:
+    """A clock set back: record 3 looks older than record 2. The pass stops at 2, so every
+    record it keeps before a run is older than its cutoff (what verify holds it to)."""
+    rows = [
+        Candidate(seq, at_ns, None, f"p{seq}", f"h{seq}")
+        for seq, at_ns in ((1, 100), (2, 900), (3, 100), (4, 100))
+    ]
+    removal = plan_removal(rows, cutoff_ns=500, holds={}, earlier_runs=[])
+    assert removal.seqs == [1]
+    assert removal.runs == [(1, 1, "h1", "p1")]

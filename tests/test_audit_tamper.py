@@ -30,6 +30,8 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from bridge.embedded import MosquittoProcess
+from bridge.topics import Topics
 from mesh.activation_log import (
     ActivationLog,
     LogRecord,
@@ -38,6 +40,7 @@ from mesh.activation_log import (
     read_records,
 )
 from mesh.cli import app
+from mesh.gateway import Gateway, GatewaySettings
 from mesh.gateway_keys import CheckpointSigner, load_public_key, new_gateway_key
 from mesh.log_chain import GENESIS, ChainReport, Problem, record_hash, verify_chain
 from mesh.log_records import (
@@ -62,6 +65,7 @@ from mesh.models import (
     TriggerSummary,
 )
 from mesh.retention import NS_PER_DAY, Candidate, RetentionPass, hold_body, plan_removal
+from tests.harness import UNIT, wait_until
 
 runner = CliRunner()
 S = 1_000_000_000
@@ -140,7 +144,7 @@ class Clock:
         return self.at_ns
 
 
-class Gateway:
+class GatewayLog:
     """The gateway's log, written at the times given (``ActivationLog`` with its key)."""
 
     def __init__(self, path: Path, key: Path, at_ns: int) -> None:
@@ -168,7 +172,7 @@ async def write_signed_log(path: Path, key: Path) -> tuple[int, int]:
     """The log described at the top, as the gateway writes it; returns its `now` and the
     seq of the ack (16: the records after it are numbered from it)."""
     now = time.time_ns()
-    gateway = Gateway(path, key, now - 40 * NS_PER_DAY)
+    gateway = GatewayLog(path, key, now - 40 * NS_PER_DAY)
     log = gateway.log
     try:
         for i in range(10):  # 40 to 31 days old; "held"'s two are kept by the hold
@@ -538,7 +542,7 @@ async def test_a_pass_with_a_new_key_signs_for_none_of_the_keyless_runs(
         assert (await keyless.prune(RetentionPass(48, now)))["removed"] == 1
     finally:
         keyless.close()
-    gateway = Gateway(path, keys[0], now)
+    gateway = GatewayLog(path, keys[0], now)
     try:
         assert await gateway.prune(RetentionPass(30, now)) == {"removed": 2, "held": 0, "seq": 6}
     finally:
@@ -645,7 +649,7 @@ async def write_recent_evidence_log(path: Path, key: Path) -> int:
     checkpoint; 7-9 an hour old, 10 a `finished` (c2 missed), 11-12 its escalations,
     13-16 later records, 17 the shutdown checkpoint. Returns `now`."""
     now = time.time_ns()
-    gateway = Gateway(path, key, now - 40 * NS_PER_DAY)
+    gateway = GatewayLog(path, key, now - 40 * NS_PER_DAY)
     try:
         for i in range(5):
             await gateway.append(
@@ -702,7 +706,7 @@ async def test_the_retention_pass_does_not_sign_for_an_insiders_retention_record
     assert "record 13: missing: records 10-12" in out
     tampered = rows_of(log)
 
-    gateway = Gateway(log, keys[0], now)
+    gateway = GatewayLog(log, keys[0], now)
     try:
         with pytest.raises(RetentionRefused, match="not sealed by this log's key"):
             await gateway.prune(RetentionPass(30, now))
@@ -757,7 +761,7 @@ async def test_an_honest_pass_after_an_honest_pass_verifies(tmp_path: Path, keys
     the first's runs on (its record is sealed) and the log verifies, exit 0."""
     log = tmp_path / "a.db"
     now = time.time_ns()
-    gateway = Gateway(log, keys[0], now - 50 * NS_PER_DAY)
+    gateway = GatewayLog(log, keys[0], now - 50 * NS_PER_DAY)
     try:
         for day in range(50, 20, -2):  # 50 to 22 days old; "held"'s every 6 days
             held = "held" if day % 6 == 0 else None
@@ -798,7 +802,7 @@ async def test_an_appended_retention_record_naming_no_gap_is_named(
     now, a = await write_signed_log(log, keys[0])
     chain = rows_of(log)
     rewrite(log, insert=[forged(a + 8, chain[a + 7][6], "retention", None, chain[14][4], now)])
-    gateway = Gateway(log, keys[0], now)
+    gateway = GatewayLog(log, keys[0], now)
     try:
         assert await gateway.log.checkpoint("periodic") == a + 9
         with pytest.raises(RetentionRefused, match=f"{a + 9} after it is not a retention"):
@@ -829,3 +833,40 @@ def test_a_pass_stops_at_its_first_record_not_older_than_the_cutoff() -> None:
     removal = plan_removal(rows, cutoff_ns=500, holds={}, earlier_runs=[])
     assert removal.seqs == [1]
     assert removal.runs == [(1, 1, "h1", "p1")]
+
+
+async def test_the_gateways_retention_loop_refuses_and_counts(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path, keys: Keys
+) -> None:
+    """F1 as it happens in the car: the tampered log is the gateway's, and its own
+    retention loop (first pass at start) meets the insider's record."""
+    log = tmp_path / "a.db"
+    now = await write_recent_evidence_log(log, keys[0])
+    chain = rows_of(log)
+    run = [10, 12, chain[12][6], chain[9][6]]
+    body = json.dumps({"cutoff_ns": now - 30 * NS_PER_DAY, "removed": [run]})
+    rewrite(
+        log, delete=range(10, 13), insert=[forged(18, chain[17][6], "retention", None, body, now)]
+    )
+    gateway = Gateway(
+        GatewaySettings(
+            unit_id=UNIT,
+            log_path=log,
+            topics=topics,
+            signer=CheckpointSigner.from_file(keys[0]),
+            retention_days=30,
+        ),
+        url=mosquitto.url,
+        client_id=f"gw-{topics.prefix[:15]}",
+    )
+    task = asyncio.create_task(gateway.run())
+    try:
+        await wait_until(lambda: gateway.counters["log.retention_refused"] == 1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [r.seq for r in read_records(log)][:9] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [r.seq for r in read_records(log) if r.kind == "retention"] == [18]
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    assert "record 13: missing: records 10-12" in out

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.log_chain import GENESIS, record_hash, retention_seal_problem
+from mesh.log_chain import GENESIS, RETENTION_VOUCH, record_hash, retention_seal_problem
 from mesh.log_records import RecordKind
 from mesh.retention import Candidate, RetentionPass, active_holds, plan_removal
 
@@ -630,7 +630,7 @@ def _earlier_runs(
                 "SELECT 1 FROM records WHERE kind = ? AND seq < ? LIMIT 1",
                 (RecordKind.CHECKPOINT.value, record.seq),
             ).fetchone()
-            if signed_before is None:
+            if signed_before is None and not _claims_retention_seal(seal):
                 # Written before the log had a key: its runs stay unaccounted for (audit
                 # verify reports them missing) rather than signed for now.
                 return []
@@ -642,6 +642,17 @@ def _earlier_runs(
             )
     runs: list[list[int | str]] = json.loads(record.body)["removed"]
     return runs
+
+
+def _claims_retention_seal(row: tuple[object, ...] | None) -> bool:
+    """Is this row a checkpoint that says it is a retention checkpoint (whoever signed it)?"""
+    if row is None or row[2] != RecordKind.CHECKPOINT.value:
+        return False
+    try:
+        body = json.loads(str(row[4]))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("vouches") == RETENTION_VOUCH
 
 
 # --- reading (any thread, any process: WAL readers never block the writer) ---------------

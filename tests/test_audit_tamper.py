@@ -870,3 +870,19 @@ async def test_the_gateways_retention_loop_refuses_and_counts(
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
     assert code == 1, out
     assert "record 13: missing: records 10-12" in out
+
+
+async def test_a_pass_with_another_key_is_refused(tmp_path: Path, keys: Keys) -> None:
+    """The log's newest seal is by the gateway's key; a pass with another key (a changed
+    audit.signing_key, or an insider's own) cannot vouch for it, so it signs nothing."""
+    log = tmp_path / "a.db"
+    now, _ = await write_signed_log(log, keys[0])
+    before = rows_of(log)
+    other = new_gateway_key(tmp_path / "other", "gw-car-12").private
+    gateway = GatewayLog(log, other, now)
+    try:
+        with pytest.raises(RetentionRefused, match="wrong_key"):
+            await gateway.prune(RetentionPass(1, now + 60 * NS_PER_DAY))
+    finally:
+        gateway.log.close()
+    assert rows_of(log) == before

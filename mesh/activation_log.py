@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.log_chain import GENESIS, record_hash
+from mesh.log_chain import GENESIS, RETENTION_VOUCH, record_hash, retention_seal_problem
 from mesh.log_records import RecordKind
 from mesh.retention import Candidate, RetentionPass, active_holds, plan_removal
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from mesh.gateway_keys import CheckpointSigner
 
 SCHEMA_VERSION = 2
@@ -78,6 +80,11 @@ _TRANSIENT = frozenset({5, 6, 10, 13})
 
 class LogError(RuntimeError):
     pass
+
+
+class RetentionRefused(LogError):
+    """A retention pass refused to run: the log's newest retention record is not one
+    this log's key sealed, so carrying its runs forward would sign for them."""
 
 
 @contextlib.contextmanager
@@ -125,6 +132,7 @@ class _Item:
     op: _Op = _Op.RECORD
     retention: RetentionPass | None = None
     outcome: dict[str, int] = field(default_factory=dict)
+    refusal: str | None = None  # why a retention pass refused to run
 
 
 # Fsync cost depends on whether a commit grows the WAL file (the file system must also
@@ -179,6 +187,8 @@ class ActivationLog:
 
     With ``signer``, a checkpoint is appended ``checkpoint_interval_s`` after the first
     unsigned record (and at close), so at most that much of the log is ever unsigned.
+    ``wall_ns`` stamps checkpoints: the clock the records' own times come from, so that
+    times rise along the log (a retention pass relies on it).
     """
 
     def __init__(
@@ -187,6 +197,7 @@ class ActivationLog:
         *,
         signer: CheckpointSigner | None = None,
         checkpoint_interval_s: float = 60.0,
+        wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +207,8 @@ class ActivationLog:
         finally:
             conn.close()
         self.signer = signer
+        self._wall_ns = wall_ns
+        self.retention_refusals = 0  # passes refused (RetentionRefused)
         self.checkpoint_interval_ns = int(checkpoint_interval_s * 1e9)
         self._cond = threading.Condition()
         self._pending: list[_Item] = []
@@ -253,9 +266,17 @@ class ActivationLog:
         """Remove records older than the retention period that no legal hold keeps, and
         append a retention record naming what went (with a signer, and a retention
         checkpoint signing it, in the same transaction). Returns removed / held / seq (the
-        retention record's)."""
+        retention record's).
+
+        With a signer, the runs earlier passes removed are carried on only from a retention
+        record that a retention checkpoint by the same key seals. If the newest one is not
+        sealed (appended or changed by someone without the key), nothing is removed and
+        RetentionRefused is raised: the log stays as it is, for `audit verify` to name."""
         item = _Item(None, None, "", retention.now_ns, op=_Op.PRUNE, retention=retention)
         await self._submit(item)
+        if item.refusal is not None:
+            self.retention_refusals += 1
+            raise RetentionRefused(item.refusal)
         return item.outcome
 
     def close(self) -> None:
@@ -441,11 +462,12 @@ class ActivationLog:
         rows = [(seq, at_ns, kind, activation_id, body, head_hash, digest)]
         if item.op is _Op.PRUNE and self.signer is not None:
             signed = _json(self.signer.body(self.log_id, seq, digest, "retention", retention=True))
-            now, checkpoint = time.time_ns(), RecordKind.CHECKPOINT.value
+            # The record's own time: a hold over a span of time keeps both or neither.
+            checkpoint = RecordKind.CHECKPOINT.value
             sealed = record_hash(
-                digest, seq + 1, now, kind=checkpoint, activation_id=None, body=signed
+                digest, seq + 1, at_ns, kind=checkpoint, activation_id=None, body=signed
             )
-            rows.append((seq + 1, now, checkpoint, None, signed, digest, sealed))
+            rows.append((seq + 1, at_ns, checkpoint, None, signed, digest, sealed))
         return rows
 
     def _retain(self, batch: list[_Item]) -> None:
@@ -475,13 +497,25 @@ class ActivationLog:
                 if self.signer is None or head_seq == 0 or head_kind == RecordKind.CHECKPOINT:
                     return None
                 signed = self.signer.body(self.log_id, head_seq, head_hash, item.body)
-                return RecordKind.CHECKPOINT.value, None, _json(signed), time.time_ns()
+                return RecordKind.CHECKPOINT.value, None, _json(signed), self._wall_ns()
             case _Op.PRUNE:
                 assert item.retention is not None
                 if rows:  # the pass reads the table: what this batch added must be in it
                     conn.executemany(_INSERT, rows)
                     rows.clear()
-                removed = _prune(conn, item.retention, head_seq, item.outcome)
+                seal_key = self.signer.public_key if self.signer is not None else None
+                try:
+                    removed = _prune(
+                        conn,
+                        item.retention,
+                        head_seq,
+                        item.outcome,
+                        log_id=self.log_id,
+                        seal_key=seal_key,
+                    )
+                except RetentionRefused as refused:
+                    item.refusal = str(refused)
+                    return None
                 if removed is None:
                     return None
                 return RecordKind.RETENTION.value, None, removed, item.retention.now_ns
@@ -514,10 +548,17 @@ def _initialise(conn: sqlite3.Connection, path: Path) -> str:
 
 
 def _prune(
-    conn: sqlite3.Connection, retention: RetentionPass, head_seq: int, outcome: dict[str, int]
+    conn: sqlite3.Connection,
+    retention: RetentionPass,
+    head_seq: int,
+    outcome: dict[str, int],
+    *,
+    log_id: str,
+    seal_key: Ed25519PublicKey | None,
 ) -> str | None:
     """Delete expired, unheld records (inside the writer's transaction); the retention
-    record's body, or None when nothing expired."""
+    record's body, or None when nothing expired. ``seal_key``: the key this log is signed
+    with (None: an unsigned pass)."""
     cutoff = retention.cutoff_ns
     holds = active_holds(
         conn.execute(
@@ -538,11 +579,7 @@ def _prune(
             (last_expired,),
         )
     ]
-    latest = conn.execute(
-        "SELECT body FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1",
-        (RecordKind.RETENTION.value,),
-    ).fetchone()
-    earlier = json.loads(latest[0])["removed"] if latest is not None else []
+    earlier = _earlier_runs(conn, log_id, seal_key)
     removal = plan_removal(rows, cutoff_ns=cutoff, holds=holds, earlier_runs=earlier)
     outcome.update(removed=len(removal.seqs), held=removal.held)
     if not removal.seqs:
@@ -559,6 +596,63 @@ def _prune(
             "removed": removal.runs,
         }
     )
+
+
+def _earlier_runs(
+    conn: sqlite3.Connection, log_id: str, seal_key: Ed25519PublicKey | None
+) -> list[list[int | str]]:
+    """The runs earlier passes removed, from the newest retention record. A signed pass
+    takes them only from a record that a retention checkpoint by its own key seals (what
+    `audit verify` accepts): it signs whatever it carries on, so a record someone appended
+    would have its runs laundered. Raises RetentionRefused otherwise."""
+    latest = conn.execute(
+        "SELECT seq, at_ns, kind, activation_id, body, prev_hash, hash FROM records "
+        "WHERE kind = ? ORDER BY seq DESC LIMIT 1",
+        (RecordKind.RETENTION.value,),
+    ).fetchone()
+    if latest is None:
+        return []
+    record = LogRecord(*latest)
+    if seal_key is not None:
+        seal = conn.execute(
+            "SELECT seq, at_ns, kind, activation_id, body, prev_hash, hash FROM records "
+            "WHERE seq = ?",
+            (record.seq + 1,),
+        ).fetchone()
+        problem = retention_seal_problem(
+            record,
+            LogRecord(*seal) if seal is not None else None,
+            log_id=log_id,
+            public_key=seal_key,
+        )
+        if problem is not None:
+            signed_before = conn.execute(
+                "SELECT 1 FROM records WHERE kind = ? AND seq < ? LIMIT 1",
+                (RecordKind.CHECKPOINT.value, record.seq),
+            ).fetchone()
+            if signed_before is None and not _claims_retention_seal(seal):
+                # Written before the log had a key: its runs stay unaccounted for (audit
+                # verify reports them missing) rather than signed for now.
+                return []
+            raise RetentionRefused(
+                f"retention pass refused, nothing removed: the newest retention record is "
+                f"not sealed by this log's key ({problem}); it was appended or changed "
+                "without the key, and this pass would sign for the runs it names. "
+                "`trigger-mesh audit verify` names what is wrong"
+            )
+    runs: list[list[int | str]] = json.loads(record.body)["removed"]
+    return runs
+
+
+def _claims_retention_seal(row: tuple[object, ...] | None) -> bool:
+    """Is this row a checkpoint that says it is a retention checkpoint (whoever signed it)?"""
+    if row is None or row[2] != RecordKind.CHECKPOINT.value:
+        return False
+    try:
+        body = json.loads(str(row[4]))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("vouches") == RETENTION_VOUCH
 
 
 # --- reading (any thread, any process: WAL readers never block the writer) ---------------

@@ -168,7 +168,7 @@ def prune(
     itself every audit.retention_check_s). What went is recorded, so the chain verifies.
     A signed log needs --key: only a pass signed by the gateway's key accounts for what
     it removed (without one, `audit verify` would report those records as missing)."""
-    from mesh.activation_log import ActivationLog, LogError, open_readonly
+    from mesh.activation_log import ActivationLog, LogError, RetentionRefused, open_readonly
     from mesh.log_records import RecordKind
     from mesh.retention import RetentionPass
 
@@ -200,7 +200,10 @@ def prune(
         finally:
             opened.close()
 
-    outcome = asyncio.run(run())
+    try:
+        outcome = asyncio.run(run())
+    except RetentionRefused as exc:  # the log's tampering, for audit verify to name
+        fail(str(exc), EXIT_TAMPERED)
     console().print(
         f"{outcome.get('removed', 0)} expired records removed, {outcome.get('held', 0)} kept "
         "by legal holds",

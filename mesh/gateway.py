@@ -31,7 +31,7 @@ from bridge.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoi
 from bridge.codec import PayloadError, decode, encode
 from bridge.topics import TopicKind, Topics
 from bridge.urls import BrokerUrl
-from mesh.activation_log import ActivationLog, LogError
+from mesh.activation_log import ActivationLog, LogError, RetentionRefused
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.coordinator import Coordinator
 from mesh.failpoints import failpoint
@@ -236,6 +236,7 @@ class Gateway:
             settings.log_path,
             signer=settings.signer,
             checkpoint_interval_s=settings.checkpoint_interval_s,
+            wall_ns=clock.wall_ns,
         )
         if settings.signer is None:
             self._log.warning(
@@ -423,6 +424,9 @@ class Gateway:
         while True:
             try:
                 outcome = await self.log.prune(RetentionPass(days, self.clock.wall_ns()))
+            except RetentionRefused as exc:
+                self.counters["log.retention_refused"] += 1
+                self._log.error("retention pass refused", error=str(exc))
             except LogError as exc:
                 self._log.error("retention pass failed", error=str(exc))
             else:

@@ -89,7 +89,8 @@ class CheckpointSigner:
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
-        self.public_hex = public_key_hex(key.public_key())
+        self.public_key = key.public_key()
+        self.public_hex = public_key_hex(self.public_key)
         self.key_id = key_id(key.public_key())
 
     @classmethod

@@ -100,6 +100,7 @@ class Problem(StrEnum):
     WRONG_KEY = "wrong_key"  # a checkpoint signed by a key other than the pinned one
     BAD_CHECKPOINT = "bad_checkpoint"  # a checkpoint that names the wrong head
     RETENTION_MISMATCH = "retention_mismatch"  # a kept record retention should have removed
+    UNSEALED_RETENTION = "unsealed_retention"  # a signed retention record no pass sealed
     NO_CHECKPOINT = "no_checkpoint"  # a pinned key, and no checkpoint signed by it
     UNSIGNED_TAIL = "unsigned_tail"  # records after the last good checkpoint
     # A central copy: records the edge removed later, whose checkpoint the copy never got.
@@ -365,10 +366,21 @@ class _Verifier:
             row = rows[i]
             ok = intact[i] and (valid[i] or (expect is not None and row.hash == expect))
             signed[i] = ok
+            if ok and row.kind == RETENTION_KIND and row.seq not in self.retention_signed:
+                self.problem(
+                    row.seq,
+                    Problem.UNSEALED_RETENTION,
+                    "no retention checkpoint right after it seals it, though a checkpoint "
+                    "signs it: it was appended to the file (a periodic checkpoint signs "
+                    "whatever head the file has). It accounts for no gap, and the "
+                    "gateway's retention passes refuse to run after it",
+                )
             if ok and row.seq in self.retention_signed:
+                # Walking back, the earliest record naming a run wins: the pass that
+                # removed it (later ones carry it on), whose cutoff its neighbours met.
                 for run in _runs_of(row):
                     if run.possible:
-                        trusted.setdefault((run.first, run.last), run)
+                        trusted[(run.first, run.last)] = run
             expect = row.prev_hash if ok else None
             if i in gaps:
                 expect = self.cross_gap(i, gaps[i], trusted if ok else None)
@@ -459,9 +471,33 @@ class _Verifier:
         return f"{what} (no retention record names them)"
 
     def check_cutoff(self, kept: ChainedRecord, run: _Removed, gap: tuple[int, int]) -> None:
-        """A record kept next to a removed run survived that pass: it was newer than the
-        cutoff, or a hold kept it, or it was the head (which a pass never removes)."""
-        if run.cutoff_ns is None or kept.seq >= run.by_seq - 1 or kept.at_ns >= run.cutoff_ns:
+        """A record kept next to a removed run must agree with the pass that removed it.
+
+        A pass stops at the first record not older than its cutoff (``plan_removal``), so
+        every record it kept *before* a run was older than the cutoff, and kept by a hold.
+        One newer than the cutoff says the records after it had not expired: they were
+        taken out by someone else, and the run slipped into a signed pass. A record kept
+        *after* a run was newer than the cutoff, or held, or the pass's head."""
+        if run.cutoff_ns is None:
+            # Every retention record a retention checkpoint seals names its cutoff.
+            self.problem(
+                kept.seq,
+                Problem.RETENTION_MISMATCH,
+                f"retention record {run.by_seq}, which says it removed the {_span(gap)} "
+                "next to it, names no cutoff_ns",
+            )
+            return
+        before = kept.seq < gap[0]
+        if before and kept.at_ns >= run.cutoff_ns:
+            self.problem(
+                kept.seq,
+                Problem.RETENTION_MISMATCH,
+                f"it is newer than the cutoff of retention record {run.by_seq}, yet that "
+                f"pass says it removed the {_span(gap)} after it: a pass stops at the first "
+                "record newer than its cutoff, so they had not expired",
+            )
+            return
+        if not before and (kept.seq >= run.by_seq - 1 or kept.at_ns >= run.cutoff_ns):
             return
         holds = self.holds_at.get(run.by_seq)
         if holds is None:
@@ -476,61 +512,117 @@ class _Verifier:
             )
 
     def check_checkpoint(self, row: ChainedRecord) -> bool:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-        try:
-            body = _json_object(row.body)
-            head_seq, head_hash = _int(body, "head_seq"), _str(body, "head_hash")
-            signature = bytes.fromhex(_str(body, "signature"))
-            named = Ed25519PublicKey.from_public_bytes(bytes.fromhex(_str(body, "public_key")))
-            vouches = body.get("vouches")
-            if vouches is not None and vouches != RETENTION_VOUCH:
-                raise ValueError(f"vouches {vouches!r:.40} is not {RETENTION_VOUCH!r}")
-        except (ValueError, KeyError, TypeError) as exc:
-            self.problem(row.seq, Problem.BAD_CHECKPOINT, f"unreadable checkpoint ({exc})")
+        checked = check_checkpoint(row, log_id=self.log_id, pinned=self.pinned)
+        if isinstance(checked, ChainProblem):
+            self.problem(checked.seq, checked.problem, checked.detail)
             return False
-        # The record before it is checked by the link; a checkpoint signs exactly that one.
-        if head_seq != row.seq - 1:
-            self.problem(
-                row.seq,
-                Problem.BAD_CHECKPOINT,
-                f"it signs record {head_seq}, which is not the record before it",
-            )
-            return False
-        if head_hash != row.prev_hash:
-            self.problem(
-                row.seq,
-                Problem.BAD_SIGNATURE,
-                f"it signed a different record {head_seq} than the one in the log: "
-                f"records up to {head_seq} were changed after they were signed",
-            )
-            return False
-        pinned = self.pinned
-        if pinned is not None and public_key_hex(pinned) != public_key_hex(named):
-            self.problem(
-                row.seq,
-                Problem.WRONG_KEY,
-                f"signed by key {key_id(named)}, not the pinned key {key_id(pinned)}",
-            )
-            return False
-        key = pinned or named
-        try:
-            retention = vouches == RETENTION_VOUCH
-            message = checkpoint_message(self.log_id, head_seq, head_hash, retention=retention)
-            key.verify(signature, message)
-        except InvalidSignature:
-            self.problem(
-                row.seq,
-                Problem.BAD_SIGNATURE,
-                f"the signature over records up to {head_seq} does not verify "
-                f"with key {key_id(key)}",
-            )
-            return False
-        self.report.key_ids.add(key_id(key))
-        if retention:
-            self.retention_signed.add(head_seq)
+        self.report.key_ids.add(key_id(checked.key))
+        if checked.retention:
+            self.retention_signed.add(row.seq - 1)
         return True
+
+
+@dataclass(frozen=True)
+class GoodCheckpoint:
+    key: Ed25519PublicKey  # the key whose signature holds
+    retention: bool  # a retention checkpoint: it seals the retention record before it
+
+
+def check_checkpoint(
+    row: ChainedRecord, *, log_id: str, pinned: Ed25519PublicKey | None
+) -> GoodCheckpoint | ChainProblem:
+    """A checkpoint record on its own: readable, signing the record before it (by its seq
+    and the hash it links to), by ``pinned`` (or, unpinned, the key it names)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        body = _json_object(row.body)
+        head_seq, head_hash = _int(body, "head_seq"), _str(body, "head_hash")
+        signature = bytes.fromhex(_str(body, "signature"))
+        named = Ed25519PublicKey.from_public_bytes(bytes.fromhex(_str(body, "public_key")))
+        vouches = body.get("vouches")
+        if vouches is not None and vouches != RETENTION_VOUCH:
+            raise ValueError(f"vouches {vouches!r:.40} is not {RETENTION_VOUCH!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        return ChainProblem(row.seq, Problem.BAD_CHECKPOINT, f"unreadable checkpoint ({exc})")
+    # The record before it is checked by the link; a checkpoint signs exactly that one.
+    if head_seq != row.seq - 1:
+        return ChainProblem(
+            row.seq,
+            Problem.BAD_CHECKPOINT,
+            f"it signs record {head_seq}, which is not the record before it",
+        )
+    if head_hash != row.prev_hash:
+        return ChainProblem(
+            row.seq,
+            Problem.BAD_SIGNATURE,
+            f"it signed a different record {head_seq} than the one in the log: "
+            f"records up to {head_seq} were changed after they were signed",
+        )
+    if pinned is not None and public_key_hex(pinned) != public_key_hex(named):
+        return ChainProblem(
+            row.seq,
+            Problem.WRONG_KEY,
+            f"signed by key {key_id(named)}, not the pinned key {key_id(pinned)}",
+        )
+    key = pinned or named
+    retention = vouches == RETENTION_VOUCH
+    try:
+        key.verify(signature, checkpoint_message(log_id, head_seq, head_hash, retention=retention))
+    except InvalidSignature:
+        return ChainProblem(
+            row.seq,
+            Problem.BAD_SIGNATURE,
+            f"the signature over records up to {head_seq} does not verify with key {key_id(key)}",
+        )
+    return GoodCheckpoint(key, retention)
+
+
+def retention_seal_problem(
+    record: ChainedRecord,
+    seal: ChainedRecord | None,
+    *,
+    log_id: str,
+    public_key: Ed25519PublicKey,
+) -> str | None:
+    """Why ``seal`` (the record after ``record``, None if there is none) does not seal the
+    retention record ``record`` as a pass made with ``public_key`` does; None when it
+    does. The same checks as ``audit verify``: the retention pass uses it before it
+    carries earlier runs forward from the record."""
+    if (
+        record_hash(
+            record.prev_hash,
+            record.seq,
+            record.at_ns,
+            kind=record.kind,
+            activation_id=record.activation_id,
+            body=record.body,
+        )
+        != record.hash
+    ):
+        return f"retention record {record.seq}: its content does not match its hash"
+    if seal is None or seal.seq != record.seq + 1 or seal.kind != CHECKPOINT_KIND:
+        return f"retention record {record.seq}: no checkpoint right after it"
+    if seal.prev_hash != record.hash:
+        return f"checkpoint {seal.seq} does not link to retention record {record.seq}"
+    if (
+        record_hash(
+            seal.prev_hash, seal.seq, seal.at_ns, kind=seal.kind, activation_id=None, body=seal.body
+        )
+        != seal.hash
+        or seal.activation_id is not None
+    ):
+        return f"checkpoint {seal.seq}: its content does not match its hash"
+    checked = check_checkpoint(seal, log_id=log_id, pinned=public_key)
+    if isinstance(checked, ChainProblem):
+        return f"checkpoint {seal.seq}: {checked.problem.value}: {checked.detail}"
+    if not checked.retention:
+        return (
+            f"retention record {record.seq}: checkpoint {seal.seq} after it is not a "
+            "retention checkpoint (a periodic one signs whatever head the file has)"
+        )
+    return None
 
 
 def _span(gap: tuple[int, int]) -> str:

@@ -1,6 +1,8 @@
 """Retention of the activation log (pure): which expired records go, which legal holds keep.
 
-A record expires when it is older than the retention period. Legal holds exempt records:
+A record expires when it is older than the retention period. A pass removes expired
+records up to the first one that has not expired, so every record it keeps before a
+removed run is older than its cutoff, and held. Legal holds exempt records:
 a hold names an activation (all its records) or a span of time (every record in it), and
 stays until a later hold record releases it. Hold records are themselves records of the
 chain, so who held what, when and why is part of the evidence.
@@ -117,9 +119,11 @@ def plan_removal(
     holds: dict[Hold, int],
     earlier_runs: Sequence[Sequence[int | str]],
 ) -> Removal:
-    """``rows``: the log's records in seq order, up to (not including) its head.
-    ``earlier_runs``: the last retention record's runs (a run written before runs named the
-    record kept before them has three fields; its fourth is then unknown, "")."""
+    """``rows``: the log's records in seq order, up to (not including) its head. Records
+    older than ``cutoff_ns`` that no hold keeps are removed, up to the first record that
+    is not older. ``earlier_runs``: the runs of the last retention record, which the
+    caller has checked is sealed (a run written before runs named the record kept before
+    them has three fields; its fourth is then unknown, "")."""
     remove: list[int] = []
     held = 0
     runs: list[Run] = [_run(run) for run in earlier_runs]
@@ -130,10 +134,14 @@ def plan_removal(
             # run never spans one, so the hole stays missing rather than signed for.
             runs.append(_run(current))
             current = None
-        expired = row.at_ns < cutoff_ns
-        kept = expired and is_held(holds, row.seq, row.activation_id, row.at_ns)
+        if row.at_ns >= cutoff_ns:
+            # The first record not yet expired ends the pass, even if later ones look
+            # older (a clock set back): every record kept before a removed run is then
+            # older than the cutoff, which is what ``audit verify`` holds the pass to.
+            break
+        kept = is_held(holds, row.seq, row.activation_id, row.at_ns)
         held += kept
-        if expired and not kept:
+        if not kept:
             remove.append(row.seq)
             if current is None:
                 current = [row.seq, row.seq, row.hash, row.prev_hash]

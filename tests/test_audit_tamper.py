@@ -4,12 +4,13 @@ make `audit verify` (and `audit replay`) accept a log with records taken out or 
 Every log here is written through the real code paths (ActivationLog with the gateway's
 signing key, its checkpoints, a retention pass with a legal hold); every attack edits the
 SQLite file as the insider would (triggers dropped, rows deleted and inserted, hashes
-recomputed with the project's own ``record_hash``, which needs no key).
+recomputed with the project's own ``record_hash``, which needs no key). The log's clock
+follows the records' times, as the gateway's does, so times rise along the log.
 
 The signed log (seq: what):
-     1-3  expired, removed        4  held ("held")        5  checkpoint
+     1-3  expired, removed        4  held ("held")        5  checkpoint, removed
      6-7  expired, removed        8  held ("held")        9  expired, removed
-    10    checkpoint          11-12  expired, removed    13  the hold record
+    10    checkpoint, removed 11-12  expired, removed    13  the hold record
     14    retention record       15  retention checkpoint
     16    ack: c1 started        17  finished: c1 started, c2 missed (partial)
  18-19    escalations for c2     20  checkpoint          21-22  later records
@@ -26,10 +27,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from mesh.activation_log import ActivationLog, LogRecord, log_id_of, read_records
+from bridge.embedded import MosquittoProcess
+from bridge.topics import Topics
+from mesh.activation_log import (
+    ActivationLog,
+    LogRecord,
+    RetentionRefused,
+    log_id_of,
+    read_records,
+)
 from mesh.cli import app
+from mesh.gateway import Gateway, GatewaySettings
 from mesh.gateway_keys import CheckpointSigner, load_public_key, new_gateway_key
 from mesh.log_chain import GENESIS, ChainReport, Problem, record_hash, verify_chain
 from mesh.log_records import (
@@ -53,7 +64,8 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.retention import NS_PER_DAY, RetentionPass, hold_body
+from mesh.retention import NS_PER_DAY, Candidate, RetentionPass, hold_body, plan_removal
+from tests.harness import UNIT, wait_until
 
 runner = CliRunner()
 S = 1_000_000_000
@@ -121,15 +133,51 @@ def note(i: int) -> ResumedEntry:
     return ResumedEntry(reason=f"record {i}", acks_recovered=i)
 
 
+class Clock:
+    """The wall clock of a gateway whose records were written over weeks: set to each
+    record's time as it is appended (checkpoints take their time from it)."""
+
+    def __init__(self, at_ns: int) -> None:
+        self.at_ns = at_ns
+
+    def __call__(self) -> int:
+        return self.at_ns
+
+
+class GatewayLog:
+    """The gateway's log, written at the times given (``ActivationLog`` with its key)."""
+
+    def __init__(self, path: Path, key: Path, at_ns: int) -> None:
+        self.clock = Clock(at_ns)
+        self.log = ActivationLog(
+            path,
+            signer=CheckpointSigner.from_file(key),
+            checkpoint_interval_s=3600,
+            wall_ns=self.clock,
+        )
+
+    async def append(
+        self, kind: RecordKind, activation_id: str | None, body: BaseModel | str, at_ns: int
+    ) -> int:
+        self.clock.at_ns = at_ns
+        return await self.log.append_durable(kind, activation_id, body, at_ns)
+
+    async def prune(self, retention: RetentionPass) -> dict[str, int]:
+        """The pass the gateway's retention loop makes, at ``retention.now_ns``."""
+        self.clock.at_ns = retention.now_ns
+        return await self.log.prune(retention)
+
+
 async def write_signed_log(path: Path, key: Path) -> tuple[int, int]:
     """The log described at the top, as the gateway writes it; returns its `now` and the
     seq of the ack (16: the records after it are numbered from it)."""
     now = time.time_ns()
-    log = ActivationLog(path, signer=CheckpointSigner.from_file(key), checkpoint_interval_s=3600)
+    gateway = GatewayLog(path, key, now - 40 * NS_PER_DAY)
+    log = gateway.log
     try:
         for i in range(10):  # 40 to 31 days old; "held"'s two are kept by the hold
             activation = "held" if i in (3, 6) else f"old-{i}"
-            await log.append_durable(
+            await gateway.append(
                 RecordKind.RESUMED, activation, note(i), now - (40 - i) * NS_PER_DAY
             )
             if i in (3, 7):
@@ -137,33 +185,29 @@ async def write_signed_log(path: Path, key: Path) -> tuple[int, int]:
         hold = hold_body(
             activation_id="held", from_ns=None, to_ns=None, reason="case 7", by="t", release=False
         )
-        await log.append_durable(RecordKind.HOLD, "held", hold, now - NS_PER_DAY)
-        assert await log.prune(RetentionPass(30, now)) == {"removed": 8, "held": 2, "seq": 14}
+        await gateway.append(RecordKind.HOLD, "held", hold, now - NS_PER_DAY)
+        outcome = await gateway.prune(RetentionPass(30, now - 2 * 3600 * S))
+        assert outcome == {"removed": 10, "held": 2, "seq": 14}
         t = now - 3600 * S
         ack = CameraAck(
             activation_id="a-7", camera_id="c1", status=AckStatus.STARTED, received_at_ns=t + S
         )
-        await log.append_durable(
+        await gateway.append(
             RecordKind.ACK, "a-7", AckEntry(ack=ack, latency_ms=12.0, effect="recorded"), t + S
         )
         record = finished_record(t, c2=OutcomeStatus.MISSED, state=ActivationState.PARTIAL)
-        await log.append_durable(
-            RecordKind.FINISHED, "a-7", FinishedEntry(record=record), t + 10 * S
-        )
+        await gateway.append(RecordKind.FINISHED, "a-7", FinishedEntry(record=record), t + 10 * S)
         for audience in ("dispatch", "supervisor"):
-            await log.append_durable(
-                RecordKind.ESCALATED, "a-7", escalation(t, audience), t + 10 * S
-            )
+            await gateway.append(RecordKind.ESCALATED, "a-7", escalation(t, audience), t + 10 * S)
         await log.checkpoint("periodic")
         for i in (21, 22):
-            await log.append_durable(RecordKind.RESUMED, None, note(i), t + 20 * S)
+            await gateway.append(RecordKind.RESUMED, None, note(i), t + 20 * S)
     finally:
         log.close()  # the shutdown checkpoint
     kinds = [(r.seq, r.kind) for r in read_records(path)]
     ack = next(seq for seq, kind in kinds if kind == "ack")
-    assert kinds[:6] == [
-        (4, "resumed"), (5, "checkpoint"), (8, "resumed"), (10, "checkpoint"), (13, "hold"),
-        (14, "retention"),
+    assert kinds[:5] == [
+        (4, "resumed"), (8, "resumed"), (13, "hold"), (14, "retention"), (15, "checkpoint")
     ]  # fmt: skip
     assert kinds[-8:] == [
         (ack, "ack"), (ack + 1, "finished"), (ack + 2, "escalated"), (ack + 3, "escalated"),
@@ -232,15 +276,15 @@ async def test_the_signed_log_with_retention_and_a_hold_verifies(
     _, a = await write_signed_log(log, keys[0])
     report = verify(log, keys[1])
     assert report.ok, report.summary()
-    assert report.removed_runs == 4
+    assert report.removed_runs == 3
     assert report.signed_through == a + 7
     code, out = cli("audit", "verify", log, "--pubkey", keys[1])
     assert code == 0, out
     assert "intact, every record signed" in out
     runs = json.loads(rows_of(log)[14][4])["removed"]
     # Each run names the hash of the record kept before it: the held record 8 is bound by
-    # the run 9-9 after it, though nothing links to it any more.
-    assert [run[:2] for run in runs] == [[1, 3], [6, 7], [9, 9], [11, 12]]
+    # the run 9-12 after it, though nothing links to it any more.
+    assert [run[:2] for run in runs] == [[1, 3], [5, 7], [9, 12]]
     assert runs[2][3] == rows_of(log)[8][6]
     assert runs[0][3] == GENESIS
 
@@ -349,23 +393,25 @@ async def test_a_retention_checkpoint_by_another_key_is_refused(tmp_path: Path, 
         (a + 9, Problem.WRONG_KEY),
     ]
     assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
-    # Unpinned, the log is consistent with the keys it names: only --pubkey says whose.
+    # Unpinned, the insider's key counts like the gateway's (only --pubkey says whose):
+    # what gives the forged pass away is its own cutoff. Record a, kept just before the
+    # run, is newer than it, so the records after it cannot have expired.
     unpinned = verify(log)
-    assert unpinned.ok
+    assert [(p.seq, p.problem) for p in unpinned.problems] == [(a, Problem.RETENTION_MISMATCH)]
     assert len(unpinned.key_ids) == 2
 
 
 async def test_a_record_forged_into_a_retention_gap_is_found(tmp_path: Path, keys: Keys) -> None:
-    """The signed run 11-12 is narrowed to 12: a record forged at 11, linked to 10."""
+    """The signed run 9-12 is narrowed to 10-12: a record forged at 9, linked to 8."""
     log = tmp_path / "a.db"
     await write_signed_log(log, keys[0])
     chain = rows_of(log)
     body = note(99).model_dump_json()
-    fake = forged(11, chain[10][6], "resumed", "old-8", body, chain[10][1])
+    fake = forged(9, chain[8][6], "resumed", "old-8", body, chain[8][1])
     rewrite(log, insert=[fake])
     report = verify(log, keys[1])
     assert first(report) == (13, Problem.MISSING), report.summary()
-    assert "retention removed 11-12 there, not these" in report.problems[0].detail
+    assert "retention removed 9-12 there, not these" in report.problems[0].detail
     assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
     # A central copy may hold the start of a removed run (sent before retention removed
     # it): there the record is only not vouched for, which is no clean bill either.
@@ -375,12 +421,12 @@ async def test_a_record_forged_into_a_retention_gap_is_found(tmp_path: Path, key
         public_key=load_public_key(keys[1]),
         central_copy=True,
     )
-    assert [(p.seq, p.problem) for p in copy.problems] == [(11, Problem.UNVOUCHED)]
+    assert [(p.seq, p.problem) for p in copy.problems] == [(4, Problem.UNVOUCHED)]
     assert not copy.tampered
 
 
 async def test_a_held_record_cannot_be_changed_or_removed(tmp_path: Path, keys: Keys) -> None:
-    """Record 8 is held; retention removed 6-7 and 9 on either side of it, so no record
+    """Record 8 is held; retention removed 5-7 and 9-12 on either side of it, so no record
     links to it any more. Changing it (hash recomputed) or deleting it is still found."""
     log = tmp_path / "a.db"
     await write_signed_log(log, keys[0])
@@ -391,15 +437,17 @@ async def test_a_held_record_cannot_be_changed_or_removed(tmp_path: Path, keys: 
     rewrite(log, delete=[8], insert=[forged(seq, prev, kind, activation, changed, at_ns)])
     report = verify(log, keys[1])
     assert first(report) == (8, Problem.BROKEN_LINK), report.summary()
-    assert "retention record 14 names another record before the record 9" in str(report.problems[0])
+    assert "retention record 14 names another record before the records 9-12" in str(
+        report.problems[0]
+    )
     assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 1
 
     deleted = tmp_path / "b.db"
     await write_signed_log(deleted, keys[0])
     rewrite(deleted, delete=[8])
     report = verify(deleted, keys[1])
-    assert first(report) == (10, Problem.MISSING), report.summary()
-    assert "records 6-9 before it are missing" in report.problems[0].detail
+    assert first(report) == (13, Problem.MISSING), report.summary()
+    assert "records 5-12 before it are missing" in report.problems[0].detail
     # The hold record itself, too.
     rewrite(deleted, delete=[13])
     assert (14, Problem.MISSING) in [(p.seq, p.problem) for p in verify(deleted, keys[1]).problems]
@@ -465,8 +513,47 @@ def test_a_keyless_log_with_retention_is_an_unsigned_tail(tmp_path: Path) -> Non
     report = verify(path)
     assert [(p.seq, p.problem) for p in report.problems] == [(3, Problem.UNSIGNED_TAIL)]
     assert report.removed_runs == 1
-    rewrite(path, delete=[4])
-    assert first(verify(path)) == (5, Problem.MISSING)
+    # A second keyless pass carries the first's run on (there is no key to check it with,
+    # and nothing here is vouched for): still exit 3.
+    code, out = cli("audit", "prune", path, "--days", "15")
+    assert code == 0, out
+    assert [r.seq for r in read_records(path)] == [4, 5, 6, 7, 8]
+    assert [run[:2] for run in json.loads(rows_of(path)[8][4])["removed"]] == [[1, 3]]
+    code, out = cli("audit", "verify", path)
+    assert code == 3, out
+    rewrite(path, delete=[5])
+    assert first(verify(path)) == (6, Problem.MISSING)
+
+
+async def test_a_pass_with_a_new_key_signs_for_none_of_the_keyless_runs(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """A log pruned before it had a key: its retention record is sealed by nothing. The
+    first pass with the key carries none of its runs on (it cannot tell them from forged
+    ones) and is not refused either (no checkpoint came before that record)."""
+    path = tmp_path / "a.db"
+    now = time.time_ns()
+    keyless = ActivationLog(path)
+    try:
+        for day in (50, 45, 40, 20):
+            await keyless.append_durable(
+                RecordKind.RESUMED, None, note(day), now - day * NS_PER_DAY
+            )
+        assert (await keyless.prune(RetentionPass(48, now)))["removed"] == 1
+    finally:
+        keyless.close()
+    gateway = GatewayLog(path, keys[0], now)
+    try:
+        assert await gateway.prune(RetentionPass(30, now)) == {"removed": 2, "held": 0, "seq": 6}
+    finally:
+        gateway.log.close()
+    assert [run[:2] for run in json.loads(rows_of(path)[6][4])["removed"]] == [[2, 3]]
+    report = verify(path, keys[1])
+    assert first(report) == (4, Problem.MISSING), report.summary()
+    assert "records 1-3 before it are missing: retention removed 1-1, 2-3 there" in str(
+        report.problems[0]
+    )
+    assert (5, Problem.UNSEALED_RETENTION) in [(p.seq, p.problem) for p in report.problems]
 
 
 def test_prune_of_a_signed_log_needs_the_key(tmp_path: Path, keys: Keys) -> None:
@@ -554,3 +641,248 @@ async def _append_hold(path: Path, key: Path, body: str) -> None:
         await log.checkpoint("hold")
     finally:
         log.close()
+
+
+# --- the gateway's own retention pass, fed a forged retention record -------------------------
+async def write_recent_evidence_log(path: Path, key: Path) -> int:
+    """Records 1-5 are 40 to 36 days old (the next 30-day pass removes them), 6 is a
+    checkpoint; 7-9 an hour old, 10 a `finished` (c2 missed), 11-12 its escalations,
+    13-16 later records, 17 the shutdown checkpoint. Returns `now`."""
+    now = time.time_ns()
+    gateway = GatewayLog(path, key, now - 40 * NS_PER_DAY)
+    try:
+        for i in range(5):
+            await gateway.append(
+                RecordKind.RESUMED, f"old-{i}", note(i), now - (40 - i) * NS_PER_DAY
+            )
+        await gateway.log.checkpoint("periodic")
+        t = now - 3600 * S
+        for i in range(3):
+            await gateway.append(RecordKind.RESUMED, None, note(10 + i), t + i)
+        record = finished_record(t, c2=OutcomeStatus.MISSED, state=ActivationState.PARTIAL)
+        await gateway.append(RecordKind.FINISHED, "a-7", FinishedEntry(record=record), t + 10 * S)
+        for audience in ("dispatch", "supervisor"):
+            await gateway.append(RecordKind.ESCALATED, "a-7", escalation(t, audience), t + 10 * S)
+        for i in range(4):
+            await gateway.append(RecordKind.RESUMED, None, note(20 + i), t + 20 * S + i)
+    finally:
+        gateway.log.close()
+    kinds = [(r.seq, r.kind) for r in read_records(path)]
+    assert kinds[5:] == [
+        (6, "checkpoint"), (7, "resumed"), (8, "resumed"), (9, "resumed"), (10, "finished"),
+        (11, "escalated"), (12, "escalated"), (13, "resumed"), (14, "resumed"), (15, "resumed"),
+        (16, "resumed"), (17, "checkpoint"),
+    ]  # fmt: skip
+    return now
+
+
+async def test_the_retention_pass_does_not_sign_for_an_insiders_retention_record(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """The review's attack (F1). The insider (no key) deletes the `finished` record 10 and
+    its escalations 11-12, an hour old, and appends an unsigned retention record naming
+    10-12 with the right hashes either side. Then the gateway's own retention pass runs
+    (records 1-5 have expired): it must not copy that run into the retention record it
+    seals with its key. Before the fix it did, and `audit verify --pubkey` said intact."""
+    log = tmp_path / "a.db"
+    now = await write_recent_evidence_log(log, keys[0])
+    assert cli("audit", "verify", log, "--pubkey", keys[1])[0] == 0
+    chain = rows_of(log)
+    body = json.dumps(
+        {
+            "retention_days": 30,
+            "cutoff_ns": now - 30 * NS_PER_DAY,
+            "removed_now": 3,
+            "held": 0,
+            "removed": [[10, 12, chain[12][6], chain[9][6]]],
+        },
+        separators=(",", ":"),
+    )
+    rewrite(
+        log, delete=range(10, 13), insert=[forged(18, chain[17][6], "retention", None, body, now)]
+    )
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    assert "record 13: missing: records 10-12" in out
+    tampered = rows_of(log)
+
+    gateway = GatewayLog(log, keys[0], now)
+    try:
+        with pytest.raises(RetentionRefused, match="not sealed by this log's key"):
+            await gateway.prune(RetentionPass(30, now))
+        assert gateway.log.retention_refusals == 1
+    finally:
+        gateway.log.close()
+    # Nothing removed, nothing signed for: the log is as the insider left it, plus the
+    # gateway's shutdown checkpoint (which vouches for no gap).
+    after = rows_of(log)
+    assert [seq for seq in after if seq not in tampered] == [19]
+    assert after[19][2] == "checkpoint"
+    assert not any(r.kind == "retention" and r.seq != 18 for r in read_records(log))
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    report = verify(log, keys[1])
+    assert first(report) == (13, Problem.MISSING), report.summary()
+    assert "retention record 18 names them, but no retention checkpoint" in str(report.problems[0])
+
+
+def test_a_signed_run_after_a_record_newer_than_its_cutoff_is_a_mismatch(tmp_path: Path) -> None:
+    """What the laundering left behind, had a key's holder (or a faulty pass) signed it:
+    record 4, newer than the pass's cutoff, kept just before a run the pass says it
+    removed. Times rise along a log and a pass stops at its first record newer than the
+    cutoff, so the records after 4 had not expired."""
+    signer = CheckpointSigner.from_file(new_gateway_key(tmp_path, "gw").private)
+    rows: list[Row] = []
+
+    def add(kind: str, body: str, at_ns: int) -> None:
+        prev = rows[-1][6] if rows else GENESIS
+        rows.append(forged(len(rows) + 1, prev, kind, None, body, at_ns))
+
+    for at_ns in (100, 200, 300, 900, 910, 920):
+        add("resumed", "{}", at_ns)
+    removed = [[1, 3, rows[2][6], GENESIS], [5, 5, rows[4][6], rows[3][6]]]
+    add("retention", json.dumps({"cutoff_ns": 500, "removed": removed}), 1000)
+    add("checkpoint", json.dumps(signer.body("log-1", 7, rows[6][6], "x", retention=True)), 1000)
+    kept = [LogRecord(*r) for r in rows if r[0] not in (1, 2, 3, 5)]
+    report = verify_chain(kept, log_id="log-1")
+    assert [(p.seq, p.problem) for p in report.problems] == [(4, Problem.RETENTION_MISMATCH)]
+    assert "newer than the cutoff of retention record 7" in report.problems[0].detail
+    # The same pass without the forged run verifies: 1-3 start the log.
+    honest = [[1, 3, rows[2][6], GENESIS]]
+    rows[6:] = []
+    add("retention", json.dumps({"cutoff_ns": 500, "removed": honest}), 1000)
+    add("checkpoint", json.dumps(signer.body("log-1", 7, rows[6][6], "x", retention=True)), 1000)
+    report = verify_chain([LogRecord(*r) for r in rows if r[0] > 3], log_id="log-1")
+    assert report.ok, report.summary()
+
+
+async def test_an_honest_pass_after_an_honest_pass_verifies(tmp_path: Path, keys: Keys) -> None:
+    """Two passes of the gateway, a week apart, a hold between them: the second carries
+    the first's runs on (its record is sealed) and the log verifies, exit 0."""
+    log = tmp_path / "a.db"
+    now = time.time_ns()
+    gateway = GatewayLog(log, keys[0], now - 50 * NS_PER_DAY)
+    try:
+        for day in range(50, 20, -2):  # 50 to 22 days old; "held"'s every 6 days
+            held = "held" if day % 6 == 0 else None
+            await gateway.append(RecordKind.RESUMED, held, note(day), now - day * NS_PER_DAY)
+            await gateway.log.checkpoint("periodic")
+        first_pass = await gateway.prune(RetentionPass(30, now - 7 * NS_PER_DAY))
+        hold = hold_body(
+            activation_id="held", from_ns=None, to_ns=None, reason="case 3", by="t", release=False
+        )
+        await gateway.append(RecordKind.HOLD, "held", hold, now - 6 * NS_PER_DAY)
+        second_pass = await gateway.prune(RetentionPass(30, now))
+        await gateway.append(RecordKind.RESUMED, None, note(1), now)
+    finally:
+        gateway.log.close()
+    # The first: 50 to 38 days old (7 records, each with its checkpoint), seq 1-14. The
+    # second: the checkpoint after the held record 15 (36 days), and 17-20 (34, 32 days).
+    assert first_pass == {"removed": 14, "held": 0, "seq": 31}
+    assert second_pass == {"removed": 5, "held": 1, "seq": 34}
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 0, out
+    retention = [r for r in read_records(log) if r.kind == "retention"]
+    assert len(retention) == 2
+    runs = [json.loads(r.body)["removed"] for r in retention]
+    assert [run[:2] for run in runs[0]] == [[1, 14]]
+    assert [run[:2] for run in runs[1]] == [[1, 14], [16, 20]]
+    assert runs[1][1][3] == rows_of(log)[15][6]  # the held record kept before 16-20
+    assert verify(log, keys[1]).removed_runs == 2
+
+
+async def test_an_appended_retention_record_naming_no_gap_is_named(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """A copy of the genuine retention record appended by the insider, deleting nothing:
+    the gateway's periodic checkpoint then signs it. It accounts for nothing, but it
+    stops the gateway's retention passes (they refuse to carry it on), so verify must
+    name it rather than say intact."""
+    log = tmp_path / "a.db"
+    now, a = await write_signed_log(log, keys[0])
+    chain = rows_of(log)
+    rewrite(log, insert=[forged(a + 8, chain[a + 7][6], "retention", None, chain[14][4], now)])
+    gateway = GatewayLog(log, keys[0], now)
+    try:
+        assert await gateway.log.checkpoint("periodic") == a + 9
+        with pytest.raises(RetentionRefused, match=f"{a + 9} after it is not a retention"):
+            await gateway.prune(RetentionPass(1, now + 60 * NS_PER_DAY))
+    finally:
+        gateway.log.close()
+    report = verify(log, keys[1])
+    assert [(p.seq, p.problem) for p in report.problems] == [(a + 8, Problem.UNSEALED_RETENTION)]
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    assert f"record {a + 8}: unsealed_retention" in out
+    # `audit prune` with the key refuses the same way: exit 1, the log left as it is.
+    before = rows_of(log)
+    # (in a thread: the command runs an event loop of its own)
+    code, out = await asyncio.to_thread(cli, "audit", "prune", log, "--days", "1", "--key", keys[0])
+    assert code == 1, out
+    assert "retention pass refused, nothing removed" in out
+    assert rows_of(log) == before
+
+
+def test_a_pass_stops_at_its_first_record_not_older_than_the_cutoff() -> None:
+    """A clock set back: record 3 looks older than record 2. The pass stops at 2, so every
+    record it keeps before a run is older than its cutoff (what verify holds it to)."""
+    rows = [
+        Candidate(seq, at_ns, None, f"p{seq}", f"h{seq}")
+        for seq, at_ns in ((1, 100), (2, 900), (3, 100), (4, 100))
+    ]
+    removal = plan_removal(rows, cutoff_ns=500, holds={}, earlier_runs=[])
+    assert removal.seqs == [1]
+    assert removal.runs == [(1, 1, "h1", "p1")]
+
+
+async def test_the_gateways_retention_loop_refuses_and_counts(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path, keys: Keys
+) -> None:
+    """F1 as it happens in the car: the tampered log is the gateway's, and its own
+    retention loop (first pass at start) meets the insider's record."""
+    log = tmp_path / "a.db"
+    now = await write_recent_evidence_log(log, keys[0])
+    chain = rows_of(log)
+    run = [10, 12, chain[12][6], chain[9][6]]
+    body = json.dumps({"cutoff_ns": now - 30 * NS_PER_DAY, "removed": [run]})
+    rewrite(
+        log, delete=range(10, 13), insert=[forged(18, chain[17][6], "retention", None, body, now)]
+    )
+    gateway = Gateway(
+        GatewaySettings(
+            unit_id=UNIT,
+            log_path=log,
+            topics=topics,
+            signer=CheckpointSigner.from_file(keys[0]),
+            retention_days=30,
+        ),
+        url=mosquitto.url,
+        client_id=f"gw-{topics.prefix[:15]}",
+    )
+    task = asyncio.create_task(gateway.run())
+    try:
+        await wait_until(lambda: gateway.counters["log.retention_refused"] == 1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [r.seq for r in read_records(log)][:9] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [r.seq for r in read_records(log) if r.kind == "retention"] == [18]
+    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
+    assert code == 1, out
+    assert "record 13: missing: records 10-12" in out
+
+
+async def test_a_pass_with_another_key_is_refused(tmp_path: Path, keys: Keys) -> None:
+    """The log's newest seal is by the gateway's key; a pass with another key (a changed
+    audit.signing_key, or an insider's own) cannot vouch for it, so it signs nothing."""
+    log = tmp_path / "a.db"
+    now, _ = await write_signed_log(log, keys[0])
+    before = rows_of(log)
+    other = new_gateway_key(tmp_path / "other", "gw-car-12").private
+    gateway = GatewayLog(log, other, now)
+    try:
+        with pytest.raises(RetentionRefused, match="wrong_key"):
+            await gateway.prune(RetentionPass(1, now + 60 * NS_PER_DAY))
+    finally:
+        gateway.log.close()
+    assert rows_of(log) == before

@@ -414,15 +414,17 @@ class CameraAgent:
     def _worth_checking(self, command: RecordStart, item: Queued) -> bool:
         """Before the Ed25519 check of a command on a topic other gateways may write
         (this camera's own, its cell's, ``cmd/all``): queued under the issuer it names,
-        not expired, a key known, allowed and valid (refused as before if not), and its
-        issuer within its budget of checks on this lane."""
+        not expired (on a shared topic), a key known, allowed and valid (refused as before
+        if not), and its issuer within its budget of checks on this lane."""
         lane = item.lane.name.lower()
         if item.claimed_issuer and item.claimed_issuer != command.issuer:
             # Queued under one issuer's share while naming another: malformed on purpose.
             self.counters[f"intake.dropped.issuer_mismatch.{lane}"] += 1
             return False
         now = self.clock.wall_ns()
-        if now > command.expires_at_ns:
+        if now > command.expires_at_ns and item.lane is not Lane.CAMERA:
+            # A direct command is answered even expired ("command expired … ago"), within
+            # its issuer's budget; on a shared topic it is dropped unanswered.
             self.counters["intake.dropped.expired"] += 1
             return False
         problem = self.security.precheck_command(command, now)

@@ -60,7 +60,7 @@ _REJECT_ACKS_PER_S = 10.0
 _URGENT_INBOUND_MAX = 1024
 _DIRECT_INBOUND_MAX = 256  # over 16 shares, by the issuer each message names
 # A camera's own topic carries a few retries a second in service.
-_DIRECT_READS_PER_S = 4000
+_DIRECT_READS_PER_S = 2000
 _BROADCAST_INBOUND_MAX = 64
 # A kind of warning (a refusal code, a full lane) is logged at most this often.
 _WARN_EVERY_NS = 1_000_000_000

@@ -77,7 +77,8 @@ async def test_camera_away_within_expiry_still_starts(
             assert (await wait_settled([before], log, fleet, required, 20)).started == 1
 
             # The camera drops out; the broker tells everyone (its will: offline).
-            assert proxy.cut("refuse") == 2  # its two connections: commands, and cmd/all
+            # Its three connections: commands, its own topic (retries), and cmd/all.
+            assert proxy.cut("refuse") == 3
             await wait_for(lambda: not away.link.is_up, 5, "the camera's link down")
             during = sender.event("during")
             await sender.publish(during)

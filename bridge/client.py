@@ -32,7 +32,6 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.fair import FairQueue
 from bridge.urls import BrokerUrl
 
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -124,12 +123,6 @@ class LinkOptions:
     # dropped, and acknowledged so that the broker's in-flight window does not fill up
     # with messages no one will acknowledge (counted in ``MqttLink.inbound_dropped``).
     max_inbound: int = 0
-    # With ``max_inbound``: share those messages fairly between the senders their
-    # payloads claim (``inbound_claim(topic, payload)``), over ``inbound_shares`` queues
-    # served in turn, each shedding its own oldest (see ``bridge.fair``). A flood naming
-    # one sender then sheds that sender's messages, not everyone's.
-    inbound_claim: Callable[[str, bytes], str] | None = None
-    inbound_shares: int = 16
     # Filters to remove from a persistent session on the next connect (what an older
     # version of this client subscribed to and this one no longer wants).
     unsubscribe: tuple[str, ...] = ()
@@ -165,43 +158,16 @@ class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
         self.admit = admit
 
     def _put(self, item: aiomqtt.Message) -> None:
-        if self.admit is not None and not self.admit(item.topic.value, _payload_bytes(item)):
-            self.on_drop(item)
-            return
+        if self.admit is not None:
+            payload = item.payload
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            if not self.admit(item.topic.value, raw):
+                self.on_drop(item)
+                return
         queue = self._queue  # type: ignore[attr-defined]
         if self.limit > 0 and len(queue) >= self.limit:
             self.on_drop(queue.popleft())
         queue.append(item)
-
-
-class _FairInbox(asyncio.Queue[aiomqtt.Message]):
-    """A bounded inbox shared fairly between the senders messages claim to be from."""
-
-    def __init__(
-        self,
-        limit: int,
-        shares: int,
-        claim: Callable[[str, bytes], str],
-        on_drop: Callable[[aiomqtt.Message], None],
-    ) -> None:
-        super().__init__()
-        self.on_drop = on_drop
-        self._queue: FairQueue[aiomqtt.Message] = FairQueue(
-            limit, shares, lambda m: claim(m.topic.value, _payload_bytes(m))
-        )
-
-    def _put(self, item: aiomqtt.Message) -> None:
-        dropped = self._queue.put(item)
-        if dropped is not None:
-            self.on_drop(dropped)
-
-    def _get(self) -> aiomqtt.Message:
-        return self._queue.popleft()
-
-
-def _payload_bytes(message: aiomqtt.Message) -> bytes:
-    payload = message.payload
-    return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
 
 
 MessageHandler = Callable[[Inbound], None]
@@ -428,15 +394,7 @@ class MqttLink:
         bounded = opts.max_inbound > 0 or opts.admit is not None
         holder: list[aiomqtt.Client] = []
         if bounded:
-
-            def shed(message: aiomqtt.Message) -> None:
-                self._shed(holder, message)
-
-            inbox: asyncio.Queue[aiomqtt.Message] = (
-                _BoundedInbox(opts.max_inbound, shed, opts.admit)
-                if opts.inbound_claim is None
-                else _FairInbox(opts.max_inbound, opts.inbound_shares, opts.inbound_claim, shed)
-            )
+            inbox = _BoundedInbox(opts.max_inbound, lambda m: self._shed(holder, m), opts.admit)
             common["queue_type"] = lambda maxsize=0: inbox
         if self._version == aiomqtt.ProtocolVersion.V5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

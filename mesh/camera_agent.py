@@ -25,7 +25,6 @@ from mesh.camera_intake import (
     IssuerBudget,
     Lane,
     Queued,
-    claimed_issuer,
 )
 from mesh.cells import cell_of
 from mesh.clock import SYSTEM_CLOCK, Clock
@@ -62,16 +61,9 @@ _REJECT_ACKS_PER_S = 10.0
 # library's queue; past it the oldest is shed, acknowledged, and counted in the link's
 # ``inbound_dropped``). The urgent connection carries a few commands a second in service.
 _URGENT_INBOUND_MAX = 1024
-_DIRECT_INBOUND_MAX = 256  # over 16 shares, by the issuer each message names
-# A camera's own topic carries a few retries a second in service.
-_DIRECT_READS_PER_S = 2000
 _BROADCAST_INBOUND_MAX = 64
 # A kind of warning (a refusal code, a full lane) is logged at most this often.
 _WARN_EVERY_NS = 1_000_000_000
-
-
-def _claim_of_payload(_topic: str, payload: bytes) -> str:
-    return claimed_issuer(payload)
 
 
 @dataclass
@@ -131,56 +123,33 @@ class CameraAgent:
         self._handled: OrderedDict[str, dict[str, _Acted]] = OrderedDict()
         self._intake = CommandIntake(clock.mono_ns())
         self._intake_ready = asyncio.Event()
-        # One budget per lane: a flood on one topic naming an issuer spends nothing of
-        # that issuer's budget on the others. The unit topic has none (see _check_in).
-        self._issuer_budgets = {lane: IssuerBudget() for lane in (Lane.CAMERA, Lane.CELL, Lane.ALL)}
+        self._issuer_budget = IssuerBudget()
         self._warned: dict[str, tuple[int | None, int]] = {}
         self._presence_task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("mesh.camera").bind(camera=identity.camera_id)
         cid = identity.camera_id
-        # Three connections: what only this camera's unit gateway may send (its unit
-        # commands) and what the camera sends (acks, presence, will) with its cell's
-        # commands on one; its own topic, where any gateway may send retries, on another;
-        # everyone's ``cmd/all``, which any gateway credential may flood, on a third. A
-        # connection is read in order, so a flood on one cannot hold back a command on
-        # another.
-        main_id = client_id or f"tm-cam-{cid}"
+        # Two connections: everything a camera needs for its own recordings (its own,
+        # unit and cell commands, its acks, presence and will) on one; everyone's
+        # ``cmd/all``, which any gateway credential may flood, on another. A connection is
+        # read in order, so a flood on one cannot hold back a command on the other.
         self.link = MqttLink(
             url,
             LinkOptions(
-                client_id=main_id,
+                client_id=client_id or f"tm-cam-{cid}",
                 subscriptions=self._subscriptions(),
                 will=self._will(),
                 session_expiry_s=600,
                 protocol=protocol,
                 max_inbound=_URGENT_INBOUND_MAX,
-                # Its session from a version that read these on this connection.
-                unsubscribe=(topics.command_all(), topics.command_camera(cid)),
+                # Its session from a version that read cmd/all on this connection.
+                unsubscribe=(topics.command_all(),),
             ),
             logger=self._log,
-        )
-        self.direct_link = MqttLink(
-            url,
-            LinkOptions(
-                client_id=f"{main_id}-direct",
-                subscriptions=((topics.command_camera(cid), 1),),
-                session_expiry_s=600,
-                protocol="3.1.1" if protocol == "auto" else protocol,
-                max_inbound=_DIRECT_INBOUND_MAX,
-                # Shared by the issuer each message names, from the first queue on: a
-                # flood naming one gateway sheds that gateway's messages, not the others'.
-                inbound_claim=_claim_of_payload,
-                # What a flood here may cost the camera, at most: past it the flood
-                # waits at the broker (and is dropped at its per-client queue limit).
-                max_reads_per_s=_DIRECT_READS_PER_S,
-                max_reads_burst=_DIRECT_INBOUND_MAX,
-            ),
-            logger=self._log.bind(link="cmd/camera"),
         )
         self.broadcast_link = MqttLink(
             url,
             LinkOptions(
-                client_id=f"{main_id}-all",
+                client_id=f"{client_id or f'tm-cam-{cid}'}-all",
                 subscriptions=((topics.command_all(), 1),),
                 session_expiry_s=600,
                 # MQTT 5 buys nothing here, and its per-message properties cost the
@@ -199,7 +168,10 @@ class CameraAgent:
 
     def _subscriptions(self) -> tuple[tuple[str, int], ...]:
         ident = self.identity
-        subs = [(self.topics.command_unit(ident.unit_id), 1)]
+        subs = [
+            (self.topics.command_unit(ident.unit_id), 1),
+            (self.topics.command_camera(ident.camera_id), 1),
+        ]
         if self.cell is not None:
             subs.append((self.topics.command_cell(self.cell), 1))
         return tuple(subs)
@@ -210,7 +182,6 @@ class CameraAgent:
         heartbeat = asyncio.create_task(self._heartbeat())
         commands = asyncio.create_task(self._serve_commands())
         broadcast = asyncio.create_task(self.broadcast_link.run(self._on_message))
-        direct = asyncio.create_task(self.direct_link.run(self._on_message))
         try:
             await self.link.serve_until_cancelled(
                 self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
@@ -219,18 +190,10 @@ class CameraAgent:
             heartbeat.cancel()
             commands.cancel()
             broadcast.cancel()
-            direct.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await broadcast
-            with contextlib.suppress(asyncio.CancelledError):
-                await direct
             if self._presence_task is not None:
                 self._presence_task.cancel()
-
-    async def wait_up(self, timeout_s: float | None = None) -> None:
-        """Wait until every connection is up and subscribed (LinkDown after ``timeout_s``)."""
-        links = (self.link, self.direct_link, self.broadcast_link)
-        await asyncio.gather(*(link.wait_up(timeout_s) for link in links))
 
     async def _say_goodbye(self) -> None:
         await self.link.drain()
@@ -338,15 +301,7 @@ class CameraAgent:
                 reason=f"{len(message.payload)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
             )
             return
-        fair = self._intake.limits[lane].shares > 0
-        item = Queued(
-            lane,
-            parsed.kind,
-            message.topic,
-            message.payload,
-            self.clock.wall_ns(),
-            claimed_issuer(message.payload) if fair else "",
-        )
+        item = Queued(lane, parsed.kind, message.topic, message.payload, self.clock.wall_ns())
         if self._intake.put(item) is not None:
             name = lane.name.lower()
             self.counters[f"intake.dropped.{name}"] += 1
@@ -381,18 +336,7 @@ class CameraAgent:
             await asyncio.sleep(0)
 
     def _check_in(self, item: Queued) -> None:
-        """Decode; but on the unit topic, the cheap checks; then the full check and
-        decision. The unit topic is written by this camera's unit gateway alone (the
-        broker's ACL), so its commands, retries included, are never budgeted."""
-        budget = self._issuer_budgets.get(item.lane)
-        if (
-            item.claimed_issuer
-            and budget
-            and budget.spent(item.claimed_issuer, self.clock.mono_ns())
-        ):
-            # The issuer it names has no check left on this lane: not worth parsing.
-            self._drop_over_budget(item.claimed_issuer, item.lane)
-            return
+        """Decode; on a shared topic, the cheap checks; then the full check and decision."""
         try:
             try:
                 command = decode(RecordStart, item.payload, max_bytes=MAX_COMMAND_BYTES)
@@ -412,45 +356,34 @@ class CameraAgent:
                 reason=exc.reason,
             )
             return
-        if item.lane is not Lane.UNIT and not self._worth_checking(command, item):
+        if item.lane is not Lane.DIRECT and not self._worth_checking(command, item):
             return
         self.handle(
             command, direct=item.kind is TopicKind.COMMAND_CAMERA, received_ns=item.received_ns
         )
 
     def _worth_checking(self, command: RecordStart, item: Queued) -> bool:
-        """Before the Ed25519 check of a command on a topic other gateways may write
-        (this camera's own, its cell's, ``cmd/all``): queued under the issuer it names,
-        not expired (on a shared topic), a key known, allowed and valid (refused as before
-        if not), and its issuer within its budget of checks on this lane."""
-        lane = item.lane.name.lower()
-        if item.claimed_issuer and item.claimed_issuer != command.issuer:
-            # Queued under one issuer's share while naming another: malformed on purpose.
-            self.counters[f"intake.dropped.issuer_mismatch.{lane}"] += 1
-            return False
+        """Before the Ed25519 check of a shared-topic command: not expired, a key known,
+        allowed and valid (refused as before if not), and its issuer within its budget
+        of checks. A command on this camera's own or unit topic always gets the full
+        check and an answer."""
         now = self.clock.wall_ns()
-        if now > command.expires_at_ns and item.lane is not Lane.CAMERA:
-            # A direct command is answered even expired ("command expired … ago"), within
-            # its issuer's budget; on a shared topic it is dropped unanswered.
+        if now > command.expires_at_ns:
             self.counters["intake.dropped.expired"] += 1
             return False
         problem = self.security.precheck_command(command, now)
         if problem is not None:
             self._refuse(command, problem, item.received_ns)
             return False
-        if command.sig is not None and not self._issuer_budgets[item.lane].allow(
+        if command.sig is not None and not self._issuer_budget.allow(
             command.issuer, self.clock.mono_ns()
         ):
-            self._drop_over_budget(command.issuer, item.lane)
+            self.counters["intake.dropped.issuer_rate"] += 1
+            self._warn(
+                "command dropped: issuer over its rate", "issuer_rate", issuer=command.issuer
+            )
             return False
         return True
-
-    def _drop_over_budget(self, issuer: str, lane: Lane) -> None:
-        name = lane.name.lower()
-        self.counters[f"intake.dropped.issuer_rate.{name}"] += 1
-        self._warn(
-            "command dropped: issuer over its rate", f"issuer_rate.{name}", issuer=issuer, lane=name
-        )
 
     def cancel(self, cancel: RecordCancel, *, received_ns: int | None = None) -> bool:
         """A cancelled claim: removed only if the cancel comes, signed, from the gateway

@@ -1,15 +1,12 @@
 """A camera's command intake: bounded lanes, served by priority, and rate budgets.
 
-What arrives on a camera's unit topic (its unit gateway's commands) is served first,
-then its own topic (retries: any gateway may write there), then shared topics (its
-cell's, then everyone's ``cmd/all``): a flood on one topic can delay only that topic's
-traffic and the topics below it. Every lane is bounded; a full lane drops its *oldest*
-message (counted), since under a flood the oldest is the likeliest to be stale. All but
-the unit lane are also served at a bounded rate, so that under a flood the camera spends
-its time reading the connection (and reaching the unit lane) rather than decoding
-forgeries; what they cannot serve they shed. The camera's own topic is also shared
-fairly between the issuers its messages name: a flood naming one issuer fills that
-issuer's share, not the lane.
+What arrives on a camera's own topic and its unit's (retries, its unit's triggers) is
+served before what arrives on shared topics (its cell's, then everyone's ``cmd/all``):
+a flood on a shared topic can delay only that topic's traffic. Every lane is bounded;
+a full lane drops its *oldest* message (counted), since under a flood the oldest is the
+likeliest to be stale. The shared lanes are also served at a bounded rate, so that
+under a flood the camera spends its time reading the connection (and reaching the
+urgent lane) rather than decoding forgeries; what they cannot serve they shed.
 
 Pure bookkeeping (no I/O, time passed in): ``mesh.camera_agent`` does the reading and the
 checking.
@@ -17,12 +14,10 @@ checking.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import IntEnum
 
-from bridge.fair import FairQueue
 from bridge.topics import TopicKind
 
 NS = 1_000_000_000
@@ -35,15 +30,14 @@ MAX_COMMAND_BYTES = 16 * 1024
 class Lane(IntEnum):
     """Served in this order (lowest first)."""
 
-    UNIT = 0  # cmd/unit/{my unit}: only the unit's gateway (or its bridge) writes there
-    CAMERA = 1  # cmd/camera/{me}: retries, from any gateway
-    CELL = 2  # cmd/cell/{my cell}
-    ALL = 3  # cmd/all: very large circles only, rare
+    DIRECT = 0  # cmd/camera/{me} (retries) and cmd/unit/{my unit}
+    CELL = 1  # cmd/cell/{my cell}
+    ALL = 2  # cmd/all: very large circles only, rare
 
 
 LANE_OF = {
-    TopicKind.COMMAND_UNIT: Lane.UNIT,
-    TopicKind.COMMAND_CAMERA: Lane.CAMERA,
+    TopicKind.COMMAND_CAMERA: Lane.DIRECT,
+    TopicKind.COMMAND_UNIT: Lane.DIRECT,
     TopicKind.COMMAND_CELL: Lane.CELL,
     TopicKind.COMMAND_ALL: Lane.ALL,
 }
@@ -54,25 +48,20 @@ class LaneLimit:
     capacity: int  # messages waiting, at most; past it the oldest is dropped
     per_s: float | None  # served at most this many a second (None: as fast as they come)
     burst: int = 0
-    # Shared round-robin between this many queues, one per claimed issuer (hashed), each
-    # holding capacity // shares messages (0: one queue for the lane).
-    shares: int = 0
 
 
 # A camera hears a few commands a second at most in real service (one per activation
 # per topic); these limits are orders of magnitude above that, and bound the cost of a
-# flood: 256 + 256 + 256 + 64 messages of at most 16 KiB waiting, and at most 3,000
-# decoded a second off the topics other gateways may write.
+# flood: 256 + 256 + 64 messages of at most 16 KiB waiting, and at most 2,500 decoded a
+# second off the shared topics.
 LANE_LIMITS = {
-    Lane.UNIT: LaneLimit(capacity=256, per_s=None),
-    Lane.CAMERA: LaneLimit(capacity=256, per_s=500.0, burst=50, shares=16),
+    Lane.DIRECT: LaneLimit(capacity=256, per_s=None),
     Lane.CELL: LaneLimit(capacity=256, per_s=2000.0, burst=200),
     Lane.ALL: LaneLimit(capacity=64, per_s=500.0, burst=50),
 }
 
-# Signature checks a second spent on one claimed issuer's commands on one lane (a gateway
-# sends a camera a handful per activation, its retries a few more), and how many issuers
-# are tracked at once per lane.
+# Signature checks a second spent on one issuer's shared-topic commands (a gateway sends
+# a camera a handful per activation), and how many issuers are tracked at once.
 ISSUER_CHECKS_PER_S = 50.0
 ISSUER_BURST = 100
 ISSUERS_TRACKED = 256
@@ -87,18 +76,6 @@ class Queued:
     topic: str
     payload: bytes
     received_ns: int
-    claimed_issuer: str = ""  # what the payload names as its issuer, unchecked (fair lanes)
-
-
-# The first "issuer" member of a command, found without parsing it: only for sharing a
-# lane fairly, and checked against the parsed command before it counts for anything.
-_ISSUER_FIELD = re.compile(rb'"issuer"\s*:\s*"([^"\\]{1,128})"')
-
-
-def claimed_issuer(payload: bytes) -> str:
-    """The issuer a command payload names, unchecked ("" if none is found)."""
-    found = _ISSUER_FIELD.search(payload)
-    return "" if found is None else found.group(1).decode("utf-8", "replace")
 
 
 class TokenBucket:
@@ -132,46 +109,12 @@ class TokenBucket:
         return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
 
 
-class _Fifo:
-    """One bounded queue: past ``capacity``, the oldest is dropped."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._queue: deque[Queued] = deque()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def put(self, item: Queued) -> Queued | None:
-        dropped = self._queue.popleft() if len(self._queue) >= self.capacity else None
-        self._queue.append(item)
-        return dropped
-
-    def popleft(self) -> Queued:
-        return self._queue.popleft()
-
-
-def _claimed(item: Queued) -> str:
-    return item.claimed_issuer
-
-
 class CommandIntake:
     """Bounded lanes of waiting commands; ``pop`` serves the most urgent one due."""
 
-    def __init__(
-        self,
-        now_ns: int,
-        limits: dict[Lane, LaneLimit] | None = None,
-        *,
-        salt: bytes | None = None,  # for the fair lanes' shares (tests); random if None
-    ) -> None:
+    def __init__(self, now_ns: int, limits: dict[Lane, LaneLimit] | None = None) -> None:
         self.limits = dict(limits or LANE_LIMITS)
-        self._lanes: dict[Lane, _Fifo | FairQueue[Queued]] = {
-            lane: FairQueue(limit.capacity, limit.shares, _claimed, salt=salt)
-            if limit.shares > 0
-            else _Fifo(limit.capacity)
-            for lane, limit in self.limits.items()
-        }
+        self._lanes: dict[Lane, deque[Queued]] = {lane: deque() for lane in Lane}
         self._pace = {
             lane: TokenBucket(limit.per_s, limit.burst, now_ns)
             for lane, limit in self.limits.items()
@@ -188,9 +131,12 @@ class CommandIntake:
 
     def put(self, item: Queued) -> Queued | None:
         """Queue ``item``; returns the message dropped to make room, if one was."""
-        dropped = self._lanes[item.lane].put(item)
-        if dropped is not None:
+        queue = self._lanes[item.lane]
+        dropped = None
+        if len(queue) >= self.limits[item.lane].capacity:
+            dropped = queue.popleft()
             self.dropped[item.lane] += 1
+        queue.append(item)
         self.deepest = max(self.deepest, len(self))
         return dropped
 
@@ -217,11 +163,10 @@ class CommandIntake:
 
 
 class IssuerBudget:
-    """Signature checks a second per claimed issuer, on one lane. The issuer is not yet
-    proven (that is what the check is for), so this only spreads the cost: a flood naming
-    one issuer cannot use more than its share, and past it that issuer's commands on that
-    lane are dropped unchecked (on the other lanes it has budgets of its own, and its
-    unit-topic commands are never budgeted)."""
+    """Signature checks a second per claimed issuer, on shared topics. The issuer is not
+    yet proven (that is what the check is for), so this only spreads the cost: a flood
+    naming one issuer cannot use more than its share, and past it that issuer's shared-
+    topic commands are dropped unchecked (its unit-topic and direct ones never are)."""
 
     def __init__(
         self,
@@ -241,8 +186,3 @@ class IssuerBudget:
         else:
             self._buckets.move_to_end(issuer)
         return bucket.take(now_ns)
-
-    def spent(self, issuer: str, now_ns: int) -> bool:
-        """True if ``issuer`` has no check left now (its commands need not be parsed)."""
-        bucket = self._buckets.get(issuer)
-        return bucket is not None and not bucket.ready(now_ns)

@@ -90,4 +90,4 @@ def build_agents(
 
 
 async def wait_all_up(agents: Sequence[CameraAgent], timeout_s: float = 30.0) -> None:
-    await asyncio.gather(*(agent.wait_up(timeout_s) for agent in agents))
+    await asyncio.gather(*(agent.link.wait_up(timeout_s) for agent in agents))

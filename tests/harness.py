@@ -101,7 +101,7 @@ class Mesh:
     async def start_camera(self, agent: CameraAgent) -> None:
         self.agents[agent.identity.camera_id] = agent
         self.tasks.append(asyncio.create_task(agent.run()))
-        await agent.wait_up(10)
+        await agent.link.wait_up(10)
         await wait_until(lambda: self.gateway.presence.get(agent.identity.camera_id) is not None)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bridge.topics import TopicKind
 from mesh.camera_intake import (
-    LANE_LIMITS,
     NS,
     CommandIntake,
     IssuerBudget,
@@ -12,7 +11,6 @@ from mesh.camera_intake import (
     LaneLimit,
     Queued,
     TokenBucket,
-    claimed_issuer,
 )
 
 T0 = 1_000 * NS
@@ -20,8 +18,7 @@ T0 = 1_000 * NS
 
 def item(lane: Lane, n: int) -> Queued:
     kind = {
-        Lane.UNIT: TopicKind.COMMAND_UNIT,
-        Lane.CAMERA: TopicKind.COMMAND_CAMERA,
+        Lane.DIRECT: TopicKind.COMMAND_UNIT,
         Lane.CELL: TopicKind.COMMAND_CELL,
         Lane.ALL: TopicKind.COMMAND_ALL,
     }[lane]
@@ -33,12 +30,10 @@ def test_the_most_urgent_lane_is_served_first_oldest_first() -> None:
     for n in range(3):
         intake.put(item(Lane.ALL, n))
         intake.put(item(Lane.CELL, n))
-    intake.put(item(Lane.CAMERA, 0))
-    intake.put(item(Lane.UNIT, 0))
-    served = [intake.pop(T0) for _ in range(8)]
+    intake.put(item(Lane.DIRECT, 0))
+    served = [intake.pop(T0) for _ in range(7)]
     assert [(q.lane, q.payload) for q in served if q is not None] == [
-        (Lane.UNIT, b"0"),
-        (Lane.CAMERA, b"0"),
+        (Lane.DIRECT, b"0"),
         (Lane.CELL, b"0"),
         (Lane.CELL, b"1"),
         (Lane.CELL, b"2"),
@@ -52,24 +47,22 @@ def test_the_most_urgent_lane_is_served_first_oldest_first() -> None:
 
 def test_a_full_lane_sheds_its_oldest_and_no_other_lanes() -> None:
     limits = {
-        Lane.UNIT: LaneLimit(2, None),
-        Lane.CAMERA: LaneLimit(2, None),
+        Lane.DIRECT: LaneLimit(2, None),
         Lane.CELL: LaneLimit(2, None),
         Lane.ALL: LaneLimit(2, None),
     }
     intake = CommandIntake(T0, limits)
-    intake.put(item(Lane.UNIT, 0))
+    intake.put(item(Lane.DIRECT, 0))
     dropped = [intake.put(item(Lane.ALL, n)) for n in range(5)]
     assert [d.payload for d in dropped if d is not None] == [b"0", b"1", b"2"]
-    assert intake.dropped == {Lane.UNIT: 0, Lane.CAMERA: 0, Lane.CELL: 0, Lane.ALL: 3}
+    assert intake.dropped == {Lane.DIRECT: 0, Lane.CELL: 0, Lane.ALL: 3}
     assert len(intake) == intake.deepest == 3
     assert [intake.pop(T0).payload for _ in range(3)] == [b"0", b"3", b"4"]  # type: ignore[union-attr]
 
 
 def test_a_paced_lane_waits_and_the_urgent_lane_does_not() -> None:
     limits = {
-        Lane.UNIT: LaneLimit(10, None),
-        Lane.CAMERA: LaneLimit(10, None),
+        Lane.DIRECT: LaneLimit(10, None),
         Lane.CELL: LaneLimit(10, None),
         Lane.ALL: LaneLimit(10, per_s=10.0, burst=1),
     }
@@ -79,11 +72,11 @@ def test_a_paced_lane_waits_and_the_urgent_lane_does_not() -> None:
     assert intake.pop(T0) is not None
     assert intake.pop(T0) is None  # the lane's token is spent
     assert intake.wait_s(T0) == 0.1
-    intake.put(item(Lane.UNIT, 9))
+    intake.put(item(Lane.DIRECT, 9))
     assert intake.wait_s(T0) == 0.0
     urgent = intake.pop(T0)
     assert urgent is not None
-    assert urgent.lane is Lane.UNIT
+    assert urgent.lane is Lane.DIRECT
     assert intake.pop(T0 + NS // 10) is not None  # a tenth of a second later
 
 
@@ -101,30 +94,3 @@ def test_issuer_budget_is_per_issuer_and_bounded() -> None:
     assert budget.allow("gw-car-12", T0)  # another issuer's budget is its own
     budget.allow("gw-car-4", T0)  # a third: the least recently seen is forgotten
     assert len(budget._buckets) == 2
-
-
-def camera_item(issuer: str, n: int) -> Queued:
-    payload = f'{{"type":"record_start","issuer":"{issuer}","n":{n}}}'.encode()
-    return Queued(
-        Lane.CAMERA, TopicKind.COMMAND_CAMERA, "t/c", payload, T0, claimed_issuer(payload)
-    )
-
-
-def test_the_camera_lane_is_shared_between_claimed_issuers() -> None:
-    """A flood naming gw-car-7 on cmd/camera/<me> fills gw-car-7's share of the lane:
-    gw-car-12's retry, arriving after a thousand of them, is neither shed nor served last."""
-    intake = CommandIntake(T0, salt=b"fixed")  # under which the two have shares apart
-    for n in range(1000):
-        intake.put(camera_item("gw-car-7", n))
-    intake.put(camera_item("gw-car-12", 0))
-    share = LANE_LIMITS[Lane.CAMERA].capacity // LANE_LIMITS[Lane.CAMERA].shares
-    assert len(intake) == share + 1
-    assert intake.dropped[Lane.CAMERA] == 1000 - share
-    served = [intake.pop(T0) for _ in range(2)]
-    assert [q.claimed_issuer for q in served if q is not None] == ["gw-car-7", "gw-car-12"]
-
-
-def test_the_claimed_issuer_is_read_without_parsing() -> None:
-    assert claimed_issuer(b'{"v":1, "issuer" : "gw-car-12", "x":{}}') == "gw-car-12"
-    assert claimed_issuer(b'{"issuer":"a\\"b"}') == ""  # escapes: no claim, one share
-    assert claimed_issuer(b"not json") == ""

@@ -130,6 +130,10 @@ class LinkOptions:
     # what it refuses is dropped and acknowledged (counted in ``MqttLink.inbound_dropped``),
     # so a flood does not wait in the queue ahead of what the filter lets through.
     admit: Callable[[str, bytes], bool] | None = None
+    # Take each message (topic, payload) as it is read, instead of queueing it for the
+    # handler, and acknowledge it at once: for a handler that only sorts messages into
+    # bounded queues of its own, where a flood is shed by rules the link does not know.
+    take: Callable[[str, bytes], None] | None = None
     # Read at most this many packets a second from the socket (0: no limit): past it the
     # link stops reading for a moment, and a flood waits in TCP and the broker (which
     # drops it at its own per-client limits) instead of costing this process CPU.
@@ -151,23 +155,38 @@ class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
         limit: int,
         on_drop: Callable[[aiomqtt.Message], None],
         admit: Callable[[str, bytes], bool] | None = None,
+        take: tuple[Callable[[str, bytes], None], Callable[[aiomqtt.Message], None]] | None = None,
     ) -> None:
         super().__init__()
         self.limit = limit
         self.on_drop = on_drop
         self.admit = admit
+        self.take = take  # (the taker, the acknowledgement)
 
     def _put(self, item: aiomqtt.Message) -> None:
-        if self.admit is not None:
-            payload = item.payload
-            raw = payload if isinstance(payload, bytes) else str(payload).encode()
-            if not self.admit(item.topic.value, raw):
-                self.on_drop(item)
-                return
+        if self.take is not None:
+            taker, ack = self.take
+            taker(item.topic.value, _raw(item))
+            ack(item)
+            return
+        if self.admit is not None and not self.admit(item.topic.value, _raw(item)):
+            self.on_drop(item)
+            return
         queue = self._queue  # type: ignore[attr-defined]
         if self.limit > 0 and len(queue) >= self.limit:
             self.on_drop(queue.popleft())
         queue.append(item)
+
+
+def _raw(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    return payload if isinstance(payload, bytes) else str(payload).encode()
+
+
+def _ack(holder: list[aiomqtt.Client], message: aiomqtt.Message) -> None:
+    if holder and message.qos > 0:
+        with contextlib.suppress(Exception):
+            holder[0]._client.ack(message.mid, message.qos)
 
 
 MessageHandler = Callable[[Inbound], None]
@@ -391,10 +410,13 @@ class MqttLink:
             "tls_context": self.url.tls_context(),
             "socket_options": (NODELAY,),
         }
-        bounded = opts.max_inbound > 0 or opts.admit is not None
+        bounded = opts.max_inbound > 0 or opts.admit is not None or opts.take is not None
         holder: list[aiomqtt.Client] = []
         if bounded:
-            inbox = _BoundedInbox(opts.max_inbound, lambda m: self._shed(holder, m), opts.admit)
+            take = None if opts.take is None else (opts.take, lambda m: _ack(holder, m))
+            inbox = _BoundedInbox(
+                opts.max_inbound, lambda m: self._shed(holder, m), opts.admit, take
+            )
             common["queue_type"] = lambda maxsize=0: inbox
         if self._version == aiomqtt.ProtocolVersion.V5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -428,9 +450,7 @@ class MqttLink:
         """A message dropped unread by the bounded inbox (over its limit, or refused by
         its filter): acknowledged all the same."""
         self.inbound_dropped += 1
-        if holder and message.qos > 0:
-            with contextlib.suppress(Exception):
-                holder[0]._client.ack(message.mid, message.qos)
+        _ack(holder, message)
 
     # --- publishing -----------------------------------------------------------------
     async def publish(

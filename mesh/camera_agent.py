@@ -21,10 +21,12 @@ from mesh.camera_decision import Action, Binding, CameraView, cancel_refusal, de
 from mesh.camera_intake import (
     LANE_OF,
     MAX_COMMAND_BYTES,
+    UNKNOWN_ISSUER,
     CommandIntake,
     IssuerBudget,
     Lane,
     Queued,
+    claimed_issuer,
 )
 from mesh.cells import cell_of
 from mesh.clock import SYSTEM_CLOCK, Clock
@@ -42,7 +44,7 @@ from mesh.models import (
 )
 from mesh.recorder import SimulatedRecorder
 from mesh.security import CommandProblem, ReplayGuard, Security
-from mesh.trust import Rejection
+from mesh.trust import KeyRole, Rejection
 
 # Remember this many recent activations, so a repeated command is recognised.
 _HANDLED_MAX = 4096
@@ -124,32 +126,49 @@ class CameraAgent:
         self._intake = CommandIntake(clock.mono_ns())
         self._intake_ready = asyncio.Event()
         self._issuer_budget = IssuerBudget()
+        # Own-topic messages admitted per claimed issuer, as they are read.
+        self._own_budget = IssuerBudget()
         self._warned: dict[str, tuple[int | None, int]] = {}
         self._presence_task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("mesh.camera").bind(camera=identity.camera_id)
         cid = identity.camera_id
-        # Two connections: everything a camera needs for its own recordings (its own,
-        # unit and cell commands, its acks, presence and will) on one; everyone's
-        # ``cmd/all``, which any gateway credential may flood, on another. A connection is
-        # read in order, so a flood on one cannot hold back a command on the other.
+        # Three connections: its unit's and cell's commands, its acks, presence and will
+        # on the main one; its own topic, which any gateway credential may write (for
+        # retries), on a second; everyone's ``cmd/all`` on a third. A connection is read
+        # in order and the broker queues each client's messages apart, so a flood on one
+        # cannot hold back a command on another.
+        base_id = client_id or f"tm-cam-{cid}"
         self.link = MqttLink(
             url,
             LinkOptions(
-                client_id=client_id or f"tm-cam-{cid}",
+                client_id=base_id,
                 subscriptions=self._subscriptions(),
                 will=self._will(),
                 session_expiry_s=600,
                 protocol=protocol,
                 max_inbound=_URGENT_INBOUND_MAX,
-                # Its session from a version that read cmd/all on this connection.
-                unsubscribe=(topics.command_all(),),
+                # Its session from versions that read these on this connection.
+                unsubscribe=(topics.command_all(), topics.command_camera(cid)),
             ),
             logger=self._log,
+        )
+        self.own_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{base_id}-own",
+                subscriptions=((topics.command_camera(cid), 1),),
+                session_expiry_s=600,
+                protocol="3.1.1" if protocol == "auto" else protocol,
+                # Sorted into the fair lane as each message is read: a flood in one
+                # issuer's name never waits in a queue ahead of another issuer's retry.
+                take=self._take_own,
+            ),
+            logger=self._log.bind(link="own"),
         )
         self.broadcast_link = MqttLink(
             url,
             LinkOptions(
-                client_id=f"{client_id or f'tm-cam-{cid}'}-all",
+                client_id=f"{base_id}-all",
                 subscriptions=((topics.command_all(), 1),),
                 session_expiry_s=600,
                 # MQTT 5 buys nothing here, and its per-message properties cost the
@@ -168,10 +187,7 @@ class CameraAgent:
 
     def _subscriptions(self) -> tuple[tuple[str, int], ...]:
         ident = self.identity
-        subs = [
-            (self.topics.command_unit(ident.unit_id), 1),
-            (self.topics.command_camera(ident.camera_id), 1),
-        ]
+        subs = [(self.topics.command_unit(ident.unit_id), 1)]
         if self.cell is not None:
             subs.append((self.topics.command_cell(self.cell), 1))
         return tuple(subs)
@@ -182,6 +198,7 @@ class CameraAgent:
         heartbeat = asyncio.create_task(self._heartbeat())
         commands = asyncio.create_task(self._serve_commands())
         broadcast = asyncio.create_task(self.broadcast_link.run(self._on_message))
+        own = asyncio.create_task(self.own_link.run(self._on_message))
         try:
             await self.link.serve_until_cancelled(
                 self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
@@ -190,8 +207,11 @@ class CameraAgent:
             heartbeat.cancel()
             commands.cancel()
             broadcast.cancel()
+            own.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await broadcast
+            with contextlib.suppress(asyncio.CancelledError):
+                await own
             if self._presence_task is not None:
                 self._presence_task.cancel()
 
@@ -301,12 +321,42 @@ class CameraAgent:
                 reason=f"{len(message.payload)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
             )
             return
-        item = Queued(lane, parsed.kind, message.topic, message.payload, self.clock.wall_ns())
-        if self._intake.put(item) is not None:
-            name = lane.name.lower()
-            self.counters[f"intake.dropped.{name}"] += 1
+        self._queue(Queued(lane, parsed.kind, message.topic, message.payload, self.clock.wall_ns()))
+
+    def _queue(self, item: Queued) -> None:
+        dropped = self._intake.put(item)
+        if dropped:
+            name = item.lane.name.lower()
+            self.counters[f"intake.dropped.{name}"] += dropped
             self._warn("command dropped: lane full, oldest shed", f"full.{name}", lane=name)
         self._intake_ready.set()
+
+    def _take_own(self, topic: str, payload: bytes) -> None:
+        """A message on this camera's own topic, as it is read: too big, or over its
+        claimed issuer's budget, dropped at once; else queued under that issuer in the
+        fair lane. An issuer the camera has no key for counts as one unknown issuer, so
+        made-up names cannot buy fresh budgets."""
+        if len(payload) > MAX_COMMAND_BYTES:
+            self._on_message(Inbound(topic, payload, retain=False))
+            return
+        issuer = claimed_issuer(payload)
+        key = issuer if issuer is not None and self._may_issue(issuer) else UNKNOWN_ISSUER
+        if not self._own_budget.allow(key, self.clock.mono_ns()):
+            self.counters["intake.dropped.own_issuer_rate"] += 1
+            self._warn("command dropped: issuer over its rate", "own_issuer_rate", issuer=key)
+            return
+        received = self.clock.wall_ns()
+        self._queue(Queued(Lane.OWN, TopicKind.COMMAND_CAMERA, topic, payload, received, key))
+
+    def _may_issue(self, issuer: str) -> bool:
+        """Whether ``issuer`` has a key this camera trusts for commands (any name does in
+        an unsigned fleet)."""
+        trust = self.security.trust
+        if trust is None:
+            return True
+        return trust.has_subject(KeyRole.GATEWAY, issuer) or trust.has_subject(
+            KeyRole.DISPATCH, issuer
+        )
 
     @property
     def intake_depth(self) -> int:
@@ -356,7 +406,7 @@ class CameraAgent:
                 reason=exc.reason,
             )
             return
-        if item.lane is not Lane.DIRECT and not self._worth_checking(command, item):
+        if item.lane > Lane.OWN and not self._worth_checking(command, item):
             return
         self.handle(
             command, direct=item.kind is TopicKind.COMMAND_CAMERA, received_ns=item.received_ns

@@ -108,6 +108,9 @@ class TrustStore:
     def __init__(self, keys: Iterable[TrustedKey] = ()) -> None:
         self.keys: dict[str, TrustedKey] = {}
         self._public: dict[str, Ed25519PublicKey] = {}
+        # Every (role, subject) with a key, for a look-up per message (a camera checks
+        # each own-topic message's claimed issuer as it is read).
+        self._subjects: set[tuple[KeyRole, str]] = set()
         for key in keys:
             self._put(key)
 
@@ -158,6 +161,7 @@ class TrustStore:
         if old.public_key != key.public_key:
             raise ValueError(f"key {key.key_id}: the public key cannot change")
         self.keys[key.key_id] = key
+        self._subjects.add((key.role, key.subject))
 
     def rotate(self, new: TrustedKey, *, now: datetime, overlap: timedelta) -> list[TrustedKey]:
         """Add ``new`` and retire the other keys of its role and subject at ``now +
@@ -184,6 +188,10 @@ class TrustStore:
     def find(self, role: KeyRole, subject: str) -> list[TrustedKey]:
         return [k for k in self.keys.values() if k.role is role and k.subject == subject]
 
+    def has_subject(self, role: KeyRole, subject: str) -> bool:
+        """Whether any key (valid or not) is held for ``subject`` in ``role``."""
+        return (role, subject) in self._subjects
+
     def _put(self, key: TrustedKey) -> None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -196,6 +204,7 @@ class TrustStore:
             )
         self.keys[key.key_id] = key
         self._public[key.key_id] = public
+        self._subjects.add((key.role, key.subject))
 
     # --- checking -----------------------------------------------------------------------
     def check(

@@ -6,7 +6,10 @@ from an unbounded queue, and a genuine weapon draw sent meanwhile was handled 47
 expired. Here a separate process floods ``cmd/all`` of a real mosquitto with tens of
 thousands of such commands while genuine signed commands go to the camera's cell and unit
 topics, and the time from publishing a genuine command to the camera starting is compared
-with the same measured unloaded, in the same test.
+with the same measured unloaded, in the same test. The same is done with the flood on the
+camera's own topic ``cmd/camera/<id>`` (which any gateway credential may write, for
+retries: review finding F3), while genuine commands go to its unit topic: before the
+defence they shared a lane with the flood and were shed.
 
 The comparison allows p99 under flood ≤ 2 × p99 unloaded + 25 ms. The slack is for the
 test bench, not the camera: the camera, the broker forwarding the flood, the flood's
@@ -27,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.client import Inbound, LinkOptions, MqttLink
@@ -93,12 +97,13 @@ class Genuine:
             expires_at_ns=now + int(TTL_S * NS),
         )
 
-    async def measure(self, recorder: TimedRecorder, cell: str) -> tuple[list[float], float]:
-        """``SAMPLES`` commands, one every ``SPACING_S``, alternately on the camera's cell
-        topic and its unit topic, whether or not the last one has started yet; then the
-        ms from just before each was published to the camera starting for it (inf if it
-        had not by the command's expiry), and the seconds the sending took."""
-        topics = (self.topics.command_cell(cell), self.topics.command_unit(UNIT))
+    async def measure(
+        self, recorder: TimedRecorder, topics: tuple[str, str]
+    ) -> tuple[list[float], float]:
+        """``SAMPLES`` commands, one every ``SPACING_S``, alternately on the two topics,
+        whether or not the last one has started yet; then the ms from just before each
+        was published to the camera starting for it (inf if it had not by the command's
+        expiry), and the seconds the sending took."""
         sent: dict[str, int] = {}
         began = time.monotonic()
         for i in range(SAMPLES):
@@ -131,7 +136,7 @@ class TimedRecorder(SimulatedRecorder):
 
 def flood_seen(camera: CameraAgent) -> int:
     """Flood commands the camera has read and dealt with (refused or shed), so far."""
-    shed_unread = getattr(camera, "broadcast_link", camera.link).inbound_dropped
+    shed_unread = sum(link.inbound_dropped for link in links_of(camera))
     return shed_unread + sum(
         n
         for name, n in camera.counters.items()
@@ -139,8 +144,15 @@ def flood_seen(camera: CameraAgent) -> int:
     )
 
 
-async def test_a_command_flood_on_cmd_all_does_not_delay_a_genuine_command(
-    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+def links_of(camera: CameraAgent) -> list[MqttLink]:
+    """The camera's connections (one, on a camera from before the defence)."""
+    names = ("link", "broadcast_link", "own_link")
+    return list({id(link): link for n in names if (link := getattr(camera, n, None))}.values())
+
+
+@pytest.mark.parametrize("flooded", ["cmd/all", "own topic"])
+async def test_a_command_flood_does_not_delay_a_genuine_command(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path, flooded: str
 ) -> None:
     gateway, flooder = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     camera_key = Ed25519PrivateKey.generate()
@@ -172,12 +184,22 @@ async def test_a_command_flood_on_cmd_all_does_not_delay_a_genuine_command(
     flood: subprocess.Popen[bytes] | None = None
     lines = flood_file(tmp_path / "flood.txt", FLOOD_COUNT, FLOODER, flooder_entry.key_id)
     try:
-        await camera.link.wait_up(10)
+        for link in links_of(camera):
+            await link.wait_up(10)
         await driver.wait_up(10)
         cell = camera.cell
         assert cell is not None
         genuine = Genuine(gateway, driver, topics)
-        unloaded, _ = await genuine.measure(recorder, cell)
+        if flooded == "cmd/all":
+            flood_topic = topics.command_all()
+            sent_to = (topics.command_cell(cell), topics.command_unit(UNIT))
+        else:
+            # Retries on the flooded topic itself wait in the broker's queue for that
+            # connection behind the flood (docs/security.md); what must not wait is
+            # everything else, here the unit's commands.
+            flood_topic = topics.command_camera("bwc-12a")
+            sent_to = (topics.command_unit(UNIT), topics.command_unit(UNIT))
+        unloaded, _ = await genuine.measure(recorder, sent_to)
 
         deepest = {"intake": 0, "link": 0}
 
@@ -185,18 +207,17 @@ async def test_a_command_flood_on_cmd_all_does_not_delay_a_genuine_command(
             while True:
                 depth = getattr(camera, "intake_depth", 0)
                 deepest["intake"] = max(deepest["intake"], depth)
-                links = (camera.link, getattr(camera, "broadcast_link", camera.link))
-                backlog = sum(link.inbound_backlog for link in links)
+                backlog = sum(link.inbound_backlog for link in links_of(camera))
                 deepest["link"] = max(deepest["link"], backlog)
                 await asyncio.sleep(0.005)
 
         sampler = asyncio.create_task(sample())
         tasks.append(sampler)
-        flood = start_flood(mosquitto.url, topics.command_all(), lines)
+        flood = start_flood(mosquitto.url, flood_topic, lines)
         flood_began = time.monotonic()
         await wait_until(lambda: flood_seen(camera) >= 2000, timeout_s=60)
         seen_before = flood_seen(camera)
-        loaded, measured_s = await genuine.measure(recorder, cell)
+        loaded, measured_s = await genuine.measure(recorder, sent_to)
         seen_during = flood_seen(camera) - seen_before
         flood_running = flood.poll() is None
         _, errors = flood.communicate(timeout=120)
@@ -215,8 +236,8 @@ async def test_a_command_flood_on_cmd_all_does_not_delay_a_genuine_command(
         # The measurement was under flood: it was arriving the whole time.
         assert flood_running, figures
         assert seen_during >= 1000, figures
-        # Bounded: the lanes hold at most 256 + 256 + 64, and the link kept up.
-        assert deepest["intake"] <= 576, figures
+        # Bounded: the lanes hold at most 256 + 256 + 256 + 64, and the links kept up.
+        assert deepest["intake"] <= 832, figures
         assert deepest["link"] <= 1000, figures
     finally:
         if flood is not None and flood.poll() is None:

@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
-from bridge.topics import TopicKind
+import json
+from collections import Counter
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bridge.topics import TopicKind, Topics
+from bridge.urls import BrokerUrl
+from mesh.camera_agent import CameraAgent, CameraIdentity
 from mesh.camera_intake import (
+    ISSUER_BURST,
     NS,
+    UNKNOWN_ISSUER,
     CommandIntake,
+    FairQueue,
     IssuerBudget,
     Lane,
     LaneLimit,
     Queued,
     TokenBucket,
+    claimed_issuer,
 )
+from mesh.models import CameraRole
+from mesh.security import Security
+from mesh.trust import KeyRole, TrustStore, trusted_key
 
 T0 = 1_000 * NS
 
 
-def item(lane: Lane, n: int) -> Queued:
+def item(lane: Lane, n: int, issuer: str = "") -> Queued:
     kind = {
-        Lane.DIRECT: TopicKind.COMMAND_UNIT,
+        Lane.UNIT: TopicKind.COMMAND_UNIT,
+        Lane.OWN: TopicKind.COMMAND_CAMERA,
         Lane.CELL: TopicKind.COMMAND_CELL,
         Lane.ALL: TopicKind.COMMAND_ALL,
     }[lane]
-    return Queued(lane, kind, f"t/{lane.name}", str(n).encode(), T0)
+    return Queued(lane, kind, f"t/{lane.name}", str(n).encode(), T0, issuer)
 
 
 def test_the_most_urgent_lane_is_served_first_oldest_first() -> None:
@@ -30,10 +45,12 @@ def test_the_most_urgent_lane_is_served_first_oldest_first() -> None:
     for n in range(3):
         intake.put(item(Lane.ALL, n))
         intake.put(item(Lane.CELL, n))
-    intake.put(item(Lane.DIRECT, 0))
-    served = [intake.pop(T0) for _ in range(7)]
+    intake.put(item(Lane.OWN, 0, "gw-car-7"))
+    intake.put(item(Lane.UNIT, 0))
+    served = [intake.pop(T0) for _ in range(8)]
     assert [(q.lane, q.payload) for q in served if q is not None] == [
-        (Lane.DIRECT, b"0"),
+        (Lane.UNIT, b"0"),
+        (Lane.OWN, b"0"),
         (Lane.CELL, b"0"),
         (Lane.CELL, b"1"),
         (Lane.CELL, b"2"),
@@ -46,37 +63,30 @@ def test_the_most_urgent_lane_is_served_first_oldest_first() -> None:
 
 
 def test_a_full_lane_sheds_its_oldest_and_no_other_lanes() -> None:
-    limits = {
-        Lane.DIRECT: LaneLimit(2, None),
-        Lane.CELL: LaneLimit(2, None),
-        Lane.ALL: LaneLimit(2, None),
-    }
+    limits = {lane: LaneLimit(2, None) for lane in Lane}
     intake = CommandIntake(T0, limits)
-    intake.put(item(Lane.DIRECT, 0))
+    intake.put(item(Lane.UNIT, 0))
     dropped = [intake.put(item(Lane.ALL, n)) for n in range(5)]
-    assert [d.payload for d in dropped if d is not None] == [b"0", b"1", b"2"]
-    assert intake.dropped == {Lane.DIRECT: 0, Lane.CELL: 0, Lane.ALL: 3}
+    assert dropped == [0, 0, 1, 1, 1]
+    assert intake.dropped == {Lane.UNIT: 0, Lane.OWN: 0, Lane.CELL: 0, Lane.ALL: 3}
     assert len(intake) == intake.deepest == 3
     assert [intake.pop(T0).payload for _ in range(3)] == [b"0", b"3", b"4"]  # type: ignore[union-attr]
 
 
 def test_a_paced_lane_waits_and_the_urgent_lane_does_not() -> None:
-    limits = {
-        Lane.DIRECT: LaneLimit(10, None),
-        Lane.CELL: LaneLimit(10, None),
-        Lane.ALL: LaneLimit(10, per_s=10.0, burst=1),
-    }
+    limits = {lane: LaneLimit(10, None) for lane in Lane}
+    limits[Lane.ALL] = LaneLimit(10, per_s=10.0, burst=1)
     intake = CommandIntake(T0, limits)
     for n in range(3):
         intake.put(item(Lane.ALL, n))
     assert intake.pop(T0) is not None
     assert intake.pop(T0) is None  # the lane's token is spent
     assert intake.wait_s(T0) == 0.1
-    intake.put(item(Lane.DIRECT, 9))
+    intake.put(item(Lane.UNIT, 9))
     assert intake.wait_s(T0) == 0.0
     urgent = intake.pop(T0)
     assert urgent is not None
-    assert urgent.lane is Lane.DIRECT
+    assert urgent.lane is Lane.UNIT
     assert intake.pop(T0 + NS // 10) is not None  # a tenth of a second later
 
 
@@ -94,3 +104,65 @@ def test_issuer_budget_is_per_issuer_and_bounded() -> None:
     assert budget.allow("gw-car-12", T0)  # another issuer's budget is its own
     budget.allow("gw-car-4", T0)  # a third: the least recently seen is forgotten
     assert len(budget._buckets) == 2
+
+
+def test_the_own_topic_lane_serves_claimed_issuers_in_turn() -> None:
+    """A flood in one gateway's name fills only that name's queue (shedding its own
+    oldest); another gateway's retry waits behind at most one of the flood's."""
+    limits = {lane: LaneLimit(8, None) for lane in Lane}
+    limits[Lane.OWN] = LaneLimit(capacity=8, per_s=None, per_issuer=4)
+    intake = CommandIntake(T0, limits)
+    dropped = sum(intake.put(item(Lane.OWN, n, "gw-car-7")) for n in range(100))
+    assert dropped == 96
+    intake.put(item(Lane.OWN, 1000, "gw-car-12"))
+    served = [intake.pop(T0) for _ in range(5)]
+    assert [(q.claimed_issuer, q.payload) for q in served if q is not None] == [
+        ("gw-car-7", b"96"),
+        ("gw-car-12", b"1000"),
+        ("gw-car-7", b"97"),
+        ("gw-car-7", b"98"),
+        ("gw-car-7", b"99"),
+    ]
+    assert len(intake) == 0
+
+
+def test_a_new_issuer_in_a_full_fair_lane_sheds_the_longest_queue() -> None:
+    """Names enough to fill every slot cannot keep a new issuer out."""
+    queue = FairQueue(per_key=4, max_keys=2)
+    for n in range(4):
+        queue.put("flood-a", item(Lane.OWN, n, "flood-a"))
+    queue.put("flood-b", item(Lane.OWN, 0, "flood-b"))
+    assert queue.put("gw-car-12", item(Lane.OWN, 9, "gw-car-12")) == 4  # flood-a's, whole
+    assert len(queue) == 2
+    assert {q.claimed_issuer for q in (queue.pop(), queue.pop()) if q} == {"flood-b", "gw-car-12"}
+    assert queue.pop() is None
+
+
+def test_claimed_issuer_reads_only_a_string_issuer_of_an_object() -> None:
+    assert claimed_issuer(b'{"issuer": "gw-car-7", "sig": 1}') == "gw-car-7"
+    for junk in (b"", b"\xff", b"[]", b'"gw"', b'{"issuer": 7}', b"{", b"null"):
+        assert claimed_issuer(junk) is None
+
+
+def test_made_up_issuer_names_share_one_budget_on_the_own_topic() -> None:
+    """A flood on a camera's own topic under a fresh issuer name per message must not buy
+    a fresh budget per name: names without a trusted key all count as one issuer, while
+    a trusted gateway's retries keep a budget of their own."""
+    gateway = Ed25519PrivateKey.generate()
+    trust = TrustStore([trusted_key(gateway.public_key(), KeyRole.GATEWAY, "gw-car-12")])
+    topics = Topics("t/mesh/v1")
+    camera = CameraAgent(
+        CameraIdentity("bwc-12a", "car-12", CameraRole.BODY),
+        url=BrokerUrl.parse("mqtt://127.0.0.1:1"),
+        topics=topics,
+        position=None,
+        security=Security(trust=trust),
+    )
+    own = topics.command_camera("bwc-12a")
+    for n in range(1000):
+        camera._take_own(own, json.dumps({"issuer": f"gw-made-up-{n}"}).encode())
+    camera._take_own(own, json.dumps({"issuer": "gw-car-12"}).encode())
+    admitted = [camera._intake.pop(T0 * 10) for _ in range(ISSUER_BURST + 10)]
+    claimed = Counter(q.claimed_issuer for q in admitted if q is not None)
+    assert claimed == {UNKNOWN_ISSUER: 8, "gw-car-12": 1}  # 8: the lane's per-issuer queue
+    assert camera.counters["intake.dropped.own_issuer_rate"] == 1000 - ISSUER_BURST

@@ -77,7 +77,7 @@ async def test_camera_away_within_expiry_still_starts(
             assert (await wait_settled([before], log, fleet, required, 20)).started == 1
 
             # The camera drops out; the broker tells everyone (its will: offline).
-            assert proxy.cut("refuse") == 2  # its two connections: commands, and cmd/all
+            assert proxy.cut("refuse") == 3  # its connections: unit and cell, own topic, cmd/all
             await wait_for(lambda: not away.link.is_up, 5, "the camera's link down")
             during = sender.event("during")
             await sender.publish(during)

@@ -30,14 +30,14 @@ from typing import Any
 from bleak import BleakScanner
 from bleak.backends.scanner import AdvertisementData
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.embedded import EmbeddedBroker
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import EmbeddedBroker
 from bridge.topics import Topics
-from mesh import logs
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.models import GeoPoint
-from mesh.policy import Policy
-from mesh.stats import percentile
+from mesh.decide.policy import Policy
+from mesh.decide.stats import percentile
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.ops import logs
+from mesh.protocol.models import GeoPoint
 from triggers.ble.adparse import to_advertisement_data
 from triggers.ble.bumble_backend import BumbleScanner
 from triggers.ble.decoders import Observation, sensor_decoder

@@ -53,7 +53,7 @@ from typing import Any
 import can
 import cantools
 
-from mesh import logs
+from mesh.ops import logs
 from triggers.can.engine import RuleEngine
 from triggers.can.rules import RuleConfig, RulesFile, load_rules
 from triggers.can.simulator import Background, MessagePlan, Scenario, Step, VehicleSimulator, play

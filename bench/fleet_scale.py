@@ -66,13 +66,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.client import Inbound as LinkInbound
-from bridge.client import LinkOptions, MqttLink
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.client import Inbound as LinkInbound
+from bridge.mqtt.client import LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto, free_port
 from bridge.topics import Topics
-from mesh import logs
-from mesh.models import (
+from mesh.ops import logs
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
     AckStatus,
     CameraAck,
     CameraPresence,
@@ -84,11 +84,11 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.signing import PayloadSigner
+from mesh.security.signing import PayloadSigner
 from triggers.manual import manual_trigger
 
 PREFIX = "mesh/v1"
-KEEPALIVE_S = 15  # bridge/client.py LinkOptions.keepalive_s
+KEEPALIVE_S = 15  # bridge/mqtt/client.py LinkOptions.keepalive_s
 HEARTBEAT_S = 30.0  # the camera's presence interval (mesh/config.py heartbeat_s)
 CAR = GeoPoint(lat=39.9526, lon=-75.1652)
 
@@ -531,8 +531,8 @@ async def connections_part(counts: list[int], steady_s: float, tmp: Path) -> lis
 async def tls_part(count: int, tmp: Path) -> dict[str, Any]:
     """The same idle cameras on the broker `broker-config` writes: TLS, a client
     certificate per camera (its CN the username), the ACL."""
-    from bridge.broker_acl import FleetSpec, Principal
-    from bridge.broker_config import write_broker_config
+    from bridge.broker.acl import FleetSpec, Principal
+    from bridge.broker.config import write_broker_config
 
     binary = find_mosquitto()
     if binary is None:
@@ -825,13 +825,13 @@ async def running(*tasks_of: Any) -> Any:
 async def activations_part(count: int, tmp: Path) -> dict[str, Any]:
     """A real gateway, a unit's three cameras, an archiver: ``count`` activations."""
     from mesh.archive.archiver import Archiver, ArchiverSettings
-    from mesh.fleet import CameraSpec, build_agents, wait_all_up
-    from mesh.gateway import Gateway, GatewaySettings
-    from mesh.geo import offset
-    from mesh.log_sync import LogSync
-    from mesh.models import ActivationState, ReceiptOutcome
-    from mesh.policy import Policy
-    from mesh.watch import ActivationWatcher
+    from mesh.decide.geo import offset
+    from mesh.decide.policy import Policy
+    from mesh.dispatch.watch import ActivationWatcher
+    from mesh.gateway.daemon import Gateway, GatewaySettings
+    from mesh.journal.sync import LogSync
+    from mesh.protocol.models import ActivationState, ReceiptOutcome
+    from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
 
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}/{PREFIX}")
     unit = "car-12"
@@ -1061,12 +1061,12 @@ async def archiver_rate_part(acks: int, records: int, tmp: Path) -> dict[str, An
     the same SQL, from one connection, without MQTT or decoding."""
     import psycopg
 
-    from mesh.activation_log import ActivationLog
     from mesh.archive import store
     from mesh.archive.archiver import Archiver, ArchiverSettings
     from mesh.archive.migrate import migrate
-    from mesh.gateway_keys import CheckpointSigner
-    from mesh.log_records import RecordKind
+    from mesh.journal.records import RecordKind
+    from mesh.journal.store import ActivationLog
+    from mesh.security.keys import CheckpointSigner
 
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}/{PREFIX}")
     messages = ack_messages(acks)

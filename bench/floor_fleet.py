@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.urls import BrokerUrl
-from mesh import logs
-from mesh.runtime import settle_heap, tune_gc
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.urls import BrokerUrl
+from mesh.ops import logs
+from mesh.ops.runtime import settle_heap, tune_gc
 
 
 async def main() -> None:

@@ -1,4 +1,4 @@
-"""Garbage-collector pauses in a gateway under load, with and without mesh.runtime's tuning.
+"""Garbage-collector pauses in a gateway under load, with and without mesh.ops.runtime's tuning.
 
 A gateway and 200 simulated cameras in one process (the collector then has plenty to
 walk) on an embedded broker; 40 activations; every collection timed with gc.callbacks.
@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.embedded import EmbeddedBroker
+from bridge.mqtt.embedded import EmbeddedBroker
 from bridge.topics import Topics
-from mesh import logs
-from mesh.fleet import build_agents, scatter, wait_all_up
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.models import ActivationRecord, GeoPoint, TriggerKind
-from mesh.policy import Policy
-from mesh.runtime import settle_heap, tune_gc
+from mesh.decide.policy import Policy
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.ops import logs
+from mesh.ops.runtime import settle_heap, tune_gc
+from mesh.protocol.models import ActivationRecord, GeoPoint, TriggerKind
+from mesh.sim.camera_fleet import build_agents, scatter, wait_all_up
 from triggers.manual import manual_trigger
 
 

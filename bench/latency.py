@@ -38,19 +38,19 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh import logs
-from mesh.models import ActivationState, TriggerKind
-from mesh.stats import percentile
-from mesh.watch import ActivationWatcher
+from mesh.decide.stats import percentile
+from mesh.dispatch.watch import ActivationWatcher
+from mesh.ops import logs
+from mesh.protocol.codec import encode
+from mesh.protocol.models import ActivationState, TriggerKind
 from triggers.manual import manual_trigger
 
 if TYPE_CHECKING:
-    from mesh.signing import PayloadSigner
+    from mesh.security.signing import PayloadSigner
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = "bench-1"
@@ -255,10 +255,10 @@ def gateway_config(directory: Path, broker: str, prefix: str, *, signed: bool = 
 def signed_fleet(directory: Path, count: int, unit_prefix: str) -> list[str]:
     """Keys for the gateway and for every camera `trigger-mesh cameras` builds with the same
     arguments, and the trust store naming them; returns the cameras' extra options."""
-    from mesh.fleet import scatter
-    from mesh.gateway_keys import load_public_key, new_gateway_key
-    from mesh.models import GeoPoint
-    from mesh.trust import KeyRole, TrustStore, trusted_key
+    from mesh.protocol.models import GeoPoint
+    from mesh.security.keys import load_public_key, new_gateway_key
+    from mesh.security.trust import KeyRole, TrustStore, trusted_key
+    from mesh.sim.camera_fleet import scatter
 
     keys = directory / "keys"
     specs = scatter(
@@ -315,7 +315,7 @@ async def measure(
     ]
     signer = None
     if signed:
-        from mesh.signing import PayloadSigner
+        from mesh.security.signing import PayloadSigner
 
         signer = PayloadSigner.from_file(gw_dir / "keys" / f"gw-{UNIT}.key")
     floor, mesh = Floor(url, floor_prefix, count), Mesh(url, topics, count, signer)

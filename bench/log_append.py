@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mesh.activation_log import WAL_PRESIZE_BYTES, ActivationLog
-from mesh.log_records import RecordKind, ResumedEntry
-from mesh.stats import percentile
+from mesh.decide.stats import percentile
+from mesh.journal.records import RecordKind, ResumedEntry
+from mesh.journal.store import WAL_PRESIZE_BYTES, ActivationLog
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:

@@ -39,16 +39,22 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.codec import decode, encode
-from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh import logs
-from mesh.fanout import command_topics
-from mesh.fleet import CameraSpec, scatter
-from mesh.geo import haversine_m, offset
-from mesh.models import (
+from mesh.decide.fanout import command_topics
+from mesh.decide.geo import haversine_m, offset
+from mesh.decide.planning import plan_activation
+from mesh.decide.policy import KindRules, Policy
+from mesh.decide.presence import PresenceRegistry
+from mesh.decide.stats import percentile
+from mesh.decide.targeting import Scope, Settings, resolve_targets
+from mesh.dispatch.watch import ActivationWatcher
+from mesh.ops import logs
+from mesh.ops.runtime import settle_heap, tune_gc
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.models import (
     ActivationState,
     CameraPresence,
     CameraRole,
@@ -59,13 +65,7 @@ from mesh.models import (
     Targets,
     TriggerKind,
 )
-from mesh.planning import plan_activation
-from mesh.policy import KindRules, Policy
-from mesh.presence import PresenceRegistry
-from mesh.runtime import settle_heap, tune_gc
-from mesh.stats import percentile
-from mesh.targeting import Scope, Settings, resolve_targets
-from mesh.watch import ActivationWatcher
+from mesh.sim.camera_fleet import CameraSpec, scatter
 from triggers.manual import manual_trigger
 
 BENCH_DIR = Path(__file__).resolve().parent

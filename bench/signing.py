@@ -21,13 +21,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.broker_acl import FleetSpec, Principal
-from bridge.broker_config import write_broker_config
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
-from bridge.urls import BrokerUrl
-from mesh import logs
-from mesh.models import (
+from bridge.broker.acl import FleetSpec, Principal
+from bridge.broker.config import write_broker_config
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.urls import BrokerUrl
+from mesh.decide.stats import percentile
+from mesh.ops import logs
+from mesh.protocol.models import (
     AckStatus,
     CameraAck,
     GeoPoint,
@@ -36,10 +37,9 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.security import Security
-from mesh.signing import PayloadSigner
-from mesh.stats import percentile
-from mesh.trust import KeyRole, TrustStore, trusted_key
+from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
 from triggers.manual import manual_trigger
 
 

@@ -5,7 +5,7 @@
 What runs (every part a real process on a private mosquitto, logs in a temp dir):
 
 - **Cameras**: 500 simulated cameras (`CameraAgent`, one MQTT client each, built by
-  `mesh.fleet` as `trigger-mesh cameras` builds them) in `--fleet-processes` processes
+  `mesh.sim.camera_fleet` as `trigger-mesh cameras` builds them) in `--fleet-processes` processes
   (`bench/soak_fleet.py`, default 2). G *scenes* of K cameras (default 5 x 15: five units
   of a dash and two body cameras within ~125 m of each other) stand at the centres of
   geohash-6 cells 2.5 km apart; the other 425 are background units over a 6 km disc around
@@ -82,13 +82,13 @@ from soak_collect import Collector, Sample, Sent, sample
 from soak_fleet import Scene, city
 from soak_report import SAMPLE_S, Options, print_table, report
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh import logs
-from mesh.models import TriggerKind
+from mesh.ops import logs
+from mesh.protocol.codec import encode
+from mesh.protocol.models import TriggerKind
 from triggers.manual import manual_trigger
 
 ROOT = Path(__file__).resolve().parent.parent

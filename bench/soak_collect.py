@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from bridge.client import Inbound
-from bridge.codec import PayloadError, decode
+from bridge.mqtt.client import Inbound
 from bridge.topics import TopicKind, Topics
-from mesh.models import (
+from mesh.protocol.codec import PayloadError, decode
+from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
     GatewayStatus,

@@ -1,6 +1,6 @@
 """The soak's city: where its scenes and cameras are, and a process that runs part of them.
 
-G *scenes* of K cameras (units of a dash and two body cameras, `mesh.fleet.scatter`, the
+G *scenes* of K cameras (units of a dash and two body cameras, `mesh.sim.camera_fleet.scatter`, the
 cars in a 40 m disc) stand at the centres of geohash-6 cells on a ring 2.5 km from the city
 centre; the rest of the fleet are background units over a 6 km disc. Camera ids carry the
 unit (``s0-1-dash-1``): `scatter` numbers cameras per call, so two calls would otherwise
@@ -22,15 +22,15 @@ from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh import logs
-from mesh.camera_agent import CameraAgent
-from mesh.cells import cell_size_deg
-from mesh.fleet import CameraSpec, build_agents, scatter, wait_all_up
-from mesh.geo import offset
-from mesh.models import GeoPoint
-from mesh.runtime import settle_heap, tune_gc
+from mesh.camera.agent import CameraAgent
+from mesh.decide.cells import cell_size_deg
+from mesh.decide.geo import offset
+from mesh.ops import logs
+from mesh.ops.runtime import settle_heap, tune_gc
+from mesh.protocol.models import GeoPoint
+from mesh.sim.camera_fleet import CameraSpec, build_agents, scatter, wait_all_up
 
 CITY = GeoPoint(lat=39.952583, lon=-75.165222)
 SCENE_RING_M = 2500.0  # scenes sit on a ring this far from the city centre

@@ -15,10 +15,10 @@ import argparse
 import asyncio
 from contextlib import suppress
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.urls import BrokerUrl
-from mesh import logs
-from mesh.runtime import settle_heap, tune_gc
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.urls import BrokerUrl
+from mesh.ops import logs
+from mesh.ops.runtime import settle_heap, tune_gc
 
 
 async def main() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from soak_collect import Collector, Sample
 
-from mesh.stats import percentile
+from mesh.decide.stats import percentile
 
 GATEWAY_COUNTERS = ("activations.", "acks.", "retries", "publish.link_down", "escalations.")
 SAMPLE_S = 2.0  # RSS and CPU sampling period

@@ -1,3 +1,3 @@
-from mesh.cli import main
+from mesh.cli.app import main
 
 main()

@@ -12,11 +12,11 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bridge.codec import readable_loc
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import DEFAULT_PREFIX, Topics
-from bridge.urls import BrokerUrl
-from mesh.models import BleAddress, CameraRole, GeoPoint, Ident
-from mesh.policy import Policy
+from mesh.decide.policy import Policy
+from mesh.protocol.codec import readable_loc
+from mesh.protocol.models import BleAddress, CameraRole, GeoPoint, Ident
 from triggers.ble.settings import BleConfig
 from triggers.can.settings import CanConfig
 from triggers.documents import DocumentError, load_yaml

@@ -6,7 +6,7 @@
   new ones (nothing listens) or accept and reset them;
 - ``GatewayRunner``: the real ``trigger-mesh gateway --config …`` daemon as a child
   process, with a config written for the test, killed with SIGKILL (or armed with
-  failpoints, mesh/failpoints.py) and started again on the same log and client id;
+  failpoints, mesh/ops/failpoints.py) and started again on the same log and client id;
 - ``Observer``, ``TriggerSender``, ``CameraFleet``: the test's side of the broker;
 - ``account``: the "lost activations" check, from the cameras (what their recorders
   started) and from the gateway's activation log, and ``audit_verify``.
@@ -35,18 +35,16 @@ from typing import Any
 
 import yaml
 
-from bridge.client import Inbound, LinkDown, LinkOptions, MqttLink
-from bridge.codec import PayloadError, decode, encode
-from bridge.embedded import free_port
+from bridge.mqtt.client import Inbound, LinkDown, LinkOptions, MqttLink
+from bridge.mqtt.embedded import free_port
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
-from bridge.urls import BrokerUrl
-from mesh.activation_log import read_records
-from mesh.admission import activation_id_for
-from mesh.camera_agent import CameraAgent
-from mesh.fleet import CameraSpec, build_agents, wait_all_up
-from mesh.gateway_keys import new_gateway_key
-from mesh.log_records import FinishedEntry, RecordKind
-from mesh.models import (
+from mesh.camera.agent import CameraAgent
+from mesh.decide.admission import activation_id_for
+from mesh.journal.records import FinishedEntry, RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.codec import PayloadError, decode, encode
+from mesh.protocol.models import (
     ActivationRecord,
     CameraRole,
     Escalation,
@@ -56,6 +54,8 @@ from mesh.models import (
     TriggerKind,
     TriggerReceipt,
 )
+from mesh.security.keys import new_gateway_key
+from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
 from tests.harness import CENTER, UNIT, spec
 from triggers.manual import manual_trigger
 
@@ -476,7 +476,7 @@ class TriggerSender:
 
 
 class CameraFleet:
-    """In-process camera agents (mesh/fleet.py), each recording what it started."""
+    """In-process camera agents (mesh/sim/camera_fleet.py), each recording what it started."""
 
     def __init__(
         self,

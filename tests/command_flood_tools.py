@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.urls import BrokerUrl
+from bridge.mqtt.urls import BrokerUrl
 from tests.conftest import IN_CI
 
 

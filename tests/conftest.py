@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from bridge.embedded import MosquittoProcess, find_mosquitto, free_port
+from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto, free_port
 from bridge.topics import Topics
-from mesh import logs
+from mesh.ops import logs
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
-from bridge.codec import encode
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh import demo
-from mesh.camera_agent import CameraAgent
-from mesh.fleet import CameraSpec, build_agents, wait_all_up
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.geo import offset
-from mesh.models import (
+from mesh.camera.agent import CameraAgent
+from mesh.decide.geo import offset
+from mesh.decide.policy import Policy
+from mesh.dispatch.watch import ActivationWatcher
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
     ActivationRecord,
     CameraPresence,
     CameraRole,
@@ -32,9 +32,9 @@ from mesh.models import (
     TriggerKind,
     TriggerReceipt,
 )
-from mesh.policy import Policy
-from mesh.security import Security
-from mesh.watch import ActivationWatcher
+from mesh.security.checks import Security
+from mesh.sim import demo
+from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
 from triggers.manual import manual_trigger
 from triggers.source import TriggerSource
 
@@ -175,8 +175,8 @@ async def running_mesh(
         url, LinkOptions(f"t{tag}-driver", persistent_session=False, protocol=protocol)
     )
     mesh = Mesh(url, topics, gw, {a.identity.camera_id: a for a in agents}, watcher, driver)
-    mesh.tasks = [asyncio.create_task(a.run()) for a in agents]
-    mesh.tasks += [
+    mesh.ops.tasks = [asyncio.create_task(a.run()) for a in agents]
+    mesh.ops.tasks += [
         asyncio.create_task(gw.run()),
         asyncio.create_task(watcher.run()),
         asyncio.create_task(driver.run(lambda _m: None)),
@@ -189,9 +189,9 @@ async def running_mesh(
         await wait_until(lambda: len(gw.presence) >= len(agents))
         yield mesh
     finally:
-        for task in mesh.tasks:
+        for task in mesh.ops.tasks:
             task.cancel()
-        await stop_within(mesh.tasks, STOP_WITHIN_S)
+        await stop_within(mesh.ops.tasks, STOP_WITHIN_S)
 
 
 # A mesh that has not stopped this long after its tasks were cancelled is hung: fail with
@@ -228,7 +228,7 @@ async def listen(mesh: Mesh, topic: str) -> list[Inbound]:
             persistent_session=False,
         ),
     )
-    mesh.tasks.append(asyncio.create_task(link.run(got.append)))
+    mesh.ops.tasks.append(asyncio.create_task(link.run(got.append)))
     await link.wait_up(10)
     return got
 
@@ -237,7 +237,7 @@ async def ghost(
     mesh: Mesh, camera_id: str, north_m: float, *, online: bool, offline_s: float
 ) -> None:
     """A camera that announced itself and then went silent: its retained presence only."""
-    from mesh.geo import offset
+    from mesh.decide.geo import offset
 
     lat, lon = offset(CENTER.lat, CENTER.lon, north_m, 0)
     now = time.time_ns()
@@ -252,4 +252,4 @@ async def ghost(
         officer="Ofc. Reyes",
     )
     await mesh.driver.publish(mesh.topics.presence(camera_id), encode(presence), retain=True)
-    await wait_until(lambda: mesh.gateway.presence.get(camera_id) is not None)
+    await wait_until(lambda: mesh.gateway.daemon.presence.get(camera_id) is not None)

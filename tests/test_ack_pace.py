@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.ack_pace import AckPace, next_step, pace_cap_ms
-from mesh.policy import KindRules
+from mesh.decide.ack_pace import AckPace, next_step, pace_cap_ms
+from mesh.decide.policy import KindRules
 
 
 def test_no_floor_until_enough_cameras_have_answered() -> None:

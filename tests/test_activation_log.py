@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from mesh.activation_log import (
+from mesh.journal.export import export
+from mesh.journal.records import RecordKind, ResumedEntry
+from mesh.journal.store import (
     ActivationLog,
     LogError,
     open_readonly,
     read_records,
     unfinished_activation_ids,
 )
-from mesh.log_export import export
-from mesh.log_records import RecordKind, ResumedEntry
 
 BODY = ResumedEntry(reason="test", acks_recovered=0)
 
@@ -108,8 +108,8 @@ async def test_export_jsonl_and_csv(tmp_path: Path) -> None:
 
 
 def test_hand_assembled_ack_json_is_what_the_model_would_write() -> None:
-    from mesh.log_records import AckEntry
-    from mesh.models import AckStatus, CameraAck
+    from mesh.journal.records import AckEntry
+    from mesh.protocol.models import AckStatus, CameraAck
 
     ack = CameraAck(
         activation_id="a-1",
@@ -129,7 +129,7 @@ def test_hand_assembled_ack_json_is_what_the_model_would_write() -> None:
 async def test_the_wal_is_presized_while_the_log_is_open(tmp_path: Path) -> None:
     """Commits reuse a WAL already grown (docs/architecture.md): it must exist, at full
     size, while the log is open, not only during the constructor."""
-    from mesh.activation_log import WAL_PRESIZE_BYTES
+    from mesh.journal.store import WAL_PRESIZE_BYTES
 
     path = tmp_path / "log.db"
     log = ActivationLog(path)

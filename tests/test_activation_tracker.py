@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from mesh.activation import AckEffect, ActivationTracker
-from mesh.models import (
+from mesh.decide.activation import AckEffect, ActivationTracker
+from mesh.decide.targeting import TargetDecision
+from mesh.protocol.models import (
     AckStatus,
     ActivationState,
     CameraAck,
@@ -15,7 +16,6 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.targeting import TargetDecision
 
 MS = 1_000_000
 T0 = 1_790_000_000 * 10**9

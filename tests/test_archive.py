@@ -14,17 +14,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from bridge.broker_config import BrokerBundle
-from bridge.client import LinkOptions, MqttLink
-from bridge.codec import PayloadError, encode
-from bridge.embedded import MosquittoProcess
+from bridge.broker.config import BrokerBundle
+from bridge.mqtt.client import LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics, shared
-from bridge.urls import BrokerUrl
 from mesh.archive.archiver import Archiver, ArchiverSettings
 from mesh.archive.db import connect
 from mesh.archive.intake import accept, activation_rank
 from mesh.archive.migrate import available, migrate
-from mesh.models import (
+from mesh.protocol.codec import PayloadError, encode
+from mesh.protocol.models import (
     AckStatus,
     ActivationRecord,
     ActivationState,
@@ -39,8 +39,8 @@ from mesh.models import (
     TriggerReceipt,
     TriggerSummary,
 )
-from mesh.signing import PayloadSigner
-from mesh.trust import KeyRole, TrustStore, trusted_key
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
 from tests.harness import event, wait_until
 
 UNIT = "car-12"
@@ -408,8 +408,8 @@ async def test_the_archiver_command_runs_the_daemon_and_migrate_is_idempotent(
 def fleet_broker(tmp_path: Path) -> Iterator[BrokerBundle]:
     """The locked-down broker of `broker-config` (TLS, a certificate each, the fleet's
     ACL) for car-12, car-7 and an archiver, on a free loopback port."""
-    from bridge.broker_config import FleetSpec, Principal, write_broker_config
-    from bridge.embedded import free_port
+    from bridge.broker.config import FleetSpec, Principal, write_broker_config
+    from bridge.mqtt.embedded import free_port
     from tests.conftest import require_mosquitto
 
     fleet = FleetSpec(
@@ -556,8 +556,8 @@ async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(
     import os
     import sys
 
-    from mesh.archive.wire import LogBatch, LogBatchRecord
-    from mesh.log_chain import GENESIS, record_hash
+    from mesh.journal.chain import GENESIS, record_hash
+    from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 
     body = '{"n":1}'
     digest = record_hash(GENESIS, 1, 10, kind="resumed", activation_id=None, body=body)
@@ -639,7 +639,7 @@ async def test_conflicts_kept_per_source_are_bounded(postgres: str) -> None:
 def test_archiver_trust_option_names_a_bad_file(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from mesh.cli import app
+    from mesh.cli.app import app
 
     db = "postgresql://nobody@127.0.0.1:1/none"
     missing = CliRunner().invoke(app, ["archiver", "--db", db, "--trust", str(tmp_path / "x")])

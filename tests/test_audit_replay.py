@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bridge.client import LinkOptions, MqttLink
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.client import LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import read_records
-from mesh.cli import app
-from mesh.log_records import RecordKind
-from mesh.models import ReceiptOutcome, TriggerKind
-from mesh.policy import Policy
-from mesh.replay import Replayer
-from mesh.replay_publish import replay_topics
+from mesh.audit.replay import Replayer
+from mesh.audit.replay_publish import replay_topics
+from mesh.cli.app import app
+from mesh.decide.policy import Policy
+from mesh.journal.records import RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.models import ReceiptOutcome, TriggerKind
 from tests.harness import event, running_mesh, wait_until
 
 runner = CliRunner()

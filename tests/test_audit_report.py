@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import ActivationLog, read_records
-from mesh.audit_report import (
+from mesh.audit.report import (
     AuditReport,
     ReportFilter,
     build_report,
     collect,
     parse_utc,
 )
-from mesh.cli import app
-from mesh.log_records import (
+from mesh.audit.report_render import render_html
+from mesh.cli.app import app
+from mesh.journal.records import (
     AckEntry,
     ActivationEntry,
     EscalatedEntry,
@@ -33,7 +33,8 @@ from mesh.log_records import (
     TargetEntry,
     TriggerEntry,
 )
-from mesh.models import (
+from mesh.journal.store import ActivationLog, read_records
+from mesh.protocol.models import (
     AckStatus,
     ActivationRecord,
     ActivationState,
@@ -50,7 +51,6 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.report_render import render_html
 from tests.harness import event, running_mesh
 
 T0 = parse_utc("2026-11-22T10:00:00Z")
@@ -454,7 +454,7 @@ def test_timelines_are_capped_but_the_summary_covers_all(log_path: Path) -> None
 
 
 def test_only_the_report_command_loads_matplotlib() -> None:
-    code = "import sys, mesh.cli, mesh.audit_report; assert 'matplotlib' not in sys.modules"
+    code = "import sys, mesh.cli.app, mesh.audit.report; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

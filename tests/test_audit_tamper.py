@@ -30,27 +30,27 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import (
-    ActivationLog,
-    LogRecord,
-    RetentionRefused,
-    log_id_of,
-    read_records,
-)
-from mesh.cli import app
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.gateway_keys import CheckpointSigner, load_public_key, new_gateway_key
-from mesh.log_chain import GENESIS, ChainReport, Problem, record_hash, verify_chain
-from mesh.log_records import (
+from mesh.cli.app import app
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.journal.chain import GENESIS, ChainReport, Problem, record_hash, verify_chain
+from mesh.journal.records import (
     AckEntry,
     EscalatedEntry,
     FinishedEntry,
     RecordKind,
     ResumedEntry,
 )
-from mesh.models import (
+from mesh.journal.retention import NS_PER_DAY, Candidate, RetentionPass, hold_body, plan_removal
+from mesh.journal.store import (
+    ActivationLog,
+    LogRecord,
+    RetentionRefused,
+    log_id_of,
+    read_records,
+)
+from mesh.protocol.models import (
     AckStatus,
     ActivationRecord,
     ActivationState,
@@ -64,7 +64,7 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.retention import NS_PER_DAY, Candidate, RetentionPass, hold_body, plan_removal
+from mesh.security.keys import CheckpointSigner, load_public_key, new_gateway_key
 from tests.harness import UNIT, wait_until
 
 runner = CliRunner()

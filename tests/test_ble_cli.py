@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from bridge.embedded import MosquittoProcess, free_port
+from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
-from mesh.models import ActivationRecord
+from mesh.protocol.models import ActivationRecord
 from tests.test_cli import daemon, run
 
 

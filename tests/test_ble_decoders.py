@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mesh.models import TriggerKind
+from mesh.protocol.models import TriggerKind
 from tests.ble_helpers import (
     KEY,
     OTHER_KEY,

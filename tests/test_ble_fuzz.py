@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.models import TriggerKind
+from mesh.protocol.models import TriggerKind
 from tests.ble_helpers import KEY, adv_data
 from tests.fuzz_helpers import budget
 from triggers.ble.adparse import ad_structures, to_advertisement_data

@@ -34,14 +34,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from typer.testing import CliRunner
 
-from bridge.broker_acl import (
+from bridge.broker.acl import (
     CELL_LENGTH,
     GEOHASH_ALPHABET,
     FleetError,
     acl_blocks,
     region_cells,
 )
-from bridge.broker_config import (
+from bridge.broker.config import (
     MAX_QUEUED_BYTES,
     MESSAGE_SIZE_LIMIT,
     AuthMode,
@@ -54,16 +54,16 @@ from bridge.broker_config import (
     render_secure_conf,
     write_broker_config,
 )
-from bridge.client import LinkOptions, MqttLink
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess, free_port
-from bridge.mosquitto_passwd import verify_line
-from bridge.pki import CertPair, PkiError, issue_client, issue_server, new_ca
+from bridge.broker.passwd import verify_line
+from bridge.broker.pki import CertPair, PkiError, issue_client, issue_server, new_ca
+from bridge.mqtt.client import LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, free_port
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics, shared
-from bridge.urls import BrokerUrl
-from mesh.broker_fleet import load_fleet
-from mesh.cells import ALPHABET, CELL_PRECISION, cell_of
 from mesh.config import ConfigError, load_camera_config, load_gateway_config
+from mesh.decide.cells import ALPHABET, CELL_PRECISION, cell_of
+from mesh.protocol.codec import encode
+from mesh.security.fleet_file import load_fleet
 from tests.conftest import require_mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -401,7 +401,7 @@ def test_secure_conf() -> None:
     } <= set(cert)
     # ...and no legitimate payload is over it (the archive's own limits).
     from mesh.archive.intake import MAX_RECORD_BYTES
-    from mesh.archive.wire import BATCH_MAX_BYTES
+    from mesh.protocol.log_wire import BATCH_MAX_BYTES
 
     assert max(MAX_RECORD_BYTES, BATCH_MAX_BYTES) < MESSAGE_SIZE_LIMIT
     with pytest.raises(BrokerConfigError, match="absolute"):
@@ -693,7 +693,7 @@ runner = CliRunner()
 
 
 def _cli(*args: str) -> Any:
-    from mesh.cli import app
+    from mesh.cli.app import app
 
     return runner.invoke(app, list(args))
 
@@ -1124,11 +1124,11 @@ async def test_the_mesh_works_with_its_own_credentials(
     """A gateway, a camera of its unit and one of another unit, and dispatch, each on its
     own certificate: a dispatch trigger is confirmed by both cameras. The ACL is enough
     for what the programs really do."""
-    from mesh.camera_agent import CameraAgent, CameraIdentity
-    from mesh.gateway import Gateway, GatewaySettings
-    from mesh.geo import offset
-    from mesh.models import ActivationState, CameraRole, GeoPoint, TriggerKind
-    from mesh.watch import ActivationWatcher
+    from mesh.camera.agent import CameraAgent, CameraIdentity
+    from mesh.decide.geo import offset
+    from mesh.dispatch.watch import ActivationWatcher
+    from mesh.gateway.daemon import Gateway, GatewaySettings
+    from mesh.protocol.models import ActivationState, CameraRole, GeoPoint, TriggerKind
     from triggers.manual import manual_trigger
 
     url, center = cert_broker.url_for, GeoPoint(lat=39.952583, lon=-75.165222)

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from mesh.camera_decision import Action, Binding, CameraView, CancelProblem, cancel_refusal, decide
-from mesh.models import (
+from mesh.camera.recorder import SimulatedRecorder
+from mesh.decide.camera import Action, Binding, CameraView, CancelProblem, cancel_refusal, decide
+from mesh.protocol.models import (
     AckStatus,
     CameraRole,
     RecordCancel,
@@ -15,7 +16,6 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.recorder import SimulatedRecorder
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS

@@ -33,22 +33,22 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.camera_agent import CameraAgent, CameraIdentity
-from mesh.models import (
+from mesh.camera.agent import CameraAgent, CameraIdentity
+from mesh.camera.recorder import RecordingStart, SimulatedRecorder
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
     CameraRole,
     RecordStart,
     Targets,
     TriggerKind,
     TriggerSummary,
 )
-from mesh.recorder import RecordingStart, SimulatedRecorder
-from mesh.security import Security
-from mesh.signing import PayloadSigner
-from mesh.trust import KeyRole, TrustStore, trusted_key
+from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
 from tests.command_flood_tools import flood_file, start_flood
 from tests.harness import CENTER, UNIT, event, wait_until
 

@@ -7,10 +7,10 @@ from collections import Counter
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
-from bridge.urls import BrokerUrl
-from mesh.camera_agent import CameraAgent, CameraIdentity
-from mesh.camera_intake import (
+from mesh.camera.agent import CameraAgent, CameraIdentity
+from mesh.camera.intake import (
     ISSUER_BURST,
     NS,
     UNKNOWN_ISSUER,
@@ -23,9 +23,9 @@ from mesh.camera_intake import (
     TokenBucket,
     claimed_issuer,
 )
-from mesh.models import CameraRole
-from mesh.security import Security
-from mesh.trust import KeyRole, TrustStore, trusted_key
+from mesh.protocol.models import CameraRole
+from mesh.security.checks import Security
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
 
 T0 = 1_000 * NS
 

@@ -15,9 +15,9 @@ import can
 import cantools
 import yaml
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.models import ActivationState, TriggerKind
+from mesh.protocol.models import ActivationState, TriggerKind
 from tests.harness import UNIT, make_gateway, running_mesh, wait_until
 from tests.test_can_rules import FORD_RULES, PT
 from tests.test_cli import daemon, run
@@ -69,8 +69,10 @@ async def test_light_bar_on_the_bus_is_confirmed_by_the_cameras(
         car = vehicle(can_data, [Step(at=0.5, set={"PoliceAux1Lamp_B_Rq": 1})], duration=1.5)
         with can.Bus(interface="virtual", channel=channel) as bus:
             await play(car.frames(), bus)
-        await wait_until(lambda: mesh.gateway.coordinator.counters["activations.started"] == 1)
-        await mesh.gateway.coordinator.tasks.wait(10)
+        await wait_until(
+            lambda: mesh.gateway.daemon.coordinator.counters["activations.started"] == 1
+        )
+        await mesh.gateway.daemon.coordinator.tasks.wait(10)
         await wait_until(lambda: any(r.state != "pending" for r in mesh.watcher.records.values()))
         records = [r for r in mesh.watcher.records.values() if r.state != "pending"]
         assert len(records) == 1
@@ -81,7 +83,7 @@ async def test_light_bar_on_the_bus_is_confirmed_by_the_cameras(
         assert {c.camera_id for c in record.cameras} == {"dash-12", "bwc-12a", "bwc-7a"}
         # The bus filters passed only the rule ids: the synthetic noise never reached it.
         assert src.engine.counters["frames"] < 100
-        counters = mesh.gateway.all_counters()
+        counters = mesh.gateway.daemon.all_counters()
         assert counters["can.events"] == 1
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh.admission import Accepted, Admitter, Suppressed
-from mesh.models import TriggerKind
-from mesh.policy import Policy
+from mesh.decide.admission import Accepted, Admitter, Suppressed
+from mesh.decide.policy import Policy
+from mesh.protocol.models import TriggerKind
 from triggers.can.engine import Fired, Health, RuleEngine
 from triggers.can.factory import build_engine
 from triggers.can.replay import replay

@@ -20,15 +20,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import read_records
-from mesh.admission import activation_id_for
-from mesh.audit_report import collect
-from mesh.fleet import CameraSpec
-from mesh.log_records import ActivationEntry, CancelAckEntry, RecordKind
-from mesh.models import (
+from mesh.audit.report import collect
+from mesh.decide.admission import activation_id_for
+from mesh.decide.policy import Policy
+from mesh.journal.records import ActivationEntry, CancelAckEntry, RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
     AckStatus,
     ActivationState,
     CancelOutcome,
@@ -42,10 +42,10 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.policy import Policy
-from mesh.security import Security
-from mesh.signing import PayloadSigner
-from mesh.trust import KeyRole, TrustStore, trusted_key
+from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
+from mesh.sim.camera_fleet import CameraSpec
 from tests.harness import DEFAULT_SPECS, UNIT, Mesh, event, make_gateway, running_mesh, wait_until
 
 ISSUER = f"gw-{UNIT}"  # gw-car-12
@@ -129,7 +129,7 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
         assert started == ["bwc-12a", "bwc-7a", "dash-12"]
         command = logged_command(log, aid)
         assert command.cancel_until_ns == command.issued_at_ns + int(WINDOW_S * NS)
-        coordinator = mesh.gateway.coordinator
+        coordinator = mesh.gateway.daemon.coordinator
 
         # gw-car-7's key, inside the window, on cmd/all, naming itself: the attack of the
         # issue. Validly signed, and refused: it is not the issuer of what they record.
@@ -246,7 +246,7 @@ async def test_a_genuine_cancel_in_its_window_stops_and_is_acked_and_logged(
             )
         )
         await mesh.driver.publish(topics.cancel(UNIT), encode(request))
-        coordinator = mesh.gateway.coordinator
+        coordinator = mesh.gateway.daemon.coordinator
         await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == len(started))
         assert recording(mesh, started) == []
         # The same signed cancel again (on every topic it went to, or replayed): nothing
@@ -369,7 +369,7 @@ async def test_a_neighbour_issuing_the_same_id_first_does_not_take_the_cancel_aw
             )
         )
         await mesh.driver.publish(topics.cancel(UNIT), encode(request))
-        coordinator = mesh.gateway.coordinator
+        coordinator = mesh.gateway.daemon.coordinator
         await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == 2)
         await wait_until(lambda: coordinator.counters["cancel_acks.kept_recording"] == 1)
         assert coordinator.counters["cancel_acks.refused"] == 0

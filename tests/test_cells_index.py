@@ -8,10 +8,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh.cells import cell_of, cell_size_deg, covering_cells, covering_count
-from mesh.geo import haversine_m, offset
-from mesh.models import CameraPresence, CameraRole, Position
-from mesh.presence import PresenceRegistry
+from mesh.decide.cells import cell_of, cell_size_deg, covering_cells, covering_count
+from mesh.decide.geo import haversine_m, offset
+from mesh.decide.presence import PresenceRegistry
+from mesh.protocol.models import CameraPresence, CameraRole, Position
 
 NS = 1_000_000_000
 

@@ -15,9 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.models import ReceiptOutcome, TriggerReceipt
+from mesh.protocol.models import ReceiptOutcome, TriggerReceipt
 from tests.chaos_tools import (
     FAR,
     IN_RANGE,

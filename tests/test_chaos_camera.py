@@ -13,14 +13,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh.activation_log import read_records
-from mesh.admission import activation_id_for
-from mesh.fleet import CameraSpec
-from mesh.log_records import FinishedEntry, RecordKind
-from mesh.models import CONFIRMED_OUTCOMES
+from mesh.decide.admission import activation_id_for
+from mesh.journal.records import FinishedEntry, RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.models import CONFIRMED_OUTCOMES
+from mesh.sim.camera_fleet import CameraSpec
 from tests.chaos_tools import (
     FAR,
     IN_RANGE,

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import ActivationLog, LogError, read_records
-from mesh.admission import activation_id_for
-from mesh.log_records import RecordKind
-from mesh.models import TriggerEvent
+from mesh.decide.admission import activation_id_for
+from mesh.journal.records import RecordKind
+from mesh.journal.store import ActivationLog, LogError, read_records
+from mesh.protocol.models import TriggerEvent
 from tests.chaos_tools import (
     FAR,
     IN_RANGE,
@@ -255,8 +255,8 @@ async def test_a_full_disk_makes_the_gateway_unhealthy_but_keeps_its_watchdog_fe
     """systemd restarting a gateway for a full disk would free nothing and drop the records
     waiting for it: the writer answers (with an error), so the watchdog is fed, while
     /health says why the gateway is unhealthy."""
-    from bridge.urls import BrokerUrl
-    from mesh.health import Status
+    from bridge.mqtt.urls import BrokerUrl
+    from mesh.ops.health import Status
     from tests.harness import make_gateway
 
     path = small_disk / "gw.db"

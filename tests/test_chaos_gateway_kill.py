@@ -1,7 +1,7 @@
 """Fault injection: the gateway daemon SIGKILLed at random points and restarted.
 
 Each trial starts the real `trigger-mesh gateway` process, sends a burst of triggers over
-MQTT and kills the process — either at a failpoint (mesh/failpoints.py: a named step of
+MQTT and kills the process — either at a failpoint (mesh/ops/failpoints.py: a named step of
 the coordinator, its Nth pass, chosen from a seeded RNG) or at a random moment of the
 burst — then starts it again on the same log and client id and checks that no trigger
 was lost (docs/reliability.md). ``CHAOS_TRIALS`` sets the number of trials (default 20;
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import read_records
-from mesh.geo import offset
-from mesh.log_records import EscalatedEntry, FinishedEntry, RecordKind
-from mesh.models import (
+from mesh.decide.geo import offset
+from mesh.journal.records import EscalatedEntry, FinishedEntry, RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
     ActivationState,
     CameraPresence,
     CameraRole,

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import read_records
-from mesh.admission import activation_id_for
-from mesh.log_records import RecordKind
-from mesh.models import TriggerEvent
+from mesh.decide.admission import activation_id_for
+from mesh.journal.records import RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.models import TriggerEvent
 from tests.chaos_tools import (
     DOWN,
     FAR,
@@ -41,7 +41,7 @@ from tests.chaos_tools import (
 )
 
 REQUIRED = [s.camera_id for s in IN_RANGE]
-LANES = 3  # the gateway's MQTT connections (mesh/gateway.py)
+LANES = 3  # the gateway's MQTT connections (mesh/gateway/daemon.py)
 
 
 @dataclass

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.embedded import MosquittoProcess, free_port
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
-from mesh.models import ActivationRecord
-from mesh.schema_export import schemas
+from mesh.protocol.models import ActivationRecord
+from mesh.protocol.schema import schemas
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "mesh"]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.mosquitto_conf import render_local_config
+from bridge.mqtt.mosquitto_conf import render_local_config
 from mesh.config import ConfigError, load_camera_config, load_gateway_config
-from mesh.models import TriggerKind
+from mesh.protocol.models import TriggerKind
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def test_generated_mosquitto_config_turns_nagle_off() -> None:
 
 
 def test_documented_builtin_rules_match_the_code() -> None:
-    from mesh.policy import Policy
+    from mesh.decide.policy import Policy
 
     policy = Policy()
     rows = {}
@@ -107,7 +107,7 @@ def test_documented_builtin_rules_match_the_code() -> None:
 
 
 def test_every_policy_key_is_documented() -> None:
-    from mesh.policy import KindRules, Policy
+    from mesh.decide.policy import KindRules, Policy
 
     text = (REPO / "docs" / "policy.md").read_text()
     documented = set(re.findall(r"^\| `([a-z_]+)(?:\.<source>)?` \|", text, re.MULTILINE))

@@ -16,15 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh.console.auth import Users, add_user
-from mesh.console.server import ConsoleServer
-from mesh.geo import offset
-from mesh.models import TriggerKind
-from mesh.policy import Policy
+from mesh.decide.geo import offset
+from mesh.decide.policy import Policy
+from mesh.dispatch.console.auth import Users, add_user
+from mesh.dispatch.console.server import ConsoleServer
+from mesh.protocol.models import TriggerKind
 from tests.conftest import CHROMIUM_ARGS
 from tests.harness import CENTER, UNIT, event, running_mesh, wait_until
 from tests.test_console_e2e import USERS, _auth, http

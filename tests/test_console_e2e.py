@@ -15,13 +15,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh.console.auth import Role, Users, add_user
-from mesh.console.server import ConsoleServer
-from mesh.geo import offset
-from mesh.models import CONFIRMED_OUTCOMES, ActivationState, OutcomeStatus, SourceType, TriggerKind
+from mesh.decide.geo import offset
+from mesh.dispatch.console.auth import Role, Users, add_user
+from mesh.dispatch.console.server import ConsoleServer
+from mesh.protocol.models import (
+    CONFIRMED_OUTCOMES,
+    ActivationState,
+    OutcomeStatus,
+    SourceType,
+    TriggerKind,
+)
 from tests.conftest import CHROMIUM_ARGS
 from tests.harness import CENTER, UNIT, event, running_mesh, wait_until
 from tests.test_escalation_cancel_e2e import FAST, ghost
@@ -299,9 +305,9 @@ async def test_a_remote_activation_is_sent_again_until_the_gateway_answers(
 ) -> None:
     """The first copy goes out while no gateway listens (as after a broker restart); the
     console sends it again and gets the receipt once the gateway is up."""
-    from bridge.client import Inbound, LinkOptions, MqttLink
-    from mesh.console.hub import ConsoleHub
-    from mesh.models import ReceiptOutcome
+    from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+    from mesh.dispatch.console.hub import ConsoleHub
+    from mesh.protocol.models import ReceiptOutcome
     from tests.harness import make_gateway
 
     hub = ConsoleHub(mosquitto.url, topics)

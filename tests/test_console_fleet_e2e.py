@@ -12,12 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bridge.client import Inbound
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.client import Inbound
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.console.state import CAMERA_PAGE, CameraLimits
-from mesh.models import CameraPresence, CameraRole, Position
+from mesh.dispatch.console.state import CAMERA_PAGE, CameraLimits
+from mesh.protocol.codec import encode
+from mesh.protocol.models import CameraPresence, CameraRole, Position
 from tests.conftest import CHROMIUM_ARGS
 from tests.harness import CENTER
 from tests.test_console_csrf_e2e import console

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from bridge.embedded import MosquittoProcess, free_port
+from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
-from mesh.console.auth import Role, add_user
+from mesh.dispatch.console.auth import Role, add_user
 from tests.test_cli import daemon
 
 KNOWN = [f"officer-{i}" for i in range(6)]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mesh.config import ConfigError
-from mesh.console.auth import Role, Users, add_user, check_password, hash_password
-from mesh.console.state import (
+from mesh.dispatch.console.auth import Role, Users, add_user, check_password, hash_password
+from mesh.dispatch.console.state import (
     CAMERA_PAGE,
     MAX_CAMERA_PAGE,
     MAX_UNITS_SHOWN,
@@ -18,8 +18,8 @@ from mesh.console.state import (
     ConsoleState,
     activation_view,
 )
-from mesh.console.throttle import FailureBackoff, LoginLimits
-from mesh.models import (
+from mesh.dispatch.console.throttle import FailureBackoff, LoginLimits
+from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
     CameraOutcome,

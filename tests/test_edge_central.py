@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bridge.broker_acl import FleetSpec, Principal
-from bridge.broker_bridge import (
+from bridge.broker.acl import FleetSpec, Principal
+from bridge.broker.bridge import (
     BridgeError,
     BridgeSpec,
     bridge_topics,
@@ -35,26 +35,26 @@ from bridge.broker_bridge import (
     parse_bridge_specs,
     render_bridge,
 )
-from bridge.broker_config import BrokerConfigError, write_broker_config
-from bridge.client import Inbound, LinkOptions, MqttLink
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess, free_port
-from bridge.pki import CertPair, issue_client
+from bridge.broker.config import BrokerConfigError, write_broker_config
+from bridge.broker.pki import CertPair, issue_client
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
+from bridge.mqtt.embedded import MosquittoProcess, free_port
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
-from bridge.urls import BrokerUrl
-from mesh.activation_log import log_id_of, read_records
-from mesh.camera_agent import CameraAgent
-from mesh.fleet import build_agents, wait_all_up
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.models import (
+from mesh.camera.agent import CameraAgent
+from mesh.decide.policy import Policy
+from mesh.dispatch.watch import ActivationWatcher
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.journal.store import log_id_of, read_records
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
     OutcomeStatus,
     ReceiptOutcome,
     TriggerKind,
 )
-from mesh.policy import Policy
-from mesh.watch import ActivationWatcher
+from mesh.sim.camera_fleet import build_agents, wait_all_up
 from tests.conftest import require_mosquitto
 from tests.harness import CENTER, UNIT, event, spec, wait_until
 from tests.test_archive import rows, running_archivers
@@ -178,7 +178,7 @@ def test_duplicate_names_and_a_fleet_without_gateway() -> None:
 
 
 def _cli(*args: str) -> Any:
-    from mesh.cli import app
+    from mesh.cli.app import app
 
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 

@@ -7,13 +7,15 @@ import time
 import uuid
 from pathlib import Path
 
-from bridge.codec import decode, encode
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import read_records
-from mesh.camera_agent import CameraAgent, CameraIdentity
-from mesh.log_records import CancelEntry, EscalatedEntry, RecordKind
-from mesh.models import (
+from mesh.camera.agent import CameraAgent, CameraIdentity
+from mesh.camera.recorder import SimulatedRecorder
+from mesh.decide.policy import Policy
+from mesh.journal.records import CancelEntry, EscalatedEntry, RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.models import (
     ActivationState,
     CameraRole,
     CancelRequest,
@@ -25,8 +27,6 @@ from mesh.models import (
     ReceiptOutcome,
     TriggerKind,
 )
-from mesh.policy import Policy
-from mesh.recorder import SimulatedRecorder
 from tests.harness import CENTER, UNIT, Mesh, event, ghost, listen, running_mesh, wait_until
 
 FAST = Policy.model_validate(
@@ -158,14 +158,14 @@ async def test_cancelling_while_cameras_are_still_silent(
         assert silent.status is OutcomeStatus.CANCELLED
         await asyncio.sleep(0.6)  # past the retries it would have made
         assert dispatch == []  # a cancelled activation escalates no one
-        assert mesh.gateway.coordinator.counters["retries"] == 0
+        assert mesh.gateway.daemon.coordinator.counters["retries"] == 0
 
 
 async def test_a_camera_that_moves_hears_commands_in_its_new_cell(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
 ) -> None:
     async with running_mesh(mosquitto.url, topics, tmp_path / "log.db") as mesh:
-        from mesh.geo import offset
+        from mesh.decide.geo import offset
 
         rover = CameraAgent(
             CameraIdentity("bwc-rover", "car-30", CameraRole.BODY),
@@ -184,7 +184,7 @@ async def test_a_camera_that_moves_hears_commands_in_its_new_cell(
         assert rover.cell != first_cell
         await wait_until(
             lambda: (
-                (p := mesh.gateway.presence.get("bwc-rover")) is not None
+                (p := mesh.gateway.daemon.presence.get("bwc-rover")) is not None
                 and p.position is not None
                 and abs(p.position.lat - lat) < 1e-9
             )
@@ -206,8 +206,8 @@ async def test_500_cameras_end_to_end(
     """500 cameras of 167 units over a 2 km disc; a 600 m activation. Every camera in range
     starts, none outside does; the gateway publishes a handful of commands, and only the
     cameras in the circle's cells hear one."""
-    from mesh.fleet import scatter
-    from mesh.geo import haversine_m
+    from mesh.decide.geo import haversine_m
+    from mesh.sim.camera_fleet import scatter
 
     specs = scatter(500, CENTER, radius_m=2000, unit_prefix="u", seed=5)
     policy = Policy.model_validate({"kinds": {"manual": {"radius_m": 600}}})
@@ -226,7 +226,7 @@ async def test_500_cameras_end_to_end(
         assert len(in_range) > 30
         recording = {cid for cid, a in mesh.agents.items() if a.recorder.recordings}
         assert recording == in_range
-        publishes = mesh.gateway.coordinator.counters["publish.commands"]
+        publishes = mesh.gateway.daemon.coordinator.counters["publish.commands"]
         assert publishes <= 10  # the circle's cells and the unit: not one per camera
         heard = sum(
             sum(v for k, v in a.counters.items() if k.startswith("decision."))

@@ -15,17 +15,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.client import Inbound
-from bridge.codec import PayloadError, decode, encode
+from bridge.mqtt.client import Inbound
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import ParsedTopic, TopicKind, Topics
-from bridge.urls import BrokerUrl
-from mesh.activation_log import ActivationLog
 from mesh.archive.intake import Item, accept
-from mesh.archive.wire import LogBatch, LogBatchRecord, LogSynced
-from mesh.console.hub import ConsoleHub
-from mesh.log_chain import GENESIS, record_hash
-from mesh.log_sync import LogSync
-from mesh.models import (
+from mesh.dispatch.console.hub import ConsoleHub
+from mesh.dispatch.watch import ActivationWatcher
+from mesh.journal.chain import GENESIS, record_hash
+from mesh.journal.store import ActivationLog
+from mesh.journal.sync import LogSync
+from mesh.protocol.codec import PayloadError, decode, encode
+from mesh.protocol.log_wire import LogBatch, LogBatchRecord, LogSynced
+from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
     CameraAck,
@@ -35,7 +36,6 @@ from mesh.models import (
     TriggerEvent,
     TriggerReceipt,
 )
-from mesh.watch import ActivationWatcher
 from tests.fuzz_helpers import apply, batch, budget, dumps, instances, json_values, mutations
 
 TOPICS = Topics("fz/mesh/v1")

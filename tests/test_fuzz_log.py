@@ -20,11 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from bridge.codec import decode, non_finite_field
-from mesh.activation_log import LogRecord
-from mesh.gateway_keys import CheckpointSigner
-from mesh.log_chain import GENESIS, Problem, record_hash, verify_chain
-from mesh.log_records import (
+from mesh.decide.proximity import Heard
+from mesh.decide.targeting import TargetDecision
+from mesh.journal.chain import GENESIS, Problem, record_hash, verify_chain
+from mesh.journal.records import (
     AckEntry,
     ActivationEntry,
     CancelEntry,
@@ -38,9 +37,10 @@ from mesh.log_records import (
     TargetEntry,
     TriggerEntry,
 )
-from mesh.models import AckStatus, CameraAck, GeoPoint, RecordStart, TriggerEvent
-from mesh.proximity import Heard
-from mesh.targeting import TargetDecision
+from mesh.journal.store import LogRecord
+from mesh.protocol.codec import decode, non_finite_field
+from mesh.protocol.models import AckStatus, CameraAck, GeoPoint, RecordStart, TriggerEvent
+from mesh.security.keys import CheckpointSigner
 from tests.fuzz_helpers import apply, batch, budget, dumps, instances, json_values, mutations
 
 IDENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
@@ -334,8 +334,8 @@ def test_an_unreadable_retention_record_is_not_a_crash(body: str) -> None:
 
 
 def test_a_damaged_body_stops_audit_replay_naming_the_record() -> None:
-    from mesh.activation_log import LogError
-    from mesh.replay import Replayer
+    from mesh.audit.replay import Replayer
+    from mesh.journal.store import LogError
 
     damaged = chain([("started", '{"gateway_id": 5}')])
     with pytest.raises(LogError, match="record 1"):

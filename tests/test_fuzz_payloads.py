@@ -1,4 +1,4 @@
-"""Every MQTT payload type through the codec (bridge/codec.py): arbitrary bytes, arbitrary
+"""Every MQTT payload type through the codec (mesh/protocol/codec.py): arbitrary bytes, arbitrary
 JSON, valid payloads generated from each model's JSON schema, and one mutation of a valid
 payload (a field dropped, retyped, made huge, unicode, nested deep, NaN). Each is decoded
 to a model that re-encodes to itself and keeps everything the sender said, or refused with
@@ -15,9 +15,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from bridge.codec import DEFAULT_MAX_BYTES, PayloadError, decode, encode, float_fields
-from mesh.archive.wire import LogBatch, LogSynced
-from mesh.models import WIRE_MODELS, ActivationRecord, CameraAck, RecordStart, TriggerEvent
+from mesh.protocol.codec import DEFAULT_MAX_BYTES, PayloadError, decode, encode, float_fields
+from mesh.protocol.log_wire import LogBatch, LogSynced
+from mesh.protocol.models import WIRE_MODELS, ActivationRecord, CameraAck, RecordStart, TriggerEvent
 from tests.fuzz_helpers import (
     NON_FINITE,
     Mutation,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.geo import haversine_m, offset
-from mesh.recorder import SimulatedRecorder
+from mesh.camera.recorder import SimulatedRecorder
+from mesh.decide.geo import haversine_m, offset
 
 NS = 1_000_000_000
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mesh.health import GatewayState, Limits, Status, console_health, gateway_health
+from mesh.ops.health import GatewayState, Limits, Status, console_health, gateway_health
 
 FINE = GatewayState(log_error=None, link_up=True, outbox_depth=0, loop_lag_s=0.001)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mesh.activation_log import ActivationLog, log_id_of, read_records
-from mesh.cli import app
-from mesh.gateway_keys import CheckpointSigner, KeyFileError, load_public_key, new_gateway_key
-from mesh.log_chain import GENESIS, Problem, record_hash, verify_chain
-from mesh.log_records import RecordKind, ResumedEntry
-from mesh.retention import NS_PER_DAY, RetentionPass, hold_body
+from mesh.cli.app import app
+from mesh.journal.chain import GENESIS, Problem, record_hash, verify_chain
+from mesh.journal.records import RecordKind, ResumedEntry
+from mesh.journal.retention import NS_PER_DAY, RetentionPass, hold_body
+from mesh.journal.store import ActivationLog, log_id_of, read_records
+from mesh.security.keys import CheckpointSigner, KeyFileError, load_public_key, new_gateway_key
 
 runner = CliRunner()
 

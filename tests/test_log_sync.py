@@ -15,22 +15,22 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.codec import encode
-from bridge.embedded import MosquittoProcess, free_port
+from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
-from mesh.activation_log import ActivationLog, LogRecord, log_id_of, read_records
 from mesh.archive import store
 from mesh.archive.db import connect
 from mesh.archive.intake import accept
 from mesh.archive.migrate import migrate
-from mesh.archive.wire import LogBatch, LogBatchRecord
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.gateway_keys import CheckpointSigner
-from mesh.log_chain import GENESIS, record_hash, verify_chain
-from mesh.log_records import RecordKind, ResumedEntry
-from mesh.log_sync import LogSync
-from mesh.models import TriggerKind
-from mesh.retention import RetentionPass
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.journal.chain import GENESIS, record_hash, verify_chain
+from mesh.journal.records import RecordKind, ResumedEntry
+from mesh.journal.retention import RetentionPass
+from mesh.journal.store import ActivationLog, LogRecord, log_id_of, read_records
+from mesh.journal.sync import LogSync
+from mesh.protocol.codec import encode
+from mesh.protocol.log_wire import LogBatch, LogBatchRecord
+from mesh.protocol.models import TriggerKind
+from mesh.security.keys import CheckpointSigner
 from tests.harness import CENTER, UNIT, event, running_mesh, wait_until
 from tests.test_archive import rows, running_archivers
 

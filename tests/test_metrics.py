@@ -12,23 +12,23 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics_core import Metric
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from bridge.urls import BrokerUrl
-from mesh.activation_log import LogError
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.health import Health, Status
-from mesh.http_endpoints import ListenError
-from mesh.metrics import (
+from mesh.decide.policy import Policy
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.journal.store import LogError
+from mesh.ops.health import Health, Status
+from mesh.ops.http import ListenError
+from mesh.ops.metrics import (
     ACK_LATENCY_BUCKETS_S,
     ConsoleSnapshot,
     GatewaySnapshot,
     console_families,
     gateway_families,
 )
-from mesh.models import ActivationState, TriggerKind
-from mesh.policy import Policy
-from mesh.security import Security
+from mesh.protocol.models import ActivationState, TriggerKind
+from mesh.security.checks import Security
 from tests.harness import CENTER, UNIT, event, ghost, running_mesh, wait_until
 from tests.http_helpers import get, parse_metrics, sample, send_raw
 
@@ -348,8 +348,8 @@ def test_console_families() -> None:
 async def test_the_dispatch_console_serves_metrics_and_health_without_login(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
 ) -> None:
-    from mesh.console.auth import Role, Users, add_user
-    from mesh.console.server import ConsoleServer
+    from mesh.dispatch.console.auth import Role, Users, add_user
+    from mesh.dispatch.console.server import ConsoleServer
 
     users = tmp_path / "users.yaml"
     add_user(users, "ana", Role.DISPATCHER, "a long enough password")

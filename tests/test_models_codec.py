@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bridge.codec import PayloadError, decode, encode
-from mesh.models import (
+from mesh.protocol.codec import PayloadError, decode, encode
+from mesh.protocol.models import (
     WIRE_MODELS,
     AckStatus,
     CameraAck,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from mesh.geo import offset
-from mesh.models import CameraPresence, CameraRole, Position
-from mesh.presence import PresenceRegistry, changed
+from mesh.decide.geo import offset
+from mesh.decide.presence import PresenceRegistry, changed
+from mesh.protocol.models import CameraPresence, CameraRole, Position
 from tests.harness import CENTER
 
 NS = 1_000_000_000

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from bridge.topics import Topics
-from mesh.camera_decision import Action, CameraView, decide
-from mesh.fanout import MAX_CELLS, command_topics
-from mesh.geo import offset
-from mesh.models import (
+from mesh.decide.camera import Action, CameraView, decide
+from mesh.decide.fanout import MAX_CELLS, command_topics
+from mesh.decide.geo import offset
+from mesh.decide.planning import plan_activation
+from mesh.decide.policy import Policy
+from mesh.decide.presence import PresenceRegistry
+from mesh.decide.proximity import MAX_ADDRESSES, Heard, RadioProximity
+from mesh.decide.targeting import Scope, Settings, TargetDecision, resolve_targets
+from mesh.protocol.models import (
     CameraPresence,
     CameraRole,
     EscalationReason,
@@ -15,11 +20,6 @@ from mesh.models import (
     Targets,
     TriggerKind,
 )
-from mesh.planning import plan_activation
-from mesh.policy import Policy
-from mesh.presence import PresenceRegistry
-from mesh.proximity import MAX_ADDRESSES, Heard, RadioProximity
-from mesh.targeting import Scope, Settings, TargetDecision, resolve_targets
 from tests.harness import event
 
 NS = 1_000_000_000

@@ -20,20 +20,20 @@ import asyncio
 import time
 from pathlib import Path
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import read_records
-from mesh.camera_agent import CameraAgent, CameraIdentity
-from mesh.log_records import ActivationEntry, PublishedEntry, RecordKind
-from mesh.models import (
+from mesh.camera.agent import CameraAgent, CameraIdentity
+from mesh.camera.recorder import SimulatedRecorder
+from mesh.decide.policy import KindOverride, Policy
+from mesh.journal.records import ActivationEntry, PublishedEntry, RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.models import (
     ActivationRecord,
     CameraAck,
     CameraRole,
     OutcomeStatus,
     TriggerKind,
 )
-from mesh.policy import KindOverride, Policy
-from mesh.recorder import SimulatedRecorder
 from tests.harness import Mesh, event, running_mesh, spec
 
 TTL_S = 4.0

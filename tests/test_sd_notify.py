@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.gateway import Gateway, GatewaySettings
-from mesh.sd_notify import SystemdNotifier, watchdog_loop
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.ops.sd_notify import SystemdNotifier, watchdog_loop
 from tests.harness import UNIT, wait_until
 
 

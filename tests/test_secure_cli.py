@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bridge.embedded import MosquittoProcess, free_port
-from mesh.models import ActivationRecord
+from bridge.mqtt.embedded import MosquittoProcess, free_port
+from mesh.protocol.models import ActivationRecord
 from tests.conftest import require_mosquitto
 from tests.test_cli import daemon, run
 

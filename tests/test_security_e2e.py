@@ -17,14 +17,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.client import Inbound
-from bridge.codec import decode, encode
-from bridge.embedded import MosquittoProcess
+from bridge.mqtt.client import Inbound
+from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.activation_log import read_records
-from mesh.fleet import CameraSpec
-from mesh.log_records import RecordKind
-from mesh.models import (
+from mesh.decide.policy import Policy
+from mesh.journal.records import RecordKind
+from mesh.journal.store import read_records
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.models import (
     AckStatus,
     CameraAck,
     CancelRequest,
@@ -37,10 +37,10 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.policy import Policy
-from mesh.security import Security
-from mesh.signing import PayloadSigner
-from mesh.trust import KeyRole, TrustStore, trusted_key
+from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
+from mesh.sim.camera_fleet import CameraSpec
 from tests.harness import (
     CENTER,
     DEFAULT_SPECS,
@@ -137,7 +137,7 @@ async def test_a_signed_mesh_confirms_and_every_ack_is_signed(
         assert started == {"dash-12", "bwc-12a", "bwc-7a"}
         for camera_id in started:
             assert all(a.sig is not None for a in mesh.agents[camera_id].acks_sent)
-        assert not any(k.startswith("rejected.ack") for k in mesh.gateway.counters)
+        assert not any(k.startswith("rejected.ack") for k in mesh.gateway.daemon.counters)
 
 
 async def test_cameras_refuse_unsigned_forged_wrongly_signed_tampered_and_expired_commands(
@@ -246,7 +246,7 @@ async def test_forged_acks_cannot_hide_a_camera_that_did_not_record(
         await forger
         silent = next(c for c in record.cameras if c.camera_id == "bwc-silent")
         assert silent.status is OutcomeStatus.MISSED
-        counters = mesh.gateway.counters
+        counters = mesh.gateway.daemon.counters
         assert counters["rejected.ack.unsigned"] == 1
         assert counters["rejected.ack.wrong_signer"] == 2
         assert counters["rejected.ack.unknown_key"] == 1
@@ -301,7 +301,7 @@ async def test_remote_triggers_and_cancels_need_a_dispatch_signature(
 async def test_the_console_signs_its_remote_activations_and_cancels(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
 ) -> None:
-    from mesh.console.hub import ConsoleHub
+    from mesh.dispatch.console.hub import ConsoleHub
 
     async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
         unsigned_hub = ConsoleHub(mosquitto.url, topics, client_id=f"t-{uuid.uuid4().hex[:6]}")
@@ -312,7 +312,7 @@ async def test_the_console_signs_its_remote_activations_and_cancels(
             signer=PayloadSigner(keys.dispatch),
         )
         tasks = [asyncio.create_task(h.run()) for h in (hub, unsigned_hub)]
-        mesh.tasks += tasks
+        mesh.ops.tasks += tasks
         await hub.link.wait_up(10)
         await unsigned_hub.link.wait_up(10)
         refused = await unsigned_hub.activate("dana", UNIT)

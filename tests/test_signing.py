@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.codec import decode, encode
 from mesh.config import ConfigError
-from mesh.models import (
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.models import (
     AckStatus,
     CameraAck,
     GeoPoint,
@@ -21,9 +21,9 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.security import CommandProblem, ReplayGuard, Security
-from mesh.signing import PayloadSigner, signed_bytes
-from mesh.trust import Distrust, KeyRole, Rejection, TrustStore, trusted_key
+from mesh.security.checks import CommandProblem, ReplayGuard, Security
+from mesh.security.signing import PayloadSigner, signed_bytes
+from mesh.security.trust import Distrust, KeyRole, Rejection, TrustStore, trusted_key
 from triggers.manual import manual_trigger
 
 NS = 1_000_000_000
@@ -314,7 +314,7 @@ def test_keys_cli_new_rotate_revoke_list(tmp_path: Path) -> None:
 
 def test_a_config_security_section_loads_and_names_bad_files(tmp_path: Path) -> None:
     from mesh.config import load_camera_config
-    from mesh.security import load_security
+    from mesh.security.checks import load_security
 
     key = tmp_path / "cam.key"
     key.write_bytes(b"not a key")
@@ -327,7 +327,7 @@ def test_a_config_security_section_loads_and_names_bad_files(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"camera\.yaml: key 'security\.signing_key'"):
         load_security(cfg.security, config)
     key.unlink()
-    from mesh.gateway_keys import new_gateway_key
+    from mesh.security.keys import new_gateway_key
 
     new_gateway_key(tmp_path, "cam")
     with pytest.raises(ConfigError, match=r"key 'security\.trust_store'.*does not exist"):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.camera_decision import Action, CameraView, decide, scope
-from mesh.geo import offset
-from mesh.models import (
+from mesh.decide.camera import Action, CameraView, decide, scope
+from mesh.decide.geo import offset
+from mesh.decide.presence import PresenceRegistry
+from mesh.decide.targeting import Scope, Settings, resolve_targets
+from mesh.protocol.models import (
     AckStatus,
     CameraPresence,
     CameraRole,
@@ -19,8 +21,6 @@ from mesh.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.presence import PresenceRegistry
-from mesh.targeting import Scope, Settings, resolve_targets
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
-from bridge.urls import BrokerUrl
 
 
 def test_topics_build_and_parse_round_trip() -> None:

@@ -5,7 +5,7 @@ Each loader turns a DocumentError into its own error type with the file's name. 
 else escapes: not a UnicodeDecodeError from a file that is not text, not a RecursionError
 from a document nested thousands deep, not the ValueError PyYAML lets through for a date
 like ``2020-13-01`` (tests/test_fuzz_config.py). Validation errors of what was read are
-named with ``bridge.codec.readable_loc``, as payload errors are.
+named with ``mesh.protocol.codec.readable_loc``, as payload errors are.
 """
 
 from __future__ import annotations

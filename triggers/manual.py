@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from mesh.models import Position, SourceRef, SourceType, TriggerEvent, TriggerKind
+from mesh.protocol.models import Position, SourceRef, SourceType, TriggerEvent, TriggerKind
 
 
 def manual_trigger(

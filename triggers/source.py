@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from mesh.models import TriggerEvent
+from mesh.protocol.models import TriggerEvent
 
 
 @runtime_checkable

@@ -27,16 +27,16 @@ from typing import TypeVar
 import psycopg
 import structlog
 
-from bridge.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
-from bridge.codec import PayloadError, encode
+from bridge.mqtt.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics, shared
-from bridge.urls import BrokerUrl
 from mesh.archive import store
 from mesh.archive.db import Conn, connect, describe
 from mesh.archive.intake import Item, accept, archived_filters, check_ack
 from mesh.archive.migrate import migrate
-from mesh.archive.wire import LogSynced
-from mesh.trust import TrustStore
+from mesh.protocol.codec import PayloadError, encode
+from mesh.protocol.log_wire import LogSynced
+from mesh.security.trust import TrustStore
 
 T = TypeVar("T")
 DbAction = Callable[[Conn], Awaitable[T]]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bridge.codec import PayloadError, decode
 from bridge.topics import TopicKind, Topics
-from mesh.archive.wire import BATCH_MAX_BYTES, LogBatch
-from mesh.log_chain import record_hash
-from mesh.models import (
+from mesh.journal.chain import record_hash
+from mesh.protocol.codec import PayloadError, decode
+from mesh.protocol.log_wire import BATCH_MAX_BYTES, LogBatch
+from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
     CameraAck,
@@ -19,11 +19,11 @@ from mesh.models import (
     TriggerEvent,
     TriggerReceipt,
 )
-from mesh.trust import KeyRole, Rejection, TrustStore
+from mesh.security.trust import KeyRole, Rejection, TrustStore
 
 # Triggers, receipts, acks and escalations are small; anything near this is a bug or worse.
 MAX_SMALL_PAYLOAD = 64 * 1024
-# An activation record names every camera it concerned (as mesh/watch.py allows).
+# An activation record names every camera it concerned (as mesh/dispatch/watch.py allows).
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 ArchivedModel = TriggerEvent | TriggerReceipt | ActivationRecord | CameraAck | Escalation | LogBatch

@@ -14,11 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bridge.topics import TopicKind
-from mesh.activation_log import LogRecord
 from mesh.archive.db import Conn
 from mesh.archive.intake import Item, activation_rank
-from mesh.archive.wire import LogBatch
-from mesh.models import ActivationRecord, CameraAck, Escalation, TriggerEvent, TriggerReceipt
+from mesh.journal.store import LogRecord
+from mesh.protocol.log_wire import LogBatch
+from mesh.protocol.models import (
+    ActivationRecord,
+    CameraAck,
+    Escalation,
+    TriggerEvent,
+    TriggerReceipt,
+)
 
 # Small messages are written together, in one transaction, up to this many.
 GROUP_MAX = 200

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from bleak.backends.scanner import AdvertisementData
 
-from mesh.models import TriggerKind
+from mesh.protocol.models import TriggerKind
 from triggers.ble.adparse import uuid16
 from triggers.ble.format import (
     EVENT_NAMES,

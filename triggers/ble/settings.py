@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mesh.models import Ident, TriggerKind
+from mesh.protocol.models import Ident, TriggerKind
 from triggers.ble.decoders import LegacyDevice
 from triggers.ble.format import DEV_COMPANY_ID, SensorKind
 from triggers.ble.source import BleSourceSettings

@@ -27,8 +27,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
 
 from mesh.clock import SYSTEM_CLOCK, Clock
-from mesh.models import SourceRef, SourceType, TriggerEvent
-from mesh.proximity import RadioProximity
+from mesh.decide.proximity import RadioProximity
+from mesh.protocol.models import SourceRef, SourceType, TriggerEvent
 from triggers.ble.decoders import (
     DecoderRegistry,
     LegacyDevice,
@@ -76,7 +76,7 @@ class BleSourceSettings:
     silence_restart_s: float = 60.0
     low_battery_pct: int = 20
     legacy_axon_signal: Mapping[str, LegacyDevice] = field(default_factory=dict)
-    # Cameras heard this strongly, this recently, are at the car (mesh.proximity).
+    # Cameras heard this strongly, this recently, are at the car (mesh.decide.proximity).
     proximity_min_rssi_dbm: int = -80
     proximity_max_age_s: float = 10.0
 

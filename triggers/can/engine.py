@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.models import TriggerKind
+from mesh.protocol.models import TriggerKind
 from triggers.can.rules import CompiledRule, Number, RulesFile, compile_rules
 
 _LEARN_INTERVALS = 5

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bridge.codec import readable_loc
-from mesh.models import TriggerKind
+from mesh.protocol.codec import readable_loc
+from mesh.protocol.models import TriggerKind
 from triggers.documents import DocumentError, load_yaml
 
 Op = Literal["==", "!=", ">", ">=", "<", "<=", "in"]

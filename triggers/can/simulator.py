@@ -29,7 +29,7 @@ import can
 import cantools
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.codec import readable_loc
+from mesh.protocol.codec import readable_loc
 from triggers.documents import DocumentError, load_yaml
 
 Value = int | float

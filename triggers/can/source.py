@@ -21,7 +21,7 @@ import can
 import structlog
 
 from mesh.clock import SYSTEM_CLOCK, Clock
-from mesh.models import SourceRef, SourceType, TriggerEvent
+from mesh.protocol.models import SourceRef, SourceType, TriggerEvent
 from triggers.can.engine import Fired, Health, RuleEngine
 from triggers.source import until_closed
 

@@ -1,0 +1,1 @@
+"""Broker configuration: mosquitto config, ACL, PKI, the car-to-centre bridge, passwords."""

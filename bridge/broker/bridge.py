@@ -1,0 +1,287 @@
+"""Edge ↔ central: the mosquitto ``connection`` section that bridges an in-car broker to a
+central one (docs/broker.md § Edge ↔ central bridge). Pure: specs in, text out.
+
+``--bridge central=mqtts://mqtt.example.org:8883?ca=…&cert=…&key=…`` becomes one
+``connection central`` block in the car's mosquitto.conf. The topics it carries follow the
+car's part of the fleet file (its gateways' units, its cameras): what the centre needs from
+the car goes out (records, receipts, escalations, acks, status, presence, log batches),
+what the car needs from the centre comes in (dispatch's triggers and cancels for its units,
+other gateways' commands for its cells and cameras, the archive's log watermarks).
+
+Behaviour of mosquitto 2.0.11 this relies on (checked by tests/test_edge_central.py):
+
+- with ``cleansession false`` the bridge's local side is a persistent session, so QoS 1
+  messages for ``out`` topics are queued while the central broker is unreachable (up to
+  the broker-wide ``max_queued_messages``) and sent, in order, when it returns; with
+  ``persistence true`` that queue survives a clean restart of the in-car broker;
+- messages the bridge brought in are not sent back out, and (``try_private``) the central
+  broker does not send the car's own messages back in, so topics bridged in both
+  directions do not loop; retained messages stay retained across;
+- the bridge speaks MQTT 3.1.1: 2.0.11's MQTT 5 bridge is refused by the remote
+  ("protocol error" at CONNECT) when the local conf says ``max_inflight_messages 0``, as
+  ours do;
+- the bridge's local side is not subject to the in-car broker's ACL: what it imports is
+  published in the car as is, so the ``in`` list is the car's trust boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Literal
+
+from bridge.broker.acl import FleetSpec
+from bridge.mqtt.urls import BrokerUrl
+from bridge.topics import Topics
+
+__all__ = [
+    "BridgeError",
+    "BridgeSpec",
+    "BridgeTopic",
+    "bridge_client_id",
+    "bridge_topics",
+    "central_acl_block",
+    "parse_bridge_spec",
+    "parse_bridge_specs",
+    "render_bridge",
+    "render_bridges",
+]
+
+Direction = Literal["in", "out", "both"]
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+# Debian's system CA store: what an mqtts:// URL without ?ca= is verified against.
+SYSTEM_CA_PATH = "/etc/ssl/certs"
+# Decorrelated-jitter reconnect delay, seconds: a cellular uplink that comes back is used
+# within CAP seconds, and the centre sees at most one TLS handshake per BASE per car.
+DEFAULT_RESTART_TIMEOUT = (2, 30)
+
+
+class BridgeError(ValueError):
+    """A ``--bridge`` value or a bridge that cannot be configured; the message names it."""
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    """One ``--bridge NAME=URL``: the connection's name and the central broker's URL."""
+
+    name: str
+    url: BrokerUrl
+    # (base, cap) of mosquitto's restart_timeout; tests shorten it.
+    restart_timeout: tuple[int, int] = DEFAULT_RESTART_TIMEOUT
+
+
+@dataclass(frozen=True)
+class BridgeTopic:
+    """One ``topic PATTERN DIRECTION 1`` line, and why it is bridged."""
+
+    pattern: str
+    direction: Direction
+    why: str
+
+
+def parse_bridge_spec(text: str) -> BridgeSpec:
+    """``NAME=URL``, e.g. ``central=mqtts://mqtt.example.org:8883?ca=/etc/tm/ca.crt``."""
+    name, sep, url_text = text.partition("=")
+    name = name.strip()
+    if not sep or not url_text.strip():
+        raise BridgeError(f"--bridge {text!r}: expected NAME=URL (e.g. central=mqtts://host)")
+    if not _NAME_RE.match(name):
+        raise BridgeError(f"--bridge {text!r}: name {name!r} must be 1-32 of [A-Za-z0-9._-]")
+    try:
+        url = BrokerUrl.parse(url_text)
+    except ValueError as exc:
+        raise BridgeError(f"--bridge {name}: {exc}") from None
+    _check_url(name, url)
+    return BridgeSpec(name, url)
+
+
+def parse_bridge_specs(texts: Iterable[str]) -> tuple[BridgeSpec, ...]:
+    """Every ``--bridge`` value; two bridges with one name are an error (the name is the
+    mosquitto connection's, and part of its client id)."""
+    specs: list[BridgeSpec] = []
+    for text in texts:
+        spec = parse_bridge_spec(text)
+        if any(s.name == spec.name for s in specs):
+            raise BridgeError(f"--bridge {spec.name}=…: the name {spec.name!r} is given twice")
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _check_url(name: str, url: BrokerUrl) -> None:
+    where = f"--bridge {name}"
+    files = {"ca": url.ca_file, "cert": url.cert_file, "key": url.key_file}
+    for key, path in files.items():
+        if path is None:
+            continue
+        # mosquitto resolves a relative path against its working directory, not the conf's.
+        if not PurePosixPath(path).is_absolute():
+            raise BridgeError(f"{where}: {key}={path!r} must be an absolute path")
+        if _breaks_line(path):
+            raise BridgeError(f"{where}: {key}= must not contain a line break")
+    if (url.cert_file is None) != (url.key_file is None):
+        raise BridgeError(f"{where}: cert= and key= go together")
+    # A conf value is one word to the end of the line: whitespace would end or split it.
+    for what, value in (("user name", url.username), ("password", url.password)):
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise BridgeError(f"{where}: the {what} must be non-empty and without spaces")
+    if url.password is not None and url.username is None:
+        raise BridgeError(f"{where}: a password needs a user name")
+    if any(c.isspace() for c in url.host):
+        raise BridgeError(f"{where}: host {url.host!r} must be one word")
+
+
+def _breaks_line(text: str) -> bool:
+    return "\n" in text or "\r" in text
+
+
+def bridge_client_id(spec: BridgeSpec, fleet: FleetSpec) -> str:
+    """The bridge's client id on the central broker: stable across restarts (its
+    persistent session there holds what comes in while the car is away) and unique per
+    car and bridge (the car's first gateway names the car)."""
+    return f"tm-bridge-{_car(fleet)}-{spec.name}"
+
+
+def _car(fleet: FleetSpec) -> str:
+    if not fleet.gateways:
+        raise BridgeError(
+            "a bridge needs the car's gateway in the fleet file: its unit decides which "
+            "triggers, cancels and commands come in"
+        )
+    return fleet.gateways[0].name
+
+
+def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
+    """What crosses the bridge, for the car described by ``fleet`` (its gateways and
+    cameras; dispatch and archivers in an edge fleet are ignored)."""
+    _car(fleet)
+    t = Topics(fleet.prefix)
+    p = t.prefix
+    units = sorted({gw.unit for gw in fleet.gateways if gw.unit is not None})
+    out: list[BridgeTopic] = []
+    for unit in units:
+        out += [
+            BridgeTopic(
+                t.trigger(unit),
+                "both",
+                "in-car triggers go to the archive and dispatch; dispatch's come to the car",
+            ),
+            BridgeTopic(t.cancel(unit), "in", "dispatch's cancel requests for this unit"),
+            BridgeTopic(t.receipt(unit), "out", "receipts, for the archive and dispatch"),
+            BridgeTopic(t.activation(unit, "+"), "out", "activation records, for the archive"),
+            BridgeTopic(t.command_unit(unit), "in", "other gateways' commands naming this unit"),
+        ]
+    for gw in fleet.gateways:
+        out += [
+            BridgeTopic(t.gateway(gw.name), "out", "the gateway's retained status and will"),
+            BridgeTopic(t.acks_for(gw.name), "in", "other cars' cameras answering it"),
+            # Only this gateway's: every car importing every log's would grow with the
+            # square of the fleet (docs/deployment.md).
+            BridgeTopic(t.synced_for(gw.name), "in", "the archive's watermarks of its logs"),
+        ]
+    out += [
+        BridgeTopic(f"{p}/cmd/camera/{cam.name}", "in", "other gateways' retries to it")
+        for cam in fleet.cameras
+    ]
+    out += [
+        BridgeTopic(t.all_escalations(), "out", "escalations: their audiences are central"),
+        BridgeTopic(f"{p}/ack/+/+", "out", "every ack, for the archive and other gateways"),
+        BridgeTopic(t.all_presence(), "out", "the car's cameras, for dispatch (retained)"),
+        BridgeTopic(t.all_log_records(), "out", "log sync batches, for the archive"),
+        # Out only if a gateway of the car may broadcast (the fleet's `broadcast`).
+        BridgeTopic(t.command_all(), "both", "circles over ~1.4 km: everyone's cameras, either way")
+        if any(gw.broadcast for gw in fleet.gateways)
+        else BridgeTopic(t.command_all(), "in", "other cars' circles over ~1.4 km"),
+        BridgeTopic(
+            f"{p}/cmd/cell/+", "both", "cells the car's circles meet; others' for its cameras"
+        ),
+        BridgeTopic(f"{p}/cmd/unit/+", "out", "this gateway's commands for other units"),
+        BridgeTopic(f"{p}/cmd/camera/+", "out", "this gateway's retries to other cars' cameras"),
+    ]
+    return tuple(out)
+
+
+def render_bridge(spec: BridgeSpec, fleet: FleetSpec) -> str:
+    """The ``connection`` section for one bridge (goes after the listener settings)."""
+    url = spec.url
+    client_id = bridge_client_id(spec, fleet)
+    base, cap = spec.restart_timeout
+    if not 1 <= base <= cap:
+        raise BridgeError(f"bridge {spec.name}: restart_timeout needs 1 <= base <= cap")
+    lines = [
+        f"# bridge {spec.name!r} to {url} (generated by trigger-mesh broker-config)",
+        f"connection {spec.name}",
+        f"address {url.host}:{url.port}",
+        # 3.1.1: mosquitto 2.0.11's MQTT 5 bridge sends a CONNECT the remote refuses as a
+        # protocol error when max_inflight_messages is 0 (unlimited), as in our confs.
+        "bridge_protocol_version mqttv311",
+        # Marks the connection as a bridge at central: it does not send the car's own
+        # messages back (no loop on "both" topics) and keeps their retain flag.
+        "try_private true",
+        # A persistent session at both ends: out-messages queue here while central is
+        # down, in-messages queue at central while the car is away.
+        "cleansession false",
+        "local_cleansession false",
+        # Stable ids: a new id would start an empty session and lose what was queued.
+        f"remote_clientid {client_id}",
+        f"local_clientid {client_id}-local",
+        "start_type automatic",
+        f"restart_timeout {base} {cap}",
+        # A dead uplink that sends no reset (a NAT, a tunnel) is noticed by a missed ping.
+        "keepalive_interval 30",
+        # Retained state (presence, status, watermarks) keeps its retain flag across.
+        "bridge_outgoing_retain true",
+        # $SYS/broker/connection/<id>/state: 1 up, 0 down, here and at central (its will).
+        "notifications true",
+        *_credential_lines(url),
+        *_tls_lines(url),
+    ]
+    for topic in bridge_topics(fleet):
+        # QoS 1 both ways: every message here must arrive at least once.
+        lines += [f"# {topic.why}", f"topic {topic.pattern} {topic.direction} 1"]
+    return "\n".join(lines) + "\n"
+
+
+def render_bridges(specs: Sequence[BridgeSpec], fleet: FleetSpec) -> str:
+    """Every bridge's section, in the order given; empty without bridges."""
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise BridgeError(f"bridge names must be unique: {names}")
+    return "\n".join(render_bridge(spec, fleet) for spec in specs)
+
+
+def _credential_lines(url: BrokerUrl) -> list[str]:
+    if url.username is None:
+        return []
+    lines = [f"remote_username {url.username}"]
+    if url.password is not None:
+        lines.append(f"remote_password {url.password}")
+    return lines
+
+
+def _tls_lines(url: BrokerUrl) -> list[str]:
+    if not url.tls:
+        return []
+    lines = (
+        [f"bridge_cafile {url.ca_file}"]
+        if url.ca_file is not None
+        else [f"bridge_capath {SYSTEM_CA_PATH}"]
+    )
+    if url.cert_file is not None and url.key_file is not None:
+        lines += [f"bridge_certfile {url.cert_file}", f"bridge_keyfile {url.key_file}"]
+    return [
+        *lines,
+        # The central's certificate must name the host in the URL.
+        "bridge_insecure false",
+    ]
+
+
+def central_acl_block(spec: BridgeSpec, fleet: FleetSpec, user: str) -> str:
+    """The ACL block the central broker grants the bridge's user ``user``: write what goes
+    out, read what comes in, and its connection-state notification."""
+    access = {"out": "write", "in": "read", "both": "readwrite"}
+    lines = [f"# bridge {spec.name} of {_car(fleet)}", f"user {user}"]
+    lines += [f"topic {access[t.direction]} {t.pattern}" for t in bridge_topics(fleet)]
+    lines.append(f"topic write $SYS/broker/connection/{bridge_client_id(spec, fleet)}/state")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""MQTT transport: the client link, broker URLs, the embedded mosquitto."""

@@ -1,0 +1,1 @@
+"""Audit tools over an activation log: replay, re-publishing, reports."""

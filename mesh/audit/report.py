@@ -1,0 +1,531 @@
+"""``trigger-mesh audit report``, the pure part: log records -> per-activation timelines,
+per-(unit, kind) summaries and CSV rows. No plotting and no files here (mesh.audit.report_render
+draws, mesh.cli.audit writes).
+
+Times: every ``*_ms`` on a timeline is relative to when the gateway received the trigger,
+on the gateway's wall clock (the clock of every record's ``at_ns``). The ``latency_ms`` a
+gateway logs per camera is measured from its first send of the command, not from the
+trigger, so it is kept as ``publish_to_ack_ms`` beside the trigger-relative figure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from mesh.decide.stats import percentile
+from mesh.journal.records import (
+    AckEntry,
+    ActivationEntry,
+    CancelAckEntry,
+    CancelEntry,
+    EscalatedEntry,
+    FinishedEntry,
+    PublishedEntry,
+    RecordKind,
+    ResumedEntry,
+    TriggerEntry,
+)
+from mesh.journal.store import LogRecord, read_records
+from mesh.protocol.models import CONFIRMED_OUTCOMES, OutcomeStatus, TriggerEvent, TriggerKind
+from mesh.timefmt import iso_ns, parse_iso_ns
+
+UNFINISHED = "unfinished"  # no "finished" record: still pending, or the gateway died
+ALL = "all"  # the unit and kind of the overall summary row
+_STARTED = frozenset(s.value for s in CONFIRMED_OUTCOMES)
+_IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+# --- filters -----------------------------------------------------------------------------
+# ISO 8601 -> ns; a time without an offset is UTC (shared with the other audit commands).
+parse_utc = parse_iso_ns
+
+
+def parse_kind(value: str) -> TriggerKind:
+    try:
+        return TriggerKind(value)
+    except ValueError:
+        choices = ", ".join(k.value for k in TriggerKind)
+        raise ValueError(f"{value!r} is not a trigger kind ({choices})") from None
+
+
+def check_unit(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(f"{value!r} is not a unit id (1-64 of A-Z a-z 0-9 . _ : -)")
+    return value
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Which triggers a report covers: received in [start, end), of this unit and kind."""
+
+    start_ns: int | None = None
+    end_ns: int | None = None
+    unit: str | None = None
+    kind: TriggerKind | None = None
+
+    def admits(self, trigger: TriggerEvent, received_at_ns: int) -> bool:
+        return (
+            (self.start_ns is None or received_at_ns >= self.start_ns)
+            and (self.end_ns is None or received_at_ns < self.end_ns)
+            and (self.unit is None or trigger.unit_id == self.unit)
+            and (self.kind is None or trigger.kind == self.kind)
+        )
+
+    def describe(self) -> str:
+        """In words, for the report: "triggers received from …, unit car-12, kind siren"."""
+        parts = []
+        if self.start_ns is not None:
+            parts.append(f"received from {iso_ns(self.start_ns)}")
+        if self.end_ns is not None:
+            parts.append(f"received before {iso_ns(self.end_ns)}")
+        if self.unit is not None:
+            parts.append(f"unit {self.unit}")
+        if self.kind is not None:
+            parts.append(f"kind {self.kind.value}")
+        return "triggers " + ", ".join(parts) if parts else "all triggers"
+
+
+# --- one activation ------------------------------------------------------------------------
+@dataclass
+class CameraLine:
+    camera_id: str
+    unit_id: str | None
+    expected: bool
+    targeting: str
+    status: str = OutcomeStatus.PENDING.value
+    detail: str = ""
+    attempts: int = 0
+    acked_at_ns: int | None = None
+    publish_to_ack_ms: float | None = None
+
+    @property
+    def started(self) -> bool:
+        """Recording because of (or during) this activation: started or already recording."""
+        return self.status in _STARTED
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Something else that happened to an activation (a retry, an escalation, a cancel)."""
+
+    at_ns: int
+    tag: str  # a word or two, for the plot
+    label: str  # the whole story, for the page
+    camera_id: str | None = None
+
+
+@dataclass
+class ActivationTimeline:
+    activation_id: str
+    unit_id: str  # the trigger's unit
+    kind: str
+    source_type: str
+    source_id: str
+    event_id: str
+    observed_at_ns: int  # on the sensor's clock
+    received_at_ns: int
+    decided_at_ns: int
+    published_at_ns: int | None = None
+    finished_at_ns: int | None = None
+    state: str = UNFINISHED
+    reason: str = ""
+    all_acked_ms: float | None = None
+    merged_triggers: int = 0
+    not_targeted: int = 0  # cameras considered and left out (out of range, filtered)
+    cameras: dict[str, CameraLine] = field(default_factory=dict)
+    marks: list[Mark] = field(default_factory=list)
+    cancelled_by: str | None = None
+
+    def ms(self, at_ns: int | None) -> float | None:
+        return None if at_ns is None else round((at_ns - self.received_at_ns) / 1e6, 3)
+
+    def ack_ms(self, camera: CameraLine) -> float | None:
+        """Trigger received -> this camera's ack, ms."""
+        return self.ms(camera.acked_at_ns)
+
+    @property
+    def expected(self) -> list[CameraLine]:
+        return [c for c in self.cameras.values() if c.expected]
+
+    @property
+    def not_started(self) -> list[CameraLine]:
+        return [c for c in self.expected if not c.started]
+
+    def latencies_ms(self) -> list[float]:
+        """Trigger -> ack of the expected cameras that started."""
+        values = (self.ack_ms(c) for c in self.expected if c.started)
+        return [v for v in values if v is not None]
+
+
+def _new_timeline(record: LogRecord, entry: ActivationEntry) -> ActivationTimeline:
+    trigger = entry.trigger
+    timeline = ActivationTimeline(
+        activation_id=entry.command.activation_id,
+        unit_id=trigger.unit_id,
+        kind=trigger.kind.value,
+        source_type=trigger.source.type.value,
+        source_id=trigger.source.id,
+        event_id=trigger.event_id,
+        observed_at_ns=trigger.observed_at_ns,
+        received_at_ns=entry.received_at_ns,
+        decided_at_ns=record.at_ns,
+    )
+    for target in entry.targets:
+        if target.expected:
+            timeline.cameras[target.camera_id] = CameraLine(
+                target.camera_id, target.unit_id, True, target.reason
+            )
+        else:
+            timeline.not_targeted += 1
+    return timeline
+
+
+def _on_ack(timeline: ActivationTimeline, record: LogRecord, entry: AckEntry) -> None:
+    ack = entry.ack
+    if entry.effect == "late":
+        timeline.marks.append(
+            Mark(record.at_ns, "late ack", f"late ack: {ack.status.value}", ack.camera_id)
+        )
+        return
+    if entry.effect not in ("recorded", "unexpected"):
+        return  # duplicates change nothing
+    camera = timeline.cameras.get(ack.camera_id)
+    if camera is None:
+        camera = CameraLine(ack.camera_id, ack.unit_id, False, "not expected; answered")
+        timeline.cameras[ack.camera_id] = camera
+    if camera.status == OutcomeStatus.PENDING.value:
+        camera.status = ack.status.value
+        camera.detail = ack.reason
+        camera.acked_at_ns = record.at_ns
+        camera.publish_to_ack_ms = entry.latency_ms
+
+
+def _on_finished(timeline: ActivationTimeline, record: LogRecord, entry: FinishedEntry) -> None:
+    # The finished record is the gateway's own final word on every camera.
+    final = entry.record
+    timeline.finished_at_ns = final.finished_at_ns or record.at_ns
+    timeline.published_at_ns = final.published_at_ns or timeline.published_at_ns
+    timeline.state = final.state.value
+    timeline.reason = final.reason
+    timeline.all_acked_ms = final.all_acked_ms
+    timeline.merged_triggers = max(timeline.merged_triggers, final.merged_triggers)
+    timeline.cancelled_by = final.cancelled_by or timeline.cancelled_by
+    for outcome in final.cameras:
+        camera = timeline.cameras.get(outcome.camera_id)
+        if camera is None:
+            camera = CameraLine(outcome.camera_id, outcome.unit_id, outcome.expected, "")
+            timeline.cameras[outcome.camera_id] = camera
+        camera.expected = outcome.expected
+        camera.targeting = outcome.targeting or camera.targeting
+        camera.status = outcome.status.value
+        camera.detail = outcome.detail
+        camera.attempts = outcome.attempts
+        camera.acked_at_ns = outcome.acked_at_ns or camera.acked_at_ns
+        camera.publish_to_ack_ms = outcome.latency_ms
+
+
+def _on_published(timeline: ActivationTimeline, record: LogRecord, entry: PublishedEntry) -> None:
+    # A published record is written once the broker took the command; the finished record
+    # has the time it was sent, which wins when present.
+    if entry.attempt == 0:
+        if timeline.finished_at_ns is None and (
+            timeline.published_at_ns is None or record.at_ns < timeline.published_at_ns
+        ):
+            timeline.published_at_ns = record.at_ns
+        return
+    label = f"retry {entry.attempt}"
+    if all(m.tag != label for m in timeline.marks):
+        count = "all" if entry.cameras is None else str(len(entry.cameras))
+        timeline.marks.append(Mark(record.at_ns, label, f"{label} ({count} cameras)"))
+
+
+def _on_cancel(timeline: ActivationTimeline, record: LogRecord, entry: CancelEntry) -> None:
+    by = entry.cancel.by
+    if entry.accepted:
+        timeline.cancelled_by = by
+        timeline.marks.append(Mark(record.at_ns, "cancelled", f"cancelled by {by}"))
+    else:
+        timeline.marks.append(
+            Mark(record.at_ns, "cancel refused", f"cancel by {by} refused: {entry.reason}")
+        )
+
+
+# --- summaries -------------------------------------------------------------------------------
+@dataclass
+class GroupSummary:
+    unit_id: str
+    kind: str
+    activations: int = 0
+    unfinished: int = 0
+    suppressed: int = 0
+    refused: int = 0
+    cameras_expected: int = 0
+    cameras_started: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    missed: list[tuple[str, str]] = field(default_factory=list)  # (activation, camera)
+
+    def add(self, timeline: ActivationTimeline) -> None:
+        self.activations += 1
+        self.unfinished += int(timeline.state == UNFINISHED)
+        expected = timeline.expected
+        self.cameras_expected += len(expected)
+        self.cameras_started += sum(1 for c in expected if c.started)
+        self.latencies_ms.extend(timeline.latencies_ms())
+        self.missed.extend((timeline.activation_id, c.camera_id) for c in timeline.not_started)
+
+    @property
+    def confirmation_rate(self) -> float | None:
+        """Expected cameras that started / expected cameras (None: none expected)."""
+        if not self.cameras_expected:
+            return None
+        return self.cameras_started / self.cameras_expected
+
+    @property
+    def p50_ms(self) -> float | None:
+        return percentile(self.latencies_ms, 50) if self.latencies_ms else None
+
+    @property
+    def p99_ms(self) -> float | None:
+        return percentile(self.latencies_ms, 99) if self.latencies_ms else None
+
+    @property
+    def missed_ids(self) -> list[str]:
+        return sorted({camera for _, camera in self.missed})
+
+
+@dataclass
+class AuditReport:
+    filter: ReportFilter
+    timelines: list[ActivationTimeline]  # in log order
+    groups: list[GroupSummary]  # by unit, then kind
+    overall: GroupSummary
+    records_read: int
+    unreadable: int  # records whose body did not parse (reported, not fatal)
+
+
+def collect(records: Iterable[LogRecord], flt: ReportFilter = ReportFilter()) -> AuditReport:
+    """Fold log records, in log order, into a report of the triggers ``flt`` admits."""
+    timelines: dict[str, ActivationTimeline] = {}
+    groups: dict[tuple[str, str], GroupSummary] = {}
+    read = unreadable = 0
+
+    def group(trigger: TriggerEvent) -> GroupSummary:
+        key = (trigger.unit_id, trigger.kind.value)
+        return groups.setdefault(key, GroupSummary(*key))
+
+    for record in records:
+        read += 1
+        try:
+            _fold(record, flt, timelines, group)
+        except ValidationError:
+            unreadable += 1
+    overall = GroupSummary(ALL, ALL)
+    for timeline in timelines.values():
+        if timeline.cancelled_by is not None:
+            timeline.state = "cancelled"
+        group_of = groups.setdefault(
+            (timeline.unit_id, timeline.kind), GroupSummary(timeline.unit_id, timeline.kind)
+        )
+        group_of.add(timeline)
+        overall.add(timeline)
+    for summary in groups.values():
+        overall.suppressed += summary.suppressed
+        overall.refused += summary.refused
+    return AuditReport(
+        filter=flt,
+        timelines=list(timelines.values()),
+        groups=[groups[k] for k in sorted(groups)],
+        overall=overall,
+        records_read=read,
+        unreadable=unreadable,
+    )
+
+
+def _fold(
+    record: LogRecord,
+    flt: ReportFilter,
+    timelines: dict[str, ActivationTimeline],
+    group: Callable[[TriggerEvent], GroupSummary],
+) -> None:
+    kind = record.kind
+    if kind == RecordKind.ACTIVATION:
+        entry = ActivationEntry.model_validate_json(record.body)
+        if flt.admits(entry.trigger, entry.received_at_ns):
+            timelines[entry.command.activation_id] = _new_timeline(record, entry)
+        return
+    if kind in (RecordKind.SUPPRESSED, RecordKind.REFUSED):
+        _on_trigger(record, TriggerEntry.model_validate_json(record.body), flt, timelines, group)
+        return
+    # Everything else belongs to an activation already seen (and admitted), or is ignored:
+    # kinds this report does not use are skipped without being parsed.
+    timeline = timelines.get(record.activation_id or "")
+    if timeline is None:
+        return
+    if kind == RecordKind.PUBLISHED:
+        _on_published(timeline, record, PublishedEntry.model_validate_json(record.body))
+    elif kind == RecordKind.ACK:
+        _on_ack(timeline, record, AckEntry.model_validate_json(record.body))
+    elif kind == RecordKind.FINISHED:
+        _on_finished(timeline, record, FinishedEntry.model_validate_json(record.body))
+    elif kind == RecordKind.ESCALATED:
+        esc = EscalatedEntry.model_validate_json(record.body).escalation
+        label = f"escalated ({esc.reason.value}) to {esc.audience}"
+        timeline.marks.append(Mark(record.at_ns, "escalated", label, esc.camera_id))
+    elif kind == RecordKind.CANCEL:
+        _on_cancel(timeline, record, CancelEntry.model_validate_json(record.body))
+    elif kind == RecordKind.CANCEL_ACK:
+        answer = CancelAckEntry.model_validate_json(record.body)
+        label = f"cancel by {answer.ack.cancel_issuer}: {answer.effect}"
+        if answer.ack.reason:
+            label += f" ({answer.ack.reason})"
+        timeline.marks.append(Mark(record.at_ns, "cancel ack", label, answer.ack.camera_id))
+    elif kind == RecordKind.RESUMED:
+        resumed = ResumedEntry.model_validate_json(record.body)
+        label = f"gateway resumed it ({resumed.acks_recovered} acks recovered)"
+        timeline.marks.append(Mark(record.at_ns, "resumed", label))
+
+
+def _on_trigger(
+    record: LogRecord,
+    entry: TriggerEntry,
+    flt: ReportFilter,
+    timelines: dict[str, ActivationTimeline],
+    group: Callable[[TriggerEvent], GroupSummary],
+) -> None:
+    """A trigger that made no activation: counted in its group, shown on the one it joined."""
+    if not flt.admits(entry.trigger, entry.received_at_ns):
+        return
+    summary = group(entry.trigger)
+    if record.kind == RecordKind.REFUSED:
+        summary.refused += 1
+        return
+    summary.suppressed += 1
+    merged_into = timelines.get(entry.activation_id or "")
+    if merged_into is not None:
+        merged_into.merged_triggers += 1
+        merged_into.marks.append(
+            Mark(record.at_ns, "merged", f"merged {entry.trigger.kind.value} trigger")
+        )
+
+
+def build_report(path: Path | str, flt: ReportFilter = ReportFilter()) -> AuditReport:
+    """Read the log at ``path`` (raises LogError if it is not one)."""
+    return collect(read_records(path), flt)
+
+
+# --- CSV -------------------------------------------------------------------------------------
+ACTIVATION_COLUMNS = (
+    "activation_id",
+    "unit_id",
+    "kind",
+    "source_type",
+    "source_id",
+    "event_id",
+    "state",
+    "reason",
+    "observed_at",
+    "received_at",
+    "decided_at",
+    "published_at",
+    "finished_at",
+    "observed_ms",
+    "decided_ms",
+    "published_ms",
+    "finished_ms",
+    "cameras_expected",
+    "cameras_started",
+    "cameras_missed",
+    "missed_ids",
+    "p50_ms",
+    "max_ms",
+    "all_acked_ms",
+    "merged_triggers",
+    "not_targeted",
+)
+CAMERA_COLUMNS = (
+    "activation_id",
+    "unit_id",
+    "kind",
+    "camera_id",
+    "camera_unit_id",
+    "expected",
+    "targeting",
+    "status",
+    "started",
+    "detail",
+    "attempts",
+    "acked_at",
+    "ack_ms",
+    "publish_to_ack_ms",
+)
+
+
+def _iso(at_ns: int | None) -> str:
+    return "" if at_ns is None else iso_ns(at_ns)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _blank(value: object) -> object:
+    return "" if value is None else value
+
+
+def activation_rows(report: AuditReport) -> Iterator[dict[str, object]]:
+    for t in report.timelines:
+        latencies = t.latencies_ms()
+        yield {
+            "activation_id": t.activation_id,
+            "unit_id": t.unit_id,
+            "kind": t.kind,
+            "source_type": t.source_type,
+            "source_id": t.source_id,
+            "event_id": t.event_id,
+            "state": t.state,
+            "reason": t.reason,
+            "observed_at": _iso(t.observed_at_ns),
+            "received_at": _iso(t.received_at_ns),
+            "decided_at": _iso(t.decided_at_ns),
+            "published_at": _iso(t.published_at_ns),
+            "finished_at": _iso(t.finished_at_ns),
+            "observed_ms": t.ms(t.observed_at_ns),
+            "decided_ms": t.ms(t.decided_at_ns),
+            "published_ms": _blank(t.ms(t.published_at_ns)),
+            "finished_ms": _blank(t.ms(t.finished_at_ns)),
+            "cameras_expected": len(t.expected),
+            "cameras_started": len(t.expected) - len(t.not_started),
+            "cameras_missed": len(t.not_started),
+            "missed_ids": " ".join(c.camera_id for c in t.not_started),
+            "p50_ms": percentile(latencies, 50) if latencies else "",
+            "max_ms": max(latencies) if latencies else "",
+            "all_acked_ms": _blank(t.all_acked_ms),
+            "merged_triggers": t.merged_triggers,
+            "not_targeted": t.not_targeted,
+        }
+
+
+def camera_rows(report: AuditReport) -> Iterator[dict[str, object]]:
+    for t in report.timelines:
+        for c in t.cameras.values():
+            yield {
+                "activation_id": t.activation_id,
+                "unit_id": t.unit_id,
+                "kind": t.kind,
+                "camera_id": c.camera_id,
+                "camera_unit_id": _blank(c.unit_id),
+                "expected": _bool(c.expected),
+                "targeting": c.targeting,
+                "status": c.status,
+                "started": _bool(c.started),
+                "detail": c.detail,
+                "attempts": c.attempts,
+                "acked_at": _iso(c.acked_at_ns),
+                "ack_ms": _blank(t.ack_ms(c)),
+                "publish_to_ack_ms": _blank(c.publish_to_ack_ms),
+            }

@@ -1,0 +1,409 @@
+"""``trigger-mesh audit report``, the drawing: timelines and a latency histogram as PNG
+(matplotlib, Agg), and one self-contained HTML page around them.
+
+Imported only by the report command: nothing else in the mesh loads matplotlib. Figures
+are built without pyplot, so no global figure registry grows and no GUI backend is chosen.
+Everything that came from the log is escaped before it goes into the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from mesh.audit.report import (
+    ActivationTimeline,
+    AuditReport,
+    CameraLine,
+    GroupSummary,
+)
+from mesh.protocol.models import OutcomeStatus
+from mesh.timefmt import iso_ns
+
+TIMELINE_LIMIT = 200  # activations drawn; the summary and the CSV files cover all
+MAX_CAMERA_ROWS = 30  # per timeline; the rest are in cameras.csv
+DPI = 90
+
+STARTED = "#2e7d32"
+ALREADY = "#1565c0"
+NOT_STARTED = "#c62828"
+PENDING = "#ef8f00"
+UNEXPECTED = "#8e8e8e"
+GATEWAY = "#333333"
+OTHER = "#6a1b9a"
+
+
+def _colour(camera: CameraLine) -> str:
+    if not camera.expected:
+        return UNEXPECTED
+    if camera.status == OutcomeStatus.STARTED.value:
+        return STARTED
+    if camera.status == OutcomeStatus.ALREADY_RECORDING.value:
+        return ALREADY
+    if camera.status == OutcomeStatus.PENDING.value:
+        return PENDING
+    return NOT_STARTED
+
+
+def _png(figure: Figure) -> bytes:
+    # Fixed margins, not bbox_inches="tight": that draws every figure twice, and a report
+    # draws hundreds of them.
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _rows(timeline: ActivationTimeline) -> tuple[list[CameraLine], int]:
+    """Cameras to draw, top to bottom: those that started by ack time, then the ones that
+    did not (always drawn first when there are too many), and how many were left out."""
+    cameras = list(timeline.cameras.values())
+    failed = [c for c in cameras if c.expected and not c.started]
+    rest = sorted(
+        (c for c in cameras if not (c.expected and not c.started)),
+        key=lambda c: (timeline.ack_ms(c) is None, timeline.ack_ms(c) or 0.0),
+    )
+    room = max(0, MAX_CAMERA_ROWS - len(failed))
+    # Too many: keep the slowest of those that started, they are the interesting ones.
+    kept = rest[-room:] if room else []
+    shown = kept + failed[:MAX_CAMERA_ROWS]
+    return shown, len(cameras) - len(shown)
+
+
+def _label(camera: CameraLine) -> str:
+    name = camera.camera_id if len(camera.camera_id) <= 18 else camera.camera_id[:17] + "…"
+    return name if camera.expected else f"{name} (extra)"
+
+
+def timeline_png(timeline: ActivationTimeline) -> bytes:
+    """One activation: gateway milestones on the top row, then one row per camera, in ms
+    after the gateway received the trigger."""
+    cameras, hidden = _rows(timeline)
+    ms = timeline.ms
+    decided = ms(timeline.decided_at_ns) or 0.0
+    published = ms(timeline.published_at_ns)
+    finished = ms(timeline.finished_at_ns)
+    acks = [v for v in (timeline.ack_ms(c) for c in cameras) if v is not None]
+    # Late acks and cancels come seconds after the end: the page lists them; drawn, they
+    # would squash the milliseconds that matter into one pixel.
+    last = timeline.finished_at_ns
+    marks = [(ms(m.at_ns) or 0.0, m) for m in timeline.marks if last is None or m.at_ns <= last]
+    end = max([decided, published or 0.0, finished or 0.0, *acks, *(t for t, _ in marks), 1.0])
+    observed = ms(timeline.observed_at_ns) or 0.0
+    # The sensor's clock is not the gateway's: draw its time only when it fits the scale
+    # (the page states it either way).
+    show_observed = observed != 0.0 and -end <= observed <= end
+
+    labels = ["gateway"] + [_label(c) for c in cameras]
+    width, height = 10.0, 1.4 + 0.28 * len(labels)
+    figure = Figure(figsize=(width, height))
+    # Inches: camera ids on the left, the legend on the right, title and axis label.
+    figure.subplots_adjust(
+        left=1.5 / width, right=1 - 1.9 / width, top=1 - 0.35 / height, bottom=0.5 / height
+    )
+    ax = figure.add_subplot()
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylim(len(labels) - 0.5, -1.6)
+    ax.grid(axis="x", color="#dddddd", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+    points = [(0.0, "seen", GATEWAY), (decided, "decided", GATEWAY)]
+    if show_observed:
+        points.insert(0, (observed, "sensor", GATEWAY))
+    if published is not None:
+        points.append((published, "published", GATEWAY))
+    if finished is not None:
+        points.append((finished, "finished", GATEWAY))
+    rows = {c.camera_id: i for i, c in enumerate(cameras, start=1)}
+    for x, mark in marks:
+        row = rows.get(mark.camera_id or "", 0)
+        if row:
+            ax.plot([x], [row], marker="*", color=OTHER, markersize=8, linestyle="none")
+        else:
+            points.append((x, mark.tag, OTHER))
+    _draw_gateway(ax, points, end - min(0.0, observed if show_observed else 0.0))
+    start = published if published is not None else decided
+    _draw_cameras(ax, timeline, cameras, start, finished if finished is not None else end)
+
+    low = min(0.0, observed if show_observed else 0.0)
+    ax.set_xlim(low - 0.05 * (end - low), end + 0.15 * (end - low))
+    ax.set_xlabel("ms after the gateway received the trigger", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    title = f"{timeline.activation_id}  {timeline.kind}  unit {timeline.unit_id}  {timeline.state}"
+    if hidden:
+        title += f"  ({hidden} more cameras not drawn: see cameras.csv)"
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.legend(handles=_legend(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(figure)
+
+
+def _draw_gateway(ax: Axes, points: list[tuple[float, str, str]], span: float) -> None:
+    """Milestones on row 0, dashed down the plot. Names of ones that (nearly) coincide, such
+    as seen and decided, are joined; close ones are printed at staggered heights."""
+    merged: list[tuple[float, list[str], str]] = []
+    for x, name, colour in sorted(points, key=lambda p: p[0]):
+        if merged and x - merged[-1][0] <= 0.01 * span and merged[-1][2] == colour:
+            merged[-1][1].append(name)
+        else:
+            merged.append((x, [name], colour))
+    previous: float | None = None
+    level = 0
+    for x, names, colour in merged:
+        level = (level + 1) % 3 if previous is not None and x - previous < 0.12 * span else 0
+        previous = x
+        milestone = colour == GATEWAY
+        ax.plot(
+            [x],
+            [0],
+            marker="D" if milestone else "*",
+            color=colour,
+            markersize=5 if milestone else 8,
+            linestyle="none",
+        )
+        if milestone:
+            ax.axvline(x, color="#aaaaaa", linestyle="--", linewidth=0.6, zorder=0)
+        ax.annotate(
+            "/".join(names),
+            (x, 0),
+            xytext=(0, 5 + 9 * level),
+            textcoords="offset points",
+            fontsize=7,
+            ha="center",
+            va="bottom",
+            color=colour,
+        )
+
+
+def _draw_cameras(
+    ax: Axes,
+    timeline: ActivationTimeline,
+    cameras: list[CameraLine],
+    start: float,
+    silent_until: float,
+) -> None:
+    """A bar per camera from the publish to its ack (or, if it never answered, to the end)."""
+    for row, camera in enumerate(cameras, start=1):
+        colour = _colour(camera)
+        acked = timeline.ack_ms(camera)
+        stop = acked if acked is not None else silent_until
+        ax.hlines(row, start, stop, color=colour, linewidth=3, alpha=0.55)
+        marker = "o" if camera.started or not camera.expected else "X"
+        ax.plot([stop], [row], marker=marker, color=colour, markersize=6, linestyle="none")
+        text = f"{acked:.1f} ms" if acked is not None and camera.started else camera.status
+        ax.annotate(
+            text,
+            (stop, row),
+            xytext=(5, 0),
+            textcoords="offset points",
+            fontsize=7,
+            va="center",
+            color=colour,
+        )
+
+
+def _legend() -> list[Line2D]:
+    def entry(colour: str, marker: str, label: str, line: bool = True) -> Line2D:
+        style = "-" if line else "none"
+        return Line2D([], [], color=colour, marker=marker, lw=3, ls=style, alpha=0.8, label=label)
+
+    return [
+        entry(STARTED, "o", "started"),
+        entry(ALREADY, "o", "already recording"),
+        entry(NOT_STARTED, "X", "did not start"),
+        entry(PENDING, "X", "no answer yet (unfinished)"),
+        entry(UNEXPECTED, "o", "extra: not expected"),
+        entry(OTHER, "*", "retry, escalation, other", line=False),
+    ]
+
+
+def histogram_png(latencies_ms: list[float], p50: float | None, p99: float | None) -> bytes:
+    figure = Figure(figsize=(7.0, 2.6))
+    figure.subplots_adjust(left=0.09, right=0.97, top=0.95, bottom=0.18)
+    ax = figure.add_subplot()
+    ax.hist(latencies_ms, bins=min(40, max(5, len(latencies_ms) // 3)), color=STARTED, alpha=0.7)
+    for value, name in ((p50, "p50"), (p99, "p99")):
+        if value is not None:
+            ax.axvline(value, color=GATEWAY, linestyle="--", linewidth=0.8)
+            ax.annotate(
+                f"{name} {value:.1f} ms",
+                (value, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -10),
+                textcoords="offset points",
+                fontsize=7,
+            )
+    ax.set_xlabel("trigger → ack of the expected cameras that started (ms)", fontsize=8)
+    ax.set_ylabel("cameras", fontsize=8)
+    ax.tick_params(labelsize=8)
+    return _png(figure)
+
+
+# --- HTML ------------------------------------------------------------------------------------
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px}
+th{background:#f2f2f2;text-align:left}td.n{text-align:right}tr.total td{font-weight:bold}
+.bad{color:#c62828}.warn{color:#b36b00}section{margin:2em 0;border-top:1px solid #ddd}
+img{max-width:100%}code{font-size:90%}ul.marks{font-size:90%;color:#555}
+"""
+SUMMARY_HEADINGS = (
+    "unit",
+    "kind",
+    "activations",
+    "unfinished",
+    "suppressed",
+    "refused",
+    "cameras expected",
+    "started",
+    "confirmation",
+    "p50 ms",
+    "p99 ms",
+    "missed",
+    "missed cameras",
+)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _summary_row(group: GroupSummary, total: bool = False) -> str:
+    rate = group.confirmation_rate
+    missed_cls = ' class="n bad"' if group.missed else ' class="n"'
+    cells = [
+        f"<td>{escape(group.unit_id)}</td>",
+        f"<td>{escape(group.kind)}</td>",
+        *(
+            f'<td class="n">{value}</td>'
+            for value in (
+                group.activations,
+                group.unfinished,
+                group.suppressed,
+                group.refused,
+                group.cameras_expected,
+                group.cameras_started,
+                _num(None if rate is None else rate * 100, "{:.1f} %"),
+                _num(group.p50_ms),
+                _num(group.p99_ms),
+            )
+        ),
+        f"<td{missed_cls}>{len(group.missed)}</td>",
+        f"<td>{escape(' '.join(group.missed_ids))}</td>",
+    ]
+    return f"<tr{' class=total' if total else ''}>{''.join(cells)}</tr>"
+
+
+def _facts(t: ActivationTimeline) -> str:
+    def at(label: str, at_ns: int | None) -> str:
+        return "" if at_ns is None else f"{label} +{t.ms(at_ns):.1f} ms"
+
+    parts = [
+        f"trigger {escape(t.event_id)} from {escape(t.source_type)} source {escape(t.source_id)}",
+        f"received {iso_ns(t.received_at_ns)}",
+        _observed(t.ms(t.observed_at_ns) or 0.0),
+        at("decided", t.decided_at_ns),
+        at("published", t.published_at_ns) or "never published",
+        at("finished", t.finished_at_ns) or "no finished record",
+    ]
+    if t.all_acked_ms is not None:
+        parts.append(f"all expected acked in {t.all_acked_ms:.1f} ms")
+    parts.append(f"{len(t.expected)} expected, {t.not_targeted} considered and not targeted")
+    if t.merged_triggers:
+        parts.append(f"{t.merged_triggers} merged trigger(s)")
+    if t.reason:
+        parts.append(f"reason: {escape(t.reason)}")
+    return "; ".join(p for p in parts if p)
+
+
+def _observed(offset_ms: float) -> str:
+    when = "before" if offset_ms <= 0 else "after"
+    return f"the sensor's clock says it observed it {abs(offset_ms):.1f} ms {when} that"
+
+
+def _section(t: ActivationTimeline) -> str:
+    state_cls = "" if t.state == "confirmed" else ' class="bad"'
+    lines = [
+        f'<section class="activation" id="{escape(t.activation_id)}">',
+        f"<h3><code>{escape(t.activation_id)}</code> {escape(t.kind)}, unit "
+        f"{escape(t.unit_id)}: <span{state_cls}>{escape(t.state)}</span></h3>",
+        f"<p>{_facts(t)}</p>",
+        f'<img class="timeline" alt="timeline of activation {escape(t.activation_id)}" '
+        f'src="{_data_uri(timeline_png(t))}">',
+    ]
+    if t.not_started:
+        missed = ", ".join(
+            f"<code>{escape(c.camera_id)}</code> ({escape(c.status)}"
+            + (f": {escape(c.detail)}" if c.detail else "")
+            + ")"
+            for c in t.not_started
+        )
+        lines.append(f'<p class="bad">Did not start: {missed}</p>')
+    if t.marks:
+        items = "".join(
+            f"<li>+{t.ms(m.at_ns):.1f} ms: {escape(m.label)}"
+            + (f" (<code>{escape(m.camera_id)}</code>)" if m.camera_id else "")
+            + "</li>"
+            for m in sorted(t.marks, key=lambda m: m.at_ns)
+        )
+        lines.append(f'<ul class="marks">{items}</ul>')
+    lines.append("</section>")
+    return "\n".join(lines)
+
+
+def render_html(
+    report: AuditReport,
+    *,
+    log_name: str,
+    generated_at_ns: int,
+    limit: int = TIMELINE_LIMIT,
+) -> str:
+    total = len(report.timelines)
+    drawn = report.timelines[:limit]
+    head = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Activation audit report: {escape(log_name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Activation audit report</h1>",
+        f"<p>Log <code>{escape(log_name)}</code>; covers {escape(report.filter.describe())}. "
+        f"Generated "
+        f"{iso_ns(generated_at_ns)}. {report.records_read} records read, "
+        f"{total} activation(s).</p>",
+    ]
+    if report.unreadable:
+        head.append(
+            f'<p class="warn">{report.unreadable} record(s) could not be read and are left out.</p>'
+        )
+    summary = [
+        "<h2>Summary</h2>",
+        "<table class=summary><tr>" + "".join(f"<th>{h}</th>" for h in SUMMARY_HEADINGS) + "</tr>",
+        *(_summary_row(g) for g in report.groups),
+        _summary_row(report.overall, total=True),
+        "</table>",
+        "<p>Confirmation: expected cameras that started (or were already recording) / "
+        "expected cameras. Latencies: trigger received → ack, for those cameras. Missed: "
+        "expected cameras that did not start, for any reason (missed, rejected, out of "
+        "range, cancelled, or no answer yet in an unfinished activation).</p>",
+    ]
+    overall = report.overall
+    if overall.latencies_ms:
+        png = histogram_png(overall.latencies_ms, overall.p50_ms, overall.p99_ms)
+        summary.append(f'<img class="histogram" alt="latency histogram" src="{_data_uri(png)}">')
+    body = ["<h2>Activations</h2>"]
+    if total > len(drawn):
+        body.append(
+            f'<p class="warn">Timelines are drawn for the first {len(drawn)} of {total} '
+            "activations (in log order); the summary and the CSV files cover all of them.</p>"
+        )
+    elif not total:
+        body.append("<p>No activation matches.</p>")
+    body.extend(_section(t) for t in drawn)
+    return "\n".join([*head, *summary, *body, "</body></html>"]) + "\n"

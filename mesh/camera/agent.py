@@ -1,0 +1,668 @@
+"""The camera side of protocol v1, as a library: presence, commands, recorder, acks.
+
+Runs real cameras' gateways-to-recorder glue and, with SimulatedRecorder, the simulated
+fleet used by the demo, the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+import structlog
+
+from bridge.mqtt.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoice
+from bridge.mqtt.urls import BrokerUrl
+from bridge.topics import TopicKind, Topics
+from mesh.camera.intake import (
+    LANE_OF,
+    MAX_COMMAND_BYTES,
+    UNKNOWN_ISSUER,
+    CommandIntake,
+    IssuerBudget,
+    Lane,
+    Queued,
+    claimed_issuer,
+)
+from mesh.camera.recorder import SimulatedRecorder
+from mesh.clock import SYSTEM_CLOCK, Clock
+from mesh.decide.camera import Action, Binding, CameraView, cancel_refusal, decide
+from mesh.decide.cells import cell_of
+from mesh.protocol.codec import PayloadError, decode, encode
+from mesh.protocol.models import (
+    AckStatus,
+    CameraAck,
+    CameraPresence,
+    CameraRole,
+    CancelAck,
+    CancelOutcome,
+    GeoPoint,
+    Position,
+    RecordCancel,
+    RecordStart,
+)
+from mesh.security.checks import CommandProblem, ReplayGuard, Security
+from mesh.security.trust import KeyRole, Rejection
+
+# Remember this many recent activations, so a repeated command is recognised.
+_HANDLED_MAX = 4096
+# Claims (issuers) remembered per activation id; past it the oldest is forgotten: its
+# recording goes on (the recorder keeps the claim), and its cancel is no longer obeyed.
+# Each issuer needs a trusted key of its own, so a real id sees one or two.
+_CLAIMS_PER_ACTIVATION = 8
+# Acks kept for inspection (demo, tests); a fleet of simulated cameras must not hoard them.
+_ACKS_KEPT = 256
+# Presence changes wait this long and coalesce: acks are urgent, presence is not.
+_PRESENCE_COALESCE_S = 0.5
+# Refused commands are answered with a `rejected` ack, at most this many per second: a
+# flood of forged broadcasts must not become a flood of acks from every camera.
+_REJECT_ACKS_PER_S = 10.0
+# Messages read off each connection and not yet sorted into lanes, at most (the client
+# library's queue; past it the oldest is shed, acknowledged, and counted in the link's
+# ``inbound_dropped``). The urgent connection carries a few commands a second in service.
+_URGENT_INBOUND_MAX = 1024
+_BROADCAST_INBOUND_MAX = 64
+# A kind of warning (a refusal code, a full lane) is logged at most this often.
+_WARN_EVERY_NS = 1_000_000_000
+
+
+@dataclass
+class _Acted:
+    """A claim: an activation this camera started or joined a recording for, at the
+    command of one issuer."""
+
+    status: AckStatus
+    binding: Binding  # who may cancel it, until when
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class CameraIdentity:
+    camera_id: str
+    unit_id: str
+    role: CameraRole
+    officer: str | None = None
+    groups: tuple[str, ...] = ()
+    ble_address: str | None = None  # what the camera advertises from, if it does
+
+
+class CameraAgent:
+    def __init__(
+        self,
+        identity: CameraIdentity,
+        *,
+        url: BrokerUrl,
+        topics: Topics,
+        position: GeoPoint | None,
+        accuracy_m: float | None = 5.0,
+        recorder: SimulatedRecorder | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        protocol: ProtocolChoice = "auto",
+        heartbeat_s: float = 30.0,
+        client_id: str | None = None,
+        asleep: bool = False,
+        security: Security | None = None,
+    ) -> None:
+        self.identity = identity
+        self.security = security or Security()
+        self._replays = ReplayGuard()
+        self._reject_budget = _REJECT_ACKS_PER_S
+        self._reject_refill_mono = clock.mono_ns()
+        self.asleep = asleep
+        self.topics = topics
+        self.clock = clock
+        self.position = position
+        self.accuracy_m = accuracy_m
+        self.recorder = recorder or SimulatedRecorder(powered_on_ns=clock.wall_ns())
+        self.heartbeat_s = heartbeat_s
+        self.counters: Counter[str] = Counter()
+        self.acks_sent: list[CameraAck] = []
+        self.cancel_acks_sent: list[CancelAck] = []
+        # Activation id -> issuer -> claim. Keyed by both: the same id from another issuer
+        # is another claim, never a duplicate of this one.
+        self._handled: OrderedDict[str, dict[str, _Acted]] = OrderedDict()
+        self._intake = CommandIntake(clock.mono_ns())
+        self._intake_ready = asyncio.Event()
+        self._issuer_budget = IssuerBudget()
+        # Own-topic messages admitted per claimed issuer, as they are read.
+        self._own_budget = IssuerBudget()
+        self._warned: dict[str, tuple[int | None, int]] = {}
+        self._presence_task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("mesh.camera").bind(camera=identity.camera_id)
+        cid = identity.camera_id
+        # Three connections: its unit's and cell's commands, its acks, presence and will
+        # on the main one; its own topic, which any gateway credential may write (for
+        # retries), on a second; everyone's ``cmd/all`` on a third. A connection is read
+        # in order and the broker queues each client's messages apart, so a flood on one
+        # cannot hold back a command on another.
+        base_id = client_id or f"tm-cam-{cid}"
+        self.link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=base_id,
+                subscriptions=self._subscriptions(),
+                will=self._will(),
+                session_expiry_s=600,
+                protocol=protocol,
+                max_inbound=_URGENT_INBOUND_MAX,
+                # Its session from versions that read these on this connection.
+                unsubscribe=(topics.command_all(), topics.command_camera(cid)),
+            ),
+            logger=self._log,
+        )
+        self.own_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{base_id}-own",
+                subscriptions=((topics.command_camera(cid), 1),),
+                session_expiry_s=600,
+                protocol="3.1.1" if protocol == "auto" else protocol,
+                # Sorted into the fair lane as each message is read: a flood in one
+                # issuer's name never waits in a queue ahead of another issuer's retry.
+                take=self._take_own,
+            ),
+            logger=self._log.bind(link="own"),
+        )
+        self.broadcast_link = MqttLink(
+            url,
+            LinkOptions(
+                client_id=f"{base_id}-all",
+                subscriptions=((topics.command_all(), 1),),
+                session_expiry_s=600,
+                # MQTT 5 buys nothing here, and its per-message properties cost the
+                # client library more to parse than the rest of a message.
+                protocol="3.1.1" if protocol == "auto" else protocol,
+                max_inbound=_BROADCAST_INBOUND_MAX,
+            ),
+            logger=self._log.bind(link="cmd/all"),
+        )
+        self._resubscribe_task: asyncio.Task[None] | None = None
+
+    @property
+    def cell(self) -> str | None:
+        """The geo cell of the current fix: commands for it arrive on its topic."""
+        return None if self.position is None else cell_of(self.position.lat, self.position.lon)
+
+    def _subscriptions(self) -> tuple[tuple[str, int], ...]:
+        ident = self.identity
+        subs = [(self.topics.command_unit(ident.unit_id), 1)]
+        if self.cell is not None:
+            subs.append((self.topics.command_cell(self.cell), 1))
+        return tuple(subs)
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve until cancelled; on cancellation say goodbye (offline presence)."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        commands = asyncio.create_task(self._serve_commands())
+        broadcast = asyncio.create_task(self.broadcast_link.run(self._on_message))
+        own = asyncio.create_task(self.own_link.run(self._on_message))
+        try:
+            await self.link.serve_until_cancelled(
+                self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
+            )
+        finally:
+            heartbeat.cancel()
+            commands.cancel()
+            broadcast.cancel()
+            own.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await broadcast
+            with contextlib.suppress(asyncio.CancelledError):
+                await own
+            if self._presence_task is not None:
+                self._presence_task.cancel()
+
+    async def _say_goodbye(self) -> None:
+        await self.link.drain()
+        await self._publish_presence(online=False)
+
+    async def _announce(self) -> None:
+        await self._publish_presence(online=True)
+        # The will sent if this connection dies carries the position we just announced.
+        self.link.set_will(self._will())
+
+    def _will(self) -> LastWill:
+        return LastWill(
+            self.topics.presence(self.identity.camera_id),
+            encode(self.presence(online=False)),
+            qos=1,
+            retain=True,
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if self.link.is_up:
+                with contextlib.suppress(ConnectionError):
+                    await self._publish_presence(online=True)
+
+    def presence(self, *, online: bool) -> CameraPresence:
+        now = self.clock.wall_ns()
+        position = None
+        if self.position is not None:
+            position = Position(
+                lat=self.position.lat,
+                lon=self.position.lon,
+                accuracy_m=self.accuracy_m,
+                fix_at_ns=now,
+            )
+        return CameraPresence(
+            camera_id=self.identity.camera_id,
+            unit_id=self.identity.unit_id,
+            role=self.identity.role,
+            online=online,
+            recording=online and self.recorder.is_recording(now),
+            position=position,
+            last_seen_ns=now,
+            officer=self.identity.officer,
+            groups=self.identity.groups,
+            asleep=self.asleep,
+            ble_address=self.identity.ble_address,
+        )
+
+    async def _publish_presence(self, *, online: bool) -> None:
+        await self.link.publish(
+            self.topics.presence(self.identity.camera_id),
+            encode(self.presence(online=online)),
+            qos=1,
+            retain=True,
+        )
+
+    def move_to(self, position: GeoPoint | None) -> None:
+        """A new GPS fix: remembered at once, announced shortly (coalesced). Entering
+        another cell moves the cell subscription with it."""
+        before = self.cell
+        self.position = position
+        if self.cell != before:
+            self._resubscribe_task = asyncio.create_task(
+                self.link.set_subscriptions(self._subscriptions())
+            )
+        self._presence_changed()
+
+    async def settled(self) -> None:
+        """Wait for a subscription change under way (tests, simulations)."""
+        if self._resubscribe_task is not None:
+            await self._resubscribe_task
+
+    def set_asleep(self, asleep: bool) -> None:
+        """Standby (asleep) or ready: announced with the next presence."""
+        self.asleep = asleep
+        self._presence_changed()
+
+    def _presence_changed(self) -> None:
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.create_task(self._publish_presence_later())
+
+    async def _publish_presence_later(self) -> None:
+        await asyncio.sleep(_PRESENCE_COALESCE_S)
+        with contextlib.suppress(ConnectionError):
+            await self._publish_presence(online=True)
+
+    # --- commands ---------------------------------------------------------------------
+    def _on_message(self, message: Inbound) -> None:
+        """Intake, called for every message as the link reads it: sort it into its lane
+        and go back to reading. The checks run in ``_serve_commands``, urgent lane first."""
+        parsed = self.topics.parse(message.topic)
+        lane = None if parsed is None else LANE_OF.get(parsed.kind)
+        if parsed is None or lane is None:
+            self.counters["ignored.topic"] += 1
+            return
+        if len(message.payload) > MAX_COMMAND_BYTES:
+            # Dropped unparsed, refused as the codec would refuse it.
+            self.counters["rejected.command.too_large"] += 1
+            self._warn(
+                "command rejected",
+                f"too_large.{lane.name}",
+                topic=message.topic,
+                code="too_large",
+                reason=f"{len(message.payload)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
+            )
+            return
+        self._queue(Queued(lane, parsed.kind, message.topic, message.payload, self.clock.wall_ns()))
+
+    def _queue(self, item: Queued) -> None:
+        dropped = self._intake.put(item)
+        if dropped:
+            name = item.lane.name.lower()
+            self.counters[f"intake.dropped.{name}"] += dropped
+            self._warn("command dropped: lane full, oldest shed", f"full.{name}", lane=name)
+        self._intake_ready.set()
+
+    def _take_own(self, topic: str, payload: bytes) -> None:
+        """A message on this camera's own topic, as it is read: too big, or over its
+        claimed issuer's budget, dropped at once; else queued under that issuer in the
+        fair lane. An issuer the camera has no key for counts as one unknown issuer, so
+        made-up names cannot buy fresh budgets."""
+        if len(payload) > MAX_COMMAND_BYTES:
+            self._on_message(Inbound(topic, payload, retain=False))
+            return
+        issuer = claimed_issuer(payload)
+        key = issuer if issuer is not None and self._may_issue(issuer) else UNKNOWN_ISSUER
+        if not self._own_budget.allow(key, self.clock.mono_ns()):
+            self.counters["intake.dropped.own_issuer_rate"] += 1
+            self._warn("command dropped: issuer over its rate", "own_issuer_rate", issuer=key)
+            return
+        received = self.clock.wall_ns()
+        self._queue(Queued(Lane.OWN, TopicKind.COMMAND_CAMERA, topic, payload, received, key))
+
+    def _may_issue(self, issuer: str) -> bool:
+        """Whether ``issuer`` has a key this camera trusts for commands (any name does in
+        an unsigned fleet)."""
+        trust = self.security.trust
+        if trust is None:
+            return True
+        return trust.has_subject(KeyRole.GATEWAY, issuer) or trust.has_subject(
+            KeyRole.DISPATCH, issuer
+        )
+
+    @property
+    def intake_depth(self) -> int:
+        """Commands read but not yet checked (bounded by the lanes' capacities)."""
+        return len(self._intake)
+
+    @property
+    def intake_deepest(self) -> int:
+        return self._intake.deepest
+
+    async def _serve_commands(self) -> None:
+        """Check and act on queued commands, most urgent lane first, for ever."""
+        while True:
+            now = self.clock.mono_ns()
+            item = self._intake.pop(now)
+            if item is None:
+                wait_s = self._intake.wait_s(now)
+                self._intake_ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._intake_ready.wait(), wait_s)
+                continue
+            try:
+                self._check_in(item)
+            except Exception:
+                self._log.exception("command not handled", topic=item.topic)
+            # Back to the loop after each one: the link may have read something more urgent.
+            await asyncio.sleep(0)
+
+    def _check_in(self, item: Queued) -> None:
+        """Decode; on a shared topic, the cheap checks; then the full check and decision."""
+        try:
+            try:
+                command = decode(RecordStart, item.payload, max_bytes=MAX_COMMAND_BYTES)
+            except PayloadError as exc:
+                if exc.code != "wrong_type":
+                    raise
+                notice = decode(RecordCancel, item.payload, max_bytes=MAX_COMMAND_BYTES)
+                self.cancel(notice, received_ns=item.received_ns)
+                return
+        except PayloadError as exc:
+            self.counters[f"rejected.command.{exc.code}"] += 1
+            self._warn(
+                "command rejected",
+                f"{exc.code}.{item.lane.name}",
+                topic=item.topic,
+                code=exc.code,
+                reason=exc.reason,
+            )
+            return
+        if item.lane > Lane.OWN and not self._worth_checking(command, item):
+            return
+        self.handle(
+            command, direct=item.kind is TopicKind.COMMAND_CAMERA, received_ns=item.received_ns
+        )
+
+    def _worth_checking(self, command: RecordStart, item: Queued) -> bool:
+        """Before the Ed25519 check of a shared-topic command: not expired, a key known,
+        allowed and valid (refused as before if not), and its issuer within its budget
+        of checks. A command on this camera's own or unit topic always gets the full
+        check and an answer."""
+        now = self.clock.wall_ns()
+        if now > command.expires_at_ns:
+            self.counters["intake.dropped.expired"] += 1
+            return False
+        problem = self.security.precheck_command(command, now)
+        if problem is not None:
+            self._refuse(command, problem, item.received_ns)
+            return False
+        if command.sig is not None and not self._issuer_budget.allow(
+            command.issuer, self.clock.mono_ns()
+        ):
+            self.counters["intake.dropped.issuer_rate"] += 1
+            self._warn(
+                "command dropped: issuer over its rate", "issuer_rate", issuer=command.issuer
+            )
+            return False
+        return True
+
+    def cancel(self, cancel: RecordCancel, *, received_ns: int | None = None) -> bool:
+        """A cancelled claim: removed only if the cancel comes, signed, from the gateway
+        whose command made it, before the deadline that command carried and not before
+        the command itself; the recording stops when no claim is left on it. What was
+        recorded is kept. Answered with a ``cancel_ack`` to the claim's issuer (a refusal
+        of a cancel from an issuer without a claim: to each issuer with one). True if a
+        recording stopped."""
+        aid = cancel.activation_id
+        claims = self._handled.get(aid)
+        if not claims:
+            # Nothing this camera acted on: nothing to stop and no one to tell.
+            self.counters["cancel.not_ours"] += 1
+            return False
+        own = claims.get(cancel.issuer)
+        if own is not None and own.cancelled:
+            self.counters["cancel.repeat"] += 1  # the same cancel on another of its topics
+            return False
+        now = self.clock.wall_ns()
+        received = now if received_ns is None else received_ns
+        # Without a claim of its own, checked against another's: refused, not_issuer.
+        binding = (own or next(iter(claims.values()))).binding
+        problem = self.security.check_command(cancel, now) or cancel_refusal(
+            cancel, binding, now_ns=now
+        )
+        if problem is not None:
+            self.counters[f"refused.cancel.{problem.code}"] += 1
+            self._warn(
+                "cancel refused",
+                f"cancel.{problem.code}",
+                activation=aid,
+                issuer=cancel.issuer,
+                code=problem.code,
+                reason=problem.reason,
+            )
+            # Told to whoever's recording it tried to stop.
+            for acted in [own] if own is not None else list(claims.values()):
+                if self._reject_ack_allowed():
+                    reason = f"{problem.code}: {problem.reason}"
+                    self._send_cancel_ack(acted, cancel, CancelOutcome.REFUSED, reason, received)
+                else:
+                    self.counters["refused.ack_not_sent"] += 1
+            return False
+        assert own is not None  # cancel_refusal refuses an issuer without a claim
+        acted = own
+        acted.cancelled = True
+        stopped = self.recorder.cancel(aid, now, issuer=cancel.issuer)
+        self.counters["cancel.stopped" if stopped else "cancel.kept_recording"] += 1
+        if stopped:
+            self._log.info("recording stopped: activation cancelled", activation=aid)
+            self._presence_changed()
+            outcome, why = CancelOutcome.STOPPED, "recording stopped; what was recorded is kept"
+        else:
+            outcome, why = (
+                CancelOutcome.KEPT_RECORDING,
+                "the recording is not this activation's alone, or no longer running",
+            )
+        self._send_cancel_ack(acted, cancel, outcome, why, received)
+        return stopped
+
+    def _send_cancel_ack(
+        self,
+        acted: _Acted,
+        cancel: RecordCancel,
+        outcome: CancelOutcome,
+        reason: str,
+        received_ns: int,
+    ) -> None:
+        """To the gateway whose command this camera acted on, whoever sent the cancel."""
+        ack = self.security.sign(
+            CancelAck(
+                activation_id=cancel.activation_id,
+                camera_id=self.identity.camera_id,
+                unit_id=self.identity.unit_id,
+                outcome=outcome,
+                reason=reason[:512],
+                cancel_issuer=cancel.issuer,
+                cancel_at_ns=cancel.at_ns,
+                received_at_ns=received_ns,
+            )
+        )
+        topic = self.topics.ack(acted.binding.issuer, ack.camera_id)
+        self.link.publish_soon(topic, encode(ack), qos=1)
+        self.cancel_acks_sent.append(ack)
+        if len(self.cancel_acks_sent) > _ACKS_KEPT:
+            del self.cancel_acks_sent[: len(self.cancel_acks_sent) - _ACKS_KEPT]
+
+    def handle(self, command: RecordStart, *, direct: bool, received_ns: int) -> CameraAck | None:
+        """Decide, act on the recorder, and ack. Returns the ack sent, if any."""
+        ident = self.identity
+        me = CameraView(
+            ident.camera_id, ident.unit_id, self.position, ident.role, ident.groups, self.asleep
+        )
+        aid = command.activation_id
+        now = self.clock.wall_ns()
+        problem = self.security.check_command(command, now)
+        # This issuer's claim on the id, if any; another issuer's does not make it a repeat.
+        acted = self._handled.get(aid, {}).get(command.issuer)
+        if problem is None and acted is None and not self._first_time(command, now):
+            # Acted on already (answered, ignored or refused): never acted on twice.
+            problem = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
+            if not direct:
+                # The same command on two shared topics (its cell's and its unit's) is
+                # normal; only a repeat sent to this camera directly is answered.
+                self.counters["decision.repeat"] += 1
+                self._log.info("repeated command not acted on", activation=aid, code=problem.code)
+                return None
+        if problem is not None:
+            return self._refuse(command, problem, received_ns)
+        decision = decide(
+            command,
+            me,
+            direct=direct,
+            already_handled=acted is not None,
+            claim_cancelled=acted is not None and acted.cancelled,
+            recording=self.recorder.is_recording(now),
+            now_ns=now,
+        )
+        self.counters[f"decision.{decision.action.value}"] += 1
+        if decision.action is Action.IGNORE:
+            return None
+        assert decision.status is not None
+        started_at = kept = None
+        if decision.action is Action.START:
+            self.asleep = False  # woken by the command
+            start = self.recorder.start(aid, command.pre_event_s, now, issuer=command.issuer)
+            started_at, kept = start.started_at_ns, start.pre_event_kept_s
+            self._presence_changed()
+            # Announce the stop too: the simulated recording ends by itself after record_s.
+            asyncio.get_running_loop().call_later(
+                self.recorder.record_s + 0.01, self._presence_changed
+            )
+        elif decision.status is AckStatus.ALREADY_RECORDING:
+            # Joins the running recording as this issuer's claim (once).
+            self.recorder.attach(aid, issuer=command.issuer)
+        if decision.status in (AckStatus.STARTED, AckStatus.ALREADY_RECORDING):
+            self._remember(command, decision.status)
+        ack = CameraAck(
+            activation_id=aid,
+            camera_id=me.camera_id,
+            unit_id=me.unit_id,
+            status=decision.status,
+            reason=decision.reason,
+            attempt=command.attempt,
+            received_at_ns=received_ns,
+            recording_started_at_ns=started_at,
+            pre_event_kept_s=kept,
+        )
+        self._send_ack(command.issuer, ack)
+        self._log.debug("command handled", activation=aid, status=decision.status.value)
+        return ack
+
+    def _first_time(self, command: RecordStart, now_ns: int) -> bool:
+        if command.sig is None or not self.security.enforcing:
+            return True
+        return self._replays.first_time(command.sig.value, command.expires_at_ns, now_ns)
+
+    def _refuse(
+        self, command: RecordStart, problem: Rejection, received_ns: int
+    ) -> CameraAck | None:
+        """A command not trusted: counted, logged (at most once a second per reason),
+        answered `rejected` (within the ack budget). Nothing in it is acted on, its
+        scope included."""
+        self.counters[f"refused.command.{problem.code}"] += 1
+        self._warn(
+            "command refused",
+            f"command.{problem.code}",
+            activation=command.activation_id,
+            issuer=command.issuer,
+            code=problem.code,
+            reason=problem.reason,
+        )
+        if not self._reject_ack_allowed():
+            self.counters["refused.ack_not_sent"] += 1
+            return None
+        ack = CameraAck(
+            activation_id=command.activation_id,
+            camera_id=self.identity.camera_id,
+            unit_id=self.identity.unit_id,
+            status=AckStatus.REJECTED,
+            reason=f"{problem.code}: {problem.reason}"[:512],
+            attempt=command.attempt,
+            received_at_ns=received_ns,
+        )
+        self._send_ack(command.issuer, ack)
+        return ack
+
+    def _warn(self, event: str, key: str, **fields: object) -> None:
+        """A warning at most once a second per kind (``key``, from a fixed set of codes):
+        a flood of forgeries must not become a flood of log lines. The counters count
+        every one; ``suppressed`` says how many went unlogged since the last line."""
+        now = self.clock.mono_ns()
+        last, quiet = self._warned.get(key, (None, 0))
+        if last is not None and now - last < _WARN_EVERY_NS:
+            self._warned[key] = (last, quiet + 1)
+            return
+        self._warned[key] = (now, 0)
+        self._log.warning(event, suppressed=quiet, **fields)
+
+    def _reject_ack_allowed(self) -> bool:
+        now = self.clock.mono_ns()
+        elapsed_s = (now - self._reject_refill_mono) / 1e9
+        self._reject_refill_mono = now
+        self._reject_budget = min(
+            _REJECT_ACKS_PER_S, self._reject_budget + elapsed_s * _REJECT_ACKS_PER_S
+        )
+        if self._reject_budget < 1.0:
+            return False
+        self._reject_budget -= 1.0
+        return True
+
+    def _send_ack(self, issuer: str, ack: CameraAck) -> None:
+        ack = self.security.sign(ack)
+        self.link.publish_soon(self.topics.ack(issuer, ack.camera_id), encode(ack), qos=1)
+        self.acks_sent.append(ack)
+        if len(self.acks_sent) > _ACKS_KEPT:
+            del self.acks_sent[: len(self.acks_sent) - _ACKS_KEPT]
+
+    def _remember(self, command: RecordStart, status: AckStatus) -> None:
+        """Bind the issuer's claim on the activation to its cancel deadline and issue
+        time, the first time only: a later command from the same issuer changes neither,
+        and one from another issuer makes a claim of its own."""
+        aid = command.activation_id
+        claims = self._handled.setdefault(aid, {})
+        if command.issuer not in claims:
+            binding = Binding(command.issuer, command.cancel_until_ns, command.issued_at_ns)
+            claims[command.issuer] = _Acted(status, binding)
+            while len(claims) > _CLAIMS_PER_ACTIVATION:
+                del claims[next(iter(claims))]
+        self._handled.move_to_end(aid)
+        while len(self._handled) > _HANDLED_MAX:
+            self._handled.popitem(last=False)

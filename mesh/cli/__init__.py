@@ -1,0 +1,1 @@
+"""The `trigger-mesh` command: one Typer app (`app.py`), its command groups registered there."""

@@ -1,0 +1,1073 @@
+"""The ``trigger-mesh`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+
+from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
+from bridge.topics import DEFAULT_PREFIX
+from mesh.cli.audit import audit_app
+from mesh.cli.common import (
+    EXIT_NO_ANSWER,
+    EXIT_NOT_CONFIRMED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    BrokerOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    PrefixOpt,
+    SigningKeyOpt,
+    load_signer,
+    sign_with_key,
+)
+from mesh.cli.common import broker_for as _broker_for
+from mesh.cli.common import broker_url as _url
+from mesh.cli.common import client_broker as _client_broker
+from mesh.cli.common import configure_logs as _configure_logs
+from mesh.cli.common import console as _console
+from mesh.cli.common import fail as _fail
+from mesh.cli.common import run_until_signal as _run
+from mesh.cli.common import security_of as _load_security
+from mesh.cli.common import settle_when_ready as _settle_when_ready
+from mesh.cli.common import topic_schema as _topics
+from mesh.cli.keys import keys_app
+from mesh.config import ConfigError, load_camera_config, load_gateway_config, signing_key_path
+from mesh.ops import logs
+from mesh.ops.runtime import settle_heap, tune_gc
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
+    ActivationRecord,
+    ActivationState,
+    GeoPoint,
+    Position,
+    ReceiptOutcome,
+    TriggerEvent,
+    TriggerKind,
+    TriggerReceipt,
+)
+from triggers.manual import manual_trigger
+from triggers.source import TriggerSource
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mesh.dispatch.watch import ActivationWatcher
+
+app = typer.Typer(
+    name="trigger-mesh",
+    help="Camera activation mesh: triggers become logged record-start commands that every "
+    "in-range camera confirms over MQTT.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+# Register `audit verify | hold | prune | replay` on the audit group.
+import mesh.cli.broker  # noqa: E402  (`broker-config`, docs/broker.md)
+import mesh.cli.integrity  # noqa: E402
+import mesh.cli.replay  # noqa: E402, F401
+
+# `archiver` (run, verify, migrate) and `log sync`: the central archive (docs/archive.md).
+from mesh.cli.archive import archiver_app, log_sync  # noqa: E402
+
+app.add_typer(archiver_app, name="archiver")
+log_app.command("sync")(log_sync)
+
+
+def main() -> None:
+    app()
+
+
+# --- demo ---------------------------------------------------------------------------------
+@app.command()
+def demo(
+    broker: BrokerOpt = None,
+    log: Annotated[Path | None, typer.Option("--log", help="Keep the activation log here")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Summary as one JSON line")] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS + client certificates + ACL on a generated mosquitto, signed commands "
+            "and acks, then four attacks (docs/security.md)",
+        ),
+    ] = False,
+) -> None:
+    """Run the whole mesh on this machine: broker, gateway, 20 cameras, a scripted scenario."""
+    from mesh.sim.demo import run_demo
+
+    logs.configure("console", "warning")
+    if broker is not None:
+        _url(broker)
+    console = _console(stderr=json_out)
+    if secure and broker is not None:
+        _fail("--secure starts its own locked-down broker: leave out --broker")
+    summary = _run(run_demo(broker=broker, log_path=log, console=console, live=True, secure=secure))
+    if summary is None:
+        raise typer.Exit(130)
+    _print_demo_summary(console, summary)
+    if json_out:
+        print(json.dumps(summary, separators=(",", ":")))
+    raise typer.Exit(EXIT_OK if summary["ok"] else EXIT_NOT_CONFIRMED)
+
+
+def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
+    console.line()
+    for item in summary["activations"]:
+        latency = item["latency_ms"]
+        console.print(
+            f"[bold]{item['kind']}[/] ({item['source']}) {item['activation_id']}: {item['state']}; "
+            f"targeted {len(item['targeted'])}, recording {len(item['started'])} "
+            f"(newly started {len(item['newly_started'])}), missed {len(item['missed'])}, "
+            f"out of range {len(item['out_of_range'])}; ack p50 {latency['p50']} ms, "
+            f"max {latency['max']} ms",
+            highlight=False,
+        )
+    burst, replay = summary["duplicate_burst"], summary["replay"]
+    dup = summary["duplicate_command"]
+    duplicate = (
+        ""
+        if summary.get("security")
+        else f"command redelivered → {dup['redelivery_acks']} acks, resent to one camera → "
+        f"{dup['direct_resend']}, new recordings: {dup['new_recordings']}; "
+    )
+    console.print(
+        f"holster burst: {burst['adverts']} adverts → {burst['activations']} activation; "
+        f"replayed advert: {replay['adverts']} adverts, {replay['rejected']} rejected as replays, "
+        f"{replay['activations']} activations; {duplicate}idle out-of-range cameras: "
+        f"{', '.join(summary['idle_out_of_range'])}",
+        highlight=False,
+    )
+    security = summary.get("security")
+    if security is not None:
+        refused = ", ".join(security["unsigned_commands_refused"]) or "none"
+        console.print(
+            f"attacks: no-certificate client "
+            f"{'CONNECTED' if security['no_certificate_connected'] else 'refused'}; stolen "
+            f"camera credentials delivered {security['stolen_camera_commands_delivered']} "
+            f"commands and {security['stolen_camera_forged_acks_delivered']} forged acks; "
+            f"unsigned command obeyed {security['unsigned_commands_obeyed']} times (refused by "
+            f"{refused}); captured command replayed → "
+            f"{security['replayed_new_recordings']} new recordings",
+            highlight=False,
+        )
+    audit = summary["audit"]
+    console.print(
+        f"activation log: {audit['records']} records, {audit['checkpoints']} signed "
+        f"checkpoints, chain {'verified' if audit['verified'] else 'BROKEN'}; "
+        f"{audit['triggers_replayed']} triggers replayed, "
+        f"{audit['replay_differences']} decisions differ",
+        highlight=False,
+    )
+    for problem in summary["problems"]:
+        console.print(f"[bold red]problem:[/] {problem}", highlight=False)
+    verdict = "[bold green]OK[/]" if summary["ok"] else "[bold red]FAILED[/]"
+    console.print(
+        f"{verdict}: every in-range camera confirmed every activation, "
+        "no out-of-range camera started"
+        if summary["ok"]
+        else verdict
+    )
+
+
+# --- gateway and cameras ------------------------------------------------------------------
+@app.command()
+def gateway(
+    config: Annotated[Path, typer.Option("--config", help="Gateway YAML")],
+    broker: BrokerOpt = None,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics and /health on this port (overrides metrics.port)",
+        ),
+    ] = None,
+) -> None:
+    """Run the in-car gateway daemon for one unit."""
+    from mesh.gateway.daemon import Gateway, GatewaySettings
+    from mesh.ops.http import ListenError
+
+    try:
+        cfg, policy = load_gateway_config(config)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    _configure_logs(log_format, log_level)
+    tune_gc()
+    broker_value = broker or cfg.broker
+    key_path = signing_key_path(cfg, config)
+    signer = None
+    if key_path is not None:
+        from mesh.security.keys import CheckpointSigner, KeyFileError
+
+        try:
+            signer = CheckpointSigner.from_file(key_path)
+        except KeyFileError as exc:
+            _fail(f"config error: {config}: key 'audit.signing_key': {exc}")
+    security = _load_security(cfg.security, config)
+
+    async def serve() -> None:
+        async with _broker_for(broker_value) as (url, protocol):
+            settings = GatewaySettings(
+                unit_id=cfg.unit,
+                gateway_id=cfg.resolved_gateway_id,
+                log_path=Path(cfg.log),
+                topics=_topics(cfg.topic_prefix),
+                position=cfg.position,
+                policy=policy,
+                status_interval_s=cfg.status_interval_s,
+                signer=signer,
+                checkpoint_interval_s=cfg.audit.checkpoint_interval_s,
+                retention_days=cfg.audit.retention_days,
+                retention_check_s=cfg.audit.retention_check_s,
+                sync_log=cfg.sync_log,
+                sync_interval_s=cfg.sync_interval_s,
+                security=security,
+                metrics_port=cfg.metrics.port if metrics_port is None else metrics_port,
+                metrics_host=cfg.metrics.host,
+                systemd_notify=True,  # does nothing unless systemd started it (NOTIFY_SOCKET)
+            )
+            sources: list[TriggerSource] = []
+            if cfg.ble is not None and cfg.ble.enabled:
+                from triggers.ble.factory import build_source
+                from triggers.ble.keystore import KeystoreError
+
+                try:
+                    sources.append(build_source(cfg.ble, config))
+                except KeystoreError as exc:
+                    _fail(f"config error: {config}: key 'ble.keystore': {exc}")
+            if cfg.can is not None and cfg.can.enabled:
+                from triggers.can.factory import build_source as build_can_source
+                from triggers.can.rules import RulesError
+
+                try:
+                    sources.append(build_can_source(cfg.can, config, cfg.unit))
+                except RulesError as exc:
+                    _fail(f"config error: {config}: key 'can': {exc}")
+            try:
+                gw = Gateway(settings, url=url, protocol=protocol, sources=sources)
+            except ListenError as exc:
+                _fail(f"cannot serve /metrics and /health: {exc}")
+            settle = asyncio.ensure_future(_settle_when_ready(gw.ready))
+            try:
+                await gw.run()
+            finally:
+                settle.cancel()
+
+    _run(serve())
+
+
+@app.command()
+def camera(
+    config: Annotated[Path, typer.Option("--config", help="Camera YAML")],
+    broker: BrokerOpt = None,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run one simulated camera (presence, commands, pre-event recorder, acks)."""
+    from mesh.camera.agent import CameraAgent, CameraIdentity
+    from mesh.camera.recorder import SimulatedRecorder
+
+    try:
+        cfg = load_camera_config(config)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    security = _load_security(cfg.security, config)
+    _configure_logs(log_format, log_level)
+
+    async def serve() -> None:
+        async with _broker_for(broker or cfg.broker) as (url, protocol):
+            agent = CameraAgent(
+                CameraIdentity(
+                    cfg.camera_id,
+                    cfg.unit,
+                    cfg.role,
+                    officer=cfg.officer,
+                    groups=cfg.groups,
+                    ble_address=cfg.ble_address,
+                ),
+                url=url,
+                topics=_topics(cfg.topic_prefix),
+                position=cfg.position,
+                accuracy_m=cfg.accuracy_m,
+                recorder=SimulatedRecorder(
+                    powered_on_ns=time.time_ns(),
+                    buffer_s=cfg.pre_event_buffer_s,
+                    record_s=cfg.record_s,
+                ),
+                protocol=protocol,
+                heartbeat_s=cfg.heartbeat_s,
+                security=security,
+            )
+            await agent.run()
+
+    _run(serve())
+
+
+@app.command()
+def cameras(
+    count: Annotated[int, typer.Option("--count", min=1, max=20000)] = 20,
+    lat: Annotated[float, typer.Option("--lat", min=-90, max=90)] = 39.952583,
+    lon: Annotated[float, typer.Option("--lon", min=-180, max=180)] = -75.165222,
+    spread_m: Annotated[
+        float, typer.Option("--spread-m", help="Disc the cars are spread over")
+    ] = 500.0,
+    per_unit: Annotated[int, typer.Option("--per-unit", min=1, help="Cameras per unit")] = 3,
+    unit_prefix: Annotated[str, typer.Option("--unit-prefix")] = "unit",
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "warning",
+    keys_dir: Annotated[
+        Path | None,
+        typer.Option("--keys-dir", help="Each camera signs its acks with DIR/<camera id>.key"),
+    ] = None,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="Trust store: commands are checked against it")
+    ] = None,
+) -> None:
+    """Run a simulated fleet: N cameras in units around a point, one MQTT client each."""
+    from mesh.security.checks import Security
+    from mesh.sim.camera_fleet import build_agents, scatter, wait_all_up
+
+    _configure_logs(log_format, log_level)
+    tune_gc()
+    topics = _topics(prefix)
+    specs = scatter(
+        count,
+        GeoPoint(lat=lat, lon=lon),
+        radius_m=spread_m,
+        cameras_per_unit=per_unit,
+        unit_prefix=unit_prefix,
+        seed=seed,
+    )
+
+    store = None
+    if trust is not None:
+        from mesh.security.trust import TrustStore
+
+        try:
+            store = TrustStore.load(trust)
+        except ConfigError as exc:
+            _fail(f"--trust: {exc}")
+    signers = (
+        {s.camera_id: load_signer(keys_dir / f"{s.camera_id}.key") for s in specs}
+        if keys_dir is not None
+        else {}
+    )
+
+    async def serve() -> None:
+        async with _broker_for(_client_broker(broker)) as (url, protocol):
+            agents = build_agents(
+                specs,
+                url=url,
+                topics=topics,
+                protocol=protocol,
+                now_ns=time.time_ns(),
+                security_of=lambda spec: Security(signer=signers.get(spec.camera_id), trust=store),
+            )
+            tasks = [asyncio.create_task(a.run()) for a in agents]
+            try:
+                await wait_all_up(agents, 60)
+                settle_heap()
+                units = len({s.unit_id for s in specs})
+                _console(stderr=True).print(
+                    f"{len(agents)} cameras in {units} units online at {url} (prefix {prefix})"
+                )
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    _run(serve())
+
+
+# --- trigger and tail ---------------------------------------------------------------------
+@app.command()
+def trigger(
+    kind: Annotated[TriggerKind, typer.Option("--kind")],
+    unit: Annotated[str, typer.Option("--unit")],
+    lat: Annotated[float | None, typer.Option("--lat", min=-90, max=90)] = None,
+    lon: Annotated[float | None, typer.Option("--lon", min=-180, max=180)] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Source id (default user@host)")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the outcome")] = True,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait")] = 15.0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the final record as JSON")
+    ] = False,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    signing_key: SigningKeyOpt = None,
+) -> None:
+    """Send a manual trigger to a running gateway and report what the cameras did.
+
+    Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
+    2 usage error, 3 refused by policy, 4 no gateway answered.
+    """
+    from mesh.dispatch.render import camera_outcomes_table
+    from mesh.dispatch.watch import ActivationWatcher
+
+    logs.configure("console", "warning")
+    if (lat is None) != (lon is None):
+        _fail("--lat and --lon go together")
+    topics = _topics(prefix)
+    url = _url(_client_broker(broker))
+    now = time.time_ns()
+    position = None
+    if lat is not None and lon is not None:
+        position = Position(lat=lat, lon=lon, fix_at_ns=now)
+    try:
+        event = manual_trigger(
+            kind,
+            unit,
+            source_id=source or f"cli:{getpass.getuser()}@{socket.gethostname()}",
+            position=position,
+            observed_at_ns=now,
+        )
+    except ValueError as exc:
+        _fail(f"invalid trigger: {exc}")
+    event = sign_with_key(signing_key, event)
+    console = _console(stderr=json_out)
+
+    async def send() -> int:
+        watcher = ActivationWatcher(
+            url,
+            topics,
+            client_id=f"tm-trigger-{uuid.uuid4().hex[:8]}",
+            unit_id=unit,
+            final_only=True,
+        )
+        sender = MqttLink(
+            url, LinkOptions(f"tm-cli-{uuid.uuid4().hex[:8]}", persistent_session=False)
+        )
+        tasks = [
+            asyncio.create_task(watcher.run()),
+            asyncio.create_task(sender.run(lambda _m: None)),
+        ]
+        try:
+            await watcher.link.wait_up(10)
+            await sender.publish(topics.trigger(unit), encode(event), qos=1, wait_s=10)
+            if not wait:
+                console.print(f"trigger {event.event_id} sent to unit {unit}")
+                return EXIT_OK
+            receipt = await _receipt_resending(
+                watcher, sender, topics.trigger(unit), event, min(timeout_s, 10.0)
+            )
+            if receipt is None:
+                console.print(
+                    f"[bold red]no gateway for unit {unit} answered[/] "
+                    f"(is `trigger-mesh gateway` running on {url}?)"
+                )
+                return EXIT_NO_ANSWER
+            if receipt.outcome is ReceiptOutcome.REJECTED:
+                console.print(f"[bold red]refused:[/] {receipt.reason}")
+                return EXIT_REFUSED
+            if receipt.outcome is ReceiptOutcome.SUPPRESSED:
+                console.print(f"merged into activation {receipt.activation_id}: {receipt.reason}")
+                return EXIT_OK
+            assert receipt.activation_id is not None
+            record = await watcher.final_record(receipt.activation_id, timeout_s)
+            if record is None:
+                console.print(
+                    f"activation {receipt.activation_id} still pending after {timeout_s:g} s"
+                )
+                return EXIT_NOT_CONFIRMED
+            if json_out:
+                print(record.model_dump_json())
+            else:
+                console.print(camera_outcomes_table(record))
+                console.print(
+                    f"activation {record.activation_id}: [bold]{record.state}[/], "
+                    f"all acks in {record.all_acked_ms} ms"
+                )
+            return EXIT_OK if record.state is ActivationState.CONFIRMED else EXIT_NOT_CONFIRMED
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    code = _run(send())
+    raise typer.Exit(130 if code is None else code)
+
+
+# Until the gateway's receipt says a trigger arrived, it is sent again (same event id: the
+# gateway merges repeats), so that one lost with a broker that died cannot go unnoticed.
+RESEND_EVERY_S = 2.0
+
+
+async def _receipt_resending(
+    watcher: ActivationWatcher,
+    sender: MqttLink,
+    topic: str,
+    event: TriggerEvent,
+    timeout_s: float,
+) -> TriggerReceipt | None:
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        receipt = await watcher.receipt(event.event_id, min(RESEND_EVERY_S, left))
+        if receipt is not None or deadline - time.monotonic() <= 0:
+            return receipt
+        with contextlib.suppress(LinkDown):
+            await sender.publish(topic, encode(event), qos=1, wait_s=deadline - time.monotonic())
+    return None
+
+
+@app.command()
+def tail(
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+    unit: Annotated[str | None, typer.Option("--unit", help="Only this unit")] = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+) -> None:
+    """Watch activations live, as dispatch sees them."""
+    from mesh.dispatch.render import activation_table
+    from mesh.dispatch.watch import ActivationWatcher
+
+    logs.configure("console", "warning")
+    topics = _topics(prefix)
+    url = _url(_client_broker(broker))
+
+    def emit(record: ActivationRecord) -> None:
+        sys.stdout.write(record.model_dump_json() + "\n")
+        sys.stdout.flush()
+
+    async def watch() -> None:
+        watcher = ActivationWatcher(
+            url,
+            topics,
+            client_id=f"tm-tail-{uuid.uuid4().hex[:8]}",
+            unit_id=unit,
+            on_record=emit if json_out else None,
+        )
+        if json_out:
+            await watcher.run()
+            return
+        from rich.live import Live
+
+        console = _console(soft_wrap=False)
+        console.print(f"watching activations on {url} (prefix {prefix}); Ctrl-C to stop")
+        task = asyncio.create_task(watcher.run())
+        try:
+            with Live(activation_table([]), console=console, refresh_per_second=4) as screen:
+                while True:
+                    await asyncio.sleep(0.25)
+                    latest = list(watcher.records.values())[-30:]
+                    screen.update(activation_table(latest))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    _run(watch())
+
+
+# --- dispatch console -----------------------------------------------------------------------
+ENV_PASSWORD = "TRIGGER_MESH_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+UsersOpt = Annotated[Path, typer.Option("--users", help="Users file (dispatch-user writes it)")]
+
+
+@app.command()
+def dispatch(
+    users: UsersOpt,
+    broker: BrokerOpt = None,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to serve on")] = "127.0.0.1",
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+    signing_key: SigningKeyOpt = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            help="Another origin the page is served from (a reverse proxy's "
+            "https://dispatch.example.org); repeat for more",
+        ),
+    ] = None,
+    max_cameras: Annotated[
+        int,
+        typer.Option("--max-cameras", min=1, help="Cameras kept; past it the least recent goes"),
+    ] = 10_000,
+    camera_expiry: Annotated[
+        float,
+        typer.Option(
+            "--camera-expiry", min=1, help="Seconds unheard after which a camera is dropped"
+        ),
+    ] = 86_400.0,
+) -> None:
+    """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
+    from mesh.dispatch.console.auth import Users
+    from mesh.dispatch.console.server import ConsoleServer
+    from mesh.dispatch.console.state import CameraLimits
+
+    try:
+        known = Users.load(users)
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    signer = load_signer(signing_key)
+    _configure_logs(log_format, log_level)
+    topics = _topics(prefix)
+
+    async def serve() -> None:
+        async with _broker_for(_client_broker(broker)) as (url, protocol):
+            try:
+                server = ConsoleServer(
+                    url,
+                    topics,
+                    known,
+                    host=host,
+                    port=port,
+                    protocol=protocol,
+                    signer=signer,
+                    allowed_origins=tuple(allowed_origin or ()),
+                    camera_limits=CameraLimits(max_cameras, camera_expiry),
+                )
+            except OSError as exc:
+                _fail(f"cannot serve on {host}:{port}: {exc.strerror}")
+            _console(stderr=True).print(
+                f"dispatch console on http://{host}:{server.port}/ (broker {url}, prefix "
+                f"{prefix}); Ctrl-C to stop",
+                highlight=False,
+            )
+            await server.run()
+
+    _run(serve())
+
+
+@app.command("dispatch-user")
+def dispatch_user(
+    users: UsersOpt,
+    name: Annotated[str, typer.Option("--name")],
+    role: Annotated[str, typer.Option("--role", help="viewer or dispatcher")] = "dispatcher",
+) -> None:
+    """Add or replace a console user. The password comes from TRIGGER_MESH_PASSWORD, or a
+    prompt."""
+    from mesh.dispatch.console.auth import Role, add_user
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        _fail(f"--role must be viewer or dispatcher, not {role!r}")
+    password = os.environ.get(ENV_PASSWORD)
+    if password is None:
+        if not sys.stdin.isatty():
+            _fail(f"no terminal to ask for a password: set {ENV_PASSWORD}")
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            _fail("the passwords differ")
+    if len(password) < 8:
+        _fail("the password must have at least 8 characters")
+    try:
+        add_user(users, name, chosen, password)
+    except (ConfigError, ValueError) as exc:
+        _fail(f"cannot add {name!r} to {users}: {exc}")
+    _console().print(f"{name} ({chosen.value}) written to {users}", highlight=False)
+
+
+# --- BLE sensors ----------------------------------------------------------------------------
+@keys_app.command("new-sensor")
+def keys_new_sensor(
+    keystore: Annotated[Path, typer.Option("--keystore", help="The gateway's keystore (YAML)")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="holster, taser, long_gun_rack, man_down, generic_input")
+    ],
+    unit: Annotated[str, typer.Option("--unit", help="The unit the sensor belongs to")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="Written for the sensor (JSON)")],
+    officer: Annotated[str, typer.Option("--officer")] = "",
+    sensor_id: Annotated[int | None, typer.Option("--sensor-id", help="Default: random")] = None,
+    company_id: Annotated[int, typer.Option("--company-id", help="0xFFFF: development")] = 0xFFFF,
+) -> None:
+    """Provision a BLE sensor: a fresh key in the keystore and in the sensor's key file."""
+    from triggers.ble.keystore import Keystore, KeystoreError, SensorKeyFile, kind_from_name
+
+    try:
+        store = Keystore.load(keystore)
+        sensor = store.provision(kind_from_name(kind), unit, officer=officer, sensor_id=sensor_id)
+    except KeystoreError as exc:
+        _fail(str(exc))
+    store.save(keystore)
+    SensorKeyFile.of(sensor, company_id).save(key_file)
+    _console().print(
+        f"sensor {sensor.sensor_id} ({sensor.kind.name.lower()}, unit {unit}) added to "
+        f"{keystore}; its key is in {key_file} (keep both secret)",
+        highlight=False,
+    )
+
+
+@keys_app.command("new-gateway")
+def keys_new_gateway(
+    out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.pub")],
+    name: Annotated[str, typer.Option("--name", help="File name stem, e.g. the gateway id")] = (
+        "gateway"
+    ),
+) -> None:
+    """Make the gateway's Ed25519 key: it signs the activation log's checkpoints."""
+    from mesh.security.keys import KeyFileError, new_gateway_key
+
+    try:
+        files = new_gateway_key(out, name)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    _console().print(
+        f"key {files.key_id}: {files.private} (secret, set audit.signing_key to it) and "
+        f"{files.public} (give to auditors: audit verify --pubkey)",
+        highlight=False,
+    )
+
+
+@app.command("ble-sensor")
+def ble_sensor(
+    key_file: Annotated[Path, typer.Option("--key-file", help="From `keys new-sensor`")],
+    event: Annotated[
+        str,
+        typer.Option(
+            "--event",
+            help="draw, holstered, arm, safe, trigger_pull, arc, rack_unlock, down, input_on, …",
+        ),
+    ],
+    transport: Annotated[
+        str,
+        typer.Option(
+            "--transport",
+            help="HCI transport: usb:0, serial:/dev/ttyACM0, hci-socket:0, or "
+            "tcp-client:HOST:PORT of a `trigger-mesh ble-radio`",
+        ),
+    ],
+    kind: Annotated[str | None, typer.Option("--kind", help="Checked against the key file")] = None,
+    sensor_id: Annotated[
+        int | None, typer.Option("--sensor-id", help="Checked against the key file")
+    ] = None,
+    duration_s: Annotated[
+        float, typer.Option("--duration", help="Seconds to repeat the advert")
+    ] = 2.0,
+    interval_ms: Annotated[int, typer.Option("--interval-ms", min=20, max=10240)] = 20,
+    battery: Annotated[int, typer.Option("--battery", min=0, max=100)] = 90,
+) -> None:
+    """Advertise one sensor event like a real sensor: counter + 1, repeated for a while."""
+    from triggers.ble.format import SensorEvent
+    from triggers.ble.keystore import KeystoreError, SensorKeyFile, kind_from_name
+
+    _configure_logs("console", "warning")
+    try:
+        keys = SensorKeyFile.load(key_file)
+        if kind is not None and kind_from_name(kind) is not keys.kind:
+            _fail(f"--kind {kind} does not match the key file ({keys.kind.name.lower()})")
+    except KeystoreError as exc:
+        _fail(str(exc))
+    if sensor_id is not None and sensor_id != keys.sensor_id:
+        _fail(f"--sensor-id {sensor_id} does not match the key file ({keys.sensor_id})")
+    try:
+        sensor_event = SensorEvent[event.upper()]
+    except KeyError:
+        _fail(f"unknown event {event!r}: {', '.join(e.name.lower() for e in SensorEvent)}")
+
+    async def advertise() -> None:
+        from bumble.device import Device
+        from bumble.transport import open_transport
+
+        from triggers.ble.bumble_backend import random_static_address
+        from triggers.ble.sensor import SimulatedSensor
+
+        async with await open_transport(transport) as hci:
+            device = Device.with_hci(
+                "trigger-mesh-sensor", random_static_address(), hci.source, hci.sink
+            )
+            await device.power_on()
+            sensor = SimulatedSensor(device, keys, key_path=key_file, battery_pct=battery)
+            advert = await sensor.emit(sensor_event, duration_s=duration_s, interval_ms=interval_ms)
+        _console().print(
+            f"sensor {advert.sensor_id}: {sensor_event.name.lower()} "
+            f"(counter {advert.counter}) advertised for {duration_s:g} s "
+            f"via {transport}",
+            highlight=False,
+        )
+
+    _run(advertise())
+
+
+@app.command("ble-radio")
+def ble_radio(
+    port: Annotated[int, typer.Option("--port", help="First TCP port")] = 7400,
+    controllers: Annotated[int, typer.Option("--controllers", min=2, max=64)] = 4,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """A virtual BLE radio for several processes: N controllers on one virtual link, each
+    an HCI transport on TCP (connect gateways and sensors with tcp-client:HOST:PORT)."""
+    from triggers.ble.virtual import serve_radio
+
+    _configure_logs("console", "warning")
+    specs = [f"tcp-server:{host}:{port + i}" for i in range(controllers)]
+    _console(stderr=True).print(
+        "virtual radio up; attach with "
+        + ", ".join(f"tcp-client:{host}:{port + i}" for i in range(controllers)),
+        highlight=False,
+    )
+    _run(serve_radio(specs))
+
+
+# --- CAN ----------------------------------------------------------------------------------
+DbcOpt = Annotated[list[Path], typer.Option("--dbc", help="DBC file (repeatable)")]
+
+
+def _parse_bus(spec: str) -> tuple[str, str]:
+    interface, _, channel = spec.partition(":")
+    if not interface or not channel:
+        _fail(
+            f"--bus {spec!r}: expected INTERFACE:CHANNEL, e.g. virtual:demo, socketcan:vcan0, "
+            "udp_multicast:239.74.163.2"
+        )
+    return interface, channel
+
+
+def _parse_bus_options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--bus-opt {item!r}: expected KEY=VALUE, e.g. port=43200")
+        # YAML scalars, as in a config's can.options: 43200 is an int, true a bool.
+        options[key.strip()] = yaml.safe_load(raw)
+    return options
+
+
+@app.command("can-replay")
+def can_replay(
+    log: Annotated[Path, typer.Argument(help="A capture: candump -L .log, .asc, .blf, .trc …")],
+    dbc: DbcOpt,
+    rules: Annotated[Path, typer.Option("--rules", help="Rules YAML")],
+    realtime: Annotated[bool, typer.Option("--realtime", help="At the recorded speed")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per trigger")] = False,
+) -> None:
+    """Run a recorded drive through the rules: which triggers fire, at which log time."""
+    from triggers.can.engine import Fired
+    from triggers.can.factory import build_engine
+    from triggers.can.replay import replay
+    from triggers.can.rules import RulesError
+
+    try:
+        engine = build_engine(rules, dbc)
+    except RulesError as exc:
+        _fail(str(exc))
+    if not log.is_file():
+        _fail(f"{log}: no such log")
+    err = _console(stderr=True)
+    fired = 0
+    try:
+        for item in replay(log, engine, realtime=realtime):
+            if isinstance(item, Fired):
+                fired += 1
+                if json_out:
+                    print(
+                        json.dumps(
+                            {
+                                "kind": item.kind.value,
+                                "rule": item.rule,
+                                "t": item.t,
+                                "value": item.value,
+                                "signal": item.where,
+                                "frame_id": f"0x{item.frame_id:X}",
+                            }
+                        ),
+                        flush=True,
+                    )
+                else:
+                    print(
+                        f"{item.t:.6f}  {item.kind.value:<17} {item.rule:<24} "
+                        f"{item.where} = {item.value}",
+                        flush=True,
+                    )
+            else:
+                err.print(
+                    f"[yellow]{item.t:.6f}  {item.event}[/] {item.rule}: {item.detail}",
+                    highlight=False,
+                )
+    except BrokenPipeError:
+        raise  # the reader left (| head): click exits quietly
+    except (ValueError, OSError) as exc:
+        _fail(f"{log}: cannot read the capture: {exc}")
+    counts = dict(engine.counters)
+    others = ", ".join(
+        f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("frames", "fired")
+    )
+    err.print(
+        f"{counts.get('frames', 0)} frames, {fired} triggers fired"
+        + (f"; {others}" if others else ""),
+        highlight=False,
+    )
+
+
+@app.command("vehicle-sim")
+def vehicle_sim(
+    dbc: DbcOpt,
+    scenario: Annotated[Path, typer.Option("--scenario", help="Scenario YAML")],
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            help="INTERFACE:CHANNEL to send on, e.g. udp_multicast:239.74.163.2 or socketcan:vcan0",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write a capture instead (.log …)")
+    ] = None,
+    bus_opts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bus-opt",
+            help="KEY=VALUE for python-can's Bus, repeatable: port=43200, bitrate=500000",
+        ),
+    ] = None,
+    speed: Annotated[float, typer.Option("--speed", help="> 1 plays faster")] = 1.0,
+) -> None:
+    """Play a vehicle: DBC messages at their cycle times following a scenario, mixed with
+    background traffic, onto a CAN bus or into a capture file."""
+    from triggers.can.factory import load_databases
+    from triggers.can.rules import RulesError
+    from triggers.can.simulator import (
+        ScenarioError,
+        VehicleSimulator,
+        load_scenario,
+        play,
+        write_log,
+    )
+
+    if (bus is None) == (out is None):
+        _fail("give one of --bus (send live) or --out (write a capture)")
+    try:
+        sim = VehicleSimulator(
+            load_scenario(scenario), load_databases(dbc), base_dir=scenario.parent
+        )
+    except (ScenarioError, RulesError) as exc:
+        _fail(str(exc))
+    err = _console(stderr=True)
+    import can
+
+    # Frames are made as they go out: a step that cannot be encoded, or a background
+    # capture that cannot be read, shows up here rather than at load.
+    try:
+        if out is not None:
+            count = write_log(sim.frames(), out, start_time=time.time())
+            err.print(f"{count} frames written to {out}", highlight=False)
+            return
+        assert bus is not None
+        interface, channel = _parse_bus(bus)
+        options = _parse_bus_options(bus_opts or [])
+
+        async def send() -> None:
+            with can.Bus(interface=interface, channel=channel, **options) as handle:
+                sent = await play(sim.frames(), handle, speed=speed)
+            err.print(f"{sent} frames sent on {bus}", highlight=False)
+
+        _run(send())
+    except (ScenarioError, OSError, can.CanError, ValueError) as exc:
+        _fail(f"vehicle-sim: {exc}")
+
+
+@app.command("can-diff")
+def can_diff(
+    baseline: Annotated[Path, typer.Argument(help="Capture at rest (or the only capture)")],
+    event: Annotated[Path | None, typer.Argument(help="Capture while it happens")] = None,
+    split_at: Annotated[
+        float | None,
+        typer.Option(
+            "--split-at", help="One capture: seconds from its start where the event begins"
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1)] = 15,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Find raw-bit rule candidates: bits constant at rest that change with the event."""
+    import can
+
+    from triggers.can.diff import find_candidates, split
+
+    if (event is None) == (split_at is None):
+        _fail("give a second capture, or --split-at SECONDS to split one")
+    try:
+        first = list(can.LogReader(str(baseline)))
+        if event is not None:
+            base, changed = first, list(can.LogReader(str(event)))
+        else:
+            assert split_at is not None
+            base, changed = split(first, split_at)
+    except (ValueError, OSError) as exc:
+        _fail(f"cannot read the capture: {exc}")
+    found = find_candidates(base, changed)[:top]
+    if json_out:
+        for c in found:
+            print(
+                json.dumps(
+                    {
+                        "frame_id": f"0x{c.frame_id:X}",
+                        "byte": c.byte,
+                        "bit": c.bit,
+                        "baseline": c.baseline_value,
+                        "changes_at_s": c.transitions,
+                        "alongside": c.alongside,
+                        "rule": c.rule,
+                    }
+                )
+            )
+        return
+    # "others": how many other bits of the frame flipped at the same moment (0 is cleanest).
+    print(f"{'frame':>10} {'byte':>4} {'bit':>3} {'at rest':>7} {'others':>6}  changes at (s)")
+    for c in found:
+        times = ", ".join(f"{t:.3f}" for t in c.transitions[:6]) or "(changed before the event)"
+        frame = f"0x{c.frame_id:X}"
+        print(f"{frame:>10} {c.byte:>4} {c.bit:>3} {c.baseline_value:>7} {c.alongside:>6}  {times}")
+
+
+# --- log and schema -----------------------------------------------------------------------
+@log_app.command("export")
+def log_export(
+    log: Annotated[Path, typer.Argument(help="Activation log (SQLite)")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    out: Annotated[Path | None, typer.Option("--out", help="File (default stdout)")] = None,
+) -> None:
+    """Export every record of an activation log, in order."""
+    from mesh.journal.export import export
+    from mesh.journal.store import LogError
+
+    if fmt not in ("jsonl", "csv"):
+        _fail(f"--format must be jsonl or csv, not {fmt!r}")
+    try:
+        if out is None:
+            count = export(log, fmt, sys.stdout)  # type: ignore[arg-type]
+        else:
+            with out.open("w", newline="") as handle:
+                count = export(log, fmt, handle)  # type: ignore[arg-type]
+    except LogError as exc:
+        _fail(str(exc))
+    _console(stderr=True).print(f"{count} records exported", highlight=False)
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the .schema.json files")],
+) -> None:
+    """Write the JSON Schema of every protocol v1 payload."""
+    from mesh.protocol.schema import write_schemas
+
+    for path in write_schemas(out):
+        _console().print(str(path), highlight=False)

@@ -1,0 +1,301 @@
+"""``trigger-mesh archiver`` (run, verify, migrate) and ``trigger-mesh log sync``: the
+commands of the central archive and of its edge side. Registered by mesh/cli/app.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bridge.topics import DEFAULT_PREFIX
+from mesh.cli.common import (
+    EXIT_USAGE,
+    BrokerOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    PrefixOpt,
+    broker_for,
+    broker_url,
+    client_broker,
+    configure_logs,
+    console,
+    fail,
+    run_until_signal,
+    topic_schema,
+)
+from mesh.cli.integrity import AllProblemsOpt, PubkeyOpt, exit_for, load_pubkey, show_report
+
+if TYPE_CHECKING:
+    from mesh.archive.store import StoredConflict
+
+ENV_DB = "TRIGGER_MESH_DB"
+# `archiver verify` exits as `audit verify` does (docs/audit.md).
+# `log sync`: 1 when the archive did not confirm every record within --timeout.
+EXIT_SYNCED, EXIT_NOT_SYNCED = 0, 1
+_IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", envvar=ENV_DB, help=f"postgresql://user@host:port/db (env {ENV_DB})"),
+]
+
+archiver_app = typer.Typer(
+    help="The central archive: triggers, activations, acks and edge logs in PostgreSQL.",
+    invoke_without_command=True,
+)
+
+
+def _dsn(db: str | None) -> str:
+    from mesh.archive.db import describe
+
+    if not db:
+        fail(f"--db is required (or set {ENV_DB})")
+    try:
+        describe(db)
+    except ValueError as exc:
+        fail(f"--db: {exc}")
+    return db
+
+
+def _ident(value: str, option: str) -> str:
+    if not _IDENT.match(value):
+        fail(f"{option} {value!r}: 1 to 64 of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+@archiver_app.callback()
+def archiver(
+    ctx: typer.Context,
+    *,  # typer passes every option by name
+    broker: BrokerOpt = None,
+    db: DbOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    archiver_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="This archiver's name (default: the host name); stable across restarts, "
+            "distinct for each archiver",
+        ),
+    ] = None,
+    group: Annotated[
+        str, typer.Option("--group", help="Shared subscription group of the archivers")
+    ] = "archivers",
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust",
+            help="The fleet's trust store: acks must then be signed by their camera's key; "
+            "others are kept among the conflicts, not as acks",
+        ),
+    ] = None,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run an archiver: archived topics in (over a shared subscription, so several split
+    the load), PostgreSQL out. The schema is migrated at start."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mesh.archive.archiver import Archiver, ArchiverSettings, default_archiver_id
+
+    dsn = _dsn(db)
+    name = _ident(archiver_id or default_archiver_id(), "--id")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", group):
+        fail(f"--group {group!r}: one topic level of A-Z a-z 0-9 . _ -")
+    topics = topic_schema(prefix)
+    store = None
+    if trust is not None:
+        from mesh.config import ConfigError
+        from mesh.security.trust import TrustStore
+
+        if not trust.is_file():
+            fail(f"--trust {trust}: no such file")
+        try:
+            store = TrustStore.load(trust)
+        except ConfigError as exc:
+            fail(f"--trust: {exc}")
+    configure_logs(log_format, log_level)
+
+    async def serve() -> None:
+        async with broker_for(client_broker(broker)) as (url, protocol):
+            settings = ArchiverSettings(
+                dsn=dsn, archiver_id=name, topics=topics, group=group, trust=store
+            )
+            await Archiver(settings, url=url, protocol=protocol).run()
+
+    run_until_signal(serve())
+
+
+@archiver_app.command("migrate")
+def migrate(db: DbOpt = None) -> None:
+    """Bring the archive's schema up to date (the archiver does this at start too)."""
+    import asyncio
+
+    import psycopg
+
+    from mesh.archive.db import connect, describe
+    from mesh.archive.migrate import migrate as apply
+
+    dsn = _dsn(db)
+
+    async def run() -> list[int]:
+        conn = await connect(dsn, name="trigger-mesh migrate")
+        try:
+            return await apply(conn)
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(run())
+    except psycopg.Error as exc:
+        fail(f"archive database {describe(dsn)}: {str(exc).strip()}")
+    out = console()
+    if applied:
+        out.print(f"applied migrations {', '.join(f'{v:03d}' for v in applied)}", highlight=False)
+    else:
+        out.print("the archive's schema is up to date", highlight=False)
+
+
+@archiver_app.command("verify")
+def verify(
+    log_id: Annotated[str, typer.Option("--log-id", help="The edge log's id")],
+    db: DbOpt = None,
+    pubkey: PubkeyOpt = None,
+    all_problems: AllProblemsOpt = False,
+) -> None:
+    """Check the archive's copy of an edge log with the chain check of `audit verify`.
+
+    Checked through the seq the archive has synced (records above it are still arriving).
+
+    Exit 0: intact and signed to the end; 1: modified, missing, reordered or badly signed
+    records (the first is named); 3: intact but its tail is unsigned; 2: no such log, or
+    the database unreachable.
+    """
+    import asyncio
+
+    import psycopg
+
+    from mesh.archive.db import connect, describe
+    from mesh.archive.store import (
+        LogStatus,
+        StoredConflict,
+        conflicts_for,
+        log_status,
+        read_log,
+    )
+    from mesh.journal.chain import verify_chain
+    from mesh.journal.store import LogRecord
+
+    dsn = _dsn(db)
+    key = load_pubkey(pubkey)
+    Loaded = tuple[LogStatus | None, list[LogRecord], list[StoredConflict], int]
+
+    async def load() -> Loaded:
+        conn = await connect(dsn, name="trigger-mesh verify")
+        try:
+            status = await log_status(conn, log_id)
+            if status is None:
+                return None, [], [], 0
+            records = await read_log(conn, log_id, through_seq=status.synced_seq)
+            found, total = await conflicts_for(
+                conn, unit_id=status.unit_id, gateway_id=status.gateway_id, log_id=log_id
+            )
+            return status, records, found, total
+        finally:
+            await conn.close()
+
+    try:
+        status, records, conflicts, conflict_total = asyncio.run(load())
+    except psycopg.Error as exc:
+        fail(f"archive database {describe(dsn)}: {str(exc).strip()}")
+    if status is None:
+        fail(f"the archive holds no log {log_id!r}", EXIT_USAGE)
+    report = verify_chain(records, log_id=log_id, public_key=key, central_copy=True)
+    show_report(report, all_problems)
+    beyond = status.records - report.records
+    console().print(
+        f"archived from unit {status.unit_id or '?'} (gateway {status.gateway_id or '?'}): "
+        f"synced through seq {status.synced_seq}, edge head {status.head_seq}"
+        + (f"; {beyond} record(s) above the watermark not checked (in flight)" if beyond else ""),
+        highlight=False,
+    )
+    _show_conflicts(conflicts, conflict_total)
+    exit_for(report)
+
+
+def _show_conflicts(conflicts: list[StoredConflict], total: int) -> None:
+    """Refused copies are not part of the chain (the archived copy stands); they are
+    listed so that an auditor sees who tried to overwrite what."""
+    from rich.markup import escape
+
+    out = console()
+    if not total:
+        out.print("no conflicting copies were refused for this gateway, unit or log")
+        return
+    out.print(
+        f"[bold yellow]{total} conflicting cop{'y' if total == 1 else 'ies'} refused[/] "
+        "for this gateway, unit or log (the archived records stand):"
+    )
+    for c in conflicts:
+        times = f" (x{c.copies})" if c.copies > 1 else ""
+        out.print(
+            escape(f"  {c.first_at} {c.kind} {c.subject} [{c.code}]{times}: {c.detail}"),
+            highlight=False,
+        )
+    if total > len(conflicts):
+        out.print(f"  … and {total - len(conflicts)} more (table conflicts)", highlight=False)
+
+
+def log_sync(
+    log: Annotated[Path, typer.Argument(help="Activation log (SQLite)")],
+    *,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to keep trying")
+    ] = 60.0,
+    unit: Annotated[
+        str | None, typer.Option("--unit", help="The log's unit, for the archive")
+    ] = None,
+    gateway_id: Annotated[
+        str | None, typer.Option("--gateway", help="The log's gateway, for the archive")
+    ] = None,
+) -> None:
+    """Send the log's records to the central archive (`trigger-mesh archiver`), until the
+    archive confirms it holds them all. Exit 0 synced; 1 not confirmed within --timeout
+    (the broker or the archive unreachable); 2 not a log."""
+    from mesh.journal.store import LogError
+    from mesh.journal.sync import LogSync
+    from mesh.ops import logs
+
+    logs.configure("console", "warning")
+    for value, option in ((unit, "--unit"), (gateway_id, "--gateway")):
+        if value is not None:
+            _ident(value, option)
+    url = broker_url(client_broker(broker))
+    try:
+        sync = LogSync(
+            log, url=url, topics=topic_schema(prefix), unit_id=unit, gateway_id=gateway_id
+        )
+    except LogError as exc:
+        fail(str(exc))
+    result = run_until_signal(sync.sync(timeout_s))
+    if result is None:
+        raise typer.Exit(130)
+    out = console(stderr=True)
+    if result.complete:
+        out.print(
+            f"log {result.log_id}: {result.sent} records sent; the archive holds every record "
+            f"through seq {result.synced_seq}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_SYNCED)
+    out.print(
+        f"[bold red]not synced:[/] log {result.log_id}: the archive confirmed seq "
+        f"{result.synced_seq} of {result.head_seq} within {timeout_s:g} s "
+        f"({result.sent} records sent; is an archiver running on {url}?)",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_NOT_SYNCED)

@@ -1,0 +1,134 @@
+"""``trigger-mesh broker-config``: a locked-down mosquitto for a fleet (docs/broker.md).
+
+Registered on the main app when ``mesh.cli.app`` imports this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mesh.cli.app import app
+from mesh.cli.common import EXIT_USAGE, console, fail
+
+_ROLE_FILES = {
+    "cert": "ca.crt, clients/{name}.crt, clients/{name}.key",
+    "password": "ca.crt and the password in credentials/{name}.password",
+}
+
+
+@app.command("broker-config")
+def broker_config(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the broker's files to")],
+    fleet: Annotated[
+        Path, typer.Option("--fleet", help="Fleet file: gateways, cameras, dispatch, archivers")
+    ],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="Name or address clients use for the broker (repeat; all go in the server "
+            "certificate, the first in the URLs); default: localhost and 127.0.0.1",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8883,
+    bind: Annotated[str, typer.Option("--bind", help="Address the listener binds")] = "0.0.0.0",  # noqa: S104
+    auth: Annotated[
+        str, typer.Option("--auth", help="cert: client certificates; password: passwords")
+    ] = "cert",
+    ca_cert: Annotated[
+        Path | None, typer.Option("--ca-cert", help="Use this CA instead of making one")
+    ] = None,
+    ca_key: Annotated[Path | None, typer.Option("--ca-key", help="The key of --ca-cert")] = None,
+    run_as: Annotated[
+        str, typer.Option("--run-as", help="User mosquitto drops to when started as root")
+    ] = "mosquitto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Write over an existing configuration (the CA stays)")
+    ] = False,
+    bridge: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bridge",
+            help="NAME=URL (mqtt:// or mqtts://): bridge this in-car broker to a central "
+            "one (repeat for several); its topics follow the fleet file's gateways and cameras",
+        ),
+    ] = None,
+) -> None:
+    """Write a TLS-only mosquitto configuration with an ACL for the fleet, and each device's
+    credentials (client certificates or passwords) and broker URL."""
+    from bridge.broker.bridge import BridgeError, parse_bridge_specs
+    from bridge.broker.config import BrokerConfigError, write_broker_config
+    from bridge.broker.pki import CertPair
+    from mesh.config import ConfigError
+    from mesh.security.fleet_file import load_fleet
+
+    if auth not in ("cert", "password"):
+        fail(f"--auth must be cert or password, not {auth!r}", EXIT_USAGE)
+    if (ca_cert is None) != (ca_key is None):
+        fail("--ca-cert and --ca-key go together", EXIT_USAGE)
+    try:
+        bridges = parse_bridge_specs(bridge or ())
+    except BridgeError as exc:
+        fail(str(exc), EXIT_USAGE)
+    try:
+        spec = load_fleet(fleet)
+    except ConfigError as exc:
+        fail(f"config error: {exc}", EXIT_USAGE)
+    ca = CertPair(ca_cert, ca_key) if ca_cert is not None and ca_key is not None else None
+    try:
+        bundle = write_broker_config(
+            out,
+            spec,
+            hosts=tuple(host) if host else ("localhost", "127.0.0.1"),
+            port=port,
+            bind=bind,
+            auth="cert" if auth == "cert" else "password",
+            ca=ca,
+            force=force,
+            run_as=run_as,
+            bridges=bridges,
+        )
+    except BrokerConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc}", EXIT_USAGE)
+
+    d = bundle.out_dir
+    say = console().print
+    say(f"wrote {d} for {len(spec.names)} principals (auth {auth}):", highlight=False)
+    listing = [
+        ("mosquitto.conf", f"TLS listener {bind}:{port}, no anonymous access, runs as {run_as}"),
+        ("acl", "who may publish and read which topics"),
+        *([("passwd", "the broker's password hashes")] if bundle.password_file else []),
+        ("ca.crt", "the CA: the broker and every device trust it"),
+        ("private/ca.key", "the CA's key: keep it off the broker, it issues certificates"),
+        ("server/broker.crt, .key", f"the broker's certificate, for {', '.join(bundle.hosts)}"),
+        ("clients/NAME.url", "each device's broker URL (its `broker:` setting)"),
+        *(
+            [("credentials/NAME.password", "each device's password")]
+            if bundle.password_file
+            else [("clients/NAME.crt, .key", "each device's certificate (CN = its id)")]
+        ),
+        ("var/", "the broker's persistence and log (mosquitto.log)"),
+        *(
+            (f"bridges/{name}.acl", f"the ACL central must grant bridge {name!r}")
+            for name in bundle.bridge_acls
+        ),
+    ]
+    for name, what in listing:
+        say(f"  {name:<26} {what}", highlight=False)
+    say("next steps:", highlight=False)
+    step = 1
+    for command in bundle.ownership_steps():
+        say(f"  {step}. as root, let user {run_as} read its files: {command}", highlight=False)
+        step += 1
+    say(f"  {step}. start the broker: mosquitto -c {bundle.conf}", highlight=False)
+    files = _ROLE_FILES[auth].format(name="NAME")
+    say(
+        f"  {step + 1}. give each device NAME {files}; its `broker:` URL is clients/NAME.url "
+        f"(it names the files where they are here: change the paths to where they go)",
+        highlight=False,
+    )

@@ -1,0 +1,149 @@
+"""What the command-line modules share: options, exit codes, errors, running a coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from bridge.mqtt.client import ProtocolChoice
+from bridge.mqtt.embedded import EmbeddedBroker
+from bridge.mqtt.urls import BrokerUrl
+from bridge.topics import Topics
+from mesh.ops import logs
+from mesh.ops.runtime import settle_heap_later
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mesh.config import SecurityConfig
+    from mesh.security.checks import Security
+    from mesh.security.signing import P, PayloadSigner
+
+ENV_BROKER = "TRIGGER_MESH_BROKER"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option("--broker", help=f"mqtt://host:port, mqtts://…, or 'embedded' (env {ENV_BROKER})"),
+]
+PrefixOpt = Annotated[str, typer.Option("--prefix", help="Topic prefix")]
+LogFormatOpt = Annotated[
+    str, typer.Option("--log-format", help="auto (console on a terminal, else JSON), json, console")
+]
+LogLevelOpt = Annotated[str, typer.Option("--log-level")]
+SigningKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--signing-key", help="Ed25519 key (`keys new`) that signs what this sends"),
+]
+
+# Exit statuses of `trigger` (documented in the README).
+EXIT_OK, EXIT_NOT_CONFIRMED, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
+
+
+def console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
+    # rich is imported only by commands that draw: the gateway daemon never loads it.
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=soft_wrap)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def configure_logs(fmt: str, level: str) -> None:
+    if fmt not in ("auto", "json", "console"):
+        fail(f"--log-format must be auto, json or console, not {fmt!r}")
+    try:
+        logs.configure(fmt, level)  # type: ignore[arg-type]
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def broker_url(value: str) -> BrokerUrl:
+    try:
+        return BrokerUrl.parse(value)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def topic_schema(prefix: str) -> Topics:
+    try:
+        return Topics(prefix)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def run_until_signal(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run until done or until SIGINT/SIGTERM, which cancel the work for a clean stop."""
+
+    async def guarded() -> Any:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return None
+
+    return asyncio.run(guarded())
+
+
+async def settle_when_ready(ready: asyncio.Event) -> None:
+    await ready.wait()
+    await settle_heap_later()
+
+
+@contextlib.asynccontextmanager
+async def broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoice]]:
+    """An external broker URL, or 'embedded': a private broker for this process."""
+    if value != "embedded":
+        yield broker_url(value), "auto"
+        return
+    async with EmbeddedBroker() as broker:
+        console(stderr=True).print(f"embedded {broker.kind} broker listening on {broker.url}")
+        yield broker.url, "3.1.1" if broker.kind == "amqtt" else "auto"
+
+
+def client_broker(broker: str | None) -> str:
+    return broker or os.environ.get(ENV_BROKER) or DEFAULT_BROKER
+
+
+def load_signer(path: Path | None) -> PayloadSigner | None:
+    """The signer of ``--signing-key``, or exit 2 naming the file."""
+    if path is None:
+        return None
+    from mesh.security.keys import KeyFileError
+    from mesh.security.signing import PayloadSigner
+
+    try:
+        return PayloadSigner.from_file(path)
+    except KeyFileError as exc:
+        fail(f"--signing-key: {exc}")
+
+
+def sign_with_key(path: Path | None, payload: P) -> P:
+    """``payload`` signed with the key of ``--signing-key``, or as it is without one."""
+    signer = load_signer(path)
+    return payload if signer is None else signer.sign(payload)
+
+
+def security_of(config: SecurityConfig, config_path: Path) -> Security:
+    """The ``security:`` section of a config file, loaded, or exit 2 naming what is wrong."""
+    from mesh.config import ConfigError
+    from mesh.security.checks import load_security
+
+    try:
+        return load_security(config, config_path)
+    except ConfigError as exc:
+        fail(f"config error: {exc}")

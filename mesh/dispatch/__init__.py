@@ -1,0 +1,1 @@
+"""Dispatch: the console, the live activation watcher and the terminal tables."""

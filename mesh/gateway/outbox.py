@@ -1,0 +1,225 @@
+"""The outbox: a durable queue of messages the gateway must deliver, whatever the link.
+
+Escalations, receipts, final activation records and cancel notices are written here
+before they are published and removed once the broker has acknowledged them. An
+activation's final record and its escalations are queued together, with its outcome,
+before the activation log says `finished` (``put_final``). While the
+broker (or the car's uplink) is down they wait here, across restarts, and go out in the
+order they were queued when it returns. An entry may carry an expiry: one that is past
+it when its turn comes is dropped and counted, never sent late.
+
+Record-start commands are not queued here: their durable queue is the activation log
+itself (an activation logged and not finished is resumed after a restart, and its
+command is only ever sent before it expires; see mesh/gateway/coordinator.py).
+
+SQLite in WAL mode with ``synchronous=NORMAL``: a commit survives the process being
+killed (the failure the gateway must ride out most often); a power cut can lose the last
+few entries, whose content the fsync'd activation log still holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic         TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    qos           INTEGER NOT NULL,
+    retain        INTEGER NOT NULL,
+    queued_at_ns  INTEGER NOT NULL,
+    expires_at_ns INTEGER
+)
+"""
+# An activation's outcome queued here before the activation log says `finished`: kept
+# until the log does, so that a restart in between logs the outcome dispatch was sent
+# rather than deciding it a second time (docs/reliability.md).
+_FINALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS finals (
+    activation_id TEXT    PRIMARY KEY,
+    outcome       BLOB    NOT NULL,
+    queued_at_ns  INTEGER NOT NULL
+)
+"""
+# Outcomes waiting for the log at most: only a log that cannot be written for long keeps
+# them (each is removed once logged); beyond this the oldest are forgotten, and a restart
+# then decides those activations again (dispatch may hear of them twice).
+FINALS_MAX = 4096
+
+
+class OutboxError(RuntimeError):
+    """The outbox file cannot be opened or written (named in the message)."""
+
+
+@dataclass(frozen=True)
+class Queued:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    queued_at_ns: int
+    expires_at_ns: int | None
+
+    def expired(self, now_ns: int) -> bool:
+        return self.expires_at_ns is not None and now_ns >= self.expires_at_ns
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+            self._db.execute(_FINALS_SCHEMA)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {path}: {exc}") from exc
+        self._depth = self._count()
+        self._finals = int(self._db.execute("SELECT count(*) FROM finals").fetchone()[0])
+
+    def put(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        now_ns: int,
+        expires_at_ns: int | None = None,
+    ) -> int:
+        """Queue a message; returns its id. Raises OutboxError if it could not be stored."""
+        try:
+            cursor = self._db.execute(
+                "INSERT INTO outbox (topic, payload, qos, retain, queued_at_ns, expires_at_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (topic, payload, qos, int(retain), now_ns, expires_at_ns),
+            )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path}: cannot queue for {topic}: {exc}") from exc
+        self._depth += 1
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def put_final(
+        self,
+        activation_id: str,
+        outcome: bytes,
+        messages: Sequence[tuple[str, bytes]],
+        *,
+        now_ns: int,
+    ) -> None:
+        """Queue an activation's final messages (its record, its escalations) and keep its
+        ``outcome`` until ``settle_final``: all in one transaction, so a crash leaves all
+        of them or none. Raises OutboxError if they could not be stored."""
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO outbox (topic, payload, qos, retain, queued_at_ns, expires_at_ns)"
+                " VALUES (?, ?, 1, 0, ?, NULL)",
+                [(topic, payload, now_ns) for topic, payload in messages],
+            )
+            replaced = self._db.execute(
+                "DELETE FROM finals WHERE activation_id = ?", (activation_id,)
+            ).rowcount
+            self._db.execute(
+                "INSERT INTO finals (activation_id, outcome, queued_at_ns) VALUES (?, ?, ?)",
+                (activation_id, outcome, now_ns),
+            )
+            over = self._finals - replaced + 1 - FINALS_MAX
+            if over > 0:
+                self._db.execute(
+                    "DELETE FROM finals WHERE rowid IN"
+                    " (SELECT rowid FROM finals ORDER BY queued_at_ns, rowid LIMIT ?)",
+                    (over,),
+                )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise OutboxError(
+                f"outbox {self.path}: cannot queue the outcome of {activation_id}: {exc}"
+            ) from exc
+        self._depth += len(messages)
+        self._finals = min(FINALS_MAX, self._finals - replaced + 1)
+
+    def queued_final(self, activation_id: str) -> bytes | None:
+        """The outcome queued for this activation and not yet settled, if any."""
+        row = self._db.execute(
+            "SELECT outcome FROM finals WHERE activation_id = ?", (activation_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def settle_final(self, activation_id: str) -> None:
+        """The activation log holds the outcome now: forget it here. A failure only means
+        it is kept until the next start, which drops it (``keep_finals``)."""
+        try:
+            removed = self._db.execute(
+                "DELETE FROM finals WHERE activation_id = ?", (activation_id,)
+            ).rowcount
+        except sqlite3.Error:
+            return
+        self._finals = max(0, self._finals - removed)
+
+    def keep_finals(self, activation_ids: Collection[str]) -> None:
+        """Forget every queued outcome but these (at start: the others are logged already,
+        or belong to activations the log never held)."""
+        keep = set(activation_ids)
+        rows = self._db.execute("SELECT activation_id FROM finals").fetchall()
+        gone = [(row[0],) for row in rows if row[0] not in keep]
+        with contextlib.suppress(sqlite3.Error):
+            self._db.executemany("DELETE FROM finals WHERE activation_id = ?", gone)
+        self._finals = int(self._db.execute("SELECT count(*) FROM finals").fetchone()[0])
+
+    def finals(self) -> int:
+        """Outcomes queued and not yet in the log."""
+        return self._finals
+
+    def head(self, limit: int) -> list[Queued]:
+        """The oldest ``limit`` entries, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, topic, payload, qos, retain, queued_at_ns, expires_at_ns"
+            " FROM outbox ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            Queued(row[0], row[1], bytes(row[2]), row[3], bool(row[4]), row[5], row[6])
+            for row in rows
+        ]
+
+    def remove(self, ids: list[int]) -> None:
+        """Forget delivered (or expired) entries. A failure here only means they may be
+        sent twice, which every receiver tolerates (QoS 1 semantics)."""
+        if not ids:
+            return
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._depth = self._count()
+            return
+        self._depth = max(0, self._depth - len(ids))
+
+    def depth(self) -> int:
+        return self._depth
+
+    def oldest_queued_at_ns(self) -> int | None:
+        row = self._db.execute("SELECT min(queued_at_ns) FROM outbox").fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _count(self) -> int:
+        row = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        return int(row[0])

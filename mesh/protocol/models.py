@@ -1,0 +1,401 @@
+"""Wire models: every payload that crosses MQTT or lands in the activation log.
+
+All payloads are immutable and strictly typed, carry ``"type"`` and ``"v": 1``, and
+ignore unknown fields so that v1 can grow optional fields without breaking old
+readers (a breaking change bumps ``v``). Times are integers: nanoseconds since the
+Unix epoch, UTC, named ``*_ns`` so the unit is never guessed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Identifiers end up inside MQTT topic levels, so they may not contain '/', '+' or '#'.
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+BleAddress = Annotated[str, Field(pattern=r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")]
+EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+# Bounded by what every store of it holds (SQLite and PostgreSQL integers: 64-bit signed).
+TimeNs = Annotated[
+    int, Field(ge=0, le=2**63 - 1, description="UTC wall clock, ns since the Unix epoch")
+]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
+DetailValue = str | int | float | bool
+
+PROTOCOL_VERSION = 1
+# The integer 1 only: Literal[1] matches by equality, so it would also take true and 1.0.
+ProtocolV1 = Annotated[
+    int, Field(ge=1, le=1, strict=True, json_schema_extra={"const": PROTOCOL_VERSION})
+]
+
+# An Ed25519 signature is 64 bytes: 86 characters of unpadded base64url.
+_SIG_VALUE = r"^[A-Za-z0-9_-]{86}$"
+
+
+class TriggerKind(StrEnum):
+    WEAPON_DRAW = "weapon_draw"
+    TASER_ARM = "taser_arm"
+    EMERGENCY_LIGHTS = "emergency_lights"
+    SIREN = "siren"
+    SPEED = "speed"
+    CRASH = "crash"
+    DOOR = "door"
+    GUN_RACK = "gun_rack"
+    GEAR = "gear"  # a shift (into park: the officer is about to step out)
+    MAN_DOWN = "man_down"
+    MANUAL = "manual"
+    DISPATCH = "dispatch"
+
+
+class SourceType(StrEnum):
+    BLE = "ble"
+    CAN = "can"
+    MANUAL = "manual"
+    DISPATCH = "dispatch"
+
+
+class AckStatus(StrEnum):
+    STARTED = "started"
+    ALREADY_RECORDING = "already_recording"
+    OUT_OF_RANGE = "out_of_range"
+    REJECTED = "rejected"
+
+
+class OutcomeStatus(StrEnum):
+    """A camera's outcome within one activation: an ack status, or pending/missed."""
+
+    PENDING = "pending"
+    STARTED = "started"
+    ALREADY_RECORDING = "already_recording"
+    OUT_OF_RANGE = "out_of_range"
+    REJECTED = "rejected"
+    MISSED = "missed"
+    CANCELLED = "cancelled"  # still pending when the activation was cancelled
+
+
+CONFIRMED_OUTCOMES = frozenset({OutcomeStatus.STARTED, OutcomeStatus.ALREADY_RECORDING})
+
+
+class ActivationState(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    PARTIAL = "partial"
+    MISSED = "missed"
+    CANCELLED = "cancelled"
+
+
+class CameraRole(StrEnum):
+    BODY = "body"
+    DASH = "dash"
+
+
+class EscalationReason(StrEnum):
+    OFFLINE = "offline"  # in range or targeted, but its presence says offline
+    NO_ACK = "no_ack"  # expected, commanded, retried, never answered
+    REJECTED = "rejected"  # answered, and refused (e.g. the command arrived expired)
+
+
+Priority = Annotated[int, Field(ge=1, le=5, description="1 most urgent … 5 least")]
+
+
+class ReceiptOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    SUPPRESSED = "suppressed"
+    REJECTED = "rejected"
+
+
+class Frozen(BaseModel):
+    """Base for every model: immutable, no type coercion, unknown fields ignored."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+
+class Signature(Frozen):
+    """Who signed a payload and the Ed25519 signature over its other fields
+    (``mesh.security.signing.signed_bytes``; docs/security.md)."""
+
+    alg: Literal["ed25519"] = "ed25519"
+    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    value: Annotated[str, Field(pattern=_SIG_VALUE)]
+
+
+class GeoPoint(Frozen):
+    lat: Latitude
+    lon: Longitude
+
+
+class Position(Frozen):
+    lat: Latitude
+    lon: Longitude
+    accuracy_m: Annotated[float, Field(ge=0.0)] | None = None
+    fix_at_ns: TimeNs
+
+
+class SourceRef(Frozen):
+    type: SourceType
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    authenticated: bool
+
+
+class TriggerEvent(Frozen):
+    """A normalised signal from any trigger source (BLE, CAN, manual, dispatch)."""
+
+    type: Literal["trigger"] = "trigger"
+    v: ProtocolV1 = 1
+    event_id: EventId
+    kind: TriggerKind
+    source: SourceRef
+    unit_id: Ident
+    observed_at_ns: TimeNs
+    position: Position | None = None
+    detail: dict[str, DetailValue] = Field(default_factory=dict)
+    sig: Signature | None = None
+
+
+class TriggerSummary(Frozen):
+    """The part of a trigger that travels inside commands and activation records."""
+
+    event_id: EventId
+    kind: TriggerKind
+    source: SourceRef
+    unit_id: Ident
+    observed_at_ns: TimeNs
+
+    @classmethod
+    def of(cls, event: TriggerEvent) -> TriggerSummary:
+        return cls(
+            event_id=event.event_id,
+            kind=event.kind,
+            source=event.source,
+            unit_id=event.unit_id,
+            observed_at_ns=event.observed_at_ns,
+        )
+
+
+class Targets(Frozen):
+    """Cameras that must start regardless of distance: whole units and named cameras."""
+
+    units: tuple[Ident, ...] = ()
+    cameras: tuple[Ident, ...] = ()
+
+
+class RecordStart(Frozen):
+    """The command a gateway broadcasts: cameras in range (or targeted) start recording."""
+
+    type: Literal["record_start"] = "record_start"
+    v: ProtocolV1 = 1
+    activation_id: Ident
+    issuer: Ident
+    trigger: TriggerSummary
+    issued_at_ns: TimeNs
+    origin: GeoPoint | None
+    radius_m: Annotated[float, Field(ge=0.0)]
+    pre_event_s: Annotated[int, Field(ge=0, le=120)]
+    targets: Targets
+    expires_at_ns: TimeNs
+    attempt: Annotated[int, Field(ge=0)] = 0
+    priority: Priority = 3
+    # Filters on who starts (empty: anyone); a camera named in targets.cameras always does.
+    roles: tuple[CameraRole, ...] = ()
+    groups: tuple[Ident, ...] = ()
+    wake: bool = True  # whether a camera asleep (standby) starts for it
+    # Until when the issuer may cancel this activation (from the policy's cancel window);
+    # absent: it may not be cancelled. A camera binds the issuer and this deadline when it
+    # acts on the command and refuses any other cancel (docs/protocol.md).
+    cancel_until_ns: TimeNs | None = None
+    sig: Signature | None = None
+
+
+class RecordCancel(Frozen):
+    """A cancelled activation: cameras stop a recording it alone started (and keep it)."""
+
+    type: Literal["record_cancel"] = "record_cancel"
+    v: ProtocolV1 = 1
+    activation_id: Ident
+    issuer: Ident
+    reason: Annotated[str, Field(max_length=512)] = ""
+    at_ns: TimeNs
+    sig: Signature | None = None
+
+
+class CameraAck(Frozen):
+    type: Literal["ack"] = "ack"
+    v: ProtocolV1 = 1
+    activation_id: Ident
+    camera_id: Ident
+    unit_id: Ident | None = None
+    status: AckStatus
+    reason: Annotated[str, Field(max_length=512)] = ""
+    attempt: Annotated[int, Field(ge=0)] = 0
+    received_at_ns: TimeNs
+    recording_started_at_ns: TimeNs | None = None
+    pre_event_kept_s: Annotated[float, Field(ge=0.0)] | None = None
+    sig: Signature | None = None
+
+
+class CancelOutcome(StrEnum):
+    STOPPED = "stopped"  # the recording this activation alone started stopped (and is kept)
+    KEPT_RECORDING = "kept_recording"  # accepted; another activation still wants the recording
+    REFUSED = "refused"  # not from the command's issuer, past its deadline, or not trusted
+
+
+class CancelAck(Frozen):
+    """A camera's answer to a ``record_cancel`` for an activation it acted on, sent to the
+    issuer of the command it recorded for (whoever the cancel claimed to come from)."""
+
+    type: Literal["cancel_ack"] = "cancel_ack"
+    v: ProtocolV1 = 1
+    activation_id: Ident
+    camera_id: Ident
+    unit_id: Ident | None = None
+    outcome: CancelOutcome
+    reason: Annotated[str, Field(max_length=512)] = ""
+    cancel_issuer: Ident  # the issuer the cancel named
+    cancel_at_ns: TimeNs  # the cancel's at_ns: which cancel this answers
+    received_at_ns: TimeNs
+    sig: Signature | None = None
+
+
+class CameraOutcome(Frozen):
+    camera_id: Ident
+    unit_id: Ident | None
+    expected: bool
+    targeting: str
+    status: OutcomeStatus
+    detail: str = ""
+    attempts: int = 0
+    latency_ms: float | None = None
+    acked_at_ns: TimeNs | None = None
+
+
+class LatencySummary(Frozen):
+    p50: float | None = None
+    max: float | None = None
+
+
+class ActivationRecord(Frozen):
+    """The state of one activation, as published to dispatch and written to the log."""
+
+    type: Literal["activation"] = "activation"
+    v: ProtocolV1 = 1
+    activation_id: Ident
+    issuer: Ident
+    unit_id: Ident
+    trigger: TriggerSummary
+    state: ActivationState
+    reason: str = ""
+    decided_at_ns: TimeNs
+    published_at_ns: TimeNs | None = None
+    finished_at_ns: TimeNs | None = None
+    expires_at_ns: TimeNs
+    origin: GeoPoint | None
+    radius_m: float
+    pre_event_s: int
+    cameras: tuple[CameraOutcome, ...] = ()
+    latency_ms: LatencySummary = LatencySummary()
+    all_acked_ms: float | None = Field(
+        default=None,
+        description="Trigger accepted → last expected ack recorded, monotonic ms",
+    )
+    merged_triggers: int = 0
+    priority: Priority = 3
+    cancelled_by: Annotated[str, Field(max_length=128)] | None = None
+
+
+class CameraPresence(Frozen):
+    """Retained per camera; the broker publishes the last-will copy with online=false."""
+
+    type: Literal["presence"] = "presence"
+    v: ProtocolV1 = 1
+    camera_id: Ident
+    unit_id: Ident
+    role: CameraRole
+    online: bool
+    recording: bool
+    position: Position | None = None
+    last_seen_ns: TimeNs
+    officer: Annotated[str, Field(max_length=64)] | None = None
+    groups: tuple[Ident, ...] = ()
+    asleep: bool = False  # standby: not recording into its pre-event buffer either
+    # The address the camera advertises on BLE, so that a gateway that hears it knows it
+    # is near the car (``AA:BB:CC:DD:EE:FF``, as scanners report it).
+    ble_address: BleAddress | None = None
+
+
+class CancelRequest(Frozen):
+    """Into a gateway: cancel an activation that was a false trigger, within the policy's
+    cancellation window. Nothing is erased: the cancel is logged beside the activation."""
+
+    type: Literal["cancel"] = "cancel"
+    v: ProtocolV1 = 1
+    cancel_id: EventId
+    activation_id: Ident
+    unit_id: Ident
+    by: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Annotated[str, Field(max_length=512)] = ""
+    at_ns: TimeNs
+    sig: Signature | None = None
+
+
+class Escalation(Frozen):
+    """A camera that did not start, told to whoever the policy names (dispatch first)."""
+
+    type: Literal["escalation"] = "escalation"
+    v: ProtocolV1 = 1
+    activation_id: Ident
+    issuer: Ident
+    unit_id: Ident  # the activation's unit
+    kind: TriggerKind
+    priority: Priority = 3
+    camera_id: Ident
+    camera_unit_id: Ident | None
+    officer: Annotated[str, Field(max_length=64)] | None = None
+    reason: EscalationReason
+    detail: Annotated[str, Field(max_length=512)] = ""
+    attempts: Annotated[int, Field(ge=0)] = 0
+    audience: Ident
+    at_ns: TimeNs
+
+
+class TriggerReceipt(Frozen):
+    """The gateway's answer to a trigger: accepted into an activation, merged, or refused."""
+
+    type: Literal["receipt"] = "receipt"
+    v: ProtocolV1 = 1
+    event_id: EventId
+    unit_id: Ident
+    outcome: ReceiptOutcome
+    activation_id: Ident | None = None
+    reason: str = ""
+    at_ns: TimeNs
+
+
+class GatewayStatus(Frozen):
+    """Retained per gateway; the last-will copy has online=false."""
+
+    type: Literal["gateway"] = "gateway"
+    v: ProtocolV1 = 1
+    gateway_id: Ident
+    unit_id: Ident
+    online: bool
+    started_at_ns: TimeNs
+    last_seen_ns: TimeNs
+    counters: dict[str, int] = Field(default_factory=dict)
+
+
+WIRE_MODELS: dict[str, type[Frozen]] = {
+    "trigger": TriggerEvent,
+    "record_start": RecordStart,
+    "ack": CameraAck,
+    "activation": ActivationRecord,
+    "presence": CameraPresence,
+    "receipt": TriggerReceipt,
+    "gateway": GatewayStatus,
+    "record_cancel": RecordCancel,
+    "cancel_ack": CancelAck,
+    "cancel": CancelRequest,
+    "escalation": Escalation,
+}

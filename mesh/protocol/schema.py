@@ -1,0 +1,36 @@
+"""``trigger-mesh schema``: JSON Schemas of every protocol v1 payload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mesh.protocol.log_wire import LogBatch, LogSynced
+from mesh.protocol.models import WIRE_MODELS, Frozen
+
+# The log-sync payloads (docs/archive.md) live with the archive, not the core protocol.
+SCHEMA_MODELS: dict[str, type[Frozen]] = {
+    **WIRE_MODELS,
+    "log_batch": LogBatch,
+    "log_synced": LogSynced,
+}
+
+
+def schemas() -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for name, model in SCHEMA_MODELS.items():
+        schema = model.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://trigger-mesh.example/schemas/v1/{name}.schema.json"
+        out[name] = schema
+    return out
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in schemas().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written

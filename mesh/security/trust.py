@@ -1,0 +1,270 @@
+"""The trust store: which Ed25519 public keys may sign what, and for how long.
+
+One YAML file, public keys only (safe to copy to every device), kept by
+``trigger-mesh keys``. Each key has a role (gateway, camera, dispatch) and a subject (the
+gateway, camera or console id it speaks for), an optional validity window (rotation
+retires a key by giving it a ``not_after``) and an optional revocation time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import yaml
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from mesh.config import ConfigError, read_yaml, validate
+from mesh.protocol.models import Ident
+from mesh.security.signing import SignedPayload, decode_signature, signed_bytes
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+class KeyRole(StrEnum):
+    GATEWAY = "gateway"  # signs record-start and record-cancel commands
+    CAMERA = "camera"  # signs its acks
+    DISPATCH = "dispatch"  # signs remote activations and cancel requests
+
+
+class Distrust(StrEnum):
+    """Why a signed payload was not trusted (stable codes, for counters and acks)."""
+
+    UNSIGNED = "unsigned"
+    UNKNOWN_KEY = "unknown_key"
+    WRONG_SIGNER = "wrong_signer"  # a known key, but not one allowed to sign this payload
+    BAD_SIGNATURE = "bad_signature"
+    REVOKED = "key_revoked"
+    NOT_YET_VALID = "key_not_yet_valid"
+    KEY_EXPIRED = "key_expired"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: str
+    reason: str
+
+
+class TrustedKey(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    role: KeyRole
+    subject: Ident
+    public_key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="raw, hex")]
+    not_before: AwareDatetime | None = None
+    not_after: AwareDatetime | None = None
+    revoked_at: AwareDatetime | None = None
+    note: Annotated[str, Field(max_length=256)] = ""
+
+    def problem_at(self, now_ns: int) -> Rejection | None:
+        """Is this key usable at ``now_ns``, and if not, why."""
+        now = datetime.fromtimestamp(now_ns / 1e9, UTC)
+        if self.revoked_at is not None and now >= self.revoked_at:
+            return Rejection(
+                Distrust.REVOKED, f"key {self.key_id} revoked at {_iso(self.revoked_at)}"
+            )
+        if self.not_before is not None and now < self.not_before:
+            return Rejection(
+                Distrust.NOT_YET_VALID, f"key {self.key_id} is valid from {_iso(self.not_before)}"
+            )
+        if self.not_after is not None and now >= self.not_after:
+            return Rejection(
+                Distrust.KEY_EXPIRED, f"key {self.key_id} retired at {_iso(self.not_after)}"
+            )
+        return None
+
+
+def trusted_key(
+    public: Ed25519PublicKey, role: KeyRole, subject: str, *, note: str = ""
+) -> TrustedKey:
+    """The trust-store entry of a public key (valid from now until retired or revoked)."""
+    from mesh.journal.chain import key_id, public_key_hex
+
+    return TrustedKey(
+        key_id=key_id(public),
+        role=role,
+        subject=subject,
+        public_key=public_key_hex(public),
+        note=note,
+    )
+
+
+class _TrustFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    keys: tuple[TrustedKey, ...] = ()
+
+
+class TrustStore:
+    def __init__(self, keys: Iterable[TrustedKey] = ()) -> None:
+        self.keys: dict[str, TrustedKey] = {}
+        self._public: dict[str, Ed25519PublicKey] = {}
+        # Every (role, subject) with a key, for a look-up per message (a camera checks
+        # each own-topic message's claimed issuer as it is read).
+        self._subjects: set[tuple[KeyRole, str]] = set()
+        for key in keys:
+            self._put(key)
+
+    # --- file ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path | str, *, missing_ok: bool = False) -> TrustStore:
+        """Raises ConfigError naming the file and the key that is wrong."""
+        path = Path(path)
+        if missing_ok and not path.exists():
+            return cls()
+        data = read_yaml(path)
+        parsed = validate(_TrustFile, {} if data is None else data, path)
+        store = cls()
+        for index, key in enumerate(parsed.keys):
+            try:
+                store._put(key)
+            except ValueError as exc:
+                raise ConfigError(path, f"keys.{index}", str(exc)) from None
+        return store
+
+    def save(self, path: Path | str) -> None:
+        """Written whole to a temporary file, then renamed over the old one."""
+        path = Path(path)
+        body = _TrustFile(keys=tuple(self.keys.values())).model_dump(mode="json")
+        text = (
+            "# trigger-mesh trust store: public keys and what each may sign (docs/security.md).\n"
+            "# Public: copy it to every gateway, camera and console; edit: `trigger-mesh keys`.\n"
+            + yaml.safe_dump(body, sort_keys=False)
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    # --- editing ------------------------------------------------------------------------
+    def add(self, key: TrustedKey) -> None:
+        if key.key_id in self.keys:
+            raise ValueError(f"key {key.key_id} is already in the trust store")
+        self._put(key)
+
+    def replace(self, key: TrustedKey) -> None:
+        """Change a key's window or revocation (the key material itself never changes)."""
+        old = self.keys.get(key.key_id)
+        if old is None:
+            raise ValueError(f"no key {key.key_id} in the trust store")
+        if old.public_key != key.public_key:
+            raise ValueError(f"key {key.key_id}: the public key cannot change")
+        self.keys[key.key_id] = key
+        self._subjects.add((key.role, key.subject))
+
+    def rotate(self, new: TrustedKey, *, now: datetime, overlap: timedelta) -> list[TrustedKey]:
+        """Add ``new`` and retire the other keys of its role and subject at ``now +
+        overlap`` (sooner if they already end sooner): devices still holding the old key
+        are believed until then. Returns the retired keys as they are now."""
+        until = now + overlap
+        retired = []
+        for key in self.find(new.role, new.subject):
+            if key.revoked_at is None and (key.not_after is None or key.not_after > until):
+                key = key.model_copy(update={"not_after": until})  # noqa: PLW2901
+                self.replace(key)
+            retired.append(key)
+        self.add(new)
+        return retired
+
+    def revoke(self, key_id: str, at: datetime) -> TrustedKey:
+        key = self.keys.get(key_id)
+        if key is None:
+            raise ValueError(f"no key {key_id} in the trust store")
+        revoked = key.model_copy(update={"revoked_at": at})
+        self.replace(revoked)
+        return revoked
+
+    def find(self, role: KeyRole, subject: str) -> list[TrustedKey]:
+        return [k for k in self.keys.values() if k.role is role and k.subject == subject]
+
+    def has_subject(self, role: KeyRole, subject: str) -> bool:
+        """Whether any key (valid or not) is held for ``subject`` in ``role``."""
+        return (role, subject) in self._subjects
+
+    def _put(self, key: TrustedKey) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        from mesh.journal.chain import key_id
+
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key.public_key))
+        if key_id(public) != key.key_id:
+            raise ValueError(
+                f"key_id {key.key_id} does not match its public key ({key_id(public)})"
+            )
+        self.keys[key.key_id] = key
+        self._public[key.key_id] = public
+        self._subjects.add((key.role, key.subject))
+
+    # --- checking -----------------------------------------------------------------------
+    def check(
+        self,
+        payload: SignedPayload,
+        signers: Iterable[tuple[KeyRole, str | None]],
+        *,
+        now_ns: int,
+    ) -> Rejection | None:
+        """None if ``payload`` is signed by a valid key of one of ``signers`` (role and
+        subject; subject None: any of that role), else why not."""
+        return self.key_problem(payload, signers, now_ns=now_ns) or self.verify(payload)
+
+    def key_problem(
+        self,
+        payload: SignedPayload,
+        signers: Iterable[tuple[KeyRole, str | None]],
+        *,
+        now_ns: int,
+    ) -> Rejection | None:
+        """Everything ``check`` checks but the signature itself: signed at all, by a key
+        known, allowed to sign this payload and valid now. Cheap (no Ed25519), so a
+        flood of forgeries is mostly refused before any curve arithmetic."""
+        sig = payload.sig
+        allowed = list(signers)
+        if sig is None:
+            return Rejection(Distrust.UNSIGNED, f"unsigned {payload.type}")
+        key = self.keys.get(sig.key_id)
+        if key is None:
+            return Rejection(Distrust.UNKNOWN_KEY, f"signed by unknown key {sig.key_id}")
+        if not any(
+            key.role is role and subject in (None, key.subject) for role, subject in allowed
+        ):
+            wanted = " or ".join(f"{r.value} {s or '(any)'}" for r, s in allowed)
+            return Rejection(
+                Distrust.WRONG_SIGNER,
+                f"signed by {key.role.value} {key.subject} (key {key.key_id}); "
+                f"{payload.type} must be signed by {wanted}",
+            )
+        return key.problem_at(now_ns)
+
+    def verify(self, payload: SignedPayload) -> Rejection | None:
+        """The Ed25519 check of a payload whose key passed ``key_problem``."""
+        from cryptography.exceptions import InvalidSignature
+
+        sig = payload.sig
+        if sig is None:
+            return Rejection(Distrust.UNSIGNED, f"unsigned {payload.type}")
+        public = self._public.get(sig.key_id)
+        if public is None:
+            return Rejection(Distrust.UNKNOWN_KEY, f"signed by unknown key {sig.key_id}")
+        try:
+            public.verify(decode_signature(sig.value), signed_bytes(payload))
+        except (InvalidSignature, ValueError):
+            return Rejection(
+                Distrust.BAD_SIGNATURE,
+                f"signature by key {sig.key_id} does not match the {payload.type}'s content",
+            )
+        return None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

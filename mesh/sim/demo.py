@@ -1,0 +1,732 @@
+"""``trigger-mesh demo``: the whole path on one machine, with a scripted scenario.
+
+An embedded broker (or ``--broker``), a virtual BLE radio (bumble), a gateway for unit
+car-12 that listens to it, 20 simulated cameras around the car (four of them kilometres
+away), two authenticated BLE sensors (a holster, a TASER), and a script:
+
+1. the light bar goes on (a manual trigger over MQTT; a CAN source comes later);
+2. the officer draws: the holster sensor repeats its advert for most of a second, over
+   the radio; one activation;
+3. the TASER is armed, over the radio;
+4. the officer, 300 m north on foot, presses record: a manual trigger with a position;
+5. someone re-broadcasts the captured holster advert: rejected as a replay;
+6. the weapon-draw command is delivered a second time: nothing new starts.
+
+Everything travels as in production: real advertising PDUs through bumble's virtual link,
+MQTT through the broker. The summary is read from the activation records dispatch gets
+and from the gateway's log of its targeting decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import can
+import cantools
+from bleak import BleakScanner
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from bridge.mqtt.client import LinkOptions, MqttLink, ProtocolChoice
+from bridge.mqtt.embedded import EmbeddedBroker
+from bridge.mqtt.urls import BrokerUrl
+from bridge.topics import Topics
+from mesh.audit.replay import Replayer
+from mesh.camera.agent import CameraAgent
+from mesh.decide.fanout import command_topics
+from mesh.decide.geo import offset
+from mesh.decide.policy import Policy
+from mesh.decide.stats import percentile
+from mesh.dispatch.render import activation_table
+from mesh.dispatch.watch import ActivationWatcher
+from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.journal.chain import verify_chain
+from mesh.journal.records import ActivationEntry, RecordKind
+from mesh.journal.store import log_id_of, read_records
+from mesh.ops.runtime import settle_heap, tune_gc
+from mesh.protocol.codec import encode
+from mesh.protocol.models import (
+    CONFIRMED_OUTCOMES,
+    AckStatus,
+    ActivationState,
+    CameraRole,
+    GeoPoint,
+    OutcomeStatus,
+    Position,
+    ReceiptOutcome,
+    TriggerEvent,
+    TriggerKind,
+)
+from mesh.security.checks import Security
+from mesh.security.keys import CheckpointSigner, new_gateway_key
+from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
+from triggers.ble.bumble_backend import BumbleScanner
+from triggers.ble.format import SensorEvent, SensorKind
+from triggers.ble.freshness import CounterStore
+from triggers.ble.keystore import Keystore, SensorKeyFile
+from triggers.ble.sensor import SimulatedSensor
+from triggers.ble.source import BleSourceSettings, BleTriggerSource
+from triggers.ble.virtual import VirtualRadio
+from triggers.can.engine import RuleEngine
+from triggers.can.rules import RuleConfig, RulesFile, compile_rules
+from triggers.can.simulator import (
+    Background,
+    MessagePlan,
+    Scenario,
+    Step,
+    Synthetic,
+    VehicleSimulator,
+    play,
+)
+from triggers.can.source import CanTriggerSource
+from triggers.manual import manual_trigger
+
+if TYPE_CHECKING:
+    from mesh.sim.demo_secure import AttackReport, SecureSetup
+
+UNIT = "car-12"
+GATEWAY_ID = f"gw-{UNIT}"
+DEMO_DBC = Path(__file__).resolve().parent / "data" / "demo-vehicle.dbc"
+# The patrol car: the four messages of the demo DBC at plausible periods, 50 kph, the light
+# bar switched on 0.6 s in, and 800 frames/s of other ECUs' traffic around them.
+VEHICLE = Scenario(
+    duration_s=600,
+    messages={
+        "StrgWheel_PolicePkg": MessagePlan(cycle_ms=100),
+        "EngVehicleSpThrottle_CG1": MessagePlan(cycle_ms=20, signals={"Veh_V_ActlEng": 50}),
+        "BodyInformation_2": MessagePlan(cycle_ms=100),
+        "VehEmergencyData1": MessagePlan(cycle_ms=100),
+    },
+    steps=[Step(at=0.6, set={"PoliceAux1Lamp_B_Rq": 1})],
+    background=Background(synthetic=Synthetic(ids=30, rate_hz=800)),
+)
+# Philadelphia City Hall; any point works, this one is easy to check on a map.
+CENTER = GeoPoint(lat=39.952583, lon=-75.165222)
+PURSUIT_OFFSET_M = (300.0, 0.0)
+HOLSTER_ID, TASER_ID = 1001, 2001
+# The sensors repeat each advert for this long; repeats within the burst window are one
+# event, so the window must be longer. The replay comes well after it.
+SENSOR_REPEAT_S = 0.8
+BURST_WINDOW_S = 1.5
+
+# (camera, unit, role, metres north of the car, metres east)
+LAYOUT: tuple[tuple[str, str, CameraRole, float, float], ...] = (
+    ("dash-12", "car-12", CameraRole.DASH, 0, 0),
+    ("bwc-12a", "car-12", CameraRole.BODY, 12, 5),
+    ("bwc-12b", "car-12", CameraRole.BODY, 25, -10),
+    ("dash-7", "car-7", CameraRole.DASH, 80, 90),
+    ("bwc-7a", "car-7", CameraRole.BODY, 95, 110),
+    ("bwc-7b", "car-7", CameraRole.BODY, 60, 130),
+    ("dash-9", "car-9", CameraRole.DASH, -180, 150),
+    ("bwc-9a", "car-9", CameraRole.BODY, -200, 170),
+    ("bwc-9b", "car-9", CameraRole.BODY, -150, 120),
+    ("bwc-15a", "foot-15", CameraRole.BODY, -40, -60),
+    ("bwc-15b", "foot-15", CameraRole.BODY, -260, -90),
+    ("dash-22", "car-22", CameraRole.DASH, 150, -200),
+    ("bwc-22a", "car-22", CameraRole.BODY, 210, -60),
+    ("dash-4", "car-4", CameraRole.DASH, 360, 20),
+    ("bwc-4a", "car-4", CameraRole.BODY, 390, -30),
+    ("bwc-4b", "car-4", CameraRole.BODY, 340, 60),
+    ("dash-31", "car-31", CameraRole.DASH, 1200, 400),
+    ("bwc-31a", "car-31", CameraRole.BODY, 1230, 420),
+    ("dash-40", "car-40", CameraRole.DASH, -2500, 300),
+    ("bwc-40a", "car-40", CameraRole.BODY, -2480, 320),
+)
+# Further than any radius in the scenario from every trigger origin: must never record.
+FAR_CAMERAS = ("dash-31", "bwc-31a", "dash-40", "bwc-40a")
+
+
+def demo_specs() -> list[CameraSpec]:
+    specs = []
+    for camera_id, unit, role, north, east in LAYOUT:
+        lat, lon = offset(CENTER.lat, CENTER.lon, north, east)
+        specs.append(CameraSpec(camera_id, unit, role, GeoPoint(lat=lat, lon=lon)))
+    return specs
+
+
+@dataclass
+class Stage:
+    """Everything that runs during the demo."""
+
+    topics: Topics
+    log: Path
+    agents: list[CameraAgent]
+    gateway: Gateway
+    ble: BleTriggerSource
+    watcher: ActivationWatcher
+    driver: MqttLink
+    holster: SimulatedSensor
+    taser: SimulatedSensor
+    attacker: SimulatedSensor
+    can_source: CanTriggerSource
+    vehicle: VehicleSimulator
+    vehicle_bus: can.BusABC
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+    # --secure: the locked-down broker and everyone's keys; the driver is the in-car
+    # terminal and signs its triggers with the gateway's key.
+    secure: SecureSetup | None = None
+    captured: dict[str, bytes] = field(default_factory=dict)
+
+    def sign(self, event: TriggerEvent) -> TriggerEvent:
+        if self.secure is None:
+            return event
+        return self.secure.security(self.gateway.settings.issuer).sign(event)
+
+
+@dataclass
+class DemoRun:
+    """What happened, gathered while the scenario runs."""
+
+    activation_ids: list[str] = field(default_factory=list)
+    draw_adverts: int = 0
+    draw_activations: int = 0
+    replay_adverts: int = 0
+    replays_rejected: int = 0
+    replay_activations: int = 0
+    duplicate_acks: list[str] = field(default_factory=list)
+    redelivery_acks: int = 0
+    recordings_before_duplicate: int = 0
+    recordings_after_duplicate: int = 0
+    attacks: AttackReport | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def _broker(broker: str | None) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoice, str]]:
+    if broker is None:
+        async with EmbeddedBroker() as embedded:
+            protocol: ProtocolChoice = "3.1.1" if embedded.kind == "amqtt" else "auto"
+            yield embedded.url, protocol, f"embedded {embedded.kind}"
+    else:
+        yield BrokerUrl.parse(broker), "auto", "external"
+
+
+async def run_demo(
+    *,
+    broker: str | None = None,
+    log_path: Path | None = None,
+    console: Console | None = None,
+    live: bool = True,
+    secure: bool = False,
+) -> dict[str, Any]:
+    """Run the scenario; return the summary (``ok`` says whether it held). ``secure``:
+    on a locked-down mosquitto with signatures, then the attacks (mesh.sim.demo_secure)."""
+    console = console or Console(stderr=True)
+    run_id = uuid.uuid4().hex[:8]
+    # A private prefix and client ids, so a demo on a shared broker touches nothing else.
+    topics = Topics(f"mesh/v1/demo-{run_id}") if broker else Topics()
+    with tempfile.TemporaryDirectory(prefix="trigger-mesh-demo-") as tmp:
+        log = log_path or Path(tmp) / "activations.db"
+        if secure:
+            return await _run_secure(
+                topics, log, Path(tmp), run_id=run_id, console=console, live=live
+            )
+        async with _broker(broker) as (url, protocol, broker_kind):
+            console.print(f"[bold]trigger-mesh demo[/] broker: {broker_kind} at {url}; log: {log}")
+            stage = await _build(url, protocol, topics, log=log, tmp=Path(tmp), run_id=run_id)
+            return await _perform(
+                stage, url, protocol, console, live, shared_broker=broker is not None
+            )
+
+
+async def _run_secure(
+    topics: Topics, log: Path, tmp: Path, *, run_id: str, console: Console, live: bool
+) -> dict[str, Any]:
+    # Imported here: the PKI (cryptography) is not needed by the plain demo.
+    from mesh.sim.demo_secure import DISPATCH_ID, command_tap, secure_broker
+
+    async with secure_broker(tmp, topics, GATEWAY_ID, UNIT, demo_specs()) as setup:
+        url = setup.url(DISPATCH_ID)
+        console.print(
+            f"[bold]trigger-mesh demo --secure[/] broker: mosquitto, TLS + client certificates "
+            f"+ ACL at {url.host}:{url.port} ({setup.bundle.out_dir}); every command and ack "
+            f"signed; log: {log}"
+        )
+        stage = await _build(url, "auto", topics, log=log, tmp=tmp, run_id=run_id, secure=setup)
+        async with command_tap(setup, topics) as captured:
+            stage.captured = captured
+            return await _perform(stage, url, "auto", console, live, shared_broker=False)
+
+
+async def _build(
+    url: BrokerUrl,
+    protocol: ProtocolChoice,
+    topics: Topics,
+    *,
+    log: Path,
+    tmp: Path,
+    run_id: str,
+    secure: SecureSetup | None = None,
+) -> Stage:
+    tune_gc()
+    agents = build_agents(
+        demo_specs(),
+        url=url,
+        topics=topics,
+        protocol=protocol,
+        client_prefix=f"demo-{run_id}-",
+        now_ns=time.time_ns(),
+        url_of=None if secure is None else secure.camera_url(),
+        security_of=None if secure is None else secure.camera_security(),
+    )
+    radio = VirtualRadio()
+    keystore = Keystore()
+    holster_key = keystore.provision(
+        SensorKind.HOLSTER, UNIT, officer="Ofc. Rivera #4411", sensor_id=HOLSTER_ID
+    )
+    taser_key = keystore.provision(
+        SensorKind.TASER, UNIT, officer="Ofc. Rivera #4411", sensor_id=TASER_ID
+    )
+    scanner_device = await radio.device("gateway")
+    ble = BleTriggerSource(
+        keystore=keystore,
+        scanner_factory=lambda callback: BleakScanner(
+            callback, backend=BumbleScanner, bumble={"device": scanner_device}
+        ),
+        settings=BleSourceSettings(burst_window_s=BURST_WINDOW_S),
+        counters=CounterStore(tmp / "ble-counters.db"),
+    )
+    # The car's CAN bus: a python-can virtual bus, the light-bar rule of the shipped Ford
+    # rules (configs/can/ford-police-interceptor.yaml) over the demo's own DBC.
+    bus_channel = f"trigger-mesh-demo-{run_id}"
+    databases = [cantools.database.load_file(str(DEMO_DBC))]
+    lightbar = RulesFile(
+        rules=[
+            RuleConfig(
+                name="lightbar",
+                kind=TriggerKind.EMERGENCY_LIGHTS,
+                message="StrgWheel_PolicePkg",
+                signal="PoliceAux1Lamp_B_Rq",
+                op="==",
+                value=1,
+                release_ms=500,
+            )
+        ]
+    )
+    can_source = CanTriggerSource(
+        RuleEngine(compile_rules(lightbar, databases)),
+        unit_id=UNIT,
+        bus_factory=lambda filters: can.Bus(
+            interface="virtual", channel=bus_channel, can_filters=filters
+        ),
+        channel=f"virtual:{bus_channel}",
+    )
+    # The log is signed as a real gateway's is: a fresh key for this run, checked at the end.
+    keys = new_gateway_key(tmp / "keys", "demo-gateway")
+    gateway_url = url if secure is None else secure.url(GATEWAY_ID)
+    gateway = Gateway(
+        GatewaySettings(
+            unit_id=UNIT,
+            gateway_id=GATEWAY_ID,
+            log_path=log,
+            topics=topics,
+            position=CENTER,
+            policy=Policy(),
+            signer=CheckpointSigner.from_file(keys.private),
+            security=Security() if secure is None else secure.security(GATEWAY_ID),
+        ),
+        url=gateway_url,
+        protocol=protocol,
+        client_id=f"demo-{run_id}-gw",
+        sources=[ble, can_source],
+    )
+    return Stage(
+        topics=topics,
+        log=log,
+        agents=agents,
+        gateway=gateway,
+        ble=ble,
+        watcher=ActivationWatcher(url, topics, client_id=f"demo-{run_id}-watch", protocol=protocol),
+        driver=MqttLink(
+            gateway_url,
+            LinkOptions(f"demo-{run_id}-driver", persistent_session=False, protocol=protocol),
+        ),
+        holster=SimulatedSensor(await radio.device("holster"), SensorKeyFile.of(holster_key)),
+        taser=SimulatedSensor(await radio.device("taser"), SensorKeyFile.of(taser_key)),
+        attacker=SimulatedSensor(await radio.device("attacker"), SensorKeyFile.of(holster_key)),
+        can_source=can_source,
+        vehicle=VehicleSimulator(VEHICLE, databases),
+        vehicle_bus=can.Bus(interface="virtual", channel=bus_channel),
+        secure=secure,
+    )
+
+
+async def _perform(
+    stage: Stage,
+    url: BrokerUrl,
+    protocol: ProtocolChoice,
+    console: Console,
+    live: bool,
+    *,
+    shared_broker: bool,
+) -> dict[str, Any]:
+    agents, gateway, watcher = stage.agents, stage.gateway, stage.watcher
+    tasks = [asyncio.create_task(a.run()) for a in agents]
+    tasks += [
+        asyncio.create_task(gateway.run()),
+        asyncio.create_task(watcher.run()),
+        asyncio.create_task(stage.driver.run(lambda _m: None)),
+    ]
+    run = DemoRun()
+    try:
+        await asyncio.wait_for(gateway.ready.wait(), 15)
+        await wait_all_up(agents, 15)
+        await watcher.link.wait_up(15)
+        await stage.driver.wait_up(15)
+        # Retained presence of all 20 cameras reaches the gateway on its subscription.
+        if not await _until(lambda: len(gateway.presence) >= len(agents), 10):
+            run.problems.append(f"gateway saw {len(gateway.presence)} of {len(agents)} cameras")
+        settle_heap()
+        screen = (
+            Live(_view(stage), console=console, refresh_per_second=8, transient=False)
+            if live
+            else None
+        )
+        with screen or contextlib.nullcontext():
+            refresher = asyncio.create_task(_refresh(screen, stage)) if screen else None
+            try:
+                await _script(stage, run)
+            finally:
+                if refresher is not None:
+                    refresher.cancel()
+            if screen is not None:
+                screen.update(_view(stage))
+    finally:
+        for task in [*stage.background, *tasks]:
+            task.cancel()
+        await asyncio.gather(*stage.background, *tasks, return_exceptions=True)
+        stage.vehicle_bus.shutdown()
+        if shared_broker:
+            retained = [stage.topics.presence(a.identity.camera_id) for a in agents]
+            await _clear_retained(
+                url, protocol, [*retained, stage.topics.gateway(gateway.settings.issuer)]
+            )
+    return _summary(run, stage)
+
+
+async def _clear_retained(url: BrokerUrl, protocol: ProtocolChoice, topics: list[str]) -> None:
+    """A demo on a shared broker leaves nothing behind: its retained presence and status go."""
+    link = MqttLink(
+        url,
+        LinkOptions(
+            f"demo-clean-{uuid.uuid4().hex[:8]}", persistent_session=False, protocol=protocol
+        ),
+    )
+    task = asyncio.create_task(link.run(lambda _m: None))
+    try:
+        await link.wait_up(5)
+        for topic in topics:
+            await link.publish(topic, b"", retain=True)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _until(check: Callable[[], bool], timeout_s: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def _refresh(screen: Live, stage: Stage) -> None:
+    while True:
+        await asyncio.sleep(0.125)
+        screen.update(_view(stage))
+
+
+def _view(stage: Stage) -> Group:
+    cams = Table(title="Cameras", title_justify="left")
+    for name in ("camera", "unit", "role", "recording", "activations", "acks"):
+        cams.add_column(name)
+    now = time.time_ns()
+    for agent in stage.agents:
+        recording = agent.recorder.is_recording(now)
+        cams.add_row(
+            agent.identity.camera_id,
+            agent.identity.unit_id,
+            agent.identity.role.value,
+            "[green]● rec[/]" if recording else "[dim]idle[/]",
+            str(len(agent.recorder.activations)),
+            str(len(agent.acks_sent)),
+        )
+    c = stage.ble.counters
+    radio = (
+        f"BLE: {c['adverts']} adverts heard, {c['events']} events, {c['repeats']} repeats, "
+        f"{c['rejected.replay']} replays rejected"
+    )
+    return Group(activation_table(stage.watcher.records.values()), cams, radio)
+
+
+def _receipt_for(stage: Stage, prefix: str) -> str | None:
+    """The event id of the first receipt whose trigger's id starts with ``prefix``."""
+    return next((i for i in stage.watcher.receipts if i.startswith(prefix)), None)
+
+
+async def _outcome(stage: Stage, run: DemoRun, label: str, event_id: str) -> str | None:
+    """Wait for the gateway's receipt of a trigger and the activation's final record."""
+    receipt = await stage.watcher.receipt(event_id, 10)
+    if receipt is None or receipt.outcome is not ReceiptOutcome.ACCEPTED:
+        run.problems.append(f"{label}: trigger not accepted ({receipt})")
+        return None
+    assert receipt.activation_id is not None
+    run.activation_ids.append(receipt.activation_id)
+    if await stage.watcher.final_record(receipt.activation_id, 15) is None:
+        run.problems.append(f"{label}: activation {receipt.activation_id} did not finish")
+    return receipt.activation_id
+
+
+async def _manual(stage: Stage, run: DemoRun, label: str, event: TriggerEvent) -> str | None:
+    event = stage.sign(event)
+    await stage.driver.publish(stage.topics.trigger(UNIT), encode(event), qos=1)
+    return await _outcome(stage, run, label, event.event_id)
+
+
+async def _sensor(
+    stage: Stage, run: DemoRun, label: str, sensor: SimulatedSensor, event: SensorEvent
+) -> str | None:
+    advert = await sensor.emit(event, duration_s=SENSOR_REPEAT_S)
+    return await _outcome(stage, run, label, f"ble-{advert.sensor_id}-{advert.counter}")
+
+
+async def _script(stage: Stage, run: DemoRun) -> None:
+    # 1. The car drives; the light bar goes on and the body module says so on the CAN bus.
+    driving = asyncio.create_task(play(stage.vehicle.frames(), stage.vehicle_bus))
+    stage.background.append(driving)
+    if await stage.watcher.wait_for(
+        lambda: _receipt_for(stage, "can-car-12-lightbar-") is not None, 10
+    ):
+        await _outcome(
+            stage, run, "light bar on (CAN)", _receipt_for(stage, "can-car-12-lightbar-") or ""
+        )
+    else:
+        run.problems.append("light bar on (CAN): no trigger from the CAN bus")
+    await asyncio.sleep(0.5)
+
+    # 2. A weapon is drawn: the holster repeats its advert ~30 times a second.
+    holster = stage.ble.sensors.get(str(HOLSTER_ID))
+    before = holster.adverts if holster else 0
+    started = len(stage.watcher.records)
+    draw_id = await _sensor(stage, run, "weapon draw (BLE)", stage.holster, SensorEvent.DRAW)
+    run.draw_adverts = stage.ble.sensors[str(HOLSTER_ID)].adverts - before
+    run.draw_activations = len(stage.watcher.records) - started
+    await asyncio.sleep(0.3)
+
+    # 3. The TASER is armed.
+    await _sensor(stage, run, "TASER armed (BLE)", stage.taser, SensorEvent.ARM)
+    await asyncio.sleep(0.3)
+
+    # 4. 300 m north, on foot, the officer presses record on the body camera.
+    lat, lon = offset(CENTER.lat, CENTER.lon, *PURSUIT_OFFSET_M)
+    here = Position(lat=lat, lon=lon, accuracy_m=8.0, fix_at_ns=time.time_ns())
+    await _manual(
+        stage,
+        run,
+        "record pressed 300 m north",
+        manual_trigger(TriggerKind.MANUAL, UNIT, source_id="demo:bwc-12a-button", position=here),
+    )
+
+    # 5. Someone replays the holster advert they captured: the counter was used.
+    rejected, started = stage.ble.counters["rejected.replay"], len(stage.watcher.records)
+    heard = stage.ble.counters["adverts"]
+    await stage.attacker.broadcast(stage.holster.last_data, duration_s=0.5)
+    await asyncio.sleep(0.5)
+    run.replay_adverts = stage.ble.counters["adverts"] - heard
+    run.replays_rejected = stage.ble.counters["rejected.replay"] - rejected
+    run.replay_activations = len(stage.watcher.records) - started
+
+    if stage.secure is not None:
+        # 6'. On the locked-down broker: four attackers (mesh.sim.demo_secure).
+        from mesh.sim.demo_secure import play_attacks
+
+        run.attacks = await play_attacks(
+            stage.secure,
+            stage.topics,
+            stage.agents,
+            stage.captured.get(draw_id or ""),
+            gateway_id=GATEWAY_ID,
+            unit_id=UNIT,
+        )
+        return
+    # 6. The weapon-draw command arrives a second time on every topic it went out on (a
+    # QoS1 redelivery, a bridge): the cameras answered it already and stay silent. Then it
+    # comes straight to one camera, as a gateway's retry does: answered, nothing started.
+    if draw_id is not None:
+        command = _decisions(stage.log)[draw_id].command
+        agents = stage.agents
+        run.recordings_before_duplicate = sum(a.recorder.recordings for a in agents)
+        sent = {a.identity.camera_id: len(a.acks_sent) for a in agents}
+        for topic in command_topics(stage.topics, command):
+            await stage.driver.publish(topic, encode(command), qos=1)
+        await asyncio.sleep(0.5)
+        run.redelivery_acks = sum(
+            1
+            for agent in agents
+            for ack in agent.acks_sent[sent[agent.identity.camera_id] :]
+            if ack.activation_id == draw_id
+        )
+        direct = command.model_copy(update={"attempt": 1})
+        await stage.driver.publish(stage.topics.command_camera("dash-12"), encode(direct), qos=1)
+        await asyncio.sleep(0.3)
+        run.recordings_after_duplicate = sum(a.recorder.recordings for a in agents)
+        for agent in agents:
+            for ack in agent.acks_sent[sent[agent.identity.camera_id] :]:
+                if ack.activation_id == draw_id:
+                    run.duplicate_acks.append(f"{ack.camera_id}:{ack.status.value}")
+
+
+def _decisions(log: Path) -> dict[str, ActivationEntry]:
+    return {
+        row.activation_id or "": ActivationEntry.model_validate_json(row.body)
+        for row in read_records(log, kinds=(RecordKind.ACTIVATION.value,))
+    }
+
+
+def _audit(log: Path, problems: list[str]) -> dict[str, Any]:
+    """What an auditor would run on this log: verify the chain, replay every decision."""
+    chain = verify_chain(read_records(log), log_id=log_id_of(log))
+    replayed = Replayer().run(read_records(log))
+    if not chain.ok:
+        problems.append(f"activation log does not verify: {chain.summary()}")
+    if not replayed.same:
+        problems.append(f"replay differs: {replayed.differences[0]}")
+    return {
+        "records": chain.records,
+        "checkpoints": chain.checkpoints,
+        "verified": chain.ok,
+        "triggers_replayed": replayed.triggers,
+        "replay_differences": len(replayed.differences),
+    }
+
+
+def _command_scene_problems(run: DemoRun) -> list[str]:
+    """Step 6: the duplicate command changed nothing, or (--secure) no attack worked."""
+    if run.attacks is not None:
+        return [] if run.attacks.held() else [f"an attack succeeded: {run.attacks.summary()}"]
+    if run.recordings_after_duplicate != run.recordings_before_duplicate:
+        return ["a duplicate command started a new recording"]
+    if run.redelivery_acks or run.duplicate_acks != [
+        f"dash-12:{AckStatus.ALREADY_RECORDING.value}"
+    ]:
+        return [
+            f"duplicate command: {run.redelivery_acks} acks to the redelivery, "
+            f"direct resend answered {run.duplicate_acks}"
+        ]
+    return []
+
+
+def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
+    problems = list(run.problems)
+    decisions = _decisions(stage.log)
+    activations = []
+    for activation_id in run.activation_ids:
+        record = stage.watcher.records.get(activation_id)
+        entry = decisions.get(activation_id)
+        if record is None or entry is None:
+            problems.append(f"activation {activation_id}: no final record or log entry")
+            continue
+        targeted = sorted(t.camera_id for t in entry.targets if t.expected)
+        started = sorted(c.camera_id for c in record.cameras if c.status in CONFIRMED_OUTCOMES)
+        missed = sorted(
+            c.camera_id
+            for c in record.cameras
+            if c.status in (OutcomeStatus.MISSED, OutcomeStatus.REJECTED)
+        )
+        out_of_range = sorted(
+            {t.camera_id for t in entry.targets if not t.expected}
+            | {c.camera_id for c in record.cameras if c.status is OutcomeStatus.OUT_OF_RANGE}
+        )
+        latencies = [
+            c.latency_ms
+            for c in record.cameras
+            if c.latency_ms is not None and c.status in CONFIRMED_OUTCOMES
+        ]
+        if record.state is not ActivationState.CONFIRMED:
+            problems.append(f"activation {activation_id} ({record.trigger.kind}) is {record.state}")
+        if set(targeted) - set(started):
+            problems.append(
+                f"activation {activation_id}: not confirmed by "
+                f"{sorted(set(targeted) - set(started))}"
+            )
+        wrongly = sorted(set(started) & set(FAR_CAMERAS))
+        if wrongly:
+            problems.append(f"activation {activation_id}: out-of-range cameras started {wrongly}")
+        activations.append(
+            {
+                "activation_id": activation_id,
+                "kind": record.trigger.kind.value,
+                "source": record.trigger.source.type.value,
+                "authenticated": record.trigger.source.authenticated,
+                "state": record.state.value,
+                "targeted": targeted,
+                "started": started,
+                "newly_started": sorted(
+                    c.camera_id for c in record.cameras if c.status is OutcomeStatus.STARTED
+                ),
+                "missed": missed,
+                "out_of_range": out_of_range,
+                "latency_ms": {
+                    "p50": percentile(latencies, 50) if latencies else None,
+                    "max": max(latencies) if latencies else None,
+                },
+                "all_acked_ms": record.all_acked_ms,
+            }
+        )
+    far_recorded = sorted(
+        a.identity.camera_id
+        for a in stage.agents
+        if a.identity.camera_id in FAR_CAMERAS and a.recorder.recordings
+    )
+    if far_recorded:
+        problems.append(f"cameras out of range recorded: {far_recorded}")
+    ble_sources = [a["source"] for a in activations if a["kind"] in ("weapon_draw", "taser_arm")]
+    if ble_sources != ["ble", "ble"]:
+        problems.append(f"weapon draw and TASER should arrive over BLE, came from {ble_sources}")
+    can_sources = [a["source"] for a in activations if a["kind"] == "emergency_lights"]
+    if can_sources != ["can"]:
+        problems.append(f"the light bar should arrive over CAN, came from {can_sources}")
+    if run.draw_adverts < 2 or run.draw_activations != 1:
+        problems.append(
+            f"holster burst: {run.draw_adverts} adverts made "
+            f"{run.draw_activations} activations, expected many adverts, one"
+        )
+    if run.replays_rejected == 0 or run.replay_activations != 0:
+        problems.append(
+            f"replayed advert: {run.replays_rejected} rejected, "
+            f"{run.replay_activations} activations"
+        )
+    problems += _command_scene_problems(run)
+    audit = _audit(stage.log, problems)
+    return {
+        "ok": not problems,
+        "activations": activations,
+        "audit": audit,
+        "duplicate_burst": {"adverts": run.draw_adverts, "activations": run.draw_activations},
+        "replay": {
+            "adverts": run.replay_adverts,
+            "rejected": run.replays_rejected,
+            "activations": run.replay_activations,
+        },
+        "duplicate_command": {
+            "redelivery_acks": run.redelivery_acks,
+            "direct_resend": run.duplicate_acks,
+            "new_recordings": run.recordings_after_duplicate - run.recordings_before_duplicate,
+        },
+        "ble": {k: v for k, v in stage.ble.health().items() if isinstance(v, int)},
+        "can": {k: v for k, v in stage.can_source.health().items() if isinstance(v, int)},
+        "idle_out_of_range": [c for c in FAR_CAMERAS if c not in far_recorded],
+        "security": None if run.attacks is None else run.attacks.summary(),
+        "problems": problems,
+    }

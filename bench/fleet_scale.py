@@ -1065,8 +1065,8 @@ async def archiver_rate_part(acks: int, records: int, tmp: Path) -> dict[str, An
     from mesh.archive.archiver import Archiver, ArchiverSettings
     from mesh.archive.migrate import migrate
     from mesh.journal.records import RecordKind
+    from mesh.journal.signer import CheckpointSigner
     from mesh.journal.store import ActivationLog
-    from mesh.security.keys import CheckpointSigner
 
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}/{PREFIX}")
     messages = ack_messages(acks)

@@ -8,27 +8,20 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import DEFAULT_PREFIX, Topics
 from mesh.decide.policy import Policy
-from mesh.protocol.codec import readable_loc
+from mesh.documents import ConfigError, read_yaml, validate
 from mesh.protocol.models import BleAddress, CameraRole, GeoPoint, Ident
+from mesh.security.checks import SecurityConfig
 from triggers.ble.settings import BleConfig
 from triggers.can.settings import CanConfig
-from triggers.documents import DocumentError, load_yaml
 
 C = TypeVar("C", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    def __init__(self, path: Path | str, key: str, problem: str) -> None:
-        self.path, self.key, self.problem = str(path), key, problem
-        where = f"key '{key}'" if key else "top level"
-        super().__init__(f"{path}: {where}: {problem}")
 
 
 class _Config(BaseModel):
@@ -65,19 +58,6 @@ class AuditConfig(_Config):
     # Records older than this are removed unless a legal hold keeps them; null keeps all.
     retention_days: Annotated[float, Field(gt=0)] | None = 365.0
     retention_check_s: Annotated[float, Field(gt=0)] = 3600.0
-
-
-class SecurityConfig(_Config):
-    """Signed commands and acks (docs/security.md). Paths are relative to the config file."""
-
-    # This device's Ed25519 key from `trigger-mesh keys new`: it signs what the device sends.
-    signing_key: str | None = None
-    # The trust store (`trigger-mesh keys`): with one, signed input is checked.
-    trust_store: str | None = None
-    # With a trust store: refuse unsigned input (false only while a fleet is provisioned).
-    require_signed: bool = True
-    max_command_validity_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
-    max_clock_skew_s: Annotated[float, Field(ge=0, le=300)] = 5.0
 
 
 class MetricsConfig(_Config):
@@ -138,29 +118,6 @@ class CameraConfig(_Connection):
     # The BLE address the camera advertises from: a gateway that hears it puts it at the car.
     ble_address: BleAddress | None = None
     security: SecurityConfig = SecurityConfig()
-
-
-def read_yaml(path: Path | str) -> Any:
-    try:
-        return load_yaml(path)
-    except DocumentError as exc:
-        raise ConfigError(path, "", str(exc)) from None
-
-
-def validate(model: type[C], data: Any, path: Path | str) -> C:
-    if not isinstance(data, dict):
-        raise ConfigError(path, "", f"expected a mapping of keys, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        parts, problem = readable_loc(model, first)
-        key = ".".join(str(p) for p in parts)
-        if first["type"] == "extra_forbidden":
-            problem = "unknown key"
-        elif first["type"] == "missing":
-            problem = "required key is missing"
-        raise ConfigError(path, key, problem) from None
 
 
 def load_policy(path: Path | str) -> Policy:

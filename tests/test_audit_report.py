@@ -14,13 +14,7 @@ from typer.testing import CliRunner
 
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.audit.report import (
-    AuditReport,
-    ReportFilter,
-    build_report,
-    collect,
-    parse_utc,
-)
+from mesh.audit.report import AuditReport, ReportFilter, build_report, collect, parse_utc
 from mesh.audit.report_render import render_html
 from mesh.cli.app import app
 from mesh.journal.records import (

@@ -35,21 +35,10 @@ from bridge.topics import Topics
 from mesh.cli.app import app
 from mesh.gateway.daemon import Gateway, GatewaySettings
 from mesh.journal.chain import GENESIS, ChainReport, Problem, record_hash, verify_chain
-from mesh.journal.records import (
-    AckEntry,
-    EscalatedEntry,
-    FinishedEntry,
-    RecordKind,
-    ResumedEntry,
-)
+from mesh.journal.records import AckEntry, EscalatedEntry, FinishedEntry, RecordKind, ResumedEntry
 from mesh.journal.retention import NS_PER_DAY, Candidate, RetentionPass, hold_body, plan_removal
-from mesh.journal.store import (
-    ActivationLog,
-    LogRecord,
-    RetentionRefused,
-    log_id_of,
-    read_records,
-)
+from mesh.journal.signer import CheckpointSigner
+from mesh.journal.store import ActivationLog, LogRecord, RetentionRefused, log_id_of, read_records
 from mesh.protocol.models import (
     AckStatus,
     ActivationRecord,
@@ -64,7 +53,7 @@ from mesh.protocol.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.security.keys import CheckpointSigner, load_public_key, new_gateway_key
+from mesh.security.keys import load_public_key, new_gateway_key
 from tests.harness import UNIT, wait_until
 
 runner = CliRunner()

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from mesh.protocol.models import TriggerKind
-from tests.ble_helpers import (
-    KEY,
-    OTHER_KEY,
-    adv_data,
-    axon_like,
-    signed,
-)
+from tests.ble_helpers import KEY, OTHER_KEY, adv_data, axon_like, signed
 from triggers.ble.decoders import (
     DecoderRegistry,
     LegacyDevice,

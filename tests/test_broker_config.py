@@ -34,13 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from typer.testing import CliRunner
 
-from bridge.broker.acl import (
-    CELL_LENGTH,
-    GEOHASH_ALPHABET,
-    FleetError,
-    acl_blocks,
-    region_cells,
-)
+from bridge.broker.acl import CELL_LENGTH, GEOHASH_ALPHABET, FleetError, acl_blocks, region_cells
 from bridge.broker.config import (
     MAX_QUEUED_BYTES,
     MESSAGE_SIZE_LIMIT,
@@ -60,8 +54,9 @@ from bridge.mqtt.client import LinkOptions, MqttLink
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics, shared
-from mesh.config import ConfigError, load_camera_config, load_gateway_config
+from mesh.config import load_camera_config, load_gateway_config
 from mesh.decide.cells import ALPHABET, CELL_PRECISION, cell_of
+from mesh.documents import ConfigError
 from mesh.protocol.codec import encode
 from mesh.security.fleet_file import load_fleet
 from tests.conftest import require_mosquitto

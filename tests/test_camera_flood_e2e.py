@@ -39,13 +39,7 @@ from bridge.topics import Topics
 from mesh.camera.agent import CameraAgent, CameraIdentity
 from mesh.camera.recorder import RecordingStart, SimulatedRecorder
 from mesh.protocol.codec import encode
-from mesh.protocol.models import (
-    CameraRole,
-    RecordStart,
-    Targets,
-    TriggerKind,
-    TriggerSummary,
-)
+from mesh.protocol.models import CameraRole, RecordStart, Targets, TriggerKind, TriggerSummary
 from mesh.security.checks import Security
 from mesh.security.signing import PayloadSigner
 from mesh.security.trust import KeyRole, TrustStore, trusted_key

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge.mqtt.mosquitto_conf import render_local_config
-from mesh.config import ConfigError, load_camera_config, load_gateway_config
+from mesh.config import load_camera_config, load_gateway_config
+from mesh.documents import ConfigError
 from mesh.protocol.models import TriggerKind
 
 REPO = Path(__file__).resolve().parent.parent

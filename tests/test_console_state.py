@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mesh.config import ConfigError
 from mesh.dispatch.console.auth import Role, Users, add_user, check_password, hash_password
 from mesh.dispatch.console.state import (
     CAMERA_PAGE,
@@ -19,6 +18,7 @@ from mesh.dispatch.console.state import (
     activation_view,
 )
 from mesh.dispatch.console.throttle import FailureBackoff, LoginLimits
+from mesh.documents import ConfigError
 from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,

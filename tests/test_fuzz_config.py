@@ -23,7 +23,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.config import ConfigError, load_camera_config, load_gateway_config, load_policy
+from mesh.config import load_camera_config, load_gateway_config, load_policy
+from mesh.documents import ConfigError
 from tests.fuzz_helpers import budget, json_values, paths
 from triggers.ble.format import KEY_LEN, SensorKind
 from triggers.ble.keystore import Keystore, KeystoreError, SensorKeyFile

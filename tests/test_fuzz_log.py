@@ -37,10 +37,10 @@ from mesh.journal.records import (
     TargetEntry,
     TriggerEntry,
 )
+from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import LogRecord
 from mesh.protocol.codec import decode, non_finite_field
 from mesh.protocol.models import AckStatus, CameraAck, GeoPoint, RecordStart, TriggerEvent
-from mesh.security.keys import CheckpointSigner
 from tests.fuzz_helpers import apply, batch, budget, dumps, instances, json_values, mutations
 
 IDENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)

@@ -19,8 +19,9 @@ from mesh.cli.app import app
 from mesh.journal.chain import GENESIS, Problem, record_hash, verify_chain
 from mesh.journal.records import RecordKind, ResumedEntry
 from mesh.journal.retention import NS_PER_DAY, RetentionPass, hold_body
+from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import ActivationLog, log_id_of, read_records
-from mesh.security.keys import CheckpointSigner, KeyFileError, load_public_key, new_gateway_key
+from mesh.security.keys import KeyFileError, load_public_key, new_gateway_key
 
 runner = CliRunner()
 

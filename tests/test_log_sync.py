@@ -25,12 +25,12 @@ from mesh.gateway.daemon import Gateway, GatewaySettings
 from mesh.journal.chain import GENESIS, record_hash, verify_chain
 from mesh.journal.records import RecordKind, ResumedEntry
 from mesh.journal.retention import RetentionPass
+from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import ActivationLog, LogRecord, log_id_of, read_records
 from mesh.journal.sync import LogSync
 from mesh.protocol.codec import encode
 from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import TriggerKind
-from mesh.security.keys import CheckpointSigner
 from tests.harness import CENTER, UNIT, event, running_mesh, wait_until
 from tests.test_archive import rows, running_archivers
 

@@ -379,7 +379,8 @@ async def test_the_dispatch_console_serves_metrics_and_health_without_login(
 
 
 def test_the_metrics_section_of_the_gateway_config(tmp_path: Path) -> None:
-    from mesh.config import ConfigError, load_gateway_config
+    from mesh.config import load_gateway_config
+    from mesh.documents import ConfigError
 
     good = tmp_path / "good.yaml"
     good.write_text("unit: car-12\nmetrics: {port: 9820, host: '::1'}\n")

@@ -27,13 +27,7 @@ from mesh.camera.recorder import SimulatedRecorder
 from mesh.decide.policy import KindOverride, Policy
 from mesh.journal.records import ActivationEntry, PublishedEntry, RecordKind
 from mesh.journal.store import read_records
-from mesh.protocol.models import (
-    ActivationRecord,
-    CameraAck,
-    CameraRole,
-    OutcomeStatus,
-    TriggerKind,
-)
+from mesh.protocol.models import ActivationRecord, CameraAck, CameraRole, OutcomeStatus, TriggerKind
 from tests.harness import Mesh, event, running_mesh, spec
 
 TTL_S = 4.0

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mesh.config import ConfigError
+from mesh.decide.rejection import Rejection
+from mesh.documents import ConfigError
 from mesh.protocol.codec import decode, encode
 from mesh.protocol.models import (
     AckStatus,
@@ -23,7 +24,7 @@ from mesh.protocol.models import (
 )
 from mesh.security.checks import CommandProblem, ReplayGuard, Security
 from mesh.security.signing import PayloadSigner, signed_bytes
-from mesh.security.trust import Distrust, KeyRole, Rejection, TrustStore, trusted_key
+from mesh.security.trust import Distrust, KeyRole, TrustStore, trusted_key
 from triggers.manual import manual_trigger
 
 NS = 1_000_000_000

@@ -15,7 +15,7 @@ from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
 from mesh.decide.policy import Policy
-from mesh.gateway.daemon import outbox as outbox_module
+from mesh.gateway import outbox as outbox_module
 from mesh.gateway.outbox import Outbox, OutboxError
 from mesh.journal.store import read_records
 from mesh.protocol.codec import decode

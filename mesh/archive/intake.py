@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from bridge.topics import TopicKind, Topics
+from mesh.decide.rejection import Rejection
 from mesh.journal.chain import record_hash
 from mesh.protocol.codec import PayloadError, decode
 from mesh.protocol.log_wire import BATCH_MAX_BYTES, LogBatch
@@ -19,7 +20,7 @@ from mesh.protocol.models import (
     TriggerEvent,
     TriggerReceipt,
 )
-from mesh.security.trust import KeyRole, Rejection, TrustStore
+from mesh.security.trust import KeyRole, TrustStore
 
 # Triggers, receipts, acks and escalations are small; anything near this is a bug or worse.
 MAX_SMALL_PAYLOAD = 64 * 1024

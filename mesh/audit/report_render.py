@@ -16,12 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mesh.audit.report import (
-    ActivationTimeline,
-    AuditReport,
-    CameraLine,
-    GroupSummary,
-)
+from mesh.audit.report import ActivationTimeline, AuditReport, CameraLine, GroupSummary
 from mesh.protocol.models import OutcomeStatus
 from mesh.timefmt import iso_ns
 

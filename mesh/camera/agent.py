@@ -30,6 +30,7 @@ from mesh.camera.recorder import SimulatedRecorder
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.decide.camera import Action, Binding, CameraView, cancel_refusal, decide
 from mesh.decide.cells import cell_of
+from mesh.decide.rejection import Rejection
 from mesh.protocol.codec import PayloadError, decode, encode
 from mesh.protocol.models import (
     AckStatus,
@@ -44,7 +45,7 @@ from mesh.protocol.models import (
     RecordStart,
 )
 from mesh.security.checks import CommandProblem, ReplayGuard, Security
-from mesh.security.trust import KeyRole, Rejection
+from mesh.security.trust import KeyRole
 
 # Remember this many recent activations, so a repeated command is recognised.
 _HANDLED_MAX = 4096

@@ -19,7 +19,8 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli.audit import audit_app
+from mesh.cli import audit, broker, integrity, replay
+from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
     EXIT_NOT_CONFIRMED,
@@ -44,7 +45,8 @@ from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
 from mesh.cli.keys import keys_app
-from mesh.config import ConfigError, load_camera_config, load_gateway_config, signing_key_path
+from mesh.config import load_camera_config, load_gateway_config, signing_key_path
+from mesh.documents import ConfigError
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
 from mesh.protocol.codec import encode
@@ -74,19 +76,23 @@ app = typer.Typer(
     add_completion=False,
 )
 log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
-app.add_typer(log_app, name="log")
-app.add_typer(keys_app, name="keys")
-app.add_typer(audit_app, name="audit")
-# Register `audit verify | hold | prune | replay` on the audit group.
-import mesh.cli.broker  # noqa: E402  (`broker-config`, docs/broker.md)
-import mesh.cli.integrity  # noqa: E402
-import mesh.cli.replay  # noqa: E402, F401
+audit_app = typer.Typer(help="Verify, replay and report on activation logs.", no_args_is_help=True)
 
-# `archiver` (run, verify, migrate) and `log sync`: the central archive (docs/archive.md).
-from mesh.cli.archive import archiver_app, log_sync  # noqa: E402
 
-app.add_typer(archiver_app, name="archiver")
-log_app.command("sync")(log_sync)
+def _register_groups() -> None:
+    """Every command group and every command defined outside this module, in one place
+    (the commands defined here carry their ``@app.command`` decorator)."""
+    app.add_typer(log_app, name="log")
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(archiver_app, name="archiver")  # the central archive (docs/archive.md)
+    log_app.command("sync")(log_sync)
+    audit_app.command("report")(audit.report)
+    audit_app.command("verify")(integrity.verify)
+    audit_app.command("hold")(integrity.hold)
+    audit_app.command("prune")(integrity.prune)
+    audit_app.command("replay")(replay.replay)
+    app.command("broker-config")(broker.broker_config)  # docs/broker.md
 
 
 def main() -> None:
@@ -216,7 +222,8 @@ def gateway(
     key_path = signing_key_path(cfg, config)
     signer = None
     if key_path is not None:
-        from mesh.security.keys import CheckpointSigner, KeyFileError
+        from mesh.journal.signer import CheckpointSigner
+        from mesh.security.keys import KeyFileError
 
         try:
             signer = CheckpointSigner.from_file(key_path)
@@ -686,56 +693,6 @@ def dispatch_user(
 
 
 # --- BLE sensors ----------------------------------------------------------------------------
-@keys_app.command("new-sensor")
-def keys_new_sensor(
-    keystore: Annotated[Path, typer.Option("--keystore", help="The gateway's keystore (YAML)")],
-    kind: Annotated[
-        str, typer.Option("--kind", help="holster, taser, long_gun_rack, man_down, generic_input")
-    ],
-    unit: Annotated[str, typer.Option("--unit", help="The unit the sensor belongs to")],
-    key_file: Annotated[Path, typer.Option("--key-file", help="Written for the sensor (JSON)")],
-    officer: Annotated[str, typer.Option("--officer")] = "",
-    sensor_id: Annotated[int | None, typer.Option("--sensor-id", help="Default: random")] = None,
-    company_id: Annotated[int, typer.Option("--company-id", help="0xFFFF: development")] = 0xFFFF,
-) -> None:
-    """Provision a BLE sensor: a fresh key in the keystore and in the sensor's key file."""
-    from triggers.ble.keystore import Keystore, KeystoreError, SensorKeyFile, kind_from_name
-
-    try:
-        store = Keystore.load(keystore)
-        sensor = store.provision(kind_from_name(kind), unit, officer=officer, sensor_id=sensor_id)
-    except KeystoreError as exc:
-        _fail(str(exc))
-    store.save(keystore)
-    SensorKeyFile.of(sensor, company_id).save(key_file)
-    _console().print(
-        f"sensor {sensor.sensor_id} ({sensor.kind.name.lower()}, unit {unit}) added to "
-        f"{keystore}; its key is in {key_file} (keep both secret)",
-        highlight=False,
-    )
-
-
-@keys_app.command("new-gateway")
-def keys_new_gateway(
-    out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.pub")],
-    name: Annotated[str, typer.Option("--name", help="File name stem, e.g. the gateway id")] = (
-        "gateway"
-    ),
-) -> None:
-    """Make the gateway's Ed25519 key: it signs the activation log's checkpoints."""
-    from mesh.security.keys import KeyFileError, new_gateway_key
-
-    try:
-        files = new_gateway_key(out, name)
-    except KeyFileError as exc:
-        _fail(str(exc))
-    _console().print(
-        f"key {files.key_id}: {files.private} (secret, set audit.signing_key to it) and "
-        f"{files.public} (give to auditors: audit verify --pubkey)",
-        highlight=False,
-    )
-
-
 @app.command("ble-sensor")
 def ble_sensor(
     key_file: Annotated[Path, typer.Option("--key-file", help="From `keys new-sensor`")],
@@ -1071,3 +1028,6 @@ def schema(
 
     for path in write_schemas(out):
         _console().print(str(path), highlight=False)
+
+
+_register_groups()

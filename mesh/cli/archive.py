@@ -107,7 +107,7 @@ def archiver(
     topics = topic_schema(prefix)
     store = None
     if trust is not None:
-        from mesh.config import ConfigError
+        from mesh.documents import ConfigError
         from mesh.security.trust import TrustStore
 
         if not trust.is_file():
@@ -178,13 +178,7 @@ def verify(
     import psycopg
 
     from mesh.archive.db import connect, describe
-    from mesh.archive.store import (
-        LogStatus,
-        StoredConflict,
-        conflicts_for,
-        log_status,
-        read_log,
-    )
+    from mesh.archive.store import LogStatus, StoredConflict, conflicts_for, log_status, read_log
     from mesh.journal.chain import verify_chain
     from mesh.journal.store import LogRecord
 

@@ -12,8 +12,6 @@ from mesh.cli.common import EXIT_USAGE, console, fail
 
 T = TypeVar("T")
 
-audit_app = typer.Typer(help="Verify, replay and report on activation logs.", no_args_is_help=True)
-
 
 def _option(name: str, value: str | None, parse: Callable[[str], T]) -> T | None:
     """Parse an option's value; a bad one is a usage error that names the option."""
@@ -26,7 +24,6 @@ def _option(name: str, value: str | None, parse: Callable[[str], T]) -> T | None
 
 
 # --- report ---------------------------------------------------------------------------------
-@audit_app.command("report")
 def report(
     log: Annotated[Path, typer.Argument(help="The activation log (SQLite)", show_default=False)],
     *,

@@ -1,6 +1,6 @@
 """``trigger-mesh broker-config``: a locked-down mosquitto for a fleet (docs/broker.md).
 
-Registered on the main app when ``mesh.cli.app`` imports this module.
+Registered on the main app in ``mesh.cli.app``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.app import app
 from mesh.cli.common import EXIT_USAGE, console, fail
 
 _ROLE_FILES = {
@@ -19,7 +18,6 @@ _ROLE_FILES = {
 }
 
 
-@app.command("broker-config")
 def broker_config(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the broker's files to")],
     fleet: Annotated[
@@ -62,7 +60,7 @@ def broker_config(
     from bridge.broker.bridge import BridgeError, parse_bridge_specs
     from bridge.broker.config import BrokerConfigError, write_broker_config
     from bridge.broker.pki import CertPair
-    from mesh.config import ConfigError
+    from mesh.documents import ConfigError
     from mesh.security.fleet_file import load_fleet
 
     if auth not in ("cert", "password"):

@@ -22,8 +22,7 @@ from mesh.ops.runtime import settle_heap_later
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mesh.config import SecurityConfig
-    from mesh.security.checks import Security
+    from mesh.security.checks import Security, SecurityConfig
     from mesh.security.signing import P, PayloadSigner
 
 ENV_BROKER = "TRIGGER_MESH_BROKER"
@@ -140,7 +139,7 @@ def sign_with_key(path: Path | None, payload: P) -> P:
 
 def security_of(config: SecurityConfig, config_path: Path) -> Security:
     """The ``security:`` section of a config file, loaded, or exit 2 naming what is wrong."""
-    from mesh.config import ConfigError
+    from mesh.documents import ConfigError
     from mesh.security.checks import load_security
 
     try:

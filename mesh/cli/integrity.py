@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mesh.cli.audit import audit_app
 from mesh.cli.common import EXIT_USAGE, console, fail
 from mesh.timefmt import parse_iso_ns
 
@@ -21,8 +20,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from mesh.journal.chain import ChainReport
+    from mesh.journal.signer import CheckpointSigner
     from mesh.journal.store import ActivationLog
-    from mesh.security.keys import CheckpointSigner
 
 # `audit verify` exit statuses (docs/audit.md).
 EXIT_INTACT, EXIT_TAMPERED, EXIT_UNSIGNED_TAIL = 0, 1, 3
@@ -35,7 +34,8 @@ KeyOpt = Annotated[
 
 
 def _signer(key: Path | None) -> CheckpointSigner | None:
-    from mesh.security.keys import CheckpointSigner, KeyFileError
+    from mesh.journal.signer import CheckpointSigner
+    from mesh.security.keys import KeyFileError
 
     if key is None:
         return None
@@ -78,7 +78,6 @@ def exit_for(report: ChainReport) -> None:
         raise typer.Exit(EXIT_UNSIGNED_TAIL)
 
 
-@audit_app.command("verify")
 def verify(log: LogArg, pubkey: PubkeyOpt = None, all_problems: AllProblemsOpt = False) -> None:
     """Check the hash chain and every checkpoint signature of a log.
 
@@ -98,7 +97,6 @@ def verify(log: LogArg, pubkey: PubkeyOpt = None, all_problems: AllProblemsOpt =
     exit_for(report)
 
 
-@audit_app.command("hold")
 def hold(
     log: LogArg,
     reason: Annotated[str, typer.Option("--reason", help="Case number, request, order …")],
@@ -158,7 +156,6 @@ async def _append_hold(log: ActivationLog, activation_id: str | None, body: str)
         log.close()
 
 
-@audit_app.command("prune")
 def prune(
     log: LogArg,
     days: Annotated[float, typer.Option("--days", help="Keep records younger than this")],

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mesh.cli.common import console, fail
-from mesh.config import ConfigError
+from mesh.documents import ConfigError
 from mesh.security.trust import Distrust, KeyRole, TrustStore, trusted_key
 
 keys_app = typer.Typer(help="Provision keys.", no_args_is_help=True)
@@ -130,7 +130,7 @@ def keys_rotate(
     try:
         if current.exists():
             old = load_public_key(out / f"{subject}.pub")
-            from mesh.journal.chain import key_id
+            from mesh.security.keys import key_id
 
             old_id = key_id(old)
             current.rename(out / f"{subject}.{old_id}.key")
@@ -188,3 +188,53 @@ def keys_list(trust: TrustOpt) -> None:
             "valid" if problem is None else _STATE[problem.code],
         )
     console().print(table)
+
+
+@keys_app.command("new-sensor")
+def keys_new_sensor(
+    keystore: Annotated[Path, typer.Option("--keystore", help="The gateway's keystore (YAML)")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="holster, taser, long_gun_rack, man_down, generic_input")
+    ],
+    unit: Annotated[str, typer.Option("--unit", help="The unit the sensor belongs to")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="Written for the sensor (JSON)")],
+    officer: Annotated[str, typer.Option("--officer")] = "",
+    sensor_id: Annotated[int | None, typer.Option("--sensor-id", help="Default: random")] = None,
+    company_id: Annotated[int, typer.Option("--company-id", help="0xFFFF: development")] = 0xFFFF,
+) -> None:
+    """Provision a BLE sensor: a fresh key in the keystore and in the sensor's key file."""
+    from triggers.ble.keystore import Keystore, KeystoreError, SensorKeyFile, kind_from_name
+
+    try:
+        store = Keystore.load(keystore)
+        sensor = store.provision(kind_from_name(kind), unit, officer=officer, sensor_id=sensor_id)
+    except KeystoreError as exc:
+        fail(str(exc))
+    store.save(keystore)
+    SensorKeyFile.of(sensor, company_id).save(key_file)
+    console().print(
+        f"sensor {sensor.sensor_id} ({sensor.kind.name.lower()}, unit {unit}) added to "
+        f"{keystore}; its key is in {key_file} (keep both secret)",
+        highlight=False,
+    )
+
+
+@keys_app.command("new-gateway")
+def keys_new_gateway(
+    out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.pub")],
+    name: Annotated[str, typer.Option("--name", help="File name stem, e.g. the gateway id")] = (
+        "gateway"
+    ),
+) -> None:
+    """Make the gateway's Ed25519 key: it signs the activation log's checkpoints."""
+    from mesh.security.keys import KeyFileError, new_gateway_key
+
+    try:
+        files = new_gateway_key(out, name)
+    except KeyFileError as exc:
+        fail(str(exc))
+    console().print(
+        f"key {files.key_id}: {files.private} (secret, set audit.signing_key to it) and "
+        f"{files.public} (give to auditors: audit verify --pubkey)",
+        highlight=False,
+    )

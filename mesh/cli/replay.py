@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.audit import audit_app
 from mesh.cli.common import BrokerOpt, broker_url, client_broker, console, fail, run_until_signal
 from mesh.cli.integrity import PubkeyOpt, load_pubkey
 
@@ -19,7 +18,6 @@ from mesh.cli.integrity import PubkeyOpt, load_pubkey
 EXIT_SAME, EXIT_DIFFERENT, EXIT_NOT_INTACT = 0, 1, 4
 
 
-@audit_app.command("replay")
 def replay(
     log: Annotated[Path, typer.Argument(help="Activation log (SQLite)")],
     policy: Annotated[
@@ -42,7 +40,8 @@ def replay(
     audit verify). With --publish, also re-send the history (presence, receipts,
     activations, escalations; never commands) for dispatch review."""
     from mesh.audit.replay import Replayer
-    from mesh.config import ConfigError, load_policy
+    from mesh.config import load_policy
+    from mesh.documents import ConfigError
     from mesh.journal.chain import verify_chain
     from mesh.journal.store import LogError, log_id_of, read_records
 

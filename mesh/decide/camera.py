@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from mesh.decide.geo import haversine_m
+from mesh.decide.rejection import Rejection
 from mesh.protocol.models import AckStatus, CameraRole, GeoPoint, RecordCancel, RecordStart
-from mesh.security.trust import Rejection
 
 
 class Action(Enum):

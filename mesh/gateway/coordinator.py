@@ -42,6 +42,7 @@ from mesh.decide.fanout import command_topics
 from mesh.decide.planning import plan_activation
 from mesh.decide.policy import KindRules, Policy
 from mesh.decide.proximity import Heard
+from mesh.decide.rejection import Rejection
 from mesh.decide.targeting import CameraIndex, TargetDecision
 from mesh.journal.records import (
     AckEntry,
@@ -82,7 +83,6 @@ from mesh.protocol.models import (
     TriggerReceipt,
 )
 from mesh.security.checks import Security
-from mesh.security.trust import Rejection
 
 NS = 1_000_000_000
 # How often a pending activation's progress is re-published for dispatch, at most: every

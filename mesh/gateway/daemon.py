@@ -61,8 +61,8 @@ from mesh.security.checks import Security
 from triggers.source import TriggerSource
 
 if TYPE_CHECKING:
-    from mesh.security.keys import CheckpointSigner
-    from mesh.security.trust import Rejection
+    from mesh.decide.rejection import Rejection
+    from mesh.journal.signer import CheckpointSigner
 
 # Triggers and acks are small; anything near this is an attack or a bug.
 MAX_SMALL_PAYLOAD = 64 * 1024

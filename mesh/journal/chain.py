@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from mesh.journal.retention import Hold, active_holds, is_held
+from mesh.security.keys import key_id, public_key_hex
 
 if TYPE_CHECKING:
     # Only verification needs it: the gateway's writer hashes, and loads cryptography
@@ -77,17 +78,6 @@ def checkpoint_message(
     which a periodic checkpoint over a record someone appended to the file does not."""
     domain = _RETENTION_DOMAIN if retention else _CHECKPOINT_DOMAIN
     return domain + f"{log_id}\n{head_seq}\n{head_hash}".encode()
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """A short name for a public key: the first 16 hex digits of SHA-256 over its raw bytes."""
-    return hashlib.sha256(public_key_hex(public_key).encode()).hexdigest()[:16]
-
-
-def public_key_hex(public_key: Ed25519PublicKey) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
 
 # --- verification --------------------------------------------------------------------------

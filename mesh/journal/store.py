@@ -37,7 +37,7 @@ from mesh.journal.retention import Candidate, RetentionPass, active_holds, plan_
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from mesh.security.keys import CheckpointSigner
+    from mesh.journal.signer import CheckpointSigner
 
 SCHEMA_VERSION = 2
 _SCHEMA = """

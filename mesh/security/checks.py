@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from mesh.config import ConfigError, SecurityConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+from mesh.decide.rejection import Rejection
+from mesh.documents import ConfigError
 from mesh.protocol.models import (
     CameraAck,
     CancelAck,
@@ -20,9 +24,24 @@ from mesh.protocol.models import (
     TriggerEvent,
 )
 from mesh.security.signing import P, PayloadSigner, SignedPayload
-from mesh.security.trust import KeyRole, Rejection, TrustStore
+from mesh.security.trust import KeyRole, TrustStore
 
 NS = 1_000_000_000
+
+
+class SecurityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    """Signed commands and acks (docs/security.md). Paths are relative to the config file."""
+
+    # This device's Ed25519 key from `trigger-mesh keys new`: it signs what the device sends.
+    signing_key: str | None = None
+    # The trust store (`trigger-mesh keys`): with one, signed input is checked.
+    trust_store: str | None = None
+    # With a trust store: refuse unsigned input (false only while a fleet is provisioned).
+    require_signed: bool = True
+    max_command_validity_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    max_clock_skew_s: Annotated[float, Field(ge=0, le=300)] = 5.0
 
 
 class CommandProblem:

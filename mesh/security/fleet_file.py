@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.broker.acl import FleetError, FleetSpec, Principal
 from bridge.topics import DEFAULT_PREFIX, Topics
-from mesh.config import ConfigError, read_yaml, validate
+from mesh.documents import ConfigError, read_yaml, validate
 from mesh.protocol.models import Ident
 
 

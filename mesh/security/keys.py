@@ -3,14 +3,12 @@ checkpoints of the activation log, and its public half given to auditors (``--pu
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -20,7 +18,16 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from mesh.journal.chain import RETENTION_VOUCH, checkpoint_message, key_id, public_key_hex
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """A short name for a public key: the first 16 hex digits of SHA-256 over its raw bytes."""
+    return hashlib.sha256(public_key_hex(public_key).encode()).hexdigest()[:16]
+
+
+def public_key_hex(public_key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
 
 class KeyFileError(ValueError):
@@ -82,35 +89,3 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{path}: not an Ed25519 key ({type(key).__name__})")
     return key
-
-
-class CheckpointSigner:
-    """Signs the chain head; the body it returns is the checkpoint record's body."""
-
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-        self.public_key = key.public_key()
-        self.public_hex = public_key_hex(self.public_key)
-        self.key_id = key_id(key.public_key())
-
-    @classmethod
-    def from_file(cls, path: Path) -> CheckpointSigner:
-        return cls(load_private_key(path))
-
-    def body(
-        self, log_id: str, head_seq: int, head_hash: str, reason: str, *, retention: bool = False
-    ) -> dict[str, object]:
-        """A checkpoint's body; ``retention``: the retention checkpoint a pass writes after
-        its retention record (``mesh.journal.chain.checkpoint_message``)."""
-        message = checkpoint_message(log_id, head_seq, head_hash, retention=retention)
-        body: dict[str, object] = {
-            "head_seq": head_seq,
-            "head_hash": head_hash,
-            "key_id": self.key_id,
-            "public_key": self.public_hex,
-            "signature": self._key.sign(message).hex(),
-            "reason": reason,
-        }
-        if retention:
-            body["vouches"] = RETENTION_VOUCH
-        return body

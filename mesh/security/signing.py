@@ -61,7 +61,7 @@ class PayloadSigner:
     """Signs payloads with one Ed25519 key (a gateway's, a camera's or a dispatcher's)."""
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
-        from mesh.journal.chain import key_id
+        from mesh.security.keys import key_id
 
         self._key = key
         self.key_id = key_id(key.public_key())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from mesh.config import ConfigError, read_yaml, validate
+from mesh.decide.rejection import Rejection
+from mesh.documents import ConfigError, read_yaml, validate
 from mesh.protocol.models import Ident
 from mesh.security.signing import SignedPayload, decode_signature, signed_bytes
 
@@ -44,12 +44,6 @@ class Distrust(StrEnum):
     REVOKED = "key_revoked"
     NOT_YET_VALID = "key_not_yet_valid"
     KEY_EXPIRED = "key_expired"
-
-
-@dataclass(frozen=True)
-class Rejection:
-    code: str
-    reason: str
 
 
 class TrustedKey(BaseModel):
@@ -86,7 +80,7 @@ def trusted_key(
     public: Ed25519PublicKey, role: KeyRole, subject: str, *, note: str = ""
 ) -> TrustedKey:
     """The trust-store entry of a public key (valid from now until retired or revoked)."""
-    from mesh.journal.chain import key_id, public_key_hex
+    from mesh.security.keys import key_id, public_key_hex
 
     return TrustedKey(
         key_id=key_id(public),
@@ -195,7 +189,7 @@ class TrustStore:
     def _put(self, key: TrustedKey) -> None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-        from mesh.journal.chain import key_id
+        from mesh.security.keys import key_id
 
         public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key.public_key))
         if key_id(public) != key.key_id:

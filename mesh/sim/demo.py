@@ -51,6 +51,7 @@ from mesh.dispatch.watch import ActivationWatcher
 from mesh.gateway.daemon import Gateway, GatewaySettings
 from mesh.journal.chain import verify_chain
 from mesh.journal.records import ActivationEntry, RecordKind
+from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import log_id_of, read_records
 from mesh.ops.runtime import settle_heap, tune_gc
 from mesh.protocol.codec import encode
@@ -67,7 +68,7 @@ from mesh.protocol.models import (
     TriggerKind,
 )
 from mesh.security.checks import Security
-from mesh.security.keys import CheckpointSigner, new_gateway_key
+from mesh.security.keys import new_gateway_key
 from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
 from triggers.ble.bumble_backend import BumbleScanner
 from triggers.ble.format import SensorEvent, SensorKind

@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from mesh.documents import DocumentError, load_json, load_yaml
 from mesh.protocol.codec import type_name
 from triggers.ble.format import DEV_COMPANY_ID, KEY_LEN, SensorKind
-from triggers.documents import DocumentError, load_json, load_yaml
 
 # Unit ids end up in MQTT topics: the same rule as mesh.protocol.models.Ident.
 _IDENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")

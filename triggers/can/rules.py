@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mesh.documents import DocumentError, load_yaml
 from mesh.protocol.codec import readable_loc
 from mesh.protocol.models import TriggerKind
-from triggers.documents import DocumentError, load_yaml
 
 Op = Literal["==", "!=", ">", ">=", "<", "<=", "in"]
 Number = int | float

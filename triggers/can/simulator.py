@@ -29,8 +29,8 @@ import can
 import cantools
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mesh.documents import DocumentError, load_yaml
 from mesh.protocol.codec import readable_loc
-from triggers.documents import DocumentError, load_yaml
 
 Value = int | float
 

@@ -38,8 +38,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from mesh.config import read_yaml, validate
 from mesh.dispatch.console.throttle import FailureBackoff, LoginLimits
+from mesh.documents import read_yaml, validate
 
 # scrypt cost: 16 MiB and ~50 ms per check on this machine; RFC 7914 §2 gives the roles of
 # N, r, p. The parameters are stored with each hash, so they can be raised later.

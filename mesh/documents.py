@@ -13,9 +13,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
+from mesh.protocol.codec import readable_loc
+
+C = TypeVar("C", bound=BaseModel)
 
 
 class DocumentError(ValueError):
@@ -85,3 +90,34 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text[:40]} is too large for a number")
     return value
+
+
+# --- configuration files --------------------------------------------------------------
+class ConfigError(ValueError):
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        where = f"key '{key}'" if key else "top level"
+        super().__init__(f"{path}: {where}: {problem}")
+
+
+def read_yaml(path: Path | str) -> Any:
+    try:
+        return load_yaml(path)
+    except DocumentError as exc:
+        raise ConfigError(path, "", str(exc)) from None
+
+
+def validate(model: type[C], data: Any, path: Path | str) -> C:
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", f"expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        parts, problem = readable_loc(model, first)
+        key = ".".join(str(p) for p in parts)
+        if first["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif first["type"] == "missing":
+            problem = "required key is missing"
+        raise ConfigError(path, key, problem) from None

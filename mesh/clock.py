@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+# Nanoseconds in a second: every time here is an integer of ns.
+NS = 1_000_000_000
+
 
 class Clock(Protocol):
     def wall_ns(self) -> int: ...

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-NS = 1_000_000_000
+from mesh.clock import NS
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from mesh.camera.recorder import SimulatedRecorder
+from mesh.clock import NS
 from mesh.decide.camera import Action, Binding, CameraView, CancelProblem, cancel_refusal, decide
 from mesh.protocol.models import (
     AckStatus,
@@ -17,7 +18,6 @@ from mesh.protocol.models import (
     TriggerSummary,
 )
 
-NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
 ME = CameraView("bwc-12a", "car-12", None, CameraRole.BODY)
 

@@ -38,6 +38,7 @@ from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.camera.agent import CameraAgent, CameraIdentity
 from mesh.camera.recorder import RecordingStart, SimulatedRecorder
+from mesh.clock import NS
 from mesh.protocol.codec import encode
 from mesh.protocol.models import CameraRole, RecordStart, Targets, TriggerKind, TriggerSummary
 from mesh.security.checks import Security
@@ -48,7 +49,6 @@ from tests.harness import CENTER, UNIT, event, wait_until
 
 ISSUER = f"gw-{UNIT}"
 FLOODER = "gw-car-7"  # whose broker credential the attacker holds, without its key
-NS = 1_000_000_000
 FLOOD_COUNT = 60_000
 SAMPLES = 100
 SPACING_S = 0.005

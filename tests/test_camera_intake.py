@@ -12,7 +12,6 @@ from bridge.topics import TopicKind, Topics
 from mesh.camera.agent import CameraAgent, CameraIdentity
 from mesh.camera.intake import (
     ISSUER_BURST,
-    NS,
     UNKNOWN_ISSUER,
     CommandIntake,
     FairQueue,
@@ -23,6 +22,7 @@ from mesh.camera.intake import (
     TokenBucket,
     claimed_issuer,
 )
+from mesh.clock import NS
 from mesh.protocol.models import CameraRole
 from mesh.security.checks import Security
 from mesh.security.trust import KeyRole, TrustStore, trusted_key

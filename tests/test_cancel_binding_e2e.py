@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.audit.report import collect
+from mesh.clock import NS
 from mesh.decide.admission import activation_id_for
 from mesh.decide.policy import Policy
 from mesh.journal.records import ActivationEntry, CancelAckEntry, RecordKind
@@ -50,7 +51,6 @@ from tests.harness import DEFAULT_SPECS, UNIT, Mesh, event, make_gateway, runnin
 
 ISSUER = f"gw-{UNIT}"  # gw-car-12
 OTHER = "gw-car-7"
-NS = 1_000_000_000
 WINDOW_S = 2.0
 POLICY = Policy.model_validate({"kinds": {"weapon_draw": {"cancel_window_s": WINDOW_S}}})
 

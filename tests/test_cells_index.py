@@ -8,12 +8,11 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mesh.clock import NS
 from mesh.decide.cells import cell_of, cell_size_deg, covering_cells, covering_count
 from mesh.decide.geo import haversine_m, offset
 from mesh.decide.presence import PresenceRegistry
 from mesh.protocol.models import CameraPresence, CameraRole, Position
-
-NS = 1_000_000_000
 
 
 def test_known_geohashes() -> None:

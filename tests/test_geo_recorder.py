@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mesh.camera.recorder import SimulatedRecorder
+from mesh.clock import NS
 from mesh.decide.geo import haversine_m, offset
-
-NS = 1_000_000_000
 
 
 def test_one_degree_of_latitude_is_about_111_km() -> None:

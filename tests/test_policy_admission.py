@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mesh.clock import NS
 from mesh.decide.admission import Accepted, Admitter, Refused, Suppressed, activation_id_for
 from mesh.decide.policy import KindOverride, KindRules, Policy
 from mesh.protocol.models import SourceRef, SourceType, TriggerEvent, TriggerKind
 
-NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
 
 

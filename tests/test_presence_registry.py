@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
+from mesh.clock import NS
 from mesh.decide.geo import offset
 from mesh.decide.presence import PresenceRegistry, changed
 from mesh.protocol.models import CameraPresence, CameraRole, Position
 from tests.harness import CENTER
-
-NS = 1_000_000_000
 
 
 class Journal:

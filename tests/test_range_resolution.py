@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridge.topics import Topics
+from mesh.clock import NS
 from mesh.decide.camera import Action, CameraView, decide
 from mesh.decide.fanout import MAX_CELLS, command_topics
 from mesh.decide.geo import offset
@@ -22,7 +23,6 @@ from mesh.protocol.models import (
 )
 from tests.harness import event
 
-NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
 ORIGIN = GeoPoint(lat=39.95, lon=-75.16)
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bridge.mqtt.client import Inbound
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
+from mesh.clock import NS
 from mesh.decide.policy import Policy
 from mesh.journal.records import RecordKind
 from mesh.journal.store import read_records
@@ -55,7 +56,6 @@ from tests.harness import (
 )
 
 ISSUER = f"gw-{UNIT}"
-NS = 1_000_000_000
 FAST = Policy.model_validate({"defaults": {"ack_deadline_ms": 150, "max_retries": 1}})
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mesh.clock import NS
 from mesh.decide.rejection import Rejection
 from mesh.documents import ConfigError
 from mesh.protocol.codec import decode, encode
@@ -26,8 +27,6 @@ from mesh.security.checks import CommandProblem, ReplayGuard, Security
 from mesh.security.signing import PayloadSigner, signed_bytes
 from mesh.security.trust import Distrust, KeyRole, TrustStore, trusted_key
 from triggers.manual import manual_trigger
-
-NS = 1_000_000_000
 
 
 def _code(problem: Rejection | None) -> str | None:

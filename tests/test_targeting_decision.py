@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mesh.clock import NS
 from mesh.decide.camera import Action, CameraView, decide, scope
 from mesh.decide.geo import offset
 from mesh.decide.presence import PresenceRegistry
@@ -22,7 +23,6 @@ from mesh.protocol.models import (
     TriggerSummary,
 )
 
-NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
 ORIGIN = GeoPoint(lat=39.95, lon=-75.16)
 

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from mesh.clock import NS
 from mesh.decide.admission import Accepted, Admitter, Refused, Suppressed
 from mesh.decide.planning import plan_activation
 from mesh.decide.policy import Policy
@@ -30,8 +31,6 @@ from mesh.journal.records import (
 )
 from mesh.journal.store import LogRecord, reading
 from mesh.protocol.models import CameraPresence, TriggerEvent
-
-NS = 1_000_000_000
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.topics import DEFAULT_PREFIX, Topics
+from mesh.clock import NS
 from mesh.decide.activation import ActivationTracker
 from mesh.journal.records import (
     ActivationEntry,
@@ -26,8 +27,6 @@ from mesh.journal.records import (
 from mesh.journal.store import LogError, LogRecord, reading
 from mesh.protocol.codec import encode
 from mesh.protocol.models import ReceiptOutcome, TriggerReceipt
-
-NS = 1_000_000_000
 
 
 def replay_topics(replay_prefix: str, live_prefix: str) -> Topics:

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from bridge.topics import TopicKind
-
-NS = 1_000_000_000
+from mesh.clock import NS
 
 # A record-start is well under 4 KiB, even naming dozens of cameras; anything bigger on a
 # command topic is dropped before it is parsed.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-NS = 1_000_000_000
+from mesh.clock import NS
 
 
 @dataclass(frozen=True)

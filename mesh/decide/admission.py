@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from mesh.clock import NS
 from mesh.decide.policy import KindRules, Policy
 from mesh.protocol.models import TriggerEvent, TriggerKind
-
-NS = 1_000_000_000
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-NS = 1_000_000_000
+from mesh.clock import NS
 
 
 @dataclass

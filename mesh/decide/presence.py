@@ -25,6 +25,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from mesh.clock import NS
 from mesh.decide.cells import ALPHABET, CELL_PRECISION, cell_of, covering_cells, covering_count
 from mesh.protocol.models import CameraPresence
 
@@ -35,7 +36,6 @@ _MAX_QUERY_CELLS = 256
 # At the cap, this many of the least recently heard cameras are looked at for one that
 # no live activation waits for; past them the newcomer is refused (bounded work per message).
 _EVICTION_SCAN = 64
-NS = 1_000_000_000
 
 
 class PresenceJournal(Protocol):

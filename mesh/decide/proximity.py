@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NS = 1_000_000_000
+from mesh.clock import NS
+
 # Past this many addresses, the stale ones are dropped first; a street can hold many phones.
 MAX_ADDRESSES = 4096
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mesh.clock import NS
 from mesh.decide.geo import haversine_m
 from mesh.decide.proximity import Heard
 from mesh.protocol.models import (
@@ -31,8 +32,6 @@ from mesh.protocol.models import (
     Position,
     Targets,
 )
-
-NS = 1_000_000_000
 
 
 class CameraIndex(Protocol):

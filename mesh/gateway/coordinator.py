@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bridge.mqtt.client import LinkDown
 from bridge.topics import Topics
-from mesh.clock import Clock
+from mesh.clock import NS, Clock
 from mesh.decide.ack_pace import AckPace, next_step
 from mesh.decide.activation import AckEffect, ActivationTracker
 from mesh.decide.admission import Accepted, Admitter, Refused, Suppressed
@@ -84,7 +84,6 @@ from mesh.protocol.models import (
 )
 from mesh.security.checks import Security
 
-NS = 1_000_000_000
 # How often a pending activation's progress is re-published for dispatch, at most: every
 # 250 ms, or 1 ms per expected camera if longer. A record names every camera, so its cost
 # grows with them; scaling the interval keeps progress updates below ~1 % of the gateway's

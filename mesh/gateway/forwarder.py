@@ -20,10 +20,9 @@ from collections.abc import Collection, Sequence
 import structlog
 
 from bridge.mqtt.client import LinkDown, MqttLink
-from mesh.clock import Clock
+from mesh.clock import NS, Clock
 from mesh.gateway.outbox import Outbox, OutboxError, Queued
 
-NS = 1_000_000_000
 # Entries sent at once when the link returns: enough to empty a long outage's backlog
 # quickly, few enough to stay inside the broker's in-flight window for one client.
 _BATCH = 16

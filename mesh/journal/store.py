@@ -8,7 +8,7 @@ each. Records are never updated; triggers in the schema refuse it, and refuse de
 outside a retention pass.
 
 The writer also keeps the hash chain (``mesh.journal.chain``): it reads the head inside each
-write transaction, so another process appending (``trigger-mesh log hold``) cannot fork
+write transaction, so another process appending (``trigger-mesh audit hold``) cannot fork
 it, and with a signing key it appends a signed checkpoint every ``checkpoint_interval_s``
 while there are unsigned records, and one when the log is closed.
 """

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mesh.clock import NS
 from mesh.decide.rejection import Rejection
 from mesh.documents import ConfigError
 from mesh.protocol.models import (
@@ -25,8 +26,6 @@ from mesh.protocol.models import (
 )
 from mesh.security.signing import P, PayloadSigner, SignedPayload
 from mesh.security.trust import KeyRole, TrustStore
-
-NS = 1_000_000_000
 
 
 class SecurityConfig(BaseModel):

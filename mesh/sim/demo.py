@@ -4,7 +4,8 @@ An embedded broker (or ``--broker``), a virtual BLE radio (bumble), a gateway fo
 car-12 that listens to it, 20 simulated cameras around the car (four of them kilometres
 away), two authenticated BLE sensors (a holster, a TASER), and a script:
 
-1. the light bar goes on (a manual trigger over MQTT; a CAN source comes later);
+1. the light bar goes on: the body module says so on the car's CAN bus (a python-can virtual
+   bus), and the light-bar rule of the shipped Ford rules turns it into a trigger;
 2. the officer draws: the holster sensor repeats its advert for most of a second, over
    the radio; one activation;
 3. the TASER is armed, over the radio;

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-NS = 1_000_000_000
+from mesh.clock import NS
 
 
 class Verdict(Enum):

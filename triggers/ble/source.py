@@ -42,7 +42,6 @@ from triggers.ble.freshness import CounterGate, CounterStore, QuietGate, Verdict
 from triggers.ble.keystore import Keystore
 from triggers.source import until_closed
 
-NS = 1_000_000_000
 DEFAULT_MIN_RSSI = -90
 
 

@@ -7,8 +7,9 @@
 2. air_to_publish: a simulated sensor starts advertising a new event on bumble's virtual
    radio → the gateway's bleak scanner (bumble backend) → decoders, burst and replay gate,
    persisted counter → coordinator: policy, plan, durable activation log → record-start
-   published on mosquitto and received by a subscriber. Timed from the advertising start
-   to the subscriber's receipt (one process, one clock).
+   published on mosquitto and received by a subscriber where a camera in the car hears it
+   (its unit's and its cell's command topics). Timed from the advertising start to the
+   subscriber's first receipt (one process, one clock).
 
     python bench/ble.py [--json] [--rounds 200]
 
@@ -31,11 +32,13 @@ from bleak import BleakScanner
 from bleak.backends.scanner import AdvertisementData
 
 from bridge.client import Inbound, LinkOptions, MqttLink
+from bridge.codec import decode
 from bridge.embedded import EmbeddedBroker
 from bridge.topics import Topics
 from mesh import logs
+from mesh.cells import cell_of
 from mesh.gateway import Gateway, GatewaySettings
-from mesh.models import GeoPoint
+from mesh.models import GeoPoint, RecordStart
 from mesh.policy import Policy
 from mesh.stats import percentile
 from triggers.ble.adparse import to_advertisement_data
@@ -53,6 +56,9 @@ from triggers.ble.keystore import Keystore, SensorKeyFile
 from triggers.ble.sensor import SimulatedSensor
 from triggers.ble.source import BleSourceSettings, BleTriggerSource
 from triggers.ble.virtual import VirtualRadio
+
+UNIT = "car-12"
+CAR = GeoPoint(lat=39.95, lon=-75.16)  # the gateway's position: the activation's origin
 
 
 def decode_throughput(count: int = 200_000) -> dict[str, float]:
@@ -131,7 +137,7 @@ async def air_to_publish(rounds: int) -> list[float]:
         with tempfile.TemporaryDirectory() as tmp:
             radio = VirtualRadio()
             keystore = Keystore()
-            key = keystore.provision(SensorKind.HOLSTER, "car-12", sensor_id=1001)
+            key = keystore.provision(SensorKind.HOLSTER, UNIT, sensor_id=1001)
             scanner_device = await radio.device("gateway")
             source = BleTriggerSource(
                 keystore=keystore,
@@ -146,27 +152,38 @@ async def air_to_publish(rounds: int) -> list[float]:
             policy = Policy.model_validate({"kinds": {"weapon_draw": {"cooldown_s": 0}}})
             gateway = Gateway(
                 GatewaySettings(
-                    unit_id="car-12",
+                    unit_id=UNIT,
                     log_path=Path(tmp) / "log.db",
                     topics=topics,
-                    position=GeoPoint(lat=39.95, lon=-75.16),
+                    position=CAR,
                     policy=policy,
                 ),
                 url=broker.url,
                 sources=[source],
             )
             received: asyncio.Queue[float] = asyncio.Queue()
+            # Where a camera in the car hears a command (mesh/fanout.py): its unit's topic
+            # and its cell's; cmd/all carries only circles too big for cells. The gateway
+            # publishes to both, so only the first arrival of each activation counts.
             listener = MqttLink(
                 broker.url,
                 LinkOptions(
                     "bench-ble-listener",
                     persistent_session=False,
-                    subscriptions=((topics.command_all(), 1),),
+                    subscriptions=(
+                        (topics.command_unit(UNIT), 1),
+                        (topics.command_cell(cell_of(CAR.lat, CAR.lon)), 1),
+                    ),
                 ),
             )
+            heard: set[str] = set()
 
-            def on_command(_message: Inbound) -> None:
-                received.put_nowait(time.perf_counter())
+            def on_command(message: Inbound) -> None:
+                at = time.perf_counter()
+                activation = decode(RecordStart, message.payload).activation_id
+                if activation not in heard:
+                    heard.add(activation)
+                    received.put_nowait(at)
 
             tasks = [
                 asyncio.create_task(gateway.run()),

@@ -24,10 +24,27 @@ from bridge.topics import Topics
 from mesh import logs
 from mesh.fleet import build_agents, scatter, wait_all_up
 from mesh.gateway import Gateway, GatewaySettings
-from mesh.models import ActivationRecord, GeoPoint, TriggerKind
+from mesh.models import (
+    CONFIRMED_OUTCOMES,
+    ActivationRecord,
+    ActivationState,
+    GeoPoint,
+    TriggerKind,
+)
 from mesh.policy import Policy
 from mesh.runtime import settle_heap, tune_gc
 from triggers.manual import manual_trigger
+
+
+def check_confirmed(record: ActivationRecord, cameras: int) -> None:
+    """Every camera must have started: an activation that waited out its deadline for
+    cameras that never heard it would time the deadline, not the collector."""
+    confirmed = sum(1 for c in record.cameras if c.status in CONFIRMED_OUTCOMES)
+    if record.state is not ActivationState.CONFIRMED or confirmed != cameras:
+        raise RuntimeError(
+            f"{record.activation_id}: {record.state}, {confirmed} of {cameras} cameras confirmed"
+            f" {record.reason}"
+        )
 
 
 async def measure(cameras: int, activations: int, tuned: bool) -> dict[str, Any]:
@@ -75,7 +92,7 @@ async def measure(cameras: int, activations: int, tuned: bool) -> dict[str, Any]
                     await gateway.submit(
                         manual_trigger(TriggerKind.MANUAL, "u1", source_id=f"gc-{i}")
                     )
-                    await finished.get()
+                    check_confirmed(await finished.get(), cameras)
                 elapsed = time.perf_counter() - start
             finally:
                 gc.callbacks.remove(on_gc)
@@ -126,8 +143,10 @@ def main() -> None:
             ],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
+        if out.returncode != 0:  # its traceback, which check=True would swallow
+            raise SystemExit(f"{mode} run failed ({out.returncode}):\n{out.stderr}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for r in results:
         print(

@@ -11,7 +11,7 @@
    (its unit's and its cell's command topics). Timed from the advertising start to the
    subscriber's first receipt (one process, one clock).
 
-    python bench/ble.py [--json] [--rounds 200]
+    python bench/ble.py [--json] [--rounds 200] [--smoke]
 
 With --json the last line is {"bench": "ble", "decode_per_s": …,
 "air_to_publish_p50_ms": …, "air_to_publish_p99_ms": …} (and the radio floor,
@@ -57,6 +57,7 @@ from triggers.ble.sensor import SimulatedSensor
 from triggers.ble.source import BleSourceSettings, BleTriggerSource
 from triggers.ble.virtual import VirtualRadio
 
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 UNIT = "car-12"
 CAR = GeoPoint(lat=39.95, lon=-75.16)  # the gateway's position: the activation's origin
 
@@ -213,9 +214,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    decodes = 200_000
+    if args.smoke:
+        args.rounds, decodes = 3, 2_000
     logs.configure("console", "warning")
-    report: dict[str, Any] = {"bench": "ble", **decode_throughput()}
+    report: dict[str, Any] = {"bench": "ble", **decode_throughput(decodes)}
     radio = asyncio.run(air_to_scanner(args.rounds))
     report["air_to_scanner_p50_ms"] = round(percentile(radio, 50), 3)
     report["air_to_scanner_p99_ms"] = round(percentile(radio, 99), 3)

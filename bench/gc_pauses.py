@@ -3,7 +3,7 @@
 A gateway and 200 simulated cameras in one process (the collector then has plenty to
 walk) on an embedded broker; 40 activations; every collection timed with gc.callbacks.
 
-    python bench/gc_pauses.py [--json] [--cameras 200] [--activations 40]
+    python bench/gc_pauses.py [--json] [--cameras 200] [--activations 40] [--smoke]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from mesh.models import (
 from mesh.policy import Policy
 from mesh.runtime import settle_heap, tune_gc
 from triggers.manual import manual_trigger
+
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 
 
 def check_confirmed(record: ActivationRecord, cameras: int) -> None:
@@ -122,7 +124,10 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, default=200)
     parser.add_argument("--activations", type=int, default=40)
     parser.add_argument("--one", choices=["default", "tuned"], help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        args.cameras, args.activations = 10, 3
     logs.configure("console", "warning")
     if args.one:  # one configuration per process: gc settings are process-wide
         result = asyncio.run(measure(args.cameras, args.activations, args.one == "tuned"))

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest fuzz chaos bench schema clean
+.PHONY: demo test lint typecheck pytest fuzz chaos bench bench-smoke schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ chaos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
+
+# Every benchmark in bench/ with tiny sizes (docs/benchmarks.md): bench/smoke.py runs each
+# as `NAME.py --smoke --json`, which must exit 0 and end with its JSON line; ~95 s. It
+# proves the scripts run, not their figures. Helpers run under the benchmark that uses
+# them: floor_fleet.py under latency.py (and range.py); soak_fleet.py, soak_floor.py,
+# soak_collect.py and soak_report.py under soak.py. Needs mosquitto and the tests'
+# PostgreSQL (fleet_scale.py's archive part). `make bench-smoke SMOKE_ARGS='--only ble'`.
+SMOKE_ARGS ?=
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/smoke.py $(SMOKE_ARGS)
 
 schema: $(STAMP)
 	$(BIN)/trigger-mesh schema --out docs/schemas

@@ -21,7 +21,7 @@ Ford CGEA 1.2 DBC, at their cycle times, light bar, doors, speed and gear changi
    wall time. Its floor, measured the same way just before: a bare python-can ``recv``
    loop on the same interface and filters, i.e. what the interface alone costs.
 
-    python bench/can.py [--json] [--seconds 10] [--data ../shared/data/can]
+    python bench/can.py [--json] [--seconds 10] [--data ../shared/data/can] [--smoke]
 
 With --json the last line is {"bench": "can", "rules_frames_per_s": …,
 "decode_all_frames_per_s": …, "ratio": …, "cpu_pct_at_2000fps": …} (ford_bus; plus the
@@ -64,6 +64,8 @@ FORD_RULES = REPO / "configs" / "can" / "ford-police-interceptor.yaml"
 PT_DBC = "ford_cgea1_2_ptcan_2011.dbc"
 GROUP = "239.74.163.3"
 RATE = 2000.0
+TRAFFIC_S = 60.0  # of vehicle time, for the throughput passes
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 
 Frame = tuple[int, bool, bytes, float]
 
@@ -317,7 +319,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "can")
     parser.add_argument("--send", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    traffic_s = TRAFFIC_S
+    if args.smoke:  # one scenario cycle (10 s of vehicle time), so that the rules fire
+        traffic_s, args.seconds = 10.0, 1.0
     if args.send:
         send(args.data, args.seconds, args.port)
         return
@@ -329,7 +335,7 @@ def main() -> None:
 
     report: dict[str, Any] = {"bench": "can"}
     for mix, prefix in (("ford_bus", ""), ("icsim", "icsim_")):
-        frames = as_tuples(traffic(args.data, 60.0, icsim=mix == "icsim"))
+        frames = as_tuples(traffic(args.data, traffic_s, icsim=mix == "icsim"))
         read = sum((f[0], f[1]) in wanted for f in frames)
         result = throughput(frames, db, rules)
         report[f"{prefix}rules_frames_per_s"] = round(result["rules"])
@@ -338,7 +344,7 @@ def main() -> None:
         report[f"{prefix}traffic_frames"] = len(frames)
         report[f"{prefix}traffic_rule_frames"] = read
         print(
-            f"{mix}: {len(frames):,} frames over 60 s, {read:,} read by the "
+            f"{mix}: {len(frames):,} frames over {traffic_s:g} s, {read:,} read by the "
             f"{len(rules.rules)} rules. Rule engine {result['rules']:,.0f} frames/s on one "
             f"core; cantools decode-all (floor) {result['decode_all']:,.0f} frames/s; "
             f"{result['ratio']:.1f}x"

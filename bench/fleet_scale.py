@@ -32,7 +32,7 @@ connections; payloads are the project's real, signed messages.
 
     python bench/fleet_scale.py [--json] [--quick] [--parts connections,tls,qos1,archive]
         [--cameras 1400,5000] [--steady-s 30] [--seconds 10] [--activations 200]
-        [--acks 20000] [--records 20000]
+        [--acks 20000] [--records 20000] [--smoke]
 
 Each run of all parts takes about four minutes; ``--parts connections,tls`` and
 ``--parts qos1,archive`` split it in two of about two. PostgreSQL: ``TRIGGER_MESH_TEST_PG``
@@ -91,6 +91,7 @@ PREFIX = "mesh/v1"
 KEEPALIVE_S = 15  # bridge/mqtt/client.py LinkOptions.keepalive_s
 HEARTBEAT_S = 30.0  # the camera's presence interval (mesh/config.py heartbeat_s)
 CAR = GeoPoint(lat=39.9526, lon=-75.1652)
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 
 # --- MQTT 3.1.1, the few packets a camera needs ---------------------------------------------
 CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP = 2, 3, 4, 9, 13
@@ -1280,10 +1281,14 @@ def main() -> None:
     parser.add_argument("--activations", type=int, default=200)
     parser.add_argument("--acks", type=int, default=20_000)
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
     if args.quick:
         args.cameras, args.steady_s, args.seconds = "200,500", 5.0, 3.0
         args.activations, args.acks, args.records = 20, 2000, 2000
+    if args.smoke:
+        args.cameras, args.steady_s, args.seconds = "20", 1.0, 0.5
+        args.activations, args.acks, args.records = 3, 200, 200
     logs.configure("console", "warning")
     # aiomqtt warns when publishes wait for their PUBACK, as the archiver's watermarks do
     # during a sync burst: expected here. (aiomqtt sets this level when imported: above.)

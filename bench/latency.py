@@ -16,6 +16,7 @@ With --signed the gateway and every camera sign and check (docs/security.md): co
 acks and the bench's own triggers carry Ed25519 signatures, checked against one trust store.
 
     python bench/latency.py [--json] [--counts 1,100,1000] [--rounds-scale 1.0] [--signed]
+        [--smoke]
 
 With --json the last line is {"bench": "latency", "results": [...], "gateway_rss_mb": …}.
 """
@@ -59,6 +60,7 @@ CENTER = (39.952583, -75.165222)  # `trigger-mesh cameras` defaults
 SPREAD_M = 300
 WARMUP = 3
 GAP_S = 0.02  # idle time between rounds so they do not overlap
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 
 
 def rounds_for(count: int, scale: float) -> int:
@@ -411,7 +413,10 @@ def main() -> None:
         help="multiply the number of rounds (0.2 for a quick look)",
     )
     parser.add_argument("--signed", action="store_true", help="signed commands, acks, triggers")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:  # the fewest rounds rounds_for allows
+        args.counts, args.rounds_scale = "1,10", 0.0
     logs.configure("console", "warning")
     counts = [int(c) for c in args.counts.split(",")]
     with suppress(KeyboardInterrupt):

@@ -5,7 +5,7 @@
 2. ActivationLog.append_durable from an event loop (what the coordinator waits for before
    it publishes), back to back and with 10 ms between appends (as triggers come).
 
-    python bench/log_append.py [--json] [--dir DIR] [--count 1500]
+    python bench/log_append.py [--json] [--dir DIR] [--count 1500] [--smoke]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 from mesh.decide.stats import percentile
 from mesh.journal.records import RecordKind, ResumedEntry
 from mesh.journal.store import WAL_PRESIZE_BYTES, ActivationLog
+
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:
@@ -75,7 +77,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default /tmp)")
     parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        args.count = 50
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="trigger-mesh-logbench-") as tmp:
         directory = Path(tmp)
         report: dict[str, Any] = {

@@ -14,6 +14,7 @@
    ``measure`` on the same broker.
 
     python bench/range.py [--json] [--quick] [--rounds-scale 1.0] [--parts resolve,publish,latency]
+        [--smoke]
 
 With --json the last line is {"bench": "range", "resolve_p99_ms": {...},
 "publishes_per_trigger": {...}, "fanout_1000_ratio": …, ...}.
@@ -35,6 +36,7 @@ import time
 import uuid
 from collections import Counter
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -84,6 +86,20 @@ ORIGINS = 400  # random trigger positions for the publish count
 REAL_SIZES = (10, 1_000)
 REAL_TRIGGERS = 40  # per real run, kinds alternating
 LATENCY_COUNT = 1_000
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The fleet sizes of each part."""
+
+    resolve: tuple[int, ...] = SIZES  # each a key of BRUTE
+    planned: tuple[int, ...] = PLANNED_SIZES
+    real: tuple[int, ...] = REAL_SIZES  # each one of ``planned`` too
+    latency: int = LATENCY_COUNT
+
+
+SMOKE_SIZES = Sizes(resolve=(1_000,), planned=(10, 1_000), real=(10,), latency=10)
 
 
 def latency_module() -> ModuleType:
@@ -480,7 +496,11 @@ async def real_publishes(
 
 # --- the run --------------------------------------------------------------------------------
 async def mqtt_parts(
-    parts: set[str], scale: float, origins: list[GeoPoint], planned: dict[int, Any]
+    parts: set[str],
+    scale: float,
+    sizes: Sizes,
+    origins: list[GeoPoint],
+    planned: dict[int, Any],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     latency = latency_module()
     binary = find_mosquitto()
@@ -494,7 +514,7 @@ async def mqtt_parts(
     try:
         if "publish" in parts:
             count = max(4, int(REAL_TRIGGERS * scale))
-            for size in REAL_SIZES:
+            for size in sizes.real:
                 real.append(
                     await real_publishes(
                         latency,
@@ -506,42 +526,42 @@ async def mqtt_parts(
                     )
                 )
         if "latency" in parts:
-            rounds = latency.rounds_for(LATENCY_COUNT, scale)
-            fanout = await latency.measure(broker.url, workdir, LATENCY_COUNT, rounds)
+            rounds = latency.rounds_for(sizes.latency, scale)
+            fanout = await latency.measure(broker.url, workdir, sizes.latency, rounds)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return real, fanout
 
 
-def run(parts: set[str], scale: float) -> dict[str, Any]:
+def run(parts: set[str], scale: float, sizes: Sizes) -> dict[str, Any]:
     tune_gc()  # the gateway's collector settings
     policy = Policy()
     report: dict[str, Any] = {"bench": "range"}
     resolved: list[dict[str, Any]] = []
     if "resolve" in parts:
-        for size in SIZES:
+        for size in sizes.resolve:
             resolved += resolution(size, scale, policy)
             gc.collect()
     origins = random_origins(max(40, int(ORIGINS * scale)))
-    planned = {n: planned_publishes(n, origins, policy, Topics()) for n in PLANNED_SIZES}
+    planned = {n: planned_publishes(n, origins, policy, Topics()) for n in sizes.planned}
     gc.collect()
     real, fanout = (
-        asyncio.run(mqtt_parts(parts, scale, origins, planned))
+        asyncio.run(mqtt_parts(parts, scale, sizes, origins, planned))
         if parts & {"publish", "latency"}
         else ([], None)
     )
     # The headline: the worse of the two radii at each size.
     for key in ("resolve_p99_ms", "resolve_p50_ms", "brute_p99_ms"):
         report[key] = (
-            {str(n): max(r[key] for r in resolved if r["cameras"] == n) for n in SIZES}
+            {str(n): max(r[key] for r in resolved if r["cameras"] == n) for n in sizes.resolve}
             if resolved
             else {}
         )
     report["publishes_per_trigger"] = {str(r["cameras"]): r["publishes_per_trigger"] for r in real}
     report["publishes_source"] = "real gateway counter" if real else "planned"
     if not real:
-        report["publishes_per_trigger"] = {str(n): planned[n]["mean"] for n in REAL_SIZES}
+        report["publishes_per_trigger"] = {str(n): planned[n]["mean"] for n in sizes.real}
     report["publishes_planned"] = {
         str(n): {k: v for k, v in p.items() if k != "counts"} for n, p in planned.items()
     }
@@ -594,7 +614,7 @@ def print_report(report: dict[str, Any]) -> None:
     f = report["fanout_1000"]
     if f:
         print()
-        print("Trigger -> all acks at 1,000 cameras (bench/latency.py measure)")
+        print(f"Trigger -> all acks at {f['cameras']:,} cameras (bench/latency.py measure)")
         print(
             f"rounds {f['rounds']}: floor p50 {f['floor_p50_ms']:.1f} ms, p99 "
             f"{f['floor_p99_ms']:.1f} ms; mesh p50 {f['mesh_p50_ms']:.1f} ms, p99 "
@@ -613,6 +633,7 @@ def main() -> None:
     parser.add_argument(
         "--parts", default="resolve,publish,latency", help="any of resolve,publish,latency"
     )
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     unknown = parts - {"resolve", "publish", "latency"}
@@ -620,8 +641,11 @@ def main() -> None:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     logs.configure("console", "warning")
     scale = 0.2 if args.quick else args.rounds_scale
+    sizes = Sizes()
+    if args.smoke:
+        scale, sizes = 0.02, SMOKE_SIZES
     with suppress(KeyboardInterrupt):
-        report = run(parts, scale)
+        report = run(parts, scale, sizes)
         print_report(report)
         if args.json:
             print(json.dumps(report, separators=(",", ":")))

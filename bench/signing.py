@@ -5,7 +5,7 @@
 2. the four signature steps one camera adds: the gateway signs the command, the camera
    checks it, signs its ack, the gateway checks the ack (canonical JSON included).
 
-    python bench/signing.py [--json] [--rounds 2000]
+    python bench/signing.py [--json] [--rounds 2000] [--smoke]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from mesh.security.checks import Security
 from mesh.security.signing import PayloadSigner
 from mesh.security.trust import KeyRole, TrustStore, trusted_key
 from triggers.manual import manual_trigger
+
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:
@@ -159,7 +161,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds = 50
     logs.configure("console", "warning")
     report = asyncio.run(run(args.rounds))
     print(

@@ -1,6 +1,6 @@
 """Soak: a steady trigger rate for minutes on end — nothing lost, latency and memory flat.
 
-    python bench/soak.py [--minutes 10] [--rate 50] [--json]
+    python bench/soak.py [--minutes 10] [--rate 50] [--json] [--smoke]
 
 What runs (every part a real process on a private mosquitto, logs in a temp dir):
 
@@ -98,6 +98,7 @@ KINDS = (
     TriggerKind.EMERGENCY_LIGHTS,
     TriggerKind.MANUAL,
 )
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
 
 
 # --- child processes ----------------------------------------------------------------------
@@ -436,7 +437,12 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     parser.add_argument("--json", action="store_true", help="last line: the report as JSON")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:  # both fleet processes and both windows still exercised
+        args.minutes, args.rate, args.cameras, args.gateways = 0.1, 5.0, 20, 2
+        args.scene_cameras, args.stagger_s = 3, 0.0
+        args.warmup_s, args.floor_s, args.drain_s = 1.0, 2.0, 10.0
     if args.minutes <= 0 or args.rate <= 0 or args.gateways < 1 or args.scene_cameras < 1:
         parser.error("--minutes and --rate must be > 0, --gateways and --scene-cameras >= 1")
     opts = Options(

@@ -56,7 +56,14 @@ import cantools
 from mesh.ops import logs
 from triggers.can.engine import RuleEngine
 from triggers.can.rules import RuleConfig, RulesFile, load_rules
-from triggers.can.simulator import Background, MessagePlan, Scenario, Step, VehicleSimulator, play
+from triggers.can.simulator import (
+    BackgroundTraffic,
+    MessagePlan,
+    Scenario,
+    Step,
+    VehicleSimulator,
+    play,
+)
 from triggers.can.source import CanTriggerSource, bus_filters
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,7 +135,7 @@ def scenario(data: Path, seconds: float, *, icsim: bool) -> Scenario:
         duration_s=seconds,
         messages={name: MessagePlan(cycle_ms=ms) for name, ms in RULE_MESSAGES.items()},
         steps=steps,
-        background=Background(log=str(data / "icsim_background.log")) if icsim else None,
+        background=BackgroundTraffic(log=str(data / "icsim_background.log")) if icsim else None,
     )
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from mesh.protocol.models import TriggerKind
 from tests.ble_helpers import KEY, OTHER_KEY, adv_data, axon_like, signed
 from triggers.ble.decoders import (
+    AdvertRejection,
     DecoderRegistry,
     LegacyDevice,
     Observation,
-    Rejection,
     axon_signal_decoder,
     sensor_decoder,
 )
@@ -40,14 +40,14 @@ def test_information_only_events_trigger_nothing() -> None:
 
 def test_refusals() -> None:
     forged = decode(signed(1, key=OTHER_KEY))
-    assert isinstance(forged, Rejection)
+    assert isinstance(forged, AdvertRejection)
     assert forged.code == "bad_mac"
     unknown = decode(signed(1, sensor_id=4242))
-    assert isinstance(unknown, Rejection)
+    assert isinstance(unknown, AdvertRejection)
     assert (unknown.code, unknown.sensor_id) == ("unknown_sensor", "4242")
     # Signed with the right key, but claiming to be a TASER: the keystore knows better.
     liar = decode(signed(1, kind=SensorKind.TASER, event=SensorEvent.ARM))
-    assert isinstance(liar, Rejection)
+    assert isinstance(liar, AdvertRejection)
     assert liar.code == "kind_mismatch"
 
 
@@ -65,7 +65,7 @@ def test_legacy_decoder_needs_the_allow_list() -> None:
     assert (hit.sensor_id, hit.authenticated, hit.counter) == ("axon:TESTSER01", False, None)
     assert hit.trigger_kind is TriggerKind.WEAPON_DRAW
     stranger = legacy("00:25:DF:01:02:03", -60, adv_data(axon_like(b"OTHERSER9")))
-    assert isinstance(stranger, Rejection)
+    assert isinstance(stranger, AdvertRejection)
     assert stranger.code == "not_allowed"
 
 

@@ -17,10 +17,10 @@ from tests.fuzz_helpers import budget
 from triggers.ble.adparse import ad_structures, to_advertisement_data
 from triggers.ble.decoders import (
     AXON_SIGNAL_UUID,
+    AdvertRejection,
     DecoderRegistry,
     LegacyDevice,
     Observation,
-    Rejection,
     axon_signal_decoder,
     sensor_decoder,
 )
@@ -76,7 +76,7 @@ def test_any_bytes_parse_and_decode_without_raising(cases: list[tuple[bytes, int
     for raw, rssi in cases:
         adv = to_advertisement_data(raw, rssi)
         result = REGISTRY.decode("00:11:22:33:44:55", rssi, adv)
-        assert result is None or isinstance(result, Rejection | Observation)
+        assert result is None or isinstance(result, AdvertRejection | Observation)
 
 
 @FUZZ
@@ -86,7 +86,7 @@ def test_random_payloads_under_our_company_id_never_authenticate(tails: list[byt
         # Claiming to be ours (magic byte) but forged: at best a rejection with a reason.
         body = DEV_COMPANY_ID.to_bytes(2, "little") + bytes([MAGIC]) + tail
         result = DECODE("00:11:22:33:44:55", -50, adv_data(bytes([len(body) + 1, 0xFF]) + body))
-        assert isinstance(result, Rejection), (tail.hex(), result)
+        assert isinstance(result, AdvertRejection), (tail.hex(), result)
         assert result.reason
 
 
@@ -110,7 +110,7 @@ def test_legacy_decoder_never_raises(payloads: list[bytes]) -> None:
         adv = adv_data(bytes([len(service_data) + 3, 0x16, 0x6C, 0xFE]) + service_data)
         assert AXON_SIGNAL_UUID in adv.service_data
         result = LEGACY("00:25:DF:00:00:01", -50, adv)
-        assert result is None or isinstance(result, Rejection | Observation)
+        assert result is None or isinstance(result, AdvertRejection | Observation)
         if isinstance(result, Observation):
             assert not result.authenticated
             assert service_data[1:10] == b"TESTSER01"

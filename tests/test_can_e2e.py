@@ -24,7 +24,7 @@ from tests.test_cli import daemon, run
 from triggers.can.engine import RuleEngine
 from triggers.can.factory import build_engine
 from triggers.can.rules import load_rules
-from triggers.can.simulator import Background, MessagePlan, Scenario, Step, Synthetic, play
+from triggers.can.simulator import BackgroundTraffic, MessagePlan, Scenario, Step, Synthetic, play
 from triggers.can.simulator import VehicleSimulator as Vehicle
 from triggers.can.source import CanTriggerSource
 
@@ -52,7 +52,7 @@ def vehicle(can_data: Path, steps: list[Step], duration: float = 4.0) -> Vehicle
             "BodyInformation_2": MessagePlan(cycle_ms=50),
         },
         steps=steps,
-        background=Background(synthetic=Synthetic(ids=20, rate_hz=500)),
+        background=BackgroundTraffic(synthetic=Synthetic(ids=20, rate_hz=500)),
     )
     return Vehicle(scenario, [cantools.database.load_file(str(can_data / PT))])
 

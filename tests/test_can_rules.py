@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mesh.decide.admission import Accepted, Admitter, Suppressed
 from mesh.decide.policy import Policy
 from mesh.protocol.models import TriggerKind
-from triggers.can.engine import Fired, Health, RuleEngine
+from triggers.can.engine import Fired, RuleEngine, RuleHealth
 from triggers.can.factory import build_engine
 from triggers.can.replay import replay
 from triggers.can.rules import (
@@ -26,7 +26,7 @@ from triggers.can.rules import (
     signal_extractor,
 )
 from triggers.can.simulator import (
-    Background,
+    BackgroundTraffic,
     MessagePlan,
     Ramp,
     Scenario,
@@ -67,7 +67,9 @@ def drive(
             "TransGearData": MessagePlan(cycle_ms=100),  # starts at 0: in park
         },
         steps=steps,
-        background=Background(log=str(can_data / "icsim_background.log")) if background else None,
+        background=BackgroundTraffic(log=str(can_data / "icsim_background.log"))
+        if background
+        else None,
     )
     path = tmp_path / name
     write_log(VehicleSimulator(scenario, [ford(can_data)]).frames(), path, start_time=T0)
@@ -170,7 +172,7 @@ def test_signal_loss_is_a_health_event_never_a_trigger(can_data: Path, tmp_path:
     path = tmp_path / "loss.log"
     write_log(iter(kept), path, start_time=T0)
     events = list(replay(path, ford_engine(can_data)))
-    health = [e for e in events if isinstance(e, Health) and e.rule == "lightbar"]
+    health = [e for e in events if isinstance(e, RuleHealth) and e.rule == "lightbar"]
     assert [h.event for h in health] == ["signal_lost", "signal_restored"]
     # 5 cycles of 100 ms after the last frame at 0.9 s, checked every 0.1 s of log time
     assert 1.4 <= health[0].t - T0 <= 1.5

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz_helpers import budget, json_values
-from triggers.can.engine import Fired, Health, RuleEngine
+from triggers.can.engine import Fired, RuleEngine, RuleHealth
 from triggers.can.replay import CaptureError, read_capture, replay
 from triggers.can.rules import CompiledRule, RulesError, compile_rules, load_rules
 
@@ -109,7 +109,7 @@ def run(rules: list[CompiledRule], stream: list[Frame]) -> list[tuple[Any, ...]]
             assert rule.fires(f.value), (f, frame)
             assert f.value not in rule.ignore
         ticked = engine.tick(t)
-        assert all(isinstance(h, Health) and h.rule in by_name for h in [*health, *ticked])
+        assert all(isinstance(h, RuleHealth) and h.rule in by_name for h in [*health, *ticked])
         out += [("fired", f) for f in fired] + [("health", h) for h in [*health, *ticked]]
     assert engine.counters["frames"] == len(stream)
     assert engine.counters["fired"] == sum(1 for o in out if o[0] == "fired")
@@ -338,7 +338,7 @@ def test_a_damaged_real_capture_replays_or_names_the_line(
         line = int(exc.where.removeprefix("line "))
         assert 1 <= line <= damaged.count(b"\n") + 1
         return
-    assert all(isinstance(e, Fired | Health) for e in events)
+    assert all(isinstance(e, Fired | RuleHealth) for e in events)
 
 
 _CACHE: dict[str, Any] = {}

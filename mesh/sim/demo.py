@@ -81,7 +81,7 @@ from triggers.ble.virtual import VirtualRadio
 from triggers.can.engine import RuleEngine
 from triggers.can.rules import RuleConfig, RulesFile, compile_rules
 from triggers.can.simulator import (
-    Background,
+    BackgroundTraffic,
     MessagePlan,
     Scenario,
     Step,
@@ -109,7 +109,7 @@ VEHICLE = Scenario(
         "VehEmergencyData1": MessagePlan(cycle_ms=100),
     },
     steps=[Step(at=0.6, set={"PoliceAux1Lamp_B_Rq": 1})],
-    background=Background(synthetic=Synthetic(ids=30, rate_hz=800)),
+    background=BackgroundTraffic(synthetic=Synthetic(ids=30, rate_hz=800)),
 )
 # Philadelphia City Hall; any point works, this one is easy to check on a map.
 CENTER = GeoPoint(lat=39.952583, lon=-75.165222)

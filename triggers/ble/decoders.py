@@ -60,7 +60,7 @@ class Observation(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Rejection:
+class AdvertRejection:
     decoder: str
     code: str
     reason: str
@@ -68,7 +68,7 @@ class Rejection:
     sensor_id: str | None = None
 
 
-Decoded = Observation | Rejection | None
+Decoded = Observation | AdvertRejection | None
 Decoder = Callable[[str, int, AdvertisementData], Decoded]
 
 
@@ -90,11 +90,11 @@ def sensor_decoder(keystore: Keystore, company_id: int) -> Decoder:
         try:
             advert, signed, tag = parse_payload(payload)
         except FormatError as exc:
-            return Rejection("tm-v1", exc.code, exc.reason, address)
+            return AdvertRejection("tm-v1", exc.code, exc.reason, address)
         sensor_id = str(advert.sensor_id)
         sensor = keystore.get(advert.sensor_id)
         if sensor is None:
-            return Rejection(
+            return AdvertRejection(
                 "tm-v1",
                 "unknown_sensor",
                 f"sensor {sensor_id} is not in the keystore",
@@ -102,7 +102,7 @@ def sensor_decoder(keystore: Keystore, company_id: int) -> Decoder:
                 sensor_id,
             )
         if not verifier(advert.sensor_id, sensor.key).verify(signed, tag):
-            return Rejection(
+            return AdvertRejection(
                 "tm-v1",
                 "bad_mac",
                 f"MAC does not verify for sensor {sensor_id}",
@@ -110,7 +110,7 @@ def sensor_decoder(keystore: Keystore, company_id: int) -> Decoder:
                 sensor_id,
             )
         if advert.kind is not sensor.kind:
-            return Rejection(
+            return AdvertRejection(
                 "tm-v1",
                 "kind_mismatch",
                 f"advert says {advert.kind.name.lower()}, keystore says {sensor.kind.name.lower()}",
@@ -160,7 +160,7 @@ def axon_signal_decoder(allow: Mapping[str, LegacyDevice]) -> Decoder:
         if payload is None:
             return None
         if len(payload) < 10:
-            return Rejection(
+            return AdvertRejection(
                 "axon-signal", "truncated", f"{len(payload)} bytes of service data", address
             )
         raw = payload[1:10]
@@ -171,7 +171,7 @@ def axon_signal_decoder(allow: Mapping[str, LegacyDevice]) -> Decoder:
         )
         device = allow.get(serial)
         if device is None:
-            return Rejection(
+            return AdvertRejection(
                 "axon-signal",
                 "not_allowed",
                 f"serial {serial} is not on the legacy allow-list",

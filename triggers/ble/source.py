@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,14 +25,14 @@ import structlog
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
 
-from mesh.clock import SYSTEM_CLOCK, Clock
+from mesh.clock import NS, SYSTEM_CLOCK, Clock
 from mesh.decide.proximity import RadioProximity
 from mesh.protocol.models import SourceRef, SourceType, TriggerEvent
 from triggers.ble.decoders import (
+    AdvertRejection,
     DecoderRegistry,
     LegacyDevice,
     Observation,
-    Rejection,
     axon_signal_decoder,
     sensor_decoder,
 )
@@ -86,14 +85,15 @@ class BleSourceSettings:
 class _ThrottledLog:
     """At most one line per reason code per second; the lines skipped are counted in."""
 
-    def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
-        self._log = log
-        self._last: dict[str, float] = {}
+    def __init__(self, log: structlog.typing.FilteringBoundLogger, clock: Clock) -> None:
+        self._log, self._clock = log, clock
+        self._last: dict[str, int] = {}
         self._skipped: Counter[str] = Counter()
 
     def warning(self, code: str, message: str, **fields: object) -> None:
-        now = time.monotonic()
-        if now - self._last.get(code, -1.0) < 1.0:
+        now = self._clock.mono_ns()
+        last = self._last.get(code)
+        if last is not None and now - last < NS:
             self._skipped[code] += 1
             return
         self._last[code] = now
@@ -134,16 +134,16 @@ class BleTriggerSource:
         self._scanner_factory = scanner_factory
         self._scanner: Scanner | None = None
         self._queue: asyncio.Queue[TriggerEvent | None] = asyncio.Queue()
-        self._last_advert_mono = time.monotonic()
+        self._last_advert_mono = self.clock.mono_ns()
         self._watchdog: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("triggers.ble")
-        self._throttled = _ThrottledLog(self._log)
+        self._throttled = _ThrottledLog(self._log, clock)
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self._scanner = self._scanner_factory(self.on_advert)
         await self._scanner.start()
-        self._last_advert_mono = time.monotonic()
+        self._last_advert_mono = self.clock.mono_ns()
         self._watchdog = asyncio.create_task(self._watch())
         self._log.info("ble scanner started", sensors=len(self.keystore))
 
@@ -173,7 +173,7 @@ class BleTriggerSource:
         limit = self.settings.silence_restart_s
         while True:
             await asyncio.sleep(max(0.05, limit / 4))
-            if time.monotonic() - self._last_advert_mono < limit or self._scanner is None:
+            if self.clock.mono_ns() - self._last_advert_mono < limit * NS or self._scanner is None:
                 continue
             self.counters["scanner_restarts"] += 1
             self._log.warning("ble scanner silent, restarting", silent_s=limit)
@@ -183,12 +183,12 @@ class BleTriggerSource:
                 await self._scanner.start()
             except Exception as exc:
                 self._log.error("ble scanner restart failed", error=str(exc))
-            self._last_advert_mono = time.monotonic()
+            self._last_advert_mono = self.clock.mono_ns()
 
     # --- the pipeline ------------------------------------------------------------------
     def on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
         """Bleak's detection callback. Never raises: an advert is untrusted input."""
-        self._last_advert_mono = time.monotonic()
+        self._last_advert_mono = self.clock.mono_ns()
         self.counters["adverts"] += 1
         try:
             # Every advert, ours or not: a camera's says where it is (near the car).
@@ -203,7 +203,7 @@ class BleTriggerSource:
         if result is None:
             self.counters["ignored"] += 1
             return
-        if isinstance(result, Rejection):
+        if isinstance(result, AdvertRejection):
             self.counters[f"rejected.{result.code}"] += 1
             self._throttled.warning(
                 result.code,

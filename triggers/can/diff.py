@@ -17,7 +17,7 @@ import can
 
 
 @dataclass(frozen=True)
-class Candidate:
+class BitCandidate:
     frame_id: int
     extended: bool
     byte: int
@@ -48,7 +48,7 @@ def _bits(data: bytes) -> Iterable[tuple[int, int, int]]:
 
 def find_candidates(
     baseline: Sequence[can.Message], event: Sequence[can.Message]
-) -> list[Candidate]:
+) -> list[BitCandidate]:
     seen: dict[tuple[int, bool, int, int], set[int]] = defaultdict(set)
     for msg in baseline:
         if not msg.is_error_frame:
@@ -84,7 +84,9 @@ def find_candidates(
             crowd[bit_key] = max(crowd[bit_key], len(flipped) - 1)
         last[key] = data
     found = [
-        Candidate(k[0], k[1], k[2], k[3], constant[k], tuple(changes.get(k, ())), crowd.get(k, 0))
+        BitCandidate(
+            k[0], k[1], k[2], k[3], constant[k], tuple(changes.get(k, ())), crowd.get(k, 0)
+        )
         for k in left
     ]
     found.sort(key=lambda c: (c.alongside, len(c.transitions) or 99, c.frame_id, c.byte, c.bit))

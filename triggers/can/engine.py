@@ -31,7 +31,7 @@ from triggers.can.rules import CompiledRule, Number, RulesFile, compile_rules
 
 _LEARN_INTERVALS = 5
 _CAN_ERR_BUSOFF = 0x40  # SocketCAN error class bit (linux/can/error.h)
-_NOTHING: tuple[Sequence[Fired], Sequence[Health]] = ((), ())
+_NOTHING: tuple[Sequence[Fired], Sequence[RuleHealth]] = ((), ())
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Fired:
 
 
 @dataclass(frozen=True)
-class Health:
+class RuleHealth:
     rule: str
     event: str  # signal_lost | signal_restored
     t: float
@@ -134,7 +134,7 @@ class RuleEngine:
         *,
         is_error: bool = False,
         is_remote: bool = False,
-    ) -> tuple[Sequence[Fired], Sequence[Health]]:
+    ) -> tuple[Sequence[Fired], Sequence[RuleHealth]]:
         self._frames += 1
         if self._started is None:
             self._started = t
@@ -150,7 +150,7 @@ class RuleEngine:
         if rules is None:
             return _NOTHING  # not a frame any rule reads: the common case, kept cheap
         fired: list[Fired] = []
-        health: list[Health] = []
+        health: list[RuleHealth] = []
         for rule, state in rules:
             # The common case inline (this runs for every frame a rule reads); malformed
             # frames, multiplexed pages, timing and health through the helpers.
@@ -173,7 +173,7 @@ class RuleEngine:
                 )
         return fired, health
 
-    def tick(self, now: float) -> list[Health]:
+    def tick(self, now: float) -> list[RuleHealth]:
         """Signal-loss check at ``now`` (bus time for a live bus, log time in a replay)."""
         health = []
         for rule in self.rules:
@@ -198,7 +198,7 @@ class RuleEngine:
                     else "period not known yet"
                 )
                 health.append(
-                    Health(rule.name, "signal_lost", now, f"{rule.where} {seen} ({expected})")
+                    RuleHealth(rule.name, "signal_lost", now, f"{rule.where} {seen} ({expected})")
                 )
         return health
 
@@ -216,7 +216,9 @@ class RuleEngine:
                 return None  # another multiplexed page of the same message
         return rule.extract(data)
 
-    def _present(self, rule: CompiledRule, state: _State, t: float, health: list[Health]) -> None:
+    def _present(
+        self, rule: CompiledRule, state: _State, t: float, health: list[RuleHealth]
+    ) -> None:
         """A well-formed frame of the rule's signal at ``t`` (before ``last_seen`` moves)."""
         if state.since is not None and t - (state.last_seen or t) > self._limit(state):
             state.since = None  # a hold or release does not span a gap in the signal
@@ -235,10 +237,12 @@ class RuleEngine:
             state.cycle_s = max(statistics.median(state.intervals), 0.001)
             state.learning = False
 
-    def _restored(self, rule: CompiledRule, state: _State, t: float, health: list[Health]) -> None:
+    def _restored(
+        self, rule: CompiledRule, state: _State, t: float, health: list[RuleHealth]
+    ) -> None:
         state.lost = False
         self._counts["health.signal_restored"] += 1
-        health.append(Health(rule.name, "signal_restored", t, f"{rule.where} is back"))
+        health.append(RuleHealth(rule.name, "signal_restored", t, f"{rule.where} is back"))
 
     @staticmethod
     def _step(rule: CompiledRule, state: _State, value: Number, t: float) -> bool:

@@ -21,7 +21,7 @@ import can
 from can.io.generic import TextIOMessageReader
 from can.io.player import MESSAGE_READERS
 
-from triggers.can.engine import Fired, Health, RuleEngine
+from triggers.can.engine import Fired, RuleEngine, RuleHealth
 
 TICK_S = 0.1  # how often (in log time) signal loss is checked
 
@@ -38,7 +38,7 @@ class CaptureError(ValueError):
 
 def replay(
     path: Path | str, engine: RuleEngine, *, realtime: bool = False
-) -> Iterator[Fired | Health]:
+) -> Iterator[Fired | RuleHealth]:
     """Yield what fires and every health event, in log order. ``realtime`` paces the
     frames at the speed they were recorded. Raises CaptureError (or OSError)."""
     messages = read_capture(path)

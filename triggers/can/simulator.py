@@ -61,7 +61,7 @@ class Synthetic(_Strict):
     seed: int = 1
 
 
-class Background(_Strict):
+class BackgroundTraffic(_Strict):
     log: str | None = None  # relative to the scenario file
     synthetic: Synthetic | None = None
 
@@ -70,7 +70,7 @@ class Scenario(_Strict):
     duration_s: Annotated[float, Field(gt=0, le=24 * 3600)]
     messages: dict[str, MessagePlan]
     steps: list[Step] = Field(default_factory=list)
-    background: Background | None = None
+    background: BackgroundTraffic | None = None
 
 
 class ScenarioError(ValueError):

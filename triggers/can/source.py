@@ -22,7 +22,7 @@ import structlog
 
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.protocol.models import SourceRef, SourceType, TriggerEvent
-from triggers.can.engine import Fired, Health, RuleEngine
+from triggers.can.engine import Fired, RuleEngine, RuleHealth
 from triggers.source import until_closed
 
 BusFactory = Callable[[list[dict[str, Any]]], can.BusABC]
@@ -228,7 +228,7 @@ class CanTriggerSource:
             self.counters["rejected.internal_error"] += 1
             self._log.exception("frame processing failed", frame_id=msg.arbitration_id)
 
-    def _report(self, health: Sequence[Health]) -> None:
+    def _report(self, health: Sequence[RuleHealth]) -> None:
         for event in health:
             if event.event == "signal_lost":
                 self._log.warning("can signal lost", rule=event.rule, detail=event.detail)

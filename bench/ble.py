@@ -37,7 +37,7 @@ from bridge.topics import Topics
 from mesh.decide.cells import cell_of
 from mesh.decide.policy import Policy
 from mesh.decide.stats import percentile
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.gateway.build import build_gateway, config_in_code
 from mesh.ops import logs
 from mesh.protocol.codec import decode
 from mesh.protocol.models import GeoPoint, RecordStart
@@ -151,14 +151,9 @@ async def air_to_publish(rounds: int) -> list[float]:
             topics = Topics("bench-ble/mesh/v1")
             # Every draw is a new activation: no cooldown between rounds.
             policy = Policy.model_validate({"kinds": {"weapon_draw": {"cooldown_s": 0}}})
-            gateway = Gateway(
-                GatewaySettings(
-                    unit_id=UNIT,
-                    log_path=Path(tmp) / "log.db",
-                    topics=topics,
-                    position=CAR,
-                    policy=policy,
-                ),
+            gateway = build_gateway(
+                config_in_code(UNIT, Path(tmp) / "log.db", topics=topics, position=CAR),
+                policy,
                 url=broker.url,
                 sources=[source],
             )

@@ -829,7 +829,7 @@ async def activations_part(count: int, tmp: Path) -> dict[str, Any]:
     from mesh.decide.geo import offset
     from mesh.decide.policy import Policy
     from mesh.dispatch.watch import ActivationWatcher
-    from mesh.gateway.daemon import Gateway, GatewaySettings
+    from mesh.gateway.build import build_gateway, config_in_code
     from mesh.journal.sync import LogSync
     from mesh.protocol.models import ActivationState, ReceiptOutcome
     from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
@@ -865,15 +865,15 @@ async def activations_part(count: int, tmp: Path) -> dict[str, Any]:
                 url=url,
                 client_id=f"bench-arch-{uuid.uuid4().hex[:6]}",
             )
-            gateway = Gateway(
-                GatewaySettings(
-                    unit_id=unit,
-                    log_path=log_path,
+            gateway = build_gateway(
+                config_in_code(
+                    unit,
+                    log_path,
                     topics=topics,
                     position=CAR,
-                    policy=policy,
                     status_interval_s=1.0,  # several status messages, to measure their size
                 ),
+                policy,
                 url=url,
                 client_id=f"bench-gw-{uuid.uuid4().hex[:6]}",
             )

@@ -22,7 +22,7 @@ from typing import Any
 from bridge.mqtt.embedded import EmbeddedBroker
 from bridge.topics import Topics
 from mesh.decide.policy import Policy
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.gateway.build import build_gateway, config_in_code
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
 from mesh.protocol.models import (
@@ -66,10 +66,9 @@ async def measure(cameras: int, activations: int, tuned: bool) -> dict[str, Any]
     async with EmbeddedBroker() as broker:
         with tempfile.TemporaryDirectory() as tmp:
             finished: asyncio.Queue[ActivationRecord] = asyncio.Queue()
-            gateway = Gateway(
-                GatewaySettings(
-                    unit_id="u1", log_path=Path(tmp) / "log.db", position=center, policy=policy
-                ),
+            gateway = build_gateway(
+                config_in_code("u1", Path(tmp) / "log.db", position=center),
+                policy,
                 url=broker.url,
                 on_finished=finished.put_nowait,
             )

@@ -45,7 +45,7 @@ from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
 from mesh.cli.keys import keys_app
-from mesh.config import load_camera_config, load_gateway_config, signing_key_path
+from mesh.config import load_camera_config, load_gateway_config
 from mesh.documents import ConfigError
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
@@ -61,7 +61,6 @@ from mesh.protocol.models import (
     TriggerReceipt,
 )
 from triggers.manual import manual_trigger
-from triggers.source import TriggerSource
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -209,68 +208,38 @@ def gateway(
     ] = None,
 ) -> None:
     """Run the in-car gateway daemon for one unit."""
-    from mesh.gateway.daemon import Gateway, GatewaySettings
+    from mesh.gateway.build import Overrides, build_gateway, load_signer, trigger_sources
     from mesh.ops.http import ListenError
+    from mesh.security.checks import load_security
 
     try:
         cfg, policy = load_gateway_config(config)
+        signer = load_signer(cfg, config)
+        security = load_security(cfg.security, config)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
     _configure_logs(log_format, log_level)
     tune_gc()
     broker_value = broker or cfg.broker
-    key_path = signing_key_path(cfg, config)
-    signer = None
-    if key_path is not None:
-        from mesh.journal.signer import CheckpointSigner
-        from mesh.security.keys import KeyFileError
-
-        try:
-            signer = CheckpointSigner.from_file(key_path)
-        except KeyFileError as exc:
-            _fail(f"config error: {config}: key 'audit.signing_key': {exc}")
-    security = _load_security(cfg.security, config)
 
     async def serve() -> None:
         async with _broker_for(broker_value) as (url, protocol):
-            settings = GatewaySettings(
-                unit_id=cfg.unit,
-                gateway_id=cfg.resolved_gateway_id,
-                log_path=Path(cfg.log),
-                topics=_topics(cfg.topic_prefix),
-                position=cfg.position,
-                policy=policy,
-                status_interval_s=cfg.status_interval_s,
-                signer=signer,
-                checkpoint_interval_s=cfg.audit.checkpoint_interval_s,
-                retention_days=cfg.audit.retention_days,
-                retention_check_s=cfg.audit.retention_check_s,
-                sync_log=cfg.sync_log,
-                sync_interval_s=cfg.sync_interval_s,
-                security=security,
-                metrics_port=cfg.metrics.port if metrics_port is None else metrics_port,
-                metrics_host=cfg.metrics.host,
-                systemd_notify=True,  # does nothing unless systemd started it (NOTIFY_SOCKET)
-            )
-            sources: list[TriggerSource] = []
-            if cfg.ble is not None and cfg.ble.enabled:
-                from triggers.ble.factory import build_source
-                from triggers.ble.keystore import KeystoreError
-
-                try:
-                    sources.append(build_source(cfg.ble, config))
-                except KeystoreError as exc:
-                    _fail(f"config error: {config}: key 'ble.keystore': {exc}")
-            if cfg.can is not None and cfg.can.enabled:
-                from triggers.can.factory import build_source as build_can_source
-                from triggers.can.rules import RulesError
-
-                try:
-                    sources.append(build_can_source(cfg.can, config, cfg.unit))
-                except RulesError as exc:
-                    _fail(f"config error: {config}: key 'can': {exc}")
             try:
-                gw = Gateway(settings, url=url, protocol=protocol, sources=sources)
+                sources = trigger_sources(cfg, config)
+            except ConfigError as exc:
+                _fail(f"config error: {exc}")
+            try:
+                gw = build_gateway(
+                    cfg,
+                    policy,
+                    url=url,
+                    protocol=protocol,
+                    sources=sources,
+                    signer=signer,
+                    security=security,
+                    # systemd_notify does nothing unless systemd started it (NOTIFY_SOCKET).
+                    overrides=Overrides(metrics_port=metrics_port, systemd_notify=True),
+                )
             except ListenError as exc:
                 _fail(f"cannot serve /metrics and /health: {exc}")
             settle = asyncio.ensure_future(_settle_when_ready(gw.ready))

@@ -49,7 +49,8 @@ from mesh.decide.policy import Policy
 from mesh.decide.stats import percentile
 from mesh.dispatch.render import activation_table
 from mesh.dispatch.watch import ActivationWatcher
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.gateway.build import build_gateway, config_in_code
+from mesh.gateway.daemon import Gateway
 from mesh.journal.chain import verify_chain
 from mesh.journal.records import ActivationEntry, RecordKind
 from mesh.journal.signer import CheckpointSigner
@@ -325,21 +326,15 @@ async def _build(
     # The log is signed as a real gateway's is: a fresh key for this run, checked at the end.
     keys = new_gateway_key(tmp / "keys", "demo-gateway")
     gateway_url = url if secure is None else secure.url(GATEWAY_ID)
-    gateway = Gateway(
-        GatewaySettings(
-            unit_id=UNIT,
-            gateway_id=GATEWAY_ID,
-            log_path=log,
-            topics=topics,
-            position=CENTER,
-            policy=Policy(),
-            signer=CheckpointSigner.from_file(keys.private),
-            security=Security() if secure is None else secure.security(GATEWAY_ID),
-        ),
+    gateway = build_gateway(
+        config_in_code(UNIT, log, gateway_id=GATEWAY_ID, topics=topics, position=CENTER),
+        Policy(),
         url=gateway_url,
         protocol=protocol,
         client_id=f"demo-{run_id}-gw",
         sources=[ble, can_source],
+        signer=CheckpointSigner.from_file(keys.private),
+        security=Security() if secure is None else secure.security(GATEWAY_ID),
     )
     return Stage(
         topics=topics,

@@ -60,9 +60,6 @@ from mesh.journal.records import (
 from mesh.journal.store import (
     ActivationLog,
     LogError,
-    activations_since,
-    read_records,
-    unfinished_activation_ids,
 )
 from mesh.ops.failpoints import failpoint
 from mesh.ops.tasks import Background
@@ -759,7 +756,7 @@ class Coordinator:
         horizon = self.clock.wall_ns() - int(
             (self.policy.max_trigger_age_s + self.policy.longest_cooldown_s) * NS
         )
-        for row in activations_since(self.log.path, horizon):
+        for row in self.log.activations_since(horizon):
             entry = ActivationEntry.model_validate_json(row.body)
             self.admitter.remember(entry.trigger, entry.command.activation_id)
 
@@ -769,7 +766,7 @@ class Coordinator:
         dispatch when the gateway stopped is not decided again: that outcome is logged
         (``start_resumed``)."""
         queued: list[QueuedOutcome] = []
-        for activation_id in unfinished_activation_ids(self.log.path):
+        for activation_id in self.log.unfinished_activation_ids():
             outcome = self._queued_outcome(activation_id)
             if outcome is not None:
                 queued.append(outcome)
@@ -829,7 +826,7 @@ class Coordinator:
             await self._log_finished(queued, self.clock.wall_ns())
 
     def _restore(self, activation_id: str) -> _Live | None:
-        rows = list(read_records(self.log.path, activation_id=activation_id))
+        rows = self.log.records_of(activation_id)
         entry: ActivationEntry | None = None
         acks = 0
         live: _Live | None = None

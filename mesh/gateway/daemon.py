@@ -37,7 +37,7 @@ from mesh.decide.presence import PresenceRegistry
 from mesh.decide.proximity import Heard, RadioProximity
 from mesh.gateway.coordinator import Coordinator
 from mesh.gateway.forwarder import Forwarder
-from mesh.gateway.observer import GatewayObserver
+from mesh.gateway.observer import GatewayObserver, GatewayReadout
 from mesh.gateway.outbox import Outbox
 from mesh.journal.records import AcksDroppedEntry, RecordKind, StartedEntry
 from mesh.journal.retention import RetentionPass
@@ -377,6 +377,26 @@ class Gateway:
         await self._publish_status(online=False)
 
     # --- status -----------------------------------------------------------------------
+    def readout(self) -> GatewayReadout:
+        """What the observer (health, metrics) reads, at this moment."""
+        error = self.log.write_error
+        counters = Counter(self.counters)
+        counters.update(self.coordinator.counters)
+        counters.update(self.forwarder.counters)
+        return GatewayReadout(
+            log_error=None if error is None else str(error),
+            link_up=self.link.is_up,
+            link_connects=self.link.connects,
+            outbox_depth=self.outbox.depth(),
+            outbox_oldest_queued_at_ns=self.outbox.oldest_queued_at_ns(),
+            in_progress=len(self.coordinator.live),
+            counters=counters,
+            sources={source.name: source.health() for source in self.sources},
+        )
+
+    async def flush_log(self) -> None:
+        await self.log.flush()
+
     def all_counters(self) -> dict[str, int]:
         merged = Counter(self.counters)
         merged.update(self.coordinator.counters)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, deque
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from mesh.journal.store import LogError
 from mesh.ops.health import DEFAULT_LIMITS, GatewayState, Health, Limits, gateway_health
@@ -19,7 +20,34 @@ from mesh.ops.metrics import GatewayMetrics, GatewaySnapshot
 from mesh.ops.sd_notify import SystemdNotifier, watchdog_loop
 
 if TYPE_CHECKING:
-    from mesh.gateway.daemon import Gateway
+    from mesh.clock import Clock
+
+
+@dataclass(frozen=True)
+class GatewayReadout:
+    """What a gateway shows its observer, read at one moment: the observer judges health
+    and serves metrics from this alone, never from the gateway's parts."""
+
+    log_error: str | None  # the activation log's last write failure, if it is failing
+    link_up: bool
+    link_connects: int
+    outbox_depth: int
+    outbox_oldest_queued_at_ns: int | None  # wall clock: the outbox outlives the process
+    in_progress: int  # activations not yet finished
+    counters: Counter[str]  # the daemon's, the coordinator's and the forwarder's
+    sources: dict[str, dict[str, int | float | str | bool]]  # each trigger source's health
+
+
+class Observed(Protocol):
+    """The gateway, as its observer sees it."""
+
+    clock: Clock
+
+    def readout(self) -> GatewayReadout: ...
+
+    async def flush_log(self) -> None:
+        """Return once the activation log's writer has written what it was given (raises
+        LogError if it cannot)."""
 
 
 class LoopLag:
@@ -48,7 +76,7 @@ class LoopLag:
 class GatewayObserver:
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Observed,
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
@@ -72,17 +100,16 @@ class GatewayObserver:
         return None if self.endpoints is None else self.endpoints.port
 
     # --- state --------------------------------------------------------------------------
-    def state(self) -> GatewayState:
-        gw = self.gateway
-        error = gw.log.write_error
-        oldest = gw.outbox.oldest_queued_at_ns()
+    def state(self, readout: GatewayReadout | None = None) -> GatewayState:
+        now = readout or self.gateway.readout()
+        oldest = now.outbox_oldest_queued_at_ns
         # Wall clock: the outbox outlives the process, so its entries carry wall time.
-        age = None if oldest is None else max(0.0, (gw.clock.wall_ns() - oldest) / 1e9)
+        age = None if oldest is None else max(0.0, (self.gateway.clock.wall_ns() - oldest) / 1e9)
         return GatewayState(
-            log_error=None if error is None else str(error),
-            link_up=gw.link.is_up,
-            link_never_up=gw.link.connects == 0,
-            outbox_depth=gw.outbox.depth(),
+            log_error=now.log_error,
+            link_up=now.link_up,
+            link_never_up=now.link_connects == 0,
+            outbox_depth=now.outbox_depth,
             outbox_oldest_age_s=None if age is None else round(age, 3),
             loop_lag_s=round(self.lag.lag_s(), 4),
         )
@@ -91,18 +118,15 @@ class GatewayObserver:
         return gateway_health(self.state(), self.limits)
 
     def snapshot(self) -> GatewaySnapshot:
-        gw = self.gateway
-        counters = Counter(gw.counters)
-        counters.update(gw.coordinator.counters)
-        counters.update(gw.forwarder.counters)
+        now = self.gateway.readout()
         return GatewaySnapshot(
-            counters=counters,
-            link_up=gw.link.is_up,
-            link_connects=gw.link.connects,
-            in_progress=len(gw.coordinator.live),
-            health=self.health(),
-            sources={source.name: source.health() for source in gw.sources},
-            queue_depth=gw.outbox.depth(),
+            counters=now.counters,
+            link_up=now.link_up,
+            link_connects=now.link_connects,
+            in_progress=now.in_progress,
+            health=gateway_health(self.state(now), self.limits),
+            sources=now.sources,
+            queue_depth=now.outbox_depth,
         )
 
     # --- serving ------------------------------------------------------------------------
@@ -121,7 +145,7 @@ class GatewayObserver:
         cannot be written, and a restart would not free the disk, but would drop the
         records waiting in memory for it and miss triggers while the gateway starts."""
         try:
-            await asyncio.wait_for(self.gateway.log.flush(), timeout_s)
+            await asyncio.wait_for(self.gateway.flush_log(), timeout_s)
         except TimeoutError:
             return f"activation log writer did not answer within {timeout_s:.2f} s"
         except LogError:
@@ -129,8 +153,9 @@ class GatewayObserver:
         return None
 
     def status_line(self) -> str:
-        health = self.health()
-        live = len(self.gateway.coordinator.live)
+        readout = self.gateway.readout()
+        health = gateway_health(self.state(readout), self.limits)
+        live = readout.in_progress
         line = f"{health.status.value}; {live} activation(s) in progress"
         return f"{line}; {'; '.join(health.reasons)}" if health.reasons else line
 

@@ -253,6 +253,19 @@ class ActivationLog:
         text = body if isinstance(body, str) else body.model_dump_json()
         return await self._submit(_Item(kind.value, activation_id, text, at_ns))
 
+    def records_of(self, activation_id: str) -> list[LogRecord]:
+        """Every record of one activation, in order, as written to the file so far (what a
+        restarted gateway rebuilds an unfinished activation from)."""
+        return list(read_records(self.path, activation_id=activation_id))
+
+    def unfinished_activation_ids(self) -> list[str]:
+        """Activations started and not finished, in the file (for a restart)."""
+        return unfinished_activation_ids(self.path)
+
+    def activations_since(self, since_ns: int) -> list[LogRecord]:
+        """The activation records logged at or after ``since_ns`` (for a restart)."""
+        return list(activations_since(self.path, since_ns))
+
     async def flush(self) -> None:
         """Return when everything appended so far is durable."""
         await self._submit(_Item(None, None, "", 0, op=_Op.FLUSH))

@@ -175,8 +175,8 @@ async def running_mesh(
         url, LinkOptions(f"t{tag}-driver", persistent_session=False, protocol=protocol)
     )
     mesh = Mesh(url, topics, gw, {a.identity.camera_id: a for a in agents}, watcher, driver)
-    mesh.ops.tasks = [asyncio.create_task(a.run()) for a in agents]
-    mesh.ops.tasks += [
+    mesh.tasks = [asyncio.create_task(a.run()) for a in agents]
+    mesh.tasks += [
         asyncio.create_task(gw.run()),
         asyncio.create_task(watcher.run()),
         asyncio.create_task(driver.run(lambda _m: None)),
@@ -189,9 +189,9 @@ async def running_mesh(
         await wait_until(lambda: len(gw.presence) >= len(agents))
         yield mesh
     finally:
-        for task in mesh.ops.tasks:
+        for task in mesh.tasks:
             task.cancel()
-        await stop_within(mesh.ops.tasks, STOP_WITHIN_S)
+        await stop_within(mesh.tasks, STOP_WITHIN_S)
 
 
 # A mesh that has not stopped this long after its tasks were cancelled is hung: fail with
@@ -228,7 +228,7 @@ async def listen(mesh: Mesh, topic: str) -> list[Inbound]:
             persistent_session=False,
         ),
     )
-    mesh.ops.tasks.append(asyncio.create_task(link.run(got.append)))
+    mesh.tasks.append(asyncio.create_task(link.run(got.append)))
     await link.wait_up(10)
     return got
 
@@ -252,4 +252,4 @@ async def ghost(
         officer="Ofc. Reyes",
     )
     await mesh.driver.publish(mesh.topics.presence(camera_id), encode(presence), retain=True)
-    await wait_until(lambda: mesh.gateway.daemon.presence.get(camera_id) is not None)
+    await wait_until(lambda: mesh.gateway.presence.get(camera_id) is not None)

@@ -65,7 +65,7 @@ async def test_malformed_payloads_on_every_topic_are_counted_and_survived(
         async with running_mesh(mosquitto.url, topics, tmp_path / "log.db") as mesh:
             gateway_topics = {
                 "trigger": topics.trigger(UNIT),
-                "ack": topics.ack(mesh.gateway.daemon.settings.issuer, "bwc-7a"),
+                "ack": topics.ack(mesh.gateway.settings.issuer, "bwc-7a"),
                 "presence": topics.presence("bwc-x"),
             }
             camera_topics = {
@@ -82,7 +82,7 @@ async def test_malformed_payloads_on_every_topic_are_counted_and_survived(
             expected_gateway = {
                 f"rejected.{kind}.{code}" for kind in gateway_topics for code in payloads(kind)
             }
-            await wait_until(lambda: expected_gateway <= set(mesh.gateway.daemon.all_counters()))
+            await wait_until(lambda: expected_gateway <= set(mesh.gateway.all_counters()))
             camera = mesh.agents["bwc-7a"]
             expected_camera = {f"rejected.command.{code}" for code in payloads("record_start")}
             await wait_until(lambda: expected_camera <= set(camera.counters))
@@ -93,7 +93,7 @@ async def test_malformed_payloads_on_every_topic_are_counted_and_survived(
             assert record.state is ActivationState.CONFIRMED
             assert len(record.cameras) == 3
             # The retained garbage presence did not register a camera.
-            assert mesh.gateway.daemon.presence.get("bwc-x") is None
+            assert mesh.gateway.presence.get("bwc-x") is None
             await mesh.driver.publish(topics.presence("bwc-x"), b"", retain=True)
 
     rejected = [e for e in logged if e["event"] in ("payload rejected", "command rejected")]
@@ -114,10 +114,8 @@ async def test_payload_that_contradicts_its_topic_is_rejected(
     async with running_mesh(mosquitto.url, topics, tmp_path / "log.db") as mesh:
         other_unit = event(unit="car-99")
         await mesh.driver.publish(topics.trigger(UNIT), other_unit.model_dump_json().encode())
-        await wait_until(
-            lambda: mesh.gateway.daemon.counters["rejected.trigger.unit_mismatch"] == 1
-        )
-        assert mesh.gateway.daemon.coordinator.counters["activations.started"] == 0
+        await wait_until(lambda: mesh.gateway.counters["rejected.trigger.unit_mismatch"] == 1)
+        assert mesh.gateway.coordinator.counters["activations.started"] == 0
 
 
 async def test_the_mesh_works_on_the_amqtt_fallback_broker(topics: Topics, tmp_path: Path) -> None:
@@ -128,5 +126,5 @@ async def test_the_mesh_works_on_the_amqtt_fallback_broker(topics: Topics, tmp_p
             record = await mesh.activate(event(TriggerKind.TASER_ARM))
             assert record.state is ActivationState.CONFIRMED
             assert {c.camera_id for c in record.cameras} == {"dash-12", "bwc-12a", "bwc-7a"}
-            assert mesh.gateway.daemon.link.protocol == "3.1.1"
+            assert mesh.gateway.link.protocol == "3.1.1"
             assert all(a.link.protocol == "3.1.1" for a in mesh.agents.values())

@@ -54,7 +54,7 @@ class Ble:
         return SimulatedSensor(device, SensorKeyFile.of(key or self.holster_key), **kw)  # type: ignore[arg-type]
 
     def activations(self, mesh: Mesh) -> int:
-        return mesh.gateway.daemon.coordinator.counters["activations.started"]
+        return mesh.gateway.coordinator.counters["activations.started"]
 
 
 async def new_source(
@@ -116,7 +116,7 @@ async def test_a_draw_burst_of_many_adverts_is_one_authenticated_activation(
         assert record.trigger.kind is TriggerKind.WEAPON_DRAW
         assert (record.trigger.source.type, record.trigger.source.authenticated) == ("ble", True)
         assert {c.camera_id for c in record.cameras} == {"dash-12", "bwc-12a", "bwc-7a"}
-        assert mesh.gateway.daemon.all_counters()["ble.repeats"] >= 49
+        assert mesh.gateway.all_counters()["ble.repeats"] >= 49
 
 
 async def test_a_captured_advert_replayed_after_the_counter_moved_on_is_rejected(
@@ -147,7 +147,7 @@ async def test_forged_and_unknown_sensors_are_rejected_and_start_nothing(
         unknown_key = SensorKey(4242, SensorKind.HOLSTER, UNIT, "", secrets.token_bytes(32))
         await (await ble.sensor(forged_key)).emit(SensorEvent.DRAW, duration_s=0.3)
         await (await ble.sensor(unknown_key)).emit(SensorEvent.DRAW, duration_s=0.3)
-        counters = mesh.gateway.daemon.all_counters()
+        counters = mesh.gateway.all_counters()
         assert counters["ble.rejected.bad_mac"] > 0
         assert counters["ble.rejected.unknown_sensor"] > 0
         assert ble.source.counters["events"] == 0
@@ -191,7 +191,7 @@ async def test_an_allow_listed_legacy_device_makes_an_unauthenticated_trigger(
     ):
         await (await ble.sensor()).broadcast(axon_like(), duration_s=0.4)
         await wait_until(lambda: ble.activations(mesh) == 1)
-        await mesh.gateway.daemon.coordinator.tasks.wait(10)
+        await mesh.gateway.coordinator.tasks.wait(10)
         rows = [r for r in mesh.watcher.records.values()]
         assert len(rows) == 1
         assert rows[0].trigger.source.authenticated is False
@@ -211,9 +211,7 @@ async def test_legacy_devices_are_refused_by_the_default_policy(
     async with ble_mesh(mosquitto, topics, tmp_path, settings=settings) as (mesh, ble):
         await (await ble.sensor()).broadcast(axon_like(), duration_s=0.3)
         await wait_until(
-            lambda: (
-                mesh.gateway.daemon.coordinator.counters["triggers.refused.unauthenticated"] == 1
-            )
+            lambda: mesh.gateway.coordinator.counters["triggers.refused.unauthenticated"] == 1
         )
         assert ble.activations(mesh) == 0
         # Regression: logging the refusal once raised (a clash with structlog's `event`
@@ -236,7 +234,7 @@ async def test_replay_protection_survives_a_gateway_restart(
         await wait_until(lambda: ble.activations(mesh) == 1)
         keystore = ble.source.keystore
         # The gateway process stops (its source closes the counter store) …
-        gateway_task = mesh.ops.tasks[len(mesh.agents)]
+        gateway_task = mesh.tasks[len(mesh.agents)]
         gateway_task.cancel()
         await asyncio.gather(gateway_task, return_exceptions=True)
         await asyncio.sleep(0.6)  # past the burst window
@@ -247,9 +245,9 @@ async def test_replay_protection_survives_a_gateway_restart(
             topics,
             tmp_path / "log.db",
             sources=[source],
-            client_id=mesh.gateway.daemon.link.options.client_id,
+            client_id=mesh.gateway.link.options.client_id,
         )
-        mesh.ops.tasks.append(asyncio.create_task(second.run()))
+        mesh.tasks.append(asyncio.create_task(second.run()))
         await asyncio.wait_for(second.ready.wait(), 10)
         await (await ble.sensor()).broadcast(captured, duration_s=0.3)
         await wait_until(lambda: source.counters["rejected.replay"] > 0)
@@ -264,7 +262,7 @@ async def test_a_silent_scanner_is_restarted_and_works_again(
         await wait_until(lambda: ble.source.counters["scanner_restarts"] >= 1, timeout_s=5)
         await (await ble.sensor()).emit(SensorEvent.DRAW, duration_s=0.3)
         await wait_until(lambda: ble.activations(mesh) == 1)
-        assert mesh.gateway.daemon.all_counters()["ble.scanner_restarts"] >= 1
+        assert mesh.gateway.all_counters()["ble.scanner_restarts"] >= 1
 
 
 async def test_outcome_statuses_are_real(
@@ -314,7 +312,7 @@ async def test_a_camera_the_cars_radio_hears_starts_without_a_fix(
     async with ble_mesh(mosquitto, topics, tmp_path) as (mesh, ble):
         agent, device = await advertising_camera(mesh, ble, "bwc-indoors")
         try:
-            await wait_until(lambda: "bwc-indoors" in mesh.gateway.daemon.heard_cameras())
+            await wait_until(lambda: "bwc-indoors" in mesh.gateway.heard_cameras())
             record = await mesh.activate(event(TriggerKind.WEAPON_DRAW))
         finally:
             await device.stop_advertising()
@@ -342,7 +340,7 @@ async def test_a_camera_heard_too_weakly_is_not_placed_at_the_car(
         agent, device = await advertising_camera(mesh, ble, "bwc-indoors")
         try:
             await wait_until(lambda: ble.source.counters["adverts"] > 5)
-            assert mesh.gateway.daemon.heard_cameras() == {}
+            assert mesh.gateway.heard_cameras() == {}
             record = await mesh.activate(event(TriggerKind.WEAPON_DRAW))
         finally:
             await device.stop_advertising()

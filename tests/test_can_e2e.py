@@ -69,10 +69,8 @@ async def test_light_bar_on_the_bus_is_confirmed_by_the_cameras(
         car = vehicle(can_data, [Step(at=0.5, set={"PoliceAux1Lamp_B_Rq": 1})], duration=1.5)
         with can.Bus(interface="virtual", channel=channel) as bus:
             await play(car.frames(), bus)
-        await wait_until(
-            lambda: mesh.gateway.daemon.coordinator.counters["activations.started"] == 1
-        )
-        await mesh.gateway.daemon.coordinator.tasks.wait(10)
+        await wait_until(lambda: mesh.gateway.coordinator.counters["activations.started"] == 1)
+        await mesh.gateway.coordinator.tasks.wait(10)
         await wait_until(lambda: any(r.state != "pending" for r in mesh.watcher.records.values()))
         records = [r for r in mesh.watcher.records.values() if r.state != "pending"]
         assert len(records) == 1
@@ -83,7 +81,7 @@ async def test_light_bar_on_the_bus_is_confirmed_by_the_cameras(
         assert {c.camera_id for c in record.cameras} == {"dash-12", "bwc-12a", "bwc-7a"}
         # The bus filters passed only the rule ids: the synthetic noise never reached it.
         assert src.engine.counters["frames"] < 100
-        counters = mesh.gateway.daemon.all_counters()
+        counters = mesh.gateway.all_counters()
         assert counters["can.events"] == 1
 
 

@@ -351,12 +351,12 @@ def test_bad_rules_name_the_rule_and_the_problem(
 
 
 def test_shipped_rules_compile_against_the_demo_dbc_too() -> None:
-    demo = cantools.database.load_file(str(REPO / "mesh" / "data" / "demo-vehicle.dbc"))
+    demo = cantools.database.load_file(str(REPO / "mesh" / "sim" / "data" / "demo-vehicle.dbc"))
     assert len(compile_rules(load_rules(FORD_RULES), [demo])) == 7
 
 
 def test_the_demo_dbc_lays_out_its_signals_as_the_ford_dbc(can_data: Path) -> None:
-    demo = cantools.database.load_file(str(REPO / "mesh" / "data" / "demo-vehicle.dbc"))
+    demo = cantools.database.load_file(str(REPO / "mesh" / "sim" / "data" / "demo-vehicle.dbc"))
     full = ford(can_data)
     for message in demo.messages:
         theirs = full.get_message_by_frame_id(message.frame_id)
@@ -454,7 +454,7 @@ def test_log_reader_formats(can_data: Path, tmp_path: Path) -> None:
 
 def test_values_by_dbc_name(tmp_path: Path) -> None:
     """The demo DBC names GearLvrPos_D_Actl's values: rules may use the names."""
-    demo = REPO / "mesh" / "data" / "demo-vehicle.dbc"
+    demo = REPO / "mesh" / "sim" / "data" / "demo-vehicle.dbc"
     path = tmp_path / "r.yaml"
     path.write_text(
         "rules:\n"

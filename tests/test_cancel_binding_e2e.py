@@ -129,7 +129,7 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
         assert started == ["bwc-12a", "bwc-7a", "dash-12"]
         command = logged_command(log, aid)
         assert command.cancel_until_ns == command.issued_at_ns + int(WINDOW_S * NS)
-        coordinator = mesh.gateway.daemon.coordinator
+        coordinator = mesh.gateway.coordinator
 
         # gw-car-7's key, inside the window, on cmd/all, naming itself: the attack of the
         # issue. Validly signed, and refused: it is not the issuer of what they record.
@@ -246,7 +246,7 @@ async def test_a_genuine_cancel_in_its_window_stops_and_is_acked_and_logged(
             )
         )
         await mesh.driver.publish(topics.cancel(UNIT), encode(request))
-        coordinator = mesh.gateway.daemon.coordinator
+        coordinator = mesh.gateway.coordinator
         await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == len(started))
         assert recording(mesh, started) == []
         # The same signed cancel again (on every topic it went to, or replayed): nothing
@@ -369,7 +369,7 @@ async def test_a_neighbour_issuing_the_same_id_first_does_not_take_the_cancel_aw
             )
         )
         await mesh.driver.publish(topics.cancel(UNIT), encode(request))
-        coordinator = mesh.gateway.daemon.coordinator
+        coordinator = mesh.gateway.coordinator
         await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == 2)
         await wait_until(lambda: coordinator.counters["cancel_acks.kept_recording"] == 1)
         assert coordinator.counters["cancel_acks.refused"] == 0

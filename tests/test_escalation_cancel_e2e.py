@@ -158,7 +158,7 @@ async def test_cancelling_while_cameras_are_still_silent(
         assert silent.status is OutcomeStatus.CANCELLED
         await asyncio.sleep(0.6)  # past the retries it would have made
         assert dispatch == []  # a cancelled activation escalates no one
-        assert mesh.gateway.daemon.coordinator.counters["retries"] == 0
+        assert mesh.gateway.coordinator.counters["retries"] == 0
 
 
 async def test_a_camera_that_moves_hears_commands_in_its_new_cell(
@@ -184,7 +184,7 @@ async def test_a_camera_that_moves_hears_commands_in_its_new_cell(
         assert rover.cell != first_cell
         await wait_until(
             lambda: (
-                (p := mesh.gateway.daemon.presence.get("bwc-rover")) is not None
+                (p := mesh.gateway.presence.get("bwc-rover")) is not None
                 and p.position is not None
                 and abs(p.position.lat - lat) < 1e-9
             )
@@ -226,7 +226,7 @@ async def test_500_cameras_end_to_end(
         assert len(in_range) > 30
         recording = {cid for cid, a in mesh.agents.items() if a.recorder.recordings}
         assert recording == in_range
-        publishes = mesh.gateway.daemon.coordinator.counters["publish.commands"]
+        publishes = mesh.gateway.coordinator.counters["publish.commands"]
         assert publishes <= 10  # the circle's cells and the unit: not one per camera
         heard = sum(
             sum(v for k, v in a.counters.items() if k.startswith("decision."))

@@ -117,7 +117,7 @@ async def test_a_presence_flood_neither_delays_triggers_nor_fills_the_log(
         qos=1,
     )
     async with running_mesh(mosquitto.url, topics, log, policy=EAGER) as mesh:
-        gateway = mesh.gateway.daemon
+        gateway = mesh.gateway
         await _receipt_latencies_ms(mesh, 5)  # warm-up: the first activations cost more
         unloaded = await _receipt_latencies_ms(mesh, SAMPLES)
         rows_before = _presence_rows(log, FLOODER)
@@ -168,7 +168,7 @@ async def test_an_ack_flood_is_limited_per_camera_and_summarised(
     genuine activation sent during the flood still gets every camera's first ack logged."""
     log = tmp_path / "log.db"
     async with running_mesh(mosquitto.url, topics, log, policy=EAGER) as mesh:
-        gateway = mesh.gateway.daemon
+        gateway = mesh.gateway
         first = await mesh.activate(event(TriggerKind.WEAPON_DRAW, source_id="holster-a"))
         ack = CameraAck(
             activation_id=first.activation_id,
@@ -254,7 +254,7 @@ async def test_the_gateway_starts_with_100000_retained_presences(
         assert len(gateway.presence) <= gateway.settings.max_cameras
         record = await mesh.activate(event(TriggerKind.WEAPON_DRAW, source_id="holster-1"))
         assert {c.camera_id for c in record.cameras if c.expected} >= {"dash-12", "bwc-12a"}
-        assert all(not t.done() for t in mesh.ops.tasks), "a task of the mesh ended"
+        assert all(not t.done() for t in mesh.tasks), "a task of the mesh ended"
         assert gateway.link.on_connect_failures == 0
         counters = gateway.all_counters()
     rows = sum(1 for r in read_records(log) if r.kind == RecordKind.PRESENCE)

@@ -135,14 +135,14 @@ async def test_silent_camera_is_retried_then_reported_missed(
             position=Position(lat=39.9527, lon=-75.1652, fix_at_ns=time.time_ns()),
         )
         await mesh.driver.publish(topics.presence("bwc-deaf"), encode(deaf), retain=True)
-        await wait_until(lambda: mesh.gateway.daemon.presence.get("bwc-deaf") is not None)
+        await wait_until(lambda: mesh.gateway.presence.get("bwc-deaf") is not None)
         record = await mesh.activate(event())
         assert record.state is ActivationState.PARTIAL
         missed = next(c for c in record.cameras if c.camera_id == "bwc-deaf")
         assert missed.status is OutcomeStatus.MISSED
         assert missed.attempts == 3  # the broadcast and two direct retries
         assert missed.detail == "no ack after 3 attempt(s)"
-        assert mesh.gateway.daemon.coordinator.counters["retries"] == 2
+        assert mesh.gateway.coordinator.counters["retries"] == 2
         await mesh.driver.publish(topics.presence("bwc-deaf"), b"", retain=True)
 
 
@@ -187,7 +187,7 @@ async def test_camera_that_misses_the_broadcast_is_reached_by_a_direct_retry(
                 position=Position(lat=39.9527, lon=-75.1652, fix_at_ns=time.time_ns()),
             )
             await link.publish(topics.presence(cid), encode(presence), retain=True)
-            await wait_until(lambda: mesh.gateway.daemon.presence.get(cid) is not None)
+            await wait_until(lambda: mesh.gateway.presence.get(cid) is not None)
             record = await mesh.activate(event())
             assert record.state is ActivationState.CONFIRMED
             direct = next(c for c in record.cameras if c.camera_id == cid)
@@ -226,9 +226,7 @@ async def test_direct_commands_always_get_an_answer(
         assert agent.acks_sent[-1].reason.startswith("command expired")
         assert far.recorder.recordings == 0
         # The gateway logs acks for activations it does not know and changes nothing.
-        await wait_until(
-            lambda: mesh.gateway.daemon.coordinator.counters["acks.unknown_activation"] >= 1
-        )
+        await wait_until(lambda: mesh.gateway.coordinator.counters["acks.unknown_activation"] >= 1)
 
 
 async def test_broker_restart_mid_run_loses_nothing(
@@ -240,10 +238,10 @@ async def test_broker_restart_mid_run_loses_nothing(
         assert first.state is ActivationState.CONFIRMED
 
         own_mosquitto.kill()  # no clean shutdown, no persistence: sessions are gone
-        await wait_until(lambda: not mesh.gateway.daemon.link.is_up)
+        await wait_until(lambda: not mesh.gateway.link.is_up)
         # A trigger while the broker is down is accepted and logged; its command waits.
         during = event(TriggerKind.WEAPON_DRAW, source_id="holster-1")
-        receipt = await mesh.gateway.daemon.submit(during)
+        receipt = await mesh.gateway.submit(during)
         assert receipt.outcome is ReceiptOutcome.ACCEPTED
         assert receipt.activation_id is not None
         assert any(
@@ -272,7 +270,7 @@ async def test_broker_restart_mid_run_loses_nothing(
         await mesh.driver.wait_up(15)
         after = await mesh.activate(event(TriggerKind.TASER_ARM, source_id="taser-1"))
         assert after.state is ActivationState.CONFIRMED
-        assert mesh.gateway.daemon.link.connects >= 2
+        assert mesh.gateway.link.connects >= 2
 
     finished = [
         json.loads(r.body)["record"]["state"] for r in read_records(log, kinds=("finished",))
@@ -287,11 +285,11 @@ async def test_gateway_restart_resumes_an_activation_logged_but_not_sent(
     async with running_mesh(own_mosquitto.url, topics, log) as mesh:
         # Broker gone; the trigger is logged durably, then the gateway process stops.
         own_mosquitto.kill()
-        await wait_until(lambda: not mesh.gateway.daemon.link.is_up)
-        receipt = await mesh.gateway.daemon.submit(event())
+        await wait_until(lambda: not mesh.gateway.link.is_up)
+        receipt = await mesh.gateway.submit(event())
         activation_id = receipt.activation_id
         assert activation_id is not None
-        gateway_task = mesh.ops.tasks[len(mesh.agents)]
+        gateway_task = mesh.tasks[len(mesh.agents)]
         gateway_task.cancel()
         await asyncio.gather(gateway_task, return_exceptions=True)
         assert not any(
@@ -305,9 +303,9 @@ async def test_gateway_restart_resumes_an_activation_logged_but_not_sent(
 
         # Same client id as before, as a restarted gateway has: its session comes back.
         second = make_gateway(
-            own_mosquitto.url, topics, log, client_id=mesh.gateway.daemon.link.options.client_id
+            own_mosquitto.url, topics, log, client_id=mesh.gateway.link.options.client_id
         )
-        mesh.ops.tasks.append(asyncio.create_task(second.run()))
+        mesh.tasks.append(asyncio.create_task(second.run()))
         await asyncio.wait_for(second.ready.wait(), 15)
         assert second.coordinator.counters["activations.resumed"] == 1
         await second.coordinator.tasks.wait(20)
@@ -331,10 +329,10 @@ async def test_gateway_restart_resumes_a_published_activation_and_keeps_its_acks
     async with running_mesh(mosquitto.url, topics, log, specs, policy=slow) as mesh:
         # bwc-late goes away (offline presence), so only dash-12 can answer at first.
         late = mesh.agents.pop("bwc-late")
-        late_task = mesh.ops.tasks.pop(1)
+        late_task = mesh.tasks.pop(1)
         late_task.cancel()
         await asyncio.gather(late_task, return_exceptions=True)
-        await wait_until(lambda: not mesh.gateway.daemon.presence.get("bwc-late").online)  # type: ignore[union-attr]
+        await wait_until(lambda: not mesh.gateway.presence.get("bwc-late").online)  # type: ignore[union-attr]
 
         await mesh.send(trigger := event())
         receipt = await mesh.receipt(trigger)
@@ -342,24 +340,20 @@ async def test_gateway_restart_resumes_a_published_activation_and_keeps_its_acks
         await wait_until(
             lambda: any(r.activation_id == activation_id for r in read_records(log, kinds=("ack",)))
         )
-        gateway_task = mesh.ops.tasks[-3]
+        gateway_task = mesh.tasks[-3]
         gateway_task.cancel()  # stop before the first retry is due
         await asyncio.gather(gateway_task, return_exceptions=True)
 
         late_task = asyncio.create_task(late.run())
-        mesh.ops.tasks.append(late_task)
+        mesh.tasks.append(late_task)
         await late.link.wait_up(10)
         from tests.harness import make_gateway
 
         # Same client id as before: acks the broker queued while it was down reach it.
         second = make_gateway(
-            mosquitto.url,
-            topics,
-            log,
-            policy=slow,
-            client_id=mesh.gateway.daemon.link.options.client_id,
+            mosquitto.url, topics, log, policy=slow, client_id=mesh.gateway.link.options.client_id
         )
-        mesh.ops.tasks.append(asyncio.create_task(second.run()))
+        mesh.tasks.append(asyncio.create_task(second.run()))
         record = await mesh.watcher.final_record(activation_id, 20)
         assert record is not None
         assert record.state is ActivationState.CONFIRMED, record
@@ -382,7 +376,7 @@ async def test_late_and_unknown_acks_are_told_apart_and_change_nothing(
 ) -> None:
     async with running_mesh(mosquitto.url, topics, tmp_path / "log.db") as mesh:
         record = await mesh.activate(event())
-        issuer = mesh.gateway.daemon.settings.issuer
+        issuer = mesh.gateway.settings.issuer
         late = CameraAck(
             activation_id=record.activation_id,
             camera_id="bwc-7a",
@@ -392,7 +386,7 @@ async def test_late_and_unknown_acks_are_told_apart_and_change_nothing(
         stray = late.model_copy(update={"activation_id": "a-nobody"})
         await mesh.driver.publish(topics.ack(issuer, "bwc-7a"), encode(late))
         await mesh.driver.publish(topics.ack(issuer, "bwc-7a"), encode(stray))
-        counters = mesh.gateway.daemon.coordinator.counters
+        counters = mesh.gateway.coordinator.counters
         await wait_until(
             lambda: counters["acks.late"] == 1 and counters["acks.unknown_activation"] == 1
         )

@@ -35,7 +35,7 @@ async def test_a_camera_written_from_the_protocol_document_joins_in(
             ],
         )
         try:
-            await wait_until(lambda: mesh.gateway.daemon.presence.get("paho-1") is not None)
+            await wait_until(lambda: mesh.gateway.presence.get("paho-1") is not None)
             record = await mesh.activate(event(TriggerKind.WEAPON_DRAW))
             assert record.state is ActivationState.CONFIRMED
             paho = next(c for c in record.cameras if c.camera_id == "paho-1")
@@ -46,7 +46,7 @@ async def test_a_camera_written_from_the_protocol_document_joins_in(
             camera.kill()
             camera.wait()
             await wait_until(
-                lambda: not mesh.gateway.daemon.presence.get("paho-1").online,  # type: ignore[union-attr]
+                lambda: not mesh.gateway.presence.get("paho-1").online,  # type: ignore[union-attr]
                 timeout_s=90,
             )
         finally:

@@ -137,7 +137,7 @@ async def test_a_signed_mesh_confirms_and_every_ack_is_signed(
         assert started == {"dash-12", "bwc-12a", "bwc-7a"}
         for camera_id in started:
             assert all(a.sig is not None for a in mesh.agents[camera_id].acks_sent)
-        assert not any(k.startswith("rejected.ack") for k in mesh.gateway.daemon.counters)
+        assert not any(k.startswith("rejected.ack") for k in mesh.gateway.counters)
 
 
 async def test_cameras_refuse_unsigned_forged_wrongly_signed_tampered_and_expired_commands(
@@ -246,7 +246,7 @@ async def test_forged_acks_cannot_hide_a_camera_that_did_not_record(
         await forger
         silent = next(c for c in record.cameras if c.camera_id == "bwc-silent")
         assert silent.status is OutcomeStatus.MISSED
-        counters = mesh.gateway.daemon.counters
+        counters = mesh.gateway.counters
         assert counters["rejected.ack.unsigned"] == 1
         assert counters["rejected.ack.wrong_signer"] == 2
         assert counters["rejected.ack.unknown_key"] == 1
@@ -312,7 +312,7 @@ async def test_the_console_signs_its_remote_activations_and_cancels(
             signer=PayloadSigner(keys.dispatch),
         )
         tasks = [asyncio.create_task(h.run()) for h in (hub, unsigned_hub)]
-        mesh.ops.tasks += tasks
+        mesh.tasks += tasks
         await hub.link.wait_up(10)
         await unsigned_hub.link.wait_up(10)
         refused = await unsigned_hub.activate("dana", UNIT)

@@ -15,7 +15,7 @@ from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
 from mesh.decide.policy import Policy
-from mesh.gateway.daemon import outbox as outbox_module
+from mesh.gateway import outbox as outbox_module
 from mesh.gateway.outbox import Outbox, OutboxError
 from mesh.journal.store import read_records
 from mesh.protocol.codec import decode
@@ -189,16 +189,16 @@ async def test_an_outage_delays_receipts_and_records_and_loses_none(
     try:
         async with running_mesh(broker.url, topics, log) as mesh:
             got, link = await _recorder(broker, topics)
-            mesh.ops.tasks.append(asyncio.create_task(link.run(got.append)))
+            mesh.tasks.append(asyncio.create_task(link.run(got.append)))
             await link.wait_up(10)
 
             broker.stop()  # clean stop: the broker saves its sessions
-            await wait_until(lambda: not mesh.gateway.daemon.link.is_up)
+            await wait_until(lambda: not mesh.gateway.link.is_up)
             triggers = [
                 event(TriggerKind.EMERGENCY_LIGHTS, source_id="lights"),
                 event(TriggerKind.TASER_ARM, source_id="taser-1"),
             ]
-            receipts = [await mesh.gateway.daemon.submit(t) for t in triggers]
+            receipts = [await mesh.gateway.submit(t) for t in triggers]
             assert all(r.outcome is ReceiptOutcome.ACCEPTED for r in receipts)
             ids = [r.activation_id for r in receipts]
             assert all(isinstance(i, str) for i in ids)
@@ -207,15 +207,15 @@ async def test_an_outage_delays_receipts_and_records_and_loses_none(
             for aid in ids:
                 assert any(r.activation_id == aid for r in read_records(log, kinds=("activation",)))
             await asyncio.sleep(0.3)
-            assert all(not mesh.gateway.daemon.coordinator.live[str(a)].published for a in ids)
-            assert not mesh.gateway.daemon.link.is_up
+            assert all(not mesh.gateway.coordinator.live[str(a)].published for a in ids)
+            assert not mesh.gateway.link.is_up
             assert got == []
 
             broker.start()
             # The commands go out within their expiry; everything queued follows.
             await wait_until(lambda: all(_finished(log, str(a)) for a in ids), 20)
             assert [_finished(log, str(a))[0]["state"] for a in ids] == ["confirmed"] * 2
-            await wait_until(lambda: mesh.gateway.daemon.outbox.depth() == 0, 10)
+            await wait_until(lambda: mesh.gateway.outbox.depth() == 0, 10)
 
             def final(aid: str) -> ActivationRecord | None:
                 for m in got:
@@ -232,7 +232,7 @@ async def test_an_outage_delays_receipts_and_records_and_loses_none(
                 if m.topic == topics.receipt(UNIT)
             }
             assert set(ids) <= receipt_ids
-            assert mesh.gateway.daemon.forwarder.counters["outbox.sent"] >= 4
+            assert mesh.gateway.forwarder.counters["outbox.sent"] >= 4
             assert mesh.agents["dash-12"].recorder.recordings >= 1
     finally:
         broker.stop()
@@ -252,17 +252,17 @@ async def test_a_command_that_expires_in_an_outage_is_never_sent_and_is_escalate
     try:
         async with running_mesh(broker.url, topics, log, policy=brief) as mesh:
             got, link = await _recorder(broker, topics)
-            mesh.ops.tasks.append(asyncio.create_task(link.run(got.append)))
+            mesh.tasks.append(asyncio.create_task(link.run(got.append)))
             await link.wait_up(10)
             recordings_before = {c: a.recorder.recordings for c, a in mesh.agents.items()}
-            client_id = mesh.gateway.daemon.link.options.client_id
+            client_id = mesh.gateway.link.options.client_id
 
             broker.stop()
-            await wait_until(lambda: not mesh.gateway.daemon.link.is_up)
-            receipt = await mesh.gateway.daemon.submit(event())
+            await wait_until(lambda: not mesh.gateway.link.is_up)
+            receipt = await mesh.gateway.submit(event())
             aid = receipt.activation_id
             assert aid is not None
-            first = mesh.ops.tasks[len(mesh.agents)]
+            first = mesh.tasks[len(mesh.agents)]
             first.cancel()
             await asyncio.gather(first, return_exceptions=True)
             assert _finished(log, aid) == []
@@ -283,7 +283,7 @@ async def test_a_command_that_expires_in_an_outage_is_never_sent_and_is_escalate
 
             broker.start()
             third = make_gateway(broker.url, topics, log, policy=brief, client_id=client_id)
-            mesh.ops.tasks.append(asyncio.create_task(third.run()))
+            mesh.tasks.append(asyncio.create_task(third.run()))
             await wait_until(lambda: third.outbox.depth() == 0, 15)
 
             def escalated() -> set[str]:

@@ -13,7 +13,7 @@ from bridge.mqtt.mosquitto_conf import render_local_config
 from mesh.config import ConfigError, load_camera_config, load_gateway_config
 from mesh.protocol.models import TriggerKind
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:

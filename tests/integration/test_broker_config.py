@@ -66,7 +66,7 @@ from mesh.protocol.codec import encode
 from mesh.security.fleet_file import load_fleet
 from tests.conftest import require_mosquitto
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GW, GW7 = "gw-unit-12", "gw-unit-7"
 CAM, CAM2, CAM7 = "bwc-101", "bwc-102", "bwc-201"
 DISPATCH, ARCHIVER = "dispatch-1", "archiver-1"

@@ -233,7 +233,7 @@ def test_signed_bytes_exclude_only_the_signature() -> None:
 
 
 def test_keys_cli_new_rotate_revoke_list(tmp_path: Path) -> None:
-    from tests.test_cli import run
+    from tests.integration.test_cli import run
 
     trust, out = tmp_path / "trust.yaml", tmp_path / "keys"
     made = run(

@@ -3,6 +3,9 @@ private schema in the test PostgreSQL per test.
 
 Under CI=true a test that needs mosquitto, Chromium or PostgreSQL fails when it is missing;
 elsewhere it skips.
+
+Each test gets the marker of its directory (tests/unit, tests/integration, tests/chaos,
+tests/fuzz: `pytest -m unit`), so no test file declares one.
 """
 
 from __future__ import annotations
@@ -31,6 +34,21 @@ settings.register_profile(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")),
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+GROUPS = ("unit", "integration", "chaos", "fuzz")
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its group: the directory under tests/ it lives in."""
+    for item in items:
+        try:
+            group = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # a test collected from outside tests/
+            continue
+        if group in GROUPS:
+            item.add_marker(group)
 
 
 def require_mosquitto() -> str:

@@ -25,8 +25,15 @@ from mesh.ops import logs
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# Hypothesis budgets (docs/fuzzing.md): "ci" in every test run; `make fuzz` loads "fuzz".
+# Hypothesis budgets (docs/fuzzing.md): "ci" in every test run; `make fuzz` loads "fuzz";
+# `make test-fast` loads "fast": at most FAST_EXAMPLES examples a property, fuzz budgets too.
 settings.register_profile("ci", deadline=None, database=None)
+settings.register_profile(
+    "fast",
+    deadline=None,
+    database=None,
+    max_examples=int(os.environ.get("FAST_EXAMPLES", "25")),
+)
 settings.register_profile(
     "fuzz",
     deadline=None,

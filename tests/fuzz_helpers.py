@@ -4,7 +4,7 @@ generated from the models' own JSON schemas, and single mutations of them.
 Budgets: ``budget(n)`` is ``n`` examples in the test run (the "ci" profile, tests/conftest.py),
 the "fuzz" profile's ``FUZZ_EXAMPLES`` under ``make fuzz``, and at most the "fast" profile's
 ``FAST_EXAMPLES`` under ``make test-fast``. Cheap properties test a
-batch of inputs per example, as tests/test_ble_fuzz.py does: hypothesis costs ~1 ms an
+batch of inputs per example, as tests/fuzz/test_ble_fuzz.py does: hypothesis costs ~1 ms an
 example, most parsers here a few microseconds an input.
 """
 

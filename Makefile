@@ -1,11 +1,12 @@
 # Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
+# `make test-fast` is the quick subset to run while working (README.md).
 # The virtualenv is (re)built whenever pyproject.toml changes.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest fuzz chaos bench bench-smoke schema clean
+.PHONY: demo test test-fast lint typecheck pytest fuzz chaos bench bench-smoke schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# The quick subset (under a minute on the 2-core development machine): every unit test and
+# every fuzz property with at most FAST_EXAMPLES examples (the "fast" Hypothesis profile,
+# tests/conftest.py). No broker, database, browser or subprocess; `make test` runs it all.
+FAST_EXAMPLES ?= 25
+test-fast: $(STAMP)
+	HYPOTHESIS_PROFILE=fast FAST_EXAMPLES=$(FAST_EXAMPLES) $(BIN)/pytest -q tests/unit tests/fuzz
+
 # Long fuzzing runs (docs/fuzzing.md): every fuzz test with FUZZ_EXAMPLES examples (each a
 # batch of inputs for the cheap parsers); failures are kept in .hypothesis/ and tried first
 # next time. `make fuzz FUZZ_EXAMPLES=200000`, or FUZZ_ARGS='-k can' for one area.
@@ -36,7 +44,7 @@ FUZZ_EXAMPLES ?= 5000
 FUZZ_ARGS ?=
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q \
-		--hypothesis-show-statistics tests/test_ble_fuzz.py tests/test_fuzz_*.py $(FUZZ_ARGS)
+		--hypothesis-show-statistics tests/fuzz $(FUZZ_ARGS)
 
 # Long fault-injection runs (docs/reliability.md): CHAOS_TRIALS gateway SIGKILLs (the tests
 # run 20), plus the broker, proxy, camera and disk-full scenarios; each prints what it lost.
@@ -46,7 +54,7 @@ CHAOS_SEED ?= 20261122
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	CHAOS_TRIALS=$(CHAOS_TRIALS) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/pytest -q -s \
-		tests/test_chaos_*.py $(CHAOS_ARGS)
+		tests/chaos $(CHAOS_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py

@@ -4,7 +4,7 @@ a parsed document, or a DocumentError saying where and what is wrong with the fi
 Each loader turns a DocumentError into its own error type with the file's name. Nothing
 else escapes: not a UnicodeDecodeError from a file that is not text, not a RecursionError
 from a document nested thousands deep, not the ValueError PyYAML lets through for a date
-like ``2020-13-01`` (tests/test_fuzz_config.py). Validation errors of what was read are
+like ``2020-13-01`` (tests/fuzz/test_fuzz_config.py). Validation errors of what was read are
 named with ``mesh.protocol.codec.readable_loc``, as payload errors are.
 """
 

@@ -3,6 +3,9 @@ private schema in the test PostgreSQL per test.
 
 Under CI=true a test that needs mosquitto, Chromium or PostgreSQL fails when it is missing;
 elsewhere it skips.
+
+Each test gets the marker of its directory (tests/unit, tests/integration, tests/chaos,
+tests/fuzz: `pytest -m unit`), so no test file declares one.
 """
 
 from __future__ import annotations
@@ -22,8 +25,15 @@ from mesh.ops import logs
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# Hypothesis budgets (docs/fuzzing.md): "ci" in every test run; `make fuzz` loads "fuzz".
+# Hypothesis budgets (docs/fuzzing.md): "ci" in every test run; `make fuzz` loads "fuzz";
+# `make test-fast` loads "fast": at most FAST_EXAMPLES examples a property, fuzz budgets too.
 settings.register_profile("ci", deadline=None, database=None)
+settings.register_profile(
+    "fast",
+    deadline=None,
+    database=None,
+    max_examples=int(os.environ.get("FAST_EXAMPLES", "25")),
+)
 settings.register_profile(
     "fuzz",
     deadline=None,
@@ -31,6 +41,21 @@ settings.register_profile(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")),
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+GROUPS = ("unit", "integration", "chaos", "fuzz")
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its group: the directory under tests/ it lives in."""
+    for item in items:
+        try:
+            group = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # a test collected from outside tests/
+            continue
+        if group in GROUPS:
+            item.add_marker(group)
 
 
 def require_mosquitto() -> str:

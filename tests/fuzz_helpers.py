@@ -1,9 +1,10 @@
 """What the fuzz tests share (docs/fuzzing.md): budgets, JSON values, valid wire payloads
 generated from the models' own JSON schemas, and single mutations of them.
 
-Budgets: ``budget(n)`` is ``n`` examples in the test run (the "ci" profile, tests/conftest.py)
-and the "fuzz" profile's ``FUZZ_EXAMPLES`` under ``make fuzz``. Cheap properties test a
-batch of inputs per example, as tests/test_ble_fuzz.py does: hypothesis costs ~1 ms an
+Budgets: ``budget(n)`` is ``n`` examples in the test run (the "ci" profile, tests/conftest.py),
+the "fuzz" profile's ``FUZZ_EXAMPLES`` under ``make fuzz``, and at most the "fast" profile's
+``FAST_EXAMPLES`` under ``make test-fast``. Cheap properties test a
+batch of inputs per example, as tests/fuzz/test_ble_fuzz.py does: hypothesis costs ~1 ms an
 example, most parsers here a few microseconds an input.
 """
 
@@ -21,13 +22,17 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+QUICK = os.environ.get("HYPOTHESIS_PROFILE") == "fast"
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 
 def budget(examples: int) -> settings:
-    """``examples`` in the test run; under ``make fuzz``, the fuzz profile's count."""
+    """``examples`` in the test run; under ``make fuzz``, the fuzz profile's count; under
+    ``make test-fast``, no more than the fast profile's."""
     if LONG:
         return settings(deadline=None, suppress_health_check=_QUIET)
+    if QUICK:
+        examples = min(examples, settings().max_examples)  # the loaded profile: "fast"
     return settings(
         max_examples=examples, deadline=None, database=None, suppress_health_check=_QUIET
     )

@@ -8,7 +8,7 @@ the car goes out (records, receipts, escalations, acks, status, presence, log ba
 what the car needs from the centre comes in (dispatch's triggers and cancels for its units,
 other gateways' commands for its cells and cameras, the archive's log watermarks).
 
-Behaviour of mosquitto 2.0.11 this relies on (checked by tests/test_edge_central.py):
+Behaviour of mosquitto 2.0.11 this relies on (checked by tests/integration/test_edge_central.py):
 
 - with ``cleansession false`` the bridge's local side is a persistent session, so QoS 1
   messages for ``out`` topics are queued while the central broker is unreachable (up to

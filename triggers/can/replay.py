@@ -6,7 +6,7 @@ Deterministic: the engine only ever sees the log's own timestamps.
 A capture is a file from somewhere else: a line python-can cannot read, or a frame with a
 timestamp that is not a number, ends the replay with a CaptureError naming the line (the
 frame, in a binary format), never with whatever the reader happened to raise
-(tests/test_fuzz_can.py).
+(tests/fuzz/test_fuzz_can.py).
 """
 
 from __future__ import annotations

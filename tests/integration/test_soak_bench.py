@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.conftest import require_mosquitto
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_soak_loses_nothing_and_reports_json() -> None:

@@ -20,8 +20,8 @@ from mesh.protocol.codec import encode
 from mesh.protocol.models import CameraPresence, CameraRole, Position
 from tests.conftest import CHROMIUM_ARGS
 from tests.harness import CENTER
-from tests.test_console_csrf_e2e import console
-from tests.test_console_e2e import _auth
+from tests.integration.test_console_csrf_e2e import console
+from tests.integration.test_console_e2e import _auth
 
 FAKES = 100_000
 

@@ -28,7 +28,7 @@ from triggers.can.engine import Fired, RuleEngine, RuleHealth
 from triggers.can.replay import CaptureError, read_capture, replay
 from triggers.can.rules import CompiledRule, RulesError, compile_rules, load_rules
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FORD_RULES = REPO / "configs" / "can" / "ford-police-interceptor.yaml"
 PT = "ford_cgea1_2_ptcan_2011.dbc"
 # Raw-bit rules on ids the Ford DBC does not use, standard and extended.

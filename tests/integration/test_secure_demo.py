@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.conftest import require_mosquitto
-from tests.test_cli import run
+from tests.integration.test_cli import run
 
 
 def _tamper_first_ack(log: Path) -> None:

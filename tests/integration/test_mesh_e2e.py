@@ -351,11 +351,7 @@ async def test_gateway_restart_resumes_a_published_activation_and_keeps_its_acks
 
         # Same client id as before: acks the broker queued while it was down reach it.
         second = make_gateway(
-            mosquitto.url,
-            topics,
-            log,
-            policy=slow,
-            client_id=mesh.gateway.link.options.client_id,
+            mosquitto.url, topics, log, policy=slow, client_id=mesh.gateway.link.options.client_id
         )
         mesh.tasks.append(asyncio.create_task(second.run()))
         record = await mesh.watcher.final_record(activation_id, 20)

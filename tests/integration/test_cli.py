@@ -22,7 +22,7 @@ from bridge.topics import Topics
 from mesh.protocol.models import ActivationRecord
 from mesh.protocol.schema import schemas
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "mesh"]
 
 

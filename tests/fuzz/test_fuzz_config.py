@@ -30,7 +30,7 @@ from triggers.ble.format import KEY_LEN, SensorKind
 from triggers.ble.keystore import Keystore, KeystoreError, SensorKeyFile
 from triggers.can.simulator import ScenarioError, load_scenario
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 LOADERS: dict[str, tuple[Callable[[Path], object], type[Exception]]] = {

@@ -10,7 +10,7 @@ from pathlib import Path
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from mesh.protocol.models import ActivationRecord
 from tests.conftest import require_mosquitto
-from tests.test_cli import daemon, run
+from tests.integration.test_cli import daemon, run
 
 FLEET = """\
 prefix: mesh/v1

@@ -2,7 +2,7 @@
 no longer do once the gateway, the cameras and dispatch sign and check (docs/security.md).
 
 The broker here is the plain test broker (anyone may publish): these tests show what the
-signatures hold by themselves. tests/test_secure_demo.py adds TLS and the ACL.
+signatures hold by themselves. tests/integration/test_secure_demo.py adds TLS and the ACL.
 """
 
 from __future__ import annotations

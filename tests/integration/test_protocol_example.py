@@ -13,7 +13,7 @@ from mesh.decide.geo import offset
 from mesh.protocol.models import ActivationState, OutcomeStatus, TriggerKind
 from tests.harness import CENTER, event, running_mesh, wait_until
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "paho_camera.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "paho_camera.py"
 
 
 async def test_a_camera_written_from_the_protocol_document_joins_in(

@@ -32,7 +32,7 @@ from mesh.protocol.codec import encode
 from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import TriggerKind
 from tests.harness import CENTER, UNIT, event, running_mesh, wait_until
-from tests.test_archive import rows, running_archivers
+from tests.integration.test_archive import rows, running_archivers
 
 DAY_NS = 86_400 * 10**9
 

@@ -6,6 +6,8 @@ signing key, its checkpoints, a retention pass with a legal hold); every attack 
 SQLite file as the insider would (triggers dropped, rows deleted and inserted, hashes
 recomputed with the project's own ``record_hash``, which needs no key). The log's clock
 follows the records' times, as the gateway's does, so times rise along the log.
+The gateway's own retention loop meeting such a log runs in
+tests/integration/test_audit_tamper_gateway.py.
 
 The signed log (seq: what):
      1-3  expired, removed        4  held ("held")        5  checkpoint, removed
@@ -30,10 +32,7 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from bridge.mqtt.embedded import MosquittoProcess
-from bridge.topics import Topics
 from mesh.cli.app import app
-from mesh.gateway.daemon import Gateway, GatewaySettings
 from mesh.journal.chain import GENESIS, ChainReport, Problem, record_hash, verify_chain
 from mesh.journal.records import AckEntry, EscalatedEntry, FinishedEntry, RecordKind, ResumedEntry
 from mesh.journal.retention import NS_PER_DAY, Candidate, RetentionPass, hold_body, plan_removal
@@ -54,7 +53,6 @@ from mesh.protocol.models import (
     TriggerSummary,
 )
 from mesh.security.keys import load_public_key, new_gateway_key
-from tests.harness import UNIT, wait_until
 
 runner = CliRunner()
 S = 1_000_000_000
@@ -822,43 +820,6 @@ def test_a_pass_stops_at_its_first_record_not_older_than_the_cutoff() -> None:
     removal = plan_removal(rows, cutoff_ns=500, holds={}, earlier_runs=[])
     assert removal.seqs == [1]
     assert removal.runs == [(1, 1, "h1", "p1")]
-
-
-async def test_the_gateways_retention_loop_refuses_and_counts(
-    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path, keys: Keys
-) -> None:
-    """F1 as it happens in the car: the tampered log is the gateway's, and its own
-    retention loop (first pass at start) meets the insider's record."""
-    log = tmp_path / "a.db"
-    now = await write_recent_evidence_log(log, keys[0])
-    chain = rows_of(log)
-    run = [10, 12, chain[12][6], chain[9][6]]
-    body = json.dumps({"cutoff_ns": now - 30 * NS_PER_DAY, "removed": [run]})
-    rewrite(
-        log, delete=range(10, 13), insert=[forged(18, chain[17][6], "retention", None, body, now)]
-    )
-    gateway = Gateway(
-        GatewaySettings(
-            unit_id=UNIT,
-            log_path=log,
-            topics=topics,
-            signer=CheckpointSigner.from_file(keys[0]),
-            retention_days=30,
-        ),
-        url=mosquitto.url,
-        client_id=f"gw-{topics.prefix[:15]}",
-    )
-    task = asyncio.create_task(gateway.run())
-    try:
-        await wait_until(lambda: gateway.counters["log.retention_refused"] == 1)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert [r.seq for r in read_records(log)][:9] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
-    assert [r.seq for r in read_records(log) if r.kind == "retention"] == [18]
-    code, out = cli("audit", "verify", log, "--pubkey", keys[1])
-    assert code == 1, out
-    assert "record 13: missing: records 10-12" in out
 
 
 async def test_a_pass_with_another_key_is_refused(tmp_path: Path, keys: Keys) -> None:

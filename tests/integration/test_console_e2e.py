@@ -30,7 +30,7 @@ from mesh.protocol.models import (
 )
 from tests.conftest import CHROMIUM_ARGS
 from tests.harness import CENTER, UNIT, event, running_mesh, wait_until
-from tests.test_escalation_cancel_e2e import FAST, ghost
+from tests.integration.test_escalation_cancel_e2e import FAST, ghost
 
 USERS = {"alice": (Role.DISPATCHER, "alice-pass"), "bob": (Role.VIEWER, "bob-pass")}
 

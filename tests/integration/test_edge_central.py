@@ -57,7 +57,7 @@ from mesh.protocol.models import (
 from mesh.sim.camera_fleet import build_agents, wait_all_up
 from tests.conftest import require_mosquitto
 from tests.harness import CENTER, UNIT, event, spec, wait_until
-from tests.test_archive import rows, running_archivers
+from tests.integration.test_archive import rows, running_archivers
 
 GW = f"gw-{UNIT}"
 CAMERAS = ("dash-12", "bwc-12a")

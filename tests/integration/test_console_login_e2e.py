@@ -18,7 +18,7 @@ from pathlib import Path
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
 from mesh.dispatch.console.auth import Role, add_user
-from tests.test_cli import daemon
+from tests.integration.test_cli import daemon
 
 KNOWN = [f"officer-{i}" for i in range(6)]
 

@@ -19,8 +19,8 @@ from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.protocol.models import ActivationState, TriggerKind
 from tests.harness import UNIT, make_gateway, running_mesh, wait_until
-from tests.test_can_rules import FORD_RULES, PT
-from tests.test_cli import daemon, run
+from tests.integration.test_cli import daemon, run
+from tests.unit.test_can_rules import FORD_RULES, PT
 from triggers.can.engine import RuleEngine
 from triggers.can.factory import build_engine
 from triggers.can.rules import load_rules
@@ -28,7 +28,7 @@ from triggers.can.simulator import BackgroundTraffic, MessagePlan, Scenario, Ste
 from triggers.can.simulator import VehicleSimulator as Vehicle
 from triggers.can.source import CanTriggerSource
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def source(can_data: Path, channel: str) -> CanTriggerSource:

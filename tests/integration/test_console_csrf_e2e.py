@@ -27,7 +27,7 @@ from mesh.dispatch.console.server import ConsoleServer
 from mesh.protocol.models import TriggerKind
 from tests.conftest import CHROMIUM_ARGS
 from tests.harness import CENTER, UNIT, event, running_mesh, wait_until
-from tests.test_console_e2e import USERS, _auth, http
+from tests.integration.test_console_e2e import USERS, _auth, http
 
 # A weapon draw stays cancellable for the whole test, however slow the machine.
 POLICY = Policy.model_validate({"kinds": {"weapon_draw": {"cancel_window_s": 300}}})

@@ -13,7 +13,7 @@ import yaml
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
 from mesh.protocol.models import ActivationRecord
-from tests.test_cli import daemon, run
+from tests.integration.test_cli import daemon, run
 
 
 def test_keys_new_sensor_writes_private_files(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from triggers.can.simulator import (
 )
 from triggers.can.source import trigger_event
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FORD_RULES = REPO / "configs" / "can" / "ford-police-interceptor.yaml"
 PT = "ford_cgea1_2_ptcan_2011.dbc"
 T0 = 1_700_000_000.0  # when the simulated captures start (log time)

@@ -504,16 +504,19 @@ class Coordinator:
         escalated: list[tuple[str, EscalationReason, str]] = []
         if tracker.cancelled_by is None:
             for outcome in record.cameras:
+                detail = outcome.detail
                 if outcome.expected and outcome.status is OutcomeStatus.REJECTED:
                     why = EscalationReason.REJECTED
                 elif outcome.expected and outcome.status is OutcomeStatus.MISSED:
-                    presence = self.presence.get(outcome.camera_id)
-                    offline = presence is not None and not presence.online
-                    why = EscalationReason.OFFLINE if offline else EscalationReason.NO_ACK
+                    # Still silent after every retry: `no_ack`, even if its presence says
+                    # offline (it was within offline_grace_s, so it was waited for); `offline`
+                    # is only for the cameras escalated at once (docs/protocol.md).
+                    why = EscalationReason.NO_ACK
+                    detail += self._offline_note(outcome.camera_id, now)
                 else:
                     continue
-                escalated.append((outcome.camera_id, why, outcome.detail))
-                escalations += self._escalations(live, outcome.camera_id, why, outcome.detail)
+                escalated.append((outcome.camera_id, why, detail))
+                escalations += self._escalations(live, outcome.camera_id, why, detail)
         # Queued for dispatch before the log says `finished` (the two are separate stores):
         # a crash after this and before that is completed from the outbox on restart
         # (load_unfinished); a crash after both only has the outbox left to send.
@@ -563,6 +566,13 @@ class Coordinator:
             durable = False
         if durable:
             self.publisher.settle_final(aid)
+
+    def _offline_note(self, camera_id: str, now: int) -> str:
+        """What its presence says, for a camera that never answered and is offline."""
+        presence = self.presence.get(camera_id)
+        if presence is None or presence.online:
+            return ""
+        return f"; offline (last seen {(now - presence.last_seen_ns) / NS:.0f} s ago)"
 
     def _remember_finished(self, activation_id: str) -> None:
         self.recent[activation_id] = None

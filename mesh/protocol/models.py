@@ -93,8 +93,10 @@ class CameraRole(StrEnum):
 
 
 class EscalationReason(StrEnum):
-    OFFLINE = "offline"  # in range or targeted, but its presence says offline
-    NO_ACK = "no_ack"  # expected, commanded, retried, never answered
+    # In range or targeted, but offline longer than offline_grace_s: escalated at once.
+    OFFLINE = "offline"
+    # Expected, commanded, retried, never answered (offline within the grace included).
+    NO_ACK = "no_ack"
     REJECTED = "rejected"  # answered, and refused (e.g. the command arrived expired)
 
 

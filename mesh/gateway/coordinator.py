@@ -244,11 +244,16 @@ class Coordinator:
                     activation_id=admission.activation_id,
                 ),
             )
-            return self._announce(
-                self._receipt(
-                    event, ReceiptOutcome.SUPPRESSED, admission.activation_id, admission.reason, now
-                )
+            # Whether the sender can still hear the final record (it is not retained).
+            receipt = self._receipt(
+                event,
+                ReceiptOutcome.SUPPRESSED,
+                admission.activation_id,
+                admission.reason,
+                now,
+                pending=live is not None,
             )
+            return self._announce(receipt)
         assert isinstance(admission, Accepted)
         return await self._activate(event, admission, now, mono)
 
@@ -320,6 +325,8 @@ class Coordinator:
         activation_id: str | None,
         reason: str,
         now: int,
+        *,
+        pending: bool | None = None,
     ) -> TriggerReceipt:
         return TriggerReceipt(
             event_id=event.event_id,
@@ -328,6 +335,7 @@ class Coordinator:
             activation_id=activation_id,
             reason=reason,
             at_ns=now,
+            activation_pending=pending,
         )
 
     def _announce(self, receipt: TriggerReceipt) -> TriggerReceipt:

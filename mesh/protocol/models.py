@@ -373,6 +373,12 @@ class TriggerReceipt(Frozen):
     activation_id: Ident | None = None
     reason: str = ""
     at_ns: TimeNs
+    activation_pending: bool | None = Field(
+        default=None,
+        description="Suppressed receipts: true if the activation the trigger was merged into "
+        "is still pending (its final record is still to come), false if it had finished",
+        exclude_if=lambda v: v is None,  # only suppressed receipts carry it
+    )
 
 
 class GatewayStatus(Frozen):

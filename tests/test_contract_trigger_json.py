@@ -16,7 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+
 from bridge.mqtt.embedded import MosquittoProcess
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.decide.policy import Policy
 from mesh.protocol.codec import encode
@@ -28,6 +32,7 @@ from mesh.protocol.models import (
     ReceiptOutcome,
     TriggerKind,
     TriggerReceipt,
+    TriggerSummary,
 )
 from tests.harness import UNIT, Mesh, event, ghost, running_mesh, wait_until
 
@@ -114,3 +119,47 @@ async def test_a_refused_trigger_prints_the_receipt(
     receipt = TriggerReceipt.model_validate_json(json_line(result))
     assert receipt.outcome is ReceiptOutcome.REJECTED
     assert "disabled" in receipt.reason
+
+
+async def test_a_resend_answered_as_its_own_repeat_reports_its_own_outcome(
+    topics: Topics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI sends a trigger again until a receipt comes; if the receipt of the repeat
+    comes first (the command's publish was slow), it names the trigger's own activation:
+    that is no merge, and the outcome decides the exit status."""
+    from mesh.cli.app import _report
+    from mesh.cli.common import EXIT_NOT_CONFIRMED
+    from mesh.decide.admission import activation_id_for
+    from mesh.dispatch.watch import ActivationWatcher
+
+    mine = event(TriggerKind.WEAPON_DRAW, source_id=SOURCE)
+    aid = activation_id_for(mine.event_id)
+    # Not connected: the final record is already in it, as if heard before the receipt.
+    watcher = ActivationWatcher(
+        BrokerUrl.parse("mqtt://127.0.0.1:1"), topics, client_id="t-own-repeat"
+    )
+    record = ActivationRecord(
+        activation_id=aid,
+        issuer="gw-car-12",
+        unit_id=UNIT,
+        trigger=TriggerSummary.of(mine),
+        state=ActivationState.PARTIAL,
+        decided_at_ns=mine.observed_at_ns,
+        expires_at_ns=mine.observed_at_ns + 30 * 10**9,
+        origin=None,
+        radius_m=150,
+        pre_event_s=60,
+    )
+    watcher.records[aid] = record
+    repeat = TriggerReceipt(
+        event_id=mine.event_id,
+        unit_id=UNIT,
+        outcome=ReceiptOutcome.SUPPRESSED,
+        activation_id=aid,
+        reason="duplicate delivery of the same trigger event",
+        at_ns=time.time_ns(),
+        activation_pending=True,
+    )
+    code = await _report(watcher, mine, repeat, Console(stderr=True), True, 1.0)
+    assert code == EXIT_NOT_CONFIRMED  # its own activation was partial: not "merged", 0
+    assert ActivationRecord.model_validate_json(capsys.readouterr().out) == record

@@ -176,7 +176,8 @@ def _new_timeline(record: LogRecord, entry: ActivationEntry) -> ActivationTimeli
         decided_at_ns=record.at_ns,
     )
     for target in entry.targets:
-        if target.expected:
+        # One offline too long to wait for was wanted all the same (escalated, missed).
+        if target.expected or target.escalate is not None:
             timeline.cameras[target.camera_id] = CameraLine(
                 target.camera_id, target.unit_id, True, target.reason
             )

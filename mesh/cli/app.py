@@ -391,7 +391,12 @@ def trigger(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the outcome")] = True,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait")] = 15.0,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the final record as JSON")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the final record as JSON (of the activation the trigger started or "
+            "was merged into), or the gateway's receipt when there is no record to wait for",
+        ),
     ] = False,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
@@ -402,7 +407,6 @@ def trigger(
     Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
     2 usage error, 3 refused by policy, 4 no gateway answered.
     """
-    from mesh.dispatch.render import camera_outcomes_table
     from mesh.dispatch.watch import ActivationWatcher
 
     logs.configure("console", "warning")
@@ -457,28 +461,7 @@ def trigger(
                     f"(is `trigger-mesh gateway` running on {url}?)"
                 )
                 return EXIT_NO_ANSWER
-            if receipt.outcome is ReceiptOutcome.REJECTED:
-                console.print(f"[bold red]refused:[/] {receipt.reason}")
-                return EXIT_REFUSED
-            if receipt.outcome is ReceiptOutcome.SUPPRESSED:
-                console.print(f"merged into activation {receipt.activation_id}: {receipt.reason}")
-                return EXIT_OK
-            assert receipt.activation_id is not None
-            record = await watcher.final_record(receipt.activation_id, timeout_s)
-            if record is None:
-                console.print(
-                    f"activation {receipt.activation_id} still pending after {timeout_s:g} s"
-                )
-                return EXIT_NOT_CONFIRMED
-            if json_out:
-                print(record.model_dump_json())
-            else:
-                console.print(camera_outcomes_table(record))
-                console.print(
-                    f"activation {record.activation_id}: [bold]{record.state}[/], "
-                    f"all acks in {record.all_acked_ms} ms"
-                )
-            return EXIT_OK if record.state is ActivationState.CONFIRMED else EXIT_NOT_CONFIRMED
+            return await _report(watcher, event, receipt, console, json_out, timeout_s)
         finally:
             for task in tasks:
                 task.cancel()
@@ -486,6 +469,60 @@ def trigger(
 
     code = _run(send())
     raise typer.Exit(130 if code is None else code)
+
+
+async def _report(
+    watcher: ActivationWatcher,
+    event: TriggerEvent,
+    receipt: TriggerReceipt,
+    console: Console,
+    json_out: bool,
+    timeout_s: float,
+) -> int:
+    """What became of a trigger the gateway answered, and the exit status. With --json,
+    stdout gets one JSON object: the final record of the activation the trigger started or
+    was merged into, or the receipt when there is none to wait for."""
+    from mesh.decide.admission import activation_id_for
+    from mesh.dispatch.render import camera_outcomes_table
+
+    def answer(text: str) -> None:
+        if json_out:
+            print(text)
+
+    if receipt.outcome is ReceiptOutcome.REJECTED:
+        console.print(f"[bold red]refused:[/] {receipt.reason}")
+        answer(receipt.model_dump_json())
+        return EXIT_REFUSED
+    aid = receipt.activation_id
+    assert aid is not None
+    # Merged into another trigger's activation. (A resend of this trigger answered as a
+    # repeat names this trigger's own activation, which is reported as if accepted.)
+    merged = receipt.outcome is ReceiptOutcome.SUPPRESSED and aid != activation_id_for(
+        event.event_id
+    )
+    if merged:
+        console.print(f"merged into activation {aid}: {receipt.reason}")
+        if not receipt.activation_pending and await watcher.final_record(aid, 0) is None:
+            # It had finished before this trigger came: its final record went out then and
+            # is not retained, so the receipt is all there is.
+            answer(receipt.model_dump_json())
+            return EXIT_OK
+    record = await watcher.final_record(aid, timeout_s)
+    if record is None:
+        console.print(f"activation {aid} still pending after {timeout_s:g} s")
+        answer(receipt.model_dump_json())
+        return EXIT_OK if merged else EXIT_NOT_CONFIRMED
+    if json_out:
+        print(record.model_dump_json())
+    else:
+        console.print(camera_outcomes_table(record))
+        console.print(
+            f"activation {record.activation_id}: [bold]{record.state}[/], "
+            f"all acks in {record.all_acked_ms} ms"
+        )
+    if merged or record.state is ActivationState.CONFIRMED:
+        return EXIT_OK  # a merged trigger asked for nothing its activation had not
+    return EXIT_NOT_CONFIRMED
 
 
 # Until the gateway's receipt says a trigger arrived, it is sent again (same event id: the

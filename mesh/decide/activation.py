@@ -47,6 +47,9 @@ class _Progress:
     attempts: int = 0
     latency_ms: float | None = None
     acked_at_ns: int | None = None
+    # False for a camera wanted but offline too long to wait for: missed from the start,
+    # neither waited for nor retried (escalated at once), unless it answers anyway.
+    waited: bool = True
 
     def outcome(self, camera_id: str) -> CameraOutcome:
         # Our own typed bookkeeping: no validation needed (a record names every camera,
@@ -76,15 +79,27 @@ class ActivationTracker:
         self.command = command
         self.unit_id = unit_id
         self.accepted_mono_ns = accepted_mono_ns
-        self.cameras: dict[str, _Progress] = {
-            d.camera_id: _Progress(d.unit_id, d.expected, d.reason) for d in decisions if d.expected
-        }
+        self.cameras: dict[str, _Progress] = {}
+        for d in decisions:
+            if d.expected:
+                self.cameras[d.camera_id] = _Progress(d.unit_id, True, d.reason)
+            elif d.escalate is not None:
+                # In range or targeted but offline too long: the activation wanted it, so
+                # the record names it (missed), though nobody waits for it.
+                self.cameras[d.camera_id] = _Progress(
+                    d.unit_id,
+                    True,
+                    d.reason,
+                    status=OutcomeStatus.MISSED,
+                    detail=f"not waited for (escalated: {d.escalate.value})",
+                    waited=False,
+                )
         # Not-expected cameras are kept only as reasons (for the log), not as progress.
         self.not_expected = [d for d in decisions if not d.expected]
         self.published_at_ns: int | None = None
         self._published_mono_ns: int | None = None
         self._publish_confirmed = False
-        self._pending = sum(1 for p in self.cameras.values() if p.expected)
+        self._pending = sum(1 for p in self.cameras.values() if p.expected and p.waited)
         self._last_expected_ack_mono: int | None = None
         self.merged_triggers = 0
         # A restart loses the monotonic origin: latencies measured before it are kept,
@@ -121,7 +136,8 @@ class ActivationTracker:
             else (self.cameras[c] for c in camera_ids if c in self.cameras)
         )
         for progress in targets:
-            progress.attempts += 1
+            if progress.waited:
+                progress.attempts += 1
 
     def restore_published(self, camera_ids: list[str] | None, wall_ns: int) -> None:
         """Replay a logged publish after a restart (no monotonic origin survives it)."""
@@ -150,7 +166,9 @@ class ActivationTracker:
             progress.detail = ack.reason
             progress.acked_at_ns = wall_ns
             return AckEffect.UPGRADED
-        elif progress.status is not OutcomeStatus.PENDING:
+        elif progress.status is not OutcomeStatus.PENDING and (
+            progress.waited or progress.acked_at_ns is not None
+        ):
             return AckEffect.DUPLICATE
         progress.status = OutcomeStatus(ack.status.value)
         progress.detail = ack.reason
@@ -158,8 +176,9 @@ class ActivationTracker:
         if self._published_mono_ns is not None:
             progress.latency_ms = round(ms_between(self._published_mono_ns, mono_ns), 3)
         if progress.expected:
-            self._pending -= 1
             self._last_expected_ack_mono = mono_ns
+            if progress.waited:
+                self._pending -= 1
         return effect
 
     def finish(self, wall_ns: int, reason: str = "") -> None:
@@ -220,8 +239,11 @@ class ActivationTracker:
         ]
         state = self.state()
         reason = self.finish_reason
-        if state is ActivationState.MISSED and not reason and not self.cameras:
-            reason = "no camera in range or targeted"
+        if state is ActivationState.MISSED and not reason:
+            if not self.cameras:
+                reason = "no camera in range or targeted"
+            elif not any(p.waited for p in self.cameras.values()):
+                reason = "every camera in range or targeted was offline too long to wait for"
         cmd = self.command
         return ActivationRecord(
             activation_id=cmd.activation_id,

@@ -151,6 +151,22 @@ class Policy(_Strict):
     def rules(self, kind: TriggerKind) -> KindRules:
         return self._rules_by_kind[kind]
 
+    def unused_defaults(self) -> tuple[str, ...]:
+        """The fields given under `defaults` that change no kind: every kind sets its own
+        (in `kinds`, or built in, as every kind's radius, pre-event, cooldown and priority).
+        A kind's own value wins over `defaults` (docs/policy.md), so these are mistakes."""
+        given = self.defaults.model_fields_set
+        return tuple(
+            sorted(
+                name
+                for name in given
+                if all(
+                    (o := self.kinds.get(kind)) is not None and getattr(o, name) is not None
+                    for kind in TriggerKind
+                )
+            )
+        )
+
     def allows_unauthenticated(self, source: SourceType) -> bool:
         return self.allow_unauthenticated.get(source, False)
 

@@ -152,7 +152,8 @@ class _Live:
     attempt: int = 0
     published: bool = False
     last_update_mono: int = 0
-    # In range or targeted, but offline too long to wait for: escalated at once.
+    # In range or targeted, but offline too long to wait for: escalated as soon as the
+    # command has gone out (or at the finish, if it never does), then removed from here.
     unreachable: list[TargetDecision] = field(default_factory=list)
 
     @property
@@ -243,11 +244,16 @@ class Coordinator:
                     activation_id=admission.activation_id,
                 ),
             )
-            return self._announce(
-                self._receipt(
-                    event, ReceiptOutcome.SUPPRESSED, admission.activation_id, admission.reason, now
-                )
+            # Whether the sender can still hear the final record (it is not retained).
+            receipt = self._receipt(
+                event,
+                ReceiptOutcome.SUPPRESSED,
+                admission.activation_id,
+                admission.reason,
+                now,
+                pending=live is not None,
             )
+            return self._announce(receipt)
         assert isinstance(admission, Accepted)
         return await self._activate(event, admission, now, mono)
 
@@ -319,6 +325,8 @@ class Coordinator:
         activation_id: str | None,
         reason: str,
         now: int,
+        *,
+        pending: bool | None = None,
     ) -> TriggerReceipt:
         return TriggerReceipt(
             event_id=event.event_id,
@@ -327,6 +335,7 @@ class Coordinator:
             activation_id=activation_id,
             reason=reason,
             at_ns=now,
+            activation_pending=pending,
         )
 
     def _announce(self, receipt: TriggerReceipt) -> TriggerReceipt:
@@ -404,15 +413,18 @@ class Coordinator:
             if not sent:
                 return "command could not be published before it expired"
             live.published = True
-            for decision in live.unreachable:
-                assert decision.escalate is not None
-                self._escalate(live, decision.camera_id, decision.escalate, decision.reason)
             # The first progress record goes out shortly after, off the path of the acks
             # (dispatch already has the receipt; most activations finish before this).
             live.last_update_mono = self.clock.mono_ns()
             asyncio.get_running_loop().call_later(
                 live.progress_interval_ns / 1e9, self._publish_progress, live
             )
+        # The command is out (now, or before a restart): dispatch hears at once of the
+        # cameras nobody waits for.
+        for decision in live.unreachable:
+            assert decision.escalate is not None
+            self._escalate(live, decision.camera_id, decision.escalate, decision.reason)
+        live.unreachable = []
         while not tracker.complete:
             remaining_ms = (tracker.command.expires_at_ns - self.clock.wall_ns()) / 1e6
             # Not sooner than acks are coming back lately, within a cap, and the first
@@ -503,17 +515,30 @@ class Coordinator:
         escalations: list[Escalation] = []
         escalated: list[tuple[str, EscalationReason, str]] = []
         if tracker.cancelled_by is None:
+            # Not waited for, and not escalated yet: the command never went out.
+            unreachable = {d.camera_id: d for d in live.unreachable}
+            live.unreachable = []
             for outcome in record.cameras:
-                if outcome.expected and outcome.status is OutcomeStatus.REJECTED:
+                detail = outcome.detail
+                decision = unreachable.get(outcome.camera_id)
+                if decision is not None and outcome.status is OutcomeStatus.MISSED:
+                    assert decision.escalate is not None
+                    why, detail = decision.escalate, decision.reason
+                elif outcome.expected and outcome.status is OutcomeStatus.REJECTED:
                     why = EscalationReason.REJECTED
-                elif outcome.expected and outcome.status is OutcomeStatus.MISSED:
-                    presence = self.presence.get(outcome.camera_id)
-                    offline = presence is not None and not presence.online
-                    why = EscalationReason.OFFLINE if offline else EscalationReason.NO_ACK
+                elif (
+                    outcome.status is OutcomeStatus.MISSED
+                    and tracker.cameras[outcome.camera_id].waited
+                ):
+                    # Still silent after every retry: `no_ack`, even if its presence says
+                    # offline (it was within offline_grace_s, so it was waited for); `offline`
+                    # is only for the cameras not waited for (docs/protocol.md).
+                    why = EscalationReason.NO_ACK
+                    detail += self._offline_note(outcome.camera_id, now)
                 else:
                     continue
-                escalated.append((outcome.camera_id, why, outcome.detail))
-                escalations += self._escalations(live, outcome.camera_id, why, outcome.detail)
+                escalated.append((outcome.camera_id, why, detail))
+                escalations += self._escalations(live, outcome.camera_id, why, detail)
         # Queued for dispatch before the log says `finished` (the two are separate stores):
         # a crash after this and before that is completed from the outbox on restart
         # (load_unfinished); a crash after both only has the outbox left to send.
@@ -563,6 +588,13 @@ class Coordinator:
             durable = False
         if durable:
             self.publisher.settle_final(aid)
+
+    def _offline_note(self, camera_id: str, now: int) -> str:
+        """What its presence says, for a camera that never answered and is offline."""
+        presence = self.presence.get(camera_id)
+        if presence is None or presence.online:
+            return ""
+        return f"; offline (last seen {(now - presence.last_seen_ns) / NS:.0f} s ago)"
 
     def _remember_finished(self, activation_id: str) -> None:
         self.recent[activation_id] = None
@@ -830,17 +862,22 @@ class Coordinator:
         entry: ActivationEntry | None = None
         acks = 0
         live: _Live | None = None
+        escalated: set[str] = set()
         for row in rows:
             if row.kind == RecordKind.ACTIVATION:
                 entry = ActivationEntry.model_validate_json(row.body)
+                decisions = [t.decision() for t in entry.targets]
                 tracker = ActivationTracker(
                     entry.command,
-                    [t.decision() for t in entry.targets],
+                    decisions,
                     unit_id=self.unit_id,
                     accepted_mono_ns=self.clock.mono_ns(),
                 )
                 live = _Live(tracker, self.policy.rules(entry.trigger.kind))
+                live.unreachable = [d for d in decisions if d.escalate is not None]
                 self.admitter.remember(entry.trigger, activation_id)
+            elif row.kind == RecordKind.ESCALATED:
+                escalated.add(EscalatedEntry.model_validate_json(row.body).escalation.camera_id)
             elif live is not None and row.kind == RecordKind.PUBLISHED:
                 published = PublishedEntry.model_validate_json(row.body)
                 live.published = True
@@ -854,6 +891,8 @@ class Coordinator:
                 acks += 1
         if live is None or entry is None:
             return None
+        # Those escalated before the restart are not told twice.
+        live.unreachable = [d for d in live.unreachable if d.camera_id not in escalated]
         if live.tracker.complete:
             live.done.set()
         self._append(

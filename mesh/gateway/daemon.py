@@ -268,6 +268,13 @@ class Gateway:
         )
         if not settings.security.enforcing:
             self._log.warning("acks and remote triggers are not checked: no trust store")
+        unused = settings.policy.unused_defaults()
+        if unused:
+            self._log.warning(
+                "policy defaults that change no kind: every kind sets its own, which wins; "
+                "set them per kind (kinds.<kind>) instead",
+                keys=[f"defaults.{name}" for name in unused],
+            )
 
     def heard_cameras(self) -> dict[str, Heard]:
         """Cameras whose advertised address a radio of this car hears now (strongest)."""

@@ -18,6 +18,7 @@ from mesh.protocol.models import (
     CancelAck,
     CancelRequest,
     Escalation,
+    EscalationReason,
     Frozen,
     GeoPoint,
     RecordStart,
@@ -61,6 +62,9 @@ class TargetEntry(Frozen):
     expected: bool
     reason: str
     distance_m: float | None = None
+    # Set for a camera in range or targeted but not waited for (offline too long): a
+    # restarted gateway still names it in the record and escalates it. Written only if set.
+    escalate: EscalationReason | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @classmethod
     def of(cls, decision: TargetDecision) -> TargetEntry:
@@ -71,11 +75,17 @@ class TargetEntry(Frozen):
             expected=decision.expected,
             reason=decision.reason,
             distance_m=None if decision.distance_m is None else round(decision.distance_m, 1),
+            escalate=decision.escalate,
         )
 
     def decision(self) -> TargetDecision:
         return TargetDecision(
-            self.camera_id, self.unit_id, self.expected, self.reason, self.distance_m
+            self.camera_id,
+            self.unit_id,
+            self.expected,
+            self.reason,
+            self.distance_m,
+            escalate=self.escalate,
         )
 
 
@@ -131,6 +141,7 @@ class ActivationEntry(Frozen):
                     "reason": d.reason,
                     "distance_m": None if d.distance_m is None else round(d.distance_m, 1),
                 }
+                | ({} if d.escalate is None else {"escalate": d.escalate.value})
                 for d in decisions
             ],
             separators=(",", ":"),

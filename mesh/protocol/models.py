@@ -93,8 +93,10 @@ class CameraRole(StrEnum):
 
 
 class EscalationReason(StrEnum):
-    OFFLINE = "offline"  # in range or targeted, but its presence says offline
-    NO_ACK = "no_ack"  # expected, commanded, retried, never answered
+    # In range or targeted, but offline longer than offline_grace_s: escalated at once.
+    OFFLINE = "offline"
+    # Expected, commanded, retried, never answered (offline within the grace included).
+    NO_ACK = "no_ack"
     REJECTED = "rejected"  # answered, and refused (e.g. the command arrived expired)
 
 
@@ -371,6 +373,12 @@ class TriggerReceipt(Frozen):
     activation_id: Ident | None = None
     reason: str = ""
     at_ns: TimeNs
+    activation_pending: bool | None = Field(
+        default=None,
+        description="Suppressed receipts: true if the activation the trigger was merged into "
+        "is still pending (its final record is still to come), false if it had finished",
+        exclude_if=lambda v: v is None,  # only suppressed receipts carry it
+    )
 
 
 class GatewayStatus(Frozen):

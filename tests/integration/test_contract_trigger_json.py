@@ -36,7 +36,7 @@ from mesh.protocol.models import (
 )
 from tests.harness import UNIT, Mesh, event, ghost, running_mesh, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOURCE = "holster-7"  # the CLI's trigger and the first one share (unit, kind, source)
 
 # Slow retries: the first activation stays pending until the test answers for its camera.

@@ -21,7 +21,7 @@ from mesh.gateway.build import build_gateway
 from mesh.protocol.models import TriggerKind
 from tests.harness import CENTER, UNIT, event, running_mesh
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_config(tmp_path: Path, topics: Topics, url: str, policy: str) -> Path:

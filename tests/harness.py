@@ -19,7 +19,8 @@ from mesh.camera.agent import CameraAgent
 from mesh.decide.geo import offset
 from mesh.decide.policy import Policy
 from mesh.dispatch.watch import ActivationWatcher
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.gateway.build import build_gateway, config_in_code
+from mesh.gateway.daemon import Gateway
 from mesh.protocol.codec import encode
 from mesh.protocol.models import (
     ActivationRecord,
@@ -129,15 +130,10 @@ def make_gateway(
     sources: Sequence[TriggerSource] = (),
     security: Security | None = None,
 ) -> Gateway:
-    return Gateway(
-        GatewaySettings(
-            unit_id=UNIT,
-            log_path=log_path,
-            topics=topics,
-            position=CENTER,
-            policy=policy or Policy(),
-            security=security or Security(),
-        ),
+    return build_gateway(
+        config_in_code(UNIT, log_path, topics=topics, position=CENTER),
+        policy or Policy(),
+        security=security,
         url=url,
         protocol=protocol,
         client_id=client_id or f"gw-{topics.prefix}",

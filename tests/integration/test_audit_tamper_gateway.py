@@ -11,7 +11,8 @@ import pytest
 
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.decide.policy import Policy
+from mesh.gateway.build import build_gateway, config_in_code
 from mesh.journal.retention import NS_PER_DAY
 from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import read_records
@@ -46,14 +47,10 @@ async def test_the_gateways_retention_loop_refuses_and_counts(
     rewrite(
         log, delete=range(10, 13), insert=[forged(18, chain[17][6], "retention", None, body, now)]
     )
-    gateway = Gateway(
-        GatewaySettings(
-            unit_id=UNIT,
-            log_path=log,
-            topics=topics,
-            signer=CheckpointSigner.from_file(keys[0]),
-            retention_days=30,
-        ),
+    gateway = build_gateway(
+        config_in_code(UNIT, log, topics=topics, retention_days=30),
+        Policy(),
+        signer=CheckpointSigner.from_file(keys[0]),
         url=mosquitto.url,
         client_id=f"gw-{topics.prefix[:15]}",
     )

@@ -43,6 +43,8 @@ from bridge.mqtt.client import LinkOptions, MqttLink
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import shared
+from mesh.decide.policy import Policy
+from mesh.gateway.build import build_gateway, config_in_code
 from mesh.protocol.codec import encode
 from tests.conftest import require_mosquitto
 from tests.unit.test_broker_files import (
@@ -661,7 +663,6 @@ async def test_the_mesh_works_with_its_own_credentials(
     from mesh.camera.agent import CameraAgent, CameraIdentity
     from mesh.decide.geo import offset
     from mesh.dispatch.watch import ActivationWatcher
-    from mesh.gateway.daemon import Gateway, GatewaySettings
     from mesh.protocol.models import ActivationState, CameraRole, GeoPoint, TriggerKind
     from triggers.manual import manual_trigger
 
@@ -672,10 +673,9 @@ async def test_the_mesh_works_with_its_own_credentials(
         return GeoPoint(lat=lat, lon=lon)
 
     run = tag()
-    gateway = Gateway(
-        GatewaySettings(
-            unit_id="unit-12", gateway_id=GW, log_path=tmp_path / "gw.db", topics=T, position=center
-        ),
+    gateway = build_gateway(
+        config_in_code("unit-12", tmp_path / "gw.db", gateway_id=GW, topics=T, position=center),
+        Policy(),
         url=url(GW),
         client_id=f"t-{run}-gw",
     )

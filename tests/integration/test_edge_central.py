@@ -44,7 +44,7 @@ from bridge.topics import TopicKind, Topics
 from mesh.camera.agent import CameraAgent
 from mesh.decide.policy import Policy
 from mesh.dispatch.watch import ActivationWatcher
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.gateway.build import build_gateway, config_in_code
 from mesh.journal.store import log_id_of, read_records
 from mesh.protocol.codec import encode
 from mesh.protocol.models import (
@@ -331,17 +331,17 @@ async def car(
         now_ns=time.time_ns(),
         record_s=RECORD_S,
     )
-    gateway = Gateway(
-        GatewaySettings(
-            unit_id=UNIT,
+    gateway = build_gateway(
+        config_in_code(
+            UNIT,
+            log,
             gateway_id=GW,
-            log_path=log,
             topics=topics,
             position=CENTER,
-            policy=Policy(),
             sync_log=True,
             sync_interval_s=0.5,
         ),
+        Policy(),
         url=urls[GW],
         client_id=f"t{tag}-gw",
     )

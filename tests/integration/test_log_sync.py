@@ -21,7 +21,8 @@ from mesh.archive import store
 from mesh.archive.db import connect
 from mesh.archive.intake import accept
 from mesh.archive.migrate import migrate
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.decide.policy import Policy
+from mesh.gateway.build import build_gateway, config_in_code
 from mesh.journal.chain import GENESIS, record_hash, verify_chain
 from mesh.journal.records import RecordKind, ResumedEntry
 from mesh.journal.retention import RetentionPass
@@ -95,8 +96,10 @@ async def test_a_gateway_log_syncs_once_to_two_archivers_and_verifies_centrally(
     log = tmp_path / "gw.db"
     key = Ed25519PrivateKey.generate()
     signer = CheckpointSigner(key)
-    gateway = Gateway(
-        GatewaySettings(unit_id=UNIT, log_path=log, topics=topics, position=CENTER, signer=signer),
+    gateway = build_gateway(
+        config_in_code(UNIT, log, topics=topics, position=CENTER),
+        Policy(),
+        signer=signer,
         url=mosquitto.url,
         client_id=f"t{uuid.uuid4().hex[:8]}-gw",
     )
@@ -305,15 +308,11 @@ async def test_a_gateway_with_sync_log_keeps_the_archive_current(
     mosquitto: MosquittoProcess, topics: Topics, postgres: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "gw.db"
-    gateway = Gateway(
-        GatewaySettings(
-            unit_id=UNIT,
-            log_path=log,
-            topics=topics,
-            position=CENTER,
-            sync_log=True,
-            sync_interval_s=0.2,
+    gateway = build_gateway(
+        config_in_code(
+            UNIT, log, topics=topics, position=CENTER, sync_log=True, sync_interval_s=0.2
         ),
+        Policy(),
         url=mosquitto.url,
         client_id=f"t{uuid.uuid4().hex[:8]}-gw",
     )

@@ -16,7 +16,8 @@ from bridge.mqtt.embedded import MosquittoProcess
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.decide.policy import Policy
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.gateway.build import build_gateway, config_in_code
+from mesh.gateway.daemon import Gateway
 from mesh.journal.store import LogError
 from mesh.ops.health import Health, Status
 from mesh.ops.http import ListenError
@@ -28,7 +29,6 @@ from mesh.ops.metrics import (
     gateway_families,
 )
 from mesh.protocol.models import ActivationState, TriggerKind
-from mesh.security.checks import Security
 from tests.harness import CENTER, UNIT, event, ghost, running_mesh, wait_until
 from tests.http_helpers import get, parse_metrics, sample, send_raw
 
@@ -36,18 +36,10 @@ FAST = Policy.model_validate({"defaults": {"ack_deadline_ms": 150, "max_retries"
 P = "trigger_mesh_"
 
 
-def observed_gateway(url: BrokerUrl, topics: Topics, log_path: Path, **settings: object) -> Gateway:
-    return Gateway(
-        GatewaySettings(
-            unit_id=UNIT,
-            log_path=log_path,
-            topics=topics,
-            position=CENTER,
-            policy=FAST,
-            security=Security(),
-            metrics_port=0,
-            **settings,
-        ),
+def observed_gateway(url: BrokerUrl, topics: Topics, log_path: Path) -> Gateway:
+    return build_gateway(
+        config_in_code(UNIT, log_path, topics=topics, position=CENTER, metrics_port=0),
+        FAST,
         url=url,
         client_id=f"gw-{uuid.uuid4().hex[:8]}",
     )
@@ -247,8 +239,9 @@ def test_a_port_in_use_is_a_clear_error(topics: Topics, tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{port}"):
-            Gateway(
-                GatewaySettings(unit_id=UNIT, log_path=tmp_path / "log.db", metrics_port=port),
+            build_gateway(
+                config_in_code(UNIT, tmp_path / "log.db", metrics_port=port),
+                Policy(),
                 url=BrokerUrl.parse("mqtt://127.0.0.1:1"),
             )
     assert not (tmp_path / "log.db").exists()  # failed before the log was opened

@@ -22,7 +22,8 @@ import pytest
 
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
-from mesh.gateway.daemon import Gateway, GatewaySettings
+from mesh.decide.policy import Policy
+from mesh.gateway.build import Overrides, build_gateway, config_in_code
 from mesh.ops.sd_notify import SystemdNotifier, watchdog_loop
 from tests.harness import UNIT, wait_until
 
@@ -199,9 +200,11 @@ async def test_a_gateway_whose_log_writer_is_stuck_stops_feeding_the_watchdog(
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 200 ms
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     log_path = tmp_path / "log.db"
-    gw = Gateway(
-        GatewaySettings(unit_id=UNIT, log_path=log_path, topics=topics, systemd_notify=True),
+    gw = build_gateway(
+        config_in_code(UNIT, log_path, topics=topics),
+        Policy(),
         url=mosquitto.url,
+        overrides=Overrides(systemd_notify=True),
         client_id=f"gw-{uuid.uuid4().hex[:8]}",
     )
     task = asyncio.create_task(gw.run())

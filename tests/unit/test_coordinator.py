@@ -203,10 +203,15 @@ async def test_a_camera_offline_too_long_is_escalated_at_once_not_waited_for(
         assert rig.publisher.commands(TOPICS.command_camera("bwc-3")) == []
         assert rig.coordinator.counters["retries"] == 0
         assert rig.coordinator.counters["escalations.offline"] == 1
-        # Not waited for: the others' answers end it, confirmed.
+        # Not waited for: the others' answers end it. The record still names it, missed
+        # and not waited for, so the activation is partial (docs/protocol.md).
         record = rig.publisher.final_record(aid)
-        assert record.state is ActivationState.CONFIRMED
-        assert sorted(c.camera_id for c in record.cameras) == ["bwc-1", "bwc-2"]
+        assert record.state is ActivationState.PARTIAL
+        assert sorted(c.camera_id for c in record.cameras) == ["bwc-1", "bwc-2", "bwc-3"]
+        (gone_outcome,) = [c for c in record.cameras if c.camera_id == "bwc-3"]
+        assert gone_outcome.expected
+        assert (gone_outcome.status, gone_outcome.attempts) == (OutcomeStatus.MISSED, 0)
+        assert "not waited for" in gone_outcome.detail
 
 
 async def test_a_camera_that_refuses_is_escalated_as_rejected(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+ASYNCAPI_VALIDATOR := tools/asyncapi/node_modules/.package-lock.json
 
 .PHONY: demo test test-fast lint typecheck pytest fuzz chaos bench bench-smoke schema clean
 
@@ -27,8 +28,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(ASYNCAPI_VALIDATOR)
 	$(BIN)/pytest
+
+# The AsyncAPI validator of docs/asyncapi.yaml (tests/integration/test_asyncapi.py): the
+# @asyncapi/parser pinned by tools/asyncapi/package-lock.json, installed with `npm ci`
+# (Node.js and npm: apt-get install -y nodejs npm), again whenever the lock file changes.
+$(ASYNCAPI_VALIDATOR): tools/asyncapi/package-lock.json
+	cd tools/asyncapi && npm ci
+	touch $@
 
 # The quick subset (under a minute on the 2-core development machine): every unit test and
 # every fuzz property with at most FAST_EXAMPLES examples (the "fast" Hypothesis profile,
@@ -69,8 +77,11 @@ SMOKE_ARGS ?=
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/smoke.py $(SMOKE_ARGS)
 
+# The JSON Schemas of every payload and the AsyncAPI document (docs/protocol.md); the
+# tests fail while the committed files differ from what these write.
 schema: $(STAMP)
 	$(BIN)/trigger-mesh schema --out docs/schemas
+	$(BIN)/trigger-mesh asyncapi --out docs/asyncapi.yaml
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info tools/asyncapi/node_modules

@@ -1036,4 +1036,19 @@ def schema(
         _console().print(str(path), highlight=False)
 
 
+@app.command()
+def asyncapi(
+    out: Annotated[Path, typer.Option("--out", help="The AsyncAPI file to write (YAML)")],
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+) -> None:
+    """Write the AsyncAPI 3.0 document of every topic and payload (docs/asyncapi.yaml)."""
+    from mesh.protocol.asyncapi import write_asyncapi
+
+    try:
+        path = write_asyncapi(out, prefix)
+    except ValueError as exc:  # a prefix that is no topic prefix
+        _fail(str(exc))
+    _console().print(str(path), highlight=False)
+
+
 _register_groups()

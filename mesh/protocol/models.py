@@ -224,6 +224,8 @@ class RecordCancel(Frozen):
 
 
 class CameraAck(Frozen):
+    """A camera's answer to a command: started, already recording, out of range or rejected."""
+
     type: Literal["ack"] = "ack"
     v: ProtocolV1 = 1
     activation_id: Ident

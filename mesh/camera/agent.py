@@ -533,9 +533,12 @@ class CameraAgent:
         problem = self.security.check_command(command, now)
         # This issuer's claim on the id, if any; another issuer's does not make it a repeat.
         acted = self._handled.get(aid, {}).get(command.issuer)
-        if problem is None and acted is None and not self._first_time(command, now):
+        # Every command that passed the checks is remembered, claim or not, ignored or not.
+        repeat = problem is None and not self._first_time(command, now)
+        replayed = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
+        if repeat and acted is None:
             # Acted on already (answered, ignored or refused): never acted on twice.
-            problem = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
+            problem = replayed
             if not direct:
                 # The same command on two shared topics (its cell's and its unit's) is
                 # normal; only a repeat sent to this camera directly is answered.
@@ -553,6 +556,12 @@ class CameraAgent:
             recording=self.recorder.is_recording(now),
             now_ns=now,
         )
+        if repeat and decision.action is Action.START:
+            # The claim's recording ended and the very same signed command came again: a
+            # genuine retry is signed afresh (a new attempt), so this is a replay. Answering
+            # a repeat (already_recording, or the cancelled claim's rejection) is harmless;
+            # starting on it again is not.
+            return self._refuse(command, replayed, received_ns)
         self.counters[f"decision.{decision.action.value}"] += 1
         if decision.action is Action.IGNORE:
             return None

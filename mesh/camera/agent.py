@@ -117,6 +117,8 @@ class CameraAgent:
         self.position = position
         self.accuracy_m = accuracy_m
         self.recorder = recorder or SimulatedRecorder(powered_on_ns=clock.wall_ns())
+        if asleep:
+            self.recorder.standby()
         self.heartbeat_s = heartbeat_s
         self.counters: Counter[str] = Counter()
         self.acks_sent: list[CameraAck] = []
@@ -289,8 +291,13 @@ class CameraAgent:
             await self._resubscribe_task
 
     def set_asleep(self, asleep: bool) -> None:
-        """Standby (asleep) or ready: announced with the next presence."""
+        """Standby (asleep: no pre-event buffering) or ready: announced with the next
+        presence."""
         self.asleep = asleep
+        if asleep:
+            self.recorder.standby()
+        else:
+            self.recorder.wake(self.clock.wall_ns())
         self._presence_changed()
 
     def _presence_changed(self) -> None:

@@ -19,8 +19,8 @@ def presence(online):
 
 
 def distance_m(a, b, c, d):
-    h = math.sin(math.radians(c - a) / 2) ** 2 + math.cos(math.radians(a)) * math.cos(
-        math.radians(c)) * math.sin(math.radians(d - b) / 2) ** 2
+    h = math.sin((math.radians(c) - math.radians(a)) / 2) ** 2 + math.cos(math.radians(a)) \
+        * math.cos(math.radians(c)) * math.sin(math.radians(d - b) / 2) ** 2
     return 2 * 6371008.8 * math.asin(min(1.0, math.sqrt(h)))
 
 

@@ -117,6 +117,8 @@ class CameraAgent:
         self.position = position
         self.accuracy_m = accuracy_m
         self.recorder = recorder or SimulatedRecorder(powered_on_ns=clock.wall_ns())
+        if asleep:
+            self.recorder.standby()
         self.heartbeat_s = heartbeat_s
         self.counters: Counter[str] = Counter()
         self.acks_sent: list[CameraAck] = []
@@ -289,8 +291,13 @@ class CameraAgent:
             await self._resubscribe_task
 
     def set_asleep(self, asleep: bool) -> None:
-        """Standby (asleep) or ready: announced with the next presence."""
+        """Standby (asleep: no pre-event buffering) or ready: announced with the next
+        presence."""
         self.asleep = asleep
+        if asleep:
+            self.recorder.standby()
+        else:
+            self.recorder.wake(self.clock.wall_ns())
         self._presence_changed()
 
     def _presence_changed(self) -> None:
@@ -533,9 +540,12 @@ class CameraAgent:
         problem = self.security.check_command(command, now)
         # This issuer's claim on the id, if any; another issuer's does not make it a repeat.
         acted = self._handled.get(aid, {}).get(command.issuer)
-        if problem is None and acted is None and not self._first_time(command, now):
+        # Every command that passed the checks is remembered, claim or not, ignored or not.
+        repeat = problem is None and not self._first_time(command, now)
+        replayed = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
+        if repeat and acted is None:
             # Acted on already (answered, ignored or refused): never acted on twice.
-            problem = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
+            problem = replayed
             if not direct:
                 # The same command on two shared topics (its cell's and its unit's) is
                 # normal; only a repeat sent to this camera directly is answered.
@@ -553,6 +563,12 @@ class CameraAgent:
             recording=self.recorder.is_recording(now),
             now_ns=now,
         )
+        if repeat and decision.action is Action.START:
+            # The claim's recording ended and the very same signed command came again: a
+            # genuine retry is signed afresh (a new attempt), so this is a replay. Answering
+            # a repeat (already_recording, or the cancelled claim's rejection) is harmless;
+            # starting on it again is not.
+            return self._refuse(command, replayed, received_ns)
         self.counters[f"decision.{decision.action.value}"] += 1
         if decision.action is Action.IGNORE:
             return None

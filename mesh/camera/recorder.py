@@ -1,9 +1,11 @@
 """A simulated camera recorder with a pre-event buffer.
 
 A body camera records continuously into a ring buffer while idle; when told to start, the
-recording begins ``pre_event_s`` in the past, limited by what the buffer holds. Frames are
-at fixed times (power-on + k/fps), so the buffer is computed, not filled frame by frame:
-a fleet of a thousand simulated cameras costs nothing while idle.
+recording begins ``pre_event_s`` in the past, limited by what the buffer holds: at most
+``buffer_s``, and nothing from before power-on or from standby (a camera asleep does not
+buffer; woken, it buffers again from then). Frames are at fixed times (power-on + k/fps),
+so the buffer is computed, not filled frame by frame: a fleet of a thousand simulated
+cameras costs nothing while idle.
 """
 
 from __future__ import annotations
@@ -37,6 +39,21 @@ class SimulatedRecorder:
     # started it, and any that found it already recording. The same activation id from two
     # issuers is two claims: one issuer's cancel must not remove the other's.
     _current: list[tuple[str, str]] = field(default_factory=list)
+    # Buffering since then (power-on, or waking from standby); None in standby.
+    buffering_since_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.buffering_since_ns is None:
+            self.buffering_since_ns = self.powered_on_ns
+
+    def standby(self) -> None:
+        """Asleep: the buffer is not filled (what it held is gone)."""
+        self.buffering_since_ns = None
+
+    def wake(self, now_ns: int) -> None:
+        """Out of standby: the buffer fills again from now."""
+        if self.buffering_since_ns is None:
+            self.buffering_since_ns = now_ns
 
     def is_recording(self, now_ns: int) -> bool:
         if self.started_at_ns is None:
@@ -49,8 +66,11 @@ class SimulatedRecorder:
     def start(
         self, activation_id: str, pre_event_s: int, now_ns: int, *, issuer: str = ""
     ) -> RecordingStart:
-        """Start recording now, keeping up to ``pre_event_s`` of buffered frames."""
-        buffered_ns = min(int(self.buffer_s * NS), max(0, now_ns - self.powered_on_ns))
+        """Start recording now, keeping up to ``pre_event_s`` of buffered frames (none if in
+        standby until now: the start wakes it)."""
+        since = self.buffering_since_ns
+        buffered_ns = 0 if since is None else min(int(self.buffer_s * NS), max(0, now_ns - since))
+        self.wake(now_ns)
         keep_ns = min(pre_event_s * NS, buffered_ns)
         # Frame k is at powered_on + k/fps exactly; integer maths avoids a drifting period.
         # Kept: the frames in [now - keep, now), i.e. indices ceil(start) .. ceil(now) - 1.

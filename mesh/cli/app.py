@@ -1029,10 +1029,11 @@ def log_export(
 def schema(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .schema.json files")],
 ) -> None:
-    """Write the JSON Schema of every protocol v1 payload."""
+    """Write the JSON Schema of every protocol v1 payload, and of the trust store file."""
     from mesh.protocol.schema import write_schemas
+    from mesh.security.trust import write_trust_store_schema
 
-    for path in write_schemas(out):
+    for path in [*write_schemas(out), write_trust_store_schema(out)]:
         _console().print(str(path), highlight=False)
 
 

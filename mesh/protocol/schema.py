@@ -1,4 +1,8 @@
-"""``trigger-mesh schema``: JSON Schemas of every protocol v1 payload."""
+"""``trigger-mesh schema``: JSON Schemas of every protocol v1 payload.
+
+``type`` and ``v`` have defaults in the models (a reader of this version fills them in),
+but a sender MUST send both: the schemas list them first among the required fields.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from pathlib import Path
 
 from mesh.protocol.log_wire import LogBatch, LogSynced
 from mesh.protocol.models import WIRE_MODELS, Frozen
+
+# Every payload's own fields a sender must send although the models default them.
+ALWAYS_SENT = ("type", "v")
 
 # The log-sync payloads (docs/archive.md) live with the archive, not the core protocol.
 SCHEMA_MODELS: dict[str, type[Frozen]] = {
@@ -20,6 +27,8 @@ def schemas() -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for name, model in SCHEMA_MODELS.items():
         schema = model.model_json_schema()
+        required = [str(field) for field in schema.get("required", ())]
+        schema["required"] = [*ALWAYS_SENT, *(f for f in required if f not in ALWAYS_SENT)]
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://trigger-mesh.example/schemas/v1/{name}.schema.json"
         out[name] = schema

@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.serialization import (
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
-    """A short name for a public key: the first 16 hex digits of SHA-256 over its raw bytes."""
+    """A short name for a public key: the first 16 hex digits of SHA-256 over the lowercase
+    hex text of its 32 raw bytes (64 ASCII characters), not over the bytes themselves
+    (docs/security.md, "What a signature covers")."""
     return hashlib.sha256(public_key_hex(public_key).encode()).hexdigest()[:16]
 
 

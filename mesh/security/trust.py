@@ -8,13 +8,14 @@ retires a key by giving it a ``not_after``) and an optional revocation time.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -46,17 +47,37 @@ class Distrust(StrEnum):
     KEY_EXPIRED = "key_expired"
 
 
+_TIME = "RFC 3339 date-time with its offset (Z or +hh:mm)"
+
+
 class TrustedKey(BaseModel):
+    """One public key, what it may sign and when (docs/security.md, "The trust store file")."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
-    role: KeyRole
-    subject: Ident
-    public_key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="raw, hex")]
-    not_before: AwareDatetime | None = None
-    not_after: AwareDatetime | None = None
-    revoked_at: AwareDatetime | None = None
-    note: Annotated[str, Field(max_length=256)] = ""
+    key_id: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9a-f]{16}$",
+            description="First 16 hex digits of SHA-256 over public_key's 64 hex characters",
+        ),
+    ]
+    role: Annotated[KeyRole, Field(description="What the key may sign")]
+    subject: Annotated[Ident, Field(description="The gateway, camera or console id it speaks for")]
+    public_key: Annotated[
+        str,
+        Field(pattern=r"^[0-9a-f]{64}$", description="The 32 raw bytes of the Ed25519 key, hex"),
+    ]
+    not_before: Annotated[
+        AwareDatetime | None, Field(description=f"Valid from (null: always); {_TIME}")
+    ] = None
+    not_after: Annotated[
+        AwareDatetime | None, Field(description=f"Retired from (null: never); {_TIME}")
+    ] = None
+    revoked_at: Annotated[
+        AwareDatetime | None, Field(description=f"Refused from (null: not revoked); {_TIME}")
+    ] = None
+    note: Annotated[str, Field(max_length=256, description="Free text for people")] = ""
 
     def problem_at(self, now_ns: int) -> Rejection | None:
         """Is this key usable at ``now_ns``, and if not, why."""
@@ -92,10 +113,34 @@ def trusted_key(
 
 
 class _TrustFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """A trust store: public keys and what each may sign (docs/security.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="TrustStore")
 
     version: Literal[1] = 1
     keys: tuple[TrustedKey, ...] = ()
+
+
+# Beside the payload schemas that `trigger-mesh schema` writes (mesh.protocol.schema).
+TRUST_STORE_SCHEMA_FILE = "trust-store.schema.json"
+
+
+def trust_store_schema() -> dict[str, Any]:
+    """The JSON Schema of the trust store file. ``version`` and ``keys`` are required of a
+    writer (``keys`` writes both), though the loader reads a file without them as
+    version 1 with no keys."""
+    schema = _TrustFile.model_json_schema()
+    schema["required"] = ["version", "keys"]
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://trigger-mesh.example/schemas/v1/{TRUST_STORE_SCHEMA_FILE}"
+    return schema
+
+
+def write_trust_store_schema(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / TRUST_STORE_SCHEMA_FILE
+    path.write_text(json.dumps(trust_store_schema(), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 class TrustStore:
@@ -111,14 +156,27 @@ class TrustStore:
     # --- file ---------------------------------------------------------------------------
     @classmethod
     def load(cls, path: Path | str, *, missing_ok: bool = False) -> TrustStore:
-        """Raises ConfigError naming the file and the key that is wrong."""
+        """Raises ConfigError naming the file, the place in it that is wrong and, for an
+        entry, the key it describes (its key_id, role and subject as written)."""
         path = Path(path)
         if missing_ok and not path.exists():
             return cls()
         data = read_yaml(path)
-        parsed = validate(_TrustFile, {} if data is None else data, path)
+        try:
+            parsed = validate(_TrustFile, {} if data is None else data, path)
+        except ConfigError as exc:
+            raise ConfigError(path, exc.key, exc.problem + _entry_named(data, exc.key)) from None
         store = cls()
+        first: dict[str, int] = {}
         for index, key in enumerate(parsed.keys):
+            if key.key_id in first:
+                raise ConfigError(
+                    path,
+                    f"keys.{index}.key_id",
+                    f"key {key.key_id} is listed twice (also keys.{first[key.key_id]}): "
+                    "one entry per key",
+                )
+            first[key.key_id] = index
             try:
                 store._put(key)
             except ValueError as exc:
@@ -258,6 +316,25 @@ class TrustStore:
                 f"signature by key {sig.key_id} does not match the {payload.type}'s content",
             )
         return None
+
+
+def _entry_named(data: object, key: str) -> str:
+    """`` (key_id …, role …, subject …)`` for an error inside ``keys.N``, from what the
+    entry says (whatever of it is text); empty otherwise."""
+    parts = key.split(".")
+    if len(parts) < 2 or parts[0] != "keys" or not parts[1].isdigit():
+        return ""
+    entries = data.get("keys") if isinstance(data, dict) else None
+    index = int(parts[1])
+    if not isinstance(entries, list) or index >= len(entries):
+        return ""
+    entry = entries[index]
+    if not isinstance(entry, dict):
+        return ""
+    named = [
+        f"{f} {entry[f]}" for f in ("key_id", "role", "subject") if isinstance(entry.get(f), str)
+    ]
+    return f" (the entry of {', '.join(named)})" if named else ""
 
 
 def _iso(moment: datetime) -> str:

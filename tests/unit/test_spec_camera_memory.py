@@ -1,0 +1,202 @@
+"""What a camera remembers of the commands it hears (docs/protocol.md, "What a camera
+remembers"): claims only for what it acted on; signatures of every checked command,
+ignored ones included; an exact repeat never started twice. Through CameraAgent itself,
+with a fake link and clock (no broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bridge.mqtt.urls import BrokerUrl
+from bridge.topics import Topics
+from mesh.camera.agent import CameraAgent, CameraIdentity
+from mesh.camera.recorder import SimulatedRecorder
+from mesh.clock import NS
+from mesh.protocol.codec import decode
+from mesh.protocol.models import (
+    AckStatus,
+    CameraAck,
+    CameraRole,
+    CancelAck,
+    CancelOutcome,
+    GeoPoint,
+    RecordCancel,
+    RecordStart,
+    SourceRef,
+    SourceType,
+    Targets,
+    TriggerKind,
+    TriggerSummary,
+)
+from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
+
+T0 = 1_790_000_000 * NS
+ORIGIN = GeoPoint(lat=39.952583, lon=-75.165222)
+FAR = GeoPoint(lat=39.97, lon=-75.165222)  # ~1.9 km north
+GW = Ed25519PrivateKey.generate()
+CAM = Ed25519PrivateKey.generate()
+TRUST = TrustStore(
+    [
+        trusted_key(GW.public_key(), KeyRole.GATEWAY, "gw-car-12"),
+        trusted_key(CAM.public_key(), KeyRole.CAMERA, "bwc-7a"),
+    ]
+)
+
+
+@dataclass
+class Clock:
+    now: int = T0
+
+    def wall_ns(self) -> int:
+        return self.now
+
+    def mono_ns(self) -> int:
+        return self.now
+
+
+@dataclass
+class FakeLink:
+    sent: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def publish_soon(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        self.sent.append((topic, payload))
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        self.sent.append((topic, payload))
+
+
+@pytest.fixture
+def camera() -> Iterator[CameraAgent]:
+    clock = Clock()
+    agent = CameraAgent(
+        CameraIdentity("bwc-7a", "car-7", CameraRole.BODY),
+        url=BrokerUrl.parse("mqtt://127.0.0.1:1"),
+        topics=Topics("t/mesh/v1"),
+        position=FAR,
+        clock=clock,
+        recorder=SimulatedRecorder(powered_on_ns=T0 - 600 * NS),
+        security=Security(signer=PayloadSigner(CAM), trust=TRUST),
+    )
+    agent.link = FakeLink()  # type: ignore[assignment]
+    yield agent
+    if agent._presence_task is not None:
+        agent._presence_task.cancel()
+
+
+def command(attempt: int = 0, *, units: tuple[str, ...] = (), ttl_s: int = 30) -> RecordStart:
+    unsigned = RecordStart(
+        activation_id="a-1",
+        issuer="gw-car-12",
+        trigger=TriggerSummary(
+            event_id="e-1",
+            kind=TriggerKind.WEAPON_DRAW,
+            unit_id="car-12",
+            observed_at_ns=T0,
+            source=SourceRef(type=SourceType.MANUAL, id="t", authenticated=False),
+        ),
+        issued_at_ns=T0,
+        origin=ORIGIN,
+        radius_m=150.0,
+        pre_event_s=30,
+        targets=Targets(units=units),
+        expires_at_ns=T0 + ttl_s * NS,
+        attempt=attempt,
+        cancel_until_ns=T0 + 10 * NS,
+    )
+    return PayloadSigner(GW).sign(unsigned)
+
+
+def answer(agent: CameraAgent, cmd: RecordStart, *, direct: bool = True) -> CameraAck | None:
+    return agent.handle(cmd, direct=direct, received_ns=agent.clock.wall_ns())
+
+
+def status(ack: CameraAck | None) -> tuple[AckStatus, str] | None:
+    return None if ack is None else (ack.status, ack.reason.split(":")[0])
+
+
+async def test_an_exact_repeat_never_starts_a_recording_twice(camera: CameraAgent) -> None:
+    """Before: with a claim whose recording had ended, the same signed command sent again
+    to the camera's own topic started a new recording (the replay guard was asked only
+    when the issuer held no claim)."""
+    camera.position = ORIGIN  # a new fix
+    first = command()
+    assert status(answer(camera, first)) == (AckStatus.STARTED, "in range")
+    assert status(answer(camera, first)) == (
+        AckStatus.ALREADY_RECORDING,
+        "duplicate command for this activation",
+    )
+    camera.recorder.started_at_ns = None  # the recording ended (stopped on the camera)
+    assert status(answer(camera, first, direct=False)) is None
+    assert status(answer(camera, first)) == (AckStatus.REJECTED, "replayed")
+    assert not camera.recorder.is_recording(camera.clock.wall_ns())
+    assert camera.recorder.recordings == 1
+    # The gateway's genuine retry is signed afresh (a new attempt): decided afresh.
+    assert status(answer(camera, command(attempt=1))) == (AckStatus.STARTED, "in range")
+    assert camera.recorder.recordings == 2
+
+
+async def test_a_rejected_or_out_of_range_command_makes_no_claim(camera: CameraAgent) -> None:
+    """Only `started` and `already_recording` make a claim: the issuer's next command for
+    the same id (a new signature) is decided afresh, not taken for a duplicate."""
+    assert status(answer(camera, command())) == (AckStatus.OUT_OF_RANGE, "out of range")
+    unsigned = command(attempt=1).model_copy(update={"sig": None})
+    assert status(answer(camera, unsigned)) == (AckStatus.REJECTED, "unsigned")
+    camera.position = ORIGIN  # a new fix
+    assert status(answer(camera, command(attempt=2), direct=False)) == (
+        AckStatus.STARTED,
+        "in range",
+    )
+
+
+async def test_a_refused_command_is_not_remembered_an_ignored_one_is(camera: CameraAgent) -> None:
+    """The signature of a command that passed the checks is kept until it expires, even
+    if the camera ignored it; one that failed them is not (it is refused each time)."""
+    tampered = command().model_copy(update={"radius_m": 5000.0})
+    assert status(answer(camera, tampered)) == (AckStatus.REJECTED, "bad_signature")
+    assert status(answer(camera, tampered)) == (AckStatus.REJECTED, "bad_signature")
+    heard = command(attempt=1)
+    assert answer(camera, heard, direct=False) is None  # out of range on its cell: ignored
+    camera.position = ORIGIN  # a new fix
+    assert answer(camera, heard, direct=False) is None  # now in range: still a repeat
+    assert status(answer(camera, heard)) == (AckStatus.REJECTED, "replayed")
+    assert camera.recorder.recordings == 0
+    camera.clock.now = heard.expires_at_ns + NS  # type: ignore[attr-defined]
+    assert status(answer(camera, heard)) == (AckStatus.REJECTED, "command expired 1000 ms ago")
+
+
+async def test_a_cancel_is_answered_once_with_a_cancel_ack(camera: CameraAgent) -> None:
+    camera.position = ORIGIN  # a new fix
+    assert status(answer(camera, command())) == (AckStatus.STARTED, "in range")
+    link = camera.link
+    assert isinstance(link, FakeLink)
+    before = len(link.sent)
+    cancel = PayloadSigner(GW).sign(
+        RecordCancel(activation_id="a-1", issuer="gw-car-12", at_ns=T0 + NS)
+    )
+    assert camera.cancel(cancel, received_ns=T0 + NS)
+    assert camera.cancel(cancel, received_ns=T0 + NS) is False  # again, on another topic
+    answers = link.sent[before:]
+    assert [topic for topic, _ in answers] == ["t/mesh/v1/ack/gw-car-12/bwc-7a"]
+    ack = decode(CancelAck, answers[0][1])
+    assert (ack.outcome, ack.cancel_issuer, ack.cancel_at_ns) == (
+        CancelOutcome.STOPPED,
+        "gw-car-12",
+        T0 + NS,
+    )
+    assert ack.sig is not None
+    # A cancel for an activation it never acted on: silence.
+    other = PayloadSigner(GW).sign(
+        RecordCancel(activation_id="a-2", issuer="gw-car-12", at_ns=T0 + NS)
+    )
+    assert camera.cancel(other) is False
+    assert len(link.sent) == before + 1

@@ -82,6 +82,7 @@ bench-smoke: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/trigger-mesh schema --out docs/schemas
 	$(BIN)/trigger-mesh asyncapi --out docs/asyncapi.yaml
+	$(BIN)/trigger-mesh vectors --out docs/vectors
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info tools/asyncapi/node_modules

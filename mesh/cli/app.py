@@ -1052,4 +1052,21 @@ def asyncapi(
     _console().print(str(path), highlight=False)
 
 
+
+@app.command()
+def vectors(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the .json files")],
+) -> None:
+    """Write the protocol's test vectors (geo cells, range decisions): docs/vectors."""
+    import json
+
+    from mesh.decide.vectors import all_vectors
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in all_vectors().items():
+        path = out / f"{name}.json"
+        path.write_text(json.dumps(content, indent=2) + "\n")
+        _console().print(str(path), highlight=False)
+
+
 _register_groups()

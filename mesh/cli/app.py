@@ -1052,7 +1052,6 @@ def asyncapi(
     _console().print(str(path), highlight=False)
 
 
-
 @app.command()
 def vectors(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .json files")],

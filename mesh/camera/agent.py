@@ -318,18 +318,23 @@ class CameraAgent:
         if parsed is None or lane is None:
             self.counters["ignored.topic"] += 1
             return
-        if len(message.payload) > MAX_COMMAND_BYTES:
-            # Dropped unparsed, refused as the codec would refuse it.
-            self.counters["rejected.command.too_large"] += 1
-            self._warn(
-                "command rejected",
-                f"too_large.{lane.name}",
-                topic=message.topic,
-                code="too_large",
-                reason=f"{len(message.payload)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
-            )
+        if self._too_large(lane, message.topic, message.payload):
             return
         self._queue(Queued(lane, parsed.kind, message.topic, message.payload, self.clock.wall_ns()))
+
+    def _too_large(self, lane: Lane, topic: str, payload: bytes) -> bool:
+        """Past the size limit: dropped unparsed, refused as the codec would refuse it."""
+        if len(payload) <= MAX_COMMAND_BYTES:
+            return False
+        self.counters["rejected.command.too_large"] += 1
+        self._warn(
+            "command rejected",
+            f"too_large.{lane.name}",
+            topic=topic,
+            code="too_large",
+            reason=f"{len(payload)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
+        )
+        return True
 
     def _queue(self, item: Queued) -> None:
         dropped = self._intake.put(item)
@@ -344,8 +349,7 @@ class CameraAgent:
         claimed issuer's budget, dropped at once; else queued under that issuer in the
         fair lane. An issuer the camera has no key for counts as one unknown issuer, so
         made-up names cannot buy fresh budgets."""
-        if len(payload) > MAX_COMMAND_BYTES:
-            self._on_message(Inbound(topic, payload, retain=False))
+        if self._too_large(Lane.OWN, topic, payload):
             return
         issuer = claimed_issuer(payload)
         key = issuer if issuer is not None and self._may_issue(issuer) else UNKNOWN_ISSUER

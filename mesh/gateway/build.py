@@ -82,18 +82,18 @@ def config_in_code(
     return GatewayConfig.model_validate(document)
 
 
-def load_signer(cfg: GatewayConfig, config_path: Path | None) -> CheckpointSigner | None:
+def load_signer(cfg: GatewayConfig, config_path: Path) -> CheckpointSigner | None:
     """The checkpoint key ``audit.signing_key`` names, or None; ConfigError if it is bad."""
     from mesh.journal.signer import CheckpointSigner
     from mesh.security.keys import KeyFileError
 
-    key_path = signing_key_path(cfg, config_path or Path("gateway.yaml"))
+    key_path = signing_key_path(cfg, config_path)
     if key_path is None:
         return None
     try:
         return CheckpointSigner.from_file(key_path)
     except KeyFileError as exc:
-        raise ConfigError(config_path or "", "audit.signing_key", str(exc)) from None
+        raise ConfigError(config_path, "audit.signing_key", str(exc)) from None
 
 
 def trigger_sources(cfg: GatewayConfig, config_path: Path) -> list[TriggerSource]:

@@ -387,9 +387,6 @@ class Gateway:
     def readout(self) -> GatewayReadout:
         """What the observer (health, metrics) reads, at this moment."""
         error = self.log.write_error
-        counters = Counter(self.counters)
-        counters.update(self.coordinator.counters)
-        counters.update(self.forwarder.counters)
         return GatewayReadout(
             log_error=None if error is None else str(error),
             link_up=self.link.is_up,
@@ -397,17 +394,22 @@ class Gateway:
             outbox_depth=self.outbox.depth(),
             outbox_oldest_queued_at_ns=self.outbox.oldest_queued_at_ns(),
             in_progress=len(self.coordinator.live),
-            counters=counters,
+            counters=self._parts_counters(),
             sources={source.name: source.health() for source in self.sources},
         )
 
     async def flush_log(self) -> None:
         await self.log.flush()
 
-    def all_counters(self) -> dict[str, int]:
+    def _parts_counters(self) -> Counter[str]:
+        """The daemon's, the coordinator's and the forwarder's counters, added up."""
         merged = Counter(self.counters)
         merged.update(self.coordinator.counters)
         merged.update(self.forwarder.counters)
+        return merged
+
+    def all_counters(self) -> dict[str, int]:
+        merged = self._parts_counters()
         merged["outbox.depth"] = self.outbox.depth()
         merged["link.connects"] = self.link.connects
         merged["presence_link.connects"] = self.presence_link.connects

@@ -46,11 +46,15 @@ from tests.chaos_tools import (
 from tests.conftest import IN_CI
 
 DISK_MB = 24  # the log (its 8 MiB pre-sized WAL checkpointed into it) and some room
-# Left free when the log is opened on a nearly full disk: room for SQLite's shared-memory
-# file and a few WAL frames, not for the 8 MiB pre-sized WAL, so the WAL must grow (and so
-# fail) as records come. (A WAL pre-sized on an emptier disk is room a full disk cannot
-# take away: see test_a_presized_wal_takes_records_on_a_disk_filled_after_the_log_opened.)
-MARGIN = 64 << 10
+# Left free when the gateway restarts on a nearly full disk: room for the shared-memory
+# files (32 KiB each) of the log *and* of the outbox beside it and a few frames, not for
+# the log's 8 MiB pre-sized WAL nor the three activations' records (at 128 KiB they fit),
+# so the WAL must grow (and so fail) as records come. At 64 KiB the two shared-memory files
+# alone took it all, and the outbox failed to open whenever the log wrote a frame first:
+# the gateway exited at start (2 CI runs in about 10). A WAL pre-sized on an emptier disk
+# is room a full disk cannot take away: see
+# test_a_presized_wal_takes_records_on_a_disk_filled_after_the_log_opened.
+MARGIN = 96 << 10
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ async def air_to_publish(rounds: int) -> list[float]:
                 settings=BleSourceSettings(burst_window_s=0.5),
                 counters=CounterStore(Path(tmp) / "counters.db"),
             )
-            topics = Topics("bench-ble/mesh/v1")
+            topics = Topics("bench-ble/mesh/v2")
             # Every draw is a new activation: no cooldown between rounds.
             policy = Policy.model_validate({"kinds": {"weapon_draw": {"cooldown_s": 0}}})
             gateway = build_gateway(

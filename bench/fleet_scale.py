@@ -87,7 +87,7 @@ from mesh.protocol.models import (
 from mesh.security.signing import PayloadSigner
 from triggers.manual import manual_trigger
 
-PREFIX = "mesh/v1"
+PREFIX = "mesh/v2"
 KEEPALIVE_S = 15  # bridge/mqtt/client.py LinkOptions.keepalive_s
 HEARTBEAT_S = 30.0  # the camera's presence interval (mesh/config.py heartbeat_s)
 CAR = GeoPoint(lat=39.9526, lon=-75.1652)

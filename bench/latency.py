@@ -280,7 +280,7 @@ async def measure(
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     floor_prefix = f"bench-{run_id}"
-    topics = Topics(f"bench-{run_id}/mesh/v1")
+    topics = Topics(f"bench-{run_id}/mesh/v2")
     gw_dir = workdir / f"gw-{count}"
     gw_dir.mkdir()
     camera_security = signed_fleet(gw_dir, count, f"u{run_id}") if signed else []

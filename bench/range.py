@@ -401,7 +401,7 @@ async def real_publishes(
     planned: list[int],
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
-    topics = Topics(f"bench-{run_id}/mesh/v1")
+    topics = Topics(f"bench-{run_id}/mesh/v2")
     unit_prefix = f"u{run_id}"
     specs = fleet(size, unit_prefix)
     unit, car = specs[0].unit_id, specs[0].position

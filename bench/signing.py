@@ -139,7 +139,7 @@ async def run(rounds: int) -> dict[str, Any]:
             floor = await round_trips(plain.url, "bench/rt", rounds)
             # The gateway's own status topic: one it may both publish and read.
             tls = await round_trips(
-                bundle.url_for("gw-car-12"), "mesh/v1/gateway/gw-car-12", rounds
+                bundle.url_for("gw-car-12"), "mesh/v2/gateway/gw-car-12", rounds
             )
         finally:
             plain.stop()

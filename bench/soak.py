@@ -247,7 +247,7 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise SystemExit(f"--cameras/--gateways/--scene-cameras: {exc}") from None
     run_id = uuid.uuid4().hex[:6]
-    topics = Topics(f"soak-{run_id}/mesh/v1")
+    topics = Topics(f"soak-{run_id}/mesh/v2")
     logdir = workdir / "logs"
     logdir.mkdir()
     broker = MosquittoProcess(binary, free_port(), workdir / "mosquitto")

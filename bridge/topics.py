@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-DEFAULT_PREFIX = "mesh/v1"
+DEFAULT_PREFIX = "mesh/v2"
 # The sender level of a watermark for a log synced without a gateway id (`log sync` with
 # no --gateway): not an Ident, so it cannot be a gateway's.
 UNNAMED_SENDER = "_unnamed"

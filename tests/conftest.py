@@ -154,4 +154,4 @@ def postgres() -> Iterator[str]:
 @pytest.fixture
 def topics() -> Topics:
     """A prefix no other test uses, so tests on the shared broker cannot see each other."""
-    return Topics(f"test-{uuid.uuid4().hex[:10]}/mesh/v1")
+    return Topics(f"test-{uuid.uuid4().hex[:10]}/mesh/v2")

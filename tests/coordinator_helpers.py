@@ -46,7 +46,7 @@ from mesh.protocol.models import (
 )
 from tests.harness import CENTER, UNIT
 
-TOPICS = Topics("unit-test/mesh/v1")
+TOPICS = Topics("unit-test/mesh/v2")
 ISSUER = f"gw-{UNIT}"
 NS = 1_000_000_000
 

@@ -82,7 +82,7 @@ def region_cells(prefixes: tuple[str, ...]) -> tuple[str, ...]:
 class FleetSpec:
     """Every identity the broker accepts, by role."""
 
-    prefix: str = "mesh/v1"
+    prefix: str = "mesh/v2"
     gateways: tuple[Principal, ...] = ()
     cameras: tuple[Principal, ...] = ()
     dispatch: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ from bridge.topics import TopicKind, Topics
 from mesh.decide.rejection import Rejection
 from mesh.journal.chain import record_hash
 from mesh.protocol.codec import PayloadError, decode
+from mesh.protocol.jws import Jws
 from mesh.protocol.log_wire import BATCH_MAX_BYTES, LogBatch
 from mesh.protocol.models import (
     ActivationRecord,
@@ -20,7 +21,8 @@ from mesh.protocol.models import (
     TriggerEvent,
     TriggerReceipt,
 )
-from mesh.security.trust import KeyRole, TrustStore
+from mesh.security.checks import signed_envelope
+from mesh.security.trust import Distrust, KeyRole, TrustStore
 
 # Triggers, receipts, acks and escalations are small; anything near this is a bug or worse.
 MAX_SMALL_PAYLOAD = 64 * 1024
@@ -38,7 +40,9 @@ class Item:
     kind: TopicKind
     model: ArchivedModel
     args: tuple[str, ...]
-    raw: str
+    raw: str  # the payload's JSON as sent (a signed message's: its JWS payload, decoded)
+    # A signed message (JWS) as received; checked only by ``check_ack`` under a trust store.
+    jws: Jws | None = None
     # Acks under a trust store (``check_ack``): True, the signature is valid; a refusal,
     # stored among the conflicts and never as an ack. None: not checked.
     verified: bool | None = None
@@ -75,6 +79,12 @@ def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
         return None
     args = parsed.args
     model: ArchivedModel
+    jws = signed_envelope(payload)
+    if jws is not None:
+        try:
+            payload = jws.payload_bytes
+        except ValueError:
+            raise PayloadError("bad_jws", "payload is not base64url") from None
     match parsed.kind:
         case TopicKind.TRIGGER:
             model = decode(TriggerEvent, payload, max_bytes=MAX_SMALL_PAYLOAD)
@@ -105,7 +115,7 @@ def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
         raw = payload.decode()
     except UnicodeDecodeError as exc:  # the JSON parser took it, PostgreSQL would not
         raise PayloadError("not_utf8", f"payload is not UTF-8 ({exc.reason})") from None
-    return Item(parsed.kind, model, args, raw)
+    return Item(parsed.kind, model, args, raw, jws)
 
 
 def check_ack(item: Item, trust: TrustStore | None, now_ns: int) -> Item:
@@ -114,10 +124,24 @@ def check_ack(item: Item, trust: TrustStore | None, now_ns: int) -> Item:
     one, an unsigned or badly signed ack carries its refusal. Other items pass as they are."""
     if trust is None or not isinstance(item.model, CameraAck):
         return item
-    problem = trust.check(item.model, [(KeyRole.CAMERA, item.model.camera_id)], now_ns=now_ns)
+    problem: Rejection | None
+    if item.jws is None:
+        problem = Rejection(Distrust.UNSIGNED, "unsigned ack")
+    else:
+        key = trust.verify(item.jws)
+        if isinstance(key, Rejection):
+            problem = key
+        else:
+            signers = [(KeyRole.CAMERA, item.model.camera_id)]
+            problem = trust.signer_problem(key, "ack", signers, now_ns=now_ns)
     if problem is not None:
         return replace(item, verified=False, refusal=problem)
     return replace(item, verified=True)
+
+
+def signer_of(item: Item) -> str | None:
+    """The key id that signed the item (not checked here), if it came signed."""
+    return None if item.jws is None else item.jws.kid
 
 
 def _is_cancel_ack(payload: bytes) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bridge.topics import TopicKind
 from mesh.archive.db import Conn
-from mesh.archive.intake import Item, activation_rank
+from mesh.archive.intake import Item, activation_rank, signer_of
 from mesh.journal.store import LogRecord
 from mesh.protocol.log_wire import LogBatch
 from mesh.protocol.models import (
@@ -145,8 +145,8 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
     if isinstance(model, TriggerEvent):
         cur = await conn.execute(
             "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id,"
-            " observed_at_ns, payload, archived_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING",
+            " observed_at_ns, payload, archived_by, jws)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (
                 model.event_id,
                 model.unit_id,
@@ -156,6 +156,7 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
                 model.observed_at_ns,
                 item.raw,
                 by,
+                _jws_json(item),
             ),
         )
     elif isinstance(model, TriggerReceipt):
@@ -194,8 +195,9 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
             )
         cur = await conn.execute(
             "INSERT INTO acks (activation_id, camera_id, attempt, received_at_ns, issuer,"
-            " unit_id, status, reason, payload, archived_by, verified, signer)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            " unit_id, status, reason, payload, archived_by, verified, signer, jws)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
             (
                 model.activation_id,
                 model.camera_id,
@@ -208,7 +210,8 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
                 item.raw,
                 by,
                 item.verified,
-                model.sig.key_id if model.sig is not None else None,
+                signer_of(item),
+                _jws_json(item),
             ),
         )
     elif isinstance(model, Escalation):
@@ -493,3 +496,7 @@ async def conflicts_for(
         for kind, subject, code, detail, copies, first_at in await cur.fetchall()
     ]
     return found, total
+
+
+def _jws_json(item: Item) -> str | None:
+    return None if item.jws is None else item.jws.to_json()

@@ -30,7 +30,7 @@ from mesh.protocol.models import ReceiptOutcome, TriggerReceipt
 
 
 def replay_topics(replay_prefix: str, live_prefix: str) -> Topics:
-    """``replay/`` + ``mesh/v1`` → ``replay/mesh/v1``. Refuses to land on a live prefix."""
+    """``replay/`` + ``mesh/v2`` → ``replay/mesh/v2``. Refuses to land on a live prefix."""
     head = replay_prefix.strip("/")
     if not head:
         raise ValueError("the replay prefix must not be empty: history is never re-sent live")

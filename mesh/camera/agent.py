@@ -1,4 +1,4 @@
-"""The camera side of protocol v1, as a library: presence, commands, recorder, acks.
+"""The camera side of protocol v2, as a library: presence, commands, recorder, acks.
 
 Runs real cameras' gateways-to-recorder glue and, with SimulatedRecorder, the simulated
 fleet used by the demo, the tests and the benchmarks.
@@ -32,6 +32,7 @@ from mesh.decide.camera import Action, Binding, CameraView, cancel_refusal, deci
 from mesh.decide.cells import cell_of
 from mesh.decide.rejection import Rejection
 from mesh.protocol.codec import PayloadError, decode, encode
+from mesh.protocol.jws import Jws
 from mesh.protocol.models import (
     AckStatus,
     CameraAck,
@@ -44,7 +45,13 @@ from mesh.protocol.models import (
     RecordCancel,
     RecordStart,
 )
-from mesh.security.checks import CommandProblem, ReplayGuard, Security
+from mesh.security.checks import (
+    CommandProblem,
+    Received,
+    ReplayGuard,
+    Security,
+    signed_envelope,
+)
 from mesh.security.trust import KeyRole
 
 # Remember this many recent activations, so a repeated command is recognised.
@@ -351,14 +358,35 @@ class CameraAgent:
         made-up names cannot buy fresh budgets."""
         if self._too_large(Lane.OWN, topic, payload):
             return
-        issuer = claimed_issuer(payload)
-        key = issuer if issuer is not None and self._may_issue(issuer) else UNKNOWN_ISSUER
+        key = self._claimed_issuer(payload)
         if not self._own_budget.allow(key, self.clock.mono_ns()):
             self.counters["intake.dropped.own_issuer_rate"] += 1
             self._warn("command dropped: issuer over its rate", "own_issuer_rate", issuer=key)
             return
         received = self.clock.wall_ns()
         self._queue(Queued(Lane.OWN, TopicKind.COMMAND_CAMERA, topic, payload, received, key))
+
+    def _claimed_issuer(self, payload: bytes) -> str:
+        """Whose queue and budget a message on the own topic goes to, before any check:
+        with a trust store, the gateway or dispatch console its key speaks for (unsigned,
+        or an unknown or other key: the one unknown issuer, for they will be refused);
+        without one, the issuer its JSON names."""
+        trust = self.security.trust
+        try:
+            jws = signed_envelope(payload)
+        except PayloadError:
+            return UNKNOWN_ISSUER
+        if trust is None:
+            issuer = claimed_issuer(payload if jws is None else _payload_of(jws))
+            return UNKNOWN_ISSUER if issuer is None else issuer
+        signer = None if jws is None else trust.known_subject(jws.kid)
+        if signer is None or signer[0] not in (KeyRole.GATEWAY, KeyRole.DISPATCH):
+            if jws is None and not self.security.require_signed:
+                issuer = claimed_issuer(payload)
+                if issuer is not None and self._may_issue(issuer):
+                    return issuer
+            return UNKNOWN_ISSUER
+        return signer[1]
 
     def _may_issue(self, issuer: str) -> bool:
         """Whether ``issuer`` has a key this camera trusts for commands (any name does in
@@ -398,16 +426,12 @@ class CameraAgent:
             await asyncio.sleep(0)
 
     def _check_in(self, item: Queued) -> None:
-        """Decode; on a shared topic, the cheap checks; then the full check and decision."""
+        """On a shared topic, the issuer's budget first; then the signature (with a trust
+        store), and only then the payload; then the full check and the decision."""
         try:
-            try:
-                command = decode(RecordStart, item.payload, max_bytes=MAX_COMMAND_BYTES)
-            except PayloadError as exc:
-                if exc.code != "wrong_type":
-                    raise
-                notice = decode(RecordCancel, item.payload, max_bytes=MAX_COMMAND_BYTES)
-                self.cancel(notice, received_ns=item.received_ns)
+            if item.lane > Lane.OWN and not self._within_budget(item):
                 return
+            received = self._open_command(item.payload)
         except PayloadError as exc:
             self.counters[f"rejected.command.{exc.code}"] += 1
             self._warn(
@@ -418,42 +442,62 @@ class CameraAgent:
                 reason=exc.reason,
             )
             return
-        if item.lane > Lane.OWN and not self._worth_checking(command, item):
+        model = received.model
+        if isinstance(model, RecordCancel):
+            self.cancel(Received(model, received.jws, received.key), received_ns=item.received_ns)
+            return
+        if item.lane > Lane.OWN and self.clock.wall_ns() > model.expires_at_ns:
+            # A late copy on a shared topic: silence (the camera's own topic answers it).
+            self.counters["intake.dropped.expired"] += 1
             return
         self.handle(
-            command, direct=item.kind is TopicKind.COMMAND_CAMERA, received_ns=item.received_ns
+            Received(model, received.jws, received.key),
+            direct=item.kind is TopicKind.COMMAND_CAMERA,
+            received_ns=item.received_ns,
         )
 
-    def _worth_checking(self, command: RecordStart, item: Queued) -> bool:
-        """Before the Ed25519 check of a shared-topic command: not expired, a key known,
-        allowed and valid (refused as before if not), and its issuer within its budget
-        of checks. A command on this camera's own or unit topic always gets the full
-        check and an answer."""
-        now = self.clock.wall_ns()
-        if now > command.expires_at_ns:
-            self.counters["intake.dropped.expired"] += 1
-            return False
-        problem = self.security.precheck_command(command, now)
-        if problem is not None:
-            self._refuse(command, problem, item.received_ns)
-            return False
-        if command.sig is not None and not self._issuer_budget.allow(
-            command.issuer, self.clock.mono_ns()
-        ):
+    def _open_command(self, message: bytes) -> Received[RecordStart] | Received[RecordCancel]:
+        """A command topic's message: a record-start, or a record-cancel. PayloadError for
+        one refused before it was parsed, or that is neither."""
+        payload, jws, key = self.security.unwrap(message, max_bytes=MAX_COMMAND_BYTES)
+        try:
+            return Received(decode(RecordStart, payload, max_bytes=MAX_COMMAND_BYTES), jws, key)
+        except PayloadError as exc:
+            if exc.code != "wrong_type":
+                raise
+        return Received(decode(RecordCancel, payload, max_bytes=MAX_COMMAND_BYTES), jws, key)
+
+    def _within_budget(self, item: Queued) -> bool:
+        """Before the Ed25519 check of a shared-topic command: the issuer its key speaks
+        for within its budget of checks. A command on this camera's own or unit topic
+        always gets the full check and an answer."""
+        trust = self.security.trust
+        if trust is None:
+            return True
+        jws = signed_envelope(item.payload)
+        signer = None if jws is None else trust.known_subject(jws.kid)
+        if signer is None:
+            return True  # unsigned or an unknown key: refused without curve arithmetic
+        if not self._issuer_budget.allow(signer[1], self.clock.mono_ns()):
             self.counters["intake.dropped.issuer_rate"] += 1
-            self._warn(
-                "command dropped: issuer over its rate", "issuer_rate", issuer=command.issuer
-            )
+            self._warn("command dropped: issuer over its rate", "issuer_rate", issuer=signer[1])
             return False
         return True
 
-    def cancel(self, cancel: RecordCancel, *, received_ns: int | None = None) -> bool:
+    def cancel(
+        self,
+        cancel: RecordCancel | Received[RecordCancel],
+        *,
+        received_ns: int | None = None,
+    ) -> bool:
         """A cancelled claim: removed only if the cancel comes, signed, from the gateway
         whose command made it, before the deadline that command carried and not before
         the command itself; the recording stops when no claim is left on it. What was
         recorded is kept. Answered with a ``cancel_ack`` to the claim's issuer (a refusal
         of a cancel from an issuer without a claim: to each issuer with one). True if a
         recording stopped."""
+        received_cancel = cancel if isinstance(cancel, Received) else Received(cancel)
+        cancel = received_cancel.model
         aid = cancel.activation_id
         claims = self._handled.get(aid)
         if not claims:
@@ -468,7 +512,7 @@ class CameraAgent:
         received = now if received_ns is None else received_ns
         # Without a claim of its own, checked against another's: refused, not_issuer.
         binding = (own or next(iter(claims.values()))).binding
-        problem = self.security.check_command(cancel, now) or cancel_refusal(
+        problem = self.security.check_command(received_cancel, now) or cancel_refusal(
             cancel, binding, now_ns=now
         )
         if problem is not None:
@@ -515,37 +559,44 @@ class CameraAgent:
         received_ns: int,
     ) -> None:
         """To the gateway whose command this camera acted on, whoever sent the cancel."""
-        ack = self.security.sign(
-            CancelAck(
-                activation_id=cancel.activation_id,
-                camera_id=self.identity.camera_id,
-                unit_id=self.identity.unit_id,
-                outcome=outcome,
-                reason=reason[:512],
-                cancel_issuer=cancel.issuer,
-                cancel_at_ns=cancel.at_ns,
-                received_at_ns=received_ns,
-            )
+        ack = CancelAck(
+            activation_id=cancel.activation_id,
+            camera_id=self.identity.camera_id,
+            unit_id=self.identity.unit_id,
+            outcome=outcome,
+            reason=reason[:512],
+            cancel_issuer=cancel.issuer,
+            cancel_at_ns=cancel.at_ns,
+            received_at_ns=received_ns,
         )
         topic = self.topics.ack(acted.binding.issuer, ack.camera_id)
-        self.link.publish_soon(topic, encode(ack), qos=1)
+        self.link.publish_soon(topic, self.security.seal(ack), qos=1)
         self.cancel_acks_sent.append(ack)
         if len(self.cancel_acks_sent) > _ACKS_KEPT:
             del self.cancel_acks_sent[: len(self.cancel_acks_sent) - _ACKS_KEPT]
 
-    def handle(self, command: RecordStart, *, direct: bool, received_ns: int) -> CameraAck | None:
-        """Decide, act on the recorder, and ack. Returns the ack sent, if any."""
+    def handle(
+        self,
+        command: RecordStart | Received[RecordStart],
+        *,
+        direct: bool,
+        received_ns: int,
+    ) -> CameraAck | None:
+        """Decide, act on the recorder, and ack. Returns the ack sent, if any. A command
+        given as a model alone counts as unsigned."""
+        received = command if isinstance(command, Received) else Received(command)
+        command = received.model
         ident = self.identity
         me = CameraView(
             ident.camera_id, ident.unit_id, self.position, ident.role, ident.groups, self.asleep
         )
         aid = command.activation_id
         now = self.clock.wall_ns()
-        problem = self.security.check_command(command, now)
+        problem = self.security.check_command(received, now)
         # This issuer's claim on the id, if any; another issuer's does not make it a repeat.
         acted = self._handled.get(aid, {}).get(command.issuer)
         # Every command that passed the checks is remembered, claim or not, ignored or not.
-        repeat = problem is None and not self._first_time(command, now)
+        repeat = problem is None and not self._first_time(received, now)
         replayed = Rejection(CommandProblem.REPLAYED, "this signed command was received before")
         if repeat and acted is None:
             # Acted on already (answered, ignored or refused): never acted on twice.
@@ -607,10 +658,11 @@ class CameraAgent:
         self._log.debug("command handled", activation=aid, status=decision.status.value)
         return ack
 
-    def _first_time(self, command: RecordStart, now_ns: int) -> bool:
-        if command.sig is None or not self.security.enforcing:
+    def _first_time(self, received: Received[RecordStart], now_ns: int) -> bool:
+        signature = received.signature
+        if signature is None or not self.security.enforcing:
             return True
-        return self._replays.first_time(command.sig.value, command.expires_at_ns, now_ns)
+        return self._replays.first_time(signature, received.model.expires_at_ns, now_ns)
 
     def _refuse(
         self, command: RecordStart, problem: Rejection, received_ns: int
@@ -667,8 +719,8 @@ class CameraAgent:
         return True
 
     def _send_ack(self, issuer: str, ack: CameraAck) -> None:
-        ack = self.security.sign(ack)
-        self.link.publish_soon(self.topics.ack(issuer, ack.camera_id), encode(ack), qos=1)
+        topic = self.topics.ack(issuer, ack.camera_id)
+        self.link.publish_soon(topic, self.security.seal(ack), qos=1)
         self.acks_sent.append(ack)
         if len(self.acks_sent) > _ACKS_KEPT:
             del self.acks_sent[: len(self.acks_sent) - _ACKS_KEPT]
@@ -687,3 +739,10 @@ class CameraAgent:
         self._handled.move_to_end(aid)
         while len(self._handled) > _HANDLED_MAX:
             self._handled.popitem(last=False)
+
+
+def _payload_of(jws: Jws) -> bytes:
+    try:
+        return jws.payload_bytes
+    except ValueError:
+        return b""

@@ -32,7 +32,7 @@ from mesh.cli.common import (
     PrefixOpt,
     SigningKeyOpt,
     load_signer,
-    sign_with_key,
+    seal_with_key,
 )
 from mesh.cli.common import broker_for as _broker_for
 from mesh.cli.common import broker_url as _url
@@ -49,7 +49,6 @@ from mesh.config import load_camera_config, load_gateway_config
 from mesh.documents import ConfigError
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
-from mesh.protocol.codec import encode
 from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
@@ -428,7 +427,7 @@ def trigger(
         )
     except ValueError as exc:
         _fail(f"invalid trigger: {exc}")
-    event = sign_with_key(signing_key, event)
+    message = seal_with_key(signing_key, event)
     console = _console(stderr=json_out)
 
     async def send() -> int:
@@ -448,12 +447,12 @@ def trigger(
         ]
         try:
             await watcher.link.wait_up(10)
-            await sender.publish(topics.trigger(unit), encode(event), qos=1, wait_s=10)
+            await sender.publish(topics.trigger(unit), message, qos=1, wait_s=10)
             if not wait:
                 console.print(f"trigger {event.event_id} sent to unit {unit}")
                 return EXIT_OK
             receipt = await _receipt_resending(
-                watcher, sender, topics.trigger(unit), event, min(timeout_s, 10.0)
+                watcher, sender, topics.trigger(unit), event, message, min(timeout_s, 10.0)
             )
             if receipt is None:
                 console.print(
@@ -535,6 +534,7 @@ async def _receipt_resending(
     sender: MqttLink,
     topic: str,
     event: TriggerEvent,
+    message: bytes,
     timeout_s: float,
 ) -> TriggerReceipt | None:
     deadline = time.monotonic() + timeout_s
@@ -543,7 +543,7 @@ async def _receipt_resending(
         if receipt is not None or deadline - time.monotonic() <= 0:
             return receipt
         with contextlib.suppress(LinkDown):
-            await sender.publish(topic, encode(event), qos=1, wait_s=deadline - time.monotonic())
+            await sender.publish(topic, message, qos=1, wait_s=deadline - time.monotonic())
     return None
 
 

@@ -20,10 +20,11 @@ from mesh.ops import logs
 from mesh.ops.runtime import settle_heap_later
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     from rich.console import Console
 
     from mesh.security.checks import Security, SecurityConfig
-    from mesh.security.signing import P, PayloadSigner
+    from mesh.security.signing import PayloadSigner
 
 ENV_BROKER = "TRIGGER_MESH_BROKER"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -131,10 +132,13 @@ def load_signer(path: Path | None) -> PayloadSigner | None:
         fail(f"--signing-key: {exc}")
 
 
-def sign_with_key(path: Path | None, payload: P) -> P:
-    """``payload`` signed with the key of ``--signing-key``, or as it is without one."""
+def seal_with_key(path: Path | None, payload: BaseModel) -> bytes:
+    """What to send: ``payload`` signed with the key of ``--signing-key`` (a JWS), or the
+    plain payload without one."""
+    from mesh.protocol.codec import encode
+
     signer = load_signer(path)
-    return payload if signer is None else signer.sign(payload)
+    return encode(payload) if signer is None else signer.seal(payload).to_bytes()
 
 
 def security_of(config: SecurityConfig, config_path: Path) -> Security:

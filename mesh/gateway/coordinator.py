@@ -55,6 +55,7 @@ from mesh.journal.records import (
     PublishedEntry,
     RecordKind,
     ResumedEntry,
+    SignedCopy,
     TriggerEntry,
 )
 from mesh.journal.store import (
@@ -64,6 +65,7 @@ from mesh.journal.store import (
 from mesh.ops.failpoints import failpoint
 from mesh.ops.tasks import Background
 from mesh.protocol.codec import encode
+from mesh.protocol.jws import Jws
 from mesh.protocol.models import (
     ActivationRecord,
     CameraAck,
@@ -344,7 +346,10 @@ class Coordinator:
         return receipt
 
     # --- acks ---------------------------------------------------------------------------
-    def on_ack(self, ack: CameraAck, *, received_mono_ns: int | None = None) -> None:
+    def on_ack(
+        self, ack: CameraAck, *, received_mono_ns: int | None = None, jws: Jws | None = None
+    ) -> None:
+        """A camera's trusted ack (``jws``: as received, if it came signed; logged with it)."""
         mono = received_mono_ns if received_mono_ns is not None else self.clock.mono_ns()
         now = self.clock.wall_ns()
         live = self.live.get(ack.activation_id)
@@ -354,12 +359,12 @@ class Coordinator:
             effect = "late" if late else "unknown_activation"
             self.counters[f"acks.{effect}"] += 1
             if late:
-                self._append_ack(ack, None, effect, now)
+                self._append_ack(ack, None, effect, now, jws)
             return
         tracker = live.tracker
         result = tracker.on_ack(ack, now, mono)
         self.counters[f"acks.{result.value}"] += 1
-        self._append_ack(ack, tracker.cameras[ack.camera_id].latency_ms, result.value, now)
+        self._append_ack(ack, tracker.cameras[ack.camera_id].latency_ms, result.value, now, jws)
         failpoint("ack.logged")
         if result is AckEffect.DUPLICATE:
             return
@@ -382,11 +387,13 @@ class Coordinator:
         progress = None if live is None else live.tracker.cameras.get(camera_id)
         return progress is not None and progress.status is OutcomeStatus.PENDING
 
-    def on_untrusted_ack(self, ack: CameraAck, problem: Rejection) -> None:
-        """An ack whose signature was refused changes nothing, but the log keeps it: a
-        forged "started" for one of our activations is evidence."""
+    def on_untrusted_ack(self, ack: CameraAck, problem: Rejection, jws: Jws | None = None) -> None:
+        """An ack refused after its signature verified (another camera's key, a revoked
+        key) or unsigned changes nothing, but the log keeps it: a "started" for one of our
+        activations that the camera may not say is evidence."""
         if ack.activation_id in self.live or ack.activation_id in self.recent:
-            self._append_ack(ack, None, f"untrusted:{problem.code}", self.clock.wall_ns())
+            effect = f"untrusted:{problem.code}"
+            self._append_ack(ack, None, effect, self.clock.wall_ns(), jws)
 
     def _publish_progress(self, live: _Live) -> None:
         """Tell dispatch how a pending activation stands (at most every 250 ms: a record
@@ -454,7 +461,7 @@ class Coordinator:
         command = tracker.command
         if live.attempt:
             command = command.model_copy(update={"attempt": live.attempt})
-        payload = encode(self.security.sign(command))
+        payload = self.security.seal(command)
         topics = (
             command_topics(self.topics, command)
             if cameras is None
@@ -712,7 +719,7 @@ class Coordinator:
         was_finished = tracker.finished_at_ns is not None
         tracker.cancel(now, request.by, request.reason)
         self.admitter.forget(tracker.activation_id)
-        notice = self.security.sign(
+        notice = self.security.seal(
             RecordCancel(
                 activation_id=tracker.activation_id,
                 issuer=self.issuer,
@@ -721,14 +728,16 @@ class Coordinator:
             )
         )
         for topic in command_topics(self.topics, tracker.command):
-            self.publisher.deliver(topic, encode(notice))
+            self.publisher.deliver(topic, notice)
         self._log.info("activation cancelled", activation=tracker.activation_id, by=request.by)
         if was_finished:
             self._deliver_record(tracker.record())  # the outcome stands; the state changes
         else:
             live.done.set()  # _drive stops retrying and finishes it as cancelled
 
-    def on_cancel_ack(self, ack: CancelAck, *, untrusted: Rejection | None = None) -> None:
+    def on_cancel_ack(
+        self, ack: CancelAck, *, untrusted: Rejection | None = None, jws: Jws | None = None
+    ) -> None:
         """A camera's answer to a record-cancel for one of our activations (ours, or one
         another issuer tried to cancel): logged, so the log says which cameras stopped
         and which refused whose cancel. An untrusted one (its signature refused) is
@@ -748,7 +757,8 @@ class Coordinator:
         while len(self._cancel_acks_logged) > _CANCEL_ACKS_LOGGED_MAX:
             self._cancel_acks_logged.popitem(last=False)
         self.counters[f"cancel_acks.{effect.split(':')[0]}"] += 1
-        self._append(RecordKind.CANCEL_ACK, aid, CancelAckEntry(ack=ack, effect=effect))
+        entry = CancelAckEntry(ack=ack, effect=effect, jws=SignedCopy.of(jws))
+        self._append(RecordKind.CANCEL_ACK, aid, entry)
         if ack.outcome is CancelOutcome.REFUSED and untrusted is None:
             self._log.warning(
                 "camera refused a cancel",
@@ -912,12 +922,16 @@ class Coordinator:
 
     # --- plumbing -------------------------------------------------------------------------
     def _append_ack(
-        self, ack: CameraAck, latency_ms: float | None, effect: str, at_ns: int
+        self,
+        ack: CameraAck,
+        latency_ms: float | None,
+        effect: str,
+        at_ns: int,
+        jws: Jws | None = None,
     ) -> None:
+        body = AckEntry.json_of(ack, latency_ms, effect, jws)
         try:
-            self.log.append_json(
-                RecordKind.ACK, ack.activation_id, AckEntry.json_of(ack, latency_ms, effect), at_ns
-            )
+            self.log.append_json(RecordKind.ACK, ack.activation_id, body, at_ns)
         except LogError as exc:
             self.counters["log.write_failures"] += 1
             self._log.error("log append failed", kind="ack", error=str(exc))

@@ -57,7 +57,7 @@ from mesh.protocol.models import (
     TriggerEvent,
     TriggerReceipt,
 )
-from mesh.security.checks import Security
+from mesh.security.checks import Received, Security, signed_envelope
 from triggers.source import TriggerSource
 
 if TYPE_CHECKING:
@@ -501,28 +501,34 @@ class Gateway:
                     self._on_ack(parsed.args[1], message, received_mono)
                 case TopicKind.TRIGGER:
                     failpoint("trigger.received")
-                    event = decode(TriggerEvent, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+                    received = self.settings.security.open(
+                        TriggerEvent, message.payload, max_bytes=MAX_SMALL_PAYLOAD
+                    )
+                    event = received.model
                     if event.unit_id != self.settings.unit_id:
                         raise PayloadError(
                             "unit_mismatch",
                             f"trigger for unit {event.unit_id!r} "
                             f"sent to unit {self.settings.unit_id!r}",
                         )
-                    untrusted = self._check_request(event)
+                    untrusted = self._check_request(received)
                     # Acknowledged to the broker only once the activation is durable.
                     settle = message.defer()
                     self._background.spawn(
                         self._submit_remote(event, received_mono, untrusted, settle)
                     )
                 case TopicKind.CANCEL:
-                    cancel = decode(CancelRequest, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+                    opened = self.settings.security.open(
+                        CancelRequest, message.payload, max_bytes=MAX_SMALL_PAYLOAD
+                    )
+                    cancel = opened.model
                     if cancel.unit_id != self.settings.unit_id:
                         raise PayloadError(
                             "unit_mismatch",
                             f"cancel for unit {cancel.unit_id!r} "
                             f"sent to unit {self.settings.unit_id!r}",
                         )
-                    self.coordinator.on_cancel(cancel, untrusted=self._check_request(cancel))
+                    self.coordinator.on_cancel(cancel, untrusted=self._check_request(opened))
                 case _:
                     self.counters["ignored.topic"] += 1
         except PayloadError as exc:
@@ -573,25 +579,26 @@ class Gateway:
     ) -> None:
         if not admitted and not self._ack_admitted(camera_id, message.payload, received_mono):
             return
-        ack = self._decode_ack(camera_id, message.payload)
-        if ack is None:
+        received = self._open_ack(camera_id, message.payload)
+        if received is None:
             return  # a cancel ack, handled
+        ack = received.model
         if ack.camera_id != camera_id:
             raise PayloadError(
                 "id_mismatch",
                 f"ack from camera {ack.camera_id!r} on the topic of camera {camera_id!r}",
             )
-        if self._ack_repeated(ack, received_mono, trusted=True):
+        if self._ack_repeated(received, received_mono, trusted=True):
             return
-        untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
+        untrusted = self.settings.security.check_ack(received, self.clock.wall_ns())
         if untrusted is not None:
-            if self._ack_repeated(ack, received_mono, trusted=False):
+            if self._ack_repeated(received, received_mono, trusted=False):
                 return
-            self._remember_ack(ack, trusted=False)
-            self.coordinator.on_untrusted_ack(ack, untrusted)
+            self._remember_ack(received, trusted=False)
+            self.coordinator.on_untrusted_ack(ack, untrusted, received.jws)
             raise PayloadError(untrusted.code, untrusted.reason)
-        self._remember_ack(ack, trusted=True)
-        self.coordinator.on_ack(ack, received_mono_ns=received_mono)
+        self._remember_ack(received, trusted=True)
+        self.coordinator.on_ack(ack, received_mono_ns=received_mono, jws=received.jws)
 
     def _ack_admitted(self, camera_id: str, payload: bytes, mono: int) -> bool:
         """Within the camera's ack rate; or over it, still its first answer to a live
@@ -611,21 +618,21 @@ class Gateway:
         self.ack_drops.drop(camera_id, self.clock.wall_ns(), mono)
         return False
 
-    def _ack_repeated(self, ack: CameraAck, mono: int, *, trusted: bool) -> bool:
+    def _ack_repeated(self, received: Received[CameraAck], mono: int, *, trusted: bool) -> bool:
         """The same answer (camera, activation, status, attempt) as one already taken:
         counted in the camera's summary, not logged again. A trusted one is only ever
         shadowed by a trusted one, so a forgery sent first cannot hide the genuine ack;
         a refused one only by the same bytes signed the same way."""
-        key = _ack_key(ack, trusted)
+        key = _ack_key(received, trusted)
         if key not in self._acks_seen:
             return False
         self._acks_seen.move_to_end(key)
         self.counters["acks.repeated"] += 1
-        self.ack_drops.drop(ack.camera_id, self.clock.wall_ns(), mono)
+        self.ack_drops.drop(received.model.camera_id, self.clock.wall_ns(), mono)
         return True
 
-    def _remember_ack(self, ack: CameraAck, *, trusted: bool) -> None:
-        self._acks_seen[_ack_key(ack, trusted)] = None
+    def _remember_ack(self, received: Received[CameraAck], *, trusted: bool) -> None:
+        self._acks_seen[_ack_key(received, trusted)] = None
         while len(self._acks_seen) > MAX_ACKS_REMEMBERED:
             self._acks_seen.popitem(last=False)
 
@@ -655,27 +662,31 @@ class Gateway:
                 self.counters["log.write_failures"] += 1
                 self._log.error("log append failed", kind="acks_dropped", error=str(exc))
 
-    def _decode_ack(self, camera_id: str, payload: bytes) -> CameraAck | None:
-        """An ack; or None for a cancel ack, which goes to ``_on_cancel_ack``."""
+    def _open_ack(self, camera_id: str, message: bytes) -> Received[CameraAck] | None:
+        """An ack, its signature verified before it is parsed; or None for a cancel ack,
+        which goes to ``_on_cancel_ack``."""
+        security = self.settings.security
+        payload, jws, key = security.unwrap(message, max_bytes=MAX_SMALL_PAYLOAD)
         try:
-            return decode(CameraAck, payload, max_bytes=MAX_SMALL_PAYLOAD)
+            return Received(decode(CameraAck, payload, max_bytes=MAX_SMALL_PAYLOAD), jws, key)
         except PayloadError as exc:
             if exc.code != "wrong_type":
                 raise
-        self._on_cancel_ack(camera_id, payload)
+        cancel_ack = decode(CancelAck, payload, max_bytes=MAX_SMALL_PAYLOAD)
+        self._on_cancel_ack(camera_id, Received(cancel_ack, jws, key))
         return None
 
-    def _on_cancel_ack(self, camera_id: str, payload: bytes) -> None:
+    def _on_cancel_ack(self, camera_id: str, received: Received[CancelAck]) -> None:
         """A camera's answer to a record-cancel, on its ack topic: checked like an ack,
         then logged by the coordinator (an untrusted one too, marked, as evidence)."""
-        ack = decode(CancelAck, payload, max_bytes=MAX_SMALL_PAYLOAD)
+        ack = received.model
         if ack.camera_id != camera_id:
             raise PayloadError(
                 "id_mismatch",
                 f"cancel ack from camera {ack.camera_id!r} on the topic of camera {camera_id!r}",
             )
-        untrusted = self.settings.security.check_ack(ack, self.clock.wall_ns())
-        self.coordinator.on_cancel_ack(ack, untrusted=untrusted)
+        untrusted = self.settings.security.check_ack(received, self.clock.wall_ns())
+        self.coordinator.on_cancel_ack(ack, untrusted=untrusted, jws=received.jws)
         if untrusted is not None:
             raise PayloadError(untrusted.code, untrusted.reason)
 
@@ -699,11 +710,14 @@ class Gateway:
             self._log.exception("trigger not handled", event_id=event.event_id)
         settle()
 
-    def _check_request(self, request: TriggerEvent | CancelRequest) -> Rejection | None:
+    def _check_request(
+        self, received: Received[TriggerEvent] | Received[CancelRequest]
+    ) -> Rejection | None:
         """A remote trigger or cancel: signed by dispatch or by this gateway's terminal.
         A refused one is still logged and answered (the coordinator refuses it)."""
+        request = received.model
         problem = self.settings.security.check_request(
-            request, self.settings.issuer, self.clock.wall_ns()
+            received, self.settings.issuer, self.clock.wall_ns()
         )
         if problem is not None:
             self.counters[f"rejected.{request.type}.{problem.code}"] += 1
@@ -808,22 +822,25 @@ class _PresenceJournal:
         )
 
 
-def _ack_key(ack: CameraAck, trusted: bool) -> tuple[str, str, str, int, str]:
+def _ack_key(received: Received[CameraAck], trusted: bool) -> tuple[str, str, str, int, str]:
     """What makes an ack the same answer again. A refused one is the same only with the
-    same signature: each different forgery is evidence, logged."""
+    same signature: each different one is evidence, logged."""
+    ack = received.model
     if trusted:
         return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, "")
-    signature = "unsigned" if ack.sig is None else ack.sig.value
+    signature = received.signature or "unsigned"
     return (ack.camera_id, ack.activation_id, ack.status.value, ack.attempt, signature)
 
 
-def _peek_activation_id(payload: bytes) -> str | None:
-    """The activation an ack names, read without validating it (small payloads only)."""
-    if len(payload) > 4096:
+def _peek_activation_id(message: bytes) -> str | None:
+    """The activation an ack names, read without validating it or its signature (small
+    messages only): it only decides whether the ack is read, never what it means."""
+    if len(message) > 8192:
         return None
     try:
-        data = json.loads(payload)
-    except ValueError:
+        jws = signed_envelope(message)
+        data = json.loads(message if jws is None else jws.payload_bytes)
+    except (ValueError, PayloadError):
         return None
     found = data.get("activation_id") if isinstance(data, dict) else None
     return found if isinstance(found, str) else None

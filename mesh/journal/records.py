@@ -12,6 +12,7 @@ from pydantic import Field
 from mesh.decide.policy import Policy
 from mesh.decide.proximity import Heard
 from mesh.decide.targeting import TargetDecision
+from mesh.protocol.jws import Jws
 from mesh.protocol.models import (
     ActivationRecord,
     CameraAck,
@@ -22,6 +23,7 @@ from mesh.protocol.models import (
     Frozen,
     GeoPoint,
     RecordStart,
+    TimeNs,
     TriggerEvent,
 )
 
@@ -51,8 +53,8 @@ class AcksDroppedEntry(Frozen):
 
     camera_id: str
     dropped: int
-    first_at_ns: int
-    last_at_ns: int
+    first_at_ns: TimeNs
+    last_at_ns: TimeNs
     reason: str
 
 
@@ -116,7 +118,7 @@ class DecisionInputs(Frozen):
 
 class ActivationEntry(Frozen):
     trigger: TriggerEvent
-    received_at_ns: int
+    received_at_ns: TimeNs
     command: RecordStart
     targets: tuple[TargetEntry, ...]
     inputs: DecisionInputs | None = None
@@ -148,7 +150,7 @@ class ActivationEntry(Frozen):
             ensure_ascii=False,
         )
         return (
-            f'{{"trigger":{trigger.model_dump_json()},"received_at_ns":{received_at_ns},'
+            f'{{"trigger":{trigger.model_dump_json()},"received_at_ns":"{received_at_ns}",'
             f'"command":{command.model_dump_json()},"targets":{targets},"inputs":{inputs}}}'
         )
 
@@ -157,7 +159,7 @@ class TriggerEntry(Frozen):
     """A trigger that did not make a new activation."""
 
     trigger: TriggerEvent
-    received_at_ns: int
+    received_at_ns: TimeNs
     code: str
     reason: str
     activation_id: str | None = None
@@ -169,13 +171,32 @@ class PublishedEntry(Frozen):
     cameras: tuple[str, ...] | None = None  # None: broadcast to every camera
 
 
+class SignedCopy(Frozen):
+    """A signed message as it was received (its JWS members, docs/security.md): an auditor
+    checks the signer's signature again from the log alone."""
+
+    protected: str
+    payload: str
+    signature: str
+
+    @classmethod
+    def of(cls, jws: Jws | None) -> SignedCopy | None:
+        if jws is None:
+            return None
+        return cls(protected=jws.protected, payload=jws.payload, signature=jws.signature)
+
+
 class AckEntry(Frozen):
     ack: CameraAck
     latency_ms: float | None
     effect: str
+    # The ack as received, if it came signed (left out when it came unsigned).
+    jws: SignedCopy | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @staticmethod
-    def json_of(ack: CameraAck, latency_ms: float | None, effect: str) -> str:
+    def json_of(
+        ack: CameraAck, latency_ms: float | None, effect: str, jws: Jws | None = None
+    ) -> str:
         """The same JSON as ``AckEntry(...).model_dump_json()``, without building the model:
         this runs once per camera per activation. (A non-finite latency is null there too;
         the effect is quoted as JSON, whatever it holds.)"""
@@ -184,9 +205,10 @@ class AckEntry(Frozen):
             if latency_ms is None or not math.isfinite(latency_ms)
             else repr(float(latency_ms))
         )
+        signed = "" if jws is None else f',"jws":{jws.to_json()}'
         return (
             f'{{"ack":{ack.model_dump_json()},"latency_ms":{latency},'
-            f'"effect":{json.dumps(effect, ensure_ascii=False)}}}'
+            f'"effect":{json.dumps(effect, ensure_ascii=False)}{signed}}}'
         )
 
 
@@ -219,3 +241,5 @@ class CancelEntry(Frozen):
 class CancelAckEntry(Frozen):
     ack: CancelAck
     effect: str  # the ack's outcome, or ``untrusted:<code>`` if its signature was refused
+    # The cancel ack as received, if it came signed (left out when it came unsigned).
+    jws: SignedCopy | None = Field(default=None, exclude_if=lambda v: v is None)

@@ -29,12 +29,14 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from bridge.topics import DEFAULT_PREFIX, UNNAMED_SENDER, TopicKind, Topics
-from mesh.protocol.models import PROTOCOL_VERSION, Frozen, Ident
+from mesh.protocol.jws import JwsMessage
+from mesh.protocol.models import PROTOCOL_VERSION, SIGNABLE, Frozen, Ident
 from mesh.protocol.schema import SCHEMA_MODELS
 
 ASYNCAPI_VERSION = "3.0.0"
 MQTT_BINDING_VERSION = "0.2.0"
 _SCHEMAS = "#/components/schemas/"
+_JWS = "JwsMessage"
 
 # The parties of the protocol: every operation is tagged with the one that performs it.
 ROLES: dict[str, str] = {
@@ -358,8 +360,9 @@ def _draft07(node: Any) -> Any:
 
 def _component_schemas() -> tuple[dict[str, str], dict[str, Any]]:
     """The payload schema name of each message type, and every schema they use."""
+    documented: list[type[Frozen]] = [*SCHEMA_MODELS.values(), JwsMessage]
     keys, defs = models_json_schema(
-        [(model, "validation") for model in SCHEMA_MODELS.values()],
+        [(model, "validation") for model in documented],
         ref_template=_SCHEMAS + "{model}",
     )
     names = {
@@ -371,29 +374,31 @@ def _component_schemas() -> tuple[dict[str, str], dict[str, Any]]:
     return names, schemas
 
 
-def _signature_note(model: type[Frozen]) -> str:
-    sig = model.model_fields.get("sig")
-    if sig is None:
+def _signature_note(name: str) -> str:
+    if name not in SIGNABLE:
         return ""
-    which = "must carry" if sig.is_required() else "may carry"
     return (
-        f"\n\nSigned: it {which} `sig`, a signature over its other fields "
+        "\n\nSigned: it may travel as a JWS (`JwsMessage`: flattened JSON serialisation, "
+        "EdDSA) whose `payload` member is this payload's exact bytes, base64url "
         '(docs/security.md, "What a signature covers"). A receiver with a trust store '
-        "checks it before acting on the payload and refuses it, with a reason, if it fails."
+        "verifies the signature before it parses the payload, and refuses, with a reason, "
+        "one that fails or an unsigned one where signatures are required."
     )
 
 
 def _message(name: str, model: type[Frozen], schema: str) -> dict[str, Any]:
     first, _, rest = _doc(model).partition("\n\n")
+    plain = _ref(_SCHEMAS + schema)
+    payload = {"oneOf": [plain, _ref(_SCHEMAS + _JWS)]} if name in SIGNABLE else plain
     message: dict[str, Any] = {
         "name": name,
         "title": model.__name__,
         "contentType": "application/json",
-        "payload": _ref(_SCHEMAS + schema),
+        "payload": payload,
     }
     if first:
         message["summary"] = first.replace("\n", " ")
-    description = (rest + _signature_note(model)).strip()
+    description = (rest + _signature_note(name)).strip()
     if description:
         message["description"] = _wrap(description)
     return message
@@ -518,8 +523,12 @@ the broker does, 3.1.1 otherwise; no MQTT 5 feature is needed.
 - **Security.** On a broker made by `trigger-mesh broker-config`, TLS with client \
 certificates or passwords and an ACL per principal (docs/broker.md). Payloads that can \
 start or stop a recording, or hide a camera that never started, are signed \
-({", ".join(f"`{name}`" for name in signed)}: the `sig` field); a receiver with a trust \
-store checks the signature before anything else (docs/security.md)."""
+({", ".join(f"`{name}`" for name in signed)}): they then travel as a JWS of their exact \
+bytes (`JwsMessage`, RFC 7515 flattened JSON, EdDSA). A receiver with a trust store \
+verifies the signature before it parses the payload (docs/security.md).
+- **Time** fields (`*_ns`) are strings of decimal digits, nanoseconds since the Unix epoch \
+(UTC): JSON numbers above 2^53 are not exact in most parsers. No other number exceeds \
+2^53 - 1."""
     return {
         "title": "trigger-mesh protocol",
         "version": str(PROTOCOL_VERSION),
@@ -559,7 +568,7 @@ def asyncapi(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     messages = {
         name: _message(name, model, schema_names[name]) for name, model in SCHEMA_MODELS.items()
     }
-    signed = [name for name, model in SCHEMA_MODELS.items() if "sig" in model.model_fields]
+    signed = [name for name in SCHEMA_MODELS if name in SIGNABLE]
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": _info(topics, signed),

@@ -10,11 +10,17 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from mesh.protocol.models import WIRE
+
 M = TypeVar("M", bound=BaseModel)
 
 # Default limit: triggers, commands, acks and presence are well under 4 KiB. Readers of
 # activation records, which grow with the number of cameras, pass a larger limit.
 DEFAULT_MAX_BYTES = 256 * 1024
+
+
+# The wire takes v2 only: times as strings, "v": 2 (a log reader takes v1 bodies too).
+_WIRE_CONTEXT = {WIRE: True}
 
 
 class PayloadError(ValueError):
@@ -35,7 +41,7 @@ def decode(model: type[M], payload: bytes | bytearray, *, max_bytes: int = DEFAU
     if len(payload) > max_bytes:
         raise PayloadError("too_large", f"{len(payload)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        value = model.model_validate_json(payload)
+        value = model.model_validate_json(payload, context=_WIRE_CONTEXT)
     except ValidationError as exc:
         raise _explain(model, exc) from None
     bad = non_finite_field(value)
@@ -65,15 +71,20 @@ def _explain(model: type[BaseModel], exc: ValidationError) -> PayloadError:
             )
         return PayloadError("wrong_type", f"expected type {expected_type!r}, got {got!r}")
     if loc == "v":
-        return PayloadError(
-            "wrong_version", f"unsupported version v={first.get('input')!r}; v1 only"
-        )
+        if kind == "missing":
+            return PayloadError("missing_field", "missing field 'v' (expected 2)")
+        return PayloadError("wrong_version", _without_prefix(first["msg"]))
     # Other fields that are wrong too (a union's members each report the same field).
     others = {".".join(str(p) for p in readable_loc(model, e)[0]) for e in errors[1:]} - {loc}
     more = f" (and {len(others)} more)" if others else ""
     if kind == "missing":
         return PayloadError("missing_field", f"missing field '{loc}'{more}")
-    return PayloadError("invalid_field", f"field '{loc}': {problem}{more}")
+    return PayloadError("invalid_field", f"field '{loc}': {_without_prefix(problem)}{more}")
+
+
+def _without_prefix(message: str) -> str:
+    """A validator's own words, without pydantic's "Value error, " in front."""
+    return message.removeprefix("Value error, ")
 
 
 def _literal_default(model: type[BaseModel], name: str) -> object:

@@ -7,12 +7,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from mesh.protocol.models import Frozen, Ident, ProtocolV1, TimeNs
+from mesh.protocol.models import (
+    MAX_SAFE_INT,
+    PROTOCOL_VERSION,
+    Frozen,
+    Ident,
+    ProtocolVersion,
+    TimeNs,
+)
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-# Sequence numbers and times are SQLite integers in the edge log and bigint in the archive:
-# a value past 64 bits is no record of any log (and PostgreSQL would refuse it later).
-INT64_END = 2**63
+# Sequence numbers are SQLite integers in the edge log and bigint in the archive; on the
+# wire they stay within what a double holds exactly (no log gets near 2^53 records).
+SEQ_END = MAX_SAFE_INT + 1
 
 # A batch stays near these; a single record larger than the byte budget travels alone.
 BATCH_MAX_RECORDS = 500
@@ -25,12 +32,12 @@ BATCH_MAX_BYTES = 16 * 1024 * 1024
 class LogBatchRecord(Frozen):
     """One row of the edge log, verbatim: the hash is over exactly these columns."""
 
-    seq: Annotated[int, Field(ge=1, lt=INT64_END)]
+    seq: Annotated[int, Field(ge=1, lt=SEQ_END)]
     # The seq of the row before it in the edge log when it was sent (0: none). Retention
     # leaves gaps in seq; this says which gaps are expected, so the archive can tell
     # "everything up to here" from "a batch still in flight".
-    prev_seq: Annotated[int, Field(ge=0, lt=INT64_END)]
-    at_ns: Annotated[int, Field(ge=-INT64_END, lt=INT64_END)]
+    prev_seq: Annotated[int, Field(ge=0, lt=SEQ_END)]
+    at_ns: TimeNs
     kind: Annotated[str, Field(min_length=1, max_length=64)]
     activation_id: Annotated[str, Field(max_length=128)] | None = None
     body: str
@@ -43,12 +50,12 @@ class LogBatch(Frozen):
     (each record's prev_seq is the seq of the one before it; checked on intake)."""
 
     type: Literal["log_batch"] = "log_batch"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     log_id: Ident
     unit_id: Ident | None = None
     gateway_id: Ident | None = None
     # The edge log's last seq when this was sent.
-    head_seq: Annotated[int, Field(ge=0, lt=INT64_END)]
+    head_seq: Annotated[int, Field(ge=0, lt=SEQ_END)]
     sent_at_ns: TimeNs
     records: Annotated[tuple[LogBatchRecord, ...], Field(min_length=1)]
 
@@ -58,8 +65,8 @@ class LogSynced(Frozen):
     (following prev_seq) is stored in the archive."""
 
     type: Literal["log_synced"] = "log_synced"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     log_id: Ident
-    synced_seq: Annotated[int, Field(ge=0, lt=INT64_END)]
+    synced_seq: Annotated[int, Field(ge=0, lt=SEQ_END)]
     archiver: Ident
     at_ns: TimeNs

@@ -1,38 +1,107 @@
 """Wire models: every payload that crosses MQTT or lands in the activation log.
 
-All payloads are immutable and strictly typed, carry ``"type"`` and ``"v": 1``, and
-ignore unknown fields so that v1 can grow optional fields without breaking old
-readers (a breaking change bumps ``v``). Times are integers: nanoseconds since the
-Unix epoch, UTC, named ``*_ns`` so the unit is never guessed.
+All payloads are immutable and strictly typed, carry ``"type"`` and ``"v": 2``, and
+ignore unknown fields so that v2 can grow optional fields without breaking old
+readers (a breaking change bumps ``v``). Times are nanoseconds since the Unix epoch,
+UTC, named ``*_ns`` so the unit is never guessed: Python ints here, decimal strings in
+JSON (a JSON number above 2^53 is not exact in most parsers; docs/protocol.md).
+
+Signatures are not part of a payload: a signed message wraps the payload's bytes in a
+JWS (mesh/protocol/jws.py, docs/security.md).
+
+Readers of the wire (``mesh.protocol.codec.decode``) take v2 only. Reading a log, the
+same models also take a v1 body (``"v": 1``, integer times, a ``sig`` object, ignored),
+so logs written before v2 still verify and replay.
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+)
 
 # Identifiers end up inside MQTT topic levels, so they may not contain '/', '+' or '#'.
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 BleAddress = Annotated[str, Field(pattern=r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")]
 EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
-# Bounded by what every store of it holds (SQLite and PostgreSQL integers: 64-bit signed).
+# The largest integer an IEEE double holds exactly: no JSON number of the protocol exceeds it.
+MAX_SAFE_INT = 2**53 - 1
+INT64_MAX = 2**63 - 1
+_NS_TEXT = re.compile(r"0|[1-9][0-9]{0,18}")
+# Validation context key set by the wire reader (codec.decode): v2 only, times as strings.
+WIRE = "wire"
+
+
+def reading_wire(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get(WIRE))
+
+
+def _time_ns(value: Any, info: ValidationInfo) -> int:
+    if value.__class__ is str:
+        if _NS_TEXT.fullmatch(value) is None or int(value) > INT64_MAX:
+            raise ValueError(
+                "not a time: nanoseconds since the Unix epoch as a string of decimal "
+                'digits, e.g. "1796313266719396548" (at most 2^63 - 1)'
+            )
+        return int(value)
+    if value.__class__ is int and not reading_wire(info):
+        # A v1 log body, or a model built in Python.
+        if not 0 <= value <= INT64_MAX:
+            raise ValueError("not a time: out of range 0 .. 2^63 - 1")
+        return int(value)
+    raise ValueError(
+        "a time must be a JSON string of decimal digits (ns since the Unix epoch) in "
+        "protocol v2, not a number"
+    )
+
+
+# Stored as SQLite and PostgreSQL 64-bit signed integers; sent as decimal text.
 TimeNs = Annotated[
-    int, Field(ge=0, le=2**63 - 1, description="UTC wall clock, ns since the Unix epoch")
+    int,
+    PlainValidator(_time_ns),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^(0|[1-9][0-9]{0,18})$",
+            "description": "UTC wall clock, ns since the Unix epoch, as decimal digits "
+            "(at most 9223372036854775807)",
+        }
+    ),
 ]
+# Counts and small integers: within what a double holds exactly.
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
-DetailValue = str | int | float | bool
+DetailValue = str | Annotated[int, Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)] | float | bool
 
-PROTOCOL_VERSION = 1
-# The integer 1 only: Literal[1] matches by equality, so it would also take true and 1.0.
-ProtocolV1 = Annotated[
-    int, Field(ge=1, le=1, strict=True, json_schema_extra={"const": PROTOCOL_VERSION})
+PROTOCOL_VERSION = 2
+
+
+def _version(value: Any, info: ValidationInfo) -> int:
+    # The integer only: not true, not 2.0.
+    if value.__class__ is int:
+        if value == PROTOCOL_VERSION:
+            return value
+        if value == 1 and not reading_wire(info):
+            return PROTOCOL_VERSION  # a v1 log body: read as what it is now
+    shown = f"v{value}" if value.__class__ is int else repr(value)
+    raise ValueError(f"{shown} payload; this peer speaks protocol v{PROTOCOL_VERSION} only")
+
+
+ProtocolVersion = Annotated[
+    int, PlainValidator(_version), WithJsonSchema({"const": PROTOCOL_VERSION})
 ]
-
-# An Ed25519 signature is 64 bytes: 86 characters of unpadded base64url.
-_SIG_VALUE = r"^[A-Za-z0-9_-]{86}$"
 
 
 class TriggerKind(StrEnum):
@@ -115,15 +184,6 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
 
-class Signature(Frozen):
-    """Who signed a payload and the Ed25519 signature over its other fields
-    (``mesh.security.signing.signed_bytes``; docs/security.md)."""
-
-    alg: Literal["ed25519"] = "ed25519"
-    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
-    value: Annotated[str, Field(pattern=_SIG_VALUE)]
-
-
 class GeoPoint(Frozen):
     lat: Latitude
     lon: Longitude
@@ -146,7 +206,7 @@ class TriggerEvent(Frozen):
     """A normalised signal from any trigger source (BLE, CAN, manual, dispatch)."""
 
     type: Literal["trigger"] = "trigger"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     event_id: EventId
     kind: TriggerKind
     source: SourceRef
@@ -154,7 +214,6 @@ class TriggerEvent(Frozen):
     observed_at_ns: TimeNs
     position: Position | None = None
     detail: dict[str, DetailValue] = Field(default_factory=dict)
-    sig: Signature | None = None
 
 
 class TriggerSummary(Frozen):
@@ -188,7 +247,7 @@ class RecordStart(Frozen):
     """The command a gateway broadcasts: cameras in range (or targeted) start recording."""
 
     type: Literal["record_start"] = "record_start"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     activation_id: Ident
     issuer: Ident
     trigger: TriggerSummary
@@ -198,7 +257,7 @@ class RecordStart(Frozen):
     pre_event_s: Annotated[int, Field(ge=0, le=120)]
     targets: Targets
     expires_at_ns: TimeNs
-    attempt: Annotated[int, Field(ge=0)] = 0
+    attempt: Count = 0
     priority: Priority = 3
     # Filters on who starts (empty: anyone); a camera named in targets.cameras always does.
     roles: tuple[CameraRole, ...] = ()
@@ -208,36 +267,33 @@ class RecordStart(Frozen):
     # absent: it may not be cancelled. A camera binds the issuer and this deadline when it
     # acts on the command and refuses any other cancel (docs/protocol.md).
     cancel_until_ns: TimeNs | None = None
-    sig: Signature | None = None
 
 
 class RecordCancel(Frozen):
     """A cancelled activation: cameras stop a recording it alone started (and keep it)."""
 
     type: Literal["record_cancel"] = "record_cancel"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     activation_id: Ident
     issuer: Ident
     reason: Annotated[str, Field(max_length=512)] = ""
     at_ns: TimeNs
-    sig: Signature | None = None
 
 
 class CameraAck(Frozen):
     """A camera's answer to a command: started, already recording, out of range or rejected."""
 
     type: Literal["ack"] = "ack"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     activation_id: Ident
     camera_id: Ident
     unit_id: Ident | None = None
     status: AckStatus
     reason: Annotated[str, Field(max_length=512)] = ""
-    attempt: Annotated[int, Field(ge=0)] = 0
+    attempt: Count = 0
     received_at_ns: TimeNs
     recording_started_at_ns: TimeNs | None = None
     pre_event_kept_s: Annotated[float, Field(ge=0.0)] | None = None
-    sig: Signature | None = None
 
 
 class CancelOutcome(StrEnum):
@@ -251,7 +307,7 @@ class CancelAck(Frozen):
     issuer of the command it recorded for (whoever the cancel claimed to come from)."""
 
     type: Literal["cancel_ack"] = "cancel_ack"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     activation_id: Ident
     camera_id: Ident
     unit_id: Ident | None = None
@@ -260,7 +316,6 @@ class CancelAck(Frozen):
     cancel_issuer: Ident  # the issuer the cancel named
     cancel_at_ns: TimeNs  # the cancel's at_ns: which cancel this answers
     received_at_ns: TimeNs
-    sig: Signature | None = None
 
 
 class CameraOutcome(Frozen):
@@ -270,7 +325,7 @@ class CameraOutcome(Frozen):
     targeting: str
     status: OutcomeStatus
     detail: str = ""
-    attempts: int = 0
+    attempts: Count = 0
     latency_ms: float | None = None
     acked_at_ns: TimeNs | None = None
 
@@ -284,7 +339,7 @@ class ActivationRecord(Frozen):
     """The state of one activation, as published to dispatch and written to the log."""
 
     type: Literal["activation"] = "activation"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     activation_id: Ident
     issuer: Ident
     unit_id: Ident
@@ -304,7 +359,7 @@ class ActivationRecord(Frozen):
         default=None,
         description="Trigger accepted → last expected ack recorded, monotonic ms",
     )
-    merged_triggers: int = 0
+    merged_triggers: Count = 0
     priority: Priority = 3
     cancelled_by: Annotated[str, Field(max_length=128)] | None = None
 
@@ -313,7 +368,7 @@ class CameraPresence(Frozen):
     """Retained per camera; the broker publishes the last-will copy with online=false."""
 
     type: Literal["presence"] = "presence"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     camera_id: Ident
     unit_id: Ident
     role: CameraRole
@@ -334,21 +389,20 @@ class CancelRequest(Frozen):
     cancellation window. Nothing is erased: the cancel is logged beside the activation."""
 
     type: Literal["cancel"] = "cancel"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     cancel_id: EventId
     activation_id: Ident
     unit_id: Ident
     by: Annotated[str, Field(min_length=1, max_length=128)]
     reason: Annotated[str, Field(max_length=512)] = ""
     at_ns: TimeNs
-    sig: Signature | None = None
 
 
 class Escalation(Frozen):
     """A camera that did not start, told to whoever the policy names (dispatch first)."""
 
     type: Literal["escalation"] = "escalation"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     activation_id: Ident
     issuer: Ident
     unit_id: Ident  # the activation's unit
@@ -359,7 +413,7 @@ class Escalation(Frozen):
     officer: Annotated[str, Field(max_length=64)] | None = None
     reason: EscalationReason
     detail: Annotated[str, Field(max_length=512)] = ""
-    attempts: Annotated[int, Field(ge=0)] = 0
+    attempts: Count = 0
     audience: Ident
     at_ns: TimeNs
 
@@ -368,7 +422,7 @@ class TriggerReceipt(Frozen):
     """The gateway's answer to a trigger: accepted into an activation, merged, or refused."""
 
     type: Literal["receipt"] = "receipt"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     event_id: EventId
     unit_id: Ident
     outcome: ReceiptOutcome
@@ -387,14 +441,18 @@ class GatewayStatus(Frozen):
     """Retained per gateway; the last-will copy has online=false."""
 
     type: Literal["gateway"] = "gateway"
-    v: ProtocolV1 = 1
+    v: ProtocolVersion = PROTOCOL_VERSION
     gateway_id: Ident
     unit_id: Ident
     online: bool
     started_at_ns: TimeNs
     last_seen_ns: TimeNs
-    counters: dict[str, int] = Field(default_factory=dict)
+    counters: dict[str, Count] = Field(default_factory=dict)
 
+
+# The payloads that may travel signed, as a JWS of their bytes (docs/security.md): those
+# that start or stop a recording, or say a camera started.
+SIGNABLE = frozenset({"trigger", "record_start", "record_cancel", "ack", "cancel_ack", "cancel"})
 
 WIRE_MODELS: dict[str, type[Frozen]] = {
     "trigger": TriggerEvent,

@@ -1,4 +1,4 @@
-"""``trigger-mesh schema``: JSON Schemas of every protocol v1 payload.
+"""``trigger-mesh schema``: JSON Schemas of every protocol v2 payload.
 
 ``type`` and ``v`` have defaults in the models (a reader of this version fills them in),
 but a sender MUST send both: the schemas list them first among the required fields.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mesh.protocol.jws import JwsMessage
 from mesh.protocol.log_wire import LogBatch, LogSynced
 from mesh.protocol.models import WIRE_MODELS, Frozen
 
@@ -30,8 +31,14 @@ def schemas() -> dict[str, dict[str, object]]:
         required = [str(field) for field in schema.get("required", ())]
         schema["required"] = [*ALWAYS_SENT, *(f for f in required if f not in ALWAYS_SENT)]
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        schema["$id"] = f"https://trigger-mesh.example/schemas/v1/{name}.schema.json"
+        schema["$id"] = f"https://trigger-mesh.example/schemas/v2/{name}.schema.json"
         out[name] = schema
+    # The envelope of a signed message (any of SIGNABLE's payloads inside).
+    envelope = JwsMessage.model_json_schema()
+    envelope["required"] = ["protected", "payload", "signature"]
+    envelope["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    envelope["$id"] = "https://trigger-mesh.example/schemas/v2/jws.schema.json"
+    out["jws"] = envelope
     return out
 
 

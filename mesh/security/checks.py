@@ -6,16 +6,19 @@ that bound a command's life. The replay guard remembers signatures already acted
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.clock import NS
 from mesh.decide.rejection import Rejection
 from mesh.documents import ConfigError
+from mesh.protocol.codec import DEFAULT_MAX_BYTES, PayloadError, decode, encode
+from mesh.protocol.jws import Jws, from_members, is_signed
 from mesh.protocol.models import (
     CameraAck,
     CancelAck,
@@ -24,8 +27,8 @@ from mesh.protocol.models import (
     RecordStart,
     TriggerEvent,
 )
-from mesh.security.signing import P, PayloadSigner, SignedPayload
-from mesh.security.trust import KeyRole, TrustStore
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import Distrust, KeyRole, TrustedKey, TrustStore
 
 
 class SecurityConfig(BaseModel):
@@ -51,6 +54,24 @@ class CommandProblem:
     REPLAYED = "replayed"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Received(Generic[M]):
+    """A message as it arrived: the payload, and if it came signed, the JWS (verified when
+    ``key`` is set: the trust store's key that signed it)."""
+
+    model: M
+    jws: Jws | None = None
+    key: TrustedKey | None = None
+
+    @property
+    def signature(self) -> str | None:
+        """The JWS signature text: what identifies a signed command (replay memory)."""
+        return None if self.jws is None else self.jws.signature
+
+
 @dataclass(frozen=True)
 class Security:
     """A device's signing key (None: it signs nothing) and trust store (None: it checks
@@ -68,41 +89,80 @@ class Security:
     def enforcing(self) -> bool:
         return self.trust is not None
 
-    def sign(self, payload: P) -> P:
-        return payload if self.signer is None else self.signer.sign(payload)
+    # --- sending ------------------------------------------------------------------------
+    def seal(self, payload: BaseModel) -> bytes:
+        """What goes on the wire: a JWS of the payload with a signing key, else the payload."""
+        if self.signer is None:
+            return encode(payload)
+        return self.signer.seal(payload).to_bytes()
 
-    def _check(
-        self, payload: SignedPayload, signers: list[tuple[KeyRole, str | None]], now_ns: int
+    # --- receiving ----------------------------------------------------------------------
+    def unwrap(
+        self, message: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> tuple[bytes, Jws | None, TrustedKey | None]:
+        """Steps 1-3 of a receiver's check (docs/security.md): a signed message's envelope,
+        and with a trust store its key and signature. Returns the payload bytes to parse
+        (the message itself when it is not signed), the JWS and the key that verified it.
+        PayloadError (``too_large``, ``bad_jws``, ``unknown_key``, ``bad_signature``) for a
+        message refused here: nothing of it may be parsed or answered."""
+        if len(message) > max_bytes:
+            raise PayloadError(
+                "too_large", f"{len(message)} bytes exceeds the {max_bytes}-byte limit"
+            )
+        jws = signed_envelope(message)
+        if jws is None:
+            return message, None, None
+        key = None
+        if self.trust is not None:
+            verified = self.trust.verify(jws)
+            if isinstance(verified, Rejection):
+                raise PayloadError(verified.code, verified.reason)
+            key = verified
+        try:
+            return jws.payload_bytes, jws, key
+        except ValueError:
+            raise PayloadError("bad_jws", "payload is not base64url") from None
+
+    def open(
+        self, model: type[M], message: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> Received[M]:
+        """``unwrap``, then the payload parsed (step 4): PayloadError for whatever is wrong.
+        Who signed it and when is ``check_*``'s business."""
+        payload, jws, key = self.unwrap(message, max_bytes=max_bytes)
+        return Received(decode(model, payload, max_bytes=max_bytes), jws, key)
+
+    def _signer_problem(
+        self,
+        received: Received[Any],
+        signers: list[tuple[KeyRole, str | None]],
+        now_ns: int,
     ) -> Rejection | None:
-        if self.trust is None or (payload.sig is None and not self.require_signed):
-            return None
-        return self.trust.check(payload, signers, now_ns=now_ns)
-
-    def check_command(self, command: RecordStart | RecordCancel, now_ns: int) -> Rejection | None:
-        """At a camera: ``precheck_command``, then the signature itself."""
-        problem = self.precheck_command(command, now_ns)
-        if problem is not None or self.trust is None or command.sig is None:
-            return problem
-        return self.trust.verify(command)
-
-    def precheck_command(
-        self, command: RecordStart | RecordCancel, now_ns: int
-    ) -> Rejection | None:
-        """At a camera, everything but the Ed25519 check (cheap, so it comes first): a
-        record-start signed by a key of the issuing gateway (or of a dispatch console
-        issuing under its own id), a record-cancel by a key of the issuing gateway only
-        (dispatch cancels go through that gateway); issued no later than now (give or
-        take the clock skew); a record-start valid no longer than the longest command
-        life allowed."""
         if self.trust is None:
             return None
+        if received.key is None:
+            if received.jws is None and not self.require_signed:
+                return None
+            payload_type = getattr(received.model, "type", "payload")
+            return Rejection(Distrust.UNSIGNED, f"unsigned {payload_type}")
+        return self.trust.signer_problem(received.key, received.model.type, signers, now_ns=now_ns)
+
+    def check_command(
+        self, received: Received[RecordStart] | Received[RecordCancel], now_ns: int
+    ) -> Rejection | None:
+        """At a camera, once ``open`` let it through: a record-start signed by a key of the
+        issuing gateway (or of a dispatch console issuing under its own id), a
+        record-cancel by a key of the issuing gateway only (dispatch cancels go through
+        that gateway); the key valid now; issued no later than now (give or take the
+        clock skew); a record-start valid no longer than the longest command life allowed."""
+        if self.trust is None:
+            return None
+        command = received.model
         signers: list[tuple[KeyRole, str | None]] = [(KeyRole.GATEWAY, command.issuer)]
         if isinstance(command, RecordStart):
             signers.append((KeyRole.DISPATCH, command.issuer))
-        if command.sig is not None or self.require_signed:
-            problem = self.trust.key_problem(command, signers, now_ns=now_ns)
-            if problem is not None:
-                return problem
+        problem = self._signer_problem(received, signers, now_ns)
+        if problem is not None:
+            return problem
         issued = command.issued_at_ns if isinstance(command, RecordStart) else command.at_ns
         skew_ns = int(self.max_clock_skew_s * NS)
         if issued > now_ns + skew_ns:
@@ -121,12 +181,17 @@ class Security:
                 )
         return None
 
-    def check_ack(self, ack: CameraAck | CancelAck, now_ns: int) -> Rejection | None:
+    def check_ack(
+        self, received: Received[CameraAck] | Received[CancelAck], now_ns: int
+    ) -> Rejection | None:
         """At a gateway: signed by the camera it speaks for."""
-        return self._check(ack, [(KeyRole.CAMERA, ack.camera_id)], now_ns)
+        return self._signer_problem(received, [(KeyRole.CAMERA, received.model.camera_id)], now_ns)
 
     def check_request(
-        self, request: TriggerEvent | CancelRequest, gateway_id: str, now_ns: int
+        self,
+        received: Received[TriggerEvent] | Received[CancelRequest],
+        gateway_id: str,
+        now_ns: int,
     ) -> Rejection | None:
         """At a gateway, a trigger or cancel that came over MQTT: signed by a dispatch
         console, or by this gateway's own key (its in-car terminal)."""
@@ -134,7 +199,21 @@ class Security:
             (KeyRole.DISPATCH, None),
             (KeyRole.GATEWAY, gateway_id),
         ]
-        return self._check(request, signers, now_ns)
+        return self._signer_problem(received, signers, now_ns)
+
+
+def signed_envelope(message: bytes | bytearray) -> Jws | None:
+    """The JWS a message is, or None for a plain payload. Only a message whose bytes name
+    a ``signature`` member is parsed twice (once here, once for its payload)."""
+    if not is_signed(message):
+        return None
+    try:
+        document = json.loads(message)
+    except (ValueError, UnicodeDecodeError):
+        return None  # decoding it as a payload names the problem
+    if not isinstance(document, dict) or "signature" not in document:
+        return None
+    return from_members(document)
 
 
 class ReplayGuard:

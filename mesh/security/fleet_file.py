@@ -1,7 +1,7 @@
 """The fleet file of ``trigger-mesh broker-config``: who may use the broker (docs/broker.md).
 
 ```yaml
-prefix: mesh/v1
+prefix: mesh/v2
 gateways: [{id: gw-car-12, unit: car-12}]       # broadcast: true → may publish cmd/all
 cameras: [{id: bwc-101, unit: car-12}]          # cells: [dr4e] → reads only that region
 camera_cells: [dr4e, dr4s]                      # the region of cameras without their own

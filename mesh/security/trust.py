@@ -22,8 +22,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mesh.decide.rejection import Rejection
 from mesh.documents import ConfigError, read_yaml, validate
+from mesh.protocol.jws import Jws
 from mesh.protocol.models import Ident
-from mesh.security.signing import SignedPayload, decode_signature, signed_bytes
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -259,34 +259,39 @@ class TrustStore:
         self._subjects.add((key.role, key.subject))
 
     # --- checking -----------------------------------------------------------------------
-    def check(
-        self,
-        payload: SignedPayload,
-        signers: Iterable[tuple[KeyRole, str | None]],
-        *,
-        now_ns: int,
-    ) -> Rejection | None:
-        """None if ``payload`` is signed by a valid key of one of ``signers`` (role and
-        subject; subject None: any of that role), else why not."""
-        return self.key_problem(payload, signers, now_ns=now_ns) or self.verify(payload)
+    def verify(self, jws: Jws) -> TrustedKey | Rejection:
+        """Steps 2 and 3 of a receiver's check (docs/security.md): the key ``kid`` names
+        is known, and the signature over the signing input is its. Nothing is parsed."""
+        from cryptography.exceptions import InvalidSignature
 
-    def key_problem(
-        self,
-        payload: SignedPayload,
+        key = self.keys.get(jws.kid)
+        public = self._public.get(jws.kid)
+        if key is None or public is None:
+            return Rejection(Distrust.UNKNOWN_KEY, f"signed by unknown key {jws.kid}")
+        try:
+            public.verify(jws.signature_bytes, jws.signing_input)
+        except (InvalidSignature, ValueError):
+            return Rejection(
+                Distrust.BAD_SIGNATURE, f"signature by key {jws.kid} does not match the bytes sent"
+            )
+        return key
+
+    def known_subject(self, kid: str) -> tuple[KeyRole, str] | None:
+        """The role and subject of key ``kid``, if the store holds it (no check made)."""
+        key = self.keys.get(kid)
+        return None if key is None else (key.role, key.subject)
+
+    @staticmethod
+    def signer_problem(
+        key: TrustedKey,
+        payload_type: str,
         signers: Iterable[tuple[KeyRole, str | None]],
         *,
         now_ns: int,
     ) -> Rejection | None:
-        """Everything ``check`` checks but the signature itself: signed at all, by a key
-        known, allowed to sign this payload and valid now. Cheap (no Ed25519), so a
-        flood of forgeries is mostly refused before any curve arithmetic."""
-        sig = payload.sig
+        """Steps 5 and 6, once the signature verified: the key may sign this payload
+        (role and subject; subject None: any of that role) and is valid now."""
         allowed = list(signers)
-        if sig is None:
-            return Rejection(Distrust.UNSIGNED, f"unsigned {payload.type}")
-        key = self.keys.get(sig.key_id)
-        if key is None:
-            return Rejection(Distrust.UNKNOWN_KEY, f"signed by unknown key {sig.key_id}")
         if not any(
             key.role is role and subject in (None, key.subject) for role, subject in allowed
         ):
@@ -294,28 +299,9 @@ class TrustStore:
             return Rejection(
                 Distrust.WRONG_SIGNER,
                 f"signed by {key.role.value} {key.subject} (key {key.key_id}); "
-                f"{payload.type} must be signed by {wanted}",
+                f"{payload_type} must be signed by {wanted}",
             )
         return key.problem_at(now_ns)
-
-    def verify(self, payload: SignedPayload) -> Rejection | None:
-        """The Ed25519 check of a payload whose key passed ``key_problem``."""
-        from cryptography.exceptions import InvalidSignature
-
-        sig = payload.sig
-        if sig is None:
-            return Rejection(Distrust.UNSIGNED, f"unsigned {payload.type}")
-        public = self._public.get(sig.key_id)
-        if public is None:
-            return Rejection(Distrust.UNKNOWN_KEY, f"signed by unknown key {sig.key_id}")
-        try:
-            public.verify(decode_signature(sig.value), signed_bytes(payload))
-        except (InvalidSignature, ValueError):
-            return Rejection(
-                Distrust.BAD_SIGNATURE,
-                f"signature by key {sig.key_id} does not match the {payload.type}'s content",
-            )
-        return None
 
 
 def _entry_named(data: object, key: str) -> str:

@@ -179,10 +179,11 @@ class Stage:
     secure: SecureSetup | None = None
     captured: dict[str, bytes] = field(default_factory=dict)
 
-    def sign(self, event: TriggerEvent) -> TriggerEvent:
+    def seal(self, event: TriggerEvent) -> bytes:
+        """The trigger as the in-car terminal sends it: signed with --secure."""
         if self.secure is None:
-            return event
-        return self.secure.security(self.gateway.settings.issuer).sign(event)
+            return encode(event)
+        return self.secure.security(self.gateway.settings.issuer).seal(event)
 
 
 @dataclass
@@ -226,7 +227,7 @@ async def run_demo(
     console = console or Console(stderr=True)
     run_id = uuid.uuid4().hex[:8]
     # A private prefix and client ids, so a demo on a shared broker touches nothing else.
-    topics = Topics(f"mesh/v1/demo-{run_id}") if broker else Topics()
+    topics = Topics(f"mesh/v2/demo-{run_id}") if broker else Topics()
     with tempfile.TemporaryDirectory(prefix="trigger-mesh-demo-") as tmp:
         log = log_path or Path(tmp) / "activations.db"
         if secure:
@@ -486,8 +487,7 @@ async def _outcome(stage: Stage, run: DemoRun, label: str, event_id: str) -> str
 
 
 async def _manual(stage: Stage, run: DemoRun, label: str, event: TriggerEvent) -> str | None:
-    event = stage.sign(event)
-    await stage.driver.publish(stage.topics.trigger(UNIT), encode(event), qos=1)
+    await stage.driver.publish(stage.topics.trigger(UNIT), stage.seal(event), qos=1)
     return await _outcome(stage, run, label, event.event_id)
 
 

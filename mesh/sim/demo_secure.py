@@ -23,7 +23,7 @@ from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.mqtt.embedded import BrokerStartError, MosquittoProcess, find_mosquitto, free_port
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from mesh.protocol.codec import decode, encode
+from mesh.protocol.codec import encode
 from mesh.protocol.models import AckStatus, RecordStart
 from mesh.security.checks import Security
 from mesh.security.signing import PayloadSigner
@@ -109,7 +109,7 @@ async def command_tap(setup: SecureSetup, topics: Topics) -> AsyncIterator[dict[
 
     def keep(message: Any) -> None:
         with contextlib.suppress(ValueError):
-            command = decode(RecordStart, message.payload)
+            command = Security().open(RecordStart, message.payload).model  # read, not checked
             captured.setdefault(command.activation_id, message.payload)
 
     async with _link(setup.url(DISPATCH_ID), subscriptions=(f"{topics.prefix}/cmd/#",), on=keep):
@@ -190,16 +190,17 @@ async def play_attacks(
         stolen = next(a for a in agents if a.identity.unit_id != unit_id)
         victim = next(a for a in agents if a.identity.unit_id == unit_id)
         now = time.time_ns()
-        genuine = decode(RecordStart, captured) if captured else None
+        # Read, not checked: the thief copies its fields into a command of its own.
+        genuine = Security().open(RecordStart, captured).model if captured else None
         forged = _forged_command(genuine, now, gateway_id) if genuine else None
         async with _link(setup.url(stolen.identity.camera_id)) as thief:
             marker = len(seen)
             if forged is not None:
                 await _try_publish(thief, topics.command_unit(unit_id), encode(forged))
             fake_ack = (
-                '{"type":"ack","v":1,"activation_id":"a-forged","camera_id":"'
+                '{"type":"ack","v":2,"activation_id":"a-forged","camera_id":"'
                 + victim.identity.camera_id
-                + f'","status":"started","received_at_ns":{now}}}'
+                + f'","status":"started","received_at_ns":"{now}"}}'
             ).encode()
             await _try_publish(thief, topics.ack(gateway_id, victim.identity.camera_id), fake_ack)
             # An ack under its own id is allowed: once it has arrived, the refused
@@ -263,7 +264,6 @@ def _forged_command(template: RecordStart, now_ns: int, gateway_id: str) -> Reco
             "issuer": gateway_id,
             "issued_at_ns": now_ns,
             "expires_at_ns": now_ns + 30 * 10**9,
-            "sig": None,
         }
     )
 

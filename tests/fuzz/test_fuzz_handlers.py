@@ -38,7 +38,7 @@ from mesh.protocol.models import (
 )
 from tests.fuzz_helpers import apply, batch, budget, dumps, instances, json_values, mutations
 
-TOPICS = Topics("fz/mesh/v1")
+TOPICS = Topics("fz/mesh/v2")
 URL = BrokerUrl.parse("mqtt://127.0.0.1:1")  # never connected to
 LEVEL = st.one_of(
     st.sampled_from(

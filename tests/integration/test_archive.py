@@ -150,16 +150,16 @@ def ack(
 
 # --- pure parts -----------------------------------------------------------------------------
 def test_log_topics_and_shared_subscriptions() -> None:
-    t = Topics("mesh/v1")
-    assert t.log_records("abc") == "mesh/v1/log/abc/records"
-    assert t.log_synced("abc", "gw-1") == "mesh/v1/log/abc/synced/gw-1"
-    assert t.log_synced("abc", None) == "mesh/v1/log/abc/synced/_unnamed"
-    assert t.synced_for("gw-1") == "mesh/v1/log/+/synced/gw-1"
-    assert t.all_log_records() == "mesh/v1/log/+/records"
+    t = Topics("mesh/v2")
+    assert t.log_records("abc") == "mesh/v2/log/abc/records"
+    assert t.log_synced("abc", "gw-1") == "mesh/v2/log/abc/synced/gw-1"
+    assert t.log_synced("abc", None) == "mesh/v2/log/abc/synced/_unnamed"
+    assert t.synced_for("gw-1") == "mesh/v2/log/+/synced/gw-1"
+    assert t.all_log_records() == "mesh/v2/log/+/records"
     assert t.parse(t.log_records("abc")).kind is TopicKind.LOG_RECORDS  # type: ignore[union-attr]
     assert t.parse(t.log_synced("abc", "gw-1")).args == ("abc", "gw-1")  # type: ignore[union-attr]
-    assert t.parse("mesh/v1/log/abc/other") is None
-    assert shared("archivers", "mesh/v1/ack/+/+") == "$share/archivers/mesh/v1/ack/+/+"
+    assert t.parse("mesh/v2/log/abc/other") is None
+    assert shared("archivers", "mesh/v2/ack/+/+") == "$share/archivers/mesh/v2/ack/+/+"
     with pytest.raises(ValueError, match="share group"):
         shared("a/b", "x")
 
@@ -173,7 +173,7 @@ def test_a_progress_update_ranks_below_the_final_state_and_a_cancel_above() -> N
 
 
 def test_intake_names_what_is_wrong() -> None:
-    t = Topics("mesh/v1")
+    t = Topics("mesh/v2")
     with pytest.raises(PayloadError) as caught:
         accept(t, t.trigger("car-1"), b"{not json")
     assert caught.value.code == "not_json"
@@ -413,7 +413,7 @@ def fleet_broker(tmp_path: Path) -> Iterator[BrokerBundle]:
     from tests.conftest import require_mosquitto
 
     fleet = FleetSpec(
-        prefix="mesh/v1",
+        prefix="mesh/v2",
         gateways=(Principal(ISSUER, UNIT), Principal("gw-car-7", "car-7")),
         archivers=("archiver-1",),
     )
@@ -434,7 +434,7 @@ async def test_another_gateways_version_never_overwrites_an_archived_activation(
     topic (the ACL); it publishes there a `cancelled` version of car-12's activation (the
     highest rank): once as itself, once claiming to be gw-car-12. The archive keeps
     car-12's row as it was and reports both, each copy once however often it comes."""
-    topics = Topics("mesh/v1")
+    topics = Topics("mesh/v2")
     url = fleet_broker.url_for
     trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
     genuine = activation("a-car12", ActivationState.CONFIRMED, 3, trigger=trigger)
@@ -608,7 +608,7 @@ async def test_conflicts_kept_per_source_are_bounded(postgres: str) -> None:
     at most that fast."""
     from mesh.archive import store
 
-    topics = Topics("mesh/v1")
+    topics = Topics("mesh/v2")
     trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
     genuine = activation("a-cap", ActivationState.CONFIRMED, 3, trigger=trigger)
     extra = 5

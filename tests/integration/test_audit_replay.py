@@ -130,9 +130,9 @@ async def test_publish_sends_history_under_the_replay_prefix_only(
 
 
 def test_the_replay_prefix_can_never_be_the_live_one() -> None:
-    assert replay_topics("replay/", "mesh/v1").prefix == "replay/mesh/v1"
+    assert replay_topics("replay/", "mesh/v2").prefix == "replay/mesh/v2"
     with pytest.raises(ValueError, match="never re-sent live"):
-        replay_topics("/", "mesh/v1")
+        replay_topics("/", "mesh/v2")
 
 
 def test_replay_of_something_that_is_not_a_log_says_so(tmp_path: Path) -> None:

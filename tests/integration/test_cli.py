@@ -193,7 +193,7 @@ async def test_demo_on_a_shared_broker_leaves_nothing_retained(
     retained: list[str] = []
     link = MqttLink(
         mosquitto.url,
-        LinkOptions("retained-check", persistent_session=False, subscriptions=(("mesh/v1/#", 1),)),
+        LinkOptions("retained-check", persistent_session=False, subscriptions=(("mesh/v2/#", 1),)),
     )
     task = asyncio.create_task(link.run(lambda m: retained.append(m.topic)))
     await link.wait_up(10)

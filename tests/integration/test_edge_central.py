@@ -66,7 +66,7 @@ OBSERVER = "dispatch-car"  # the test's in-car watcher (dispatch may read everyt
 RECORD_S = 1.5
 
 
-def car_fleet(prefix: str = "mesh/v1") -> FleetSpec:
+def car_fleet(prefix: str = "mesh/v2") -> FleetSpec:
     return FleetSpec(
         prefix=prefix,
         gateways=(Principal(GW, UNIT),),
@@ -100,7 +100,7 @@ def test_render_carries_the_cars_topics_both_ways() -> None:
     ):
         assert line in lines, line
     topics = {line.split()[1]: line.split()[2:] for line in lines if line.startswith("topic ")}
-    p = "mesh/v1"
+    p = "mesh/v2"
     expected = {
         f"{p}/trigger/car-12": "both",
         f"{p}/cancel/car-12": "in",
@@ -380,7 +380,7 @@ async def test_cars_work_alone_and_central_gets_everything_once(
     tmp_path: Path, postgres: str
 ) -> None:
     binary = require_mosquitto()
-    topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v1")
+    topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v2")
     central = MosquittoProcess(binary, free_port(), tmp_path / "central")
     central.start()
     uplink = Uplink(central.port)
@@ -542,7 +542,7 @@ async def test_the_queue_for_central_survives_a_restart_of_the_car_broker(
     """Messages queued for central while the uplink is down are in the car broker's
     persistence: a clean restart of it (SIGTERM saves the database) loses none."""
     binary = require_mosquitto()
-    topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v1")
+    topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v2")
     central = MosquittoProcess(binary, free_port(), tmp_path / "central")
     central.start()
     uplink = Uplink(central.port)
@@ -596,7 +596,7 @@ async def test_tls_bridge_to_a_locked_down_central(tmp_path: Path) -> None:
     grants it exactly the block written to the car's bridges/central.acl. Records go
     up, dispatch's triggers come down, another unit's triggers do not."""
     binary = require_mosquitto()
-    prefix = f"t-{uuid.uuid4().hex[:8]}/mesh/v1"
+    prefix = f"t-{uuid.uuid4().hex[:8]}/mesh/v2"
     topics = Topics(prefix)
     central_fleet = FleetSpec(prefix=prefix, dispatch=("dispatch-hq",))
     central_bundle = write_broker_config(

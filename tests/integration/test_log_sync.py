@@ -228,7 +228,7 @@ def batch_item(topics: Topics, log_id: str, records: list[LogBatchRecord]) -> ob
 async def test_the_watermark_waits_for_missing_batches_and_steps_over_retention_gaps(
     postgres: str,
 ) -> None:
-    topics = Topics("mesh/v1")
+    topics = Topics("mesh/v2")
     conn = await connect(postgres)
     try:
         await migrate(conn)
@@ -273,7 +273,7 @@ async def test_the_watermark_waits_for_missing_batches_and_steps_over_retention_
 async def test_sync_retries_until_the_broker_comes_back(
     own_mosquitto: MosquittoProcess, postgres: str, tmp_path: Path
 ) -> None:
-    topics = Topics(f"test-{uuid.uuid4().hex[:10]}/mesh/v1")
+    topics = Topics(f"test-{uuid.uuid4().hex[:10]}/mesh/v2")
     log = tmp_path / "edge.db"
     await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 5, at_ns=time.time_ns())
     own_mosquitto.stop()

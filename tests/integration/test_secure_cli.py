@@ -13,7 +13,7 @@ from tests.conftest import require_mosquitto
 from tests.integration.test_cli import daemon, run
 
 FLEET = """\
-prefix: mesh/v1
+prefix: mesh/v2
 gateways: [{id: gw-car-12, unit: car-12}]
 cameras: [{id: bwc-101, unit: car-12}]
 dispatch: [dispatch-1]

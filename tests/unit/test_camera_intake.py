@@ -25,6 +25,7 @@ from mesh.camera.intake import (
 from mesh.clock import NS
 from mesh.protocol.models import CameraRole
 from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
 from mesh.security.trust import KeyRole, TrustStore, trusted_key
 
 T0 = 1_000 * NS
@@ -146,23 +147,37 @@ def test_claimed_issuer_reads_only_a_string_issuer_of_an_object() -> None:
 
 def test_made_up_issuer_names_share_one_budget_on_the_own_topic() -> None:
     """A flood on a camera's own topic under a fresh issuer name per message must not buy
-    a fresh budget per name: names without a trusted key all count as one issuer, while
-    a trusted gateway's retries keep a budget of their own."""
+    a fresh budget per name: messages not signed by a trusted gateway key (unsigned, or
+    signed by a key the camera does not know) all count as one issuer, while a trusted
+    gateway's retries keep a budget of their own, whatever name a forgery puts in them."""
     gateway = Ed25519PrivateKey.generate()
     trust = TrustStore([trusted_key(gateway.public_key(), KeyRole.GATEWAY, "gw-car-12")])
-    topics = Topics("t/mesh/v1")
+    topics = Topics("t/mesh/v2")
     camera = CameraAgent(
         CameraIdentity("bwc-12a", "car-12", CameraRole.BODY),
         url=BrokerUrl.parse("mqtt://127.0.0.1:1"),
         topics=topics,
         position=None,
         security=Security(trust=trust),
+        clock=_StoppedClock(),  # the budgets do not refill while the flood is read
     )
     own = topics.command_camera("bwc-12a")
+    stranger = PayloadSigner(Ed25519PrivateKey.generate())
     for n in range(1000):
-        camera._take_own(own, json.dumps({"issuer": f"gw-made-up-{n}"}).encode())
-    camera._take_own(own, json.dumps({"issuer": "gw-car-12"}).encode())
+        claim = json.dumps({"issuer": f"gw-made-up-{n}" if n % 2 else "gw-car-12"}).encode()
+        # Unsigned, or signed by a key of nobody's: either way one unknown issuer.
+        camera._take_own(own, claim if n % 3 else stranger.seal_bytes(claim).to_bytes())
+    genuine = PayloadSigner(gateway).seal_bytes(json.dumps({"issuer": "gw-car-12"}).encode())
+    camera._take_own(own, genuine.to_bytes())
     admitted = [camera._intake.pop(T0 * 10) for _ in range(ISSUER_BURST + 10)]
     claimed = Counter(q.claimed_issuer for q in admitted if q is not None)
     assert claimed == {UNKNOWN_ISSUER: 8, "gw-car-12": 1}  # 8: the lane's per-issuer queue
     assert camera.counters["intake.dropped.own_issuer_rate"] == 1000 - ISSUER_BURST
+
+
+class _StoppedClock:
+    def wall_ns(self) -> int:
+        return T0
+
+    def mono_ns(self) -> int:
+        return T0

@@ -23,7 +23,7 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     path.write_text(
         "unit: car-9\n"
         "gateway_id: gw-nine\n"
-        "topic_prefix: agency/mesh/v1\n"
+        "topic_prefix: agency/mesh/v2\n"
         f"log: {tmp_path / 'log.db'}\n"
         "position: {lat: 39.9, lon: -75.1}\n"
         "status_interval_s: 7\n"
@@ -43,7 +43,7 @@ def test_every_config_field_reaches_the_gateway(tmp_path: Path) -> None:
     gateway = build_gateway(cfg, policy, url=NOWHERE, config_path=path)
     settings = gateway.settings
     assert (settings.unit_id, settings.issuer) == ("car-9", "gw-nine")
-    assert settings.topics == Topics("agency/mesh/v1")
+    assert settings.topics == Topics("agency/mesh/v2")
     assert settings.log_path == tmp_path / "log.db"
     assert settings.position == GeoPoint(lat=39.9, lon=-75.1)
     assert (settings.status_interval_s, settings.sync_log, settings.sync_interval_s) == (7, True, 3)
@@ -77,13 +77,13 @@ def test_a_missing_checkpoint_key_is_named(tmp_path: Path) -> None:
 
 
 def test_a_config_in_code_keeps_its_log_whole_and_loads_nothing(tmp_path: Path) -> None:
-    cfg = config_in_code("car-9", tmp_path / "log.db", topics=Topics("t/mesh/v1"))
+    cfg = config_in_code("car-9", tmp_path / "log.db", topics=Topics("t/mesh/v2"))
     assert cfg.audit.retention_days is None
     settings = build_gateway(cfg, Policy(), url=NOWHERE).settings
     assert settings.retention_days is None
     assert settings.signer is None
     assert not settings.security.enforcing
-    assert settings.topics == Topics("t/mesh/v1")
+    assert settings.topics == Topics("t/mesh/v2")
 
 
 def test_a_config_in_code_is_validated_as_a_file_is(tmp_path: Path) -> None:

@@ -38,11 +38,11 @@ def trigger(**changes: object) -> TriggerEvent:
 def ack_json(**changes: object) -> bytes:
     body: dict[str, object] = {
         "type": "ack",
-        "v": 1,
+        "v": 2,
         "activation_id": "a-1",
         "camera_id": "c-1",
         "status": "started",
-        "received_at_ns": NOW,
+        "received_at_ns": str(NOW),
     }
     body.update(changes)
     return json.dumps(body).encode()
@@ -52,10 +52,46 @@ def test_every_payload_carries_type_and_version() -> None:
     event = trigger()
     body = json.loads(encode(event))
     assert body["type"] == "trigger"
-    assert body["v"] == 1
+    assert body["v"] == 2
     for name, model in WIRE_MODELS.items():
         assert model.model_fields["type"].default == name
-        assert model.model_fields["v"].default == 1
+        assert model.model_fields["v"].default == 2
+
+
+def test_times_are_decimal_strings_on_the_wire() -> None:
+    """Protocol v2: a nanosecond time above 2^53 travels as a string, so a parser that
+    reads JSON numbers into doubles (JavaScript's JSON.parse) still gets it exactly."""
+    body = json.loads(encode(trigger()))
+    assert body["observed_at_ns"] == str(NOW)
+    assert float(NOW) != NOW  # the number itself would not survive a double
+    with pytest.raises(PayloadError) as info:
+        decode(CameraAck, ack_json(received_at_ns=NOW))
+    assert info.value.code == "invalid_field"
+    assert "received_at_ns" in info.value.reason
+    assert "string of decimal digits" in info.value.reason
+    for bad in ("-1", "01", "1.5", "1e9", " 1", "9223372036854775808", ""):
+        with pytest.raises(PayloadError) as info:
+            decode(CameraAck, ack_json(received_at_ns=bad))
+        assert info.value.code == "invalid_field", bad
+    assert decode(CameraAck, ack_json(received_at_ns="9223372036854775807")).received_at_ns == (
+        2**63 - 1
+    )
+
+
+def test_a_v1_payload_is_refused_naming_its_version() -> None:
+    with pytest.raises(PayloadError) as info:
+        decode(CameraAck, ack_json(v=1, received_at_ns=NOW))
+    assert info.value.code == "wrong_version"
+    assert info.value.reason == "v1 payload; this peer speaks protocol v2 only"
+
+
+def test_a_v1_log_body_is_still_read() -> None:
+    """Logs written by v1 gateways hold v1 bodies: read outside the wire, they still parse
+    (integer times, "v": 1, a v1 signature object ignored)."""
+    body = json.loads(ack_json(v=1, received_at_ns=NOW, sig={"alg": "ed25519"}))
+    ack = CameraAck.model_validate_json(json.dumps(body))
+    assert ack.received_at_ns == NOW
+    assert ack.v == 2
 
 
 def test_trigger_round_trip_keeps_nanoseconds() -> None:
@@ -88,9 +124,9 @@ def test_models_are_immutable() -> None:
 
 def test_strict_types_no_coercion() -> None:
     with pytest.raises(PayloadError) as info:
-        decode(CameraAck, ack_json(received_at_ns="1790000000"))
+        decode(CameraAck, ack_json(attempt="1"))
     assert info.value.code == "invalid_field"
-    assert "received_at_ns" in info.value.reason
+    assert "attempt" in info.value.reason
 
 
 def test_identifiers_cannot_inject_topic_levels() -> None:
@@ -112,15 +148,16 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         (b"[1, 2, 3]", "not_object", "JSON object"),
         (b'"a string"', "not_object", "JSON object"),
         (ack_json(type="trigger"), "wrong_type", "expected type 'ack', got 'trigger'"),
-        (ack_json(v=2), "wrong_version", "v=2"),
+        (ack_json(v=3), "wrong_version", "v3 payload"),
+        (ack_json(v=True), "wrong_version", "True payload"),
         (
             json.dumps(
                 {
                     "type": "ack",
-                    "v": 1,
+                    "v": 2,
                     "camera_id": "c-1",
                     "status": "started",
-                    "received_at_ns": NOW,
+                    "received_at_ns": str(NOW),
                 }
             ).encode(),
             "missing_field",

@@ -207,7 +207,7 @@ def test_the_plan_names_stale_cameras_and_goes_to_a_bounded_set_of_topics() -> N
     topics = command_topics(Topics(), command)
     cells = [t for t in topics if "/cmd/cell/" in t]
     assert 1 <= len(cells) <= 4
-    assert topics[len(cells) :] == ["mesh/v1/cmd/unit/car-12", "mesh/v1/cmd/camera/bwc-7a"]
+    assert topics[len(cells) :] == ["mesh/v2/cmd/unit/car-12", "mesh/v2/cmd/camera/bwc-7a"]
     assert len(plan.expected) == 52  # 50 in range, dash-7, and bwc-7a placed with it
     assert {d.camera_id for d in plan.expected} >= {"dash-7", "bwc-7a"}
 
@@ -227,7 +227,7 @@ def test_a_circle_too_big_for_cells_goes_to_everyone() -> None:
         max_fix_age_s=60,
     )
     topics = command_topics(Topics(), plan.command)
-    assert topics[0] == "mesh/v1/cmd/all"
+    assert topics[0] == "mesh/v2/cmd/all"
     assert MAX_CELLS < 100
 
 

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
 
 from mesh.clock import NS
 from mesh.decide.rejection import Rejection
 from mesh.documents import ConfigError
-from mesh.protocol.codec import decode, encode
+from mesh.protocol.codec import PayloadError, encode
+from mesh.protocol.jws import Jws, b64url, unb64url
 from mesh.protocol.models import (
     AckStatus,
     CameraAck,
@@ -21,11 +25,12 @@ from mesh.protocol.models import (
     RecordCancel,
     RecordStart,
     Targets,
+    TriggerEvent,
     TriggerKind,
     TriggerSummary,
 )
 from mesh.security.checks import CommandProblem, ReplayGuard, Security
-from mesh.security.signing import PayloadSigner, signed_bytes
+from mesh.security.signing import PayloadSigner
 from mesh.security.trust import Distrust, KeyRole, TrustStore, trusted_key
 from triggers.manual import manual_trigger
 
@@ -72,11 +77,49 @@ def _ack(now_ns: int, camera_id: str = "bwc-12a") -> CameraAck:
     )
 
 
+def _signed(key: Ed25519PrivateKey, payload: BaseModel) -> bytes:
+    """The message as a device with ``key`` sends it: a JWS of the payload's bytes."""
+    return PayloadSigner(key).seal(payload).to_bytes()
+
+
+def _command_verdict(
+    security: Security, message: bytes, now: int, model: Any = RecordStart
+) -> str | None:
+    """A camera's verdict on a command message: refused before parsing (the PayloadError's
+    code), refused after (the check's code), or None (accepted)."""
+    try:
+        received = security.open(model, message)
+    except PayloadError as exc:
+        return exc.code
+    return _code(security.check_command(received, now))
+
+
+def _ack_verdict(security: Security, message: bytes, now: int) -> str | None:
+    try:
+        received = security.open(CameraAck, message)
+    except PayloadError as exc:
+        return exc.code
+    return _code(security.check_ack(received, now))
+
+
+def _request_verdict(security: Security, message: bytes, gateway: str, now: int) -> str | None:
+    try:
+        received = security.open(TriggerEvent, message)
+    except PayloadError as exc:
+        return exc.code
+    return _code(security.check_request(received, gateway, now))
+
+
 def test_a_signed_command_survives_the_wire_and_verifies() -> None:
     now = time.time_ns()
-    signed = PayloadSigner(GW).sign(_command(now))
-    received = decode(RecordStart, encode(signed))
-    assert received.sig == signed.sig
+    command = _command(now)
+    message = _signed(GW, command)
+    received = Security(trust=_store()).open(RecordStart, message)
+    assert received.model == command
+    assert received.key is not None
+    assert received.key.subject == "gw-car-12"
+    assert received.jws is not None
+    assert received.jws.payload_bytes == encode(command)  # the bytes sent, as they were
     assert Security(trust=_store()).check_command(received, now) is None
 
 
@@ -93,28 +136,42 @@ def test_a_signed_command_survives_the_wire_and_verifies() -> None:
 def test_changing_any_signed_field_breaks_the_signature(
     change: dict[str, object], field: str
 ) -> None:
+    """The tampered payload put in a genuine message in place of the signed one: the
+    signature no longer verifies, and the camera never parses it."""
     now = time.time_ns()
-    signed = PayloadSigner(GW).sign(_command(now))
-    tampered = signed.model_copy(update=change)
-    problem = Security(trust=_store()).check_command(tampered, now)
-    assert _code(problem) in (Distrust.BAD_SIGNATURE, CommandProblem.VALIDITY_TOO_LONG), field
+    genuine = PayloadSigner(GW).seal(_command(now))
+    tampered = _command(now).model_copy(update=change)
+    forged = Jws(genuine.protected, b64url(encode(tampered)), genuine.signature, genuine.kid)
+    verdict = _command_verdict(Security(trust=_store()), forged.to_bytes(), now)
+    assert verdict == Distrust.BAD_SIGNATURE, field
+
+
+def test_one_byte_changed_breaks_the_signature_even_if_it_means_the_same() -> None:
+    """v2 signs bytes: re-spelling a number (150.0 as 150) is a different message."""
+    now = time.time_ns()
+    genuine = PayloadSigner(GW).seal(_command(now))
+    text = genuine.payload_bytes.replace(b'"radius_m":150.0', b'"radius_m":150')
+    assert text != genuine.payload_bytes
+    respelled = Jws(genuine.protected, b64url(text), genuine.signature, genuine.kid)
+    assert _command_verdict(Security(trust=_store()), respelled.to_bytes(), now) == (
+        Distrust.BAD_SIGNATURE
+    )
 
 
 def test_who_may_sign_a_command() -> None:
     now = time.time_ns()
     security = Security(trust=_store())
     cases = {
-        Distrust.UNSIGNED: _command(now),
-        Distrust.UNKNOWN_KEY: PayloadSigner(STRANGER).sign(_command(now)),
+        Distrust.UNSIGNED: encode(_command(now)),
+        Distrust.UNKNOWN_KEY: _signed(STRANGER, _command(now)),
         # A camera's own key cannot command other cameras.
-        Distrust.WRONG_SIGNER: PayloadSigner(CAM).sign(_command(now)),
+        Distrust.WRONG_SIGNER: _signed(CAM, _command(now)),
     }
-    for code, command in cases.items():
-        problem = security.check_command(command, now)
-        assert _code(problem) == code, (code, problem)
+    for code, message in cases.items():
+        assert _command_verdict(security, message, now) == code, code
     # A gateway's key speaks for that gateway only.
-    other = PayloadSigner(GW).sign(_command(now, issuer="gw-car-7"))
-    problem = security.check_command(other, now)
+    received = security.open(RecordStart, _signed(GW, _command(now, issuer="gw-car-7")))
+    problem = security.check_command(received, now)
     assert _code(problem) == Distrust.WRONG_SIGNER
     assert problem is not None
     assert "gw-car-7" in problem.reason
@@ -123,53 +180,73 @@ def test_who_may_sign_a_command() -> None:
 def test_command_time_rules() -> None:
     now = time.time_ns()
     security = Security(trust=_store(), max_command_validity_s=120, max_clock_skew_s=5)
-    future = PayloadSigner(GW).sign(_command(now + 60 * NS))
-    problem = security.check_command(future, now)
-    assert _code(problem) == CommandProblem.ISSUED_IN_FUTURE
-    within_skew = PayloadSigner(GW).sign(_command(now + 2 * NS))
-    assert security.check_command(within_skew, now) is None
-    too_long = PayloadSigner(GW).sign(_command(now, ttl_s=3600))
-    problem = security.check_command(too_long, now)
-    assert _code(problem) == CommandProblem.VALIDITY_TOO_LONG
+    future = _signed(GW, _command(now + 60 * NS))
+    assert _command_verdict(security, future, now) == CommandProblem.ISSUED_IN_FUTURE
+    within_skew = _signed(GW, _command(now + 2 * NS))
+    assert _command_verdict(security, within_skew, now) is None
+    too_long = _signed(GW, _command(now, ttl_s=3600))
+    assert _command_verdict(security, too_long, now) == CommandProblem.VALIDITY_TOO_LONG
 
 
 def test_cancel_and_ack_signers() -> None:
     now = time.time_ns()
     security = Security(trust=_store())
     cancel = RecordCancel(activation_id="a-1", issuer="gw-car-12", at_ns=now)
-    assert security.check_command(PayloadSigner(GW).sign(cancel), now) is None
-    unsigned = security.check_command(cancel, now)
-    assert _code(unsigned) == Distrust.UNSIGNED
-    assert security.check_ack(PayloadSigner(CAM).sign(_ack(now)), now) is None
+    assert _command_verdict(security, _signed(GW, cancel), now, RecordCancel) is None
+    assert _command_verdict(security, encode(cancel), now, RecordCancel) == Distrust.UNSIGNED
+    assert _ack_verdict(security, _signed(CAM, _ack(now)), now) is None
     # Another camera's key, or the gateway's, cannot say this camera started.
-    for key in (GW, STRANGER):
-        problem = security.check_ack(PayloadSigner(key).sign(_ack(now)), now)
-        assert _code(problem) in (Distrust.WRONG_SIGNER, Distrust.UNKNOWN_KEY)
-    forged_for_other = security.check_ack(PayloadSigner(CAM).sign(_ack(now, "bwc-7a")), now)
-    assert _code(forged_for_other) == Distrust.WRONG_SIGNER
+    assert _ack_verdict(security, _signed(GW, _ack(now)), now) == Distrust.WRONG_SIGNER
+    assert _ack_verdict(security, _signed(STRANGER, _ack(now)), now) == Distrust.UNKNOWN_KEY
+    forged_for_other = _ack_verdict(security, _signed(CAM, _ack(now, "bwc-7a")), now)
+    assert forged_for_other == Distrust.WRONG_SIGNER
 
 
 def test_requests_signed_by_dispatch_or_the_units_own_gateway() -> None:
     now = time.time_ns()
     security = Security(trust=_store())
     event = manual_trigger(TriggerKind.DISPATCH, "car-12", source_id="d", observed_at_ns=now)
-    assert security.check_request(PayloadSigner(DISPATCH).sign(event), "gw-car-12", now) is None
-    assert security.check_request(PayloadSigner(GW).sign(event), "gw-car-12", now) is None
-    other_gateway = security.check_request(PayloadSigner(GW).sign(event), "gw-car-7", now)
-    assert _code(other_gateway) == Distrust.WRONG_SIGNER
-    unsigned = security.check_request(event, "gw-car-12", now)
-    assert _code(unsigned) == Distrust.UNSIGNED
+    assert _request_verdict(security, _signed(DISPATCH, event), "gw-car-12", now) is None
+    assert _request_verdict(security, _signed(GW, event), "gw-car-12", now) is None
+    other_gateway = _request_verdict(security, _signed(GW, event), "gw-car-7", now)
+    assert other_gateway == Distrust.WRONG_SIGNER
+    assert _request_verdict(security, encode(event), "gw-car-12", now) == Distrust.UNSIGNED
 
 
 def test_unsigned_allowed_while_provisioning_but_a_bad_signature_never() -> None:
     now = time.time_ns()
     lenient = Security(trust=_store(), require_signed=False)
-    assert lenient.check_command(_command(now), now) is None
-    tampered = PayloadSigner(GW).sign(_command(now)).model_copy(update={"radius_m": 9000.0})
-    problem = lenient.check_command(tampered, now)
-    assert _code(problem) == Distrust.BAD_SIGNATURE
+    assert _command_verdict(lenient, encode(_command(now)), now) is None
+    genuine = PayloadSigner(GW).seal(_command(now))
+    wider = encode(_command(now).model_copy(update={"radius_m": 9000.0}))
+    tampered = Jws(genuine.protected, b64url(wider), genuine.signature, genuine.kid).to_bytes()
+    assert _command_verdict(lenient, tampered, now) == Distrust.BAD_SIGNATURE
     # Without a trust store nothing is checked: the private test broker's mode.
-    assert Security().check_command(tampered, now) is None
+    assert _command_verdict(Security(), tampered, now) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "needle"),
+    [
+        ({"alg": "HS256", "kid": "0" * 16, "typ": "trigger-mesh+json"}, "alg 'HS256'"),
+        ({"alg": "none", "kid": "0" * 16, "typ": "trigger-mesh+json"}, "alg 'none'"),
+        ({"alg": "EdDSA", "kid": "0" * 16}, "lacks typ"),
+        ({"alg": "EdDSA", "kid": "0" * 16, "typ": "JWT"}, "typ 'JWT'"),
+        ({"alg": "EdDSA", "kid": "0" * 16, "typ": "trigger-mesh+json", "crit": ["b64"]}, "crit"),
+        ({"alg": "EdDSA", "kid": "NOT-HEX", "typ": "trigger-mesh+json"}, "kid"),
+    ],
+)
+def test_a_bad_protected_header_is_refused_before_any_key_is_used(
+    header: dict[str, object], needle: str
+) -> None:
+    now = time.time_ns()
+    genuine = PayloadSigner(GW).seal(_command(now))
+    protected = b64url(json.dumps(header).encode())
+    message = Jws(protected, genuine.payload, genuine.signature, genuine.kid).to_bytes()
+    with pytest.raises(PayloadError) as refused:
+        Security(trust=_store()).open(RecordStart, message)
+    assert refused.value.code == "bad_jws"
+    assert needle in refused.value.reason
 
 
 def test_rotation_overlap_then_retirement_and_revocation() -> None:
@@ -184,15 +261,12 @@ def test_rotation_overlap_then_retirement_and_revocation() -> None:
     assert [k.not_after for k in retired] == [start + timedelta(hours=1)]
     security = Security(trust=store)
     now = int(start.timestamp() * NS)
-    old_signed = PayloadSigner(GW).sign(_command(now))
-    assert security.check_command(old_signed, now) is None  # within the overlap
+    assert _command_verdict(security, _signed(GW, _command(now)), now) is None  # overlap
     later = now + 2 * 3600 * NS
-    problem = security.check_command(PayloadSigner(GW).sign(_command(later)), later)
-    assert _code(problem) == Distrust.KEY_EXPIRED
-    assert security.check_command(PayloadSigner(new_gw).sign(_command(later)), later) is None
+    assert _command_verdict(security, _signed(GW, _command(later)), later) == (Distrust.KEY_EXPIRED)
+    assert _command_verdict(security, _signed(new_gw, _command(later)), later) is None
     store.revoke(PayloadSigner(new_gw).key_id, start + timedelta(hours=1, minutes=30))
-    problem = security.check_command(PayloadSigner(new_gw).sign(_command(later)), later)
-    assert _code(problem) == Distrust.REVOKED
+    assert _command_verdict(security, _signed(new_gw, _command(later)), later) == Distrust.REVOKED
 
 
 def test_trust_store_file_round_trip_and_errors(tmp_path: Path) -> None:
@@ -201,7 +275,7 @@ def test_trust_store_file_round_trip_and_errors(tmp_path: Path) -> None:
     loaded = TrustStore.load(path)
     assert set(loaded.keys) == set(_store().keys)
     now = time.time_ns()
-    assert Security(trust=loaded).check_command(PayloadSigner(GW).sign(_command(now)), now) is None
+    assert _command_verdict(Security(trust=loaded), _signed(GW, _command(now)), now) is None
     # A key id that does not match its key is named, with where it is.
     text = path.read_text()
     first_id = next(iter(loaded.keys))
@@ -224,13 +298,17 @@ def test_replay_guard_remembers_until_expiry() -> None:
     assert len(guard._seen) <= 3
 
 
-def test_signed_bytes_exclude_only_the_signature() -> None:
-    now = time.time_ns()
-    command = _command(now)
-    signed = PayloadSigner(GW).sign(command)
-    assert signed_bytes(signed) == signed_bytes(command)
-    assert b'"radius_m":150.0' in signed_bytes(command)
-    assert b"sig" not in signed_bytes(signed).split(b"\n", 1)[1]
+def test_a_signed_message_is_a_flattened_jws_of_the_exact_bytes() -> None:
+    """docs/security.md: exactly protected, payload and signature; the header EdDSA, the
+    key id, the protocol's typ; the signature Ed25519 over "protected.payload"."""
+    command = _command(time.time_ns())
+    message = json.loads(_signed(GW, command))
+    assert set(message) == {"protected", "payload", "signature"}
+    header = json.loads(unb64url(message["protected"]))
+    assert header == {"alg": "EdDSA", "kid": PayloadSigner(GW).key_id, "typ": "trigger-mesh+json"}
+    assert unb64url(message["payload"]) == encode(command)
+    signing_input = f"{message['protected']}.{message['payload']}".encode()
+    GW.public_key().verify(unb64url(message["signature"]), signing_input)  # raises if not
 
 
 def test_a_config_security_section_loads_and_names_bad_files(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from bridge.topics import Topics
 from mesh.camera.agent import CameraAgent, CameraIdentity
 from mesh.camera.recorder import SimulatedRecorder
 from mesh.clock import NS
-from mesh.protocol.codec import decode
+from mesh.protocol.codec import PayloadError, encode
+from mesh.protocol.jws import Jws, b64url
 from mesh.protocol.models import (
     AckStatus,
     CameraAck,
@@ -41,9 +42,11 @@ ORIGIN = GeoPoint(lat=39.952583, lon=-75.165222)
 FAR = GeoPoint(lat=39.97, lon=-75.165222)  # ~1.9 km north
 GW = Ed25519PrivateKey.generate()
 CAM = Ed25519PrivateKey.generate()
+OTHER_GW = Ed25519PrivateKey.generate()  # a genuine gateway key of another car
 TRUST = TrustStore(
     [
         trusted_key(GW.public_key(), KeyRole.GATEWAY, "gw-car-12"),
+        trusted_key(OTHER_GW.public_key(), KeyRole.GATEWAY, "gw-car-7"),
         trusted_key(CAM.public_key(), KeyRole.CAMERA, "bwc-7a"),
     ]
 )
@@ -81,7 +84,7 @@ def camera() -> Iterator[CameraAgent]:
     agent = CameraAgent(
         CameraIdentity("bwc-7a", "car-7", CameraRole.BODY),
         url=BrokerUrl.parse("mqtt://127.0.0.1:1"),
-        topics=Topics("t/mesh/v1"),
+        topics=Topics("t/mesh/v2"),
         position=FAR,
         clock=clock,
         recorder=SimulatedRecorder(powered_on_ns=T0 - 600 * NS),
@@ -93,8 +96,15 @@ def camera() -> Iterator[CameraAgent]:
         agent._presence_task.cancel()
 
 
-def command(attempt: int = 0, *, units: tuple[str, ...] = (), ttl_s: int = 30) -> RecordStart:
-    unsigned = RecordStart(
+def command(attempt: int = 0, *, units: tuple[str, ...] = (), ttl_s: int = 30) -> bytes:
+    """The command as the gateway sends it: signed (a JWS of its bytes)."""
+    return PayloadSigner(GW).seal(unsigned_command(attempt, units=units, ttl_s=ttl_s)).to_bytes()
+
+
+def unsigned_command(
+    attempt: int = 0, *, units: tuple[str, ...] = (), ttl_s: int = 30
+) -> RecordStart:
+    return RecordStart(
         activation_id="a-1",
         issuer="gw-car-12",
         trigger=TriggerSummary(
@@ -113,11 +123,16 @@ def command(attempt: int = 0, *, units: tuple[str, ...] = (), ttl_s: int = 30) -
         attempt=attempt,
         cancel_until_ns=T0 + 10 * NS,
     )
-    return PayloadSigner(GW).sign(unsigned)
 
 
-def answer(agent: CameraAgent, cmd: RecordStart, *, direct: bool = True) -> CameraAck | None:
-    return agent.handle(cmd, direct=direct, received_ns=agent.clock.wall_ns())
+def answer(agent: CameraAgent, message: bytes, *, direct: bool = True) -> CameraAck | None:
+    """What the camera answers to a command message (verified, then parsed, then decided)."""
+    received = agent.security.open(RecordStart, message)
+    return agent.handle(received, direct=direct, received_ns=agent.clock.wall_ns())
+
+
+def expires_at(message: bytes) -> int:
+    return Security().open(RecordStart, message).model.expires_at_ns
 
 
 def status(ack: CameraAck | None) -> tuple[AckStatus, str] | None:
@@ -149,7 +164,7 @@ async def test_a_rejected_or_out_of_range_command_makes_no_claim(camera: CameraA
     """Only `started` and `already_recording` make a claim: the issuer's next command for
     the same id (a new signature) is decided afresh, not taken for a duplicate."""
     assert status(answer(camera, command())) == (AckStatus.OUT_OF_RANGE, "out of range")
-    unsigned = command(attempt=1).model_copy(update={"sig": None})
+    unsigned = encode(unsigned_command(attempt=1))
     assert status(answer(camera, unsigned)) == (AckStatus.REJECTED, "unsigned")
     camera.position = ORIGIN  # a new fix
     assert status(answer(camera, command(attempt=2), direct=False)) == (
@@ -160,17 +175,25 @@ async def test_a_rejected_or_out_of_range_command_makes_no_claim(camera: CameraA
 
 async def test_a_refused_command_is_not_remembered_an_ignored_one_is(camera: CameraAgent) -> None:
     """The signature of a command that passed the checks is kept until it expires, even
-    if the camera ignored it; one that failed them is not (it is refused each time)."""
-    tampered = command().model_copy(update={"radius_m": 5000.0})
-    assert status(answer(camera, tampered)) == (AckStatus.REJECTED, "bad_signature")
-    assert status(answer(camera, tampered)) == (AckStatus.REJECTED, "bad_signature")
+    if the camera ignored it; one that failed them is not (it is refused each time). One
+    whose signature does not verify is not even parsed: dropped, unanswered."""
+    genuine = PayloadSigner(GW).seal(unsigned_command())
+    forged = unsigned_command().model_copy(update={"radius_m": 5000.0})
+    tampered = Jws(genuine.protected, b64url(encode(forged)), genuine.signature, genuine.kid)
+    for _ in range(2):
+        with pytest.raises(PayloadError) as refused:
+            answer(camera, tampered.to_bytes())
+        assert refused.value.code == "bad_signature"
+    wrong = PayloadSigner(OTHER_GW).seal(unsigned_command()).to_bytes()
+    assert status(answer(camera, wrong)) == (AckStatus.REJECTED, "wrong_signer")
+    assert status(answer(camera, wrong)) == (AckStatus.REJECTED, "wrong_signer")
     heard = command(attempt=1)
     assert answer(camera, heard, direct=False) is None  # out of range on its cell: ignored
     camera.position = ORIGIN  # a new fix
     assert answer(camera, heard, direct=False) is None  # now in range: still a repeat
     assert status(answer(camera, heard)) == (AckStatus.REJECTED, "replayed")
     assert camera.recorder.recordings == 0
-    camera.clock.now = heard.expires_at_ns + NS  # type: ignore[attr-defined]
+    camera.clock.now = expires_at(heard) + NS  # type: ignore[attr-defined]
     assert status(answer(camera, heard)) == (AckStatus.REJECTED, "command expired 1000 ms ago")
 
 
@@ -180,23 +203,26 @@ async def test_a_cancel_is_answered_once_with_a_cancel_ack(camera: CameraAgent) 
     link = camera.link
     assert isinstance(link, FakeLink)
     before = len(link.sent)
-    cancel = PayloadSigner(GW).sign(
-        RecordCancel(activation_id="a-1", issuer="gw-car-12", at_ns=T0 + NS)
+    cancel = Security(trust=TRUST).open(
+        RecordCancel,
+        PayloadSigner(GW)
+        .seal(RecordCancel(activation_id="a-1", issuer="gw-car-12", at_ns=T0 + NS))
+        .to_bytes(),
     )
     assert camera.cancel(cancel, received_ns=T0 + NS)
     assert camera.cancel(cancel, received_ns=T0 + NS) is False  # again, on another topic
     answers = link.sent[before:]
-    assert [topic for topic, _ in answers] == ["t/mesh/v1/ack/gw-car-12/bwc-7a"]
-    ack = decode(CancelAck, answers[0][1])
+    assert [topic for topic, _ in answers] == ["t/mesh/v2/ack/gw-car-12/bwc-7a"]
+    answered = Security(trust=TRUST).open(CancelAck, answers[0][1])
+    ack = answered.model
     assert (ack.outcome, ack.cancel_issuer, ack.cancel_at_ns) == (
         CancelOutcome.STOPPED,
         "gw-car-12",
         T0 + NS,
     )
-    assert ack.sig is not None
+    assert answered.key is not None  # signed, and verified
+    assert answered.key.subject == "bwc-7a"
     # A cancel for an activation it never acted on: silence.
-    other = PayloadSigner(GW).sign(
-        RecordCancel(activation_id="a-2", issuer="gw-car-12", at_ns=T0 + NS)
-    )
+    other = RecordCancel(activation_id="a-2", issuer="gw-car-12", at_ns=T0 + NS)
     assert camera.cancel(other) is False
     assert len(link.sent) == before + 1

@@ -48,7 +48,7 @@ async def test_a_camera_woken_by_a_command_acks_no_pre_event_video() -> None:
     agent = CameraAgent(
         CameraIdentity("bwc-7a", "car-7", CameraRole.BODY),
         url=BrokerUrl.parse("mqtt://127.0.0.1:1"),
-        topics=Topics("t/mesh/v1"),
+        topics=Topics("t/mesh/v2"),
         position=None,
         recorder=SimulatedRecorder(powered_on_ns=T0 - 600 * NS),
         asleep=True,

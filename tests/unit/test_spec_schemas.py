@@ -35,7 +35,7 @@ def test_only_the_top_level_requires_them() -> None:
 def test_a_cancel_without_type_is_not_read_as_a_cancel() -> None:
     """Why a sender MUST send `type`: command topics carry two payloads, and a reader that
     expects a record_start takes a typeless record_cancel for a broken one."""
-    typeless = b'{"v": 1, "activation_id": "a-1", "issuer": "gw-car-12", "at_ns": 1}'
+    typeless = b'{"v": 2, "activation_id": "a-1", "issuer": "gw-car-12", "at_ns": "1"}'
     with pytest.raises(PayloadError) as caught:
         decode(RecordStart, typeless)
     assert caught.value.code == "missing_field"

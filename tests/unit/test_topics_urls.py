@@ -9,7 +9,7 @@ from bridge.topics import TopicKind, Topics
 
 
 def test_topics_build_and_parse_round_trip() -> None:
-    t = Topics("fleet/a/mesh/v1")
+    t = Topics("fleet/a/mesh/v2")
     cases = {
         t.trigger("car-12"): (TopicKind.TRIGGER, ("car-12",)),
         t.command_all(): (TopicKind.COMMAND_ALL, ()),
@@ -29,8 +29,8 @@ def test_topics_build_and_parse_round_trip() -> None:
 def test_topics_outside_the_prefix_or_schema_are_not_ours() -> None:
     t = Topics()
     assert t.parse("other/v1/cmd/all") is None
-    assert t.parse("mesh/v1/cmd/all/extra") is None
-    assert t.parse("mesh/v1/unknown/x") is None
+    assert t.parse("mesh/v2/cmd/all/extra") is None
+    assert t.parse("mesh/v2/unknown/x") is None
 
 
 @pytest.mark.parametrize("prefix", ["", "/mesh", "mesh/", "mesh/+/v1", "mesh/#", "a//b"])

@@ -161,10 +161,8 @@ class ConsoleHub:
             detail={"dispatcher": user, "note": note[:256]},
         )
         self._log.info("remote activation", user=user, unit=unit_id, event_id=event.event_id)
-        if self.signer is not None:
-            event = self.signer.sign(event)
         return await self._send_and_wait(
-            self.topics.trigger(unit_id), encode(event), event.event_id, timeout_s
+            self.topics.trigger(unit_id), self._seal(event), event.event_id, timeout_s
         )
 
     async def cancel(
@@ -179,11 +177,13 @@ class ConsoleHub:
             at_ns=self.clock.wall_ns(),
         )
         self._log.info("cancel requested", user=user, unit=unit_id, activation=activation_id)
-        if self.signer is not None:
-            request = self.signer.sign(request)
         return await self._send_and_wait(
-            self.topics.cancel(unit_id), encode(request), request.cancel_id, timeout_s
+            self.topics.cancel(unit_id), self._seal(request), request.cancel_id, timeout_s
         )
+
+    def _seal(self, payload: TriggerEvent | CancelRequest) -> bytes:
+        """Signed with the console's key (a JWS), or the plain payload without one."""
+        return encode(payload) if self.signer is None else self.signer.seal(payload).to_bytes()
 
     async def _send_and_wait(
         self, topic: str, payload: bytes, key: str, timeout_s: float

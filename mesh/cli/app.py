@@ -1056,13 +1056,16 @@ def asyncapi(
 def vectors(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .json files")],
 ) -> None:
-    """Write the protocol's test vectors (geo cells, range decisions): docs/vectors."""
+    """Write the protocol's test vectors (geo cells, range decisions, signed messages):
+    docs/vectors."""
     import json
 
     from mesh.decide.vectors import all_vectors
+    from mesh.security.vectors import VECTOR_FILES
 
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in all_vectors().items():
+    written = {**all_vectors(), **{name: make() for name, make in VECTOR_FILES.items()}}
+    for name, content in written.items():
         path = out / f"{name}.json"
         path.write_text(json.dumps(content, indent=2) + "\n")
         _console().print(str(path), highlight=False)

@@ -21,7 +21,10 @@ from pydantic import Field
 from mesh.protocol.codec import PayloadError
 from mesh.protocol.models import Frozen
 
-ALG = "EdDSA"
+ALG = "EdDSA"  # what a signer writes (RFC 8037): the name every JOSE library knows
+# What a receiver accepts: also RFC 9864's fully-specified name of the same algorithm
+# (Ed25519 keys are the only keys of the protocol, so both mean Ed25519).
+ACCEPTED_ALGS = (ALG, "Ed25519")
 TYP = "trigger-mesh+json"
 KID = re.compile(r"[0-9a-f]{16}")
 # RFC 7515 §2: base64url without padding. An Ed25519 signature is 64 bytes: 86 characters.
@@ -171,8 +174,9 @@ def _header_kid(protected: str) -> str:
     missing = sorted(_HEADER_KEYS - header.keys())
     if missing:
         raise PayloadError("bad_jws", f"protected header lacks {', '.join(missing)}")
-    if header["alg"] != ALG:
-        raise PayloadError("bad_jws", f"alg {header['alg']!r}; only {ALG!r} is accepted")
+    if header["alg"] not in ACCEPTED_ALGS:
+        accepted = " or ".join(repr(alg) for alg in ACCEPTED_ALGS)
+        raise PayloadError("bad_jws", f"alg {header['alg']!r}; only {accepted} is accepted")
     if header["typ"] != TYP:
         raise PayloadError("bad_jws", f"typ {header['typ']!r}; expected {TYP!r}")
     kid = header["kid"]

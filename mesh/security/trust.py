@@ -183,10 +183,14 @@ class TrustStore:
                 raise ConfigError(path, f"keys.{index}", str(exc)) from None
         return store
 
+    def document(self) -> dict[str, Any]:
+        """The trust store file's content (docs/schemas/trust-store.schema.json), as data."""
+        return _TrustFile(keys=tuple(self.keys.values())).model_dump(mode="json")
+
     def save(self, path: Path | str) -> None:
         """Written whole to a temporary file, then renamed over the old one."""
         path = Path(path)
-        body = _TrustFile(keys=tuple(self.keys.values())).model_dump(mode="json")
+        body = self.document()
         text = (
             "# trigger-mesh trust store: public keys and what each may sign (docs/security.md).\n"
             "# Public: copy it to every gateway, camera and console; edit: `trigger-mesh keys`.\n"

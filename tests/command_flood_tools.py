@@ -18,36 +18,40 @@ from pathlib import Path
 import pytest
 
 from bridge.mqtt.urls import BrokerUrl
+from mesh.protocol.jws import Jws, b64url, protected_header
 from tests.conftest import IN_CI
 
 
 def flood_file(path: Path, count: int, issuer: str, key_id: str) -> Path:
     """``count`` record-starts in ``issuer``'s name under its real key id, one per line:
-    a huge circle, valid for 30 s, each with its own activation id and 86 characters of
-    random base64url where the signature should be."""
+    a huge circle, valid for 30 s, each with its own activation id, as JWS messages whose
+    protected header names the real key and whose signature is 86 characters of random
+    base64url (each costs the camera a full Ed25519 check)."""
     now = time.time_ns()
     head = {
         "type": "record_start",
-        "v": 1,
+        "v": 2,
         "issuer": issuer,
         "trigger": {
             "event_id": "flood",
             "kind": "weapon_draw",
             "source": {"type": "manual", "id": "flood", "authenticated": False},
             "unit_id": "car-7",
-            "observed_at_ns": now,
+            "observed_at_ns": str(now),
         },
-        "issued_at_ns": now,
+        "issued_at_ns": str(now),
         "origin": {"lat": 39.952583, "lon": -75.165222},
         "radius_m": 5000.0,
         "pre_event_s": 30,
         "targets": {"units": [], "cameras": []},
-        "expires_at_ns": now + 30 * 10**9,
+        "expires_at_ns": str(now + 30 * 10**9),
     }
+    protected = protected_header(key_id)
     with path.open("w") as out:
         for i in range(count):
-            sig = {"alg": "ed25519", "key_id": key_id, "value": secrets.token_urlsafe(64)[:86]}
-            out.write(json.dumps(dict(head, activation_id=f"a-flood-{i}", sig=sig)) + "\n")
+            payload = json.dumps(dict(head, activation_id=f"a-flood-{i}")).encode()
+            forged = Jws(protected, b64url(payload), secrets.token_urlsafe(64)[:86], key_id)
+            out.write(forged.to_json() + "\n")
     return path
 
 

@@ -34,6 +34,7 @@ from mesh.protocol.models import (
     TriggerReceipt,
 )
 from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
 from mesh.sim import demo
 from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
 from triggers.manual import manual_trigger
@@ -83,17 +84,25 @@ class Mesh:
     driver: MqttLink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def send(self, trigger: TriggerEvent) -> None:
-        await self.driver.publish(self.topics.trigger(trigger.unit_id), encode(trigger))
+    async def send(self, trigger: TriggerEvent, *, signer: PayloadSigner | None = None) -> None:
+        """Publish a trigger, signed by ``signer`` (a JWS) if one is given."""
+        message = encode(trigger) if signer is None else signer.seal(trigger).to_bytes()
+        await self.driver.publish(self.topics.trigger(trigger.unit_id), message)
 
     async def receipt(self, trigger: TriggerEvent, timeout_s: float = 10) -> TriggerReceipt:
         receipt = await self.watcher.receipt(trigger.event_id, timeout_s)
         assert receipt is not None, f"no receipt for trigger {trigger.event_id}"
         return receipt
 
-    async def activate(self, trigger: TriggerEvent, timeout_s: float = 15) -> ActivationRecord:
+    async def activate(
+        self,
+        trigger: TriggerEvent,
+        timeout_s: float = 15,
+        *,
+        signer: PayloadSigner | None = None,
+    ) -> ActivationRecord:
         """Send a trigger over MQTT and return the activation's final record."""
-        await self.send(trigger)
+        await self.send(trigger, signer=signer)
         receipt = await self.receipt(trigger)
         assert receipt.outcome is ReceiptOutcome.ACCEPTED, receipt
         assert receipt.activation_id is not None

@@ -414,11 +414,12 @@ def sync(tmp_path_factory: pytest.TempPathFactory) -> LogSync:
 SYNCED = st.fixed_dictionaries(
     {
         "type": st.just("log_synced"),
-        "v": st.just(1),
+        "v": st.just(2),
         "own": st.booleans(),  # replaced by log_id: this log's, or another's
         "synced_seq": st.integers(-5, 2**64),
         "archiver": st.sampled_from(["arch-1", "a/b", ""]),
-        "at_ns": st.integers(-1, 2**63),
+        # A time: decimal text (v2); now and then a number, which v2 refuses.
+        "at_ns": st.one_of(st.integers(-1, 2**63).map(str), st.integers(0, 5)),
     }
 )
 
@@ -432,13 +433,18 @@ def test_the_watermark_only_moves_forward_on_valid_announcements_of_this_log(
     expected, refused = 0, 0
     for message in messages:
         valid = False
-        if isinstance(message, dict) and "own" in message and message.get("v") == 1:
+        if isinstance(message, dict) and "own" in message and message.get("v") == 2:
             own = message.pop("own")
             message["log_id"] = sync.log_id if own else "another-log"
+            at = message["at_ns"]
             valid = (
                 own
-                and 0 <= message["synced_seq"] < 2**63
-                and 0 <= message["at_ns"] < 2**63  # TimeNs: what SQLite and PostgreSQL hold
+                and 0 <= message["synced_seq"] < 2**53  # within what a double holds exactly
+                # TimeNs: decimal text of what SQLite and PostgreSQL hold
+                and isinstance(at, str)
+                and at.isdigit()
+                and (at == "0" or not at.startswith("0"))
+                and int(at) < 2**63
                 and message["archiver"] == "arch-1"
             )
         raw = message if isinstance(message, bytes) else dumps(message)
@@ -456,21 +462,22 @@ def test_the_watermark_only_moves_forward_on_valid_announcements_of_this_log(
 # --- findings, each pinned by an explicit example ---------------------------------------------
 def test_sequence_numbers_past_64_bits_are_refused_at_intake() -> None:
     """Finding: a log batch with a seq (or time) past 64 bits was accepted by the intake and
-    refused only by PostgreSQL's bigint, after its whole write group had failed once."""
+    refused only by PostgreSQL's bigint, after its whole write group had failed once.
+    (v2 bounds sequence numbers at 2^53 - 1, where a double stops being exact.)"""
     body = "{}"
-    big = 2**63
+    big = 2**53
     digest = record_hash(GENESIS, big, 0, kind="ack", activation_id=None, body=body)
     batch_ = {
         "type": "log_batch",
-        "v": 1,
+        "v": 2,
         "log_id": "log-1",
         "head_seq": big,
-        "sent_at_ns": 1,
+        "sent_at_ns": "1",
         "records": [
             {
                 "seq": big,
                 "prev_seq": 0,
-                "at_ns": 0,
+                "at_ns": "0",
                 "kind": "ack",
                 "body": body,
                 "prev_hash": GENESIS,
@@ -481,7 +488,7 @@ def test_sequence_numbers_past_64_bits_are_refused_at_intake() -> None:
     with pytest.raises(PayloadError) as info:
         accept(TOPICS, TOPICS.log_records("log-1"), json.dumps(batch_).encode())
     assert info.value.reason.startswith("field 'head_seq': Input should be less than")
-    synced = {"type": "log_synced", "v": 1, "log_id": "l", "synced_seq": big}
-    synced |= {"archiver": "a", "at_ns": 1}
+    synced = {"type": "log_synced", "v": 2, "log_id": "l", "synced_seq": big}
+    synced |= {"archiver": "a", "at_ns": "1"}
     with pytest.raises(PayloadError, match="field 'synced_seq'"):
         decode(LogSynced, json.dumps(synced).encode())

@@ -24,6 +24,7 @@ from mesh.archive.db import connect
 from mesh.archive.intake import accept, activation_rank
 from mesh.archive.migrate import available, migrate
 from mesh.protocol.codec import PayloadError, encode
+from mesh.protocol.jws import Jws, b64url
 from mesh.protocol.models import (
     AckStatus,
     ActivationRecord,
@@ -308,10 +309,10 @@ async def test_malformed_payloads_are_rejected_counted_and_the_archiver_keeps_go
         publisher(mosquitto.url) as pub,
     ):
         await pub.publish(topics.trigger(UNIT), b"\xff not json at all")
-        await pub.publish(topics.trigger(UNIT), b'{"type": "ack", "v": 1}')
+        await pub.publish(topics.trigger(UNIT), b'{"type": "ack", "v": 2}')
         await pub.publish(topics.trigger("car-99"), encode(good))  # another unit's topic
         await pub.publish(topics.ack(ISSUER, "bwc-2"), encode(ack("a-1", "bwc-1")))
-        await pub.publish(topics.log_records("abc"), b'{"type": "log_batch", "v": 2}')
+        await pub.publish(topics.log_records("abc"), b'{"type": "log_batch", "v": 1}')
         await pub.publish(topics.trigger(UNIT), encode(good))
         await wait_until(lambda: archiver.counters["stored.trigger"] == 1)
     rejected = {k: v for k, v in archiver.counters.items() if k.startswith("rejected.")}
@@ -510,10 +511,13 @@ async def test_an_unsigned_ack_is_not_archived_as_genuine_in_a_signed_fleet(
             trusted_key(other.public_key(), KeyRole.CAMERA, "bwc-2"),
         ]
     )
-    genuine = PayloadSigner(own).sign(ack("a-1", "bwc-1", attempt=0))
-    unsigned = ack("a-1", "bwc-1", attempt=1)
-    wrong_key = PayloadSigner(other).sign(ack("a-1", "bwc-1", attempt=2))
-    tampered = genuine.model_copy(update={"attempt": 3})  # the signature no longer matches
+    signed = PayloadSigner(own).seal(ack("a-1", "bwc-1", attempt=0))
+    genuine = signed.to_bytes()
+    unsigned = encode(ack("a-1", "bwc-1", attempt=1))
+    wrong_key = PayloadSigner(other).seal(ack("a-1", "bwc-1", attempt=2)).to_bytes()
+    # Another ack in place of the signed bytes: the signature no longer matches.
+    changed = b64url(encode(ack("a-1", "bwc-1", attempt=3)))
+    tampered = Jws(signed.protected, changed, signed.signature, signed.kid).to_bytes()
     async with (
         running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",), trust=trust) as (
             archiver,
@@ -521,7 +525,7 @@ async def test_an_unsigned_ack_is_not_archived_as_genuine_in_a_signed_fleet(
         publisher(mosquitto.url) as pub,
     ):
         for sent in (genuine, unsigned, wrong_key, tampered, unsigned):
-            await pub.publish(topics.ack(ISSUER, "bwc-1"), encode(sent), qos=1)
+            await pub.publish(topics.ack(ISSUER, "bwc-1"), sent, qos=1)
         await wait_until(
             lambda: archiver.counters["stored.ack"] + archiver.counters["refused.ack"] == 5
         )

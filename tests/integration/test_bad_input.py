@@ -19,34 +19,34 @@ NOW = time.time_ns()
 # field missing, and 1 MB.
 GARBAGE = {
     "not_json": b"\x00\xffnot json{",
-    "wrong_type": json.dumps({"type": "presence", "v": 1}).encode(),
+    "wrong_type": json.dumps({"type": "presence", "v": 2}).encode(),
     "missing_field": None,  # filled per topic: the right type with a field left out
     "too_large": b"{" + b" " * (1024 * 1024) + b"}",
 }
 MISSING = {
     "trigger": {
         "type": "trigger",
-        "v": 1,
+        "v": 2,
         "kind": "weapon_draw",
         "unit_id": UNIT,
-        "observed_at_ns": NOW,
+        "observed_at_ns": str(NOW),
     },  # no event_id, no source
     "ack": {
         "type": "ack",
-        "v": 1,
+        "v": 2,
         "camera_id": "bwc-7a",
         "status": "started",
-        "received_at_ns": NOW,
+        "received_at_ns": str(NOW),
     },  # no activation_id
     "presence": {
         "type": "presence",
-        "v": 1,
+        "v": 2,
         "camera_id": "bwc-x",
         "unit_id": "car-1",
         "online": True,
         "recording": False,
     },  # no role, no last_seen_ns
-    "record_start": {"type": "record_start", "v": 1, "activation_id": "a-1"},
+    "record_start": {"type": "record_start", "v": 2, "activation_id": "a-1"},
 }
 
 
@@ -54,7 +54,7 @@ def payloads(kind: str) -> dict[str, bytes]:
     out = {code: p for code, p in GARBAGE.items() if p is not None}
     out["missing_field"] = json.dumps(MISSING[kind]).encode()
     if kind == "presence":  # a presence message of the wrong type: use a trigger
-        out["wrong_type"] = json.dumps({"type": "trigger", "v": 1}).encode()
+        out["wrong_type"] = json.dumps({"type": "trigger", "v": 2}).encode()
     return out
 
 

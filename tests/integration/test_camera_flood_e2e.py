@@ -73,8 +73,10 @@ class Genuine:
         self.signer = PayloadSigner(key)
         self.driver, self.topics = driver, topics
 
-    def command(self) -> RecordStart:
-        return self.signer.sign(self.unsigned())
+    def command(self) -> tuple[RecordStart, bytes]:
+        """A fresh command, and the message that carries it (signed)."""
+        command = self.unsigned()
+        return command, self.signer.seal(command).to_bytes()
 
     @staticmethod
     def unsigned() -> RecordStart:
@@ -101,9 +103,9 @@ class Genuine:
         sent: dict[str, int] = {}
         began = time.monotonic()
         for i in range(SAMPLES):
-            command = self.command()
+            command, message = self.command()
             sent[command.activation_id] = time.time_ns()
-            await self.driver.publish(topics[i % 2], encode(command))
+            await self.driver.publish(topics[i % 2], message)
             await asyncio.sleep(max(0.0, began + (i + 1) * SPACING_S - time.monotonic()))
         sending_s = time.monotonic() - began
         with contextlib.suppress(AssertionError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
 
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
@@ -28,7 +29,6 @@ from mesh.decide.admission import activation_id_for
 from mesh.decide.policy import Policy
 from mesh.journal.records import ActivationEntry, CancelAckEntry, RecordKind
 from mesh.journal.store import read_records
-from mesh.protocol.codec import encode
 from mesh.protocol.models import (
     AckStatus,
     ActivationState,
@@ -122,7 +122,7 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
     log = tmp_path / "log.db"
     async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
         dispatch = PayloadSigner(keys.dispatch)
-        record = await mesh.activate(dispatch.sign(event(TriggerKind.WEAPON_DRAW)))
+        record = await mesh.activate(event(TriggerKind.WEAPON_DRAW), signer=dispatch)
         aid = record.activation_id
         assert record.state is ActivationState.CONFIRMED
         started = sorted(c.camera_id for c in record.cameras if c.status is OutcomeStatus.STARTED)
@@ -133,25 +133,25 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
 
         # gw-car-7's key, inside the window, on cmd/all, naming itself: the attack of the
         # issue. Validly signed, and refused: it is not the issuer of what they record.
-        stolen = PayloadSigner(keys.other_gateway).sign(
+        stolen = PayloadSigner(keys.other_gateway).seal(
             RecordCancel(activation_id=aid, issuer=OTHER, reason="x", at_ns=time.time_ns())
         )
-        await mesh.driver.publish(topics.command_all(), encode(stolen))
+        await mesh.driver.publish(topics.command_all(), stolen.to_bytes())
         await wait_until(lambda: coordinator.counters["cancel_acks.refused"] == len(started))
         assert recording(mesh, started) == started
         for camera_id in started:
             assert mesh.agents[camera_id].counters["refused.cancel.not_issuer"] == 1
         # The same key naming gw-car-12 as the issuer: not its key to sign with.
-        posing = PayloadSigner(keys.other_gateway).sign(
+        posing = PayloadSigner(keys.other_gateway).seal(
             RecordCancel(activation_id=aid, issuer=ISSUER, at_ns=time.time_ns())
         )
-        await mesh.driver.publish(topics.command_all(), encode(posing))
+        await mesh.driver.publish(topics.command_all(), posing.to_bytes())
         # A dispatch-signed record_cancel straight to the cameras: dispatch cancels go
         # through the gateway (cancel/{unit}), never to the cameras directly.
-        console = dispatch.sign(
+        console = dispatch.seal(
             RecordCancel(activation_id=aid, issuer="dispatch-1", at_ns=time.time_ns())
         )
-        await mesh.driver.publish(topics.command_unit(UNIT), encode(console))
+        await mesh.driver.publish(topics.command_unit(UNIT), console.to_bytes())
         bwc = mesh.agents["bwc-12a"]
         await wait_until(lambda: bwc.counters["refused.cancel.wrong_signer"] == 2)
         assert recording(mesh, started) == started
@@ -160,10 +160,10 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
         # stolen-key cancel; the gateway itself refuses it by then).
         assert command.cancel_until_ns is not None
         await asyncio.sleep(max(0.0, (command.cancel_until_ns - time.time_ns()) / NS) + 0.2)
-        late = PayloadSigner(keys.gateway).sign(
+        late = PayloadSigner(keys.gateway).seal(
             RecordCancel(activation_id=aid, issuer=ISSUER, at_ns=time.time_ns())
         )
-        await mesh.driver.publish(topics.command_all(), encode(late))
+        await mesh.driver.publish(topics.command_all(), late.to_bytes())
         await wait_until(
             lambda: all(
                 mesh.agents[c].counters["refused.cancel.deadline_passed"] == 1 for c in started
@@ -171,16 +171,14 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
         )
         assert recording(mesh, started) == started
         # Through the gateway, as a dispatcher would: refused there too.
-        request = dispatch.sign(
-            CancelRequest(
-                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
-                activation_id=aid,
-                unit_id=UNIT,
-                by="dispatch:dana",
-                at_ns=time.time_ns(),
-            )
+        request = CancelRequest(
+            cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+            activation_id=aid,
+            unit_id=UNIT,
+            by="dispatch:dana",
+            at_ns=time.time_ns(),
         )
-        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        await mesh.driver.publish(topics.cancel(UNIT), seal(keys.dispatch, request))
         receipt = await mesh.watcher.receipt(request.cancel_id, 10)
         assert receipt is not None
         assert receipt.outcome is ReceiptOutcome.REJECTED
@@ -189,19 +187,17 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
         # A genuine cancel in the window, through the gateway: the cameras stop, each
         # acks it, and gw-car-12's log says so.
         second = await mesh.activate(
-            dispatch.sign(event(TriggerKind.WEAPON_DRAW, source_id="holster-2"))
+            event(TriggerKind.WEAPON_DRAW, source_id="holster-2"), signer=dispatch
         )
-        request = dispatch.sign(
-            CancelRequest(
-                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
-                activation_id=second.activation_id,
-                unit_id=UNIT,
-                by="officer:bwc-12a",
-                reason="holster bumped",
-                at_ns=time.time_ns(),
-            )
+        request = CancelRequest(
+            cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+            activation_id=second.activation_id,
+            unit_id=UNIT,
+            by="officer:bwc-12a",
+            reason="holster bumped",
+            at_ns=time.time_ns(),
         )
-        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        await mesh.driver.publish(topics.cancel(UNIT), seal(keys.dispatch, request))
         receipt = await mesh.watcher.receipt(request.cancel_id, 10)
         assert receipt is not None
         assert receipt.outcome is ReceiptOutcome.ACCEPTED, receipt.reason
@@ -212,7 +208,7 @@ async def test_only_the_issuer_may_cancel_and_only_before_the_deadline(
     refused = cancel_acks(log, aid)
     assert sorted(e.ack.camera_id for e in refused if e.ack.cancel_issuer == OTHER) == started
     assert all(e.effect == "refused" for e in refused)
-    assert all(e.ack.sig is not None for e in refused)
+    assert all(e.jws is not None for e in refused)  # signed by each camera, kept as sent
     reasons = {e.ack.reason.split(":")[0] for e in refused}
     assert {"not_issuer", "deadline_passed"} <= reasons
     # An auditor's report shows each refusal on the activation's timeline.
@@ -233,19 +229,17 @@ async def test_a_genuine_cancel_in_its_window_stops_and_is_acked_and_logged(
     log = tmp_path / "log.db"
     async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
         dispatch = PayloadSigner(keys.dispatch)
-        record = await mesh.activate(dispatch.sign(event(TriggerKind.WEAPON_DRAW)))
+        record = await mesh.activate(event(TriggerKind.WEAPON_DRAW), signer=dispatch)
         started = sorted(c.camera_id for c in record.cameras if c.status is OutcomeStatus.STARTED)
-        request = dispatch.sign(
-            CancelRequest(
-                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
-                activation_id=record.activation_id,
-                unit_id=UNIT,
-                by="officer:bwc-12a",
-                reason="holster bumped",
-                at_ns=time.time_ns(),
-            )
+        request = CancelRequest(
+            cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+            activation_id=record.activation_id,
+            unit_id=UNIT,
+            by="officer:bwc-12a",
+            reason="holster bumped",
+            at_ns=time.time_ns(),
         )
-        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        await mesh.driver.publish(topics.cancel(UNIT), seal(keys.dispatch, request))
         coordinator = mesh.gateway.coordinator
         await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == len(started))
         assert recording(mesh, started) == []
@@ -263,34 +257,35 @@ async def test_a_genuine_cancel_in_its_window_stops_and_is_acked_and_logged(
     }
 
 
+def seal(key: Ed25519PrivateKey, payload: BaseModel) -> bytes:
+    """``payload`` as the holder of ``key`` sends it: signed (a JWS of its bytes)."""
+    return PayloadSigner(key).seal(payload).to_bytes()
+
+
 def foreign_start(keys: Keys, trigger: TriggerEvent, camera_id: str) -> RecordStart:
     """gw-car-7's key (validly) starting one camera for the activation id that
     ``trigger`` will get at gw-car-12: the ids are derived from the event id, which a
     BLE counter makes predictable."""
     now = time.time_ns()
-    return PayloadSigner(keys.other_gateway).sign(
-        RecordStart(
-            activation_id=activation_id_for(trigger.event_id),
-            issuer=OTHER,
-            trigger=TriggerSummary.of(trigger),
-            issued_at_ns=now,
-            origin=None,
-            radius_m=0,
-            pre_event_s=30,
-            targets=Targets(cameras=(camera_id,)),
-            expires_at_ns=now + 10 * NS,
-            cancel_until_ns=now + 60 * NS,
-        )
+    return RecordStart(
+        activation_id=activation_id_for(trigger.event_id),
+        issuer=OTHER,
+        trigger=TriggerSummary.of(trigger),
+        issued_at_ns=now,
+        origin=None,
+        radius_m=0,
+        pre_event_s=30,
+        targets=Targets(cameras=(camera_id,)),
+        expires_at_ns=now + 10 * NS,
+        cancel_until_ns=now + 60 * NS,
     )
 
 
 def foreign_cancel(keys: Keys, activation_id: str, at_ns: int | None = None) -> RecordCancel:
-    return PayloadSigner(keys.other_gateway).sign(
-        RecordCancel(
-            activation_id=activation_id,
-            issuer=OTHER,
-            at_ns=time.time_ns() if at_ns is None else at_ns,
-        )
+    return RecordCancel(
+        activation_id=activation_id,
+        issuer=OTHER,
+        at_ns=time.time_ns() if at_ns is None else at_ns,
     )
 
 
@@ -304,23 +299,25 @@ async def test_another_gateway_cannot_use_up_an_activation_id_it_predicted(
     log = tmp_path / "log.db"
     async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
         targets = ["bwc-12a", "bwc-7a", "dash-12"]
-        trigger = PayloadSigner(keys.dispatch).sign(event(TriggerKind.WEAPON_DRAW))
+        trigger = event(TriggerKind.WEAPON_DRAW)
         aid = activation_id_for(trigger.event_id)
         for camera_id in targets:
             await mesh.driver.publish(
-                topics.command_camera(camera_id), encode(foreign_start(keys, trigger, camera_id))
+                topics.command_camera(camera_id),
+                seal(keys.other_gateway, foreign_start(keys, trigger, camera_id)),
             )
         await wait_until(lambda: recording(mesh, targets) == targets)
         for camera_id in targets:
             await mesh.driver.publish(
-                topics.command_camera(camera_id), encode(foreign_cancel(keys, aid))
+                topics.command_camera(camera_id),
+                seal(keys.other_gateway, foreign_cancel(keys, aid)),
             )
         await wait_until(
             lambda: all(mesh.agents[c].counters["cancel.stopped"] == 1 for c in targets)
         )
         assert recording(mesh, targets) == []
 
-        record = await mesh.activate(trigger)
+        record = await mesh.activate(trigger, signer=PayloadSigner(keys.dispatch))
         assert record.activation_id == aid
         assert record.state is ActivationState.CONFIRMED
         outcomes = {c.camera_id: c.status for c in record.cameras}
@@ -346,29 +343,29 @@ async def test_a_neighbour_issuing_the_same_id_first_does_not_take_the_cancel_aw
     stops bwc-12a. A cancel signed before the command it names is refused (F6)."""
     log = tmp_path / "log.db"
     async with two_gateway_mesh(mosquitto, topics, log) as (mesh, keys):
-        trigger = PayloadSigner(keys.dispatch).sign(event(TriggerKind.WEAPON_DRAW))
+        trigger = event(TriggerKind.WEAPON_DRAW)
         aid = activation_id_for(trigger.event_id)
         neighbour = foreign_start(keys, trigger, "bwc-12a")
-        await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(neighbour))
+        await mesh.driver.publish(
+            topics.command_camera("bwc-12a"), seal(keys.other_gateway, neighbour)
+        )
         bwc = mesh.agents["bwc-12a"]
         await wait_until(lambda: recording(mesh, ["bwc-12a"]) == ["bwc-12a"])
 
-        record = await mesh.activate(trigger)
+        record = await mesh.activate(trigger, signer=PayloadSigner(keys.dispatch))
         outcomes = {c.camera_id: c.status for c in record.cameras}
         assert outcomes["bwc-12a"] is OutcomeStatus.ALREADY_RECORDING
         started = sorted(c for c, s in outcomes.items() if s is OutcomeStatus.STARTED)
         assert started == ["bwc-7a", "dash-12"]
 
-        request = PayloadSigner(keys.dispatch).sign(
-            CancelRequest(
-                cancel_id=f"c-{uuid.uuid4().hex[:12]}",
-                activation_id=aid,
-                unit_id=UNIT,
-                by="officer:bwc-12a",
-                at_ns=time.time_ns(),
-            )
+        request = CancelRequest(
+            cancel_id=f"c-{uuid.uuid4().hex[:12]}",
+            activation_id=aid,
+            unit_id=UNIT,
+            by="officer:bwc-12a",
+            at_ns=time.time_ns(),
         )
-        await mesh.driver.publish(topics.cancel(UNIT), encode(request))
+        await mesh.driver.publish(topics.cancel(UNIT), seal(keys.dispatch, request))
         coordinator = mesh.gateway.coordinator
         await wait_until(lambda: coordinator.counters["cancel_acks.stopped"] == 2)
         await wait_until(lambda: coordinator.counters["cancel_acks.kept_recording"] == 1)
@@ -377,12 +374,12 @@ async def test_a_neighbour_issuing_the_same_id_first_does_not_take_the_cancel_aw
 
         # gw-car-7's cancel dated before its own command: refused, still recording.
         early = foreign_cancel(keys, aid, at_ns=neighbour.issued_at_ns - 1)
-        await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(early))
+        await mesh.driver.publish(topics.command_camera("bwc-12a"), seal(keys.other_gateway, early))
         await wait_until(lambda: bwc.counters["refused.cancel.before_command"] == 1)
         assert recording(mesh, ["bwc-12a"]) == ["bwc-12a"]
         # Its genuine cancel removes the last claim: bwc-12a stops.
         await mesh.driver.publish(
-            topics.command_camera("bwc-12a"), encode(foreign_cancel(keys, aid))
+            topics.command_camera("bwc-12a"), seal(keys.other_gateway, foreign_cancel(keys, aid))
         )
         await wait_until(lambda: bwc.counters["cancel.stopped"] == 1)
         assert recording(mesh, ["bwc-12a"]) == []

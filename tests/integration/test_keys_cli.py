@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mesh.decide.rejection import Rejection
+from mesh.protocol.models import RecordStart
 from mesh.security.checks import Security
 from mesh.security.signing import PayloadSigner
 from mesh.security.trust import TrustStore
@@ -71,10 +73,10 @@ def test_keys_cli_new_rotate_revoke_list(tmp_path: Path) -> None:
     now = time.time_ns()
     security = Security(trust=store)
     # Both are believed during the overlap; the old one not after it.
-    assert security.check_command(first.sign(_command(now)), now) is None
-    assert security.check_command(second.sign(_command(now)), now) is None
+    assert _check(security, first, _command(now), now) is None
+    assert _check(security, second, _command(now), now) is None
     later = now + 2 * 3600 * NS
-    assert _code(security.check_command(first.sign(_command(later)), later)) == "key_expired"
+    assert _code(_check(security, first, _command(later), later)) == "key_expired"
     revoked = run("keys", "revoke", second.key_id, "--trust", str(trust))
     assert revoked.returncode == 0, revoked.stderr
     store = TrustStore.load(trust)
@@ -83,10 +85,15 @@ def test_keys_cli_new_rotate_revoke_list(tmp_path: Path) -> None:
     revoked_at = store.keys[second.key_id].revoked_at
     assert revoked_at is not None
     after = int(revoked_at.timestamp() * NS) + NS
-    assert _code(Security(trust=store).check_command(second.sign(_command(after)), after)) == (
-        "key_revoked"
-    )
+    assert _code(_check(Security(trust=store), second, _command(after), after)) == ("key_revoked")
     listed = run("keys", "list", "--trust", str(trust))
     assert listed.returncode == 0
     assert first.key_id in listed.stdout
     assert "revoked" in listed.stdout
+
+
+def _check(
+    security: Security, signer: PayloadSigner, command: RecordStart, now: int
+) -> Rejection | None:
+    """A camera's check of ``command`` as ``signer`` sends it (verified, parsed, checked)."""
+    return security.check_command(security.open(RecordStart, signer.seal(command).to_bytes()), now)

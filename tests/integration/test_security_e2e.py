@@ -24,7 +24,8 @@ from mesh.clock import NS
 from mesh.decide.policy import Policy
 from mesh.journal.records import RecordKind
 from mesh.journal.store import read_records
-from mesh.protocol.codec import decode, encode
+from mesh.protocol.codec import encode
+from mesh.protocol.jws import Jws, b64url
 from mesh.protocol.models import (
     AckStatus,
     CameraAck,
@@ -34,7 +35,6 @@ from mesh.protocol.models import (
     RecordCancel,
     RecordStart,
     Targets,
-    TriggerEvent,
     TriggerKind,
     TriggerSummary,
 )
@@ -76,8 +76,9 @@ class Keys:
         ]
         return TrustStore(entries)
 
-    def from_dispatch(self, trigger: TriggerEvent) -> TriggerEvent:
-        return PayloadSigner(self.dispatch).sign(trigger)
+    @property
+    def dispatch_signer(self) -> PayloadSigner:
+        return PayloadSigner(self.dispatch)
 
 
 @asynccontextmanager
@@ -124,67 +125,91 @@ def command(
 
 
 def acks_of(got: list[Inbound], activation_id: str) -> list[CameraAck]:
-    acks = [decode(CameraAck, m.payload) for m in got]
+    """The acks among ``got`` for one activation, read (signed or not; not checked)."""
+    acks = [Security().open(CameraAck, m.payload).model for m in got]
     return [a for a in acks if a.activation_id == activation_id]
+
+
+def signed_by_their_camera(got: list[Inbound], trust: TrustStore) -> bool:
+    """Every ack among ``got`` is a JWS that verifies with the key of the camera it names."""
+    security = Security(trust=trust)
+    for message in got:
+        received = security.open(CameraAck, message.payload)
+        if received.jws is None or security.check_ack(received, time.time_ns()) is not None:
+            return False
+    return True
 
 
 async def test_a_signed_mesh_confirms_and_every_ack_is_signed(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
 ) -> None:
     async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
-        record = await mesh.activate(keys.from_dispatch(event(TriggerKind.WEAPON_DRAW)))
+        acks = await listen(mesh, topics.acks_for(ISSUER))
+        trigger = event(TriggerKind.WEAPON_DRAW)
+        record = await mesh.activate(trigger, signer=keys.dispatch_signer)
         started = {c.camera_id for c in record.cameras if c.status is OutcomeStatus.STARTED}
         assert started == {"dash-12", "bwc-12a", "bwc-7a"}
-        for camera_id in started:
-            assert all(a.sig is not None for a in mesh.agents[camera_id].acks_sent)
+        await wait_until(lambda: len(acks_of(acks, record.activation_id)) >= 3)
+        assert signed_by_their_camera(acks, keys.store())
         assert not any(k.startswith("rejected.ack") for k in mesh.gateway.counters)
 
 
 async def test_cameras_refuse_unsigned_forged_wrongly_signed_tampered_and_expired_commands(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
 ) -> None:
+    """Refused before parsing (an unknown key, a signature that does not verify): dropped
+    unanswered and counted. Refused after (unsigned, another device's key, expired):
+    answered with a signed `rejected` ack. Nothing starts either way."""
     async with signed_mesh((mosquitto, topics), tmp_path / "log.db") as (mesh, keys):
         acks = await listen(mesh, topics.acks_for(ISSUER))
         now = time.time_ns()
         gw = PayloadSigner(keys.gateway)
-        attacks = {
-            "a-unsigned": command("a-unsigned", issued_ns=now),
-            "a-stranger": PayloadSigner(keys.stranger).sign(command("a-stranger", issued_ns=now)),
-            "a-camera-key": PayloadSigner(keys.cameras["bwc-7a"]).sign(
-                command("a-camera-key", issued_ns=now)
-            ),
-            "a-tampered": gw.sign(command("a-tampered", issued_ns=now)).model_copy(
-                update={"radius_m": 5000.0}
-            ),
-            "a-expired": gw.sign(command("a-expired", issued_ns=now - 60 * NS, ttl_s=30)),
+        genuine = gw.seal(command("a-tampered", issued_ns=now))
+        wider = b64url(
+            encode(command("a-tampered", issued_ns=now).model_copy(update={"radius_m": 5000.0}))
+        )
+        answered = {
+            "a-unsigned": encode(command("a-unsigned", issued_ns=now)),
+            "a-camera-key": PayloadSigner(keys.cameras["bwc-7a"])
+            .seal(command("a-camera-key", issued_ns=now))
+            .to_bytes(),
+            "a-expired": gw.seal(
+                command("a-expired", issued_ns=now - 60 * NS, ttl_s=30)
+            ).to_bytes(),
+        }
+        dropped = {
+            "a-stranger": PayloadSigner(keys.stranger)
+            .seal(command("a-stranger", issued_ns=now))
+            .to_bytes(),
+            "a-tampered": Jws(genuine.protected, wider, genuine.signature, genuine.kid).to_bytes(),
         }
         expected_reason = {
             "a-unsigned": "unsigned",
-            "a-stranger": "unknown_key",
             "a-camera-key": "wrong_signer",
-            "a-tampered": "bad_signature",
             "a-expired": "command expired",
         }
-        for forged in attacks.values():
-            await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(forged))
+        for forged in (*answered.values(), *dropped.values()):
+            await mesh.driver.publish(topics.command_camera("bwc-12a"), forged)
             # On a shared topic too: refused the same way, nothing starts.
-            await mesh.driver.publish(topics.command_unit(UNIT), encode(forged))
-        await wait_until(lambda: all(acks_of(acks, aid) for aid in attacks))
+            await mesh.driver.publish(topics.command_unit(UNIT), forged)
+        await wait_until(lambda: all(acks_of(acks, aid) for aid in answered))
+        counters = mesh.agents["bwc-12a"].counters
+        await wait_until(lambda: counters["rejected.command.bad_signature"] == 2)
+        await wait_until(lambda: counters["rejected.command.unknown_key"] == 2)
         for aid, reason in expected_reason.items():
             answers = acks_of(acks, aid)
             assert {a.status for a in answers} == {AckStatus.REJECTED}, aid
             assert all(a.reason.startswith(reason) for a in answers), (aid, answers)
-            assert all(a.sig is not None for a in answers)  # the refusal is signed too
+        assert signed_by_their_camera(acks, keys.store())  # the refusals are signed too
         for camera_id in ("bwc-12a", "dash-12"):
             assert not mesh.agents[camera_id].recorder.is_recording(time.time_ns())
-        counters = mesh.agents["bwc-12a"].counters
         assert counters["refused.command.unsigned"] == 2
-        assert counters["refused.command.bad_signature"] == 2
         # A genuine command right after: the camera was refusing, not broken.
-        real = gw.sign(command("a-real", issued_ns=time.time_ns()))
-        await mesh.driver.publish(topics.command_camera("bwc-12a"), encode(real))
+        real = gw.seal(command("a-real", issued_ns=time.time_ns())).to_bytes()
+        await mesh.driver.publish(topics.command_camera("bwc-12a"), real)
         await wait_until(lambda: acks_of(acks, "a-real"))
         assert acks_of(acks, "a-real")[0].status is AckStatus.STARTED
+        assert not any(acks_of(acks, aid) for aid in dropped)  # never answered
 
 
 async def test_a_replayed_command_is_refused_even_when_it_would_now_apply(
@@ -194,8 +219,8 @@ async def test_a_replayed_command_is_refused_even_when_it_would_now_apply(
         acks = await listen(mesh, topics.acks_for(ISSUER))
         gw = PayloadSigner(keys.gateway)
         far = mesh.agents["bwc-far"]
-        original = gw.sign(command("a-replay", issued_ns=time.time_ns()))
-        captured = encode(original)
+        original = command("a-replay", issued_ns=time.time_ns())
+        captured = gw.seal(original).to_bytes()
         await mesh.driver.publish(topics.command_camera("bwc-far"), captured)
         await wait_until(lambda: acks_of(acks, "a-replay"))
         assert acks_of(acks, "a-replay")[0].status is AckStatus.OUT_OF_RANGE  # 2 km away
@@ -207,8 +232,8 @@ async def test_a_replayed_command_is_refused_even_when_it_would_now_apply(
         assert replayed.reason.startswith("replayed")
         assert not far.recorder.is_recording(time.time_ns())
         # The gateway's genuine retry (a new attempt, a new signature) is obeyed.
-        retry = gw.sign(command("a-replay", issued_ns=original.issued_at_ns, attempt=1))
-        await mesh.driver.publish(topics.command_camera("bwc-far"), encode(retry))
+        retry = gw.seal(command("a-replay", issued_ns=original.issued_at_ns, attempt=1))
+        await mesh.driver.publish(topics.command_camera("bwc-far"), retry.to_bytes())
         await wait_until(lambda: len(acks_of(acks, "a-replay")) == 3)
         assert acks_of(acks, "a-replay")[2].status is AckStatus.STARTED
 
@@ -224,7 +249,7 @@ async def test_forged_acks_cannot_hide_a_camera_that_did_not_record(
 
         async def forge_on_command() -> None:
             await wait_until(lambda: commands)
-            aid = decode(RecordStart, commands[0].payload).activation_id
+            aid = Security().open(RecordStart, commands[0].payload).model.activation_id
             base = CameraAck(
                 activation_id=aid,
                 camera_id="bwc-silent",
@@ -233,16 +258,16 @@ async def test_forged_acks_cannot_hide_a_camera_that_did_not_record(
                 received_at_ns=time.time_ns(),
             )
             forgeries = [
-                base,  # unsigned
-                PayloadSigner(keys.cameras["bwc-12a"]).sign(base),  # another camera's key
-                PayloadSigner(keys.gateway).sign(base),  # the gateway's key
-                PayloadSigner(keys.stranger).sign(base),
+                encode(base),  # unsigned
+                PayloadSigner(keys.cameras["bwc-12a"]).seal(base).to_bytes(),  # another camera
+                PayloadSigner(keys.gateway).seal(base).to_bytes(),  # the gateway's key
+                PayloadSigner(keys.stranger).seal(base).to_bytes(),  # nobody's: not parsed
             ]
             for forged in forgeries:
-                await mesh.driver.publish(topics.ack(ISSUER, "bwc-silent"), encode(forged))
+                await mesh.driver.publish(topics.ack(ISSUER, "bwc-silent"), forged)
 
         forger = asyncio.create_task(forge_on_command())
-        record = await mesh.activate(keys.from_dispatch(event(TriggerKind.WEAPON_DRAW)))
+        record = await mesh.activate(event(TriggerKind.WEAPON_DRAW), signer=keys.dispatch_signer)
         await forger
         silent = next(c for c in record.cameras if c.camera_id == "bwc-silent")
         assert silent.status is OutcomeStatus.MISSED
@@ -250,13 +275,16 @@ async def test_forged_acks_cannot_hide_a_camera_that_did_not_record(
         assert counters["rejected.ack.unsigned"] == 1
         assert counters["rejected.ack.wrong_signer"] == 2
         assert counters["rejected.ack.unknown_key"] == 1
-    # The forgeries are in the activation log as evidence, marked untrusted.
+    # The forgeries that were parsed are in the activation log as evidence, marked
+    # untrusted, the signed ones with the JWS received (an auditor can check the key);
+    # the one signed by an unknown key was dropped unparsed, and only counted.
     untrusted = [
         r
         for r in read_records(log)
         if r.kind == RecordKind.ACK and '"effect":"untrusted:' in r.body
     ]
-    assert len(untrusted) == 4
+    assert len(untrusted) == 3
+    assert sum('"jws":{"protected":' in r.body for r in untrusted) == 2
 
 
 async def test_remote_triggers_and_cancels_need_a_dispatch_signature(
@@ -269,11 +297,17 @@ async def test_remote_triggers_and_cancels_need_a_dispatch_signature(
         receipt = await mesh.receipt(unsigned)
         assert receipt.outcome is ReceiptOutcome.REJECTED
         assert receipt.reason.startswith("unsigned")
-        forged = PayloadSigner(keys.stranger).sign(event(TriggerKind.DISPATCH, source_id="rogue"))
-        await mesh.send(forged)
-        assert (await mesh.receipt(forged)).outcome is ReceiptOutcome.REJECTED
-        genuine = dispatch.sign(event(TriggerKind.DISPATCH, source_id="dispatch:ops"))
-        record = await mesh.activate(genuine)
+        wrong = event(TriggerKind.DISPATCH, source_id="rogue")
+        await mesh.send(wrong, signer=PayloadSigner(keys.cameras["bwc-12a"]))  # a camera's key
+        receipt = await mesh.receipt(wrong)
+        assert receipt.outcome is ReceiptOutcome.REJECTED
+        assert "trigger must be signed by dispatch" in receipt.reason
+        # Signed by nobody the gateway knows: dropped before it is read, counted, unanswered.
+        forged = event(TriggerKind.DISPATCH, source_id="rogue")
+        await mesh.send(forged, signer=PayloadSigner(keys.stranger))
+        await wait_until(lambda: mesh.gateway.counters["rejected.trigger.unknown_key"] == 1)
+        genuine = event(TriggerKind.DISPATCH, source_id="dispatch:ops")
+        record = await mesh.activate(genuine, signer=dispatch)
         assert record.cameras
         # A forged cancel of that activation is refused; the recordings go on.
         cancel = CancelRequest(

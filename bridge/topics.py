@@ -1,4 +1,4 @@
-"""The topic schema of protocol v1 (see docs/protocol.md), under a configurable prefix."""
+"""The topic schema of the protocol (v2; see docs/protocol.md), under a configurable prefix."""
 
 from __future__ import annotations
 

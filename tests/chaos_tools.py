@@ -572,7 +572,7 @@ def _read_log(log_path: Path) -> _LogView:
             case RecordKind.ACTIVATION:
                 aid = body["command"]["activation_id"]
                 view.by_event.setdefault(body["trigger"]["event_id"], aid)
-                view.expires[aid] = body["command"]["expires_at_ns"]
+                view.expires[aid] = int(body["command"]["expires_at_ns"])
             case RecordKind.SUPPRESSED if body.get("activation_id"):
                 view.by_event.setdefault(body["trigger"]["event_id"], body["activation_id"])
                 view.merged.add(body["trigger"]["event_id"])
@@ -587,7 +587,7 @@ def _read_log(log_path: Path) -> _LogView:
                 ack = body["ack"]
                 started = ack.get("recording_started_at_ns")
                 expires = view.expires.get(row.activation_id)
-                if started is not None and expires is not None and started > expires:
+                if started is not None and expires is not None and int(started) > expires:
                     view.late_starts.add((row.activation_id, ack["camera_id"]))
     return view
 

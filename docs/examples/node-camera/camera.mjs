@@ -5,7 +5,6 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 
 export const EARTH_RADIUS_M = 6371008.8;
 const ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -17,6 +16,7 @@ const B64URL = /^[A-Za-z0-9_-]+$/;
 const TYP = 'trigger-mesh+json';
 const MAX_COMMAND_BYTES = 16384;
 const BASE32 = '0123456789bcdefghjkmnpqrstuvwxyz';
+const WALL = BigInt(Date.now()) * MS - process.hrtime.bigint(); // UTC ns = WALL + a monotonic ns
 
 // --- geometry: protocol.md "The range rule" and "Cells" ---------------------------------------
 export function haversineM(lat1, lon1, lat2, lon2) {
@@ -270,7 +270,7 @@ export class Camera {
     Object.assign(this, {
       prefix: 'mesh/v2', role: 'body', groups: [], position: null, asleep: false, trust: null, signingKey: null,
       requireSigned: true, maxClockSkewS: 5, maxCommandValidityS: 600, preEventBufferS: 120, recordS: 300,
-      clock: () => BigInt(Date.now()) * MS, publish: () => {}, log: (line) => console.log(JSON.stringify(line)), onChange: () => {},
+      clock: () => WALL + process.hrtime.bigint(), publish: () => {}, log: (line) => console.log(JSON.stringify(line)), onChange: () => {},
     }, o);
     this.kid = this.signingKey ? keyIdOf(publicHexOf(this.signingKey)) : null;
     this.bufferSinceNs = this.clock(); // the pre-event buffer fills from power-on
@@ -485,13 +485,15 @@ export class Camera {
 
 // --- MQTT: protocol.md "A camera under a flood of commands" (three connections) ------------------
 async function main(argv) {
-  const { values: o } = parseArgs({
-    args: argv,
-    options: Object.fromEntries([
-      'broker', 'prefix', 'id', 'unit', 'lat', 'lon', 'role', 'key', 'trust', 'client-id', 'groups',
-      'record-s', 'max-clock-skew-s', 'max-command-validity-s', 'heartbeat-s',
-    ].map((name) => [name, { type: 'string' }]).concat([['allow-unsigned', { type: 'boolean' }]])),
-  });
+  const names = ['broker', 'prefix', 'id', 'unit', 'lat', 'lon', 'role', 'key', 'trust', 'client-id', 'groups',
+    'record-s', 'max-clock-skew-s', 'max-command-validity-s', 'heartbeat-s'];
+  const o = {}; // --name value (values may start with '-': a western longitude)
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].replace(/^--/, '');
+    if (name === 'allow-unsigned') o[name] = true;
+    else if (names.includes(name) && i + 1 < argv.length) o[name] = argv[++i];
+    else throw new Error(`unknown or incomplete option ${argv[i]} (README.md lists them)`);
+  }
   for (const need of ['broker', 'id', 'unit']) if (!o[need]) throw new Error(`--${need} is required`);
   const { default: mqtt } = await import('mqtt');
   const trust = o.trust ? loadTrustStore(parseTrustYaml(readFileSync(o.trust, 'utf8'), o.trust), o.trust) : null;

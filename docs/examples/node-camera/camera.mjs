@@ -69,7 +69,8 @@ export function circleCells(lat, lon, radiusM, chars = 6) {
 // --- keys and the trust store: security.md "Keys and the trust store" ---------------------------
 /** key_id: the first 16 hex digits of SHA-256 over the public key's 64-character hex text. */
 export const keyIdOf = (publicHex) => createHash('sha256').update(publicHex, 'ascii').digest('hex').slice(0, 16);
-export const publicHexOf = (key) => Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x, 'base64url').toString('hex');
+export const publicHexOf = (key) =>
+  Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x, 'base64url').toString('hex');
 
 /** An RFC 3339 date-time with its offset, as ns since the epoch (BigInt); null if it is not one. */
 export function rfc3339ToNs(text) {
@@ -138,15 +139,19 @@ export function loadTrustStore(doc, file = 'trust store') {
     if (!['gateway', 'camera', 'dispatch'].includes(e.role)) fail(at('role'), 'must be gateway, camera or dispatch', e);
     if (!ID.test(e.subject ?? '')) fail(at('subject'), `must match ${ID}`, e);
     if (!/^[0-9a-f]{64}$/.test(e.public_key ?? '')) fail(at('public_key'), 'must be 64 lowercase hex digits', e);
-    if (keyIdOf(e.public_key) !== e.key_id) fail(at(), `key_id ${e.key_id} does not match its public key (${keyIdOf(e.public_key)})`);
+    const computed = keyIdOf(e.public_key);
+    if (computed !== e.key_id) fail(at(), `key_id ${e.key_id} does not match its public key (${computed})`);
     if (typeof (e.note ?? '') !== 'string' || (e.note ?? '').length > 256) fail(at('note'), 'at most 256 characters', e);
     const times = {};
     for (const f of ['not_before', 'not_after', 'revoked_at']) {
       if (e[f] === null || e[f] === undefined) times[f] = null;
-      else if ((times[f] = typeof e[f] === 'string' ? rfc3339ToNs(e[f]) : null) === null) fail(at(f), 'not an RFC 3339 date-time with its offset', e);
+      else if ((times[f] = typeof e[f] === 'string' ? rfc3339ToNs(e[f]) : null) === null) {
+        fail(at(f), 'not an RFC 3339 date-time with its offset', e);
+      }
     }
     if (keys.has(e.key_id)) fail(at('key_id'), `key ${e.key_id} is listed twice: one entry per key`);
-    const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(e.public_key, 'hex').toString('base64url') }, format: 'jwk' });
+    const x = Buffer.from(e.public_key, 'hex').toString('base64url');
+    const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' });
     keys.set(e.key_id, { ...e, ...times, publicKey });
   });
   return keys;
@@ -156,6 +161,7 @@ export function loadTrustStore(doc, file = 'trust store') {
 const b64 = (s) => Buffer.from(s).toString('base64url');
 const isB64url = (s) => typeof s === 'string' && B64URL.test(s) && s.length % 4 !== 1;
 const isObj = (x) => x !== null && typeof x === 'object' && !Array.isArray(x);
+const utf8 = (bytes) => new TextDecoder('utf-8', { fatal: true }).decode(bytes);
 
 /** The flattened JWS of these exact payload bytes, signed with an Ed25519 private key. */
 export function signJws(payloadBytes, privateKey, kid) {
@@ -169,11 +175,11 @@ export function signJws(payloadBytes, privateKey, kid) {
  * the payload is read here. Returns {key, bytes} or {code, why} (dropped, never answered). */
 export function openJws(jws, trust) {
   const bad = (why) => ({ code: 'bad_jws', why });
-  if (!isB64url(jws.protected) || !isB64url(jws.payload) || !isB64url(jws.signature)) return bad('protected, payload and signature must be base64url text');
+  if (![jws.protected, jws.payload, jws.signature].every(isB64url)) return bad('protected, payload, signature: base64url');
   if (jws.signature.length !== 86) return bad('the signature is not 64 bytes');
   let header;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.from(jws.protected, 'base64url')));
+    header = JSON.parse(utf8(Buffer.from(jws.protected, 'base64url')));
   } catch {
     return bad('the protected header is not JSON');
   }
@@ -185,7 +191,9 @@ export function openJws(jws, trust) {
   const key = typeof header.kid === 'string' ? trust.get(header.kid) : undefined;
   if (!key) return { code: 'unknown_key', why: `no key ${JSON.stringify(header.kid)} in the trust store` };
   const input = Buffer.from(`${jws.protected}.${jws.payload}`);
-  if (!verify(null, input, key.publicKey, Buffer.from(jws.signature, 'base64url'))) return { code: 'bad_signature', why: `does not verify with key ${key.key_id}` };
+  if (!verify(null, input, key.publicKey, Buffer.from(jws.signature, 'base64url'))) {
+    return { code: 'bad_signature', why: `does not verify with key ${key.key_id}` };
+  }
   return { key, bytes: Buffer.from(jws.payload, 'base64url') };
 }
 
@@ -223,11 +231,16 @@ const FIELDS = {
     ['activation_id', id, true], ['issuer', id, true], ['issued_at_ns', ns, true], ['expires_at_ns', ns, true],
     ['trigger', (t) => isObj(t) && typeof t.event_id === 'string' && ns(t.observed_at_ns), true],
     ['origin', (o) => o === null || point(o), true], ['radius_m', num(0, Infinity), true],
-    ['pre_event_s', int(0, 120), true], ['targets', (t) => isObj(t) && listOf(id)(t.units ?? []) && listOf(id)(t.cameras ?? []), true],
+    ['pre_event_s', int(0, 120), true],
+    ['targets', (t) => isObj(t) && listOf(id)(t.units ?? []) && listOf(id)(t.cameras ?? []), true],
     ['attempt', int(0, Number.MAX_SAFE_INTEGER)], ['priority', int(1, 5)], ['wake', (w) => typeof w === 'boolean'],
-    ['roles', listOf((r) => r === 'body' || r === 'dash')], ['groups', listOf(id)], ['cancel_until_ns', (x) => x === null || ns(x)],
+    ['roles', listOf((r) => r === 'body' || r === 'dash')], ['groups', listOf(id)],
+    ['cancel_until_ns', (x) => x === null || ns(x)],
   ],
-  record_cancel: [['activation_id', id, true], ['issuer', id, true], ['at_ns', ns, true], ['reason', (r) => typeof r === 'string' && r.length <= 512]],
+  record_cancel: [
+    ['activation_id', id, true], ['issuer', id, true], ['at_ns', ns, true],
+    ['reason', (r) => typeof r === 'string' && r.length <= 512],
+  ],
 };
 
 /** A command object, checked: {msg} or {code, why}. Without `type` it is a record_start. */
@@ -247,7 +260,7 @@ export function readCommand(m) {
 
 function parseJson(bytes) {
   try {
-    return { value: JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) };
+    return { value: JSON.parse(utf8(bytes)) };
   } catch {
     return { code: 'not_json', why: 'not UTF-8 JSON' };
   }
@@ -257,7 +270,8 @@ function parseJson(bytes) {
 class Budget {
   constructor(perSecond, burst) { Object.assign(this, { perSecond, burst, tokens: burst, at: null }); }
   take(now) {
-    if (this.at !== null) this.tokens = Math.min(this.burst, this.tokens + (Number(now - this.at) / 1e9) * this.perSecond);
+    const refill = this.at === null ? 0 : (Number(now - this.at) / 1e9) * this.perSecond;
+    this.tokens = Math.min(this.burst, this.tokens + refill);
     this.at = now;
     return this.tokens >= 1 ? (this.tokens -= 1, true) : false;
   }
@@ -270,7 +284,8 @@ export class Camera {
     Object.assign(this, {
       prefix: 'mesh/v2', role: 'body', groups: [], position: null, asleep: false, trust: null, signingKey: null,
       requireSigned: true, maxClockSkewS: 5, maxCommandValidityS: 600, preEventBufferS: 120, recordS: 300,
-      clock: () => WALL + process.hrtime.bigint(), publish: () => {}, log: (line) => console.log(JSON.stringify(line)), onChange: () => {},
+      clock: () => WALL + process.hrtime.bigint(), publish: () => {}, onChange: () => {},
+      log: (line) => console.log(JSON.stringify(line)),
     }, o);
     this.kid = this.signingKey ? keyIdOf(publicHexOf(this.signingKey)) : null;
     this.bufferSinceNs = this.clock(); // the pre-event buffer fills from power-on
@@ -286,7 +301,8 @@ export class Camera {
   presence(online, now = this.clock()) {
     const p = this.position;
     return JSON.stringify({
-      type: 'presence', v: 2, camera_id: this.id, unit_id: this.unit, role: this.role, online, recording: this.recording,
+      type: 'presence', v: 2, camera_id: this.id, unit_id: this.unit, role: this.role, online,
+      recording: this.recording,
       position: p ? { lat: p.lat, lon: p.lon, accuracy_m: p.accuracy_m ?? 5, fix_at_ns: String(p.fix_at_ns ?? now) } : null,
       last_seen_ns: String(now), groups: this.groups, asleep: this.asleep,
     });
@@ -308,8 +324,9 @@ export class Camera {
         const opened = openJws(outer.value, this.trust);
         if (opened.code) return drop(opened.code, opened.why);
         [key, signature, payloadBytes] = [opened.key, outer.value.signature, opened.bytes];
-      } else if (isB64url(outer.value.payload)) payloadBytes = Buffer.from(outer.value.payload, 'base64url');
-      else return drop('bad_jws', 'no payload');
+      } else if (isB64url(outer.value.payload)) {
+        payloadBytes = Buffer.from(outer.value.payload, 'base64url'); // without a trust store: unchecked
+      } else return drop('bad_jws', 'no payload');
       const inner = parseJson(payloadBytes);
       read = inner.code ? inner : readCommand(inner.value);
     } else read = readCommand(outer.value);
@@ -326,26 +343,30 @@ export class Camera {
     const refusal = signerRefusal(key, cmd) ?? keyRefusal(key, now);
     if (refusal) return refusal;
     const [issued, expires] = [BigInt(cmd.issued_at_ns), BigInt(cmd.expires_at_ns)];
-    if (issued > now + BigInt(this.maxClockSkewS) * S) return ['issued_in_future', `issued ${(issued - now) / MS} ms ahead of this camera's clock`];
-    if (expires - issued > BigInt(this.maxCommandValidityS) * S) return ['validity_too_long', `valid for ${(expires - issued) / MS} ms, more than ${this.maxCommandValidityS} s`];
+    if (issued > now + BigInt(this.maxClockSkewS) * S) {
+      return ['issued_in_future', `issued ${(issued - now) / MS} ms ahead of this camera's clock`];
+    }
+    if (expires - issued > BigInt(this.maxCommandValidityS) * S) {
+      return ['validity_too_long', `valid for ${(expires - issued) / MS} ms, over ${this.maxCommandValidityS} s`];
+    }
     return null;
   }
 
   start(lane, cmd, key, signature, now) {
     const own = lane === 'own';
     const expires = BigInt(cmd.expires_at_ns);
-    if ((lane === 'cell' || lane === 'all') && now > expires) return this.note(lane, cmd, 'dropped', 'expired, on a shared topic');
+    if ((lane === 'cell' || lane === 'all') && now > expires) return this.note(lane, cmd, 'dropped', 'expired (shared)');
     const refusal = this.checks(cmd, key, now);
     if (refusal) return this.ack(lane, cmd, 'rejected', `${refusal[0]}: ${refusal[1]}`, now);
     let claim = this.claims.get(cmd.activation_id)?.get(cmd.issuer);
-    const replayed = signature !== null && this.signatures.has(signature);
+    const replayed = signature !== null && (this.signatures.get(signature) ?? -1n) >= now; // until expiry
     if (replayed && !claim) {
       if (!own) return this.note(lane, cmd, 'ignored', 'replayed: a signed command received before');
       return this.ack(lane, cmd, 'rejected', 'replayed: this signed command was received before', now);
     }
     if (signature !== null && !replayed && now <= expires) this.remember(signature, expires, now);
     const scope = this.scope(cmd);
-    if (!scope.concerned && !own) return this.note(lane, cmd, 'ignored', `not concerned: ${scope.reason}`); // step 1
+    if (!scope.concerned && !own) return this.note(lane, cmd, 'ignored', `not concerned: ${scope.reason}`); // 1
     if (claim) { // step 2: this issuer's claim on this id
       if (!own) return this.note(lane, cmd, 'ignored', 'duplicate on a shared topic');
       if (claim.cancelled) return this.ack(lane, cmd, 'rejected', 'this activation was cancelled by its issuer', now);
@@ -353,13 +374,13 @@ export class Camera {
         this.onRecording.add(`${cmd.activation_id} ${cmd.issuer}`);
         return this.ack(lane, cmd, 'already_recording', 'duplicate command for this activation', now);
       }
-      if (replayed) return this.ack(lane, cmd, 'rejected', 'replayed: this signed command was received before; its recording has ended', now);
+      if (replayed) return this.ack(lane, cmd, 'rejected', 'replayed: received before; its recording has ended', now);
     }
-    if (now > expires) return this.ack(lane, cmd, 'rejected', `command expired ${(now - expires) / MS} ms ago`, now); // 3
+    if (now > expires) return this.ack(lane, cmd, 'rejected', `command expired ${(now - expires) / MS} ms ago`, now);
     if (!scope.concerned) return this.ack(lane, cmd, 'out_of_range', scope.reason, now); // 4
     claim = this.claim(cmd);
     this.onRecording.add(`${cmd.activation_id} ${cmd.issuer}`);
-    if (this.recording) return this.ack(lane, cmd, 'already_recording', `already recording; ${scope.reason}`, now); // 5
+    if (this.recording) return this.ack(lane, cmd, 'already_recording', `already recording; ${scope.reason}`, now);
     this.setRecording(true); // 6
     return this.ack(lane, cmd, 'started', scope.reason, now, {
       recording_started_at_ns: String(now), pre_event_kept_s: this.preEventKeptS(now, cmd.pre_event_s),
@@ -372,16 +393,18 @@ export class Camera {
     const [roles, groups] = [cmd.roles ?? [], cmd.groups ?? []];
     let s;
     if ((t.cameras ?? []).includes(this.id)) s = { concerned: true, reason: `camera ${this.id} named` };
-    else if (roles.length && !roles.includes(this.role)) s = { concerned: false, reason: `role ${this.role} not in ${roles}` };
-    else if (groups.length && !groups.some((g) => this.groups.includes(g))) s = { concerned: false, reason: `none of its groups in ${groups}` };
+    else if (roles.length && !roles.includes(this.role)) s = { concerned: false, reason: `role ${this.role} not in it` };
+    else if (groups.length && !groups.some((g) => this.groups.includes(g))) {
+      s = { concerned: false, reason: `none of its groups in ${groups}` };
+    }
     else if ((t.units ?? []).includes(this.unit)) s = { concerned: true, reason: `unit ${this.unit} targeted` };
     else if (cmd.origin && cmd.radius_m > 0 && this.position) {
       const d = haversineM(cmd.origin.lat, cmd.origin.lon, this.position.lat, this.position.lon);
       s = d <= cmd.radius_m
         ? { concerned: true, reason: `in range: ${d.toFixed(1)} m from the origin, radius ${cmd.radius_m} m` }
         : { concerned: false, reason: `out of range: ${d.toFixed(1)} m from the origin, radius ${cmd.radius_m} m` };
-    } else s = { concerned: false, reason: this.position ? 'not targeted, and the command has no circle' : 'not targeted, and no position fix' };
-    if (s.concerned && this.asleep && cmd.wake === false) s = { concerned: false, reason: 'asleep, and the command does not wake' };
+    } else s = { concerned: false, reason: `not targeted, and ${this.position ? 'the command has no circle' : 'no fix'}` };
+    if (s.concerned && this.asleep && cmd.wake === false) s = { concerned: false, reason: 'asleep, and not to wake' };
     return s;
   }
 
@@ -402,7 +425,9 @@ export class Camera {
     }
     if (!byIssuer.has(cmd.issuer)) {
       byIssuer.set(cmd.issuer, { // from the first command of this issuer it acted on
-        issuedAt: BigInt(cmd.issued_at_ns), cancelUntil: cmd.cancel_until_ns ? BigInt(cmd.cancel_until_ns) : null, cancelled: false,
+        issuedAt: BigInt(cmd.issued_at_ns),
+        cancelUntil: cmd.cancel_until_ns ? BigInt(cmd.cancel_until_ns) : null,
+        cancelled: false,
       });
       if (byIssuer.size > 8) byIssuer.delete(byIssuer.keys().next().value);
     }
@@ -434,20 +459,22 @@ export class Camera {
     let refusal = null;
     if (this.trust && key) refusal = signerRefusal(key, c) ?? keyRefusal(key, now);
     else if (this.trust && this.requireSigned) refusal = ['unsigned', 'this camera accepts signed cancels only'];
-    refusal ??= !mine ? ['not_issuer', `cancel issued by ${c.issuer}; only ${[...claims.keys()].join(', ')}, whose command started this recording, may cancel it`]
+    const holders = [...claims.keys()].join(', ');
+    refusal ??= !mine
+      ? ['not_issuer', `cancel issued by ${c.issuer}; only ${holders}, whose command started this recording, may cancel it`]
       : mine.cancelUntil === null ? ['not_cancellable', 'its command carried no cancel_until_ns']
-      : now > mine.cancelUntil || at > mine.cancelUntil ? ['deadline_passed', `the cancel deadline ${mine.cancelUntil} has passed`]
+      : now > mine.cancelUntil || at > mine.cancelUntil ? ['deadline_passed', `its deadline ${mine.cancelUntil} has passed`]
       : at < mine.issuedAt ? ['before_command', `cancel dated before its command (${mine.issuedAt})`]
       : null;
     if (refusal) {
-      for (const issuer of mine ? [c.issuer] : claims.keys()) this.cancelAck(lane, c, issuer, 'refused', `${refusal[0]}: ${refusal[1]}`, now);
+      for (const to of mine ? [c.issuer] : claims.keys()) this.cancelAck(lane, c, to, 'refused', refusal.join(': '), now);
       return undefined;
     }
     mine.cancelled = true;
     this.onRecording.delete(`${c.activation_id} ${c.issuer}`);
     const stop = this.recording && this.onRecording.size === 0;
     if (stop) this.setRecording(false);
-    const why = stop ? 'recording stopped (kept)' : this.recording ? 'another claim still wants the recording' : 'the recording had ended';
+    const why = stop ? 'recording stopped (kept)' : this.recording ? 'another claim wants the recording' : 'it had ended';
     return this.cancelAck(lane, c, c.issuer, stop ? 'stopped' : 'kept_recording', why, now);
   }
 
@@ -469,14 +496,18 @@ export class Camera {
   }
 
   answer(lane, msg, to, body, refusal, decision) {
-    if (refusal && !this.refusals.take(this.clock())) return this.note(lane, msg, decision, `${body.reason} (not answered: over 10 refusals a second)`);
+    if (refusal && !this.refusals.take(this.clock())) {
+      return this.note(lane, msg, decision, `${body.reason} (not answered: over 10 refusals a second)`);
+    }
     const bytes = Buffer.from(JSON.stringify(body));
-    this.publish(`${this.prefix}/ack/${to}/${this.id}`, this.signingKey ? Buffer.from(signJws(bytes, this.signingKey, this.kid)) : bytes, { retain: false });
+    const signed = this.signingKey ? Buffer.from(signJws(bytes, this.signingKey, this.kid)) : bytes;
+    this.publish(`${this.prefix}/ack/${to}/${this.id}`, signed, { retain: false });
     return this.note(lane, msg, decision, body.reason, to);
   }
 
   note(lane, msg, decision, reason, to) {
-    const line = { at_ns: String(this.clock()), camera_id: this.id, lane, type: msg?.type, activation_id: msg?.activation_id, issuer: msg?.issuer, decision, reason };
+    const line = { at_ns: String(this.clock()), camera_id: this.id, lane, type: msg?.type };
+    Object.assign(line, { activation_id: msg?.activation_id, issuer: msg?.issuer, decision, reason });
     if (to !== undefined && to !== msg?.issuer) line.to = to;
     this.log(line);
     return line;
@@ -511,18 +542,24 @@ async function main(argv) {
   const p = camera.prefix;
   const presenceTopic = `${p}/presence/${o.id}`;
   let pending = null; // presence changes are coalesced for 0.5 s: at most 2 a second
-  const announce = () => { pending ??= setTimeout(() => { pending = null; clients.main.publish(presenceTopic, camera.presence(true), { qos: 1, retain: true }); }, 500); };
+  const announce = () => {
+    pending ??= setTimeout(() => {
+      pending = null;
+      clients.main.publish(presenceTopic, camera.presence(true), { qos: 1, retain: true });
+    }, 500);
+  };
   camera.onChange = announce;
   const base = o['client-id'] ?? `tm-cam-${o.id}`;
   const will = () => ({ topic: presenceTopic, payload: Buffer.from(camera.presence(false)), qos: 1, retain: true });
   const connect = (name, clientId, extra, topics, onConnect) => {
-    const c = mqtt.connect(o.broker, { clientId, clean: false, keepalive: 15, reconnectPeriod: 1000, protocolVersion: 4, ...extra });
+    const c = mqtt.connect(o.broker, { clientId, clean: false, keepalive: 15, protocolVersion: 4, ...extra });
     c.on('connect', async () => {
       try {
         await onConnect?.(c);
         await c.subscribeAsync(Object.fromEntries(topics().map((t) => [t, { qos: 1 }])));
         ready.add(name);
-        if (ready.size === 3) camera.log({ at_ns: String(camera.clock()), camera_id: o.id, decision: 'ready', cell: camera.cell });
+        const line = { at_ns: String(camera.clock()), camera_id: o.id, decision: 'ready', cell: camera.cell };
+        if (ready.size === 3) camera.log(line);
       } catch (err) { console.error(`${clientId}: ${err.message}`); }
     });
     c.on('error', (err) => console.error(`${clientId}: ${err.message}`));
@@ -547,7 +584,8 @@ async function main(argv) {
   clients.all = connect('all', `${base}-all`, {}, () => [`${p}/cmd/all`]);
   for (const [lane, c] of Object.entries({ main: clients.main, own: clients.own, all: clients.all })) {
     c.on('message', (topic, bytes) => {
-      const kind = lane !== 'main' ? lane : topic.startsWith(`${p}/cmd/cell/`) ? 'cell' : topic.startsWith(`${p}/cmd/unit/`) ? 'unit' : null;
+      const shared = topic.startsWith(`${p}/cmd/cell/`) ? 'cell' : topic.startsWith(`${p}/cmd/unit/`) ? 'unit' : null;
+      const kind = lane === 'main' ? shared : lane;
       if (kind) camera.handle(kind, bytes);
     });
   }

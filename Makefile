@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ASYNCAPI_VALIDATOR := tools/asyncapi/node_modules/.package-lock.json
+NODE_CAMERA := docs/examples/node-camera/node_modules/.package-lock.json
 
 .PHONY: demo test test-fast lint typecheck pytest fuzz chaos bench bench-smoke schema clean
 
@@ -28,7 +29,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(ASYNCAPI_VALIDATOR)
+pytest: $(STAMP) $(ASYNCAPI_VALIDATOR) $(NODE_CAMERA)
 	$(BIN)/pytest
 
 # The AsyncAPI validator of docs/asyncapi.yaml (tests/integration/test_asyncapi.py): the
@@ -36,6 +37,12 @@ pytest: $(STAMP) $(ASYNCAPI_VALIDATOR)
 # (Node.js and npm: apt-get install -y nodejs npm), again whenever the lock file changes.
 $(ASYNCAPI_VALIDATOR): tools/asyncapi/package-lock.json
 	cd tools/asyncapi && npm ci
+	touch $@
+
+# The Node.js camera written from docs/ (tests/integration/test_node_camera.py): its `mqtt`,
+# pinned by docs/examples/node-camera/package-lock.json, installed the same way.
+$(NODE_CAMERA): docs/examples/node-camera/package-lock.json
+	cd docs/examples/node-camera && npm ci
 	touch $@
 
 # The quick subset (under a minute on the 2-core development machine): every unit test and
@@ -85,4 +92,5 @@ schema: $(STAMP)
 	$(BIN)/trigger-mesh vectors --out docs/vectors
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info tools/asyncapi/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info tools/asyncapi/node_modules \
+		docs/examples/node-camera/node_modules

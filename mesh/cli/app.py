@@ -1029,7 +1029,8 @@ def log_export(
 def schema(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .schema.json files")],
 ) -> None:
-    """Write the JSON Schema of every protocol v1 payload, and of the trust store file."""
+    """Write the JSON Schema of every protocol v2 payload, of the signed-message envelope
+    (jws), and of the trust store file."""
     from mesh.protocol.schema import write_schemas
     from mesh.security.trust import write_trust_store_schema
 

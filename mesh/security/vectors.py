@@ -130,6 +130,14 @@ def with_header(jws: Jws, header: dict[str, object]) -> Jws:
     return Jws(protected, jws.payload, jws.signature, jws.kid)
 
 
+def resigned(signer: str, header: dict[str, object], payload: bytes) -> Jws:
+    """A message signed under another protected header (by the same key, validly)."""
+    protected = b64url(json.dumps(header, separators=(",", ":")).encode())
+    encoded = b64url(payload)
+    signature = private_key(signer).sign(f"{protected}.{encoded}".encode("ascii"))
+    return Jws(protected, encoded, b64url(signature), PayloadSigner(private_key(signer)).key_id)
+
+
 def with_payload(jws: Jws, payload: bytes) -> Jws:
     """Another payload under the same header and signature (a tampered message)."""
     return Jws(jws.protected, b64url(payload), jws.signature, jws.kid)
@@ -242,6 +250,28 @@ def cases() -> list[Case]:
             with_header(genuine, {"alg": "HS256", "kid": genuine.kid, "typ": "trigger-mesh+json"}),
             "drop:bad_jws",
             "only EdDSA (or Ed25519) is accepted",
+        ),
+        one(
+            "alg Ed25519 (RFC 9864's name for the same algorithm)",
+            "camera",
+            resigned(
+                gateway,
+                {"alg": "Ed25519", "kid": genuine.kid, "typ": "trigger-mesh+json"},
+                encode(command(activation_id="a-5d1c0e6f9b2a4c77")),
+            ),
+            "accept",
+            "a receiver accepts EdDSA and Ed25519 alike",
+        ),
+        one(
+            "crit in the protected header",
+            "camera",
+            resigned(
+                gateway,
+                {"alg": "EdDSA", "kid": genuine.kid, "typ": "trigger-mesh+json", "crit": ["exp"]},
+                encode(command(activation_id="a-9e3b7d2c1f0a5e48")),
+            ),
+            "drop:bad_jws",
+            "no JWS extension is understood, so none may be critical",
         ),
         one(
             "no typ",

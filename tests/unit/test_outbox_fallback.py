@@ -1,17 +1,27 @@
 """An outbox whose file cannot be opened (mesh/gateway/outbox.py): held in memory, bounded,
-moved back into its file once it opens. The file is made unopenable here by a regular
-file where its directory must be (the directory cannot be created); the real fault, a
-disk with no free byte under a running gateway, is
-tests/chaos/test_chaos_outbox_disk_full.py."""
+moved back into its file once it opens; the forwarder's part (mesh/gateway/forwarder.py)
+and the health decision. The file is made unopenable here by a regular file where its
+directory must be (the directory cannot be created); the real fault, a disk with no free
+byte under a running gateway, is tests/chaos/test_chaos_outbox_disk_full.py."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from mesh.clock import SYSTEM_CLOCK
+from mesh.gateway import forwarder as forwarder_module
 from mesh.gateway import outbox as outbox_module
+from mesh.gateway.forwarder import Forwarder, reopen_pauses
 from mesh.gateway.outbox import Outbox, OutboxError
+from mesh.ops import logs
+from mesh.ops.health import GatewayState, Status, gateway_health
 
 
 def _block(directory: Path) -> Path:
@@ -199,3 +209,113 @@ def test_reopen_of_an_outbox_in_its_file_moves_nothing(tmp_path: Path) -> None:
         assert _topics(box) == ["t/0"]
     finally:
         box.close()
+
+
+# --- the forwarder -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def info_logs() -> Iterator[None]:
+    """Info lines too (the session's logs show warnings and worse: tests/conftest.py)."""
+    logs.configure("console", "info")
+    yield
+    logs.configure("console", "warning")
+
+
+class _DownLink:
+    """A broker link that is down: what the forwarder is handed and never sends on here."""
+
+    is_up = False
+
+    def publish_soon(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        raise AssertionError(f"nothing may be sent without queuing here: {topic}")
+
+
+def test_the_forwarder_says_so_once_and_counts_it(tmp_path: Path) -> None:
+    path = _block(tmp_path / "var")
+    box = Outbox(path)
+    try:
+        with capture_logs() as logged:
+            forwarder = Forwarder(_DownLink(), box, SYSTEM_CLOCK)  # type: ignore[arg-type]
+        errors = [e for e in logged if e["log_level"] == "error"]
+        assert len(errors) == 1
+        assert errors[0]["path"] == str(path)
+        assert errors[0]["error"] == box.fallback_error
+        assert forwarder.counters["outbox.memory_fallbacks"] == 1
+        forwarder.deliver("t/receipt", b"r")  # queued in memory, not sent without it
+        assert box.depth() == 1
+    finally:
+        box.close()
+
+
+def test_a_durable_outbox_is_not_reported(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "gw.outbox")
+    try:
+        with capture_logs() as logged:
+            forwarder = Forwarder(_DownLink(), box, SYSTEM_CLOCK)  # type: ignore[arg-type]
+        assert logged == []
+        assert forwarder.counters["outbox.memory_fallbacks"] == 0
+    finally:
+        box.close()
+
+
+@pytest.mark.usefixtures("info_logs")
+async def test_the_forwarder_tries_the_file_again_until_it_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "var"
+    box = Outbox(_block(directory))
+    try:
+        with capture_logs() as logged:
+            forwarder = Forwarder(_DownLink(), box, SYSTEM_CLOCK)  # type: ignore[arg-type]
+            forwarder.deliver("t/receipt", b"r")
+            first = box.head(1)[0].id
+            forwarder._tries[first] = 3  # refused three times so far: kept under its new id
+            assert not forwarder.reopen()
+            assert forwarder.counters["outbox.reopen_failures"] == 1
+            _unblock(directory)
+            monkeypatch.setattr(forwarder_module, "REOPEN_FIRST_S", 0.0)
+            await asyncio.wait_for(forwarder._reopen_loop(), 5)
+        assert box.durable
+        assert forwarder.counters["outbox.reopened"] == 1
+        assert [(e["log_level"], e["event"]) for e in logged] == [
+            (
+                "error",
+                "outbox file cannot be opened; messages wait in memory until it can, "
+                "and are lost if the gateway stops first",
+            ),
+            ("info", "outbox file open again: messages queued in memory moved into it"),
+        ]
+        assert logged[-1]["moved"] == 1
+        assert forwarder._tries == {box.head(1)[0].id: 3}
+        assert forwarder.reopen()  # in its file: nothing more to do
+        assert forwarder.counters["outbox.reopened"] == 1
+    finally:
+        box.close()
+
+
+def test_the_back_off_doubles_and_is_bounded() -> None:
+    pauses = list(itertools.islice(reopen_pauses(), 6))
+    assert pauses[0] == forwarder_module.REOPEN_FIRST_S
+    assert pauses == sorted(pauses)
+    assert max(pauses) == forwarder_module.REOPEN_MAX_S
+    assert pauses[-2:] == [forwarder_module.REOPEN_MAX_S] * 2
+
+
+# --- health --------------------------------------------------------------------------------
+
+FINE = GatewayState(log_error=None, link_up=True, outbox_depth=0, loop_lag_s=0.001)
+
+
+def test_an_outbox_in_memory_is_degraded_naming_the_file_and_the_error() -> None:
+    error = "outbox /var/lib/trigger-mesh/activations.db.outbox: disk I/O error"
+    health = gateway_health(dataclasses.replace(FINE, outbox_fallback_error=error))
+    assert (health.status, health.http_status) == (Status.DEGRADED, 200)
+    assert health.reasons == (f"outbox held in memory, not durable: {error}",)
+    assert health.as_json()["checks"]["outbox_fallback_error"] == error  # type: ignore[index]
+
+
+def test_an_outbox_in_its_file_is_not_a_reason() -> None:
+    assert gateway_health(FINE).status is Status.OK

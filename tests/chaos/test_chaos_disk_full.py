@@ -10,13 +10,10 @@ freed the log must take records again — including those it could not write mea
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,15 +34,14 @@ from tests.chaos_tools import (
     account,
     assert_chain_intact,
     audit_verify,
+    fill,
     public_key_of,
     running,
     wait_for,
     wait_settled,
     write_gateway_config,
 )
-from tests.conftest import IN_CI
 
-DISK_MB = 24  # the log (its 8 MiB pre-sized WAL checkpointed into it) and some room
 # Left free when the gateway restarts on a nearly full disk: room for the shared-memory
 # files (32 KiB each) of the log *and* of the outbox beside it and a few frames, not for
 # the log's 8 MiB pre-sized WAL nor the three activations' records (at 128 KiB they fit),
@@ -55,47 +51,6 @@ DISK_MB = 24  # the log (its 8 MiB pre-sized WAL checkpointed into it) and some 
 # is room a full disk cannot take away: see
 # test_a_presized_wal_takes_records_on_a_disk_filled_after_the_log_opened.
 MARGIN = 96 << 10
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of DISK_MB mounted for this test alone."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        message = f"cannot mount a tmpfs for the disk-full test (needs root): {done.stderr}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(directory: Path, leave: int = 0, name: str = "filler") -> Path:
-    """Write a file until the disk refuses more, then give back ``leave`` bytes; returns
-    it (delete it to free the space)."""
-    filler = directory / name
-    chunk = b"\0" * (1 << 16)
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(chunk)
-                out.flush()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-    if leave:
-        with filler.open("r+b") as out:
-            out.truncate(max(0, filler.stat().st_size - leave))
-    return filler
 
 
 def _rows(log: Path) -> dict[int, str]:

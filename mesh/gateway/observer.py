@@ -130,6 +130,7 @@ class GatewayObserver:
             health=gateway_health(self.state(now), self.limits),
             sources=now.sources,
             queue_depth=now.outbox_depth,
+            queue_durable=now.outbox_fallback_error is None,
         )
 
     # --- serving ------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class GatewaySnapshot:
     sources: Mapping[str, SourceHealth] = field(default_factory=dict)
     # The store-and-forward queue's depth (mesh/gateway/outbox.py); None where there is none.
     queue_depth: int | None = None
+    # Whether that queue is in its file (False: held in memory, its file cannot be opened).
+    queue_durable: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,11 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
     "outbox_write_failures": ("counter", (), "Messages that could not be written to the outbox."),
     "outbox_depth": ("gauge", (), "Messages in the store-and-forward queue awaiting the broker."),
+    "outbox_durable": (
+        "gauge",
+        (),
+        "1 while the outbox is in its file, 0 while it is held in memory (not durable).",
+    ),
     "outbox_file_events": (
         "counter",
         ("event",),
@@ -280,6 +287,8 @@ def gateway_families(snapshot: GatewaySnapshot) -> list[Metric]:
         _source_values(f, source, health)
     if snapshot.queue_depth is not None:
         f.add("outbox_depth", [], snapshot.queue_depth)
+    if snapshot.queue_durable is not None:
+        f.add("outbox_durable", [], int(snapshot.queue_durable))
     _common(f, link_up=snapshot.link_up, connects=snapshot.link_connects, health=snapshot.health)
     return f.all()
 

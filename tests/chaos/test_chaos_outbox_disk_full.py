@@ -47,7 +47,7 @@ from tests.chaos_tools import (
     wait_settled,
     write_gateway_config,
 )
-from tests.http_helpers import get
+from tests.http_helpers import get, parse_metrics, sample
 
 
 def _lines(output: str, event: str) -> list[dict[str, object]]:
@@ -73,6 +73,11 @@ def _outbox_sequence(outbox: Path) -> int:
 
 async def _health(port: int) -> dict[str, object]:
     return (await get(port, "/health")).json()
+
+
+async def _outbox_durable_gauge(port: int) -> float:
+    metrics = parse_metrics((await get(port, "/metrics")).body.decode())
+    return sample(metrics, "trigger_mesh_outbox_durable")
 
 
 async def _wait_outbox_durable(port: int, timeout_s: float) -> None:
@@ -159,6 +164,7 @@ async def test_a_gateway_whose_outbox_cannot_be_opened_still_commands_cameras(
                 "receipts and final records sent from the outbox held in memory",
             )
             during_health = await _health(port)
+            during_gauge = await _outbox_durable_gauge(port)
             output = runner.output()
             fallbacks = _lines(output, "outbox file cannot be opened")
             assert os.statvfs(small_disk).f_bavail == 0  # full all along
@@ -176,6 +182,7 @@ async def test_a_gateway_whose_outbox_cannot_be_opened_still_commands_cameras(
                 "receipts after the outbox is back in its file",
             )
             reopened = _lines(runner.output(), "outbox file open again")
+            after_gauge = await _outbox_durable_gauge(port)
     finally:
         runner.close()
         await fleet.stop()
@@ -201,9 +208,11 @@ async def test_a_gateway_whose_outbox_cannot_be_opened_still_commands_cameras(
     assert len(fallbacks) == 1, fallbacks
     assert fallbacks[0]["path"] == str(outbox)
     assert fallbacks[0]["level"] == "error"
+    assert during_gauge == 0
     # Freed: back in its file by itself, and what came next went through it.
     assert len(reopened) == 1, reopened
     assert reopened[0]["path"] == str(outbox)
+    assert after_gauge == 1
     assert queued_after >= queued_before + 6  # the last burst's receipts and records
     assert final_report.lost == []
     assert final_report.started == 9

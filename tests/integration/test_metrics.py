@@ -286,6 +286,7 @@ def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
             health=Health(Status.DEGRADED, ("broker link is down",)),
             sources={"ble": {"rejected.replay": 11, "adverts": 900, "scanning": True, "mode": "x"}},
             queue_depth=12,
+            queue_durable=False,
         )
     )
     assert sample(m, P + "triggers", kind="weapon_draw", source="ble") == 4
@@ -308,6 +309,7 @@ def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
     assert sample(m, P + "gateway_events", key="something.new") == 7
     assert sample(m, P + "mqtt_reconnects") == 3
     assert sample(m, P + "outbox_depth") == 12
+    assert sample(m, P + "outbox_durable") == 0
     assert sample(m, P + "activations_in_progress") == 2
     assert sample(m, P + "health_status", status="degraded") == 1
     # Families with no events yet are still there, empty (rates need them from the start).

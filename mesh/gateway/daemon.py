@@ -347,13 +347,14 @@ class Gateway:
     def _close_outbox(self) -> None:
         """Close the outbox; one held in memory tries its file a last time first, so that
         what it could not send is kept for the next start if the disk allows by now."""
-        if not self.outbox.durable and self.outbox.depth():
+        if not self.outbox.durable:
             self.forwarder.reopen()  # the forwarder's tasks are stopped: no batch is out
-        if not self.outbox.durable and self.outbox.depth():
+        if not self.outbox.durable and (self.outbox.depth() or self.outbox.finals()):
             self._log.error(
                 "outbox held in memory: its undelivered messages are lost with this process",
                 path=str(self.outbox.path),
                 lost=self.outbox.depth(),
+                outcomes_lost=self.outbox.finals(),
                 error=self.outbox.fallback_error,
             )
         self.outbox.close()

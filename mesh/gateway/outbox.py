@@ -64,10 +64,12 @@ CREATE TABLE IF NOT EXISTS finals (
 # them (each is removed once logged); beyond this the oldest are forgotten, and a restart
 # then decides those activations again (dispatch may hear of them twice).
 FINALS_MAX = 4096
-# Entries the outbox holds at most while it is in memory (its file cannot be opened): a
-# few MB of receipts, records and escalations (a few hundred bytes to a few KB each),
-# hours of a busy car's traffic with the broker down too. At the limit ``put`` and
-# ``put_final`` raise OutboxError and the forwarder sends without queuing.
+# Entries the outbox holds at most while it is in memory (its file cannot be opened):
+# the receipts and final records of some 5,000 activations, fewer with escalations. A
+# final record with three cameras is about 1.4 KB, an escalation about 0.4 KB (the
+# integration tests' logs), so about 15 MB at most at the limit with three cameras an
+# activation; records of activations with many cameras are larger. At the limit ``put``
+# and ``put_final`` raise OutboxError and the forwarder sends without queuing.
 MEMORY_MAX = 10_000
 
 

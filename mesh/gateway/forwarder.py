@@ -148,10 +148,16 @@ class Forwarder:
     async def run(self) -> None:
         """Send what is queued whenever the link is up, and, while the outbox is held in
         memory, try its file again on a back-off; forever."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._send_loop(), name="outbox-send")
-            if not self.outbox.durable:
-                tasks.create_task(self._reopen_loop(), name="outbox-reopen")
+        reopening = None
+        if not self.outbox.durable:
+            # A task of its own: whatever becomes of it, sending goes on.
+            reopening = asyncio.create_task(self._reopen_loop(), name="outbox-reopen")
+        try:
+            await self._send_loop()
+        finally:
+            if reopening is not None:
+                reopening.cancel()
+                await asyncio.gather(reopening, return_exceptions=True)
 
     async def _send_loop(self) -> None:
         while True:
@@ -170,8 +176,14 @@ class Forwarder:
         for pause in reopen_pauses():
             await asyncio.sleep(pause)
             async with self._batch_lock:
-                if self.reopen():
-                    return
+                try:
+                    if self.reopen():
+                        return
+                except Exception as exc:  # a bug here must not end the attempts
+                    self.counters["outbox.reopen_failures"] += 1
+                    self._log.error(
+                        "outbox reopen attempt failed", path=str(self.outbox.path), error=repr(exc)
+                    )
 
     def reopen(self) -> bool:
         """One attempt to move an outbox held in memory into its file (not while a batch

@@ -296,6 +296,38 @@ async def test_the_forwarder_tries_the_file_again_until_it_opens(
         box.close()
 
 
+async def test_an_attempt_that_fails_unexpectedly_does_not_end_the_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "var"
+    box = Outbox(_block(directory))
+    forwarder = Forwarder(_DownLink(), box, SYSTEM_CLOCK)  # type: ignore[arg-type]
+    reopen = box.reopen
+    calls = 0
+
+    def broken_once() -> dict[int, int] | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return reopen()
+
+    monkeypatch.setattr(box, "reopen", broken_once)
+    monkeypatch.setattr(forwarder_module, "REOPEN_FIRST_S", 0.0)
+    _unblock(directory)
+    try:
+        with capture_logs() as logged:
+            await asyncio.wait_for(forwarder._reopen_loop(), 5)
+        assert box.durable
+        assert calls == 2
+        assert forwarder.counters["outbox.reopen_failures"] == 1
+        assert [e["error"] for e in logged if e["log_level"] == "error"] == [
+            "RuntimeError('a bug')"
+        ]
+    finally:
+        box.close()
+
+
 def test_the_back_off_doubles_and_is_bounded() -> None:
     pauses = list(itertools.islice(reopen_pauses(), 6))
     assert pauses[0] == forwarder_module.REOPEN_FIRST_S

@@ -9,13 +9,16 @@
   failpoints, mesh/ops/failpoints.py) and started again on the same log and client id;
 - ``Observer``, ``TriggerSender``, ``CameraFleet``: the test's side of the broker;
 - ``account``: the "lost activations" check, from the cameras (what their recorders
-  started) and from the gateway's activation log, and ``audit_verify``.
+  started) and from the gateway's activation log, and ``audit_verify``;
+- ``fill``: a disk filled to the last byte (the ``small_disk`` fixture, tests/chaos/conftest.py,
+  mounts one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import random
@@ -67,6 +70,30 @@ IN_RANGE = (
     spec("bwc-7a", "car-7", 120, 40),
 )
 FAR = spec("bwc-far", "car-40", 2000)
+
+
+# The small_disk fixture's tmpfs (tests/chaos/conftest.py): the log (its 8 MiB pre-sized
+# WAL checkpointed into it) and some room.
+DISK_MB = 24
+
+
+def fill(directory: Path, leave: int = 0, name: str = "filler") -> Path:
+    """Write a file until the disk refuses more, then give back ``leave`` bytes; returns
+    it (delete it to free the space)."""
+    filler = directory / name
+    chunk = b"\0" * (1 << 16)
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(chunk)
+                out.flush()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    if leave:
+        with filler.open("r+b") as out:
+            out.truncate(max(0, filler.stat().st_size - leave))
+    return filler
 
 
 async def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -243,9 +270,11 @@ def write_gateway_config(
     gateway_id: str,
     log_path: Path,
     policy: dict[str, Any] | None = None,
+    metrics_port: int | None = None,
 ) -> Path:
     """A gateway config for unit car-12 at the harness's centre (docs/config.md), whose
-    log is signed by a key of its own (its public half: ``public_key_of(path)``)."""
+    log is signed by a key of its own (its public half: ``public_key_of(path)``); with
+    ``metrics_port``, serving /metrics and /health there."""
     keys = new_gateway_key(path.parent / "keys", path.stem)
     config = {
         "unit": UNIT,
@@ -259,6 +288,8 @@ def write_gateway_config(
     }
     if policy is not None:
         config["policy"] = policy
+    if metrics_port is not None:
+        config["metrics"] = {"port": metrics_port}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

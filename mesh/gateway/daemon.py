@@ -243,6 +243,8 @@ class Gateway:
                 "activation log is not signed: no audit.signing_key configured",
                 log=str(settings.log_path),
             )
+        # In memory if its file cannot be opened (a full disk): the gateway still starts,
+        # and the forwarder says so and tries the file again (mesh/gateway/outbox.py).
         self.outbox = Outbox(settings.resolved_outbox_path)
         self.forwarder = Forwarder(self.link, self.outbox, clock)
         # Sources with a radio (BLE) also tell which cameras are at the car.
@@ -340,7 +342,22 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.log.flush()
             self.log.close()
-            self.outbox.close()
+            self._close_outbox()
+
+    def _close_outbox(self) -> None:
+        """Close the outbox; one held in memory tries its file a last time first, so that
+        what it could not send is kept for the next start if the disk allows by now."""
+        if not self.outbox.durable:
+            self.forwarder.reopen()  # the forwarder's tasks are stopped: no batch is out
+        if not self.outbox.durable and (self.outbox.depth() or self.outbox.finals()):
+            self._log.error(
+                "outbox held in memory: its undelivered messages are lost with this process",
+                path=str(self.outbox.path),
+                lost=self.outbox.depth(),
+                outcomes_lost=self.outbox.finals(),
+                error=self.outbox.fallback_error,
+            )
+        self.outbox.close()
 
     async def _sync_log(self) -> None:
         """Keep the central archive's copy of the log current (docs/archive.md). Its own
@@ -393,6 +410,7 @@ class Gateway:
             link_connects=self.link.connects,
             outbox_depth=self.outbox.depth(),
             outbox_oldest_queued_at_ns=self.outbox.oldest_queued_at_ns(),
+            outbox_fallback_error=self.outbox.fallback_error,
             in_progress=len(self.coordinator.live),
             counters=self._parts_counters(),
             sources={source.name: source.health() for source in self.sources},

@@ -33,6 +33,8 @@ class GatewayReadout:
     link_connects: int
     outbox_depth: int
     outbox_oldest_queued_at_ns: int | None  # wall clock: the outbox outlives the process
+    # Why the outbox is held in memory, not in its file (None: in its file, durable).
+    outbox_fallback_error: str | None
     in_progress: int  # activations not yet finished
     counters: Counter[str]  # the daemon's, the coordinator's and the forwarder's
     sources: dict[str, dict[str, int | float | str | bool]]  # each trigger source's health
@@ -111,6 +113,7 @@ class GatewayObserver:
             link_never_up=now.link_connects == 0,
             outbox_depth=now.outbox_depth,
             outbox_oldest_age_s=None if age is None else round(age, 3),
+            outbox_fallback_error=now.outbox_fallback_error,
             loop_lag_s=round(self.lag.lag_s(), 4),
         )
 
@@ -127,6 +130,7 @@ class GatewayObserver:
             health=gateway_health(self.state(now), self.limits),
             sources=now.sources,
             queue_depth=now.outbox_depth,
+            queue_durable=now.outbox_fallback_error is None,
         )
 
     # --- serving ------------------------------------------------------------------------

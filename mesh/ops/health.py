@@ -5,7 +5,8 @@ read at one moment in, a status and its reasons out (docs/observability.md).
   record of what was commanded), or the event loop is stalled.
 - ``degraded``: it works, with a handicap an operator should know about: the broker link
   is down (commands wait for it, up to their expiry), the store-and-forward queue is deep
-  or old, the event loop lags.
+  or old, or held in memory because its file cannot be opened (what waits there is lost
+  if the gateway stops), the event loop lags.
 - ``ok``: none of the above.
 
 Degraded still answers HTTP 200: a gateway waiting out a broker outage is doing the right
@@ -53,6 +54,9 @@ class GatewayState:
     outbox_depth: int | None = None
     outbox_oldest_age_s: float | None = None
     loop_lag_s: float = 0.0
+    # Why the outbox is held in memory rather than in its file (None: in its file). The
+    # error names the file (mesh/gateway/outbox.py, ``Outbox.fallback_error``).
+    outbox_fallback_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ def gateway_health(state: GatewayState, limits: Limits = DEFAULT_LIMITS) -> Heal
         found.append((Status.DEGRADED, f"broker link is down{never}"))
     if state.outbox_depth is not None and state.outbox_depth >= limits.outbox_depth:
         found.append((Status.DEGRADED, f"outbox holds {state.outbox_depth} undelivered messages"))
+    if state.outbox_fallback_error is not None:
+        found.append(
+            (Status.DEGRADED, f"outbox held in memory, not durable: {state.outbox_fallback_error}")
+        )
     age = state.outbox_oldest_age_s
     if age is not None and age >= limits.outbox_age_s:
         found.append((Status.DEGRADED, f"oldest undelivered outbox message is {age:.0f} s old"))

@@ -62,6 +62,8 @@ class GatewaySnapshot:
     sources: Mapping[str, SourceHealth] = field(default_factory=dict)
     # The store-and-forward queue's depth (mesh/gateway/outbox.py); None where there is none.
     queue_depth: int | None = None
+    # Whether that queue is in its file (False: held in memory, its file cannot be opened).
+    queue_durable: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,17 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
     "outbox_write_failures": ("counter", (), "Messages that could not be written to the outbox."),
     "outbox_depth": ("gauge", (), "Messages in the store-and-forward queue awaiting the broker."),
+    "outbox_durable": (
+        "gauge",
+        (),
+        "1 while the outbox is in its file, 0 while it is held in memory (not durable).",
+    ),
+    "outbox_file_events": (
+        "counter",
+        ("event",),
+        "The outbox's file: memory_fallbacks (it could not be opened: the outbox is held in "
+        "memory), reopened (opened again, what memory held moved into it), reopen_failures.",
+    ),
     "source_start_failures": (
         "counter",
         ("source",),
@@ -169,6 +182,10 @@ _SCALAR_KEYS = {
     "outbox.write_failures": "outbox_write_failures",
     "presence.cameras": "presence_cameras",
 }
+# The outbox's own file (mesh/gateway/forwarder.py), apart from the messages' traffic.
+_OUTBOX_FILE_KEYS = frozenset(
+    {"outbox.memory_fallbacks", "outbox.reopened", "outbox.reopen_failures"}
+)
 # Counter keys ``<head>.<value>``: one family, the value as its one label.
 _LABELLED_HEADS = {
     "escalations": "missed_cameras",
@@ -222,6 +239,8 @@ def _gateway_family(key: str) -> tuple[str, list[str]]:
     """The family and labels of a gateway/coordinator counter key (mesh/gateway/coordinator.py)."""
     if key in _SCALAR_KEYS:
         return _SCALAR_KEYS[key], []
+    if key in _OUTBOX_FILE_KEYS:
+        return "outbox_file_events", [key.removeprefix("outbox.")]
     parts = key.split(".")
     head, rest = parts[0], parts[1:]
     if head in _LABELLED_HEADS and len(rest) == 1:
@@ -268,6 +287,8 @@ def gateway_families(snapshot: GatewaySnapshot) -> list[Metric]:
         _source_values(f, source, health)
     if snapshot.queue_depth is not None:
         f.add("outbox_depth", [], snapshot.queue_depth)
+    if snapshot.queue_durable is not None:
+        f.add("outbox_durable", [], int(snapshot.queue_durable))
     _common(f, link_up=snapshot.link_up, connects=snapshot.link_connects, health=snapshot.health)
     return f.all()
 

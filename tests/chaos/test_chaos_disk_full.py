@@ -10,13 +10,10 @@ freed the log must take records again — including those it could not write mea
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,65 +34,28 @@ from tests.chaos_tools import (
     account,
     assert_chain_intact,
     audit_verify,
+    fill,
     public_key_of,
     running,
     wait_for,
     wait_settled,
     write_gateway_config,
 )
-from tests.conftest import IN_CI
 
-DISK_MB = 24  # the log (its 8 MiB pre-sized WAL checkpointed into it) and some room
-# Left free when the gateway restarts on a nearly full disk: room for the shared-memory
-# files (32 KiB each) of the log *and* of the outbox beside it and a few frames, not for
-# the log's 8 MiB pre-sized WAL nor the three activations' records (at 128 KiB they fit),
-# so the WAL must grow (and so fail) as records come. At 64 KiB the two shared-memory files
-# alone took it all, and the outbox failed to open whenever the log wrote a frame first:
-# the gateway exited at start (2 CI runs in about 10). A WAL pre-sized on an emptier disk
-# is room a full disk cannot take away: see
+# Left free when the gateway restarts on a nearly full disk: room for the log's
+# shared-memory file (32 KiB) and a few frames, not for its 8 MiB pre-sized WAL nor the
+# three activations' records, so the WAL must grow (and so fail) as records come. The
+# outbox beside the log races it for the rest: if its shared-memory file (32 KiB) gets
+# there first it opens in its file; if the log's frames do, it cannot open and is held in
+# memory (mesh/gateway/outbox.py), and the gateway runs on either way. (It used to exit:
+# at 64 KiB in 2 CI runs of about 10; 96 KiB made that rarer, not impossible: 3 runs of
+# 10 of this file, in the last test below.) Whatever the outbox does not take, the log's
+# WAL can: at 96 KiB with the outbox held in memory (forced) the WAL took the first
+# activation's records, unlogged 2 of 3, in five runs of five; at 64 KiB it gets at most
+# 32 KiB and none fit (five of five). A WAL pre-sized on an emptier disk is room a full
+# disk cannot take away: see
 # test_a_presized_wal_takes_records_on_a_disk_filled_after_the_log_opened.
-MARGIN = 96 << 10
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of DISK_MB mounted for this test alone."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        message = f"cannot mount a tmpfs for the disk-full test (needs root): {done.stderr}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(directory: Path, leave: int = 0, name: str = "filler") -> Path:
-    """Write a file until the disk refuses more, then give back ``leave`` bytes; returns
-    it (delete it to free the space)."""
-    filler = directory / name
-    chunk = b"\0" * (1 << 16)
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(chunk)
-                out.flush()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-    if leave:
-        with filler.open("r+b") as out:
-            out.truncate(max(0, filler.stat().st_size - leave))
-    return filler
+MARGIN = 64 << 10
 
 
 def _rows(log: Path) -> dict[int, str]:
@@ -161,6 +121,8 @@ async def test_log_disk_full_still_commands_cameras_and_resumes_when_freed(
                 for line in output.splitlines()
                 if line.startswith("{") and "not durable" in line
             ]
+            # Whether the outbox beside the log found room to open (either is fine now).
+            outbox_in_memory = "outbox file cannot be opened" in output
             assert os.statvfs(small_disk).f_bavail == 0  # still full all along
 
             filler.unlink()
@@ -175,6 +137,7 @@ async def test_log_disk_full_still_commands_cameras_and_resumes_when_freed(
     written_after = _rows(log)
     print(
         f"disk full: while full {full_report.summary()}; {len(failures)} 'not durable' errors; "
+        f"outbox {'in memory' if outbox_in_memory else 'in its file'}; "
         f"at the end {report.summary()}; log {len(written_before)} -> {len(written_after)} records"
     )
     # While full: every camera started for every trigger, and the log said so loudly.

@@ -275,6 +275,8 @@ def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
                 "ignored.topic": 1,
                 "outbox.expired": 2,
                 "outbox.sent": 9,
+                "outbox.memory_fallbacks": 1,
+                "outbox.reopen_failures": 4,
                 "sources.can.start_failures": 3,
                 "something.new": 7,
             },
@@ -284,6 +286,7 @@ def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
             health=Health(Status.DEGRADED, ("broker link is down",)),
             sources={"ble": {"rejected.replay": 11, "adverts": 900, "scanning": True, "mode": "x"}},
             queue_depth=12,
+            queue_durable=False,
         )
     )
     assert sample(m, P + "triggers", kind="weapon_draw", source="ble") == 4
@@ -296,12 +299,17 @@ def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
     assert sample(m, P + "rejected_inputs", input="topic", reason="unknown_topic") == 1
     assert sample(m, P + "rejected_inputs", input="ble", reason="replay") == 11
     assert sample(m, P + "outbox_messages", event="expired") == 2
+    # The outbox's file is not message traffic: a family of its own.
+    assert sample(m, P + "outbox_file_events", event="memory_fallbacks") == 1
+    assert sample(m, P + "outbox_file_events", event="reopen_failures") == 4
+    assert not [s for s in m[P + "outbox_messages"].samples if "memory" in str(s.labels)]
     assert sample(m, P + "source_start_failures", source="can") == 3
     assert sample(m, P + "source_health", source="ble", key="adverts") == 900
     assert sample(m, P + "source_health", source="ble", key="scanning") == 1
     assert sample(m, P + "gateway_events", key="something.new") == 7
     assert sample(m, P + "mqtt_reconnects") == 3
     assert sample(m, P + "outbox_depth") == 12
+    assert sample(m, P + "outbox_durable") == 0
     assert sample(m, P + "activations_in_progress") == 2
     assert sample(m, P + "health_status", status="degraded") == 1
     # Families with no events yet are still there, empty (rates need them from the start).

@@ -226,3 +226,50 @@ async def test_a_command_that_expires_in_an_outage_is_never_sent_and_is_escalate
             assert {c: a.recorder.recordings for c, a in mesh.agents.items()} == recordings_before
     finally:
         broker.stop()
+
+
+# --- an outbox whose file cannot be opened -------------------------------------------------
+
+
+async def test_an_outbox_held_in_memory_is_kept_at_a_clean_stop_once_its_file_opens(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """The gateway runs with its outbox in memory (its path is a directory: SQLite cannot
+    open it); at a clean stop it tries the file once more, so what the link never took is
+    there for the next start; if the file still cannot be opened, the loss is logged."""
+    from structlog.testing import capture_logs
+
+    from bridge.mqtt.urls import BrokerUrl
+    from mesh.gateway.outbox import Outbox
+
+    url = BrokerUrl.parse("mqtt://127.0.0.1:1")  # nothing listens: nothing is sent
+    for freed in (True, False):
+        log = tmp_path / f"freed-{freed}" / "gw.db"
+        outbox = Path(f"{log}.outbox")
+        outbox.mkdir(parents=True)
+        gateway = make_gateway(url, topics, log)
+        assert not gateway.outbox.durable
+        running = asyncio.create_task(gateway.run())
+        await asyncio.sleep(0)  # run() takes its first step (logs `started`, spawns)
+        await gateway.log.flush()
+        assert [r.kind for r in read_records(log)] == ["started"]
+        gateway.forwarder.deliver("t/escalation", b"kept")
+        assert gateway.outbox.depth() == 1
+        if freed:
+            outbox.rmdir()
+        with capture_logs() as logged:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        lost = [e for e in logged if e["event"].startswith("outbox held in memory")]
+        if freed:
+            assert lost == []
+            box = Outbox(outbox)
+            try:
+                assert box.durable
+                assert [(q.topic, q.payload) for q in box.head(10)] == [("t/escalation", b"kept")]
+            finally:
+                box.close()
+        else:
+            assert [(e["log_level"], e["lost"], e["path"]) for e in lost] == [
+                ("error", 1, str(outbox))
+            ]

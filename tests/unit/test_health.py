@@ -21,6 +21,7 @@ def test_all_fine_is_ok_with_no_reasons() -> None:
         "outbox_depth": 0,
         "outbox_oldest_age_s": None,
         "loop_lag_s": 0.001,
+        "outbox_fallback_error": None,
     }
 
 

@@ -98,6 +98,7 @@ def _register_groups() -> None:
     app.command("broker-config")(broker.broker_config)  # docs/broker.md
     app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
     conformance_app.command("camera")(conformance.camera)
+    conformance_app.command("gateway")(conformance.gateway)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from mesh.conformance.camera.session import Keys
+    from mesh.conformance.gateway.runner import GatewayKeys
     from mesh.conformance.verdict import Check, Result
     from mesh.protocol.models import GeoPoint
 
@@ -260,3 +261,118 @@ def _finish(
         junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_text(report.junit(suite, results, seconds=seconds, properties=properties))
     raise typer.Exit(EXIT_OK if conformant(results) else EXIT_NOT_CONFIRMED)
+
+
+def gateway(
+    unit: Annotated[str, typer.Option("--unit", help="The unit the gateway under test serves")],
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    gateway_id: Annotated[
+        str | None, typer.Option("--gateway-id", help="Its gateway id (default gw-UNIT)")
+    ] = None,
+    origin: Annotated[
+        str,
+        typer.Option("--origin", help="LAT,LON of trigger A, around which the kit's cameras are"),
+    ] = "39.952583,-75.165222",
+    kind: Annotated[
+        str, typer.Option("--kind", help="The kind of the triggers (its radius must reach 45 m)")
+    ] = "weapon_draw",
+    trust: TrustOpt = None,
+    dispatch_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--dispatch-key",
+            help="Signed run: a dispatch key (or the gateway's own) that signs the triggers "
+            "and cancels",
+        ),
+    ] = None,
+    camera_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--camera-keys",
+            help="Signed run: a folder of the kit's cameras' keys, CAMERA_ID.key each (in "
+            "the gateway's trust store)",
+        ),
+    ] = None,
+    junit: JunitOpt = None,
+    timeout_s: TimeoutOpt = 10.0,
+    skip: SkipOpt = None,
+) -> None:
+    """Check one running gateway against the protocol: the kit plays eleven cameras and
+    dispatch over MQTT and reports every MUST and SHOULD of the gateway's side.
+
+    Exit status 0 when every MUST passed; 1 when a MUST failed or was not run (a check the
+    kit could not make counts as failed unless put out of scope by an option: --skip
+    NAME, or the signed checks of an unsigned run); SHOULDs never change it; 2 for a
+    usage error.
+    """
+    from mesh.conformance.gateway import catalog
+    from mesh.conformance.gateway.runner import GatewayOptions, run_gateway
+    from mesh.protocol.models import TriggerKind
+
+    logs.configure("console", "warning")
+    _ident(unit, "--unit")
+    gateway_id = gateway_id or f"gw-{unit}"
+    _ident(gateway_id, "--gateway-id")
+    url = broker_url(client_broker(broker))
+    topic_schema(prefix)
+    skipped = _skips(catalog.CHECKS, skip)
+    try:
+        trigger_kind = TriggerKind(kind)
+    except ValueError:
+        fail(f"--kind {kind!r}: one of {', '.join(k.value for k in TriggerKind)}")
+    place = _position(origin)
+    assert place is not None
+    options = GatewayOptions(
+        unit_id=unit,
+        prefix=prefix,
+        gateway_id=gateway_id,
+        origin=place,
+        kind=trigger_kind,
+        timeout_s=timeout_s,
+        keys=_gateway_keys(trust, dispatch_key, camera_keys, gateway_id, unit),
+    )
+    report = _run(run_gateway(url, options))
+    title = (
+        f"trigger-mesh conformance gateway {gateway_id} (unit {unit}) at {url.host}:{url.port}, "
+        f"prefix {prefix}, {report.properties['mode']} run, kind {trigger_kind.value}"
+    )
+    _finish("gateway", title, report.results, report.seconds, report.properties, skipped, junit)
+
+
+def _gateway_keys(
+    trust: Path | None, dispatch_key: Path | None, folder: Path | None, gateway_id: str, unit: str
+) -> GatewayKeys:
+    from mesh.conformance import wire
+    from mesh.conformance.gateway.runner import GatewayKeys
+    from mesh.conformance.gateway.scene import cameras
+
+    given = [x is not None for x in (trust, dispatch_key, folder)]
+    if any(given) and not all(given):
+        fail("--trust, --dispatch-key and --camera-keys go together (a signed run), or none")
+    if trust is None or dispatch_key is None or folder is None:
+        return GatewayKeys()
+    try:
+        store = wire.load_trust(trust)
+        dispatch = wire.load_signer(dispatch_key)
+    except wire.WireError as exc:
+        fail(str(exc))
+    if wire.subject_of(dispatch, store, wire.Role.DISPATCH) is None and (
+        wire.subject_of(dispatch, store, wire.Role.GATEWAY) != gateway_id
+    ):
+        fail(
+            f"--dispatch-key: key {dispatch.key_id} is no dispatch key (nor {gateway_id}'s) "
+            f"in {trust}"
+        )
+    needed = [c.camera_id for c in cameras(unit) if c.answers]
+    missing = [c for c in needed if not (folder / f"{c}.key").is_file()]
+    if missing:
+        fail(
+            f"--camera-keys: {folder} lacks {', '.join(f'{c}.key' for c in missing)} (make "
+            "them with `trigger-mesh keys new --role camera --id ID --out DIR --trust F`)"
+        )
+    try:
+        signers = {c: wire.load_signer(folder / f"{c}.key") for c in needed}
+    except wire.WireError as exc:
+        fail(str(exc))
+    return GatewayKeys(trust=store, dispatch=dispatch, cameras=signers, attacker=wire.new_signer())

@@ -84,6 +84,7 @@ class KitLink:
     """A clean-session MQTT client subscribed to what the kit watches."""
 
     def __init__(self, url: BrokerUrl, subscriptions: tuple[str, ...], *, name: str) -> None:
+        self.url = url
         self.inbox = Inbox()
         self.link = MqttLink(
             url,

@@ -230,7 +230,10 @@ def command_to_covering_cells(obs: Observed, scene: GatewayScene) -> Finding:
         return failed(f"a {command.radius_m:g} m circle needs cmd/all; not sent there")
     missing = sorted(set(wanted) - cells)
     if missing and not to_all:
-        return failed(f"not sent to cells {', '.join(missing)} of {', '.join(wanted)}")
+        return failed(
+            f"not sent to {len(missing)} of the {len(wanted)} cells that meet the circle: "
+            + ", ".join(missing)
+        )
     how = "cmd/all" if missing else f"cells {', '.join(wanted)}"
     return passed(f"a {command.radius_m:g} m circle: {len(wanted)} cells meet it; on {how}")
 

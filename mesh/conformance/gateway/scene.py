@@ -87,10 +87,6 @@ def cameras(unit: str) -> tuple[SimCamera, ...]:
     )
 
 
-def camera_ids(unit: str = "u") -> tuple[str, ...]:
-    return tuple(c.camera_id for c in cameras(unit))
-
-
 @dataclass(frozen=True)
 class GatewayScene:
     topics: Topics

@@ -143,20 +143,13 @@ async def cell_follows_move(run: CameraRun) -> Finding:
     command = probes.record_start(scene, "moved", run.now(), origin=moved, radius_m=probes.RADIUS_M)
     sent = await session.send("a command in its new cell", command, run.topics.command_cell(cell))
     answer = await session.answer(sent)
-    finding = (
-        passed(f"heard on cell {cell}: {answer.describe()}")
-        if answer is not None and answer.ack is not None and answer.ack.status in judge.STARTING
-        else failed(
-            f"a command on its new cell {cell}: "
-            + ("no answer" if answer is None else f"answered {answer.describe()}")
-        )
-    )
-    notes = await _move_back(
-        run,
-        sent_started=answer is not None
-        and answer.ack is not None
-        and answer.ack.status is AckStatus.STARTED,
-    )
+    status = None if answer is None or answer.ack is None else answer.ack.status
+    if answer is not None and status in judge.STARTING:
+        finding = passed(f"heard on cell {cell}: {answer.describe()}")
+    else:
+        told = "no answer" if answer is None else f"answered {answer.describe()}"
+        finding = failed(f"a command on its new cell {cell}: {told}")
+    notes = await _move_back(run, sent_started=status is AckStatus.STARTED)
     return finding if not notes else Finding(finding.outcome, f"{finding.detail}; {notes}")
 
 
@@ -167,11 +160,8 @@ async def _move_back(run: CameraRun, *, sent_started: bool) -> str:
     if sent_started:
         cancel = probes.record_cancel(scene, "moved", run.now())
         answer = await session.answer(await session.send("cancel after the move", cancel, run.own))
-        if (
-            answer is None
-            or answer.cancel_ack is None
-            or answer.cancel_ack.outcome is not (CancelOutcome.STOPPED)
-        ):
+        outcome = None if answer is None or answer.cancel_ack is None else answer.cancel_ack.outcome
+        if outcome is not CancelOutcome.STOPPED:
             notes.append("its recording after the move was not stopped")
     assert scene.position is not None
     assert options.move_cmd is not None

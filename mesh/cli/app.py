@@ -19,7 +19,7 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, integrity, replay
+from mesh.cli import audit, broker, conformance, integrity, replay
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -75,6 +75,10 @@ app = typer.Typer(
 )
 log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify, replay and report on activation logs.", no_args_is_help=True)
+conformance_app = typer.Typer(
+    help="Check a camera or a gateway against the protocol, over MQTT (docs/conformance.md).",
+    no_args_is_help=True,
+)
 
 
 def _register_groups() -> None:
@@ -91,6 +95,9 @@ def _register_groups() -> None:
     audit_app.command("prune")(integrity.prune)
     audit_app.command("replay")(replay.replay)
     app.command("broker-config")(broker.broker_config)  # docs/broker.md
+    app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
+    conformance_app.command("camera")(conformance.camera)
+    conformance_app.command("gateway")(conformance.gateway)
 
 
 def main() -> None:

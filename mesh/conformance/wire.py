@@ -6,10 +6,10 @@ for the model in bytes it received, with what is wrong with their signature
 (``open_answer``, ``open_command``). Nothing else in the kit signs, verifies, or knows
 where a signature lives, so that moving to protocol v2 changes this module only.
 
-Protocol v1 today: a signed payload carries ``sig`` inside it, over a re-serialisation of
-its known fields (``mesh.security.signing``); fields the model does not know are not
-covered. v2 (docs/security.md, "What a signature covers") sends a JWS over the payload's
-exact bytes instead.
+Protocol v2 (docs/security.md, "What a signature covers"): a signed message is a JWS
+over the payload's exact bytes, so the kit sets whatever members a probe needs in the
+JSON first and signs those bytes; a forger's copy changes the payload and keeps the
+signature.
 """
 
 from __future__ import annotations
@@ -20,22 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
+
 from mesh.documents import ConfigError
-from mesh.protocol.codec import PayloadError, decode, encode
+from mesh.protocol.codec import DEFAULT_MAX_BYTES, PayloadError, decode, encode
+from mesh.protocol.jws import Jws, b64url
 from mesh.protocol.models import CameraAck, CancelAck, RecordCancel, RecordStart
-from mesh.security.checks import Security
-from mesh.security.signing import P, PayloadSigner
+from mesh.security.checks import Received, Security, signed_envelope
+from mesh.security.signing import PayloadSigner
 from mesh.security.trust import KeyRole, TrustStore
 
 Signer = PayloadSigner
 Trust = TrustStore
 Role = KeyRole
 
-# Where protocol v1 differs from what the v2 text asks of a receiver: a v1 camera answers
-# a command whose signature it cannot verify (an unknown key, a bad signature) with a
-# signed `rejected` ack; v2 drops it unanswered (security.md, "How a receiver checks a
-# signed message", steps 1-3). The kit accepts either answer while this is True.
-UNVERIFIABLE_ANSWERED = True
+# A command whose signature a camera cannot verify (an unknown key, a bad signature) is
+# dropped unanswered in v2 (security.md, "How a receiver checks a signed message", steps
+# 1-3); v1 answered it `rejected`. False: an answer fails the check.
+UNVERIFIABLE_ANSWERED = False
+# Refused before a payload is parsed: nothing of such a message may be acted on.
+_UNVERIFIED = ("bad_jws", "unknown_key", "bad_signature")
 
 # An ack or cancel_ack larger than this is dropped unread by a gateway (protocol.md).
 MAX_ANSWER_BYTES = 65_536
@@ -95,58 +99,91 @@ def trusts(trust: Trust, role: Role, subject: str) -> bool:
 
 
 # --- sending ----------------------------------------------------------------------------
-def seal(model: P, signer: Signer | None, *, fields: Mapping[str, Any] | None = None) -> bytes:
-    """The bytes to publish: ``model`` signed by ``signer`` (as it is without one), with
-    ``fields`` set in its JSON object (members the model does not have, or other values
-    for those it has: a receiver's view of what is malformed). v1 signs the model, then
-    sets the fields; v2 will set them, then sign the bytes."""
-    body = encode(model if signer is None else signer.sign(model))
-    if not fields:
-        return body
-    obj = json.loads(body)
-    obj.update(fields)
+def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def seal(
+    model: BaseModel, signer: Signer | None, *, fields: Mapping[str, Any] | None = None
+) -> bytes:
+    """The bytes to publish: ``model``'s JSON with ``fields`` set in it (members the model
+    does not have, or other values for those it has: a receiver's view of what is
+    malformed), then, with a ``signer``, a JWS of exactly those bytes."""
+    body = encode(model)
+    if fields:
+        obj = json.loads(body)
+        obj.update(fields)
+        body = _dumps(obj)
+    return body if signer is None else signer.seal_bytes(body).to_bytes()
 
 
 def forge(sealed: bytes, changes: Mapping[str, Any]) -> bytes:
     """``sealed`` with ``changes`` made to its payload and its signature kept: what a
     forger who cannot sign sends."""
-    obj = json.loads(sealed)
+    jws = signed_envelope(sealed)
+    if jws is None:
+        obj = json.loads(sealed)
+        obj.update(changes)
+        return _dumps(obj)
+    obj = json.loads(jws.payload_bytes)
     obj.update(changes)
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return Jws(jws.protected, b64url(_dumps(obj)), jws.signature, jws.kid).to_bytes()
+
+
+def with_header(sealed: bytes, header: Mapping[str, Any]) -> bytes:
+    """``sealed`` under another protected header, its payload and signature kept."""
+    jws = signed_envelope(sealed)
+    if jws is None:
+        raise ValueError("not a signed message")
+    return Jws(b64url(_dumps(dict(header))), jws.payload, jws.signature, jws.kid).to_bytes()
 
 
 # --- receiving --------------------------------------------------------------------------
-def open_answer(raw: bytes, trust: Trust | None, now_ns: int) -> Opened[CameraAck | CancelAck]:
-    """A camera's ``ack`` or ``cancel_ack``, checked against its camera key in ``trust``.
-    Raises PayloadError for bytes that are neither."""
-    answer: CameraAck | CancelAck
+def _open(
+    models: tuple[type[Any], type[Any]],
+    raw: bytes,
+    trust: Trust | None,
+    max_bytes: int,
+) -> tuple[Any, Received[Any] | None, str | None]:
+    """The payload in ``raw`` as the first of ``models`` or the second, and either its
+    Received (verified, with a trust store) or why its signature failed (read unverified:
+    the kit reports what it saw). PayloadError for bytes that are neither."""
+    problem = None
     try:
-        answer = decode(CameraAck, raw, max_bytes=MAX_ANSWER_BYTES)
+        payload, jws, key = Security(trust=trust).unwrap(raw, max_bytes=max_bytes)
+    except PayloadError as exc:
+        if exc.code not in _UNVERIFIED or exc.code == "bad_jws":
+            raise
+        problem = f"{exc.code}: {exc.reason}"
+        payload, jws, key = Security().unwrap(raw, max_bytes=max_bytes)
+    first, second = models
+    try:
+        model = decode(first, payload, max_bytes=max_bytes)
     except PayloadError as exc:
         if exc.code != "wrong_type":
             raise
-        answer = decode(CancelAck, raw, max_bytes=MAX_ANSWER_BYTES)
-    if trust is None:
-        return Opened(answer)
-    refused = Security(trust=trust).check_ack(answer, now_ns)
+        model = decode(second, payload, max_bytes=max_bytes)
+    return model, (None if problem else Received(model, jws, key)), problem
+
+
+def open_answer(raw: bytes, trust: Trust | None, now_ns: int) -> Opened[CameraAck | CancelAck]:
+    """A camera's ``ack`` or ``cancel_ack``, its signature verified with its camera key in
+    ``trust``. Raises PayloadError for bytes that are neither."""
+    answer, received, problem = _open((CameraAck, CancelAck), raw, trust, MAX_ANSWER_BYTES)
+    if trust is None or received is None:
+        return Opened(answer, problem)
+    refused = Security(trust=trust).check_ack(received, now_ns)
     return Opened(answer, None if refused is None else f"{refused.code}: {refused.reason}")
 
 
 def open_command(
     raw: bytes, trust: Trust | None, now_ns: int
 ) -> Opened[RecordStart | RecordCancel]:
-    """A gateway's ``record_start`` or ``record_cancel``, checked against the key of its
-    issuer in ``trust`` (and a command's time rules). Raises PayloadError for bytes that
-    are neither."""
-    command: RecordStart | RecordCancel
-    try:
-        command = decode(RecordStart, raw)
-    except PayloadError as exc:
-        if exc.code != "wrong_type":
-            raise
-        command = decode(RecordCancel, raw)
-    if trust is None:
-        return Opened(command)
-    refused = Security(trust=trust).check_command(command, now_ns)
+    """A gateway's ``record_start`` or ``record_cancel``, its signature verified with the
+    key of its issuer in ``trust`` (and a command's time rules). Raises PayloadError for
+    bytes that are neither."""
+    command, received, problem = _open((RecordStart, RecordCancel), raw, trust, DEFAULT_MAX_BYTES)
+    if trust is None or received is None:
+        return Opened(command, problem)
+    refused = Security(trust=trust).check_command(received, now_ns)
     return Opened(command, None if refused is None else f"{refused.code}: {refused.reason}")

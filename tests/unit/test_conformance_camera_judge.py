@@ -27,7 +27,7 @@ from mesh.protocol.models import (
 )
 
 HERE = GeoPoint(lat=39.952583, lon=-75.165222)
-SCENE = Scene(Topics("t/mesh/v1"), "cam-1", "car-1", HERE, "gw-a", "gw-b", "abcd1234")
+SCENE = Scene(Topics("t/mesh/v2"), "cam-1", "car-1", HERE, "gw-a", "gw-b", "abcd1234")
 NOW = 1_796_000_000_000_000_000
 
 
@@ -45,7 +45,7 @@ def ack(status: AckStatus, reason: str = "", **kw: object) -> Answer:
         received_at_ns=NOW,
         **kw,  # type: ignore[arg-type]
     )
-    return Answer("t/mesh/v1/ack/gw-a/cam-1", "gw-a", 200, 1.0, ack=model)
+    return Answer("t/mesh/v2/ack/gw-a/cam-1", "gw-a", 200, 1.0, ack=model)
 
 
 # --- the scene and the commands ----------------------------------------------------------
@@ -60,7 +60,7 @@ def test_near_concerns_the_camera_and_far_does_not_by_the_reference_rules() -> N
 
 
 def test_without_a_position_near_targets_the_unit() -> None:
-    blind = Scene(Topics("t/mesh/v1"), "cam-1", "car-1", None, "gw-a", "gw-b", "abcd1234")
+    blind = Scene(Topics("t/mesh/v2"), "cam-1", "car-1", None, "gw-a", "gw-b", "abcd1234")
     near = probes.near(blind, "n", NOW)
     assert near.targets.units == ("car-1",)
     assert scope(near, me(None))[0]
@@ -84,8 +84,9 @@ def test_an_expired_command_expired_before_now_and_a_retry_is_the_next_attempt()
 def test_flipped_times_retypes_every_time_and_nothing_else() -> None:
     body = json.loads(encode(probes.near(SCENE, "t", NOW)))
     flipped = probes.flipped_times(body)
-    assert flipped["issued_at_ns"] == str(body["issued_at_ns"])
-    assert flipped["trigger"]["observed_at_ns"] == str(body["trigger"]["observed_at_ns"])
+    assert isinstance(body["issued_at_ns"], str)  # v2: times are strings on the wire
+    assert flipped["issued_at_ns"] == int(body["issued_at_ns"])
+    assert flipped["trigger"]["observed_at_ns"] == int(body["trigger"]["observed_at_ns"])
     assert flipped["radius_m"] == body["radius_m"]
     assert probes.flipped_times(flipped) == body
 
@@ -227,7 +228,7 @@ def test_cancel_ack_format_matches_the_cancel_it_answers() -> None:
         cancel_at_ns=NOW,
         received_at_ns=NOW,
     )
-    answer = Answer("t/mesh/v1/ack/gw-a/cam-1", "gw-a", 300, 1.0, cancel_ack=model)
+    answer = Answer("t/mesh/v2/ack/gw-a/cam-1", "gw-a", 300, 1.0, cancel_ack=model)
     assert judge.cancel_ack_format([(sent, answer)], "cam-1").outcome is Outcome.PASS
     wrong = model.model_copy(update={"cancel_at_ns": NOW + 1})
     bad = Answer("t", "gw-a", 300, 1.0, cancel_ack=wrong)

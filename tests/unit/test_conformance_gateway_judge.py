@@ -33,7 +33,7 @@ from mesh.protocol.models import (
     TriggerSummary,
 )
 
-TOPICS = Topics("t/mesh/v1")
+TOPICS = Topics("t/mesh/v2")
 SCENE = GatewayScene(
     TOPICS,
     "gw-1",

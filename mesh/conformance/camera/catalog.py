@@ -61,6 +61,14 @@ BAD_SIGNATURE = Check(
     "a command whose signature does not match its content starts nothing and is not answered",
     signed=True,
 )
+BAD_JWS = Check(
+    "bad_jws_dropped",
+    MUST,
+    RECEIVER,
+    "a genuine command under a protected header with `alg: none` starts nothing and is not "
+    "answered",
+    signed=True,
+)
 UNKNOWN_KEY = Check(
     "unknown_key_dropped",
     MUST,
@@ -250,6 +258,7 @@ CHECKS: tuple[Check, ...] = (
     TOO_LARGE,
     UNSIGNED,
     BAD_SIGNATURE,
+    BAD_JWS,
     UNKNOWN_KEY,
     WRONG_SIGNER,
     IN_FUTURE,

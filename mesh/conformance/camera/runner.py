@@ -53,6 +53,7 @@ STEPS: tuple[tuple[Check, Step], ...] = (
     (catalog.TOO_LARGE, steps_refusals.too_large_dropped),
     (catalog.UNSIGNED, steps_refusals.unsigned_refused),
     (catalog.BAD_SIGNATURE, steps_refusals.bad_signature_dropped),
+    (catalog.BAD_JWS, steps_refusals.bad_jws_dropped),
     (catalog.UNKNOWN_KEY, steps_refusals.unknown_key_dropped),
     (catalog.WRONG_SIGNER, steps_refusals.wrong_signer_refused),
     (catalog.IN_FUTURE, steps_refusals.issued_in_future_refused),

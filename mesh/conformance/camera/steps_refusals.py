@@ -13,13 +13,14 @@ from mesh.conformance.camera import catalog, judge, probes
 from mesh.conformance.camera.context import CameraRun
 from mesh.conformance.verdict import Finding, Outcome, failed
 from mesh.protocol.codec import encode
+from mesh.protocol.jws import unb64url
 from mesh.protocol.models import PROTOCOL_VERSION, AckStatus, RecordStart
 
 
 async def wrong_version_refused(run: CameraRun) -> Finding:
     scene, session = run.scene, run.session
     command = probes.near(scene, "badv", run.now())
-    other = PROTOCOL_VERSION + 1
+    other = PROTOCOL_VERSION - 1  # a v1 command: the migration's case
     payload = session.seal(command, fields={"v": other})
     sent = await session.send(f"a v{other} command", command, run.own, payload=payload)
     run.before_start.append(sent.probe)
@@ -109,6 +110,30 @@ async def bad_signature_dropped(run: CameraRun) -> Finding:
             judge.unverifiable,
             code="bad_signature",
             what="a signed command in range, its radius changed after signing",
+            answer_allowed=wire.UNVERIFIABLE_ANSWERED,
+        ),
+    )
+
+
+async def bad_jws_dropped(run: CameraRun) -> Finding:
+    scene, session = run.scene, run.session
+    command = probes.near(scene, "algnone", run.now())
+    kid = json.loads(unb64url(json.loads(session.seal(command))["protected"]))["kid"]
+    payload = wire.with_header(
+        session.seal(command), {"alg": "none", "kid": kid, "typ": "trigger-mesh+json"}
+    )
+    sent = await session.send(
+        "a command under alg none", command, run.own, payload=payload, refusal=True
+    )
+    run.before_start.append(sent.probe)
+    await session.quiet()
+    return run.silence(
+        catalog.BAD_JWS,
+        [sent],
+        partial(
+            judge.unverifiable,
+            code="bad_jws",
+            what="a genuine signed command in range, its protected header changed to alg none",
             answer_allowed=wire.UNVERIFIABLE_ANSWERED,
         ),
     )

@@ -313,6 +313,7 @@ class MqttLink:
         """
         backoff = self.options.backoff_initial_s
         while True:
+            raise_if_cancelled()
             if await self._connect_and_serve(handler, on_connect):
                 backoff = self.options.backoff_initial_s
                 continue
@@ -354,9 +355,11 @@ class MqttLink:
     async def _serve(
         self, client: aiomqtt.Client, handler: MessageHandler, on_connect: ConnectHook | None
     ) -> None:
+        raise_if_cancelled()  # a cancel swallowed while connecting
         if self.options.subscriptions:
             await client.subscribe(list(self.options.subscriptions), timeout=self.options.timeout_s)
         await self._flush_unsubscribes(client)
+        raise_if_cancelled()
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
         self._up.set()
@@ -373,6 +376,7 @@ class MqttLink:
                 self.on_connect_failures += 1
                 raise aiomqtt.MqttError(f"on-connect failed: {exc}") from exc
         yielding = self.options.yield_between_messages
+        raise_if_cancelled()
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
@@ -520,6 +524,20 @@ class MqttLink:
         exc = task.exception()
         if exc is not None:
             self._log.warning("publish failed", error=str(exc))
+
+
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if the running task was asked to stop and is still running.
+
+    Python 3.11's ``asyncio.wait_for`` swallows a cancellation that arrives in the same
+    loop iteration as the awaited future's result (gh-86296, fixed in 3.12), and aiomqtt
+    waits with it for the CONNACK, the SUBACK and the DISCONNECT. A link cancelled as a
+    broker came back then went on connecting and served until the end of time, and its
+    owner waited for it forever (seen in the broker-restart tests). The request stays
+    counted on the task (``Task.cancelling``), so it is honoured here instead."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _fail_connect_on_disconnect(client: aiomqtt.Client) -> None:

@@ -1,7 +1,7 @@
 // A trigger-mesh protocol v2 camera in Node.js, written from docs/ alone (protocol.md,
 // security.md, schemas/, vectors/): `mqtt` for the broker, node:crypto for Ed25519.
 // usage: node camera.mjs --broker mqtt://host:port --prefix P --id ID --unit U --lat X --lon Y
-//        [--role body|dash] [--key ID.key --trust trust.yaml] (README.md has the rest)
+//        [--role body|dash] [--key ID.key --trust trust.yaml] [--fix-file F] (README.md has the rest)
 import { createHash, createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -517,7 +517,7 @@ export class Camera {
 // --- MQTT: protocol.md "A camera under a flood of commands" (three connections) ------------------
 async function main(argv) {
   const names = ['broker', 'prefix', 'id', 'unit', 'lat', 'lon', 'role', 'key', 'trust', 'client-id', 'groups',
-    'record-s', 'max-clock-skew-s', 'max-command-validity-s', 'heartbeat-s'];
+    'record-s', 'max-clock-skew-s', 'max-command-validity-s', 'heartbeat-s', 'fix-file'];
   const o = {}; // --name value (values may start with '-': a western longitude)
   for (let i = 0; i < argv.length; i++) {
     const name = argv[i].replace(/^--/, '');
@@ -589,22 +589,36 @@ async function main(argv) {
       if (kind) camera.handle(kind, bytes);
     });
   }
-  // `move LAT LON` on stdin: a new fix. The new cell is subscribed before the old one is left.
-  process.stdin.setEncoding('utf8').on('data', async (text) => {
-    for (const [, lat, lon] of text.matchAll(/^move\s+(\S+)\s+(\S+)\s*$/gm)) {
-      const before = camera.cell;
-      camera.position = { lat: Number(lat), lon: Number(lon), accuracy_m: 5 };
-      if (camera.cell !== before) {
-        await clients.main.subscribeAsync(cellTopic(), { qos: 1 });
-        if (before) await clients.main.unsubscribeAsync(`${p}/cmd/cell/${before}`);
-      }
-      camera.log({ at_ns: String(camera.clock()), camera_id: o.id, decision: 'moved', cell: camera.cell });
-      announce();
+  // A new fix: the new cell is subscribed before the old one is left, then announced.
+  const move = async (lat, lon) => {
+    if (!(Math.abs(lat) <= 90 && Math.abs(lon) <= 180)) return;
+    const before = camera.cell;
+    camera.position = { lat, lon, accuracy_m: 5 };
+    if (camera.cell !== before) {
+      await clients.main.subscribeAsync(cellTopic(), { qos: 1 });
+      if (before) await clients.main.unsubscribeAsync(`${p}/cmd/cell/${before}`);
     }
+    camera.log({ at_ns: String(camera.clock()), camera_id: o.id, decision: 'moved', cell: camera.cell });
+    announce();
+  };
+  // `move LAT LON` on stdin.
+  process.stdin.setEncoding('utf8').on('data', async (text) => {
+    for (const [, lat, lon] of text.matchAll(/^move\s+(\S+)\s+(\S+)\s*$/gm)) await move(Number(lat), Number(lon));
   });
+  // --fix-file F: `LAT LON` in F, read every 0.2 s (at start-up too), as a GPS simulator writes it.
+  let fixText = null;
+  const gps = o['fix-file'] && setInterval(() => {
+    let text;
+    try { text = readFileSync(o['fix-file'], 'utf8'); } catch { return; } // not there yet
+    const m = /^\s*(\S+)\s+(\S+)\s*$/.exec(text);
+    if (text === fixText || !m) return; // unchanged, or not a fix (half written): read again
+    fixText = text;
+    move(Number(m[1]), Number(m[2])).catch((err) => console.error(`move: ${err.message}`));
+  }, 200);
   const heartbeat = setInterval(announce, Number(o['heartbeat-s'] ?? 30) * 1000);
   const stop = () => {
     clearInterval(heartbeat);
+    clearInterval(gps);
     clearTimeout(pending);
     process.stdin.destroy();
     clients.main.publish(presenceTopic, camera.presence(false), { qos: 1, retain: true }, () => {

@@ -58,11 +58,14 @@ async def test_trigger_starts_every_in_range_camera_and_no_other(
         started = mesh.agents["bwc-7a"].acks_sent[0]
         assert started.pre_event_kept_s == 60.0  # weapon draw keeps 60 s of buffer
 
-    # The log says, in order: decided (with the reason for every camera), published, acks.
+    # The log says: decided first (with the reason for every camera: durable before
+    # anything is sent), then published and the acks, finished last. `published` is
+    # logged once the broker has acknowledged the command on every topic; a camera on
+    # the first topic may answer before the last PUBACK, so an ack may come before it.
     rows = list(read_records(tmp_path / "log.db", activation_id=record.activation_id))
     kinds = [r.kind for r in rows]
-    assert kinds[:2] == ["activation", "published"]
-    assert kinds.count("ack") == 3
+    assert kinds[0] == "activation"
+    assert sorted(kinds[1:-1]) == ["ack", "ack", "ack", "published"]
     assert kinds[-1] == "finished"
     entry = ActivationEntry.model_validate_json(rows[0].body)
     reasons = {t.camera_id: t.reason for t in entry.targets}

@@ -342,7 +342,7 @@ def payloads() -> Payloads:
         targets=Targets(units=("car-12",)),
         expires_at_ns=now + 30 * 10**9,
     )
-    command = gw_signer.sign(command_unsigned)
+    command = gw_signer.seal(command_unsigned).to_bytes()
     ack_unsigned = CameraAck(
         activation_id="a-0123456789abcdef",
         camera_id="bwc-0001",
@@ -352,7 +352,7 @@ def payloads() -> Payloads:
         recording_started_at_ns=now,
         pre_event_kept_s=30.0,
     )
-    ack = cam_signer.sign(ack_unsigned)
+    ack = cam_signer.seal(ack_unsigned).to_bytes()
 
     def presence_of(i: int, online: bool = True) -> bytes:
         return encode(
@@ -371,11 +371,11 @@ def payloads() -> Payloads:
     return Payloads(
         presence=presence_of,
         offline=lambda i: presence_of(i, online=False),
-        command=encode(command),
-        ack=encode(ack),
-        signature_bytes={
-            "command": len(encode(command)) - len(encode(command_unsigned)),
-            "ack": len(encode(ack)) - len(encode(ack_unsigned)),
+        command=command,
+        ack=ack,
+        signature_bytes={  # what signing adds to a message (a JWS of the payload)
+            "command": len(command) - len(encode(command_unsigned)),
+            "ack": len(ack) - len(encode(ack_unsigned)),
         },
     )
 

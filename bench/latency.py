@@ -168,9 +168,9 @@ class Mesh:
 
     async def round(self, index: int) -> float:
         event = manual_trigger(TriggerKind.MANUAL, UNIT, source_id=f"bench-{index}")
-        if self.signer is not None:  # the in-car terminal signs with the gateway's key
-            event = self.signer.sign(event)
-        await self.sender.publish(self.topics.trigger(UNIT), encode(event), qos=1)
+        # The in-car terminal signs with the gateway's key (a JWS of the trigger).
+        message = encode(event) if self.signer is None else self.signer.seal(event).to_bytes()
+        await self.sender.publish(self.topics.trigger(UNIT), message, qos=1)
         receipt = await self.watcher.receipt(event.event_id, 30)
         if receipt is None or receipt.activation_id is None:
             raise RuntimeError(f"round {index}: no receipt from the gateway")

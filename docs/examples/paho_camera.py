@@ -94,7 +94,10 @@ def b64(data):
 
 
 def unb64(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64(data) != text:  # one spelling per value (security.md): else a replay in disguise
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def open_jws(env):

@@ -39,13 +39,19 @@ def b64url(data: bytes) -> str:
 
 
 def unb64url(text: str) -> bytes:
-    """Raises ValueError unless ``text`` is unpadded base64url."""
+    """Raises ValueError unless ``text`` is unpadded base64url in its one canonical
+    spelling: the unused low bits of its last character zero. Decoders ignore those bits,
+    so without this check four texts name the same signature, and a replay guard keyed
+    on the text (a camera's) would take each re-spelling for a new command."""
     if _B64URL.fullmatch(text) is None or len(text) % 4 == 1:
         raise ValueError("not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except binascii.Error as exc:
         raise ValueError("not unpadded base64url") from exc
+    if b64url(data) != text:
+        raise ValueError("not canonical base64url (unused bits of the last character set)")
+    return data
 
 
 @dataclass(frozen=True)
@@ -149,8 +155,10 @@ def from_members(document: dict[str, object]) -> Jws:
         value = document.get(member)
         if not isinstance(value, str):
             raise PayloadError("bad_jws", f"member '{member}' missing or not a string")
-        if _B64URL.fullmatch(value) is None or len(value) % 4 == 1:
-            raise PayloadError("bad_jws", f"member '{member}' is not unpadded base64url")
+        try:
+            unb64url(value)
+        except ValueError as exc:
+            raise PayloadError("bad_jws", f"member '{member}': {exc}") from None
         texts[member] = value
     if len(texts["signature"]) != _SIGNATURE_CHARS:
         raise PayloadError(

@@ -159,7 +159,11 @@ export function loadTrustStore(doc, file = 'trust store') {
 
 // --- JWS: security.md "What a signature covers" --------------------------------------------------
 const b64 = (s) => Buffer.from(s).toString('base64url');
-const isB64url = (s) => typeof s === 'string' && B64URL.test(s) && s.length % 4 !== 1;
+// One spelling per value (security.md): re-encoding what it decodes to gives it back, so the
+// unused low bits of the last character are zero. Node's decoder ignores those bits.
+const isB64url = (s) =>
+  typeof s === 'string' && B64URL.test(s) && s.length % 4 !== 1 &&
+  Buffer.from(s, 'base64url').toString('base64url') === s;
 const isObj = (x) => x !== null && typeof x === 'object' && !Array.isArray(x);
 const utf8 = (bytes) => new TextDecoder('utf-8', { fatal: true }).decode(bytes);
 

@@ -145,6 +145,9 @@ class LinkOptions:
     yield_between_messages: bool = False
 
 
+_log = structlog.get_logger("bridge.link")
+
+
 class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
     """The client library's queue of received messages, with a limit that sheds the
     oldest (0: none) and an optional admission filter: it is filled as fast as the socket
@@ -162,16 +165,32 @@ class _BoundedInbox(asyncio.Queue[aiomqtt.Message]):
         self.on_drop = on_drop
         self.admit = admit
         self.take = take  # (the taker, the acknowledgement)
+        self.filter_failures = 0
 
     def _put(self, item: aiomqtt.Message) -> None:
+        # The filters run inside the client library's socket reader: an exception there
+        # would drop the connection, leave the message unacknowledged, and a persistent
+        # session would deliver it again at every reconnect (one bad message, a deaf
+        # link). A filter that fails drops the message, counted and acknowledged.
         if self.take is not None:
             taker, ack = self.take
-            taker(item.topic.value, _raw(item))
+            try:
+                taker(item.topic.value, _raw(item))
+            except Exception:
+                self.filter_failures += 1
+                _log.exception("message dropped: the link's intake failed on it")
             ack(item)
             return
-        if self.admit is not None and not self.admit(item.topic.value, _raw(item)):
-            self.on_drop(item)
-            return
+        if self.admit is not None:
+            try:
+                admitted = self.admit(item.topic.value, _raw(item))
+            except Exception:
+                self.filter_failures += 1
+                _log.exception("message dropped: the link's admission check failed on it")
+                admitted = False
+            if not admitted:
+                self.on_drop(item)
+                return
         queue = self._queue  # type: ignore[attr-defined]
         if self.limit > 0 and len(queue) >= self.limit:
             self.on_drop(queue.popleft())

@@ -17,10 +17,11 @@ checking.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import IntEnum
+
+from pydantic_core import from_json
 
 from bridge.topics import TopicKind
 from mesh.clock import NS
@@ -97,7 +98,7 @@ def claimed_issuer(payload: bytes) -> str | None:
     a JSON object with a string issuer). Cheap next to a signature check; nothing is
     trusted from it but which queue and budget the message waits in."""
     try:
-        document = json.loads(payload)
+        document = from_json(payload)  # a nesting limit, unlike json.loads (RecursionError)
     except ValueError:
         return None
     issuer = document.get("issuer") if isinstance(document, dict) else None

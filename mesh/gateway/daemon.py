@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
+from pydantic_core import from_json
 
 from bridge.mqtt.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
@@ -857,7 +858,7 @@ def _peek_activation_id(message: bytes) -> str | None:
         return None
     try:
         jws = signed_envelope(message)
-        data = json.loads(message if jws is None else jws.payload_bytes)
+        data = from_json(message if jws is None else jws.payload_bytes)
     except (ValueError, PayloadError):
         return None
     found = data.get("activation_id") if isinstance(data, dict) else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import Field
+from pydantic_core import from_json
 
 from mesh.protocol.codec import PayloadError
 from mesh.protocol.models import Frozen
@@ -140,8 +141,8 @@ def parse(message: bytes | bytearray | str) -> Jws:
     """The JWS in ``message``, its header checked; PayloadError ``bad_jws`` naming what is
     wrong. The payload is neither verified nor parsed here."""
     try:
-        document = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = from_json(message)
+    except ValueError as exc:
         raise PayloadError("not_json", f"not valid JSON ({exc})") from None
     if not isinstance(document, dict):
         raise PayloadError("not_object", "payload must be a JSON object")
@@ -170,10 +171,16 @@ def from_members(document: dict[str, object]) -> Jws:
     return Jws(texts["protected"], texts["payload"], texts["signature"], kid)
 
 
+def _shown(value: object) -> str:
+    """An unverified value, as a reason may quote it: at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _header_kid(protected: str) -> str:
     try:
-        header = json.loads(unb64url(protected))
-    except (ValueError, UnicodeDecodeError):
+        header = from_json(unb64url(protected))
+    except ValueError:
         raise PayloadError("bad_jws", "protected header is not base64url of JSON") from None
     if not isinstance(header, dict):
         raise PayloadError("bad_jws", "protected header is not a JSON object")
@@ -184,10 +191,10 @@ def _header_kid(protected: str) -> str:
         raise PayloadError("bad_jws", f"protected header lacks {', '.join(missing)}")
     if header["alg"] not in ACCEPTED_ALGS:
         accepted = " or ".join(repr(alg) for alg in ACCEPTED_ALGS)
-        raise PayloadError("bad_jws", f"alg {header['alg']!r}; only {accepted} is accepted")
+        raise PayloadError("bad_jws", f"alg {_shown(header['alg'])}; only {accepted} is accepted")
     if header["typ"] != TYP:
-        raise PayloadError("bad_jws", f"typ {header['typ']!r}; expected {TYP!r}")
+        raise PayloadError("bad_jws", f"typ {_shown(header['typ'])}; expected {TYP!r}")
     kid = header["kid"]
     if not isinstance(kid, str) or KID.fullmatch(kid) is None:
-        raise PayloadError("bad_jws", f"kid {kid!r} is not 16 lowercase hex digits")
+        raise PayloadError("bad_jws", f"kid {_shown(kid)} is not 16 lowercase hex digits")
     return kid

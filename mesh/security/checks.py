@@ -6,13 +6,13 @@ that bound a command's life. The replay guard remembers signatures already acted
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import from_json
 
 from mesh.clock import NS
 from mesh.decide.rejection import Rejection
@@ -208,8 +208,10 @@ def signed_envelope(message: bytes | bytearray) -> Jws | None:
     if not is_signed(message):
         return None
     try:
-        document = json.loads(message)
-    except (ValueError, UnicodeDecodeError):
+        # pydantic's parser, as decode uses: the same reading of duplicate keys, and a
+        # nesting limit (json.loads raises RecursionError, which no caller expects).
+        document = from_json(message)
+    except ValueError:
         return None  # decoding it as a payload names the problem
     if not isinstance(document, dict) or "signature" not in document:
         return None

@@ -71,6 +71,32 @@ def archived_filters(topics: Topics) -> tuple[str, ...]:
     )
 
 
+# What each archived kind may weigh (the payload; a signed one's JWS a third more).
+_WIRE_LIMIT = {
+    TopicKind.ACTIVATION: MAX_RECORD_BYTES,
+    TopicKind.LOG_RECORDS: BATCH_MAX_BYTES,
+}
+
+
+def _unwrapped(kind: TopicKind, message: bytes) -> tuple[bytes, Jws | None]:
+    """The payload of a message (a signed one's, read without its signature checked: the
+    archive stores evidence, ``check_ack`` judges it) and its JWS. The kind's size limit
+    applies before any parsing; a signed message may be 4/3 of its payload and a few
+    hundred bytes more (the payload is held to the limit itself when decoded)."""
+    limit = _WIRE_LIMIT.get(kind, MAX_SMALL_PAYLOAD)
+    if len(message) > limit * 4 // 3 + 1024:
+        raise PayloadError(
+            "too_large", f"{len(message)} bytes exceeds the {limit}-byte limit of its kind"
+        )
+    jws = signed_envelope(message)
+    if jws is None:
+        return message, None
+    try:
+        return jws.payload_bytes, jws
+    except ValueError:
+        raise PayloadError("bad_jws", "payload is not base64url") from None
+
+
 def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
     """The item to store, or None for a topic the archive does not keep.
     Raises PayloadError (with a stable code) for a payload that cannot be accepted."""
@@ -79,12 +105,7 @@ def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
         return None
     args = parsed.args
     model: ArchivedModel
-    jws = signed_envelope(payload)
-    if jws is not None:
-        try:
-            payload = jws.payload_bytes
-        except ValueError:
-            raise PayloadError("bad_jws", "payload is not base64url") from None
+    payload, jws = _unwrapped(parsed.kind, payload)
     match parsed.kind:
         case TopicKind.TRIGGER:
             model = decode(TriggerEvent, payload, max_bytes=MAX_SMALL_PAYLOAD)

@@ -131,10 +131,11 @@ def protected_header(kid: str) -> str:
 
 
 def is_signed(message: bytes | bytearray) -> bool:
-    """Whether a message is a JWS rather than a plain payload: its top-level object has
-    a ``signature`` member (no payload has a field of that name). A cheap test on the
-    bytes; ``parse`` decides for good."""
-    return b'"signature"' in message
+    """Whether a message may be a JWS rather than a plain payload: its top-level object
+    has a ``signature`` member (no payload has a field of that name). A cheap test on the
+    bytes, so that plain payloads are not parsed twice: the member's name written out, or
+    any JSON escape that could spell it (``\u0073ignature``); ``parse`` decides for good."""
+    return b'"signature"' in message or b"\\u" in message
 
 
 def parse(message: bytes | bytearray | str) -> Jws:

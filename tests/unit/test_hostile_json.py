@@ -92,3 +92,30 @@ def test_a_link_intake_that_fails_drops_and_acknowledges_the_message() -> None:
     gate._put(message)  # type: ignore[arg-type]
     assert dropped == [message]
     assert gate.filter_failures == 1
+
+
+def test_an_envelope_spelling_signature_with_an_escape_is_still_a_jws() -> None:
+    """JSON may write the member name as "\\u0073ignature"; the envelope test must not
+    take such a message for a plain payload (review finding, low)."""
+    genuine = json.loads(
+        b'{"protected":"eyJhbGciOiJFZERTQSIsImtpZCI6IjRlYmJlODU5ZGU3MjhlNTIiLCJ0eXAiOiJ0'
+        b'cmlnZ2VyLW1lc2granNvbiJ9","payload":"e30","signature":"' + b"A" * 86 + b'"}'
+    )
+    escaped = json.dumps(genuine).replace('"signature"', '"\\u0073ignature"').encode()
+    assert b'"signature"' not in escaped
+    envelope = signed_envelope(escaped)
+    assert envelope is not None
+    assert envelope.kid == "4ebbe859de728e52"
+    with pytest.raises(PayloadError) as refused:
+        Security(trust=TrustStore([])).open(RecordStart, escaped)
+    assert refused.value.code == "unknown_key"  # verified as a JWS, not read as plain
+
+
+def test_the_archive_refuses_an_oversized_ack_before_parsing_it() -> None:
+    from mesh.archive.intake import MAX_SMALL_PAYLOAD, accept
+
+    topics = Topics("t/mesh/v2")
+    huge = b'{"signature":"' + b"A" * (MAX_SMALL_PAYLOAD * 2) + b'"}'
+    with pytest.raises(PayloadError) as refused:
+        accept(topics, topics.ack("gw-1", "bwc-1"), huge)
+    assert refused.value.code == "too_large"

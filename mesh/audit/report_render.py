@@ -524,9 +524,10 @@ def render_html(
     log_name: str,
     generated_at_ns: int,
     limit: int = TIMELINE_LIMIT,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> str:
-    """The page; ``progress`` is told of each activation drawn (they take the time)."""
+    """The page; ``progress`` is told (done, total) of the activations drawn: drawing
+    them is what takes the time."""
     total = len(report.timelines)
     drawn = report.timelines[:limit]
     head = [
@@ -568,8 +569,8 @@ def render_html(
         )
     elif not total:
         body.append("<p>No activation matches.</p>")
-    for t in drawn:
+    for done, t in enumerate(drawn, start=1):
         body.append(_section(t))
         if progress is not None:
-            progress(1)
+            progress(done, len(drawn))
     return "\n".join([*head, *summary, *body, "</body></html>"]) + "\n"

@@ -68,6 +68,7 @@ def report(
         report_json,
     )
     from mesh.audit.report_render import TIMELINE_LIMIT, render_html
+    from mesh.cli.progress import progress
 
     # Only this command loads the report modules (and with them matplotlib).
     from mesh.journal.store import LogError
@@ -91,7 +92,9 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     html_path = out / "report.html"
     now = time.time_ns()
-    html_path.write_text(render_html(result, log_name=str(log), generated_at_ns=now), "utf-8")
+    with progress("audit report", "activations drawn") as report_progress:
+        page = render_html(result, log_name=str(log), generated_at_ns=now, progress=report_progress)
+    html_path.write_text(page, "utf-8")
     document = report_json(result, log_name=str(log), generated_at_ns=now)
     (out / "report.json").write_text(json.dumps(document, indent=1) + "\n", "utf-8")
     for name, columns, rows in (

@@ -276,11 +276,36 @@ PLACES = {
     "not targeted": (UNEXPECTED, "^"),
 }
 FRAME_RADII = 3.0  # the plot shows up to this many radii around the centre
+LABEL_ALL_UP_TO = 20  # more cameras than this: only those that did not start are named
+_NOT_STARTED_PLACES = frozenset(
+    o for o, (colour, _) in PLACES.items() if colour in (NOT_STARTED, PENDING)
+)
 
 
 def range_png(timeline: ActivationTimeline) -> bytes | None:
     figure = range_figure(timeline)
     return None if figure is None else _png(figure)
+
+
+def _placed(
+    timeline: ActivationTimeline, centre: tuple[float, float], frame: float
+) -> tuple[dict[str, list[tuple[str, float, float]]], int, int]:
+    """Cameras by outcome, as (id, east, north) in metres from the centre; how many have no
+    fix, and how many lie beyond ``frame`` metres."""
+    groups: dict[str, list[tuple[str, float, float]]] = {}
+    unplaced = beyond = 0
+    for camera in timeline.considered:
+        if camera.position is None:
+            unplaced += 1
+            continue
+        east, north = local_m(centre, camera.position)
+        if max(abs(east), abs(north)) > frame:
+            beyond += 1
+            continue
+        groups.setdefault(placed_outcome(timeline, camera), []).append(
+            (camera.camera_id, east, north)
+        )
+    return groups, unplaced, beyond
 
 
 def range_figure(timeline: ActivationTimeline) -> Figure | None:
@@ -291,22 +316,11 @@ def range_figure(timeline: ActivationTimeline) -> Figure | None:
     centre, radius = timeline.origin, timeline.radius_m
     if centre is None or radius is None:
         return None
-    groups: dict[str, list[tuple[str, float, float]]] = {}
-    unplaced = beyond = 0
     frame = max(radius, 1.0) * FRAME_RADII
-    reach = max(radius, 1.0)
-    for camera in timeline.considered:
-        if camera.position is None:
-            unplaced += 1
-            continue
-        east, north = local_m(centre, camera.position)
-        if max(abs(east), abs(north)) > frame:
-            beyond += 1
-            continue
-        reach = max(reach, abs(east), abs(north))
-        groups.setdefault(placed_outcome(timeline, camera), []).append(
-            (camera.camera_id, east, north)
-        )
+    groups, unplaced, beyond = _placed(timeline, centre, frame)
+    reach = max(
+        [max(radius, 1.0)] + [max(abs(e), abs(n)) for g in groups.values() for _, e, n in g]
+    )
     figure = _figure(7.5, 5.6)
     ax = figure.add_subplot()
     ax.add_patch(
@@ -327,6 +341,7 @@ def range_figure(timeline: ActivationTimeline) -> Figure | None:
             ls="none",
             label=f"gateway (unit {timeline.unit_id})",
         )
+    crowded = sum(len(points) for points in groups.values()) > LABEL_ALL_UP_TO
     for outcome in sorted(groups, key=lambda o: list(PLACES).index(o) if o in PLACES else 99):
         colour, marker = PLACES.get(outcome, (OTHER, "o"))
         points = groups[outcome]
@@ -341,6 +356,8 @@ def range_figure(timeline: ActivationTimeline) -> Figure | None:
             label=f"{outcome} ({len(points)})",
         )
         for name, east, north in points:
+            if crowded and outcome not in _NOT_STARTED_PLACES:
+                continue  # names on top of each other help nobody
             ax.annotate(
                 name if len(name) <= 14 else name[:13] + "…",
                 (east, north),
@@ -367,6 +384,8 @@ def range_figure(timeline: ActivationTimeline) -> Figure | None:
         notes.append(f"{beyond} beyond {frame:.0f} m")
     if notes:
         title += "\nnot drawn: " + ", ".join(notes) + " (see the targeting reasons)"
+    if crowded:
+        title += "\nnamed: only the expected cameras that did not start (all: cameras.csv)"
     ax.set_title(title, fontsize=9, loc="left")
     ax.legend(
         fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="outcome", title_fontsize=7

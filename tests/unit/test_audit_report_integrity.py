@@ -44,7 +44,7 @@ from mesh.protocol.models import (
     TriggerKind,
     TriggerSummary,
 )
-from mesh.security.keys import key_id
+from mesh.security.keys import key_id, new_gateway_key
 from tests.unit.test_audit_report import MS, T0, _Log
 
 runner = CliRunner()
@@ -312,3 +312,22 @@ def test_no_text_of_the_report_figures_is_clipped(signed_log: Path) -> None:
     assert where is not None
     for figure in (timeline_figure(timeline), where):
         assert _outside(figure) == []
+
+
+def test_pubkey_pins_the_signer_as_verify_does(tmp_path: Path) -> None:
+    ours = new_gateway_key(tmp_path / "ours", "gw-1")
+    other = new_gateway_key(tmp_path / "other", "gw-2")
+    log = tmp_path / "log.db"
+    _write(log, CheckpointSigner.from_file(ours.private))
+    args = ["audit", "report", str(log), "--pubkey"]
+    result = runner.invoke(app, [*args, str(ours.public), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    section = _integrity(json.loads((tmp_path / "a" / "report.json").read_text()))
+    assert (section["verdict"], section["pinned"]) == ("intact", True)
+    result = runner.invoke(app, [*args, str(other.public), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    section = _integrity(json.loads((tmp_path / "b" / "report.json").read_text()))
+    assert section["verdict"] == "tampered"
+    problems = section["problems"]
+    assert isinstance(problems, list)
+    assert problems[0]["problem"] == "wrong_key"

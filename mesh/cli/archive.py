@@ -137,13 +137,16 @@ def migrate(db: DbOpt = None) -> None:
 
     from mesh.archive.db import connect, describe
     from mesh.archive.migrate import migrate as apply
+    from mesh.cli.progress import progress
 
     dsn = _dsn(db)
+    configure_logs("auto", "info")  # on stderr: stdout says what was applied
 
     async def run() -> list[int]:
         conn = await connect(dsn, name="trigger-mesh migrate")
         try:
-            return await apply(conn)
+            with progress("archiver migrate", "migrations") as report:
+                return await apply(conn, report)
         finally:
             await conn.close()
 
@@ -260,6 +263,7 @@ def log_sync(
     """Send the log's records to the central archive (`trigger-mesh archiver`), until the
     archive confirms it holds them all. Exit 0 synced; 1 not confirmed within --timeout
     (the broker or the archive unreachable); 2 not a log."""
+    from mesh.cli.progress import progress
     from mesh.journal.store import LogError
     from mesh.journal.sync import LogSync
     from mesh.ops import logs
@@ -275,7 +279,9 @@ def log_sync(
         )
     except LogError as exc:
         fail(str(exc))
-    result = run_until_signal(sync.sync(timeout_s))
+    with progress("log sync", "records") as report:
+        sync.progress = report
+        result = run_until_signal(sync.sync(timeout_s))
     if result is None:
         raise typer.Exit(130)
     out = console(stderr=True)

@@ -22,6 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from mesh import __version__
 from mesh.decide.activation import AckEffect
+from mesh.decide.admission import REFUSAL_CODES
 from mesh.ops.health import Health, Status
 from mesh.protocol.models import (
     ActivationState,
@@ -229,6 +230,8 @@ _SCALAR_KEYS = {
 # that ``increase(...) > 0`` sees the first event (a series that appears at 6 shows no
 # increase). The key of each value is ``<head>.<value>`` (_LABELLED_HEADS).
 _KNOWN_VALUES: dict[str, tuple[str, ...]] = {
+    # Admission's codes; a signature's (unsigned, bad_signature, …) appear at their first.
+    "triggers_refused": REFUSAL_CODES,
     "activations_finished": tuple(sorted(_FINISHED_STATES)),
     "missed_cameras": tuple(r.value for r in EscalationReason),
     "acks": (

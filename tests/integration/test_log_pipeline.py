@@ -88,12 +88,12 @@ def run_console(
 def records(text: str, *, prefixed: bool) -> list[dict[str, Any]]:
     out = []
     for line in text.splitlines():
-        priority = None
+        priority, body = None, line
         if prefixed:
             found = re.fullmatch(r"<([0-7])>(\{.*\})", line)
             assert found, f"not a <N>-prefixed JSON line: {line!r}"
-            priority, line = int(found.group(1)), found.group(2)
-        record = json.loads(line)  # raises on a line that is not JSON
+            priority, body = int(found.group(1)), found.group(2)
+        record = json.loads(body)  # raises on a line that is not JSON
         assert isinstance(record, dict), line
         assert {"event", "logger", "level", "timestamp"} <= set(record), line
         if prefixed:

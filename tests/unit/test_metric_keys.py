@@ -14,6 +14,7 @@ import pytest
 
 from bridge.topics import TopicKind
 from mesh.decide.activation import AckEffect
+from mesh.decide.admission import REFUSAL_CODES
 from mesh.ops.metrics import console_family, gateway_family
 from mesh.protocol.models import (
     ActivationState,
@@ -132,3 +133,18 @@ def test_every_console_counter_key_has_a_family() -> None:
 def test_an_unknown_key_has_no_family(key: str) -> None:
     assert gateway_family(key) is None
     assert console_family(key) is None
+
+
+def test_admission_refusal_codes_are_all_listed() -> None:
+    """``triggers_refused`` shows REFUSAL_CODES at 0 from the start: they must be all of
+    admission's codes."""
+    tree = ast.parse((REPO / "mesh/decide/admission.py").read_text())
+    used = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "Refused"
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert used == set(REFUSAL_CODES)

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import structlog
 import typer
 import yaml
 
@@ -665,10 +666,12 @@ def dispatch(
                 )
             except OSError as exc:
                 _fail(f"cannot serve on {host}:{port}: {exc.strerror}")
-            _console(stderr=True).print(
-                f"dispatch console on http://{host}:{server.port}/ (broker {url}, prefix "
-                f"{prefix}); Ctrl-C to stop",
-                highlight=False,
+            # A log record, not a print: stderr holds one format (docs/observability.md).
+            structlog.get_logger("mesh.console").info(
+                "dispatch console serving",
+                url=f"http://{host}:{server.port}/",
+                broker=str(url),
+                prefix=prefix,
             )
             await server.run()
 

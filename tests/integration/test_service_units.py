@@ -58,8 +58,8 @@ def _service_section(unit: Path) -> dict[str, list[str]]:
     """Key -> every value of [Service] (a key may repeat, like LoadCredential)."""
     found: dict[str, list[str]] = {}
     section = ""
-    for line in unit.read_text().splitlines():
-        line = line.strip()
+    for raw in unit.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
@@ -107,7 +107,8 @@ def test_the_unit_keeps_its_hardening(name: str) -> None:
         assert service.get(key) == [value], f"{name}: {key}={service.get(key)}"
     assert service["RestrictAddressFamilies"] == [FAMILIES[name]]
     user = service["User"][0]
-    assert user.startswith("trigger-mesh") and service["Group"] == [user], name
+    assert user.startswith("trigger-mesh"), name
+    assert service["Group"] == [user], name
     assert service["ExecStart"][0].startswith(INSTALLED_AT + " ")
     assert "--log-format json" in service["ExecStart"][0]
 

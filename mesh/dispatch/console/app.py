@@ -58,13 +58,12 @@ _WARN_EVERY_S = 10.0
 
 def page_headers(tiles_origin: str | None) -> dict[str, str]:
     """The page's headers. It may not be framed by another site (a framed "Start cameras"
-    button could be clicked through a decoy), and it loads nothing from elsewhere but the
-    tiles of the agency's own tile server, when one is configured."""
+    button could be clicked through a decoy), and it takes images from nowhere else but the
+    agency's own tile server, when one is configured."""
     images = "'self' data:" + ("" if tiles_origin is None else f" {tiles_origin}")
-    policy = (
-        f"default-src 'self'; img-src {images}; object-src 'none'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'"
-    )
+    # No default-src: browser automation (Playwright's polling) evaluates strings in the
+    # page, which a script-src without 'unsafe-eval' would refuse.
+    policy = f"img-src {images}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
     # No HSTS under TLS: it would bind every port of the host name to HTTPS, not only ours.
     return {
         "Cache-Control": "no-store",

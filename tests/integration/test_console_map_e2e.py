@@ -227,3 +227,15 @@ async def test_without_a_tile_server_nothing_is_fetched_from_elsewhere(
             assert hosts == {base}, hosts
         finally:
             await browser.close()
+
+
+def test_a_bad_tile_template_stops_the_console_at_start(tmp_path: Path) -> None:
+    from tests.integration.test_cli import run
+
+    users = tmp_path / "users.yaml"
+    add_user(users, "alice", Role.DISPATCHER, "alice-pass")
+    result = run(
+        "dispatch", "--users", str(users), "--port", "0", "--map-tiles", "https://t.example/{z}"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --map-tiles 'https://t.example/{z}': missing {x}, {y}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openapi_schema_validator import validate as validate_instance
 
 from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.topics import Topics
@@ -41,6 +42,11 @@ def _fetch(url: str, context: ssl.SSLContext, *, login: bool = False) -> Any:
     request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=5, context=context) as response:
         return json.loads(response.read())
+
+
+def _schema(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """A component schema, with the components beside it for its $refs."""
+    return {**document["components"]["schemas"][name], "components": document["components"]}
 
 
 def _wait_for_healthz(base: str, context: ssl.SSLContext, proc: subprocess.Popen[str]) -> None:
@@ -87,9 +93,15 @@ async def test_the_console_serves_https_with_the_given_certificate(
         # Verified against the private CA, for its IP address.
         state = _fetch(base + "/api/state", trusted, login=True)
         assert (state["user"], state["role"]) == ("alice", "dispatcher")
-        # The served API document is the committed one (`make schema` writes it).
+        # The served API document is the committed one (`make schema` writes it), and
+        # what the console answers is what it documents.
         served = _fetch(base + "/openapi.json", trusted)
         assert served == json.loads(COMMITTED_OPENAPI.read_text()), "run `make schema`"
+        validate_instance(state, _schema(served, "State"))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _fetch(base + "/api/state", trusted)
+        assert refused.value.code == 401
+        validate_instance(json.loads(refused.value.read()), _schema(served, "Error"))
         # A client that does not trust the CA refuses the certificate: it is the one served.
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             _fetch(base + "/healthz", ssl.create_default_context())

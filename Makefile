@@ -84,12 +84,13 @@ SMOKE_ARGS ?=
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/smoke.py $(SMOKE_ARGS)
 
-# The JSON Schemas of every payload and the AsyncAPI document (docs/protocol.md); the
-# tests fail while the committed files differ from what these write.
+# The JSON Schemas of every payload, the AsyncAPI document (docs/protocol.md) and the
+# console's OpenAPI document; the tests fail while the committed files differ from these.
 schema: $(STAMP)
 	$(BIN)/trigger-mesh schema --out docs/schemas
 	$(BIN)/trigger-mesh asyncapi --out docs/asyncapi.yaml
 	$(BIN)/trigger-mesh vectors --out docs/vectors
+	$(BIN)/trigger-mesh console-openapi --out docs/console-openapi.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info tools/asyncapi/node_modules \

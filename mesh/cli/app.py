@@ -605,6 +605,7 @@ def tail(
 
 # --- dispatch console -----------------------------------------------------------------------
 ENV_PASSWORD = "TRIGGER_MESH_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+ENV_TLS_KEY_PASSWORD = "TRIGGER_MESH_TLS_KEY_PASSWORD"  # noqa: S105 (likewise)
 UsersOpt = Annotated[Path, typer.Option("--users", help="Users file (dispatch-user writes it)")]
 
 
@@ -636,16 +637,58 @@ def dispatch(
             "--camera-expiry", min=1, help="Seconds unheard after which a camera is dropped"
         ),
     ] = 86_400.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Serve HTTPS with this PEM certificate (chain)"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The PEM private key of --tls-cert")
+    ] = None,
+    tls_key_password: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-key-password",
+            envvar=ENV_TLS_KEY_PASSWORD,
+            help=f"The password of an encrypted --tls-key (better: env {ENV_TLS_KEY_PASSWORD})",
+        ),
+    ] = None,
+    map_tiles: Annotated[
+        str | None,
+        typer.Option(
+            "--map-tiles",
+            help="Basemap tile URL template of your own tile server, "
+            "https://tiles.example/{z}/{x}/{y}.png (default: no basemap, nothing fetched)",
+        ),
+    ] = None,
+    map_attribution: Annotated[
+        str, typer.Option("--map-attribution", help="Credit shown on the basemap")
+    ] = "",
 ) -> None:
     """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
     from mesh.dispatch.console.auth import Users
     from mesh.dispatch.console.server import ConsoleServer
     from mesh.dispatch.console.state import CameraLimits
+    from mesh.dispatch.console.tiles import tile_origin
+    from mesh.dispatch.console.tls import TlsError, TlsFiles, check_tls
 
     try:
         known = Users.load(users)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
+    tls = None
+    if (tls_cert is None) != (tls_key is None):
+        _fail("give both --tls-cert and --tls-key, or neither")
+    if tls_cert is not None and tls_key is not None:
+        tls = TlsFiles(tls_cert, tls_key, tls_key_password)
+        try:
+            check_tls(tls)
+        except TlsError as exc:
+            _fail(str(exc))
+    if map_tiles is not None:
+        try:
+            tile_origin(map_tiles)
+        except ValueError as exc:
+            _fail(str(exc))
     signer = load_signer(signing_key)
     _configure_logs(log_format, log_level)
     topics = _topics(prefix)
@@ -663,13 +706,16 @@ def dispatch(
                     signer=signer,
                     allowed_origins=tuple(allowed_origin or ()),
                     camera_limits=CameraLimits(max_cameras, camera_expiry),
+                    tls=tls,
+                    map_tiles=map_tiles,
+                    map_attribution=map_attribution,
                 )
             except OSError as exc:
                 _fail(f"cannot serve on {host}:{port}: {exc.strerror}")
             # A log record, not a print: stderr holds one format (docs/observability.md).
             structlog.get_logger("mesh.console").info(
                 "dispatch console serving",
-                url=f"http://{host}:{server.port}/",
+                url=f"{server.scheme}://{host}:{server.port}/",
                 broker=str(url),
                 prefix=prefix,
             )
@@ -1046,6 +1092,17 @@ def schema(
 
     for path in [*write_schemas(out), write_trust_store_schema(out)]:
         _console().print(str(path), highlight=False)
+
+
+@app.command("console-openapi")
+def console_openapi(
+    out: Annotated[Path, typer.Option("--out", help="The file to write (JSON)")],
+) -> None:
+    """Write the OpenAPI 3.1 document of the dispatch console's HTTP API
+    (docs/console-openapi.json; the console serves it at /openapi.json)."""
+    from mesh.dispatch.console.openapi import write_openapi
+
+    _console().print(str(write_openapi(out)), highlight=False)
 
 
 @app.command()

@@ -26,6 +26,7 @@ from mesh.cli.common import (
     topic_schema,
 )
 from mesh.cli.integrity import AllProblemsOpt, PubkeyOpt, exit_for, load_pubkey, show_report
+from mesh.extras import require
 
 if TYPE_CHECKING:
     from mesh.archive.store import StoredConflict
@@ -96,6 +97,8 @@ def archiver(
 ) -> None:
     """Run an archiver: archived topics in (over a shared subscription, so several split
     the load), PostgreSQL out. The schema is migrated at start."""
+    # Runs before every subcommand too: each of them talks to PostgreSQL.
+    require("archive", "trigger-mesh archiver")
     if ctx.invoked_subcommand is not None:
         return
     from mesh.archive.archiver import Archiver, ArchiverSettings, default_archiver_id

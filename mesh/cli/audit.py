@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from mesh.cli.common import EXIT_USAGE, console, fail
+from mesh.extras import require
 
 T = TypeVar("T")
 
@@ -43,6 +44,7 @@ def report(
     ] = None,
 ) -> None:
     """Write an HTML report (timelines, summary) and CSV files for an activation log."""
+    require("report", "trigger-mesh audit report")
     import csv
     import sqlite3
     import time

@@ -19,7 +19,7 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, conformance, integrity, replay
+from mesh.cli import audit, broker, conformance, files, integrity, replay
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -96,6 +96,7 @@ def _register_groups() -> None:
     audit_app.command("prune")(integrity.prune)
     audit_app.command("replay")(replay.replay)
     app.command("broker-config")(broker.broker_config)  # docs/broker.md
+    app.command("files")(files.files)  # shipped configs, units, schemas (docs/install.md)
     app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
     conformance_app.command("camera")(conformance.camera)
     conformance_app.command("gateway")(conformance.gateway)

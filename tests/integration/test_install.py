@@ -72,6 +72,18 @@ def core(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
+@pytest.fixture(scope="module")
+def demo(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with what `make demo` installs: the wheel with `[demo]` only."""
+    venv = tmp_path_factory.mktemp("demo") / "venv"
+    made = _run([sys.executable, "-m", "venv", str(venv)], venv.parent)
+    assert made.returncode == 0, made.stderr
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    installed = _run([*pip, "-c", str(REPO / "constraints.txt"), f"{wheel}[demo]"], venv.parent)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return venv / "bin"
+
+
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     # Not the repository: `python -c` there would import mesh from the working tree.
@@ -272,3 +284,17 @@ def test_the_gateway_modules_import_no_optional_package(work: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_the_demo_runs_on_its_extra_alone(demo: Path, work: Path) -> None:
+    probe = (
+        "import importlib.util, json\n"
+        f"print(json.dumps([m for m in {OPTIONAL_MODULES!r} if importlib.util.find_spec(m)]))"
+    )
+    found = _run([str(demo / "python"), "-c", probe], work)
+    assert sorted(json.loads(found.stdout)) == sorted(module for _, module in EXTRAS["demo"]), (
+        found.stderr
+    )  # no console, archive or report package came with it
+    result = _run([str(demo / "trigger-mesh"), "demo", "--json"], work, timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["ok"] is True

@@ -37,6 +37,9 @@ SHIPPED = (
     Shipped("asyncapi", "asyncapi.yaml", "the AsyncAPI 3.0 document of the protocol"),
 )
 NAMES = tuple(s.name for s in SHIPPED)
+# Made by `keys new-sensor` beside the example configs and kept out of git: sensor keys are
+# never shipped nor listed (pyproject.toml excludes them from the wheel too).
+PRIVATE = frozenset({"keystore.yaml"})
 # Far above what is shipped: a bound on the walk, should a link ever point somewhere wide.
 MAX_FILES = 1000
 
@@ -57,13 +60,14 @@ def listing(name: str) -> list[tuple[str, Traversable]]:
     ``configs/can/patrol.yaml``, ``asyncapi.yaml``."""
     item = shipped(name)
     root = files(__name__) / item.entry
-    found = sorted(_walk(root, item.entry), key=lambda pair: pair[0])
+    found = sorted(walk(root, item.entry), key=lambda pair: pair[0])
     if not found:  # a broken link or a package built without its data
         raise FilesError(f"{name}: nothing found at {root} (a package built without its data?)")
     return found
 
 
-def _walk(node: Traversable, relative: str) -> Iterator[tuple[str, Traversable]]:
+def walk(node: Traversable, relative: str) -> Iterator[tuple[str, Traversable]]:
+    """Every file under ``node`` but the private ones, at most MAX_FILES."""
     stack = [(node, relative)]
     count = 0
     while stack:
@@ -77,7 +81,7 @@ def _walk(node: Traversable, relative: str) -> Iterator[tuple[str, Traversable]]
             stack += [
                 (child, f"{rel}/{child.name}")
                 for child in current.iterdir()
-                if child.name != "__pycache__"
+                if child.name != "__pycache__" and child.name not in PRIVATE
             ]
 
 

@@ -22,6 +22,7 @@ from bridge.mqtt.embedded import MosquittoProcess
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.extras import EXIT_MISSING_EXTRA, EXTRAS
+from mesh.files import PRIVATE
 from mesh.protocol.models import ActivationRecord
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ OPTIONAL_MODULES = sorted({module for packages in EXTRAS.values() for _, module 
 # The repository's file → where the wheel carries it.
 SHIPPED = [
     *((p, f"mesh/files/configs/{p.relative_to(REPO / 'configs').as_posix()}")
-      for p in (REPO / "configs").rglob("*.yaml")),
+      for p in (REPO / "configs").rglob("*.yaml") if p.name not in PRIVATE),
     *((p, f"mesh/files/systemd/{p.name}") for p in (REPO / "deploy" / "systemd").iterdir()),
     *((p, f"mesh/files/schemas/{p.name}") for p in (REPO / "docs" / "schemas").glob("*.json")),
     (REPO / "docs" / "asyncapi.yaml", "mesh/files/asyncapi.yaml"),

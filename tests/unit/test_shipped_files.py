@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.files import NAMES, FilesError, copy_out, listing
+from mesh.files import MAX_FILES, NAMES, PRIVATE, FilesError, copy_out, listing, walk
 
 REPO = Path(__file__).resolve().parents[2]
 # Where each shipped name's files come from in the repository.
@@ -25,7 +25,7 @@ def _repo_files(name: str) -> dict[str, bytes]:
     return {
         f"{prefix}/{p.relative_to(root).as_posix()}": p.read_bytes()
         for p in root.rglob("*")
-        if p.is_file()
+        if p.is_file() and p.name not in PRIVATE
     }
 
 
@@ -60,3 +60,21 @@ def test_copy_out_writes_every_file_and_refuses_to_overwrite(tmp_path: Path) -> 
 def test_an_unknown_name_is_an_error_listing_the_names() -> None:
     with pytest.raises(FilesError, match="no shipped files named 'units': configs, systemd"):
         listing("units")
+
+
+def test_a_sensor_keystore_beside_the_configs_is_never_listed(tmp_path: Path) -> None:
+    (tmp_path / "can").mkdir()
+    (tmp_path / "gateway.yaml").write_text("unit: car-1\n")
+    (tmp_path / "keystore.yaml").write_text("sensors: {}\n")
+    (tmp_path / "can" / "rules.yaml").write_text("rules: []\n")
+    assert sorted(rel for rel, _ in walk(tmp_path, "configs")) == [
+        "configs/can/rules.yaml",
+        "configs/gateway.yaml",
+    ]
+
+
+def test_the_walk_is_bounded(tmp_path: Path) -> None:
+    for i in range(MAX_FILES + 1):
+        (tmp_path / f"{i}.yaml").write_text("")
+    with pytest.raises(FilesError, match=f"more than {MAX_FILES} files under configs"):
+        list(walk(tmp_path, "configs"))

@@ -97,10 +97,9 @@ def archiver(
 ) -> None:
     """Run an archiver: archived topics in (over a shared subscription, so several split
     the load), PostgreSQL out. The schema is migrated at start."""
-    # Runs before every subcommand too: each of them talks to PostgreSQL.
-    require("archive", "trigger-mesh archiver")
     if ctx.invoked_subcommand is not None:
         return
+    require("archive", "trigger-mesh archiver")
     from mesh.archive.archiver import Archiver, ArchiverSettings, default_archiver_id
 
     dsn = _dsn(db)
@@ -134,6 +133,7 @@ def archiver(
 @archiver_app.command("migrate")
 def migrate(db: DbOpt = None) -> None:
     """Bring the archive's schema up to date (the archiver does this at start too)."""
+    require("archive", "trigger-mesh archiver migrate")
     import asyncio
 
     import psycopg
@@ -176,6 +176,7 @@ def verify(
     records (the first is named); 3: intact but its tail is unsigned; 2: no such log, or
     the database unreachable.
     """
+    require("archive", "trigger-mesh archiver verify")
     import asyncio
 
     import psycopg

@@ -14,6 +14,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,11 +115,30 @@ def test_the_core_install_holds_no_optional_package(core: Path, work: Path) -> N
     assert where.stdout.startswith(str(core.parent)), where.stdout
 
 
-def test_help_works_on_the_core(core: Path, work: Path) -> None:
-    for args in (["--help"], ["gateway", "--help"], ["audit", "--help"], ["files", "--help"]):
-        result = _run([str(core / "trigger-mesh"), *args], work)
-        assert result.returncode == 0, (args, result.stdout + result.stderr)
-        assert "Usage" in result.stdout
+def _commands() -> list[list[str]]:
+    """Every command and subcommand of the CLI, as the words that name it."""
+    import typer
+
+    from mesh.cli.app import app
+
+    def walk(command: Any, path: list[str]) -> list[list[str]]:
+        found = [path]
+        # A group has .commands (typer carries its own copy of click: no isinstance here).
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+def test_every_command_s_help_works_on_the_core(core: Path, work: Path) -> None:
+    commands = _commands()
+    assert ["gateway"] in commands
+    assert ["archiver", "migrate"] in commands
+    for words in commands:
+        result = _run([str(core / "trigger-mesh"), *words, "--help"], work, timeout=60)
+        assert result.returncode == 0, (words, result.stdout + result.stderr)
+        assert "Usage" in result.stdout, words
 
 
 @pytest.mark.parametrize(
@@ -128,7 +148,13 @@ def test_help_works_on_the_core(core: Path, work: Path) -> None:
         (["can-diff", "a.log", "--split-at", "1"], "python-can", "can"),
         (["audit", "report", "car.db", "--out", "report"], "matplotlib", "report"),
         (["dispatch", "--users", "users.yaml"], "starlette", "console"),
+        (["archiver", "--db", "postgresql://127.0.0.1/test"], "psycopg", "archive"),
         (["archiver", "migrate", "--db", "postgresql://127.0.0.1/test"], "psycopg", "archive"),
+        (
+            ["archiver", "verify", "--log-id", "x", "--db", "postgresql://127.0.0.1/t"],
+            "psycopg",
+            "archive",
+        ),
         (["demo"], "bleak", "demo"),
     ],
 )

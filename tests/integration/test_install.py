@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,9 +54,17 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy: setuptools keeps what it once copied in the tree's build/, which
+    # would hide a file the package data no longer names.
+    source = tmp_path_factory.mktemp("source") / "trigger-mesh"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv*", "build", "*.egg-info", "node_modules", "__pycache__", ".*_cache",
+        ".hypothesis", "var",
+    )  # fmt: skip
+    shutil.copytree(REPO, source, symlinks=True, ignore=skip)
     out = tmp_path_factory.mktemp("wheel")
     built = _run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(out)], out
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-w", str(out)], out
     )
     assert built.returncode == 0, built.stdout + built.stderr
     (found,) = out.glob("trigger_mesh-*.whl")

@@ -20,7 +20,7 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, conformance, integrity, replay
+from mesh.cli import audit, broker, conformance, files, integrity, replay
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -48,6 +48,7 @@ from mesh.cli.common import topic_schema as _topics
 from mesh.cli.keys import keys_app
 from mesh.config import load_camera_config, load_gateway_config
 from mesh.documents import ConfigError
+from mesh.extras import EXIT_MISSING_EXTRA, MissingExtra, require
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
 from mesh.protocol.models import (
@@ -96,13 +97,19 @@ def _register_groups() -> None:
     audit_app.command("prune")(integrity.prune)
     audit_app.command("replay")(replay.replay)
     app.command("broker-config")(broker.broker_config)  # docs/broker.md
+    app.command("files")(files.files)  # shipped configs, units, schemas (docs/install.md)
     app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
     conformance_app.command("camera")(conformance.camera)
     conformance_app.command("gateway")(conformance.gateway)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except MissingExtra as exc:
+        # An optional part left out of the install is no bug: one line, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_MISSING_EXTRA) from None
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -121,6 +128,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run the whole mesh on this machine: broker, gateway, 20 cameras, a scripted scenario."""
+    require("demo", "trigger-mesh demo")
     from mesh.sim.demo import run_demo
 
     logs.configure("console", "warning")
@@ -665,6 +673,7 @@ def dispatch(
     ] = "",
 ) -> None:
     """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
+    require("console", "trigger-mesh dispatch")
     from mesh.dispatch.console.auth import Users
     from mesh.dispatch.console.server import ConsoleServer
     from mesh.dispatch.console.state import CameraLimits
@@ -784,6 +793,7 @@ def ble_sensor(
     battery: Annotated[int, typer.Option("--battery", min=0, max=100)] = 90,
 ) -> None:
     """Advertise one sensor event like a real sensor: counter + 1, repeated for a while."""
+    require("ble", "trigger-mesh ble-sensor")
     from triggers.ble.format import SensorEvent
     from triggers.ble.keystore import KeystoreError, SensorKeyFile, kind_from_name
 
@@ -833,6 +843,7 @@ def ble_radio(
 ) -> None:
     """A virtual BLE radio for several processes: N controllers on one virtual link, each
     an HCI transport on TCP (connect gateways and sensors with tcp-client:HOST:PORT)."""
+    require("ble", "trigger-mesh ble-radio")
     from triggers.ble.virtual import serve_radio
 
     _configure_logs("console", "warning")
@@ -879,6 +890,7 @@ def can_replay(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per trigger")] = False,
 ) -> None:
     """Run a recorded drive through the rules: which triggers fire, at which log time."""
+    require("can", "trigger-mesh can-replay")
     from triggers.can.engine import Fired
     from triggers.can.factory import build_engine
     from triggers.can.replay import replay
@@ -961,6 +973,7 @@ def vehicle_sim(
 ) -> None:
     """Play a vehicle: DBC messages at their cycle times following a scenario, mixed with
     background traffic, onto a CAN bus or into a capture file."""
+    require("can", "trigger-mesh vehicle-sim")
     from triggers.can.factory import load_databases
     from triggers.can.rules import RulesError
     from triggers.can.simulator import (
@@ -1017,6 +1030,7 @@ def can_diff(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Find raw-bit rule candidates: bits constant at rest that change with the event."""
+    require("can", "trigger-mesh can-diff")
     import can
 
     from triggers.can.diff import find_candidates, split

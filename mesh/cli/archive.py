@@ -26,6 +26,7 @@ from mesh.cli.common import (
     topic_schema,
 )
 from mesh.cli.integrity import AllProblemsOpt, PubkeyOpt, exit_for, load_pubkey, show_report
+from mesh.extras import require
 
 if TYPE_CHECKING:
     from mesh.archive.store import StoredConflict
@@ -98,6 +99,7 @@ def archiver(
     the load), PostgreSQL out. The schema is migrated at start."""
     if ctx.invoked_subcommand is not None:
         return
+    require("archive", "trigger-mesh archiver")
     from mesh.archive.archiver import Archiver, ArchiverSettings, default_archiver_id
 
     dsn = _dsn(db)
@@ -131,6 +133,7 @@ def archiver(
 @archiver_app.command("migrate")
 def migrate(db: DbOpt = None) -> None:
     """Bring the archive's schema up to date (the archiver does this at start too)."""
+    require("archive", "trigger-mesh archiver migrate")
     import asyncio
 
     import psycopg
@@ -176,6 +179,7 @@ def verify(
     records (the first is named); 3: intact but its tail is unsigned; 2: no such log, or
     the database unreachable.
     """
+    require("archive", "trigger-mesh archiver verify")
     import asyncio
 
     import psycopg

@@ -10,6 +10,7 @@ import typer
 
 from mesh.cli.common import EXIT_USAGE, console, fail
 from mesh.cli.integrity import PubkeyOpt, load_pubkey
+from mesh.extras import require
 
 T = TypeVar("T")
 
@@ -50,6 +51,7 @@ def report(
 ) -> None:
     """Write an HTML report (integrity, summary, timelines, range plots), report.json and
     CSV files for an activation log."""
+    require("report", "trigger-mesh audit report")
     import csv
     import json
     import sqlite3

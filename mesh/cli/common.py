@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from bridge.mqtt.client import ProtocolChoice
-from bridge.mqtt.embedded import EmbeddedBroker
+from bridge.mqtt.embedded import EmbeddedBroker, find_mosquitto
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
+from mesh.extras import require
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap_later
 
@@ -110,6 +111,8 @@ async def broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoic
     if value != "embedded":
         yield broker_url(value), "auto"
         return
+    if find_mosquitto() is None:  # then amqtt, in this process
+        require("broker", "--broker embedded without mosquitto")
     async with EmbeddedBroker() as broker:
         console(stderr=True).print(f"embedded {broker.kind} broker listening on {broker.url}")
         yield broker.url, "3.1.1" if broker.kind == "amqtt" else "auto"

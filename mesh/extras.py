@@ -3,8 +3,7 @@
 The core (what the in-car gateway runs on) imports none of the packages below. Code that
 needs one calls :func:`require` with its extra before importing the module that uses it,
 so a missing package is one clear error naming the extra instead of a ModuleNotFoundError
-deep in an import chain. The check finds packages without importing them: requiring
-``ble`` does not load bumble into a gateway that scans through BlueZ.
+deep in an import chain. The check finds packages without importing them.
 """
 
 from __future__ import annotations
@@ -17,12 +16,17 @@ EXIT_MISSING_EXTRA = 69
 
 # extra → (distribution, top-level module) of each package it adds. tests/unit checks this
 # table against pyproject.toml's [project.optional-dependencies].
-_BLE = (("bleak", "bleak"), ("bumble", "bumble"))
+# ble: BlueZ through bleak. bumble: an HCI controller bumble opens itself, and the virtual
+# radio; its scanner is a bleak backend, so it needs bleak too (bumble first: the package a
+# `[ble]` install lacks is the one named).
+_BLE = (("bleak", "bleak"),)
+_BUMBLE = (("bumble", "bumble"), *_BLE)
 # msgpack: python-can imports it only when a udp_multicast bus is opened.
 _CAN = (("python-can", "can"), ("cantools", "cantools"), ("msgpack", "msgpack"))
 _BROKER = (("amqtt", "amqtt"),)
 EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "ble": _BLE,
+    "bumble": _BUMBLE,
     "can": _CAN,
     "console": (("starlette", "starlette"), ("uvicorn", "uvicorn")),
     "archive": (("psycopg", "psycopg"),),
@@ -30,7 +34,7 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     # `--broker embedded` where mosquitto is not installed: amqtt, in the process.
     "broker": _BROKER,
     # The demo's virtual radio and CAN bus, and its embedded broker.
-    "demo": (*_BLE, *_CAN, *_BROKER),
+    "demo": (*_BUMBLE, *_CAN, *_BROKER),
 }
 
 

@@ -793,7 +793,7 @@ def ble_sensor(
     battery: Annotated[int, typer.Option("--battery", min=0, max=100)] = 90,
 ) -> None:
     """Advertise one sensor event like a real sensor: counter + 1, repeated for a while."""
-    require("ble", "trigger-mesh ble-sensor")
+    require("bumble", "trigger-mesh ble-sensor")
     from triggers.ble.format import SensorEvent
     from triggers.ble.keystore import KeystoreError, SensorKeyFile, kind_from_name
 
@@ -843,7 +843,7 @@ def ble_radio(
 ) -> None:
     """A virtual BLE radio for several processes: N controllers on one virtual link, each
     an HCI transport on TCP (connect gateways and sensors with tcp-client:HOST:PORT)."""
-    require("ble", "trigger-mesh ble-radio")
+    require("bumble", "trigger-mesh ble-radio")
     from triggers.ble.virtual import serve_radio
 
     _configure_logs("console", "warning")

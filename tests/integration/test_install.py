@@ -153,7 +153,12 @@ def test_every_command_s_help_works_on_the_core(core: Path, work: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "package", "extra"),
     [
-        (["ble-radio"], "bleak", "ble"),
+        (["ble-radio"], "bumble", "bumble"),
+        (
+            ["ble-sensor", "--key-file", "k.json", "--event", "draw", "--transport", "usb:0"],
+            "bumble",
+            "bumble",
+        ),
         (["can-diff", "a.log", "--split-at", "1"], "python-can", "can"),
         (["audit", "report", "car.db", "--out", "report"], "matplotlib", "report"),
         (["dispatch", "--users", "users.yaml"], "starlette", "console"),
@@ -164,7 +169,7 @@ def test_every_command_s_help_works_on_the_core(core: Path, work: Path) -> None:
             "psycopg",
             "archive",
         ),
-        (["demo"], "bleak", "demo"),
+        (["demo"], "bumble", "demo"),
     ],
 )
 def test_a_command_without_its_extra_says_which_in_one_line(
@@ -189,30 +194,54 @@ def test_files_come_out_of_the_installed_package(core: Path, work: Path) -> None
     assert "configs/can/ford-police-interceptor.yaml" in listed.stdout
 
 
-def test_a_gateway_config_with_can_names_the_extra(
-    core: Path, work: Path, mosquitto: MosquittoProcess
+@pytest.mark.parametrize(
+    ("config", "needs", "extra"),
+    [
+        ("gateway-can.yaml", "can: needs python-can", "can"),
+        # backend: bumble (an HCI controller, here the virtual radio): bumble, not [ble].
+        ("gateway-ble.yaml", "ble: backend bumble needs bumble", "bumble"),
+        # The same config through BlueZ needs bleak only: [ble].
+        ("gateway-bluez.yaml", "ble: backend bluez needs bleak", "ble"),
+    ],
+)
+def test_a_gateway_config_names_the_extra_of_its_sources(
+    core: Path, work: Path, mosquitto: MosquittoProcess, config: str, needs: str, extra: str
 ) -> None:
-    # The example config as a user gets it out of the package.
+    # The example configs as a user gets them out of the package.
     copied = _run([str(core / "trigger-mesh"), "files", "configs", "--out", str(work)], work)
     assert copied.returncode == 0, copied.stderr
     configs = work / "configs"
     (configs / "var").mkdir()
+    ble = (configs / "gateway-ble.yaml").read_text()
+    assert "  backend: bumble\n" in ble
+    (configs / "gateway-bluez.yaml").write_text(
+        ble.replace("  backend: bumble\n", "  backend: bluez\n")
+    )
     result = _run(
-        [
-            str(core / "trigger-mesh"),
-            "gateway",
-            "--config",
-            "gateway-can.yaml",
-            "--broker",
-            str(mosquitto.url),
-        ],
+        [str(core / "trigger-mesh"), "gateway", "--config", config, "--broker", str(mosquitto.url)],
         configs,
         timeout=60,
     )
     assert result.returncode == EXIT_MISSING_EXTRA, result.stdout + result.stderr
     (line,) = result.stderr.splitlines()
-    assert "gateway-can.yaml: can: needs python-can" in line
-    assert "pip install 'trigger-mesh[can]'" in line
+    assert f"{config}: {needs}" in line
+    assert line.endswith(f"pip install 'trigger-mesh[{extra}]'"), line
+
+
+def test_the_ble_extra_brings_bleak_without_bumble(core: Path, work: Path, wheel: Path) -> None:
+    # What pip would add to the core for `[ble,can]`: resolved, nothing installed (the core
+    # venv is shared by the other tests). `[bumble]`'s content: the demo venv's test.
+    result = _run(
+        [
+            str(core / "python"), "-m", "pip", "install", "--dry-run", "--quiet", "--report",
+            "-", "-c", str(REPO / "constraints.txt"), f"{wheel}[ble,can]",
+        ],
+        work,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    added = {item["metadata"]["name"].lower() for item in json.loads(result.stdout)["install"]}
+    assert {"bleak", "python-can", "cantools", "msgpack"} <= added
+    assert not added & {"bumble", "prompt-toolkit", "wcwidth", "pyusb", "pyserial"}, added
 
 
 async def _until_online(url: BrokerUrl, topics: Topics, gateway: str, cameras: int) -> None:

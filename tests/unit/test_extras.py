@@ -48,13 +48,27 @@ def test_a_missing_package_names_itself_the_extra_and_the_command(
     # None in sys.modules is how the import system marks a module as not importable.
     monkeypatch.setitem(sys.modules, "bumble", None)
     with pytest.raises(MissingExtra) as caught:
-        require("ble", "trigger-mesh ble-radio")
+        require("bumble", "trigger-mesh ble-radio")
     assert caught.value.package == "bumble"
-    assert caught.value.extra == "ble"
+    assert caught.value.extra == "bumble"
     assert str(caught.value) == (
         "trigger-mesh ble-radio needs bumble, which is not installed: "
-        "pip install 'trigger-mesh[ble]'"
+        "pip install 'trigger-mesh[bumble]'"
     )
+
+
+def test_ble_is_bleak_alone_and_bumble_adds_the_hci_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A `[ble]` install (BlueZ): bleak without bumble.
+    monkeypatch.setitem(sys.modules, "bumble", None)
+    assert missing("ble") is None
+    assert missing("bumble") == "bumble"
+    assert missing("demo") == "bumble"
+
+
+def test_bumble_needs_bleak_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bumble's scanner is a bleak backend (triggers/ble/bumble_backend.py).
+    monkeypatch.setitem(sys.modules, "bleak", None)
+    assert missing("bumble") == "bleak"
 
 
 def test_the_first_missing_package_of_an_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

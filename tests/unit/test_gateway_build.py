@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from bridge.topics import Topics
 from mesh.config import load_gateway_config
 from mesh.decide.policy import Policy
 from mesh.documents import ConfigError
-from mesh.gateway.build import Overrides, build_gateway, config_in_code
+from mesh.extras import MissingExtra
+from mesh.gateway.build import Overrides, build_gateway, config_in_code, trigger_sources
 from mesh.protocol.models import GeoPoint
 from mesh.security.keys import new_gateway_key
 
@@ -89,3 +91,28 @@ def test_a_config_in_code_keeps_its_log_whole_and_loads_nothing(tmp_path: Path) 
 def test_a_config_in_code_is_validated_as_a_file_is(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="status_interval_s"):
         config_in_code("car-9", tmp_path / "log.db", status_interval_s=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("backend", "built"),
+    [("backend: bumble, transport: 'usb:0'", False), ("backend: bluez", True)],
+)
+def test_the_ble_backend_decides_the_extra_the_gateway_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, built: bool
+) -> None:
+    # A `[ble]` install, bumble absent (None in sys.modules marks a module as not
+    # importable): a BlueZ gateway builds its source, a bumble one names `[bumble]`.
+    monkeypatch.setitem(sys.modules, "bumble", None)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"unit: car-9\nlog: {tmp_path / 'log.db'}\n"
+        f"ble: {{{backend}, keystore: keys.yaml, counters: {tmp_path / 'counters.db'}}}\n"
+    )
+    cfg, _ = load_gateway_config(path)
+    if built:
+        assert [source.name for source in trigger_sources(cfg, path)] == ["ble"]
+        return
+    with pytest.raises(MissingExtra) as caught:
+        trigger_sources(cfg, path)
+    assert (caught.value.package, caught.value.extra) == ("bumble", "bumble")
+    assert str(caught.value).startswith(f"{path}: ble: backend bumble needs bumble")

@@ -27,7 +27,9 @@ class LegacyDeviceConfig(_Strict):
 class BleConfig(_Strict):
     enabled: bool = True
     # bumble: an HCI controller bumble opens itself (USB dongle, UART, TCP to a virtual
-    # radio). bluez: the operating system's stack, through bleak's default backend.
+    # radio); the [bumble] extra. bluez: the operating system's stack, through bleak's
+    # default backend; the [ble] extra (bleak only). The default stays bumble: with it, a
+    # config that names a transport and no backend keeps meaning that transport.
     backend: Literal["bumble", "bluez"] = "bumble"
     transport: str | None = None  # bumble HCI transport, e.g. usb:0 or tcp-client:host:port
     adapter: str | None = None  # bluez adapter, e.g. hci0
@@ -52,7 +54,10 @@ class BleConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.backend == "bumble" and not self.transport:
-            raise ValueError("backend bumble needs a transport (usb:0, serial:…, tcp-client:…)")
+            raise ValueError(
+                "backend bumble (the default) needs a transport (usb:0, serial:…, "
+                "tcp-client:…); the operating system's Bluetooth is backend: bluez"
+            )
         unknown = set(self.min_rssi_dbm) - RSSI_KEYS
         if unknown:
             raise ValueError(

@@ -35,17 +35,21 @@ from mesh.cli.common import (
     seal_with_key,
 )
 from mesh.cli.common import broker_for as _broker_for
-from mesh.cli.common import broker_url as _url
 from mesh.cli.common import client_broker as _client_broker
 from mesh.cli.common import configure_logs as _configure_logs
 from mesh.cli.common import console as _console
 from mesh.cli.common import fail as _fail
+from mesh.cli.common import fail_config as _fail_config
+from mesh.cli.common import reachable_broker as _reachable
 from mesh.cli.common import run_until_signal as _run
 from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
+from mesh.cli.config_check import config_app, load_gateway
+from mesh.cli.errors import run_cli
 from mesh.cli.keys import keys_app
-from mesh.config import load_camera_config, load_gateway_config
+from mesh.cli.version import VersionOpt
+from mesh.config import load_camera_config
 from mesh.documents import ConfigError
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
@@ -71,7 +75,6 @@ app = typer.Typer(
     help="Camera activation mesh: triggers become logged record-start commands that every "
     "in-range camera confirms over MQTT.",
     no_args_is_help=True,
-    add_completion=False,
 )
 log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify, replay and report on activation logs.", no_args_is_help=True)
@@ -86,6 +89,7 @@ def _register_groups() -> None:
     (the commands defined here carry their ``@app.command`` decorator)."""
     app.add_typer(log_app, name="log")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(config_app, name="config")  # docs/cli.md
     app.add_typer(audit_app, name="audit")
     app.add_typer(archiver_app, name="archiver")  # the central archive (docs/archive.md)
     log_app.command("sync")(log_sync)
@@ -100,8 +104,14 @@ def _register_groups() -> None:
     conformance_app.command("gateway")(conformance.gateway)
 
 
+@app.callback()
+def _root(version: VersionOpt = False) -> None:
+    # No docstring: the app's help above is the one --help shows.
+    del version  # handled by its eager callback
+
+
 def main() -> None:
-    app()
+    run_cli(app)
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -123,8 +133,8 @@ def demo(
     from mesh.sim.demo import run_demo
 
     logs.configure("console", "warning")
-    if broker is not None:
-        _url(broker)
+    if broker is not None and broker != "embedded":
+        _reachable(broker)
     console = _console(stderr=json_out)
     if secure and broker is not None:
         _fail("--secure starts its own locked-down broker: leave out --broker")
@@ -214,16 +224,14 @@ def gateway(
     ] = None,
 ) -> None:
     """Run the in-car gateway daemon for one unit."""
-    from mesh.gateway.build import Overrides, build_gateway, load_signer, trigger_sources
+    from mesh.gateway.build import Overrides, build_gateway, trigger_sources
     from mesh.ops.http import ListenError
-    from mesh.security.checks import load_security
 
-    try:
-        cfg, policy = load_gateway_config(config)
-        signer = load_signer(cfg, config)
-        security = load_security(cfg.security, config)
+    try:  # the same loading as `config check`: every problem at once
+        loaded = load_gateway(config)
     except ConfigError as exc:
-        _fail(f"config error: {exc}")
+        _fail_config(exc)
+    cfg, policy, signer, security = loaded.config, loaded.policy, loaded.signer, loaded.security
     _configure_logs(log_format, log_level)
     tune_gc()
     broker_value = broker or cfg.broker
@@ -233,7 +241,7 @@ def gateway(
             try:
                 sources = trigger_sources(cfg, config)
             except ConfigError as exc:
-                _fail(f"config error: {exc}")
+                _fail_config(exc)
             try:
                 gw = build_gateway(
                     cfg,
@@ -271,7 +279,7 @@ def camera(
     try:
         cfg = load_camera_config(config)
     except ConfigError as exc:
-        _fail(f"config error: {exc}")
+        _fail_config(exc)
     security = _load_security(cfg.security, config)
     _configure_logs(log_format, log_level)
 
@@ -334,6 +342,8 @@ def cameras(
     _configure_logs(log_format, log_level)
     tune_gc()
     topics = _topics(prefix)
+    if _client_broker(broker) != "embedded":
+        _reachable(_client_broker(broker))  # a fleet that cannot start says so at once
     specs = scatter(
         count,
         GeoPoint(lat=lat, lon=lon),
@@ -419,7 +429,7 @@ def trigger(
     if (lat is None) != (lon is None):
         _fail("--lat and --lon go together")
     topics = _topics(prefix)
-    url = _url(_client_broker(broker))
+    url = _reachable(_client_broker(broker))
     now = time.time_ns()
     position = None
     if lat is not None and lon is not None:
@@ -567,7 +577,7 @@ def tail(
 
     logs.configure("console", "warning")
     topics = _topics(prefix)
-    url = _url(_client_broker(broker))
+    url = _reachable(_client_broker(broker))
 
     def emit(record: ActivationRecord) -> None:
         sys.stdout.write(record.model_dump_json() + "\n")
@@ -644,7 +654,7 @@ def dispatch(
     try:
         known = Users.load(users)
     except ConfigError as exc:
-        _fail(f"config error: {exc}")
+        _fail_config(exc)
     signer = load_signer(signing_key)
     _configure_logs(log_format, log_level)
     topics = _topics(prefix)

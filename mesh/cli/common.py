@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
+    from mesh.documents import ConfigError
     from mesh.security.checks import Security, SecurityConfig
     from mesh.security.signing import PayloadSigner
 
@@ -73,6 +74,22 @@ def broker_url(value: str) -> BrokerUrl:
         return BrokerUrl.parse(value)
     except ValueError as exc:
         fail(str(exc))
+
+
+def reachable_broker(value: str) -> BrokerUrl:
+    """The broker URL of a one-shot command, checked to accept connections: if not, one
+    line and exit 69 (mesh.cli.errors) instead of retries that end in a timeout."""
+    from mesh.cli.reach import require_broker
+
+    return require_broker(broker_url(value))
+
+
+def fail_config(exc: ConfigError) -> NoReturn:
+    """Every problem of a bad config file, one line each, and exit 2."""
+    err = console(stderr=True)
+    for line in exc.lines:
+        err.print(f"[bold red]error:[/] config error: {line}", highlight=False)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def topic_schema(prefix: str) -> Topics:
@@ -149,4 +166,4 @@ def security_of(config: SecurityConfig, config_path: Path) -> Security:
     try:
         return load_security(config, config_path)
     except ConfigError as exc:
-        fail(f"config error: {exc}")
+        fail_config(exc)

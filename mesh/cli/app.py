@@ -421,7 +421,7 @@ def trigger(
     """Send a manual trigger to a running gateway and report what the cameras did.
 
     Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
-    2 usage error, 3 refused by policy, 4 no gateway answered.
+    2 usage error, 3 refused by policy, 4 no gateway answered, 69 broker unreachable.
     """
     from mesh.dispatch.watch import ActivationWatcher
 

@@ -186,10 +186,8 @@ def test_every_shipped_config_is_valid_as_its_kind(tmp_path: Path) -> None:
 def test_missing_directory(tmp_path: Path) -> None:
     assert missing_directory(tmp_path / "x.db") is None
     why = missing_directory(tmp_path / "nope" / "x.db")
-    assert (
-        why
-        == f"{tmp_path / 'nope' / 'x.db'}: directory {tmp_path / 'nope'} does not exist (create it first)"
-    )
+    missing = tmp_path / "nope"
+    assert why == f"{missing / 'x.db'}: directory {missing} does not exist (create it first)"
     readonly = tmp_path / "ro"
     readonly.mkdir(mode=0o500)
     if os.geteuid() != 0:  # root may write anywhere

@@ -48,6 +48,7 @@ from mesh.cli.common import topic_schema as _topics
 from mesh.cli.config_check import config_app, load_gateway
 from mesh.cli.errors import run_cli
 from mesh.cli.keys import keys_app
+from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
 from mesh.config import load_camera_config
 from mesh.documents import ConfigError
@@ -417,6 +418,7 @@ def trigger(
     broker: BrokerOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
     signing_key: SigningKeyOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Send a manual trigger to a running gateway and report what the cameras did.
 
@@ -445,7 +447,7 @@ def trigger(
     except ValueError as exc:
         _fail(f"invalid trigger: {exc}")
     message = seal_with_key(signing_key, event)
-    console = _console(stderr=json_out)
+    console = table_console(wide=wide, stderr=json_out)
 
     async def send() -> int:
         watcher = ActivationWatcher(
@@ -531,7 +533,7 @@ async def _report(
     if json_out:
         print(record.model_dump_json())
     else:
-        console.print(camera_outcomes_table(record))
+        console.print(camera_outcomes_table(record, width=fit_width(console)))
         console.print(
             f"activation {record.activation_id}: [bold]{record.state}[/], "
             f"all acks in {record.all_acked_ms} ms"
@@ -570,8 +572,10 @@ def tail(
     unit: Annotated[str | None, typer.Option("--unit", help="Only this unit")] = None,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
+    wide: WideOpt = False,
 ) -> None:
-    """Watch activations live, as dispatch sees them."""
+    """Watch activations live, as dispatch sees them (the terminal's width: columns that do
+    not fit are left out, never the activation id; --wide shows them all)."""
     from mesh.dispatch.render import activation_table
     from mesh.dispatch.watch import ActivationWatcher
 
@@ -579,9 +583,16 @@ def tail(
     topics = _topics(prefix)
     url = _reachable(_client_broker(broker))
 
+    console = table_console(wide=wide, soft_wrap=False)
+    width = fit_width(console)
+
     def emit(record: ActivationRecord) -> None:
         sys.stdout.write(record.model_dump_json() + "\n")
         sys.stdout.flush()
+
+    def emit_row(record: ActivationRecord) -> None:
+        # Not a terminal: no live screen to redraw, so each update is a table of its own.
+        console.print(activation_table([record], title=None, width=None))
 
     async def watch() -> None:
         watcher = ActivationWatcher(
@@ -589,22 +600,23 @@ def tail(
             topics,
             client_id=f"tm-tail-{uuid.uuid4().hex[:8]}",
             unit_id=unit,
-            on_record=emit if json_out else None,
+            on_record=emit if json_out else None if console.is_terminal else emit_row,
         )
-        if json_out:
+        if json_out or not console.is_terminal:
             await watcher.run()
             return
         from rich.live import Live
 
-        console = _console(soft_wrap=False)
         console.print(f"watching activations on {url} (prefix {prefix}); Ctrl-C to stop")
         task = asyncio.create_task(watcher.run())
         try:
-            with Live(activation_table([]), console=console, refresh_per_second=4) as screen:
+            with Live(
+                activation_table([], width=width), console=console, refresh_per_second=4
+            ) as screen:
                 while True:
                     await asyncio.sleep(0.25)
                     latest = list(watcher.records.values())[-30:]
-                    screen.update(activation_table(latest))
+                    screen.update(activation_table(latest, width=width))
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-config_app = typer.Typer(help="Check configuration files before a daemon reads them.")
+config_app = typer.Typer(
+    help="Check configuration files before a daemon reads them.", no_args_is_help=True
+)
 
 # The top-level keys that tell one kind of file from another (checked in this order).
 _FLEET_KEYS = frozenset({"gateways", "cameras", "camera_cells", "dispatch", "archivers"})

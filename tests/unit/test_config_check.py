@@ -208,3 +208,20 @@ def test_gateway_load_reports_file_and_directory_problems_together(tmp_path: Pat
     assert keys == ["policy", "audit.signing_key", "log"]
     assert f"{tmp_path}/no/such/dir does not exist" in caught.value.problems[2][1]
     assert not (tmp_path / "no").exists()  # nothing was created
+
+
+def test_gateway_load_reads_what_ble_and_can_name_without_opening_them(tmp_path: Path) -> None:
+    (tmp_path / "keystore.yaml").write_text("sensors: [1\n")
+    path = write(
+        tmp_path,
+        f"unit: car-1\nlog: {tmp_path}/x.db\n"
+        f"ble: {{transport: 'tcp-client:127.0.0.1:7400', keystore: keystore.yaml, "
+        f"counters: {tmp_path}/gone/counters.db}}\n"
+        "can: {interface: virtual, channel: x, rules: rules.yaml, dbc: [car.dbc]}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_gateway(path)
+    keys = [key for key, _ in caught.value.problems]
+    assert keys == ["ble.keystore", "can", "ble.counters"]
+    assert "rules.yaml" in caught.value.problems[1][1]
+    assert not (tmp_path / "x.db").exists()  # nothing opened, nothing created

@@ -1,23 +1,49 @@
 # Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
 # `make test-fast` is the quick subset to run while working (README.md).
-# The virtualenv is (re)built whenever pyproject.toml changes.
+# The virtualenv is (re)built whenever pyproject.toml or constraints.txt changes: `make demo`
+# installs the demo's extra only (`.[demo]`), `make test` the dev tools and every extra
+# (`.[dev]`), both at the versions constraints.txt pins (`make lock` rewrites it; docs/install.md).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+CONSTRAINTS := constraints.txt
 ASYNCAPI_VALIDATOR := tools/asyncapi/node_modules/.package-lock.json
 NODE_CAMERA := docs/examples/node-camera/node_modules/.package-lock.json
 
-.PHONY: demo test test-fast lint typecheck pytest fuzz chaos bench bench-smoke schema clean
+.PHONY: demo test test-fast lint typecheck pytest fuzz chaos bench bench-smoke schema lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/trigger-mesh demo
+
+# constraints.txt: every package of every extra pinned for Python 3.11 on Linux, resolved
+# by uv (its own small virtualenv, .venv-lock). Pins that still fit pyproject.toml are kept:
+# adding a dependency adds its pins only. `make lock LOCK_ARGS=--upgrade` moves every pin
+# to the newest release within pyproject.toml's bounds.
+LOCK_VENV := .venv-lock
+UV := $(LOCK_VENV)/bin/uv
+LOCK_ARGS ?=
+$(UV):
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet 'uv>=0.9,<1'
+
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --all-extras --python-version 3.11 \
+		--python-platform linux --custom-compile-command 'make lock' --quiet \
+		-o $(CONSTRAINTS) $(LOCK_ARGS)
 
 test: $(STAMP) lint typecheck pytest
 
@@ -84,13 +110,14 @@ SMOKE_ARGS ?=
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/smoke.py $(SMOKE_ARGS)
 
-# The JSON Schemas of every payload and the AsyncAPI document (docs/protocol.md); the
-# tests fail while the committed files differ from what these write.
+# The JSON Schemas of every payload, the AsyncAPI document (docs/protocol.md) and the
+# console's OpenAPI document; the tests fail while the committed files differ from these.
 schema: $(STAMP)
 	$(BIN)/trigger-mesh schema --out docs/schemas
 	$(BIN)/trigger-mesh asyncapi --out docs/asyncapi.yaml
 	$(BIN)/trigger-mesh vectors --out docs/vectors
+	$(BIN)/trigger-mesh console-openapi --out docs/console-openapi.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info tools/asyncapi/node_modules \
+	rm -rf $(VENV) $(LOCK_VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info tools/asyncapi/node_modules \
 		docs/examples/node-camera/node_modules

@@ -9,6 +9,7 @@ migration that fails leaves the schema as it was.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -48,8 +49,11 @@ def available() -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(conn: Conn) -> list[int]:
-    """Apply the migrations this database lacks; return the versions applied now."""
+async def migrate(
+    conn: Conn, progress: Callable[[int, int | None], None] | None = None
+) -> list[int]:
+    """Apply the migrations this database lacks; return the versions applied now.
+    ``progress`` is told (applied, to apply) as they go."""
     done: list[int] = []
     async with conn.transaction():
         await conn.execute(
@@ -64,9 +68,10 @@ async def migrate(conn: Conn) -> list[int]:
         )
         cur = await conn.execute("SELECT version FROM schema_migrations")
         applied = {row[0] for row in await cur.fetchall()}
-        for migration in available():
-            if migration.version in applied:
-                continue
+        pending = [m for m in available() if m.version not in applied]
+        if progress is not None:
+            progress(0, len(pending))
+        for migration in pending:
             # No parameters: psycopg sends the file as one simple query, many statements.
             await conn.execute(migration.sql.encode())
             await conn.execute(
@@ -74,6 +79,8 @@ async def migrate(conn: Conn) -> list[int]:
                 (migration.version, migration.name),
             )
             done.append(migration.version)
+            if progress is not None:
+                progress(len(done), len(pending))
     if done:
         _log.info("archive schema migrated", applied=done)
     return done

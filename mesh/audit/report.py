@@ -10,14 +10,16 @@ trigger, so it is kept as ``publish_to_ack_ms`` beside the trigger-relative figu
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from mesh.decide.stats import percentile
+from mesh.journal.integrity import Integrity, verify_log
 from mesh.journal.records import (
     AckEntry,
     ActivationEntry,
@@ -31,8 +33,17 @@ from mesh.journal.records import (
     TriggerEntry,
 )
 from mesh.journal.store import LogRecord, read_records
-from mesh.protocol.models import CONFIRMED_OUTCOMES, OutcomeStatus, TriggerEvent, TriggerKind
+from mesh.protocol.models import (
+    CONFIRMED_OUTCOMES,
+    CameraPresence,
+    OutcomeStatus,
+    TriggerEvent,
+    TriggerKind,
+)
 from mesh.timefmt import iso_ns, parse_iso_ns
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 UNFINISHED = "unfinished"  # no "finished" record: still pending, or the gateway died
 ALL = "all"  # the unit and kind of the overall summary row
@@ -110,6 +121,17 @@ class CameraLine:
 
 
 @dataclass(frozen=True)
+class PlacedCamera:
+    """A camera the decision considered, where the log last placed it before the decision
+    (its latest presence record; None: no fix)."""
+
+    camera_id: str
+    position: tuple[float, float] | None  # (lat, lon)
+    expected: bool
+    reason: str  # the targeting reason, as logged
+
+
+@dataclass(frozen=True)
 class Mark:
     """Something else that happened to an activation (a retry, an escalation, a cancel)."""
 
@@ -140,6 +162,11 @@ class ActivationTimeline:
     cameras: dict[str, CameraLine] = field(default_factory=dict)
     marks: list[Mark] = field(default_factory=list)
     cancelled_by: str | None = None
+    # Where: the range circle's centre and radius (the command's), the car's position.
+    origin: tuple[float, float] | None = None
+    radius_m: float | None = None
+    gateway_at: tuple[float, float] | None = None
+    considered: list[PlacedCamera] = field(default_factory=list)
 
     def ms(self, at_ns: int | None) -> float | None:
         return None if at_ns is None else round((at_ns - self.received_at_ns) / 1e6, 3)
@@ -162,8 +189,12 @@ class ActivationTimeline:
         return [v for v in values if v is not None]
 
 
-def _new_timeline(record: LogRecord, entry: ActivationEntry) -> ActivationTimeline:
+def _new_timeline(
+    record: LogRecord, entry: ActivationEntry, positions: dict[str, tuple[float, float] | None]
+) -> ActivationTimeline:
     trigger = entry.trigger
+    command = entry.command
+    gateway = entry.inputs.gateway_position if entry.inputs is not None else None
     timeline = ActivationTimeline(
         activation_id=entry.command.activation_id,
         unit_id=trigger.unit_id,
@@ -174,8 +205,19 @@ def _new_timeline(record: LogRecord, entry: ActivationEntry) -> ActivationTimeli
         observed_at_ns=trigger.observed_at_ns,
         received_at_ns=entry.received_at_ns,
         decided_at_ns=record.at_ns,
+        origin=None if command.origin is None else (command.origin.lat, command.origin.lon),
+        radius_m=command.radius_m,
+        gateway_at=None if gateway is None else (gateway.lat, gateway.lon),
     )
     for target in entry.targets:
+        timeline.considered.append(
+            PlacedCamera(
+                target.camera_id,
+                positions.get(target.camera_id),
+                target.expected or target.escalate is not None,
+                target.reason,
+            )
+        )
         # One offline too long to wait for was wanted all the same (escalated, missed).
         if target.expected or target.escalate is not None:
             timeline.cameras[target.camera_id] = CameraLine(
@@ -307,12 +349,15 @@ class AuditReport:
     overall: GroupSummary
     records_read: int
     unreadable: int  # records whose body did not parse (reported, not fatal)
+    # The chain check of `audit verify` (mesh.journal.integrity); None: not checked.
+    integrity: Integrity | None = None
 
 
 def collect(records: Iterable[LogRecord], flt: ReportFilter = ReportFilter()) -> AuditReport:
     """Fold log records, in log order, into a report of the triggers ``flt`` admits."""
     timelines: dict[str, ActivationTimeline] = {}
     groups: dict[tuple[str, str], GroupSummary] = {}
+    positions: dict[str, tuple[float, float] | None] = {}  # each camera's latest fix
     read = unreadable = 0
 
     def group(trigger: TriggerEvent) -> GroupSummary:
@@ -322,8 +367,13 @@ def collect(records: Iterable[LogRecord], flt: ReportFilter = ReportFilter()) ->
     for record in records:
         read += 1
         try:
-            _fold(record, flt, timelines, group)
-        except ValidationError:
+            if record.kind == RecordKind.PRESENCE:
+                _on_presence(record.body, positions)
+            elif record.kind == RecordKind.STARTED:
+                positions.clear()  # a gateway starts with no cameras (as audit replay does)
+            else:
+                _fold(record, flt, timelines, group, positions)
+        except ValueError:  # pydantic's ValidationError, or JSON that is not a presence
             unreadable += 1
     overall = GroupSummary(ALL, ALL)
     for timeline in timelines.values():
@@ -352,12 +402,13 @@ def _fold(
     flt: ReportFilter,
     timelines: dict[str, ActivationTimeline],
     group: Callable[[TriggerEvent], GroupSummary],
+    positions: dict[str, tuple[float, float] | None],
 ) -> None:
     kind = record.kind
     if kind == RecordKind.ACTIVATION:
         entry = ActivationEntry.model_validate_json(record.body)
         if flt.admits(entry.trigger, entry.received_at_ns):
-            timelines[entry.command.activation_id] = _new_timeline(record, entry)
+            timelines[entry.command.activation_id] = _new_timeline(record, entry, positions)
         return
     if kind in (RecordKind.SUPPRESSED, RecordKind.REFUSED):
         _on_trigger(record, TriggerEntry.model_validate_json(record.body), flt, timelines, group)
@@ -391,6 +442,18 @@ def _fold(
         timeline.marks.append(Mark(record.at_ns, "resumed", label))
 
 
+def _on_presence(body: str, positions: dict[str, tuple[float, float] | None]) -> None:
+    data = json.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("camera_id"), str):
+        raise ValueError("a presence record without a camera id")
+    if data.get("removed"):
+        positions.pop(data["camera_id"], None)
+        return
+    presence = CameraPresence.model_validate_json(body)
+    fix = presence.position
+    positions[presence.camera_id] = None if fix is None else (fix.lat, fix.lon)
+
+
 def _on_trigger(
     record: LogRecord,
     entry: TriggerEntry,
@@ -414,9 +477,58 @@ def _on_trigger(
         )
 
 
-def build_report(path: Path | str, flt: ReportFilter = ReportFilter()) -> AuditReport:
-    """Read the log at ``path`` (raises LogError if it is not one)."""
-    return collect(read_records(path), flt)
+def build_report(
+    path: Path | str,
+    flt: ReportFilter = ReportFilter(),
+    public_key: Ed25519PublicKey | None = None,
+) -> AuditReport:
+    """Read the log at ``path`` (raises LogError if it is not one), and check its chain
+    with the code of ``audit verify`` (``public_key`` pins the signer, as --pubkey does)."""
+    report = collect(read_records(path), flt)
+    report.integrity = Integrity(verify_log(path, public_key))
+    return report
+
+
+# --- where: cameras against the range circle ------------------------------------------------
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def local_m(origin: tuple[float, float], point: tuple[float, float]) -> tuple[float, float]:
+    """(east, north) metres of ``point`` from ``origin``, both (lat, lon): a flat local
+    projection, well within a metre over a range circle of a few kilometres."""
+    lat0, lon0 = origin
+    lat, lon = point
+    east = math.radians(lon - lon0) * math.cos(math.radians((lat + lat0) / 2)) * EARTH_RADIUS_M
+    return east, math.radians(lat - lat0) * EARTH_RADIUS_M
+
+
+def placed_outcome(timeline: ActivationTimeline, camera: PlacedCamera) -> str:
+    """What became of a considered camera, in a few words, for the plot's legend."""
+    line = timeline.cameras.get(camera.camera_id)
+    if camera.expected and line is not None:
+        if line.status == OutcomeStatus.STARTED.value:
+            return "started"
+        if line.status == OutcomeStatus.ALREADY_RECORDING.value:
+            return "already recording"
+        if "offline" in camera.reason:
+            return "offline (missed)"
+        return {
+            OutcomeStatus.PENDING.value: "no answer (unfinished)",
+            OutcomeStatus.OUT_OF_RANGE.value: "said out of range",
+        }.get(line.status, line.status.replace("_", " "))
+    if line is not None and not line.expected:
+        return "answered, not expected"
+    reason = camera.reason
+    for words, outcome in (
+        ("out of range", "out of range"),
+        (" > ", "out of range"),  # "its unit's position: 400 m > 150 m"
+        ("offline", "offline"),
+        ("asleep", "asleep"),
+        ("no position", "no position fix"),
+    ):
+        if words in reason:
+            return outcome
+    return "not targeted"
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -530,3 +642,37 @@ def camera_rows(report: AuditReport) -> Iterator[dict[str, object]]:
                 "ack_ms": _blank(t.ack_ms(c)),
                 "publish_to_ack_ms": _blank(c.publish_to_ack_ms),
             }
+
+
+# --- JSON ------------------------------------------------------------------------------------
+def _group_json(group: GroupSummary) -> dict[str, object]:
+    return {
+        "unit_id": group.unit_id,
+        "kind": group.kind,
+        "activations": group.activations,
+        "unfinished": group.unfinished,
+        "suppressed": group.suppressed,
+        "refused": group.refused,
+        "cameras_expected": group.cameras_expected,
+        "cameras_started": group.cameras_started,
+        "confirmation_rate": group.confirmation_rate,
+        "p50_ms": group.p50_ms,
+        "p99_ms": group.p99_ms,
+        "missed": [{"activation_id": a, "camera_id": c} for a, c in group.missed],
+    }
+
+
+def report_json(report: AuditReport, *, log_name: str, generated_at_ns: int) -> dict[str, object]:
+    """report.json: the integrity section and the summary, for machines (the rows per
+    activation and per camera are the CSV files)."""
+    return {
+        "log": log_name,
+        "generated_at": iso_ns(generated_at_ns),
+        "covers": report.filter.describe(),
+        "records_read": report.records_read,
+        "unreadable": report.unreadable,
+        "activations": len(report.timelines),
+        "integrity": None if report.integrity is None else report.integrity.as_dict(),
+        "summary": [_group_json(g) for g in report.groups],
+        "overall": _group_json(report.overall),
+    }

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from html import escape
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mesh.audit.report import ActivationTimeline, AuditReport, CameraLine, GroupSummary
+from mesh.audit.report import (
+    ActivationTimeline,
+    AuditReport,
+    CameraLine,
+    GroupSummary,
+    local_m,
+    placed_outcome,
+)
+from mesh.journal.integrity import TAMPERED, UNSIGNED_TAIL, Integrity
 from mesh.protocol.models import OutcomeStatus
 from mesh.timefmt import iso_ns
 
@@ -45,9 +54,13 @@ def _colour(camera: CameraLine) -> str:
     return NOT_STARTED
 
 
+def _figure(width: float, height: float) -> Figure:
+    # Constrained layout makes room for every label, title and the legend outside the
+    # axes (nothing clipped); bbox_inches="tight" would draw each figure twice.
+    return Figure(figsize=(width, height), layout="constrained")
+
+
 def _png(figure: Figure) -> bytes:
-    # Fixed margins, not bbox_inches="tight": that draws every figure twice, and a report
-    # draws hundreds of them.
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
@@ -75,6 +88,10 @@ def _label(camera: CameraLine) -> str:
 
 
 def timeline_png(timeline: ActivationTimeline) -> bytes:
+    return _png(timeline_figure(timeline))
+
+
+def timeline_figure(timeline: ActivationTimeline) -> Figure:
     """One activation: gateway milestones on the top row, then one row per camera, in ms
     after the gateway received the trigger."""
     cameras, hidden = _rows(timeline)
@@ -94,12 +111,7 @@ def timeline_png(timeline: ActivationTimeline) -> bytes:
     show_observed = observed != 0.0 and -end <= observed <= end
 
     labels = ["gateway"] + [_label(c) for c in cameras]
-    width, height = 10.0, 1.4 + 0.28 * len(labels)
-    figure = Figure(figsize=(width, height))
-    # Inches: camera ids on the left, the legend on the right, title and axis label.
-    figure.subplots_adjust(
-        left=1.5 / width, right=1 - 1.9 / width, top=1 - 0.35 / height, bottom=0.5 / height
-    )
+    figure = _figure(10.0, 1.6 + 0.28 * len(labels))
     ax = figure.add_subplot()
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylim(len(labels) - 0.5, -1.6)
@@ -129,11 +141,11 @@ def timeline_png(timeline: ActivationTimeline) -> bytes:
     ax.set_xlabel("ms after the gateway received the trigger", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     title = f"{timeline.activation_id}  {timeline.kind}  unit {timeline.unit_id}  {timeline.state}"
-    if hidden:
-        title += f"  ({hidden} more cameras not drawn: see cameras.csv)"
+    if hidden:  # a second line: one would run off a narrow figure
+        title += f"\n{hidden} more cameras not drawn: see cameras.csv"
     ax.set_title(title, fontsize=9, loc="left")
     ax.legend(handles=_legend(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(figure)
+    return figure
 
 
 def _draw_gateway(ax: Axes, points: list[tuple[float, str, str]], span: float) -> None:
@@ -216,25 +228,169 @@ def _legend() -> list[Line2D]:
 
 
 def histogram_png(latencies_ms: list[float], p50: float | None, p99: float | None) -> bytes:
-    figure = Figure(figsize=(7.0, 2.6))
-    figure.subplots_adjust(left=0.09, right=0.97, top=0.95, bottom=0.18)
+    return _png(histogram_figure(latencies_ms, p50, p99))
+
+
+def histogram_figure(latencies_ms: list[float], p50: float | None, p99: float | None) -> Figure:
+    figure = _figure(7.0, 2.8)
     ax = figure.add_subplot()
     ax.hist(latencies_ms, bins=min(40, max(5, len(latencies_ms) // 3)), color=STARTED, alpha=0.7)
-    for value, name in ((p50, "p50"), (p99, "p99")):
+    low, high = ax.get_xlim()
+    for row, (value, name) in enumerate(((p50, "p50"), (p99, "p99"))):
         if value is not None:
             ax.axvline(value, color=GATEWAY, linestyle="--", linewidth=0.8)
+            # Toward the middle of the plot, so a percentile at the right edge (p99 is the
+            # slowest bar) keeps its label inside; p50 and p99 at different heights.
+            right_half = value > (low + high) / 2
             ax.annotate(
                 f"{name} {value:.1f} ms",
                 (value, 1),
                 xycoords=("data", "axes fraction"),
-                xytext=(3, -10),
+                xytext=(-4 if right_half else 4, -10 - 11 * row),
                 textcoords="offset points",
-                fontsize=7,
+                ha="right" if right_half else "left",
+                fontsize=8,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
             )
     ax.set_xlabel("trigger → ack of the expected cameras that started (ms)", fontsize=8)
     ax.set_ylabel("cameras", fontsize=8)
     ax.tick_params(labelsize=8)
-    return _png(figure)
+    return figure
+
+
+# --- where: cameras against the range circle ------------------------------------------------
+# Outcome -> (colour, marker); anything else is drawn as OTHER.
+PLACES = {
+    "started": (STARTED, "o"),
+    "already recording": (ALREADY, "o"),
+    "offline (missed)": (NOT_STARTED, "s"),
+    "missed": (NOT_STARTED, "X"),
+    "rejected": (NOT_STARTED, "P"),
+    "said out of range": (NOT_STARTED, "v"),
+    "no answer (unfinished)": (PENDING, "X"),
+    "cancelled": (PENDING, "P"),
+    "answered, not expected": (UNEXPECTED, "D"),
+    "out of range": (UNEXPECTED, "o"),
+    "offline": (UNEXPECTED, "s"),
+    "asleep": (UNEXPECTED, "v"),
+    "not targeted": (UNEXPECTED, "^"),
+}
+FRAME_RADII = 3.0  # the plot shows up to this many radii around the centre
+LABEL_ALL_UP_TO = 20  # more cameras than this: only those that did not start are named
+_NOT_STARTED_PLACES = frozenset(
+    o for o, (colour, _) in PLACES.items() if colour in (NOT_STARTED, PENDING)
+)
+
+
+def range_png(timeline: ActivationTimeline) -> bytes | None:
+    figure = range_figure(timeline)
+    return None if figure is None else _png(figure)
+
+
+def _placed(
+    timeline: ActivationTimeline, centre: tuple[float, float], frame: float
+) -> tuple[dict[str, list[tuple[str, float, float]]], int, int]:
+    """Cameras by outcome, as (id, east, north) in metres from the centre; how many have no
+    fix, and how many lie beyond ``frame`` metres."""
+    groups: dict[str, list[tuple[str, float, float]]] = {}
+    unplaced = beyond = 0
+    for camera in timeline.considered:
+        if camera.position is None:
+            unplaced += 1
+            continue
+        east, north = local_m(centre, camera.position)
+        if max(abs(east), abs(north)) > frame:
+            beyond += 1
+            continue
+        groups.setdefault(placed_outcome(timeline, camera), []).append(
+            (camera.camera_id, east, north)
+        )
+    return groups, unplaced, beyond
+
+
+def range_figure(timeline: ActivationTimeline) -> Figure | None:
+    """The cameras the decision considered, where the log placed them, against the range
+    circle, each marked by its outcome; None if the command had no centre to draw."""
+    from matplotlib.patches import Circle
+
+    centre, radius = timeline.origin, timeline.radius_m
+    if centre is None or radius is None:
+        return None
+    frame = max(radius, 1.0) * FRAME_RADII
+    groups, unplaced, beyond = _placed(timeline, centre, frame)
+    reach = max(
+        [max(radius, 1.0)] + [max(abs(e), abs(n)) for g in groups.values() for _, e, n in g]
+    )
+    figure = _figure(7.5, 5.6)
+    ax = figure.add_subplot()
+    ax.add_patch(
+        Circle((0, 0), radius, fill=False, ec=GATEWAY, ls="--", lw=1.0, label=f"range {radius:g} m")
+    )
+    ax.plot([0], [0], marker="+", color=GATEWAY, ms=12, ls="none", label="range centre")
+    if timeline.gateway_at is not None:
+        east, north = local_m(centre, timeline.gateway_at)
+        reach = max(reach, abs(east), abs(north))
+        ax.plot(
+            [east],
+            [north],
+            marker="s",
+            mfc="none",
+            mec=OTHER,
+            ms=11,
+            mew=1.6,
+            ls="none",
+            label=f"gateway (unit {timeline.unit_id})",
+        )
+    crowded = sum(len(points) for points in groups.values()) > LABEL_ALL_UP_TO
+    for outcome in sorted(groups, key=lambda o: list(PLACES).index(o) if o in PLACES else 99):
+        colour, marker = PLACES.get(outcome, (OTHER, "o"))
+        points = groups[outcome]
+        ax.plot(
+            [p[1] for p in points],
+            [p[2] for p in points],
+            marker=marker,
+            color=colour,
+            ms=7,
+            ls="none",
+            alpha=0.85,
+            label=f"{outcome} ({len(points)})",
+        )
+        for name, east, north in points:
+            if crowded and outcome not in _NOT_STARTED_PLACES:
+                continue  # names on top of each other help nobody
+            ax.annotate(
+                name if len(name) <= 14 else name[:13] + "…",
+                (east, north),
+                xytext=(5, 3),
+                textcoords="offset points",
+                fontsize=6.5,
+                color=colour,
+                annotation_clip=True,
+            )
+    edge = reach * 1.15
+    ax.set_xlim(-edge, edge)
+    ax.set_ylim(-edge, edge)
+    ax.set_aspect("equal")
+    ax.grid(color="#eeeeee", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set_xlabel("metres east of the range centre", fontsize=8)
+    ax.set_ylabel("metres north", fontsize=8)
+    ax.tick_params(labelsize=7)
+    title = f"{timeline.activation_id}  {timeline.kind}: cameras considered"
+    notes = []
+    if unplaced:
+        notes.append(f"{unplaced} without a position fix")
+    if beyond:
+        notes.append(f"{beyond} beyond {frame:.0f} m")
+    if notes:
+        title += "\nnot drawn: " + ", ".join(notes) + " (see the targeting reasons)"
+    if crowded:
+        title += "\nnamed: only the expected cameras that did not start (all: cameras.csv)"
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="outcome", title_fontsize=7
+    )
+    return figure
 
 
 # --- HTML ------------------------------------------------------------------------------------
@@ -333,6 +489,17 @@ def _section(t: ActivationTimeline) -> str:
         f'<img class="timeline" alt="timeline of activation {escape(t.activation_id)}" '
         f'src="{_data_uri(timeline_png(t))}">',
     ]
+    where = range_png(t)
+    if where is None:
+        lines.append(
+            "<p>No range plot: the command had no centre "
+            "(no position of the car or of the trigger).</p>"
+        )
+    else:
+        lines.append(
+            f'<img class="range" alt="cameras against the range circle of activation '
+            f'{escape(t.activation_id)}" src="{_data_uri(where)}">'
+        )
     if t.not_started:
         missed = ", ".join(
             f"<code>{escape(c.camera_id)}</code> ({escape(c.status)}"
@@ -353,13 +520,33 @@ def _section(t: ActivationTimeline) -> str:
     return "\n".join(lines)
 
 
+def _integrity(integrity: Integrity | None) -> list[str]:
+    """The chain check of `audit verify`, as a table (mesh.journal.integrity)."""
+    if integrity is None:
+        return ['<h2>Integrity</h2><p class="warn">The chain was not checked.</p>']
+    cls = {TAMPERED: ' class="bad"', UNSIGNED_TAIL: ' class="warn"'}.get(integrity.verdict, "")
+    rows = "".join(
+        f"<tr><th>{escape(label)}</th><td{cls if label == 'chain' else ''}>{escape(text)}</td></tr>"
+        for label, text in integrity.lines()
+    )
+    return [
+        "<h2>Integrity</h2>",
+        f'<table class="integrity">{rows}</table>',
+        "<p>The same check as <code>trigger-mesh audit verify</code>: each record's hash, "
+        "its link to the one before, every checkpoint's signature.</p>",
+    ]
+
+
 def render_html(
     report: AuditReport,
     *,
     log_name: str,
     generated_at_ns: int,
     limit: int = TIMELINE_LIMIT,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> str:
+    """The page; ``progress`` is told (done, total) of the activations drawn: drawing
+    them is what takes the time."""
     total = len(report.timelines)
     drawn = report.timelines[:limit]
     head = [
@@ -378,6 +565,7 @@ def render_html(
             f'<p class="warn">{report.unreadable} record(s) could not be read and are left out.</p>'
         )
     summary = [
+        *_integrity(report.integrity),
         "<h2>Summary</h2>",
         "<table class=summary><tr>" + "".join(f"<th>{h}</th>" for h in SUMMARY_HEADINGS) + "</tr>",
         *(_summary_row(g) for g in report.groups),
@@ -400,5 +588,8 @@ def render_html(
         )
     elif not total:
         body.append("<p>No activation matches.</p>")
-    body.extend(_section(t) for t in drawn)
+    for done, t in enumerate(drawn, start=1):
+        body.append(_section(t))
+        if progress is not None:
+            progress(done, len(drawn))
     return "\n".join([*head, *summary, *body, "</body></html>"]) + "\n"

@@ -14,12 +14,13 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import structlog
 import typer
 import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, conformance, integrity, replay
+from mesh.cli import audit, broker, conformance, files, integrity, replay
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -52,6 +53,7 @@ from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
 from mesh.config import load_camera_config
 from mesh.documents import ConfigError
+from mesh.extras import require
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
 from mesh.protocol.models import (
@@ -100,6 +102,7 @@ def _register_groups() -> None:
     audit_app.command("prune")(integrity.prune)
     audit_app.command("replay")(replay.replay)
     app.command("broker-config")(broker.broker_config)  # docs/broker.md
+    app.command("files")(files.files)  # shipped configs, units, schemas (docs/install.md)
     app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
     conformance_app.command("camera")(conformance.camera)
     conformance_app.command("gateway")(conformance.gateway)
@@ -112,7 +115,7 @@ def _root(version: VersionOpt = False) -> None:
 
 
 def main() -> None:
-    run_cli(app)
+    run_cli(app)  # one line and a status of mesh.cli.errors.EXIT_CODES for known failures
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -131,6 +134,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run the whole mesh on this machine: broker, gateway, 20 cameras, a scripted scenario."""
+    require("demo", "trigger-mesh demo")
     from mesh.sim.demo import run_demo
 
     logs.configure("console", "warning")
@@ -423,7 +427,7 @@ def trigger(
     """Send a manual trigger to a running gateway and report what the cameras did.
 
     Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
-    2 usage error, 3 refused by policy, 4 no gateway answered, 69 broker unreachable.
+    2 usage error, 3 refused by policy, 4 no gateway answered, 75 broker unreachable.
     """
     from mesh.dispatch.watch import ActivationWatcher
 
@@ -626,6 +630,7 @@ def tail(
 
 # --- dispatch console -----------------------------------------------------------------------
 ENV_PASSWORD = "TRIGGER_MESH_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+ENV_TLS_KEY_PASSWORD = "TRIGGER_MESH_TLS_KEY_PASSWORD"  # noqa: S105 (likewise)
 UsersOpt = Annotated[Path, typer.Option("--users", help="Users file (dispatch-user writes it)")]
 
 
@@ -657,16 +662,59 @@ def dispatch(
             "--camera-expiry", min=1, help="Seconds unheard after which a camera is dropped"
         ),
     ] = 86_400.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Serve HTTPS with this PEM certificate (chain)"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The PEM private key of --tls-cert")
+    ] = None,
+    tls_key_password: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-key-password",
+            envvar=ENV_TLS_KEY_PASSWORD,
+            help=f"The password of an encrypted --tls-key (better: env {ENV_TLS_KEY_PASSWORD})",
+        ),
+    ] = None,
+    map_tiles: Annotated[
+        str | None,
+        typer.Option(
+            "--map-tiles",
+            help="Basemap tile URL template of your own tile server, "
+            "https://tiles.example/{z}/{x}/{y}.png (default: no basemap, nothing fetched)",
+        ),
+    ] = None,
+    map_attribution: Annotated[
+        str, typer.Option("--map-attribution", help="Credit shown on the basemap")
+    ] = "",
 ) -> None:
     """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
+    require("console", "trigger-mesh dispatch")
     from mesh.dispatch.console.auth import Users
     from mesh.dispatch.console.server import ConsoleServer
     from mesh.dispatch.console.state import CameraLimits
+    from mesh.dispatch.console.tiles import tile_origin
+    from mesh.dispatch.console.tls import TlsError, TlsFiles, check_tls
 
     try:
         known = Users.load(users)
     except ConfigError as exc:
         _fail_config(exc)
+    tls = None
+    if (tls_cert is None) != (tls_key is None):
+        _fail("give both --tls-cert and --tls-key, or neither")
+    if tls_cert is not None and tls_key is not None:
+        tls = TlsFiles(tls_cert, tls_key, tls_key_password)
+        try:
+            check_tls(tls)
+        except TlsError as exc:
+            _fail(str(exc))
+    if map_tiles is not None:
+        try:
+            tile_origin(map_tiles)
+        except ValueError as exc:
+            _fail(str(exc))
     signer = load_signer(signing_key)
     _configure_logs(log_format, log_level)
     topics = _topics(prefix)
@@ -684,13 +732,18 @@ def dispatch(
                     signer=signer,
                     allowed_origins=tuple(allowed_origin or ()),
                     camera_limits=CameraLimits(max_cameras, camera_expiry),
+                    tls=tls,
+                    map_tiles=map_tiles,
+                    map_attribution=map_attribution,
                 )
             except OSError as exc:
                 _fail(f"cannot serve on {host}:{port}: {exc.strerror}")
-            _console(stderr=True).print(
-                f"dispatch console on http://{host}:{server.port}/ (broker {url}, prefix "
-                f"{prefix}); Ctrl-C to stop",
-                highlight=False,
+            # A log record, not a print: stderr holds one format (docs/observability.md).
+            structlog.get_logger("mesh.console").info(
+                "dispatch console serving",
+                url=f"{server.scheme}://{host}:{server.port}/",
+                broker=str(url),
+                prefix=prefix,
             )
             await server.run()
 
@@ -757,6 +810,7 @@ def ble_sensor(
     battery: Annotated[int, typer.Option("--battery", min=0, max=100)] = 90,
 ) -> None:
     """Advertise one sensor event like a real sensor: counter + 1, repeated for a while."""
+    require("ble", "trigger-mesh ble-sensor")
     from triggers.ble.format import SensorEvent
     from triggers.ble.keystore import KeystoreError, SensorKeyFile, kind_from_name
 
@@ -806,6 +860,7 @@ def ble_radio(
 ) -> None:
     """A virtual BLE radio for several processes: N controllers on one virtual link, each
     an HCI transport on TCP (connect gateways and sensors with tcp-client:HOST:PORT)."""
+    require("ble", "trigger-mesh ble-radio")
     from triggers.ble.virtual import serve_radio
 
     _configure_logs("console", "warning")
@@ -852,6 +907,7 @@ def can_replay(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per trigger")] = False,
 ) -> None:
     """Run a recorded drive through the rules: which triggers fire, at which log time."""
+    require("can", "trigger-mesh can-replay")
     from triggers.can.engine import Fired
     from triggers.can.factory import build_engine
     from triggers.can.replay import replay
@@ -934,6 +990,7 @@ def vehicle_sim(
 ) -> None:
     """Play a vehicle: DBC messages at their cycle times following a scenario, mixed with
     background traffic, onto a CAN bus or into a capture file."""
+    require("can", "trigger-mesh vehicle-sim")
     from triggers.can.factory import load_databases
     from triggers.can.rules import RulesError
     from triggers.can.simulator import (
@@ -990,6 +1047,7 @@ def can_diff(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Find raw-bit rule candidates: bits constant at rest that change with the event."""
+    require("can", "trigger-mesh can-diff")
     import can
 
     from triggers.can.diff import find_candidates, split
@@ -1065,6 +1123,17 @@ def schema(
 
     for path in [*write_schemas(out), write_trust_store_schema(out)]:
         _console().print(str(path), highlight=False)
+
+
+@app.command("console-openapi")
+def console_openapi(
+    out: Annotated[Path, typer.Option("--out", help="The file to write (JSON)")],
+) -> None:
+    """Write the OpenAPI 3.1 document of the dispatch console's HTTP API
+    (docs/console-openapi.json; the console serves it at /openapi.json)."""
+    from mesh.dispatch.console.openapi import write_openapi
+
+    _console().print(str(write_openapi(out)), highlight=False)
 
 
 @app.command()

@@ -26,6 +26,7 @@ from mesh.cli.common import (
     topic_schema,
 )
 from mesh.cli.integrity import AllProblemsOpt, PubkeyOpt, exit_for, load_pubkey, show_report
+from mesh.extras import require
 
 if TYPE_CHECKING:
     from mesh.archive.store import StoredConflict
@@ -98,6 +99,7 @@ def archiver(
     the load), PostgreSQL out. The schema is migrated at start."""
     if ctx.invoked_subcommand is not None:
         return
+    require("archive", "trigger-mesh archiver")
     from mesh.archive.archiver import Archiver, ArchiverSettings, default_archiver_id
 
     dsn = _dsn(db)
@@ -131,19 +133,23 @@ def archiver(
 @archiver_app.command("migrate")
 def migrate(db: DbOpt = None) -> None:
     """Bring the archive's schema up to date (the archiver does this at start too)."""
+    require("archive", "trigger-mesh archiver migrate")
     import asyncio
 
     import psycopg
 
     from mesh.archive.db import connect, describe
     from mesh.archive.migrate import migrate as apply
+    from mesh.cli.progress import progress
 
     dsn = _dsn(db)
+    configure_logs("auto", "info")  # on stderr: stdout says what was applied
 
     async def run() -> list[int]:
         conn = await connect(dsn, name="trigger-mesh migrate")
         try:
-            return await apply(conn)
+            with progress("archiver migrate", "migrations") as report:
+                return await apply(conn, report)
         finally:
             await conn.close()
 
@@ -173,6 +179,7 @@ def verify(
     records (the first is named); 3: intact but its tail is unsigned; 2: no such log, or
     the database unreachable.
     """
+    require("archive", "trigger-mesh archiver verify")
     import asyncio
 
     import psycopg
@@ -260,7 +267,8 @@ def log_sync(
     """Send the log's records to the central archive (`trigger-mesh archiver`), until the
     archive confirms it holds them all. Exit 0 synced; 1 not confirmed within --timeout
     (the archive, or a broker that went away); 2 not a log;
-    69 the broker cannot be reached at the start."""
+    75 the broker cannot be reached at the start."""
+    from mesh.cli.progress import progress
     from mesh.cli.reach import require_broker
     from mesh.journal.store import LogError
     from mesh.journal.sync import LogSync
@@ -277,8 +285,10 @@ def log_sync(
         )
     except LogError as exc:
         fail(str(exc))
-    require_broker(url)  # a missing log first (2), then a missing broker (69)
-    result = run_until_signal(sync.sync(timeout_s))
+    require_broker(url)  # a missing log first (2), then a missing broker (75)
+    with progress("log sync", "records") as report:
+        sync.progress = report
+        result = run_until_signal(sync.sync(timeout_s))
     if result is None:
         raise typer.Exit(130)
     out = console(stderr=True)

@@ -9,6 +9,8 @@ from typing import Annotated, TypeVar
 import typer
 
 from mesh.cli.common import EXIT_USAGE, console, fail
+from mesh.cli.integrity import PubkeyOpt, load_pubkey
+from mesh.extras import require
 
 T = TypeVar("T")
 
@@ -28,7 +30,11 @@ def report(
     log: Annotated[Path, typer.Argument(help="The activation log (SQLite)", show_default=False)],
     *,
     out: Annotated[
-        Path, typer.Option("--out", help="Directory for report.html, activations.csv, cameras.csv")
+        Path,
+        typer.Option(
+            "--out",
+            help="Directory for report.html, report.json, activations.csv, cameras.csv",
+        ),
     ],
     start: Annotated[
         str | None,
@@ -41,9 +47,13 @@ def report(
     kind: Annotated[
         str | None, typer.Option("--kind", help="Only this trigger kind (e.g. weapon_draw)")
     ] = None,
+    pubkey: PubkeyOpt = None,
 ) -> None:
-    """Write an HTML report (timelines, summary) and CSV files for an activation log."""
+    """Write an HTML report (integrity, summary, timelines, range plots), report.json and
+    CSV files for an activation log."""
+    require("report", "trigger-mesh audit report")
     import csv
+    import json
     import sqlite3
     import time
 
@@ -57,8 +67,10 @@ def report(
         check_unit,
         parse_kind,
         parse_utc,
+        report_json,
     )
     from mesh.audit.report_render import TIMELINE_LIMIT, render_html
+    from mesh.cli.progress import progress
 
     # Only this command loads the report modules (and with them matplotlib).
     from mesh.journal.store import LogError
@@ -73,16 +85,20 @@ def report(
         fail(f"--from ({start}) must be before --to ({end})", EXIT_USAGE)
     if out.exists() and not out.is_dir():
         fail(f"--out: {out} exists and is not a directory", EXIT_USAGE)
+    key = load_pubkey(pubkey)
     try:
-        result = build_report(log, flt)
+        result = build_report(log, flt, key)
     except (LogError, sqlite3.DatabaseError) as exc:
         fail(str(exc) if isinstance(exc, LogError) else f"{log}: cannot read it ({exc})")
 
     out.mkdir(parents=True, exist_ok=True)
     html_path = out / "report.html"
-    html_path.write_text(
-        render_html(result, log_name=str(log), generated_at_ns=time.time_ns()), encoding="utf-8"
-    )
+    now = time.time_ns()
+    with progress("audit report", "activations drawn") as report_progress:
+        page = render_html(result, log_name=str(log), generated_at_ns=now, progress=report_progress)
+    html_path.write_text(page, "utf-8")
+    document = report_json(result, log_name=str(log), generated_at_ns=now)
+    (out / "report.json").write_text(json.dumps(document, indent=1) + "\n", "utf-8")
     for name, columns, rows in (
         ("activations.csv", ACTIVATION_COLUMNS, activation_rows(result)),
         ("cameras.csv", CAMERA_COLUMNS, camera_rows(result)),
@@ -95,6 +111,7 @@ def report(
     drawn = min(total, TIMELINE_LIMIT)
     console().print(
         f"wrote {html_path} ({total} activation(s), {drawn} timeline(s); "
-        f"{flt.describe()}), {out / 'activations.csv'} and {out / 'cameras.csv'}",
+        f"{flt.describe()}; chain {result.integrity.verdict if result.integrity else '?'}), "
+        f"{out / 'report.json'}, {out / 'activations.csv'} and {out / 'cameras.csv'}",
         highlight=False,
     )

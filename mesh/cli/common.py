@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from bridge.mqtt.client import ProtocolChoice
-from bridge.mqtt.embedded import EmbeddedBroker
+from bridge.mqtt.embedded import EmbeddedBroker, find_mosquitto
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
+from mesh.extras import require
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap_later
 
@@ -56,7 +57,10 @@ def console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # escape: a message quotes files and commands ("pip install 'trigger-mesh[can]'").
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -78,7 +82,7 @@ def broker_url(value: str) -> BrokerUrl:
 
 def reachable_broker(value: str) -> BrokerUrl:
     """The broker URL of a one-shot command, checked to accept connections: if not, one
-    line and exit 69 (mesh.cli.errors) instead of retries that end in a timeout."""
+    line and exit 75 (mesh.cli.errors) instead of retries that end in a timeout."""
     from mesh.cli.reach import require_broker
 
     return require_broker(broker_url(value))
@@ -86,9 +90,11 @@ def reachable_broker(value: str) -> BrokerUrl:
 
 def fail_config(exc: ConfigError) -> NoReturn:
     """Every problem of a bad config file, one line each, and exit 2."""
+    from rich.markup import escape
+
     err = console(stderr=True)
     for line in exc.lines:
-        err.print(f"[bold red]error:[/] config error: {line}", highlight=False)
+        err.print(f"[bold red]error:[/] config error: {escape(line)}", highlight=False)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -127,6 +133,8 @@ async def broker_for(value: str) -> AsyncIterator[tuple[BrokerUrl, ProtocolChoic
     if value != "embedded":
         yield broker_url(value), "auto"
         return
+    if find_mosquitto() is None:  # then amqtt, in this process
+        require("broker", "--broker embedded without mosquitto")
     async with EmbeddedBroker() as broker:
         console(stderr=True).print(f"embedded {broker.kind} broker listening on {broker.url}")
         yield broker.url, "3.1.1" if broker.kind == "amqtt" else "auto"

@@ -20,6 +20,7 @@ import typer
 from mesh.cli.common import console, fail
 from mesh.cli.errors import EXIT_OK, EXIT_USAGE
 from mesh.documents import ConfigError, read_yaml
+from mesh.extras import MissingExtra, require
 
 if TYPE_CHECKING:
     from mesh.config import GatewayConfig
@@ -132,6 +133,7 @@ def _check_sources(config: GatewayConfig, path: Path) -> None:
     counter store (trigger_sources does that when the daemon starts)."""
     problems: list[tuple[str, str]] = []
     if config.ble is not None and config.ble.enabled:
+        require("ble", f"{path}: ble:")  # as trigger_sources does at start
         from triggers.ble.keystore import Keystore, KeystoreError
 
         keystore = Path(config.ble.keystore)
@@ -140,6 +142,7 @@ def _check_sources(config: GatewayConfig, path: Path) -> None:
         except KeystoreError as exc:
             problems.append(("ble.keystore", str(exc)))
     if config.can is not None and config.can.enabled:
+        require("can", f"{path}: can:")
         from triggers.can.factory import build_engine
         from triggers.can.rules import RulesError
 
@@ -212,6 +215,8 @@ def check_file(path: Path, kind: str | None) -> tuple[str | None, list[str]]:
         CHECKS[chosen](path)
     except ConfigError as exc:
         return chosen, exc.lines
+    except MissingExtra as exc:  # valid as far as it could be read; not usable here
+        return chosen, [str(exc)]
     return chosen, []
 
 
@@ -230,6 +235,8 @@ def check(
     2 if not (docs/cli.md)."""
     if kind is not None and kind not in CHECKS:
         fail(f"--kind must be one of {', '.join(CHECKS)}, not {kind!r}")
+    from rich.markup import escape
+
     out, err = console(), console(stderr=True)
     bad = 0
     for path in files:
@@ -237,7 +244,7 @@ def check(
         if problems:
             bad += 1
             for line in problems:
-                err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+                err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         else:
-            out.print(f"{path}: valid {found} config", highlight=False)
+            out.print(f"{escape(str(path))}: valid {found} config", highlight=False)
     raise typer.Exit(EXIT_USAGE if bad else EXIT_OK)

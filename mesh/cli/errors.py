@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
+from mesh.extras import EXIT_MISSING_EXTRA, MissingExtra
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -24,11 +26,12 @@ class ExitCode:
 
 
 # Statuses that mean the same for every command. Some commands give 1, 3 and 4 a meaning
-# of their own (docs/cli.md lists them); 2 and 69 mean the same everywhere.
+# of their own (docs/cli.md lists them); 2, 69, 75 and 130 mean the same everywhere.
 EXIT_OK = 0
 EXIT_USAGE = 2
-# sysexits.h EX_UNAVAILABLE: far from the small statuses commands use for their results.
-EXIT_BROKER_UNREACHABLE = 69
+# sysexits.h EX_TEMPFAIL ("try again later"): the broker may come back; far from the small
+# statuses commands use for their results, and apart from a missing extra's EX_UNAVAILABLE.
+EXIT_BROKER_UNREACHABLE = 75
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: tuple[ExitCode, ...] = (
@@ -38,6 +41,11 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         EXIT_USAGE,
         "usage",
         "bad option, bad or missing file, invalid configuration (every error printed)",
+    ),
+    ExitCode(
+        EXIT_MISSING_EXTRA,
+        "missing extra",
+        "the command needs an optional part that is not installed (docs/install.md)",
     ),
     ExitCode(
         EXIT_BROKER_UNREACHABLE,
@@ -61,23 +69,28 @@ class BrokerUnreachable(CliFailure):
         super().__init__(f"cannot reach the MQTT broker at {where}: {reason}")
 
 
-def report(failure: CliFailure) -> NoReturn:
+def report(failure: Exception, code: int) -> NoReturn:
     print(f"error: {failure}", file=sys.stderr, flush=True)
-    sys.exit(failure.code)
+    sys.exit(code)
 
 
 def run_cli(app: Callable[[], object]) -> None:
-    """Run the typer app; a CliFailure, or a link that never came up, is one line."""
+    """Run the typer app; a CliFailure, a missing extra or a link that never came up is
+    one line and its status, no traceback."""
     from bridge.mqtt.client import LinkDown
 
     try:
         app()
     except CliFailure as failure:
-        report(failure)
+        report(failure, failure.code)
+    except MissingExtra as exc:
+        # An optional part left out of the install is no bug.
+        report(exc, EXIT_MISSING_EXTRA)
     except LinkDown as exc:
         # A one-shot command's link that stayed down (the broker went away after the
         # reachability check, or it accepts TCP but not our MQTT).
-        report(BrokerUnreachable(_where(str(exc)), str(exc)))
+        down = BrokerUnreachable(_where(str(exc)), str(exc))
+        report(down, down.code)
 
 
 def _where(message: str) -> str:

@@ -85,12 +85,12 @@ def verify(log: LogArg, pubkey: PubkeyOpt = None, all_problems: AllProblemsOpt =
     records (the first is named), or with --pubkey no checkpoint signed by that key; 3:
     signed by checkpoints, but the records after the last one are not; 2: not a log.
     """
-    from mesh.journal.chain import verify_chain
-    from mesh.journal.store import LogError, log_id_of, read_records
+    from mesh.journal.integrity import verify_log
+    from mesh.journal.store import LogError
 
     key = load_pubkey(pubkey)
     try:
-        report = verify_chain(read_records(log), log_id=log_id_of(log), public_key=key)
+        report = verify_log(log, key)  # the same check as the report's integrity section
     except LogError as exc:
         fail(str(exc))
     show_report(report, all_problems)

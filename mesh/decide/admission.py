@@ -16,6 +16,9 @@ from mesh.clock import NS
 from mesh.decide.policy import KindRules, Policy
 from mesh.protocol.models import TriggerEvent, TriggerKind
 
+# Every code ``admit`` refuses with (the metrics show each at 0 from the start).
+REFUSAL_CODES = ("kind_disabled", "unauthenticated", "stale", "future")
+
 
 @dataclass(frozen=True)
 class Accepted:

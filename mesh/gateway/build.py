@@ -21,6 +21,7 @@ from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.config import GatewayConfig, signing_key_path
 from mesh.decide.policy import Policy
 from mesh.documents import ConfigError
+from mesh.extras import require
 from mesh.gateway.daemon import Gateway, GatewaySettings
 from mesh.security.checks import Security, load_security
 
@@ -101,6 +102,7 @@ def trigger_sources(cfg: GatewayConfig, config_path: Path) -> list[TriggerSource
     cannot be built."""
     sources: list[TriggerSource] = []
     if cfg.ble is not None and cfg.ble.enabled:
+        require("ble", f"{config_path}: ble:")
         from triggers.ble.factory import build_source
         from triggers.ble.keystore import KeystoreError
 
@@ -109,6 +111,7 @@ def trigger_sources(cfg: GatewayConfig, config_path: Path) -> list[TriggerSource
         except KeystoreError as exc:
             raise ConfigError(config_path, "ble.keystore", str(exc)) from None
     if cfg.can is not None and cfg.can.enabled:
+        require("can", f"{config_path}: can:")
         from triggers.can.factory import build_source as build_can_source
         from triggers.can.rules import RulesError
 

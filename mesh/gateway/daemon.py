@@ -413,7 +413,7 @@ class Gateway:
             outbox_oldest_queued_at_ns=self.outbox.oldest_queued_at_ns(),
             outbox_fallback_error=self.outbox.fallback_error,
             in_progress=len(self.coordinator.live),
-            counters=self._parts_counters(),
+            counters=self._observed_counters(),
             sources={source.name: source.health() for source in self.sources},
         )
 
@@ -427,17 +427,22 @@ class Gateway:
         merged.update(self.forwarder.counters)
         return merged
 
-    def all_counters(self) -> dict[str, int]:
+    def _observed_counters(self) -> Counter[str]:
+        """The parts' counters and the presence lane's (registry, intake queue)."""
         merged = self._parts_counters()
+        merged["presence.dropped_queue"] = self.presence_link.inbound_dropped
+        merged["presence.cameras"] = len(self.presence)
+        for key, count in self.presence.counters.items():
+            merged[f"presence.{key}"] = count
+        return merged
+
+    def all_counters(self) -> dict[str, int]:
+        merged = self._observed_counters()
         merged["outbox.depth"] = self.outbox.depth()
         merged["link.connects"] = self.link.connects
         merged["presence_link.connects"] = self.presence_link.connects
         merged["ack_link.connects"] = self.ack_link.connects
         merged["link.on_connect_failures"] = self.link.on_connect_failures
-        merged["presence.dropped_queue"] = self.presence_link.inbound_dropped
-        merged["presence.cameras"] = len(self.presence)
-        for key, count in self.presence.counters.items():
-            merged[f"presence.{key}"] = count
         for source in self.sources:
             for key, value in source.health().items():
                 if isinstance(value, int) and not isinstance(value, bool):

@@ -36,7 +36,8 @@ class GatewayReadout:
     # Why the outbox is held in memory, not in its file (None: in its file, durable).
     outbox_fallback_error: str | None
     in_progress: int  # activations not yet finished
-    counters: Counter[str]  # the daemon's, the coordinator's and the forwarder's
+    # The daemon's, the coordinator's, the forwarder's and the presence lane's.
+    counters: Counter[str]
     sources: dict[str, dict[str, int | float | str | bool]]  # each trigger source's health
 
 

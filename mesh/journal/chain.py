@@ -122,6 +122,9 @@ class ChainReport:
     removed_runs: int = 0  # gaps accounted for by a retention record
     key_ids: set[str] = field(default_factory=set)
     pinned: bool = False
+    last_checkpoint_seq: int | None = None  # the last checkpoint whose signature holds
+    last_checkpoint_at_ns: int | None = None
+    unsigned_tail: int = 0  # records after the last record a checkpoint vouches for
     problems: list[ChainProblem] = field(default_factory=list)
 
     @property
@@ -272,6 +275,7 @@ class _Verifier:
         tail_from = len(rows)
         while tail_from > 0 and not signed[tail_from - 1]:
             tail_from -= 1
+        report.unsigned_tail = len(rows) - tail_from
         if not self.found:
             self.unvouched_stretches(signed, tail_from)
         if not self.found and tail_from < len(rows):
@@ -507,6 +511,8 @@ class _Verifier:
             self.problem(checked.seq, checked.problem, checked.detail)
             return False
         self.report.key_ids.add(key_id(checked.key))
+        self.report.last_checkpoint_seq = row.seq
+        self.report.last_checkpoint_at_ns = row.at_ns
         if checked.retention:
             self.retention_signed.add(row.seq - 1)
         return True

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import structlog
 from bridge.mqtt.client import Inbound, LinkDown, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
+from mesh.journal.records import RecordKind, StartedEntry
 from mesh.journal.store import LogError, log_id_of, open_readonly
 from mesh.protocol.codec import PayloadError, decode, encode
 from mesh.protocol.log_wire import (
@@ -45,6 +48,8 @@ WATERMARK_GRACE_S = 1.0
 # so an archive whose database is down is not flooded with the same records.
 ACK_TIMEOUT_S = 5.0
 ACK_MAX_S = 60.0
+# The ids a batch may carry (log_wire's Ident).
+_IDENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Per record, besides its body and kind: the JSON of the other fields.
 _RECORD_OVERHEAD = 260
 
@@ -82,12 +87,19 @@ class LogSync:
         self.log_path = Path(log_path)
         self.log_id = log_id_of(self.log_path)  # LogError if it is not a log
         self.topics = topics
+        if unit_id is None or gateway_id is None:
+            # Synced by hand (`log sync` without --unit/--gateway): the log says who wrote it.
+            logged_unit, logged_gateway = started_by(self.log_path)
+            unit_id = unit_id or logged_unit
+            gateway_id = gateway_id or logged_gateway
         self.unit_id = unit_id
         self.gateway_id = gateway_id
         self.ack_timeout_s = ack_timeout_s
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.counters: Counter[str] = Counter()
+        # Told (sent, to send) during a pass: `log sync` shows it (mesh.cli.progress).
+        self.progress: Callable[[int, int | None], None] | None = None
         # The highest watermark heard: it never goes back, even if announcements from two
         # archivers arrive out of order.
         self.watermark = 0
@@ -159,9 +171,11 @@ class LogSync:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._heard.wait(), _left(deadline, WATERMARK_GRACE_S))
         patience = self.ack_timeout_s
+        to_send = await asyncio.to_thread(self._count, self.watermark, head)
+        self._progress(0, to_send)
         while self.watermark < head and loop.time() < deadline:
             try:
-                sent += await self._send(self.watermark, head, deadline)
+                sent += await self._send(self.watermark, head, deadline, sent, to_send)
             except LinkDown as exc:
                 self._log.debug("log sync waiting for the broker", error=str(exc))
                 await self._wait_for_link(deadline)
@@ -170,7 +184,13 @@ class LogSync:
             if self.watermark < head:
                 self.counters["resends"] += 1
                 patience = min(patience * 2, ACK_MAX_S)
+        if self.watermark >= head:
+            self._progress(to_send, to_send)  # all of them confirmed
         return SyncResult(self.log_id, sent, self.watermark, head)
+
+    def _progress(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(min(done, total), total)
 
     async def _wait_for_link(self, deadline: float) -> bool:
         try:
@@ -208,8 +228,11 @@ class LogSync:
             self._moved.set()
 
     # --- the edge log ---------------------------------------------------------------------
-    async def _send(self, after: int, head: int, deadline: float) -> int:
-        """Publish every record after ``after`` up to ``head``; the number published."""
+    async def _send(
+        self, after: int, head: int, deadline: float, before: int = 0, to_send: int = 0
+    ) -> int:
+        """Publish every record after ``after`` up to ``head``; the number published
+        (``before`` of ``to_send`` were sent earlier in this pass: for progress)."""
         sent = 0
         while after < head:
             batch = await asyncio.to_thread(self._read_batch, after, head)
@@ -221,8 +244,19 @@ class LogSync:
             )
             sent += len(batch.records)
             self.counters["records_sent"] += len(batch.records)
+            self._progress(before + sent, to_send)
             after = batch.records[-1].seq
         return sent
+
+    def _count(self, after: int, head: int) -> int:
+        conn = open_readonly(self.log_path)
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM records WHERE seq > ? AND seq <= ?", (after, head)
+            ).fetchone()
+        finally:
+            conn.close()
+        return int(row[0])
 
     def _head_seq(self) -> int:
         conn = open_readonly(self.log_path)
@@ -278,6 +312,31 @@ class LogSync:
             sent_at_ns=time.time_ns(),
             records=tuple(records),
         )
+
+
+def started_by(path: Path) -> tuple[str | None, str | None]:
+    """(unit, gateway) of the gateway's latest ``started`` record in the log; None for
+    either if there is none (retention removed it, or no gateway wrote this log) or it is
+    not an id the archive takes."""
+    conn = open_readonly(path)
+    try:
+        row = conn.execute(
+            "SELECT body FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1",
+            (RecordKind.STARTED.value,),
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        return None, None
+    try:
+        started = StartedEntry.model_validate_json(row[0])
+    except ValueError:  # unreadable: the archive then names neither (as before)
+        return None, None
+
+    def ident(value: str) -> str | None:
+        return value if _IDENT.fullmatch(value) else None
+
+    return ident(started.unit_id), ident(started.gateway_id)
 
 
 def _left(deadline: float, cap: float | None = None) -> float:

@@ -1,8 +1,17 @@
-"""structlog set-up: JSON lines for daemons, readable key=value in a terminal."""
+"""One log pipeline: structlog for our loggers *and* the standard library's (uvicorn, paho,
+bumble, asyncio, warnings), so a stream holds one format. JSON lines for daemons,
+readable key=value on a terminal; under systemd each line starts with its syslog priority
+(sd-daemon(3)'s ``<4>``…) so ``journalctl -p warning`` can filter. docs/observability.md.
+
+Our loggers are standard-library loggers wrapped by structlog; every record, ours or a
+library's, is rendered by the one ``ProcessorFormatter`` on the root logger.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 from typing import Literal, TextIO
 
@@ -15,11 +24,57 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+# Our packages log at the chosen level; libraries only speak up from WARNING (paho and
+# bumble are chatty at INFO and DEBUG), unless the chosen level is higher still.
+OUR_LOGGERS = ("mesh", "bridge", "triggers")
+
+
+def syslog_priority(levelno: int) -> int:
+    """sd-daemon(3)'s SD_ERR (3), SD_WARNING (4), SD_INFO (6), SD_DEBUG (7), SD_CRIT (2)."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def journal_stream_matches(journal_stream: str | None, st_dev: int, st_ino: int) -> bool:
+    """Whether ``$JOURNAL_STREAM`` ("<device>:<inode>", set by systemd) names this stream:
+    a child that inherited the variable but writes elsewhere must not prefix."""
+    if not journal_stream:
+        return False
+    dev, sep, ino = journal_stream.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    return int(dev) == st_dev and int(ino) == st_ino
+
+
+def _on_journal(out: TextIO) -> bool:
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False  # not a file (a test's StringIO): not the journal
+    return journal_stream_matches(os.environ.get("JOURNAL_STREAM"), st.st_dev, st.st_ino)
+
+
+class _JournalFormatter(structlog.stdlib.ProcessorFormatter):
+    """Prefixes each record with ``<priority>``; journald strips it and files the line at
+    that priority."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{syslog_priority(record.levelno)}>{super().format(record)}"
 
 
 def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """``auto`` is console when the stream is a terminal, JSON otherwise (journald, files)."""
     out = stream or sys.stderr
+    numeric = _LEVELS.get(level.lower())
+    if numeric is None:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(_LEVELS)}")
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
     renderer: structlog.typing.Processor
@@ -27,20 +82,37 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
-    numeric = _LEVELS.get(level.lower())
-    if numeric is None:
-        raise ValueError(f"log level {level!r} is not one of {', '.join(_LEVELS)}")
+    # Run for every record: ours before they reach the standard library, the libraries'
+    # in the formatter (``foreign_pre_chain``).
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    formatter_class = _JournalFormatter if _on_journal(out) else structlog.stdlib.ProcessorFormatter
+    formatter = formatter_class(
+        foreign_pre_chain=shared,
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
     )
-    # Libraries that use the standard library (paho, amqtt) only speak up when it matters.
-    logging.basicConfig(level=logging.WARNING, stream=out, force=True)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in root.handlers[:]:  # as basicConfig(force=True): one handler, ours
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(max(numeric, logging.WARNING))
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(numeric)
+    logging.captureWarnings(True)  # warnings.warn too, as a record of logger "py.warnings"

@@ -10,6 +10,8 @@ at scrape time* by a collector, so nothing is counted twice and the status messa
 
 from __future__ import annotations
 
+import platform
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -18,8 +20,17 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
+from mesh import __version__
+from mesh.decide.activation import AckEffect
+from mesh.decide.admission import REFUSAL_CODES
 from mesh.ops.health import Health, Status
-from mesh.protocol.models import ActivationState, TriggerKind
+from mesh.protocol.models import (
+    ActivationState,
+    CancelOutcome,
+    EscalationReason,
+    SourceType,
+    TriggerKind,
+)
 
 PREFIX = "trigger_mesh"
 
@@ -144,16 +155,33 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("source",),
         "Trigger source start attempts that failed, by source.",
     ),
-    "source_health": (
+    "source_events": (
+        "counter",
+        ("source", "event"),
+        "In-process trigger source (BLE, CAN) counts since start, by source and event.",
+    ),
+    "source_level": (
         "gauge",
         ("source", "key"),
-        "In-process trigger source (BLE, CAN) health values, by source and key "
-        "(counts since start and current levels, as the source reports them).",
+        "In-process trigger source (BLE, CAN) current levels, by source and key.",
     ),
-    "gateway_events": (
+    "cancel_acks": (
         "counter",
-        ("key",),
-        "Other gateway counters, by their key in the gateway status.",
+        ("effect",),
+        "Camera answers to record-cancels: stopped, kept_recording, refused, untrusted; "
+        "unknown_activation, not_logged (over the per-camera cap).",
+    ),
+    "log_retention_refused": ("counter", (), "Retention passes the activation log refused."),
+    "unmapped_counters": (
+        "gauge",
+        (),
+        "Counter keys of the daemon that no family exports (0 unless the code gained a key "
+        "these metrics do not know).",
+    ),
+    "build_info": (
+        "gauge",
+        ("version", "python", "implementation", "platform"),
+        "Always 1: the trigger-mesh version and the Python running it.",
     ),
     "mqtt_reconnects": ("counter", (), "Broker connections after the first one."),
     "mqtt_connected": ("gauge", (), "1 while the broker link is up."),
@@ -162,7 +190,22 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("status",),
         "1 for the current health status (as /health says), 0 for the others.",
     ),
-    "console_events": ("counter", ("key",), "Other console counters, by key."),
+    "console_pages_resynced": (
+        "counter",
+        (),
+        "Console pages too slow for the live feed, sent the whole state again.",
+    ),
+    "console_logins_refused": (
+        "counter",
+        ("reason",),
+        "Console logins refused: bad_credentials, backed_off (HTTP 429), busy (HTTP 503).",
+    ),
+    "console_forgeries_refused": ("counter", (), "Console POSTs refused as cross-site."),
+    "console_cameras_dropped": (
+        "counter",
+        ("reason",),
+        "Cameras the console dropped: evicted (past --max-cameras), expired (unheard).",
+    ),
     "console_pages": ("gauge", (), "Console pages connected to the live feed."),
     "console_activations": ("gauge", ("state",), "Activations the console shows, by state."),
     "console_gateways": ("gauge", (), "Gateways the console knows of."),
@@ -179,41 +222,105 @@ _SCALAR_KEYS = {
     "publish.commands": "commands_published",
     "publish.link_down": "publish_link_down",
     "log.write_failures": "log_write_failures",
+    "log.retention_refused": "log_retention_refused",
     "outbox.write_failures": "outbox_write_failures",
     "presence.cameras": "presence_cameras",
 }
-# The outbox's own file (mesh/gateway/forwarder.py), apart from the messages' traffic.
-_OUTBOX_FILE_KEYS = frozenset(
-    {"outbox.memory_fallbacks", "outbox.reopened", "outbox.reopen_failures"}
-)
-# Counter keys ``<head>.<value>``: one family, the value as its one label.
+# Families whose label values are all known: every one is shown from the start, at 0, so
+# that ``increase(...) > 0`` sees the first event (a series that appears at 6 shows no
+# increase). The key of each value is ``<head>.<value>`` (_LABELLED_HEADS).
+_KNOWN_VALUES: dict[str, tuple[str, ...]] = {
+    # Admission's codes; a signature's (unsigned, bad_signature, …) appear at their first.
+    "triggers_refused": REFUSAL_CODES,
+    "activations_finished": tuple(sorted(_FINISHED_STATES)),
+    "missed_cameras": tuple(r.value for r in EscalationReason),
+    "acks": (
+        *(e.value for e in AckEffect),
+        "late",
+        "unknown_activation",
+        "dropped_rate",
+        "repeated",
+        "over_rate_first",
+    ),
+    "cancels": ("accepted", "refused"),
+    "cancel_acks": (
+        *(o.value for o in CancelOutcome),
+        "untrusted",
+        "unknown_activation",
+        "not_logged",
+    ),
+    "outbox_messages": ("queued", "sent", "expired", "undeliverable"),
+    "outbox_file_events": ("memory_fallbacks", "reopened", "reopen_failures"),
+    "presence_events": (
+        "applied",
+        "held",
+        "dropped_rate",
+        "dropped_queue",
+        "logged",
+        "unlogged",
+        "evicted",
+        "expired",
+        "refused_full",
+    ),
+    "console_logins_refused": ("bad_credentials", "backed_off", "busy"),
+    "console_cameras_dropped": ("evicted", "expired"),
+}
+# Counter keys ``<head>.<value>``: one family, the value (a known one) as its one label.
 _LABELLED_HEADS = {
     "escalations": "missed_cameras",
     "acks": "acks",
     "cancels": "cancels",
+    "cancel_acks": "cancel_acks",
     "outbox": "outbox_messages",
     "presence": "presence_events",
 }
+_OUTBOX_FILE_KEYS = frozenset(f"outbox.{e}" for e in _KNOWN_VALUES["outbox_file_events"])
 
-# Shown on every scrape, even at zero: a rate() needs the series before its first event.
+# Shown on every scrape, even before their first event.
 _GATEWAY_ALWAYS = (
     "triggers",
+    "triggers_suppressed",
+    "triggers_refused",
     "activations_started",
     "activations_finished",
     "activations_in_progress",
     "missed_cameras",
     "acks",
+    "cancels",
+    "cancel_acks",
+    "presence_events",
     "rejected_inputs",
+    "command_retries",
+    "commands_published",
+    "publish_link_down",
     "log_write_failures",
+    "outbox_messages",
+    "outbox_write_failures",
+    "outbox_file_events",
     "mqtt_reconnects",
 )
+# The source levels a source reports in its health (triggers/*/source.py); every other
+# number there is a count since start.
+SOURCE_LEVELS = frozenset({"sensors_seen", "sensors_low_battery", "signals_lost", "queued"})
+
+
+def build_labels() -> list[str]:
+    """``build_info``'s labels: what is running, for a dashboard and for a rollout."""
+    return [
+        __version__,
+        platform.python_version(),
+        platform.python_implementation(),
+        f"{sys.platform}-{platform.machine()}",
+    ]
 
 
 class _Families:
-    """Metric families by name, created on first use, in a stable order."""
+    """Metric families by name, created on first use, in a stable order; a family with
+    known label values starts with each of them at 0."""
 
     def __init__(self, always: Iterable[str] = ()) -> None:
         self._by_name: dict[str, Metric] = {}
+        self._values: dict[str, dict[tuple[str, ...], float]] = {}
         for name in always:
             self.family(name)
 
@@ -224,19 +331,33 @@ class _Families:
             make = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             family = make(f"{PREFIX}_{name}", doc, labels=list(labels))
             self._by_name[name] = family
+            self._values[name] = {}
+            for value in _KNOWN_VALUES.get(name, ()):
+                self._values[name][(value,)] = 0
+            if name == "triggers":
+                for kind_ in TriggerKind:
+                    for source in SourceType:
+                        self._values[name][(kind_.value, source.value)] = 0
+            elif not labels:
+                self._values[name][()] = 0
         return family
 
     def add(self, name: str, labels: Iterable[str], value: float) -> None:
-        family = self.family(name)
-        assert isinstance(family, CounterMetricFamily | GaugeMetricFamily)
-        family.add_metric(list(labels), value)
+        self.family(name)
+        key = tuple(labels)
+        self._values[name][key] = self._values[name].get(key, 0) + value
 
     def all(self) -> list[Metric]:
+        for name, family in self._by_name.items():
+            assert isinstance(family, CounterMetricFamily | GaugeMetricFamily)
+            for labels, value in self._values[name].items():
+                family.add_metric(list(labels), value)
         return list(self._by_name.values())
 
 
-def _gateway_family(key: str) -> tuple[str, list[str]]:
-    """The family and labels of a gateway/coordinator counter key (mesh/gateway/coordinator.py)."""
+def gateway_family(key: str) -> tuple[str, list[str]] | None:
+    """The family and labels of a gateway counter key (mesh/gateway/coordinator.py and
+    daemon.py); None for a key no family knows (counted in ``unmapped_counters``)."""
     if key in _SCALAR_KEYS:
         return _SCALAR_KEYS[key], []
     if key in _OUTBOX_FILE_KEYS:
@@ -244,7 +365,8 @@ def _gateway_family(key: str) -> tuple[str, list[str]]:
     parts = key.split(".")
     head, rest = parts[0], parts[1:]
     if head in _LABELLED_HEADS and len(rest) == 1:
-        return _LABELLED_HEADS[head], rest
+        name = _LABELLED_HEADS[head]
+        return (name, rest) if rest[0] in _KNOWN_VALUES[name] else None
     if head == "activations" and len(rest) == 1 and rest[0] in _FINISHED_STATES:
         return "activations_finished", rest
     if head == "triggers" and len(rest) == 2 and rest[0] == "refused":
@@ -257,7 +379,35 @@ def _gateway_family(key: str) -> tuple[str, list[str]]:
         return "rejected_inputs", ["topic", "unknown_topic"]
     if head == "sources" and len(rest) == 2 and rest[1] == "start_failures":
         return "source_start_failures", rest[:1]
-    return "gateway_events", [key]
+    return None
+
+
+_CONSOLE_KEYS = {
+    "pages.resynced": ("console_pages_resynced", []),
+    "forgery.refused": ("console_forgeries_refused", []),
+    "logins.failed": ("console_logins_refused", ["bad_credentials"]),
+    "logins.refused.429": ("console_logins_refused", ["backed_off"]),
+    "logins.refused.503": ("console_logins_refused", ["busy"]),
+    "cameras.evicted": ("console_cameras_dropped", ["evicted"]),
+    "cameras.expired": ("console_cameras_dropped", ["expired"]),
+}
+_CONSOLE_ALWAYS = (
+    "rejected_inputs",
+    "mqtt_reconnects",
+    "console_pages_resynced",
+    "console_forgeries_refused",
+)
+
+
+def console_family(key: str) -> tuple[str, list[str]] | None:
+    """The family and labels of a console counter key (mesh/dispatch/console/)."""
+    if key in _CONSOLE_KEYS:
+        name, labels = _CONSOLE_KEYS[key]
+        return name, list(labels)
+    parts = key.split(".")
+    if parts[0] == "rejected" and len(parts) == 3:
+        return "rejected_inputs", parts[1:]
+    return None
 
 
 def _source_values(f: _Families, source: str, health: SourceHealth) -> None:
@@ -266,8 +416,25 @@ def _source_values(f: _Families, source: str, health: SourceHealth) -> None:
             continue
         if key.startswith("rejected.") and not isinstance(value, bool):
             f.add("rejected_inputs", [source, key.removeprefix("rejected.")], value)
+        elif isinstance(value, bool | float) or key in SOURCE_LEVELS:
+            f.add("source_level", [source, key], float(value))
         else:
-            f.add("source_health", [source, key], float(value))
+            f.add("source_events", [source, key], value)
+
+
+def _counters(
+    f: _Families,
+    counters: Mapping[str, int],
+    mapping: Callable[[str], tuple[str, list[str]] | None],
+) -> None:
+    unmapped = 0
+    for key, value in sorted(counters.items()):
+        found = mapping(key)
+        if found is None:
+            unmapped += 1
+        else:
+            f.add(found[0], found[1], value)
+    f.add("unmapped_counters", [], unmapped)
 
 
 def _common(f: _Families, *, link_up: bool, connects: int, health: Health) -> None:
@@ -275,14 +442,13 @@ def _common(f: _Families, *, link_up: bool, connects: int, health: Health) -> No
     f.add("mqtt_connected", [], int(link_up))
     for status in Status:
         f.add("health_status", [status.value], int(health.status is status))
+    f.add("build_info", build_labels(), 1)
 
 
 def gateway_families(snapshot: GatewaySnapshot) -> list[Metric]:
     f = _Families(_GATEWAY_ALWAYS)
     f.add("activations_in_progress", [], snapshot.in_progress)
-    for key, value in sorted(snapshot.counters.items()):
-        name, labels = _gateway_family(key)
-        f.add(name, labels, value)
+    _counters(f, snapshot.counters, gateway_family)
     for source, health in sorted(snapshot.sources.items()):
         _source_values(f, source, health)
     if snapshot.queue_depth is not None:
@@ -294,13 +460,10 @@ def gateway_families(snapshot: GatewaySnapshot) -> list[Metric]:
 
 
 def console_families(snapshot: ConsoleSnapshot) -> list[Metric]:
-    f = _Families(("rejected_inputs", "mqtt_reconnects"))
-    for key, value in sorted(snapshot.counters.items()):
-        parts = key.split(".")
-        if parts[0] == "rejected" and len(parts) == 3:
-            f.add("rejected_inputs", parts[1:], value)
-        else:
-            f.add("console_events", [key], value)
+    f = _Families(_CONSOLE_ALWAYS)
+    for name in ("console_logins_refused", "console_cameras_dropped"):
+        f.family(name)
+    _counters(f, snapshot.counters, console_family)
     f.add("console_pages", [], snapshot.pages)
     for state in ActivationState:
         f.add("console_activations", [state.value], snapshot.activations_by_state.get(state, 0))

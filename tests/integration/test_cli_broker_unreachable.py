@@ -1,5 +1,5 @@
 """An MQTT broker nobody can reach, met by every command that talks to one (docs/cli.md,
-"Exit statuses"): a one-shot command says so in one line and exits 69; a daemon keeps
+"Exit statuses"): a one-shot command says so in one line and exits 75; a daemon keeps
 trying, with one warning per back-off step instead of one per link and attempt."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ ONE_SHOT = {
 
 
 @pytest.mark.parametrize("command", list(ONE_SHOT))
-def test_one_shot_command_is_one_line_and_exit_69(
+def test_one_shot_command_is_one_line_and_exit_75(
     command: str, dead_broker: str, tmp_path: Path
 ) -> None:
     ActivationLog(tmp_path / "act.db").close()  # an empty log: log sync reads it first

@@ -142,3 +142,15 @@ def test_gateway_refuses_a_log_whose_directory_is_missing(tmp_path: Path) -> Non
         "exist (create it first)"
     ]
     assert not (tmp_path / "no").exists()
+
+
+def test_brackets_in_a_problem_are_printed_as_written(tmp_path: Path) -> None:
+    # rich would take "[can]" or "[bold]" for markup and drop it from the line.
+    path = tmp_path / "camera.yaml"
+    path.write_text("camera_id: bwc-1\nunit: car-1\n'[bold]x': 1\n")
+    result = run("config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"error: {path}: key '[bold]x': unknown key (known here: " + (
+        "accuracy_m, ble_address, broker, camera_id, groups, heartbeat_s, officer, "
+        "position, pre_event_buffer_s, record_s, role, security, topic_prefix, unit)\n"
+    )

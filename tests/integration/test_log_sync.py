@@ -295,8 +295,8 @@ async def test_sync_without_a_broker_says_so_at_once(tmp_path: Path) -> None:
     code, out = await cli(
         "log", "sync", str(log), "--broker", f"mqtt://127.0.0.1:{free_port()}", "--timeout", "1.5"
     )
-    # One line and exit 69 (docs/cli.md), where it used to retry until --timeout.
-    assert code == 69, out
+    # One line and exit 75 (docs/cli.md), where it used to retry until --timeout.
+    assert code == 75, out
     assert out.startswith("error: cannot reach the MQTT broker at 127.0.0.1:")
     assert time.monotonic() - started < 15
     code, out = await cli("log", "sync", str(tmp_path / "nothing.db"), "--timeout", "1")

@@ -4,6 +4,7 @@ activations, and parsed with prometheus_client's own parser."""
 from __future__ import annotations
 
 import asyncio
+import platform
 import sqlite3
 import time
 import uuid
@@ -15,6 +16,7 @@ from prometheus_client.metrics_core import Metric
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
+from mesh import __version__ as MESH_VERSION
 from mesh.decide.policy import Policy
 from mesh.gateway.build import build_gateway, config_in_code
 from mesh.gateway.daemon import Gateway
@@ -105,6 +107,14 @@ async def test_metrics_after_real_activations_match_the_gateway_counters(
         assert sample(m, P + "acks", effect="recorded") == merged["acks.recorded"]
         assert sample(m, P + "commands_published") == merged["publish.commands"]
         assert "process_resident_memory_bytes" in m
+        # Every counter the running gateway keeps has its family, and it says what runs.
+        assert sample(m, P + "unmapped_counters") == 0
+        [build] = m[P + "build_info"].samples
+        assert (build.value, build.labels["version"]) == (1, MESH_VERSION)
+        assert build.labels["python"] == platform.python_version()
+        # Known label values are there at 0 before their first event.
+        assert sample(m, P + "missed_cameras", reason="rejected") == 0
+        assert sample(m, P + "presence_events", event="evicted") == 0
 
 
 async def test_reconnects_and_health_follow_the_broker(
@@ -260,7 +270,7 @@ def families_of(snapshot: GatewaySnapshot) -> dict[str, Metric]:
     return parse_metrics(generate_latest(registry).decode())
 
 
-def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
+def test_counter_keys_map_to_families_and_unknown_keys_are_counted() -> None:
     m = families_of(
         GatewaySnapshot(
             counters={
@@ -284,7 +294,15 @@ def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
             link_connects=4,
             in_progress=2,
             health=Health(Status.DEGRADED, ("broker link is down",)),
-            sources={"ble": {"rejected.replay": 11, "adverts": 900, "scanning": True, "mode": "x"}},
+            sources={
+                "ble": {
+                    "rejected.replay": 11,
+                    "adverts": 900,
+                    "sensors_seen": 3,
+                    "scanning": True,
+                    "mode": "x",
+                }
+            },
             queue_depth=12,
             queue_durable=False,
         )
@@ -304,16 +322,25 @@ def test_counter_keys_map_to_families_and_unknown_keys_are_kept() -> None:
     assert sample(m, P + "outbox_file_events", event="reopen_failures") == 4
     assert not [s for s in m[P + "outbox_messages"].samples if "memory" in str(s.labels)]
     assert sample(m, P + "source_start_failures", source="can") == 3
-    assert sample(m, P + "source_health", source="ble", key="adverts") == 900
-    assert sample(m, P + "source_health", source="ble", key="scanning") == 1
-    assert sample(m, P + "gateway_events", key="something.new") == 7
+    # Counts and levels apart: a count is a counter, a level (or a flag) a gauge.
+    assert sample(m, P + "source_events", source="ble", event="adverts") == 900
+    assert sample(m, P + "source_level", source="ble", key="scanning") == 1
+    assert sample(m, P + "source_level", source="ble", key="sensors_seen") == 3
+    assert m[P + "source_events"].type == "counter"
+    assert m[P + "source_level"].type == "gauge"
+    # A key no family knows is not exported under a label; it is counted.
+    assert sample(m, P + "unmapped_counters") == 1
+    assert "something" not in str([s.labels for f in m.values() for s in f.samples])
     assert sample(m, P + "mqtt_reconnects") == 3
     assert sample(m, P + "outbox_depth") == 12
     assert sample(m, P + "outbox_durable") == 0
     assert sample(m, P + "activations_in_progress") == 2
     assert sample(m, P + "health_status", status="degraded") == 1
-    # Families with no events yet are still there, empty (rates need them from the start).
-    assert m[P + "acks"].samples == []
+    # Families with no events yet are there, at 0 for each known label value (an
+    # increase() needs the series before its first event).
+    assert {s.labels["effect"] for s in m[P + "acks"].samples} >= {"recorded", "late"}
+    assert {s.value for s in m[P + "acks"].samples} == {0}
+    assert sample(m, P + "missed_cameras", reason="offline") == 0
 
 
 def test_console_families() -> None:
@@ -339,7 +366,8 @@ def test_console_families() -> None:
     registry.register(Fixed())
     m = parse_metrics(generate_latest(registry).decode())
     assert sample(m, P + "rejected_inputs", input="activation", reason="invalid") == 2
-    assert sample(m, P + "console_events", key="pages.resynced") == 1
+    assert sample(m, P + "console_pages_resynced") == 1
+    assert sample(m, P + "console_logins_refused", reason="busy") == 0
     assert sample(m, P + "console_activations", state="confirmed") == 4
     assert sample(m, P + "console_activations", state="missed") == 0
     assert sample(m, P + "console_gateways_online") == 2
@@ -372,6 +400,8 @@ async def test_the_dispatch_console_serves_metrics_and_health_without_login(
             assert sample(m, P + "console_gateways_online") == 1
             assert sample(m, P + "mqtt_connected") == 1
             assert sample(m, P + "health_status", status="ok") == 1
+            assert sample(m, P + "unmapped_counters") == 0
+            assert m[P + "build_info"].samples[0].labels["version"] == MESH_VERSION
             # Nothing in it names a person, a place or an activation.
             assert record.activation_id not in answer.body.decode()
     finally:

@@ -22,5 +22,5 @@ def test_every_shared_exit_status_is_documented_once() -> None:
 def test_broker_unreachable_is_its_own_status() -> None:
     failure = BrokerUnreachable("127.0.0.1:1", "connection refused")
     assert isinstance(failure, CliFailure)
-    assert failure.code == EXIT_BROKER_UNREACHABLE == 69
+    assert failure.code == EXIT_BROKER_UNREACHABLE == 75
     assert str(failure) == "cannot reach the MQTT broker at 127.0.0.1:1: connection refused"

@@ -5,9 +5,10 @@ what could be read, never an exception (an advert is untrusted radio input)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bleak.backends.scanner import AdvertisementData
+if TYPE_CHECKING:
+    from bleak.backends.scanner import AdvertisementData
 
 _BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
 
@@ -43,6 +44,9 @@ def ad_structures(data: bytes) -> list[tuple[int, bytes]]:
 def to_advertisement_data(
     data: bytes, rssi: int, platform_data: tuple[Any, ...] = ()
 ) -> AdvertisementData:
+    # bleak (the [ble] extra) only here: uuid16 above serves the decoders without it.
+    from bleak.backends.scanner import AdvertisementData
+
     local_name: str | None = None
     manufacturer: dict[int, bytes] = {}
     service_data: dict[str, bytes] = {}

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
-
-from bleak.backends.scanner import AdvertisementData
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from mesh.protocol.models import TriggerKind
 from triggers.ble.adparse import uuid16
@@ -25,6 +23,9 @@ from triggers.ble.format import (
     parse_payload,
 )
 from triggers.ble.keystore import Keystore
+
+if TYPE_CHECKING:  # bleak is the [ble] extra: a gateway config loads without it
+    from bleak.backends.scanner import AdvertisementData
 
 # What each sensor event means to the mesh; events not listed are information only
 # (holstered, safe, rack locked, heartbeat …): they update health, they start nothing.
@@ -69,7 +70,7 @@ class AdvertRejection:
 
 
 Decoded = Observation | AdvertRejection | None
-Decoder = Callable[[str, int, AdvertisementData], Decoded]
+Decoder: TypeAlias = "Callable[[str, int, AdvertisementData], Decoded]"
 
 
 def sensor_decoder(keystore: Keystore, company_id: int) -> Decoder:

@@ -19,11 +19,9 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import structlog
-from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
 
 from mesh.clock import NS, SYSTEM_CLOCK, Clock
 from mesh.decide.proximity import RadioProximity
@@ -41,6 +39,10 @@ from triggers.ble.freshness import CounterGate, CounterStore, QuietGate, Verdict
 from triggers.ble.keystore import Keystore
 from triggers.source import until_closed
 
+if TYPE_CHECKING:  # bleak is the [ble] extra: a gateway config loads without it
+    from bleak.backends.device import BLEDevice
+    from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback
+
 DEFAULT_MIN_RSSI = -90
 
 
@@ -50,7 +52,7 @@ class Scanner(Protocol):
     async def stop(self) -> None: ...
 
 
-ScannerFactory = Callable[[AdvertisementDataCallback], Scanner]
+ScannerFactory: TypeAlias = "Callable[[AdvertisementDataCallback], Scanner]"
 
 
 @dataclass

@@ -8,6 +8,7 @@
     POST /api/activate   {unit_id, lat?, lon?, note?}  (dispatchers) → the gateway's receipt
     POST /api/cancel     {unit_id, activation_id, reason?}  (dispatchers)
     GET  /healthz        no login: is the MQTT link up
+    GET  /openapi.json   no login: this API as OpenAPI 3.1 (openapi.py)
 
 Every route but /healthz and /static needs a user of the users file (HTTP Basic). A POST
 must also be ``application/json``, same-origin, and carry the user's ``X-CSRF-Token``
@@ -22,10 +23,10 @@ import os
 import time
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -41,47 +42,49 @@ from mesh.dispatch.console.csrf import (
     origin_refusal,
     token_refusal,
 )
+from mesh.dispatch.console.forms import ActivateForm, CancelForm
 from mesh.dispatch.console.hub import ConsoleHub
 from mesh.dispatch.console.observe import observe_routes
+from mesh.dispatch.console.openapi import openapi_document
 from mesh.dispatch.console.state import CAMERA_PAGE, receipt_view
-from mesh.protocol.models import Ident, Latitude, Longitude, Position, TriggerReceipt
+from mesh.dispatch.console.tiles import tile_origin
+from mesh.protocol.models import Position, TriggerReceipt
 
 STATIC = Path(__file__).resolve().parent / "static"
 _KEEPALIVE_S = 15.0
 _REALM = 'Basic realm="trigger-mesh dispatch", charset="UTF-8"'
 _WARN_EVERY_S = 10.0
-# The page may not be framed by another site (a framed "Start cameras" button could be
-# clicked through a decoy).
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
-class ActivateForm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    unit_id: Ident
-    lat: Latitude | None = None
-    lon: Longitude | None = None
-    note: Annotated[str, Field(max_length=256)] = ""
-
-
-class CancelForm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    unit_id: Ident
-    activation_id: Ident
-    reason: Annotated[str, Field(max_length=512)] = ""
+def page_headers(tiles_origin: str | None) -> dict[str, str]:
+    """The page's headers. It may not be framed by another site (a framed "Start cameras"
+    button could be clicked through a decoy), and it takes images from nowhere else but the
+    agency's own tile server, when one is configured."""
+    images = "'self' data:" + ("" if tiles_origin is None else f" {tiles_origin}")
+    # No default-src: browser automation (Playwright's polling) evaluates strings in the
+    # page, which a script-src without 'unsafe-eval' would refuse.
+    policy = f"img-src {images}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    # No HSTS under TLS: it would bind every port of the host name to HTTPS, not only ours.
+    return {
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 class _Access:
     """Who is asking, and whether a state-changing request is really from the page."""
 
-    def __init__(self, hub: ConsoleHub, users: Users, allowed_origins: Collection[str]) -> None:
+    def __init__(
+        self,
+        hub: ConsoleHub,
+        users: Users,
+        allowed_origins: Collection[str],
+        map_settings: dict[str, str | None],
+    ) -> None:
         self.hub = hub
+        self.map_settings = map_settings
         self.users = users
         self.allowed_origins = allowed_origins
         # The CSRF tokens' secret: new at each start (a page reconnecting gets the new token).
@@ -131,21 +134,38 @@ class _Access:
             self._unlogged += 1
         raise HTTPException(refusal.status, refusal.detail)
 
-    def whoami(self, user: User) -> dict[str, str]:
+    def whoami(self, user: User) -> dict[str, Any]:
         token = csrf_token(self.csrf_secret, user.name)
-        return {"user": user.name, "role": user.role.value, "csrf_token": token}
+        return {
+            "user": user.name,
+            "role": user.role.value,
+            "csrf_token": token,
+            "map": self.map_settings,
+        }
 
 
 def create_app(
-    hub: ConsoleHub, users: Users, *, allowed_origins: Collection[str] = ()
+    hub: ConsoleHub,
+    users: Users,
+    *,
+    allowed_origins: Collection[str] = (),
+    map_tiles: str | None = None,
+    map_attribution: str = "",
 ) -> Starlette:
+    """``map_tiles``: the basemap's tile URL template (tiles.py checks it: ValueError)."""
     log = structlog.get_logger("mesh.console")
-    access = _Access(hub, users, allowed_origins)
+    headers = page_headers(None if map_tiles is None else tile_origin(map_tiles))
+    map_settings = {"tiles": map_tiles, "attribution": map_attribution[:200]}
+    access = _Access(hub, users, allowed_origins, map_settings)
     login, order, whoami = access.login, access.order, access.whoami
+    api_document = openapi_document()
 
     async def page(request: Request) -> Response:
         await login(request)
-        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+        return FileResponse(STATIC / "index.html", headers=headers)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(api_document)
 
     async def state(request: Request) -> Response:
         user = await login(request)
@@ -222,6 +242,7 @@ def create_app(
             Route("/api/activate", activate, methods=["POST"]),
             Route("/api/cancel", cancel, methods=["POST"]),
             Route("/healthz", healthz),
+            Route("/openapi.json", openapi),
             *observe_routes(hub),  # /metrics and /health, without login (see observe.py)
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

@@ -5,8 +5,8 @@
       bob: {role: viewer, password: "scrypt$…"}
 
 ``viewer`` sees everything; ``dispatcher`` may also activate and cancel. Passwords are
-checked with HTTP Basic authentication: serve the console on a closed network, or behind
-TLS (uvicorn's --ssl options, or a reverse proxy), never in clear over an open one.
+checked with HTTP Basic authentication: serve the console on a closed network, or over
+TLS (``--tls-cert``/``--tls-key``, or a reverse proxy), never in clear over an open one.
 
 A login costs the same whether the user exists or not (an unknown name is checked against
 a dummy hash), runs in a small thread pool rather than on the event loop (at most

@@ -16,6 +16,7 @@ from mesh.dispatch.console.app import create_app
 from mesh.dispatch.console.auth import Users
 from mesh.dispatch.console.hub import ConsoleHub
 from mesh.dispatch.console.state import CameraLimits
+from mesh.dispatch.console.tls import TlsFiles
 from mesh.security.signing import PayloadSigner
 
 
@@ -42,17 +43,27 @@ class ConsoleServer:
         signer: PayloadSigner | None = None,
         allowed_origins: Collection[str] = (),
         camera_limits: CameraLimits | None = None,
+        tls: TlsFiles | None = None,
+        map_tiles: str | None = None,
+        map_attribution: str = "",
     ) -> None:
         self.hub = ConsoleHub(
             url, topics, protocol=protocol, signer=signer, camera_limits=camera_limits
         )
-        self.app = create_app(self.hub, users, allowed_origins=allowed_origins)
+        self.app = create_app(
+            self.hub,
+            users,
+            allowed_origins=allowed_origins,
+            map_tiles=map_tiles,
+            map_attribution=map_attribution,
+        )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host = host
         self.port: int = self._socket.getsockname()[1]
+        self.scheme = "http" if tls is None else "https"
         self._server = _Server(
             uvicorn.Config(
                 self.app,
@@ -61,6 +72,10 @@ class ConsoleServer:
                 # Open event streams never end by themselves: give them this long.
                 timeout_graceful_shutdown=2,
                 lifespan="off",
+                # uvicorn reads them when it starts serving; check_tls has read them first.
+                ssl_certfile=None if tls is None else tls.cert,
+                ssl_keyfile=None if tls is None else tls.key,
+                ssl_keyfile_password=None if tls is None else tls.key_password,
             )
         )
 

@@ -15,13 +15,14 @@ const state = {
   // The camera table shows one page, fetched from /api/state: a fleet may be huge.
   cameraOffset: 0,
   cameraTotal: 0,
+  map: { tiles: null, attribution: "" }, // the basemap, if the console has one; from "hello"
 };
 const CAMERA_PAGE = 200;
 const CAMERA_FETCH_EVERY_MS = 2000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const PLOT = { w: 600, h: 420, pad: 24 };
 const MISSED_HIGHLIGHT_MS = 15 * 60 * 1000;
-let plotFrame = null; // the lat/lon box drawn last, to turn clicks back into positions
+let plotFrame = null; // the view drawn last (world centre, px per world unit), for clicks
 
 const $ = (id) => document.getElementById(id);
 
@@ -196,68 +197,138 @@ function renderCameras() {
   document.querySelector("#cameras tbody").replaceChildren(...rows);
 }
 
-// --- position plot (equirectangular around the points shown; no map tiles) ----------------
+// --- position plot (Web Mercator, static/mapmath.js; tiles only from the agency's server) --
+// 12 px on screen; a label's box, in em: per character (generous), and its line's height
+// (a text's box runs from the font's ascent to its descent, ~1.17 em in DejaVu Sans).
+const LABEL = { px: 12, charW: 0.62, lineH: 1.25, ascent: 0.98, max: 80 };
+
+function overlaps(a, b) {
+  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+// Puts each label beside its marker where it covers no marker and no label placed
+// before it (right, left, above, below); a label with no free place is left out (the
+// marker's tooltip still names it). Markers are {x, y, r}; returns [{text, x, y, cls}].
+// `size` is the font size in the plot's units (12 px on screen however wide the plot is).
+function placeLabels(markers, wanted, size) {
+  const taken = markers.map((m) => ({ x: m.x - m.r, y: m.y - m.r, w: 2 * m.r, h: 2 * m.r }));
+  const placed = [];
+  for (const { marker: m, text, cls } of wanted) {
+    if (placed.length >= LABEL.max) break;
+    const w = text.length * LABEL.charW * size;
+    const h = LABEL.lineH * size;
+    const gap = m.r + 3;
+    const candidates = [
+      { x: m.x + gap, y: m.y - h / 2 },
+      { x: m.x - gap - w, y: m.y - h / 2 },
+      { x: m.x - w / 2, y: m.y - gap - h },
+      { x: m.x - w / 2, y: m.y + gap },
+    ];
+    const box = candidates
+      .map((c) => ({ ...c, w, h }))
+      .find((b) => b.x >= 0 && b.y >= 0 && b.x + b.w <= PLOT.w && b.y + b.h <= PLOT.h
+        && !taken.some((t) => overlaps(b, t)));
+    if (!box) continue;
+    taken.push(box);
+    placed.push({ text, cls, x: box.x, y: box.y + LABEL.ascent * size }); // the baseline
+  }
+  return placed;
+}
+
+let tilesDrawn = ""; // the tile set on screen: not fetched again while the view stays
+
+function renderTiles(view) {
+  const g = $("plot-tiles");
+  const template = state.map.tiles;
+  const tiles = template && view ? MapMath.tilesFor(view) : [];
+  const key = tiles.map((t) => `${t.z}/${t.x}/${t.y}@${t.px.toFixed(1)},${t.py.toFixed(1)}`).join(" ");
+  if (key === tilesDrawn) return;
+  tilesDrawn = key;
+  g.replaceChildren(...tiles.map((t) => svg("image", {
+    href: MapMath.tileUrl(template, t),
+    x: t.px, y: t.py, width: t.size + 0.5, height: t.size + 0.5, // +0.5: no hairline seams
+    preserveAspectRatio: "none",
+    "data-tile": `${t.z}/${t.x}/${t.y}`,
+  })));
+  $("plot-attribution").textContent = tiles.length ? state.map.attribution : "";
+}
+
 function renderPlot() {
   const f = filters();
   const cams = [...state.cameras.values()].filter((c) => c.position && (!f.unit || c.unit_id === f.unit));
   const acts = [...state.activations.values()].filter((a) => a.origin && shown(a, f)).slice(-30);
   const points = cams.map((c) => c.position).concat(acts.map((a) => a.origin));
-  const gCams = $("plot-cameras");
-  const gActs = $("plot-activations");
-  const gScale = $("plot-scale");
+  const groups = ["plot-cameras", "plot-activations", "plot-scale", "plot-labels"].map($);
   if (!points.length) {
     plotFrame = null;
-    gCams.replaceChildren();
-    gActs.replaceChildren();
-    gScale.replaceChildren();
+    for (const g of groups) g.replaceChildren();
+    renderTiles(null);
     return;
   }
-  let [minLat, maxLat] = [Infinity, -Infinity];
-  let [minLon, maxLon] = [Infinity, -Infinity];
-  for (const p of points) {
-    minLat = Math.min(minLat, p.lat); maxLat = Math.max(maxLat, p.lat);
-    minLon = Math.min(minLon, p.lon); maxLon = Math.max(maxLon, p.lon);
-  }
-  const midLat = (minLat + maxLat) / 2;
-  const kx = Math.cos((midLat * Math.PI) / 180); // metres per degree of lon shrink with latitude
-  const mPerDegLat = 111320;
+  const world = points.map((p) => MapMath.project(p.lat, p.lon));
+  const xs = world.map((w) => w.x);
+  const ys = world.map((w) => w.y);
+  const [minX, maxX, minY, maxY] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const centre = MapMath.unproject((minX + maxX) / 2, (minY + maxY) / 2);
+  const mPerWorld = MapMath.metresPerWorld(centre.lat);
   // At least 400 m across, so a single car is not a blow-up of GPS noise; circles fit.
   const ring = 2 * Math.max(0, ...acts.map((a) => a.radius_m));
   const spanM = Math.max(
     400,
-    (maxLat - minLat) * mPerDegLat * 1.1 + ring,
-    (maxLon - minLon) * mPerDegLat * kx * 1.1 + ring,
+    (maxX - minX) * mPerWorld * 1.15 + ring,
+    (maxY - minY) * mPerWorld * 1.15 + ring,
   );
-  const scale = Math.min(PLOT.w, PLOT.h) / spanM; // px per metre
-  const midLon = (minLon + maxLon) / 2;
-  plotFrame = { midLat, midLon, kx, scale };
-  const x = (lon) => PLOT.w / 2 + (lon - midLon) * mPerDegLat * kx * scale;
-  const y = (lat) => PLOT.h / 2 - (lat - midLat) * mPerDegLat * scale;
+  const scale = Math.min(PLOT.w, PLOT.h) / (spanM / mPerWorld); // px per world unit
+  const pxPerM = scale / mPerWorld;
+  plotFrame = { cx: (minX + maxX) / 2, cy: (minY + maxY) / 2, scale };
+  const at = (p) => {
+    const w = MapMath.project(p.lat, p.lon);
+    return { x: PLOT.w / 2 + (w.x - plotFrame.cx) * scale, y: PLOT.h / 2 + (w.y - plotFrame.cy) * scale };
+  };
+  renderTiles({ ...plotFrame, w: PLOT.w, h: PLOT.h });
 
+  const markers = [];
+  const wanted = [];
+  const [gCams, gActs, gScale, gLabels] = groups;
   gActs.replaceChildren(...acts.flatMap((a) => {
-    const circle = svg("circle", { cx: x(a.origin.lon), cy: y(a.origin.lat), r: Math.max(2, a.radius_m * scale), class: "act-circle" });
-    const dot = svg("circle", { cx: x(a.origin.lon), cy: y(a.origin.lat), r: 4, class: "act-origin" });
+    const o = at(a.origin);
+    const circle = svg("circle", { cx: o.x, cy: o.y, r: Math.max(2, a.radius_m * pxPerM), class: "act-circle" });
+    const dot = svg("circle", { cx: o.x, cy: o.y, r: 4, class: "act-origin", "data-unit-id": a.unit_id });
     const title = svg("title");
     title.textContent = `${a.kind} ${a.unit_id} ${utcTime(a.decided_at_ms)}`;
     dot.appendChild(title);
+    markers.push({ x: o.x, y: o.y, r: 4 });
+    wanted.push({ marker: markers[markers.length - 1], text: a.unit_id, cls: "label unit" });
     return [circle, dot];
   }));
   gCams.replaceChildren(...cams.flatMap((c) => {
-    const cx = x(c.position.lon);
-    const cy = y(c.position.lat);
-    const nodes = [svg("circle", { cx, cy, r: 5, class: `cam-${cameraState(c) === "recording" ? "recording" : c.online ? "online" : "offline"}`, "data-camera-id": c.camera_id })];
+    const p = at(c.position);
+    const missed = state.missedCameras.has(c.camera_id);
+    const kind = cameraState(c) === "recording" ? "recording" : c.online ? "online" : "offline";
+    const nodes = [svg("circle", { cx: p.x, cy: p.y, r: 5, class: `cam-${kind}`, "data-camera-id": c.camera_id })];
     const title = svg("title");
     title.textContent = `${c.camera_id} (${c.unit_id}) ${cameraState(c)}`;
     nodes[0].appendChild(title);
-    if (state.missedCameras.has(c.camera_id)) nodes.push(svg("circle", { cx, cy, r: 9, class: "cam-missed" }));
+    if (missed) nodes.push(svg("circle", { cx: p.x, cy: p.y, r: 9, class: "cam-missed" }));
+    markers.push({ x: p.x, y: p.y, r: missed ? 10 : 6 });
+    wanted.push({ marker: markers[markers.length - 1], text: c.camera_id, cls: "label camera" });
     return nodes;
+  }));
+  // Units first (fewer, and what a dispatcher looks for), then cameras.
+  const shownWidth = $("plot").clientWidth;
+  const size = LABEL.px * Math.max(1, PLOT.w / Math.max(1, shownWidth));
+  $("plot").dataset.width = String(shownWidth); // what the labels were sized for
+  gLabels.replaceChildren(...placeLabels(markers, wanted, size).map((l) => {
+    const text = svg("text", { x: l.x, y: l.y, class: l.cls, "font-size": size.toFixed(1) });
+    text.textContent = l.text;
+    return text;
   }));
   // A scale bar of a round length.
   const steps = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
-  const barM = steps.find((m) => m * scale >= 60) || steps[steps.length - 1];
-  const bar = svg("g", { class: "scale" });
-  bar.appendChild(svg("line", { x1: PLOT.pad, y1: PLOT.h - PLOT.pad, x2: PLOT.pad + barM * scale, y2: PLOT.h - PLOT.pad }));
-  const label = svg("text", { x: PLOT.pad, y: PLOT.h - PLOT.pad - 4 });
+  const barM = steps.find((m) => m * pxPerM >= 60) || steps[steps.length - 1];
+  const bar = svg("g", { class: "scale label" });
+  bar.appendChild(svg("line", { x1: PLOT.pad, y1: PLOT.h - PLOT.pad, x2: PLOT.pad + barM * pxPerM, y2: PLOT.h - PLOT.pad }));
+  const label = svg("text", { x: PLOT.pad, y: PLOT.h - PLOT.pad - 4, "font-size": size.toFixed(1) });
   label.textContent = barM >= 1000 ? `${barM / 1000} km` : `${barM} m`;
   bar.appendChild(label);
   gScale.replaceChildren(bar);
@@ -268,9 +339,10 @@ function plotClick(event) {
   const box = $("plot").getBoundingClientRect();
   const px = ((event.clientX - box.left) / box.width) * PLOT.w;
   const py = ((event.clientY - box.top) / box.height) * PLOT.h;
-  const mPerDegLat = 111320;
-  const lat = plotFrame.midLat - (py - PLOT.h / 2) / (mPerDegLat * plotFrame.scale);
-  const lon = plotFrame.midLon + (px - PLOT.w / 2) / (mPerDegLat * plotFrame.kx * plotFrame.scale);
+  const { lat, lon } = MapMath.unproject(
+    plotFrame.cx + (px - PLOT.w / 2) / plotFrame.scale,
+    plotFrame.cy + (py - PLOT.h / 2) / plotFrame.scale,
+  );
   $("activate-lat").value = lat.toFixed(6);
   $("activate-lon").value = lon.toFixed(6);
 }
@@ -350,6 +422,7 @@ function apply(msg) {
       state.csrfToken = msg.csrf_token;
       $("who").textContent = `${msg.user} (${msg.role})`;
       $("activate-submit").disabled = msg.role !== "dispatcher";
+      if (msg.map) state.map = msg.map;
       break;
     case "snapshot":
       state.activations = new Map(msg.activations.map((a) => [a.activation_id, a]));
@@ -453,6 +526,7 @@ $("filter-unit").addEventListener("change", () => showCameraPage(0));
 $("cameras-prev").addEventListener("click", () => showCameraPage(state.cameraOffset - CAMERA_PAGE));
 $("cameras-next").addEventListener("click", () => showCameraPage(state.cameraOffset + CAMERA_PAGE));
 $("plot").addEventListener("click", plotClick);
+window.addEventListener("resize", () => render()); // labels keep their size on screen
 $("activate-form").addEventListener("submit", activate);
 // "last seen" ages and the time filter move on their own; everything drawn is bounded (one
 // page of cameras, at most 200 activations), so this stays cheap with any fleet.

@@ -1,0 +1,48 @@
+"""The basemap's tile URL template (--map-tiles) and the page's CSP built from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh.dispatch.console.app import page_headers
+from mesh.dispatch.console.tiles import tile_origin
+
+
+@pytest.mark.parametrize(
+    ("template", "origin"),
+    [
+        ("https://tiles.agency.example/{z}/{x}/{y}.png", "https://tiles.agency.example"),
+        ("http://127.0.0.1:8081/osm/{z}/{x}/{y}.png", "http://127.0.0.1:8081"),
+        ("https://Tiles.Example:8443/{y}/{x}/{z}", "https://tiles.example:8443"),
+        ("http://[::1]:8080/{z}/{x}/{y}.png", "http://[::1]:8080"),
+    ],
+)
+def test_the_origin_of_a_template(template: str, origin: str) -> None:
+    assert tile_origin(template) == origin
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("ftp://tiles.example/{z}/{x}/{y}", "must start with https:// or http://"),
+        ("tiles.example/{z}/{x}/{y}", "must start with https:// or http://"),
+        ("https://{s}.tiles.example/{z}/{x}/{y}.png", "the host may not hold a placeholder"),
+        ("https://u:p@tiles.example/{z}/{x}/{y}", "no user or password"),
+        ("https://tiles.example/{z}/{x}.png", "missing {y}"),
+        ("https://tiles.example/{z}/{x}/{y}?key={key}", "only {z}, {x} and {y}"),
+        ("https://tiles.example:99999/{z}/{x}/{y}", "bad port"),
+        ("https://tiles.example/{z}/{x}/{y}';script-src", "no quotes, spaces"),
+        ("https://tiles.example/" + "a" * 600 + "/{z}/{x}/{y}", "longer than 512"),
+    ],
+)
+def test_a_bad_template_is_refused_naming_the_problem(template: str, problem: str) -> None:
+    with pytest.raises(ValueError, match="--map-tiles") as raised:
+        tile_origin(template)
+    assert problem in str(raised.value)
+
+
+def test_images_come_only_from_the_console_and_the_tile_server() -> None:
+    assert page_headers(None)["Content-Security-Policy"].startswith("img-src 'self' data:;")
+    policy = page_headers("https://tiles.example")["Content-Security-Policy"]
+    assert policy.startswith("img-src 'self' data: https://tiles.example;")
+    assert "frame-ancestors 'none'" in policy

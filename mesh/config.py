@@ -129,10 +129,20 @@ def load_policy(path: Path | str) -> Policy:
 
 def load_gateway_config(path: Path | str) -> tuple[GatewayConfig, Policy]:
     """The gateway config and its effective policy (inline, from a file, or built in)."""
+    config = read_gateway_config(path)
+    return config, gateway_policy(config, path)
+
+
+def read_gateway_config(path: Path | str) -> GatewayConfig:
+    """The gateway config alone: a policy file it names is not read yet."""
+    return validate(GatewayConfig, read_yaml(path), path)
+
+
+def gateway_policy(config: GatewayConfig, path: Path | str) -> Policy:
+    """The effective policy of a gateway config read from ``path``."""
     path = Path(path)
-    config = validate(GatewayConfig, read_yaml(path), path)
     if isinstance(config.policy, Policy):
-        return config, config.policy
+        return config.policy
     if isinstance(config.policy, str):
         policy_path = Path(config.policy)
         if not policy_path.is_absolute():
@@ -143,8 +153,8 @@ def load_gateway_config(path: Path | str) -> tuple[GatewayConfig, Policy]:
             raise ConfigError(path, "policy", f"policy file: {exc.strerror or exc}") from None
         if not found:
             raise ConfigError(path, "policy", f"policy file {policy_path} does not exist")
-        return config, load_policy(policy_path)
-    return config, Policy()
+        return load_policy(policy_path)
+    return Policy()
 
 
 def signing_key_path(config: GatewayConfig, config_path: Path | str) -> Path | None:

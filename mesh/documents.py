@@ -10,15 +10,18 @@ named with ``mesh.protocol.codec.readable_loc``, as payload errors are.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
-from mesh.protocol.codec import readable_loc
+from mesh.protocol.codec import known_keys, readable_loc
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -93,11 +96,45 @@ def _finite(text: str) -> float:
 
 
 # --- configuration files --------------------------------------------------------------
+# Unknown keys get a suggestion when one of the known keys at that level is this close
+# (difflib's ratio): "retension_days" → "retention_days", not "audit" → "ble".
+SUGGEST_CUTOFF = 0.7
+# Bounds the report of a badly broken file (a list of 10,000 wrong entries).
+MAX_PROBLEMS = 50
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str | None:
+    """The known key ``word`` is most likely a misspelling of, or None."""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=SUGGEST_CUTOFF)
+    if not close:
+        # A difference of case only ("Unit") is below the cutoff for short words.
+        close = [k for k in sorted(known) if k.lower() == word.lower()]
+    return close[0] if close else None
+
+
 class ConfigError(ValueError):
-    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+    """A config file's problems: ``key`` and ``problem`` are the first one's, ``problems``
+    all of them (every error of the file is reported at once)."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        key: str,
+        problem: str,
+        more: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.path, self.key, self.problem = str(path), key, problem
-        where = f"key '{key}'" if key else "top level"
-        super().__init__(f"{path}: {where}: {problem}")
+        self.problems: tuple[tuple[str, str], ...] = ((key, problem), *more)
+        super().__init__("\n".join(self.lines))
+
+    @property
+    def lines(self) -> list[str]:
+        """One line per problem: ``FILE: key 'a.b': problem``."""
+        return [f"{self.path}: {_where(key)}: {problem}" for key, problem in self.problems]
+
+
+def _where(key: str) -> str:
+    return f"key '{key}'" if key else "top level"
 
 
 def read_yaml(path: Path | str) -> Any:
@@ -108,16 +145,48 @@ def read_yaml(path: Path | str) -> Any:
 
 
 def validate(model: type[C], data: Any, path: Path | str) -> C:
+    """``data`` as a ``model``, or a ConfigError with every problem pydantic found. Keys a
+    model does not know are refused at every depth (models the wire shares ignore them
+    there, for newer peers; a file is written for this version)."""
     if not isinstance(data, dict):
         raise ConfigError(path, "", f"expected a mapping of keys, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, extra="forbid")
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        parts, problem = readable_loc(model, first)
-        key = ".".join(str(p) for p in parts)
-        if first["type"] == "extra_forbidden":
-            problem = "unknown key"
-        elif first["type"] == "missing":
-            problem = "required key is missing"
-        raise ConfigError(path, key, problem) from None
+        found = _without_union_noise([_problem(model, e) for e in exc.errors(include_url=False)])
+        shown = found[:MAX_PROBLEMS]
+        if len(found) > MAX_PROBLEMS:
+            shown.append(("", f"… and {len(found) - MAX_PROBLEMS} more problems"))
+        (key, problem), *more = shown
+        raise ConfigError(path, key, problem, more) from None
+
+
+def _without_union_noise(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop repeats, and "expected a mapping or text" at a key with problems inside it:
+    pydantic tried each member of a union (``policy: Policy | str``), and the mapping
+    that was written is the one meant."""
+    unique = list(dict.fromkeys(found))
+    inside = {key for key, _ in unique}
+    return [
+        (key, problem)
+        for key, problem in unique
+        if not (
+            problem.startswith("expected ") and any(other.startswith(f"{key}.") for other in inside)
+        )
+    ]
+
+
+def _problem(model: type[BaseModel], error: ErrorDetails) -> tuple[str, str]:
+    parts, problem = readable_loc(model, error)
+    key = ".".join(str(p) for p in parts)
+    if error["type"] == "extra_forbidden":
+        problem = "unknown key"
+        known = known_keys(model, parts[:-1])
+        suggestion = did_you_mean(str(parts[-1]), known) if parts else None
+        if suggestion is not None:
+            problem += f" (did you mean '{suggestion}'?)"
+        elif known:
+            problem += f" (known here: {', '.join(sorted(known))})"
+    elif error["type"] == "missing":
+        problem = "required key is missing"
+    return key, problem

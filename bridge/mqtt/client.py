@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,6 +46,12 @@ STOP_TIMEOUT_S = 3.0
 READ_BURST_WINDOW_S = 5.0
 # How long the first MQTT 5 CONNECT may wait for its CONNACK before we try 3.1.1.
 PROBE_TIMEOUT_S = 2.0
+
+# While the broker cannot be reached, one warning per back-off step and broker, at most one
+# a second: a process's links to one broker (a camera has three) fail together, and a
+# warning per link and attempt buried the one line that matters.
+MIN_UNREACHABLE_WARNING_GAP_S = 1.0
+_last_unreachable_warning: dict[str, float] = {}
 
 ProtocolChoice = Literal["auto", "5", "3.1.1"]
 _PENDING_PUBLISHES_WARN = 10_000
@@ -238,6 +245,8 @@ class MqttLink:
             else aiomqtt.ProtocolVersion.V5
         )
         self.connects = 0
+        self.failed_connects = 0  # in a row: reset by a connection
+        self._connect_error: str | None = None
         self.inbound_dropped = 0  # shed by ``max_inbound``
         self._unsubscribe_pending: set[str] = set(options.unsubscribe) - {
             topic for topic, _ in options.subscriptions
@@ -337,8 +346,26 @@ class MqttLink:
                 backoff = self.options.backoff_initial_s
                 continue
             delay = backoff * (0.5 + random.random())
+            self._warn_unreachable(delay, backoff)
             backoff = min(backoff * 2, self.options.backoff_max_s)
             await asyncio.sleep(delay)
+
+    def _warn_unreachable(self, delay: float, backoff: float) -> None:
+        error, self._connect_error = self._connect_error, None
+        if error is None:
+            return
+        self.failed_connects += 1
+        broker, now = str(self.url), time.monotonic()
+        gap = max(backoff, MIN_UNREACHABLE_WARNING_GAP_S)
+        if warning_due(_last_unreachable_warning.get(broker), now, gap):
+            _last_unreachable_warning[broker] = now
+            self._log.warning(
+                "cannot reach the MQTT broker; retrying",
+                broker=broker,
+                error=error,
+                retry_in_s=round(delay, 2),
+                attempts=self.failed_connects,
+            )
 
     async def _connect_and_serve(
         self, handler: MessageHandler, on_connect: ConnectHook | None
@@ -359,7 +386,7 @@ class MqttLink:
                 self._log.info("broker does not speak MQTT 5, using 3.1.1", broker=str(self.url))
                 self._version = aiomqtt.ProtocolVersion.V311
                 return True
-            self._log.warning("mqtt connect failed", broker=str(self.url), error=str(exc))
+            self._connect_error = str(exc)  # warned of by run(), with the back-off
             return False
         try:
             await self._serve(client, handler, on_connect)
@@ -383,6 +410,7 @@ class MqttLink:
         self._lost = asyncio.get_running_loop().create_future()
         self._up.set()
         self.connects += 1
+        self.failed_connects = 0
         self._log.debug(
             "mqtt connected", broker=str(self.url), protocol=self.protocol, connects=self.connects
         )
@@ -626,6 +654,11 @@ def _pace_reads(client: aiomqtt.Client, per_s: int, burst_reads: int) -> None:
         loop.call_soon_threadsafe(resume, sock)
 
     paho.on_socket_open = on_socket_open
+
+
+def warning_due(last: float | None, now: float, gap: float) -> bool:
+    """Whether to warn again of an unreachable broker last warned of at ``last``."""
+    return last is None or now - last >= gap
 
 
 def _abandon(client: aiomqtt.Client) -> bool:

@@ -36,19 +36,24 @@ from mesh.cli.common import (
     seal_with_key,
 )
 from mesh.cli.common import broker_for as _broker_for
-from mesh.cli.common import broker_url as _url
 from mesh.cli.common import client_broker as _client_broker
 from mesh.cli.common import configure_logs as _configure_logs
 from mesh.cli.common import console as _console
 from mesh.cli.common import fail as _fail
+from mesh.cli.common import fail_config as _fail_config
+from mesh.cli.common import reachable_broker as _reachable
 from mesh.cli.common import run_until_signal as _run
 from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
+from mesh.cli.config_check import config_app, load_gateway
+from mesh.cli.errors import run_cli
 from mesh.cli.keys import keys_app
-from mesh.config import load_camera_config, load_gateway_config
+from mesh.cli.tables import WideOpt, fit_width, table_console
+from mesh.cli.version import VersionOpt
+from mesh.config import load_camera_config
 from mesh.documents import ConfigError
-from mesh.extras import EXIT_MISSING_EXTRA, MissingExtra, require
+from mesh.extras import require
 from mesh.ops import logs
 from mesh.ops.runtime import settle_heap, tune_gc
 from mesh.protocol.models import (
@@ -73,7 +78,6 @@ app = typer.Typer(
     help="Camera activation mesh: triggers become logged record-start commands that every "
     "in-range camera confirms over MQTT.",
     no_args_is_help=True,
-    add_completion=False,
 )
 log_app = typer.Typer(help="Read the activation log.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify, replay and report on activation logs.", no_args_is_help=True)
@@ -88,6 +92,7 @@ def _register_groups() -> None:
     (the commands defined here carry their ``@app.command`` decorator)."""
     app.add_typer(log_app, name="log")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(config_app, name="config")  # docs/cli.md
     app.add_typer(audit_app, name="audit")
     app.add_typer(archiver_app, name="archiver")  # the central archive (docs/archive.md)
     log_app.command("sync")(log_sync)
@@ -103,13 +108,14 @@ def _register_groups() -> None:
     conformance_app.command("gateway")(conformance.gateway)
 
 
+@app.callback()
+def _root(version: VersionOpt = False) -> None:
+    # No docstring: the app's help above is the one --help shows.
+    del version  # handled by its eager callback
+
+
 def main() -> None:
-    try:
-        app()
-    except MissingExtra as exc:
-        # An optional part left out of the install is no bug: one line, no traceback.
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_MISSING_EXTRA) from None
+    run_cli(app)  # one line and a status of mesh.cli.errors.EXIT_CODES for known failures
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -132,8 +138,8 @@ def demo(
     from mesh.sim.demo import run_demo
 
     logs.configure("console", "warning")
-    if broker is not None:
-        _url(broker)
+    if broker is not None and broker != "embedded":
+        _reachable(broker)
     console = _console(stderr=json_out)
     if secure and broker is not None:
         _fail("--secure starts its own locked-down broker: leave out --broker")
@@ -223,16 +229,14 @@ def gateway(
     ] = None,
 ) -> None:
     """Run the in-car gateway daemon for one unit."""
-    from mesh.gateway.build import Overrides, build_gateway, load_signer, trigger_sources
+    from mesh.gateway.build import Overrides, build_gateway, trigger_sources
     from mesh.ops.http import ListenError
-    from mesh.security.checks import load_security
 
-    try:
-        cfg, policy = load_gateway_config(config)
-        signer = load_signer(cfg, config)
-        security = load_security(cfg.security, config)
+    try:  # the same loading as `config check`: every problem at once
+        loaded = load_gateway(config)
     except ConfigError as exc:
-        _fail(f"config error: {exc}")
+        _fail_config(exc)
+    cfg, policy, signer, security = loaded.config, loaded.policy, loaded.signer, loaded.security
     _configure_logs(log_format, log_level)
     tune_gc()
     broker_value = broker or cfg.broker
@@ -242,7 +246,7 @@ def gateway(
             try:
                 sources = trigger_sources(cfg, config)
             except ConfigError as exc:
-                _fail(f"config error: {exc}")
+                _fail_config(exc)
             try:
                 gw = build_gateway(
                     cfg,
@@ -280,7 +284,7 @@ def camera(
     try:
         cfg = load_camera_config(config)
     except ConfigError as exc:
-        _fail(f"config error: {exc}")
+        _fail_config(exc)
     security = _load_security(cfg.security, config)
     _configure_logs(log_format, log_level)
 
@@ -343,6 +347,8 @@ def cameras(
     _configure_logs(log_format, log_level)
     tune_gc()
     topics = _topics(prefix)
+    if _client_broker(broker) != "embedded":
+        _reachable(_client_broker(broker))  # a fleet that cannot start says so at once
     specs = scatter(
         count,
         GeoPoint(lat=lat, lon=lon),
@@ -416,11 +422,12 @@ def trigger(
     broker: BrokerOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
     signing_key: SigningKeyOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Send a manual trigger to a running gateway and report what the cameras did.
 
     Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
-    2 usage error, 3 refused by policy, 4 no gateway answered.
+    2 usage error, 3 refused by policy, 4 no gateway answered, 75 broker unreachable.
     """
     from mesh.dispatch.watch import ActivationWatcher
 
@@ -428,7 +435,7 @@ def trigger(
     if (lat is None) != (lon is None):
         _fail("--lat and --lon go together")
     topics = _topics(prefix)
-    url = _url(_client_broker(broker))
+    url = _reachable(_client_broker(broker))
     now = time.time_ns()
     position = None
     if lat is not None and lon is not None:
@@ -444,7 +451,7 @@ def trigger(
     except ValueError as exc:
         _fail(f"invalid trigger: {exc}")
     message = seal_with_key(signing_key, event)
-    console = _console(stderr=json_out)
+    console = table_console(wide=wide, stderr=json_out)
 
     async def send() -> int:
         watcher = ActivationWatcher(
@@ -530,7 +537,7 @@ async def _report(
     if json_out:
         print(record.model_dump_json())
     else:
-        console.print(camera_outcomes_table(record))
+        console.print(camera_outcomes_table(record, width=fit_width(console)))
         console.print(
             f"activation {record.activation_id}: [bold]{record.state}[/], "
             f"all acks in {record.all_acked_ms} ms"
@@ -569,18 +576,27 @@ def tail(
     unit: Annotated[str | None, typer.Option("--unit", help="Only this unit")] = None,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
+    wide: WideOpt = False,
 ) -> None:
-    """Watch activations live, as dispatch sees them."""
+    """Watch activations live, as dispatch sees them (the terminal's width: columns that do
+    not fit are left out, never the activation id; --wide shows them all)."""
     from mesh.dispatch.render import activation_table
     from mesh.dispatch.watch import ActivationWatcher
 
     logs.configure("console", "warning")
     topics = _topics(prefix)
-    url = _url(_client_broker(broker))
+    url = _reachable(_client_broker(broker))
+
+    console = table_console(wide=wide, soft_wrap=False)
+    width = fit_width(console)
 
     def emit(record: ActivationRecord) -> None:
         sys.stdout.write(record.model_dump_json() + "\n")
         sys.stdout.flush()
+
+    def emit_row(record: ActivationRecord) -> None:
+        # Not a terminal: no live screen to redraw, so each update is a table of its own.
+        console.print(activation_table([record], title=None, width=None))
 
     async def watch() -> None:
         watcher = ActivationWatcher(
@@ -588,22 +604,23 @@ def tail(
             topics,
             client_id=f"tm-tail-{uuid.uuid4().hex[:8]}",
             unit_id=unit,
-            on_record=emit if json_out else None,
+            on_record=emit if json_out else None if console.is_terminal else emit_row,
         )
-        if json_out:
+        if json_out or not console.is_terminal:
             await watcher.run()
             return
         from rich.live import Live
 
-        console = _console(soft_wrap=False)
         console.print(f"watching activations on {url} (prefix {prefix}); Ctrl-C to stop")
         task = asyncio.create_task(watcher.run())
         try:
-            with Live(activation_table([]), console=console, refresh_per_second=4) as screen:
+            with Live(
+                activation_table([], width=width), console=console, refresh_per_second=4
+            ) as screen:
                 while True:
                     await asyncio.sleep(0.25)
                     latest = list(watcher.records.values())[-30:]
-                    screen.update(activation_table(latest))
+                    screen.update(activation_table(latest, width=width))
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -683,7 +700,7 @@ def dispatch(
     try:
         known = Users.load(users)
     except ConfigError as exc:
-        _fail(f"config error: {exc}")
+        _fail_config(exc)
     tls = None
     if (tls_cert is None) != (tls_key is None):
         _fail("give both --tls-cert and --tls-key, or neither")

@@ -266,8 +266,10 @@ def log_sync(
 ) -> None:
     """Send the log's records to the central archive (`trigger-mesh archiver`), until the
     archive confirms it holds them all. Exit 0 synced; 1 not confirmed within --timeout
-    (the broker or the archive unreachable); 2 not a log."""
+    (the archive, or a broker that went away); 2 not a log;
+    75 the broker cannot be reached at the start."""
     from mesh.cli.progress import progress
+    from mesh.cli.reach import require_broker
     from mesh.journal.store import LogError
     from mesh.journal.sync import LogSync
     from mesh.ops import logs
@@ -283,6 +285,7 @@ def log_sync(
         )
     except LogError as exc:
         fail(str(exc))
+    require_broker(url)  # a missing log first (2), then a missing broker (75)
     with progress("log sync", "records") as report:
         sync.progress = report
         result = run_until_signal(sync.sync(timeout_s))

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
+    from mesh.documents import ConfigError
     from mesh.security.checks import Security, SecurityConfig
     from mesh.security.signing import PayloadSigner
 
@@ -56,7 +57,10 @@ def console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # escape: a message quotes files and commands ("pip install 'trigger-mesh[can]'").
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -74,6 +78,24 @@ def broker_url(value: str) -> BrokerUrl:
         return BrokerUrl.parse(value)
     except ValueError as exc:
         fail(str(exc))
+
+
+def reachable_broker(value: str) -> BrokerUrl:
+    """The broker URL of a one-shot command, checked to accept connections: if not, one
+    line and exit 75 (mesh.cli.errors) instead of retries that end in a timeout."""
+    from mesh.cli.reach import require_broker
+
+    return require_broker(broker_url(value))
+
+
+def fail_config(exc: ConfigError) -> NoReturn:
+    """Every problem of a bad config file, one line each, and exit 2."""
+    from rich.markup import escape
+
+    err = console(stderr=True)
+    for line in exc.lines:
+        err.print(f"[bold red]error:[/] config error: {escape(line)}", highlight=False)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def topic_schema(prefix: str) -> Topics:
@@ -152,4 +174,4 @@ def security_of(config: SecurityConfig, config_path: Path) -> Security:
     try:
         return load_security(config, config_path)
     except ConfigError as exc:
-        fail(f"config error: {exc}")
+        fail_config(exc)

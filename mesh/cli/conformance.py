@@ -20,10 +20,10 @@ from mesh.cli.common import (
     EXIT_OK,
     BrokerOpt,
     PrefixOpt,
-    broker_url,
     client_broker,
     console,
     fail,
+    reachable_broker,
     run_until_signal,
     topic_schema,
 )
@@ -134,7 +134,7 @@ def camera(
     _ident(issuer, "--issuer")
     if unit is not None:
         _ident(unit, "--unit")
-    url = broker_url(client_broker(broker))
+    url = reachable_broker(client_broker(broker))
     topic_schema(prefix)
     skipped = _skips(catalog.CHECKS, skip)
     keys, signed_issuer, other_issuer = _camera_keys(trust, gateway_key, other_gateway_key)
@@ -314,7 +314,7 @@ def gateway(
     _ident(unit, "--unit")
     gateway_id = gateway_id or f"gw-{unit}"
     _ident(gateway_id, "--gateway-id")
-    url = broker_url(client_broker(broker))
+    url = reachable_broker(client_broker(broker))
     topic_schema(prefix)
     skipped = _skips(catalog.CHECKS, skip)
     try:

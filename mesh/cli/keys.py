@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mesh.cli.common import console, fail
+from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.documents import ConfigError
 from mesh.security.trust import Distrust, KeyRole, TrustStore, trusted_key
 
@@ -166,28 +167,37 @@ def keys_revoke(
 
 
 @keys_app.command("list")
-def keys_list(trust: TrustOpt) -> None:
-    """The trust store's keys: role, subject, validity and revocation."""
-    from rich.table import Table
+def keys_list(trust: TrustOpt, wide: WideOpt = False) -> None:
+    """The trust store's keys: role, subject, validity and revocation (ids are never cut;
+    in a narrow terminal the dates are left out unless --wide)."""
+    from mesh.dispatch.render import Col, fitted_table
 
     store = _load(trust, missing_ok=False)
     now_ns = int(datetime.now(UTC).timestamp() * 1e9)
-    table = Table()
-    table.add_column("key id", no_wrap=True, min_width=16)  # never cut: it is what you type
-    for name in ("role", "id", "valid from", "until"):
-        table.add_column(name, overflow="fold")
-    table.add_column("state", no_wrap=True)
+    rows = []
     for key in store.keys.values():
         problem = key.problem_at(now_ns)
-        table.add_row(
-            key.key_id,
-            key.role.value,
-            key.subject,
-            f"{key.not_before:%Y-%m-%d %H:%M}" if key.not_before else "-",
-            f"{key.not_after:%Y-%m-%d %H:%M}" if key.not_after else "-",
-            "valid" if problem is None else _STATE[problem.code],
+        rows.append(
+            (
+                key.key_id,
+                key.role.value,
+                key.subject,
+                f"{key.not_before:%Y-%m-%d %H:%M}" if key.not_before else "-",
+                f"{key.not_after:%Y-%m-%d %H:%M}" if key.not_after else "-",
+                "valid" if problem is None else _STATE[problem.code],
+            )
         )
-    console().print(table)
+    out = table_console(wide=wide)
+    # The key id is what `keys revoke` takes, the subject what the fleet file names.
+    columns = (
+        Col("key id", 0, is_id=True),
+        Col("role", 90),
+        Col("id", 0, is_id=True),
+        Col("valid from", 30),
+        Col("until", 40),
+        Col("state", 100),
+    )
+    out.print(fitted_table(columns, rows, width=fit_width(out)))
 
 
 @keys_app.command("new-sensor")

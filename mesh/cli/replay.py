@@ -11,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.common import BrokerOpt, broker_url, client_broker, console, fail, run_until_signal
+from mesh.cli.common import (
+    BrokerOpt,
+    broker_url,
+    client_broker,
+    console,
+    fail,
+    reachable_broker,
+    run_until_signal,
+)
 from mesh.cli.integrity import PubkeyOpt, load_pubkey
 
 # 4: the decisions may all be reproduced, but the log they came from does not verify.
@@ -46,6 +54,8 @@ def replay(
     from mesh.journal.store import LogError, log_id_of, read_records
 
     key = load_pubkey(pubkey)
+    if publish:  # before the work, not after it
+        reachable_broker(client_broker(broker))
     try:
         chosen = load_policy(policy) if policy is not None else None
         result = Replayer(chosen).run(read_records(log))

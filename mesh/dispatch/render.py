@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+from rich.cells import cell_len
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
+from mesh.dispatch.columns import ColumnNeed, choose_columns
 from mesh.protocol.models import (
     CONFIRMED_OUTCOMES,
     ActivationRecord,
@@ -28,51 +32,122 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def activation_table(records: Iterable[ActivationRecord], title: str = "Activations") -> Table:
-    table = Table(title=title, title_justify="left", expand=False)
-    for name, justify in (
-        ("time (UTC)", "left"),
-        ("activation", "left"),
-        ("kind", "left"),
-        ("source", "left"),
-        ("unit", "left"),
-        ("state", "left"),
-        ("expected", "right"),
-        ("started", "right"),
-        ("already", "right"),
-        ("missed", "right"),
-        ("merged", "right"),
-        ("p50 ms", "right"),
-        ("max ms", "right"),
-        ("all acks ms", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for record in records:
-        statuses = [c.status for c in record.cameras]
-        missed = sum(1 for s in statuses if s in (OutcomeStatus.MISSED, OutcomeStatus.REJECTED))
-        table.add_row(
-            clock_ms(record.trigger.observed_at_ns),
-            record.activation_id,
-            record.trigger.kind.value,
-            record.trigger.source.type.value,
-            record.unit_id,
-            Text(record.state.value, style=STATE_STYLE[record.state]),
-            str(sum(1 for c in record.cameras if c.expected)),
-            str(statuses.count(OutcomeStatus.STARTED)),
-            str(statuses.count(OutcomeStatus.ALREADY_RECORDING)),
-            Text(str(missed), style="bold red" if missed else ""),
-            str(record.merged_triggers),
-            _fmt_ms(record.latency_ms.p50),
-            _fmt_ms(record.latency_ms.max),
-            _fmt_ms(record.all_acked_ms),
+@dataclass(frozen=True)
+class Col:
+    """A column: its header, how much it matters when the width is short (higher stays
+    longer), and whether it holds ids (never cut, never dropped) or text that may wrap."""
+
+    name: str
+    priority: int
+    justify: JustifyMethod = "left"
+    is_id: bool = False
+    wraps: bool = False
+
+
+def fitted_table(
+    cols: Sequence[Col],
+    rows: Iterable[Sequence[str | Text]],
+    *,
+    title: str | None = None,
+    width: int | None = None,
+) -> Table:
+    """A table of the columns that fit ``width`` cells (mesh.dispatch.columns), all of them
+    when ``width`` is None; a caption names the columns left out."""
+    body = [list(row) for row in rows]
+    needs = [
+        ColumnNeed(
+            full=max([cell_len(col.name), *(_cells(row[i]) for row in body)]),
+            priority=col.priority,
+            is_id=col.is_id,
+            wraps=col.wraps,
+            header=cell_len(col.name),
         )
+        for i, col in enumerate(cols)
+    ]
+    kept = choose_columns(needs, width)
+    table = Table(title=title, title_justify="left", expand=False)
+    for i in kept:
+        col = cols[i]
+        table.add_column(
+            col.name,
+            justify=col.justify,
+            no_wrap=not col.wraps,
+            min_width=needs[i].full if col.is_id else None,
+            overflow="fold",
+        )
+    for row in body:
+        table.add_row(*(row[i] for i in kept))
+    hidden = [cols[i].name for i in range(len(cols)) if i not in kept]
+    if hidden:
+        table.caption = f"not shown, to fit: {', '.join(hidden)} (--wide shows all)"
+        table.caption_justify = "left"
     return table
 
 
-def camera_outcomes_table(record: ActivationRecord) -> Table:
-    table = Table(title=f"Cameras for {record.activation_id}", title_justify="left")
-    for name in ("camera", "unit", "status", "ms", "why"):
-        table.add_column(name)
+def _cells(value: str | Text) -> int:
+    return value.cell_len if isinstance(value, Text) else cell_len(value)
+
+
+# Higher priority stays longer in a narrow terminal; the activation id is never dropped.
+ACTIVATION_COLUMNS = (
+    Col("time (UTC)", 70),
+    Col("activation", 0, is_id=True),
+    Col("kind", 80),
+    Col("source", 30),
+    Col("unit", 90),
+    Col("state", 100),
+    Col("expected", 50, "right"),
+    Col("started", 55, "right"),
+    Col("already", 15, "right"),
+    Col("missed", 60, "right"),
+    Col("merged", 10, "right"),
+    Col("p50 ms", 20, "right"),
+    Col("max ms", 25, "right"),
+    Col("all acks ms", 40, "right"),
+)
+
+
+def activation_table(
+    records: Iterable[ActivationRecord],
+    title: str | None = "Activations",
+    width: int | None = None,
+) -> Table:
+    rows = []
+    for record in records:
+        statuses = [c.status for c in record.cameras]
+        missed = sum(1 for s in statuses if s in (OutcomeStatus.MISSED, OutcomeStatus.REJECTED))
+        rows.append(
+            (
+                clock_ms(record.trigger.observed_at_ns),
+                record.activation_id,
+                record.trigger.kind.value,
+                record.trigger.source.type.value,
+                record.unit_id,
+                Text(record.state.value, style=STATE_STYLE[record.state]),
+                str(sum(1 for c in record.cameras if c.expected)),
+                str(statuses.count(OutcomeStatus.STARTED)),
+                str(statuses.count(OutcomeStatus.ALREADY_RECORDING)),
+                Text(str(missed), style="bold red" if missed else ""),
+                str(record.merged_triggers),
+                _fmt_ms(record.latency_ms.p50),
+                _fmt_ms(record.latency_ms.max),
+                _fmt_ms(record.all_acked_ms),
+            )
+        )
+    return fitted_table(ACTIVATION_COLUMNS, rows, title=title, width=width)
+
+
+CAMERA_COLUMNS = (
+    Col("camera", 0, is_id=True),
+    Col("unit", 80),
+    Col("status", 100),
+    Col("ms", 50, "right"),
+    Col("why", 40, wraps=True),
+)
+
+
+def camera_outcomes_table(record: ActivationRecord, width: int | None = None) -> Table:
+    rows = []
     for cam in record.cameras:
         confirmed = cam.status in CONFIRMED_OUTCOMES
         style = "green" if confirmed else "bold red"
@@ -81,11 +156,15 @@ def camera_outcomes_table(record: ActivationRecord) -> Table:
         # For a camera that confirmed, why it was targeted says it all; otherwise add what
         # went wrong (no ack after N attempts, expired, out of range by its own fix).
         why = cam.targeting if confirmed or not cam.detail else f"{cam.targeting}; {cam.detail}"
-        table.add_row(
-            cam.camera_id + ("" if cam.expected else " (not expected)"),
-            cam.unit_id or "-",
-            Text(cam.status.value, style=style),
-            _fmt_ms(cam.latency_ms),
-            why,
+        rows.append(
+            (
+                cam.camera_id + ("" if cam.expected else " (not expected)"),
+                cam.unit_id or "-",
+                Text(cam.status.value, style=style),
+                _fmt_ms(cam.latency_ms),
+                why,
+            )
         )
-    return table
+    return fitted_table(
+        CAMERA_COLUMNS, rows, title=f"Cameras for {record.activation_id}", width=width
+    )

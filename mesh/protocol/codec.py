@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import cache
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -174,6 +175,31 @@ def readable_loc(model: type[BaseModel], error: ErrorDetails) -> tuple[list[str 
         parts.append(part)
         annotation = _child(annotation, part)
     return parts, error["msg"]
+
+
+def known_keys(model: type[BaseModel], parts: Sequence[str | int]) -> set[str]:
+    """The keys a file may write at ``parts`` (a path as ``readable_loc`` gives it) in a
+    ``model`` document: the fields of the model found there, or none."""
+    annotation: Any = model
+    for part in parts:
+        annotation = _child(_model_member(annotation), part)
+        if annotation is None:
+            return set()
+    base = _unwrap(_model_member(annotation))
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        return {field.alias or name for name, field in base.model_fields.items()}
+    return set()
+
+
+def _model_member(annotation: Any) -> Any:
+    """The one model of a union like ``Policy | str | None``; else the annotation."""
+    members = _union_members(annotation)
+    if members is None:
+        return annotation
+    models = [
+        m for m in members if isinstance(_unwrap(m), type) and issubclass(_unwrap(m), BaseModel)
+    ]
+    return models[0] if len(models) == 1 else annotation
 
 
 def _unwrap(annotation: Any) -> Any:

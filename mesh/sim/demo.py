@@ -35,7 +35,7 @@ import cantools
 from bleak import BleakScanner
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from bridge.mqtt.client import LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.embedded import EmbeddedBroker
@@ -47,7 +47,7 @@ from mesh.decide.fanout import command_topics
 from mesh.decide.geo import offset
 from mesh.decide.policy import Policy
 from mesh.decide.stats import percentile
-from mesh.dispatch.render import activation_table
+from mesh.dispatch.render import Col, activation_table, fitted_table
 from mesh.dispatch.watch import ActivationWatcher
 from mesh.gateway.build import build_gateway, config_in_code
 from mesh.gateway.daemon import Gateway
@@ -384,20 +384,22 @@ async def _perform(
         if not await _until(lambda: len(gateway.presence) >= len(agents), 10):
             run.problems.append(f"gateway saw {len(gateway.presence)} of {len(agents)} cameras")
         settle_heap()
+        # A terminal's width: the tables drop low-priority columns to fit, never ids.
+        width = console.width if console.is_terminal else None
         screen = (
-            Live(_view(stage), console=console, refresh_per_second=8, transient=False)
+            Live(_view(stage, width), console=console, refresh_per_second=8, transient=False)
             if live
             else None
         )
         with screen or contextlib.nullcontext():
-            refresher = asyncio.create_task(_refresh(screen, stage)) if screen else None
+            refresher = asyncio.create_task(_refresh(screen, stage, width)) if screen else None
             try:
                 await _script(stage, run)
             finally:
                 if refresher is not None:
                     refresher.cancel()
             if screen is not None:
-                screen.update(_view(stage))
+                screen.update(_view(stage, width))
     finally:
         for task in [*stage.background, *tasks]:
             task.cancel()
@@ -439,33 +441,48 @@ async def _until(check: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
-async def _refresh(screen: Live, stage: Stage) -> None:
+async def _refresh(screen: Live, stage: Stage, width: int | None) -> None:
     while True:
         await asyncio.sleep(0.125)
-        screen.update(_view(stage))
+        screen.update(_view(stage, width))
 
 
-def _view(stage: Stage) -> Group:
-    cams = Table(title="Cameras", title_justify="left")
-    for name in ("camera", "unit", "role", "recording", "activations", "acks"):
-        cams.add_column(name)
+_DEMO_CAMERA_COLUMNS = (
+    Col("camera", 0, is_id=True),
+    Col("unit", 90),
+    Col("role", 30),
+    Col("recording", 100),
+    Col("activations", 50, "right"),
+    Col("acks", 40, "right"),
+)
+
+
+def _view(stage: Stage, width: int | None = None) -> Group:
     now = time.time_ns()
-    for agent in stage.agents:
-        recording = agent.recorder.is_recording(now)
-        cams.add_row(
-            agent.identity.camera_id,
-            agent.identity.unit_id,
-            agent.identity.role.value,
-            "[green]● rec[/]" if recording else "[dim]idle[/]",
-            str(len(agent.recorder.activations)),
-            str(len(agent.acks_sent)),
-        )
+    cams = fitted_table(
+        _DEMO_CAMERA_COLUMNS,
+        (
+            (
+                agent.identity.camera_id,
+                agent.identity.unit_id,
+                agent.identity.role.value,
+                Text("● rec", style="green")
+                if agent.recorder.is_recording(now)
+                else Text("idle", style="dim"),
+                str(len(agent.recorder.activations)),
+                str(len(agent.acks_sent)),
+            )
+            for agent in stage.agents
+        ),
+        title="Cameras",
+        width=width,
+    )
     c = stage.ble.counters
     radio = (
         f"BLE: {c['adverts']} adverts heard, {c['events']} events, {c['repeats']} repeats, "
         f"{c['rejected.replay']} replays rejected"
     )
-    return Group(activation_table(stage.watcher.records.values()), cams, radio)
+    return Group(activation_table(stage.watcher.records.values(), width=width), cams, radio)
 
 
 def _receipt_for(stage: Stage, prefix: str) -> str | None:

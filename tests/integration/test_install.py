@@ -363,3 +363,19 @@ def test_the_demo_runs_on_its_extra_alone(demo: Path, work: Path) -> None:
     result = _run([str(demo / "trigger-mesh"), "demo", "--json"], work, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["ok"] is True
+
+
+def test_config_check_on_the_core_names_the_extra_a_section_needs(core: Path, work: Path) -> None:
+    copied = _run([str(core / "trigger-mesh"), "files", "configs", "--out", str(work)], work)
+    assert copied.returncode == 0, copied.stderr
+    configs = work / "configs"
+    (configs / "var").mkdir()
+    result = _run(
+        [str(core / "trigger-mesh"), "config", "check", "gateway.yaml", "gateway-can.yaml"],
+        configs,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == "gateway.yaml: valid gateway config\n"
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: gateway-can.yaml: can: needs python-can")
+    assert "pip install 'trigger-mesh[can]'" in line

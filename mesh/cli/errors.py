@@ -1,0 +1,99 @@
+"""Exit statuses and the errors that end a command with one line on stderr.
+
+A command that fails for a reason a user can act on raises a ``CliFailure`` (or a
+subclass); ``run_cli`` prints ``error: <message>`` and exits with the failure's status:
+no traceback. ``EXIT_CODES`` is the table docs/cli.md shows; a new kind of failure adds
+its subclass and a row.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, NoReturn
+
+from mesh.extras import EXIT_MISSING_EXTRA, MissingExtra
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    code: int
+    name: str
+    meaning: str
+
+
+# Statuses that mean the same for every command. Some commands give 1, 3 and 4 a meaning
+# of their own (docs/cli.md lists them); 2, 69, 75 and 130 mean the same everywhere.
+EXIT_OK = 0
+EXIT_USAGE = 2
+# sysexits.h EX_TEMPFAIL ("try again later"): the broker may come back; far from the small
+# statuses commands use for their results, and apart from a missing extra's EX_UNAVAILABLE.
+EXIT_BROKER_UNREACHABLE = 75
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(EXIT_OK, "ok", "done; for a check, everything passed"),
+    ExitCode(1, "failed", "the command's own negative result (see its --help)"),
+    ExitCode(
+        EXIT_USAGE,
+        "usage",
+        "bad option, bad or missing file, invalid configuration (every error printed)",
+    ),
+    ExitCode(
+        EXIT_MISSING_EXTRA,
+        "missing extra",
+        "the command needs an optional part that is not installed (docs/install.md)",
+    ),
+    ExitCode(
+        EXIT_BROKER_UNREACHABLE,
+        "broker unreachable",
+        "a command that needs the MQTT broker could not connect to it",
+    ),
+    ExitCode(EXIT_INTERRUPTED, "interrupted", "stopped by Ctrl-C (SIGINT) before finishing"),
+)
+
+
+class CliFailure(Exception):
+    """A failure reported as one line (``error: …``) and an exit status."""
+
+    code: ClassVar[int] = EXIT_USAGE
+
+
+class BrokerUnreachable(CliFailure):
+    code = EXIT_BROKER_UNREACHABLE
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"cannot reach the MQTT broker at {where}: {reason}")
+
+
+def report(failure: Exception, code: int) -> NoReturn:
+    print(f"error: {failure}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run_cli(app: Callable[[], object]) -> None:
+    """Run the typer app; a CliFailure, a missing extra or a link that never came up is
+    one line and its status, no traceback."""
+    from bridge.mqtt.client import LinkDown
+
+    try:
+        app()
+    except CliFailure as failure:
+        report(failure, failure.code)
+    except MissingExtra as exc:
+        # An optional part left out of the install is no bug.
+        report(exc, EXIT_MISSING_EXTRA)
+    except LinkDown as exc:
+        # A one-shot command's link that stayed down (the broker went away after the
+        # reachability check, or it accepts TCP but not our MQTT).
+        down = BrokerUnreachable(_where(str(exc)), str(exc))
+        report(down, down.code)
+
+
+def _where(message: str) -> str:
+    # LinkDown says "no connection to mqtt://host:port within N s".
+    words = message.split()
+    return next((w for w in words if "://" in w), "the configured address")

@@ -133,7 +133,8 @@ def _check_sources(config: GatewayConfig, path: Path) -> None:
     counter store (trigger_sources does that when the daemon starts)."""
     problems: list[tuple[str, str]] = []
     if config.ble is not None and config.ble.enabled:
-        require("ble", f"{path}: ble:")  # as trigger_sources does at start
+        # As trigger_sources does at start: the backend names the extra.
+        require(config.ble.extra, f"{path}: ble: backend {config.ble.backend}")
         from triggers.ble.keystore import Keystore, KeystoreError
 
         keystore = Path(config.ble.keystore)

@@ -103,8 +103,7 @@ def trigger_sources(cfg: GatewayConfig, config_path: Path) -> list[TriggerSource
     sources: list[TriggerSource] = []
     if cfg.ble is not None and cfg.ble.enabled:
         # bluez scans through bleak alone; bumble opens the HCI controller itself.
-        extra = "bumble" if cfg.ble.backend == "bumble" else "ble"
-        require(extra, f"{config_path}: ble: backend {cfg.ble.backend}")
+        require(cfg.ble.extra, f"{config_path}: ble: backend {cfg.ble.backend}")
         from triggers.ble.factory import build_source
         from triggers.ble.keystore import KeystoreError
 

@@ -379,3 +379,22 @@ def test_config_check_on_the_core_names_the_extra_a_section_needs(core: Path, wo
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: gateway-can.yaml: can: needs python-can")
     assert "pip install 'trigger-mesh[can]'" in line
+
+
+def test_config_check_on_the_core_names_the_extra_of_the_ble_backend(
+    core: Path, work: Path
+) -> None:
+    # `config check` decides the extra as the gateway does at start: the backend names it
+    # (a problem of the file: exit 2, as for the CAN section).
+    copied = _run([str(core / "trigger-mesh"), "files", "configs", "--out", str(work)], work)
+    assert copied.returncode == 0, copied.stderr
+    configs = work / "configs"
+    (configs / "var").mkdir()
+    bumble = _run([str(core / "trigger-mesh"), "config", "check", "gateway-ble.yaml"], configs)
+    assert bumble.returncode == 2, bumble.stdout + bumble.stderr
+    assert "pip install 'trigger-mesh[bumble]'" in bumble.stderr
+    text = (configs / "gateway-ble.yaml").read_text()
+    (configs / "gateway-bluez.yaml").write_text(text.replace("backend: bumble", "backend: bluez"))
+    bluez = _run([str(core / "trigger-mesh"), "config", "check", "gateway-bluez.yaml"], configs)
+    assert bluez.returncode == 2, bluez.stdout + bluez.stderr
+    assert "pip install 'trigger-mesh[ble]'" in bluez.stderr

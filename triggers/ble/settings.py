@@ -51,6 +51,11 @@ class BleConfig(_Strict):
     proximity_min_rssi_dbm: Annotated[int, Field(ge=-127, le=20)] = -80
     proximity_max_age_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
+    @property
+    def extra(self) -> str:
+        """The package extra this backend needs (docs/install.md)."""
+        return "bumble" if self.backend == "bumble" else "ble"
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.backend == "bumble" and not self.transport:

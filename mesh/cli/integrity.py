@@ -64,10 +64,13 @@ def load_pubkey(pubkey: Path | None) -> Ed25519PublicKey | None:
 
 
 def show_report(report: ChainReport, all_problems: bool) -> None:
+    from mesh.dispatch.literal import literal
+
+    # The log's id and the problems quote the log: shown as they are, never as markup.
     out = console()
-    out.print(report.summary(), highlight=False)
+    out.print(literal(report.summary()))
     for problem in report.problems if all_problems else report.problems[:1]:
-        out.print(f"  {problem}", highlight=False)
+        out.print(literal(f"  {problem}"))
 
 
 def exit_for(report: ChainReport) -> None:

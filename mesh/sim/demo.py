@@ -47,6 +47,7 @@ from mesh.decide.fanout import command_topics
 from mesh.decide.geo import offset
 from mesh.decide.policy import Policy
 from mesh.decide.stats import percentile
+from mesh.dispatch.literal import literal, literal_console
 from mesh.dispatch.render import Col, activation_table, fitted_table
 from mesh.dispatch.watch import ActivationWatcher
 from mesh.gateway.build import build_gateway, config_in_code
@@ -224,7 +225,7 @@ async def run_demo(
 ) -> dict[str, Any]:
     """Run the scenario; return the summary (``ok`` says whether it held). ``secure``:
     on a locked-down mosquitto with signatures, then the attacks (mesh.sim.demo_secure)."""
-    console = console or Console(stderr=True)
+    console = console or literal_console(stderr=True)
     run_id = uuid.uuid4().hex[:8]
     # A private prefix and client ids, so a demo on a shared broker touches nothing else.
     topics = Topics(f"mesh/v2/demo-{run_id}") if broker else Topics()
@@ -235,7 +236,11 @@ async def run_demo(
                 topics, log, Path(tmp), run_id=run_id, console=console, live=live
             )
         async with _broker(broker) as (url, protocol, broker_kind):
-            console.print(f"[bold]trigger-mesh demo[/] broker: {broker_kind} at {url}; log: {log}")
+            console.print(
+                literal(
+                    ("trigger-mesh demo", "bold"), f" broker: {broker_kind} at {url}; log: {log}"
+                )
+            )
             stage = await _build(url, protocol, topics, log=log, tmp=Path(tmp), run_id=run_id)
             return await _perform(
                 stage, url, protocol, console, live, shared_broker=broker is not None
@@ -251,9 +256,11 @@ async def _run_secure(
     async with secure_broker(tmp, topics, GATEWAY_ID, UNIT, demo_specs()) as setup:
         url = setup.url(DISPATCH_ID)
         console.print(
-            f"[bold]trigger-mesh demo --secure[/] broker: mosquitto, TLS + client certificates "
-            f"+ ACL at {url.host}:{url.port} ({setup.bundle.out_dir}); every command and ack "
-            f"signed; log: {log}"
+            literal(
+                ("trigger-mesh demo --secure", "bold"),
+                f" broker: mosquitto, TLS + client certificates + ACL at {url.host}:{url.port} "
+                f"({setup.bundle.out_dir}); every command and ack signed; log: {log}",
+            )
         )
         stage = await _build(url, "auto", topics, log=log, tmp=tmp, run_id=run_id, secure=setup)
         async with command_tap(setup, topics) as captured:

@@ -199,7 +199,7 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
     audit = summary["audit"]
     console.print(
         f"activation log: {audit['records']} records, {audit['checkpoints']} signed "
-        f"checkpoints, chain {'verified' if audit['verified'] else 'BROKEN'}; "
+        f"checkpoints, chain {audit['verdict']} (against the run's key); "
         f"{audit['triggers_replayed']} triggers replayed, "
         f"{audit['replay_differences']} decisions differ"
     )

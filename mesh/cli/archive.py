@@ -175,9 +175,9 @@ def verify(
 
     Checked through the seq the archive has synced (records above it are still arriving).
 
-    Exit 0: intact and signed to the end; 1: modified, missing, reordered or badly signed
-    records (the first is named); 3: intact but its tail is unsigned; 2: no such log, or
-    the database unreachable.
+    Exit 0: signed to the end (intact against --pubkey, consistent without it); 1:
+    modified, missing, reordered or badly signed records (the first is named); 3: the chain
+    links but its tail is unsigned; 2: no such log, or the database unreachable.
     """
     require("archive", "trigger-mesh archiver verify")
     import asyncio

@@ -74,7 +74,7 @@ def show_report(report: ChainReport, all_problems: bool) -> None:
 
 
 def exit_for(report: ChainReport) -> None:
-    """Exit with verify's status (docs/audit.md) unless the chain is intact and signed."""
+    """Exit with verify's status (docs/audit.md) unless every record is signed."""
     if report.tampered:
         raise typer.Exit(EXIT_TAMPERED)
     if not report.ok:
@@ -84,9 +84,13 @@ def exit_for(report: ChainReport) -> None:
 def verify(log: LogArg, pubkey: PubkeyOpt = None, all_problems: AllProblemsOpt = False) -> None:
     """Check the hash chain and every checkpoint signature of a log.
 
-    Exit 0: intact and signed to the end; 1: modified, missing, reordered or badly signed
-    records (the first is named), or with --pubkey no checkpoint signed by that key; 3:
-    signed by checkpoints, but the records after the last one are not; 2: not a log.
+    Only --pubkey (the gateway's key) proves who wrote it: without it, the verdict is at
+    best "consistent" (signed by the keys the log itself names), never "intact".
+
+    Exit 0: signed to the end (intact against --pubkey, consistent without it), or an
+    empty log without --pubkey; 1: modified, missing, reordered or badly signed records
+    (the first is named), or with --pubkey no checkpoint signed by that key; 3: unsigned,
+    records after the last checkpoint (or all of them) signed by none; 2: not a log.
     """
     from mesh.journal.integrity import verify_log
     from mesh.journal.store import LogError

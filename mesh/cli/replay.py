@@ -50,7 +50,7 @@ def replay(
     from mesh.audit.replay import Replayer
     from mesh.config import load_policy
     from mesh.documents import ConfigError
-    from mesh.journal.chain import verify_chain
+    from mesh.journal.chain import Verdict, verify_chain
     from mesh.journal.store import LogError, log_id_of, read_records
 
     key = load_pubkey(pubkey)
@@ -75,8 +75,9 @@ def replay(
                 " (audit verify --all lists every problem)"
             )
         )
-    elif not chain.ok:
-        out.print(literal(f"chain: {chain.problems[0]}"))
+    elif chain.verdict is not Verdict.INTACT:
+        # Consistent, unsigned or empty: say what the chain does not prove.
+        out.print(literal(f"chain: {chain.headline()}"))
     basis = f"policy {policy}" if policy is not None else "the logged policy"
     out.print(
         f"{result.triggers} triggers re-decided by {basis} ({result.activations} activations, "

@@ -4,7 +4,7 @@ Every record carries the SHA-256 of the record before it, so changing, removing 
 reordering one breaks every link after it. A hash chain alone proves nothing against
 someone who rewrites the whole file, so the gateway periodically appends a *checkpoint*:
 an Ed25519 signature over the chain's head (log id, sequence number, hash). Records after
-the last checkpoint are the "unsigned tail": intact as far as the chain shows, but not
+the last checkpoint are the "unsigned tail": linked as far as the chain shows, but not
 yet vouched for by the key.
 
 Retention removes expired records. The removal is itself a record, naming each removed

@@ -672,6 +672,10 @@ def report_json(report: AuditReport, *, log_name: str, generated_at_ns: int) -> 
         "records_read": report.records_read,
         "unreadable": report.unreadable,
         "activations": len(report.timelines),
+        # The chain's verdict in words, as the page's Integrity section says it.
+        "headline": (
+            "the chain was not checked" if report.integrity is None else report.integrity.headline()
+        ),
         "integrity": None if report.integrity is None else report.integrity.as_dict(),
         "summary": [_group_json(g) for g in report.groups],
         "overall": _group_json(report.overall),

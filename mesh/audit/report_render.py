@@ -25,7 +25,8 @@ from mesh.audit.report import (
     local_m,
     placed_outcome,
 )
-from mesh.journal.integrity import TAMPERED, UNSIGNED_TAIL, Integrity
+from mesh.journal.chain import Verdict
+from mesh.journal.integrity import Integrity
 from mesh.protocol.models import OutcomeStatus
 from mesh.timefmt import iso_ns
 
@@ -524,7 +525,12 @@ def _integrity(integrity: Integrity | None) -> list[str]:
     """The chain check of `audit verify`, as a table (mesh.journal.integrity)."""
     if integrity is None:
         return ['<h2>Integrity</h2><p class="warn">The chain was not checked.</p>']
-    cls = {TAMPERED: ' class="bad"', UNSIGNED_TAIL: ' class="warn"'}.get(integrity.verdict, "")
+    # Only a chain checked against a pinned key is intact: consistent (no key given),
+    # unsigned and empty are warnings, tampered is a break.
+    verdict = integrity.verdict
+    cls = (
+        ' class="bad"' if verdict is Verdict.TAMPERED else ' class="warn"' if verdict.warns else ""
+    )
     rows = "".join(
         f"<tr><th>{escape(label)}</th><td{cls if label == 'chain' else ''}>{escape(text)}</td></tr>"
         for label, text in integrity.lines()

@@ -153,16 +153,20 @@ def demo(
 
 
 def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
+    from mesh.dispatch.literal import literal
+
     console.line()
     for item in summary["activations"]:
         latency = item["latency_ms"]
         console.print(
-            f"[bold]{item['kind']}[/] ({item['source']}) {item['activation_id']}: {item['state']}; "
-            f"targeted {len(item['targeted'])}, recording {len(item['started'])} "
-            f"(newly started {len(item['newly_started'])}), missed {len(item['missed'])}, "
-            f"out of range {len(item['out_of_range'])}; ack p50 {latency['p50']} ms, "
-            f"max {latency['max']} ms",
-            highlight=False,
+            literal(
+                (item["kind"], "bold"),
+                f" ({item['source']}) {item['activation_id']}: {item['state']}; "
+                f"targeted {len(item['targeted'])}, recording {len(item['started'])} "
+                f"(newly started {len(item['newly_started'])}), missed {len(item['missed'])}, "
+                f"out of range {len(item['out_of_range'])}; ack p50 {latency['p50']} ms, "
+                f"max {latency['max']} ms",
+            )
         )
     burst, replay = summary["duplicate_burst"], summary["replay"]
     dup = summary["duplicate_command"]
@@ -195,20 +199,22 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
     audit = summary["audit"]
     console.print(
         f"activation log: {audit['records']} records, {audit['checkpoints']} signed "
-        f"checkpoints, chain {'verified' if audit['verified'] else 'BROKEN'}; "
+        f"checkpoints, chain {audit['verdict']} (against the run's key); "
         f"{audit['triggers_replayed']} triggers replayed, "
-        f"{audit['replay_differences']} decisions differ",
-        highlight=False,
+        f"{audit['replay_differences']} decisions differ"
     )
     for problem in summary["problems"]:
-        console.print(f"[bold red]problem:[/] {problem}", highlight=False)
-    verdict = "[bold green]OK[/]" if summary["ok"] else "[bold red]FAILED[/]"
-    console.print(
-        f"{verdict}: every in-range camera confirmed every activation, "
-        "no out-of-range camera started"
-        if summary["ok"]
-        else verdict
-    )
+        console.print(literal(("problem:", "bold red"), " ", problem))
+    if summary["ok"]:
+        console.print(
+            literal(
+                ("OK", "bold green"),
+                ": every in-range camera confirmed every activation, "
+                "no out-of-range camera started",
+            )
+        )
+    else:
+        console.print(literal(("FAILED", "bold red")))
 
 
 # --- gateway and cameras ------------------------------------------------------------------
@@ -429,6 +435,7 @@ def trigger(
     Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
     2 usage error, 3 refused by policy, 4 no gateway answered, 75 broker unreachable.
     """
+    from mesh.dispatch.literal import literal
     from mesh.dispatch.watch import ActivationWatcher
 
     logs.configure("console", "warning")
@@ -472,15 +479,17 @@ def trigger(
             await watcher.link.wait_up(10)
             await sender.publish(topics.trigger(unit), message, qos=1, wait_s=10)
             if not wait:
-                console.print(f"trigger {event.event_id} sent to unit {unit}")
+                console.print(literal(f"trigger {event.event_id} sent to unit {unit}"))
                 return EXIT_OK
             receipt = await _receipt_resending(
                 watcher, sender, topics.trigger(unit), event, message, min(timeout_s, 10.0)
             )
             if receipt is None:
                 console.print(
-                    f"[bold red]no gateway for unit {unit} answered[/] "
-                    f"(is `trigger-mesh gateway` running on {url}?)"
+                    literal(
+                        (f"no gateway for unit {unit} answered", "bold red"),
+                        f" (is `trigger-mesh gateway` running on {url}?)",
+                    )
                 )
                 return EXIT_NO_ANSWER
             return await _report(watcher, event, receipt, console, json_out, timeout_s)
@@ -505,6 +514,7 @@ async def _report(
     stdout gets one JSON object: the final record of the activation the trigger started or
     was merged into, or the receipt when there is none to wait for."""
     from mesh.decide.admission import activation_id_for
+    from mesh.dispatch.literal import literal
     from mesh.dispatch.render import camera_outcomes_table
 
     def answer(text: str) -> None:
@@ -512,7 +522,7 @@ async def _report(
             print(text)
 
     if receipt.outcome is ReceiptOutcome.REJECTED:
-        console.print(f"[bold red]refused:[/] {receipt.reason}")
+        console.print(literal(("refused:", "bold red"), " ", receipt.reason))
         answer(receipt.model_dump_json())
         return EXIT_REFUSED
     aid = receipt.activation_id
@@ -523,7 +533,7 @@ async def _report(
         event.event_id
     )
     if merged:
-        console.print(f"merged into activation {aid}: {receipt.reason}")
+        console.print(literal(f"merged into activation {aid}: {receipt.reason}"))
         if not receipt.activation_pending and await watcher.final_record(aid, 0) is None:
             # It had finished before this trigger came: its final record went out then and
             # is not retained, so the receipt is all there is.
@@ -531,7 +541,7 @@ async def _report(
             return EXIT_OK
     record = await watcher.final_record(aid, timeout_s)
     if record is None:
-        console.print(f"activation {aid} still pending after {timeout_s:g} s")
+        console.print(literal(f"activation {aid} still pending after {timeout_s:g} s"))
         answer(receipt.model_dump_json())
         return EXIT_OK if merged else EXIT_NOT_CONFIRMED
     if json_out:
@@ -539,8 +549,11 @@ async def _report(
     else:
         console.print(camera_outcomes_table(record, width=fit_width(console)))
         console.print(
-            f"activation {record.activation_id}: [bold]{record.state}[/], "
-            f"all acks in {record.all_acked_ms} ms"
+            literal(
+                f"activation {record.activation_id}: ",
+                (record.state.value, "bold"),
+                f", all acks in {record.all_acked_ms} ms",
+            )
         )
     if merged or record.state is ActivationState.CONFIRMED:
         return EXIT_OK  # a merged trigger asked for nothing its activation had not
@@ -908,6 +921,7 @@ def can_replay(
 ) -> None:
     """Run a recorded drive through the rules: which triggers fire, at which log time."""
     require("can", "trigger-mesh can-replay")
+    from mesh.dispatch.literal import literal
     from triggers.can.engine import Fired
     from triggers.can.factory import build_engine
     from triggers.can.replay import replay
@@ -947,8 +961,9 @@ def can_replay(
                     )
             else:
                 err.print(
-                    f"[yellow]{item.t:.6f}  {item.event}[/] {item.rule}: {item.detail}",
-                    highlight=False,
+                    literal(
+                        (f"{item.t:.6f}  {item.event}", "yellow"), f" {item.rule}: {item.detail}"
+                    )
                 )
     except BrokenPipeError:
         raise  # the reader left (| head): click exits quietly

@@ -175,9 +175,9 @@ def verify(
 
     Checked through the seq the archive has synced (records above it are still arriving).
 
-    Exit 0: intact and signed to the end; 1: modified, missing, reordered or badly signed
-    records (the first is named); 3: intact but its tail is unsigned; 2: no such log, or
-    the database unreachable.
+    Exit 0: signed to the end (intact against --pubkey, consistent without it); 1:
+    modified, missing, reordered or badly signed records (the first is named); 3: the chain
+    links but its tail is unsigned; 2: no such log, or the database unreachable.
     """
     require("archive", "trigger-mesh archiver verify")
     import asyncio
@@ -186,6 +186,7 @@ def verify(
 
     from mesh.archive.db import connect, describe
     from mesh.archive.store import LogStatus, StoredConflict, conflicts_for, log_status, read_log
+    from mesh.dispatch.literal import literal
     from mesh.journal.chain import verify_chain
     from mesh.journal.store import LogRecord
 
@@ -216,11 +217,17 @@ def verify(
     report = verify_chain(records, log_id=log_id, public_key=key, central_copy=True)
     show_report(report, all_problems)
     beyond = status.records - report.records
+    # The unit and gateway are what the log's sender said: text, never markup.
     console().print(
-        f"archived from unit {status.unit_id or '?'} (gateway {status.gateway_id or '?'}): "
-        f"synced through seq {status.synced_seq}, edge head {status.head_seq}"
-        + (f"; {beyond} record(s) above the watermark not checked (in flight)" if beyond else ""),
-        highlight=False,
+        literal(
+            f"archived from unit {status.unit_id or '?'} (gateway {status.gateway_id or '?'}): "
+            f"synced through seq {status.synced_seq}, edge head {status.head_seq}"
+            + (
+                f"; {beyond} record(s) above the watermark not checked (in flight)"
+                if beyond
+                else ""
+            )
+        )
     )
     _show_conflicts(conflicts, conflict_total)
     exit_for(report)
@@ -229,22 +236,22 @@ def verify(
 def _show_conflicts(conflicts: list[StoredConflict], total: int) -> None:
     """Refused copies are not part of the chain (the archived copy stands); they are
     listed so that an auditor sees who tried to overwrite what."""
-    from rich.markup import escape
+    from mesh.dispatch.literal import literal
 
     out = console()
     if not total:
         out.print("no conflicting copies were refused for this gateway, unit or log")
         return
     out.print(
-        f"[bold yellow]{total} conflicting cop{'y' if total == 1 else 'ies'} refused[/] "
-        "for this gateway, unit or log (the archived records stand):"
+        literal(
+            (f"{total} conflicting cop{'y' if total == 1 else 'ies'} refused", "bold yellow"),
+            " for this gateway, unit or log (the archived records stand):",
+        )
     )
     for c in conflicts:
         times = f" (x{c.copies})" if c.copies > 1 else ""
-        out.print(
-            escape(f"  {c.first_at} {c.kind} {c.subject} [{c.code}]{times}: {c.detail}"),
-            highlight=False,
-        )
+        # Who sent the copy and what it said: text from the wire, shown as it is.
+        out.print(literal(f"  {c.first_at} {c.kind} {c.subject} [{c.code}]{times}: {c.detail}"))
     if total > len(conflicts):
         out.print(f"  … and {total - len(conflicts)} more (table conflicts)", highlight=False)
 
@@ -270,6 +277,7 @@ def log_sync(
     75 the broker cannot be reached at the start."""
     from mesh.cli.progress import progress
     from mesh.cli.reach import require_broker
+    from mesh.dispatch.literal import literal
     from mesh.journal.store import LogError
     from mesh.journal.sync import LogSync
     from mesh.ops import logs
@@ -294,15 +302,18 @@ def log_sync(
     out = console(stderr=True)
     if result.complete:
         out.print(
-            f"log {result.log_id}: {result.sent} records sent; the archive holds every record "
-            f"through seq {result.synced_seq}",
-            highlight=False,
+            literal(
+                f"log {result.log_id}: {result.sent} records sent; the archive holds every "
+                f"record through seq {result.synced_seq}"
+            )
         )
         raise typer.Exit(EXIT_SYNCED)
     out.print(
-        f"[bold red]not synced:[/] log {result.log_id}: the archive confirmed seq "
-        f"{result.synced_seq} of {result.head_seq} within {timeout_s:g} s "
-        f"({result.sent} records sent; is an archiver running on {url}?)",
-        highlight=False,
+        literal(
+            ("not synced:", "bold red"),
+            f" log {result.log_id}: the archive confirmed seq "
+            f"{result.synced_seq} of {result.head_seq} within {timeout_s:g} s "
+            f"({result.sent} records sent; is an archiver running on {url}?)",
+        )
     )
     raise typer.Exit(EXIT_NOT_SYNCED)

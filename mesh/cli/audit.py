@@ -71,6 +71,7 @@ def report(
     )
     from mesh.audit.report_render import TIMELINE_LIMIT, render_html
     from mesh.cli.progress import progress
+    from mesh.dispatch.literal import literal
 
     # Only this command loads the report modules (and with them matplotlib).
     from mesh.journal.store import LogError
@@ -110,8 +111,9 @@ def report(
     total = len(result.timelines)
     drawn = min(total, TIMELINE_LIMIT)
     console().print(
-        f"wrote {html_path} ({total} activation(s), {drawn} timeline(s); "
-        f"{flt.describe()}; chain {result.integrity.verdict if result.integrity else '?'}), "
-        f"{out / 'report.json'}, {out / 'activations.csv'} and {out / 'cameras.csv'}",
-        highlight=False,
+        literal(
+            f"wrote {html_path} ({total} activation(s), {drawn} timeline(s); "
+            f"{flt.describe()}; chain {result.integrity.verdict if result.integrity else '?'}), "
+            f"{out / 'report.json'}, {out / 'activations.csv'} and {out / 'cameras.csv'}"
+        )
     )

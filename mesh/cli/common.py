@@ -50,17 +50,20 @@ EXIT_OK, EXIT_NOT_CONFIRMED, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2,
 
 
 def console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
+    """The console every command prints to: what it prints is shown as it is, never read as
+    markup or emoji codes (mesh.dispatch.literal: ids, reasons and problems come off the
+    wire or out of a log); our own styling is a ``literal`` part."""
     # rich is imported only by commands that draw: the gateway daemon never loads it.
-    from rich.console import Console
+    from mesh.dispatch.literal import literal_console
 
-    return Console(stderr=stderr, soft_wrap=soft_wrap)
+    return literal_console(stderr=stderr, soft_wrap=soft_wrap)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    from rich.markup import escape
+    from mesh.dispatch.literal import literal
 
-    # escape: a message quotes files and commands ("pip install 'trigger-mesh[can]'").
-    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # A message quotes files, commands ("pip install 'trigger-mesh[can]'") and peers.
+    console(stderr=True).print(literal(("error:", "bold red"), " ", message))
     raise typer.Exit(code)
 
 
@@ -90,11 +93,11 @@ def reachable_broker(value: str) -> BrokerUrl:
 
 def fail_config(exc: ConfigError) -> NoReturn:
     """Every problem of a bad config file, one line each, and exit 2."""
-    from rich.markup import escape
+    from mesh.dispatch.literal import literal
 
     err = console(stderr=True)
     for line in exc.lines:
-        err.print(f"[bold red]error:[/] config error: {escape(line)}", highlight=False)
+        err.print(literal(("error:", "bold red"), " config error: ", line))
     raise typer.Exit(EXIT_USAGE)
 
 

@@ -236,7 +236,7 @@ def check(
     2 if not (docs/cli.md)."""
     if kind is not None and kind not in CHECKS:
         fail(f"--kind must be one of {', '.join(CHECKS)}, not {kind!r}")
-    from rich.markup import escape
+    from mesh.dispatch.literal import literal
 
     out, err = console(), console(stderr=True)
     bad = 0
@@ -245,7 +245,7 @@ def check(
         if problems:
             bad += 1
             for line in problems:
-                err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+                err.print(literal(("error:", "bold red"), " ", line), soft_wrap=True)
         else:
-            out.print(f"{escape(str(path))}: valid {found} config", highlight=False)
+            out.print(f"{path}: valid {found} config")
     raise typer.Exit(EXIT_USAGE if bad else EXIT_OK)

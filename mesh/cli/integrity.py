@@ -64,14 +64,17 @@ def load_pubkey(pubkey: Path | None) -> Ed25519PublicKey | None:
 
 
 def show_report(report: ChainReport, all_problems: bool) -> None:
+    from mesh.dispatch.literal import literal
+
+    # The log's id and the problems quote the log: shown as they are, never as markup.
     out = console()
-    out.print(report.summary(), highlight=False)
+    out.print(literal(report.summary()))
     for problem in report.problems if all_problems else report.problems[:1]:
-        out.print(f"  {problem}", highlight=False)
+        out.print(literal(f"  {problem}"))
 
 
 def exit_for(report: ChainReport) -> None:
-    """Exit with verify's status (docs/audit.md) unless the chain is intact and signed."""
+    """Exit with verify's status (docs/audit.md) unless every record is signed."""
     if report.tampered:
         raise typer.Exit(EXIT_TAMPERED)
     if not report.ok:
@@ -81,9 +84,13 @@ def exit_for(report: ChainReport) -> None:
 def verify(log: LogArg, pubkey: PubkeyOpt = None, all_problems: AllProblemsOpt = False) -> None:
     """Check the hash chain and every checkpoint signature of a log.
 
-    Exit 0: intact and signed to the end; 1: modified, missing, reordered or badly signed
-    records (the first is named), or with --pubkey no checkpoint signed by that key; 3:
-    signed by checkpoints, but the records after the last one are not; 2: not a log.
+    Only --pubkey (the gateway's key) proves who wrote it: without it, the verdict is at
+    best "consistent" (signed by the keys the log itself names), never "intact".
+
+    Exit 0: signed to the end (intact against --pubkey, consistent without it), or an
+    empty log without --pubkey; 1: modified, missing, reordered or badly signed records
+    (the first is named), or with --pubkey no checkpoint signed by that key; 3: unsigned,
+    records after the last checkpoint (or all of them) signed by none; 2: not a log.
     """
     from mesh.journal.integrity import verify_log
     from mesh.journal.store import LogError

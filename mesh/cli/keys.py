@@ -163,7 +163,9 @@ def keys_revoke(
     except ValueError as exc:
         fail(str(exc))
     store.save(trust)
-    console().print(f"key {key_id} ({key.role.value} {key.subject}) revoked in {trust}")
+    from mesh.dispatch.literal import literal
+
+    console().print(literal(f"key {key_id} ({key.role.value} {key.subject}) revoked in {trust}"))
 
 
 @keys_app.command("list")

@@ -68,7 +68,6 @@ def progress(task: str, unit: str, stream: TextIO | None = None) -> Iterator[Rep
 
 @contextmanager
 def _bar(task: str, unit: str, out: TextIO, meter: Progress) -> Iterator[Report]:
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -88,7 +87,10 @@ def _bar(task: str, unit: str, out: TextIO, meter: Progress) -> Iterator[Report]
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Bar(*columns, console=Console(file=out), transient=False) as bar:
+    from mesh.dispatch.literal import literal_console
+
+    # Every console of the command line is one that prints text as it is.
+    with Bar(*columns, console=literal_console(file=out, soft_wrap=False), transient=False) as bar:
         task_id = bar.add_task(task, total=None)
 
         def report(done: int, total: int | None) -> None:

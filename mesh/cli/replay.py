@@ -50,7 +50,7 @@ def replay(
     from mesh.audit.replay import Replayer
     from mesh.config import load_policy
     from mesh.documents import ConfigError
-    from mesh.journal.chain import verify_chain
+    from mesh.journal.chain import Verdict, verify_chain
     from mesh.journal.store import LogError, log_id_of, read_records
 
     key = load_pubkey(pubkey)
@@ -64,15 +64,20 @@ def replay(
         chain = verify_chain(read_records(log), log_id=log_id_of(log), public_key=key)
     except (LogError, ConfigError) as exc:
         fail(str(exc))
+    from mesh.dispatch.literal import literal
+
+    # Problems, notes and differences quote the log (camera ids, reasons): text, not markup.
     out = console()
     if chain.tampered:
         out.print(
-            f"chain: does not verify, so this replay vouches for nothing: {chain.problems[0]}"
-            " (audit verify --all lists every problem)",
-            highlight=False,
+            literal(
+                f"chain: does not verify, so this replay vouches for nothing: {chain.problems[0]}"
+                " (audit verify --all lists every problem)"
+            )
         )
-    elif not chain.ok:
-        out.print(f"chain: {chain.problems[0]}", highlight=False)
+    elif chain.verdict is not Verdict.INTACT:
+        # Consistent, unsigned or empty: say what the chain does not prove.
+        out.print(literal(f"chain: {chain.headline()}"))
     basis = f"policy {policy}" if policy is not None else "the logged policy"
     out.print(
         f"{result.triggers} triggers re-decided by {basis} ({result.activations} activations, "
@@ -81,16 +86,16 @@ def replay(
         highlight=False,
     )
     for note in dict.fromkeys(result.notes):
-        out.print(f"note: {note}", highlight=False)
+        out.print(literal(f"note: {note}"))
     for difference in result.differences[:limit]:
-        out.print(str(difference), highlight=False)
+        out.print(literal(str(difference)))
     if len(result.differences) > limit:
         out.print(f"… and {len(result.differences) - limit} more (--limit)", highlight=False)
     if publish:
         if speed <= 0:
             fail("--speed must be positive")
         sent = run_until_signal(_publish(log, client_broker(broker), prefix, speed))
-        out.print(f"{sent or 0} messages re-published under {prefix!r}", highlight=False)
+        out.print(literal(f"{sent or 0} messages re-published under {prefix!r}"))
     if chain.tampered:
         raise typer.Exit(EXIT_NOT_INTACT)
     if not result.same:

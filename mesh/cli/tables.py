@@ -22,11 +22,12 @@ WideOpt = Annotated[
 
 
 def table_console(*, wide: bool = False, stderr: bool = False, soft_wrap: bool = True) -> Console:
-    from rich.console import Console
+    """A console that prints strings as they are (mesh.dispatch.literal), sized as above."""
+    from mesh.dispatch.literal import literal_console
 
-    console = Console(stderr=stderr, soft_wrap=soft_wrap)
+    console = literal_console(stderr=stderr, soft_wrap=soft_wrap)
     if wide or not console.is_terminal:
-        return Console(stderr=stderr, soft_wrap=soft_wrap, width=UNLIMITED_WIDTH)
+        return literal_console(stderr=stderr, soft_wrap=soft_wrap, width=UNLIMITED_WIDTH)
     return console
 
 

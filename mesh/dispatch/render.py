@@ -1,4 +1,7 @@
-"""Rich tables for the demo, ``tail`` and ``trigger``."""
+"""Rich tables for the demo, ``tail``, ``trigger`` and ``keys list``.
+
+Every cell and title is shown as it is (mesh.dispatch.literal): ids and reasons come off
+the wire, and rich would read markup and emoji codes in a plain string."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mesh.dispatch.columns import ColumnNeed, choose_columns
+from mesh.dispatch.literal import literal
 from mesh.protocol.models import (
     CONFIRMED_OUTCOMES,
     ActivationRecord,
@@ -52,11 +56,12 @@ def fitted_table(
     width: int | None = None,
 ) -> Table:
     """A table of the columns that fit ``width`` cells (mesh.dispatch.columns), all of them
-    when ``width`` is None; a caption names the columns left out."""
-    body = [list(row) for row in rows]
+    when ``width`` is None; a caption names the columns left out. A ``str`` cell or title
+    is text, never markup: it is shown exactly as it is."""
+    body = [[literal(cell) for cell in row] for row in rows]
     needs = [
         ColumnNeed(
-            full=max([cell_len(col.name), *(_cells(row[i]) for row in body)]),
+            full=max([cell_len(col.name), *(row[i].cell_len for row in body)]),
             priority=col.priority,
             is_id=col.is_id,
             wraps=col.wraps,
@@ -65,7 +70,9 @@ def fitted_table(
         for i, col in enumerate(cols)
     ]
     kept = choose_columns(needs, width)
-    table = Table(title=title, title_justify="left", expand=False)
+    table = Table(
+        title=None if title is None else literal(title), title_justify="left", expand=False
+    )
     for i in kept:
         col = cols[i]
         table.add_column(
@@ -82,10 +89,6 @@ def fitted_table(
         table.caption = f"not shown, to fit: {', '.join(hidden)} (--wide shows all)"
         table.caption_justify = "left"
     return table
-
-
-def _cells(value: str | Text) -> int:
-    return value.cell_len if isinstance(value, Text) else cell_len(value)
 
 
 # Higher priority stays longer in a narrow terminal; the activation id is never dropped.

@@ -4,7 +4,7 @@ Every record carries the SHA-256 of the record before it, so changing, removing 
 reordering one breaks every link after it. A hash chain alone proves nothing against
 someone who rewrites the whole file, so the gateway periodically appends a *checkpoint*:
 an Ed25519 signature over the chain's head (log id, sequence number, hash). Records after
-the last checkpoint are the "unsigned tail": intact as far as the chain shows, but not
+the last checkpoint are the "unsigned tail": linked as far as the chain shows, but not
 yet vouched for by the key.
 
 Retention removes expired records. The removal is itself a record, naming each removed
@@ -101,6 +101,26 @@ class Problem(StrEnum):
 _NOT_TAMPERING = frozenset({Problem.UNSIGNED_TAIL, Problem.UNVOUCHED})
 
 
+class Verdict(StrEnum):
+    """What a check of the chain proves, in a word (docs/audit.md, "Verdicts").
+
+    A hash chain anyone can rebuild after an edit, and a checkpoint anyone can sign with a
+    key of their own: only a signature checked against a key the auditor trusts (pinned
+    with ``--pubkey``) says who wrote the log. So a chain that links and whose checkpoints
+    verify is ``intact`` only against a pinned key; without one it is ``consistent``."""
+
+    INTACT = "intact"  # links, every record vouched for by checkpoints of the pinned key
+    CONSISTENT = "consistent"  # the same by the keys the log names: no key was pinned
+    UNSIGNED = "unsigned"  # links, but records no checkpoint vouches for (or none at all)
+    EMPTY = "empty"  # no records (with a pinned key that is tampered: nothing it signed)
+    TAMPERED = "tampered"  # any other problem: changed, missing, reordered, badly signed
+
+    @property
+    def warns(self) -> bool:
+        """Not a break, but not proof either: a report shows it as a warning."""
+        return self in (Verdict.CONSISTENT, Verdict.UNSIGNED, Verdict.EMPTY)
+
+
 @dataclass(frozen=True)
 class ChainProblem:
     seq: int
@@ -137,9 +157,49 @@ class ChainReport:
         in a central copy, records whose checkpoint the copy never got."""
         return any(p.problem not in _NOT_TAMPERING for p in self.problems)
 
+    @property
+    def verdict(self) -> Verdict:
+        if self.tampered:
+            return Verdict.TAMPERED
+        if self.records == 0:
+            return Verdict.EMPTY
+        if not self.ok:
+            return Verdict.UNSIGNED
+        return Verdict.INTACT if self.pinned else Verdict.CONSISTENT
+
+    def headline(self) -> str:
+        """The verdict in words: what the check proves, and what it does not."""
+        verdict, first = self.verdict, self.problems[0] if self.problems else None
+        keys = ", ".join(sorted(self.key_ids)) or "none"
+        if verdict is Verdict.TAMPERED and first is not None:
+            if first.problem is Problem.NO_CHECKPOINT:  # the pinned key signed nothing here
+                return f"tampered: {first.problem.value}: {first.detail}"
+            return f"tampered: broken at record {first.seq}: {first.problem.value}: {first.detail}"
+        if verdict is Verdict.EMPTY:
+            return "empty: the log holds no records, so there is nothing to verify"
+        if verdict is Verdict.INTACT:
+            return (
+                f"intact: every record is linked, unchanged and signed by the pinned key ({keys})"
+            )
+        unpinned = (
+            "signatures were not checked against a trusted key: they verify with the keys "
+            f"the log itself names ({keys}), which whoever rewrites the log can replace with "
+            "a key of their own (pin the gateway's key with --pubkey)"
+        )
+        if verdict is Verdict.CONSISTENT:
+            return f"consistent: every record is linked, unchanged and signed, but {unpinned}"
+        if self.last_checkpoint_seq is None:
+            signed = "nothing in it is signed"
+        elif self.pinned:
+            signed = "the other records are signed by the pinned key"
+        else:
+            signed = f"the other records are signed, but {unpinned}"
+        detail = first.detail if first is not None else "records are not signed"
+        return f"unsigned: the chain links, but {detail}; {signed}"
+
     def summary(self) -> str:
         if self.records == 0:
-            verdict = f": {self.problems[0]}" if self.problems else ""
+            verdict = f": {self.problems[0]}" if self.problems else ": no records"
             return f"log {self.log_id}: empty{verdict}"
         keys = ", ".join(sorted(self.key_ids)) or "none"
         trust = "pinned key" if self.pinned else "keys named in the log, not pinned"
@@ -148,9 +208,15 @@ class ChainReport:
             f"{self.checkpoints} checkpoints by {keys} ({trust}), "
             f"{self.removed_runs} runs removed by retention"
         )
-        if self.ok:
-            return head + ": intact, every record signed"
-        return head + f": {len(self.problems)} problem(s); first: {self.problems[0]}"
+        verdict = self.verdict
+        if verdict is Verdict.INTACT:
+            return head + ": intact, every record signed by the pinned key"
+        if verdict is Verdict.CONSISTENT:
+            return (
+                head + ": consistent, every record signed, but only by the keys the log names: "
+                "not checked against a trusted key (--pubkey)"
+            )
+        return head + f": {verdict}, {len(self.problems)} problem(s); first: {self.problems[0]}"
 
 
 @dataclass(frozen=True)

@@ -7,26 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mesh.journal.chain import ChainReport, verify_chain
+from mesh.journal.chain import ChainReport, Verdict, verify_chain
 from mesh.journal.store import log_id_of, read_records
 from mesh.timefmt import iso_ns
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-INTACT, TAMPERED, UNSIGNED_TAIL = "intact", "tampered", "unsigned_tail"
-
 
 def verify_log(path: Path | str, public_key: Ed25519PublicKey | None = None) -> ChainReport:
     """Check the log at ``path`` (raises LogError if it is not one)."""
     return verify_chain(read_records(path), log_id=log_id_of(path), public_key=public_key)
-
-
-def verdict_of(report: ChainReport) -> str:
-    """intact (and signed to the end), tampered, or unsigned_tail (docs/audit.md)."""
-    if report.tampered:
-        return TAMPERED
-    return INTACT if report.ok else UNSIGNED_TAIL
 
 
 @dataclass(frozen=True)
@@ -36,20 +27,18 @@ class Integrity:
     report: ChainReport
 
     @property
-    def verdict(self) -> str:
-        return verdict_of(self.report)
+    def verdict(self) -> Verdict:
+        """intact (against the pinned key), consistent (no key pinned), unsigned, empty,
+        or tampered (mesh.journal.chain.Verdict, docs/audit.md)."""
+        return self.report.verdict
+
+    def headline(self) -> str:
+        """The verdict in words (``ChainReport.headline``)."""
+        return self.report.headline()
 
     def lines(self) -> list[tuple[str, str]]:
         """(label, text) pairs, in the order a page shows them."""
         r = self.report
-        first = r.problems[0] if r.problems else None
-        verdict = {
-            INTACT: "intact: every record is linked, unchanged and signed",
-            TAMPERED: f"broken at record {first.seq}: {first.problem.value}: {first.detail}"
-            if first
-            else "broken",
-            UNSIGNED_TAIL: f"intact, but unsigned at the end: {first.detail}" if first else "",
-        }[self.verdict]
         last = (
             "none"
             if r.last_checkpoint_seq is None
@@ -64,7 +53,7 @@ class Integrity:
         keys = ", ".join(sorted(r.key_ids)) or "none"
         trust = "pinned key" if r.pinned else "keys named in the log, not pinned"
         return [
-            ("chain", verdict),
+            ("chain", self.headline()),
             ("records", span),
             ("checkpoints", f"{r.checkpoints}, the last valid one {last}"),
             ("signer key ids", f"{keys} ({trust})"),
@@ -77,7 +66,8 @@ class Integrity:
         r = self.report
         return {
             "log_id": r.log_id,
-            "verdict": self.verdict,
+            "verdict": self.verdict.value,
+            "headline": self.headline(),
             "records": r.records,
             "first_seq": r.first_seq,
             "last_seq": r.last_seq,

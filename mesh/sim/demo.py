@@ -47,11 +47,12 @@ from mesh.decide.fanout import command_topics
 from mesh.decide.geo import offset
 from mesh.decide.policy import Policy
 from mesh.decide.stats import percentile
+from mesh.dispatch.literal import literal, literal_console
 from mesh.dispatch.render import Col, activation_table, fitted_table
 from mesh.dispatch.watch import ActivationWatcher
 from mesh.gateway.build import build_gateway, config_in_code
 from mesh.gateway.daemon import Gateway
-from mesh.journal.chain import verify_chain
+from mesh.journal.chain import Verdict, verify_chain
 from mesh.journal.records import ActivationEntry, RecordKind
 from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import log_id_of, read_records
@@ -94,6 +95,8 @@ from triggers.can.source import CanTriggerSource
 from triggers.manual import manual_trigger
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from mesh.sim.demo_secure import AttackReport, SecureSetup
 
 UNIT = "car-12"
@@ -178,6 +181,9 @@ class Stage:
     # terminal and signs its triggers with the gateway's key.
     secure: SecureSetup | None = None
     captured: dict[str, bytes] = field(default_factory=dict)
+    # The public half of the run's log key: the audit at the end pins it, as an auditor
+    # pins the gateway's key (audit verify --pubkey).
+    log_key: Ed25519PublicKey | None = None
 
     def seal(self, event: TriggerEvent) -> bytes:
         """The trigger as the in-car terminal sends it: signed with --secure."""
@@ -224,7 +230,7 @@ async def run_demo(
 ) -> dict[str, Any]:
     """Run the scenario; return the summary (``ok`` says whether it held). ``secure``:
     on a locked-down mosquitto with signatures, then the attacks (mesh.sim.demo_secure)."""
-    console = console or Console(stderr=True)
+    console = console or literal_console(stderr=True)
     run_id = uuid.uuid4().hex[:8]
     # A private prefix and client ids, so a demo on a shared broker touches nothing else.
     topics = Topics(f"mesh/v2/demo-{run_id}") if broker else Topics()
@@ -235,7 +241,11 @@ async def run_demo(
                 topics, log, Path(tmp), run_id=run_id, console=console, live=live
             )
         async with _broker(broker) as (url, protocol, broker_kind):
-            console.print(f"[bold]trigger-mesh demo[/] broker: {broker_kind} at {url}; log: {log}")
+            console.print(
+                literal(
+                    ("trigger-mesh demo", "bold"), f" broker: {broker_kind} at {url}; log: {log}"
+                )
+            )
             stage = await _build(url, protocol, topics, log=log, tmp=Path(tmp), run_id=run_id)
             return await _perform(
                 stage, url, protocol, console, live, shared_broker=broker is not None
@@ -251,9 +261,11 @@ async def _run_secure(
     async with secure_broker(tmp, topics, GATEWAY_ID, UNIT, demo_specs()) as setup:
         url = setup.url(DISPATCH_ID)
         console.print(
-            f"[bold]trigger-mesh demo --secure[/] broker: mosquitto, TLS + client certificates "
-            f"+ ACL at {url.host}:{url.port} ({setup.bundle.out_dir}); every command and ack "
-            f"signed; log: {log}"
+            literal(
+                ("trigger-mesh demo --secure", "bold"),
+                f" broker: mosquitto, TLS + client certificates + ACL at {url.host}:{url.port} "
+                f"({setup.bundle.out_dir}); every command and ack signed; log: {log}",
+            )
         )
         stage = await _build(url, "auto", topics, log=log, tmp=tmp, run_id=run_id, secure=setup)
         async with command_tap(setup, topics) as captured:
@@ -326,6 +338,7 @@ async def _build(
     )
     # The log is signed as a real gateway's is: a fresh key for this run, checked at the end.
     keys = new_gateway_key(tmp / "keys", "demo-gateway")
+    signer = CheckpointSigner.from_file(keys.private)
     gateway_url = url if secure is None else secure.url(GATEWAY_ID)
     gateway = build_gateway(
         config_in_code(UNIT, log, gateway_id=GATEWAY_ID, topics=topics, position=CENTER),
@@ -334,7 +347,7 @@ async def _build(
         protocol=protocol,
         client_id=f"demo-{run_id}-gw",
         sources=[ble, can_source],
-        signer=CheckpointSigner.from_file(keys.private),
+        signer=signer,
         security=Security() if secure is None else secure.security(GATEWAY_ID),
     )
     return Stage(
@@ -355,6 +368,7 @@ async def _build(
         vehicle=VehicleSimulator(VEHICLE, databases),
         vehicle_bus=can.Bus(interface="virtual", channel=bus_channel),
         secure=secure,
+        log_key=signer.public_key,
     )
 
 
@@ -608,18 +622,20 @@ def _decisions(log: Path) -> dict[str, ActivationEntry]:
     }
 
 
-def _audit(log: Path, problems: list[str]) -> dict[str, Any]:
-    """What an auditor would run on this log: verify the chain, replay every decision."""
-    chain = verify_chain(read_records(log), log_id=log_id_of(log))
+def _audit(log: Path, key: Ed25519PublicKey | None, problems: list[str]) -> dict[str, Any]:
+    """What an auditor would run on this log: verify the chain against the gateway's key,
+    replay every decision."""
+    chain = verify_chain(read_records(log), log_id=log_id_of(log), public_key=key)
     replayed = Replayer().run(read_records(log))
-    if not chain.ok:
+    if chain.verdict is not Verdict.INTACT:
         problems.append(f"activation log does not verify: {chain.summary()}")
     if not replayed.same:
         problems.append(f"replay differs: {replayed.differences[0]}")
     return {
         "records": chain.records,
         "checkpoints": chain.checkpoints,
-        "verified": chain.ok,
+        "verified": chain.verdict is Verdict.INTACT,
+        "verdict": chain.verdict.value,
         "triggers_replayed": replayed.triggers,
         "replay_differences": len(replayed.differences),
     }
@@ -722,7 +738,7 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
             f"{run.replay_activations} activations"
         )
     problems += _command_scene_problems(run)
-    audit = _audit(stage.log, problems)
+    audit = _audit(stage.log, stage.log_key, problems)
     return {
         "ok": not problems,
         "activations": activations,

@@ -135,12 +135,18 @@ def _integrity(document: dict[str, object]) -> dict[str, object]:
 
 
 # --- the integrity section -------------------------------------------------------------------
-def test_a_signed_log_is_reported_intact_with_its_signer(
+def test_a_signed_log_without_a_pinned_key_is_consistent_not_intact(
     signed_log: Path, signer: CheckpointSigner, tmp_path: Path
 ) -> None:
+    """Its checkpoints verify with the key they name, which proves the log consistent,
+    not who wrote it (pinned: test_pubkey_pins_the_signer_as_verify_does)."""
     out = tmp_path / "out"
-    section = _integrity(_cli_report(signed_log, out))
-    assert section["verdict"] == "intact"
+    document = _cli_report(signed_log, out)
+    section = _integrity(document)
+    assert section["verdict"] == "consistent"
+    assert section["headline"] == document["headline"]
+    assert str(section["headline"]).startswith("consistent: every record is linked, unchanged")
+    assert "not checked against a trusted key" in str(section["headline"])
     assert section["key_ids"] == [key_id(signer.public_key)]
     assert section["checkpoints"] == 1
     assert section["last_checkpoint_seq"] == section["last_seq"]
@@ -152,7 +158,8 @@ def test_a_signed_log_is_reported_intact_with_its_signer(
     assert section["summary"] == verify.output.splitlines()[0]
     html = (out / "report.html").read_text()
     assert "<h2>Integrity</h2>" in html
-    assert "intact: every record is linked, unchanged and signed" in html
+    assert '<td class="warn">consistent: every record is linked, unchanged and signed' in html
+    assert "intact" not in html
     assert key_id(signer.public_key) in html
 
 
@@ -186,11 +193,26 @@ def test_records_after_the_last_checkpoint_are_the_unsigned_tail(
     unsigned.close()
     report = build_report(signed_log)
     assert report.integrity is not None
-    assert report.integrity.verdict == "unsigned_tail"
+    assert report.integrity.verdict == "unsigned"
     assert report.integrity.report.unsigned_tail == 3
     section = _integrity(_cli_report(signed_log, tmp_path / "out"))
     assert section["unsigned_tail"] == 3
-    assert section["verdict"] == "unsigned_tail"
+    assert section["verdict"] == "unsigned"
+    assert str(section["headline"]).startswith("unsigned: the chain links, but records ")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert '<td class="warn">unsigned: the chain links' in html
+
+
+def test_an_empty_log_is_reported_empty_not_intact(tmp_path: Path) -> None:
+    log = tmp_path / "log.db"
+    ActivationLog(log).close()
+    section = _integrity(_cli_report(log, tmp_path / "out"))
+    assert (section["verdict"], section["records"]) == ("empty", 0)
+    assert str(section["headline"]).startswith("empty: the log holds no records")
+    assert '<td class="warn">empty: ' in (tmp_path / "out" / "report.html").read_text()
+    verify = runner.invoke(app, ["audit", "verify", str(log)])
+    assert verify.exit_code == 0, verify.output
+    assert verify.output.endswith(": empty: no records\n")
 
 
 # --- cameras against the range circle --------------------------------------------------------
@@ -324,6 +346,9 @@ def test_pubkey_pins_the_signer_as_verify_does(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     section = _integrity(json.loads((tmp_path / "a" / "report.json").read_text()))
     assert (section["verdict"], section["pinned"]) == ("intact", True)
+    assert str(section["headline"]).startswith("intact: every record is linked, unchanged")
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "<td>intact: every record is linked, unchanged and signed by the pinned key" in html
     result = runner.invoke(app, [*args, str(other.public), "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     section = _integrity(json.loads((tmp_path / "b" / "report.json").read_text()))

@@ -32,7 +32,8 @@ OPTIONAL_MODULES = sorted({module for packages in EXTRAS.values() for _, module 
 # The repository's file → where the wheel carries it.
 SHIPPED = [
     *((p, f"mesh/files/configs/{p.relative_to(REPO / 'configs').as_posix()}")
-      for p in (REPO / "configs").rglob("*.yaml") if p.name not in PRIVATE),
+      for p in (REPO / "configs").rglob("*.yaml")
+      if f"configs/{p.relative_to(REPO / 'configs').as_posix()}" not in PRIVATE),
     *((p, f"mesh/files/systemd/{p.name}") for p in (REPO / "deploy" / "systemd").iterdir()),
     *((p, f"mesh/files/schemas/{p.name}") for p in (REPO / "docs" / "schemas").glob("*.json")),
     (REPO / "docs" / "asyncapi.yaml", "mesh/files/asyncapi.yaml"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -58,7 +59,7 @@ def _state_bytes(url: str) -> bytes:
 async def test_a_hundred_thousand_fake_cameras_stay_bounded_and_the_page_draws(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path, chromium: str
 ) -> None:
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 
     async with console(mosquitto.url, topics, tmp_path) as server:
         base = f"http://127.0.0.1:{server.port}"
@@ -123,17 +124,17 @@ async def test_a_hundred_thousand_fake_cameras_stay_bounded_and_the_page_draws(
                 started = time.monotonic()
                 await page.goto(base + "/")
                 await page.wait_for_selector("#conn.up", timeout=10_000)
-                await page.wait_for_function(
-                    f"document.querySelectorAll('#cameras tbody tr').length === {CAMERA_PAGE}",
-                    timeout=10_000,
+                # Locator waits, not wait_for_function: a string predicate is evaluated with
+                # eval in the page, which its Content-Security-Policy refuses.
+                await expect(page.locator("#cameras tbody tr")).to_have_count(
+                    CAMERA_PAGE, timeout=10_000
                 )
                 drawn_s = time.monotonic() - started
                 assert await page.text_content("#cameras-range") == f"1–{CAMERA_PAGE} of {limit}"
                 first = await page.get_attribute("#cameras tbody tr", "data-camera-id")
                 await page.click("#cameras-next")
-                await page.wait_for_function(
-                    "document.getElementById('cameras-range').textContent.startsWith('201–')",
-                    timeout=10_000,
+                await expect(page.locator("#cameras-range")).to_have_text(
+                    re.compile("^201–"), timeout=10_000
                 )
                 second = await page.get_attribute("#cameras tbody tr", "data-camera-id")
                 assert first != second

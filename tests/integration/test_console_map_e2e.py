@@ -180,9 +180,8 @@ async def test_the_map_layout_labels_and_tiles_at_four_widths(
                     # car are named; those a few metres from the car may give way.
                     assert {UNIT, "bwc-7a", "bwc-far"} <= set(found["labels"]), found
                 # Tiles came from the tile server, and drew under the markers.
-                await page.wait_for_function(
-                    "[...document.querySelectorAll('#plot-tiles image')].length > 0"
-                )
+                # (A locator, not wait_for_function: the page's CSP refuses eval.)
+                await page.locator("#plot-tiles image").first.wait_for(state="attached")
                 assert asked, "no tile was requested"
                 assert all(path.endswith(".png") and path.count("/") == 3 for path in asked)
                 assert await page.text_content("#plot-attribution") == "test tiles"

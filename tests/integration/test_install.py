@@ -31,8 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 OPTIONAL_MODULES = sorted({module for packages in EXTRAS.values() for _, module in packages})
 # The repository's file → where the wheel carries it.
 SHIPPED = [
+    # pyproject.toml's package-data globs: configs/*.yaml and configs/can/*.yaml.
     *((p, f"mesh/files/configs/{p.relative_to(REPO / 'configs').as_posix()}")
-      for p in (REPO / "configs").rglob("*.yaml") if p.name not in PRIVATE),
+      for p in (*(REPO / "configs").glob("*.yaml"), *(REPO / "configs" / "can").glob("*.yaml"))
+      if f"configs/{p.relative_to(REPO / 'configs').as_posix()}" not in PRIVATE),
     *((p, f"mesh/files/systemd/{p.name}") for p in (REPO / "deploy" / "systemd").iterdir()),
     *((p, f"mesh/files/schemas/{p.name}") for p in (REPO / "docs" / "schemas").glob("*.json")),
     (REPO / "docs" / "asyncapi.yaml", "mesh/files/asyncapi.yaml"),

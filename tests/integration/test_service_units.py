@@ -133,3 +133,10 @@ def test_the_console_takes_its_files_as_credentials() -> None:
     for name in credentials:
         assert f"%d/{name}" in command
     assert {"users.yaml", "tls.crt", "tls.key"} == credentials
+
+
+def test_the_archiver_takes_its_database_password_as_a_credential() -> None:
+    """Never through the environment (tests/integration/test_archiver_pgpass.py runs it)."""
+    service = _service_section(UNITS / "trigger-mesh-archiver.service")
+    assert service["LoadCredential"] == ["pgpass:/etc/trigger-mesh/archiver.pgpass"]
+    assert "PGPASSFILE=%d/pgpass" in service["Environment"]

@@ -1,32 +1,58 @@
 """mesh/files: the configs, CAN rules, systemd units and schemas shipped in the package,
-read through importlib.resources and copied out (`trigger-mesh files`)."""
+read through importlib.resources and copied out (`trigger-mesh files`). Links planted in the
+output directory: tests/integration/test_files_out_links.py."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from mesh.files import MAX_FILES, NAMES, PRIVATE, FilesError, copy_out, listing, walk
+from mesh.files import (
+    MAX_FILES,
+    NAMES,
+    PRIVATE,
+    SHIPPED,
+    FilesError,
+    copy_out,
+    listing,
+    matching,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-# Where each shipped name's files come from in the repository.
+# Where each shipped name's files come from in the repository, and which of them ship.
 SOURCES = {
-    "configs": (REPO / "configs", "configs"),
-    "systemd": (REPO / "deploy" / "systemd", "systemd"),
-    "schemas": (REPO / "docs" / "schemas", "schemas"),
+    "configs": (
+        (REPO / "configs", "configs", "*.yaml"),
+        (REPO / "configs" / "can", "configs/can", "*.yaml"),
+    ),
+    "systemd": ((REPO / "deploy" / "systemd", "systemd", "*"),),
+    "schemas": ((REPO / "docs" / "schemas", "schemas", "*.json"),),
 }
 
 
 def _repo_files(name: str) -> dict[str, bytes]:
     if name == "asyncapi":
         return {"asyncapi.yaml": (REPO / "docs" / "asyncapi.yaml").read_bytes()}
-    root, prefix = SOURCES[name]
     return {
-        f"{prefix}/{p.relative_to(root).as_posix()}": p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file() and p.name not in PRIVATE
+        f"{prefix}/{p.name}": p.read_bytes()
+        for root, prefix, glob in SOURCES[name]
+        for p in root.glob(glob)
+        if p.is_file() and f"{prefix}/{p.name}" not in PRIVATE
     }
+
+
+def test_the_allowlist_is_pyprojects_package_data() -> None:
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    data = {
+        g.removeprefix("files/")
+        for g in setuptools["package-data"]["mesh"]
+        if g.startswith("files/")
+    }
+    assert {glob for item in SHIPPED for glob in item.globs} == data
+    excluded = {g.removeprefix("files/") for g in setuptools["exclude-package-data"]["mesh"]}
+    assert excluded == PRIVATE
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,19 +88,33 @@ def test_an_unknown_name_is_an_error_listing_the_names() -> None:
         listing("units")
 
 
-def test_a_sensor_keystore_beside_the_configs_is_never_listed(tmp_path: Path) -> None:
-    (tmp_path / "can").mkdir()
-    (tmp_path / "gateway.yaml").write_text("unit: car-1\n")
-    (tmp_path / "keystore.yaml").write_text("sensors: {}\n")
-    (tmp_path / "can" / "rules.yaml").write_text("rules: []\n")
-    assert sorted(rel for rel, _ in walk(tmp_path, "configs")) == [
+def test_only_what_the_globs_name_is_listed(tmp_path: Path) -> None:
+    """Not __pycache__, a sensor keystore, a stray file, a folder the globs do not name, a
+    hidden file (setuptools' glob leaves those out of the wheel too)."""
+    (tmp_path / "configs" / "can" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "configs" / "old").mkdir()
+    (tmp_path / "configs" / "gateway.yaml").write_text("unit: car-1\n")
+    (tmp_path / "configs" / "can" / "rules.yaml").write_text("rules: []\n")
+    for stray in (
+        "configs/keystore.yaml",
+        "configs/notes.txt",
+        "configs/.hidden.yaml",
+        "configs/old/gateway.yaml",
+        "configs/can/__pycache__/rules.cpython-311.pyc",
+        "configs/can/rules.yaml~",
+    ):
+        (tmp_path / stray).write_text("")
+    (tmp_path / "configs" / "folder.yaml").mkdir()
+    configs = next(item for item in SHIPPED if item.name == "configs")
+    assert [rel for rel, _ in matching(tmp_path, configs.globs)] == [
         "configs/can/rules.yaml",
         "configs/gateway.yaml",
     ]
 
 
-def test_the_walk_is_bounded(tmp_path: Path) -> None:
+def test_the_listing_is_bounded(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
     for i in range(MAX_FILES + 1):
-        (tmp_path / f"{i}.yaml").write_text("")
-    with pytest.raises(FilesError, match=f"more than {MAX_FILES} files under configs"):
-        list(walk(tmp_path, "configs"))
+        (tmp_path / "configs" / f"{i}.yaml").write_text("")
+    with pytest.raises(FilesError, match=f"more than {MAX_FILES} files match configs/\\*.yaml"):
+        matching(tmp_path, ("configs/*.yaml",))

@@ -57,13 +57,26 @@ _WARN_EVERY_S = 10.0
 
 
 def page_headers(tiles_origin: str | None) -> dict[str, str]:
-    """The page's headers. It may not be framed by another site (a framed "Start cameras"
-    button could be clicked through a decoy), and it takes images from nowhere else but the
-    agency's own tile server, when one is configured."""
+    """The page's headers. Its Content-Security-Policy lets it load its scripts, style sheet
+    and data from the console alone (no inline script or style, no eval: the page has none),
+    images from the console and the agency's own tile server only, when one is configured;
+    nothing may frame it (a framed "Start cameras" button could be clicked through a decoy).
+    The page tests run under it: they wait with Playwright's locators, not with
+    wait_for_function, whose string predicate is eval'd in the page and refused."""
     images = "'self' data:" + ("" if tiles_origin is None else f" {tiles_origin}")
-    # No default-src: browser automation (Playwright's polling) evaluates strings in the
-    # page, which a script-src without 'unsafe-eval' would refuse.
-    policy = f"img-src {images}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    policy = "; ".join(
+        (
+            "default-src 'self'",
+            "connect-src 'self'",
+            f"img-src {images}",
+            "script-src 'self'",
+            "style-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    )
     # No HSTS under TLS: it would bind every port of the host name to HTTPS, not only ours.
     return {
         "Cache-Control": "no-store",

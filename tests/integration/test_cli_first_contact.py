@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -90,10 +91,20 @@ def test_config_check_reports_every_problem_of_every_file(tmp_path: Path) -> Non
 
 def test_config_check_of_valid_files_exits_0(tmp_path: Path) -> None:
     (tmp_path / "var").mkdir()  # the shipped gateway configs log into var/
+    # A copy, beside the BLE gateway's keystore (`keys new-sensor` makes it; git holds none)
+    # and a link to mesh/ (gateway-can.yaml names the demo's DBC there).
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs, ignore=shutil.ignore_patterns("keystore.yaml"))
+    (tmp_path / "mesh").symlink_to(REPO / "mesh")
+    made = run(
+        "keys", "new-sensor", "--keystore", str(configs / "keystore.yaml"), "--kind", "holster",
+        "--unit", "car-12", "--key-file", str(tmp_path / "holster.json"), cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
     result = run(
         "config",
         "check",
-        *(str(p) for p in sorted((REPO / "configs").glob("*.yaml"))),
+        *(str(configs / p.name) for p in sorted((REPO / "configs").glob("*.yaml"))),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -142,6 +153,37 @@ def test_gateway_refuses_a_log_whose_directory_is_missing(tmp_path: Path) -> Non
         "exist (create it first)"
     ]
     assert not (tmp_path / "no").exists()
+
+
+def test_a_missing_keystore_stops_the_gateway_until_keys_new_sensor_makes_it(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "unit: car-12\nbroker: mqtt://127.0.0.1:1\nlog: car-12.db\n"
+        "ble: {transport: 'tcp-client:127.0.0.1:1', keystore: keystore.yaml, "
+        "counters: ble-counters.db}\n"
+    )
+    keystore = tmp_path / "keystore.yaml"
+    problem = (
+        f"{config}: key 'ble.keystore': {keystore}: no such keystore (make it with "
+        f"`trigger-mesh keys new-sensor --keystore {keystore} --kind KIND --unit UNIT "
+        "--key-file FILE`)"
+    )
+    started = run("gateway", "--config", str(config), cwd=tmp_path)
+    assert started.returncode == 2, started.stderr
+    assert started.stderr.splitlines() == [f"error: config error: {problem}"]
+    checked = run("config", "check", str(config), cwd=tmp_path)
+    assert checked.returncode == 2
+    assert checked.stderr.splitlines() == [f"error: {problem}"]
+    assert not keystore.exists()  # neither made it
+    made = run(
+        "keys", "new-sensor", "--keystore", str(keystore), "--kind", "holster",
+        "--unit", "car-12", "--key-file", str(tmp_path / "holster.json"), cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    checked = run("config", "check", str(config), cwd=tmp_path)
+    assert (checked.returncode, checked.stderr) == (0, "")
 
 
 def test_brackets_in_a_problem_are_printed_as_written(tmp_path: Path) -> None:

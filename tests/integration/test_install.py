@@ -199,21 +199,23 @@ def test_files_come_out_of_the_installed_package(core: Path, work: Path) -> None
 @pytest.mark.parametrize(
     ("config", "needs", "extra"),
     [
-        ("gateway-can.yaml", "can: needs python-can", "can"),
+        ("gateway-can.yaml", "key 'can': this section needs python-can", "can"),
         # backend: bumble (an HCI controller, here the virtual radio): bumble, not [ble].
-        ("gateway-ble.yaml", "ble: backend bumble needs bumble", "bumble"),
+        ("gateway-ble.yaml", "key 'ble': backend bumble needs bumble", "bumble"),
         # The same config through BlueZ needs bleak only: [ble].
-        ("gateway-bluez.yaml", "ble: backend bluez needs bleak", "ble"),
+        ("gateway-bluez.yaml", "key 'ble': backend bluez needs bleak", "ble"),
     ],
 )
 def test_a_gateway_config_names_the_extra_of_its_sources(
     core: Path, work: Path, mosquitto: MosquittoProcess, config: str, needs: str, extra: str
 ) -> None:
-    # The example configs as a user gets them out of the package.
+    # The example configs as a user gets them out of the package, the BLE keystore made:
+    # the missing extra is then the one problem, and the status says so (69, not 2).
     copied = _run([str(core / "trigger-mesh"), "files", "configs", "--out", str(work)], work)
     assert copied.returncode == 0, copied.stderr
     configs = work / "configs"
     (configs / "var").mkdir()
+    _new_sensor(core, configs)
     ble = (configs / "gateway-ble.yaml").read_text()
     assert "  backend: bumble\n" in ble
     (configs / "gateway-bluez.yaml").write_text(
@@ -228,6 +230,18 @@ def test_a_gateway_config_names_the_extra_of_its_sources(
     (line,) = result.stderr.splitlines()
     assert f"{config}: {needs}" in line
     assert line.endswith(f"pip install 'trigger-mesh[{extra}]'"), line
+
+
+def _new_sensor(venv: Path, configs: Path) -> None:
+    """The BLE gateway's keystore, as docs/ble-format.md makes it (no extra needed)."""
+    made = _run(
+        [
+            str(venv / "trigger-mesh"), "keys", "new-sensor", "--keystore", "keystore.yaml",
+            "--kind", "holster", "--unit", "car-12", "--key-file", "holster.json",
+        ],
+        configs,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
 
 
 def test_the_ble_extra_brings_bleak_without_bumble(core: Path, work: Path, wheel: Path) -> None:
@@ -372,15 +386,31 @@ def test_config_check_on_the_core_names_the_extra_a_section_needs(core: Path, wo
     assert copied.returncode == 0, copied.stderr
     configs = work / "configs"
     (configs / "var").mkdir()
-    result = _run(
-        [str(core / "trigger-mesh"), "config", "check", "gateway.yaml", "gateway-can.yaml"],
-        configs,
+    text = (configs / "gateway-can.yaml").read_text()
+    assert "\nlog: var/car-12.db\n" in text
+    (configs / "gateway-can-mistyped.yaml").write_text(
+        text.replace("\nlog: var/car-12.db\n", "\nlog: nodir/car-12.db\n")
     )
+    result = _run(
+        [
+            str(core / "trigger-mesh"), "config", "check", "gateway.yaml", "gateway-can.yaml",
+            "gateway-can-mistyped.yaml",
+        ],
+        configs,
+    )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == "gateway.yaml: valid gateway config\n"
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("error: gateway-can.yaml: can: needs python-can")
-    assert "pip install 'trigger-mesh[can]'" in line
+    missing = (
+        "key 'can': this section needs python-can, which is not installed: "
+        "pip install 'trigger-mesh[can]'"
+    )
+    # The missing extra is one problem: the check goes on to the others of the file.
+    assert result.stderr.splitlines() == [
+        f"error: gateway-can.yaml: {missing}",
+        f"error: gateway-can-mistyped.yaml: {missing}",
+        f"error: gateway-can-mistyped.yaml: key 'log': nodir/car-12.db: directory "
+        f"{configs / 'nodir'} does not exist (create it first)",
+    ]
 
 
 def test_config_check_on_the_core_names_the_extra_of_the_ble_backend(
@@ -394,7 +424,14 @@ def test_config_check_on_the_core_names_the_extra_of_the_ble_backend(
     (configs / "var").mkdir()
     bumble = _run([str(core / "trigger-mesh"), "config", "check", "gateway-ble.yaml"], configs)
     assert bumble.returncode == 2, bumble.stdout + bumble.stderr
-    assert "pip install 'trigger-mesh[bumble]'" in bumble.stderr
+    # With the keystore, read without the extra: nobody has made it yet.
+    ble, keystore = bumble.stderr.splitlines()
+    assert ble.startswith("error: gateway-ble.yaml: key 'ble': backend bumble needs bumble")
+    assert ble.endswith("pip install 'trigger-mesh[bumble]'")
+    assert keystore.startswith(
+        "error: gateway-ble.yaml: key 'ble.keystore': keystore.yaml: no such keystore (make it "
+        "with `trigger-mesh keys new-sensor --keystore keystore.yaml"
+    )
     text = (configs / "gateway-ble.yaml").read_text()
     (configs / "gateway-bluez.yaml").write_text(text.replace("backend: bumble", "backend: bluez"))
     bluez = _run([str(core / "trigger-mesh"), "config", "check", "gateway-bluez.yaml"], configs)

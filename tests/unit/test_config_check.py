@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,18 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh.cli.config_check import CHECKS, check_file, detect_kind, load_gateway, missing_directory
+from mesh.cli.config_check import (
+    CHECKS,
+    GatewayConfigError,
+    check_file,
+    detect_kind,
+    load_gateway,
+    missing_directory,
+)
+from mesh.cli.errors import EXIT_USAGE
 from mesh.config import CameraConfig, GatewayConfig, load_gateway_config
 from mesh.documents import ConfigError, did_you_mean, validate
+from mesh.extras import EXIT_MISSING_EXTRA
 from mesh.protocol.codec import known_keys
 from triggers.ble.keystore import Keystore
 
@@ -259,3 +269,52 @@ def test_a_missing_keystore_is_a_problem_naming_the_command_that_makes_it(
     assert not keystore.exists()  # nothing made it
     Keystore.load(keystore, missing_ok=True).save(keystore)  # what `keys new-sensor` does
     assert load_gateway(path).config.ble is not None
+
+
+def test_a_missing_extra_is_one_problem_among_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An install without bumble and python-can (None in sys.modules: not importable).
+    monkeypatch.setitem(sys.modules, "bumble", None)
+    monkeypatch.setitem(sys.modules, "can", None)
+    path = write(
+        tmp_path,
+        f"unit: car-1\nlog: {tmp_path}/no/x.db\npolicy: nope.yaml\n"
+        "ble: {transport: 'tcp-client:127.0.0.1:7400', keystore: keystore.yaml, "
+        f"counters: {tmp_path}/gone/counters.db}}\n"
+        "can: {interface: virtual, channel: x, rules: rules.yaml, dbc: [car.dbc]}\n",
+    )
+    with pytest.raises(GatewayConfigError) as caught:
+        load_gateway(path)
+    problems = dict(caught.value.problems)
+    # The check went on past each missing extra: every other problem is there too.
+    assert list(problems) == ["policy", "ble", "ble.keystore", "can", "log", "ble.counters"]
+    assert problems["ble"] == (
+        "backend bumble needs bumble, which is not installed: pip install 'trigger-mesh[bumble]'"
+    )
+    assert problems["can"] == (
+        "this section needs python-can, which is not installed: pip install 'trigger-mesh[can]'"
+    )
+    assert [(e.package, e.extra) for e in caught.value.extras] == [
+        ("bumble", "bumble"),
+        ("python-can", "can"),
+    ]
+    assert caught.value.exit_code == EXIT_USAGE  # the file has problems of its own
+    _, lines = check_file(path, None)
+    assert lines == caught.value.lines
+    assert lines[1] == f"{path}: key 'ble': {problems['ble']}"
+
+
+def test_a_config_that_only_lacks_extras_is_unusable_here_not_invalid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "can", None)
+    path = write(
+        tmp_path,
+        f"unit: car-1\nlog: {tmp_path}/x.db\n"
+        "can: {interface: virtual, channel: x, rules: rules.yaml, dbc: [car.dbc]}\n",
+    )
+    with pytest.raises(GatewayConfigError) as caught:
+        load_gateway(path)
+    assert [key for key, _ in caught.value.problems] == ["can"]  # its rules cannot be read
+    assert caught.value.exit_code == EXIT_MISSING_EXTRA  # the gateway's status: 69

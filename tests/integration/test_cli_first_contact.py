@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -89,27 +88,23 @@ def test_config_check_reports_every_problem_of_every_file(tmp_path: Path) -> Non
     ]
 
 
-def test_config_check_of_valid_files_exits_0(tmp_path: Path) -> None:
-    (tmp_path / "var").mkdir()  # the shipped gateway configs log into var/
-    # A copy, beside the BLE gateway's keystore (`keys new-sensor` makes it; git holds none)
-    # and a link to mesh/ (gateway-can.yaml names the demo's DBC there).
+def test_config_check_of_the_shipped_configs_copied_out_exits_0(tmp_path: Path) -> None:
+    # As docs/install.md has a user do: copy them out, make the BLE keystore, check there.
+    copied = run("files", "configs", "--out", str(tmp_path), cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr
     configs = tmp_path / "configs"
-    shutil.copytree(REPO / "configs", configs, ignore=shutil.ignore_patterns("keystore.yaml"))
-    (tmp_path / "mesh").symlink_to(REPO / "mesh")
+    names = sorted(p.name for p in configs.glob("*.yaml"))
+    assert names == sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
     made = run(
-        "keys", "new-sensor", "--keystore", str(configs / "keystore.yaml"), "--kind", "holster",
-        "--unit", "car-12", "--key-file", str(tmp_path / "holster.json"), cwd=tmp_path,
+        "keys", "new-sensor", "--keystore", "keystore.yaml", "--kind", "holster",
+        "--unit", "car-12", "--key-file", "holster.json", cwd=configs,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    result = run(
-        "config",
-        "check",
-        *(str(configs / p.name) for p in sorted((REPO / "configs").glob("*.yaml"))),
-        cwd=tmp_path,
-    )
+    result = run("config", "check", *names, cwd=configs)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert "gateway.yaml: valid gateway config" in result.stdout
+    assert "gateway-can.yaml: valid gateway config" in result.stdout
     assert "fleet.yaml: valid fleet config" in result.stdout
 
 

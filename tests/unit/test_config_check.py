@@ -6,7 +6,6 @@ test_cli_first_contact.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from mesh.cli.errors import EXIT_USAGE
 from mesh.config import CameraConfig, GatewayConfig, load_gateway_config
 from mesh.documents import ConfigError, did_you_mean, validate
 from mesh.extras import EXIT_MISSING_EXTRA
+from mesh.files import copy_out
 from mesh.protocol.codec import known_keys
 from triggers.ble.keystore import Keystore
 
@@ -186,20 +186,22 @@ def test_detect_kind(data: object, kind: str | None) -> None:
     assert detect_kind(data) == kind
 
 
-def test_every_shipped_config_is_valid_as_its_kind(
+def test_every_shipped_config_is_valid_as_its_kind_from_a_fresh_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A copy, beside the BLE gateway's keystore (which git does not hold: `keys new-sensor`
-    # makes it) and a link to mesh/ (gateway-can.yaml names the demo's DBC there).
+    # As a user gets them (`trigger-mesh files configs --out DIR`), run from that folder:
+    # what they write lands there and what they read (policy, rules, DBC) came with them.
+    copy_out(["configs"], tmp_path)
     configs = tmp_path / "configs"
-    shutil.copytree(REPO / "configs", configs, ignore=shutil.ignore_patterns("keystore.yaml"))
-    (tmp_path / "mesh").symlink_to(REPO / "mesh")
-    Keystore.load(configs / "keystore.yaml", missing_ok=True).save(configs / "keystore.yaml")
-    monkeypatch.chdir(tmp_path)  # logs are relative to the working directory: give them var/
-    (tmp_path / "var").mkdir()
+    monkeypatch.chdir(configs)
+    # The one file no command ships: the BLE gateway's keystore, from `keys new-sensor`.
+    Keystore.load("keystore.yaml", missing_ok=True).save("keystore.yaml")
     for source, kind in _kinds():
-        assert check_file(configs / source.name, None) == (kind, []), source
+        assert check_file(Path(source.name), None) == (kind, []), source
     assert set(CHECKS) >= {kind for _, kind in _kinds()}
+    assert sorted(p.name for p in configs.iterdir() if p.is_file()) == sorted(
+        [p.name for p in SHIPPED] + ["keystore.yaml"]
+    )  # nothing made beside them
 
 
 # --- directories a daemon writes into --------------------------------------------------------
@@ -318,3 +320,16 @@ def test_a_config_that_only_lacks_extras_is_unusable_here_not_invalid(
         load_gateway(path)
     assert [key for key, _ in caught.value.problems] == ["can"]  # its rules cannot be read
     assert caught.value.exit_code == EXIT_MISSING_EXTRA  # the gateway's status: 69
+
+
+def test_the_default_paths_a_gateway_writes_are_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No var/ to make first: a config that leaves them out works from any folder.
+    monkeypatch.chdir(tmp_path)
+    Keystore.load("keys.yaml", missing_ok=True).save("keys.yaml")
+    path = write(tmp_path, "unit: car-1\nble: {backend: bluez, keystore: keys.yaml}\n")
+    assert check_file(path, None) == ("gateway", [])
+    config = load_gateway(path).config
+    assert config.ble is not None
+    assert (config.log, config.ble.counters) == ("activations.db", "ble-counters.db")

@@ -247,7 +247,7 @@ def check_file(path: Path, kind: str | None) -> tuple[str | None, list[str]]:
         CHECKS[chosen](path)
     except ConfigError as exc:
         return chosen, exc.lines
-    except MissingExtra as exc:  # a kind whose check itself needs an extra
+    except MissingExtra as exc:  # none raises it now (load_gateway keeps them as problems)
         return chosen, [str(exc)]
     return chosen, []
 

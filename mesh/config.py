@@ -80,8 +80,9 @@ class MetricsConfig(_Config):
 class GatewayConfig(_Connection):
     unit: Ident
     gateway_id: Ident | None = None
-    # Relative to the working directory: it is data, not configuration.
-    log: str = "var/activations.db"
+    # Relative to the working directory: it is data, not configuration (under systemd, the
+    # service's state directory). The gateway creates no directory for it.
+    log: str = "activations.db"
     position: GeoPoint | None = None
     # Inline rules, or a policy file (relative to this config file), or the built-in policy.
     policy: Policy | str | None = None

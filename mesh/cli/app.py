@@ -46,7 +46,7 @@ from mesh.cli.common import run_until_signal as _run
 from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
-from mesh.cli.config_check import config_app, load_gateway
+from mesh.cli.config_check import GatewayConfigError, config_app, load_gateway
 from mesh.cli.errors import run_cli
 from mesh.cli.keys import keys_app
 from mesh.cli.tables import WideOpt, fit_width, table_console
@@ -240,6 +240,8 @@ def gateway(
 
     try:  # the same loading as `config check`: every problem at once
         loaded = load_gateway(config)
+    except GatewayConfigError as exc:  # 69 when missing extras are all that is wrong
+        _fail_config(exc, exc.exit_code)
     except ConfigError as exc:
         _fail_config(exc)
     cfg, policy, signer, security = loaded.config, loaded.policy, loaded.signer, loaded.security

@@ -91,14 +91,14 @@ def reachable_broker(value: str) -> BrokerUrl:
     return require_broker(broker_url(value))
 
 
-def fail_config(exc: ConfigError) -> NoReturn:
-    """Every problem of a bad config file, one line each, and exit 2."""
+def fail_config(exc: ConfigError, code: int = EXIT_USAGE) -> NoReturn:
+    """Every problem of a bad config file, one line each, and exit 2 (or ``code``)."""
     from mesh.dispatch.literal import literal
 
     err = console(stderr=True)
     for line in exc.lines:
         err.print(literal(("error:", "bold red"), " config error: ", line))
-    raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(code)
 
 
 def topic_schema(prefix: str) -> Topics:

@@ -2,7 +2,8 @@
 
 A file is read once and every problem in it reported together: all of pydantic's errors
 (mesh.documents.validate), then, for a file that validates, every file it names that
-cannot be read and every directory it writes into that does not exist. The gateway
+cannot be read, every extra its sections need that is not installed and every directory
+it writes into that does not exist. The gateway
 daemon loads its config with ``load_gateway`` below, so what the check says is what the
 daemon says at start.
 """
@@ -20,13 +21,15 @@ import typer
 from mesh.cli.common import console, fail
 from mesh.cli.errors import EXIT_OK, EXIT_USAGE
 from mesh.documents import ConfigError, read_yaml
-from mesh.extras import MissingExtra, require
+from mesh.extras import EXIT_MISSING_EXTRA, MissingExtra, require
 
 if TYPE_CHECKING:
     from mesh.config import GatewayConfig
     from mesh.decide.policy import Policy
     from mesh.journal.signer import CheckpointSigner
     from mesh.security.checks import Security
+    from triggers.ble.settings import BleConfig
+    from triggers.can.settings import CanConfig
 
 _T = TypeVar("_T")
 
@@ -92,71 +95,99 @@ def missing_directory(path: Path) -> str | None:
     return None
 
 
+class GatewayConfigError(ConfigError):
+    """Every problem of a gateway config, the extras its sections need that are not
+    installed among them (key ``ble`` or ``can``; the same MissingExtra in ``extras``). A
+    file whose only problems are missing extras is valid but cannot run on this install:
+    the daemon exits 69 for it (``exit_code``), 2 for anything else."""
+
+    def __init__(
+        self, path: Path, problems: list[tuple[str, str]], extras: list[MissingExtra]
+    ) -> None:
+        (key, problem), *more = problems
+        super().__init__(path, key, problem, more)
+        self.extras = tuple(extras)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_MISSING_EXTRA if len(self.extras) == len(self.problems) else EXIT_USAGE
+
+
 def load_gateway(path: Path) -> LoadedGateway:
     """The gateway config, its policy, checkpoint key and security files, with the paths it
-    reads and writes checked; a ConfigError with every problem found otherwise."""
+    reads and writes checked and the extras of its sections looked for; a ConfigError with
+    every problem found otherwise (a GatewayConfigError once the file itself is valid)."""
     from mesh.config import gateway_policy, read_gateway_config
     from mesh.gateway.build import load_signer
     from mesh.security.checks import load_security
 
     config = read_gateway_config(path)  # every problem of the file itself, or a ConfigError
     problems: list[tuple[str, str]] = []
+    extras: list[MissingExtra] = []
 
     def attempt(load: Callable[[], _T]) -> _T | None:
         try:
             return load()
         except ConfigError as exc:
             problems.extend(exc.problems)
-            return None
+        except MissingExtra as exc:  # one problem among the others, not the end of the check
+            extras.append(exc)
+            problems.append((_EXTRA_KEYS[exc.extra], str(exc)))
+        return None
 
     policy = attempt(lambda: gateway_policy(config, path))
     signer = attempt(lambda: load_signer(config, path))
     security = attempt(lambda: load_security(config.security, path))
-    attempt(lambda: _check_sources(config, path))
     written = [("log", Path(config.log))]
-    if config.ble is not None and config.ble.enabled:
-        written.append(("ble.counters", Path(config.ble.counters)))
+    ble, can = config.ble, config.can
+    if ble is not None and ble.enabled:
+        # As trigger_sources does at start: the backend names the extra.
+        attempt(lambda: require(ble.extra, f"backend {ble.backend}"))
+        attempt(lambda: _check_keystore(ble, path))
+        written.append(("ble.counters", Path(ble.counters)))
+    if can is not None and can.enabled:
+        attempt(lambda: _check_can(can, path))
     for key, target in written:
         why = missing_directory(target)
         if why is not None:
             problems.append((key, why))
     if problems:
-        (key, problem), *more = problems
-        raise ConfigError(path, key, problem, more)
+        raise GatewayConfigError(path, problems, extras)
     assert policy is not None
     assert security is not None
     return LoadedGateway(config, policy, signer, security)
 
 
-def _check_sources(config: GatewayConfig, path: Path) -> None:
-    """Read what the BLE and CAN sections name, without opening radios, buses or the
-    counter store (trigger_sources does that when the daemon starts)."""
-    problems: list[tuple[str, str]] = []
-    if config.ble is not None and config.ble.enabled:
-        # As trigger_sources does at start: the backend names the extra.
-        require(config.ble.extra, f"{path}: ble: backend {config.ble.backend}")
-        from triggers.ble.keystore import Keystore, KeystoreError
+# The section whose extra a MissingExtra names (the key its problem line gives).
+_EXTRA_KEYS = {"ble": "ble", "bumble": "ble", "can": "can"}
 
-        keystore = Path(config.ble.keystore)
-        try:
-            Keystore.load(keystore if keystore.is_absolute() else path.parent / keystore)
-        except KeystoreError as exc:
-            problems.append(("ble.keystore", str(exc)))
-    if config.can is not None and config.can.enabled:
-        require("can", f"{path}: can:")
-        from triggers.can.factory import build_engine
-        from triggers.can.rules import RulesError
 
-        def near(name: str) -> Path:
-            return Path(name) if Path(name).is_absolute() else path.parent / name
+# What the BLE and CAN sections name is read without opening radios, buses or the counter
+# store (trigger_sources does that when the daemon starts).
+def _check_keystore(ble: BleConfig, path: Path) -> None:
+    # The keystore module needs no BLE stack: it is read even where the extra is missing.
+    from triggers.ble.keystore import Keystore, KeystoreError
 
-        try:
-            build_engine(near(config.can.rules), [near(p) for p in config.can.dbc])
-        except RulesError as exc:
-            problems.append(("can", str(exc)))
-    if problems:
-        (key, problem), *more = problems
-        raise ConfigError(path, key, problem, more)
+    keystore = Path(ble.keystore)
+    try:
+        Keystore.load(keystore if keystore.is_absolute() else path.parent / keystore)
+    except KeystoreError as exc:
+        raise ConfigError(path, "ble.keystore", str(exc)) from None
+
+
+def _check_can(can: CanConfig, path: Path) -> None:
+    # Its rules and DBCs are read by cantools: without the extra they cannot be checked.
+    require("can", "this section")
+    from triggers.can.factory import build_engine
+    from triggers.can.rules import RulesError
+
+    def near(name: str) -> Path:
+        return Path(name) if Path(name).is_absolute() else path.parent / name
+
+    try:
+        build_engine(near(can.rules), [near(p) for p in can.dbc])
+    except RulesError as exc:
+        raise ConfigError(path, "can", str(exc)) from None
 
 
 def _check_camera(path: Path) -> None:
@@ -216,7 +247,7 @@ def check_file(path: Path, kind: str | None) -> tuple[str | None, list[str]]:
         CHECKS[chosen](path)
     except ConfigError as exc:
         return chosen, exc.lines
-    except MissingExtra as exc:  # valid as far as it could be read; not usable here
+    except MissingExtra as exc:  # none raises it now (load_gateway keeps them as problems)
         return chosen, [str(exc)]
     return chosen, []
 

@@ -204,7 +204,9 @@ def keys_list(trust: TrustOpt, wide: WideOpt = False) -> None:
 
 @keys_app.command("new-sensor")
 def keys_new_sensor(
-    keystore: Annotated[Path, typer.Option("--keystore", help="The gateway's keystore (YAML)")],
+    keystore: Annotated[
+        Path, typer.Option("--keystore", help="The gateway's keystore (YAML; made if missing)")
+    ],
     kind: Annotated[
         str, typer.Option("--kind", help="holster, taser, long_gun_rack, man_down, generic_input")
     ],
@@ -218,7 +220,7 @@ def keys_new_sensor(
     from triggers.ble.keystore import Keystore, KeystoreError, SensorKeyFile, kind_from_name
 
     try:
-        store = Keystore.load(keystore)
+        store = Keystore.load(keystore, missing_ok=True)  # the one place that makes it
         sensor = store.provision(kind_from_name(kind), unit, officer=officer, sensor_id=sensor_id)
     except KeystoreError as exc:
         fail(str(exc))

@@ -46,9 +46,9 @@ class Shipped:
 SHIPPED = (
     Shipped(
         "configs",
-        ("configs/*.yaml", "configs/can/*.yaml"),
+        ("configs/*.yaml", "configs/can/*.yaml", "configs/can/*.dbc"),
         "example gateway, camera, fleet and policy configs; can/: CAN rules "
-        "(ford-police-interceptor.yaml)",
+        "(ford-police-interceptor.yaml), the demo's DBC and a patrol for vehicle-sim",
     ),
     Shipped("systemd", ("systemd/*",), "hardened systemd units of the daemons"),
     Shipped("schemas", ("schemas/*.json",), "JSON Schemas of every protocol payload"),

@@ -9,11 +9,14 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,13 @@ REPO = Path(__file__).resolve().parents[2]
 OPTIONAL_MODULES = sorted({module for packages in EXTRAS.values() for _, module in packages})
 # The repository's file → where the wheel carries it.
 SHIPPED = [
-    # pyproject.toml's package-data globs: configs/*.yaml and configs/can/*.yaml.
+    # pyproject.toml's package-data globs: configs/*.yaml, configs/can/*.yaml and *.dbc.
     *((p, f"mesh/files/configs/{p.relative_to(REPO / 'configs').as_posix()}")
-      for p in (*(REPO / "configs").glob("*.yaml"), *(REPO / "configs" / "can").glob("*.yaml"))
+      for p in (
+          *(REPO / "configs").glob("*.yaml"),
+          *(REPO / "configs" / "can").glob("*.yaml"),
+          *(REPO / "configs" / "can").glob("*.dbc"),
+      )
       if f"configs/{p.relative_to(REPO / 'configs').as_posix()}" not in PRIVATE),
     *((p, f"mesh/files/systemd/{p.name}") for p in (REPO / "deploy" / "systemd").iterdir()),
     *((p, f"mesh/files/schemas/{p.name}") for p in (REPO / "docs" / "schemas").glob("*.json")),
@@ -110,6 +117,8 @@ def test_the_wheel_carries_configs_rules_units_and_schemas(wheel: Path) -> None:
             assert inside in names, inside
             assert archive.read(inside) == source.read_bytes(), inside  # files, not links
     assert "mesh/files/configs/can/ford-police-interceptor.yaml" in names
+    # gateway-can.yaml's DBC, a link in the repository: its content in the wheel.
+    assert "mesh/files/configs/can/demo-vehicle.dbc" in names
     assert "mesh/files/systemd/trigger-mesh-gateway.service" in names
 
 
@@ -199,21 +208,22 @@ def test_files_come_out_of_the_installed_package(core: Path, work: Path) -> None
 @pytest.mark.parametrize(
     ("config", "needs", "extra"),
     [
-        ("gateway-can.yaml", "can: needs python-can", "can"),
+        ("gateway-can.yaml", "key 'can': this section needs python-can", "can"),
         # backend: bumble (an HCI controller, here the virtual radio): bumble, not [ble].
-        ("gateway-ble.yaml", "ble: backend bumble needs bumble", "bumble"),
+        ("gateway-ble.yaml", "key 'ble': backend bumble needs bumble", "bumble"),
         # The same config through BlueZ needs bleak only: [ble].
-        ("gateway-bluez.yaml", "ble: backend bluez needs bleak", "ble"),
+        ("gateway-bluez.yaml", "key 'ble': backend bluez needs bleak", "ble"),
     ],
 )
 def test_a_gateway_config_names_the_extra_of_its_sources(
     core: Path, work: Path, mosquitto: MosquittoProcess, config: str, needs: str, extra: str
 ) -> None:
-    # The example configs as a user gets them out of the package.
+    # The example configs as a user gets them out of the package, the BLE keystore made:
+    # the missing extra is then the one problem, and the status says so (69, not 2).
     copied = _run([str(core / "trigger-mesh"), "files", "configs", "--out", str(work)], work)
     assert copied.returncode == 0, copied.stderr
     configs = work / "configs"
-    (configs / "var").mkdir()
+    _new_sensor(core, configs)
     ble = (configs / "gateway-ble.yaml").read_text()
     assert "  backend: bumble\n" in ble
     (configs / "gateway-bluez.yaml").write_text(
@@ -228,6 +238,18 @@ def test_a_gateway_config_names_the_extra_of_its_sources(
     (line,) = result.stderr.splitlines()
     assert f"{config}: {needs}" in line
     assert line.endswith(f"pip install 'trigger-mesh[{extra}]'"), line
+
+
+def _new_sensor(venv: Path, configs: Path) -> None:
+    """The BLE gateway's keystore, as docs/ble-format.md makes it (no extra needed)."""
+    made = _run(
+        [
+            str(venv / "trigger-mesh"), "keys", "new-sensor", "--keystore", "keystore.yaml",
+            "--kind", "holster", "--unit", "car-12", "--key-file", "holster.json",
+        ],
+        configs,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
 
 
 def test_the_ble_extra_brings_bleak_without_bumble(core: Path, work: Path, wheel: Path) -> None:
@@ -371,16 +393,31 @@ def test_config_check_on_the_core_names_the_extra_a_section_needs(core: Path, wo
     copied = _run([str(core / "trigger-mesh"), "files", "configs", "--out", str(work)], work)
     assert copied.returncode == 0, copied.stderr
     configs = work / "configs"
-    (configs / "var").mkdir()
-    result = _run(
-        [str(core / "trigger-mesh"), "config", "check", "gateway.yaml", "gateway-can.yaml"],
-        configs,
+    text = (configs / "gateway-can.yaml").read_text()
+    assert "\nlog: car-12.db " in text
+    (configs / "gateway-can-mistyped.yaml").write_text(
+        text.replace("\nlog: car-12.db ", "\nlog: nodir/car-12.db ")
     )
+    result = _run(
+        [
+            str(core / "trigger-mesh"), "config", "check", "gateway.yaml", "gateway-can.yaml",
+            "gateway-can-mistyped.yaml",
+        ],
+        configs,
+    )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == "gateway.yaml: valid gateway config\n"
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("error: gateway-can.yaml: can: needs python-can")
-    assert "pip install 'trigger-mesh[can]'" in line
+    missing = (
+        "key 'can': this section needs python-can, which is not installed: "
+        "pip install 'trigger-mesh[can]'"
+    )
+    # The missing extra is one problem: the check goes on to the others of the file.
+    assert result.stderr.splitlines() == [
+        f"error: gateway-can.yaml: {missing}",
+        f"error: gateway-can-mistyped.yaml: {missing}",
+        f"error: gateway-can-mistyped.yaml: key 'log': nodir/car-12.db: directory "
+        f"{configs / 'nodir'} does not exist (create it first)",
+    ]
 
 
 def test_config_check_on_the_core_names_the_extra_of_the_ble_backend(
@@ -391,12 +428,95 @@ def test_config_check_on_the_core_names_the_extra_of_the_ble_backend(
     copied = _run([str(core / "trigger-mesh"), "files", "configs", "--out", str(work)], work)
     assert copied.returncode == 0, copied.stderr
     configs = work / "configs"
-    (configs / "var").mkdir()
     bumble = _run([str(core / "trigger-mesh"), "config", "check", "gateway-ble.yaml"], configs)
     assert bumble.returncode == 2, bumble.stdout + bumble.stderr
-    assert "pip install 'trigger-mesh[bumble]'" in bumble.stderr
+    # With the keystore, read without the extra: nobody has made it yet.
+    ble, keystore = bumble.stderr.splitlines()
+    assert ble.startswith("error: gateway-ble.yaml: key 'ble': backend bumble needs bumble")
+    assert ble.endswith("pip install 'trigger-mesh[bumble]'")
+    assert keystore.startswith(
+        "error: gateway-ble.yaml: key 'ble.keystore': keystore.yaml: no such keystore (make it "
+        "with `trigger-mesh keys new-sensor --keystore keystore.yaml"
+    )
+    # The gateway says the same at start; a missing extra is not all that is wrong: 2.
+    started = _run([str(core / "trigger-mesh"), "gateway", "--config", "gateway-ble.yaml"], configs)
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert started.stderr.splitlines() == [
+        line.replace("error: ", "error: config error: ", 1) for line in (ble, keystore)
+    ]
     text = (configs / "gateway-ble.yaml").read_text()
     (configs / "gateway-bluez.yaml").write_text(text.replace("backend: bumble", "backend: bluez"))
     bluez = _run([str(core / "trigger-mesh"), "config", "check", "gateway-bluez.yaml"], configs)
     assert bluez.returncode == 2, bluez.stdout + bluez.stderr
     assert "pip install 'trigger-mesh[ble]'" in bluez.stderr
+
+
+@contextmanager
+def _notify_socket() -> Iterator[socket.socket]:
+    """The receiving end of $NOTIFY_SOCKET (abstract: no path to outgrow), as systemd has
+    it for a Type=notify unit; its name is what ``getsockname`` gives, with ``@``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(f"\0trigger-mesh-install-{uuid.uuid4().hex}")
+        sock.settimeout(60)
+        yield sock
+
+
+def _until_ready(sock: socket.socket, proc: subprocess.Popen[str]) -> None:
+    """Block until the gateway says READY=1, which it does once its log is open, before
+    any broker is needed. One that dies says nothing: the wait fails with its stderr."""
+    while True:
+        try:
+            message = sock.recv(4096).decode()
+        except TimeoutError:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"no READY=1 within 60 s: {err[-2000:]}") from None
+        if "READY=1" in message.splitlines():
+            return
+
+
+def test_every_shipped_config_works_from_a_fresh_copy(
+    demo: Path, work: Path, mosquitto: MosquittoProcess
+) -> None:
+    """What a user of an installed package does: copy the configs out, make the BLE
+    keystore, check them and start each gateway there, with no directory made by hand."""
+    cli = str(demo / "trigger-mesh")
+    copied = _run([cli, "files", "configs", "--out", str(work)], work)
+    assert copied.returncode == 0, copied.stderr
+    configs = work / "configs"
+    names = sorted(p.name for p in configs.glob("*.yaml"))
+    assert names == sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+    # Before a sensor is provisioned the BLE gateway's keystore is missing, and said to be.
+    first = _run([cli, "config", "check", *names], configs)
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert first.stderr.splitlines() == [
+        "error: gateway-ble.yaml: key 'ble.keystore': keystore.yaml: no such keystore (make it "
+        "with `trigger-mesh keys new-sensor --keystore keystore.yaml --kind KIND --unit UNIT "
+        "--key-file FILE`)"
+    ]
+    _new_sensor(demo, configs)
+    checked = _run([cli, "config", "check", *names], configs)
+    assert (checked.returncode, checked.stderr) == (0, ""), checked.stdout
+    assert checked.stdout.count(": valid ") == len(names)
+
+    for name in ("gateway.yaml", "gateway-ble.yaml", "gateway-can.yaml"):
+        with _notify_socket() as systemd:
+            address = "@" + systemd.getsockname()[1:].decode()
+            proc = subprocess.Popen(
+                [cli, "gateway", "--config", name, "--broker", str(mosquitto.url),
+                 "--log-format", "json"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=configs,
+                env=_env() | {"NOTIFY_SOCKET": address},
+            )  # fmt: skip
+            try:
+                _until_ready(systemd, proc)  # its log, outbox, counters and DBC are open
+                assert proc.poll() is None, name
+            finally:
+                proc.terminate()
+                _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, f"{name}: {err[-2000:]}"
+    written = {p.name for p in configs.iterdir()} - {*names, "can", "keystore.yaml"}
+    assert {"car-12.db", "car-12.db.outbox", "ble-counters.db"} <= written, written

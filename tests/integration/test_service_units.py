@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from mesh.cli.errors import EXIT_CODES, EXIT_USAGE
+from mesh.extras import EXIT_MISSING_EXTRA
 from tests.conftest import IN_CI
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
@@ -124,6 +126,20 @@ def test_execstart_is_a_command_line_the_cli_takes(name: str, tmp_path: Path) ->
         [str(CLI), *argv[1:], "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_shipped_unit_is_checked_here() -> None:
+    assert sorted(FAMILIES) == sorted(p.name for p in UNITS.iterdir())
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_config_error_or_a_missing_extra_stops_the_restarts(name: str) -> None:
+    # Restart=always would start a daemon with a bad config (2) or without its extra (69)
+    # again every few seconds forever (StartLimitIntervalSec=0): a restart fixes neither.
+    service = _service_section(UNITS / name)
+    assert service["RestartPreventExitStatus"] == [f"{EXIT_USAGE} {EXIT_MISSING_EXTRA}"], name
+    documented = {code.code: code.name for code in EXIT_CODES}
+    assert (documented[EXIT_USAGE], documented[EXIT_MISSING_EXTRA]) == ("usage", "missing extra")
 
 
 def test_the_console_takes_its_files_as_credentials() -> None:

@@ -6,6 +6,7 @@ test_cli_first_contact.py)."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,21 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh.cli.config_check import CHECKS, check_file, detect_kind, load_gateway, missing_directory
+from mesh.cli.config_check import (
+    CHECKS,
+    GatewayConfigError,
+    check_file,
+    detect_kind,
+    load_gateway,
+    missing_directory,
+)
+from mesh.cli.errors import EXIT_USAGE
 from mesh.config import CameraConfig, GatewayConfig, load_gateway_config
 from mesh.documents import ConfigError, did_you_mean, validate
+from mesh.extras import EXIT_MISSING_EXTRA
+from mesh.files import copy_out
 from mesh.protocol.codec import known_keys
+from triggers.ble.keystore import Keystore
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
@@ -174,12 +186,22 @@ def test_detect_kind(data: object, kind: str | None) -> None:
     assert detect_kind(data) == kind
 
 
-def test_every_shipped_config_is_valid_as_its_kind(tmp_path: Path) -> None:
-    os.chdir(tmp_path)  # gateway logs are relative to the working directory: give them var/
-    (tmp_path / "var").mkdir()
-    for path, kind in _kinds():
-        assert check_file(path, None) == (kind, []), path
+def test_every_shipped_config_is_valid_as_its_kind_from_a_fresh_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a user gets them (`trigger-mesh files configs --out DIR`), run from that folder:
+    # what they write lands there and what they read (policy, rules, DBC) came with them.
+    copy_out(["configs"], tmp_path)
+    configs = tmp_path / "configs"
+    monkeypatch.chdir(configs)
+    # The one file no command ships: the BLE gateway's keystore, from `keys new-sensor`.
+    Keystore.load("keystore.yaml", missing_ok=True).save("keystore.yaml")
+    for source, kind in _kinds():
+        assert check_file(Path(source.name), None) == (kind, []), source
     assert set(CHECKS) >= {kind for _, kind in _kinds()}
+    assert sorted(p.name for p in configs.iterdir() if p.is_file()) == sorted(
+        [p.name for p in SHIPPED] + ["keystore.yaml"]
+    )  # nothing made beside them
 
 
 # --- directories a daemon writes into --------------------------------------------------------
@@ -225,3 +247,89 @@ def test_gateway_load_reads_what_ble_and_can_name_without_opening_them(tmp_path:
     assert keys == ["ble.keystore", "can", "ble.counters"]
     assert "rules.yaml" in caught.value.problems[1][1]
     assert not (tmp_path / "x.db").exists()  # nothing opened, nothing created
+
+
+def test_a_missing_keystore_is_a_problem_naming_the_command_that_makes_it(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        f"unit: car-1\nlog: {tmp_path}/x.db\n"
+        f"ble: {{transport: 'tcp-client:127.0.0.1:7400', keystore: keystore.yaml, "
+        f"counters: {tmp_path}/counters.db}}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_gateway(path)
+    keystore = tmp_path / "keystore.yaml"
+    assert caught.value.problems == (
+        (
+            "ble.keystore",
+            f"{keystore}: no such keystore (make it with `trigger-mesh keys new-sensor "
+            f"--keystore {keystore} --kind KIND --unit UNIT --key-file FILE`)",
+        ),
+    )
+    assert not keystore.exists()  # nothing made it
+    Keystore.load(keystore, missing_ok=True).save(keystore)  # what `keys new-sensor` does
+    assert load_gateway(path).config.ble is not None
+
+
+def test_a_missing_extra_is_one_problem_among_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An install without bumble and python-can (None in sys.modules: not importable).
+    monkeypatch.setitem(sys.modules, "bumble", None)
+    monkeypatch.setitem(sys.modules, "can", None)
+    path = write(
+        tmp_path,
+        f"unit: car-1\nlog: {tmp_path}/no/x.db\npolicy: nope.yaml\n"
+        "ble: {transport: 'tcp-client:127.0.0.1:7400', keystore: keystore.yaml, "
+        f"counters: {tmp_path}/gone/counters.db}}\n"
+        "can: {interface: virtual, channel: x, rules: rules.yaml, dbc: [car.dbc]}\n",
+    )
+    with pytest.raises(GatewayConfigError) as caught:
+        load_gateway(path)
+    problems = dict(caught.value.problems)
+    # The check went on past each missing extra: every other problem is there too.
+    assert list(problems) == ["policy", "ble", "ble.keystore", "can", "log", "ble.counters"]
+    assert problems["ble"] == (
+        "backend bumble needs bumble, which is not installed: pip install 'trigger-mesh[bumble]'"
+    )
+    assert problems["can"] == (
+        "this section needs python-can, which is not installed: pip install 'trigger-mesh[can]'"
+    )
+    assert [(e.package, e.extra) for e in caught.value.extras] == [
+        ("bumble", "bumble"),
+        ("python-can", "can"),
+    ]
+    assert caught.value.exit_code == EXIT_USAGE  # the file has problems of its own
+    _, lines = check_file(path, None)
+    assert lines == caught.value.lines
+    assert lines[1] == f"{path}: key 'ble': {problems['ble']}"
+
+
+def test_a_config_that_only_lacks_extras_is_unusable_here_not_invalid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "can", None)
+    path = write(
+        tmp_path,
+        f"unit: car-1\nlog: {tmp_path}/x.db\n"
+        "can: {interface: virtual, channel: x, rules: rules.yaml, dbc: [car.dbc]}\n",
+    )
+    with pytest.raises(GatewayConfigError) as caught:
+        load_gateway(path)
+    assert [key for key, _ in caught.value.problems] == ["can"]  # its rules cannot be read
+    assert caught.value.exit_code == EXIT_MISSING_EXTRA  # the gateway's status: 69
+
+
+def test_the_default_paths_a_gateway_writes_are_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No var/ to make first: a config that leaves them out works from any folder.
+    monkeypatch.chdir(tmp_path)
+    Keystore.load("keys.yaml", missing_ok=True).save("keys.yaml")
+    path = write(tmp_path, "unit: car-1\nble: {backend: bluez, keystore: keys.yaml}\n")
+    assert check_file(path, None) == ("gateway", [])
+    config = load_gateway(path).config
+    assert config.ble is not None
+    assert (config.log, config.ble.counters) == ("activations.db", "ble-counters.db")

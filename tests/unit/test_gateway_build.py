@@ -16,6 +16,7 @@ from mesh.extras import MissingExtra
 from mesh.gateway.build import Overrides, build_gateway, config_in_code, trigger_sources
 from mesh.protocol.models import GeoPoint
 from mesh.security.keys import new_gateway_key
+from triggers.ble.keystore import Keystore
 
 NOWHERE = BrokerUrl.parse("mqtt://127.0.0.1:1")  # never connected: run() is not called
 
@@ -108,6 +109,7 @@ def test_the_ble_backend_decides_the_extra_the_gateway_needs(
         f"unit: car-9\nlog: {tmp_path / 'log.db'}\n"
         f"ble: {{{backend}, keystore: keys.yaml, counters: {tmp_path / 'counters.db'}}}\n"
     )
+    Keystore().save(tmp_path / "keys.yaml")  # made by `keys new-sensor`; none: a config error
     cfg, _ = load_gateway_config(path)
     if built:
         assert [source.name for source in trigger_sources(cfg, path)] == ["ble"]
@@ -116,3 +118,26 @@ def test_the_ble_backend_decides_the_extra_the_gateway_needs(
         trigger_sources(cfg, path)
     assert (caught.value.package, caught.value.extra) == ("bumble", "bumble")
     assert str(caught.value).startswith(f"{path}: ble: backend bumble needs bumble")
+
+
+def test_a_missing_keystore_stops_the_ble_source_naming_the_command_that_makes_it(
+    tmp_path: Path,
+) -> None:
+    # It used to load as an empty keystore: a gateway that refused every sensor, silently.
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"unit: car-9\nlog: {tmp_path / 'log.db'}\n"
+        f"ble: {{backend: bluez, keystore: keys.yaml, counters: {tmp_path / 'counters.db'}}}\n"
+    )
+    cfg, _ = load_gateway_config(path)
+    with pytest.raises(ConfigError) as caught:
+        trigger_sources(cfg, path)
+    keystore = tmp_path / "keys.yaml"
+    assert caught.value.problems == (
+        (
+            "ble.keystore",
+            f"{keystore}: no such keystore (make it with `trigger-mesh keys new-sensor "
+            f"--keystore {keystore} --kind KIND --unit UNIT --key-file FILE`)",
+        ),
+    )
+    assert not keystore.exists()

@@ -26,6 +26,7 @@ SOURCES = {
     "configs": (
         (REPO / "configs", "configs", "*.yaml"),
         (REPO / "configs" / "can", "configs/can", "*.yaml"),
+        (REPO / "configs" / "can", "configs/can", "*.dbc"),
     ),
     "systemd": ((REPO / "deploy" / "systemd", "systemd", "*"),),
     "schemas": ((REPO / "docs" / "schemas", "schemas", "*.json"),),
@@ -63,6 +64,11 @@ def test_each_name_lists_exactly_its_source_files(name: str) -> None:
 
 def test_the_ford_rules_and_the_gateway_unit_are_shipped() -> None:
     assert "configs/can/ford-police-interceptor.yaml" in dict(listing("configs"))
+    # gateway-can.yaml's DBC (a link to mesh/sim/data/ in the repository) comes with it.
+    assert (
+        dict(listing("configs"))["configs/can/demo-vehicle.dbc"].read_bytes()
+        == (REPO / "mesh" / "sim" / "data" / "demo-vehicle.dbc").read_bytes()
+    )
     assert "systemd/trigger-mesh-gateway.service" in dict(listing("systemd"))
 
 

@@ -74,10 +74,22 @@ class Keystore:
         return len(self.sensors)
 
     @classmethod
-    def load(cls, path: Path | str) -> Keystore:
+    def load(cls, path: Path | str, *, missing_ok: bool = False) -> Keystore:
+        """The keystore at ``path``. A missing file is an error: a gateway with an empty
+        keystore refuses every sensor and nobody notices. Only the command that adds
+        sensors (``keys new-sensor``) starts from nothing, with ``missing_ok``."""
         path = Path(path)
-        if not path.exists():
-            return cls()
+        try:
+            found = path.exists()
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise KeystoreError(f"{path}: {exc.strerror or exc}") from None
+        if not found:
+            if missing_ok:
+                return cls()
+            raise KeystoreError(
+                f"{path}: no such keystore (make it with `trigger-mesh keys new-sensor "
+                f"--keystore {path} --kind KIND --unit UNIT --key-file FILE`)"
+            )
         try:
             data = load_yaml(path) or {}
         except DocumentError as exc:

@@ -34,7 +34,7 @@ class BleConfig(_Strict):
     transport: str | None = None  # bumble HCI transport, e.g. usb:0 or tcp-client:host:port
     adapter: str | None = None  # bluez adapter, e.g. hci0
     keystore: str  # relative to the gateway config file
-    counters: str = "var/ble-counters.db"  # relative to the working directory (data)
+    counters: str = "ble-counters.db"  # relative to the working directory (data)
     company_id: Annotated[int, Field(ge=0, le=0xFFFF)] = DEV_COMPANY_ID
     burst_window_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     min_rssi_dbm: dict[str, Annotated[int, Field(ge=-127, le=20)]] = Field(

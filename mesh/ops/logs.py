@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import sys
 from typing import Literal, TextIO
 
@@ -42,15 +43,21 @@ def syslog_priority(levelno: int) -> int:
     return 7
 
 
+# systemd's "<device>:<inode>", both decimal: ASCII digits only (str.isdigit() also takes
+# "²" or "٣", and int() then fails or reads another number), nothing before or after.
+_JOURNAL_STREAM = re.compile(r"([0-9]+):([0-9]+)", re.ASCII)
+
+
 def journal_stream_matches(journal_stream: str | None, st_dev: int, st_ino: int) -> bool:
     """Whether ``$JOURNAL_STREAM`` ("<device>:<inode>", set by systemd) names this stream:
-    a child that inherited the variable but writes elsewhere must not prefix."""
+    a child that inherited the variable but writes elsewhere must not prefix. Anything
+    else than two decimal numbers and a colon is "not the journal", never an error."""
     if not journal_stream:
         return False
-    dev, sep, ino = journal_stream.partition(":")
-    if not sep or not dev.isdigit() or not ino.isdigit():
+    found = _JOURNAL_STREAM.fullmatch(journal_stream)
+    if found is None:
         return False
-    return int(dev) == st_dev and int(ino) == st_ino
+    return int(found.group(1)) == st_dev and int(found.group(2)) == st_ino
 
 
 def _on_journal(out: TextIO) -> bool:

@@ -99,6 +99,7 @@ def archiver(
     the load), PostgreSQL out. The schema is migrated at start."""
     if ctx.invoked_subcommand is not None:
         return
+    configure_logs(log_format, log_level)  # first: a bad option or file is a log record
     require("archive", "trigger-mesh archiver")
     from mesh.archive.archiver import Archiver, ArchiverSettings, default_archiver_id
 
@@ -118,7 +119,6 @@ def archiver(
             store = TrustStore.load(trust)
         except ConfigError as exc:
             fail(f"--trust: {exc}")
-    configure_logs(log_format, log_level)
 
     async def serve() -> None:
         async with broker_for(client_broker(broker)) as (url, protocol):

@@ -5,6 +5,9 @@ readable key=value on a terminal; under systemd each line starts with its syslog
 
 Our loggers are standard-library loggers wrapped by structlog; every record, ours or a
 library's, is rendered by the one ``ProcessorFormatter`` on the root logger.
+
+``write_fatal`` is how every command says why it stops: a record of that pipeline when it
+writes JSON to stderr, one readable ``error: …`` line otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import logging
 import os
 import re
 import sys
-from typing import Literal, TextIO
+from collections.abc import Sequence
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -28,6 +32,15 @@ _LEVELS = {
 # Our packages log at the chosen level; libraries only speak up from WARNING (paho and
 # bumble are chatty at INFO and DEBUG), unless the chosen level is higher still.
 OUR_LOGGERS = ("mesh", "bridge", "triggers")
+# The logger of the record that says why a command stopped (``write_fatal``).
+FATAL_LOGGER = "mesh.cli"
+
+
+class _Pipeline:
+    """What ``configure`` set up last: the stream it writes JSON records to (None: it
+    writes readable lines, or was never configured)."""
+
+    json_stream: TextIO | None = None
 
 
 def syslog_priority(levelno: int) -> int:
@@ -84,6 +97,7 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
         raise ValueError(f"log level {level!r} is not one of {', '.join(_LEVELS)}")
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
+    _Pipeline.json_stream = out if fmt == "json" else None
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -123,3 +137,62 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(numeric)
     logging.captureWarnings(True)  # warnings.warn too, as a record of logger "py.warnings"
+
+
+def logs_json_to_stderr() -> bool:
+    """Whether this process's stderr gets JSON log records (``configure`` chose JSON for
+    it: ``--log-format json``, or ``auto`` off a terminal, as under systemd)."""
+    stream = _Pipeline.json_stream
+    return stream is not None and stream is sys.stderr and not stream.closed
+
+
+def write_fatal(
+    message: str,
+    *,
+    code: int,
+    problems: Sequence[str] = (),
+    crash: BaseException | None = None,
+) -> None:
+    """Say on stderr why the command stops, just before it exits with ``code``.
+
+    When stderr gets JSON records (``logs_json_to_stderr``), it is one record of logger
+    ``mesh.cli``, through the same pipeline as every other (so ``<3>``-prefixed on the
+    journal): level error with an ``exit_code``, or critical with the traceback for a
+    ``crash``. Each of ``problems`` (a config file's) follows ``message`` in its ``event``
+    ("config error: a.yaml: key 'x': …"; several: "config error: 2 problems: …; …") and,
+    when there are several, in a ``problems`` list too.
+
+    Otherwise readable lines, as a person at a terminal wants them: ``error: <message>``,
+    or ``error: <message>: <problem>`` for each problem; ``<3>``-prefixed when stderr is
+    the journal (``--log-format console`` under systemd).
+    """
+    out = sys.stderr
+    if logs_json_to_stderr():
+        fields: dict[str, Any] = {"exit_code": code}
+        event = message
+        if len(problems) == 1:
+            event = f"{message}: {problems[0]}"
+        elif problems:
+            event = f"{message}: {len(problems)} problems: " + "; ".join(problems)
+            fields["problems"] = list(problems)
+        log = structlog.get_logger(FATAL_LOGGER)
+        if crash is not None:
+            log.critical(event, exc_info=crash, **fields)
+        else:
+            log.error(event, **fields)
+        return
+    lines = [f"{message}: {problem}" for problem in problems] if problems else [message]
+    prefix = f"<{syslog_priority(logging.ERROR)}>" if _on_journal(out) else ""
+    label = "\x1b[1;31merror:\x1b[0m" if _coloured(out) else "error:"
+    out.write("".join(f"{prefix}{label} {line}\n" for line in lines))
+    out.flush()
+
+
+def _coloured(out: TextIO) -> bool:
+    """A terminal that takes colours (https://no-color.org, TERM=dumb: none)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return out.isatty()
+    except ValueError:  # closed
+        return False

@@ -43,7 +43,8 @@ ONE_SHOT = {
     "trigger": ["trigger", "--kind", "manual", "--unit", "car-1"],
     "tail": ["tail"],
     "tail --json": ["tail", "--json"],
-    "cameras": ["cameras", "--count", "2"],
+    # A fleet logs JSON off a terminal, its fatal error too (test_fatal_errors_logged.py).
+    "cameras": ["cameras", "--count", "2", "--log-format", "console"],
     "demo --broker": ["demo"],
     "conformance camera": ["conformance", "camera", "--camera-id", "bwc-1"],
     "conformance gateway": ["conformance", "gateway", "--unit", "car-1"],

@@ -34,6 +34,16 @@ _LEVELS = {
 OUR_LOGGERS = ("mesh", "bridge", "triggers")
 # The logger of the record that says why a command stopped (``write_fatal``).
 FATAL_LOGGER = "mesh.cli"
+# C0 and C1 controls and DEL, except newline and tab: ESC (0x1b) and CSI (0x9b) begin
+# the sequences a terminal obeys (colours, cursor moves, titles, hyperlinks).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline and tab written as ``\\xNN``: what
+    a message quotes (a file's key, a peer's words) is shown, never obeyed by a terminal
+    (mesh.dispatch.literal shows the command line's text so too)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class _Pipeline:
@@ -163,8 +173,9 @@ def write_fatal(
     when there are several, in a ``problems`` list too.
 
     Otherwise readable lines, as a person at a terminal wants them: ``error: <message>``,
-    or ``error: <message>: <problem>`` for each problem; ``<3>``-prefixed when stderr is
-    the journal (``--log-format console`` under systemd).
+    or ``error: <message>: <problem>`` for each problem, control characters shown as
+    ``\\xNN`` (``printable``); ``<3>``-prefixed when stderr is the journal
+    (``--log-format console`` under systemd). (The JSON renderer escapes them itself.)
     """
     out = sys.stderr
     if logs_json_to_stderr():
@@ -182,6 +193,7 @@ def write_fatal(
             log.error(event, **fields)
         return
     lines = [f"{message}: {problem}" for problem in problems] if problems else [message]
+    lines = [printable(line) for line in lines]
     prefix = f"<{syslog_priority(logging.ERROR)}>" if _on_journal(out) else ""
     label = "\x1b[1;31merror:\x1b[0m" if _coloured(out) else "error:"
     out.write("".join(f"{prefix}{label} {line}\n" for line in lines))

@@ -39,6 +39,19 @@ def test_readable_lines_without_json_logs(capsys: pytest.CaptureFixture[str]) ->
     )
 
 
+def test_control_characters_are_shown_never_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    # A problem may quote a file's key or a peer's words: ESC would drive the terminal.
+    logs.configure("console", "warning")
+    logs.write_fatal("config error", code=2, problems=["a.yaml: key '\x1b[2J\x9bx': bad"])
+    assert capsys.readouterr().err == "error: config error: a.yaml: key '\\x1b[2J\\x9bx': bad\n"
+    logs.configure("json", "info")
+    logs.write_fatal("cannot serve \x1b[2J", code=2)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    (record,) = _records(err)
+    assert record["event"] == "cannot serve \x1b[2J"  # escaped by JSON, read back whole
+
+
 def test_one_record_with_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("json", "error")  # the highest level still lets it through
     logs.write_fatal("config error", code=2, problems=["a.yaml: key 'x': bad"])

@@ -78,10 +78,15 @@ def configure_logs(fmt: str, level: str) -> None:
 
 
 def broker_url(value: str) -> BrokerUrl:
+    """``value`` parsed, with its TLS files (``?ca=``, ``cert=``, ``key=``) readable and
+    usable; if not, exit 2 naming what is wrong (a daemon's link would otherwise die on the
+    file at its first connect)."""
     try:
-        return BrokerUrl.parse(value)
-    except ValueError as exc:
+        url = BrokerUrl.parse(value)
+        url.tls_context()
+    except ValueError as exc:  # TlsFileError included
         fail(str(exc))
+    return url
 
 
 def reachable_broker(value: str) -> BrokerUrl:

@@ -183,6 +183,19 @@ def test_a_missing_keystore_stops_the_gateway_until_keys_new_sensor_makes_it(
     assert (checked.returncode, checked.stderr) == (0, "")
 
 
+def test_config_check_reads_the_tls_files_of_the_broker_url(tmp_path: Path) -> None:
+    """As the daemon does at start: a link would otherwise die on the file when it connects."""
+    ca = tmp_path / "no-such-ca.pem"
+    path = tmp_path / "camera.yaml"
+    path.write_text(f"camera_id: bwc-1\nunit: car-1\nbroker: 'mqtts://127.0.0.1:1?ca={ca}'\n")
+    result = run("config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {path}: key 'broker': Value error, broker URL mqtts://127.0.0.1:1: ca={ca}: "
+        "No such file or directory\n"
+    )
+
+
 def test_brackets_in_a_problem_are_printed_as_written(tmp_path: Path) -> None:
     # rich would take "[can]" or "[bold]" for markup and drop it from the line.
     path = tmp_path / "camera.yaml"

@@ -57,7 +57,40 @@ def _archiver(tmp_path: Path) -> tuple[list[str], str]:
     )
 
 
-DAEMONS = {"gateway": _gateway, "camera": _camera, "dispatch": _dispatch, "archiver": _archiver}
+def _gateway_tls(tmp_path: Path) -> tuple[list[str], str]:
+    """A CA file of the config's broker URL that is not there: a config error at start, not
+    a link that dies on it at its first connect."""
+    ca = tmp_path / "no-such-ca.pem"
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"unit: car-1\nbroker: 'mqtts://127.0.0.1:1?ca={ca}'\nlog: {tmp_path / 'x.db'}\n"
+    )
+    return (
+        ["gateway", "--config", str(path)],
+        f"config error: {path}: key 'broker': Value error, broker URL mqtts://127.0.0.1:1: "
+        f"ca={ca}: No such file or directory",
+    )
+
+
+def _dispatch_tls(tmp_path: Path) -> tuple[list[str], str]:
+    """A client certificate of --broker that is not there."""
+    users = tmp_path / "users.yaml"
+    add_user(users, "dana", Role.DISPATCHER, "a long enough password")
+    cert = tmp_path / "no-such.crt"
+    return (
+        ["dispatch", "--users", str(users), "--port", "0", "--broker", f"mqtts://h:1?cert={cert}"],
+        f"broker URL mqtts://h:1: cert={cert}: No such file or directory",
+    )
+
+
+DAEMONS = {
+    "gateway": _gateway,
+    "camera": _camera,
+    "dispatch": _dispatch,
+    "archiver": _archiver,
+    "gateway broker tls": _gateway_tls,
+    "dispatch broker tls": _dispatch_tls,
+}
 
 
 def _run(args: list[str], stderr_file: Path, *, journal: bool = False) -> tuple[int, str, str]:

@@ -45,7 +45,8 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(
         EXIT_USAGE,
         "usage",
-        "bad option, bad or missing file, invalid configuration (every error printed)",
+        "bad option, bad or missing file, invalid configuration (every error printed), "
+        "credentials or a certificate the MQTT broker refuses",
     ),
     ExitCode(
         EXIT_MISSING_EXTRA,
@@ -72,6 +73,16 @@ class BrokerUnreachable(CliFailure):
 
     def __init__(self, where: str, reason: str) -> None:
         super().__init__(f"cannot reach the MQTT broker at {where}: {reason}")
+
+
+class BrokerRefused(CliFailure):
+    """The broker answered and said no to who we are (credentials, a certificate), or its
+    certificate does not verify: a configuration problem, which retrying cannot solve."""
+
+    code = EXIT_USAGE
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"the MQTT broker at {where} refused the connection: {reason}")
 
 
 def report(failure: Exception, code: int) -> NoReturn:

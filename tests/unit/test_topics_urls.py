@@ -99,3 +99,22 @@ def test_tls_files_that_cannot_be_used_are_named(tmp_path: Path) -> None:
             BrokerUrl.parse(text).tls_context()
         assert str(refused.value) == f"broker URL mqtts://h:8883: {says}"
     assert BrokerUrl.parse("mqtt://h").tls_context() is None  # plain: no files, no context
+
+
+def test_the_probe_s_connect_packet_is_mqtt_3_1_1() -> None:
+    """MQTT 3.1.1 section 3.1: fixed header, "MQTT" level 4, flags, keep-alive, then the
+    client id, user name and password, each length-prefixed."""
+    from bridge.mqtt.probe import connect_packet
+
+    assert connect_packet("c1", keepalive_s=10) == (
+        b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x0a\x00\x02c1"
+    )
+    assert connect_packet("c1", "al", "pw", keepalive_s=10) == (
+        b"\x10\x16\x00\x04MQTT\x04\xc2\x00\x0a\x00\x02c1\x00\x02al\x00\x02pw"
+    )
+    # 3.1.1 allows no password without a user name.
+    assert connect_packet("c1", None, "pw", keepalive_s=10) == connect_packet("c1")
+    # Past 127 bytes the remaining length takes two bytes (0xC8 0x01 = 200).
+    long = connect_packet("c" * 188)
+    assert long[1:3] == b"\xc8\x01"
+    assert len(long) == 3 + 200

@@ -435,7 +435,8 @@ def trigger(
     """Send a manual trigger to a running gateway and report what the cameras did.
 
     Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
-    2 usage error, 3 refused by policy, 4 no gateway answered, 75 broker unreachable.
+    2 usage error (a TLS file that cannot be read, credentials the broker refuses too),
+    3 refused by policy, 4 no gateway answered, 75 broker unreachable.
     """
     from mesh.dispatch.literal import literal
     from mesh.dispatch.watch import ActivationWatcher

@@ -10,6 +10,7 @@ Blocking, on a socket the caller has connected (mesh/cli/reach.py says why that 
 from __future__ import annotations
 
 import secrets
+import select
 import socket
 import ssl
 import time
@@ -32,6 +33,9 @@ CREDENTIALS_REFUSED = frozenset({4, 5})
 _CONNACK = 0x20
 _DISCONNECT = b"\xe0\x00"
 PROBE_KEEPALIVE_S = 10
+# How long to wait, after a TLS 1.3 handshake, for the broker's verdict on our certificate
+# (it comes at once: a round trip; a broker that sends no session tickets costs this).
+TLS13_VERDICT_WAIT_S = 0.5
 
 Outcome = Literal["accepted", "refused", "untrusted", "tls_refused", "unavailable"]
 
@@ -78,32 +82,23 @@ def probe(sock: socket.socket, url: BrokerUrl, timeout_s: float) -> ProbeAnswer:
     deadline = time.monotonic() + timeout_s
     conn: socket.socket = sock
     try:
+        early = b""
         if url.tls:
-            context = url.tls_context()
-            assert context is not None
-            conn.settimeout(_left(deadline))
-            try:
-                conn = context.wrap_socket(sock, server_hostname=url.host)
-            except ssl.SSLCertVerificationError as exc:
-                reason = exc.verify_message or exc.reason or str(exc)
-                return ProbeAnswer("untrusted", f"its certificate does not verify: {reason}")
-            except ConnectionError:
-                return ProbeAnswer("unavailable", "connection closed during the TLS handshake")
+            started = _start_tls(sock, url, deadline)
+            if isinstance(started, ProbeAnswer):
+                return started
+            conn, early = started
         conn.settimeout(_left(deadline))
         conn.sendall(connect_packet(f"tm-probe-{secrets.token_hex(4)}", url.username, url.password))
-        answer = _read(conn, 4, deadline)
+        answer = early + _read(conn, 4 - len(early), deadline)
         if len(answer) < 4:
             return ProbeAnswer("unavailable", "connection closed before the MQTT CONNACK")
         if answer[0] != _CONNACK or answer[1] != 2:
             return ProbeAnswer("unavailable", f"not an MQTT answer (0x{answer[:4].hex()})")
-        code = answer[3]
-        if code in (CONNACK_ACCEPTED, 1):
-            if code == CONNACK_ACCEPTED:
-                conn.sendall(_DISCONNECT)
-            return ProbeAnswer("accepted", "connected", code)
-        reason = f"{CONNACK_REASONS.get(code, 'refused')} (CONNACK return code {code})"
-        outcome: Outcome = "refused" if code in CREDENTIALS_REFUSED else "unavailable"
-        return ProbeAnswer(outcome, reason, code)
+        found = _connack(answer[3])
+        if found.code == CONNACK_ACCEPTED:
+            conn.sendall(_DISCONNECT)
+        return found
     except TimeoutError:
         return ProbeAnswer("unavailable", f"no MQTT answer within {timeout_s:g} s")
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
@@ -117,6 +112,56 @@ def probe(sock: socket.socket, url: BrokerUrl, timeout_s: float) -> ProbeAnswer:
         return ProbeAnswer("unavailable", text[:1].lower() + text[1:])
     finally:
         conn.close()
+
+
+def _connack(code: int) -> ProbeAnswer:
+    """What a CONNACK's return code means for the command."""
+    if code in (CONNACK_ACCEPTED, 1):  # 1: 3.1.1 refused, the broker is there (MQTT 5)
+        return ProbeAnswer("accepted", "connected", code)
+    reason = f"{CONNACK_REASONS.get(code, 'refused')} (CONNACK return code {code})"
+    return ProbeAnswer("refused" if code in CREDENTIALS_REFUSED else "unavailable", reason, code)
+
+
+def _start_tls(
+    sock: socket.socket, url: BrokerUrl, deadline: float
+) -> tuple[ssl.SSLSocket, bytes] | ProbeAnswer:
+    """The TLS connection and any bytes the broker sent right after the handshake, or the
+    answer when TLS did not start (SSLErrors other than verification: the caller's)."""
+    context = url.tls_context()
+    assert context is not None
+    sock.settimeout(_left(deadline))
+    try:
+        conn = context.wrap_socket(sock, server_hostname=url.host)
+    except ssl.SSLCertVerificationError as exc:
+        reason = exc.verify_message or exc.reason or str(exc)
+        return ProbeAnswer("untrusted", f"its certificate does not verify: {reason}")
+    except ConnectionError:
+        return ProbeAnswer("unavailable", "connection closed during the TLS handshake")
+    try:
+        return conn, _after_handshake(conn, deadline)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _after_handshake(conn: ssl.SSLSocket, deadline: float) -> bytes:
+    """Under TLS 1.3 the broker judges our certificate after the handshake and says so at
+    once: an alert (refused) or its session tickets (accepted). Wait for either, briefly,
+    before sending: a CONNECT that meets the closed connection gets a reset, which loses
+    the alert ("connection closed" instead of "certificate required"). Returns any bytes
+    of the broker's that came with them (none from an MQTT broker before our CONNECT)."""
+    if conn.version() != "TLSv1.3":
+        return b""  # TLS 1.2 refuses a certificate within the handshake
+    ready, _, _ = select.select([conn], [], [], min(TLS13_VERDICT_WAIT_S, _left(deadline)))
+    if not ready:
+        return b""  # a broker that sends no tickets
+    conn.setblocking(False)
+    try:
+        return conn.recv(4)  # an alert raises its SSLError; b"": closed
+    except ssl.SSLWantReadError:
+        return b""  # tickets only: accepted
+    finally:
+        conn.settimeout(_left(deadline))
 
 
 def _read(conn: socket.socket, size: int, deadline: float) -> bytes:

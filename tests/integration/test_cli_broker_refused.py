@@ -4,7 +4,8 @@ verify, TLS files that cannot be read. Each is a configuration problem: one line
 exit 2, decided from one MQTT CONNECT (or before connecting, for a file), never a retry
 loop that ends in "cannot reach" (75).
 
-A real mosquitto with password auth on a plain and a TLS listener (a private CA made by
+A real mosquitto with password auth on a plain listener, a TLS one and a TLS one that also
+wants a client certificate (a private CA made by
 tests/tls_helpers.py; the password file written by bridge/broker/passwd.py, whose lines
 mosquitto_passwd's match: tests/integration/test_broker_config.py)."""
 
@@ -38,6 +39,7 @@ USER, PASSWORD = "alice", "a long enough secret"
 class AuthBroker:
     plain: BrokerUrl  # mqtt://alice:…@127.0.0.1:PORT
     tls: BrokerUrl  # mqtts://alice:…@127.0.0.1:PORT2?ca=…
+    cert_required: BrokerUrl  # the same on a listener that requires a client certificate
     files: TlsSet
     log: Path
 
@@ -48,7 +50,7 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthBroker
     work = tmp_path_factory.mktemp("auth-broker")
     files = make_tls(work / "tls")
     (work / "passwd").write_text(password_line(USER, PASSWORD) + "\n")
-    plain_port, tls_port = free_port(), free_port()
+    plain_port, tls_port, cert_port = free_port(), free_port(), free_port()
     log = work / "mosquitto.log"
     lines = [
         "per_listener_settings false",
@@ -60,6 +62,12 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthBroker
         f"cafile {files.ca}",
         f"certfile {files.cert}",
         f"keyfile {files.key}",
+        # A listener that wants a client certificate of the CA as well.
+        f"listener {cert_port} 127.0.0.1",
+        f"cafile {files.ca}",
+        f"certfile {files.cert}",
+        f"keyfile {files.key}",
+        "require_certificate true",
         f"listener {plain_port} 127.0.0.1",
         "persistence false",
         f"log_dest file {log}",
@@ -74,7 +82,8 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthBroker
     try:
         plain = BrokerUrl("mqtt", "127.0.0.1", plain_port, USER, PASSWORD)
         tls = BrokerUrl("mqtts", "127.0.0.1", tls_port, USER, PASSWORD, ca_file=str(files.ca))
-        yield AuthBroker(plain, tls, files, log)
+        cert = dataclasses.replace(tls, port=cert_port)
+        yield AuthBroker(plain, tls, cert, files, log)
     finally:
         broker.stop()
 
@@ -160,6 +169,17 @@ def test_a_broker_certificate_from_another_ca_is_exit_2(
         f"error: the MQTT broker at mqtts://{USER}@127.0.0.1:{url.port} is not trusted: its "
         "certificate does not verify: "
     ), line
+
+
+def test_a_broker_that_refuses_our_tls_is_exit_2(auth_broker: AuthBroker, work: Path) -> None:
+    # No client certificate for a listener that requires one: TLS 1.3 says so in an alert
+    # after the handshake, read where the CONNACK would be.
+    url = auth_broker.cert_required
+    line = one_line(run("tail", "--broker", url.as_text(), cwd=work), EXIT_USAGE)
+    assert line == (
+        f"error: the MQTT broker at mqtts://{USER}@127.0.0.1:{url.port} refused the "
+        "connection: TLS failed: TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    )
 
 
 # --- TLS files that cannot be used: exit 2 naming the file, before any connection ----------

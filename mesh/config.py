@@ -38,7 +38,10 @@ class _Connection(_Config):
     @classmethod
     def _broker_url(cls, value: str) -> str:
         if value != "embedded":
-            BrokerUrl.parse(value)  # raises ValueError naming what is wrong
+            # ValueError naming what is wrong: the URL, or a TLS file (?ca=, cert=, key=,
+            # relative to the working directory, as the daemon reads them) that cannot be
+            # read or used; a daemon's link would otherwise die on it at its first connect.
+            BrokerUrl.parse(value).tls_context()
         return value
 
     @field_validator("topic_prefix")

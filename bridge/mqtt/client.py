@@ -247,6 +247,8 @@ class MqttLink:
         self.connects = 0
         self.failed_connects = 0  # in a row: reset by a connection
         self._connect_error: str | None = None
+        # Why the last connect failed, until one succeeds: what LinkDown says.
+        self.last_connect_error: str | None = None
         self.inbound_dropped = 0  # shed by ``max_inbound``
         self._unsubscribe_pending: set[str] = set(options.unsubscribe) - {
             topic for topic, _ in options.subscriptions
@@ -330,7 +332,9 @@ class MqttLink:
         try:
             await asyncio.wait_for(self._up.wait(), timeout_s)
         except TimeoutError:
-            raise LinkDown(f"no connection to {self.url} within {timeout_s} s") from None
+            error = self.last_connect_error
+            why = f" (last error: {error})" if error else ""
+            raise LinkDown(f"no connection to {self.url} within {timeout_s:g} s{why}") from None
 
     # --- the connection loop ------------------------------------------------------
     async def run(self, handler: MessageHandler, on_connect: ConnectHook | None = None) -> None:
@@ -387,11 +391,13 @@ class MqttLink:
                 self._version = aiomqtt.ProtocolVersion.V311
                 return True
             self._connect_error = str(exc)  # warned of by run(), with the back-off
+            self.last_connect_error = self._connect_error
             return False
         try:
             await self._serve(client, handler, on_connect)
         except aiomqtt.MqttError as exc:
             self._log.warning("mqtt connection lost", broker=str(self.url), error=str(exc))
+            self.last_connect_error = f"connection lost: {exc}"
         finally:
             self._mark_down()
             with contextlib.suppress(Exception):
@@ -411,6 +417,7 @@ class MqttLink:
         self._up.set()
         self.connects += 1
         self.failed_connects = 0
+        self.last_connect_error = None
         self._log.debug(
             "mqtt connected", broker=str(self.url), protocol=self.protocol, connects=self.connects
         )

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TLS_KEYS = {"ca", "cert", "key"}
+
+
+class TlsFileError(ValueError):
+    """A TLS file named by a broker URL (``?ca=``, ``cert=``, ``key=``) that cannot be read
+    or used; the message names the URL, the option and the file."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,32 @@ class BrokerUrl:
         return self.scheme == "mqtts"
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """A verifying client context (hostname checks on), or None for plain mqtt://."""
+        """A verifying client context (hostname checks on), or None for plain mqtt://.
+
+        TlsFileError (a ValueError) names the ``ca``, ``cert`` or ``key`` file that cannot
+        be read or is not what it should be."""
         if not self.tls:
             return None
-        context = ssl.create_default_context(cafile=self.ca_file)
+        for option, path in (
+            ("ca", self.ca_file),
+            ("cert", self.cert_file),
+            ("key", self.key_file),
+        ):
+            if path is not None:
+                _readable(self, option, path)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            where = f"ca={self.ca_file}" if self.ca_file else "the system's CA certificates"
+            raise TlsFileError(f"broker URL {self}: {where}: {_ssl_reason(exc)}") from None
         if self.cert_file:
-            context.load_cert_chain(self.cert_file, self.key_file)
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                files = f"cert={self.cert_file}" + (
+                    f", key={self.key_file}" if self.key_file else ""
+                )
+                raise TlsFileError(f"broker URL {self}: {files}: {_ssl_reason(exc)}") from None
         return context
 
     def as_text(self) -> str:
@@ -106,3 +132,23 @@ def _masked(text: str) -> str:
     user, colon, _password = credentials.partition(":")
     masked = f"{user}:***" if colon else user
     return f"{scheme}{sep}{masked}@{host}{rest[authority_end:]}"
+
+
+def _readable(url: BrokerUrl, option: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TlsFileError(f"broker URL {url}: {option}={path}: {reason}") from None
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """OpenSSL's words for what is wrong with a file ("no certificate or crl found")."""
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason:
+            library = f"{exc.library}: " if exc.library else ""
+            return f"not usable ({library}{exc.reason})"
+        text = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else str(exc)
+        return f"not usable ({re.sub(r' [(]_ssl[.]c:[0-9]+[)]$', '', text)})"
+    return str(exc) or type(exc).__name__

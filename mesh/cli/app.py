@@ -238,6 +238,7 @@ def gateway(
     from mesh.gateway.build import Overrides, build_gateway, trigger_sources
     from mesh.ops.http import ListenError
 
+    _configure_logs(log_format, log_level)  # first: a bad config is then a log record
     try:  # the same loading as `config check`: every problem at once
         loaded = load_gateway(config)
     except GatewayConfigError as exc:  # 69 when missing extras are all that is wrong
@@ -245,7 +246,6 @@ def gateway(
     except ConfigError as exc:
         _fail_config(exc)
     cfg, policy, signer, security = loaded.config, loaded.policy, loaded.signer, loaded.security
-    _configure_logs(log_format, log_level)
     tune_gc()
     broker_value = broker or cfg.broker
 
@@ -289,12 +289,12 @@ def camera(
     from mesh.camera.agent import CameraAgent, CameraIdentity
     from mesh.camera.recorder import SimulatedRecorder
 
+    _configure_logs(log_format, log_level)  # first: a bad config is then a log record
     try:
         cfg = load_camera_config(config)
     except ConfigError as exc:
         _fail_config(exc)
     security = _load_security(cfg.security, config)
-    _configure_logs(log_format, log_level)
 
     async def serve() -> None:
         async with _broker_for(broker or cfg.broker) as (url, protocol):
@@ -435,7 +435,8 @@ def trigger(
     """Send a manual trigger to a running gateway and report what the cameras did.
 
     Exit status: 0 confirmed (or merged into a recent activation), 1 partial or missed,
-    2 usage error, 3 refused by policy, 4 no gateway answered, 75 broker unreachable.
+    2 usage error (a TLS file that cannot be read, credentials the broker refuses too),
+    3 refused by policy, 4 no gateway answered, 75 broker unreachable.
     """
     from mesh.dispatch.literal import literal
     from mesh.dispatch.watch import ActivationWatcher
@@ -705,6 +706,7 @@ def dispatch(
     ] = "",
 ) -> None:
     """Serve the dispatch console: live activations, cameras, escalations, remote activation."""
+    _configure_logs(log_format, log_level)  # first: a bad option or file is a log record
     require("console", "trigger-mesh dispatch")
     from mesh.dispatch.console.auth import Users
     from mesh.dispatch.console.server import ConsoleServer
@@ -731,7 +733,6 @@ def dispatch(
         except ValueError as exc:
             _fail(str(exc))
     signer = load_signer(signing_key)
-    _configure_logs(log_format, log_level)
     topics = _topics(prefix)
 
     async def serve() -> None:

@@ -99,6 +99,7 @@ def archiver(
     the load), PostgreSQL out. The schema is migrated at start."""
     if ctx.invoked_subcommand is not None:
         return
+    configure_logs(log_format, log_level)  # first: a bad option or file is a log record
     require("archive", "trigger-mesh archiver")
     from mesh.archive.archiver import Archiver, ArchiverSettings, default_archiver_id
 
@@ -118,7 +119,6 @@ def archiver(
             store = TrustStore.load(trust)
         except ConfigError as exc:
             fail(f"--trust: {exc}")
-    configure_logs(log_format, log_level)
 
     async def serve() -> None:
         async with broker_for(client_broker(broker)) as (url, protocol):
@@ -273,8 +273,9 @@ def log_sync(
 ) -> None:
     """Send the log's records to the central archive (`trigger-mesh archiver`), until the
     archive confirms it holds them all. Exit 0 synced; 1 not confirmed within --timeout
-    (the archive, or a broker that went away); 2 not a log;
-    75 the broker cannot be reached at the start."""
+    (the archive, or a broker that went away); 2 not a log, a TLS file of the broker URL
+    that cannot be read, or credentials the broker refuses; 75 the broker cannot be reached
+    at the start."""
     from mesh.cli.progress import progress
     from mesh.cli.reach import require_broker
     from mesh.dispatch.literal import literal

@@ -60,14 +60,15 @@ def console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    from mesh.dispatch.literal import literal
-
-    # A message quotes files, commands ("pip install 'trigger-mesh[can]'") and peers.
-    console(stderr=True).print(literal(("error:", "bold red"), " ", message))
+    """Stop with ``code``, saying why: ``error: <message>``, or a log record when the
+    command's logs are JSON (mesh.ops.logs.write_fatal)."""
+    logs.write_fatal(message, code=code)
     raise typer.Exit(code)
 
 
 def configure_logs(fmt: str, level: str) -> None:
+    """A daemon's log pipeline, set up first thing: every later failure (its config, its
+    options, a missing extra) is then written through it (mesh.ops.logs.write_fatal)."""
     if fmt not in ("auto", "json", "console"):
         fail(f"--log-format must be auto, json or console, not {fmt!r}")
     try:
@@ -77,10 +78,15 @@ def configure_logs(fmt: str, level: str) -> None:
 
 
 def broker_url(value: str) -> BrokerUrl:
+    """``value`` parsed, with its TLS files (``?ca=``, ``cert=``, ``key=``) readable and
+    usable; if not, exit 2 naming what is wrong (a daemon's link would otherwise die on the
+    file at its first connect)."""
     try:
-        return BrokerUrl.parse(value)
-    except ValueError as exc:
+        url = BrokerUrl.parse(value)
+        url.tls_context()
+    except ValueError as exc:  # TlsFileError included
         fail(str(exc))
+    return url
 
 
 def reachable_broker(value: str) -> BrokerUrl:
@@ -92,12 +98,9 @@ def reachable_broker(value: str) -> BrokerUrl:
 
 
 def fail_config(exc: ConfigError, code: int = EXIT_USAGE) -> NoReturn:
-    """Every problem of a bad config file, one line each, and exit 2 (or ``code``)."""
-    from mesh.dispatch.literal import literal
-
-    err = console(stderr=True)
-    for line in exc.lines:
-        err.print(literal(("error:", "bold red"), " config error: ", line))
+    """Every problem of a bad config file and exit 2 (or ``code``): one line each, or one
+    log record listing them when the command's logs are JSON (mesh.ops.logs.write_fatal)."""
+    logs.write_fatal("config error", code=code, problems=exc.lines)
     raise typer.Exit(code)
 
 

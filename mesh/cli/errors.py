@@ -2,8 +2,10 @@
 
 A command that fails for a reason a user can act on raises a ``CliFailure`` (or a
 subclass); ``run_cli`` prints ``error: <message>`` and exits with the failure's status:
-no traceback. ``EXIT_CODES`` is the table docs/cli.md shows; a new kind of failure adds
-its subclass and a row.
+no traceback. A daemon whose logs are JSON (``--log-format json``, or ``auto`` under
+systemd) writes a log record instead, and a crash too (mesh.ops.logs.write_fatal).
+``EXIT_CODES`` is the table docs/cli.md shows; a new kind of failure adds its subclass
+and a row.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from mesh.extras import EXIT_MISSING_EXTRA, MissingExtra
+from mesh.ops.logs import logs_json_to_stderr, write_fatal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,6 +36,8 @@ EXIT_USAGE = 2
 # statuses commands use for their results, and apart from a missing extra's EX_UNAVAILABLE.
 EXIT_BROKER_UNREACHABLE = 75
 EXIT_INTERRUPTED = 130
+# What Python exits with after an uncaught exception (a bug): kept when the crash is logged.
+EXIT_CRASH = 1
 
 EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(EXIT_OK, "ok", "done; for a check, everything passed"),
@@ -40,7 +45,8 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(
         EXIT_USAGE,
         "usage",
-        "bad option, bad or missing file, invalid configuration (every error printed)",
+        "bad option, bad or missing file, invalid configuration (every error printed), "
+        "credentials or a certificate the MQTT broker refuses",
     ),
     ExitCode(
         EXIT_MISSING_EXTRA,
@@ -69,14 +75,25 @@ class BrokerUnreachable(CliFailure):
         super().__init__(f"cannot reach the MQTT broker at {where}: {reason}")
 
 
+class BrokerRefused(CliFailure):
+    """The broker answered and said no to who we are (credentials, a certificate), or its
+    certificate does not verify: a configuration problem, which retrying cannot solve."""
+
+    code = EXIT_USAGE
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"the MQTT broker at {where} refused the connection: {reason}")
+
+
 def report(failure: Exception, code: int) -> NoReturn:
-    print(f"error: {failure}", file=sys.stderr, flush=True)
+    write_fatal(str(failure), code=code)
     sys.exit(code)
 
 
 def run_cli(app: Callable[[], object]) -> None:
     """Run the typer app; a CliFailure, a missing extra or a link that never came up is
-    one line and its status, no traceback."""
+    one line and its status, no traceback (a log record when the logs are JSON, as is a
+    crash then)."""
     from bridge.mqtt.client import LinkDown
 
     try:
@@ -91,6 +108,13 @@ def run_cli(app: Callable[[], object]) -> None:
         # reachability check, or it accepts TCP but not our MQTT).
         down = BrokerUnreachable(_where(str(exc)), str(exc))
         report(down, down.code)
+    except Exception as exc:
+        if not logs_json_to_stderr():
+            raise  # the traceback, for the person at the terminal
+        # A daemon logging JSON (systemd): the traceback in one critical record, so that
+        # `journalctl -p err` shows why it died; the status Python gives a crash.
+        write_fatal(f"crashed: {type(exc).__name__}: {exc}", code=EXIT_CRASH, crash=exc)
+        sys.exit(EXIT_CRASH)
 
 
 def _where(message: str) -> str:

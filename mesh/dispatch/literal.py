@@ -20,10 +20,11 @@ So, at the boundary:
 
 from __future__ import annotations
 
-import re
 from typing import IO, TYPE_CHECKING
 
 from rich.text import Text
+
+from mesh.ops.logs import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,14 +32,11 @@ if TYPE_CHECKING:
 
 Part = str | Text | tuple[str, "str | Style"]
 
-# C0 and C1 controls and DEL, except newline and tab: ESC (0x1b) and CSI (0x9b) begin
-# the sequences a terminal obeys (colours, cursor moves, titles, hyperlinks).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
 
 def shown(text: str) -> str:
-    """``text`` with every control character but newline and tab written as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with every control character but newline and tab written as ``\\xNN`` (the
+    one rule, shared with the fatal error lines of mesh.ops.logs.write_fatal)."""
+    return printable(text)
 
 
 def literal(*parts: Part) -> Text:

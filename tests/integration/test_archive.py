@@ -644,14 +644,20 @@ def test_archiver_trust_option_names_a_bad_file(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from mesh.cli.app import app
+    from mesh.ops import logs
 
     db = "postgresql://nobody@127.0.0.1:1/none"
-    missing = CliRunner().invoke(app, ["archiver", "--db", db, "--trust", str(tmp_path / "x")])
-    assert missing.exit_code == 2
-    assert "--trust" in missing.output
-    bad = tmp_path / "trust.yaml"
-    bad.write_text("version: 1\nkeys: [{key_id: nothex}]\n")
-    result = CliRunner().invoke(app, ["archiver", "--db", db, "--trust", str(bad)])
-    assert result.exit_code == 2
-    assert str(bad) in result.output
-    assert "keys.0" in result.output
+    base = ["archiver", "--log-format", "console", "--db", db, "--trust"]
+    try:
+        missing = CliRunner().invoke(app, [*base, str(tmp_path / "x")])
+        assert missing.exit_code == 2
+        assert "--trust" in missing.output
+        bad = tmp_path / "trust.yaml"
+        bad.write_text("version: 1\nkeys: [{key_id: nothex}]\n")
+        result = CliRunner().invoke(app, [*base, str(bad)])
+        assert result.exit_code == 2
+        assert str(bad) in result.output
+        assert "keys.0" in result.output
+    finally:
+        # The archiver set up its logs first, on the runner's stderr: back to the tests'.
+        logs.configure("console", "warning")

@@ -43,7 +43,8 @@ ONE_SHOT = {
     "trigger": ["trigger", "--kind", "manual", "--unit", "car-1"],
     "tail": ["tail"],
     "tail --json": ["tail", "--json"],
-    "cameras": ["cameras", "--count", "2"],
+    # A fleet logs JSON off a terminal, its fatal error too (test_fatal_errors_logged.py).
+    "cameras": ["cameras", "--count", "2", "--log-format", "console"],
     "demo --broker": ["demo"],
     "conformance camera": ["conformance", "camera", "--camera-id", "bwc-1"],
     "conformance gateway": ["conformance", "gateway", "--unit", "car-1"],
@@ -98,18 +99,19 @@ def silent_listener() -> Iterator[str]:
             conn.close()
 
 
-def test_a_link_that_never_comes_up_is_one_error_line_too(
+def test_a_port_that_never_answers_mqtt_is_one_error_line_too(
     silent_listener: str, tmp_path: Path
 ) -> None:
+    # The one MQTT CONNECT sent before the command starts (mesh/cli/reach.py) gets no answer.
+    started = time.monotonic()
     result = run(
         "trigger", "--kind", "manual", "--unit", "car-1", "--broker", silent_listener, cwd=tmp_path
     )
     assert result.returncode == EXIT_BROKER_UNREACHABLE, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1] == (
-        f"error: cannot reach the MQTT broker at {silent_listener}: no connection to "
-        f"{silent_listener} within 10 s"
+    assert result.stderr == (
+        f"error: cannot reach the MQTT broker at {silent_listener}: no MQTT answer within 5 s\n"
     )
+    assert time.monotonic() - started < 30
 
 
 # --- daemons wait, and say so once per back-off step -----------------------------------------

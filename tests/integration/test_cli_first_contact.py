@@ -126,10 +126,12 @@ def test_config_check_kind_option(tmp_path: Path) -> None:
 
 
 # --- a daemon started with a bad config says what config check says ---------------------------
+# (Readable lines with --log-format console, as on a terminal; one JSON record with JSON logs:
+# tests/integration/test_fatal_errors_logged.py.)
 def test_gateway_start_prints_every_problem(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(f"unit: car-1\nbrokr: x\nstatus_interval_s: 0\nlog: {tmp_path}/no/dir/x.db\n")
-    result = run("gateway", "--config", str(path), timeout=60)
+    result = run("gateway", "--config", str(path), "--log-format", "console", timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: config error: {path}: key 'status_interval_s': Input should be greater than 0",
@@ -141,7 +143,7 @@ def test_gateway_refuses_a_log_whose_directory_is_missing(tmp_path: Path) -> Non
     path = tmp_path / "gateway.yaml"
     log = tmp_path / "no" / "dir" / "x.db"
     path.write_text(f"unit: car-1\nbroker: mqtt://127.0.0.1:1\nlog: {log}\n")
-    result = run("gateway", "--config", str(path), timeout=60)
+    result = run("gateway", "--config", str(path), "--log-format", "console", timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: config error: {path}: key 'log': {log}: directory {log.parent} does not "
@@ -165,7 +167,7 @@ def test_a_missing_keystore_stops_the_gateway_until_keys_new_sensor_makes_it(
         f"`trigger-mesh keys new-sensor --keystore {keystore} --kind KIND --unit UNIT "
         "--key-file FILE`)"
     )
-    started = run("gateway", "--config", str(config), cwd=tmp_path)
+    started = run("gateway", "--config", str(config), "--log-format", "console", cwd=tmp_path)
     assert started.returncode == 2, started.stderr
     assert started.stderr.splitlines() == [f"error: config error: {problem}"]
     checked = run("config", "check", str(config), cwd=tmp_path)
@@ -179,6 +181,19 @@ def test_a_missing_keystore_stops_the_gateway_until_keys_new_sensor_makes_it(
     assert made.returncode == 0, made.stderr
     checked = run("config", "check", str(config), cwd=tmp_path)
     assert (checked.returncode, checked.stderr) == (0, "")
+
+
+def test_config_check_reads_the_tls_files_of_the_broker_url(tmp_path: Path) -> None:
+    """As the daemon does at start: a link would otherwise die on the file when it connects."""
+    ca = tmp_path / "no-such-ca.pem"
+    path = tmp_path / "camera.yaml"
+    path.write_text(f"camera_id: bwc-1\nunit: car-1\nbroker: 'mqtts://127.0.0.1:1?ca={ca}'\n")
+    result = run("config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {path}: key 'broker': Value error, broker URL mqtts://127.0.0.1:1: ca={ca}: "
+        "No such file or directory\n"
+    )
 
 
 def test_brackets_in_a_problem_are_printed_as_written(tmp_path: Path) -> None:

@@ -184,7 +184,10 @@ async def test_chromium_ignores_an_ipv6_source_so_such_a_tile_server_is_refused(
     users = tmp_path / "users.yaml"
     add_user(users, "alice", Role.DISPATCHER, "alice-pass")
     template = "http://[::1]:8080/{z}/{x}/{y}.png"
-    result = run("dispatch", "--users", str(users), "--port", "0", "--map-tiles", template)
+    result = run(
+        "dispatch", "--users", str(users), "--port", "0", "--map-tiles", template,
+        "--log-format", "console",
+    )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: --map-tiles {template!r}: an IPv6 address cannot be named in the page's "

@@ -234,7 +234,15 @@ def test_a_bad_tile_template_stops_the_console_at_start(tmp_path: Path) -> None:
     users = tmp_path / "users.yaml"
     add_user(users, "alice", Role.DISPATCHER, "alice-pass")
     result = run(
-        "dispatch", "--users", str(users), "--port", "0", "--map-tiles", "https://t.example/{z}"
+        "dispatch",
+        "--users",
+        str(users),
+        "--port",
+        "0",
+        "--map-tiles",
+        "https://t.example/{z}",
+        "--log-format",
+        "console",
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --map-tiles 'https://t.example/{z}': missing {x}, {y}"

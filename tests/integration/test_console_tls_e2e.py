@@ -138,7 +138,17 @@ def test_bad_tls_files_are_one_line_at_start(tmp_path: Path) -> None:
     users = str(_users(tmp_path))
 
     def refused(*args: str) -> str:
-        result = run("dispatch", "--users", users, *args, "--port", "0", timeout=30)
+        result = run(
+            "dispatch",
+            "--users",
+            users,
+            *args,
+            "--port",
+            "0",
+            "--log-format",
+            "console",
+            timeout=30,
+        )
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr

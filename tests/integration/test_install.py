@@ -172,8 +172,13 @@ def test_every_command_s_help_works_on_the_core(core: Path, work: Path) -> None:
         ),
         (["can-diff", "a.log", "--split-at", "1"], "python-can", "can"),
         (["audit", "report", "car.db", "--out", "report"], "matplotlib", "report"),
-        (["dispatch", "--users", "users.yaml"], "starlette", "console"),
-        (["archiver", "--db", "postgresql://127.0.0.1/test"], "psycopg", "archive"),
+        # Daemons log JSON off a terminal, their fatal error too: asked for lines here.
+        (["dispatch", "--users", "users.yaml", "--log-format", "console"], "starlette", "console"),
+        (
+            ["archiver", "--log-format", "console", "--db", "postgresql://127.0.0.1/test"],
+            "psycopg",
+            "archive",
+        ),
         (["archiver", "migrate", "--db", "postgresql://127.0.0.1/test"], "psycopg", "archive"),
         (
             ["archiver", "verify", "--log-id", "x", "--db", "postgresql://127.0.0.1/t"],
@@ -230,10 +235,11 @@ def test_a_gateway_config_names_the_extra_of_its_sources(
         ble.replace("  backend: bumble\n", "  backend: bluez\n")
     )
     result = _run(
-        [str(core / "trigger-mesh"), "gateway", "--config", config, "--broker", str(mosquitto.url)],
+        [str(core / "trigger-mesh"), "gateway", "--config", config, "--broker", str(mosquitto.url),
+         "--log-format", "console"],
         configs,
         timeout=60,
-    )
+    )  # fmt: skip
     assert result.returncode == EXIT_MISSING_EXTRA, result.stdout + result.stderr
     (line,) = result.stderr.splitlines()
     assert f"{config}: {needs}" in line
@@ -439,7 +445,11 @@ def test_config_check_on_the_core_names_the_extra_of_the_ble_backend(
         "with `trigger-mesh keys new-sensor --keystore keystore.yaml"
     )
     # The gateway says the same at start; a missing extra is not all that is wrong: 2.
-    started = _run([str(core / "trigger-mesh"), "gateway", "--config", "gateway-ble.yaml"], configs)
+    started = _run(
+        [str(core / "trigger-mesh"), "gateway", "--config", "gateway-ble.yaml", "--log-format",
+         "console"],
+        configs,
+    )  # fmt: skip
     assert started.returncode == 2, started.stdout + started.stderr
     assert started.stderr.splitlines() == [
         line.replace("error: ", "error: config error: ", 1) for line in (ble, keystore)

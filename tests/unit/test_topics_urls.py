@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bridge.mqtt.urls import BrokerUrl
+from bridge.mqtt.urls import BrokerUrl, TlsFileError
 from bridge.topics import TopicKind, Topics
 
 
@@ -77,3 +79,42 @@ def test_errors_about_a_url_never_show_its_password(text: str) -> None:
     with pytest.raises(ValueError, match="gw:\\*\\*\\*@") as caught:
         BrokerUrl.parse(text)
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_tls_files_that_cannot_be_used_are_named(tmp_path: Path) -> None:
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    missing = tmp_path / "missing.pem"
+    cases = {
+        f"mqtts://h?ca={missing}": f"ca={missing}: No such file or directory",
+        f"mqtts://h?ca={tmp_path}": f"ca={tmp_path}: Is a directory",
+        f"mqtts://h?ca={not_pem}": (
+            f"ca={not_pem}: not usable (X509: NO_CERTIFICATE_OR_CRL_FOUND)"
+        ),
+        f"mqtts://h?cert={not_pem}": f"cert={not_pem}: not usable ([SSL] PEM lib)",
+        f"mqtts://h?cert={not_pem}&key={missing}": f"key={missing}: No such file or directory",
+    }
+    for text, says in cases.items():
+        with pytest.raises(TlsFileError) as refused:
+            BrokerUrl.parse(text).tls_context()
+        assert str(refused.value) == f"broker URL mqtts://h:8883: {says}"
+    assert BrokerUrl.parse("mqtt://h").tls_context() is None  # plain: no files, no context
+
+
+def test_the_probe_s_connect_packet_is_mqtt_3_1_1() -> None:
+    """MQTT 3.1.1 section 3.1: fixed header, "MQTT" level 4, flags, keep-alive, then the
+    client id, user name and password, each length-prefixed."""
+    from bridge.mqtt.probe import connect_packet
+
+    assert connect_packet("c1", keepalive_s=10) == (
+        b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x0a\x00\x02c1"
+    )
+    assert connect_packet("c1", "al", "pw", keepalive_s=10) == (
+        b"\x10\x16\x00\x04MQTT\x04\xc2\x00\x0a\x00\x02c1\x00\x02al\x00\x02pw"
+    )
+    # 3.1.1 allows no password without a user name.
+    assert connect_packet("c1", None, "pw", keepalive_s=10) == connect_packet("c1")
+    # Past 127 bytes the remaining length takes two bytes (0xC8 0x01 = 200).
+    long = connect_packet("c" * 188)
+    assert long[1:3] == b"\xc8\x01"
+    assert len(long) == 3 + 200

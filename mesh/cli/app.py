@@ -47,7 +47,7 @@ from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
 from mesh.cli.config_check import GatewayConfigError, config_app, load_gateway
-from mesh.cli.errors import run_cli
+from mesh.cli.errors import listen_failure_code, run_cli
 from mesh.cli.keys import keys_app
 from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
@@ -268,7 +268,7 @@ def gateway(
                     overrides=Overrides(metrics_port=metrics_port, systemd_notify=True),
                 )
             except ListenError as exc:
-                _fail(f"cannot serve /metrics and /health: {exc}")
+                _fail(f"cannot serve /metrics and /health: {exc}", listen_failure_code(exc.errno))
             settle = asyncio.ensure_future(_settle_when_ready(gw.ready))
             try:
                 await gw.run()
@@ -753,7 +753,9 @@ def dispatch(
                     map_attribution=map_attribution,
                 )
             except OSError as exc:
-                _fail(f"cannot serve on {host}:{port}: {exc.strerror}")
+                _fail(
+                    f"cannot serve on {host}:{port}: {exc.strerror}", listen_failure_code(exc.errno)
+                )
             # A log record, not a print: stderr holds one format (docs/observability.md).
             structlog.get_logger("mesh.console").info(
                 "dispatch console serving",

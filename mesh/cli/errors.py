@@ -10,6 +10,7 @@ and a row.
 
 from __future__ import annotations
 
+import errno
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NoReturn
@@ -32,9 +33,11 @@ class ExitCode:
 # of their own (docs/cli.md lists them); 2, 69, 75 and 130 mean the same everywhere.
 EXIT_OK = 0
 EXIT_USAGE = 2
-# sysexits.h EX_TEMPFAIL ("try again later"): the broker may come back; far from the small
-# statuses commands use for their results, and apart from a missing extra's EX_UNAVAILABLE.
-EXIT_BROKER_UNREACHABLE = 75
+# sysexits.h EX_TEMPFAIL ("try again later"): the broker may come back, a port may be freed;
+# far from the small statuses commands use for their results, and apart from a missing
+# extra's EX_UNAVAILABLE. The systemd units restart on it (not on 2 or 69).
+EXIT_TEMPFAIL = 75
+EXIT_BROKER_UNREACHABLE = EXIT_TEMPFAIL
 EXIT_INTERRUPTED = 130
 # What Python exits with after an uncaught exception (a bug): kept when the crash is logged.
 EXIT_CRASH = 1
@@ -54,12 +57,24 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "the command needs an optional part that is not installed (docs/install.md)",
     ),
     ExitCode(
-        EXIT_BROKER_UNREACHABLE,
-        "broker unreachable",
-        "a command that needs the MQTT broker could not connect to it",
+        EXIT_TEMPFAIL,
+        "try again later",
+        "a command that needs the MQTT broker could not connect to it; a daemon's port is "
+        "taken or its address is not (yet) this machine's",
     ),
     ExitCode(EXIT_INTERRUPTED, "interrupted", "stopped by Ctrl-C (SIGINT) before finishing"),
 )
+
+
+# A port another process holds (an old instance still closing) or an address the machine
+# does not have yet (the network not up at boot) may be fine a second later; any other bind
+# error (a privileged port, a malformed address) will not be.
+_BIND_ERRORS_THAT_PASS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL})
+
+
+def listen_failure_code(error_number: int | None) -> int:
+    """The exit status of a daemon that cannot listen where it was told to."""
+    return EXIT_TEMPFAIL if error_number in _BIND_ERRORS_THAT_PASS else EXIT_USAGE
 
 
 class CliFailure(Exception):

@@ -49,7 +49,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class ListenError(OSError):
-    """The address cannot be listened on (in use, not this machine's, not allowed)."""
+    """The address cannot be listened on (in use, not this machine's, not allowed);
+    ``errno`` is the bind's, which tells a port taken from a port forbidden."""
+
+    def __init__(self, message: str, error_number: int | None) -> None:
+        super().__init__(message)
+        self.errno = error_number
 
 
 class RequestError(ValueError):
@@ -94,7 +99,9 @@ class HttpEndpoints:
             self._socket.bind((host, port))
         except OSError as exc:
             self._socket.close()
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise ListenError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}", exc.errno
+            ) from None
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         self.requests = 0

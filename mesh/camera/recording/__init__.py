@@ -1,0 +1,1 @@
+"""Camera recorders: one interface (``base``), a simulation and an FFmpeg back end."""

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import structlog
 import typer
@@ -46,12 +46,11 @@ from mesh.cli.common import run_until_signal as _run
 from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
-from mesh.cli.config_check import GatewayConfigError, config_app, load_gateway
+from mesh.cli.config_check import GatewayConfigError, config_app, load_camera, load_gateway
 from mesh.cli.errors import listen_failure_code, run_cli
 from mesh.cli.keys import keys_app
 from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
-from mesh.config import load_camera_config
 from mesh.documents import ConfigError
 from mesh.extras import require
 from mesh.ops import logs
@@ -291,12 +290,21 @@ def camera(
 
     _configure_logs(log_format, log_level)  # first: a bad config is then a log record
     try:
-        cfg = load_camera_config(config)
+        cfg = load_camera(config)  # the recorder's device, ffmpeg and folder too
     except ConfigError as exc:
         _fail_config(exc)
     security = _load_security(cfg.security, config)
 
     async def serve() -> None:
+        recorder: object = SimulatedRecorder(
+            powered_on_ns=time.time_ns(),
+            buffer_s=cfg.pre_event_buffer_s,
+            record_s=cfg.record_s,
+        )
+        if cfg.recorder.backend == "ffmpeg":
+            from mesh.camera.recording.build import build_ffmpeg_recorder
+
+            recorder = build_ffmpeg_recorder(cfg)
         async with _broker_for(broker or cfg.broker) as (url, protocol):
             agent = CameraAgent(
                 CameraIdentity(
@@ -311,11 +319,8 @@ def camera(
                 topics=_topics(cfg.topic_prefix),
                 position=cfg.position,
                 accuracy_m=cfg.accuracy_m,
-                recorder=SimulatedRecorder(
-                    powered_on_ns=time.time_ns(),
-                    buffer_s=cfg.pre_event_buffer_s,
-                    record_s=cfg.record_s,
-                ),
+                # The agent takes any Recorder once issue 19's agent work is merged.
+                recorder=cast(Any, recorder),
                 protocol=protocol,
                 heartbeat_s=cfg.heartbeat_s,
                 security=security,

@@ -105,7 +105,7 @@ def test_an_encoded_source_is_copied_and_a_raw_one_encoded_with_short_gops() -> 
     raw = ffmpeg_command(
         Capture(parse_source("lavfi:testsrc2"), encode=True, resolution="640x360", fps=25)
     )
-    assert raw[raw.index("-i") + 1] == "testsrc2=size=640x360:rate=25,realtime"
+    assert raw[raw.index("-i") + 1] == "testsrc2=size=640x360:rate=25,realtime,settb=AVTB"
     assert raw[raw.index("-g") + 1] == "25"  # one keyframe a second: ~1 s segments
     for argv in (copy, raw):  # wall-clock timestamps carried through to the TS
         assert argv[argv.index("-use_wallclock_as_timestamps") + 1] == "1"

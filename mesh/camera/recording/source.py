@@ -36,7 +36,10 @@ def ffmpeg_command(capture: Capture, ffmpeg: str = "ffmpeg") -> list[str]:
             opts = ":".join(o for o in (opts, f"size={capture.resolution}") if o)
         if "rate=" not in opts and "r=" not in opts:
             opts = ":".join(o for o in (opts, f"rate={capture.fps}") if o)
-        argv += ["-f", "lavfi", "-i", f"{src.lavfi_name}={opts},realtime"]
+        # realtime: paced to the clock; settb: the stream's time base is the microsecond
+        # (the wall-clock stamp would otherwise be rounded to a frame period, and could
+        # name a time still to come).
+        argv += ["-f", "lavfi", "-i", f"{src.lavfi_name}={opts},realtime,settb=AVTB"]
     elif src.kind is SourceKind.DEVICE:
         argv += ["-f", "v4l2", "-framerate", str(capture.fps)]
         if capture.resolution:
@@ -52,6 +55,8 @@ def ffmpeg_command(capture: Capture, ffmpeg: str = "ffmpeg") -> list[str]:
         argv += ["-c:v", "libx264", "-preset", capture.preset, "-tune", "zerolatency"]
         argv += ["-pix_fmt", "yuv420p", "-g", str(gop), "-keyint_min", str(gop)]
         argv += ["-sc_threshold", "0", "-bf", "0"]
+        # The encoder's time base would be 1/fps: wall-clock stamps rounded to a frame.
+        argv += ["-enc_time_base:v", "1:90000"]
         if capture.bitrate:
             argv += ["-b:v", capture.bitrate, "-maxrate", capture.bitrate]
             argv += ["-bufsize", capture.bitrate]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import socket
@@ -39,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from mesh.camera.recording.base import StopReason
 from mesh.camera.recording.ffmpeg import FfmpegRecorder, FfmpegSettings
@@ -179,6 +182,8 @@ def main() -> None:
     parser.add_argument("--cpu-s", type=float, default=20.0)
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default /tmp)")
     args = parser.parse_args()
+    # The recorder's info records (one per start and stop) would bury the report.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     labels = list(RESOLUTIONS)
     if args.smoke:
         args.starts, args.cpu_s, labels = 3, 1.5, ["720p"]

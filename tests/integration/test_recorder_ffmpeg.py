@@ -171,6 +171,11 @@ async def test_claims_cancel_and_max_duration(tmp_path: Path, ffmpeg: tuple[str,
         await until(lambda: len(r.stopped()) == 2, 10, "the max-duration stop")
     rec = r.stopped()[1]
     assert rec.stop_reason is StopReason.MAX_DURATION
+    # The second one's pre-event is what came after the first, never a segment from before.
+    assert rec.first_frame_ns > first.segments[-1].last_frame_ns
+    for done in (first, rec):  # each an unbroken run of segments
+        for a, b in itertools.pairwise(done.segments):
+            assert 0 < b.first_frame_ns - a.last_frame_ns < S // 5
     assert rec.segments[-1].last_frame_ns - second.started_at_ns >= 1.5 * S
     check_files(first)
     check_files(rec)

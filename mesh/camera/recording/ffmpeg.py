@@ -22,8 +22,10 @@ segment of the recording is appended (fsynced) to ``segments.jsonl`` there, and
 Bounds: the ring holds ``buffer_s`` (at most 120 s). With a storage cap (``max_bytes``),
 the oldest buffer segments are dropped first; the recorder never deletes a recording; a
 recording that cannot go on within the cap or above ``min_free_bytes`` stops LOW_DISK, and
-an idle recorder that cannot keep a buffer reports LOW_DISK. After a stop, the stream is
-dropped until its next keyframe (at most one GOP of buffer is missing).
+an idle recorder that cannot keep a buffer reports LOW_DISK. The ring is always one
+unbroken run of segments: after a start (what it held before the kept segments), a stop, a
+failed write or an ffmpeg restart it begins again, empty, at the next keyframe. So the
+segments of a recording follow on from each other with no gap.
 """
 
 from __future__ import annotations
@@ -295,6 +297,8 @@ class FfmpegRecorder(Recorder):
         try:
             return await asyncio.wait_for(asyncio.shield(future), 2.0 + frame_s)
         except TimeoutError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()  # it started as the deadline passed: it runs
             raise RecorderFault(
                 FaultCode.NO_FRAMES, f"no frame within {2.0 + frame_s:.3f} s of the command"
             ) from None
@@ -319,7 +323,7 @@ class FfmpegRecorder(Recorder):
                     writer.discard()
         except OSError as exc:
             self._log.error("segment_close_failed", error=str(exc))
-        self._splitter.resync()
+        self._break()
         self._current, self._claims = None, []
         rec.stopped_at_ns = now_ns
         rec.stop_reason = reason
@@ -382,6 +386,7 @@ class FfmpegRecorder(Recorder):
             return
         self._proc = proc
         self._splitter = TsSplitter(self.settings.segment_s)
+        self._drop_oldest(len(self._ring))  # what a new process sends does not follow on
         self._log.info("ffmpeg_started", pid=proc.pid)
         drain = asyncio.create_task(self._drain_stderr(proc))
         why = FaultCode.FFMPEG_EXITED, "ffmpeg exited"
@@ -484,7 +489,7 @@ class FfmpegRecorder(Recorder):
             if self._current is not None:
                 self._stop(StopReason.LOW_DISK, self._last_frame_ns() or self._clock(), problem)
             self._set_fault(RecorderFault(FaultCode.LOW_DISK, problem))
-            self._splitter.resync()  # nothing is written until there is room again
+            self._break()  # nothing is written until there is room again
             return
         if self._fault is not None and self._fault.code is FaultCode.LOW_DISK:
             self._set_fault(None)
@@ -540,7 +545,7 @@ class FfmpegRecorder(Recorder):
             self._open.discard()
             self._open = None
         self._open = None
-        self._splitter.resync()
+        self._break()
         self._set_fault(RecorderFault(code, reason))
 
     def _fail_waiter(self, fault: RecorderFault) -> None:
@@ -585,8 +590,11 @@ class FfmpegRecorder(Recorder):
             os.rename(buffered.path, target)
             segments.append(dataclasses.replace(buffered.file, name=target.name))
             self._recorded_bytes += buffered.file.bytes
-        for _ in kept:
-            self._ring.pop()
+        # The ring is left empty: what it held before the kept segments no longer leads
+        # on to what comes next (the recording has that).
+        self._ring.clear()
+        for older in ring[:keep]:
+            older.path.unlink(missing_ok=True)
         open_target = directory / f"{len(kept):010d}.ts"
         os.rename(writer.path, open_target)
         writer.path = open_target
@@ -628,12 +636,18 @@ class FfmpegRecorder(Recorder):
             rec.started_at_ns, rec.first_frame_ns, rec.pre_event_kept_s, self._frames_kept
         )
 
-    def _discard_buffer(self) -> None:
+    def _break(self) -> None:
+        """The stream no longer follows on from what the ring holds (a stop, a write that
+        failed, no room): the ring is emptied, so a recording's pre-event segments are
+        always one unbroken run, and the next segment begins at the next keyframe."""
         self._drop_oldest(len(self._ring))
+        self._splitter.resync()
+
+    def _discard_buffer(self) -> None:
         if self._open is not None:
             self._open.discard()
             self._open = None
-        self._splitter.resync()
+        self._break()
 
 
 def _recording_json(rec: Recording, frames_kept: int | None = None) -> bytes:

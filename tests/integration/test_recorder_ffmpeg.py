@@ -358,3 +358,32 @@ def test_the_camera_command_exits_2_naming_the_key(
     check = CliRunner().invoke(app, ["config", "check", str(path)])
     assert check.exit_code == 2
     assert says in check.output
+
+
+async def test_the_storage_cap_drops_buffer_first_and_never_a_recording(
+    tmp_path: Path, ffmpeg: tuple[str, str]
+) -> None:
+    cap = 3 << 20
+    recorder = FfmpegRecorder(
+        "cam-cap",
+        settings("lavfi:testsrc2", tmp_path, ffmpeg[0], buffer_s=120, max_bytes=cap, bitrate="4M"),
+    )
+
+    def stored() -> int:
+        return sum(f.stat().st_size for f in (tmp_path / "cam-cap").rglob("*") if f.is_file())
+
+    async with running(recorder) as r:
+        # 0.5 MB/s into a 3 MiB cap with a 120 s buffer: the oldest buffer segments go.
+        await until(
+            lambda: r.buffered_s() < recorder.frames_seen / 25 - 3, 60, "buffer dropped for size"
+        )
+        assert stored() <= cap + (1 << 20)  # the cap, and at most the open segment over it
+        await recorder.start("act-cap", 120, time.time_ns())
+        await until(lambda: bool(r.stopped()), 30, "stopped by the cap")
+        (rec,) = r.stopped()
+        assert rec.stop_reason is StopReason.LOW_DISK
+        assert recorder.fault is not None
+        assert recorder.fault.code is FaultCode.LOW_DISK
+    check_files(rec)  # the recording is whole: the recorder deleted none of it
+    assert rec.directory is not None
+    assert sum(s.bytes for s in rec.segments) > cap // 2

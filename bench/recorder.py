@@ -13,7 +13,8 @@ process and is not counted. For 720p (2 Mbit/s) and 1080p (4 Mbit/s):
    from the frames' own timestamps in the same run (a start cannot be faster than waiting
    for the next frame). Also the part of it spent waiting for that frame (media time of the
    started frame − command time), and the rest: from that frame's media time to the return
-   (FFmpeg handing the frame on, the read, the write, the fsyncs).
+   (FFmpeg handing the frame on, the read, the write, the fsyncs), of which the first part
+   is the frame's age when the recorder had its last byte (``frame_age_at_read_ms``).
 2. **cpu idle / recording**: CPU of the ffmpeg process (/proc/PID/stat) plus this process's
    own (the recorder's asyncio reading, splitting and writing; the benchmark only sleeps
    meanwhile) over ``--cpu-s`` seconds of buffering, then of recording, as % of one core.
@@ -130,7 +131,7 @@ async def one_resolution(
     try:
         await until(lambda: len(recorder._ring) >= 2, 30)
         idle = await cpu_share(recorder, cpu_window)
-        latencies, waits, after = [], [], []
+        latencies, waits, after, age = [], [], [], []
         for _ in range(starts):
             await until(lambda: recorder._splitter.in_segment, 10)
             await asyncio.sleep(random.uniform(0.05, 0.25))  # a random phase to the frames
@@ -139,6 +140,7 @@ async def one_resolution(
             start = await recorder.start("bench", 1, command)
             latencies.append((time.perf_counter() - t0) * 1000)
             after.append((time.time_ns() - start.started_at_ns) / 1e6)
+            age.append(recorder.start_frame_age_ns / 1e6)
             waits.append((start.started_at_ns - command) / 1e6)
             rec = await recorder.stop(StopReason.OFFICER, time.time_ns())
             assert rec is not None
@@ -166,6 +168,7 @@ async def one_resolution(
         "start_mean_ms": round(statistics.fmean(latencies), 2),
         "waiting_for_frame_ms": wait,
         "frame_to_return_ms": ms(after),
+        "frame_age_at_read_ms": ms(age),
         "start_p99_over_floor_ms": round(lat["p99"] - period_ms, 2),
         "start_target_met": lat["p99"] <= period_ms + 50,
         "cpu_idle": idle,

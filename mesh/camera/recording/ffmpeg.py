@@ -157,6 +157,7 @@ class FfmpegRecorder(Recorder):
         self.frames_seen = 0
         self.restarts = 0
         self._frames_kept = 0
+        self.start_frame_age_ns = 0  # at the last start: its frame's media time → read
         self._prepare_dirs()
 
     # --- storage ------------------------------------------------------------------------
@@ -559,6 +560,8 @@ class FfmpegRecorder(Recorder):
         self._waiter = None
         writer = self._open
         assert writer is not None
+        # How old the frame was when it reached us (FFmpeg's own delay; the benchmark).
+        self.start_frame_age_ns = self._clock() - frame_ns
         try:
             writer.sync()
             rec = self._make_recording(waiter, frame_ns, writer)

@@ -156,8 +156,12 @@ async def test_claims_cancel_and_max_duration(tmp_path: Path, ffmpeg: tuple[str,
     )
     async with running(recorder) as r:
         await until(lambda: r.buffered_s() >= 1, 20, "a buffer")
-        await recorder.start("a", 1, time.time_ns(), issuer="gw-1")
-        recorder.attach("b", issuer="gw-2")
+        # Two commands at once (a weapon drawn as the lights go on): one recording, both.
+        now = time.time_ns()
+        one, two = await asyncio.gather(
+            recorder.start("a", 1, now, issuer="gw-1"), recorder.start("b", 1, now, issuer="gw-2")
+        )
+        assert one == two
         assert not await recorder.cancel("a", time.time_ns(), issuer="gw-2")  # not a claim
         assert not await recorder.cancel("a", time.time_ns(), issuer="gw-1")  # b remains
         assert recorder.is_recording(time.time_ns())

@@ -279,8 +279,11 @@ class FfmpegRecorder(Recorder):
         if self._current is not None:
             self.attach(activation_id, issuer=issuer)
             return self._start_of(self._current)
-        if self._waiter is not None:
-            raise RecorderFault(FaultCode.NO_FRAMES, "another start is waiting for a frame")
+        if self._waiter is not None:  # another claim's start waits for its frame: join it
+            await asyncio.shield(self._waiter.future)  # its RecorderFault is this one's
+            assert self._current is not None
+            self.attach(activation_id, issuer=issuer)
+            return self._start_of(self._current)
         self.wake(command_at_ns)
         problem = self._space_problem()
         if problem is not None:
@@ -290,8 +293,8 @@ class FfmpegRecorder(Recorder):
             fault = RecorderFault(FaultCode.LOW_DISK, problem)
             self._set_fault(fault)
             raise fault
-        if self._fault is not None:
-            raise self._fault  # ffmpeg down or no frames: refuse now, run() is on it
+        if self._fault is not None:  # ffmpeg down or no frames: refuse now, run() is on it
+            raise RecorderFault(self._fault.code, self._fault.reason)
         future: asyncio.Future[RecordingStart] = asyncio.get_running_loop().create_future()
         self._waiter = _Waiter(activation_id, issuer, pre_event_s, command_at_ns, future)
         frame_s = 1 / max(1, self.settings.capture.fps)
@@ -300,9 +303,13 @@ class FfmpegRecorder(Recorder):
         except TimeoutError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()  # it started as the deadline passed: it runs
-            raise RecorderFault(
+            fault = RecorderFault(
                 FaultCode.NO_FRAMES, f"no frame within {2.0 + frame_s:.3f} s of the command"
-            ) from None
+            )
+            if not future.done():  # the starts that joined this one fail with it
+                future.set_exception(fault)
+                future.exception()  # retrieved: no "never retrieved" warning without them
+            raise fault from None
         finally:
             if self._waiter is not None and self._waiter.future is future:
                 self._waiter = None

@@ -391,3 +391,29 @@ async def test_the_storage_cap_drops_buffer_first_and_never_a_recording(
     check_files(rec)  # the recording is whole: the recorder deleted none of it
     assert rec.directory is not None
     assert sum(s.bytes for s in rec.segments) > cap // 2
+
+
+async def test_ffmpeg_killed_mid_recording_is_source_lost_and_restarted(
+    tmp_path: Path, ffmpeg: tuple[str, str]
+) -> None:
+    recorder = FfmpegRecorder(
+        "cam-kill",
+        settings("lavfi:testsrc2", tmp_path, ffmpeg[0], buffer_s=3, backoff_min_s=0.2),
+    )
+    async with running(recorder) as r:
+        await until(lambda: r.buffered_s() >= 1, 20, "a buffer")
+        await recorder.start("act-kill", 1, time.time_ns())
+        proc = recorder._proc  # the test kills the child, as a crash would
+        assert proc is not None
+        os.kill(proc.pid, 9)
+        await until(lambda: bool(r.stopped()), 10, "the recording stopped")
+        (rec,) = r.stopped()
+        assert rec.stop_reason is StopReason.SOURCE_LOST
+        check_files(rec)
+        lost = r.faults()[0]
+        assert lost is not None
+        assert lost.code is FaultCode.FFMPEG_EXITED
+        assert "status -9" in lost.reason
+        await until(lambda: recorder.fault is None, 10, "restarted")
+        assert recorder._proc is not None
+        assert recorder._proc.pid != proc.pid

@@ -31,7 +31,7 @@ from mesh.camera.recording.base import (
     SegmentClosed,
     StopReason,
 )
-from mesh.camera.recording.ffmpeg import FfmpegRecorder, FfmpegSettings
+from mesh.camera.recording.ffmpeg import FfmpegRecorder, FfmpegSettings, free_bytes
 from mesh.camera.recording.source import Capture
 from mesh.media import parse_source
 from tests.recorder_tools import RtspCamera, packets, until, video_stream
@@ -286,8 +286,9 @@ async def test_a_lost_source_stops_the_recording_and_the_recorder_recovers(
 # --- the disk fills --------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 6 MiB file system (tmpfs, as root), else skipped: free space as statvfs
-    says it, ENOSPC as the kernel returns it."""
+    """A real 6 MiB file system (tmpfs, as root), else skipped (a container without
+    CAP_SYS_ADMIN): free space as statvfs says it, ENOSPC as the kernel returns it. The
+    test after it runs everywhere, on min_free_bytes against the real statvfs."""
     mount = tmp_path / "small"
     mount.mkdir()
     done = subprocess.run(
@@ -417,3 +418,52 @@ async def test_ffmpeg_killed_mid_recording_is_source_lost_and_restarted(
         await until(lambda: recorder.fault is None, 10, "restarted")
         assert recorder._proc is not None
         assert recorder._proc.pid != proc.pid
+
+
+async def test_min_free_bytes_against_the_real_free_space(
+    tmp_path: Path, ffmpeg: tuple[str, str]
+) -> None:
+    """Where no small file system can be mounted: the same two refusals, driven by
+    min_free_bytes set around what statvfs says is free on the test's own disk."""
+    free = free_bytes(tmp_path)
+    above = FfmpegRecorder(
+        "cam-above",
+        settings("lavfi:testsrc2", tmp_path, ffmpeg[0], min_free_bytes=free + (1 << 30)),
+    )
+    async with running(above) as r:
+        await until(lambda: bool(r.faults()), 20, "the low-disk fault")
+        fault = above.fault
+        assert fault is not None
+        assert fault.code is FaultCode.LOW_DISK
+        with pytest.raises(RecorderFault) as refused:
+            await above.start("act-above", 1, time.time_ns())
+        assert refused.value.code is FaultCode.LOW_DISK
+    # Other processes write to this disk too: a margin of 256 MiB, then a filler file of
+    # that size makes the drop the recorder must see.
+    margin = 256 << 20
+    near = FfmpegRecorder(
+        "cam-near",
+        settings(
+            "lavfi:testsrc2",
+            tmp_path,
+            ffmpeg[0],
+            min_free_bytes=free_bytes(tmp_path) - margin,
+        ),
+    )
+    async with running(near) as r:
+        await until(lambda: near._splitter.in_segment, 20, "buffering")
+        await near.start("act-near", 1, time.time_ns())
+        await until(lambda: bool(near.current and near.current.segments), 10, "a segment")
+        filler = tmp_path / "filler"
+        with filler.open("wb") as out:
+            for _ in range(margin >> 20):
+                out.write(b"\0" * (1 << 20))
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            await until(lambda: bool(r.stopped()), 20, "stopped under min_free_bytes")
+        finally:
+            filler.unlink()
+    (rec,) = r.stopped()
+    assert rec.stop_reason is StopReason.LOW_DISK
+    check_files(rec)

@@ -223,15 +223,8 @@ class FfmpegRecorder(Recorder):
         old = self._fault
         if old is None and fault is None:
             return
-        if (
-            old is not None
-            and fault is not None
-            and (old.code, old.reason)
-            == (
-                fault.code,
-                fault.reason,
-            )
-        ):
+        if old is not None and fault is not None and old.code is fault.code:
+            self._fault = fault  # the same fault, its figures updated: no new event
             return
         self._fault = fault
         if fault is None:

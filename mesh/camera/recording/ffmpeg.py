@@ -133,6 +133,8 @@ class FfmpegRecorder(Recorder):
         self.settings = settings
         self.buffer_s = min(settings.buffer_s, MAX_BUFFER_S)
         self.record_s = settings.record_s
+        # For the evidence manifest (which takes any credentials out of a URL).
+        self.device_source = settings.capture.source.text
         self._clock = clock
         self._log = structlog.get_logger("mesh.recorder").bind(camera_id=camera_id)
         self.root = settings.storage_dir / camera_id

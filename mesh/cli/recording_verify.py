@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mesh.cli.common import EXIT_USAGE, fail
+from mesh.cli.tables import WideOpt, fit_width, table_console
 
 if TYPE_CHECKING:
     from mesh.camera.recording.verify import VerifyReport
@@ -56,6 +57,7 @@ def verify(
         ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="The report as one JSON object")] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Check a recording against its signed manifest.json.
 
@@ -94,20 +96,19 @@ def verify(
     if json_out:
         print(json.dumps(report.as_dict(), separators=(",", ":"), ensure_ascii=False))
     else:
-        _show(report, directory)
+        _show(report, directory, wide=wide)
     if report.verdict is Verdict.FAILED:
         raise typer.Exit(EXIT_FINDINGS)
     if report.verdict is Verdict.UNVERIFIED:
         raise typer.Exit(EXIT_UNVERIFIED)
 
 
-def _show(report: VerifyReport, directory: Path) -> None:
-    from mesh.cli.tables import fit_width, table_console
+def _show(report: VerifyReport, directory: Path, *, wide: bool) -> None:
     from mesh.dispatch.literal import literal
     from mesh.dispatch.render import Col, fitted_table
     from mesh.timefmt import iso_ns
 
-    out = table_console()
+    out = table_console(wide=wide)
     manifest = report.manifest
     out.print(literal(f"recording {directory}"))
     out.print(literal(f"manifest.json SHA-256 {report.manifest_sha256}"))

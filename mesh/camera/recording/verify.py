@@ -486,8 +486,9 @@ class _FileCheck:
             f"segments {pair[0]} ({a.name}) and {pair[1]} ({b.name}) are swapped: each "
             "file holds the other's content"
         )
+        # One finding for the pair (its first segment), both segments' status reordered.
         self.report.add(FindingKind.REORDERED, message, segment=pair[0], name=a.name)
-        self.report.add(FindingKind.REORDERED, message, segment=pair[1], name=b.name)
+        self.report.segment_status[pair[1]] = FindingKind.REORDERED.value
 
     def unlisted(self) -> None:
         listed = {s.name for s in self.segments}

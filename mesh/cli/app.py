@@ -1179,15 +1179,20 @@ def asyncapi(
 def vectors(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .json files")],
 ) -> None:
-    """Write the protocol's test vectors (geo cells, range decisions, signed messages):
-    docs/vectors."""
+    """Write the protocol's test vectors (geo cells, range decisions, signed messages,
+    recording manifests): docs/vectors."""
     import json
 
+    from mesh.camera.recording.vectors import manifest_vectors
     from mesh.decide.vectors import all_vectors
     from mesh.security.vectors import VECTOR_FILES
 
     out.mkdir(parents=True, exist_ok=True)
-    written = {**all_vectors(), **{name: make() for name, make in VECTOR_FILES.items()}}
+    written = {
+        **all_vectors(),
+        **{name: make() for name, make in VECTOR_FILES.items()},
+        "recording-manifest": manifest_vectors(),
+    }
     for name, content in written.items():
         path = out / f"{name}.json"
         path.write_text(json.dumps(content, indent=2) + "\n")

@@ -181,6 +181,18 @@ def test_no_manifest_for_a_recording_still_running() -> None:
         build_manifest(replace(recording(), stopped_at_ns=None, stop_reason=None), DEVICE)
 
 
+def test_a_long_or_broken_text_never_keeps_the_manifest_from_being_written(keys: Keys) -> None:
+    rec = replace(recording(), stop_note="x" * 5000 + "\udc80", pre_event_kept_s=float("nan"))
+    manifest = build_manifest(rec, DeviceInfo.of(model="m" * 300, serial="bad \ud800 serial"))
+    assert len(manifest.stop_note) == 1024
+    assert manifest.stop_note.endswith("x…")
+    assert manifest.device.model == "m" * 255 + "…"
+    assert manifest.device.serial == "bad \ufffd serial"
+    assert manifest.pre_event_kept_ms == 0
+    data = keys.sign(rec)
+    assert check_recording(data, files_of(rec), trust=keys.store).verdict is Verdict.INTACT
+
+
 def test_the_device_source_never_carries_credentials() -> None:
     assert (
         source_without_credentials("rtsp://admin:hunter2@10.0.0.5:554/stream1?channel=1")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -46,6 +47,7 @@ MANIFEST_TYPE = "recording_manifest"
 MANIFEST_VERSION = 1
 # Beside the payload schemas that `trigger-mesh schema` writes (docs/schemas).
 MANIFEST_SCHEMA_FILE = "recording-manifest.schema.json"
+STOP_NOTE_MAX = 1024
 
 _SHA256 = r"^[0-9a-f]{64}$"
 # A segment's name: a portable file name in the recording's directory, never a path.
@@ -81,8 +83,20 @@ class DeviceInfo(_Strict):
 
     @classmethod
     def of(cls, *, model: str = "", serial: str = "", source: str = "") -> DeviceInfo:
-        """The device, with any credentials taken out of ``source``."""
-        return cls(model=model, serial=serial, source=source_without_credentials(source))
+        """The device, with any credentials taken out of ``source`` (and each text cut to
+        its limit, so that a long one never keeps a manifest from being written)."""
+        return cls(
+            model=text_within(model, 256),
+            serial=text_within(serial, 256),
+            source=text_within(source_without_credentials(source), 1024),
+        )
+
+
+def text_within(text: str, limit: int) -> str:
+    """``text`` as a manifest can hold it: valid Unicode (a lone surrogate, which UTF-8
+    cannot encode, becomes U+FFFD) and at most ``limit`` characters."""
+    clean = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
 def source_without_credentials(source: str) -> str:
@@ -148,7 +162,11 @@ class RecordingManifest(_Strict):
     stopped_at_ns: Annotated[TimeNs, Field(description="When the recording stopped")]
     stop_reason: Annotated[StopReason, Field(description="Why it stopped")]
     stop_note: Annotated[
-        str, Field(max_length=1024, description="The officer's spoken or typed reason")
+        str,
+        Field(
+            max_length=STOP_NOTE_MAX,
+            description="The officer's spoken or typed reason (a longer one is cut, ending …)",
+        ),
     ] = ""
     segments: Annotated[
         tuple[ManifestSegment, ...], Field(description="Every segment file, in recording order")
@@ -168,10 +186,10 @@ def build_manifest(recording: Recording, device: DeviceInfo) -> RecordingManifes
         command_at_ns=recording.command_at_ns,
         started_at_ns=recording.started_at_ns,
         first_frame_ns=recording.first_frame_ns,
-        pre_event_kept_ms=max(0, round(recording.pre_event_kept_s * 1000)),
+        pre_event_kept_ms=_whole_ms(recording.pre_event_kept_s),
         stopped_at_ns=recording.stopped_at_ns,
         stop_reason=StopReason(recording.stop_reason),
-        stop_note=recording.stop_note,
+        stop_note=text_within(recording.stop_note, STOP_NOTE_MAX),
         segments=tuple(
             ManifestSegment(
                 index=index,
@@ -185,6 +203,10 @@ def build_manifest(recording: Recording, device: DeviceInfo) -> RecordingManifes
             for index, segment in enumerate(recording.segments)
         ),
     )
+
+
+def _whole_ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000)) if math.isfinite(seconds) else 0
 
 
 def canonical_bytes(manifest: RecordingManifest) -> bytes:

@@ -144,6 +144,7 @@ def _show(report: VerifyReport, directory: Path, *, wide: bool) -> None:
             Col("status", 100),
         )
         out.print(fitted_table(columns, rows, width=fit_width(out)))
+    out.print(literal(report.signature_line()))
     for finding in report.findings:
         out.print(literal(f"{finding.kind.value.upper()}: {finding.message}"))
     if report.unlisted:

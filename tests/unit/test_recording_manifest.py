@@ -213,6 +213,7 @@ def test_intact_only_against_the_trusted_camera_key(keys: Keys) -> None:
     assert report.findings == []
     assert report.verdict is Verdict.INTACT
     assert report.summary().startswith("intact: recording r-20261203T120000Z-a1 of camera")
+    assert report.signature_line().startswith("signature: good, by camera bwc-12a's key")
     assert report.frame_period_ns == PERIOD
     assert report.manifest_sha256 == hashlib.sha256(keys.sign(rec)).hexdigest()
 
@@ -226,6 +227,13 @@ def test_without_a_trust_store_the_signature_is_not_checked_and_never_intact(
     assert report.findings == []
     assert report.verdict is Verdict.UNVERIFIED
     assert "not checked against a trusted key" in report.summary()
+    assert "not checked against a trusted key" in report.signature_line()
+    # and when files are missing too, it still says the signature was not checked
+    files = files_of(rec)
+    del files["0000000000.ts"]
+    failed = check_recording(keys.sign(rec, keys.stranger), files)
+    assert failed.verdict is Verdict.FAILED
+    assert "not checked against a trusted key" in failed.signature_line()
     assert "intact" not in report.summary()
 
 

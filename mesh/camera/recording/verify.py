@@ -104,6 +104,17 @@ _SIGNATURE_KINDS: dict[str, FindingKind] = {
 }
 
 
+_SIGNER_FINDINGS = frozenset(
+    {
+        FindingKind.BAD_SIGNATURE,
+        FindingKind.UNKNOWN_KEY,
+        FindingKind.WRONG_SIGNER,
+        FindingKind.KEY_REVOKED,
+        FindingKind.KEY_NOT_VALID,
+    }
+)
+
+
 class Verdict(StrEnum):
     INTACT = "intact"  # signed by the camera's trusted key; every file and time checks
     UNVERIFIED = "unverified"  # the files match, but the signature was not checked
@@ -157,6 +168,23 @@ class VerifyReport:
         if segment is not None and self.segment_status.get(segment, "ok") == "ok":
             self.segment_status[segment] = kind.value
 
+    def signature_line(self) -> str:
+        """What the signature check established."""
+        if self.signer is not None:
+            return (
+                f"signature: good, by camera {self.signer.subject}'s key {self.signer.key_id} "
+                "in the trust store"
+            )
+        refused = [f for f in self.findings if f.kind in _SIGNER_FINDINGS]
+        if refused:
+            return f"signature: refused ({refused[0].kind.value})"
+        if self.key_id is None:
+            return "signature: none found"
+        return (
+            f"signature: key {self.key_id}, not checked against a trusted key (no --trust): "
+            "anyone could have signed it"
+        )
+
     def summary(self) -> str:
         """One line: the verdict and what it rests on."""
         m = self.manifest
@@ -186,6 +214,7 @@ class VerifyReport:
             "manifest_sha256": self.manifest_sha256,
             "key_id": self.key_id,
             "signature_checked": self.signature_checked,
+            "signature": self.signature_line(),
             "signer": None
             if self.signer is None
             else {

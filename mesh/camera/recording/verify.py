@@ -250,7 +250,9 @@ def read_manifest(directory: Path) -> bytes:
         with path.open("rb") as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
-        raise ManifestUnreadable(f"{path}: no manifest in this directory") from None
+        raise ManifestUnreadable(
+            f"{path}: no manifest in this directory (a recording still running has none yet)"
+        ) from None
     except OSError as exc:
         raise ManifestUnreadable(f"{path}: cannot read the manifest ({exc.strerror})") from None
     if len(data) > MAX_MANIFEST_BYTES:

@@ -348,6 +348,13 @@ def test_one_frame_dropped_at_a_boundary_is_continuous(keys: Keys) -> None:
     assert check_recording(keys.sign(rec), files_of(rec), trust=keys.store).findings == []
 
 
+def test_a_segment_without_frames_has_no_times_to_follow(keys: Keys) -> None:
+    empty = SegmentFile("0000000005.ts", 0, 0, 0, 376, hashlib.sha256(b"pat").hexdigest())
+    rec = recording([*(segment(i) for i in range(5)), empty])
+    files = {**files_of(rec), "0000000005.ts": FileFacts(376, empty.sha256)}
+    assert check_recording(keys.sign(rec), files, trust=keys.store).findings == []
+
+
 def test_overlapping_segments_are_named(keys: Keys) -> None:
     segments = [segment(i, shift_ns=-S if i >= 3 else 0) for i in range(5)]
     rec = recording(segments)

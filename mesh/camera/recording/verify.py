@@ -16,7 +16,8 @@ What is checked (docs/camera.md, "Manifests and their verification"):
    listed segment whose content is under another name is *moved*; one whose content is
    nowhere is *removed* (name missing) or *edited* (other content);
 4. no media file in the directory that the manifest does not list (*extra*);
-5. continuity: each segment's first frame comes after the previous one's last, at most
+5. continuity: each segment's first frame comes after the previous one's last (segments
+   without frames left out), at most
    ``2 × frame period + 20 ms`` later (*gap*), never at or before it (*overlap*). The frame
    period is the median over the segments of (last - first) / (frames - 1).
 """
@@ -24,6 +25,7 @@ What is checked (docs/camera.md, "Manifests and their verification"):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -394,7 +396,7 @@ def _check_order(report: VerifyReport, manifest: RecordingManifest) -> None:
                 name=segment.name,
             )
         seen.setdefault(segment.name, position)
-        if segment.last_frame_ns < segment.first_frame_ns:
+        if segment.frames > 0 and segment.last_frame_ns < segment.first_frame_ns:
             report.add(
                 FindingKind.BAD_FRAMES,
                 f"segment {position} ({segment.name}) ends before it starts",
@@ -558,15 +560,15 @@ def _check_continuity(report: VerifyReport, manifest: RecordingManifest) -> None
     report.frame_period_ns = period
     allowed = 2 * (period or DEFAULT_FRAME_PERIOD_NS) + GAP_SLACK_NS
     report.max_gap_ns = allowed
-    segments = manifest.segments
-    for position in range(1, len(segments)):
-        before, now = segments[position - 1], segments[position]
+    # A segment without frames (one closed as the source stopped) has no times to follow.
+    timed = [(p, s) for p, s in enumerate(manifest.segments) if s.frames > 0]
+    for (before_at, before), (position, now) in itertools.pairwise(timed):
         step = now.first_frame_ns - before.last_frame_ns
         if step <= 0:
             report.add(
                 FindingKind.OVERLAP,
                 f"segment {position} ({now.name}) starts at or before the end of segment "
-                f"{position - 1} ({before.name}), by {_span(0, -step)}",
+                f"{before_at} ({before.name}), by {_span(0, -step)}",
                 segment=position,
                 name=now.name,
             )
@@ -574,7 +576,7 @@ def _check_continuity(report: VerifyReport, manifest: RecordingManifest) -> None
             report.add(
                 FindingKind.GAP,
                 f"{_span(before.last_frame_ns, now.first_frame_ns)} between the last frame of "
-                f"segment {position - 1} ({before.name}) and the first of segment {position} "
+                f"segment {before_at} ({before.name}) and the first of segment {position} "
                 f"({now.name}); at most {_span(0, allowed)} (two frame periods + 20 ms) is "
                 "continuous",
                 segment=position,

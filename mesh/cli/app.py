@@ -20,7 +20,7 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, conformance, files, integrity, replay
+from mesh.cli import audit, broker, conformance, files, integrity, recording_verify, replay
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -49,6 +49,7 @@ from mesh.cli.common import topic_schema as _topics
 from mesh.cli.config_check import GatewayConfigError, config_app, load_gateway
 from mesh.cli.errors import listen_failure_code, run_cli
 from mesh.cli.keys import keys_app
+from mesh.cli.recording import recording_app
 from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
 from mesh.config import load_camera_config
@@ -106,6 +107,8 @@ def _register_groups() -> None:
     app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
     conformance_app.command("camera")(conformance.camera)
     conformance_app.command("gateway")(conformance.gateway)
+    app.add_typer(recording_app, name="recording")  # a camera's recordings (docs/camera.md)
+    recording_app.command("verify")(recording_verify.verify)
 
 
 @app.callback()
@@ -1137,11 +1140,12 @@ def schema(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .schema.json files")],
 ) -> None:
     """Write the JSON Schema of every protocol v2 payload, of the signed-message envelope
-    (jws), and of the trust store file."""
+    (jws), of the trust store file, and of a recording's evidence manifest."""
+    from mesh.camera.recording.manifest import write_manifest_schema
     from mesh.protocol.schema import write_schemas
     from mesh.security.trust import write_trust_store_schema
 
-    for path in [*write_schemas(out), write_trust_store_schema(out)]:
+    for path in [*write_schemas(out), write_trust_store_schema(out), write_manifest_schema(out)]:
         _console().print(str(path), highlight=False)
 
 
@@ -1175,15 +1179,20 @@ def asyncapi(
 def vectors(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .json files")],
 ) -> None:
-    """Write the protocol's test vectors (geo cells, range decisions, signed messages):
-    docs/vectors."""
+    """Write the protocol's test vectors (geo cells, range decisions, signed messages,
+    recording manifests): docs/vectors."""
     import json
 
+    from mesh.camera.recording.vectors import manifest_vectors
     from mesh.decide.vectors import all_vectors
     from mesh.security.vectors import VECTOR_FILES
 
     out.mkdir(parents=True, exist_ok=True)
-    written = {**all_vectors(), **{name: make() for name, make in VECTOR_FILES.items()}}
+    written = {
+        **all_vectors(),
+        **{name: make() for name, make in VECTOR_FILES.items()},
+        "recording-manifest": manifest_vectors(),
+    }
     for name, content in written.items():
         path = out / f"{name}.json"
         path.write_text(json.dumps(content, indent=2) + "\n")

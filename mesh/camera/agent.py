@@ -10,12 +10,15 @@ import asyncio
 import contextlib
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from bridge.mqtt.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
+from mesh.camera import control
 from mesh.camera.intake import (
     LANE_OF,
     MAX_COMMAND_BYTES,
@@ -142,8 +145,11 @@ class CameraAgent:
         client_id: str | None = None,
         asleep: bool = False,
         security: Security | None = None,
+        control_socket: Path | None = None,
     ) -> None:
         self.identity = identity
+        # The local API (mesh/camera/control.py): an officer's stop; None: no socket.
+        self.control_socket = control_socket
         self.security = security or Security()
         self._replays = ReplayGuard()
         self._reject_budget = _REJECT_ACKS_PER_S
@@ -255,7 +261,17 @@ class CameraAgent:
 
     # --- lifecycle --------------------------------------------------------------------
     async def run(self) -> None:
-        """Serve until cancelled; on cancellation say goodbye (offline presence)."""
+        """Serve until cancelled; on cancellation say goodbye (offline presence). A control
+        socket that cannot be made raises ``control.ControlError`` before anything runs."""
+        path = self.control_socket
+        sock = None if path is None else control.bind_socket(path)
+        local = (
+            None
+            if path is None
+            else asyncio.create_task(
+                control.serve(path, self.stop_recording, self.control_status, sock)
+            )
+        )
         recorder = asyncio.create_task(self.recorder.run())
         heartbeat = asyncio.create_task(self._heartbeat())
         commands = asyncio.create_task(self._serve_commands())
@@ -267,6 +283,10 @@ class CameraAgent:
                 self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
             )
         finally:
+            if local is not None:
+                local.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await local
             heartbeat.cancel()
             commands.cancel()
             recordings.cancel()
@@ -792,6 +812,19 @@ class CameraAgent:
         if stopped is not None:
             self._log.info("recording stopped", recording=stopped.recording_id, reason=reason.value)
         return stopped
+
+    def control_status(self) -> dict[str, Any]:
+        """What the local API's ``status`` answers."""
+        current = self.recorder.current
+        fault = self._fault_info()
+        return {
+            "camera_id": self.identity.camera_id,
+            "recording": self.recorder.is_recording(self.clock.wall_ns()),
+            "recording_id": None if current is None else current.recording_id,
+            "activation_ids": [] if current is None else list(current.activations),
+            "recorder_fault": None if fault is None else fault.model_dump(),
+            "recordings_pending": self.recordings_pending,
+        }
 
     def _claim_recording(self, activation_id: str, issuer: str) -> None:
         """A claim on the running recording (it started it, or joined it): remembered for

@@ -20,7 +20,7 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, conformance, files, integrity, replay
+from mesh.cli import audit, broker, conformance, files, integrity, recording, replay
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -49,6 +49,7 @@ from mesh.cli.common import topic_schema as _topics
 from mesh.cli.config_check import GatewayConfigError, config_app, load_gateway
 from mesh.cli.errors import listen_failure_code, run_cli
 from mesh.cli.keys import keys_app
+from mesh.cli.recording import recording_app
 from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
 from mesh.config import load_camera_config
@@ -106,6 +107,8 @@ def _register_groups() -> None:
     app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
     conformance_app.command("camera")(conformance.camera)
     conformance_app.command("gateway")(conformance.gateway)
+    app.add_typer(recording_app, name="recording")  # a camera's recordings (docs/cli.md)
+    recording_app.command("stop")(recording.stop)
 
 
 @app.callback()
@@ -287,7 +290,9 @@ def camera(
 ) -> None:
     """Run one simulated camera (presence, commands, pre-event recorder, acks)."""
     from mesh.camera.agent import CameraAgent, CameraIdentity
+    from mesh.camera.control import ControlError
     from mesh.camera.recorder import SimulatedRecorder
+    from mesh.config import control_socket_path
 
     _configure_logs(log_format, log_level)  # first: a bad config is then a log record
     try:
@@ -319,8 +324,12 @@ def camera(
                 protocol=protocol,
                 heartbeat_s=cfg.heartbeat_s,
                 security=security,
+                control_socket=control_socket_path(cfg, config),
             )
-            await agent.run()
+            try:
+                await agent.run()
+            except ControlError as exc:
+                _fail(str(exc))
 
     _run(serve())
 

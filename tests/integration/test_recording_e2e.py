@@ -423,3 +423,32 @@ async def test_a_recording_survives_a_broker_outage_and_a_gateway_restart(
             task.cancel()
         await asyncio.gather(*tasks, gw_task, return_exceptions=True)
         await proxy.close()
+
+
+async def test_an_agent_stopped_mid_recording_reports_a_shutdown_stop(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    """The agent's service is stopped while it records: the recording is closed with reason
+    `shutdown`, and the stop reaches the gateway before the agent says goodbye."""
+    log = tmp_path / "log.db"
+    async with running_mesh(mosquitto.url, topics, log, specs=()) as mesh:
+        recorder = SimulatedRecorder(powered_on_ns=time.time_ns() - 600 * NS)
+        cam = camera(mesh, "bwc-shutdown", recorder)
+        await mesh.start_camera(cam)
+        serving = mesh.tasks[-1]
+        aid = await started_activation(mesh)
+        await wait_until(lambda: len(recordings_logged(log, "bwc-shutdown")) == 1)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        assert not recorder.is_recording(time.time_ns())
+        await wait_until(lambda: len(recordings_logged(log, "bwc-shutdown")) == 2)
+        stop = recordings_logged(log, "bwc-shutdown")[1].recording
+        assert (stop.event, stop.reason, stop.activation_ids) == (
+            RecordingEvent.STOP,
+            RecordingStopReason.SHUTDOWN,
+            (aid,),
+        )
+        # And its goodbye came after: the gateway sees it offline.
+        await wait_until(
+            lambda: (p := mesh.gateway.presence.get("bwc-shutdown")) is not None and not p.online
+        )

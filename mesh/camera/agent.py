@@ -105,6 +105,9 @@ RECORDING_OUTBOX_MAX = 256
 START_TIMEOUT_S = 10.0
 # Recordings whose claims (who to tell when they stop) are remembered, at most.
 _RECORDING_CLAIMS_KEPT = 16
+# A recorder fault's reason in presence, at most (characters; the wire allows 256): 120
+# characters escaped as JSON \uXXXX are 720 bytes, which a presence of 2,048 bytes holds.
+_FAULT_REASON_MAX = 120
 # Claims one recording names in its `recording` messages, at most (the wire's bound).
 _CLAIMS_PER_RECORDING = 64
 
@@ -307,7 +310,7 @@ class CameraAgent:
                 self._presence_task.cancel()
 
     async def _say_goodbye(self) -> None:
-        await self._stop_recording(StopReason.SHUTDOWN, "")
+        await self.stop_recording(StopReason.SHUTDOWN)
         await self.recordings_flushed(2.0)
         await self.link.drain()
         await self._publish_presence(online=False)
@@ -361,7 +364,8 @@ class CameraAgent:
         fault = self.recorder.fault
         if fault is None:
             return None
-        return RecorderFaultInfo(code=fault.code.value, reason=fault.reason[:256])
+        # Short: a presence must stay within its 2,048 bytes (docs/protocol.md).
+        return RecorderFaultInfo(code=fault.code.value, reason=fault.reason[:_FAULT_REASON_MAX])
 
     async def _publish_presence(self, *, online: bool) -> None:
         await self.link.publish(
@@ -942,6 +946,10 @@ class CameraAgent:
                 if self.link.is_up:
                     await asyncio.sleep(0.1)  # the link flaps: do not spin
                 continue
+            except Exception:
+                # Not the link: sending it again would fail again and hold up the rest.
+                self.counters["recordings.publish_failed"] += 1
+                self._log.exception("recording message not sent", topic=head[0])
             if self._recording_outbox and self._recording_outbox[0] is head:
                 self._recording_outbox.popleft()
                 self.counters["recordings.sent"] += 1
@@ -949,12 +957,14 @@ class CameraAgent:
 
     async def recordings_flushed(self, timeout_s: float) -> bool:
         """Wait (at most ``timeout_s``) until every `recording` message is with the broker."""
-        async with asyncio.timeout(timeout_s):
-            while self._recording_outbox:
-                self._recording_outbox_changed.clear()
-                await self._recording_outbox_changed.wait()
-            return True
-        return False  # pragma: no cover (mypy: the timeout raises)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._recording_outbox:
+                    self._recording_outbox_changed.clear()
+                    await self._recording_outbox_changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _first_time(self, received: Received[RecordStart], now_ns: int) -> bool:
         signature = received.signature

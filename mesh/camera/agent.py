@@ -179,6 +179,10 @@ class CameraAgent:
         # `recording` messages (topic, payload) until the broker has them (QoS 1).
         self._recording_outbox: deque[tuple[str, bytes]] = deque()
         self._recording_outbox_changed = asyncio.Event()
+        # Its sender runs only while there is something to send and the agent runs: a
+        # fleet of idle cameras has no task for it.
+        self._recording_sender: asyncio.Task[None] | None = None
+        self._serving = False
         self.recordings_sent: list[RecordingMessage] = []
         self.heartbeat_s = heartbeat_s
         self.counters: Counter[str] = Counter()
@@ -276,9 +280,11 @@ class CameraAgent:
             )
         )
         recorder = asyncio.create_task(self.recorder.run())
+        recorder.add_done_callback(self._recorder_ended)
         heartbeat = asyncio.create_task(self._heartbeat())
         commands = asyncio.create_task(self._serve_commands())
-        recordings = asyncio.create_task(self._send_recordings())
+        self._serving = True
+        self._kick_sender()
         broadcast = asyncio.create_task(self.broadcast_link.run(self._on_message))
         own = asyncio.create_task(self.own_link.run(self._on_message))
         try:
@@ -292,7 +298,9 @@ class CameraAgent:
                     await local
             heartbeat.cancel()
             commands.cancel()
-            recordings.cancel()
+            self._serving = False
+            if self._recording_sender is not None:
+                self._recording_sender.cancel()
             broadcast.cancel()
             own.cancel()
             # The link was down at the end: the stop is still made (and its message lost
@@ -300,14 +308,22 @@ class CameraAgent:
             with contextlib.suppress(Exception):
                 await self._stop_recording(StopReason.SHUTDOWN, "")
             recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
+            await asyncio.gather(recorder, return_exceptions=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await broadcast
             with contextlib.suppress(asyncio.CancelledError):
                 await own
             if self._presence_task is not None:
                 self._presence_task.cancel()
+
+    def _recorder_ended(self, task: asyncio.Task[None]) -> None:
+        """The recorder's supervisor returned (the simulation's does at once) or failed:
+        a failure is logged and counted; the agent goes on answering (its starts then
+        say what the recorder's fault is)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.counters["recorder.run_failed"] += 1
+        self._log.error("recorder stopped working", error=repr(task.exception()))
 
     async def _say_goodbye(self) -> None:
         await self.stop_recording(StopReason.SHUTDOWN)
@@ -920,6 +936,7 @@ class CameraAgent:
                 self.counters["recordings.dropped_outbox"] += 1
                 self._warn("recording message dropped: outbox full", "recording_outbox")
         self._recording_outbox_changed.set()
+        self._kick_sender()
         self.recordings_sent.append(message)
         if len(self.recordings_sent) > _ACKS_KEPT:
             del self.recordings_sent[: len(self.recordings_sent) - _ACKS_KEPT]
@@ -929,14 +946,17 @@ class CameraAgent:
         """`recording` messages the broker does not have yet."""
         return len(self._recording_outbox)
 
+    def _kick_sender(self) -> None:
+        """Start the outbox's sender if the agent runs, the outbox holds something, and no
+        sender is at work."""
+        idle = self._recording_sender is None or self._recording_sender.done()
+        if self._serving and self._recording_outbox and idle:
+            self._recording_sender = asyncio.create_task(self._send_recordings())
+
     async def _send_recordings(self) -> None:
         """The outbox's sender: the oldest first, each until the broker acknowledges it
-        (a link that drops meanwhile: sent again once it is back)."""
-        while True:
-            if not self._recording_outbox:
-                self._recording_outbox_changed.clear()
-                await self._recording_outbox_changed.wait()
-                continue
+        (a link that drops meanwhile: sent again once it is back); done when it is empty."""
+        while self._recording_outbox:
             head = self._recording_outbox[0]
             try:
                 await self.link.publish(head[0], head[1], qos=1, wait_s=None)

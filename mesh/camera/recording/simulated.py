@@ -70,8 +70,8 @@ class SimulatedRecorder(Recorder):
 
     # --- the interface ----------------------------------------------------------------
     async def run(self) -> None:
-        """Nothing to supervise: wait until cancelled."""
-        await asyncio.Event().wait()
+        """Nothing to supervise (no process, no buffer to fill): returns at once, so a
+        simulated fleet has no task per camera."""
 
     async def start(
         self, activation_id: str, pre_event_s: int, command_at_ns: int, *, issuer: str = ""

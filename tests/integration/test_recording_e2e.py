@@ -452,3 +452,60 @@ async def test_an_agent_stopped_mid_recording_reports_a_shutdown_stop(
         await wait_until(
             lambda: (p := mesh.gateway.presence.get("bwc-shutdown")) is not None and not p.online
         )
+
+
+async def test_the_camera_daemon_serves_its_control_socket_from_its_config(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    """`trigger-mesh camera --config` with `control_socket` (relative to the file), and
+    `recording stop --camera-config` finding it there: the daemon's recording stops and
+    the gateway logs the officer's reason. A socket in a folder that does not exist
+    stops the daemon at once, exit 2, naming it."""
+    log = tmp_path / "log.db"
+    config = tmp_path / "cam" / "camera.yaml"
+    config.parent.mkdir()
+    settings = {
+        "camera_id": "bwc-daemon",
+        "unit": "car-30",
+        "broker": f"mqtt://127.0.0.1:{mosquitto.port}",
+        "topic_prefix": topics.prefix,
+        "position": {"lat": CENTER.lat, "lon": CENTER.lon},
+        "control_socket": "agent.sock",
+    }
+    config.write_text(json.dumps(settings))  # YAML is a superset of JSON
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(json.dumps({**settings, "control_socket": "no/such/dir/agent.sock"}))
+    code, out = await cli("camera", "--config", str(broken))
+    assert code == 2, out
+    assert "no/such/dir/agent.sock" in out
+    async with running_mesh(mosquitto.url, topics, log, specs=()) as mesh:
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mesh", "camera", "--config", str(config), "--log-format", "json"
+        )
+        try:
+            await wait_until(lambda: mesh.gateway.presence.get("bwc-daemon") is not None, 20)
+            assert (config.parent / "agent.sock").exists()
+            aid = await started_activation(mesh)
+            record = await mesh.watcher.final_record(aid, 15)
+            assert record is not None
+            note = "traffic stop over, driver released"
+            code, out = await cli(
+                "recording", "stop", "--camera-config", str(config), "--reason", note
+            )
+            assert code == 0, out
+
+            def stops() -> list[RecordingEntry]:
+                logged = recordings_logged(log, "bwc-daemon")
+                return [e for e in logged if e.recording.event is RecordingEvent.STOP]
+
+            await wait_until(lambda: len(stops()) == 1)
+            (stop,) = stops()
+            assert (stop.recording.reason, stop.recording.note) == (
+                RecordingStopReason.OFFICER,
+                note,
+            )
+            assert stop.recording.activation_ids == (aid,)
+        finally:
+            daemon.terminate()
+            await asyncio.wait_for(daemon.wait(), 20)
+    assert not (config.parent / "agent.sock").exists()

@@ -812,8 +812,12 @@ class Coordinator:
         effect = "accepted" if untrusted is None else f"untrusted:{untrusted.code}"
         named = ours or list(message.activation_ids)
         activation = named[0] if named else None
-        trust = "accepted" if trusted else "untrusted"
-        self.counters[f"recordings.{message.event.value}.{trust}"] += 1
+        if not trusted:
+            self.counters["recordings.untrusted"] += 1
+        elif message.event is RecordingEvent.START:
+            self.counters["recordings.start"] += 1
+        else:
+            self.counters["recordings.stop"] += 1
         entry = RecordingEntry(recording=message, effect=effect, jws=SignedCopy.of(jws))
         self._append(RecordKind.RECORDING, activation, entry)
         if trusted and message.event is RecordingEvent.STOP:

@@ -294,8 +294,7 @@ class CameraAgent:
         finally:
             if local is not None:
                 local.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await local
+                await asyncio.gather(local, return_exceptions=True)
             heartbeat.cancel()
             commands.cancel()
             self._serving = False

@@ -24,7 +24,7 @@ from mesh.camera.recorder import SimulatedRecorder
 from mesh.clock import NS
 from mesh.protocol.codec import PayloadError, decode
 from mesh.protocol.models import AckStatus, CameraAck, CameraRole, RecordingMessage, RecordStart
-from mesh.security.checks import Security
+from mesh.security.checks import Received, Security
 from mesh.security.trust import TrustStore
 from mesh.security.vectors import signed_vectors
 
@@ -103,10 +103,13 @@ async def _camera_verdict(agent: CameraAgent, message: bytes) -> str:
 
 def _gateway_verdict(trust: TrustStore, message: bytes) -> str:
     security = Security(trust=trust)
+    received: Received[CameraAck] | Received[RecordingMessage]
     try:
         payload, _, _ = security.unwrap(message)
-        kind = RecordingMessage if b'"type":"recording"' in payload else CameraAck
-        received = security.open(kind, message)
+        if b'"type":"recording"' in payload:
+            received = security.open(RecordingMessage, message)
+        else:
+            received = security.open(CameraAck, message)
     except PayloadError as exc:
         return f"drop:{exc.code}"
     problem = security.check_ack(received, NOW)

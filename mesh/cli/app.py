@@ -20,7 +20,16 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, conformance, files, integrity, recording_verify, replay
+from mesh.cli import (
+    audit,
+    broker,
+    conformance,
+    files,
+    integrity,
+    recording,
+    recording_verify,
+    replay,
+)
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -108,6 +117,7 @@ def _register_groups() -> None:
     conformance_app.command("camera")(conformance.camera)
     conformance_app.command("gateway")(conformance.gateway)
     app.add_typer(recording_app, name="recording")  # a camera's recordings (docs/camera.md)
+    recording_app.command("stop")(recording.stop)
     recording_app.command("verify")(recording_verify.verify)
 
 
@@ -290,7 +300,9 @@ def camera(
 ) -> None:
     """Run one simulated camera (presence, commands, pre-event recorder, acks)."""
     from mesh.camera.agent import CameraAgent, CameraIdentity
+    from mesh.camera.control import ControlError
     from mesh.camera.recorder import SimulatedRecorder
+    from mesh.config import control_socket_path
 
     _configure_logs(log_format, log_level)  # first: a bad config is then a log record
     try:
@@ -322,8 +334,12 @@ def camera(
                 protocol=protocol,
                 heartbeat_s=cfg.heartbeat_s,
                 security=security,
+                control_socket=control_socket_path(cfg, config),
             )
-            await agent.run()
+            try:
+                await agent.run()
+            except ControlError as exc:
+                _fail(str(exc))
 
     _run(serve())
 

@@ -88,6 +88,9 @@ class Recording:
     stopped_at_ns: int | None = None
     stop_reason: StopReason | None = None
     stop_note: str = ""  # the officer's spoken or typed reason
+    # The SHA-256 (hex) of the recording's signed evidence manifest, once written (the
+    # `recording` stop message carries it); None without one (the simulation).
+    manifest_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from mesh.camera.recording.base import (
     RecordingStopped,
     StopReason,
 )
+from mesh.camera.recording.manifest import DeviceInfo, write_manifest
 from mesh.camera.recording.simulated import SimulatedRecorder
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.decide.camera import Action, Binding, CameraView, cancel_refusal, decide
@@ -130,6 +131,7 @@ class CameraIdentity:
     officer: str | None = None
     groups: tuple[str, ...] = ()
     ble_address: str | None = None  # what the camera advertises from, if it does
+    model: str = ""  # make and model, written into evidence manifests
 
 
 class CameraAgent:
@@ -869,6 +871,7 @@ class CameraAgent:
             claims = self._recording_claims.pop(recording.recording_id, [])
             issuers = list(dict.fromkeys(issuer for _, issuer in claims))
             self.counters[f"recording.stopped.{recording.stop_reason}"] += 1
+            self._write_manifest(recording)
             self._publish_recording(recording, RecordingEvent.STOP, issuers)
             self._presence_changed()
         elif isinstance(event, RecordingStarted):
@@ -880,6 +883,33 @@ class CameraAgent:
             else:
                 self._log.error("recorder fault", code=fault.code.value, reason=fault.reason)
             self._presence_changed()
+
+    def _write_manifest(self, recording: Recording) -> None:
+        """A recording with files gets its signed evidence manifest before its stop is
+        reported, so that the stop message (and the gateway's log) carries its hash. One
+        small file, written here in order rather than in a thread: a stop is rare, and the
+        next start must not be reported before this stop. Without a camera key there is
+        nothing to sign with: no manifest, and ``manifest_sha256`` stays null."""
+        signer = self.security.signer
+        if recording.directory is None:
+            return
+        if signer is None:
+            self.counters["recording.manifest_unsigned"] += 1
+            self._log.warning(
+                "no manifest written: the camera has no signing key",
+                recording=recording.recording_id,
+            )
+            return
+        device = DeviceInfo.of(model=self.identity.model, source=self.recorder.device_source)
+        try:
+            _, recording.manifest_sha256 = write_manifest(recording, device, signer)
+        except (OSError, ValueError) as exc:
+            self.counters["recording.manifest_failed"] += 1
+            self._log.error(
+                "manifest not written", recording=recording.recording_id, error=str(exc)
+            )
+            return
+        self.counters["recording.manifest_written"] += 1
 
     def recording_message(self, recording: Recording, event: RecordingEvent) -> RecordingMessage:
         """The `recording` message of a recording's start or stop (docs/protocol.md)."""

@@ -122,6 +122,9 @@ class Recorder(ABC):
 
     buffer_s: float
     record_s: float  # longest recording; it stops with MAX_DURATION after this
+    # What records, for the evidence manifest: a device path, a stream URL (credentials
+    # are taken out before it is written) or a test source; empty for the simulation.
+    device_source: str = ""
 
     @abstractmethod
     async def run(self) -> None:

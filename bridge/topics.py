@@ -22,6 +22,7 @@ class TopicKind(StrEnum):
     CANCEL = "cancel"
     ESCALATION = "escalation"
     ACK = "ack"
+    RECORDING = "recording"
     ACTIVATION = "activation"
     RECEIPT = "receipt"
     PRESENCE = "presence"
@@ -75,6 +76,10 @@ class Topics:
     def ack(self, issuer: str, camera_id: str) -> str:
         return f"{self.prefix}/ack/{issuer}/{camera_id}"
 
+    def recording(self, issuer: str, camera_id: str) -> str:
+        """A camera's recording started or stopped, to a gateway whose activation it is for."""
+        return f"{self.prefix}/recording/{issuer}/{camera_id}"
+
     def activation(self, unit_id: str, activation_id: str) -> str:
         return f"{self.prefix}/activation/{unit_id}/{activation_id}"
 
@@ -105,6 +110,9 @@ class Topics:
     def acks_for(self, issuer: str) -> str:
         return f"{self.prefix}/ack/{issuer}/+"
 
+    def recordings_for(self, issuer: str) -> str:
+        return f"{self.prefix}/recording/{issuer}/+"
+
     def all_activations(self) -> str:
         return f"{self.prefix}/activation/+/+"
 
@@ -132,28 +140,31 @@ class Topics:
         levels = topic[len(head) :].split("/")
         if levels[0] == "cmd":
             return _parse_command(levels)
+        if len(levels) == 2 and levels[0] in _ONE_LEVEL:
+            return ParsedTopic(_ONE_LEVEL[levels[0]], (levels[1],))
         match levels:
-            case ["trigger", unit]:
-                return ParsedTopic(TopicKind.TRIGGER, (unit,))
-            case ["cancel", unit]:
-                return ParsedTopic(TopicKind.CANCEL, (unit,))
-            case ["escalation", audience]:
-                return ParsedTopic(TopicKind.ESCALATION, (audience,))
             case ["ack", issuer, camera]:
                 return ParsedTopic(TopicKind.ACK, (issuer, camera))
+            case ["recording", issuer, camera]:
+                return ParsedTopic(TopicKind.RECORDING, (issuer, camera))
             case ["activation", unit, activation]:
                 return ParsedTopic(TopicKind.ACTIVATION, (unit, activation))
-            case ["receipt", unit]:
-                return ParsedTopic(TopicKind.RECEIPT, (unit,))
-            case ["presence", camera]:
-                return ParsedTopic(TopicKind.PRESENCE, (camera,))
-            case ["gateway", gateway]:
-                return ParsedTopic(TopicKind.GATEWAY, (gateway,))
             case ["log", log_id, "records"]:
                 return ParsedTopic(TopicKind.LOG_RECORDS, (log_id,))
             case ["log", log_id, "synced", gateway]:
                 return ParsedTopic(TopicKind.LOG_SYNCED, (log_id, gateway))
         return None
+
+
+# Topics of one variable level after their name: `{p}/{name}/{arg}`.
+_ONE_LEVEL = {
+    "trigger": TopicKind.TRIGGER,
+    "cancel": TopicKind.CANCEL,
+    "escalation": TopicKind.ESCALATION,
+    "receipt": TopicKind.RECEIPT,
+    "presence": TopicKind.PRESENCE,
+    "gateway": TopicKind.GATEWAY,
+}
 
 
 def shared(group: str, topic_filter: str) -> str:

@@ -185,6 +185,17 @@ class CameraConfig(_Connection):
     ble_address: BleAddress | None = None
     security: SecurityConfig = SecurityConfig()
     recorder: RecorderConfig = RecorderConfig()
+    # The local API's Unix socket (an officer's stop: `trigger-mesh recording stop`),
+    # relative to this file's folder; none if absent.
+    control_socket: str | None = None
+
+
+def control_socket_path(config: CameraConfig, config_path: Path | str) -> Path | None:
+    """The camera's control socket, resolved against the config file's folder."""
+    if config.control_socket is None:
+        return None
+    path = Path(config.control_socket)
+    return path if path.is_absolute() else Path(config_path).parent / path
 
 
 def load_policy(path: Path | str) -> Policy:

@@ -541,7 +541,7 @@ class CameraFleet:
 
     def started(self, camera_id: str, activation_id: str) -> bool:
         """The camera's recorder records for this activation (started, or already was)."""
-        return activation_id in self.agents[camera_id].recorder.activations
+        return activation_id in self.agents[camera_id].simulated.activations
 
 
 @contextlib.asynccontextmanager

@@ -182,6 +182,7 @@ def gateway_rules(
         Rule("readwrite", t.trigger(unit)),
         Rule("read", t.cancel(unit)),
         Rule("read", t.acks_for(gateway)),
+        Rule("read", t.recordings_for(gateway)),
         Rule("read", t.all_presence()),
         Rule("readwrite", t.receipt(unit)),
         Rule("readwrite", t.activation(unit, "+")),
@@ -210,6 +211,8 @@ def camera_rules(
         Rule("read", t.command_unit(unit)),
         Rule("read", t.command_camera(camera)),
         Rule("write", f"{p}/ack/+/{camera}"),
+        # Its recordings' starts and stops, to any issuer, under its own id only.
+        Rule("write", f"{p}/recording/+/{camera}"),
         Rule("readwrite", t.presence(camera)),
         *cells,
     )

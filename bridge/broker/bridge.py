@@ -176,6 +176,7 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
         out += [
             BridgeTopic(t.gateway(gw.name), "out", "the gateway's retained status and will"),
             BridgeTopic(t.acks_for(gw.name), "in", "other cars' cameras answering it"),
+            BridgeTopic(t.recordings_for(gw.name), "in", "other cars' cameras' recordings for it"),
             # Only this gateway's: every car importing every log's would grow with the
             # square of the fleet (docs/deployment.md).
             BridgeTopic(t.synced_for(gw.name), "in", "the archive's watermarks of its logs"),
@@ -187,6 +188,7 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
     out += [
         BridgeTopic(t.all_escalations(), "out", "escalations: their audiences are central"),
         BridgeTopic(f"{p}/ack/+/+", "out", "every ack, for the archive and other gateways"),
+        BridgeTopic(f"{p}/recording/+/+", "out", "the car's cameras' recordings, for others"),
         BridgeTopic(t.all_presence(), "out", "the car's cameras, for dispatch (retained)"),
         BridgeTopic(t.all_log_records(), "out", "log sync batches, for the archive"),
         # Out only if a gateway of the car may broadcast (the fleet's `broadcast`).

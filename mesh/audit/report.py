@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mesh.decide.policy import Policy
 from mesh.decide.stats import percentile
 from mesh.journal.integrity import Integrity, verify_log
 from mesh.journal.records import (
@@ -28,8 +29,10 @@ from mesh.journal.records import (
     EscalatedEntry,
     FinishedEntry,
     PublishedEntry,
+    RecordingEntry,
     RecordKind,
     ResumedEntry,
+    StartedEntry,
     TriggerEntry,
 )
 from mesh.journal.store import LogRecord, read_records
@@ -37,6 +40,9 @@ from mesh.protocol.models import (
     CONFIRMED_OUTCOMES,
     CameraPresence,
     OutcomeStatus,
+    RecordingEvent,
+    RecordingMessage,
+    RecordingStopReason,
     TriggerEvent,
     TriggerKind,
 )
@@ -142,6 +148,47 @@ class Mark:
 
 
 @dataclass
+class RecordingSpan:
+    """One camera's recording for an activation, from its `recording` messages (trusted
+    ones only): start to stop, why it stopped, and what is wrong with it."""
+
+    camera_id: str
+    recording_id: str
+    started_at_ns: int
+    first_frame_ns: int
+    pre_event_kept_s: float
+    stopped_at_ns: int | None = None
+    reason: str | None = None  # RecordingStopReason value
+    note: str = ""
+    files: int = 0
+    manifest_sha256: str | None = None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.stopped_at_ns is None:
+            return None
+        return round((self.stopped_at_ns - self.started_at_ns) / 1e9, 3)
+
+    def judge(self, min_recording_s: float | None) -> None:
+        """The flags: an officer's stop without a reason, a recording that ended before
+        the policy's minimum (a cancelled one excepted: a false trigger may end early)."""
+        self.flags = []
+        if self.reason == RecordingStopReason.OFFICER.value and not self.note.strip():
+            self.flags.append("officer stop without a reason")
+        duration = self.duration_s
+        if (
+            min_recording_s is not None
+            and duration is not None
+            and duration < min_recording_s
+            and self.reason != RecordingStopReason.CANCEL.value
+        ):
+            self.flags.append(
+                f"ended after {duration:g} s, before the policy minimum of {min_recording_s:g} s"
+            )
+
+
+@dataclass
 class ActivationTimeline:
     activation_id: str
     unit_id: str  # the trigger's unit
@@ -167,6 +214,14 @@ class ActivationTimeline:
     radius_m: float | None = None
     gateway_at: tuple[float, float] | None = None
     considered: list[PlacedCamera] = field(default_factory=list)
+    # Each camera's recordings for it, by (camera, recording id), in the order logged.
+    recordings: dict[tuple[str, str], RecordingSpan] = field(default_factory=dict)
+    # The policy's min_recording_s for its kind when it was decided (None: no minimum).
+    min_recording_s: float | None = None
+
+    @property
+    def flagged(self) -> list[RecordingSpan]:
+        return [r for r in self.recordings.values() if r.flags]
 
     def ms(self, at_ns: int | None) -> float | None:
         return None if at_ns is None else round((at_ns - self.received_at_ns) / 1e6, 3)
@@ -187,6 +242,56 @@ class ActivationTimeline:
         """Trigger -> ack of the expected cameras that started."""
         values = (self.ack_ms(c) for c in self.expected if c.started)
         return [v for v in values if v is not None]
+
+
+def _on_recording(
+    timelines: dict[str, ActivationTimeline], record: LogRecord, entry: RecordingEntry
+) -> None:
+    """A camera's recording started or stopped: its span on each activation it names that
+    the report covers. One the gateway did not trust is a mark, never a span."""
+    message = entry.recording
+    named = [timelines[a] for a in message.activation_ids if a in timelines]
+    if entry.effect != "accepted":
+        for timeline in named:
+            label = f"untrusted recording {message.event.value} ({entry.effect}), not counted"
+            timeline.marks.append(Mark(record.at_ns, "untrusted", label, message.camera_id))
+        return
+    for timeline in named:
+        key = (message.camera_id, message.recording_id)
+        span = timeline.recordings.get(key)
+        if span is None:
+            span = timeline.recordings[key] = _span(message)
+        if message.event is RecordingEvent.STOP:
+            span.stopped_at_ns = message.stopped_at_ns
+            span.reason = None if message.reason is None else message.reason.value
+            span.note = message.note
+            span.files = len(message.files) + message.files_omitted
+            span.manifest_sha256 = message.manifest_sha256
+        span.judge(timeline.min_recording_s)
+
+
+def _span(message: RecordingMessage) -> RecordingSpan:
+    return RecordingSpan(
+        camera_id=message.camera_id,
+        recording_id=message.recording_id,
+        started_at_ns=message.started_at_ns,
+        first_frame_ns=message.first_frame_ns,
+        pre_event_kept_s=message.pre_event_kept_s,
+    )
+
+
+def _set_minimum(timeline: ActivationTimeline | None, policy: Policy) -> None:
+    if timeline is not None:
+        timeline.min_recording_s = policy.rules(TriggerKind(timeline.kind)).min_recording_s
+
+
+def _started_policy(body: str) -> Policy | None:
+    """The policy a gateway logged when it started (None if this version cannot read it:
+    the report then applies no minimum)."""
+    try:
+        return StartedEntry.model_validate_json(body).policy
+    except ValueError:
+        return None
 
 
 def _new_timeline(
@@ -358,6 +463,7 @@ def collect(records: Iterable[LogRecord], flt: ReportFilter = ReportFilter()) ->
     timelines: dict[str, ActivationTimeline] = {}
     groups: dict[tuple[str, str], GroupSummary] = {}
     positions: dict[str, tuple[float, float] | None] = {}  # each camera's latest fix
+    policy: list[Policy | None] = [None]  # the one the gateway last said it started with
     read = unreadable = 0
 
     def group(trigger: TriggerEvent) -> GroupSummary:
@@ -371,8 +477,15 @@ def collect(records: Iterable[LogRecord], flt: ReportFilter = ReportFilter()) ->
                 _on_presence(record.body, positions)
             elif record.kind == RecordKind.STARTED:
                 positions.clear()  # a gateway starts with no cameras (as audit replay does)
+                policy[0] = _started_policy(record.body)
+            elif record.kind == RecordKind.RECORDING:
+                # A recording may be for several activations: the record names them all.
+                entry = RecordingEntry.model_validate_json(record.body)
+                _on_recording(timelines, record, entry)
             else:
                 _fold(record, flt, timelines, group, positions)
+                if record.kind == RecordKind.ACTIVATION and policy[0] is not None:
+                    _set_minimum(timelines.get(record.activation_id or ""), policy[0])
         except ValueError:  # pydantic's ValidationError, or JSON that is not a presence
             unreadable += 1
     overall = GroupSummary(ALL, ALL)
@@ -578,6 +691,27 @@ CAMERA_COLUMNS = (
 )
 
 
+RECORDING_COLUMNS = (
+    "activation_id",
+    "unit_id",
+    "kind",
+    "camera_id",
+    "recording_id",
+    "started_at",
+    "started_ms",
+    "first_frame_at",
+    "pre_event_kept_s",
+    "stopped_at",
+    "stopped_ms",
+    "duration_s",
+    "reason",
+    "note",
+    "files",
+    "manifest_sha256",
+    "flags",
+)
+
+
 def _iso(at_ns: int | None) -> str:
     return "" if at_ns is None else iso_ns(at_ns)
 
@@ -644,6 +778,31 @@ def camera_rows(report: AuditReport) -> Iterator[dict[str, object]]:
             }
 
 
+def recording_rows(report: AuditReport) -> Iterator[dict[str, object]]:
+    """recordings.csv: one row per camera recording per activation it was for."""
+    for t in report.timelines:
+        for r in t.recordings.values():
+            yield {
+                "activation_id": t.activation_id,
+                "unit_id": t.unit_id,
+                "kind": t.kind,
+                "camera_id": r.camera_id,
+                "recording_id": r.recording_id,
+                "started_at": _iso(r.started_at_ns),
+                "started_ms": t.ms(r.started_at_ns),
+                "first_frame_at": _iso(r.first_frame_ns),
+                "pre_event_kept_s": r.pre_event_kept_s,
+                "stopped_at": _iso(r.stopped_at_ns),
+                "stopped_ms": _blank(t.ms(r.stopped_at_ns)),
+                "duration_s": _blank(r.duration_s),
+                "reason": _blank(r.reason),
+                "note": r.note,
+                "files": r.files,
+                "manifest_sha256": _blank(r.manifest_sha256),
+                "flags": "; ".join(r.flags),
+            }
+
+
 # --- JSON ------------------------------------------------------------------------------------
 def _group_json(group: GroupSummary) -> dict[str, object]:
     return {
@@ -679,4 +838,15 @@ def report_json(report: AuditReport, *, log_name: str, generated_at_ns: int) -> 
         "integrity": None if report.integrity is None else report.integrity.as_dict(),
         "summary": [_group_json(g) for g in report.groups],
         "overall": _group_json(report.overall),
+        "recording_flags": [
+            {
+                "activation_id": t.activation_id,
+                "camera_id": r.camera_id,
+                "recording_id": r.recording_id,
+                "flag": flag,
+            }
+            for t in report.timelines
+            for r in t.recordings.values()
+            for flag in r.flags
+        ],
     }

@@ -509,6 +509,8 @@ def _section(t: ActivationTimeline) -> str:
             for c in t.not_started
         )
         lines.append(f'<p class="bad">Did not start: {missed}</p>')
+    if t.recordings:
+        lines.append(_recordings(t))
     if t.marks:
         items = "".join(
             f"<li>+{t.ms(m.at_ns):.1f} ms: {escape(m.label)}"
@@ -519,6 +521,54 @@ def _section(t: ActivationTimeline) -> str:
         lines.append(f'<ul class="marks">{items}</ul>')
     lines.append("</section>")
     return "\n".join(lines)
+
+
+def _recordings(t: ActivationTimeline) -> str:
+    """Each camera's recording span for the activation (its `recording` messages), with
+    the flags: an officer's stop without a reason, shorter than the policy's minimum."""
+
+    def at(at_ns: int | None) -> str:
+        ms = t.ms(at_ns)
+        return "not reported" if ms is None else f"+{ms / 1000:.3f} s"
+
+    rows = []
+    for r in t.recordings.values():
+        duration = r.duration_s
+        flags = "; ".join(r.flags)
+        rows.append(
+            "<tr>"
+            f"<td><code>{escape(r.camera_id)}</code></td>"
+            f"<td><code>{escape(r.recording_id)}</code></td>"
+            f"<td>{escape(at(r.started_at_ns))} ({r.pre_event_kept_s:g} s before)</td>"
+            f"<td>{escape(at(r.stopped_at_ns))}</td>"
+            f"<td>{'' if duration is None else f'{duration:g} s'}</td>"
+            f"<td>{escape(r.reason or 'still recording, or its stop not reported')}</td>"
+            f"<td>{escape(r.note)}</td>"
+            f"<td>{r.files}</td>"
+            f"<td{' class=bad' if flags else ''}>{escape(flags)}</td>"
+            "</tr>"
+        )
+    minimum = (
+        "no minimum" if t.min_recording_s is None else f"policy minimum {t.min_recording_s:g} s"
+    )
+    return (
+        f"<p>Recordings (times after the trigger was received; {minimum}):</p>"
+        '<table class="recordings"><tr><th>camera</th><th>recording</th><th>started</th>'
+        "<th>stopped</th><th>duration</th><th>reason</th><th>note</th><th>files</th>"
+        "<th>flags</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _flag_summary(report: AuditReport) -> list[str]:
+    flagged = [(t, r) for t in report.timelines for r in t.flagged]
+    if not flagged:
+        return []
+    items = "".join(
+        f'<li><a href="#{escape(t.activation_id)}"><code>{escape(t.activation_id)}</code></a> '
+        f"<code>{escape(r.camera_id)}</code>: {escape('; '.join(r.flags))}</li>"
+        for t, r in flagged
+    )
+    return [f'<p class="bad">{len(flagged)} recording(s) flagged:</p><ul>{items}</ul>']
 
 
 def _integrity(integrity: Integrity | None) -> list[str]:
@@ -581,6 +631,7 @@ def render_html(
         "expected cameras. Latencies: trigger received → ack, for those cameras. Missed: "
         "expected cameras that did not start, for any reason (missed, rejected, out of "
         "range, cancelled, or no answer yet in an unfinished activation).</p>",
+        *_flag_summary(report),
     ]
     overall = report.overall
     if overall.latencies_ms:

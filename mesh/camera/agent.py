@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from bridge.mqtt.client import Inbound, LastWill, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
+from mesh.camera import control
 from mesh.camera.intake import (
     LANE_OF,
     MAX_COMMAND_BYTES,
@@ -26,7 +29,20 @@ from mesh.camera.intake import (
     Queued,
     claimed_issuer,
 )
-from mesh.camera.recorder import SimulatedRecorder
+from mesh.camera.recording.base import (
+    FaultChanged,
+    FaultCode,
+    Recorder,
+    RecorderEvent,
+    RecorderFault,
+    Recording,
+    RecordingStart,
+    RecordingStarted,
+    RecordingStopped,
+    StopReason,
+)
+from mesh.camera.recording.manifest import DeviceInfo, write_manifest
+from mesh.camera.recording.simulated import SimulatedRecorder
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.decide.camera import Action, Binding, CameraView, cancel_refusal, decide
 from mesh.decide.cells import cell_of
@@ -34,6 +50,8 @@ from mesh.decide.rejection import Rejection
 from mesh.protocol.codec import PayloadError, decode, encode
 from mesh.protocol.jws import Jws
 from mesh.protocol.models import (
+    MAX_RECORDING_FILES,
+    MAX_STOP_NOTE,
     AckStatus,
     CameraAck,
     CameraPresence,
@@ -43,6 +61,11 @@ from mesh.protocol.models import (
     GeoPoint,
     Position,
     RecordCancel,
+    RecorderFaultInfo,
+    RecordingEvent,
+    RecordingFile,
+    RecordingMessage,
+    RecordingStopReason,
     RecordStart,
 )
 from mesh.security.checks import (
@@ -74,6 +97,20 @@ _URGENT_INBOUND_MAX = 1024
 _BROADCAST_INBOUND_MAX = 64
 # A kind of warning (a refusal code, a full lane) is logged at most this often.
 _WARN_EVERY_NS = 1_000_000_000
+# `recording` messages not yet acknowledged by the broker (the link down), at most: past
+# it the oldest is dropped, counted (``recordings.dropped_outbox``) and logged. A start
+# and a stop per recording and issuer: 256 is a long outage's worth of recordings.
+RECORDING_OUTBOX_MAX = 256
+# A recorder that has not started within this long is taken as faulty (`rejected`): the
+# commands behind the one that started it wait for it.
+START_TIMEOUT_S = 10.0
+# Recordings whose claims (who to tell when they stop) are remembered, at most.
+_RECORDING_CLAIMS_KEPT = 16
+# A recorder fault's reason in presence, at most (characters; the wire allows 256): 120
+# characters escaped as JSON \uXXXX are 720 bytes, which a presence of 2,048 bytes holds.
+_FAULT_REASON_MAX = 120
+# Claims one recording names in its `recording` messages, at most (the wire's bound).
+_CLAIMS_PER_RECORDING = 64
 
 
 @dataclass
@@ -94,6 +131,7 @@ class CameraIdentity:
     officer: str | None = None
     groups: tuple[str, ...] = ()
     ble_address: str | None = None  # what the camera advertises from, if it does
+    model: str = ""  # make and model, written into evidence manifests
 
 
 class CameraAgent:
@@ -105,15 +143,18 @@ class CameraAgent:
         topics: Topics,
         position: GeoPoint | None,
         accuracy_m: float | None = 5.0,
-        recorder: SimulatedRecorder | None = None,
+        recorder: Recorder | None = None,
         clock: Clock = SYSTEM_CLOCK,
         protocol: ProtocolChoice = "auto",
         heartbeat_s: float = 30.0,
         client_id: str | None = None,
         asleep: bool = False,
         security: Security | None = None,
+        control_socket: Path | None = None,
     ) -> None:
         self.identity = identity
+        # The local API (mesh/camera/control.py): an officer's stop; None: no socket.
+        self.control_socket = control_socket
         self.security = security or Security()
         self._replays = ReplayGuard()
         self._reject_budget = _REJECT_ACKS_PER_S
@@ -123,9 +164,28 @@ class CameraAgent:
         self.clock = clock
         self.position = position
         self.accuracy_m = accuracy_m
-        self.recorder = recorder or SimulatedRecorder(powered_on_ns=clock.wall_ns())
+        self.recorder: Recorder = recorder or SimulatedRecorder(
+            powered_on_ns=clock.wall_ns(), camera_id=identity.camera_id
+        )
+        if isinstance(self.recorder, SimulatedRecorder) and not self.recorder.camera_id:
+            self.recorder.camera_id = identity.camera_id
+        self.recorder.listen(self._on_recorder_event)
         if asleep:
             self.recorder.standby()
+        # Held while a command is decided and acted on (a start awaited): a second command
+        # for the same activation waits for the first's start and is then a duplicate.
+        self._deciding = asyncio.Lock()
+        # Recording id -> the claims (activation id, issuer) it was started or joined for:
+        # who is told when it stops.
+        self._recording_claims: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+        # `recording` messages (topic, payload) until the broker has them (QoS 1).
+        self._recording_outbox: deque[tuple[str, bytes]] = deque()
+        self._recording_outbox_changed = asyncio.Event()
+        # Its sender runs only while there is something to send and the agent runs: a
+        # fleet of idle cameras has no task for it.
+        self._recording_sender: asyncio.Task[None] | None = None
+        self._serving = False
+        self.recordings_sent: list[RecordingMessage] = []
         self.heartbeat_s = heartbeat_s
         self.counters: Counter[str] = Counter()
         self.acks_sent: list[CameraAck] = []
@@ -191,6 +251,12 @@ class CameraAgent:
         self._resubscribe_task: asyncio.Task[None] | None = None
 
     @property
+    def simulated(self) -> SimulatedRecorder:
+        """The recorder, known to be the simulation (tests, the demo, simulated fleets)."""
+        assert isinstance(self.recorder, SimulatedRecorder), type(self.recorder)
+        return self.recorder
+
+    @property
     def cell(self) -> str | None:
         """The geo cell of the current fix: commands for it arrive on its topic."""
         return None if self.position is None else cell_of(self.position.lat, self.position.lon)
@@ -204,9 +270,23 @@ class CameraAgent:
 
     # --- lifecycle --------------------------------------------------------------------
     async def run(self) -> None:
-        """Serve until cancelled; on cancellation say goodbye (offline presence)."""
+        """Serve until cancelled; on cancellation say goodbye (offline presence). A control
+        socket that cannot be made raises ``control.ControlError`` before anything runs."""
+        path = self.control_socket
+        sock = None if path is None else control.bind_socket(path)
+        local = (
+            None
+            if path is None
+            else asyncio.create_task(
+                control.serve(path, self.stop_recording, self.control_status, sock)
+            )
+        )
+        recorder = asyncio.create_task(self.recorder.run())
+        recorder.add_done_callback(self._recorder_ended)
         heartbeat = asyncio.create_task(self._heartbeat())
         commands = asyncio.create_task(self._serve_commands())
+        self._serving = True
+        self._kick_sender()
         broadcast = asyncio.create_task(self.broadcast_link.run(self._on_message))
         own = asyncio.create_task(self.own_link.run(self._on_message))
         try:
@@ -214,10 +294,22 @@ class CameraAgent:
                 self._on_message, on_connect=self._announce, on_stop=self._say_goodbye
             )
         finally:
+            if local is not None:
+                local.cancel()
+                await asyncio.gather(local, return_exceptions=True)
             heartbeat.cancel()
             commands.cancel()
+            self._serving = False
+            if self._recording_sender is not None:
+                self._recording_sender.cancel()
             broadcast.cancel()
             own.cancel()
+            # The link was down at the end: the stop is still made (and its message lost
+            # with the process; the recording itself is closed).
+            with contextlib.suppress(Exception):
+                await self._stop_recording(StopReason.SHUTDOWN, "")
+            recorder.cancel()
+            await asyncio.gather(recorder, return_exceptions=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await broadcast
             with contextlib.suppress(asyncio.CancelledError):
@@ -225,7 +317,18 @@ class CameraAgent:
             if self._presence_task is not None:
                 self._presence_task.cancel()
 
+    def _recorder_ended(self, task: asyncio.Task[None]) -> None:
+        """The recorder's supervisor returned (the simulation's does at once) or failed:
+        a failure is logged and counted; the agent goes on answering (its starts then
+        say what the recorder's fault is)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.counters["recorder.run_failed"] += 1
+        self._log.error("recorder stopped working", error=repr(task.exception()))
+
     async def _say_goodbye(self) -> None:
+        await self.stop_recording(StopReason.SHUTDOWN)
+        await self.recordings_flushed(2.0)
         await self.link.drain()
         await self._publish_presence(online=False)
 
@@ -271,7 +374,15 @@ class CameraAgent:
             groups=self.identity.groups,
             asleep=self.asleep,
             ble_address=self.identity.ble_address,
+            recorder_fault=self._fault_info(),
         )
+
+    def _fault_info(self) -> RecorderFaultInfo | None:
+        fault = self.recorder.fault
+        if fault is None:
+            return None
+        # Short: a presence must stay within its 2,048 bytes (docs/protocol.md).
+        return RecorderFaultInfo(code=fault.code.value, reason=fault.reason[:_FAULT_REASON_MAX])
 
     async def _publish_presence(self, *, online: bool) -> None:
         await self.link.publish(
@@ -308,6 +419,10 @@ class CameraAgent:
         self._presence_changed()
 
     def _presence_changed(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # driven without an event loop (a unit test): nothing to announce
         if self._presence_task is None or self._presence_task.done():
             self._presence_task = asyncio.create_task(self._publish_presence_later())
 
@@ -419,13 +534,13 @@ class CameraAgent:
                     await asyncio.wait_for(self._intake_ready.wait(), wait_s)
                 continue
             try:
-                self._check_in(item)
+                await self._check_in(item)
             except Exception:
                 self._log.exception("command not handled", topic=item.topic)
             # Back to the loop after each one: the link may have read something more urgent.
             await asyncio.sleep(0)
 
-    def _check_in(self, item: Queued) -> None:
+    async def _check_in(self, item: Queued) -> None:
         """On a shared topic, the issuer's budget first; then the signature (with a trust
         store), and only then the payload; then the full check and the decision."""
         try:
@@ -444,13 +559,15 @@ class CameraAgent:
             return
         model = received.model
         if isinstance(model, RecordCancel):
-            self.cancel(Received(model, received.jws, received.key), received_ns=item.received_ns)
+            await self.cancel(
+                Received(model, received.jws, received.key), received_ns=item.received_ns
+            )
             return
         if item.lane > Lane.OWN and self.clock.wall_ns() > model.expires_at_ns:
             # A late copy on a shared topic: silence (the camera's own topic answers it).
             self.counters["intake.dropped.expired"] += 1
             return
-        self.handle(
+        await self.handle(
             Received(model, received.jws, received.key),
             direct=item.kind is TopicKind.COMMAND_CAMERA,
             received_ns=item.received_ns,
@@ -484,7 +601,7 @@ class CameraAgent:
             return False
         return True
 
-    def cancel(
+    async def cancel(
         self,
         cancel: RecordCancel | Received[RecordCancel],
         *,
@@ -496,6 +613,12 @@ class CameraAgent:
         recorded is kept. Answered with a ``cancel_ack`` to the claim's issuer (a refusal
         of a cancel from an issuer without a claim: to each issuer with one). True if a
         recording stopped."""
+        async with self._deciding:
+            return await self._cancel(cancel, received_ns)
+
+    async def _cancel(
+        self, cancel: RecordCancel | Received[RecordCancel], received_ns: int | None
+    ) -> bool:
         received_cancel = cancel if isinstance(cancel, Received) else Received(cancel)
         cancel = received_cancel.model
         aid = cancel.activation_id
@@ -536,11 +659,10 @@ class CameraAgent:
         assert own is not None  # cancel_refusal refuses an issuer without a claim
         acted = own
         acted.cancelled = True
-        stopped = self.recorder.cancel(aid, now, issuer=cancel.issuer)
+        stopped = await self.recorder.cancel(aid, now, issuer=cancel.issuer)
         self.counters["cancel.stopped" if stopped else "cancel.kept_recording"] += 1
         if stopped:
             self._log.info("recording stopped: activation cancelled", activation=aid)
-            self._presence_changed()
             outcome, why = CancelOutcome.STOPPED, "recording stopped; what was recorded is kept"
         else:
             outcome, why = (
@@ -575,7 +697,7 @@ class CameraAgent:
         if len(self.cancel_acks_sent) > _ACKS_KEPT:
             del self.cancel_acks_sent[: len(self.cancel_acks_sent) - _ACKS_KEPT]
 
-    def handle(
+    async def handle(
         self,
         command: RecordStart | Received[RecordStart],
         *,
@@ -583,7 +705,20 @@ class CameraAgent:
         received_ns: int,
     ) -> CameraAck | None:
         """Decide, act on the recorder, and ack. Returns the ack sent, if any. A command
-        given as a model alone counts as unsigned."""
+        given as a model alone counts as unsigned. One command at a time: a start is
+        awaited (the `started` ack goes once the recorder says it runs) before the next
+        command is decided, so a second command for the same activation finds the claim
+        and starts nothing."""
+        async with self._deciding:
+            return await self._handle(command, direct=direct, received_ns=received_ns)
+
+    async def _handle(
+        self,
+        command: RecordStart | Received[RecordStart],
+        *,
+        direct: bool,
+        received_ns: int,
+    ) -> CameraAck | None:
         received = command if isinstance(command, Received) else Received(command)
         command = received.model
         ident = self.identity
@@ -631,13 +766,11 @@ class CameraAgent:
         started_at = kept = None
         if decision.action is Action.START:
             self.asleep = False  # woken by the command
-            start = self.recorder.start(aid, command.pre_event_s, now, issuer=command.issuer)
-            started_at, kept = start.started_at_ns, start.pre_event_kept_s
-            self._presence_changed()
-            # Announce the stop too: the simulated recording ends by itself after record_s.
-            asyncio.get_running_loop().call_later(
-                self.recorder.record_s + 0.01, self._presence_changed
-            )
+            started = await self._start(command, now)
+            if isinstance(started, RecorderFault):
+                problem = Rejection("recorder_fault", f"{started.code.value}: {started.reason}")
+                return self._refuse(command, problem, received_ns, budgeted=False)
+            started_at, kept = started.started_at_ns, started.pre_event_kept_s
         elif decision.status is AckStatus.ALREADY_RECORDING:
             # Joins the running recording as this issuer's claim (once).
             self.recorder.attach(aid, issuer=command.issuer)
@@ -655,8 +788,232 @@ class CameraAgent:
             pre_event_kept_s=kept,
         )
         self._send_ack(command.issuer, ack)
+        if decision.status in (AckStatus.STARTED, AckStatus.ALREADY_RECORDING):
+            # After the ack: the gateway hears that it started, then what it records.
+            self._claim_recording(aid, command.issuer)
         self._log.debug("command handled", activation=aid, status=decision.status.value)
         return ack
+
+    async def _start(self, command: RecordStart, now_ns: int) -> RecordingStart | RecorderFault:
+        """The recorder started for this command, or the fault that kept it from it."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                return await self.recorder.start(
+                    command.activation_id, command.pre_event_s, now_ns, issuer=command.issuer
+                )
+        except RecorderFault as fault:
+            self.counters[f"recorder.fault.{fault.code.value}"] += 1
+            self._log.error(
+                "recorder could not start",
+                activation=command.activation_id,
+                code=fault.code.value,
+                reason=fault.reason,
+            )
+            self._presence_changed()
+            return fault
+        except TimeoutError:
+            self.counters["recorder.fault.start_timeout"] += 1
+            self._log.error("recorder did not start in time", timeout_s=START_TIMEOUT_S)
+            return RecorderFault(
+                FaultCode.NO_FRAMES, f"not recording within {START_TIMEOUT_S:g} s of the command"
+            )
+
+    # --- recordings: stops, and the `recording` messages ----------------------------------
+    async def stop_recording(self, reason: StopReason, note: str = "") -> Recording | None:
+        """Stop the running recording (an officer's stop: ``StopReason.OFFICER`` and what
+        they said); None if none runs. Its `stop` message goes to every issuer it was for."""
+        async with self._deciding:
+            return await self._stop_recording(reason, note)
+
+    async def _stop_recording(self, reason: StopReason, note: str) -> Recording | None:
+        now = self.clock.wall_ns()
+        if not self.recorder.is_recording(now):
+            return None
+        stopped = await self.recorder.stop(reason, now, note=note)
+        if stopped is not None:
+            self._log.info("recording stopped", recording=stopped.recording_id, reason=reason.value)
+        return stopped
+
+    def control_status(self) -> dict[str, Any]:
+        """What the local API's ``status`` answers."""
+        current = self.recorder.current
+        fault = self._fault_info()
+        return {
+            "camera_id": self.identity.camera_id,
+            "recording": self.recorder.is_recording(self.clock.wall_ns()),
+            "recording_id": None if current is None else current.recording_id,
+            "activation_ids": [] if current is None else list(current.activations),
+            "recorder_fault": None if fault is None else fault.model_dump(),
+            "recordings_pending": self.recordings_pending,
+        }
+
+    def _claim_recording(self, activation_id: str, issuer: str) -> None:
+        """A claim on the running recording (it started it, or joined it): remembered for
+        the stop, and told to its issuer now, if that issuer has not heard of it yet."""
+        recording = self.recorder.current
+        if recording is None:
+            return
+        claims = self._recording_claims.setdefault(recording.recording_id, [])
+        self._recording_claims.move_to_end(recording.recording_id)
+        while len(self._recording_claims) > _RECORDING_CLAIMS_KEPT:
+            self._recording_claims.popitem(last=False)
+        claim = (activation_id, issuer)
+        if claim in claims or len(claims) >= _CLAIMS_PER_RECORDING:
+            return
+        claims.append(claim)
+        self._publish_recording(recording, RecordingEvent.START, [issuer])
+
+    def _on_recorder_event(self, event: RecorderEvent) -> None:
+        """The recorder's events, in order: presence follows recording and faults; a
+        stopped recording is reported to every issuer it was for."""
+        if isinstance(event, RecordingStopped):
+            recording = event.recording
+            claims = self._recording_claims.pop(recording.recording_id, [])
+            issuers = list(dict.fromkeys(issuer for _, issuer in claims))
+            self.counters[f"recording.stopped.{recording.stop_reason}"] += 1
+            self._write_manifest(recording)
+            self._publish_recording(recording, RecordingEvent.STOP, issuers)
+            self._presence_changed()
+        elif isinstance(event, RecordingStarted):
+            self._presence_changed()
+        elif isinstance(event, FaultChanged):
+            fault = event.fault
+            if fault is None:
+                self._log.info("recorder recovered")
+            else:
+                self._log.error("recorder fault", code=fault.code.value, reason=fault.reason)
+            self._presence_changed()
+
+    def _write_manifest(self, recording: Recording) -> None:
+        """A recording with files gets its signed evidence manifest before its stop is
+        reported, so that the stop message (and the gateway's log) carries its hash. One
+        small file, written here in order rather than in a thread: a stop is rare, and the
+        next start must not be reported before this stop. Without a camera key there is
+        nothing to sign with: no manifest, and ``manifest_sha256`` stays null."""
+        signer = self.security.signer
+        if recording.directory is None:
+            return
+        if signer is None:
+            self.counters["recording.manifest_unsigned"] += 1
+            self._log.warning(
+                "no manifest written: the camera has no signing key",
+                recording=recording.recording_id,
+            )
+            return
+        device = DeviceInfo.of(model=self.identity.model, source=self.recorder.device_source)
+        try:
+            _, recording.manifest_sha256 = write_manifest(recording, device, signer)
+        except (OSError, ValueError) as exc:
+            self.counters["recording.manifest_failed"] += 1
+            self._log.error(
+                "manifest not written", recording=recording.recording_id, error=str(exc)
+            )
+            return
+        self.counters["recording.manifest_written"] += 1
+
+    def recording_message(self, recording: Recording, event: RecordingEvent) -> RecordingMessage:
+        """The `recording` message of a recording's start or stop (docs/protocol.md)."""
+        stop = event is RecordingEvent.STOP
+        listed = recording.segments[:MAX_RECORDING_FILES] if stop else []
+        files = tuple(
+            RecordingFile(
+                name=segment.name,
+                sha256=segment.sha256,
+                first_frame_ns=segment.first_frame_ns,
+                last_frame_ns=segment.last_frame_ns,
+            )
+            for segment in listed
+        )
+        reason = recording.stop_reason
+        return RecordingMessage(
+            camera_id=self.identity.camera_id,
+            unit_id=self.identity.unit_id,
+            recording_id=recording.recording_id,
+            activation_ids=tuple(dict.fromkeys(recording.activations))[:_CLAIMS_PER_RECORDING],
+            event=event,
+            started_at_ns=recording.started_at_ns,
+            first_frame_ns=recording.first_frame_ns,
+            pre_event_kept_s=recording.pre_event_kept_s,
+            stopped_at_ns=recording.stopped_at_ns if stop else None,
+            reason=RecordingStopReason(reason.value) if stop and reason is not None else None,
+            note=recording.stop_note[:MAX_STOP_NOTE] if stop else "",
+            files=files,
+            files_omitted=len(recording.segments) - len(files) if stop else 0,
+            manifest_sha256=recording.manifest_sha256 if stop else None,
+        )
+
+    def _publish_recording(
+        self, recording: Recording, event: RecordingEvent, issuers: list[str]
+    ) -> None:
+        """Signed like an ack, one copy per issuer, through the bounded outbox (sent in
+        order, kept until the broker has it)."""
+        issuers = [issuer for issuer in issuers if issuer]
+        if not issuers:
+            return
+        try:
+            message = self.recording_message(recording, event)
+        except ValueError as exc:  # a file name the wire cannot carry, say
+            self.counters["recordings.not_sent"] += 1
+            self._log.error("recording message not made", error=str(exc))
+            return
+        payload = self.security.seal(message)
+        for issuer in issuers:
+            topic = self.topics.recording(issuer, self.identity.camera_id)
+            self._recording_outbox.append((topic, payload))
+            if len(self._recording_outbox) > RECORDING_OUTBOX_MAX:
+                self._recording_outbox.popleft()
+                self.counters["recordings.dropped_outbox"] += 1
+                self._warn("recording message dropped: outbox full", "recording_outbox")
+        self._recording_outbox_changed.set()
+        self._kick_sender()
+        self.recordings_sent.append(message)
+        if len(self.recordings_sent) > _ACKS_KEPT:
+            del self.recordings_sent[: len(self.recordings_sent) - _ACKS_KEPT]
+
+    @property
+    def recordings_pending(self) -> int:
+        """`recording` messages the broker does not have yet."""
+        return len(self._recording_outbox)
+
+    def _kick_sender(self) -> None:
+        """Start the outbox's sender if the agent runs, the outbox holds something, and no
+        sender is at work."""
+        idle = self._recording_sender is None or self._recording_sender.done()
+        if self._serving and self._recording_outbox and idle:
+            self._recording_sender = asyncio.create_task(self._send_recordings())
+
+    async def _send_recordings(self) -> None:
+        """The outbox's sender: the oldest first, each until the broker acknowledges it
+        (a link that drops meanwhile: sent again once it is back); done when it is empty."""
+        while self._recording_outbox:
+            head = self._recording_outbox[0]
+            try:
+                await self.link.publish(head[0], head[1], qos=1, wait_s=None)
+            except ConnectionError as exc:
+                self.counters["recordings.publish_retried"] += 1
+                self._warn("recording message not sent yet", "recording_retry", error=str(exc))
+                if self.link.is_up:
+                    await asyncio.sleep(0.1)  # the link flaps: do not spin
+                continue
+            except Exception:
+                # Not the link: sending it again would fail again and hold up the rest.
+                self.counters["recordings.publish_failed"] += 1
+                self._log.exception("recording message not sent", topic=head[0])
+            if self._recording_outbox and self._recording_outbox[0] is head:
+                self._recording_outbox.popleft()
+                self.counters["recordings.sent"] += 1
+            self._recording_outbox_changed.set()
+
+    async def recordings_flushed(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until every `recording` message is with the broker."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._recording_outbox:
+                    self._recording_outbox_changed.clear()
+                    await self._recording_outbox_changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _first_time(self, received: Received[RecordStart], now_ns: int) -> bool:
         signature = received.signature
@@ -665,11 +1022,12 @@ class CameraAgent:
         return self._replays.first_time(signature, received.model.expires_at_ns, now_ns)
 
     def _refuse(
-        self, command: RecordStart, problem: Rejection, received_ns: int
+        self, command: RecordStart, problem: Rejection, received_ns: int, *, budgeted: bool = True
     ) -> CameraAck | None:
-        """A command not trusted: counted, logged (at most once a second per reason),
-        answered `rejected` (within the ack budget). Nothing in it is acted on, its
-        scope included."""
+        """A command not trusted (or, ``budgeted`` False, a trusted one the recorder could
+        not act on): counted, logged (at most once a second per reason), answered
+        `rejected` (within the ack budget, for untrusted ones). Nothing in it is acted on,
+        its scope included."""
         self.counters[f"refused.command.{problem.code}"] += 1
         self._warn(
             "command refused",
@@ -679,7 +1037,7 @@ class CameraAgent:
             code=problem.code,
             reason=problem.reason,
         )
-        if not self._reject_ack_allowed():
+        if budgeted and not self._reject_ack_allowed():
             self.counters["refused.ack_not_sent"] += 1
             return None
         ack = CameraAck(

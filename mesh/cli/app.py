@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -20,7 +20,16 @@ import yaml
 
 from bridge.mqtt.client import LinkDown, LinkOptions, MqttLink
 from bridge.topics import DEFAULT_PREFIX
-from mesh.cli import audit, broker, conformance, files, integrity, replay
+from mesh.cli import (
+    audit,
+    broker,
+    conformance,
+    files,
+    integrity,
+    recording,
+    recording_verify,
+    replay,
+)
 from mesh.cli.archive import archiver_app, log_sync
 from mesh.cli.common import (
     EXIT_NO_ANSWER,
@@ -49,6 +58,7 @@ from mesh.cli.common import topic_schema as _topics
 from mesh.cli.config_check import GatewayConfigError, config_app, load_camera, load_gateway
 from mesh.cli.errors import listen_failure_code, run_cli
 from mesh.cli.keys import keys_app
+from mesh.cli.recording import recording_app
 from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
 from mesh.documents import ConfigError
@@ -105,6 +115,9 @@ def _register_groups() -> None:
     app.add_typer(conformance_app, name="conformance")  # docs/conformance.md
     conformance_app.command("camera")(conformance.camera)
     conformance_app.command("gateway")(conformance.gateway)
+    app.add_typer(recording_app, name="recording")  # a camera's recordings (docs/camera.md)
+    recording_app.command("stop")(recording.stop)
+    recording_app.command("verify")(recording_verify.verify)
 
 
 @app.callback()
@@ -284,9 +297,13 @@ def camera(
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Run one simulated camera (presence, commands, pre-event recorder, acks)."""
+    """Run one camera (presence, commands, pre-event recorder, acks): simulated, or
+    recording real video with FFmpeg (the config's recorder: section)."""
     from mesh.camera.agent import CameraAgent, CameraIdentity
+    from mesh.camera.control import ControlError
     from mesh.camera.recorder import SimulatedRecorder
+    from mesh.camera.recording.base import Recorder
+    from mesh.config import control_socket_path
 
     _configure_logs(log_format, log_level)  # first: a bad config is then a log record
     try:
@@ -296,7 +313,7 @@ def camera(
     security = _load_security(cfg.security, config)
 
     async def serve() -> None:
-        recorder: object = SimulatedRecorder(
+        recorder: Recorder = SimulatedRecorder(
             powered_on_ns=time.time_ns(),
             buffer_s=cfg.pre_event_buffer_s,
             record_s=cfg.record_s,
@@ -319,13 +336,16 @@ def camera(
                 topics=_topics(cfg.topic_prefix),
                 position=cfg.position,
                 accuracy_m=cfg.accuracy_m,
-                # The agent takes any Recorder once issue 19's agent work is merged.
-                recorder=cast(Any, recorder),
+                recorder=recorder,
                 protocol=protocol,
                 heartbeat_s=cfg.heartbeat_s,
                 security=security,
+                control_socket=control_socket_path(cfg, config),
             )
-            await agent.run()
+            try:
+                await agent.run()
+            except ControlError as exc:
+                _fail(str(exc))
 
     _run(serve())
 
@@ -1142,11 +1162,12 @@ def schema(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .schema.json files")],
 ) -> None:
     """Write the JSON Schema of every protocol v2 payload, of the signed-message envelope
-    (jws), and of the trust store file."""
+    (jws), of the trust store file, and of a recording's evidence manifest."""
+    from mesh.camera.recording.manifest import write_manifest_schema
     from mesh.protocol.schema import write_schemas
     from mesh.security.trust import write_trust_store_schema
 
-    for path in [*write_schemas(out), write_trust_store_schema(out)]:
+    for path in [*write_schemas(out), write_trust_store_schema(out), write_manifest_schema(out)]:
         _console().print(str(path), highlight=False)
 
 
@@ -1180,15 +1201,20 @@ def asyncapi(
 def vectors(
     out: Annotated[Path, typer.Option("--out", help="Directory for the .json files")],
 ) -> None:
-    """Write the protocol's test vectors (geo cells, range decisions, signed messages):
-    docs/vectors."""
+    """Write the protocol's test vectors (geo cells, range decisions, signed messages,
+    recording manifests): docs/vectors."""
     import json
 
+    from mesh.camera.recording.vectors import manifest_vectors
     from mesh.decide.vectors import all_vectors
     from mesh.security.vectors import VECTOR_FILES
 
     out.mkdir(parents=True, exist_ok=True)
-    written = {**all_vectors(), **{name: make() for name, make in VECTOR_FILES.items()}}
+    written = {
+        **all_vectors(),
+        **{name: make() for name, make in VECTOR_FILES.items()},
+        "recording-manifest": manifest_vectors(),
+    }
     for name, content in written.items():
         path = out / f"{name}.json"
         path.write_text(json.dumps(content, indent=2) + "\n")

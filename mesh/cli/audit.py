@@ -33,7 +33,8 @@ def report(
         Path,
         typer.Option(
             "--out",
-            help="Directory for report.html, report.json, activations.csv, cameras.csv",
+            help="Directory for report.html, report.json, activations.csv, cameras.csv, "
+            "recordings.csv",
         ),
     ],
     start: Annotated[
@@ -60,6 +61,7 @@ def report(
     from mesh.audit.report import (
         ACTIVATION_COLUMNS,
         CAMERA_COLUMNS,
+        RECORDING_COLUMNS,
         ReportFilter,
         activation_rows,
         build_report,
@@ -67,6 +69,7 @@ def report(
         check_unit,
         parse_kind,
         parse_utc,
+        recording_rows,
         report_json,
     )
     from mesh.audit.report_render import TIMELINE_LIMIT, render_html
@@ -103,6 +106,7 @@ def report(
     for name, columns, rows in (
         ("activations.csv", ACTIVATION_COLUMNS, activation_rows(result)),
         ("cameras.csv", CAMERA_COLUMNS, camera_rows(result)),
+        ("recordings.csv", RECORDING_COLUMNS, recording_rows(result)),
     ):
         with (out / name).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
@@ -114,6 +118,7 @@ def report(
         literal(
             f"wrote {html_path} ({total} activation(s), {drawn} timeline(s); "
             f"{flt.describe()}; chain {result.integrity.verdict if result.integrity else '?'}), "
-            f"{out / 'report.json'}, {out / 'activations.csv'} and {out / 'cameras.csv'}"
+            f"{out / 'report.json'}, {out / 'activations.csv'}, {out / 'cameras.csv'} and "
+            f"{out / 'recordings.csv'}"
         )
     )

@@ -42,6 +42,9 @@ class KindRules(_Strict):
     cancel_window_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     wake_sleeping: bool = True
     escalate_to: tuple[Audience, ...] = ("dispatch",)
+    # A camera's recording for this kind that ends sooner than this after it started (for
+    # any reason but a cancel) is flagged by `audit report`; null: no minimum.
+    min_recording_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
 
     def retry_wait_ms(self, attempt: int) -> int:
         """How long to wait for acks after attempt ``attempt`` (0 = the broadcast):
@@ -66,6 +69,7 @@ class KindOverride(_Strict):
     cancel_window_s: Annotated[float, Field(ge=0, le=300)] | None = None
     wake_sleeping: bool | None = None
     escalate_to: tuple[Audience, ...] | None = None
+    min_recording_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
 
 
 # Shipped defaults. Radii are a judgement: weapon and TASER events matter to officers

@@ -53,6 +53,7 @@ from mesh.journal.records import (
     EscalatedEntry,
     FinishedEntry,
     PublishedEntry,
+    RecordingEntry,
     RecordKind,
     ResumedEntry,
     SignedCopy,
@@ -78,6 +79,8 @@ from mesh.protocol.models import (
     OutcomeStatus,
     ReceiptOutcome,
     RecordCancel,
+    RecordingEvent,
+    RecordingMessage,
     TriggerEvent,
     TriggerReceipt,
 )
@@ -98,6 +101,9 @@ _CANCELLABLE_MAX = 64
 # attempt one more), and how many camera-activation pairs are counted at once.
 _CANCEL_ACKS_PER_CAMERA = 8
 _CANCEL_ACKS_LOGGED_MAX = 4096
+# `recording` messages remembered (camera, recording, event, trusted), so a repeat (QoS 1
+# after a reconnect) is counted, not logged again.
+_RECORDINGS_REMEMBERED = 4096
 
 
 class Publisher(Protocol):
@@ -205,6 +211,7 @@ class Coordinator:
         self.pace = AckPace()
         self._resumed: list[_Live] = []
         self._cancel_acks_logged: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._recordings_logged: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
         self._queued_before_stop: list[QueuedOutcome] = []
         self._log = structlog.get_logger("mesh.coordinator").bind(unit=unit_id)
 
@@ -768,6 +775,61 @@ class Coordinator:
                 reason=ack.reason,
             )
 
+    def on_recording(
+        self,
+        message: RecordingMessage,
+        *,
+        untrusted: Rejection | None = None,
+        jws: Jws | None = None,
+    ) -> bool:
+        """A camera's recording started or stopped: appended to the log (a `recording`
+        record) under the first of its activations this gateway knows (else its first).
+        A trusted one is logged whatever the activation (it may have finished before a
+        restart); an untrusted one only as evidence about an activation of ours. Each
+        (camera, recording, event) once (an untrusted one: once per signature). True if
+        logged."""
+        trusted = untrusted is None
+        # A trusted one is shadowed only by a trusted one; a refused one only by the same
+        # bytes signed the same way (another forgery is other evidence).
+        signature = "" if jws is None else jws.signature
+        key = (
+            message.camera_id,
+            message.recording_id,
+            message.event.value,
+            "trusted" if trusted else f"untrusted:{signature}",
+        )
+        if key in self._recordings_logged:
+            self._recordings_logged.move_to_end(key)
+            self.counters["recordings.repeated"] += 1
+            return False
+        ours = [a for a in message.activation_ids if a in self.live or a in self.recent]
+        if not trusted and not ours:
+            self.counters["recordings.untrusted_unknown"] += 1
+            return False
+        self._recordings_logged[key] = None
+        while len(self._recordings_logged) > _RECORDINGS_REMEMBERED:
+            self._recordings_logged.popitem(last=False)
+        effect = "accepted" if untrusted is None else f"untrusted:{untrusted.code}"
+        named = ours or list(message.activation_ids)
+        activation = named[0] if named else None
+        if not trusted:
+            self.counters["recordings.untrusted"] += 1
+        elif message.event is RecordingEvent.START:
+            self.counters["recordings.start"] += 1
+        else:
+            self.counters["recordings.stop"] += 1
+        entry = RecordingEntry(recording=message, effect=effect, jws=SignedCopy.of(jws))
+        self._append(RecordKind.RECORDING, activation, entry)
+        if trusted and message.event is RecordingEvent.STOP:
+            self._log.info(
+                "camera stopped recording",
+                camera=message.camera_id,
+                recording=message.recording_id,
+                reason=None if message.reason is None else message.reason.value,
+                activations=list(message.activation_ids),
+            )
+        return True
+
     def _prune_cancellable(self, now: int) -> None:
         # Kept a minute past the window, so that a late cancel hears "window closed"; and
         # no more than a car's gateway could need (each holds its cameras' outcomes).
@@ -947,6 +1009,7 @@ class Coordinator:
             | EscalatedEntry
             | CancelEntry
             | CancelAckEntry
+            | RecordingEntry
         ),
     ) -> None:
         try:

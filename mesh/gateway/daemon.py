@@ -55,6 +55,7 @@ from mesh.protocol.models import (
     CancelRequest,
     GatewayStatus,
     GeoPoint,
+    RecordingMessage,
     TriggerEvent,
     TriggerReceipt,
 )
@@ -195,7 +196,10 @@ class Gateway:
             url,
             LinkOptions(
                 client_id=f"{client_id or f'tm-{issuer}'}-acks",
-                subscriptions=((self.topics.acks_for(issuer), 1),),
+                subscriptions=(
+                    (self.topics.acks_for(issuer), 1),
+                    (self.topics.recordings_for(issuer), 1),
+                ),
                 # MQTT 3.1.1 for the presence link's reason: no per-message property parsing,
                 # the larger part of a flooded message's cost in paho.
                 protocol="3.1.1",
@@ -523,6 +527,9 @@ class Gateway:
             match parsed.kind:
                 case TopicKind.ACK:  # on the ack link; here if the links are shared
                     self._on_ack(parsed.args[1], message, received_mono)
+                case TopicKind.RECORDING:  # likewise
+                    if self._ack_admitted(parsed.args[1], message.payload, received_mono):
+                        self._on_recording(parsed.args[1], message)
                 case TopicKind.TRIGGER:
                     failpoint("trigger.received")
                     received = self.settings.security.open(
@@ -582,11 +589,14 @@ class Gateway:
     def _on_ack_message(self, message: Inbound) -> None:
         received_mono = self.clock.mono_ns()
         parsed = self.topics.parse(message.topic)
-        if parsed is None or parsed.kind is not TopicKind.ACK:
+        if parsed is None or parsed.kind not in (TopicKind.ACK, TopicKind.RECORDING):
             self.counters["ignored.topic"] += 1
             return
         try:
-            self._on_ack(parsed.args[1], message, received_mono, admitted=True)
+            if parsed.kind is TopicKind.RECORDING:
+                self._on_recording(parsed.args[1], message)
+            else:
+                self._on_ack(parsed.args[1], message, received_mono, admitted=True)
         except PayloadError as exc:
             self._rejected(parsed.kind.value, exc, message)
 
@@ -594,7 +604,7 @@ class Gateway:
         """The ack link's filter, run as each message is read: a camera over its ack rate
         is dropped there, so its flood never queues ahead of other cameras' acks."""
         parsed = self.topics.parse(topic)
-        if parsed is None or parsed.kind is not TopicKind.ACK:
+        if parsed is None or parsed.kind not in (TopicKind.ACK, TopicKind.RECORDING):
             return True  # counted as ignored by the handler
         return self._ack_admitted(parsed.args[1], payload, self.clock.mono_ns())
 
@@ -623,6 +633,24 @@ class Gateway:
             raise PayloadError(untrusted.code, untrusted.reason)
         self._remember_ack(received, trusted=True)
         self.coordinator.on_ack(ack, received_mono_ns=received_mono, jws=received.jws)
+
+    def _on_recording(self, camera_id: str, message: Inbound) -> None:
+        """A camera's `recording` message, on the ack link at the camera's ack rate:
+        verified before it is parsed, its camera the topic's, signed by that camera's key
+        (checked like an ack), then logged by the coordinator (an untrusted one that it
+        can read, marked, as evidence)."""
+        security = self.settings.security
+        received = security.open(RecordingMessage, message.payload, max_bytes=MAX_SMALL_PAYLOAD)
+        recording = received.model
+        if recording.camera_id != camera_id:
+            raise PayloadError(
+                "id_mismatch",
+                f"recording of camera {recording.camera_id!r} on the topic of camera {camera_id!r}",
+            )
+        untrusted = security.check_ack(received, self.clock.wall_ns())
+        self.coordinator.on_recording(recording, untrusted=untrusted, jws=received.jws)
+        if untrusted is not None:
+            raise PayloadError(untrusted.code, untrusted.reason)
 
     def _ack_admitted(self, camera_id: str, payload: bytes, mono: int) -> bool:
         """Within the camera's ack rate; or over it, still its first answer to a live

@@ -22,6 +22,7 @@ from mesh.protocol.models import (
     EscalationReason,
     Frozen,
     GeoPoint,
+    RecordingMessage,
     RecordStart,
     TimeNs,
     TriggerEvent,
@@ -45,6 +46,7 @@ class RecordKind(StrEnum):
     STARTED = "started"  # the gateway started: who it is and the policy it decides by
     PRESENCE = "presence"  # a camera's presence when it changed or a decision read it
     ACKS_DROPPED = "acks_dropped"  # one camera's acks over its rate, counted, not logged each
+    RECORDING = "recording"  # a camera's recording started or stopped (why, which files)
 
 
 class AcksDroppedEntry(Frozen):
@@ -242,4 +244,15 @@ class CancelAckEntry(Frozen):
     ack: CancelAck
     effect: str  # the ack's outcome, or ``untrusted:<code>`` if its signature was refused
     # The cancel ack as received, if it came signed (left out when it came unsigned).
+    jws: SignedCopy | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class RecordingEntry(Frozen):
+    """A camera's `recording` message (a recording started or stopped) as the gateway
+    received it: ``effect`` is ``accepted``, or ``untrusted:<code>`` if its signature was
+    refused (kept as evidence, never as the camera's word)."""
+
+    recording: RecordingMessage
+    effect: str
+    # The message as received, if it came signed (left out when it came unsigned).
     jws: SignedCopy | None = Field(default=None, exclude_if=lambda v: v is None)

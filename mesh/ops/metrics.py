@@ -171,6 +171,12 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Camera answers to record-cancels: stopped, kept_recording, refused, untrusted; "
         "unknown_activation, not_logged (over the per-camera cap).",
     ),
+    "recordings": (
+        "counter",
+        ("event",),
+        "Cameras' recording messages: start, stop (trusted, logged), untrusted (logged as "
+        "evidence), untrusted_unknown (not about our activations: counted only), repeated.",
+    ),
     "log_retention_refused": ("counter", (), "Retention passes the activation log refused."),
     "unmapped_counters": (
         "gauge",
@@ -249,6 +255,7 @@ _KNOWN_VALUES: dict[str, tuple[str, ...]] = {
         "unknown_activation",
         "not_logged",
     ),
+    "recordings": ("start", "stop", "untrusted", "untrusted_unknown", "repeated"),
     "outbox_messages": ("queued", "sent", "expired", "undeliverable"),
     "outbox_file_events": ("memory_fallbacks", "reopened", "reopen_failures"),
     "presence_events": (
@@ -271,6 +278,7 @@ _LABELLED_HEADS = {
     "acks": "acks",
     "cancels": "cancels",
     "cancel_acks": "cancel_acks",
+    "recordings": "recordings",
     "outbox": "outbox_messages",
     "presence": "presence_events",
 }
@@ -288,6 +296,7 @@ _GATEWAY_ALWAYS = (
     "acks",
     "cancels",
     "cancel_acks",
+    "recordings",
     "presence_events",
     "rejected_inputs",
     "command_retries",

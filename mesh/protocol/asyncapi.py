@@ -204,6 +204,25 @@ FLOWS: dict[TopicKind, Flow] = {
         description="Acks are signed by the camera (`rejected` ones too). A camera SHOULD "
         "NOT send more than 50 acks a second (200 at once).",
     ),
+    TopicKind.RECORDING: Flow(
+        address=lambda t: t.recording("{issuer}", "{camera}"),
+        messages=("recording",),
+        summary="A camera's recording started or stopped (why, which files), to each "
+        "gateway whose activation it records for.",
+        senders=("camera",),
+        receivers=("gateway", "archive"),
+        located={"camera": "camera_id"},
+        subscribes={"gateway": {"issuer": "{its id}"}},
+        notes={
+            "gateway": "On its ack connection (client id `{id}-acks`); each one is checked "
+            "like an ack and appended to its activation log (a `recording` record).",
+            "camera": "Signed like its acks. Kept while the link is down (at most 256, the "
+            "oldest dropped past that) and sent on reconnect.",
+        },
+        description="One `start` and one `stop` per recording and issuer; a gateway whose "
+        "command joined a running recording gets that recording's `start` when it joins. "
+        "A camera may publish only on its own `{camera}` level (the broker's ACL).",
+    ),
     TopicKind.ACTIVATION: Flow(
         address=lambda t: t.activation("{unit}", "{activation}"),
         messages=("activation",),

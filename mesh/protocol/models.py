@@ -364,6 +364,13 @@ class ActivationRecord(Frozen):
     cancelled_by: Annotated[str, Field(max_length=128)] | None = None
 
 
+class RecorderFaultInfo(Frozen):
+    """A camera's recorder fault, as presence reports it."""
+
+    code: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]
+    reason: Annotated[str, Field(max_length=256)] = ""
+
+
 class CameraPresence(Frozen):
     """Retained per camera; the broker publishes the last-will copy with online=false."""
 
@@ -382,6 +389,66 @@ class CameraPresence(Frozen):
     # The address the camera advertises on BLE, so that a gateway that hears it knows it
     # is near the car (``AA:BB:CC:DD:EE:FF``, as scanners report it).
     ble_address: BleAddress | None = None
+    # What keeps its recorder from recording now (device gone, disk full, ...), or null.
+    recorder_fault: RecorderFaultInfo | None = None
+
+
+class RecordingEvent(StrEnum):
+    START = "start"
+    STOP = "stop"
+
+
+class RecordingStopReason(StrEnum):
+    """Why a recording ended (the values of mesh.camera.recording.base.StopReason)."""
+
+    OFFICER = "officer"
+    CANCEL = "cancel"
+    MAX_DURATION = "max_duration"
+    LOW_DISK = "low_disk"
+    STORAGE_ERROR = "storage_error"
+    SOURCE_LOST = "source_lost"
+    SHUTDOWN = "shutdown"
+
+
+# A `recording` message lists at most this many files; the rest are counted in
+# ``files_omitted`` (the manifest, whose hash it carries, lists them all).
+MAX_RECORDING_FILES = 128
+# Activation ids one `recording` message names, at most (the claims on one recording).
+MAX_RECORDING_ACTIVATIONS = 64
+# An officer's stop note, at most (characters).
+MAX_STOP_NOTE = 1024
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class RecordingFile(Frozen):
+    """One file (segment) of a recording."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
+    sha256: Sha256Hex
+    first_frame_ns: TimeNs
+    last_frame_ns: TimeNs
+
+
+class RecordingMessage(Frozen):
+    """A camera's report that a recording started or stopped, to each gateway whose
+    activation it records for (docs/protocol.md, the `recording` message)."""
+
+    type: Literal["recording"] = "recording"
+    v: ProtocolVersion = PROTOCOL_VERSION
+    camera_id: Ident
+    unit_id: Ident | None = None
+    recording_id: Ident
+    activation_ids: Annotated[tuple[Ident, ...], Field(max_length=MAX_RECORDING_ACTIVATIONS)]
+    event: RecordingEvent
+    started_at_ns: TimeNs
+    first_frame_ns: TimeNs
+    pre_event_kept_s: Annotated[float, Field(ge=0.0)]
+    stopped_at_ns: TimeNs | None = None  # stop only
+    reason: RecordingStopReason | None = None  # stop only
+    note: Annotated[str, Field(max_length=MAX_STOP_NOTE)] = ""  # the officer's, stop only
+    files: Annotated[tuple[RecordingFile, ...], Field(max_length=MAX_RECORDING_FILES)] = ()
+    files_omitted: Count = 0
+    manifest_sha256: Sha256Hex | None = None  # stop only; null until manifests exist
 
 
 class CancelRequest(Frozen):
@@ -452,7 +519,9 @@ class GatewayStatus(Frozen):
 
 # The payloads that may travel signed, as a JWS of their bytes (docs/security.md): those
 # that start or stop a recording, or say a camera started.
-SIGNABLE = frozenset({"trigger", "record_start", "record_cancel", "ack", "cancel_ack", "cancel"})
+SIGNABLE = frozenset(
+    {"trigger", "record_start", "record_cancel", "ack", "cancel_ack", "cancel", "recording"}
+)
 
 WIRE_MODELS: dict[str, type[Frozen]] = {
     "trigger": TriggerEvent,
@@ -466,4 +535,5 @@ WIRE_MODELS: dict[str, type[Frozen]] = {
     "cancel_ack": CancelAck,
     "cancel": CancelRequest,
     "escalation": Escalation,
+    "recording": RecordingMessage,
 }

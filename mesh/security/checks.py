@@ -24,6 +24,7 @@ from mesh.protocol.models import (
     CancelAck,
     CancelRequest,
     RecordCancel,
+    RecordingMessage,
     RecordStart,
     TriggerEvent,
 )
@@ -182,9 +183,12 @@ class Security:
         return None
 
     def check_ack(
-        self, received: Received[CameraAck] | Received[CancelAck], now_ns: int
+        self,
+        received: Received[CameraAck] | Received[CancelAck] | Received[RecordingMessage],
+        now_ns: int,
     ) -> Rejection | None:
-        """At a gateway: signed by the camera it speaks for."""
+        """At a gateway: signed by the camera it speaks for (an ack, a cancel ack, or a
+        `recording` message)."""
         return self._signer_problem(received, [(KeyRole.CAMERA, received.model.camera_id)], now_ns)
 
     def check_request(

@@ -35,6 +35,10 @@ from mesh.protocol.models import (
     AckStatus,
     CameraAck,
     GeoPoint,
+    RecordingEvent,
+    RecordingFile,
+    RecordingMessage,
+    RecordingStopReason,
     RecordStart,
     SourceRef,
     SourceType,
@@ -120,6 +124,33 @@ def ack(**changes: Any) -> CameraAck:
     return CameraAck(**fields)
 
 
+def recording(**changes: Any) -> RecordingMessage:
+    """A camera's `recording` stop message: an officer's stop, with a note and one file."""
+    fields: dict[str, Any] = {
+        "camera_id": "bwc-12a",
+        "unit_id": "car-12",
+        "recording_id": "r-5f0c2a9e81d34b7a6c1e",
+        "activation_ids": ("a-77fd793654b858c3",),
+        "event": RecordingEvent.STOP,
+        "started_at_ns": NOW_NS - 600 * NS,
+        "first_frame_ns": NOW_NS - 630 * NS,
+        "pre_event_kept_s": 30.0,
+        "stopped_at_ns": NOW_NS - NS,
+        "reason": RecordingStopReason.OFFICER,
+        "note": "scene secured, subject in custody",
+        "files": (
+            RecordingFile(
+                name="seg-000001.mkv",
+                sha256=hashlib.sha256(b"trigger-mesh vectors: segment 1").hexdigest(),
+                first_frame_ns=NOW_NS - 630 * NS,
+                last_frame_ns=NOW_NS - NS - 33_333_333,
+            ),
+        ),
+    }
+    fields.update(changes)
+    return RecordingMessage(**fields)
+
+
 def sealed(signer: str, payload: bytes) -> Jws:
     return PayloadSigner(private_key(signer)).seal_bytes(payload)
 
@@ -156,7 +187,7 @@ def with_payload(jws: Jws, payload: bytes) -> Jws:
 @dataclass(frozen=True)
 class Case:
     name: str
-    receiver: str  # "camera" (record_start) or "gateway" (ack)
+    receiver: str  # "camera" (record_start) or "gateway" (ack, recording)
     messages: tuple[str, ...]  # in the order received; each exactly as on the wire
     verdicts: tuple[str, ...]  # one per message
     why: str
@@ -362,6 +393,27 @@ def cases() -> list[Case]:
             sealed(camera, encode(ack(camera_id="bwc-7a"))),
             "refuse:wrong_signer",
             "bwc-12a's key cannot speak for bwc-7a",
+        ),
+        one(
+            "genuine recording stop",
+            "gateway",
+            sealed(camera, encode(recording())),
+            "accept",
+            "signed by its camera, like its acks",
+        ),
+        one(
+            "recording for another camera",
+            "gateway",
+            sealed(camera, encode(recording(camera_id="bwc-7a"))),
+            "refuse:wrong_signer",
+            "a stolen bwc-12a key cannot report (or end) bwc-7a's recording",
+        ),
+        one(
+            "recording signed by the gateway's key",
+            "gateway",
+            sealed(gateway, encode(recording())),
+            "refuse:wrong_signer",
+            "only the camera's own key may say what it recorded",
         ),
     ]
 

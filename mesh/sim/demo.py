@@ -483,7 +483,7 @@ def _view(stage: Stage, width: int | None = None) -> Group:
                 Text("● rec", style="green")
                 if agent.recorder.is_recording(now)
                 else Text("idle", style="dim"),
-                str(len(agent.recorder.activations)),
+                str(len(agent.simulated.activations)),
                 str(len(agent.acks_sent)),
             )
             for agent in stage.agents
@@ -594,7 +594,7 @@ async def _script(stage: Stage, run: DemoRun) -> None:
     if draw_id is not None:
         command = _decisions(stage.log)[draw_id].command
         agents = stage.agents
-        run.recordings_before_duplicate = sum(a.recorder.recordings for a in agents)
+        run.recordings_before_duplicate = sum(a.simulated.recordings for a in agents)
         sent = {a.identity.camera_id: len(a.acks_sent) for a in agents}
         for topic in command_topics(stage.topics, command):
             await stage.driver.publish(topic, encode(command), qos=1)
@@ -608,7 +608,7 @@ async def _script(stage: Stage, run: DemoRun) -> None:
         direct = command.model_copy(update={"attempt": 1})
         await stage.driver.publish(stage.topics.command_camera("dash-12"), encode(direct), qos=1)
         await asyncio.sleep(0.3)
-        run.recordings_after_duplicate = sum(a.recorder.recordings for a in agents)
+        run.recordings_after_duplicate = sum(a.simulated.recordings for a in agents)
         for agent in agents:
             for ack in agent.acks_sent[sent[agent.identity.camera_id] :]:
                 if ack.activation_id == draw_id:
@@ -717,7 +717,7 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
     far_recorded = sorted(
         a.identity.camera_id
         for a in stage.agents
-        if a.identity.camera_id in FAR_CAMERAS and a.recorder.recordings
+        if a.identity.camera_id in FAR_CAMERAS and a.simulated.recordings
     )
     if far_recorded:
         problems.append(f"cameras out of range recorded: {far_recorded}")

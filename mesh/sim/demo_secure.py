@@ -212,7 +212,7 @@ async def play_attacks(
             report.stolen_camera_commands_delivered = sum("/cmd/" in t for t in seen[marker:])
             victim_ack = topics.ack(gateway_id, victim.identity.camera_id)
             report.stolen_camera_forged_acks_delivered = seen[marker:].count(victim_ack)
-        recordings = sum(a.recorder.recordings for a in agents)
+        recordings = sum(a.simulated.recordings for a in agents)
         if forged is not None:
             refused_before = {a.identity.camera_id: _refusals(a) for a in agents}
             async with _link(setup.url(gateway_id)) as insider:
@@ -226,11 +226,11 @@ async def play_attacks(
                 for ack in a.acks_sent
                 if ack.activation_id == forged.activation_id and ack.status is AckStatus.REJECTED
             )
-        report.unsigned_commands_obeyed = sum(a.recorder.recordings for a in agents) - recordings
+        report.unsigned_commands_obeyed = sum(a.simulated.recordings for a in agents) - recordings
         if captured is not None and genuine is not None:
             from mesh.decide.fanout import command_topics
 
-            before = sum(a.recorder.recordings for a in agents)
+            before = sum(a.simulated.recordings for a in agents)
             handled = sum(_handled(a) for a in agents)
             async with _link(setup.url(gateway_id)) as insider:
                 for topic in command_topics(topics, genuine):
@@ -240,7 +240,7 @@ async def play_attacks(
                         insider, topics.command_camera(agent.identity.camera_id), captured
                     )
             await asyncio.sleep(0.5)
-            report.replayed_new_recordings = sum(a.recorder.recordings for a in agents) - before
+            report.replayed_new_recordings = sum(a.simulated.recordings for a in agents) - before
             report.replay_handled_by_cameras = sum(_handled(a) for a in agents) - handled
     return report
 

@@ -196,7 +196,7 @@ async def test_gateway_sigkilled_at_random_points_loses_no_activation(
     # Every trial killed its gateway (a failpoint reached, or the test's SIGKILL).
     assert runner.exit_codes.count(-9) == len(trials)
     assert total.sent == len(trials) * BURST
-    assert not fleet.agents[FAR.camera_id].recorder.activations  # 2 km away: never
+    assert not fleet.agents[FAR.camera_id].simulated.activations  # 2 km away: never
     assert not problems, "\n".join(problems) + "\n" + runner.output()[-4000:]
     assert len(total.lost) == 0
     assert not total.started_late

@@ -66,6 +66,7 @@ BUILDERS: dict[TopicKind, Callable[..., str]] = {
     TopicKind.CANCEL: TOPICS.cancel,
     TopicKind.ESCALATION: TOPICS.escalation,
     TopicKind.ACK: TOPICS.ack,
+    TopicKind.RECORDING: TOPICS.recording,
     TopicKind.ACTIVATION: TOPICS.activation,
     TopicKind.RECEIPT: TOPICS.receipt,
     TopicKind.PRESENCE: TOPICS.presence,

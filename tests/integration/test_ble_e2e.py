@@ -276,7 +276,7 @@ async def test_outcome_statuses_are_real(
         record = await mesh.watcher.final_record(receipt.activation_id or "", 10)
         assert record is not None
         assert all(c.status is OutcomeStatus.STARTED for c in record.cameras)
-        assert mesh.agents["bwc-far"].recorder.recordings == 0
+        assert mesh.agents["bwc-far"].simulated.recordings == 0
 
 
 async def advertising_camera(mesh: Mesh, ble: Ble, camera_id: str) -> tuple[CameraAgent, Device]:

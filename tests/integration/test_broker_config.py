@@ -382,6 +382,11 @@ FORBIDDEN_PUBLISH = [
     pytest.param(CAM, T.command_camera(CAM2), T.ack(GW, CAM), id="cam-cmd-camera"),
     pytest.param(CAM, T.ack(GW, CAM2), T.ack(GW, CAM), id="cam-ack-for-other-camera"),
     pytest.param(CAM, T.presence(CAM2), T.presence(CAM), id="cam-presence-of-other-camera"),
+    pytest.param(
+        CAM, T.recording(GW, CAM2), T.recording(GW, CAM), id="cam-recording-of-other-camera"
+    ),
+    pytest.param(GW, T.recording(GW, CAM), T.command_camera(CAM), id="gw-forges-recording"),
+    pytest.param(DISPATCH, T.recording(GW, CAM), T.trigger("unit-12"), id="dispatch-recording"),
     pytest.param(CAM, T.trigger("unit-12"), T.ack(GW7, CAM), id="cam-trigger"),
     pytest.param(CAM, T.activation("unit-12", "a1"), T.ack(GW, CAM), id="cam-activation"),
     pytest.param(DISPATCH, T.command_all(), T.trigger("unit-12"), id="dispatch-cmd-all"),
@@ -422,6 +427,26 @@ async def test_forbidden_publish_never_reaches_a_reader(
         assert await sender.publish(allowed, b"yes-" + t) == SUCCESS
         seen = await reader.until(allowed, b"yes-" + t)
     assert (forbidden, b"no-" + t) not in seen
+
+
+async def test_a_stolen_camera_credential_cannot_report_another_cameras_recording(
+    cert_broker: BrokerBundle,
+) -> None:
+    """Issue 19: with CAM's certificate, a thief publishes a `recording` stop in CAM2's
+    name to the gateway. The broker refuses it (MQTT 5: not authorized in the PUBACK);
+    the gateway, subscribed with its own credential, gets CAM's own report only. (The
+    gateway's signature check is the second layer: test_recording_e2e.py.)"""
+    t = tag().encode()
+    async with (
+        peer(cert_broker.url_for(GW)) as gateway,
+        peer(cert_broker.url_for(CAM)) as thief,
+    ):
+        assert await gateway.subscribe(T.recordings_for(GW)) == 1
+        assert await thief.publish(T.recording(GW, CAM2), b"stop-" + t) == NOT_AUTHORIZED
+        assert await thief.publish(T.recording(GW7, CAM2), b"stop-" + t) == NOT_AUTHORIZED
+        assert await thief.publish(T.recording(GW, CAM), b"own-" + t) == SUCCESS
+        seen = await gateway.until(T.recording(GW, CAM), b"own-" + t)
+    assert seen == [(T.recording(GW, CAM), b"own-" + t)]
 
 
 async def test_mqtt311_forbidden_publish_is_dropped_silently(cert_broker: BrokerBundle) -> None:
@@ -546,6 +571,10 @@ FORBIDDEN_SUBSCRIBE = [
     pytest.param(
         GW, T.acks_for(GW7), (CAM7, T.ack(GW7, CAM7)),
         T.acks_for(GW), (CAM, T.ack(GW, CAM)), id="gw-other-gateway-acks",
+    ),
+    pytest.param(
+        GW, T.recordings_for(GW7), (CAM7, T.recording(GW7, CAM7)),
+        T.recordings_for(GW), (CAM, T.recording(GW, CAM)), id="gw-other-gateway-recordings",
     ),
     pytest.param(
         GW, T.trigger("unit-7"), (DISPATCH, T.trigger("unit-7")),

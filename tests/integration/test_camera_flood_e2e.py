@@ -123,11 +123,11 @@ class TimedRecorder(SimulatedRecorder):
 
     started: dict[str, int] = field(default_factory=dict)
 
-    def start(
+    def start_now(
         self, activation_id: str, pre_event_s: int, now_ns: int, *, issuer: str = ""
     ) -> RecordingStart:
         self.started[activation_id] = now_ns
-        return super().start(activation_id, pre_event_s, now_ns, issuer=issuer)
+        return super().start_now(activation_id, pre_event_s, now_ns, issuer=issuer)
 
 
 def flood_seen(camera: CameraAgent) -> int:

@@ -109,6 +109,8 @@ def test_render_carries_the_cars_topics_both_ways() -> None:
         f"{p}/escalation/+": "out",
         f"{p}/ack/+/+": "out",
         f"{p}/ack/{GW}/+": "in",
+        f"{p}/recording/+/+": "out",
+        f"{p}/recording/{GW}/+": "in",
         f"{p}/gateway/{GW}": "out",
         f"{p}/log/+/records": "out",
         f"{p}/log/+/synced/{GW}": "in",

@@ -112,7 +112,7 @@ async def test_a_false_trigger_cancelled_in_its_window(
         assert cancelled.cancelled_by == "officer:bwc-12a"
         # The outcome stands (nothing erased); the cameras it started stop and keep it.
         assert [c.status for c in cancelled.cameras] == [c.status for c in record.cameras]
-        await wait_until(lambda: all(mesh.agents[c].recorder.stopped == 1 for c in started))
+        await wait_until(lambda: all(mesh.agents[c].simulated.stopped == 1 for c in started))
         assert not any(mesh.agents[c].recorder.is_recording(time.time_ns()) for c in started)
         # Twice: refused. And the cooldown is released: the same holster, now for real.
         outcome, reason = await send_cancel(mesh, cancel(record.activation_id))
@@ -224,7 +224,7 @@ async def test_500_cameras_end_to_end(
         assert record.state is ActivationState.CONFIRMED
         assert started == in_range
         assert len(in_range) > 30
-        recording = {cid for cid, a in mesh.agents.items() if a.recorder.recordings}
+        recording = {cid for cid, a in mesh.agents.items() if a.simulated.recordings}
         assert recording == in_range
         publishes = mesh.gateway.coordinator.counters["publish.commands"]
         assert publishes <= 10  # the circle's cells and the unit: not one per camera

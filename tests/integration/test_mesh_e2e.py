@@ -51,7 +51,7 @@ async def test_trigger_starts_every_in_range_camera_and_no_other(
         assert all(c.latency_ms is not None and c.latency_ms > 0 for c in record.cameras)
         assert record.all_acked_ms is not None
         far = mesh.agents["bwc-far"]
-        assert far.recorder.recordings == 0
+        assert far.simulated.recordings == 0
         assert far.acks_sent == []
         # 2 km away it is in none of the cells the command went to: it never heard it.
         assert far.counters["decision.ignore"] == 0
@@ -62,11 +62,17 @@ async def test_trigger_starts_every_in_range_camera_and_no_other(
     # anything is sent), then published and the acks, finished last. `published` is
     # logged once the broker has acknowledged the command on every topic; a camera on
     # the first topic may answer before the last PUBACK, so an ack may come before it.
-    rows = list(read_records(tmp_path / "log.db", activation_id=record.activation_id))
+    # The cameras' `recording` messages (each one's start, after its ack) come on their
+    # own time, before or after `finished`: they are checked apart.
+    every = list(read_records(tmp_path / "log.db", activation_id=record.activation_id))
+    rows = [r for r in every if r.kind != "recording"]
     kinds = [r.kind for r in rows]
     assert kinds[0] == "activation"
     assert sorted(kinds[1:-1]) == ["ack", "ack", "ack", "published"]
     assert kinds[-1] == "finished"
+    recordings = [r for r in every if r.kind == "recording"]
+    assert all('"event":"start"' in r.body for r in recordings)
+    assert len(recordings) <= 3
     entry = ActivationEntry.model_validate_json(rows[0].body)
     reasons = {t.camera_id: t.reason for t in entry.targets}
     assert "bwc-far" not in reasons  # cameras beyond the circle's cells are not even read
@@ -83,7 +89,7 @@ async def test_duplicate_command_is_idempotent(
         command = ActivationEntry.model_validate_json(
             next(read_records(tmp_path / "log.db", kinds=("activation",))).body
         ).command
-        recordings = {cid: a.recorder.recordings for cid, a in mesh.agents.items()}
+        recordings = {cid: a.simulated.recordings for cid, a in mesh.agents.items()}
         sent = {cid: len(a.acks_sent) for cid, a in mesh.agents.items()}
         # Redelivered on every topic it went out on (cells, unit): answered already, silent.
         for topic in command_topics(topics, command):
@@ -100,7 +106,7 @@ async def test_duplicate_command_is_idempotent(
             new = mesh.agents[cid].acks_sent[sent[cid] :]
             assert [(a.attempt, a.status) for a in new] == [(1, AckStatus.ALREADY_RECORDING)]
             assert new[0].reason == "duplicate command for this activation"
-        assert {cid: a.recorder.recordings for cid, a in mesh.agents.items()} == recordings
+        assert {cid: a.simulated.recordings for cid, a in mesh.agents.items()} == recordings
 
 
 async def test_a_burst_of_identical_triggers_makes_one_activation(
@@ -117,7 +123,7 @@ async def test_a_burst_of_identical_triggers_makes_one_activation(
         record = await mesh.watcher.final_record(accepted[0].activation_id or "", 10)
         assert record is not None
         assert record.state is ActivationState.CONFIRMED
-        assert sum(a.recorder.recordings for a in mesh.agents.values()) == 3
+        assert sum(a.simulated.recordings for a in mesh.agents.values()) == 3
     kinds = [r.kind for r in read_records(tmp_path / "log.db")]
     assert kinds.count("activation") == 1
     assert kinds.count("suppressed") == 19
@@ -227,7 +233,7 @@ async def test_direct_commands_always_get_an_answer(
         await wait_until(lambda: agent.acks_sent[-1].activation_id == "a-expired")
         assert agent.acks_sent[-1].status is AckStatus.REJECTED
         assert agent.acks_sent[-1].reason.startswith("command expired")
-        assert far.recorder.recordings == 0
+        assert far.simulated.recordings == 0
         # The gateway logs acks for activations it does not know and changes nothing.
         await wait_until(lambda: mesh.gateway.coordinator.counters["acks.unknown_activation"] >= 1)
 
@@ -364,7 +370,7 @@ async def test_gateway_restart_resumes_a_published_activation_and_keeps_its_acks
         # (ack queued for the gateway) or on the resumed gateway's direct retry.
         assert set(outcomes(record)) == {"dash-12", "bwc-late"}
         assert all(s in CONFIRMED_OUTCOMES for s in outcomes(record).values())
-        assert late.recorder.recordings == 1
+        assert late.simulated.recordings == 1
         dash = next(c for c in record.cameras if c.camera_id == "dash-12")
         assert dash.latency_ms is not None  # measured before the restart, kept from the log
         assert record.all_acked_ms is None  # no monotonic origin survives a restart

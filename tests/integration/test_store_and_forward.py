@@ -159,7 +159,7 @@ async def test_an_outage_delays_receipts_and_records_and_loses_none(
             }
             assert set(ids) <= receipt_ids
             assert mesh.gateway.forwarder.counters["outbox.sent"] >= 4
-            assert mesh.agents["dash-12"].recorder.recordings >= 1
+            assert mesh.agents["dash-12"].simulated.recordings >= 1
     finally:
         broker.stop()
 
@@ -180,7 +180,7 @@ async def test_a_command_that_expires_in_an_outage_is_never_sent_and_is_escalate
             got, link = await _recorder(broker, topics)
             mesh.tasks.append(asyncio.create_task(link.run(got.append)))
             await link.wait_up(10)
-            recordings_before = {c: a.recorder.recordings for c, a in mesh.agents.items()}
+            recordings_before = {c: a.simulated.recordings for c, a in mesh.agents.items()}
             client_id = mesh.gateway.link.options.client_id
 
             broker.stop()
@@ -223,7 +223,7 @@ async def test_a_command_that_expires_in_an_outage_is_never_sent_and_is_escalate
             await asyncio.sleep(0.3)
             commands = [m for m in got if m.topic.startswith(f"{topics.prefix}/cmd/")]
             assert commands == []  # never sent late
-            assert {c: a.recorder.recordings for c, a in mesh.agents.items()} == recordings_before
+            assert {c: a.simulated.recordings for c, a in mesh.agents.items()} == recordings_before
     finally:
         broker.stop()
 

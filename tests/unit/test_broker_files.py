@@ -76,6 +76,7 @@ def test_acl_of_a_gateway() -> None:
         ("readwrite", f"{P}/trigger/unit-12"),
         ("read", f"{P}/cancel/unit-12"),
         ("read", f"{P}/ack/{GW}/+"),
+        ("read", f"{P}/recording/{GW}/+"),
         ("read", f"{P}/presence/+"),
         ("readwrite", f"{P}/receipt/unit-12"),
         ("readwrite", f"{P}/activation/unit-12/+"),
@@ -101,6 +102,7 @@ def test_acl_of_a_camera_dispatch_and_archiver() -> None:
         ("read", f"{P}/cmd/unit/unit-12"),
         ("read", f"{P}/cmd/camera/{CAM}"),
         ("write", f"{P}/ack/+/{CAM}"),
+        ("write", f"{P}/recording/+/{CAM}"),
         ("readwrite", f"{P}/presence/{CAM}"),
     }
     assert _rules(DISPATCH) == {
@@ -120,7 +122,7 @@ def test_acl_of_a_camera_dispatch_and_archiver() -> None:
 
 
 def test_camera_regions() -> None:
-    assert len(_rules(CAM2)) == 5 + 1024  # the fleet's default region: all of dr4e
+    assert len(_rules(CAM2)) == 6 + 1024  # the fleet's default region: all of dr4e
     everywhere = FleetSpec(cameras=(Principal(CAM, "u"),))
     assert ("read", f"{P}/cmd/cell/+") in _rules(CAM, everywhere)  # no region: every cell
     assert region_cells(("dr4e3", "dr4e39", "dr4e3")) == tuple(
@@ -133,7 +135,7 @@ def test_camera_regions() -> None:
     # A camera's own topics come before its region's cells (mosquitto walks them in order).
     cam_block = text.split(f"user {CAM}\n")[1].split("\n\n")[0].splitlines()
     assert cam_block[0] == f"topic read {P}/cmd/all"
-    assert all("cmd/cell/" in line for line in cam_block[5:])
+    assert all("cmd/cell/" in line for line in cam_block[6:])
 
 
 def test_rendered_acl_grants_nothing_to_anonymous() -> None:

@@ -88,11 +88,11 @@ def test_the_recording_stops_only_when_no_claim_is_left() -> None:
     """The same activation id from two issuers is two claims: one issuer's cancel
     removes its own alone."""
     recorder = SimulatedRecorder(powered_on_ns=T0 - 60 * NS)
-    recorder.start("a-1", 30, T0, issuer="gw-car-7")
+    recorder.start_now("a-1", 30, T0, issuer="gw-car-7")
     recorder.attach("a-1", issuer="gw-car-12")
     recorder.attach("a-1", issuer="gw-car-12")  # a retry: the same claim, once
-    assert not recorder.cancel("a-1", T0 + NS, issuer="gw-car-7")
+    assert not recorder.cancel_now("a-1", T0 + NS, issuer="gw-car-7")
     assert recorder.is_recording(T0 + NS)
-    assert not recorder.cancel("a-1", T0 + NS, issuer="gw-car-7")  # already removed
-    assert recorder.cancel("a-1", T0 + NS, issuer="gw-car-12")
+    assert not recorder.cancel_now("a-1", T0 + NS, issuer="gw-car-7")  # already removed
+    assert recorder.cancel_now("a-1", T0 + NS, issuer="gw-car-12")
     assert not recorder.is_recording(T0 + NS)

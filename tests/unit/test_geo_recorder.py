@@ -28,7 +28,7 @@ def test_offset_is_the_inverse_of_distance(north: float, east: float) -> None:
 
 def test_recording_keeps_the_requested_pre_event_span() -> None:
     rec = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=120)
-    start = rec.start("a-1", pre_event_s=30, now_ns=600 * NS)
+    start = rec.start_now("a-1", pre_event_s=30, now_ns=600 * NS)
     assert start.pre_event_kept_s == pytest.approx(30.0)
     assert start.frames_kept == 900
     assert start.first_frame_ns == 570 * NS
@@ -37,16 +37,20 @@ def test_recording_keeps_the_requested_pre_event_span() -> None:
 
 def test_pre_event_is_limited_by_uptime_and_buffer() -> None:
     young = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=120)
-    assert young.start("a", pre_event_s=60, now_ns=10 * NS).pre_event_kept_s == pytest.approx(10)
+    assert young.start_now("a", pre_event_s=60, now_ns=10 * NS).pre_event_kept_s == pytest.approx(
+        10
+    )
     small = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=15)
-    assert small.start("a", pre_event_s=60, now_ns=600 * NS).pre_event_kept_s == pytest.approx(15)
+    assert small.start_now("a", pre_event_s=60, now_ns=600 * NS).pre_event_kept_s == pytest.approx(
+        15
+    )
     none = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=120)
-    assert none.start("a", pre_event_s=0, now_ns=600 * NS).frames_kept == 0
+    assert none.start_now("a", pre_event_s=0, now_ns=600 * NS).frames_kept == 0
 
 
 def test_recording_stops_by_itself() -> None:
     rec = SimulatedRecorder(powered_on_ns=0, record_s=60)
-    rec.start("a", pre_event_s=0, now_ns=100 * NS)
+    rec.start_now("a", pre_event_s=0, now_ns=100 * NS)
     assert rec.is_recording(159 * NS)
     assert not rec.is_recording(160 * NS)
 
@@ -54,6 +58,6 @@ def test_recording_stops_by_itself() -> None:
 @pytest.mark.parametrize("offset_ns", [0, 1, 10_000_000, 33_333_332, 33_333_334])
 def test_kept_span_does_not_depend_on_where_now_falls_between_frames(offset_ns: int) -> None:
     rec = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=120)
-    start = rec.start("a", pre_event_s=60, now_ns=600 * NS + offset_ns)
+    start = rec.start_now("a", pre_event_s=60, now_ns=600 * NS + offset_ns)
     assert start.frames_kept == 1800
     assert 600 * NS + offset_ns - start.first_frame_ns <= 60 * NS

@@ -23,8 +23,8 @@ from mesh.camera.agent import CameraAgent, CameraIdentity
 from mesh.camera.recorder import SimulatedRecorder
 from mesh.clock import NS
 from mesh.protocol.codec import PayloadError, decode
-from mesh.protocol.models import AckStatus, CameraAck, CameraRole, RecordStart
-from mesh.security.checks import Security
+from mesh.protocol.models import AckStatus, CameraAck, CameraRole, RecordingMessage, RecordStart
+from mesh.security.checks import Received, Security
 from mesh.security.trust import TrustStore
 from mesh.security.vectors import signed_vectors
 
@@ -85,7 +85,7 @@ def _camera(trust: TrustStore) -> CameraAgent:
     return agent
 
 
-def _camera_verdict(agent: CameraAgent, message: bytes) -> str:
+async def _camera_verdict(agent: CameraAgent, message: bytes) -> str:
     """What the camera concludes, read from what it does: an exception before parsing,
     its ack's status and reason after. The camera of the vectors has no position fix, so
     only a command naming its unit concerns it."""
@@ -93,7 +93,7 @@ def _camera_verdict(agent: CameraAgent, message: bytes) -> str:
         received = agent.security.open(RecordStart, message)
     except PayloadError as exc:
         return f"drop:{exc.code}"
-    ack = agent.handle(received, direct=True, received_ns=NOW)
+    ack = await agent.handle(received, direct=True, received_ns=NOW)
     assert ack is not None  # on its own topic a camera always answers
     if ack.status is AckStatus.REJECTED:
         code = ack.reason.split(":")[0]
@@ -103,8 +103,13 @@ def _camera_verdict(agent: CameraAgent, message: bytes) -> str:
 
 def _gateway_verdict(trust: TrustStore, message: bytes) -> str:
     security = Security(trust=trust)
+    received: Received[CameraAck] | Received[RecordingMessage]
     try:
-        received = security.open(CameraAck, message)
+        payload, _, _ = security.unwrap(message)
+        if b'"type":"recording"' in payload:
+            received = security.open(RecordingMessage, message)
+        else:
+            received = security.open(CameraAck, message)
     except PayloadError as exc:
         return f"drop:{exc.code}"
     problem = security.check_ack(received, NOW)
@@ -120,7 +125,7 @@ async def test_each_verdict_is_what_the_receiver_concludes(
     for text in case["messages"]:
         message = text.encode()
         if case["receiver"] == "camera":
-            got.append(_camera_verdict(camera, message))
+            got.append(await _camera_verdict(camera, message))
         else:
             got.append(_gateway_verdict(trust, message))
     assert got == case["verdicts"]

@@ -15,6 +15,7 @@ from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.camera.agent import CameraAgent, CameraIdentity
 from mesh.camera.recorder import SimulatedRecorder
+from mesh.camera.recording.base import StopReason
 from mesh.clock import NS
 from mesh.protocol.codec import PayloadError, encode
 from mesh.protocol.jws import Jws, b64url
@@ -125,10 +126,10 @@ def unsigned_command(
     )
 
 
-def answer(agent: CameraAgent, message: bytes, *, direct: bool = True) -> CameraAck | None:
+async def answer(agent: CameraAgent, message: bytes, *, direct: bool = True) -> CameraAck | None:
     """What the camera answers to a command message (verified, then parsed, then decided)."""
     received = agent.security.open(RecordStart, message)
-    return agent.handle(received, direct=direct, received_ns=agent.clock.wall_ns())
+    return await agent.handle(received, direct=direct, received_ns=agent.clock.wall_ns())
 
 
 def expires_at(message: bytes) -> int:
@@ -145,29 +146,30 @@ async def test_an_exact_repeat_never_starts_a_recording_twice(camera: CameraAgen
     when the issuer held no claim)."""
     camera.position = ORIGIN  # a new fix
     first = command()
-    assert status(answer(camera, first)) == (AckStatus.STARTED, "in range")
-    assert status(answer(camera, first)) == (
+    assert status(await answer(camera, first)) == (AckStatus.STARTED, "in range")
+    assert status(await answer(camera, first)) == (
         AckStatus.ALREADY_RECORDING,
         "duplicate command for this activation",
     )
-    camera.recorder.started_at_ns = None  # the recording ended (stopped on the camera)
-    assert status(answer(camera, first, direct=False)) is None
-    assert status(answer(camera, first)) == (AckStatus.REJECTED, "replayed")
+    # The recording ended (stopped on the camera).
+    camera.simulated.stop_now(StopReason.OFFICER, camera.clock.wall_ns(), note="done")
+    assert status(await answer(camera, first, direct=False)) is None
+    assert status(await answer(camera, first)) == (AckStatus.REJECTED, "replayed")
     assert not camera.recorder.is_recording(camera.clock.wall_ns())
-    assert camera.recorder.recordings == 1
+    assert camera.simulated.recordings == 1
     # The gateway's genuine retry is signed afresh (a new attempt): decided afresh.
-    assert status(answer(camera, command(attempt=1))) == (AckStatus.STARTED, "in range")
-    assert camera.recorder.recordings == 2
+    assert status(await answer(camera, command(attempt=1))) == (AckStatus.STARTED, "in range")
+    assert camera.simulated.recordings == 2
 
 
 async def test_a_rejected_or_out_of_range_command_makes_no_claim(camera: CameraAgent) -> None:
     """Only `started` and `already_recording` make a claim: the issuer's next command for
     the same id (a new signature) is decided afresh, not taken for a duplicate."""
-    assert status(answer(camera, command())) == (AckStatus.OUT_OF_RANGE, "out of range")
+    assert status(await answer(camera, command())) == (AckStatus.OUT_OF_RANGE, "out of range")
     unsigned = encode(unsigned_command(attempt=1))
-    assert status(answer(camera, unsigned)) == (AckStatus.REJECTED, "unsigned")
+    assert status(await answer(camera, unsigned)) == (AckStatus.REJECTED, "unsigned")
     camera.position = ORIGIN  # a new fix
-    assert status(answer(camera, command(attempt=2), direct=False)) == (
+    assert status(await answer(camera, command(attempt=2), direct=False)) == (
         AckStatus.STARTED,
         "in range",
     )
@@ -182,24 +184,27 @@ async def test_a_refused_command_is_not_remembered_an_ignored_one_is(camera: Cam
     tampered = Jws(genuine.protected, b64url(encode(forged)), genuine.signature, genuine.kid)
     for _ in range(2):
         with pytest.raises(PayloadError) as refused:
-            answer(camera, tampered.to_bytes())
+            await answer(camera, tampered.to_bytes())
         assert refused.value.code == "bad_signature"
     wrong = PayloadSigner(OTHER_GW).seal(unsigned_command()).to_bytes()
-    assert status(answer(camera, wrong)) == (AckStatus.REJECTED, "wrong_signer")
-    assert status(answer(camera, wrong)) == (AckStatus.REJECTED, "wrong_signer")
+    assert status(await answer(camera, wrong)) == (AckStatus.REJECTED, "wrong_signer")
+    assert status(await answer(camera, wrong)) == (AckStatus.REJECTED, "wrong_signer")
     heard = command(attempt=1)
-    assert answer(camera, heard, direct=False) is None  # out of range on its cell: ignored
+    assert await answer(camera, heard, direct=False) is None  # out of range on its cell: ignored
     camera.position = ORIGIN  # a new fix
-    assert answer(camera, heard, direct=False) is None  # now in range: still a repeat
-    assert status(answer(camera, heard)) == (AckStatus.REJECTED, "replayed")
-    assert camera.recorder.recordings == 0
+    assert await answer(camera, heard, direct=False) is None  # now in range: still a repeat
+    assert status(await answer(camera, heard)) == (AckStatus.REJECTED, "replayed")
+    assert camera.simulated.recordings == 0
     camera.clock.now = expires_at(heard) + NS  # type: ignore[attr-defined]
-    assert status(answer(camera, heard)) == (AckStatus.REJECTED, "command expired 1000 ms ago")
+    assert status(await answer(camera, heard)) == (
+        AckStatus.REJECTED,
+        "command expired 1000 ms ago",
+    )
 
 
 async def test_a_cancel_is_answered_once_with_a_cancel_ack(camera: CameraAgent) -> None:
     camera.position = ORIGIN  # a new fix
-    assert status(answer(camera, command())) == (AckStatus.STARTED, "in range")
+    assert status(await answer(camera, command())) == (AckStatus.STARTED, "in range")
     link = camera.link
     assert isinstance(link, FakeLink)
     before = len(link.sent)
@@ -209,8 +214,8 @@ async def test_a_cancel_is_answered_once_with_a_cancel_ack(camera: CameraAgent) 
         .seal(RecordCancel(activation_id="a-1", issuer="gw-car-12", at_ns=T0 + NS))
         .to_bytes(),
     )
-    assert camera.cancel(cancel, received_ns=T0 + NS)
-    assert camera.cancel(cancel, received_ns=T0 + NS) is False  # again, on another topic
+    assert await camera.cancel(cancel, received_ns=T0 + NS)
+    assert await camera.cancel(cancel, received_ns=T0 + NS) is False  # again, on another topic
     answers = link.sent[before:]
     assert [topic for topic, _ in answers] == ["t/mesh/v2/ack/gw-car-12/bwc-7a"]
     answered = Security(trust=TRUST).open(CancelAck, answers[0][1])
@@ -224,5 +229,5 @@ async def test_a_cancel_is_answered_once_with_a_cancel_ack(camera: CameraAgent) 
     assert answered.key.subject == "bwc-7a"
     # A cancel for an activation it never acted on: silence.
     other = RecordCancel(activation_id="a-2", issuer="gw-car-12", at_ns=T0 + NS)
-    assert camera.cancel(other) is False
+    assert await camera.cancel(other) is False
     assert len(link.sent) == before + 1

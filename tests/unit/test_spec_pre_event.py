@@ -27,7 +27,7 @@ T0 = 1_790_000_000 * NS
 def test_kept_is_frames_over_fps_rounded_to_the_millisecond() -> None:
     rec = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=120)
     # Up 10.01 s: frames at 0, 1/30, … 10.0 s are in the buffer: 301 of them.
-    start = rec.start("a", pre_event_s=60, now_ns=10_010_000_000)
+    start = rec.start_now("a", pre_event_s=60, now_ns=10_010_000_000)
     assert start.frames_kept == 301
     assert start.pre_event_kept_s == 10.033
 
@@ -36,12 +36,12 @@ def test_a_camera_in_standby_has_no_pre_event_video() -> None:
     """Before: a camera woken by a command reported the buffer it would have had awake."""
     rec = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=120)
     rec.standby()
-    assert rec.start("a", pre_event_s=30, now_ns=600 * NS).pre_event_kept_s == 0.0
+    assert rec.start_now("a", pre_event_s=30, now_ns=600 * NS).pre_event_kept_s == 0.0
     rec = SimulatedRecorder(powered_on_ns=0, fps=30, buffer_s=120)
     rec.standby()
     rec.wake(600 * NS)
     rec.wake(601 * NS)  # already awake: buffering since 600 s
-    assert rec.start("a", pre_event_s=30, now_ns=605 * NS).pre_event_kept_s == 5.0
+    assert rec.start_now("a", pre_event_s=30, now_ns=605 * NS).pre_event_kept_s == 5.0
 
 
 async def test_a_camera_woken_by_a_command_acks_no_pre_event_video() -> None:
@@ -74,7 +74,7 @@ async def test_a_camera_woken_by_a_command_acks_no_pre_event_video() -> None:
         wake=True,
     )
     try:
-        ack = agent.handle(command, direct=False, received_ns=T0)
+        ack = await agent.handle(command, direct=False, received_ns=T0)
         assert ack is not None
         assert ack.status is AckStatus.STARTED
         assert ack.pre_event_kept_s == pytest.approx(0.0)

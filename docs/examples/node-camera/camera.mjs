@@ -209,6 +209,7 @@ export function signerRefusal(key, msg) {
     record_cancel: () => key.role === 'gateway' && key.subject === msg.issuer,
     ack: () => key.role === 'camera' && key.subject === msg.camera_id,
     cancel_ack: () => key.role === 'camera' && key.subject === msg.camera_id,
+    recording: () => key.role === 'camera' && key.subject === msg.camera_id,
   }[msg.type];
   if (fits && fits()) return null;
   const forWhom = msg.issuer ?? msg.camera_id;

@@ -88,6 +88,9 @@ class Recording:
     stopped_at_ns: int | None = None
     stop_reason: StopReason | None = None
     stop_note: str = ""  # the officer's spoken or typed reason
+    # The SHA-256 (hex) of the recording's signed evidence manifest, once written (the
+    # `recording` stop message carries it); None without one (the simulation).
+    manifest_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ class Recorder(ABC):
 
     buffer_s: float
     record_s: float  # longest recording; it stops with MAX_DURATION after this
+    # What records, for the evidence manifest: a device path, a stream URL (credentials
+    # are taken out before it is written) or a test source; empty for the simulation.
+    device_source: str = ""
 
     @abstractmethod
     async def run(self) -> None:

@@ -104,8 +104,9 @@ bench: $(STAMP)
 # as `NAME.py --smoke --json`, which must exit 0 and end with its JSON line; ~95 s. It
 # proves the scripts run, not their figures. Helpers run under the benchmark that uses
 # them: floor_fleet.py under latency.py (and range.py); soak_fleet.py, soak_floor.py,
-# soak_collect.py and soak_report.py under soak.py. Needs mosquitto and the tests'
-# PostgreSQL (fleet_scale.py's archive part). `make bench-smoke SMOKE_ARGS='--only ble'`.
+# soak_collect.py and soak_report.py under soak.py. Needs mosquitto, the tests'
+# PostgreSQL (fleet_scale.py's archive part), and ffmpeg with GStreamer's RTSP server
+# (recorder.py, ~10 s). `make bench-smoke SMOKE_ARGS='--only ble'`.
 SMOKE_ARGS ?=
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/smoke.py $(SMOKE_ARGS)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import DEFAULT_PREFIX, Topics
 from mesh.decide.policy import Policy
 from mesh.documents import ConfigError, read_yaml, validate
+from mesh.media import SourceKind, parse_resolution, parse_source
 from mesh.protocol.models import BleAddress, CameraRole, GeoPoint, Ident
 from mesh.security.checks import SecurityConfig
 from triggers.ble.settings import BleConfig
@@ -107,6 +108,67 @@ class GatewayConfig(_Connection):
         return self.gateway_id or f"gw-{self.unit}"
 
 
+class RecorderStorage(_Config):
+    """Where an FFmpeg recorder writes (docs/config.md#recorder)."""
+
+    # Relative to the working directory, like the gateway's log: it must exist and be
+    # writable; the recorder makes <dir>/<camera_id>/buffer and /recordings in it.
+    dir: str = "recordings"
+    # The cap on buffer plus recordings; past it the oldest buffer segments go first, and
+    # a recording that cannot go on stops (low_disk). null: no cap but min_free_bytes.
+    max_bytes: Annotated[int, Field(gt=0)] | None = None
+    min_free_bytes: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
+
+
+class RecorderConfig(_Config):
+    """The camera's recorder: simulated (no files) or FFmpeg (real video)."""
+
+    backend: Literal["simulated", "ffmpeg"] = "simulated"
+    # /dev/videoN, rtsp://… (or rtsps, rtp, udp, srt), or lavfi:NAME[=OPTIONS]
+    source: str | None = None
+    buffer_s: Annotated[float, Field(ge=0, le=120)] = 120.0
+    segment_s: Annotated[float, Field(ge=0.2, le=10)] = 1.0
+    storage: RecorderStorage = RecorderStorage()
+    # copy: record the stream as it comes (encoded sources); h264: encode with libx264;
+    # auto: copy for network URLs, h264 for devices and test sources.
+    codec: Literal["auto", "copy", "h264"] = "auto"
+    resolution: str | None = None  # WIDTHxHEIGHT: capture size (devices, test sources)
+    fps: Annotated[int, Field(ge=1, le=120)] = 30
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "ultrafast"
+    bitrate: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?[kM]?$")] | None = None
+    source_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    ffmpeg: str = "ffmpeg"  # the binary (a name on PATH, or a path)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_source(value)
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_resolution(value)
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RecorderConfig:
+        if self.backend == "ffmpeg":
+            if self.source is None:
+                raise ValueError("backend ffmpeg needs a source")
+            if self.codec == "copy" and parse_source(self.source).kind is SourceKind.LAVFI:
+                raise ValueError("a lavfi test source is raw video: codec copy cannot record it")
+        return self
+
+    @property
+    def encode(self) -> bool:
+        if self.codec == "auto":
+            return self.source is None or not parse_source(self.source).encoded
+        return self.codec == "h264"
+
+
 class CameraConfig(_Connection):
     camera_id: Ident
     unit: Ident
@@ -122,6 +184,7 @@ class CameraConfig(_Connection):
     # The BLE address the camera advertises from: a gateway that hears it puts it at the car.
     ble_address: BleAddress | None = None
     security: SecurityConfig = SecurityConfig()
+    recorder: RecorderConfig = RecorderConfig()
     # The local API's Unix socket (an officer's stop: `trigger-mesh recording stop`),
     # relative to this file's folder; none if absent.
     control_socket: str | None = None

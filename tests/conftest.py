@@ -1,8 +1,8 @@
 """Shared fixtures: a real mosquitto per test session, a private topic prefix per test, a
 private schema in the test PostgreSQL per test.
 
-Under CI=true a test that needs mosquitto, Chromium or PostgreSQL fails when it is missing;
-elsewhere it skips.
+Under CI=true a test that needs mosquitto, Chromium, PostgreSQL, FFmpeg or the GStreamer RTSP
+server fails when it is missing; elsewhere it skips.
 
 Each test gets the marker of its directory (tests/unit, tests/integration, tests/chaos,
 tests/fuzz: `pytest -m unit`), so no test file declares one.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,39 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> tuple[str, str]:
+    """Debian's ffmpeg and ffprobe (apt-get install ffmpeg): the FFmpeg recorder's tests."""
+    found = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if found[0] is None or found[1] is None:
+        message = "ffmpeg is not installed (apt-get install -y ffmpeg)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found[0], found[1]
+
+
+@pytest.fixture(scope="session")
+def gst_rtsp() -> str:
+    """The system Python with GStreamer's RTSP server bindings (tools/rtsp_server.py)."""
+    python = "/usr/bin/python3"
+    probe = (
+        "import gi; gi.require_version('GstRtspServer', '1.0'); import gi.repository.GstRtspServer"
+    )
+    ok = Path(python).exists() and (
+        subprocess.run([python, "-c", probe], capture_output=True, check=False).returncode == 0
+    )
+    if not ok:
+        message = (
+            "the GStreamer RTSP server is not installed (apt-get install -y python3-gi "
+            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly gstreamer1.0-plugins-good)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
 
 
 SHARED_CAN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "can"

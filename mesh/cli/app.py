@@ -55,13 +55,12 @@ from mesh.cli.common import run_until_signal as _run
 from mesh.cli.common import security_of as _load_security
 from mesh.cli.common import settle_when_ready as _settle_when_ready
 from mesh.cli.common import topic_schema as _topics
-from mesh.cli.config_check import GatewayConfigError, config_app, load_gateway
+from mesh.cli.config_check import GatewayConfigError, config_app, load_camera, load_gateway
 from mesh.cli.errors import listen_failure_code, run_cli
 from mesh.cli.keys import keys_app
 from mesh.cli.recording import recording_app
 from mesh.cli.tables import WideOpt, fit_width, table_console
 from mesh.cli.version import VersionOpt
-from mesh.config import load_camera_config
 from mesh.documents import ConfigError
 from mesh.extras import require
 from mesh.ops import logs
@@ -298,20 +297,31 @@ def camera(
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Run one simulated camera (presence, commands, pre-event recorder, acks)."""
+    """Run one camera (presence, commands, pre-event recorder, acks): simulated, or
+    recording real video with FFmpeg (the config's recorder: section)."""
     from mesh.camera.agent import CameraAgent, CameraIdentity
     from mesh.camera.control import ControlError
     from mesh.camera.recorder import SimulatedRecorder
+    from mesh.camera.recording.base import Recorder
     from mesh.config import control_socket_path
 
     _configure_logs(log_format, log_level)  # first: a bad config is then a log record
     try:
-        cfg = load_camera_config(config)
+        cfg = load_camera(config)  # the recorder's device, ffmpeg and folder too
     except ConfigError as exc:
         _fail_config(exc)
     security = _load_security(cfg.security, config)
 
     async def serve() -> None:
+        recorder: Recorder = SimulatedRecorder(
+            powered_on_ns=time.time_ns(),
+            buffer_s=cfg.pre_event_buffer_s,
+            record_s=cfg.record_s,
+        )
+        if cfg.recorder.backend == "ffmpeg":
+            from mesh.camera.recording.build import build_ffmpeg_recorder
+
+            recorder = build_ffmpeg_recorder(cfg)
         async with _broker_for(broker or cfg.broker) as (url, protocol):
             agent = CameraAgent(
                 CameraIdentity(
@@ -326,11 +336,7 @@ def camera(
                 topics=_topics(cfg.topic_prefix),
                 position=cfg.position,
                 accuracy_m=cfg.accuracy_m,
-                recorder=SimulatedRecorder(
-                    powered_on_ns=time.time_ns(),
-                    buffer_s=cfg.pre_event_buffer_s,
-                    record_s=cfg.record_s,
-                ),
+                recorder=recorder,
                 protocol=protocol,
                 heartbeat_s=cfg.heartbeat_s,
                 security=security,

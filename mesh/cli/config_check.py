@@ -24,7 +24,7 @@ from mesh.documents import ConfigError, read_yaml
 from mesh.extras import EXIT_MISSING_EXTRA, MissingExtra, require
 
 if TYPE_CHECKING:
-    from mesh.config import GatewayConfig
+    from mesh.config import CameraConfig, GatewayConfig
     from mesh.decide.policy import Policy
     from mesh.journal.signer import CheckpointSigner
     from mesh.security.checks import Security
@@ -190,11 +190,28 @@ def _check_can(can: CanConfig, path: Path) -> None:
         raise ConfigError(path, "can", str(exc)) from None
 
 
-def _check_camera(path: Path) -> None:
+def load_camera(path: Path) -> CameraConfig:
+    """The camera config, with its security files and what its recorder needs on this
+    machine (device, ffmpeg, storage folder) checked; a ConfigError with every problem."""
+    from mesh.camera.recording.build import recorder_problems
     from mesh.config import load_camera_config
     from mesh.security.checks import load_security
 
-    load_security(load_camera_config(path).security, path)
+    config = load_camera_config(path)
+    problems: list[tuple[str, str]] = []
+    try:
+        load_security(config.security, path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    problems += recorder_problems(config.recorder)
+    if problems:
+        (key, problem), *more = problems
+        raise ConfigError(path, key, problem, more)
+    return config
+
+
+def _check_camera(path: Path) -> None:
+    load_camera(path)
 
 
 def _check_policy(path: Path) -> None:

@@ -203,6 +203,7 @@ def test_brackets_in_a_problem_are_printed_as_written(tmp_path: Path) -> None:
     result = run("config", "check", str(path))
     assert result.returncode == 2
     assert result.stderr == f"error: {path}: key '[bold]x': unknown key (known here: " + (
-        "accuracy_m, ble_address, broker, camera_id, groups, heartbeat_s, officer, "
-        "position, pre_event_buffer_s, record_s, role, security, topic_prefix, unit)\n"
+        "accuracy_m, ble_address, broker, camera_id, control_socket, groups, heartbeat_s, "
+        "officer, position, pre_event_buffer_s, record_s, recorder, role, security, "
+        "topic_prefix, unit)\n"
     )

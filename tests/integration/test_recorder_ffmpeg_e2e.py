@@ -6,6 +6,7 @@ and the agent's shutdown closes it with its files."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from pathlib import Path
@@ -24,8 +25,11 @@ from mesh.protocol.models import (
     RecordingEvent,
     RecordingStopReason,
 )
+from mesh.security.checks import Security
+from mesh.security.signing import PayloadSigner
 from tests.harness import CENTER, running_mesh, wait_until
 from tests.integration.test_recording_e2e import recordings_logged, started_activation
+from tests.integration.test_recording_verify import cli
 from tests.recorder_tools import until
 
 
@@ -33,6 +37,11 @@ async def test_a_camera_with_ffmpeg_acks_started_from_frames_on_disk(
     mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path, ffmpeg: tuple[str, str]
 ) -> None:
     log = tmp_path / "log.db"
+    keys, trust = tmp_path / "keys", tmp_path / "trust.yaml"
+    code, out = cli(
+        "keys", "new", "--role", "camera", "--id", "bwc-ffmpeg", "--out", keys, "--trust", trust
+    )
+    assert code == 0, out
     recorder = FfmpegRecorder(
         "bwc-ffmpeg",
         FfmpegSettings(
@@ -50,6 +59,7 @@ async def test_a_camera_with_ffmpeg_acks_started_from_frames_on_disk(
             topics=mesh.topics,
             position=GeoPoint(lat=CENTER.lat, lon=CENTER.lon),
             recorder=recorder,
+            security=Security(signer=PayloadSigner.from_file(keys / "bwc-ffmpeg.key")),
             client_id=f"t-ffmpeg-{uuid.uuid4().hex[:6]}",
         )
         await mesh.start_camera(cam)
@@ -84,3 +94,20 @@ async def test_a_camera_with_ffmpeg_acks_started_from_frames_on_disk(
         assert [(f.name, f.sha256) for f in stop.files] == [
             (s.name, s.sha256) for s in running.segments
         ]
+        # The camera signed a manifest of the footage, and the stop in the gateway's
+        # hash-chained log carries its hash: verify checks the files against both.
+        manifest = running.directory / "manifest.json"
+        assert stop.manifest_sha256 == hashlib.sha256(manifest.read_bytes()).hexdigest()
+        code, out = cli(
+            "recording", "verify", running.directory, "--trust", trust,
+            "--camera", "bwc-ffmpeg", "--manifest-sha256", stop.manifest_sha256,
+        )  # fmt: skip
+        assert code == 0, out
+        # One segment of the footage edited afterwards: named, and the run fails.
+        victim = running.directory / running.segments[1].name
+        data = bytearray(victim.read_bytes())
+        data[-100] ^= 0xFF
+        victim.write_bytes(bytes(data))
+        code, out = cli("recording", "verify", running.directory, "--trust", trust)
+        assert code == 1, out
+        assert running.segments[1].name in out, out

@@ -144,6 +144,18 @@ def demo(
             "and acks, then four attacks (docs/security.md)",
         ),
     ] = False,
+    real_video: Annotated[
+        bool,
+        typer.Option(
+            "--real-video",
+            help="Two cameras (bwc-12a, bwc-12b) really record FFmpeg's test pattern, sign "
+            "a manifest of each recording, and the demo verifies them (docs/camera.md)",
+        ),
+    ] = False,
+    video_dir: Annotated[
+        Path,
+        typer.Option("--video-dir", help="With --real-video: each run's folder goes here"),
+    ] = Path("trigger-mesh-video"),
 ) -> None:
     """Run the whole mesh on this machine: broker, gateway, 20 cameras, a scripted scenario."""
     require("demo", "trigger-mesh demo")
@@ -155,13 +167,58 @@ def demo(
     console = _console(stderr=json_out)
     if secure and broker is not None:
         _fail("--secure starts its own locked-down broker: leave out --broker")
-    summary = _run(run_demo(broker=broker, log_path=log, console=console, live=True, secure=secure))
+    if real_video:
+        if secure:
+            _fail("--real-video runs on the plain demo: leave out --secure")
+        _video_dir_usable(video_dir)
+    summary = _run(
+        run_demo(
+            broker=broker,
+            log_path=log,
+            console=console,
+            live=True,
+            secure=secure,
+            video_dir=video_dir if real_video else None,
+        )
+    )
     if summary is None:
         raise typer.Exit(130)
     _print_demo_summary(console, summary)
     if json_out:
         print(json.dumps(summary, separators=(",", ":")))
     raise typer.Exit(EXIT_OK if summary["ok"] else EXIT_NOT_CONFIRMED)
+
+
+def _video_dir_usable(video_dir: Path) -> None:
+    """--real-video needs ffmpeg and a folder it can write (made if missing): said at once,
+    exit 2, rather than as a camera fault in the middle of the demo."""
+    import shutil
+
+    if shutil.which("ffmpeg") is None:
+        _fail("--real-video: ffmpeg not found (apt-get install -y ffmpeg)")
+    try:
+        video_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"--video-dir {video_dir}: cannot create it ({exc.strerror or exc})")
+    if not os.access(video_dir, os.W_OK):
+        _fail(f"--video-dir {video_dir}: not writable")
+
+
+def _print_real_video(console: Console, video: dict[str, Any]) -> None:
+    from mesh.dispatch.literal import literal
+
+    console.print(literal(("real video", "bold"), f": {video['directory']}"))
+    for item in video["recordings"]:
+        console.print(
+            f"  {item['camera_id']}: {item['directory']} — {item.get('segments', 0)} segments, "
+            f"{item.get('seconds', 0)} s (pre-event {item.get('pre_event_kept_s')} s), "
+            f"stopped {item.get('stop_reason')}; manifest {item['verdict']}",
+            highlight=False,
+        )
+    console.print(
+        f"  check one yourself: trigger-mesh recording verify DIR --trust {video['trust']}",
+        highlight=False,
+    )
 
 
 def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
@@ -215,6 +272,8 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
         f"{audit['triggers_replayed']} triggers replayed, "
         f"{audit['replay_differences']} decisions differ"
     )
+    if summary.get("real_video") is not None:
+        _print_real_video(console, summary["real_video"])
     for problem in summary["problems"]:
         console.print(literal(("problem:", "bold red"), " ", problem))
     if summary["ok"]:

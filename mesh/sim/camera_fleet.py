@@ -13,6 +13,7 @@ from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.camera.agent import CameraAgent, CameraIdentity
 from mesh.camera.recorder import SimulatedRecorder
+from mesh.camera.recording.base import Recorder
 from mesh.decide.geo import offset
 from mesh.protocol.models import CameraRole, GeoPoint
 from mesh.security.checks import Security
@@ -68,10 +69,12 @@ def build_agents(
     heartbeat_s: float = 30.0,
     now_ns: int,
     url_of: Callable[[CameraSpec], BrokerUrl] | None = None,
-    security_of: Callable[[CameraSpec], Security] | None = None,
+    security_of: Callable[[CameraSpec], Security | None] | None = None,
+    recorder_of: Callable[[CameraSpec], Recorder | None] | None = None,
 ) -> list[CameraAgent]:
     """One agent per spec; ``url_of`` and ``security_of`` give each camera its own
-    credentials and keys (a locked-down broker), else all share ``url`` and sign nothing."""
+    credentials and keys (a locked-down broker), else all share ``url`` and sign nothing;
+    ``recorder_of`` gives a camera a recorder of its own (else the simulation)."""
     # Powered on ten minutes ago: every simulated camera has a full pre-event buffer.
     return [
         CameraAgent(
@@ -80,7 +83,8 @@ def build_agents(
             security=None if security_of is None else security_of(spec),
             topics=topics,
             position=spec.position,
-            recorder=SimulatedRecorder(powered_on_ns=now_ns - 600 * 10**9, record_s=record_s),
+            recorder=(None if recorder_of is None else recorder_of(spec))
+            or SimulatedRecorder(powered_on_ns=now_ns - 600 * 10**9, record_s=record_s),
             protocol=protocol,
             heartbeat_s=heartbeat_s,
             client_id=f"{client_prefix}{spec.camera_id}",

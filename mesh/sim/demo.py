@@ -43,6 +43,7 @@ from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.audit.replay import Replayer
 from mesh.camera.agent import CameraAgent
+from mesh.camera.recorder import SimulatedRecorder
 from mesh.decide.fanout import command_topics
 from mesh.decide.geo import offset
 from mesh.decide.policy import Policy
@@ -73,6 +74,12 @@ from mesh.protocol.models import (
 from mesh.security.checks import Security
 from mesh.security.keys import new_gateway_key
 from mesh.sim.camera_fleet import CameraSpec, build_agents, wait_all_up
+from mesh.sim.demo_video import RealVideo
+from mesh.sim.demo_video import buffered as video_buffered
+from mesh.sim.demo_video import prepare as prepare_video
+from mesh.sim.demo_video import problems_of as video_problems
+from mesh.sim.demo_video import stop_all as stop_videos
+from mesh.sim.demo_video import verify_all as verify_videos
 from triggers.ble.bumble_backend import BumbleScanner
 from triggers.ble.format import SensorEvent, SensorKind
 from triggers.ble.freshness import CounterStore
@@ -184,6 +191,8 @@ class Stage:
     # The public half of the run's log key: the audit at the end pins it, as an auditor
     # pins the gateway's key (audit verify --pubkey).
     log_key: Ed25519PublicKey | None = None
+    # --real-video: the cameras that really record, their keys and files.
+    video: RealVideo | None = None
 
     def seal(self, event: TriggerEvent) -> bytes:
         """The trigger as the in-car terminal sends it: signed with --secure."""
@@ -208,6 +217,7 @@ class DemoRun:
     recordings_after_duplicate: int = 0
     attacks: AttackReport | None = None
     problems: list[str] = field(default_factory=list)
+    recordings: list[dict[str, Any]] = field(default_factory=list)  # --real-video
 
 
 @contextlib.asynccontextmanager
@@ -227,9 +237,12 @@ async def run_demo(
     console: Console | None = None,
     live: bool = True,
     secure: bool = False,
+    video_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the scenario; return the summary (``ok`` says whether it held). ``secure``:
-    on a locked-down mosquitto with signatures, then the attacks (mesh.sim.demo_secure)."""
+    on a locked-down mosquitto with signatures, then the attacks (mesh.sim.demo_secure).
+    ``video_dir``: two cameras really record, into a folder of this run there
+    (mesh.sim.demo_video)."""
     console = console or literal_console(stderr=True)
     run_id = uuid.uuid4().hex[:8]
     # A private prefix and client ids, so a demo on a shared broker touches nothing else.
@@ -246,7 +259,12 @@ async def run_demo(
                     ("trigger-mesh demo", "bold"), f" broker: {broker_kind} at {url}; log: {log}"
                 )
             )
-            stage = await _build(url, protocol, topics, log=log, tmp=Path(tmp), run_id=run_id)
+            video = None if video_dir is None else prepare_video(video_dir, run_id)
+            if video is not None:
+                console.print(f"real video: bwc-12a and bwc-12b record into {video.directory}")
+            stage = await _build(
+                url, protocol, topics, log=log, tmp=Path(tmp), run_id=run_id, video=video
+            )
             return await _perform(
                 stage, url, protocol, console, live, shared_broker=broker is not None
             )
@@ -282,6 +300,7 @@ async def _build(
     tmp: Path,
     run_id: str,
     secure: SecureSetup | None = None,
+    video: RealVideo | None = None,
 ) -> Stage:
     tune_gc()
     agents = build_agents(
@@ -292,7 +311,14 @@ async def _build(
         client_prefix=f"demo-{run_id}-",
         now_ns=time.time_ns(),
         url_of=None if secure is None else secure.camera_url(),
-        security_of=None if secure is None else secure.camera_security(),
+        security_of=(
+            secure.camera_security()
+            if secure is not None
+            else video.security_of
+            if video is not None
+            else None
+        ),
+        recorder_of=None if video is None else video.recorder_of,
     )
     radio = VirtualRadio()
     keystore = Keystore()
@@ -369,6 +395,7 @@ async def _build(
         vehicle_bus=can.Bus(interface="virtual", channel=bus_channel),
         secure=secure,
         log_key=signer.public_key,
+        video=video,
     )
 
 
@@ -397,6 +424,8 @@ async def _perform(
         # Retained presence of all 20 cameras reaches the gateway on its subscription.
         if not await _until(lambda: len(gateway.presence) >= len(agents), 10):
             run.problems.append(f"gateway saw {len(gateway.presence)} of {len(agents)} cameras")
+        if stage.video is not None:
+            run.problems += await video_buffered(stage.video)
         settle_heap()
         # A terminal's width: the tables drop low-priority columns to fit, never ids.
         width = console.width if console.is_terminal else None
@@ -409,6 +438,15 @@ async def _perform(
             refresher = asyncio.create_task(_refresh(screen, stage, width)) if screen else None
             try:
                 await _script(stage, run)
+                if stage.video is not None:
+                    # The officer's stops, then (once the gateway has logged them, with
+                    # their manifests' hashes) the auditor's check of every recording.
+                    counters = gateway.coordinator.counters
+                    expected = counters["recordings.stop"] + await stop_videos(stage.video, agents)
+                    if not await _until(lambda: counters["recordings.stop"] >= expected, 10):
+                        run.problems.append("the real cameras' stops were not logged within 10 s")
+                    run.recordings = verify_videos(stage.video)
+                    run.problems += video_problems(run.recordings)
             finally:
                 if refresher is not None:
                     refresher.cancel()
@@ -480,10 +518,10 @@ def _view(stage: Stage, width: int | None = None) -> Group:
                 agent.identity.camera_id,
                 agent.identity.unit_id,
                 agent.identity.role.value,
-                Text("● rec", style="green")
+                Text("● rec" if agent.recorder.device_source else "● rec (sim)", style="green")
                 if agent.recorder.is_recording(now)
                 else Text("idle", style="dim"),
-                str(len(agent.simulated.activations)),
+                str(_activations_acted_on(agent)),
                 str(len(agent.acks_sent)),
             )
             for agent in stage.agents
@@ -594,7 +632,7 @@ async def _script(stage: Stage, run: DemoRun) -> None:
     if draw_id is not None:
         command = _decisions(stage.log)[draw_id].command
         agents = stage.agents
-        run.recordings_before_duplicate = sum(a.simulated.recordings for a in agents)
+        run.recordings_before_duplicate = _simulated_recordings(agents)
         sent = {a.identity.camera_id: len(a.acks_sent) for a in agents}
         for topic in command_topics(stage.topics, command):
             await stage.driver.publish(topic, encode(command), qos=1)
@@ -608,11 +646,28 @@ async def _script(stage: Stage, run: DemoRun) -> None:
         direct = command.model_copy(update={"attempt": 1})
         await stage.driver.publish(stage.topics.command_camera("dash-12"), encode(direct), qos=1)
         await asyncio.sleep(0.3)
-        run.recordings_after_duplicate = sum(a.simulated.recordings for a in agents)
+        run.recordings_after_duplicate = _simulated_recordings(agents)
         for agent in agents:
             for ack in agent.acks_sent[sent[agent.identity.camera_id] :]:
                 if ack.activation_id == draw_id:
                     run.duplicate_acks.append(f"{ack.camera_id}:{ack.status.value}")
+
+
+def _activations_acted_on(agent: CameraAgent) -> int:
+    """Activations this camera started or joined a recording for."""
+    if isinstance(agent.recorder, SimulatedRecorder):
+        return len(agent.recorder.activations)
+    confirmed = (AckStatus.STARTED, AckStatus.ALREADY_RECORDING)
+    return len({ack.activation_id for ack in agent.acks_sent if ack.status in confirmed})
+
+
+def _simulated_recordings(agents: list[CameraAgent]) -> int:
+    """Recordings started by the simulated cameras (a real one's are in its files)."""
+    return sum(
+        agent.recorder.recordings
+        for agent in agents
+        if isinstance(agent.recorder, SimulatedRecorder)
+    )
 
 
 def _decisions(log: Path) -> dict[str, ActivationEntry]:
@@ -758,5 +813,12 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
         "can": {k: v for k, v in stage.can_source.health().items() if isinstance(v, int)},
         "idle_out_of_range": [c for c in FAR_CAMERAS if c not in far_recorded],
         "security": None if run.attacks is None else run.attacks.summary(),
+        "real_video": None
+        if stage.video is None
+        else {
+            "directory": str(stage.video.directory),
+            "trust": str(stage.video.trust),
+            "recordings": run.recordings,
+        },
         "problems": problems,
     }

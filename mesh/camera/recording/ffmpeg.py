@@ -221,6 +221,13 @@ class FfmpegRecorder(Recorder):
     def current(self) -> Recording | None:
         return self._current
 
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of video the pre-event buffer holds now (closed segments)."""
+        if not self._ring:
+            return 0.0
+        return (self._ring[-1].file.last_frame_ns - self._ring[0].file.first_frame_ns) / 1e9
+
     def _set_fault(self, fault: RecorderFault | None) -> None:
         old = self._fault
         if old is None and fault is None:

@@ -766,7 +766,9 @@ class CameraAgent:
         started_at = kept = None
         if decision.action is Action.START:
             self.asleep = False  # woken by the command
-            started = await self._start(command, now)
+            # The pre-event seconds count back from when the command arrived, not from when
+            # its lane got to it.
+            started = await self._start(command, min(received_ns, now))
             if isinstance(started, RecorderFault):
                 problem = Rejection("recorder_fault", f"{started.code.value}: {started.reason}")
                 return self._refuse(command, problem, received_ns, budgeted=False)

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -371,8 +372,11 @@ async def test_the_storage_cap_drops_buffer_first_and_never_a_recording(
     cap = 3 << 20
     recorder = FfmpegRecorder(
         "cam-cap",
-        settings("lavfi:testsrc2", tmp_path, ffmpeg[0], buffer_s=120, max_bytes=cap, bitrate="4M"),
-    )
+        settings(
+            "lavfi:testsrc2", tmp_path, ffmpeg[0], buffer_s=120, max_bytes=cap, bitrate="4M",
+            remeasure_s=0.5,
+        ),
+    )  # fmt: skip
 
     def stored() -> int:
         return sum(f.stat().st_size for f in (tmp_path / "cam-cap").rglob("*") if f.is_file())
@@ -389,9 +393,15 @@ async def test_the_storage_cap_drops_buffer_first_and_never_a_recording(
         assert rec.stop_reason is StopReason.LOW_DISK
         assert recorder.fault is not None
         assert recorder.fault.code is FaultCode.LOW_DISK
-    check_files(rec)  # the recording is whole: the recorder deleted none of it
-    assert rec.directory is not None
-    assert sum(s.bytes for s in rec.segments) > cap // 2
+        check_files(rec)  # the recording is whole: the recorder deleted none of it
+        assert rec.directory is not None
+        assert sum(s.bytes for s in rec.segments) > cap // 2
+        # The recording is uploaded and moved off the camera: it no longer counts against
+        # the cap, and the camera records again.
+        shutil.move(rec.directory, tmp_path / "uploaded")
+        await until(lambda: recorder.fault is None, 20, "room again once the recording left")
+        await recorder.start("act-cap-2", 1, time.time_ns())
+        assert recorder.is_recording(time.time_ns())
 
 
 async def test_ffmpeg_killed_mid_recording_is_source_lost_and_restarted(

@@ -90,6 +90,9 @@ class FfmpegSettings:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     ffmpeg: str = "ffmpeg"
+    # While idle, the recordings' size is taken from the disk again this often, so that
+    # recordings moved off the camera stop counting against max_bytes.
+    remeasure_s: float = 60.0
 
 
 @dataclass
@@ -155,6 +158,7 @@ class FfmpegRecorder(Recorder):
         self._seq = 0  # buffer file names
         self._rec_seq = 0  # the current recording's next segment number
         self._recorded_bytes = 0  # every recording under recordings_dir
+        self._measured_at_mono = 0.0  # when _recorded_bytes was last taken from the disk
         self._stderr: deque[str] = deque(maxlen=20)
         self.frames_seen = 0
         self.restarts = 0
@@ -170,10 +174,18 @@ class FfmpegRecorder(Recorder):
         for stale in self.buffer_dir.iterdir():
             if stale.is_file():
                 stale.unlink()
+        self._measure_recordings()
+
+    def _measure_recordings(self) -> None:
+        """What the recordings take on disk, counted afresh: recordings moved off the
+        camera (uploaded, say) stop counting against the cap."""
+        total = 0
         for dirpath, _dirs, files in os.walk(self.recordings_dir):
             for name in files:
                 with contextlib.suppress(OSError):
-                    self._recorded_bytes += os.path.getsize(os.path.join(dirpath, name))
+                    total += os.path.getsize(os.path.join(dirpath, name))
+        self._recorded_bytes = total
+        self._measured_at_mono = time.monotonic()
 
     def _store_bytes(self) -> int:
         open_bytes = self._open.bytes if self._open is not None else 0
@@ -197,6 +209,8 @@ class FfmpegRecorder(Recorder):
     def _make_room(self) -> None:
         """Drop buffer segments, oldest first, until the cap and free space are kept."""
         s = self.settings
+        if self._current is None and time.monotonic() - self._measured_at_mono >= s.remeasure_s:
+            self._measure_recordings()  # recordings moved off the camera free their room
         spans = [b.span for b in self._ring]
         open_bytes = self._open.bytes if self._open is not None else 0
         self._drop_oldest(
@@ -339,7 +353,7 @@ class FfmpegRecorder(Recorder):
         rec.stop_reason = reason
         rec.stop_note = note
         try:
-            write_synced(rec.directory / "recording.json", _recording_json(rec))
+            write_synced(rec.directory / "recording.json", _recording_json(rec, self._frames_kept))
             sync_dir(rec.directory)
         except OSError as exc:
             self._log.error("recording_json_failed", error=str(exc))
@@ -596,6 +610,7 @@ class FfmpegRecorder(Recorder):
             n += 1
             directory = self.recordings_dir / f"{name}.{n}"
         directory.mkdir()
+        sync_dir(self.recordings_dir)  # the new folder's entry, before `started` is acked
         segments: list[SegmentFile] = []
         for i, buffered in enumerate(kept):
             target = directory / f"{i:010d}.ts"

@@ -105,3 +105,32 @@ def parse_resolution(text: str) -> tuple[int, int]:
     if not m:
         raise ValueError(f"{text!r}: a resolution is WIDTHxHEIGHT, e.g. 1280x720")
     return int(m.group(1)), int(m.group(2))
+
+
+# Query parameters that may hold a secret in a camera's URL.
+SECRET_PARAMS = frozenset(
+    {
+        "user",
+        "username",
+        "password",
+        "pass",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "token",
+        "key",
+        "auth",
+        "secret",
+    }
+)
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:" + "|".join(sorted(SECRET_PARAMS)) + r")=)[^&\s]*", re.IGNORECASE
+)
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` (an ffmpeg error line, say) with every URL's user name and password and
+    every secret query parameter taken out: what a camera says about its source goes into
+    acks, presence and the gateway's log, where a password must never be."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1", text))

@@ -477,3 +477,22 @@ async def test_min_free_bytes_against_the_real_free_space(
     (rec,) = r.stopped()
     assert rec.stop_reason is StopReason.LOW_DISK
     check_files(rec)
+
+
+async def test_a_source_password_never_reaches_a_fault_reason(
+    tmp_path: Path, ffmpeg: tuple[str, str]
+) -> None:
+    """ffmpeg names its source, password and all, in its errors; the fault's reason goes
+    into `rejected` acks, presence and the gateway's log, so it must come out clean."""
+    url = f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/cam?token=t0ken"
+    recorder = FfmpegRecorder("cam-pw", settings(url, tmp_path, ffmpeg[0], backoff_min_s=0.2))
+    async with running(recorder):
+        await until(lambda: recorder.fault is not None, 20, "the camera cannot be reached")
+        with pytest.raises(RecorderFault) as raised:
+            await recorder.start("act-pw", 1, time.time_ns())
+        fault = recorder.fault
+        assert fault is not None
+    # The reason does name the source, so the check below would see a password in it.
+    assert "127.0.0.1" in fault.reason, fault.reason
+    for text in (fault.reason, str(raised.value), raised.value.reason, str(fault)):
+        assert [secret for secret in ("s3cret", "t0ken", "admin") if secret in text] == [], text

@@ -111,3 +111,17 @@ def test_an_encoded_source_is_copied_and_a_raw_one_encoded_with_short_gops() -> 
         assert argv[argv.index("-use_wallclock_as_timestamps") + 1] == "1"
         assert "-copyts" in argv
         assert argv[-3:] == ["-f", "mpegts", "pipe:1"]
+
+
+def test_credentials_are_taken_out_of_any_text() -> None:
+    from mesh.media import redact_credentials
+
+    line = "rtsp://admin:s3cret@10.0.0.5:554/live?token=abc&channel=1: 401 Unauthorized"
+    assert (
+        redact_credentials(line) == "rtsp://10.0.0.5:554/live?token=***&channel=1: 401 Unauthorized"
+    )
+    assert redact_credentials("/dev/video0: No such device") == "/dev/video0: No such device"
+    assert (
+        redact_credentials("srt://h:9000?passphrase=x&PASSWORD=y")
+        == "srt://h:9000?passphrase=***&PASSWORD=***"
+    )

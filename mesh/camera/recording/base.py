@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from mesh.media import redact_credentials
+
 
 class StopReason(StrEnum):
     """Why a recording ended (the `recording` message and the manifest carry it)."""
@@ -45,6 +47,8 @@ class RecorderFault(Exception):
     """The recorder cannot start (or keep) recording."""
 
     def __init__(self, code: FaultCode, reason: str) -> None:
+        # The reason travels in acks, presence and the gateway's log: never a password.
+        reason = redact_credentials(reason)
         super().__init__(f"{code.value}: {reason}")
         self.code = code
         self.reason = reason

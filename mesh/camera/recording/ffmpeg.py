@@ -70,6 +70,7 @@ from mesh.camera.recording.segments import (
     write_synced,
 )
 from mesh.camera.recording.source import Capture, ffmpeg_command
+from mesh.media import redact_credentials
 
 NS = 1_000_000_000
 MAX_BUFFER_S = 120.0
@@ -438,7 +439,8 @@ class FfmpegRecorder(Recorder):
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
         async for line in proc.stderr:
-            text = line.decode(errors="replace").strip()
+            # ffmpeg names the source in its errors, password and all.
+            text = redact_credentials(line.decode(errors="replace").strip())
             if text:
                 self._stderr.append(text[:300])
                 self._log.debug("ffmpeg_stderr", line=text[:300])

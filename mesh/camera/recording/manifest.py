@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.camera.recording.base import Recording, StopReason
+from mesh.media import SECRET_PARAMS
 from mesh.protocol.models import MAX_SAFE_INT, Ident, TimeNs
 
 if TYPE_CHECKING:
@@ -53,9 +54,6 @@ _SHA256 = r"^[0-9a-f]{64}$"
 # A segment's name: a portable file name in the recording's directory, never a path.
 _FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$"
 # Query parameters of a source URL that may carry a secret: left out of the manifest.
-_SECRET_PARAMS = frozenset(
-    {"user", "username", "password", "pass", "passwd", "pwd", "token", "key", "auth", "secret"}
-)
 
 Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
 
@@ -111,7 +109,7 @@ def source_without_credentials(source: str) -> str:
         [
             (k, v)
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if k.lower() not in _SECRET_PARAMS
+            if k.lower() not in SECRET_PARAMS
         ]
     )
     return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,9 +30,16 @@ class SegmentWriter:
     def write(self, data: bytes) -> None:
         assert self._fd is not None
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError:
+            # A full disk takes part of a chunk, then refuses: cut the file back to what
+            # was hashed, so that the segment's size and SHA-256 are those of its bytes.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.bytes)
+            raise
         self._hash.update(data)
         self.bytes += len(data)
 

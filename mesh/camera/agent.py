@@ -104,6 +104,8 @@ RECORDING_OUTBOX_MAX = 256
 # A recorder that has not started within this long is taken as faulty (`rejected`): the
 # commands behind the one that started it wait for it.
 START_TIMEOUT_S = 10.0
+# A recorder supervisor that failed is started again after this pause.
+_RECORDER_RESTART_S = 1.0
 # Recordings whose claims (who to tell when they stop) are remembered, at most.
 _RECORDING_CLAIMS_KEPT = 16
 # A recorder fault's reason in presence, at most (characters; the wire allows 256): 120
@@ -184,6 +186,8 @@ class CameraAgent:
         # Its sender runs only while there is something to send and the agent runs: a
         # fleet of idle cameras has no task for it.
         self._recording_sender: asyncio.Task[None] | None = None
+        self._recorder_task: asyncio.Task[None] | None = None
+        self._recorder_restart: asyncio.TimerHandle | None = None
         self._serving = False
         self.recordings_sent: list[RecordingMessage] = []
         self.heartbeat_s = heartbeat_s
@@ -281,8 +285,7 @@ class CameraAgent:
                 control.serve(path, self.stop_recording, self.control_status, sock)
             )
         )
-        recorder = asyncio.create_task(self.recorder.run())
-        recorder.add_done_callback(self._recorder_ended)
+        self._run_recorder()
         heartbeat = asyncio.create_task(self._heartbeat())
         commands = asyncio.create_task(self._serve_commands())
         self._serving = True
@@ -308,8 +311,12 @@ class CameraAgent:
             # with the process; the recording itself is closed).
             with contextlib.suppress(Exception):
                 await self._stop_recording(StopReason.SHUTDOWN, "")
-            recorder.cancel()
-            await asyncio.gather(recorder, return_exceptions=True)
+            if self._recorder_restart is not None:
+                self._recorder_restart.cancel()
+            recorder = self._recorder_task
+            if recorder is not None:
+                recorder.cancel()
+                await asyncio.gather(recorder, return_exceptions=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await broadcast
             with contextlib.suppress(asyncio.CancelledError):
@@ -317,14 +324,23 @@ class CameraAgent:
             if self._presence_task is not None:
                 self._presence_task.cancel()
 
+    def _run_recorder(self) -> None:
+        self._recorder_restart = None
+        self._recorder_task = asyncio.create_task(self.recorder.run())
+        self._recorder_task.add_done_callback(self._recorder_ended)
+
     def _recorder_ended(self, task: asyncio.Task[None]) -> None:
-        """The recorder's supervisor returned (the simulation's does at once) or failed:
-        a failure is logged and counted; the agent goes on answering (its starts then
-        say what the recorder's fault is)."""
+        """The recorder's supervisor returned (the simulation's does at once) or failed: a
+        failure is logged, counted and the supervisor started again after a pause; the
+        agent goes on answering meanwhile (its starts say what the recorder's fault is)."""
         if task.cancelled() or task.exception() is None:
             return
         self.counters["recorder.run_failed"] += 1
         self._log.error("recorder stopped working", error=repr(task.exception()))
+        if self._serving:
+            self._recorder_restart = asyncio.get_running_loop().call_later(
+                _RECORDER_RESTART_S, self._run_recorder
+            )
 
     async def _say_goodbye(self) -> None:
         await self.stop_recording(StopReason.SHUTDOWN)
@@ -819,6 +835,11 @@ class CameraAgent:
             return RecorderFault(
                 FaultCode.NO_FRAMES, f"not recording within {START_TIMEOUT_S:g} s of the command"
             )
+        except Exception as exc:  # a recorder's bug must cost this start, not the agent
+            self.counters["recorder.fault.recorder_error"] += 1
+            self._log.exception("recorder failed to start", activation=command.activation_id)
+            self._presence_changed()
+            return RecorderFault(FaultCode.RECORDER_ERROR, f"{type(exc).__name__}: {exc}")
 
     # --- recordings: stops, and the `recording` messages ----------------------------------
     async def stop_recording(self, reason: StopReason, note: str = "") -> Recording | None:

@@ -197,3 +197,42 @@ async def test_the_outbox_keeps_the_newest_up_to_its_bound() -> None:
 def test_the_wire_reasons_are_the_recorders() -> None:
     assert [r.value for r in StopReason] == [r.value for r in RecordingStopReason]
     assert time.time_ns() > T0  # the fixtures' times are in the past
+
+
+@dataclass(eq=False)
+class BrokenRecorder(SimulatedRecorder):
+    """A recorder with a bug: its start raises something that is not a RecorderFault."""
+
+    async def start(
+        self, activation_id: str, pre_event_s: int, command_at_ns: int, *, issuer: str = ""
+    ) -> RecordingStart:
+        raise ValueError("segment index out of range")
+
+
+async def test_a_recorder_bug_is_a_rejected_ack_not_a_dead_agent() -> None:
+    agent = agent_with(BrokenRecorder(powered_on_ns=T0 - 600 * NS))
+    for attempt in range(2):
+        ack = await agent.handle(unsigned_command(attempt), direct=True, received_ns=T0)
+        assert ack is not None
+        assert ack.status is AckStatus.REJECTED
+        assert ack.reason == (
+            "recorder_fault: recorder_error: ValueError: segment index out of range"
+        )
+    assert agent.counters["recorder.fault.recorder_error"] == 2
+    if agent._presence_task is not None:
+        agent._presence_task.cancel()
+
+
+async def test_an_event_listener_that_raises_does_not_stop_the_recorder() -> None:
+    recorder = SimulatedRecorder(powered_on_ns=T0 - 600 * NS)
+    heard: list[object] = []
+
+    def broken(event: object) -> None:
+        raise RuntimeError("listener bug")
+
+    recorder.listen(broken)
+    recorder.listen(heard.append)
+    start = await recorder.start("a-1", 30, T0)
+    assert start.started_at_ns == T0
+    assert recorder.is_recording(T0)
+    assert len(heard) == 1  # the next listener still heard the start

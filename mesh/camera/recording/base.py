@@ -41,6 +41,7 @@ class FaultCode(StrEnum):
     LOW_DISK = "low_disk"
     STORAGE_ERROR = "storage_error"
     FFMPEG_EXITED = "ffmpeg_exited"
+    RECORDER_ERROR = "recorder_error"  # the recorder itself failed (a bug): see its log
 
 
 class RecorderFault(Exception):

@@ -226,7 +226,12 @@ class FfmpegRecorder(Recorder):
 
     def _emit(self, event: RecorderEvent) -> None:
         for callback in self._listeners:
-            callback(event)
+            try:
+                callback(event)
+            except Exception:  # a listener's bug must not stop the recording
+                structlog.get_logger("mesh.recorder").exception(
+                    "recorder event listener failed", kind=type(event).__name__
+                )
 
     @property
     def fault(self) -> RecorderFault | None:

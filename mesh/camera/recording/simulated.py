@@ -20,6 +20,8 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from mesh.camera.recording.base import (
     FaultChanged,
     Recorder,
@@ -224,4 +226,9 @@ class SimulatedRecorder(Recorder):
 
     def _emit(self, event: RecorderEvent) -> None:
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop the recording
+                structlog.get_logger("mesh.recorder").exception(
+                    "recorder event listener failed", kind=type(event).__name__
+                )

@@ -138,6 +138,9 @@ class RecorderConfig(_Config):
     bitrate: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?[kM]?$")] | None = None
     source_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
     ffmpeg: str = "ffmpeg"  # the binary (a name on PATH, or a path)
+    # What records, as the evidence manifests name it (docs/security.md).
+    device_model: Annotated[str, Field(max_length=256)] = ""  # make and model
+    device_serial: Annotated[str, Field(max_length=256)] = ""
 
     @field_validator("source")
     @classmethod

@@ -134,6 +134,7 @@ class CameraIdentity:
     groups: tuple[str, ...] = ()
     ble_address: str | None = None  # what the camera advertises from, if it does
     model: str = ""  # make and model, written into evidence manifests
+    serial: str = ""  # the device's serial number, likewise
 
 
 class CameraAgent:
@@ -923,7 +924,11 @@ class CameraAgent:
                 recording=recording.recording_id,
             )
             return
-        device = DeviceInfo.of(model=self.identity.model, source=self.recorder.device_source)
+        device = DeviceInfo.of(
+            model=self.identity.model,
+            serial=self.identity.serial,
+            source=self.recorder.device_source,
+        )
         try:
             _, recording.manifest_sha256 = write_manifest(recording, device, signer)
         except (OSError, ValueError) as exc:

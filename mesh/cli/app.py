@@ -390,6 +390,8 @@ def camera(
                     officer=cfg.officer,
                     groups=cfg.groups,
                     ble_address=cfg.ble_address,
+                    model=cfg.recorder.device_model,
+                    serial=cfg.recorder.device_serial,
                 ),
                 url=url,
                 topics=_topics(cfg.topic_prefix),

@@ -5,9 +5,12 @@ field; the `recording` messages, their bound on files, and the outbox's bound.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +20,9 @@ from mesh.camera.agent import RECORDING_OUTBOX_MAX, CameraAgent, CameraIdentity
 from mesh.camera.recording.base import (
     FaultCode,
     RecorderFault,
+    Recording,
     RecordingStart,
+    RecordingStopped,
     SegmentFile,
     StopReason,
 )
@@ -236,3 +241,46 @@ async def test_an_event_listener_that_raises_does_not_stop_the_recorder() -> Non
     assert start.started_at_ns == T0
     assert recorder.is_recording(T0)
     assert len(heard) == 1  # the next listener still heard the start
+
+
+async def test_the_manifest_names_the_device_and_its_hash_goes_in_the_stop(
+    tmp_path: Path,
+) -> None:
+    """A recording with files gets a manifest signed by the camera's key, naming the
+    device as configured (make, model, serial; the source without its password), before
+    its stop message, which carries the manifest's hash."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from mesh.protocol.jws import parse
+    from mesh.security.signing import PayloadSigner
+
+    recorder = SimulatedRecorder(powered_on_ns=T0 - 600 * NS)
+    recorder.device_source = "rtsp://admin:s3cret@10.0.0.5/live"
+    agent = CameraAgent(
+        CameraIdentity("bwc-7a", "car-7", CameraRole.BODY, model="Axon Body 4", serial="X4-0042"),
+        url=BrokerUrl.parse("mqtt://127.0.0.1:1"),
+        topics=TOPICS,
+        position=ORIGIN,
+        clock=Clock(),
+        recorder=recorder,
+        security=Security(signer=PayloadSigner(Ed25519PrivateKey.generate())),
+    )
+    agent.link = FakeLink()  # type: ignore[assignment]
+    (tmp_path / "0000000000.ts").write_bytes(b"\x47" * 188)
+    digest = hashlib.sha256(b"\x47" * 188).hexdigest()
+    recording = Recording(
+        recording_id="20261204T000000.000Z-a-1", camera_id="bwc-7a", activations=["a-1"],
+        command_at_ns=T0, started_at_ns=T0, first_frame_ns=T0 - NS, pre_event_kept_s=1.0,
+        directory=tmp_path,
+        segments=[SegmentFile("0000000000.ts", T0 - NS, T0, 25, 188, digest)],
+        stopped_at_ns=T0 + NS, stop_reason=StopReason.OFFICER, stop_note="done",
+    )  # fmt: skip
+    agent._recording_claims[recording.recording_id] = [("a-1", "gw-car-7")]
+    agent._on_recorder_event(RecordingStopped(recording))
+    manifest = (tmp_path / "manifest.json").read_bytes()
+    device = json.loads(parse(manifest).payload_bytes)["device"]
+    assert device == {"model": "Axon Body 4", "serial": "X4-0042", "source": "rtsp://10.0.0.5/live"}
+    (stop,) = agent.recordings_sent
+    assert stop.manifest_sha256 == hashlib.sha256(manifest).hexdigest()
+    if agent._presence_task is not None:
+        agent._presence_task.cancel()

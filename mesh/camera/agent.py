@@ -893,7 +893,8 @@ class CameraAgent:
         if isinstance(event, RecordingStopped):
             recording = event.recording
             claims = self._recording_claims.pop(recording.recording_id, [])
-            issuers = list(dict.fromkeys(issuer for _, issuer in claims))
+            # A recording recovered after a crash: its issuers are those it wrote down.
+            issuers = list(dict.fromkeys(issuer for _, issuer in claims)) or recording.issuers
             self.counters[f"recording.stopped.{recording.stop_reason}"] += 1
             self._write_manifest(recording)
             self._publish_recording(recording, RecordingEvent.STOP, issuers)

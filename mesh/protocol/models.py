@@ -408,6 +408,7 @@ class RecordingStopReason(StrEnum):
     STORAGE_ERROR = "storage_error"
     SOURCE_LOST = "source_lost"
     SHUTDOWN = "shutdown"
+    INTERRUPTED = "interrupted"
 
 
 # A `recording` message lists at most this many files; the rest are counted in

@@ -496,3 +496,57 @@ async def test_a_source_password_never_reaches_a_fault_reason(
     assert "127.0.0.1" in fault.reason, fault.reason
     for text in (fault.reason, str(raised.value), raised.value.reason, str(fault)):
         assert [secret for secret in ("s3cret", "t0ken", "admin") if secret in text] == [], text
+
+
+async def test_a_recording_left_open_by_a_crash_is_closed_at_the_next_start(
+    tmp_path: Path, ffmpeg: tuple[str, str]
+) -> None:
+    """Power cut mid-recording: what is on disk at that instant (copied while ffmpeg writes,
+    the open segment ending in a partial frame) is what the next run finds. It closes the
+    recording as `interrupted`, its last segment cut back to whole frames, every segment
+    listed with the hash of its bytes, and reports it to the issuers it wrote down."""
+    live, after = tmp_path / "live", tmp_path / "after"
+    live.mkdir()
+    recorder = FfmpegRecorder("cam-cut", settings("lavfi:testsrc2", live, ffmpeg[0], buffer_s=3))
+    async with running(recorder) as r:
+        await until(lambda: r.buffered_s() >= 1, 20, "a buffer")
+        await recorder.start("act-cut", 2, time.time_ns(), issuer="gw-car-12")
+        recorder.attach("act-cut-2", issuer="gw-car-7")
+        rec = recorder.current
+        assert rec is not None
+        assert rec.directory is not None
+        await until(lambda: len(rec.segments) >= 3, 10, "3 segments")
+        writer = recorder._open
+        assert writer is not None
+        await until(lambda: writer.bytes > 2000, 5, "an open segment under way")
+        shutil.copytree(live, after)  # the disk as the power cut leaves it
+        # The copy is a crash: the copied recording.json says nothing about a stop.
+    crashed = after / "cam-cut" / "recordings" / rec.directory.name
+    assert json.loads((crashed / "recording.json").read_text())["stop_reason"] is None
+    listed = (crashed / "segments.jsonl").read_text().splitlines()
+    open_name = f"{len(listed):010d}.ts"  # the segment being written at the cut
+    size_before = (crashed / open_name).stat().st_size
+
+    again = FfmpegRecorder("cam-cut", settings("lavfi:testsrc2", after, ffmpeg[0], buffer_s=3))
+    async with running(again) as r2:
+        await until(lambda: bool(r2.stopped()), 10, "the interrupted recording reported")
+    (closed,) = r2.stopped()
+    assert closed.recording_id == rec.recording_id
+    assert closed.stop_reason is StopReason.INTERRUPTED
+    assert closed.activations == ["act-cut", "act-cut-2"]
+    assert closed.issuers == ["gw-car-12", "gw-car-7"]
+    # The open one is listed, cut to whole frames (a segment may have closed while the
+    # folder was copied: then the next one was open too, and is listed after it).
+    names = [s.name for s in closed.segments]
+    assert names[: len(listed) + 1][-1] == open_name
+    cut = closed.segments[len(listed)]
+    assert cut.frames >= 1
+    assert cut.bytes <= size_before
+    assert closed.stopped_at_ns == closed.segments[-1].last_frame_ns
+    check_files(closed)  # segments.jsonl lists them all, each with its bytes' hash
+    assert json.loads((crashed / "recording.json").read_text())["stop_reason"] == "interrupted"
+    # Closed once: a third run finds nothing left open.
+    third = FfmpegRecorder("cam-cut", settings("lavfi:testsrc2", after, ffmpeg[0], buffer_s=3))
+    async with running(third) as r3:
+        await until(lambda: third.buffered_s >= 1, 20, "buffering again")
+    assert r3.stopped() == []

@@ -32,6 +32,7 @@ class StopReason(StrEnum):
     STORAGE_ERROR = "storage_error"  # a segment could not be written
     SOURCE_LOST = "source_lost"  # the device or stream stopped delivering frames
     SHUTDOWN = "shutdown"  # the agent was stopped
+    INTERRUPTED = "interrupted"  # left open by a run that ended abruptly; closed at the next
 
 
 class FaultCode(StrEnum):
@@ -93,6 +94,9 @@ class Recording:
     stopped_at_ns: int | None = None
     stop_reason: StopReason | None = None
     stop_note: str = ""  # the officer's spoken or typed reason
+    # The issuers of its claims: where its `stop` goes when the agent that started it is
+    # gone (a recording recovered after a crash).
+    issuers: list[str] = field(default_factory=list)
     # The SHA-256 (hex) of the recording's signed evidence manifest, once written (the
     # `recording` stop message carries it); None without one (the simulation).
     manifest_sha256: str | None = None

@@ -62,6 +62,7 @@ from mesh.camera.recording.base import (
     StopReason,
 )
 from mesh.camera.recording.mpegts import Cut, Data, FrameDone, TsSplitter, ticks_to_ns
+from mesh.camera.recording.recovery import open_recordings
 from mesh.camera.recording.segments import (
     SegmentWriter,
     append_synced,
@@ -279,11 +280,24 @@ class FfmpegRecorder(Recorder):
             self._awake.set()
 
     def attach(self, activation_id: str, *, issuer: str = "") -> None:
-        if self._current is None or (activation_id, issuer) in self._claims:
+        rec = self._current
+        if rec is None or (activation_id, issuer) in self._claims:
+            return
+        if len(self._claims) >= MAX_CLAIMS:
+            # Past the bound a claim is not kept: the recording goes on for the others
+            # (and its cancel is not obeyed); a recording lists at most this many.
+            self._log.warning("claim_not_kept", activation_id=activation_id, bound=MAX_CLAIMS)
             return
         self._claims.append((activation_id, issuer))
-        if activation_id not in self._current.activations:
-            self._current.activations.append(activation_id)
+        if activation_id not in rec.activations:
+            rec.activations.append(activation_id)
+        if issuer not in rec.issuers:
+            rec.issuers.append(issuer)
+        if rec.directory is not None:  # a recovery after a crash must know where to report
+            try:
+                write_synced(rec.directory / "recording.json", _recording_json(rec))
+            except OSError as exc:
+                self._log.error("recording_json_failed", error=str(exc))
 
     async def cancel(self, activation_id: str, now_ns: int, *, issuer: str = "") -> bool:
         claim = (activation_id, issuer)
@@ -374,6 +388,9 @@ class FfmpegRecorder(Recorder):
 
     # --- the process ----------------------------------------------------------------------
     async def run(self) -> None:
+        # What a previous run left open is closed first (reported as `interrupted`).
+        for recovered in open_recordings(self.recordings_dir, self.camera_id, self._clock()):
+            self._emit(RecordingStopped(recovered))
         backoff = self.settings.backoff_min_s
         try:
             while True:
@@ -647,6 +664,7 @@ class FfmpegRecorder(Recorder):
             pre_event_kept_s=round((frame_ns - first) / NS, 3),
             directory=directory,
             segments=segments,
+            issuers=[waiter.issuer],
         )
         self._current = rec
         self._claims = [(waiter.activation_id, waiter.issuer)]
@@ -684,6 +702,11 @@ class FfmpegRecorder(Recorder):
         self._break()
 
 
+# Claims (activation, issuer) one recording keeps, at most: as many activation ids as a
+# `recording` message carries.
+MAX_CLAIMS = 64
+
+
 def _recording_json(rec: Recording, frames_kept: int | None = None) -> bytes:
     doc: dict[str, object] = {
         "recording_id": rec.recording_id,
@@ -697,6 +720,7 @@ def _recording_json(rec: Recording, frames_kept: int | None = None) -> bytes:
         "stopped_at_ns": rec.stopped_at_ns,
         "stop_reason": rec.stop_reason.value if rec.stop_reason else None,
         "stop_note": rec.stop_note,
+        "issuers": rec.issuers,
     }
     if frames_kept is not None:
         doc["pre_event_frames"] = frames_kept

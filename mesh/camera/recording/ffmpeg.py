@@ -613,9 +613,12 @@ class FfmpegRecorder(Recorder):
             writer.sync()
             rec = self._make_recording(waiter, frame_ns, writer)
         except OSError as exc:
-            waiter.future.set_exception(
-                RecorderFault(FaultCode.STORAGE_ERROR, f"cannot start the recording: {exc}")
-            )
+            fault = RecorderFault(FaultCode.STORAGE_ERROR, f"cannot start the recording: {exc}")
+            if self._current is not None:
+                # Made but not durable: no claim may be left on a recording whose start
+                # is refused. It stops at once (what it holds is kept, and reported).
+                self._stop(StopReason.STORAGE_ERROR, frame_ns, fault.reason)
+            waiter.future.set_exception(fault)
             return
         self._emit(RecordingStarted(rec))
         for segment in rec.segments:

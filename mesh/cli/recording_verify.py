@@ -62,8 +62,10 @@ def verify(
     """Check a recording against its signed manifest.json.
 
     Checks the signature, every segment's presence, size and SHA-256, their order and
-    continuity, and no unlisted media file; names each removed, edited, reordered,
-    moved or extra segment and each gap.
+    continuity, and that the directory holds nothing else (any unlisted file or a
+    subdirectory is extra; only recording.json, segments.jsonl and the manifest writer's
+    temporary files are left out); names each removed, edited, reordered, moved or extra
+    segment and each gap.
 
     Only --trust (the fleet's trust store) proves which camera signed it: without it the
     verdict is at best "unverified", never "intact".
@@ -148,5 +150,7 @@ def _show(report: VerifyReport, directory: Path, *, wide: bool) -> None:
     for finding in report.findings:
         out.print(literal(f"{finding.kind.value.upper()}: {finding.message}"))
     if report.unlisted:
-        out.print(literal(f"not media, not in the manifest: {', '.join(report.unlisted)}"))
+        out.print(
+            literal(f"ignored, the manifest writer's temporary files: {', '.join(report.unlisted)}")
+        )
     out.print(literal(report.summary()))

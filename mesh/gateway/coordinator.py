@@ -104,6 +104,15 @@ _CANCEL_ACKS_LOGGED_MAX = 4096
 # `recording` messages remembered (camera, recording, event, trusted), so a repeat (QoS 1
 # after a reconnect) is counted, not logged again.
 _RECORDINGS_REMEMBERED = 4096
+# `recording` rows logged per camera and activation (a genuine recording makes two, start and
+# stop), and untrusted ones per activation whatever the camera: past these, counted
+# (`recordings.over_cap`), not logged, so a stolen camera key or login cannot flood the log.
+# How many pairs are counted at once: past it the least recently counted is forgotten.
+_RECORDINGS_PER_CAMERA = 16
+_UNTRUSTED_RECORDINGS_PER_ACTIVATION = 16
+_RECORDING_COUNTS_MAX = 8192
+# The over-cap warning, at most once in this many seconds (with how many since the last).
+_OVER_CAP_WARN_EVERY_NS = 10 * NS
 
 
 class Publisher(Protocol):
@@ -212,6 +221,11 @@ class Coordinator:
         self._resumed: list[_Live] = []
         self._cancel_acks_logged: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._recordings_logged: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+        # Rows logged per (activation, camera) for trusted `recording` messages, and per
+        # (activation, "") for untrusted ones: bounded, the least recently counted first out.
+        self._recording_rows: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._over_cap_warned_ns: int | None = None
+        self._over_cap_unreported = 0
         self._queued_before_stop: list[QueuedOutcome] = []
         self._log = structlog.get_logger("mesh.coordinator").bind(unit=unit_id)
 
@@ -783,11 +797,13 @@ class Coordinator:
         jws: Jws | None = None,
     ) -> bool:
         """A camera's recording started or stopped: appended to the log (a `recording`
-        record) under the first of its activations this gateway knows (else its first).
-        A trusted one is logged whatever the activation (it may have finished before a
-        restart); an untrusted one only as evidence about an activation of ours. Each
-        (camera, recording, event) once (an untrusted one: once per signature). True if
-        logged."""
+        record) under the first of its activations this gateway knows (live or recently
+        finished); one naming none of them is counted, not logged, trusted or not. Each
+        (camera, recording, event) once (an untrusted one: once per signature), and at most
+        ``_RECORDINGS_PER_CAMERA`` rows per camera and activation (untrusted ones:
+        ``_UNTRUSTED_RECORDINGS_PER_ACTIVATION`` per activation), but for the stop of a
+        recording whose start was logged; past that, counted (`recordings.over_cap`) and
+        warned of at most every 10 s. True if logged."""
         trusted = untrusted is None
         # A trusted one is shadowed only by a trusted one; a refused one only by the same
         # bytes signed the same way (another forgery is other evidence).
@@ -803,15 +819,38 @@ class Coordinator:
             self.counters["recordings.repeated"] += 1
             return False
         ours = [a for a in message.activation_ids if a in self.live or a in self.recent]
-        if not trusted and not ours:
-            self.counters["recordings.untrusted_unknown"] += 1
+        if not ours:
+            # Not about an activation of ours: a stolen key could name made-up ones at will.
+            if trusted:
+                self.counters["recordings.unknown_activation"] += 1
+            else:
+                self.counters["recordings.untrusted_unknown"] += 1
             return False
+        activation = ours[0]
+        count_key = (activation, message.camera_id if trusted else "")
+        cap = _RECORDINGS_PER_CAMERA if trusted else _UNTRUSTED_RECORDINGS_PER_ACTIVATION
+        # The stop of a recording whose start was logged is logged whatever the count (once:
+        # the key above), so a flood under the camera's key cannot crowd out a genuine stop.
+        start_key = (message.camera_id, message.recording_id, RecordingEvent.START.value, "trusted")
+        closes_logged_start = (
+            trusted
+            and message.event is RecordingEvent.STOP
+            and start_key in self._recordings_logged
+        )
+        if not closes_logged_start:
+            rows = self._recording_rows.get(count_key, 0)
+            if rows >= cap:
+                self._recording_rows.move_to_end(count_key)
+                self._over_cap(message, activation, trusted)
+                return False
+            self._recording_rows[count_key] = rows + 1
+            self._recording_rows.move_to_end(count_key)
+            while len(self._recording_rows) > _RECORDING_COUNTS_MAX:
+                self._recording_rows.popitem(last=False)
         self._recordings_logged[key] = None
         while len(self._recordings_logged) > _RECORDINGS_REMEMBERED:
             self._recordings_logged.popitem(last=False)
         effect = "accepted" if untrusted is None else f"untrusted:{untrusted.code}"
-        named = ours or list(message.activation_ids)
-        activation = named[0] if named else None
         if not trusted:
             self.counters["recordings.untrusted"] += 1
         elif message.event is RecordingEvent.START:
@@ -829,6 +868,25 @@ class Coordinator:
                 activations=list(message.activation_ids),
             )
         return True
+
+    def _over_cap(self, message: RecordingMessage, activation: str, trusted: bool) -> None:
+        """Counted always; warned of at most every 10 s, with how many went unreported."""
+        self.counters["recordings.over_cap"] += 1
+        now = self.clock.mono_ns()
+        last = self._over_cap_warned_ns
+        if last is not None and now - last < _OVER_CAP_WARN_EVERY_NS:
+            self._over_cap_unreported += 1
+            return
+        self._over_cap_warned_ns = now
+        unreported, self._over_cap_unreported = self._over_cap_unreported, 0
+        self._log.warning(
+            "recording messages over the cap, not logged",
+            camera=message.camera_id,
+            activation=activation,
+            trusted=trusted,
+            cap=_RECORDINGS_PER_CAMERA if trusted else _UNTRUSTED_RECORDINGS_PER_ACTIVATION,
+            unreported_since_last=unreported,
+        )
 
     def _prune_cancellable(self, now: int) -> None:
         # Kept a minute past the window, so that a late cancel hears "window closed"; and
@@ -869,6 +927,10 @@ class Coordinator:
         acks the broker kept for us find them). One whose outcome was already queued for
         dispatch when the gateway stopped is not decided again: that outcome is logged
         (``start_resumed``)."""
+        # The latest activations of the log are known again: a camera's late ack, cancel ack
+        # or recording stop for one of them is still logged after a restart.
+        for activation_id in self.log.latest_activation_ids(_RECENT_MAX):
+            self._remember_finished(activation_id)
         queued: list[QueuedOutcome] = []
         for activation_id in self.log.unfinished_activation_ids():
             outcome = self._queued_outcome(activation_id)

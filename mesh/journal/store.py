@@ -266,6 +266,10 @@ class ActivationLog:
         """The activation records logged at or after ``since_ns`` (for a restart)."""
         return list(activations_since(self.path, since_ns))
 
+    def latest_activation_ids(self, limit: int) -> list[str]:
+        """The ids of the last ``limit`` activations in the file, oldest first (a restart)."""
+        return latest_activation_ids(self.path, limit)
+
     async def flush(self) -> None:
         """Return when everything appended so far is durable."""
         await self._submit(_Item(None, None, "", 0, op=_Op.FLUSH))
@@ -731,6 +735,19 @@ def activations_since(path: Path | str, since_ns: int) -> Iterator[LogRecord]:
             yield LogRecord(*row)
     finally:
         conn.close()
+
+
+def latest_activation_ids(path: Path | str, limit: int) -> list[str]:
+    """The ids of the last ``limit`` activation records, oldest first."""
+    conn = open_readonly(path)
+    try:
+        rows = conn.execute(
+            "SELECT activation_id FROM records WHERE kind = ? ORDER BY seq DESC LIMIT ?",
+            (RecordKind.ACTIVATION.value, limit),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [row[0] for row in reversed(rows)]
 
 
 def log_id_of(path: Path | str) -> str:

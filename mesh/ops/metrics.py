@@ -175,7 +175,8 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "counter",
         ("event",),
         "Cameras' recording messages: start, stop (trusted, logged), untrusted (logged as "
-        "evidence), untrusted_unknown (not about our activations: counted only), repeated.",
+        "evidence), unknown_activation and untrusted_unknown (about no activation of ours: "
+        "counted only), repeated, over_cap (past the rows logged per camera and activation).",
     ),
     "log_retention_refused": ("counter", (), "Retention passes the activation log refused."),
     "unmapped_counters": (
@@ -255,7 +256,15 @@ _KNOWN_VALUES: dict[str, tuple[str, ...]] = {
         "unknown_activation",
         "not_logged",
     ),
-    "recordings": ("start", "stop", "untrusted", "untrusted_unknown", "repeated"),
+    "recordings": (
+        "start",
+        "stop",
+        "untrusted",
+        "unknown_activation",
+        "untrusted_unknown",
+        "repeated",
+        "over_cap",
+    ),
     "outbox_messages": ("queued", "sent", "expired", "undeliverable"),
     "outbox_file_events": ("memory_fallbacks", "reopened", "reopen_failures"),
     "presence_events": (

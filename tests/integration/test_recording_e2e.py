@@ -509,3 +509,90 @@ async def test_the_camera_daemon_serves_its_control_socket_from_its_config(
             daemon.terminate()
             await asyncio.wait_for(daemon.wait(), 20)
     assert not (config.parent / "agent.sock").exists()
+
+
+async def test_a_stolen_camera_key_cannot_flood_the_log_with_recording_messages(
+    mosquitto: MosquittoProcess, topics: Topics, tmp_path: Path
+) -> None:
+    """A thief with bwc-12a's own signing key publishes 100 signed `recording` starts with
+    fresh recording ids for a real activation, then 100 for an activation id no gateway
+    issued. The log keeps at most the per-camera cap for the real one (the genuine start
+    among them) and none for the made-up one; the rest is counted. The camera's genuine
+    stop is still logged after the flood."""
+    from mesh.gateway.coordinator import _RECORDINGS_PER_CAMERA
+
+    log = tmp_path / "log.db"
+    async with signed_mesh((mosquitto, topics), log) as (mesh, keys):
+        aid = await started_activation(mesh, signer=keys.dispatch_signer)
+        record = await mesh.watcher.final_record(aid, 15)
+        assert record is not None
+        victim = mesh.agents["bwc-12a"]
+        running = victim.recorder.current
+        assert running is not None
+        await wait_until(lambda: len(recordings_logged(log, "bwc-12a")) == 1)  # its start
+        thief = PayloadSigner(keys.cameras["bwc-12a"])
+        topic = topics.recording(ISSUER, "bwc-12a")
+        made_up = "a-" + uuid.uuid4().hex[:16]
+        counters = mesh.gateway.coordinator.counters
+        gateway_counters = mesh.gateway.counters
+
+        def flood(activation_id: str) -> list[bytes]:
+            now = time.time_ns()
+            return [
+                thief.seal(
+                    RecordingMessage(
+                        camera_id="bwc-12a",
+                        unit_id="car-12",
+                        recording_id=f"r-thief-{activation_id}-{i}",
+                        activation_ids=(activation_id,),
+                        event=RecordingEvent.START,
+                        started_at_ns=now,
+                        first_frame_ns=now,
+                        pre_event_kept_s=0.0,
+                    )
+                ).to_bytes()
+                for i in range(100)
+            ]
+
+        def handled() -> int:
+            """The thief's messages logged, counted over the cap or unknown, or shed unread."""
+            return len(recordings_logged(log, "bwc-12a")) + sum(
+                counters[k]
+                for k in (
+                    "recordings.over_cap",
+                    "recordings.unknown_activation",
+                    "acks.dropped_rate",
+                )
+            )
+
+        for activation_id in (aid, made_up):
+            before = handled()
+            for payload in flood(activation_id):
+                await mesh.driver.publish(topic, payload)
+            await wait_until(lambda b=before: handled() == b + 100)  # type: ignore[misc]
+        dropped = gateway_counters["acks.dropped_rate"]
+        assert dropped < 50, dropped  # the camera's ack rate let most of the flood through
+        rows = [
+            r
+            for r in read_records(log, kinds=(RecordKind.RECORDING.value,))
+            if '"camera_id":"bwc-12a"' in r.body
+        ]
+        assert len(rows) == _RECORDINGS_PER_CAMERA
+        assert {r.activation_id for r in rows} == {aid}
+        assert not [r for r in rows if made_up in r.body]
+        assert counters["recordings.over_cap"] >= 100 - _RECORDINGS_PER_CAMERA - dropped
+        assert counters["recordings.unknown_activation"] >= 1
+        assert counters["recordings.over_cap"] + counters[
+            "recordings.unknown_activation"
+        ] + dropped == 200 - (_RECORDINGS_PER_CAMERA - 1)
+        # The genuine start was logged before the flood; the genuine stop is logged after it.
+        await victim.stop_recording(StopReason.OFFICER, "genuine")
+        await wait_until(lambda: counters["recordings.stop"] == 1)
+        logged = recordings_logged(log, "bwc-12a")
+        genuine = [e for e in logged if e.recording.recording_id == running.recording_id]
+        assert [(e.recording.event, e.effect) for e in genuine] == [
+            (RecordingEvent.START, "accepted"),
+            (RecordingEvent.STOP, "accepted"),
+        ]
+        assert genuine[1].recording.note == "genuine"
+        assert len(logged) == _RECORDINGS_PER_CAMERA + 1

@@ -70,6 +70,20 @@ async def test_unfinished_activations_are_found(tmp_path: Path) -> None:
     assert unfinished_activation_ids(tmp_path / "a.db") == ["a-1", "a-3"]
 
 
+async def test_the_latest_activations_are_found_oldest_first(tmp_path: Path) -> None:
+    """What a restarted gateway knows again (a camera's recording stop for an activation
+    finished before the restart is still logged)."""
+    log = ActivationLog(tmp_path / "a.db")
+    for i in range(5):
+        await log.append_durable(RecordKind.ACTIVATION, f"a-{i}", BODY, i)
+        await log.append_durable(RecordKind.FINISHED, f"a-{i}", BODY, i)
+    try:
+        assert log.latest_activation_ids(3) == ["a-2", "a-3", "a-4"]
+        assert log.latest_activation_ids(10) == [f"a-{i}" for i in range(5)]
+    finally:
+        log.close()
+
+
 def test_reading_something_that_is_not_a_log_says_so(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="no such activation log"):
         open_readonly(tmp_path / "missing.db")

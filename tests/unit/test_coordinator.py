@@ -11,6 +11,11 @@ import json
 from pathlib import Path
 
 from mesh.decide.fanout import command_topics
+from mesh.decide.rejection import Rejection
+from mesh.gateway.coordinator import (
+    _RECORDINGS_PER_CAMERA,
+    _UNTRUSTED_RECORDINGS_PER_ACTIVATION,
+)
 from mesh.journal.store import read_records
 from mesh.protocol.models import (
     AckStatus,
@@ -18,6 +23,9 @@ from mesh.protocol.models import (
     EscalationReason,
     OutcomeStatus,
     ReceiptOutcome,
+    RecordingEvent,
+    RecordingMessage,
+    RecordingStopReason,
     TriggerKind,
 )
 from tests.coordinator_helpers import (
@@ -314,3 +322,59 @@ async def test_an_ack_after_the_end_is_logged_and_changes_nothing(tmp_path: Path
         assert rig.publisher.records_delivered() == []
     late = [r for r in read_records(log, activation_id=aid) if r.kind == "ack"][-1]
     assert json.loads(late.body)["effect"] == "late"
+
+
+def recording_message(
+    camera_id: str, recording_id: str, activation_id: str, event: str
+) -> RecordingMessage:
+    now = 1_796_299_200_000_000_000
+    stop = event == "stop"
+    return RecordingMessage(
+        camera_id=camera_id,
+        recording_id=recording_id,
+        activation_ids=(activation_id,),
+        event=RecordingEvent(event),
+        started_at_ns=now,
+        first_frame_ns=now,
+        pre_event_kept_s=0.0,
+        stopped_at_ns=now + 1 if stop else None,
+        reason=RecordingStopReason.OFFICER if stop else None,
+        note="x" if stop else "",
+    )
+
+
+async def test_recording_rows_are_capped_per_camera_and_per_activation_untrusted(
+    tmp_path: Path,
+) -> None:
+    """Trusted: 16 rows per camera and activation, the stop of a logged start beyond it;
+    another camera has its own 16. Untrusted (unsigned): 16 per activation, all cameras
+    together. Past the caps, and for an activation not ours, counted only."""
+    log = tmp_path / "log.db"
+    async with running_coordinator(log, CAMERAS, QUICK) as rig:
+        rig.publisher.answer("bwc-1")
+        aid = await start(rig)
+        await finished(rig, aid)
+        coordinator = rig.coordinator
+
+        def send(camera_id: str, rid: str, what: str, *, trusted: bool = True) -> bool:
+            message = recording_message(camera_id, rid, aid, what)
+            untrusted = None if trusted else Rejection("unsigned", "no signature")
+            return coordinator.on_recording(message, untrusted=untrusted)
+
+        assert [send("bwc-1", f"r-{i}", "start") for i in range(20)] == [True] * 16 + [False] * 4
+        assert send("bwc-1", "r-0", "stop")  # closes a logged start: logged past the cap
+        assert not send("bwc-1", "r-0", "stop")  # once
+        assert not send("bwc-1", "r-19", "stop")  # its start was not logged
+        assert send("bwc-2", "r-x", "start")  # another camera's own count
+        untrusted = [send(f"bwc-{1 + i % 2}", f"u-{i}", "start", trusted=False) for i in range(20)]
+        assert untrusted == [True] * 16 + [False] * 4
+        other = recording_message("bwc-1", "r-other", "a-not-ours", "start")
+        assert not coordinator.on_recording(other)
+        counters = coordinator.counters
+        assert counters["recordings.over_cap"] == 4 + 1 + 4
+        assert counters["recordings.repeated"] == 1
+        assert counters["recordings.unknown_activation"] == 1
+        await rig.log.flush()
+    rows = [r for r in read_records(log, kinds=("recording",))]
+    assert {r.activation_id for r in rows} == {aid}
+    assert len(rows) == _RECORDINGS_PER_CAMERA + 1 + 1 + _UNTRUSTED_RECORDINGS_PER_ACTIVATION

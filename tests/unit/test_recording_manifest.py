@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from mesh.camera.recording.manifest import (
     write_manifest,
 )
 from mesh.camera.recording.verify import (
+    EntryKind,
     FileFacts,
     FindingKind,
     Verdict,
@@ -310,23 +312,63 @@ def test_a_renamed_segment_is_moved(keys: Keys) -> None:
     assert "evidence-copy.bin" in message
 
 
-def test_an_inserted_media_file_is_extra_and_other_files_only_listed(keys: Keys) -> None:
+def test_every_unlisted_file_is_extra_but_the_recorders_metadata(keys: Keys) -> None:
+    """Whatever its name: a media file, a copy of a segment, a `.part` or `~` leftover, a
+    `.dat`, a note, a subdirectory or a FIFO. Only recording.json, segments.jsonl and the
+    manifest writer's temporary files are left out (the last reported as ignored)."""
     rec = recording()
     files = files_of(rec)
-    files["0000000002a.ts"] = FileFacts(10, hashlib.sha256(b"0123456789").hexdigest())
+
+    def facts(data: bytes) -> FileFacts:
+        return FileFacts(len(data), hashlib.sha256(data).hexdigest())
+
+    files["0000000002a.ts"] = facts(b"0123456789")
     files["0000000009.ts"] = files["0000000002.ts"]
-    files["notes.txt"] = FileFacts(3, hashlib.sha256(b"hi\n").hexdigest())
-    files["recording.json"] = FileFacts(2, hashlib.sha256(b"{}").hexdigest())
-    files["segments.jsonl"] = FileFacts(0, hashlib.sha256(b"").hexdigest())
+    files["0000000007.ts.part"] = facts(b"partial")
+    files["x.ts~"] = files["0000000001.ts"]
+    files["clip.dat"] = facts(b"footage")
+    files["notes.txt"] = facts(b"hi\n")
+    files["sub"] = FileFacts(0, "", EntryKind.DIRECTORY)
+    files["pipe"] = FileFacts(0, "", EntryKind.OTHER)
+    files["recording.json"] = facts(b"{}")
+    files["segments.jsonl"] = facts(b"")
+    files[".manifest.json.k3j2_x"] = facts(b"half a manifest")
     report = check_recording(keys.sign(rec), files, trust=keys.store)
-    messages = only(report, FindingKind.EXTRA)
-    assert messages == [
+    assert report.verdict is Verdict.FAILED
+    assert only(report, FindingKind.EXTRA) == [
         "0000000002a.ts is not in the manifest: an inserted or extra file (10 bytes the "
+        "camera never listed)",
+        "0000000007.ts.part is not in the manifest: an inserted or extra file (7 bytes the "
         "camera never listed)",
         "0000000009.ts is not in the manifest: an inserted or extra file (a copy of "
         "segment 2 (0000000002.ts))",
+        "clip.dat is not in the manifest: an inserted or extra file (7 bytes the camera "
+        "never listed)",
+        "notes.txt is not in the manifest: an inserted or extra file (3 bytes the camera "
+        "never listed)",
+        "pipe is not in the manifest and not a regular file (an inserted or extra entry)",
+        "sub/ is a subdirectory: a recording's directory holds none (an inserted or extra folder)",
+        "x.ts~ is not in the manifest: an inserted or extra file (a copy of segment 1 "
+        "(0000000001.ts))",
     ]
-    assert report.unlisted == ["notes.txt"]
+    assert report.unlisted == [".manifest.json.k3j2_x"]
+
+
+@pytest.mark.parametrize("name", ["0000000007.ts.part", "x.ts~", "clip.dat", "README"])
+def test_one_inserted_non_media_file_fails_the_verdict(keys: Keys, name: str) -> None:
+    rec = recording()
+    files = {**files_of(rec), name: FileFacts(5, hashlib.sha256(b"extra").hexdigest())}
+    report = check_recording(keys.sign(rec), files, trust=keys.store)
+    assert report.verdict is Verdict.FAILED
+    assert [(f.kind, f.name) for f in report.findings] == [(FindingKind.EXTRA, name)]
+
+
+def test_a_listed_segment_replaced_by_a_folder_is_edited(keys: Keys) -> None:
+    rec = recording()
+    files = {**files_of(rec), "0000000003.ts": FileFacts(0, "", EntryKind.DIRECTORY)}
+    (message,) = only(check_recording(keys.sign(rec), files, trust=keys.store), FindingKind.EDITED)
+    assert message.startswith("segment 3 (0000000003.ts) was changed: it should be a file of ")
+    assert message.endswith("bytes, and is a directory")
 
 
 # --- the manifest's order and times (as the camera signed them) ---------------------------
@@ -498,8 +540,50 @@ def trust_file(keys: Keys, tmp_path: Path) -> Path:
 def test_scan_directory_reports_sizes_and_hashes(keys: Keys, tmp_path: Path) -> None:
     rec = recording()
     directory = on_disk(rec, tmp_path / "rec", keys)
-    (directory / "sub").mkdir()
     assert scan_directory(directory) == files_of(rec)
+    (directory / "sub").mkdir()
+    (directory / "sub" / "0000000007.ts").write_bytes(b"hidden")
+    os.mkfifo(directory / "pipe")  # never opened: reading it would block
+    assert scan_directory(directory) == {
+        **files_of(rec),
+        "sub": FileFacts(0, "", EntryKind.DIRECTORY),
+        "pipe": FileFacts(0, "", EntryKind.OTHER),
+    }
+
+
+@pytest.mark.parametrize("inserted", ["0000000007.ts.part", "x.ts~", "clip.dat", "sub/"])
+def test_the_command_names_an_inserted_file_or_folder_and_exits_1(
+    keys: Keys, tmp_path: Path, inserted: str
+) -> None:
+    """docs/security.md: an inserted file is named, exit 1 (before: `.part`, `~`, `.dat`
+    and anything in a subdirectory were only listed, and the verdict was intact, exit 0)."""
+    directory = on_disk(recording(), tmp_path / "rec", keys)
+    trust = trust_file(keys, tmp_path)
+    if inserted.endswith("/"):
+        (directory / inserted).mkdir()
+        (directory / inserted / "0000000007.ts").write_bytes(content(7))
+    else:
+        (directory / inserted).write_bytes(content(7))
+    (directory / "recording.json").write_bytes(b"{}")
+    (directory / "segments.jsonl").write_bytes(b"")
+    result = runner.invoke(
+        app, ["recording", "verify", str(directory), "--trust", str(trust), "--json"]
+    )
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "failed"
+    assert [(f["kind"], f["name"]) for f in report["findings"]] == [("extra", inserted.rstrip("/"))]
+
+
+def test_the_manifest_writers_leftover_is_ignored_and_said(keys: Keys, tmp_path: Path) -> None:
+    directory = on_disk(recording(), tmp_path / "rec", keys)
+    (directory / ".manifest.json.a1b2c3").write_bytes(b"{")
+    trust = trust_file(keys, tmp_path)
+    result = runner.invoke(app, ["recording", "verify", str(directory), "--trust", str(trust)])
+    assert result.exit_code == 0, result.output
+    assert "ignored, the manifest writer's temporary files: .manifest.json.a1b2c3" in (
+        result.output
+    )
 
 
 def test_the_command_exits_0_1_3_and_2(keys: Keys, tmp_path: Path) -> None:

@@ -163,6 +163,14 @@ def cases() -> list[Case]:
             "a media file the manifest does not list",
         ),
         Case(
+            "a non-media file inserted",
+            genuine,
+            {**files, "0000000004.ts.part": segment_text(4)},
+            [("extra", None)],
+            "any regular file the manifest does not list is extra, whatever its name, but "
+            "recording.json, segments.jsonl and .manifest.json.* (the writer's temporary files)",
+        ),
+        Case(
             "the manifest edited",
             _edited_manifest(),
             files,

@@ -15,7 +15,11 @@ What is checked (docs/camera.md, "Manifests and their verification"):
    another listed segment's content is *reordered* (two such files: a swapped pair); a
    listed segment whose content is under another name is *moved*; one whose content is
    nowhere is *removed* (name missing) or *edited* (other content);
-4. no media file in the directory that the manifest does not list (*extra*);
+4. nothing else in the directory: every regular file the manifest does not list is *extra*
+   (whatever its name: ``0000000007.ts.part``, ``x.ts~``, ``clip.dat``), and so is a
+   subdirectory or anything else that is not a regular file; only the recorder's own
+   metadata (``manifest.json``, ``recording.json``, ``segments.jsonl``) and the manifest
+   writer's temporary files (``.manifest.json.*``) are left out;
 5. continuity: each segment's first frame comes after the previous one's last (segments
    without frames left out), at most
    ``2 × frame period + 20 ms`` later (*gap*), never at or before it (*overlap*). The frame
@@ -51,13 +55,9 @@ if TYPE_CHECKING:
 
 # Files a recorder writes beside its segments that the manifest does not list.
 METADATA_FILES = frozenset({MANIFEST_FILE, "recording.json", "segments.jsonl"})
-# An unlisted file with one of these suffixes is footage the manifest does not account for.
-MEDIA_SUFFIXES = frozenset(
-    {
-        ".ts", ".m2ts", ".mts", ".mp4", ".m4s", ".m4v", ".mkv", ".mov", ".avi", ".webm",
-        ".flv", ".mpg", ".mpeg", ".h264", ".264", ".h265", ".265", ".hevc", ".aac", ".wav",
-    }
-)  # fmt: skip
+# The manifest writer's temporary files (manifest.write_atomically), left by a crash while
+# it wrote: ignored, and reported as such (``VerifyReport.unlisted``).
+MANIFEST_TEMP_PREFIX = f".{MANIFEST_FILE}."
 # A boundary between two segments may be this much longer than two frame periods.
 GAP_SLACK_NS = 20_000_000
 # When no segment has two frames to measure a period by.
@@ -123,10 +123,17 @@ class Verdict(StrEnum):
     FAILED = "failed"  # at least one finding
 
 
+class EntryKind(StrEnum):
+    FILE = "file"  # a regular file (or a link to one)
+    DIRECTORY = "directory"
+    OTHER = "other"  # a FIFO, a socket, a device, a dangling link: never read
+
+
 @dataclass(frozen=True)
 class FileFacts:
     size: int
     sha256: str
+    kind: EntryKind = EntryKind.FILE
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,7 @@ class VerifyReport:
     signature_checked: bool = False
     findings: list[Finding] = field(default_factory=list)
     segment_status: dict[int, str] = field(default_factory=dict)  # index -> ok / a kind
-    unlisted: list[str] = field(default_factory=list)  # non-media files not in the manifest
+    unlisted: list[str] = field(default_factory=list)  # ignored: the manifest writer's temps
     frame_period_ns: int | None = None
     max_gap_ns: int | None = None
 
@@ -263,11 +270,17 @@ def read_manifest(directory: Path) -> bytes:
 
 
 def scan_directory(directory: Path) -> dict[str, FileFacts]:
-    """Every regular file in ``directory`` (not its subdirectories) but the manifest, with
-    its size and SHA-256."""
+    """Every entry in ``directory`` but the manifest: a regular file with its size and
+    SHA-256; a subdirectory (not entered) or anything else (not read) as just that."""
     files: dict[str, FileFacts] = {}
     for path in sorted(directory.iterdir()):
-        if path.name == MANIFEST_FILE or not path.is_file():
+        if path.name == MANIFEST_FILE:
+            continue
+        if path.is_dir():
+            files[path.name] = FileFacts(0, "", EntryKind.DIRECTORY)
+            continue
+        if not path.is_file():
+            files[path.name] = FileFacts(0, "", EntryKind.OTHER)
             continue
         digest = hashlib.sha256()
         size = 0
@@ -440,7 +453,8 @@ class _FileCheck:
             self.by_hash.setdefault(segment.sha256, []).append(position)
         self.names_by_hash: dict[str, list[str]] = {}
         for name, facts in files.items():
-            self.names_by_hash.setdefault(facts.sha256, []).append(name)
+            if facts.kind is EntryKind.FILE:
+                self.names_by_hash.setdefault(facts.sha256, []).append(name)
         # What each listed name holds: its own segment's content (its position), another
         # listed segment's, or (None) content the manifest does not list.
         self.holds: dict[int, int | None] = {}
@@ -454,6 +468,8 @@ class _FileCheck:
                 others = [p for p in self.by_hash.get(found.sha256, []) if p != position]
                 self.holds[position] = others[0] if others else None
         self.pairs: set[tuple[int, int]] = set()
+        # Unlisted names that hold a missing segment's content: named by its `moved` finding.
+        self.moved_to: set[str] = set()
 
     def run(self) -> None:
         for position, segment in enumerate(self.segments):
@@ -466,6 +482,7 @@ class _FileCheck:
         found = self.files.get(segment.name)
         held = self.holds.get(position)
         if found is None and elsewhere:
+            self.moved_to.update(elsewhere)
             self.report.add(
                 FindingKind.MOVED,
                 f"segment {position} ({segment.name}) is missing under its name; its "
@@ -478,6 +495,15 @@ class _FileCheck:
                 FindingKind.REMOVED,
                 f"segment {position} ({segment.name}) is missing: removed "
                 f"({_span(segment.first_frame_ns, segment.last_frame_ns)} of video)",
+                segment=position,
+                name=segment.name,
+            )
+        elif found.kind is not EntryKind.FILE:
+            self.report.add(
+                FindingKind.EDITED,
+                f"segment {position} ({segment.name}) was changed: it should be a file of "
+                f"{segment.bytes} bytes, and is a {found.kind.value}"
+                + (f"; its content is in {', '.join(elsewhere)}" if elsewhere else ""),
                 segment=position,
                 name=segment.name,
             )
@@ -524,14 +550,34 @@ class _FileCheck:
         self.report.segment_status[pair[1]] = FindingKind.REORDERED.value
 
     def unlisted(self) -> None:
+        """Whatever else the directory holds is extra, but the recorder's metadata and the
+        manifest writer's temporary files: a name or a folder proves nothing harmless."""
         listed = {s.name for s in self.segments}
         for name in sorted(self.files):
-            if name in listed or name in METADATA_FILES:
+            facts = self.files[name]
+            if name in listed or name in self.moved_to:
                 continue
-            if Path(name).suffix.lower() not in MEDIA_SUFFIXES:
+            if facts.kind is EntryKind.DIRECTORY:
+                self.report.add(
+                    FindingKind.EXTRA,
+                    f"{name}/ is a subdirectory: a recording's directory holds none (an "
+                    "inserted or extra folder)",
+                    name=name,
+                )
+                continue
+            if facts.kind is EntryKind.OTHER:
+                self.report.add(
+                    FindingKind.EXTRA,
+                    f"{name} is not in the manifest and not a regular file (an inserted "
+                    "or extra entry)",
+                    name=name,
+                )
+                continue
+            if name in METADATA_FILES:
+                continue
+            if name.startswith(MANIFEST_TEMP_PREFIX):
                 self.report.unlisted.append(name)
                 continue
-            facts = self.files[name]
             copies = self.by_hash.get(facts.sha256, [])
             what = (
                 f"a copy of segment {copies[0]} ({self.segments[copies[0]].name})"

@@ -520,6 +520,9 @@ async def test_a_recording_left_open_by_a_crash_is_closed_at_the_next_start(
         assert writer is not None
         await until(lambda: writer.bytes > 2000, 5, "an open segment under way")
         shutil.copytree(live, after)  # the disk as the power cut leaves it
+        # ... in the middle of rewriting recording.json, say.
+        stray = after / "cam-cut" / "recordings" / rec.directory.name / "recording.json.tmp"
+        stray.write_bytes(b'{"recording_id": ')
         # The copy is a crash: the copied recording.json says nothing about a stop.
     crashed = after / "cam-cut" / "recordings" / rec.directory.name
     assert json.loads((crashed / "recording.json").read_text())["stop_reason"] is None
@@ -544,6 +547,7 @@ async def test_a_recording_left_open_by_a_crash_is_closed_at_the_next_start(
     assert cut.bytes <= size_before
     assert closed.stopped_at_ns == closed.segments[-1].last_frame_ns
     check_files(closed)  # segments.jsonl lists them all, each with its bytes' hash
+    assert not stray.exists()
     assert json.loads((crashed / "recording.json").read_text())["stop_reason"] == "interrupted"
     # Closed once: a third run finds nothing left open.
     third = FfmpegRecorder("cam-cut", settings("lavfi:testsrc2", after, ffmpeg[0], buffer_s=3))

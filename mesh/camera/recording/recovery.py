@@ -75,6 +75,9 @@ def _close(directory: Path, camera_id: str, now_ns: int) -> Recording | None:
     meta = json.loads(meta_path.read_text())
     if meta.get("stop_reason") is not None:
         return None
+    # recording.json's own temporary copy, if the end came while it was rewritten: not
+    # evidence, and `recording verify` would name it as an extra file.
+    (directory / "recording.json.tmp").unlink(missing_ok=True)
     segments = [_segment(json.loads(line)) for line in _lines(directory / "segments.jsonl")]
     listed = {s.name for s in segments}
     # The segment being written, and (if the end came between the two) a next one.

@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import stat
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,10 @@ def bind_socket(path: Path) -> socket.socket:
     else:
         if not stat.S_ISSOCK(mode):
             raise ControlError(f"control socket {path}: exists and is not a socket")
-        path.unlink()
+        try:
+            path.unlink()
+        except OSError as exc:  # another user's, in a sticky folder, say
+            raise ControlError(f"control socket {path}: {exc.strerror or exc}") from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -89,8 +93,18 @@ async def serve(
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with slots:
+            uid = _peer_uid(writer)
             try:
-                answer = await _answer(reader, stop, status)
+                if uid is not None and uid not in (0, os.geteuid()):
+                    # The file's mode keeps others out; should it be loosened, the kernel's
+                    # word on who connected still does.
+                    log.warning("control request refused: another user", uid=uid)
+                    with contextlib.suppress(OSError, TimeoutError):  # read, never acted on
+                        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                            await reader.read(MAX_REQUEST_BYTES + 1)
+                    answer = {"ok": False, "error": f"user {uid} may not use this camera"}
+                else:
+                    answer = await _answer(reader, stop, status)
             except Exception as exc:  # an answer, whatever went wrong
                 log.exception("control request failed")
                 answer = {"ok": False, "error": f"internal error: {exc}"}
@@ -108,6 +122,19 @@ async def serve(
     finally:
         server.close()
         _remove(path)
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The connecting process's user id, as the kernel has it (SO_PEERCRED)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def _remove(path: Path) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import stat
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +147,37 @@ def test_a_stale_socket_is_replaced_anything_else_refused(tmp_path: Path) -> Non
     assert regular.read_text() == "keep me"
     with pytest.raises(control.ControlError, match="control socket"):
         control.bind_socket(tmp_path / "missing" / "cam.sock")
+
+
+async def test_another_user_is_refused_even_if_the_mode_is_loosened(
+    api: tuple[Path, Camera],
+) -> None:
+    """The socket's mode keeps other users out; should an admin loosen it, the kernel's
+    word on who connected (SO_PEERCRED) still refuses them: nothing is stopped."""
+    path, camera = api
+    path.chmod(0o666)
+    for folder in path.parents:  # the test's own folders, so that another user reaches it
+        if folder == Path(tempfile.gettempdir()):
+            break
+        folder.chmod(0o711)
+    request = json.dumps({"op": "stop", "note": "not mine to stop"})
+    client = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+        "s.sendall(sys.argv[2].encode() + b'\\n'); s.shutdown(socket.SHUT_WR); "
+        "print(s.makefile().read())"
+    )
+
+    def as_nobody() -> None:
+        os.setgid(65534)
+        os.setuid(65534)
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["/usr/bin/python3", "-c", client, str(path), request],  # the venv may be private
+        capture_output=True, text=True, timeout=30, check=False, preexec_fn=as_nobody,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is False
+    assert "65534 may not use this camera" in answer["error"]
+    assert camera.stops == []

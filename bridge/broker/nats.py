@@ -366,7 +366,8 @@ def write_nats_cluster(
     out = out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
     cert_hosts = list(dict.fromkeys([*hosts, *(n.host for n in nodes)]))
-    server = issue_server(ca, out / "server", "nats", cert_hosts, days=days)
+    # Also a client certificate: each node is a TLS client of the others' route listeners.
+    server = issue_server(ca, out / "server", "nats", cert_hosts, days=days, client_too=True)
     given = dict(passwords or {})
     for bridge in bridges:
         if bridge.url.username is not None and bridge.url.password is not None:

@@ -125,6 +125,8 @@ def test_written_next_to_the_car_with_one_ca(tmp_path: Path) -> None:
     ca = x509.load_pem_x509_certificate(done.car.ca_cert.read_bytes())
     cert = x509.load_pem_x509_certificate((central.out_dir / "server" / "nats.crt").read_bytes())
     cert.verify_directly_issued_by(ca)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {x509.OID_SERVER_AUTH, x509.OID_CLIENT_AUTH}  # routes: both ends
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} >= {
         "10.0.0.1",

@@ -127,6 +127,7 @@ async def test_a_stream_with_3_replicas_takes_and_gives_a_message(
         msgs = await consumer.fetch(1, timeout=5)
         assert [m.data for m in msgs] == [b"one"]
         await msgs[0].ack()
+        print(f"3 nodes healthy (JetStream current) {nats_cluster.ready_s:.2f} s after start")
     finally:
         await nc.close()
 

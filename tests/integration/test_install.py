@@ -31,7 +31,9 @@ from mesh.files import PRIVATE
 from mesh.protocol.models import ActivationRecord
 
 REPO = Path(__file__).resolve().parents[2]
-OPTIONAL_MODULES = sorted({module for packages in EXTRAS.values() for _, module in packages})
+OPTIONAL_MODULES = sorted(
+    {module for packages in EXTRAS.values() for _, module in packages if module.isidentifier()}
+)
 # The repository's file → where the wheel carries it.
 SHIPPED = [
     # pyproject.toml's package-data globs: configs/*.yaml, configs/can/*.yaml and *.dbc.

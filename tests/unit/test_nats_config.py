@@ -1,0 +1,181 @@
+"""The NATS central tier's generated files (bridge/broker/nats.py, docs/broker.md § A NATS
+central tier): subjects, users, node configs and the car's bridge to the cluster. The
+servers themselves run in tests/integration/test_nats_cluster.py."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from typer.testing import CliRunner
+
+from bridge.broker.acl import FleetSpec, Principal
+from bridge.broker.bridge import parse_bridge_spec, render_bridge
+from bridge.broker.nats import (
+    ADMIN_USER,
+    MQTT_DELIVERY,
+    NatsConfigError,
+    NatsNode,
+    central_users,
+    cluster_nodes,
+    mqtt_subjects,
+    nats_bridge,
+    write_car_and_central,
+)
+
+FLEET = FleetSpec(
+    prefix="mesh/v2",
+    gateways=(Principal("gw-car-12", "car-12"),),
+    cameras=(Principal("dash-12", "car-12"),),
+    dispatch=("dispatch-1",),
+    archivers=("archiver-1",),
+)
+NODES = (
+    NatsNode("nats-1", "10.0.0.1"),
+    NatsNode("nats-2", "10.0.0.2"),
+    NatsNode("nats-3", "10.0.0.3"),
+)
+
+
+@pytest.mark.parametrize(
+    ("topic", "subjects"),
+    [
+        ("mesh/v2/trigger/car-12", ("mesh.v2.trigger.car-12",)),
+        ("mesh/v2/ack/+/+", ("mesh.v2.ack.*.*",)),
+        ("mesh/v2/#", ("mesh.v2", "mesh.v2.>")),
+        ("mesh/v2/presence/cam.1", ("mesh.v2.presence.cam//1",)),
+    ],
+)
+def test_topics_become_the_servers_subjects(topic: str, subjects: tuple[str, ...]) -> None:
+    assert mqtt_subjects(topic) == subjects
+
+
+@pytest.mark.parametrize("bad", ["mesh//v2", "mesh/#/x", "mesh/a+"])
+def test_odd_topics_are_refused(bad: str) -> None:
+    with pytest.raises(NatsConfigError):
+        mqtt_subjects(bad)
+
+
+def test_users_mirror_the_acl() -> None:
+    bridge = nats_bridge("central", FLEET, NODES, ca_file=Path("/etc/tm/ca.crt"), password="pw")
+    users = {u.name: u for u in central_users(FLEET, (bridge,))}
+    assert users[ADMIN_USER].unrestricted
+    assert users[ADMIN_USER].connection_types == ("STANDARD",)
+    dispatch = users["dispatch-1"]
+    assert dispatch.subscribe == ("mesh.v2", "mesh.v2.>")
+    assert dispatch.publish == ("mesh.v2.trigger.*", "mesh.v2.cancel.*")
+    archiver = users["archiver-1"]
+    assert archiver.publish == ("mesh.v2.log.*.synced.*",)
+    assert "mesh.v2.log.*.records" in archiver.subscribe
+    assert "mesh.v2.presence.*" not in archiver.subscribe
+    car = users["tm-bridge-gw-car-12-central"]
+    assert car.connection_types == ("MQTT",)
+    # Out: what the car sends; in: what it is sent; both: the trigger, cells, cmd/all.
+    assert "mesh.v2.activation.car-12.*" in car.publish
+    assert "mesh.v2.activation.car-12.*" not in car.subscribe
+    assert "mesh.v2.cancel.car-12" in car.subscribe
+    assert "mesh.v2.cancel.car-12" not in car.publish
+    assert {"mesh.v2.trigger.car-12", "mesh.v2.cmd.cell.*"} <= set(car.publish) & set(car.subscribe)
+    # Another unit's triggers do not come in.
+    assert "mesh.v2.trigger.*" not in car.subscribe
+
+
+def test_cluster_nodes_one_host_or_one_each() -> None:
+    same = cluster_nodes(["central.example"])
+    assert [n.client_port for n in same] == [4222, 4223, 4224]
+    assert [n.mqtt_port for n in same] == [8883, 8884, 8885]
+    assert {n.host for n in same} == {"central.example"}
+    each = cluster_nodes(["a", "b", "c"])
+    assert [(n.name, n.host, n.mqtt_port) for n in each] == [
+        ("nats-1", "a", 8883),
+        ("nats-2", "b", 8883),
+        ("nats-3", "c", 8883),
+    ]
+    with pytest.raises(NatsConfigError):
+        cluster_nodes(["a", "b"])
+
+
+def test_the_car_bridge_lists_every_node_and_is_a_plain_client() -> None:
+    bridge = nats_bridge("central", FLEET, NODES, ca_file=Path("/etc/tm/ca.crt"), password="pw")
+    conf = render_bridge(bridge, FLEET)
+    assert "address 10.0.0.1:8883 10.0.0.2:8883 10.0.0.3:8883\n" in conf
+    assert "round_robin true\n" in conf
+    assert "try_private false\n" in conf
+    assert "try_private true" not in conf
+    assert "remote_username tm-bridge-gw-car-12-central\nremote_password pw\n" in conf
+    assert "bridge_cafile /etc/tm/ca.crt\n" in conf
+    # Loops are prevented by direction, as with a mosquitto central.
+    assert "topic mesh/v2/cancel/car-12 in 1\n" in conf
+    assert "topic mesh/v2/receipt/car-12 out 1\n" in conf
+    # A mosquitto central keeps the bridge flag and one address.
+    plain = render_bridge(parse_bridge_spec("c=mqtt://central:1883"), FLEET)
+    assert "try_private true\n" in plain
+    assert "round_robin" not in plain
+    assert "address central:1883\n" in plain
+
+
+def test_written_next_to_the_car_with_one_ca(tmp_path: Path) -> None:
+    done = write_car_and_central(tmp_path / "car", FLEET, NODES, run_as="root", port=18883)
+    central = done.central
+    assert central.out_dir == (tmp_path / "car" / "central").resolve()
+    assert central.ca_cert.read_bytes() == done.car.ca_cert.read_bytes()
+    # The nodes' certificate is issued by the car's CA, for every node's address.
+    ca = x509.load_pem_x509_certificate(done.car.ca_cert.read_bytes())
+    cert = x509.load_pem_x509_certificate((central.out_dir / "server" / "nats.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {x509.OID_SERVER_AUTH, x509.OID_CLIENT_AUTH}  # routes: both ends
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} >= {
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+    }
+    car_conf = done.car.conf.read_text()
+    password = central.password("tm-bridge-gw-car-12-central")
+    assert f"remote_password {password}\n" in car_conf
+    assert "address 10.0.0.1:8883 10.0.0.2:8883 10.0.0.3:8883\n" in car_conf
+    # Secrets: the car's conf (the bridge's password), the nodes' confs, the passwords.
+    for path in (done.car.conf, *central.confs.values(), *central.credentials.values()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for node in NODES:
+        text = central.confs[node.name].read_text()
+        assert f'server_name: "{node.name}"' in text
+        assert f'store_dir: "{central.store_dirs[node.name]}"' in text
+        others = [n for n in NODES if n != node]
+        for other in others:
+            assert f"@{other.host}:{other.cluster_port}" in text
+        assert f"@{node.host}:{node.cluster_port}" not in text
+        assert "mqtt {" in text
+        assert "stream_replicas: 3" in text
+        assert text.count("tls {") == 3  # clients, routes, MQTT
+        assert f'"{MQTT_DELIVERY}"' in text
+        assert "jetstream: enabled" in text
+    assert len(set(central.store_dirs.values())) == 3
+
+
+def test_cli_writes_the_cluster_beside_the_car(tmp_path: Path) -> None:
+    from mesh.cli.app import app
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "prefix: mesh/v2\n"
+        "gateways: [{id: gw-car-12, unit: car-12}]\n"
+        "cameras: [{id: dash-12, unit: car-12}]\n"
+        "dispatch: [dispatch-1]\n"
+        "archivers: [archiver-1]\n"
+    )
+    out = tmp_path / "car"
+    args = ["broker-config", "--out", str(out), "--fleet", str(fleet), "--run-as", "root"]
+    result = CliRunner().invoke(app, [*args, "--central", "nats", "--central-host", "c.example"])
+    assert result.exit_code == 0, result.output
+    for name in ("nats-1", "nats-2", "nats-3"):
+        assert (out / "central" / f"{name}.conf").is_file()
+    assert (
+        "address c.example:8883 c.example:8884 c.example:8885"
+        in (out / "mosquitto.conf").read_text()
+    )
+    bad = CliRunner().invoke(app, [*args, "--force", "--central", "kafka"])
+    assert bad.exit_code == 2

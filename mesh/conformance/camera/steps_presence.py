@@ -52,9 +52,14 @@ async def presence_retained(run: CameraRun) -> Finding:
     seen = await inbox.wait(lambda s: s.topic == topic, since=0, timeout_s=run.options.timeout_s)
     if seen is None:
         return failed(f"no retained presence on {topic} (is the camera running?)")
-    run.presence_payload = seen.payload
     if not seen.retain:
-        return failed("a presence came, but not as a retained message")
+        # A camera that announced itself while the kit was subscribing reaches it live
+        # (MQTT clears the flag for current subscribers): the broker's copy decides.
+        kept = await read_retained(run.url, topic)
+        if kept is None or not kept.retain:
+            return failed("a presence came, but not as a retained message")
+        seen = kept
+    run.presence_payload = seen.payload
     if not _online(seen.payload):
         return failed("the retained presence does not say online: true (is the camera running?)")
     return passed("retained, online")

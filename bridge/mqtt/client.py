@@ -273,7 +273,8 @@ class MqttLink:
             try:
                 if on_stop is not None and self.is_up:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(on_stop(), STOP_TIMEOUT_S)
+                        async with asyncio.timeout(STOP_TIMEOUT_S):
+                            await on_stop()
             finally:
                 link.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -330,7 +331,8 @@ class MqttLink:
     async def wait_up(self, timeout_s: float | None = None) -> None:
         """Wait until connected and subscribed; raise LinkDown after ``timeout_s``."""
         try:
-            await asyncio.wait_for(self._up.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._up.wait()
         except TimeoutError:
             error = self.last_connect_error
             why = f" (last error: {error})" if error else ""

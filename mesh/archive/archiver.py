@@ -116,7 +116,8 @@ class Archiver:
     async def _stop(self, writer: asyncio.Future[None]) -> None:
         # Store what was received before stopping; say so loudly if that cannot be done.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), DRAIN_TIMEOUT_S)
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await self._queue.join()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer

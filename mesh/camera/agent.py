@@ -548,7 +548,8 @@ class CameraAgent:
                 wait_s = self._intake.wait_s(now)
                 self._intake_ready.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._intake_ready.wait(), wait_s)
+                    async with asyncio.timeout(wait_s):
+                        await self._intake_ready.wait()
                 continue
             try:
                 await self._check_in(item)

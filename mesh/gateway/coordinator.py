@@ -459,7 +459,8 @@ class Coordinator:
             # retry before the command expires whatever the pace (mesh/decide/ack_pace.py).
             step = next_step(rules, live.attempt, self.pace.retry_floor_ms(), remaining_ms)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(live.done.wait(), step.wait_ms / 1000)
+                async with asyncio.timeout(step.wait_ms / 1000):
+                    await live.done.wait()
             if tracker.complete or not step.retry:
                 break
             live.attempt += 1
@@ -496,15 +497,13 @@ class Coordinator:
             try:
                 # The whole send, PUBACKs included, ends with the command: a link that
                 # swallows bytes must not hold it for the client's own (longer) timeout.
-                await asyncio.wait_for(
-                    asyncio.gather(
+                async with asyncio.timeout(remaining_s):
+                    await asyncio.gather(
                         *(
                             self.publisher.publish(t, payload, qos=1, wait_s=remaining_s)
                             for t in topics
                         )
-                    ),
-                    remaining_s,
-                )
+                    )
             except (LinkDown, TimeoutError) as exc:
                 self.counters["publish.link_down"] += 1
                 self._log.warning(

@@ -210,7 +210,8 @@ class Forwarder:
         """Before a clean stop: send what can be sent within ``timeout_s``."""
         if self.link.is_up and self.outbox.depth():
             with contextlib.suppress(LinkDown, TimeoutError):
-                await asyncio.wait_for(self._flush(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._flush()
 
     async def _flush(self) -> None:
         while True:

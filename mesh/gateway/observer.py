@@ -150,7 +150,8 @@ class GatewayObserver:
         cannot be written, and a restart would not free the disk, but would drop the
         records waiting in memory for it and miss triggers while the gateway starts."""
         try:
-            await asyncio.wait_for(self.gateway.flush_log(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.gateway.flush_log()
         except TimeoutError:
             return f"activation log writer did not answer within {timeout_s:.2f} s"
         except LogError:

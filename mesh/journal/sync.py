@@ -169,7 +169,8 @@ class LogSync:
             return SyncResult(self.log_id, 0, self.watermark, head)
         if not self._heard.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heard.wait(), _left(deadline, WATERMARK_GRACE_S))
+                async with asyncio.timeout(_left(deadline, WATERMARK_GRACE_S)):
+                    await self._heard.wait()
         patience = self.ack_timeout_s
         to_send = await asyncio.to_thread(self._count, self.watermark, head)
         self._progress(0, to_send)
@@ -204,7 +205,8 @@ class LogSync:
         while self.watermark < target and loop.time() < until:
             self._moved.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), until - loop.time())
+                async with asyncio.timeout(until - loop.time()):
+                    await self._moved.wait()
 
     # --- the archive's answers ------------------------------------------------------------
     def _on_message(self, message: Inbound) -> None:

@@ -133,19 +133,22 @@ class HttpEndpoints:
         try:
             response, head_only = await self._answer(reader)
             writer.write(_encode(response, head_only))
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_S)
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                await writer.drain()
         except (ConnectionError, TimeoutError):
             pass  # the client went away or stopped reading: nothing to tell it
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), REQUEST_TIMEOUT_S)
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[Response, bool]:
         self.requests += 1
         try:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.LimitOverrunError:
                 raise RequestError(
                     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,

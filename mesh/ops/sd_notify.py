@@ -124,7 +124,8 @@ async def watchdog_loop(
     while True:
         try:
             # The probe bounds its own waits; this is the net for one that does not.
-            problem = await asyncio.wait_for(probe(interval / 2), interval * 0.75)
+            async with asyncio.timeout(interval * 0.75):
+                problem = await probe(interval / 2)
         except TimeoutError:
             problem = f"health probe took longer than {interval * 0.75:.2f} s"
         if problem is None:

@@ -417,7 +417,8 @@ async def _perform(
     ]
     run = DemoRun()
     try:
-        await asyncio.wait_for(gateway.ready.wait(), 15)
+        async with asyncio.timeout(15):
+            await gateway.ready.wait()
         await wait_all_up(agents, 15)
         await watcher.link.wait_up(15)
         await stage.driver.wait_up(15)

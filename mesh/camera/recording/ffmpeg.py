@@ -335,7 +335,8 @@ class FfmpegRecorder(Recorder):
         self._waiter = _Waiter(activation_id, issuer, pre_event_s, command_at_ns, future)
         frame_s = 1 / max(1, self.settings.capture.fps)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), 2.0 + frame_s)
+            async with asyncio.timeout(2.0 + frame_s):
+                return await asyncio.shield(future)
         except TimeoutError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()  # it started as the deadline passed: it runs
@@ -478,7 +479,8 @@ class FfmpegRecorder(Recorder):
         frames = self.frames_seen
         while True:
             try:
-                chunk = await asyncio.wait_for(proc.stdout.read(1 << 16), timeout)
+                async with asyncio.timeout(timeout):
+                    chunk = await proc.stdout.read(1 << 16)
             except TimeoutError:
                 return FaultCode.NO_FRAMES, f"no frame for {timeout:g} s"
             if not chunk:

@@ -75,7 +75,8 @@ class CameraProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await process.wait()
 
 
 async def run_once(words: list[str], timeout_s: float) -> str | None:
@@ -91,7 +92,8 @@ async def run_once(words: list[str], timeout_s: float) -> str | None:
     except OSError as exc:
         return f"cannot run {words[0]!r}: {exc.strerror or exc}"
     try:
-        _, err = await asyncio.wait_for(process.communicate(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            _, err = await process.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)

@@ -197,7 +197,8 @@ def create_app(
                 yield f"retry: 2000\ndata: {json.dumps(hello)}\n\n"
                 while True:
                     try:
-                        update = await asyncio.wait_for(queue.get(), _KEEPALIVE_S)
+                        async with asyncio.timeout(_KEEPALIVE_S):
+                            update = await queue.get()
                     except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue

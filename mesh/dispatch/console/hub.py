@@ -203,9 +203,8 @@ class ConsoleHub:
                 if left <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(
-                        asyncio.shield(waiting), min(RESEND_EVERY_S, left)
-                    )
+                    async with asyncio.timeout(min(RESEND_EVERY_S, left)):
+                        return await asyncio.shield(waiting)
             return None
         finally:
             self._receipts.pop(key, None)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+import structlog
+
 from mesh.media import redact_credentials
 
 
@@ -124,6 +126,26 @@ class FaultChanged:
 
 
 RecorderEvent = RecordingStarted | SegmentClosed | RecordingStopped | FaultChanged
+
+
+class Listeners:
+    """The callbacks registered by ``Recorder.listen``, called in order. One that raises
+    is logged and the others still run: a listener's bug must not stop a recording."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[RecorderEvent], None]] = []
+
+    def add(self, callback: Callable[[RecorderEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    def emit(self, event: RecorderEvent) -> None:
+        for callback in self._callbacks:
+            try:
+                callback(event)
+            except Exception:
+                structlog.get_logger("mesh.recorder").exception(
+                    "recorder event listener failed", kind=type(event).__name__
+                )
 
 
 class Recorder(ABC):

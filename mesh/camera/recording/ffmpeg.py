@@ -50,6 +50,7 @@ from mesh.camera.recording import ring as ring_rules
 from mesh.camera.recording.base import (
     FaultChanged,
     FaultCode,
+    Listeners,
     Recorder,
     RecorderEvent,
     RecorderFault,
@@ -145,7 +146,7 @@ class FfmpegRecorder(Recorder):
         self.root = settings.storage_dir / camera_id
         self.buffer_dir = self.root / "buffer"
         self.recordings_dir = self.root / "recordings"
-        self._listeners: list[Callable[[RecorderEvent], None]] = []
+        self._listeners = Listeners()
         self._fault: RecorderFault | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._splitter = TsSplitter(settings.segment_s)
@@ -223,16 +224,10 @@ class FfmpegRecorder(Recorder):
 
     # --- the interface ------------------------------------------------------------------
     def listen(self, callback: Callable[[RecorderEvent], None]) -> None:
-        self._listeners.append(callback)
+        self._listeners.add(callback)
 
     def _emit(self, event: RecorderEvent) -> None:
-        for callback in self._listeners:
-            try:
-                callback(event)
-            except Exception:  # a listener's bug must not stop the recording
-                structlog.get_logger("mesh.recorder").exception(
-                    "recorder event listener failed", kind=type(event).__name__
-                )
+        self._listeners.emit(event)
 
     @property
     def fault(self) -> RecorderFault | None:

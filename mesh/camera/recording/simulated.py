@@ -20,10 +20,9 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import structlog
-
 from mesh.camera.recording.base import (
     FaultChanged,
+    Listeners,
     Recorder,
     RecorderEvent,
     RecorderFault,
@@ -63,7 +62,7 @@ class SimulatedRecorder(Recorder):
     buffering_since_ns: int | None = None
     _recording: Recording | None = None
     _fault: RecorderFault | None = None
-    _listeners: list[Callable[[RecorderEvent], None]] = field(default_factory=list)
+    _listeners: Listeners = field(default_factory=Listeners)
     _timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
@@ -95,7 +94,7 @@ class SimulatedRecorder(Recorder):
         return self._recording if self.started_at_ns is not None else None
 
     def listen(self, callback: Callable[[RecorderEvent], None]) -> None:
-        self._listeners.append(callback)
+        self._listeners.add(callback)
 
     def set_fault(self, fault: RecorderFault | None) -> None:
         """Simulate a fault (or its end): starts raise it until cleared; announced."""
@@ -225,10 +224,4 @@ class SimulatedRecorder(Recorder):
             self._close(StopReason.MAX_DURATION, started_at_ns + int(self.record_s * NS), "")
 
     def _emit(self, event: RecorderEvent) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:  # a listener's bug must not stop the recording
-                structlog.get_logger("mesh.recorder").exception(
-                    "recorder event listener failed", kind=type(event).__name__
-                )
+        self._listeners.emit(event)

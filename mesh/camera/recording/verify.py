@@ -557,21 +557,15 @@ class _FileCheck:
             facts = self.files[name]
             if name in listed or name in self.moved_to:
                 continue
-            if facts.kind is EntryKind.DIRECTORY:
-                self.report.add(
-                    FindingKind.EXTRA,
+            if facts.kind is not EntryKind.FILE:
+                why = (
                     f"{name}/ is a subdirectory: a recording's directory holds none (an "
-                    "inserted or extra folder)",
-                    name=name,
+                    "inserted or extra folder)"
+                    if facts.kind is EntryKind.DIRECTORY
+                    else f"{name} is not in the manifest and not a regular file (an "
+                    "inserted or extra entry)"
                 )
-                continue
-            if facts.kind is EntryKind.OTHER:
-                self.report.add(
-                    FindingKind.EXTRA,
-                    f"{name} is not in the manifest and not a regular file (an inserted "
-                    "or extra entry)",
-                    name=name,
-                )
+                self.report.add(FindingKind.EXTRA, why, name=name)
                 continue
             if name in METADATA_FILES:
                 continue

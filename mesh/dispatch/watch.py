@@ -82,7 +82,9 @@ class ActivationWatcher:
                         self.on_record(record)
             elif parsed is not None and parsed.kind is TopicKind.RECEIPT:
                 receipt = decode(TriggerReceipt, message.payload)
-                self.receipts[receipt.event_id] = receipt
+                # The first receipt is the decision; the same trigger delivered again (QoS 1,
+                # or echoed by a NATS central, docs/broker.md) gets a later `suppressed` one.
+                self.receipts.setdefault(receipt.event_id, receipt)
             else:
                 return
         except PayloadError as exc:

@@ -8,17 +8,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
+CENTRAL_STAMP := $(VENV)/.installed-central
 CONSTRAINTS := constraints.txt
 ASYNCAPI_VALIDATOR := tools/asyncapi/node_modules/.package-lock.json
 NODE_CAMERA := docs/examples/node-camera/node_modules/.package-lock.json
 
-.PHONY: demo test test-fast lint typecheck pytest fuzz chaos bench bench-smoke schema lock clean
+.PHONY: demo central test test-fast lint typecheck pytest fuzz chaos bench bench-smoke schema lock clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
-	touch $(STAMP) $(DEMO_STAMP)
+	touch $(STAMP) $(DEMO_STAMP) $(CENTRAL_STAMP)
 
 $(DEMO_STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,18 @@ $(DEMO_STAMP): pyproject.toml $(CONSTRAINTS)
 
 demo: $(DEMO_STAMP)
 	$(BIN)/trigger-mesh demo
+
+$(CENTRAL_STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[demo,central,archive,console]'
+	touch $(CENTRAL_STAMP)
+
+# The demo's car bridged to a 3-node NATS cluster, two archivers into the running
+# PostgreSQL (TRIGGER_MESH_DB, default postgresql://127.0.0.1:5432/test) and a console;
+# it stays up until Ctrl-C (docs/deployment.md).
+central: $(CENTRAL_STAMP)
+	$(BIN)/trigger-mesh demo --central --stay
 
 # constraints.txt: every package of every extra pinned for Python 3.11 on Linux, resolved
 # by uv (its own small virtualenv, .venv-lock). Pins that still fit pyproject.toml are kept:

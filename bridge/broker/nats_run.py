@@ -19,12 +19,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bridge.broker.nats import NatsCluster, NatsNode
+from bridge.broker.acl import FleetSpec
+from bridge.broker.bridge import bridge_topics
+from bridge.broker.nats import NatsCluster, NatsNode, mqtt_subjects
 
 __all__ = [
     "NatsNodeProcess",
     "NatsStartError",
     "RunningCluster",
+    "bridge_subscribed",
     "connz",
     "find_nats_server",
     "health",
@@ -154,3 +157,23 @@ class RunningCluster:
         for proc in self.procs:
             with contextlib.suppress(Exception):
                 proc.kill()
+
+
+def bridge_subscribed(node: NatsNode, client_id: str, fleet: FleetSpec) -> bool:
+    """Whether the car's bridge ``client_id`` is connected to ``node`` and has subscribed
+    there to everything it brings into the car (mosquitto subscribes after CONNACK)."""
+    wanted = {
+        subject
+        for topic in bridge_topics(fleet)
+        if topic.direction in ("in", "both")
+        for subject in mqtt_subjects(topic.pattern)
+    }
+    try:
+        conns = connz(node).get("connections") or []
+    except OSError:
+        return False
+    assert isinstance(conns, list)
+    return any(
+        c.get("mqtt_client") == client_id and wanted <= set(c.get("subscriptions_list") or [])
+        for c in conns
+    )

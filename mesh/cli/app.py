@@ -156,9 +156,33 @@ def demo(
         Path,
         typer.Option("--video-dir", help="With --real-video: each run's folder goes here"),
     ] = Path("trigger-mesh-video"),
+    central: Annotated[
+        bool,
+        typer.Option(
+            "--central",
+            help="The car bridged to a 3-node NATS JetStream cluster with two archivers "
+            "(PostgreSQL, --db) and a dispatch console (docs/deployment.md)",
+        ),
+    ] = False,
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            envvar="TRIGGER_MESH_DB",
+            help="With --central: the archive's PostgreSQL (schema trigger_mesh_central "
+            "unless the DSN sets a search_path)",
+        ),
+    ] = "postgresql://127.0.0.1:5432/test",
+    stay: Annotated[
+        bool,
+        typer.Option("--stay", help="With --central: keep everything running until Ctrl-C"),
+    ] = False,
 ) -> None:
     """Run the whole mesh on this machine: broker, gateway, 20 cameras, a scripted scenario."""
     require("demo", "trigger-mesh demo")
+    if central:
+        for extra in ("central", "archive", "console"):
+            require(extra, "trigger-mesh demo --central")
     from mesh.sim.demo import run_demo
 
     logs.configure("console", "warning")
@@ -168,9 +192,13 @@ def demo(
     if secure and broker is not None:
         _fail("--secure starts its own locked-down broker: leave out --broker")
     if real_video:
-        if secure:
-            _fail("--real-video runs on the plain demo: leave out --secure")
+        if secure or central:
+            _fail("--real-video runs on the plain demo: leave out --secure and --central")
         _video_dir_usable(video_dir)
+    if central and (secure or broker is not None):
+        _fail("--central starts its own brokers, signed as --secure: leave out --secure, --broker")
+    if stay and not central:
+        _fail("--stay goes with --central")
     summary = _run(
         run_demo(
             broker=broker,
@@ -179,6 +207,8 @@ def demo(
             live=True,
             secure=secure,
             video_dir=video_dir if real_video else None,
+            central_db=db if central else None,
+            stay=stay,
         )
     )
     if summary is None:
@@ -263,6 +293,14 @@ def _print_demo_summary(console: Console, summary: dict[str, Any]) -> None:
             f"unsigned command obeyed {security['unsigned_commands_obeyed']} times (refused by "
             f"{refused}); captured command replayed → "
             f"{security['replayed_new_recordings']} new recordings",
+            highlight=False,
+        )
+    central = summary.get("central")
+    if central is not None:
+        console.print(
+            f"central ({', '.join(central['nodes'])}): {len(central['archived'])} activations "
+            f"archived in {central['archive']}, {len(central['console_saw'])} seen by the "
+            f"console at {central['console']}",
             highlight=False,
         )
     audit = summary["audit"]

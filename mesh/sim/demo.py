@@ -25,7 +25,7 @@ import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,6 +218,7 @@ class DemoRun:
     attacks: AttackReport | None = None
     problems: list[str] = field(default_factory=list)
     recordings: list[dict[str, Any]] = field(default_factory=list)  # --real-video
+    central: dict[str, Any] | None = None  # --central
 
 
 @contextlib.asynccontextmanager
@@ -238,17 +239,32 @@ async def run_demo(
     live: bool = True,
     secure: bool = False,
     video_dir: Path | None = None,
+    central_db: str | None = None,
+    stay: bool = False,
 ) -> dict[str, Any]:
     """Run the scenario; return the summary (``ok`` says whether it held). ``secure``:
     on a locked-down mosquitto with signatures, then the attacks (mesh.sim.demo_secure).
     ``video_dir``: two cameras really record, into a folder of this run there
-    (mesh.sim.demo_video)."""
+    (mesh.sim.demo_video). ``central_db``: as ``secure``, with the car bridged to a NATS
+    cluster, archivers writing into this PostgreSQL and a console (mesh.sim.demo_central);
+    ``stay``: then keep it all running until cancelled (Ctrl-C)."""
     console = console or literal_console(stderr=True)
     run_id = uuid.uuid4().hex[:8]
     # A private prefix and client ids, so a demo on a shared broker touches nothing else.
     topics = Topics(f"mesh/v2/demo-{run_id}") if broker else Topics()
     with tempfile.TemporaryDirectory(prefix="trigger-mesh-demo-") as tmp:
         log = log_path or Path(tmp) / "activations.db"
+        if central_db is not None:
+            return await _run_central(
+                topics,
+                log,
+                Path(tmp),
+                run_id=run_id,
+                console=console,
+                live=live,
+                dsn=central_db,
+                stay=stay,
+            )
         if secure:
             return await _run_secure(
                 topics, log, Path(tmp), run_id=run_id, console=console, live=live
@@ -289,6 +305,73 @@ async def _run_secure(
         async with command_tap(setup, topics) as captured:
             stage.captured = captured
             return await _perform(stage, url, "auto", console, live, shared_broker=False)
+
+
+async def _run_central(
+    topics: Topics,
+    log: Path,
+    tmp: Path,
+    *,
+    run_id: str,
+    console: Console,
+    live: bool,
+    dsn: str,
+    stay: bool,
+) -> dict[str, Any]:
+    # Imported here: PostgreSQL, NATS and the console are extras the plain demo lacks.
+    from mesh.archive.db import describe
+    from mesh.sim.demo_central import CENTRAL_SETTLE_S, CONSOLE_USER, central_tier
+    from mesh.sim.demo_secure import DISPATCH_ID, command_tap
+
+    async with central_tier(tmp, topics, GATEWAY_ID, UNIT, demo_specs(), dsn=dsn) as tier:
+        setup = tier.car
+        url = setup.url(DISPATCH_ID)
+        nodes = ", ".join(f"{n.name} mqtts :{n.mqtt_port}" for n in tier.layout.central.nodes)
+        archivers = ", ".join(a.settings.archiver_id for a in tier.archivers)
+        console.print(
+            literal(
+                ("trigger-mesh demo --central", "bold"),
+                f" NATS JetStream cluster ({nodes}); the car's mosquitto at :{setup.bundle.port}"
+                f" bridged to it; archivers {archivers}"
+                f" into {describe(tier.dsn)}; console {tier.console_url} (user {CONSOLE_USER},"
+                f" password {tier.console_password}); configs in {tier.layout.car.out_dir}",
+            )
+        )
+        stage = await _build(url, "auto", topics, log=log, tmp=tmp, run_id=run_id, secure=setup)
+
+        async def at_central(run: DemoRun) -> None:
+            finals = {
+                a: stage.watcher.records[a].state.value
+                for a in run.activation_ids
+                if a in stage.watcher.records
+            }
+            run.problems += await tier.settled(finals, CENTRAL_SETTLE_S)
+            run.central = {
+                "nodes": [n.name for n in tier.layout.central.nodes],
+                "archived": await tier.archived_states(list(finals)),
+                "console_saw": tier.console_states(list(finals)),
+                "console": tier.console_url,
+                "archive": describe(tier.dsn),
+            }
+            if stay:
+                console.print("running until Ctrl-C")
+                await _until_cancelled()
+
+        async with command_tap(setup, topics) as captured:
+            stage.captured = captured
+            return await _perform(
+                stage, url, "auto", console, live, shared_broker=False, after=at_central
+            )
+
+
+async def _until_cancelled() -> None:
+    """Wait for Ctrl-C; then the demo stops everything and still reports."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # the cancel was the stop we waited for: carry on to the summary
 
 
 async def _build(
@@ -407,7 +490,9 @@ async def _perform(
     live: bool,
     *,
     shared_broker: bool,
+    after: Callable[[DemoRun], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
+    """Run the fleet and the scenario; ``after`` runs once it is done, the fleet still up."""
     agents, gateway, watcher = stage.agents, stage.gateway, stage.watcher
     tasks = [asyncio.create_task(a.run()) for a in agents]
     tasks += [
@@ -448,6 +533,8 @@ async def _perform(
                         run.problems.append("the real cameras' stops were not logged within 10 s")
                     run.recordings = verify_videos(stage.video)
                     run.problems += video_problems(run.recordings)
+                if after is not None:
+                    await after(run)
             finally:
                 if refresher is not None:
                     refresher.cancel()
@@ -821,5 +908,6 @@ def _summary(run: DemoRun, stage: Stage) -> dict[str, Any]:
             "trust": str(stage.video.trust),
             "recordings": run.recordings,
         },
+        "central": run.central,
         "problems": problems,
     }

@@ -60,14 +60,29 @@ class SecureSetup:
         return lambda spec: self.security(spec.camera_id)
 
 
+def fleet_keys(spec: FleetSpec) -> tuple[dict[str, Ed25519PrivateKey], TrustStore]:
+    """A signing key for every gateway, camera and dispatch console of ``spec``, and the
+    trust store that names each by role (archivers sign nothing)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    roles = {
+        **{g.name: KeyRole.GATEWAY for g in spec.gateways},
+        **{c.name: KeyRole.CAMERA for c in spec.cameras},
+        **dict.fromkeys(spec.dispatch, KeyRole.DISPATCH),
+    }
+    keys = {name: Ed25519PrivateKey.generate() for name in roles}
+    trust = TrustStore(
+        trusted_key(keys[name].public_key(), role, name) for name, role in roles.items()
+    )
+    return keys, trust
+
+
 @contextlib.asynccontextmanager
 async def secure_broker(
     workdir: Path, topics: Topics, gateway_id: str, unit_id: str, cameras: list[CameraSpec]
 ) -> AsyncIterator[SecureSetup]:
     """Generate the broker's configuration and everyone's keys in ``workdir``, start
     mosquitto with it, and stop it afterwards."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     binary = find_mosquitto()
     if binary is None:
         raise BrokerStartError("--secure needs mosquitto (apt-get install -y mosquitto)")
@@ -87,12 +102,7 @@ async def secure_broker(
         bind="127.0.0.1",
         run_as="root",
     )
-    keys = {name: Ed25519PrivateKey.generate() for name in spec.names}
-    roles = {gateway_id: KeyRole.GATEWAY, DISPATCH_ID: KeyRole.DISPATCH}
-    trust = TrustStore(
-        trusted_key(key.public_key(), roles.get(name, KeyRole.CAMERA), name)
-        for name, key in keys.items()
-    )
+    keys, trust = fleet_keys(spec)
     broker = MosquittoProcess(binary, port, workdir / "broker", config=bundle.conf)
     await asyncio.to_thread(broker.start)
     try:

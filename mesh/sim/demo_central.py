@@ -1,0 +1,230 @@
+"""`trigger-mesh demo --central` (`make central`): the demo's car bridged to a central tier.
+
+On this machine: a 3-node NATS JetStream cluster (``broker-config --central nats``'s
+configs on free loopback ports, TLS and accounts as in production), the car's locked-down
+mosquitto bridged to it, two archivers writing into PostgreSQL (the running server), and
+a dispatch console on the third node. The demo's gateway and 20 cameras run in the car,
+signing everything as ``--secure`` does. After the scenario the demo checks that the
+archive holds every activation of the run and that the console, which only sees the
+cluster, saw them all. ``--stay`` keeps everything running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bridge.broker.acl import FleetSpec, Principal
+from bridge.broker.bridge import bridge_client_id
+from bridge.broker.nats import CarAndCentral, NatsNode, write_car_and_central
+from bridge.broker.nats_run import RunningCluster, bridge_subscribed
+from bridge.mqtt.embedded import BrokerStartError, MosquittoProcess, find_mosquitto, free_port
+from bridge.topics import Topics
+from mesh.archive.archiver import Archiver, ArchiverSettings
+from mesh.dispatch.console.auth import Role, Users, add_user
+from mesh.dispatch.console.server import ConsoleServer
+from mesh.security.signing import PayloadSigner
+from mesh.sim.camera_fleet import CameraSpec
+from mesh.sim.demo_secure import DISPATCH_ID, SecureSetup, fleet_keys
+
+ARCHIVER_IDS = ("archiver-1", "archiver-2")
+CONSOLE_USER = "dispatcher"
+# Where the archive goes when --db names no schema (search_path) of its own.
+DEFAULT_SCHEMA = "trigger_mesh_central"
+NODES = 3
+# How long the archive and the console may take to hold the run's final states.
+CENTRAL_SETTLE_S = 20.0
+
+
+def archive_dsn(dsn: str) -> tuple[str, str | None]:
+    """The DSN the archivers use, and the schema to create first (None: the DSN sets its
+    own search_path, which is used as it is)."""
+    if "search_path" in str(conninfo_to_dict(dsn).get("options") or ""):
+        return dsn, None
+    return make_conninfo(dsn, options=f"-csearch_path={DEFAULT_SCHEMA}"), DEFAULT_SCHEMA
+
+
+@dataclass
+class CentralTier:
+    """Everything ``central_tier`` started; ``car`` is what the demo's --secure code uses."""
+
+    layout: CarAndCentral
+    cluster: RunningCluster
+    car: SecureSetup
+    archivers: list[Archiver]
+    console: ConsoleServer
+    console_password: str
+    dsn: str
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def console_url(self) -> str:
+        return f"{self.console.scheme}://127.0.0.1:{self.console.port}/"
+
+    async def archived_states(self, activation_ids: Sequence[str]) -> dict[str, str]:
+        """The archive's state of each of these activations it holds."""
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT activation_id, state FROM activations WHERE activation_id = ANY(%s)",
+                (list(activation_ids),),
+            )
+            return {row[0]: row[1] for row in await cursor.fetchall()}
+
+    def console_states(self, activation_ids: Sequence[str]) -> dict[str, str]:
+        """The console's state of each of these activations it has seen."""
+        seen = self.console.hub.state.activations
+        return {a: seen[a].state.value for a in activation_ids if a in seen}
+
+    async def settled(self, finals: dict[str, str], timeout_s: float) -> list[str]:
+        """Wait until archive and console hold every activation in its final state; what
+        still differs at the deadline, one line each."""
+        problems: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            archived = await self.archived_states(list(finals))
+            console = self.console_states(list(finals))
+            problems = [
+                f"activation {a}: {where} has {got.get(a, 'nothing')}, the car logged {state}"
+                for a, state in finals.items()
+                for where, got in (("the archive", archived), ("the console", console))
+                if got.get(a) != state
+            ]
+            if not problems or loop.time() > deadline:
+                return problems
+            await asyncio.sleep(0.2)
+
+
+def _fleet(
+    topics: Topics, gateway_id: str, unit_id: str, cameras: Sequence[CameraSpec]
+) -> FleetSpec:
+    return FleetSpec(
+        prefix=topics.prefix,
+        gateways=(Principal(gateway_id, unit_id),),
+        cameras=tuple(Principal(c.camera_id, c.unit_id) for c in cameras),
+        dispatch=(DISPATCH_ID,),
+        archivers=ARCHIVER_IDS,
+    )
+
+
+def _loopback_nodes() -> list[NatsNode]:
+    return [
+        NatsNode(
+            f"nats-{i + 1}",
+            "127.0.0.1",
+            client_port=free_port(),
+            cluster_port=free_port(),
+            mqtt_port=free_port(),
+            http_port=free_port(),
+        )
+        for i in range(NODES)
+    ]
+
+
+async def _prepare_schema(dsn: str, schema: str | None) -> None:
+    if schema is None:
+        return
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+@contextlib.asynccontextmanager
+async def central_tier(
+    workdir: Path,
+    topics: Topics,
+    gateway_id: str,
+    unit_id: str,
+    cameras: Sequence[CameraSpec],
+    *,
+    dsn: str,
+) -> AsyncIterator[CentralTier]:
+    """Write every configuration into ``workdir``, start the cluster, the car's broker,
+    the archivers and the console; stop them all (in reverse) afterwards."""
+    binary = find_mosquitto()
+    if binary is None:
+        raise BrokerStartError("--central needs mosquitto (apt-get install -y mosquitto)")
+    spec = _fleet(topics, gateway_id, unit_id, cameras)
+    layout = await asyncio.to_thread(
+        write_car_and_central,
+        workdir / "broker",
+        spec,
+        _loopback_nodes(),
+        central_hosts=("localhost", "127.0.0.1"),
+        central_bind="127.0.0.1",
+        bridge_host="localhost",
+        restart_timeout=(1, 1),
+        port=free_port(),
+        bind="127.0.0.1",
+        run_as=getpass.getuser(),
+    )
+    central = layout.central
+    archive, schema = archive_dsn(dsn)
+    await _prepare_schema(dsn, schema)
+    keys, trust = fleet_keys(spec)
+    cluster = RunningCluster(central)
+    car_broker = MosquittoProcess(
+        binary, layout.car.port, workdir / "broker", config=layout.car.conf
+    )
+    users_file = workdir / "console-users.json"
+    password = secrets.token_urlsafe(12)
+    add_user(users_file, CONSOLE_USER, Role.DISPATCHER, password)
+    tier: CentralTier | None = None
+    try:
+        await asyncio.to_thread(cluster.start)
+        await asyncio.to_thread(car_broker.start)
+        archivers = [
+            Archiver(
+                ArchiverSettings(archive, archiver_id=name, topics=topics, trust=trust),
+                url=central.mqtt_url(name, node=i % NODES),
+            )
+            for i, name in enumerate(ARCHIVER_IDS)
+        ]
+        console = ConsoleServer(
+            central.mqtt_url(DISPATCH_ID, node=NODES - 1),
+            topics,
+            Users.load(users_file),
+            port=0,
+            signer=PayloadSigner(keys[DISPATCH_ID]),
+        )
+        tier = CentralTier(
+            layout=layout,
+            cluster=cluster,
+            car=SecureSetup(bundle=layout.car, broker=car_broker, trust=trust, keys=keys),
+            archivers=archivers,
+            console=console,
+            console_password=password,
+            dsn=archive,
+        )
+        tier.tasks = [asyncio.create_task(a.run()) for a in archivers]
+        tier.tasks.append(asyncio.create_task(console.run()))
+        bridge_id = bridge_client_id(layout.bridge, spec)
+        async with asyncio.timeout(30):
+            for archiver in archivers:
+                await archiver.ready.wait()
+            await console.hub.link.wait_up(30)
+            # The car's messages cross once the bridge is in; it connects to one node.
+            while True:
+                up = [
+                    await asyncio.to_thread(bridge_subscribed, node, bridge_id, spec)
+                    for node in central.nodes
+                ]
+                if any(up):
+                    break
+                await asyncio.sleep(0.1)
+        yield tier
+    finally:
+        if tier is not None:
+            for task in tier.tasks:
+                task.cancel()
+            await asyncio.gather(*tier.tasks, return_exceptions=True)
+        await asyncio.to_thread(car_broker.stop)
+        await asyncio.to_thread(cluster.stop)

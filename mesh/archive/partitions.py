@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 import structlog
@@ -150,33 +150,35 @@ async def ensure_ahead(conn: Conn, now_ns: int, ahead: int = AHEAD_MONTHS) -> li
     """Create the partitions of this month and ``ahead`` more that are missing; return
     those created. A month the default partition already holds rows of (an edge clock
     that ran ahead) cannot be created: logged, and its rows stay in the default."""
-    have = set(await existing_months(conn))
     created: list[str] = []
-    for month in months_ahead(now_ns, ahead):
-        if month in have:
-            continue
-        try:
-            async with conn.transaction():
-                for table in PARTITIONED:
-                    await conn.execute(
-                        sql.SQL(
-                            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}"
-                            " FOR VALUES FROM ({}) TO ({})"
-                        ).format(
-                            sql.Identifier(month.partition(table)),
-                            sql.Identifier(table),
-                            sql.Literal(month.from_ns),
-                            sql.Literal(month.to_ns),
+    async with conn.transaction():
+        # Archivers starting together, and retention: one at a time.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
+        have = set(await existing_months(conn))
+        for month in months_ahead(now_ns, ahead):
+            if month in have:
+                continue
+            try:
+                async with conn.transaction():  # a savepoint: one month failing is one month
+                    for table in PARTITIONED:
+                        await conn.execute(
+                            sql.SQL(
+                                "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                            ).format(
+                                sql.Identifier(month.partition(table)),
+                                sql.Identifier(table),
+                                sql.Literal(month.from_ns),
+                                sql.Literal(month.to_ns),
+                            )
                         )
-                    )
-        except psycopg.errors.CheckViolation as exc:
-            _log.error(
-                "partition not created: the default partition holds rows of its month",
-                month=month.label,
-                error=str(exc).strip(),
-            )
-            continue
-        created.append(month.label)
+            except psycopg.errors.CheckViolation as exc:
+                _log.error(
+                    "partition not created: the default partition holds rows of its month",
+                    month=month.label,
+                    error=str(exc).strip(),
+                )
+                continue
+            created.append(month.label)
     if created:
         _log.info("archive partitions created", months=created)
     return created
@@ -350,7 +352,3 @@ async def retention(
             keep_days=keep_days,
         )
     return outcomes
-
-
-def days_ago_ns(now_ns: int, days: float) -> int:
-    return now_ns - int(timedelta(days=days).total_seconds() * NS)

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from psycopg import sql
 
@@ -399,14 +399,19 @@ class _Split:
     """A batch's new records: stored in full, or folded against their camera's base."""
 
     full: list[LogBatchRecord] = field(default_factory=list)
-    folded: list[tuple[LogBatchRecord, int, Delta, bytes, bytes]] = field(default_factory=list)
+    # (record, its base's seq, the delta, prev_hash or None (its predecessor's), hash)
+    folded: list[tuple[LogBatchRecord, int, Delta, bytes | None, bytes]] = field(
+        default_factory=list
+    )
     bases: dict[str, _Base] = field(default_factory=dict)  # camera -> its new base
 
 
 def split(records: Sequence[LogBatchRecord], held: dict[str, _Base]) -> _Split:
     """Decide which records fold (pure; ``held`` is the stored base of each camera)."""
     out = _Split()
+    before: LogBatchRecord | None = None  # the record stored just before, in this batch
     for record in records:
+        previous, before = before, record
         found = presence_key(record.kind, record.activation_id, record.body)
         if found is None:
             camera = _removed_camera(record)
@@ -428,7 +433,15 @@ def split(records: Sequence[LogBatchRecord], held: dict[str, _Base]) -> _Split:
         ):
             folded = fold(base.key, base.body, key, record.body)
         if folded is not None and base is not None and hashes[0] and hashes[1]:
-            out.folded.append((record, base.seq, folded, hashes[0], hashes[1]))
+            # Its predecessor is stored with it, in the same month, and it links to it:
+            # the link is read back from there (read_log).
+            linked = (
+                previous is not None
+                and previous.seq == record.prev_seq
+                and previous.hash == record.prev_hash
+                and Month.of_ns(previous.at_ns) == Month.of_ns(record.at_ns)
+            )
+            out.folded.append((record, base.seq, folded, None if linked else hashes[0], hashes[1]))
         else:
             out.full.append(record)
             out.bases[camera] = _Base(record.seq, record.at_ns, record.body, key)
@@ -613,16 +626,20 @@ async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -
         )
         for seq, at_ns, kind, activation_id, body, prev_hash, hash_ in await cur.fetchall()
     ]
+    unlinked: dict[int, int] = {}  # seq of a folded record without prev_hash -> prev_seq
     cur = await conn.execute(
-        "SELECT p.seq, p.at_ns, b.body, p.head, p.tail, p.middle, p.prev_hash, p.hash"
+        "SELECT p.seq, p.at_ns, b.body, p.head, p.tail, p.middle, p.prev_hash, p.hash,"
+        " p.prev_seq"
         " FROM presence_repeats p LEFT JOIN log_records b"
         " ON b.log_id = p.log_id AND b.seq = p.base_seq"
         " WHERE p.log_id = %s AND (%s::bigint IS NULL OR p.seq <= %s)",
         (log_id, through_seq, through_seq),
     )
-    for seq, at_ns, base, head, tail, middle, prev_hash, hash_ in await cur.fetchall():
+    for seq, at_ns, base, head, tail, middle, prev_hash, hash_, prev_seq in await cur.fetchall():
         # A base is in the same month as its repeats: retention drops them together.
         body = "" if base is None else unfold(str(base), Delta(int(head), int(tail), str(middle)))
+        if prev_hash is None:
+            unlinked[int(seq)] = int(prev_seq)
         found.append(
             LogRecord(
                 seq=int(seq),
@@ -630,11 +647,20 @@ async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -
                 kind=PRESENCE_KIND,
                 activation_id=None,
                 body=body,
-                prev_hash=bytes(prev_hash).hex(),
+                prev_hash="" if prev_hash is None else bytes(prev_hash).hex(),
                 hash=bytes(hash_).hex(),
             )
         )
     found.sort(key=lambda r: r.seq)
+    if unlinked:
+        # The link of a folded record is its predecessor's hash (stored in the same batch
+        # and month, and checked then): empty if the predecessor is not there, which the
+        # chain check reports.
+        hashes = {r.seq: r.hash for r in found}
+        found = [
+            r if r.seq not in unlinked else replace(r, prev_hash=hashes.get(unlinked[r.seq], ""))
+            for r in found
+        ]
     return found
 
 

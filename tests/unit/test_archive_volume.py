@@ -101,6 +101,8 @@ def test_split_folds_repeats_against_the_latest_full_record_of_each_camera() -> 
     plan = split(chain(beats), {})
     assert [r.seq for r in plan.full] == [1, 2, 5, 7, 8]
     assert [(r.seq, base) for r, base, *_ in plan.folded] == [(3, 1), (4, 2), (6, 5)]
+    # Each links to the record before it in the batch: the link is not stored twice.
+    assert [prev for _, _, _, prev, _ in plan.folded] == [None, None, None]
     assert plan.bases["bwc-1"].seq == 8
     assert plan.bases["bwc-2"].seq == 2
 
@@ -109,7 +111,10 @@ def test_split_uses_the_stored_base_only_within_the_same_month() -> None:
     stored = presence(T0)
     held = {"bwc-1": _Base(1, T0, stored, key(stored))}
     records = chain([(T0, "x"), (T0 + 30 * NS, presence(T0 + 30 * NS))])[1:]
-    assert [r.seq for r, *_ in split(records, held).folded] == [2]
+    folded = split(records, held).folded
+    assert [r.seq for r, *_ in folded] == [2]
+    # Its predecessor came in an earlier batch: its link is stored with it.
+    assert folded[0][3] == bytes.fromhex(records[0].prev_hash)
     # The base is in December: a repeat in January is stored in full (months are
     # dropped one at a time, and a repeat must never outlive its base).
     december = {"bwc-1": _Base(1, T0 - 2 * 3600 * NS, stored, key(stored))}

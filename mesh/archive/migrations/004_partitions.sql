@@ -41,6 +41,8 @@ CREATE TRIGGER log_records_append_only BEFORE UPDATE OR DELETE ON log_records
 -- read it): kept as the text that differs from that base record (its body is
 -- base[:head] || middle || base[length - tail:]), checked against the record's hash before
 -- it is stored this way (mesh/archive/fold.py). Read back, it is the record as sent.
+-- prev_hash NULL: the hash of its predecessor (prev_seq), stored in the same batch and
+-- month, which it was checked to link to.
 CREATE TABLE presence_repeats (
     log_id    text NOT NULL REFERENCES logs (log_id),
     seq       bigint NOT NULL,
@@ -50,7 +52,7 @@ CREATE TABLE presence_repeats (
     head      integer NOT NULL,
     tail      integer NOT NULL,
     middle    text NOT NULL,
-    prev_hash bytea NOT NULL,
+    prev_hash bytea,
     hash      bytea NOT NULL,
     PRIMARY KEY (log_id, seq, at_ns),
     CHECK (prev_seq < seq AND base_seq < seq)

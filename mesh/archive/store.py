@@ -329,7 +329,7 @@ _UPSERT_LOG = (
     " unit_id = coalesce(EXCLUDED.unit_id, logs.unit_id),"
     " gateway_id = coalesce(EXCLUDED.gateway_id, logs.gateway_id),"
     " head_seq = greatest(logs.head_seq, EXCLUDED.head_seq), last_batch_at = now()"
-    " RETURNING synced_seq"
+    " RETURNING synced_seq, log_no"
 )
 _INSERT_RECORDS = (
     "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body,"
@@ -340,7 +340,7 @@ _INSERT_RECORDS = (
     " ON CONFLICT DO NOTHING"
 )
 _INSERT_REPEATS = (
-    "INSERT INTO presence_repeats (log_id, seq, prev_seq, at_ns, base_seq, head, tail, middle,"
+    "INSERT INTO presence_repeats (log_no, seq, prev_seq, at_ns, base_seq, head, tail, middle,"
     " prev_hash, hash)"
     " SELECT %s, r.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
     " %s::integer[], %s::integer[], %s::text[], %s::bytea[], %s::bytea[])"
@@ -354,7 +354,7 @@ _HELD = (
     "SELECT seq, prev_seq, hash, 'log_records' FROM log_records"
     " WHERE log_id = %s AND seq = ANY(%s)"
     " UNION ALL SELECT seq, prev_seq, encode(hash, 'hex'), 'presence_repeats'"
-    " FROM presence_repeats WHERE log_id = %s AND seq = ANY(%s)"
+    " FROM presence_repeats WHERE log_no = %s AND seq = ANY(%s)"
 )
 _BASES = (
     "SELECT camera_id, seq, at_ns, body FROM presence_bases"
@@ -379,7 +379,7 @@ _WATERMARK = (
     "    WHERE r.log_id = %s AND r.seq > walk.seq ORDER BY r.seq LIMIT 1)"
     "   UNION ALL"
     "   (SELECT p.seq, p.prev_seq FROM presence_repeats p"
-    "    WHERE p.log_id = %s AND p.seq > walk.seq ORDER BY p.seq LIMIT 1)"
+    "    WHERE p.log_no = %s AND p.seq > walk.seq ORDER BY p.seq LIMIT 1)"
     "  ) AS both_ ORDER BY seq LIMIT 1) AS nxt"
     " WHERE nxt.prev_seq <= walk.seq)"
     " SELECT max(seq) FROM walk"
@@ -470,9 +470,9 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
         )
         row = await cur.fetchone()
         assert row is not None  # an upsert with RETURNING always returns its row
-        before = int(row[0])
+        before, log_no = int(row[0]), int(row[1])
         seqs = [r.seq for r in records]
-        cur = await conn.execute(_HELD, (batch.log_id, seqs, batch.log_id, seqs))
+        cur = await conn.execute(_HELD, (batch.log_id, seqs, log_no, seqs))
         held = {
             int(seq): (int(prev), str(h), str(table))
             for seq, prev, h, table in await cur.fetchall()
@@ -512,7 +512,7 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
             await conn.execute(
                 _INSERT_REPEATS,
                 (
-                    batch.log_id,
+                    log_no,
                     [r.seq for r, *_ in folded],
                     [r.prev_seq for r, *_ in folded],
                     [r.at_ns for r, *_ in folded],
@@ -547,11 +547,12 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
                     # The same record resent after the edge's retention removed the one
                     # before it: it now names an earlier predecessor, which the watermark
                     # must be allowed to follow.
+                    key = ("log_id", batch.log_id) if table == "log_records" else ("log_no", log_no)
                     await conn.execute(
-                        sql.SQL(
-                            "UPDATE {} SET prev_seq = %s WHERE log_id = %s AND seq = %s"
-                        ).format(sql.Identifier(table)),
-                        (record.prev_seq, batch.log_id, record.seq),
+                        sql.SQL("UPDATE {} SET prev_seq = %s WHERE {} = %s AND seq = %s").format(
+                            sql.Identifier(table), sql.Identifier(key[0])
+                        ),
+                        (record.prev_seq, key[1], record.seq),
                     )
                     result.counts["relinked.log_record"] += 1
                 else:
@@ -570,7 +571,7 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
                 payload=record.model_dump_json(),
             )
             await _report(conn, conflict, by, result)
-        cur = await conn.execute(_WATERMARK, (before, batch.log_id, batch.log_id))
+        cur = await conn.execute(_WATERMARK, (before, batch.log_id, log_no))
         row = await cur.fetchone()
         after = int(row[0]) if row is not None and row[0] is not None else before
         if after > before:
@@ -596,7 +597,7 @@ async def log_status(conn: Conn, log_id: str) -> LogStatus | None:
     cur = await conn.execute(
         "SELECT l.unit_id, l.gateway_id, l.synced_seq, l.head_seq,"
         " (SELECT count(*) FROM log_records r WHERE r.log_id = l.log_id)"
-        " + (SELECT count(*) FROM presence_repeats p WHERE p.log_id = l.log_id)"
+        " + (SELECT count(*) FROM presence_repeats p WHERE p.log_no = l.log_no)"
         " FROM logs l WHERE l.log_id = %s",
         (log_id,),
     )
@@ -630,9 +631,9 @@ async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -
     cur = await conn.execute(
         "SELECT p.seq, p.at_ns, b.body, p.head, p.tail, p.middle, p.prev_hash, p.hash,"
         " p.prev_seq"
-        " FROM presence_repeats p LEFT JOIN log_records b"
-        " ON b.log_id = p.log_id AND b.seq = p.base_seq"
-        " WHERE p.log_id = %s AND (%s::bigint IS NULL OR p.seq <= %s)",
+        " FROM presence_repeats p JOIN logs l ON l.log_no = p.log_no"
+        " LEFT JOIN log_records b ON b.log_id = l.log_id AND b.seq = p.base_seq"
+        " WHERE l.log_id = %s AND (%s::bigint IS NULL OR p.seq <= %s)",
         (log_id, through_seq, through_seq),
     )
     for seq, at_ns, base, head, tail, middle, prev_hash, hash_, prev_seq in await cur.fetchall():

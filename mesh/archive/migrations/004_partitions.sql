@@ -43,8 +43,12 @@ CREATE TRIGGER log_records_append_only BEFORE UPDATE OR DELETE ON log_records
 -- it is stored this way (mesh/archive/fold.py). Read back, it is the record as sent.
 -- prev_hash NULL: the hash of its predecessor (prev_seq), stored in the same batch and
 -- month, which it was checked to link to.
+-- The log as a small number: presence_repeats is most of the rows, and log ids are 32
+-- characters (in the row and again in its index entry).
+ALTER TABLE logs ADD COLUMN log_no integer GENERATED ALWAYS AS IDENTITY UNIQUE;
+
 CREATE TABLE presence_repeats (
-    log_id    text NOT NULL REFERENCES logs (log_id),
+    log_no    integer NOT NULL REFERENCES logs (log_no),
     seq       bigint NOT NULL,
     prev_seq  bigint NOT NULL,
     at_ns     bigint NOT NULL,
@@ -54,7 +58,7 @@ CREATE TABLE presence_repeats (
     middle    text NOT NULL,
     prev_hash bytea,
     hash      bytea NOT NULL,
-    PRIMARY KEY (log_id, seq, at_ns),
+    PRIMARY KEY (log_no, seq, at_ns),
     CHECK (prev_seq < seq AND base_seq < seq)
 ) PARTITION BY RANGE (at_ns);
 
@@ -63,10 +67,10 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'archived log records are never deleted';
     END IF;
-    IF (NEW.log_id, NEW.seq, NEW.at_ns, NEW.base_seq, NEW.head, NEW.tail, NEW.middle,
+    IF (NEW.log_no, NEW.seq, NEW.at_ns, NEW.base_seq, NEW.head, NEW.tail, NEW.middle,
         NEW.prev_hash, NEW.hash)
        IS DISTINCT FROM
-       (OLD.log_id, OLD.seq, OLD.at_ns, OLD.base_seq, OLD.head, OLD.tail, OLD.middle,
+       (OLD.log_no, OLD.seq, OLD.at_ns, OLD.base_seq, OLD.head, OLD.tail, OLD.middle,
         OLD.prev_hash, OLD.hash)
        OR NEW.prev_seq > OLD.prev_seq THEN
         RAISE EXCEPTION 'archived log records are never changed';

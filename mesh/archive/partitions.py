@@ -184,6 +184,14 @@ async def ensure_ahead(conn: Conn, now_ns: int, ahead: int = AHEAD_MONTHS) -> li
     return created
 
 
+async def dropped_months(conn: Conn) -> list[str]:
+    """The months retention dropped (YYYY-MM), oldest first."""
+    cur = await conn.execute(
+        "SELECT DISTINCT month FROM retention_runs WHERE action = 'dropped' ORDER BY month"
+    )
+    return [f"{m[:4]}-{m[4:]}" for (m,) in await cur.fetchall()]
+
+
 async def holds(conn: Conn, *, include_released: bool = False) -> list[Hold]:
     cur = await conn.execute(
         "SELECT id, activation_id, unit_id, from_ns, to_ns, reason, placed_by, placed_at,"

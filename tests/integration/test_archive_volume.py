@@ -405,6 +405,10 @@ async def test_retention_drops_old_months_but_never_a_held_row(postgres: str) ->
     code, out = await cli("archiver", "retention", *db, "--keep-days", "30")
     assert code == 0, out
     assert months_held() == ["log_records_p202503", "log_records_p202504"]
+    # The archive's copy of edge-a now starts at its record 3: verify says why.
+    code, out = await cli("archiver", "verify", *db, "--log-id", "edge-a")
+    assert code == 1, out
+    assert "the archive's retention dropped the months 2025-01, 2025-02" in out, out
     assert rows(postgres, "SELECT count(*) FROM log_records WHERE log_id = 'edge-b'") == [(1,)]
 
 

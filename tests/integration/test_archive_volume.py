@@ -257,6 +257,14 @@ async def test_the_archiver_creates_months_ahead_and_a_far_future_record_is_kept
             records = chain_at([far])
             await store.write(conn, [batch_item(topics, "edge-9", records)], "t")  # type: ignore[list-item]
             assert [r.hash for r in await store.read_log(conn, "edge-9")] == [records[0].hash]
+            # A year later the archiver would create that month: the default partition holds
+            # a row of it, so it is not created (logged), the next ones are, and the row stays.
+            created = await partitions.ensure_ahead(conn, far)
+            month = Month.of_ns(far)
+            assert month.label not in created
+            assert created == [month.next().label, month.next().next().label]
+            assert month not in await partitions.existing_months(conn)
+            assert [r.hash for r in await store.read_log(conn, "edge-9")] == [records[0].hash]
         finally:
             await conn.close()
 

@@ -183,7 +183,11 @@ class Archiver:
     async def _ensure_partitions(self) -> None:
         """The months ahead exist (mesh/archive/partitions.py), checked at most hourly."""
         self._partitions_at = time.monotonic()
-        await self._retrying("partitions", lambda c: partitions.ensure_ahead(c, time.time_ns()))
+        try:
+            await self._retrying("partitions", lambda c: partitions.ensure_ahead(c, time.time_ns()))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # Records of a month with no partition go to the default one: nothing is lost.
+            self._log.error("archive partitions not created", error=str(exc).strip())
 
     async def _write(self, items: Sequence[Item]) -> None:
         if time.monotonic() - self._partitions_at > partitions.ENSURE_EVERY_S:

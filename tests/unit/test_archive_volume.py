@@ -156,3 +156,24 @@ def test_a_time_hold_covers_the_months_it_overlaps() -> None:
     assert time_hold_covers(hold(january.to_ns - 1, january.to_ns + 5), january)
     assert not time_hold_covers(hold(january.to_ns, january.to_ns + 5), january)
     assert not time_hold_covers(Hold(2, "a-1", None, None, None, "r", "me", "now"), january)
+
+
+def test_the_archive_folds_exactly_what_the_gateway_does_not_call_a_change() -> None:
+    """The archive reads the record's JSON (any version of it); the gateway decides on its
+    model (mesh/decide/presence.py ``changed``): both ignore the same fields."""
+    from mesh.decide.presence import changed
+
+    base = presence(T0)
+    variants = [
+        presence(T0 + 30 * NS),
+        presence(T0 + 30 * NS, accuracy=20.0),
+        presence(T0, online=False),
+        presence(T0, recording=True),
+        presence(T0, lat=40.0001),
+        presence(T0, camera="bwc-2"),
+    ]
+    for body in variants:
+        gateway = changed(
+            CameraPresence.model_validate_json(base), CameraPresence.model_validate_json(body)
+        )
+        assert (key(body) != key(base)) == gateway, body

@@ -25,19 +25,25 @@ Parts (``--parts``, all by default):
   in the edge log and on the wire, by topic. Then the archiver's insert rate for acks
   arriving over MQTT and for log records arriving by ``log sync``, against the floor of
   the same SQL statements sent straight to PostgreSQL by one connection.
+- ``archive_volume`` (about 45 s): ``--volume-cameras`` cameras' heartbeats for
+  ``--volume-hours`` simulated hours, every one logged as a presence record, synced by the
+  real ``log sync`` to a real archiver: the archive's bytes per camera-day, against the same
+  records stored as the 003 schema stored them (every record a row). See
+  ``archive_volume_part``.
 
 The load generator for the first two parts speaks MQTT 3.1.1 over raw sockets (asyncio
 protocols, pre-encoded packets), so that one Python process can hold thousands of
 connections; payloads are the project's real, signed messages.
 
-    python bench/fleet_scale.py [--json] [--quick] [--parts connections,tls,qos1,archive]
+    python bench/fleet_scale.py [--json] [--quick]
+        [--parts connections,tls,qos1,archive,archive_volume]
         [--cameras 1400,5000] [--steady-s 30] [--seconds 10] [--activations 200]
-        [--acks 20000] [--records 20000] [--smoke]
+        [--acks 20000] [--records 20000] [--volume-cameras 30] [--volume-hours 24] [--smoke]
 
-Each run of all parts takes about four minutes; ``--parts connections,tls`` and
-``--parts qos1,archive`` split it in two of about two. PostgreSQL: ``TRIGGER_MESH_TEST_PG``
-(default ``postgresql://127.0.0.1:5432/test``); each part works in a schema of its own,
-dropped afterwards.
+Each run of all parts takes about five minutes; ``--parts connections,tls`` and
+``--parts qos1,archive`` take about two each, ``--parts archive_volume`` under one.
+PostgreSQL: ``TRIGGER_MESH_TEST_PG`` (default ``postgresql://127.0.0.1:5432/test``); each
+part works in a schema of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ from triggers.manual import manual_trigger
 
 PREFIX = "mesh/v2"
 KEEPALIVE_S = 15  # bridge/mqtt/client.py LinkOptions.keepalive_s
+NS = 1_000_000_000
 HEARTBEAT_S = 30.0  # the camera's presence interval (mesh/config.py heartbeat_s)
 CAR = GeoPoint(lat=39.9526, lon=-75.1652)
 SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
@@ -758,7 +765,17 @@ def print_row(name: str, row: dict[str, Any]) -> None:
 ENV_PG = "TRIGGER_MESH_TEST_PG"
 DEFAULT_PG = "postgresql://127.0.0.1:5432/test"
 PERIODIC = ("presence", "gateway")
-TABLES = ("triggers", "receipts", "activations", "acks", "escalations", "logs", "log_records")
+TABLES = (
+    "triggers",
+    "receipts",
+    "activations",
+    "acks",
+    "escalations",
+    "logs",
+    "log_records",
+    "presence_repeats",
+    "presence_bases",
+)
 
 
 @contextlib.asynccontextmanager
@@ -789,10 +806,22 @@ async def table_bytes(dsn: str) -> dict[str, int]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         out = {}
         for table in TABLES:
-            cur = await conn.execute("SELECT pg_total_relation_size(%s::regclass)", (table,))
-            row = await cur.fetchone()
-            out[table] = int(row[0]) if row else 0
+            out[table] = await relation_bytes(conn, table)
         return out
+
+
+async def relation_bytes(conn: Any, table: str) -> int:
+    """A table with its indexes and TOAST; a partitioned one with all its partitions (its
+    own size is 0). 0 for a table the schema does not have."""
+    cur = await conn.execute(
+        "SELECT CASE WHEN c.relkind = 'p' THEN (SELECT"
+        " coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)"
+        " ELSE pg_total_relation_size(c.oid) END"
+        " FROM pg_class c WHERE c.oid = to_regclass(%s)",
+        (table,),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def scalar(dsn: str, query: str, args: tuple[Any, ...] = ()) -> Any:
@@ -1149,9 +1178,15 @@ async def archiver_rate_part(acks: int, records: int, tmp: Path) -> dict[str, An
                 log = ActivationLog(log_path, signer=signer, checkpoint_interval_s=3600)
                 data = payloads()
                 now = time.time_ns()
-                bodies = [data.presence(i % 1400).decode() for i in range(1400)]
+                # Moving cameras: each presence a change, stored as a full row (a repeat
+                # would be folded, see the archive_volume part).
+                base = [CameraPresence.model_validate_json(data.presence(i)) for i in range(1400)]
                 for i in range(records):
-                    log.append_json(RecordKind.PRESENCE, None, bodies[i % 1400], now + i)
+                    cam = base[i % 1400]
+                    assert cam.position is not None
+                    moved = cam.position.model_copy(update={"lat": cam.position.lat + i * 1e-6})
+                    body = cam.model_copy(update={"position": moved}).model_dump_json()
+                    log.append_json(RecordKind.PRESENCE, None, body, now + i)
                     if i % 1000 == 999:
                         await log.checkpoint()
                 await log.flush()
@@ -1249,6 +1284,166 @@ async def archiver_rate_part(acks: int, records: int, tmp: Path) -> dict[str, An
 
 
 # --- main -------------------------------------------------------------------------------------
+VOLUME_TABLES = ("logs", "log_records", "presence_repeats", "presence_bases")
+
+
+async def archive_volume_part(cameras: int, hours: float, tmp: Path) -> dict[str, Any]:
+    """Bytes per camera-day of presence in the archive, before and after heartbeat folding.
+
+    ``cameras`` cameras, three a car, each car with its own gateway log, for ``hours``
+    simulated hours (compressed in time): every camera's presence logged at every
+    heartbeat (30 s; the worst case, what the sizing in docs/deployment.md assumed), each
+    camera's recording switched on or off once an hour (a change), and a signed checkpoint
+    a minute per car. After: each car's log synced by the real ``LogSync`` through mosquitto
+    to a real archiver on the current schema. Before: the same records as the 003 schema
+    stored them, every record a row (the 003 archiver's INSERT, in a schema migrated to
+    003). Bytes: ``pg_total_relation_size`` of the log tables (every partition, indexes and
+    TOAST included), less the empty schema's."""
+    import psycopg
+
+    from mesh.archive.archiver import Archiver, ArchiverSettings
+    from mesh.archive.migrate import available
+    from mesh.journal.records import RecordKind
+    from mesh.journal.signer import CheckpointSigner
+    from mesh.journal.store import ActivationLog, log_id_of, read_records
+    from mesh.journal.sync import LogSync
+
+    beats = int(hours * 3600 / HEARTBEAT_S)
+    cars = max(1, cameras // 3)
+    start = time.time_ns() - int((hours + 1) * 3600 * NS)
+    data = payloads()
+    logs_made: list[Path] = []
+    counts: Counter[str] = Counter()
+    for car in range(cars):
+        path = tmp / f"volume-{car}.db"
+        log = ActivationLog(
+            path, signer=CheckpointSigner(Ed25519PrivateKey.generate()), checkpoint_interval_s=1e9
+        )
+        base = [CameraPresence.model_validate_json(data.presence(car * 3 + k)) for k in range(3)]
+        per_hour = int(3600 / HEARTBEAT_S)
+        for beat in range(beats):
+            t = start + int(beat * HEARTBEAT_S * NS)
+            for cam in base:
+                assert cam.position is not None
+                body = cam.model_copy(
+                    update={
+                        "last_seen_ns": t,
+                        "recording": (beat // per_hour) % 2 == 1,
+                        "position": cam.position.model_copy(update={"fix_at_ns": t}),
+                    }
+                ).model_dump_json()
+                log.append_json(RecordKind.PRESENCE, None, body, t)
+                counts["presence"] += 1
+            if beat % 2 == 1:  # a minute
+                await log.checkpoint()
+                counts["checkpoint"] += 1
+        await log.flush()
+        log.close()
+        logs_made.append(path)
+    out: dict[str, Any] = {
+        "cameras": cars * 3,
+        "cars": cars,
+        "simulated_hours": hours,
+        "presence_records": counts["presence"],
+        "checkpoints": counts["checkpoint"],
+    }
+    camera_days = cars * 3 * hours / 24
+
+    # Before: the 003 schema, every record a row.
+    async with pg_schema() as dsn:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for m in available():
+                if m.version <= 3:
+                    await conn.execute(m.sql.encode())
+            empty = {t: await relation_bytes(conn, t) for t in VOLUME_TABLES}
+            for path in logs_made:
+                log_id = log_id_of(path)
+                records = list(read_records(path))
+                for i in range(0, len(records), 500):
+                    chunk = records[i : i + 500]
+                    async with conn.transaction():
+                        await conn.execute(
+                            "INSERT INTO logs (log_id, unit_id, head_seq) VALUES (%s, %s, %s)"
+                            " ON CONFLICT (log_id) DO UPDATE SET head_seq = EXCLUDED.head_seq",
+                            (log_id, "car", chunk[-1].seq),
+                        )
+                        await conn.execute(
+                            OLD_INSERT_RECORDS,
+                            (
+                                log_id,
+                                "before",
+                                [r.seq for r in chunk],
+                                [r.seq - 1 for r in chunk],
+                                [r.at_ns for r in chunk],
+                                [r.kind for r in chunk],
+                                [r.activation_id for r in chunk],
+                                [r.body for r in chunk],
+                                [r.prev_hash for r in chunk],
+                                [r.hash for r in chunk],
+                            ),
+                        )
+            full = {t: await relation_bytes(conn, t) - empty[t] for t in VOLUME_TABLES}
+        out["before_bytes"] = sum(full.values())
+        out["before_by_table"] = full
+    # After: the real archiver, fed by the real log sync over MQTT.
+    with broker(tmp, "volume") as proc:
+        async with pg_schema() as dsn:
+            topics = Topics(f"bench-{uuid.uuid4().hex[:6]}/mesh/v2")
+            archiver = Archiver(
+                ArchiverSettings(dsn=dsn, archiver_id="bench-volume", topics=topics),
+                url=proc.url,
+                client_id=f"bench-volume-{uuid.uuid4().hex[:6]}",
+            )
+            async with running(archiver.run()):
+                await asyncio.wait_for(archiver.ready.wait(), 30)
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    empty = {t: await relation_bytes(conn, t) for t in VOLUME_TABLES}
+                t0 = time.monotonic()
+                for car, path in enumerate(logs_made):
+                    sync = LogSync(
+                        path,
+                        url=proc.url,
+                        topics=topics,
+                        unit_id=f"car-{car}",
+                        gateway_id=f"gw-{car}",
+                    )
+                    result = await sync.sync(600)
+                    if not result.complete:
+                        raise RuntimeError(f"log sync of car {car} incomplete: {result}")
+                out["sync_s"] = round(time.monotonic() - t0, 1)
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    full = {t: await relation_bytes(conn, t) - empty[t] for t in VOLUME_TABLES}
+                    cur = await conn.execute(
+                        "SELECT (SELECT count(*) FROM log_records),"
+                        " (SELECT count(*) FROM presence_repeats)"
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+            out["after_rows_full"], out["after_rows_folded"] = int(row[0]), int(row[1])
+            out["after_bytes"] = sum(full.values())
+            out["after_by_table"] = full
+    out["before_bytes_per_camera_day"] = round(out["before_bytes"] / camera_days)
+    out["after_bytes_per_camera_day"] = round(out["after_bytes"] / camera_days)
+    out["after_vs_before"] = round(out["after_bytes"] / max(1, out["before_bytes"]), 3)
+    print_row("archive volume", out)
+    return out
+
+
+# What the 003 archiver ran for a log batch (every record a row), for the "before".
+OLD_INSERT_RECORDS = (
+    "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body,"
+    " prev_hash, hash, archived_by)"
+    " SELECT %s, r.*, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
+    " %s::text[], %s::text[], %s::text[], %s::text[])"
+    " AS r (seq, prev_seq, at_ns, kind, activation_id, body, prev_hash, hash)"
+    " ON CONFLICT (log_id, seq) DO NOTHING"
+)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = set(args.parts.split(","))
     report: dict[str, Any] = {"bench": "fleet_scale"}
@@ -1262,6 +1457,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["tls"] = await tls_part(max(counts), tmp)
         if "qos1" in parts:
             report["qos1"] = await qos1_part(args.seconds, tmp)
+        if "archive_volume" in parts:
+            report["archive_volume"] = await archive_volume_part(
+                args.volume_cameras, args.volume_hours, tmp
+            )
         if "archive" in parts:
             row = await activations_part(args.activations, tmp)
             print_row("archive", row)
@@ -1274,7 +1473,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="last line: the report as JSON")
     parser.add_argument("--quick", action="store_true", help="small counts, for development")
-    parser.add_argument("--parts", default="connections,tls,qos1,archive")
+    parser.add_argument("--parts", default="connections,tls,qos1,archive,archive_volume")
     parser.add_argument("--cameras", default="1400,5000")
     parser.add_argument("--steady-s", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=10.0, help="each rate measurement")
@@ -1282,6 +1481,10 @@ def main() -> None:
     parser.add_argument("--acks", type=int, default=20_000)
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    parser.add_argument("--volume-cameras", type=int, default=30, help="archive_volume: cameras")
+    parser.add_argument(
+        "--volume-hours", type=float, default=24.0, help="archive_volume: simulated hours"
+    )
     args = parser.parse_args()
     if args.quick:
         args.cameras, args.steady_s, args.seconds = "200,500", 5.0, 3.0
@@ -1289,6 +1492,7 @@ def main() -> None:
     if args.smoke:
         args.cameras, args.steady_s, args.seconds = "20", 1.0, 0.5
         args.activations, args.acks, args.records = 3, 200, 200
+        args.volume_cameras, args.volume_hours = 3, 0.5
     logs.configure("console", "warning")
     # aiomqtt warns when publishes wait for their PUBACK, as the archiver's watermarks do
     # during a sync burst: expected here. (aiomqtt sets this level when imported: above.)

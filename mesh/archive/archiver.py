@@ -30,7 +30,7 @@ import structlog
 from bridge.mqtt.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics, shared
-from mesh.archive import store
+from mesh.archive import partitions, store
 from mesh.archive.db import Conn, connect, describe
 from mesh.archive.intake import Item, accept, archived_filters, check_ack
 from mesh.archive.migrate import migrate
@@ -84,6 +84,7 @@ class Archiver:
         self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=settings.queue_max)
         self._conn: Conn | None = None
         self._writing = 0  # taken from the queue, not yet stored
+        self._partitions_at = time.monotonic()
         self._where = describe(settings.dsn)
         self.link = MqttLink(
             url,
@@ -101,6 +102,7 @@ class Archiver:
     async def run(self) -> None:
         """Migrate the schema (waiting for the database), then archive until cancelled."""
         await self._retrying("migrate", migrate)
+        await self._ensure_partitions()
         writer = asyncio.ensure_future(self._write_loop())
         try:
             await self.link.serve_until_cancelled(self._on_message, on_connect=self._on_connect)
@@ -179,7 +181,18 @@ class Archiver:
                 for _ in items:
                     self._queue.task_done()
 
+    async def _ensure_partitions(self) -> None:
+        """The months ahead exist (mesh/archive/partitions.py), checked at most hourly."""
+        self._partitions_at = time.monotonic()
+        try:
+            await self._retrying("partitions", lambda c: partitions.ensure_ahead(c, time.time_ns()))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # Records of a month with no partition go to the default one: nothing is lost.
+            self._log.error("archive partitions not created", error=str(exc).strip())
+
     async def _write(self, items: Sequence[Item]) -> None:
+        if time.monotonic() - self._partitions_at > partitions.ENSURE_EVERY_S:
+            await self._ensure_partitions()
         try:
             result = await self._retrying(
                 "write", lambda conn: store.write(conn, items, self.settings.archiver_id)

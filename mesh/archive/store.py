@@ -9,15 +9,20 @@ receiving the same message, can never store anything twice.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from psycopg import sql
 
 from bridge.topics import TopicKind
 from mesh.archive.db import Conn
+from mesh.archive.fold import PRESENCE_KIND, Delta, canonical_hex, fold, presence_key, unfold
 from mesh.archive.intake import Item, activation_rank, signer_of
+from mesh.archive.partitions import Month
 from mesh.journal.store import LogRecord
-from mesh.protocol.log_wire import LogBatch
+from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import (
     ActivationRecord,
     CameraAck,
@@ -324,7 +329,7 @@ _UPSERT_LOG = (
     " unit_id = coalesce(EXCLUDED.unit_id, logs.unit_id),"
     " gateway_id = coalesce(EXCLUDED.gateway_id, logs.gateway_id),"
     " head_seq = greatest(logs.head_seq, EXCLUDED.head_seq), last_batch_at = now()"
-    " RETURNING synced_seq"
+    " RETURNING synced_seq, log_no"
 )
 _INSERT_RECORDS = (
     "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body,"
@@ -332,11 +337,35 @@ _INSERT_RECORDS = (
     " SELECT %s, r.*, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
     " %s::text[], %s::text[], %s::text[], %s::text[])"
     " AS r (seq, prev_seq, at_ns, kind, activation_id, body, prev_hash, hash)"
-    " ON CONFLICT (log_id, seq) DO UPDATE SET prev_seq = EXCLUDED.prev_seq"
-    # The same record resent after the edge's retention removed the one before it: it
-    # now names an earlier predecessor, which the watermark must be allowed to follow.
-    " WHERE EXCLUDED.prev_seq < log_records.prev_seq AND EXCLUDED.hash = log_records.hash"
-    " RETURNING seq, (xmax = 0)"
+    " ON CONFLICT DO NOTHING"
+)
+_INSERT_REPEATS = (
+    "INSERT INTO presence_repeats (log_no, seq, prev_seq, at_ns, base_seq, head, tail, middle,"
+    " prev_hash, hash)"
+    " SELECT %s, r.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+    " %s::integer[], %s::integer[], %s::text[], %s::bytea[], %s::bytea[])"
+    " AS r (seq, prev_seq, at_ns, base_seq, head, tail, middle, prev_hash, hash)"
+    " ON CONFLICT DO NOTHING"
+)
+# The records of a log the archive holds, full or folded (mesh/archive/fold.py). The
+# tables are partitioned by at_ns and keyed (log_id, seq, at_ns): that a seq is one record
+# is kept by looking it up under the log's row lock before inserting.
+_HELD = (
+    "SELECT seq, prev_seq, hash, 'log_records' FROM log_records"
+    " WHERE log_id = %s AND seq = ANY(%s)"
+    " UNION ALL SELECT seq, prev_seq, encode(hash, 'hex'), 'presence_repeats'"
+    " FROM presence_repeats WHERE log_no = %s AND seq = ANY(%s)"
+)
+_BASES = (
+    "SELECT camera_id, seq, at_ns, body FROM presence_bases"
+    " WHERE log_id = %s AND camera_id = ANY(%s)"
+)
+_UPSERT_BASES = (
+    "INSERT INTO presence_bases (log_id, camera_id, seq, at_ns, body)"
+    " SELECT %s, b.* FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[])"
+    " AS b (camera_id, seq, at_ns, body)"
+    " ON CONFLICT (log_id, camera_id) DO UPDATE SET seq = EXCLUDED.seq, at_ns = EXCLUDED.at_ns,"
+    " body = EXCLUDED.body WHERE presence_bases.seq < EXCLUDED.seq"
 )
 # From the stored watermark, step to the next record the archive holds as long as nothing
 # the edge had can be missing in between (its predecessor is at or before the step).
@@ -345,68 +374,204 @@ _WATERMARK = (
     " SELECT %s::bigint"
     " UNION ALL"
     " SELECT nxt.seq FROM walk CROSS JOIN LATERAL ("
-    "  SELECT r.seq, r.prev_seq FROM log_records r"
-    "  WHERE r.log_id = %s AND r.seq > walk.seq ORDER BY r.seq LIMIT 1) AS nxt"
+    "  SELECT * FROM ("
+    "   (SELECT r.seq, r.prev_seq FROM log_records r"
+    "    WHERE r.log_id = %s AND r.seq > walk.seq ORDER BY r.seq LIMIT 1)"
+    "   UNION ALL"
+    "   (SELECT p.seq, p.prev_seq FROM presence_repeats p"
+    "    WHERE p.log_no = %s AND p.seq > walk.seq ORDER BY p.seq LIMIT 1)"
+    "  ) AS both_ ORDER BY seq LIMIT 1) AS nxt"
     " WHERE nxt.prev_seq <= walk.seq)"
     " SELECT max(seq) FROM walk"
 )
+
+
+@dataclass
+class _Base:
+    seq: int
+    at_ns: int
+    body: str
+    key: str | None  # fold.presence_key's second half; None: nothing folds against it
+
+
+@dataclass
+class _Split:
+    """A batch's new records: stored in full, or folded against their camera's base."""
+
+    full: list[LogBatchRecord] = field(default_factory=list)
+    # (record, its base's seq, the delta, prev_hash or None (its predecessor's), hash)
+    folded: list[tuple[LogBatchRecord, int, Delta, bytes | None, bytes]] = field(
+        default_factory=list
+    )
+    bases: dict[str, _Base] = field(default_factory=dict)  # camera -> its new base
+
+
+def split(records: Sequence[LogBatchRecord], held: dict[str, _Base]) -> _Split:
+    """Decide which records fold (pure; ``held`` is the stored base of each camera)."""
+    out = _Split()
+    before: LogBatchRecord | None = None  # the record stored just before, in this batch
+    for record in records:
+        previous, before = before, record
+        found = presence_key(record.kind, record.activation_id, record.body)
+        if found is None:
+            camera = _removed_camera(record)
+            if camera is not None:
+                out.bases[camera] = _Base(record.seq, record.at_ns, record.body, None)
+            out.full.append(record)
+            continue
+        camera, key = found
+        base = out.bases.get(camera) or held.get(camera)
+        hashes = (canonical_hex(record.prev_hash), canonical_hex(record.hash))
+        folded = None
+        if (
+            base is not None
+            and base.key is not None
+            and base.seq < record.seq
+            and Month.of_ns(base.at_ns) == Month.of_ns(record.at_ns)
+            and hashes[0] is not None
+            and hashes[1] is not None
+        ):
+            folded = fold(base.key, base.body, key, record.body)
+        if folded is not None and base is not None and hashes[0] and hashes[1]:
+            # Its predecessor is stored with it, in the same month, and it links to it:
+            # the link is read back from there (read_log).
+            linked = (
+                previous is not None
+                and previous.seq == record.prev_seq
+                and previous.hash == record.prev_hash
+                and Month.of_ns(previous.at_ns) == Month.of_ns(record.at_ns)
+            )
+            out.folded.append((record, base.seq, folded, None if linked else hashes[0], hashes[1]))
+        else:
+            out.full.append(record)
+            out.bases[camera] = _Base(record.seq, record.at_ns, record.body, key)
+    return out
+
+
+def _removed_camera(record: LogBatchRecord) -> str | None:
+    if record.kind != PRESENCE_KIND or '"removed"' not in record.body:
+        return None
+    try:
+        data = json.loads(record.body)
+    except ValueError:
+        return None
+    camera = data.get("camera_id") if isinstance(data, dict) else None
+    return camera if isinstance(camera, str) else None
 
 
 async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult) -> None:
     records = batch.records
     async with conn.transaction():
         # Locks the log's row until commit: batches of one log are stored one at a time
-        # across all archivers, so each recomputation sees every batch committed before.
+        # across all archivers, so each recomputation sees every batch committed before,
+        # and a seq looked up here cannot be inserted by anyone else meanwhile.
         cur = await conn.execute(
             _UPSERT_LOG, (batch.log_id, batch.unit_id, batch.gateway_id, batch.head_seq)
         )
         row = await cur.fetchone()
         assert row is not None  # an upsert with RETURNING always returns its row
-        before = int(row[0])
-        cur = await conn.execute(
-            _INSERT_RECORDS,
-            (
-                batch.log_id,
-                by,
-                [r.seq for r in records],
-                [r.prev_seq for r in records],
-                [r.at_ns for r in records],
-                [r.kind for r in records],
-                [r.activation_id for r in records],
-                [r.body for r in records],
-                [r.prev_hash for r in records],
-                [r.hash for r in records],
-            ),
+        before, log_no = int(row[0]), int(row[1])
+        seqs = [r.seq for r in records]
+        cur = await conn.execute(_HELD, (batch.log_id, seqs, log_no, seqs))
+        held = {
+            int(seq): (int(prev), str(h), str(table))
+            for seq, prev, h, table in await cur.fetchall()
+        }
+        new = [r for r in records if r.seq not in held]
+        cameras = sorted(
+            {k[0] for r in new if (k := presence_key(r.kind, r.activation_id, r.body)) is not None}
         )
-        touched = {int(seq): bool(inserted) for seq, inserted in await cur.fetchall()}
-        stored = sum(touched.values())
-        result.counts["stored.log_record"] += stored
-        result.counts["relinked.log_record"] += len(touched) - stored
-        untouched = [r for r in records if r.seq not in touched]
-        if untouched:
-            cur = await conn.execute(
-                "SELECT seq, hash FROM log_records WHERE log_id = %s AND seq = ANY(%s)",
-                (batch.log_id, [r.seq for r in untouched]),
-            )
-            held = {int(seq): str(h) for seq, h in await cur.fetchall()}
-            for record in untouched:
-                if held.get(record.seq) == record.hash:
-                    result.counts["duplicate.log_record"] += 1
-                    continue
-                result.counts["conflict.log_record"] += 1
-                conflict = Conflict(
-                    kind="log_record",
-                    subject=f"{batch.log_id}:{record.seq}",
-                    source=batch.log_id,
-                    code="differs",
-                    detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
-                    f"{held.get(record.seq)}, the edge sent {record.hash}",
-                    unit_id=batch.unit_id,
-                    issuer=batch.gateway_id,
-                    payload=record.model_dump_json(),
+        bases: dict[str, _Base] = {}
+        if cameras:
+            cur = await conn.execute(_BASES, (batch.log_id, cameras))
+            for camera, seq, at_ns, body in await cur.fetchall():
+                found = presence_key(PRESENCE_KIND, None, body)
+                bases[str(camera)] = _Base(
+                    int(seq), int(at_ns), str(body), None if found is None else found[1]
                 )
-                await _report(conn, conflict, by, result)
-        cur = await conn.execute(_WATERMARK, (before, batch.log_id))
+        plan = split(new, bases)
+        if plan.full:
+            full = plan.full
+            await conn.execute(
+                _INSERT_RECORDS,
+                (
+                    batch.log_id,
+                    by,
+                    [r.seq for r in full],
+                    [r.prev_seq for r in full],
+                    [r.at_ns for r in full],
+                    [r.kind for r in full],
+                    [r.activation_id for r in full],
+                    [r.body for r in full],
+                    [r.prev_hash for r in full],
+                    [r.hash for r in full],
+                ),
+            )
+        if plan.folded:
+            folded = plan.folded
+            await conn.execute(
+                _INSERT_REPEATS,
+                (
+                    log_no,
+                    [r.seq for r, *_ in folded],
+                    [r.prev_seq for r, *_ in folded],
+                    [r.at_ns for r, *_ in folded],
+                    [base for _, base, *_ in folded],
+                    [d.head for _, _, d, *_ in folded],
+                    [d.tail for _, _, d, *_ in folded],
+                    [d.middle for _, _, d, *_ in folded],
+                    [prev for *_, prev, _ in folded],
+                    [h for *_, h in folded],
+                ),
+            )
+        if plan.bases:
+            cams = sorted(plan.bases)
+            await conn.execute(
+                _UPSERT_BASES,
+                (
+                    batch.log_id,
+                    cams,
+                    [plan.bases[c].seq for c in cams],
+                    [plan.bases[c].at_ns for c in cams],
+                    [plan.bases[c].body for c in cams],
+                ),
+            )
+        result.counts["stored.log_record"] += len(plan.full) + len(plan.folded)
+        result.counts["folded.log_record"] += len(plan.folded)
+        for record in records:
+            if record.seq not in held:
+                continue
+            prev_seq, held_hash, table = held[record.seq]
+            if held_hash == record.hash:
+                if record.prev_seq < prev_seq:
+                    # The same record resent after the edge's retention removed the one
+                    # before it: it now names an earlier predecessor, which the watermark
+                    # must be allowed to follow.
+                    key = ("log_id", batch.log_id) if table == "log_records" else ("log_no", log_no)
+                    await conn.execute(
+                        sql.SQL("UPDATE {} SET prev_seq = %s WHERE {} = %s AND seq = %s").format(
+                            sql.Identifier(table), sql.Identifier(key[0])
+                        ),
+                        (record.prev_seq, key[1], record.seq),
+                    )
+                    result.counts["relinked.log_record"] += 1
+                else:
+                    result.counts["duplicate.log_record"] += 1
+                continue
+            result.counts["conflict.log_record"] += 1
+            conflict = Conflict(
+                kind="log_record",
+                subject=f"{batch.log_id}:{record.seq}",
+                source=batch.log_id,
+                code="differs",
+                detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
+                f"{held_hash}, the edge sent {record.hash}",
+                unit_id=batch.unit_id,
+                issuer=batch.gateway_id,
+                payload=record.model_dump_json(),
+            )
+            await _report(conn, conflict, by, result)
+        cur = await conn.execute(_WATERMARK, (before, batch.log_id, log_no))
         row = await cur.fetchone()
         after = int(row[0]) if row is not None and row[0] is not None else before
         if after > before:
@@ -432,6 +597,7 @@ async def log_status(conn: Conn, log_id: str) -> LogStatus | None:
     cur = await conn.execute(
         "SELECT l.unit_id, l.gateway_id, l.synced_seq, l.head_seq,"
         " (SELECT count(*) FROM log_records r WHERE r.log_id = l.log_id)"
+        " + (SELECT count(*) FROM presence_repeats p WHERE p.log_no = l.log_no)"
         " FROM logs l WHERE l.log_id = %s",
         (log_id,),
     )
@@ -443,13 +609,13 @@ async def log_status(conn: Conn, log_id: str) -> LogStatus | None:
 
 async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -> list[LogRecord]:
     """The archived records of one log in seq order, as the edge's ``LogRecord``s: the same
-    objects its own chain check reads."""
-    sql = (
+    objects its own chain check reads (a folded presence record rebuilt from its base)."""
+    cur = await conn.execute(
         "SELECT seq, at_ns, kind, activation_id, body, prev_hash, hash FROM log_records"
-        " WHERE log_id = %s AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq"
+        " WHERE log_id = %s AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq",
+        (log_id, through_seq, through_seq),
     )
-    cur = await conn.execute(sql, (log_id, through_seq, through_seq))
-    return [
+    found = [
         LogRecord(
             seq=int(seq),
             at_ns=int(at_ns),
@@ -461,6 +627,42 @@ async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -
         )
         for seq, at_ns, kind, activation_id, body, prev_hash, hash_ in await cur.fetchall()
     ]
+    unlinked: dict[int, int] = {}  # seq of a folded record without prev_hash -> prev_seq
+    cur = await conn.execute(
+        "SELECT p.seq, p.at_ns, b.body, p.head, p.tail, p.middle, p.prev_hash, p.hash,"
+        " p.prev_seq"
+        " FROM presence_repeats p JOIN logs l ON l.log_no = p.log_no"
+        " LEFT JOIN log_records b ON b.log_id = l.log_id AND b.seq = p.base_seq"
+        " WHERE l.log_id = %s AND (%s::bigint IS NULL OR p.seq <= %s)",
+        (log_id, through_seq, through_seq),
+    )
+    for seq, at_ns, base, head, tail, middle, prev_hash, hash_, prev_seq in await cur.fetchall():
+        # A base is in the same month as its repeats: retention drops them together.
+        body = "" if base is None else unfold(str(base), Delta(int(head), int(tail), str(middle)))
+        if prev_hash is None:
+            unlinked[int(seq)] = int(prev_seq)
+        found.append(
+            LogRecord(
+                seq=int(seq),
+                at_ns=int(at_ns),
+                kind=PRESENCE_KIND,
+                activation_id=None,
+                body=body,
+                prev_hash="" if prev_hash is None else bytes(prev_hash).hex(),
+                hash=bytes(hash_).hex(),
+            )
+        )
+    found.sort(key=lambda r: r.seq)
+    if unlinked:
+        # The link of a folded record is its predecessor's hash (stored in the same batch
+        # and month, and checked then): empty if the predecessor is not there, which the
+        # chain check reports.
+        hashes = {r.seq: r.hash for r in found}
+        found = [
+            r if r.seq not in unlinked else replace(r, prev_hash=hashes.get(unlinked[r.seq], ""))
+            for r in found
+        ]
+    return found
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ commands of the central archive and of its edge side. Registered by mesh/cli/app
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -29,7 +30,10 @@ from mesh.cli.integrity import AllProblemsOpt, PubkeyOpt, exit_for, load_pubkey,
 from mesh.extras import require
 
 if TYPE_CHECKING:
+    from mesh.archive.db import Conn
     from mesh.archive.store import StoredConflict
+
+T = TypeVar("T")
 
 ENV_DB = "TRIGGER_MESH_DB"
 # `archiver verify` exits as `audit verify` does (docs/audit.md).
@@ -185,6 +189,7 @@ def verify(
     import psycopg
 
     from mesh.archive.db import connect, describe
+    from mesh.archive.partitions import dropped_months
     from mesh.archive.store import LogStatus, StoredConflict, conflicts_for, log_status, read_log
     from mesh.dispatch.literal import literal
     from mesh.journal.chain import verify_chain
@@ -192,24 +197,25 @@ def verify(
 
     dsn = _dsn(db)
     key = load_pubkey(pubkey)
-    Loaded = tuple[LogStatus | None, list[LogRecord], list[StoredConflict], int]
+    Loaded = tuple[LogStatus | None, list[LogRecord], list[StoredConflict], int, list[str]]
 
     async def load() -> Loaded:
         conn = await connect(dsn, name="trigger-mesh verify")
         try:
             status = await log_status(conn, log_id)
             if status is None:
-                return None, [], [], 0
+                return None, [], [], 0, []
             records = await read_log(conn, log_id, through_seq=status.synced_seq)
             found, total = await conflicts_for(
                 conn, unit_id=status.unit_id, gateway_id=status.gateway_id, log_id=log_id
             )
-            return status, records, found, total
+            dropped = await dropped_months(conn)
+            return status, records, found, total, dropped
         finally:
             await conn.close()
 
     try:
-        status, records, conflicts, conflict_total = asyncio.run(load())
+        status, records, conflicts, conflict_total, dropped = asyncio.run(load())
     except psycopg.Error as exc:
         fail(f"archive database {describe(dsn)}: {str(exc).strip()}")
     if status is None:
@@ -229,6 +235,14 @@ def verify(
             )
         )
     )
+    if dropped and records and records[0].seq > 1:
+        # The archive's own retention (archiver retention) dropped whole months: a gap at
+        # the start of its copy is reported above as missing records; say what it was.
+        console().print(
+            f"the archive's retention dropped the months {', '.join(dropped)} "
+            "(retention_runs): records from them are missing here by design",
+            highlight=False,
+        )
     _show_conflicts(conflicts, conflict_total)
     exit_for(report)
 
@@ -318,3 +332,210 @@ def log_sync(
         )
     )
     raise typer.Exit(EXIT_NOT_SYNCED)
+
+
+# --- retention and legal holds (docs/archive.md, "Volume, partitions and retention") --------
+hold_app = typer.Typer(
+    help="Legal holds: while one is active, retention drops no month holding a row it covers.",
+    no_args_is_help=True,
+)
+archiver_app.add_typer(hold_app, name="hold")
+
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Who does this, for the record (default: user@host)"),
+]
+
+
+def _who(by: str | None) -> str:
+    import getpass
+    import socket
+
+    if by is not None:
+        if not by.strip() or len(by) > 200:
+            fail("--by: 1 to 200 characters")
+        return by
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _instant_ns(value: str, option: str) -> int:
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r}: not an ISO 8601 time (e.g. 2026-03-01T00:00:00Z)")
+    if when.tzinfo is None:
+        fail(f"{option} {value!r}: give the time zone (e.g. Z or +01:00)")
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+def _on_archive(dsn: str, name: str, action: Callable[[Conn], Awaitable[T]]) -> T:
+    """Run ``action`` on the archive, its schema brought up to date first."""
+    import asyncio
+
+    import psycopg
+
+    from mesh.archive.db import connect, describe
+    from mesh.archive.migrate import migrate as apply
+
+    async def run() -> T:
+        conn = await connect(dsn, name=name)
+        try:
+            await apply(conn)
+            return await action(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(run())
+    except psycopg.Error as exc:
+        fail(f"archive database {describe(dsn)}: {str(exc).strip()}")
+
+
+@archiver_app.command("retention")
+def retention(
+    keep_days: Annotated[
+        int,
+        typer.Option("--keep-days", min=1, help="Keep what is younger than this many days"),
+    ],
+    db: DbOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be dropped; change nothing")
+    ] = False,
+    by: ByOpt = None,
+) -> None:
+    """Drop the months of edge-log records older than --keep-days, whole partitions at a
+    time; a month holding a row an active legal hold covers is kept (and said so)."""
+    require("archive", "trigger-mesh archiver retention")
+    import time
+
+    from mesh.archive import partitions
+
+    dsn = _dsn(db)
+    who = _who(by)
+    configure_logs("auto", "info")
+
+    async def act(conn: Conn) -> list[partitions.RetentionOutcome]:
+        return await partitions.retention(
+            conn, now_ns=time.time_ns(), keep_days=keep_days, run_by=who, dry_run=dry_run
+        )
+
+    outcomes = _on_archive(dsn, "trigger-mesh retention", act)
+    out = console()
+    if not outcomes:
+        out.print(f"nothing older than {keep_days} days", highlight=False)
+    for o in outcomes:
+        held = f" (holds {', '.join(str(h) for h in o.held_by)})" if o.held_by else ""
+        out.print(
+            f"{o.month.year:04d}-{o.month.month:02d}: {o.action.replace('_', ' ')}, "
+            f"{o.rows} rows{held}",
+            highlight=False,
+        )
+
+
+@hold_app.command("place")
+def hold_place(
+    reason: Annotated[str, typer.Option("--reason", help="Why (case number, request)")],
+    db: DbOpt = None,
+    activation: Annotated[
+        str | None, typer.Option("--activation", help="Hold this activation's records")
+    ] = None,
+    unit: Annotated[str | None, typer.Option("--unit", help="Hold this unit's logs")] = None,
+    since: Annotated[
+        str | None, typer.Option("--from", help="Hold records from this time (ISO 8601)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--to", help="... up to this time (ISO 8601, exclusive)")
+    ] = None,
+    by: ByOpt = None,
+) -> None:
+    """Place a legal hold on an activation, a unit, or a time range (exactly one)."""
+    require("archive", "trigger-mesh archiver hold place")
+    from mesh.archive import partitions
+
+    dsn = _dsn(db)
+    chosen = sum(x is not None for x in (activation, unit, since or until))
+    if chosen != 1:
+        fail("give exactly one of --activation, --unit, or --from with --to")
+    if not reason.strip() or len(reason) > 1000:
+        fail("--reason: 1 to 1000 characters")
+    if activation is not None:
+        _ident(activation, "--activation")
+    if unit is not None:
+        _ident(unit, "--unit")
+    from_ns = to_ns = None
+    if since is not None or until is not None:
+        if since is None or until is None:
+            fail("--from and --to go together")
+        from_ns, to_ns = _instant_ns(since, "--from"), _instant_ns(until, "--to")
+        if from_ns >= to_ns:
+            fail("--from must be before --to")
+    who = _who(by)
+    configure_logs("auto", "info")
+
+    async def act(conn: Conn) -> int:
+        return await partitions.place_hold(
+            conn,
+            reason=reason,
+            by=who,
+            activation_id=activation,
+            unit_id=unit,
+            from_ns=from_ns,
+            to_ns=to_ns,
+        )
+
+    hold_id = _on_archive(dsn, "trigger-mesh hold", act)
+    console().print(f"hold {hold_id} placed", highlight=False)
+
+
+@hold_app.command("list")
+def hold_list(
+    db: DbOpt = None,
+    all_holds: Annotated[bool, typer.Option("--all", help="Released holds too")] = False,
+) -> None:
+    """The legal holds (active ones, or --all)."""
+    require("archive", "trigger-mesh archiver hold list")
+    from mesh.archive import partitions
+    from mesh.dispatch.literal import literal
+
+    dsn = _dsn(db)
+
+    async def act(conn: Conn) -> list[partitions.Hold]:
+        return await partitions.holds(conn, include_released=all_holds)
+
+    found = _on_archive(dsn, "trigger-mesh hold", act)
+    out = console()
+    if not found:
+        out.print("no holds" if all_holds else "no active holds", highlight=False)
+    for hold in found:
+        state = (
+            "active"
+            if hold.released_at is None
+            else f"released {hold.released_at} by {hold.released_by}"
+        )
+        out.print(
+            literal(f"{hold.describe()}, placed {hold.placed_at} by {hold.placed_by}: {state}")
+        )
+
+
+@hold_app.command("release")
+def hold_release(
+    hold_id: Annotated[int, typer.Argument(help="The hold's id (hold list)")],
+    db: DbOpt = None,
+    by: ByOpt = None,
+) -> None:
+    """Release a legal hold (it stays listed with --all, with who released it)."""
+    require("archive", "trigger-mesh archiver hold release")
+    from mesh.archive import partitions
+
+    dsn = _dsn(db)
+    who = _who(by)
+    configure_logs("auto", "info")
+
+    async def act(conn: Conn) -> bool:
+        return await partitions.release_hold(conn, hold_id, by=who)
+
+    if not _on_archive(dsn, "trigger-mesh hold", act):
+        fail(f"no active hold {hold_id}", 1)
+    console().print(f"hold {hold_id} released", highlight=False)

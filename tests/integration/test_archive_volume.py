@@ -1,0 +1,451 @@
+"""Archive volume (docs/archive.md, "Volume, partitions and retention"), on the real
+PostgreSQL, with real archivers behind a real mosquitto and the real `log sync`:
+heartbeat repeats folded and read back exactly, monthly partitions (migrated from the 003
+schema with its rows), one record per seq still, retention by dropping months, and legal
+holds that retention respects."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bridge.mqtt.embedded import MosquittoProcess
+from bridge.topics import Topics
+from mesh.archive import partitions, store
+from mesh.archive.db import connect
+from mesh.archive.migrate import available, migrate
+from mesh.archive.partitions import Month
+from mesh.journal.chain import GENESIS, record_hash, verify_chain
+from mesh.journal.records import RecordKind
+from mesh.journal.signer import CheckpointSigner
+from mesh.journal.store import ActivationLog, log_id_of, read_records
+from mesh.journal.sync import LogSync
+from mesh.protocol.codec import encode
+from mesh.protocol.log_wire import LogBatch, LogBatchRecord
+from mesh.protocol.models import CameraPresence, CameraRole, Position
+from tests.harness import wait_until
+from tests.integration.test_archive import publisher, rows, running_archivers
+from tests.integration.test_log_sync import batch_item, central_copy, cli
+
+NS = 1_000_000_000
+CAMERAS = ("bwc-1", "bwc-2", "dash-1")
+
+
+def presence(camera: str, t_ns: int, *, recording: bool = False) -> str:
+    return CameraPresence(
+        camera_id=camera,
+        unit_id="car-1",
+        role=CameraRole.DASH if camera.startswith("dash") else CameraRole.BODY,
+        online=True,
+        recording=recording,
+        position=Position(lat=40.0, lon=-75.0, accuracy_m=5.0, fix_at_ns=t_ns),
+        last_seen_ns=t_ns,
+    ).model_dump_json()
+
+
+async def heartbeat_log(path: Path, signer: CheckpointSigner, beats: int, t0: int) -> None:
+    """A gateway's log where every camera's presence was logged at every heartbeat (30 s),
+    one camera started recording half-way, with a checkpoint every 20 records."""
+    log = ActivationLog(path, signer=signer, checkpoint_interval_s=3600)
+    try:
+        n = 0
+        for beat in range(beats):
+            t = t0 + beat * 30 * NS
+            for camera in CAMERAS:
+                recording = camera == "bwc-1" and beat >= beats // 2
+                log.append_json(
+                    RecordKind.PRESENCE, None, presence(camera, t, recording=recording), t
+                )
+                n += 1
+                if n % 20 == 0:
+                    await log.checkpoint()
+        await log.flush()
+    finally:
+        log.close()
+
+
+def count(dsn: str, table: str) -> int:
+    return int(rows(dsn, f"SELECT count(*) FROM {table}")[0][0])
+
+
+async def test_heartbeat_repeats_are_folded_and_read_back_exactly_and_verify(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "gw.db"
+    key = Ed25519PrivateKey.generate()
+    beats = 20
+    await heartbeat_log(path, CheckpointSigner(key), beats, time.time_ns() - 3600 * NS)
+    log_id = log_id_of(path)
+    edge = [(r.seq, r.hash, r.body) for r in list(read_records(path))]
+
+    # One archiver: with two, a later batch may be stored before an earlier one, and its
+    # repeats are then kept in full (they fold only against a base before them).
+    async with running_archivers(mosquitto.url, topics, postgres, names=("arch-a",)) as archivers:
+        sync = LogSync(
+            path,
+            url=mosquitto.url,
+            topics=topics,
+            unit_id="car-1",
+            gateway_id="gw-1",
+            batch_records=7,
+        )
+        result = await sync.sync(30)
+        assert result.complete, result
+        # Each camera's first presence and bwc-1's change to recording are full rows (and
+        # the checkpoints); every other presence is a repeat of its camera's last one.
+        full_presence = len(CAMERAS) + 1
+        repeats = beats * len(CAMERAS) - full_presence
+        assert count(postgres, "presence_repeats") == repeats
+        assert count(postgres, "log_records") == len(edge) - repeats
+        assert sum(a.counters["folded.log_record"] for a in archivers) == repeats
+
+        # The same batch delivered twice more (a redelivery, another archiver): stored once.
+        first = list(read_records(path))[:7]
+        batch = LogBatch(
+            log_id=log_id,
+            head_seq=first[-1].seq,
+            sent_at_ns=1,
+            records=tuple(
+                LogBatchRecord(
+                    seq=r.seq,
+                    prev_seq=r.seq - 1,
+                    at_ns=r.at_ns,
+                    kind=r.kind,
+                    activation_id=r.activation_id,
+                    body=r.body,
+                    prev_hash=r.prev_hash,
+                    hash=r.hash,
+                )
+                for r in first
+            ),
+        )
+        async with publisher(mosquitto.url) as pub:
+            for _ in range(2):
+                await pub.publish(topics.log_records(log_id), encode(batch), qos=1)
+
+        def duplicates() -> int:
+            return sum(a.counters["duplicate.log_record"] for a in archivers)
+
+        await wait_until(lambda: duplicates() >= 14, 15)
+        assert count(postgres, "presence_repeats") + count(postgres, "log_records") == len(edge)
+
+    # Read back, every record is the edge's, byte for byte, and the chain verifies
+    # against the gateway's key, in code and from the command line.
+    copy = await central_copy(postgres, log_id)
+    assert [(r.seq, r.hash, r.body) for r in copy] == edge
+    report = verify_chain(copy, log_id=log_id, public_key=key.public_key(), central_copy=True)
+    assert report.ok, report.summary()
+    pub_path = tmp_path / "gw.pub"
+    pub_path.write_bytes(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    verify = ("archiver", "verify", "--db", postgres, "--log-id", log_id)
+    code, out = await cli(*verify, "--pubkey", str(pub_path))
+    assert code == 0, out
+
+    # A folded record altered in the archive: the chain check names it.
+    seq = int(rows(postgres, "SELECT min(seq) FROM presence_repeats")[0][0])
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute("ALTER TABLE presence_repeats DISABLE TRIGGER presence_repeats_append_only")
+        conn.execute("UPDATE presence_repeats SET middle = middle || '1' WHERE seq = %s", (seq,))
+    code, out = await cli(*verify, "--pubkey", str(pub_path))
+    assert code == 1, out
+    assert f"record {seq}: modified" in out
+
+
+def chain_at(at_ns: list[int], *, kind: str = "resumed") -> list[LogBatchRecord]:
+    out: list[LogBatchRecord] = []
+    prev = GENESIS
+    for seq, at in enumerate(at_ns, start=1):
+        body = f'{{"n":{seq}}}'
+        h = record_hash(prev, seq, at, kind=kind, activation_id=None, body=body)
+        out.append(
+            LogBatchRecord(
+                seq=seq, prev_seq=seq - 1, at_ns=at, kind=kind, body=body, prev_hash=prev, hash=h
+            )
+        )
+        prev = h
+    return out
+
+
+async def test_a_seq_is_one_record_whatever_its_time_says(postgres: str) -> None:
+    """The key of a partitioned table holds at_ns: a copy of record 2 with another time
+    (and a hash that matches it) must still be a conflict, never a second record 2."""
+    topics = Topics("mesh/v2")
+    now = time.time_ns()
+    records = chain_at([now, now + 1, now + 2])
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+        await store.write(conn, [batch_item(topics, "edge-1", records)], "t")  # type: ignore[list-item]
+        forged = chain_at([now, now - 40 * 86_400 * NS])[1]  # record 2, a month earlier
+        result = await store.write(conn, [batch_item(topics, "edge-1", [forged])], "t")  # type: ignore[list-item]
+        assert result.counts["conflict.log_record"] == 1
+        assert rows(postgres, "SELECT count(*), min(hash) FROM log_records WHERE seq = 2") == [
+            (1, records[1].hash)
+        ]
+    finally:
+        await conn.close()
+
+
+async def test_the_migration_keeps_the_rows_of_the_003_schema(postgres: str) -> None:
+    old = [m for m in available() if m.version <= 3]
+    january, march = Month(2025, 1), Month(2025, 3)
+    records = chain_at([january.from_ns + 5, january.to_ns - 1, march.from_ns, 42])
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for m in old:
+            conn.execute(m.sql.encode())
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (m.version, m.name))
+        conn.execute("INSERT INTO logs (log_id, synced_seq, head_seq) VALUES ('edge-1', 4, 4)")
+        for r in records:
+            conn.execute(
+                "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, body, prev_hash,"
+                " hash, archived_by) VALUES ('edge-1', %s, %s, %s, %s, %s, %s, %s, 'old')",
+                (r.seq, r.prev_seq, r.at_ns, r.kind, r.body, r.prev_hash, r.hash),
+            )
+    conn2 = await connect(postgres)
+    try:
+        assert [v for v in await migrate(conn2) if v >= 4][:1] == [4]
+        copy = await store.read_log(conn2, "edge-1")
+        assert [(r.seq, r.hash, r.body) for r in copy] == [(r.seq, r.hash, r.body) for r in records]
+        months = await partitions.existing_months(conn2)
+        assert months[0] == january
+        assert march in months
+        assert Month.of_ns(time.time_ns()) in months
+    finally:
+        await conn2.close()
+    placed = rows(
+        postgres,
+        "SELECT tableoid::regclass::text, seq FROM log_records ORDER BY seq",
+    )
+    assert [p[0] for p in placed] == [
+        "log_records_p202501",
+        "log_records_p202501",
+        "log_records_p202503",
+        "log_records_default",
+    ]
+    assert rows(postgres, "SELECT relkind FROM pg_class WHERE oid = 'log_records'::regclass") == [
+        ("p",)
+    ]
+    # The append-only guard came along.
+    with (
+        psycopg.connect(postgres, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.RaiseException, match="never deleted"),
+    ):
+        conn.execute("DELETE FROM log_records WHERE seq = 1")
+
+
+async def test_the_archiver_creates_months_ahead_and_a_far_future_record_is_kept(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    async with running_archivers(mosquitto.url, topics, postgres, names=("arch-a",)):
+        conn = await connect(postgres)
+        try:
+            months = await partitions.existing_months(conn)
+            expected = partitions.months_ahead(time.time_ns())
+            assert set(expected) <= set(months)
+            far = time.time_ns() + 400 * 86_400 * NS  # an edge clock a year ahead
+            records = chain_at([far])
+            await store.write(conn, [batch_item(topics, "edge-9", records)], "t")  # type: ignore[list-item]
+            assert [r.hash for r in await store.read_log(conn, "edge-9")] == [records[0].hash]
+            # A year later the archiver would create that month: the default partition holds
+            # a row of it, so it is not created (logged), the next ones are, and the row stays.
+            created = await partitions.ensure_ahead(conn, far)
+            month = Month.of_ns(far)
+            assert month.label not in created
+            assert created == [month.next().label, month.next().next().label]
+            assert month not in await partitions.existing_months(conn)
+            assert [r.hash for r in await store.read_log(conn, "edge-9")] == [records[0].hash]
+        finally:
+            await conn.close()
+
+
+async def test_retention_drops_old_months_but_never_a_held_row(postgres: str) -> None:
+    """Four old months of two units' logs; holds on an activation, a unit and a time range.
+    Retention (--keep-days 30) drops only the month no hold covers, and a dry run nothing;
+    after a release the next run drops that month too. Every step is in retention_runs."""
+    topics = Topics("mesh/v2")
+    m1, m2, m3, m4 = Month(2025, 1), Month(2025, 2), Month(2025, 3), Month(2025, 4)
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+        with psycopg.connect(postgres, autocommit=True) as sync_conn:
+            for m in (m1, m2, m3, m4):
+                for table in partitions.PARTITIONED:
+                    sync_conn.execute(
+                        f"CREATE TABLE {m.partition(table)} PARTITION OF {table}"
+                        f" FOR VALUES FROM ({m.from_ns}) TO ({m.to_ns})"
+                    )
+        # edge-a (unit car-a): months 1, 2, 3; its record in month 2 is activation a-77's.
+        a = chain_at([m1.from_ns + 1, m2.from_ns + 1, m3.from_ns + 1])
+        a[1] = a[1]  # (kind resumed; the activation id is set below with a fresh hash)
+        held = LogBatchRecord(
+            seq=2,
+            prev_seq=1,
+            at_ns=m2.from_ns + 1,
+            kind="activation",
+            activation_id="a-77",
+            body="{}",
+            prev_hash=a[0].hash,
+            hash=record_hash(
+                a[0].hash, 2, m2.from_ns + 1, kind="activation", activation_id="a-77", body="{}"
+            ),
+        )
+        third = LogBatchRecord(
+            seq=3,
+            prev_seq=2,
+            at_ns=m3.from_ns + 1,
+            kind="resumed",
+            body="{}",
+            prev_hash=held.hash,
+            hash=record_hash(
+                held.hash, 3, m3.from_ns + 1, kind="resumed", activation_id=None, body="{}"
+            ),
+        )
+        batch_a = LogBatch(
+            log_id="edge-a", unit_id="car-a", head_seq=3, sent_at_ns=1, records=(a[0], held, third)
+        )
+        # edge-b (unit car-b): month 4 only.
+        batch_b = LogBatch(
+            log_id="edge-b",
+            unit_id="car-b",
+            head_seq=1,
+            sent_at_ns=1,
+            records=tuple(chain_at([m4.from_ns + 1])),
+        )
+        from mesh.archive.intake import accept
+
+        for b in (batch_a, batch_b):
+            item = accept(topics, topics.log_records(b.log_id), encode(b))
+            assert item is not None
+            await store.write(conn, [item], "t")
+    finally:
+        await conn.close()
+
+    db = ("--db", postgres)
+    code, out = await cli(
+        "archiver",
+        "hold",
+        "place",
+        *db,
+        "--activation",
+        "a-77",
+        "--reason",
+        "case 17",
+        "--by",
+        "clerk",
+    )
+    assert code == 0, out
+    assert "hold 1 placed" in out, out
+    code, out = await cli(
+        "archiver", "hold", "place", *db, "--unit", "car-b", "--reason", "case 18", "--by", "clerk"
+    )
+    assert code == 0, out
+    code, out = await cli(
+        "archiver",
+        "hold",
+        "place",
+        *db,
+        "--from",
+        "2025-03-10T00:00:00Z",
+        "--to",
+        "2025-03-11T00:00:00Z",
+        "--reason",
+        "case 19",
+        "--by",
+        "clerk",
+    )
+    assert code == 0, out
+    code, out = await cli(
+        "archiver", "hold", "place", *db, "--unit", "car-b", "--activation", "a-1", "--reason", "x"
+    )
+    assert code == 2, out
+    assert "exactly one" in out, out
+
+    def months_held() -> list[str]:
+        return sorted(
+            str(r[0])
+            for r in rows(
+                postgres,
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'log_records'::regclass AND c.relname LIKE '%%2025%%'",
+            )
+        )
+
+    code, out = await cli("archiver", "retention", *db, "--keep-days", "30", "--dry-run")
+    assert code == 0, out
+    assert "2025-01: would drop, 1 rows" in out
+    assert "2025-02: would keep for hold, 1 rows (holds 1)" in out
+    assert months_held() == [f"log_records_p2025{m:02d}" for m in (1, 2, 3, 4)]
+
+    code, out = await cli("archiver", "retention", *db, "--keep-days", "30", "--by", "ops")
+    assert code == 0, out
+    assert "2025-01: dropped, 1 rows" in out
+    assert "2025-03: kept for hold, 1 rows (holds 3)" in out
+    assert "2025-04: kept for hold, 1 rows (holds 2)" in out
+    assert months_held() == ["log_records_p202502", "log_records_p202503", "log_records_p202504"]
+    assert rows(postgres, "SELECT seq FROM log_records WHERE activation_id = 'a-77'") == [(2,)]
+    assert rows(postgres, "SELECT month, action, run_by FROM retention_runs ORDER BY id") == [
+        ("202501", "dropped", "ops"),
+        ("202502", "kept_for_hold", "ops"),
+        ("202503", "kept_for_hold", "ops"),
+        ("202504", "kept_for_hold", "ops"),
+    ]
+
+    # Releasing the activation's hold frees its month (and only it).
+    code, out = await cli("archiver", "hold", "release", "1", *db, "--by", "judge")
+    assert code == 0, out
+    code, out = await cli("archiver", "hold", "release", "1", *db)
+    assert code == 1, out
+    assert "no active hold 1" in out, out
+    code, out = await cli("archiver", "hold", "list", *db, "--all")
+    assert "hold 1 (activation a-77: case 17)" in out, out
+    assert "by judge" in out, out
+    code, out = await cli("archiver", "retention", *db, "--keep-days", "30")
+    assert code == 0, out
+    assert months_held() == ["log_records_p202503", "log_records_p202504"]
+    # The archive's copy of edge-a now starts at its record 3: verify says why.
+    code, out = await cli("archiver", "verify", *db, "--log-id", "edge-a")
+    assert code == 1, out
+    assert "the archive's retention dropped the months 2025-01, 2025-02" in out, out
+    assert rows(postgres, "SELECT count(*) FROM log_records WHERE log_id = 'edge-b'") == [(1,)]
+
+
+async def test_two_archivers_storing_batches_out_of_order_lose_nothing(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str, tmp_path: Path
+) -> None:
+    """Small batches split between two archivers arrive in any order: what is folded may
+    differ, but the copy is the edge log, record for record."""
+    path = tmp_path / "gw.db"
+    key = Ed25519PrivateKey.generate()
+    await heartbeat_log(path, CheckpointSigner(key), 30, time.time_ns() - 3600 * NS)
+    log_id = log_id_of(path)
+    edge = [(r.seq, r.hash, r.body) for r in list(read_records(path))]
+    async with running_archivers(mosquitto.url, topics, postgres) as archivers:
+        sync = LogSync(
+            path,
+            url=mosquitto.url,
+            topics=topics,
+            unit_id="car-1",
+            gateway_id="gw-1",
+            batch_records=2,
+        )
+        result = await sync.sync(30)
+        assert result.complete, result
+        for archiver in archivers:
+            assert archiver.counters["stored.log_record"] > 0, archiver.counters
+    assert count(postgres, "presence_repeats") > 0
+    assert count(postgres, "presence_repeats") + count(postgres, "log_records") == len(edge)
+    copy = await central_copy(postgres, log_id)
+    assert [(r.seq, r.hash, r.body) for r in copy] == edge
+    report = verify_chain(copy, log_id=log_id, public_key=key.public_key(), central_copy=True)
+    assert report.ok, report.summary()

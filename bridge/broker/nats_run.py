@@ -137,6 +137,15 @@ class RunningCluster:
                 self._await_health(proc, deadline, js_enabled_only=js_only)
         self.ready_s = time.monotonic() - started
 
+    def restart(self, index: int, timeout_s: float = 30.0) -> None:
+        """Start node ``index`` again (after ``procs[index].kill()``) and wait until it is
+        healthy with JetStream current."""
+        proc = self.procs[index]
+        proc.start()
+        deadline = time.monotonic() + timeout_s
+        for js_only in (True, False):
+            self._await_health(proc, deadline, js_enabled_only=js_only)
+
     def _await_health(
         self, proc: NatsNodeProcess, deadline: float, *, js_enabled_only: bool
     ) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import getpass
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +64,14 @@ class CentralTier:
     console: ConsoleServer
     console_password: str
     dsn: str
+    make_archivers: Callable[[], list[Archiver]]
+    # The archivers' tasks first (one each, in order), then the console's.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def restarted_archivers(self) -> list[Archiver]:
+        """New archivers with the same identities, as after a restart of their hosts."""
+        self.archivers = self.make_archivers()
+        return self.archivers
 
     @property
     def console_url(self) -> str:
@@ -181,13 +188,17 @@ async def central_tier(
     try:
         await asyncio.to_thread(cluster.start)
         await asyncio.to_thread(car_broker.start)
-        archivers = [
-            Archiver(
-                ArchiverSettings(archive, archiver_id=name, topics=topics, trust=trust),
-                url=central.mqtt_url(name, node=i % NODES),
-            )
-            for i, name in enumerate(ARCHIVER_IDS)
-        ]
+
+        def make_archivers() -> list[Archiver]:
+            return [
+                Archiver(
+                    ArchiverSettings(archive, archiver_id=name, topics=topics, trust=trust),
+                    url=central.mqtt_url(name, node=i % NODES),
+                )
+                for i, name in enumerate(ARCHIVER_IDS)
+            ]
+
+        archivers = make_archivers()
         console = ConsoleServer(
             central.mqtt_url(DISPATCH_ID, node=NODES - 1),
             topics,
@@ -203,6 +214,7 @@ async def central_tier(
             console=console,
             console_password=password,
             dsn=archive,
+            make_archivers=make_archivers,
         )
         tier.tasks = [asyncio.create_task(a.run()) for a in archivers]
         tier.tasks.append(asyncio.create_task(console.run()))

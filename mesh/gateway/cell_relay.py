@@ -86,6 +86,8 @@ class CellRelay:
         self.points = points
         self.clock = clock
         self.cells = RelayCells(settings.limits)
+        # The cells central has acknowledged a subscription to, as of the last change.
+        self.confirmed: frozenset[str] = frozenset()
         self.counters: Counter[str] = Counter()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._out: deque[tuple[str, bytes]] = deque()
@@ -121,7 +123,7 @@ class CellRelay:
         self._background.spawn(self._send_out())
         self._background.spawn(self._follow())
         try:
-            await self.central.run(self._from_central)
+            await self.central.run(self._from_central, self._central_up)
         finally:
             await self._background.cancel_all()
 
@@ -149,6 +151,14 @@ class CellRelay:
         )
         wanted = tuple((self.topics.command_cell(cell), 1) for cell in sorted(self.cells.cells))
         await self.central.set_subscriptions(wanted)
+        # Up: set_subscriptions waited for central's SUBACK (down: the next connect
+        # subscribes to the new set).
+        self.confirmed = self.cells.cells if self.central.is_up else frozenset()
+
+    async def _central_up(self) -> None:
+        # The link subscribed to its current set as it connected.
+        subscribed = {self.topics.parse(t) for t, _ in self.central.options.subscriptions}
+        self.confirmed = frozenset(p.args[0] for p in subscribed if p is not None)
 
     # --- the two directions -------------------------------------------------------------
     def _from_central(self, message: Inbound) -> None:

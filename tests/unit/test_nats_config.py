@@ -5,7 +5,6 @@ servers themselves run in tests/integration/test_nats_cluster.py."""
 from __future__ import annotations
 
 import dataclasses
-
 import stat
 from pathlib import Path
 

@@ -19,11 +19,14 @@ it sends out, delivered back by central to its own subscription, does not come i
 echo of the car's own command: one delivery, dropped). A digest forgotten (SEEN_MAX newer
 messages since) lets one more copy through, which cameras drop as a duplicate.
 
-Bounds: what waits for central while it is unreachable, at most OUT_MAX messages (the
-oldest dropped first, counted ``relay.out_dropped``); what was read from central and not
-yet handled, at most IN_MAX (the oldest dropped, counted); a payload over MAX_PAYLOAD is
-dropped unread (``relay.too_large``); a message on a cell not relayed now (a delivery
-after its unsubscribe, or a topic that is not a cell's) is dropped (``relay.not_wanted``).
+Bounds: what waits for central while it is unreachable, at most OUT_MAX messages besides
+the one being sent (the oldest dropped first, counted ``relay.out_dropped``); what was read
+from central and not yet handled, at most IN_MAX (the oldest dropped, counted); a payload
+over MAX_PAYLOAD is dropped unread (``relay.too_large``); a message on a cell not relayed
+now (a delivery after its unsubscribe, or a topic that is not a cell's) is dropped
+(``relay.not_wanted``); so is one that comes while the car's broker is down
+(``relay.in_dropped_car_down``): no camera could hear it, and a command is worth its time
+only.
 """
 
 from __future__ import annotations
@@ -149,7 +152,11 @@ class CellRelay:
             cells=len(self.cells.cells),
             dropped=change.dropped,
         )
-        wanted = tuple((self.topics.command_cell(cell), 1) for cell in sorted(self.cells.cells))
+        # QoS 0: the session at central is clean, so a QoS 1 delivery not acknowledged when
+        # the link drops is discarded there anyway; and on a NATS central a QoS 0
+        # subscription is a plain subject interest, where QoS 1 makes a JetStream consumer
+        # (replicated) per cell per car, made and removed as cars move.
+        wanted = tuple((self.topics.command_cell(cell), 0) for cell in sorted(self.cells.cells))
         await self.central.set_subscriptions(wanted)
         # Up: set_subscriptions waited for central's SUBACK (down: the next connect
         # subscribes to the new set).
@@ -171,6 +178,10 @@ class CellRelay:
         if not self._first_time(message):
             self.counters["relay.echo"] += 1
             return
+        if not self.local.is_up:
+            # No camera of the car can hear it now; a command is worth its time only.
+            self.counters["relay.in_dropped_car_down"] += 1
+            return
         self.counters["relay.in"] += 1
         self.local.publish_soon(message.topic, message.payload, qos=1)
 
@@ -190,15 +201,17 @@ class CellRelay:
         while True:
             await self._out_ready.wait()
             while self._out:
-                topic, payload = self._out[0]
+                topic, payload = self._out.popleft()
                 try:
                     await self.central.publish(topic, payload, qos=1, wait_s=None)
                 except ConnectionError as exc:
                     self._log.warning("cell command not yet sent to central", error=str(exc))
+                    self._out.appendleft((topic, payload))  # the same again, first
+                    if len(self._out) > OUT_MAX:
+                        self._out.popleft()
+                        self.counters["relay.out_dropped"] += 1
                     await asyncio.sleep(RETRY_S)
-                    continue  # the same message again, once the link is back
-                if self._out and self._out[0] == (topic, payload):
-                    self._out.popleft()
+                    continue
                 self.counters["relay.out"] += 1
             self._out_ready.clear()
 

@@ -32,10 +32,12 @@ from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
 from mesh.camera.agent import CameraAgent
+from mesh.clock import SYSTEM_CLOCK
 from mesh.decide.cells import cell_of
 from mesh.decide.geo import offset
 from mesh.decide.policy import Policy
 from mesh.gateway.build import build_gateway, config_in_code
+from mesh.gateway.cell_relay import OUT_MAX, CellRelay, RelaySettings
 from mesh.gateway.daemon import Gateway
 from mesh.protocol.codec import decode, encode
 from mesh.protocol.models import CameraAck, GeoPoint, TriggerKind
@@ -324,3 +326,106 @@ async def test_a_stolen_relay_credential_reads_only_its_cars_region(tmp_path: Pa
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_what_waits_for_central_is_bounded_and_sent_in_order(
+    own_mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    """Central unreachable (nothing listens on its port): the gateway's cell commands wait
+    in the relay, at most OUT_MAX besides the one being sent, the oldest dropped first.
+    Central comes up on that port: what waited arrives, in order, the newest OUT_MAX
+    among it."""
+    topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v2")
+    car_url = BrokerUrl(scheme="mqtt", host="127.0.0.1", port=own_mosquitto.port)
+    central_port = free_port()
+    relay = CellRelay(
+        RelaySettings(BrokerUrl(scheme="mqtt", host="127.0.0.1", port=central_port)),
+        local_url=car_url,
+        topics=topics,
+        issuer="gw-car-12",
+        points=list,
+        clock=SYSTEM_CLOCK,
+        local_client_id=f"t-relay-{uuid.uuid4().hex[:6]}",
+    )
+    sent = 300
+    task = asyncio.create_task(relay.run())
+    central: MosquittoProcess | None = None
+    try:
+        await relay.local.wait_up(10)
+        async with publisher(car_url) as gateway:
+            for i in range(sent):
+                await gateway.publish(topics.command_cell("dr4e39"), f"{i:04d}".encode())
+        dropped = sent - OUT_MAX - 1
+        await wait_until(lambda: relay.counters["relay.out_dropped"] >= dropped, 10)
+        assert len(relay._out) == OUT_MAX
+        central = MosquittoProcess(require_mosquitto(), central_port, tmp_path / "central")
+        central.start()
+        central_url = BrokerUrl(scheme="mqtt", host="127.0.0.1", port=central_port)
+        async with spy(central_url, topics.command_cell("+")) as at_central:
+            expected = sent - relay.counters["relay.out_dropped"]
+            await wait_until(lambda: relay.counters["relay.out"] >= expected, 20)
+            await wait_until(lambda: len(at_central) >= expected, 10)
+        got = [int(m.payload) for m in at_central]
+        assert got == sorted(got)
+        assert len(got) == expected
+        assert got[-OUT_MAX:] == list(range(sent - OUT_MAX, sent))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if central is not None:
+            central.stop()
+
+
+async def test_on_a_nats_central_a_stolen_relay_password_reads_only_its_region(
+    tmp_path: Path,
+) -> None:
+    """The same theft against the 3-node NATS cluster `broker-config --central nats`
+    writes: the relay's user subscribes to every cell and to one outside its region by
+    name; NATS refuses both subscriptions (permissions), and of two cell commands only the
+    one inside the region arrives."""
+    from tests.conftest import require_nats_server
+    from tests.nats_tools import RunningCluster, loopback_layout
+
+    require_nats_server()
+    prefix = f"t-{uuid.uuid4().hex[:8]}/mesh/v2"
+    topics = Topics(prefix)
+    layout = loopback_layout(tmp_path / "car", prefix, camera_cells=(REGION,))
+    outside = cell_of(*offset(CENTER.lat, CENTER.lon, 0.0, 60_000.0))
+    inside = cell_of(CENTER.lat, CENTER.lon)
+    assert not outside.startswith(REGION)
+    cluster = RunningCluster(layout)
+    cluster.start()
+    try:
+        thief_url = layout.central.mqtt_url(relay_user("gw-car-12"), node=1)
+        got: list[Inbound] = []
+        thief = MqttLink(
+            thief_url,
+            LinkOptions(
+                f"t-thief-{uuid.uuid4().hex[:8]}",
+                subscriptions=(
+                    (topics.command_cell("+"), 0),
+                    (topics.command_cell(outside), 0),
+                    (topics.command_cell(inside), 0),
+                ),
+                persistent_session=False,
+                protocol="3.1.1",
+            ),
+        )
+        task = asyncio.create_task(thief.run(got.append))
+        try:
+            await thief.wait_up(30)
+            writer_url = layout.central.mqtt_url(relay_user("gw-car-12"), node=0)
+            async with publisher(writer_url) as writer:
+                await writer.publish(topics.command_cell(outside), b"elsewhere")
+                await writer.publish(topics.command_cell(inside), b"here")
+                await wait_until(lambda: any(m.payload == b"here" for m in got), 20)
+                # A marker on the inside cell after another outside one: still only "here"s.
+                await writer.publish(topics.command_cell(outside), b"elsewhere again")
+                await writer.publish(topics.command_cell(inside), b"marker")
+                await wait_until(lambda: any(m.payload == b"marker" for m in got), 20)
+            assert [m.payload for m in got] == [b"here", b"marker"]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        cluster.stop()

@@ -39,6 +39,7 @@ from mesh.decide.policy import Policy
 from mesh.gateway.build import build_gateway, config_in_code
 from mesh.gateway.cell_relay import OUT_MAX, CellRelay, RelaySettings
 from mesh.gateway.daemon import Gateway
+from mesh.ops.metrics import gateway_family
 from mesh.protocol.codec import decode, encode
 from mesh.protocol.models import CameraAck, GeoPoint, TriggerKind
 from mesh.sim.camera_fleet import build_agents, wait_all_up
@@ -284,6 +285,10 @@ async def test_cell_commands_reach_nearby_cars_only_and_follow_a_moving_car(
         assert _acks_from(at_central, topics, C.camera)[0].status.value == "started"
         assert any(m.topic == topics.command_cell(here) for m in in_c)
         assert c_relay.counters["relay.in"] >= 1
+        # Every relay counter is exported as a metric (none lands in unmapped_counters).
+        relay_keys = [k for k in c.gateway.all_counters() if k.startswith("relay.")]
+        assert "relay.cells" in relay_keys
+        assert all(gateway_family(k) is not None for k in relay_keys), relay_keys
 
 
 async def test_a_stolen_relay_credential_reads_only_its_cars_region(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from mesh.sim.camera_fleet import build_agents, wait_all_up
 from tests.conftest import require_mosquitto
 from tests.harness import CENTER, event, spec, wait_until
 from tests.integration.test_edge_central import publisher, spy
+from tests.nats_tools import RunningCluster
 
 REGION = cell_of(CENTER.lat, CENTER.lon)[:4]  # about 39 x 20 km around the scene
 
@@ -201,6 +202,8 @@ async def running(car: Car, topics: Topics, tmp: Path) -> AsyncIterator[Car]:
         relay = gateway.relay
         assert relay is not None
         await relay.central.wait_up(20)
+        # Its link in the car too: what it brings in is dropped while that link is down.
+        await relay.local.wait_up(20)
         # The relay has subscribed at central to the cells around its camera.
         own = cell_of(camera.position.lat, camera.position.lon) if camera.position else ""
         await wait_until(lambda: own in relay.confirmed, 20)
@@ -434,3 +437,66 @@ async def test_on_a_nats_central_a_stolen_relay_password_reads_only_its_region(
             await asyncio.gather(task, return_exceptions=True)
     finally:
         cluster.stop()
+
+
+async def test_the_relay_on_a_nats_central(nats_cluster: RunningCluster, tmp_path: Path) -> None:
+    """The car of `broker-config --central nats` (its mosquitto bridged to the 3-node
+    cluster), its gateway relaying with the generated `tm-relay-G` user: a cell command
+    published at central (on another node) for the cell of the car's camera comes into the
+    car, and the gateway's own cell commands go out to central."""
+    from tests.integration.test_nats_cluster import car_broker
+    from tests.nats_tools import CAMERAS, DISPATCH, GW, UNIT
+
+    layout = nats_cluster.layout
+    central, car = layout.central, layout.car
+    topics = Topics(car.spec.prefix)
+    relay_url = central.mqtt_url(relay_user(GW), node=0)
+    tag = uuid.uuid4().hex[:6]
+    gateway = build_gateway(
+        config_in_code(
+            UNIT,
+            tmp_path / "gw.db",
+            gateway_id=GW,
+            topics=topics,
+            position=CENTER,
+            relay={"url": relay_url.as_text()},
+        ),
+        Policy(),
+        url=car.url_for(GW),
+        client_id=f"t{tag}-gw",
+    )
+    relay = gateway.relay
+    assert relay is not None
+    here = cell_of(CENTER.lat, CENTER.lon)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(car_broker(nats_cluster))
+        at_central = await stack.enter_async_context(
+            spy(central.mqtt_url(DISPATCH, node=1), topics.command_cell("+"))
+        )
+        in_car = await stack.enter_async_context(
+            spy(car.url_for(CAMERAS[0]), topics.command_cell(here))
+        )
+        terminal = await stack.enter_async_context(publisher(car.url_for(GW)))
+        task = asyncio.create_task(gateway.run())
+        try:
+            await asyncio.wait_for(gateway.ready.wait(), 30)
+            await wait_until(lambda: here in relay.confirmed, 30)
+            await relay.local.wait_up(30)
+            # Another car's relay (the same grant) commands this cell at central.
+            async with publisher(central.mqtt_url(relay_user(GW), node=2)) as other:
+                await other.publish(topics.command_cell(here), b"from another car")
+            await wait_until(lambda: any(m.payload == b"from another car" for m in in_car), 20)
+            # The gateway's own command goes out through its relay.
+            await terminal.publish(topics.trigger(UNIT), encode(event(TriggerKind.MANUAL)))
+            await wait_until(
+                lambda: any(
+                    m.topic == topics.command_cell(here) and m.payload != b"from another car"
+                    for m in at_central
+                ),
+                20,
+            )
+            assert relay.counters["relay.out"] >= 1
+            assert relay.counters["relay.in"] >= 1
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -30,15 +30,29 @@ Parts (``--parts``, all by default):
   real ``log sync`` to a real archiver: the archive's bytes per camera-day, against the same
   records stored as the 003 schema stored them (every record a row). See
   ``archive_volume_part``.
+- ``cells``: geo-cell commands into the cars at central, before and after the cell relay
+  (docs/broker.md § The cell relay). For each ``--cell-scenarios`` CAMERAS@KM2: CAMERAS / 3
+  cars spread uniformly over a square of KM2 around the scene, three cameras each (two
+  within 100 m of the car); ``--cell-activations`` activations by random cars, at the car,
+  radii from the shipped policy's kinds, each published on its cells. One raw MQTT
+  connection per car to a real mosquitto: **before** each subscribes to ``{p}/cmd/cell/+``
+  (the car's bridge as it was), **after** to its relay's cells (mesh/decide/relay_cells.py
+  with the defaults). Every cell command is published once at QoS 1, then a barrier every
+  car reads: the deliveries each car got, against the count the model
+  (``modelled_deliveries``: for each publish, the cars whose cells include it) predicts,
+  and the rates at 2 (10) activations per car-hour and 2.65 cells per activation.
+  "Before" sends only the first ~300,000 deliveries' worth of publishes (every car gets
+  every one, whatever the area) and runs once per fleet size.
 
 The load generator for the first two parts speaks MQTT 3.1.1 over raw sockets (asyncio
 protocols, pre-encoded packets), so that one Python process can hold thousands of
 connections; payloads are the project's real, signed messages.
 
     python bench/fleet_scale.py [--json] [--quick]
-        [--parts connections,tls,qos1,archive,archive_volume]
+        [--parts connections,tls,qos1,archive,archive_volume,cells]
         [--cameras 1400,5000] [--steady-s 30] [--seconds 10] [--activations 200]
-        [--acks 20000] [--records 20000] [--volume-cameras 30] [--volume-hours 24] [--smoke]
+        [--acks 20000] [--records 20000] [--volume-cameras 30] [--volume-hours 24]
+        [--cell-scenarios 1400@400,50000@800,50000@20000] [--cell-activations 120] [--smoke]
 
 Each run of all parts takes about five minutes; ``--parts connections,tls`` and
 ``--parts qos1,archive`` take about two each, ``--parts archive_volume`` under one.
@@ -261,10 +275,11 @@ async def mqtt_client(
     subscriptions: list[str] | None = None,
     qos: int = 1,
     tls: ssl.SSLContext | None = None,
+    keepalive: int = KEEPALIVE_S,
 ) -> Conn:
     conn = await open_conn(port, on_packet, tls)
     connack = await conn.request(
-        connect_packet(client_id, clean=clean, will=will, keepalive=KEEPALIVE_S), CONNACK
+        connect_packet(client_id, clean=clean, will=will, keepalive=keepalive), CONNACK
     )
     if connack.body[1] != 0:
         raise ConnectionError(f"{client_id}: CONNACK code {connack.body[1]}")
@@ -1283,6 +1298,226 @@ async def archiver_rate_part(acks: int, records: int, tmp: Path) -> dict[str, An
     return out
 
 
+# --- part: geo-cell commands into the cars ----------------------------------------------------
+# The shipped policy's kinds that reach beyond the unit (radius > 0), each equally often.
+CELL_RADII_M = (150.0, 150.0, 300.0, 300.0, 500.0, 50.0, 300.0, 100.0, 300.0)
+# Cell publishes per activation in the sizing model (bench/range.py's mean): the rates are
+# given for it, whatever this run's radius mix gives.
+CELLS_PER_ACTIVATION = 2.65
+ACTIVATIONS_PER_CAR_HOUR = (2.0, 10.0)  # planning figure, busy hour (docs/deployment.md)
+# Deliveries sent in a "before" round at most (each car gets each publish).
+BEFORE_DELIVERIES = 300_000
+OVERHEAD_B = 100  # TCP/IP, TLS and the PUBACK per message (an estimate, as in the docs)
+
+
+@dataclass(frozen=True)
+class CellFleet:
+    """Cars spread uniformly over a square of ``area_km2`` around CAR, three cameras each
+    (a dash camera at the car, two body cameras within 100 m), the gateway at the car."""
+
+    cars: list[list[tuple[float, float]]]  # each car's points: gateway, then its cameras
+    area_km2: float
+
+
+def cell_fleet(cameras: int, area_km2: float, seed: int = 20) -> CellFleet:
+    import random
+
+    from mesh.decide.geo import offset
+
+    rng = random.Random(seed)
+    half = (area_km2**0.5) * 500.0
+    cars = []
+    for _ in range(max(1, cameras // 3)):
+        car = offset(CAR.lat, CAR.lon, rng.uniform(-half, half), rng.uniform(-half, half))
+        points = [car, car]
+        for _ in range(2):
+            points.append(offset(car[0], car[1], rng.uniform(-100, 100), rng.uniform(-100, 100)))
+        cars.append(points)
+    return CellFleet(cars, area_km2)
+
+
+def relay_sets(fleet: CellFleet) -> list[frozenset[str]]:
+    """Each car's relayed cells: mesh/decide/relay_cells.py with the gateway's defaults."""
+    from mesh.decide.relay_cells import RelayCells
+
+    sets = []
+    for points in fleet.cars:
+        cells = RelayCells()
+        cells.update(points, 0)
+        sets.append(cells.cells)
+    return sets
+
+
+def cell_commands(fleet: CellFleet, count: int, seed: int = 21) -> list[list[str]]:
+    """``count`` activations by random cars, at the car, with the radius mix: each one's
+    cells (mesh/decide/fanout.py: no circle here needs cmd/all)."""
+    import random
+
+    from mesh.decide.cells import covering_cells
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        lat, lon = rng.choice(fleet.cars)[0]
+        out.append(covering_cells(lat, lon, CELL_RADII_M[i % len(CELL_RADII_M)]))
+    return out
+
+
+def modelled_deliveries(sets: list[frozenset[str]], commands: list[list[str]]) -> int:
+    """What central delivers for these commands when each car reads its relay's cells."""
+    readers: Counter[str] = Counter()
+    for cells in sets:
+        readers.update(cells)
+    return sum(readers[cell] for cells in commands for cell in cells)
+
+
+async def cell_round(
+    port: int, filters: list[list[str]], publishes: list[str], payload: bytes, pid: int
+) -> dict[str, Any]:
+    """One connection per car with ``filters[car]`` (its bridge importing every cell, or
+    its relay's cells), every cell command published once at QoS 1, a barrier after: what
+    each car received, and the broker's CPU."""
+    barrier = f"{PREFIX}/bench/barrier"
+    received = [0] * len(filters)
+    done = [False] * len(filters)
+    all_done = asyncio.Event()
+
+    def on_packet_of(i: int) -> Callable[[Conn, Inbound], None]:
+        def on_packet(conn: Conn, packet: Inbound) -> None:
+            if packet.kind != PUBLISH:
+                return
+            topic, pid_in, _ = packet.publish_parts()
+            if pid_in:
+                conn.send(puback_packet(pid_in))
+            if topic == barrier:
+                done[i] = True
+                if all(done):
+                    all_done.set()
+            else:
+                received[i] += 1
+
+        return on_packet
+
+    limit = asyncio.Semaphore(100)
+
+    async def one(i: int) -> Conn:
+        async with limit:
+            # No keepalive: these connections send no PINGREQ, and connecting 16,666 of them
+            # on a busy machine takes longer than a keepalive.
+            return await mqtt_client(
+                port,
+                f"tm-car-{i:05d}",
+                on_packet=on_packet_of(i),
+                subscriptions=[*filters[i], barrier],
+                keepalive=0,
+            )
+
+    conns = await asyncio.gather(*(one(i) for i in range(len(filters))))
+    acked = 0
+    window = asyncio.Event()
+
+    def publisher_packet(_conn: Conn, packet: Inbound) -> None:
+        nonlocal acked
+        if packet.kind == PUBACK:
+            acked += 1
+            window.set()
+
+    pub = await mqtt_client(port, "tm-bench-publisher", on_packet=publisher_packet, keepalive=0)
+    before_cpu = cpu_s(pid)
+    started = time.perf_counter()
+    for n, topic in enumerate(publishes, start=1):
+        pub.send(publish_packet(topic, payload, qos=1, pid=n % 65535 or 1))
+        while n - acked > 50:
+            window.clear()
+            await window.wait()
+    pub.send(publish_packet(barrier, b"", qos=1, pid=1))
+    await asyncio.wait_for(all_done.wait(), 600)
+    seconds = time.perf_counter() - started
+    broker_cpu = cpu_s(pid) - before_cpu
+    for conn in [*conns, pub]:
+        assert conn.transport is not None
+        conn.transport.close()
+    total = sum(received)
+    return {
+        "cars": len(filters),
+        "subscriptions_per_car": round(sum(len(f) for f in filters) / len(filters), 2),
+        "publishes": len(publishes),
+        "deliveries": total,
+        "deliveries_per_publish": round(total / len(publishes), 2),
+        "seconds": round(seconds, 2),
+        "broker_cpu_s": round(broker_cpu, 3),
+        # The barrier is one more delivery to every car.
+        "broker_us_per_delivery": round(broker_cpu / (total + len(filters)) * 1e6, 2),
+    }
+
+
+def cell_rates(cars: int, per_publish: float, command_b: int) -> dict[str, Any]:
+    """Per second, at 2 (and 10) activations per car-hour, CELLS_PER_ACTIVATION cells each."""
+    out: dict[str, Any] = {}
+    for rate in ACTIVATIONS_PER_CAR_HOUR:
+        publishes_s = cars * rate / 3600 * CELLS_PER_ACTIVATION
+        centre = publishes_s * per_publish
+        out[f"at_{rate:g}_per_car_hour"] = {
+            "central_deliveries_per_s": round(centre, 1),
+            "per_car_deliveries_per_s": round(centre / cars, 4),
+            "per_car_bytes_per_s": round(centre / cars * (command_b + OVERHEAD_B), 1),
+        }
+    return out
+
+
+async def cells_part(
+    scenarios: list[tuple[int, float]], publishes: int, tmp: Path
+) -> dict[str, Any]:
+    """Cell commands into the cars, before (each car's bridge imports ``{p}/cmd/cell/+``)
+    and after (each car's relay reads the cells around it), on a real mosquitto; the
+    model (modelled_deliveries) beside each measurement."""
+    data = payloads()
+    rows: list[dict[str, Any]] = []
+    measured_before: dict[int, dict[str, Any]] = {}
+    raise_fd_limit(max(c for c, _ in scenarios) // 3 + 200)
+    for cameras, area in scenarios:
+        fleet = cell_fleet(cameras, area)
+        sets = relay_sets(fleet)
+        commands = cell_commands(fleet, publishes)
+        topics = [f"{PREFIX}/cmd/cell/{cell}" for cells in commands for cell in cells]
+        row: dict[str, Any] = {
+            "cameras": cameras,
+            "cars": len(fleet.cars),
+            "area_km2": area,
+            "activations": publishes,
+            "cells_per_activation": round(len(topics) / publishes, 2),
+            "relay_cells_per_car": round(sum(len(s) for s in sets) / len(sets), 2),
+            "relay_cells_max": max(len(s) for s in sets),
+        }
+        # Before, every car gets every publish whatever the area: the first BEFORE_DELIVERIES
+        # or so are enough, and one run per fleet size.
+        few = topics[: max(10, BEFORE_DELIVERIES // len(sets))]
+        for name, filters, sent in (
+            ("before", [[f"{PREFIX}/cmd/cell/+"]] * len(sets), few),
+            ("after", [[f"{PREFIX}/cmd/cell/{c}" for c in sorted(s)] for s in sets], topics),
+        ):
+            if name == "before" and cameras in measured_before:
+                row[name] = measured_before[cameras]
+                continue
+            with broker(tmp, f"cells-{cameras}-{area:g}-{name}") as process:
+                measured = await cell_round(
+                    process.port, filters, sent, data.command, broker_pid(process)
+                )
+            model = (
+                len(sent) * len(sets) if name == "before" else modelled_deliveries(sets, commands)
+            )
+            measured["modelled_deliveries"] = model
+            measured["rates"] = cell_rates(
+                len(sets), measured["deliveries_per_publish"], len(data.command)
+            )
+            row[name] = measured
+            if name == "before":
+                measured_before[cameras] = measured
+            print_row(f"cells {cameras} cameras / {area:g} km², {name}", measured)
+        rows.append(row)
+    return {"command_bytes": len(data.command), "scenarios": rows}
+
+
 # --- main -------------------------------------------------------------------------------------
 VOLUME_TABLES = ("logs", "log_records", "presence_repeats", "presence_bases")
 
@@ -1461,6 +1696,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["archive_volume"] = await archive_volume_part(
                 args.volume_cameras, args.volume_hours, tmp
             )
+        if "cells" in parts:
+            scenarios = [
+                (int(c), float(a))
+                for c, a in (item.split("@") for item in args.cell_scenarios.split(","))
+            ]
+            report["cells"] = await cells_part(scenarios, args.cell_activations, tmp)
         if "archive" in parts:
             row = await activations_part(args.activations, tmp)
             print_row("archive", row)
@@ -1473,13 +1714,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="last line: the report as JSON")
     parser.add_argument("--quick", action="store_true", help="small counts, for development")
-    parser.add_argument("--parts", default="connections,tls,qos1,archive,archive_volume")
+    parser.add_argument("--parts", default="connections,tls,qos1,archive,archive_volume,cells")
     parser.add_argument("--cameras", default="1400,5000")
     parser.add_argument("--steady-s", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=10.0, help="each rate measurement")
     parser.add_argument("--activations", type=int, default=200)
     parser.add_argument("--acks", type=int, default=20_000)
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument(
+        "--cell-scenarios",
+        default="1400@400,50000@800,50000@20000",
+        help="cells part: CAMERAS@KM2, comma-separated (cars spread over that area)",
+    )
+    parser.add_argument("--cell-activations", type=int, default=120)
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     parser.add_argument("--volume-cameras", type=int, default=30, help="archive_volume: cameras")
     parser.add_argument(
@@ -1493,6 +1740,7 @@ def main() -> None:
         args.cameras, args.steady_s, args.seconds = "20", 1.0, 0.5
         args.activations, args.acks, args.records = 3, 200, 200
         args.volume_cameras, args.volume_hours = 3, 0.5
+        args.cell_scenarios, args.cell_activations = "60@4", 5
     logs.configure("console", "warning")
     # aiomqtt warns when publishes wait for their PUBACK, as the archiver's watermarks do
     # during a sync burst: expected here. (aiomqtt sets this level when imported: above.)

@@ -81,6 +81,26 @@ class MetricsConfig(_Config):
         return value
 
 
+class RelayConfig(_Config):
+    """The cell relay (docs/broker.md § The cell relay): a car's gateway relays the
+    geo-cell commands of the cells around the car from and to the central broker."""
+
+    # Central's URL, with the relay's own credential (user tm-relay-{gateway_id}).
+    url: str
+    # Cells within this of a camera's fix or the gateway's position are relayed.
+    margin_m: Annotated[float, Field(ge=0, le=5_000)] = 500.0
+    # A cell no longer wanted is kept this long (no churn at a cell's edge).
+    hold_s: Annotated[float, Field(ge=0, le=3_600)] = 60.0
+    # At most this many cells; over it, those nearest the car (the rest counted).
+    max_cells: Annotated[int, Field(ge=1, le=1024)] = 64
+
+    @field_validator("url")
+    @classmethod
+    def _central_url(cls, value: str) -> str:
+        BrokerUrl.parse(value).tls_context()
+        return value
+
+
 class GatewayConfig(_Connection):
     unit: Ident
     gateway_id: Ident | None = None
@@ -102,6 +122,7 @@ class GatewayConfig(_Connection):
     sync_interval_s: Annotated[float, Field(gt=0)] = 5.0
     security: SecurityConfig = SecurityConfig()
     metrics: MetricsConfig = MetricsConfig()
+    relay: RelayConfig | None = None
 
     @property
     def resolved_gateway_id(self) -> str:

@@ -24,18 +24,22 @@ DISPATCH = "dispatch-hq"
 ARCHIVER = "archiver-1"
 
 
-def car_fleet(prefix: str) -> FleetSpec:
-    """One car (its gateway and two cameras) and the central roles."""
+def car_fleet(prefix: str, camera_cells: tuple[str, ...] | None = None) -> FleetSpec:
+    """One car (its gateway and two cameras, of region ``camera_cells``) and the central
+    roles."""
     return FleetSpec(
         prefix=prefix,
         gateways=(Principal(GW, UNIT),),
         cameras=tuple(Principal(cam, UNIT) for cam in CAMERAS),
         dispatch=(DISPATCH,),
         archivers=(ARCHIVER,),
+        camera_cells=camera_cells,
     )
 
 
-def loopback_layout(out: Path, prefix: str, count: int = 3) -> CarAndCentral:
+def loopback_layout(
+    out: Path, prefix: str, count: int = 3, camera_cells: tuple[str, ...] | None = None
+) -> CarAndCentral:
     """The car's mosquitto and a ``count``-node cluster on free loopback ports, as
     ``broker-config --central nats`` writes them (the bridge retries every second)."""
     nodes = [
@@ -51,7 +55,7 @@ def loopback_layout(out: Path, prefix: str, count: int = 3) -> CarAndCentral:
     ]
     return write_car_and_central(
         out,
-        car_fleet(prefix),
+        car_fleet(prefix, camera_cells),
         nodes,
         central_hosts=("localhost", "127.0.0.1"),
         central_bind="127.0.0.1",

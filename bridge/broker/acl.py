@@ -174,7 +174,8 @@ def gateway_rules(
     everyone = (Rule("write", t.command_all()),) if broadcast else ()
     return (
         Rule("write", t.command_unit(unit)),
-        Rule("write", f"{p}/cmd/cell/+"),
+        # Read too: its cell relay takes its commands to central (mesh/gateway/cell_relay.py).
+        Rule("readwrite", f"{p}/cmd/cell/+"),
         Rule("write", f"{p}/cmd/camera/+"),
         *everyone,
         # The in-car terminal's `trigger-mesh trigger` runs on the gateway's credential:

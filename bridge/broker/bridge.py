@@ -6,7 +6,10 @@ central one (docs/broker.md § Edge ↔ central bridge). Pure: specs in, text ou
 car's part of the fleet file (its gateways' units, its cameras): what the centre needs from
 the car goes out (records, receipts, escalations, acks, status, presence, log batches),
 what the car needs from the centre comes in (dispatch's triggers and cancels for its units,
-other gateways' commands for its cells and cameras, the archive's log watermarks).
+other gateways' commands for its unit and cameras, the archive's log watermarks). Geo-cell
+commands do not cross the bridge: the car's gateway relays the cells around the car over a
+connection of its own (mesh/gateway/cell_relay.py), whose central grant
+``central_relay_acl_block`` writes.
 
 Behaviour of mosquitto 2.0.11 this relies on (checked by tests/integration/test_edge_central.py):
 
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
-from bridge.broker.acl import FleetSpec
+from bridge.broker.acl import FleetSpec, region_cells
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 
@@ -43,8 +46,11 @@ __all__ = [
     "bridge_client_id",
     "bridge_topics",
     "central_acl_block",
+    "central_relay_acl_block",
     "parse_bridge_spec",
     "parse_bridge_specs",
+    "relay_read_cells",
+    "relay_user",
     "render_bridge",
     "render_bridges",
 ]
@@ -202,9 +208,6 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
         BridgeTopic(t.command_all(), "both", "circles over ~1.4 km: everyone's cameras, either way")
         if any(gw.broadcast for gw in fleet.gateways)
         else BridgeTopic(t.command_all(), "in", "other cars' circles over ~1.4 km"),
-        BridgeTopic(
-            f"{p}/cmd/cell/+", "both", "cells the car's circles meet; others' for its cameras"
-        ),
         BridgeTopic(f"{p}/cmd/unit/+", "out", "this gateway's commands for other units"),
         BridgeTopic(f"{p}/cmd/camera/+", "out", "this gateway's retries to other cars' cameras"),
     ]
@@ -311,4 +314,49 @@ def central_acl_block(spec: BridgeSpec, fleet: FleetSpec, user: str) -> str:
     lines = [f"# bridge {spec.name} of {_car(fleet)}", f"user {user}"]
     lines += [f"topic {access[t.direction]} {t.pattern}" for t in bridge_topics(fleet)]
     lines.append(f"topic write $SYS/broker/connection/{bridge_client_id(spec, fleet)}/state")
+    return "\n".join(lines) + "\n"
+
+
+def relay_user(gateway: str) -> str:
+    """The cell relay's user (and client id) at central: ``tm-relay-{gateway}``, the
+    common name of its certificate (mesh/gateway/cell_relay.py relay_client_id)."""
+    return f"tm-relay-{gateway}"
+
+
+def relay_read_cells(fleet: FleetSpec) -> tuple[str, ...] | None:
+    """The cells a car's relay may read at central: every cell of its cameras' regions
+    (each camera's ``cells``, or the fleet's ``camera_cells``), at most MAX_CAMERA_CELLS;
+    None (every cell) if a camera of the car has no region, or the car has no camera.
+    Raises BridgeError if the regions together are more than that."""
+    regions = [fleet.region_of(cam) for cam in fleet.cameras]
+    if not regions or any(region is None for region in regions):
+        return None
+    prefixes = sorted({prefix for region in regions if region is not None for prefix in region})
+    try:
+        return region_cells(tuple(prefixes))
+    except ValueError as exc:
+        raise BridgeError(f"the cell relay's region (its cameras' together): {exc}") from None
+
+
+def central_relay_acl_block(fleet: FleetSpec, gateway: str) -> str:
+    """The ACL block the central broker grants a car's cell relay: write any cell (its
+    gateway's circles go where they go, as in the car), read only the cells of the car's
+    region, each by name (mosquitto checks read access on every delivery: a stolen relay
+    credential that subscribes to ``{p}/cmd/cell/+`` still gets only those)."""
+    t = Topics(fleet.prefix)
+    cells = relay_read_cells(fleet)
+    lines = [
+        f"# the cell relay of gateway {gateway} of {_car(fleet)}: "
+        + (
+            "every cell (no camera region in the fleet file)"
+            if cells is None
+            else f"the {len(cells)} cells of its cameras' regions"
+        ),
+        f"user {relay_user(gateway)}",
+        f"topic write {t.command_cell('+')}",
+    ]
+    if cells is None:
+        lines.append(f"topic read {t.command_cell('+')}")
+    else:
+        lines += [f"topic read {t.command_cell(cell)}" for cell in cells]
     return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from bridge.broker.bridge import (
     BridgeSpec,
     bridge_client_id,
     central_acl_block,
+    central_relay_acl_block,
     render_bridges,
 )
 from bridge.broker.passwd import password_line
@@ -200,6 +201,9 @@ class BrokerBundle:
     url_files: Mapping[str, Path] = field(default_factory=dict)
     # Each --bridge's name and the ACL block its central broker must grant it.
     bridge_acls: Mapping[str, Path] = field(default_factory=dict)
+    # With a bridge: each gateway's cell relay and the ACL block central must grant it
+    # (bridges/relay-GATEWAY.acl; mesh/gateway/cell_relay.py).
+    relay_acls: Mapping[str, Path] = field(default_factory=dict)
     run_as: str = DEFAULT_BROKER_USER
     # Whether the broker's files were handed to ``run_as`` here (see ownership_steps).
     ownership_done: bool = False
@@ -295,6 +299,8 @@ def write_broker_config(
     )
     try:
         bridge_text = render_bridges(bridges, spec)
+        # The relays' grants, checked before anything is written.
+        _ = [central_relay_acl_block(spec, gw.name) for gw in spec.gateways if bridges]
     except BridgeError as exc:
         raise BrokerConfigError(str(exc)) from None
     if bridge_text:
@@ -331,6 +337,7 @@ def write_broker_config(
         credentials=credentials,
         url_files={name: out / "clients" / f"{name}.url" for name in spec.names},
         bridge_acls=_write_bridge_acls(out, spec, bridges),
+        relay_acls=_write_relay_acls(out, spec, bridges),
         run_as=run_as,
     )
     for name, path in bundle.url_files.items():
@@ -379,6 +386,19 @@ def _write_bridge_acls(
         path = out / "bridges" / f"{bridge.name}.acl"
         path.write_text(central_acl_block(bridge, spec, user))
         written[bridge.name] = path
+    return written
+
+
+def _write_relay_acls(out: Path, spec: FleetSpec, bridges: Sequence[BridgeSpec]) -> dict[str, Path]:
+    """bridges/relay-GATEWAY.acl: what central must grant the cell relay of each gateway
+    of the car (its user tm-relay-GATEWAY, the CN of its certificate)."""
+    if not bridges:
+        return {}
+    written: dict[str, Path] = {}
+    for gw in spec.gateways:
+        path = out / "bridges" / f"relay-{gw.name}.acl"
+        path.write_text(central_relay_acl_block(spec, gw.name))
+        written[gw.name] = path
     return written
 
 

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bridge.broker.acl import FleetSpec, archiver_rules, dispatch_rules
-from bridge.broker.bridge import BridgeError, BridgeSpec, bridge_client_id, bridge_topics
+from bridge.broker.bridge import (
+    BridgeError,
+    BridgeSpec,
+    bridge_client_id,
+    bridge_topics,
+    relay_read_cells,
+    relay_user,
+)
 from bridge.broker.config import BrokerBundle, write_broker_config
 from bridge.broker.pki import CertPair, issue_server, write_private
 from bridge.mqtt.urls import BrokerUrl
@@ -195,11 +202,31 @@ def central_users(spec: FleetSpec, bridges: Sequence[BridgeSpec] = ()) -> tuple[
                 connection_types=("MQTT",),
             )
         )
+    if bridges:
+        users += [_relay_user(t, spec, gw.name) for gw in spec.gateways]
     names = [u.name for u in users]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise NatsConfigError(f"user names must be unique across roles: {', '.join(twice)}")
     return tuple(users)
+
+
+def _relay_user(t: Topics, spec: FleetSpec, gateway: str) -> NatsUser:
+    """A car's cell relay (mesh/gateway/cell_relay.py): publishes any cell, subscribes to
+    the cells of its cameras' regions, each by name (central_relay_acl_block); a wildcard
+    subscription beyond them is refused."""
+    try:
+        cells = relay_read_cells(spec)
+    except BridgeError as exc:
+        raise NatsConfigError(str(exc)) from None
+    read = [t.command_cell("+")] if cells is None else [t.command_cell(c) for c in cells]
+    return NatsUser(
+        relay_user(gateway),
+        f"the cell relay of {gateway}: any cell out, its cameras' region in",
+        mqtt_subjects(t.command_cell("+")),
+        _subjects(read),
+        connection_types=("MQTT",),
+    )
 
 
 def _q(value: str | Path) -> str:

@@ -410,8 +410,16 @@ class MqttLink:
         self, client: aiomqtt.Client, handler: MessageHandler, on_connect: ConnectHook | None
     ) -> None:
         raise_if_cancelled()  # a cancel swallowed while connecting
-        if self.options.subscriptions:
-            await client.subscribe(list(self.options.subscriptions), timeout=self.options.timeout_s)
+        subscribed: tuple[tuple[str, int], ...] = ()
+        # Until the set is current: set_subscriptions() during a SUBSCRIBE here (the link is
+        # not up yet) only changes the options, and would otherwise wait for a reconnect.
+        while subscribed != self.options.subscriptions:
+            wanted = self.options.subscriptions
+            added = [s for s in wanted if s not in subscribed]
+            if added:
+                await client.subscribe(added, timeout=self.options.timeout_s)
+            await self._flush_unsubscribes(client)
+            subscribed = wanted
         await self._flush_unsubscribes(client)
         raise_if_cancelled()
         self._client = client

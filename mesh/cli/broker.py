@@ -156,6 +156,10 @@ def broker_config(
             (f"bridges/{name}.acl", f"the ACL central must grant bridge {name!r}")
             for name in bundle.bridge_acls
         ),
+        *(
+            (f"bridges/relay-{gw}.acl", f"the ACL central must grant {gw}'s cell relay")
+            for gw in bundle.relay_acls
+        ),
     ]
     for name, what in listing:
         say(f"  {name:<26} {what}", highlight=False)

@@ -93,3 +93,24 @@ def covering_count(lat: float, radius_m: float, precision: int = CELL_PRECISION)
     cos_lat = max(math.cos(math.radians(min(abs(lat), 89.9))), 1e-6)
     span_lon = span_lat / cos_lat
     return (math.ceil(span_lat / dlat) + 1) * (math.ceil(span_lon / dlon) + 1)
+
+
+def cell_center(cell: str) -> tuple[float, float]:
+    """(lat, lon) of the centre of a cell given by its geohash. ValueError for a string
+    that is not one."""
+    if not cell or any(c not in ALPHABET for c in cell):
+        raise ValueError(f"{cell!r} is not a geohash")
+    value = 0
+    for c in cell:
+        value = (value << 5) | ALPHABET.index(c)
+    lon_bits, lat_bits = _grid(len(cell))
+    i_lon = i_lat = 0
+    # Bits from the most significant: longitude, latitude, longitude, ...
+    for k in range(lon_bits + lat_bits - 1, -1, -1):
+        bit = (value >> k) & 1
+        if (lon_bits + lat_bits - 1 - k) % 2 == 0:
+            i_lon = (i_lon << 1) | bit
+        else:
+            i_lat = (i_lat << 1) | bit
+    dlat, dlon = cell_size_deg(len(cell))
+    return -90.0 + (i_lat + 0.5) * dlat, -180.0 + (i_lon + 0.5) * dlon

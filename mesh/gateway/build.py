@@ -9,7 +9,7 @@ buses, and keys made for the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +20,10 @@ from bridge.topics import Topics
 from mesh.clock import SYSTEM_CLOCK, Clock
 from mesh.config import GatewayConfig, signing_key_path
 from mesh.decide.policy import Policy
+from mesh.decide.relay_cells import RelayLimits
 from mesh.documents import ConfigError
 from mesh.extras import require
+from mesh.gateway.cell_relay import RelaySettings
 from mesh.gateway.daemon import Gateway, GatewaySettings
 from mesh.security.checks import Security, load_security
 
@@ -57,6 +59,7 @@ def config_in_code(
     sync_log: bool = False,
     sync_interval_s: float | None = None,
     metrics_port: int | None = None,
+    relay: Mapping[str, object] | None = None,
 ) -> GatewayConfig:
     """A gateway config made in code (the demo, the benchmarks, the tests), validated as a
     file's would be. Unlike a file's default, retention is off unless ``retention_days``
@@ -80,6 +83,8 @@ def config_in_code(
     }
     if metrics_port is not None:
         document["metrics"] = {"port": metrics_port}
+    if relay is not None:
+        document["relay"] = dict(relay)
     return GatewayConfig.model_validate(document)
 
 
@@ -153,6 +158,16 @@ def gateway_settings(
         outbox_path=overrides.outbox_path,
         max_cameras=overrides.max_cameras,
         camera_expiry_s=overrides.camera_expiry_s,
+        relay=None
+        if cfg.relay is None
+        else RelaySettings(
+            BrokerUrl.parse(cfg.relay.url),
+            RelayLimits(
+                margin_m=cfg.relay.margin_m,
+                hold_s=cfg.relay.hold_s,
+                max_cells=cfg.relay.max_cells,
+            ),
+        ),
     )
 
 

@@ -36,6 +36,7 @@ from mesh.decide.intake_limits import DropSummaries, KeyedRate
 from mesh.decide.policy import Policy
 from mesh.decide.presence import PresenceRegistry
 from mesh.decide.proximity import Heard, RadioProximity
+from mesh.gateway.cell_relay import CellRelay, RelaySettings
 from mesh.gateway.coordinator import Coordinator
 from mesh.gateway.forwarder import Forwarder
 from mesh.gateway.observer import GatewayObserver, GatewayReadout
@@ -129,6 +130,9 @@ class GatewaySettings:
     # heard for this long.
     max_cameras: int = 20_000
     camera_expiry_s: float = 6 * 3600.0
+    # Relay the geo-cell commands of the cells around the car from and to the central
+    # broker (mesh/gateway/cell_relay.py); None: no relay (one broker, or no other cars).
+    relay: RelaySettings | None = None
 
     @property
     def resolved_outbox_path(self) -> Path:
@@ -230,6 +234,19 @@ class Gateway:
             ),
             logger=self._log.bind(link="presence"),
         )
+        self.relay = (
+            None
+            if settings.relay is None
+            else CellRelay(
+                settings.relay,
+                local_url=url,
+                topics=self.topics,
+                issuer=issuer,
+                points=self._relay_points,
+                clock=clock,
+                local_client_id=f"{client_id or f'tm-{issuer}'}-relay",
+            )
+        )
         # Binds its port now: one in use fails the start, before the log is opened.
         self.observer = GatewayObserver(
             self,
@@ -329,6 +346,8 @@ class Gateway:
         self._background.spawn(self.presence_link.run(self._on_presence_message))
         self._background.spawn(self.ack_link.run(self._on_ack_message, self._ack_link_up))
         self._background.spawn(self.observer.run())  # tells systemd it is ready
+        if self.relay is not None:
+            self._background.spawn(self.relay.run())
         if self.settings.retention_days is not None:
             self._background.spawn(self._retention_loop(self.settings.retention_days))
         if self.settings.sync_log:
@@ -429,6 +448,9 @@ class Gateway:
         merged = Counter(self.counters)
         merged.update(self.coordinator.counters)
         merged.update(self.forwarder.counters)
+        if self.relay is not None:
+            merged.update(self.relay.counters)
+            merged["relay.cells"] = len(self.relay.cells.cells)
         return merged
 
     def _observed_counters(self) -> Counter[str]:
@@ -845,6 +867,17 @@ class Gateway:
             )
         self.counters["presence.applied"] += 1
         self.presence.update(presence, now)
+
+    def _relay_points(self) -> list[tuple[float, float]]:
+        """Where the car is: its online cameras' last fixes, and the gateway's position."""
+        points = [
+            (p.position.lat, p.position.lon)
+            for p in self.presence.snapshot()
+            if p.online and p.position is not None
+        ]
+        if self.position is not None:
+            points.append((self.position.lat, self.position.lon))
+        return points
 
     def _awaited(self, camera_id: str) -> bool:
         """A live activation expects this camera: the registry keeps it whatever its age."""

@@ -121,6 +121,14 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "dropped_rate, dropped_queue, logged, unlogged, evicted, expired, refused_full.",
     ),
     "presence_cameras": ("gauge", (), "Cameras in the gateway's presence registry."),
+    "relay_messages": (
+        "counter",
+        ("event",),
+        "The cell relay (mesh/gateway/cell_relay.py): in, out, echo, not_sent_back, "
+        "not_wanted, too_large, out_dropped, in_dropped_car_down; subscribed, unsubscribed "
+        "(cells at central); cells_dropped (over max_cells), points_ignored.",
+    ),
+    "relay_cells": ("gauge", (), "Cells the cell relay subscribes to at central now."),
     "cancels": ("counter", ("outcome",), "Cancel requests, by outcome."),
     "rejected_inputs": (
         "counter",
@@ -232,6 +240,7 @@ _SCALAR_KEYS = {
     "log.retention_refused": "log_retention_refused",
     "outbox.write_failures": "outbox_write_failures",
     "presence.cameras": "presence_cameras",
+    "relay.cells": "relay_cells",
 }
 # Families whose label values are all known: every one is shown from the start, at 0, so
 # that ``increase(...) > 0`` sees the first event (a series that appears at 6 shows no
@@ -278,6 +287,20 @@ _KNOWN_VALUES: dict[str, tuple[str, ...]] = {
         "expired",
         "refused_full",
     ),
+    "relay_messages": (
+        "in",
+        "out",
+        "echo",
+        "not_sent_back",
+        "not_wanted",
+        "too_large",
+        "out_dropped",
+        "in_dropped_car_down",
+        "subscribed",
+        "unsubscribed",
+        "cells_dropped",
+        "points_ignored",
+    ),
     "console_logins_refused": ("bad_credentials", "backed_off", "busy"),
     "console_cameras_dropped": ("evicted", "expired"),
 }
@@ -290,6 +313,7 @@ _LABELLED_HEADS = {
     "recordings": "recordings",
     "outbox": "outbox_messages",
     "presence": "presence_events",
+    "relay": "relay_messages",
 }
 _OUTBOX_FILE_KEYS = frozenset(f"outbox.{e}" for e in _KNOWN_VALUES["outbox_file_events"])
 

@@ -114,15 +114,16 @@ def test_render_carries_the_cars_topics_both_ways() -> None:
         f"{p}/gateway/{GW}": "out",
         f"{p}/log/+/records": "out",
         f"{p}/log/+/synced/{GW}": "in",
-        f"{p}/cmd/cell/+": "both",
         f"{p}/cmd/unit/car-12": "in",
         f"{p}/cmd/camera/dash-12": "in",
         f"{p}/cmd/camera/bwc-12a": "in",
     }
     for pattern, direction in expected.items():
         assert topics.get(pattern) == [direction, "1"], pattern
-    # Another unit's triggers and cancels never come into this car.
+    # Another unit's triggers and cancels never come into this car; nor does any geo cell:
+    # the gateway's cell relay carries those (tests/integration/test_cell_relay.py).
     assert not any("car-7" in pattern for pattern in topics)
+    assert not any("/cmd/cell/" in pattern for pattern in topics)
     # Every topic line has its reason on the line before it.
     raw = conf.splitlines()
     assert all(

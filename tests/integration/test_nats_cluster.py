@@ -268,7 +268,7 @@ def _bridge_on(cluster: RunningCluster, node: int) -> bool:
     if not cluster.procs[node].running:
         return False
     client_id = f"tm-bridge-{GW}-central"
-    last_in = mqtt_subjects(f"{cluster.layout.car.spec.prefix}/cmd/cell/+")[0]
+    last_in = mqtt_subjects(f"{cluster.layout.car.spec.prefix}/cmd/all")[0]
     conns = connz(cluster.procs[node].node).get("connections") or []
     assert isinstance(conns, list)
     return any(

@@ -70,7 +70,7 @@ def _rules(user: str, spec: FleetSpec = FLEET) -> set[tuple[str, str]]:
 def test_acl_of_a_gateway() -> None:
     assert _rules(GW) == {
         ("write", f"{P}/cmd/unit/unit-12"),
-        ("write", f"{P}/cmd/cell/+"),
+        ("readwrite", f"{P}/cmd/cell/+"),
         ("write", f"{P}/cmd/camera/+"),
         ("write", f"{P}/cmd/all"),
         ("readwrite", f"{P}/trigger/unit-12"),

@@ -50,6 +50,7 @@ GATEWAY = {
     "mesh/gateway/daemon.py": "",
     "mesh/gateway/coordinator.py": "",
     "mesh/gateway/forwarder.py": "",
+    "mesh/gateway/cell_relay.py": "",
     "mesh/decide/presence.py": "presence.",  # the daemon reads them as presence.<key>
 }
 CONSOLE = {

@@ -4,6 +4,7 @@ servers themselves run in tests/integration/test_nats_cluster.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from pathlib import Path
 
@@ -77,9 +78,24 @@ def test_users_mirror_the_acl() -> None:
     assert "mesh.v2.activation.car-12.*" not in car.subscribe
     assert "mesh.v2.cancel.car-12" in car.subscribe
     assert "mesh.v2.cancel.car-12" not in car.publish
-    assert {"mesh.v2.trigger.car-12", "mesh.v2.cmd.cell.*"} <= set(car.publish) & set(car.subscribe)
-    # Another unit's triggers do not come in.
+    assert "mesh.v2.trigger.car-12" in set(car.publish) & set(car.subscribe)
+    # Another unit's triggers do not come in; no geo cell crosses the bridge.
     assert "mesh.v2.trigger.*" not in car.subscribe
+    assert not any(".cmd.cell." in s for s in (*car.publish, *car.subscribe))
+    # The cell relay: any cell out; in, every cell here (the camera has no region).
+    relay = users["tm-relay-gw-car-12"]
+    assert relay.connection_types == ("MQTT",)
+    assert relay.publish == ("mesh.v2.cmd.cell.*",)
+    assert relay.subscribe == ("mesh.v2.cmd.cell.*",)
+
+
+def test_a_relay_reads_its_cameras_region_only() -> None:
+    fleet = dataclasses.replace(FLEET, camera_cells=("dr5ru",))
+    bridge = nats_bridge("central", fleet, NODES, ca_file=Path("/etc/tm/ca.crt"), password="pw")
+    relay = {u.name: u for u in central_users(fleet, (bridge,))}["tm-relay-gw-car-12"]
+    assert len(relay.subscribe) == 32
+    assert all(s.startswith("mesh.v2.cmd.cell.dr5ru") for s in relay.subscribe)
+    assert relay.publish == ("mesh.v2.cmd.cell.*",)
 
 
 def test_cluster_nodes_one_host_or_one_each() -> None:

@@ -511,3 +511,55 @@ async def test_a_stolen_archiver_credential_cannot_feed_or_manage_the_stream(
             await wait_until(lambda: mqtt_subjects(marker)[0] in seen, 10)
     assert subject not in seen
     assert await stream_messages(nats_cluster) == 0
+
+
+async def test_a_message_whose_write_fails_is_delivered_max_deliver_times_then_left(
+    nats_cluster: RunningCluster, postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails with a bug (injected here: not the database, which is retried
+    while the message is held) hands the message back (nak): delivered again at once, at
+    most max_deliver times. At the limit the archiver logs and counts it, the server
+    announces it (advisory MAX_DELIVERIES) and delivers it no more; it stays in the stream.
+    The messages around it are stored."""
+    from mesh.archive import store
+
+    write = store.write
+    attempts: list[int] = []
+
+    async def buggy(conn: Any, items: Any, archived_by: str) -> Any:
+        if any(getattr(i.model, "source", None) and i.model.source.id == "bug" for i in items):
+            attempts.append(len(items))
+            raise RuntimeError("injected bug")
+        return await write(conn, items, archived_by)
+
+    monkeypatch.setattr(store, "write", buggy)
+    await make_archive(nats_cluster, StreamSettings(max_deliver=3))
+    advisories: list[bytes] = []
+    async with admin(nats_cluster) as js:
+        nc = js._nc
+
+        async def on_advisory(msg: Any) -> None:
+            advisories.append(msg.data)
+
+        await nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ARCHIVE_STREAM}.{ARCHIVE_CONSUMER}",
+            cb=on_advisory,
+        )
+        await nc.flush()
+        archiver = jetstream_archiver(nats_cluster, postgres, "arch-a", 0)
+        before, after = triggers(2)
+        async with running([archiver]):
+            await publish_natively(
+                nats_cluster,
+                [encode(before), encode(event(source_id="bug")), encode(after)],
+            )
+            await wait_until(lambda: archiver.counters["dead.max_deliver"] == 1, 30)
+            await wait_until(lambda: len(advisories) == 1, 30)
+            await wait_until(lambda: archiver.counters["stored.trigger"] == 2, 30)
+    assert len(attempts) == 3  # max_deliver
+    # (a message written in the same group as the bug was handed back with it, and came again)
+    assert archiver.counters["returned.write_failed"] == sum(attempts), archiver.counters
+    assert count(postgres, "triggers") == 2
+    assert await stream_messages(nats_cluster) == 1  # left in the stream, until max_age
+    state = await consumer_state(nats_cluster)
+    assert state.num_ack_pending == 0

@@ -59,8 +59,9 @@ class WriteResult:
 
 
 async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteResult:
-    """Store ``items``: the small ones in one transaction, each log batch in its own (it
-    locks its log's row while the watermark is recomputed)."""
+    """Store ``items``: the small ones in one transaction, the log batches in another (each
+    batch locks its log's row while the watermark is recomputed; logs are locked in the
+    order of their ids, batches of one log in seq order, so two archivers never deadlock)."""
     result = WriteResult()
     small = sorted((i for i in items if i.kind is not TopicKind.LOG_RECORDS), key=_lock_order)
     if small:
@@ -68,9 +69,14 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
             for item in small:
                 outcome = await _write_one(conn, item, archived_by, result)
                 result.counts[f"{outcome}.{item.kind.value}"] += 1
-    for item in items:
-        if isinstance(item.model, LogBatch):
-            await _write_batch(conn, item.model, archived_by, result)
+    batches = sorted(
+        (i.model for i in items if isinstance(i.model, LogBatch)),
+        key=lambda b: (b.log_id, b.records[0].seq),
+    )
+    if batches:
+        async with conn.transaction():
+            for batch in batches:
+                await _write_batch(conn, batch, archived_by, result)
     return result
 
 
@@ -329,8 +335,8 @@ _UPSERT_LOG = (
 _INSERT_RECORDS = (
     "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body,"
     " prev_hash, hash, archived_by)"
-    " SELECT %s, r.*, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[])"
+    " SELECT %s, r.*, %s FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[])"
     " AS r (seq, prev_seq, at_ns, kind, activation_id, body, prev_hash, hash)"
     " ON CONFLICT (log_id, seq) DO UPDATE SET prev_seq = EXCLUDED.prev_seq"
     # The same record resent after the edge's retention removed the one before it: it
@@ -353,66 +359,66 @@ _WATERMARK = (
 
 
 async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult) -> None:
+    """One batch, in the caller's transaction."""
     records = batch.records
-    async with conn.transaction():
-        # Locks the log's row until commit: batches of one log are stored one at a time
-        # across all archivers, so each recomputation sees every batch committed before.
+    # Locks the log's row until commit: batches of one log are stored one at a time
+    # across all archivers, so each recomputation sees every batch committed before.
+    cur = await conn.execute(
+        _UPSERT_LOG, (batch.log_id, batch.unit_id, batch.gateway_id, batch.head_seq)
+    )
+    row = await cur.fetchone()
+    assert row is not None  # an upsert with RETURNING always returns its row
+    before = int(row[0])
+    cur = await conn.execute(
+        _INSERT_RECORDS,
+        (
+            batch.log_id,
+            by,
+            [r.seq for r in records],
+            [r.prev_seq for r in records],
+            [r.at_ns for r in records],
+            [r.kind for r in records],
+            [r.activation_id for r in records],
+            [r.body for r in records],
+            [r.prev_hash for r in records],
+            [r.hash for r in records],
+        ),
+    )
+    touched = {int(seq): bool(inserted) for seq, inserted in await cur.fetchall()}
+    stored = sum(touched.values())
+    result.counts["stored.log_record"] += stored
+    result.counts["relinked.log_record"] += len(touched) - stored
+    untouched = [r for r in records if r.seq not in touched]
+    if untouched:
         cur = await conn.execute(
-            _UPSERT_LOG, (batch.log_id, batch.unit_id, batch.gateway_id, batch.head_seq)
+            "SELECT seq, hash FROM log_records WHERE log_id = %s AND seq = ANY(%s)",
+            (batch.log_id, [r.seq for r in untouched]),
         )
-        row = await cur.fetchone()
-        assert row is not None  # an upsert with RETURNING always returns its row
-        before = int(row[0])
-        cur = await conn.execute(
-            _INSERT_RECORDS,
-            (
-                batch.log_id,
-                by,
-                [r.seq for r in records],
-                [r.prev_seq for r in records],
-                [r.at_ns for r in records],
-                [r.kind for r in records],
-                [r.activation_id for r in records],
-                [r.body for r in records],
-                [r.prev_hash for r in records],
-                [r.hash for r in records],
-            ),
+        held = {int(seq): str(h) for seq, h in await cur.fetchall()}
+        for record in untouched:
+            if held.get(record.seq) == record.hash:
+                result.counts["duplicate.log_record"] += 1
+                continue
+            result.counts["conflict.log_record"] += 1
+            conflict = Conflict(
+                kind="log_record",
+                subject=f"{batch.log_id}:{record.seq}",
+                source=batch.log_id,
+                code="differs",
+                detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
+                f"{held.get(record.seq)}, the edge sent {record.hash}",
+                unit_id=batch.unit_id,
+                issuer=batch.gateway_id,
+                payload=record.model_dump_json(),
+            )
+            await _report(conn, conflict, by, result)
+    cur = await conn.execute(_WATERMARK, (before, batch.log_id))
+    row = await cur.fetchone()
+    after = int(row[0]) if row is not None and row[0] is not None else before
+    if after > before:
+        await conn.execute(
+            "UPDATE logs SET synced_seq = %s WHERE log_id = %s", (after, batch.log_id)
         )
-        touched = {int(seq): bool(inserted) for seq, inserted in await cur.fetchall()}
-        stored = sum(touched.values())
-        result.counts["stored.log_record"] += stored
-        result.counts["relinked.log_record"] += len(touched) - stored
-        untouched = [r for r in records if r.seq not in touched]
-        if untouched:
-            cur = await conn.execute(
-                "SELECT seq, hash FROM log_records WHERE log_id = %s AND seq = ANY(%s)",
-                (batch.log_id, [r.seq for r in untouched]),
-            )
-            held = {int(seq): str(h) for seq, h in await cur.fetchall()}
-            for record in untouched:
-                if held.get(record.seq) == record.hash:
-                    result.counts["duplicate.log_record"] += 1
-                    continue
-                result.counts["conflict.log_record"] += 1
-                conflict = Conflict(
-                    kind="log_record",
-                    subject=f"{batch.log_id}:{record.seq}",
-                    source=batch.log_id,
-                    code="differs",
-                    detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
-                    f"{held.get(record.seq)}, the edge sent {record.hash}",
-                    unit_id=batch.unit_id,
-                    issuer=batch.gateway_id,
-                    payload=record.model_dump_json(),
-                )
-                await _report(conn, conflict, by, result)
-        cur = await conn.execute(_WATERMARK, (before, batch.log_id))
-        row = await cur.fetchone()
-        after = int(row[0]) if row is not None and row[0] is not None else before
-        if after > before:
-            await conn.execute(
-                "UPDATE logs SET synced_seq = %s WHERE log_id = %s", (after, batch.log_id)
-            )
     result.counts["stored.log_batch"] += 1
     result.logs.append(LogProgress(batch.log_id, after, after > before, batch.gateway_id))
 

@@ -355,9 +355,78 @@ async def archivers_waiting(cluster: RunningCluster, n: int, timeout_s: float = 
         await nc.close()
 
 
+# How the car's messages are published: "python" (an MqttLink, as a gateway publishes) or
+# "mosquitto_pub" (one C client per topic, `-l`: a line of stdin per message).
+PUBLISHER = {"tool": "python"}
+
+
+async def publish_with_mosquitto_pub(url: Any, workload: Workload, sent: list[Message]) -> None:
+    """Each topic's messages through a mosquitto_pub of its own (QoS 1, TLS, the gateway's
+    certificate), fed as they are made (a pipe holds about 64 KiB)."""
+    base = ["mosquitto_pub", "-h", url.host, "-p", str(url.port), "--cafile", url.ca_file]
+    base += ["--cert", url.cert_file, "--key", url.key_file, "-q", "1", "-l", "-V", "mqttv311"]
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    for message in workload.messages():
+        sent.append(message)
+        proc = procs.get(message.topic)
+        if proc is None:
+            proc = procs[message.topic] = await asyncio.create_subprocess_exec(
+                *base,
+                "-t",
+                message.topic,
+                "-i",
+                f"bench-pub-{len(procs)}",
+                stdin=asyncio.subprocess.PIPE,
+            )
+        assert proc.stdin is not None
+        proc.stdin.write(message.payload + b"\n")
+        await proc.stdin.drain()
+    for proc in procs.values():
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for topic, proc in procs.items():
+        if await proc.wait() != 0:
+            raise RuntimeError(f"mosquitto_pub on {topic} exited {proc.returncode}")
+
+
+# --- CPU, per role, over the end-to-end run ----------------------------------------------------
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_snapshot(roles: dict[str, list[int]]) -> dict[str, float]:
+    snap = {role: sum(cpu_s(pid) for pid in pids) for role, pids in roles.items()}
+    snap["postgres (all its processes)"] = sum(cpu_s(pid) for pid in postgres_pids())
+    return snap
+
+
 # --- the measurements -------------------------------------------------------------------------
 async def end_to_end(
-    cluster: RunningCluster, dsn: str, workload: Workload, sent: list[Message]
+    cluster: RunningCluster,
+    broker: MosquittoProcess,
+    dsn: str,
+    workload: Workload,
+    sent: list[Message],
 ) -> dict[str, Any]:
     """Publish through the car's mosquitto; two archiver processes store. ``sent`` gets
     every message, for the floor."""
@@ -369,6 +438,13 @@ async def end_to_end(
         await link.wait_up(30)
         await bridge_up(cluster)
         await archivers_waiting(cluster, 2)
+        roles = {
+            "nats-server (3 nodes)": [p.process.pid for p in cluster.procs if p.process],
+            "car mosquitto": [broker.process.pid] if broker.process else [],
+            "archivers (2)": [a.pid for a in archivers],
+            "bench (publisher)": [os.getpid()],
+        }
+        cpu_before = cpu_snapshot(roles)
         window = asyncio.Semaphore(INFLIGHT)
         pending: set[asyncio.Future[None]] = set()
 
@@ -379,13 +455,16 @@ async def end_to_end(
                 window.release()
 
         start = time.perf_counter()
-        for message in workload.messages():
-            sent.append(message)
-            await window.acquire()
-            fut = asyncio.ensure_future(send(message))
-            pending.add(fut)
-            fut.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
+        if PUBLISHER["tool"] == "mosquitto_pub":
+            await publish_with_mosquitto_pub(car.url_for(GW), workload, sent)
+        else:
+            for message in workload.messages():
+                sent.append(message)
+                await window.acquire()
+                fut = asyncio.ensure_future(send(message))
+                pending.add(fut)
+                fut.add_done_callback(pending.discard)
+            await asyncio.gather(*pending)
         published_s = time.perf_counter() - start
         deadline = time.monotonic() + max(120.0, 30 * published_s)
         rows = 0
@@ -395,6 +474,7 @@ async def end_to_end(
                 break
             await asyncio.sleep(0.05)
         seconds = time.perf_counter() - start
+        cpu_after = cpu_snapshot(roles)
         lags = await asyncio.to_thread(_lags, dsn, workload.lag_sql)
     finally:
         for proc in archivers:
@@ -415,6 +495,8 @@ async def end_to_end(
         "seconds": round(seconds, 3),
         "published_s": round(published_s, 3),
         "records_per_s": round(rows / seconds),
+        # CPU used during the run, in cores (CPU seconds / wall seconds), per role.
+        "cores": {r: round((cpu_after[r] - cpu_before[r]) / seconds, 2) for r in cpu_after},
         "lag_ms": {q: round(percentile(lags, p) / 1e6, 1) for q, p in (("p50", 50), ("p99", 99))}
         if lags
         else {},
@@ -463,13 +545,17 @@ async def bare_jetstream(cluster: RunningCluster, topics: Topics, sent: Sequence
 
 
 async def run_workload(
-    cluster: RunningCluster, base: str, topics: Topics, workload: Workload
+    cluster: RunningCluster,
+    broker: MosquittoProcess,
+    base: str,
+    topics: Topics,
+    workload: Workload,
 ) -> dict[str, Any]:
     sent: list[Message] = []
     await fresh_archive(cluster, topics)
     with schema(base) as dsn:
         await migrated(dsn)
-        e2e = await end_to_end(cluster, dsn, workload, sent)
+        e2e = await end_to_end(cluster, broker, dsn, workload, sent)
     await fresh_archive(cluster, topics)
     js_s = await bare_jetstream(cluster, topics, sent)
     with schema(base) as dsn:
@@ -503,7 +589,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     car = layout.car
     broker = MosquittoProcess(mosquitto, car.port, car.out_dir, config=car.conf)
     topics = Topics(car.spec.prefix)
-    report: dict[str, Any] = {"bench": "central", "smoke": args.smoke}
+    report: dict[str, Any] = {"bench": "central", "smoke": args.smoke, "publisher": args.publisher}
     try:
         cluster.start()
         broker.start()
@@ -513,7 +599,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if name == "log"
                 else LiveWorkload(topics, args.triggers)
             )
-            report[name] = await run_workload(cluster, base, topics, workload)
+            report[name] = await run_workload(cluster, broker, base, topics, workload)
     finally:
         broker.stop()
         cluster.stop()
@@ -528,9 +614,16 @@ def main() -> None:
     parser.add_argument("--workload", default="log,live", help="log, live or both")
     parser.add_argument("--records", type=int, default=100_000, help="log records")
     parser.add_argument("--triggers", type=int, default=20_000, help="triggers")
+    parser.add_argument(
+        "--publisher",
+        choices=("python", "mosquitto_pub"),
+        default="python",
+        help="the car's publisher: an MqttLink (as a gateway) or mosquitto_pub (C)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.records, args.triggers = 2_000, 200
+    PUBLISHER["tool"] = args.publisher
     if set(args.workload.split(",")) - {"log", "live"}:
         parser.error("--workload: log, live or log,live")
     import logging
@@ -548,7 +641,8 @@ def main() -> None:
                 f"{e['records_per_s']:7d}/s (lag p50 {e['lag_ms'].get('p50')} ms, p99 "
                 f"{e['lag_ms'].get('p99')} ms, lost {e['lost']})  floor "
                 f"{r['floor']['records_per_s']:7d}/s (JetStream {r['floor']['jetstream_s']} s + "
-                f"COPY {r['floor']['copy_s']} s)  ratio {r['ratio']}",
+                f"COPY {r['floor']['copy_s']} s)  ratio {r['ratio']}\n      cores used: "
+                + ", ".join(f"{k} {v}" for k, v in e["cores"].items()),
                 file=sys.stderr if args.json else sys.stdout,
             )
     if args.json:

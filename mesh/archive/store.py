@@ -66,9 +66,13 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
     small = sorted((i for i in items if i.kind is not TopicKind.LOG_RECORDS), key=_lock_order)
     if small:
         async with conn.transaction():
+            triggers = [i for i in small if isinstance(i.model, TriggerEvent)]
+            if triggers:
+                await _write_triggers(conn, triggers, archived_by, result)
             for item in small:
-                outcome = await _write_one(conn, item, archived_by, result)
-                result.counts[f"{outcome}.{item.kind.value}"] += 1
+                if not isinstance(item.model, TriggerEvent):
+                    outcome = await _write_one(conn, item, archived_by, result)
+                    result.counts[f"{outcome}.{item.kind.value}"] += 1
     batches = sorted(
         (i.model for i in items if isinstance(i.model, LogBatch)),
         key=lambda b: (b.log_id, b.records[0].seq),
@@ -146,26 +150,44 @@ async def _report(conn: Conn, conflict: Conflict, by: str, result: WriteResult) 
     return outcome
 
 
+_INSERT_TRIGGERS = (
+    "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id, observed_at_ns,"
+    " payload, archived_by, jws)"
+    " SELECT r.event_id, r.unit_id, r.kind, r.source_type, r.source_id, r.observed_at_ns,"
+    " r.payload::jsonb, %s, r.jws::jsonb"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[],"
+    " %b::text[], %b::text[])"
+    " AS r (event_id, unit_id, kind, source_type, source_id, observed_at_ns, payload, jws)"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
+async def _write_triggers(conn: Conn, items: Sequence[Item], by: str, result: WriteResult) -> None:
+    """Triggers in one statement (keyed by event_id: a second copy, even in the same
+    group, is a duplicate)."""
+    models = [i.model for i in items if isinstance(i.model, TriggerEvent)]
+    cur = await conn.execute(
+        _INSERT_TRIGGERS,
+        (
+            by,
+            [m.event_id for m in models],
+            [m.unit_id for m in models],
+            [m.kind.value for m in models],
+            [m.source.type.value for m in models],
+            [m.source.id for m in models],
+            [m.observed_at_ns for m in models],
+            [i.raw for i in items],
+            [_jws_json(i) for i in items],
+        ),
+    )
+    stored = len(await cur.fetchall())
+    result.counts["stored.trigger"] += stored
+    result.counts["duplicate.trigger"] += len(items) - stored
+
+
 async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> str:
     model = item.model
-    if isinstance(model, TriggerEvent):
-        cur = await conn.execute(
-            "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id,"
-            " observed_at_ns, payload, archived_by, jws)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (
-                model.event_id,
-                model.unit_id,
-                model.kind.value,
-                model.source.type.value,
-                model.source.id,
-                model.observed_at_ns,
-                item.raw,
-                by,
-                _jws_json(item),
-            ),
-        )
-    elif isinstance(model, TriggerReceipt):
+    if isinstance(model, TriggerReceipt):
         cur = await conn.execute(
             "INSERT INTO receipts (event_id, at_ns, unit_id, outcome, activation_id, reason,"
             " payload, archived_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"

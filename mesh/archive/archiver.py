@@ -268,9 +268,11 @@ class Archiver:
                     "conflicting copies refused and not kept (cap per source and hour reached)",
                     total=before + not_kept,
                 )
-        for progress in result.logs:
-            # Published after every batch, advanced or not: a sender whose previous
-            # announcement was lost is waiting for it.
+        # Published after every group of batches, advanced or not (a sender whose previous
+        # announcement was lost is waiting for it): one per log, its latest (batches are
+        # stored in seq order, so the last progress of a log is its highest watermark).
+        latest = {(p.log_id, p.gateway_id): p for p in result.logs}
+        for progress in latest.values():
             synced = LogSynced(
                 log_id=progress.log_id,
                 synced_seq=progress.synced_seq,

@@ -15,7 +15,9 @@ Two workloads, each run on a fresh stream and schema:
 - **live**: triggers (``{p}/trigger/U``), one message and one row each.
 
 **End to end**: a client of the car's mosquitto (the gateway's credential) publishes every
-message at QoS 1 (up to 64 unacknowledged), the car's bridge carries them to the cluster's
+message at QoS 1 (``--publisher python``: an MqttLink as a gateway publishes, up to 64
+unacknowledged; ``--publisher mosquitto_pub``: one C client per topic, fed a line per
+message, to load the centre as many cars would), the car's bridge carries them to the cluster's
 MQTT listener, the stream keeps them, the archivers fetch, write and acknowledge. Timed
 from the first publish until PostgreSQL holds every row (polled every 50 ms); no loss means
 every row is there, once (the tables' keys). Lag per row: ``archived_at`` (PostgreSQL's
@@ -26,10 +28,11 @@ its message was published), p50/p99.
 user, no bridge, no MQTT) and consumed and acknowledged through the same consumer by one
 client, plus a PostgreSQL ``COPY`` of the same rows into the same table of a fresh schema;
 floor rate = rows / (consume time + COPY time). Targets (issue 20): end to end ≥ 0.5× the
-floor and ≥ 10,000 records/s, no loss.
+floor and ≥ 10,000 records/s, no loss. Also the CPU each role used during the end-to-end run
+(cores: CPU seconds / wall seconds; PostgreSQL counts all its processes).
 
     python bench/central.py [--json] [--smoke] [--workload log,live] [--records 100000]
-        [--triggers 20000]
+        [--triggers 20000] [--publisher python|mosquitto_pub]
 """
 
 from __future__ import annotations

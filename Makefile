@@ -118,7 +118,8 @@ bench: $(STAMP)
 # proves the scripts run, not their figures. Helpers run under the benchmark that uses
 # them: floor_fleet.py under latency.py (and range.py); soak_fleet.py, soak_floor.py,
 # soak_collect.py and soak_report.py under soak.py. Needs mosquitto, the tests'
-# PostgreSQL (fleet_scale.py's archive part), and ffmpeg with GStreamer's RTSP server
+# PostgreSQL (fleet_scale.py's archive part, central.py), the pinned nats-server (extra
+# central: central.py's 3-node cluster, ~6 s), and ffmpeg with GStreamer's RTSP server
 # (recorder.py, ~10 s). `make bench-smoke SMOKE_ARGS='--only ble'`.
 SMOKE_ARGS ?=
 bench-smoke: $(STAMP)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bridge.broker.acl import FleetSpec, archiver_rules, dispatch_rules
+from bridge.broker.acl import FleetSpec, dispatch_rules
 from bridge.broker.bridge import (
     BridgeError,
     BridgeSpec,
@@ -38,17 +38,21 @@ from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 
 __all__ = [
+    "ARCHIVE_CONSUMER",
+    "ARCHIVE_STREAM",
     "CLUSTER_NAME",
     "CarAndCentral",
     "NatsCluster",
     "NatsConfigError",
     "NatsNode",
     "NatsUser",
+    "archiver_inbox",
     "central_users",
     "cluster_nodes",
     "mqtt_subjects",
     "nats_bridge",
     "render_node",
+    "subject_topic",
     "write_car_and_central",
     "write_nats_cluster",
 ]
@@ -65,6 +69,10 @@ MQTT_DELIVERY = "$MQTT.sub.>"
 # The protocol's largest payload plus headroom, as the mosquitto conf's message_size_limit.
 MAX_PAYLOAD = 16 * 1024 * 1024 + 64 * 1024
 DEFAULT_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 8883, "http": 8222}
+# The archive's JetStream stream and the one durable pull consumer all archivers share
+# (mesh/archive/jetstream.py): the archivers' permissions name them.
+ARCHIVE_STREAM = "MESH_ARCHIVE"
+ARCHIVE_CONSUMER = "archivers"
 
 ConnectionType = Literal["STANDARD", "MQTT"]
 
@@ -140,6 +148,38 @@ def mqtt_subjects(topic: str) -> tuple[str, ...]:
     return (subject,)
 
 
+def subject_topic(subject: str) -> str:
+    """The MQTT topic of a NATS subject, the inverse of nats-server's conversion of a topic
+    (``mqtt_subjects`` for a topic without wildcards): ``.`` separates levels, a token
+    ``/`` is an empty level (a leading, trailing or doubled ``/``), ``//`` is a ``.``."""
+    return "/".join("" if t == "/" else t.replace("//", ".") for t in subject.split("."))
+
+
+def archiver_inbox(user: str) -> str:
+    """The inbox prefix of an archiver's NATS connection: the only subjects it may
+    subscribe to (JetStream's replies and the consumer's deliveries come there)."""
+    return f"_INBOX.{user}"
+
+
+def _archiver_user(name: str, t: Topics) -> NatsUser:
+    """An archiver reads the archive's stream through the shared consumer and nothing else:
+    it may fetch from it, acknowledge (ack, nak, term, in progress) and read its info; it
+    publishes only the synced watermarks (over MQTT, retained). It may not publish into the
+    stream's subjects, nor create, change, purge or delete a stream or consumer."""
+    s, c = ARCHIVE_STREAM, ARCHIVE_CONSUMER
+    return NatsUser(
+        name,
+        f"archiver {name}: consumes {s} through {c}, publishes log watermarks",
+        (
+            f"$JS.API.CONSUMER.MSG.NEXT.{s}.{c}",
+            f"$JS.API.CONSUMER.INFO.{s}.{c}",
+            f"$JS.ACK.{s}.{c}.>",
+            *mqtt_subjects(f"{t.prefix}/log/+/synced/+"),
+        ),
+        (f"{archiver_inbox(name)}.>",),
+    )
+
+
 def _subjects(topics: Iterable[str]) -> tuple[str, ...]:
     out: list[str] = []
     for topic in topics:
@@ -175,15 +215,7 @@ def central_users(spec: FleetSpec, bridges: Sequence[BridgeSpec] = ()) -> tuple[
             )
         )
     for name in spec.archivers:
-        rules = archiver_rules(t)
-        users.append(
-            NatsUser(
-                name,
-                f"archiver {name}",
-                _subjects(r.topic for r in rules if r.access in ("write", "readwrite")),
-                _subjects(r.topic for r in rules if r.access in ("read", "readwrite")),
-            )
-        )
+        users.append(_archiver_user(name, t))
     for bridge in bridges:
         user = bridge.url.username or bridge_client_id(bridge, spec)
         crossing = bridge_topics(spec)

@@ -1,15 +1,20 @@
-"""The archiver daemon: archived topics in over a shared subscription, PostgreSQL out.
+"""The archiver daemon: archived messages in from a source, PostgreSQL out.
 
-Several archivers subscribe as one group (``$share/archivers/…``): the broker gives each
-message to one of them, so they split the load, and a redelivered message that reaches
-the other one is still stored once (every write is idempotent, see store.py).
+The source (mesh/archive/source.py) is an MQTT shared subscription (``$share/archivers/…``,
+mosquitto: the broker gives each message to one archiver of the group) or the one durable
+pull consumer of the archive's JetStream stream (mesh/archive/jetstream.py, a NATS
+cluster); either way several archivers split the load, and a message that reaches two of
+them is still stored once (every write is idempotent, see store.py).
 
 Messages are decoded and checked as they arrive (a bad one is logged with its reason,
-counted, and dropped), queued, and written by one task in groups. MQTT acknowledges a
-QoS 1 message on receipt, before it is stored; so while PostgreSQL is unreachable the
-queue holds what arrived and the write is retried with backoff, with an error logged at
-every attempt. Only a full queue drops messages (counted, logged). Edge logs lose nothing
-even then: their sync resends until the archive's watermark says the records are stored.
+counted, and refused: JetStream terminates it), queued, and written by one task in groups;
+each message's receipt is settled after the PostgreSQL commit (JetStream: acknowledged
+then, and delivered again if the archiver dies first). MQTT acknowledges a QoS 1 message on
+receipt, before it is stored; so while PostgreSQL is unreachable the queue holds what
+arrived and the write is retried with backoff, with an error logged at every attempt. Only
+a full queue drops messages (counted, logged; a JetStream source never overfills it). Edge
+logs lose nothing even then: their sync resends until the archive's watermark says the
+records are stored.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ from typing import TypeVar
 import psycopg
 import structlog
 
-from bridge.mqtt.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
+from bridge.mqtt.client import ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
-from bridge.topics import Topics, shared
+from bridge.topics import Topics
 from mesh.archive import partitions, store
 from mesh.archive.db import Conn, connect, describe
 from mesh.archive.intake import Item, accept, archived_filters, check_ack
 from mesh.archive.migrate import migrate
+from mesh.archive.source import MqttSource, Receipt, Source, Taken
 from mesh.protocol.codec import PayloadError, encode
 from mesh.protocol.log_wire import LogSynced
 from mesh.security.trust import TrustStore
@@ -67,36 +73,48 @@ class ArchiverSettings:
     trust: TrustStore | None = None
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A queued message: what to store, and how to settle it with its source."""
+
+    item: Item
+    receipt: Receipt
+
+
 class Archiver:
     def __init__(
         self,
         settings: ArchiverSettings,
         *,
-        url: BrokerUrl,
+        url: BrokerUrl | None = None,
         protocol: ProtocolChoice = "auto",
         client_id: str | None = None,
+        source: Source | None = None,
     ) -> None:
+        """Read from ``source``, or (without one) from the MQTT broker at ``url`` over the
+        shared subscription of ``settings.group``."""
         self.settings = settings
         self.topics = settings.topics
         self.counters: Counter[str] = Counter()
         self.ready = asyncio.Event()
         self._log = structlog.get_logger("mesh.archive").bind(archiver=settings.archiver_id)
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=settings.queue_max)
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.queue_max)
         self._conn: Conn | None = None
-        self._writing = 0  # taken from the queue, not yet stored
+        self._writing: list[Pending] = []  # taken from the queue, not yet stored
         self._partitions_at = time.monotonic()
         self._where = describe(settings.dsn)
-        self.link = MqttLink(
-            url,
-            LinkOptions(
+        if source is None:
+            if url is None:
+                raise ValueError("an archiver needs a source or a broker URL")
+            source = MqttSource(
+                url,
                 client_id=client_id or f"tm-archiver-{settings.archiver_id}",
-                subscriptions=tuple(
-                    (shared(settings.group, f), 1) for f in archived_filters(self.topics)
-                ),
+                group=settings.group,
+                filters=archived_filters(self.topics),
                 protocol=protocol,
-            ),
-            logger=self._log,
-        )
+                logger=self._log,
+            )
+        self.source = source
 
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -105,15 +123,13 @@ class Archiver:
         await self._ensure_partitions()
         writer = asyncio.ensure_future(self._write_loop())
         try:
-            await self.link.serve_until_cancelled(self._on_message, on_connect=self._on_connect)
+            await self.source.serve(self)
         finally:
             await self._stop(writer)
 
-    async def _on_connect(self) -> None:
+    async def up(self, where: str) -> None:
         self.ready.set()
-        self._log.info(
-            "archiver up", broker=str(self.link.url), db=self._where, group=self.settings.group
-        )
+        self._log.info("archiver up", source=where, db=self._where)
 
     async def _stop(self, writer: asyncio.Future[None]) -> None:
         # Store what was received before stopping; say so loudly if that cannot be done.
@@ -123,35 +139,50 @@ class Archiver:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
-        left = self._queue.qsize() + self._writing
-        if left:
-            self.counters["dropped.at_stop"] += left
-            self._log.error("archiver stopped with messages not stored", count=left)
+        left = list(self._writing)
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        if left and self.source.redelivers:
+            # Handed back now: the other archivers get them at once, not after ack_wait.
+            for pending in left:
+                with contextlib.suppress(Exception):
+                    await pending.receipt.again()
+            self.counters["returned.at_stop"] += len(left)
+            self._log.warning("archiver stopped; messages not stored handed back", count=len(left))
+        elif left:
+            self.counters["dropped.at_stop"] += len(left)
+            self._log.error("archiver stopped with messages not stored", count=len(left))
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
 
     # --- intake ---------------------------------------------------------------------------
-    def _on_message(self, message: Inbound) -> None:
+    def room(self) -> int:
+        """How many more messages the queue takes now."""
+        return self._queue.maxsize - self._queue.qsize()
+
+    def take(self, topic: str, payload: bytes, receipt: Receipt) -> Taken:
+        """Decode, check and queue one message (the source settles a refused or ignored
+        one at once; a queued one is settled by the writer)."""
         try:
-            item = accept(self.topics, message.topic, message.payload)
+            item = accept(self.topics, topic, payload)
         except PayloadError as exc:
-            kind = self.topics.parse(message.topic)
+            kind = self.topics.parse(topic)
             self.counters[f"rejected.{kind.kind.value if kind else 'topic'}.{exc.code}"] += 1
             self._log.warning(
                 "payload rejected",
-                topic=message.topic,
+                topic=topic,
                 code=exc.code,
                 reason=exc.reason,
-                size=len(message.payload),
+                size=len(payload),
             )
-            return
+            return Taken.REJECTED
         if item is None:
             self.counters["ignored.topic"] += 1
-            return
+            return Taken.IGNORED
         item = check_ack(item, self.settings.trust, time.time_ns())
         try:
-            self._queue.put_nowait(item)
+            self._queue.put_nowait(Pending(item, receipt))
         except asyncio.QueueFull:
             self.counters["dropped.queue_full"] += 1
             dropped = self.counters["dropped.queue_full"]
@@ -161,24 +192,25 @@ class Archiver:
                     dropped=dropped,
                     queued=self._queue.qsize(),
                 )
+            return Taken.FULL
+        return Taken.QUEUED
 
     # --- writing --------------------------------------------------------------------------
     async def _write_loop(self) -> None:
         while True:
-            items = [await self._queue.get()]
-            while len(items) < store.GROUP_MAX and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            self._writing = len(items)
+            group = [await self._queue.get()]
+            while len(group) < store.GROUP_MAX and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            self._writing = group
             try:
-                await self._write(items)
-                self._writing = 0
+                await self._write(group)
             except Exception:
-                # A bug, not the database: lose this group loudly, keep archiving the rest.
-                self._writing = 0
-                self.counters["dropped.write_failed"] += len(items)
-                self._log.exception("archive write failed; messages dropped", count=len(items))
+                # A bug, not the database: this group is not stored. A source that
+                # redelivers gets it back (bounded by its delivery limit); else it is lost.
+                await self._write_failed(group)
             finally:
-                for _ in items:
+                self._writing = []
+                for _ in group:
                     self._queue.task_done()
 
     async def _ensure_partitions(self) -> None:
@@ -190,9 +222,28 @@ class Archiver:
             # Records of a month with no partition go to the default one: nothing is lost.
             self._log.error("archive partitions not created", error=str(exc).strip())
 
-    async def _write(self, items: Sequence[Item]) -> None:
+    async def _write_failed(self, group: Sequence[Pending]) -> None:
+        if not self.source.redelivers:
+            self.counters["dropped.write_failed"] += len(group)
+            self._log.exception("archive write failed; messages dropped", count=len(group))
+            return
+        self.counters["returned.write_failed"] += len(group)
+        self._log.exception("archive write failed; messages handed back", count=len(group))
+        for pending in group:
+            if pending.receipt.last_chance:
+                self.counters["dead.max_deliver"] += 1
+                self._log.error(
+                    "archive write failed at the message's last delivery: it stays in the "
+                    "stream, not delivered again",
+                    kind=pending.item.kind.value,
+                )
+            with contextlib.suppress(Exception):
+                await pending.receipt.again()
+
+    async def _write(self, group: Sequence[Pending]) -> None:
         if time.monotonic() - self._partitions_at > partitions.ENSURE_EVERY_S:
             await self._ensure_partitions()
+        items = [p.item for p in group]
         try:
             result = await self._retrying(
                 "write", lambda conn: store.write(conn, items, self.settings.archiver_id)
@@ -200,15 +251,19 @@ class Archiver:
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             # PostgreSQL refuses something in the group (e.g. a NUL in a JSON string):
             # write them one by one, so that only that one is lost, with its reason.
-            if len(items) > 1:
-                for item in items:
-                    await self._write([item])
+            if len(group) > 1:
+                for pending in group:
+                    await self._write([pending])
                 return
             self.counters[f"rejected.{items[0].kind.value}.db_refused"] += 1
             self._log.warning(
                 "payload rejected", kind=items[0].kind.value, code="db_refused", reason=str(exc)
             )
+            await group[0].receipt.refused()
             return
+        # Committed: only now is each message done with at its source.
+        for pending in group:
+            await pending.receipt.stored()
         self._account(result)
 
     def _account(self, result: store.WriteResult) -> None:
@@ -227,20 +282,20 @@ class Archiver:
                     "conflicting copies refused and not kept (cap per source and hour reached)",
                     total=before + not_kept,
                 )
-        for progress in result.logs:
-            # Published after every batch, advanced or not: a sender whose previous
-            # announcement was lost is waiting for it.
+        # Published after every group of batches, advanced or not (a sender whose previous
+        # announcement was lost is waiting for it): one per log, its latest (batches are
+        # stored in seq order, so the last progress of a log is its highest watermark).
+        latest = {(p.log_id, p.gateway_id): p for p in result.logs}
+        for progress in latest.values():
             synced = LogSynced(
                 log_id=progress.log_id,
                 synced_seq=progress.synced_seq,
                 archiver=self.settings.archiver_id,
                 at_ns=time.time_ns(),
             )
-            self.link.publish_soon(
+            self.source.publish_retained(
                 self.topics.log_synced(progress.log_id, progress.gateway_id),
                 encode(synced),
-                qos=1,
-                retain=True,
             )
 
     async def _retrying(self, what: str, action: DbAction[T]) -> T:

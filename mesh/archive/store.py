@@ -64,18 +64,28 @@ class WriteResult:
 
 
 async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteResult:
-    """Store ``items``: the small ones in one transaction, each log batch in its own (it
-    locks its log's row while the watermark is recomputed)."""
+    """Store ``items``: the small ones in one transaction, the log batches in another (each
+    batch locks its log's row while the watermark is recomputed; logs are locked in the
+    order of their ids, batches of one log in seq order, so two archivers never deadlock)."""
     result = WriteResult()
     small = sorted((i for i in items if i.kind is not TopicKind.LOG_RECORDS), key=_lock_order)
     if small:
         async with conn.transaction():
+            triggers = [i for i in small if isinstance(i.model, TriggerEvent)]
+            if triggers:
+                await _write_triggers(conn, triggers, archived_by, result)
             for item in small:
-                outcome = await _write_one(conn, item, archived_by, result)
-                result.counts[f"{outcome}.{item.kind.value}"] += 1
-    for item in items:
-        if isinstance(item.model, LogBatch):
-            await _write_batch(conn, item.model, archived_by, result)
+                if not isinstance(item.model, TriggerEvent):
+                    outcome = await _write_one(conn, item, archived_by, result)
+                    result.counts[f"{outcome}.{item.kind.value}"] += 1
+    batches = sorted(
+        (i.model for i in items if isinstance(i.model, LogBatch)),
+        key=lambda b: (b.log_id, b.records[0].seq),
+    )
+    if batches:
+        async with conn.transaction():
+            for batch in batches:
+                await _write_batch(conn, batch, archived_by, result)
     return result
 
 
@@ -145,26 +155,44 @@ async def _report(conn: Conn, conflict: Conflict, by: str, result: WriteResult) 
     return outcome
 
 
+_INSERT_TRIGGERS = (
+    "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id, observed_at_ns,"
+    " payload, archived_by, jws)"
+    " SELECT r.event_id, r.unit_id, r.kind, r.source_type, r.source_id, r.observed_at_ns,"
+    " r.payload::jsonb, %s, r.jws::jsonb"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[],"
+    " %b::text[], %b::text[])"
+    " AS r (event_id, unit_id, kind, source_type, source_id, observed_at_ns, payload, jws)"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
+async def _write_triggers(conn: Conn, items: Sequence[Item], by: str, result: WriteResult) -> None:
+    """Triggers in one statement (keyed by event_id: a second copy, even in the same
+    group, is a duplicate)."""
+    models = [i.model for i in items if isinstance(i.model, TriggerEvent)]
+    cur = await conn.execute(
+        _INSERT_TRIGGERS,
+        (
+            by,
+            [m.event_id for m in models],
+            [m.unit_id for m in models],
+            [m.kind.value for m in models],
+            [m.source.type.value for m in models],
+            [m.source.id for m in models],
+            [m.observed_at_ns for m in models],
+            [i.raw for i in items],
+            [_jws_json(i) for i in items],
+        ),
+    )
+    stored = len(await cur.fetchall())
+    result.counts["stored.trigger"] += stored
+    result.counts["duplicate.trigger"] += len(items) - stored
+
+
 async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> str:
     model = item.model
-    if isinstance(model, TriggerEvent):
-        cur = await conn.execute(
-            "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id,"
-            " observed_at_ns, payload, archived_by, jws)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (
-                model.event_id,
-                model.unit_id,
-                model.kind.value,
-                model.source.type.value,
-                model.source.id,
-                model.observed_at_ns,
-                item.raw,
-                by,
-                _jws_json(item),
-            ),
-        )
-    elif isinstance(model, TriggerReceipt):
+    if isinstance(model, TriggerReceipt):
         cur = await conn.execute(
             "INSERT INTO receipts (event_id, at_ns, unit_id, outcome, activation_id, reason,"
             " payload, archived_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -334,8 +362,8 @@ _UPSERT_LOG = (
 _INSERT_RECORDS = (
     "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body,"
     " prev_hash, hash, archived_by)"
-    " SELECT %s, r.*, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[])"
+    " SELECT %s, r.*, %s FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[])"
     " AS r (seq, prev_seq, at_ns, kind, activation_id, body, prev_hash, hash)"
     " ON CONFLICT DO NOTHING"
 )
@@ -461,6 +489,7 @@ def _removed_camera(record: LogBatchRecord) -> str | None:
 
 async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult) -> None:
     records = batch.records
+    # The caller's transaction holds every batch of a group; this one is a savepoint in it.
     async with conn.transaction():
         # Locks the log's row until commit: batches of one log are stored one at a time
         # across all archivers, so each recomputation sees every batch committed before,

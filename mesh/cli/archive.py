@@ -3,6 +3,7 @@ commands of the central archive and of its edge side. Registered by mesh/cli/app
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,6 +45,28 @@ _IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 DbOpt = Annotated[
     str | None,
     typer.Option("--db", envvar=ENV_DB, help=f"postgresql://user@host:port/db (env {ENV_DB})"),
+]
+
+ENV_NATS_PASSWORD_FILE = "TRIGGER_MESH_NATS_PASSWORD_FILE"  # noqa: S105 - a name
+NatsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats",
+        help="The NATS cluster's client URLs, comma-separated (tls://n1:4222,tls://n2:4222): "
+        "read from the archive's JetStream consumer instead of an MQTT shared subscription",
+    ),
+]
+NatsUserOpt = Annotated[str | None, typer.Option("--nats-user", help="NATS user")]
+NatsPasswordOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-password-file",
+        envvar=ENV_NATS_PASSWORD_FILE,
+        help="File holding the NATS user's password (broker-config's credentials/USER.password)",
+    ),
+]
+NatsCaOpt = Annotated[
+    Path | None, typer.Option("--nats-ca", help="CA of the nodes' certificate (central/ca.crt)")
 ]
 
 archiver_app = typer.Typer(
@@ -96,11 +119,17 @@ def archiver(
             "others are kept among the conflicts, not as acks",
         ),
     ] = None,
+    nats_servers: NatsOpt = None,
+    nats_user: NatsUserOpt = None,
+    nats_password_file: NatsPasswordOpt = None,
+    nats_ca: NatsCaOpt = None,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Run an archiver: archived topics in (over a shared subscription, so several split
-    the load), PostgreSQL out. The schema is migrated at start."""
+    """Run an archiver: archived topics in (over a shared subscription, or with --nats the
+    archive's JetStream consumer, so several split the load), PostgreSQL out. The schema is
+    migrated at start. With --nats, --broker is the MQTT listener of a node, where the log
+    watermarks are published (retained); it takes the NATS password if it has none."""
     if ctx.invoked_subcommand is not None:
         return
     configure_logs(log_format, log_level)  # first: a bad option or file is a log record
@@ -124,14 +153,120 @@ def archiver(
         except ConfigError as exc:
             fail(f"--trust: {exc}")
 
+    login = None
+    if nats_servers is not None:
+        login = _nats_login(nats_servers, nats_user, nats_password_file, nats_ca)
+
     async def serve() -> None:
         async with broker_for(client_broker(broker)) as (url, protocol):
             settings = ArchiverSettings(
                 dsn=dsn, archiver_id=name, topics=topics, group=group, trust=store
             )
-            await Archiver(settings, url=url, protocol=protocol).run()
+            if login is None:
+                await Archiver(settings, url=url, protocol=protocol).run()
+                return
+            await Archiver(settings, source=_jetstream_source(login, url, name)).run()
 
     run_until_signal(serve())
+
+
+if TYPE_CHECKING:
+    from bridge.mqtt.urls import BrokerUrl
+    from mesh.archive.jetstream import JetStreamSource, NatsLogin
+
+
+def _nats_login(
+    servers: str, user: str | None, password_file: Path | None, ca: Path | None
+) -> NatsLogin:
+    """The NATS login of --nats and its options, or exit 2 naming what is wrong."""
+    require("central", "--nats")
+    from mesh.archive.jetstream import NatsLogin
+
+    urls = tuple(u.strip() for u in servers.split(",") if u.strip())
+    if not urls:
+        fail("--nats: no URL")
+    for url in urls:
+        if not re.fullmatch(r"(nats|tls)://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", url):
+            fail(f"--nats {url!r}: give nats://HOST:PORT or tls://HOST:PORT")
+    if not user:
+        fail("--nats needs --nats-user")
+    if password_file is None:
+        fail(f"--nats needs --nats-password-file (or {ENV_NATS_PASSWORD_FILE})")
+    try:
+        password = password_file.read_text().strip()
+    except OSError as exc:
+        fail(f"--nats-password-file {password_file}: {exc.strerror or exc}")
+    if not password:
+        fail(f"--nats-password-file {password_file}: empty")
+    if ca is not None and not ca.is_file():
+        fail(f"--nats-ca {ca}: no such file")
+    return NatsLogin(urls, user, password, None if ca is None else str(ca))
+
+
+def _jetstream_source(login: NatsLogin, url: BrokerUrl, name: str) -> JetStreamSource:
+    import dataclasses
+
+    from bridge.mqtt.client import LinkOptions, MqttLink
+    from mesh.archive.jetstream import JetStreamSource, StreamSettings
+
+    if url.password is None and url.username in (None, login.user):
+        url = dataclasses.replace(url, username=login.user, password=login.password)
+    # No subscriptions: the watermarks go out here, retained (NATS keeps MQTT's retained).
+    link = MqttLink(url, LinkOptions(client_id=f"tm-archiver-{name}", protocol="3.1.1"))
+    return JetStreamSource(login, StreamSettings(), link)
+
+
+@archiver_app.command("stream")
+def stream(
+    nats_servers: NatsOpt = None,
+    nats_user: NatsUserOpt = "admin",
+    nats_password_file: NatsPasswordOpt = None,
+    nats_ca: NatsCaOpt = None,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, max=5)] = 3,
+    max_bytes: Annotated[
+        int, typer.Option("--max-bytes", min=1, help="Backlog limit in bytes (oldest dropped)")
+    ] = 10 * 1024**3,
+    max_age_s: Annotated[
+        float, typer.Option("--max-age", min=1, help="Backlog limit in seconds (oldest dropped)")
+    ] = 7 * 86_400.0,
+    duplicate_window_s: Annotated[float, typer.Option("--duplicate-window", min=0.1)] = 120.0,
+    ack_wait_s: Annotated[float, typer.Option("--ack-wait", min=0.5)] = 30.0,
+    max_deliver: Annotated[int, typer.Option("--max-deliver", min=1)] = 10,
+    max_ack_pending: Annotated[int, typer.Option("--max-ack-pending", min=1)] = 20_000,
+) -> None:
+    """Create or update the archive's JetStream stream and the archivers' shared consumer
+    (idempotent), with the operator's NATS user: an archiver's own may only consume."""
+    if nats_servers is None:
+        fail("--nats is required")
+    login = _nats_login(nats_servers, nats_user, nats_password_file, nats_ca)
+    from mesh.archive.jetstream import StreamSettings, connect, ensure_archive
+
+    settings = StreamSettings(
+        replicas=replicas,
+        max_bytes=max_bytes,
+        max_age_s=max_age_s,
+        duplicate_window_s=duplicate_window_s,
+        ack_wait_s=ack_wait_s,
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
+    )
+    topics = topic_schema(prefix)
+
+    async def run() -> tuple[str, str]:
+        nc = await connect(login, max_reconnect_attempts=0, allow_reconnect=False)
+        try:
+            return await ensure_archive(nc.jetstream(), topics, settings)
+        finally:
+            await nc.close()
+
+    try:
+        stream_done, consumer_done = asyncio.run(run())
+    except Exception as exc:
+        fail(f"the archive's stream: {exc or type(exc).__name__}", code=1)
+    console().print(
+        f"stream {settings.stream} {stream_done}, consumer {settings.consumer} {consumer_done}"
+    )
 
 
 @archiver_app.command("migrate")

@@ -23,6 +23,7 @@ from bridge.broker.nats import (
     cluster_nodes,
     mqtt_subjects,
     nats_bridge,
+    subject_topic,
     write_car_and_central,
 )
 
@@ -53,6 +54,24 @@ def test_topics_become_the_servers_subjects(topic: str, subjects: tuple[str, ...
     assert mqtt_subjects(topic) == subjects
 
 
+@pytest.mark.parametrize(
+    ("topic", "subject"),
+    [
+        ("mesh/v2/trigger/car-12", "mesh.v2.trigger.car-12"),
+        ("mesh/v2/ack/gw.1/cam.2", "mesh.v2.ack.gw//1.cam//2"),
+        ("/sensors/temp", "/.sensors.temp"),
+        ("sensors/temp/", "sensors.temp./"),
+        ("sensors//temp", "sensors./.temp"),
+        ("a/../b", "a.////.b"),
+    ],
+)
+def test_subjects_map_back_to_their_topics(topic: str, subject: str) -> None:
+    """nats-server's conversion (docs.nats.io, MQTT topics and subjects) and its inverse."""
+    if "//" not in topic and not topic.startswith("/") and not topic.endswith("/"):
+        assert mqtt_subjects(topic) == (subject,)
+    assert subject_topic(subject) == topic
+
+
 @pytest.mark.parametrize("bad", ["mesh//v2", "mesh/#/x", "mesh/a+"])
 def test_odd_topics_are_refused(bad: str) -> None:
     with pytest.raises(NatsConfigError):
@@ -68,9 +87,15 @@ def test_users_mirror_the_acl() -> None:
     assert dispatch.subscribe == ("mesh.v2", "mesh.v2.>")
     assert dispatch.publish == ("mesh.v2.trigger.*", "mesh.v2.cancel.*")
     archiver = users["archiver-1"]
-    assert archiver.publish == ("mesh.v2.log.*.synced.*",)
-    assert "mesh.v2.log.*.records" in archiver.subscribe
-    assert "mesh.v2.presence.*" not in archiver.subscribe
+    # The archive's consumer only (fetch, info, acks) and the watermarks; no stream's
+    # subjects, no stream or consumer management; replies only on its own inbox.
+    assert archiver.publish == (
+        "$JS.API.CONSUMER.MSG.NEXT.MESH_ARCHIVE.archivers",
+        "$JS.API.CONSUMER.INFO.MESH_ARCHIVE.archivers",
+        "$JS.ACK.MESH_ARCHIVE.archivers.>",
+        "mesh.v2.log.*.synced.*",
+    )
+    assert archiver.subscribe == ("_INBOX.archiver-1.>",)
     car = users["tm-bridge-gw-car-12-central"]
     assert car.connection_types == ("MQTT",)
     # Out: what the car sends; in: what it is sent; both: the trigger, cells, cmd/all.

@@ -1,0 +1,656 @@
+"""Archive ingest on the NATS central tier, end to end, against its floor in the same run.
+
+Set-up, all on this machine: a 3-node NATS JetStream cluster and the car's mosquitto bridged
+to it, both from the configs ``broker-config --central nats`` writes (tests/nats_tools.py's
+loopback layout: TLS, the generated users), the archive's stream and consumer made by
+``ensure_archive`` (3 replicas), two archivers as processes of their own (``trigger-mesh
+archiver --nats …``, the real CLI) on two nodes, and the PostgreSQL of the tests (a schema
+of its own per run, dropped after).
+
+Two workloads, each run on a fresh stream and schema:
+
+- **log**: edge-log sync batches (``{p}/log/{id}/records``, 100 records of about 400 bytes
+  each, valid hash chains, 10 logs), the bulk of what the archive stores: one row of
+  ``log_records`` per record;
+- **live**: triggers (``{p}/trigger/U``), one message and one row each.
+
+**End to end**: a client of the car's mosquitto (the gateway's credential) publishes every
+message at QoS 1 (``--publisher python``: an MqttLink as a gateway publishes, up to 64
+unacknowledged; ``--publisher mosquitto_pub``: one C client per topic, fed a line per
+message, to load the centre as many cars would), the car's bridge carries them to the cluster's
+MQTT listener, the stream keeps them, the archivers fetch, write and acknowledge. Timed
+from the first publish until PostgreSQL holds every row (polled every 50 ms); no loss means
+every row is there, once (the tables' keys). Lag per row: ``archived_at`` (PostgreSQL's
+``now()``, the start of the archiver's transaction) minus the record's ``at_ns`` (set when
+its message was published), p50/p99.
+
+**Floor**: the same messages published natively to the stream (nats-py, the operator's
+user, no bridge, no MQTT) and consumed and acknowledged through the same consumer by one
+client, plus a PostgreSQL ``COPY`` of the same rows into the same table of a fresh schema;
+floor rate = rows / (consume time + COPY time). Targets (issue 20): end to end ≥ 0.5× the
+floor and ≥ 10,000 records/s, no loss. Also the CPU each role used during the end-to-end run
+(cores: CPU seconds / wall seconds; PostgreSQL counts all its processes).
+
+    python bench/central.py [--json] [--smoke] [--workload log,live] [--records 100000]
+        [--triggers 20000] [--publisher python|mosquitto_pub]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests/nats_tools.py: the cluster the tests run
+
+from bridge.broker.nats import ADMIN_USER, mqtt_subjects  # noqa: E402
+from bridge.mqtt.client import LinkOptions, MqttLink  # noqa: E402
+from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto  # noqa: E402
+from bridge.topics import Topics  # noqa: E402
+from mesh.archive.db import connect as pg_connect  # noqa: E402
+from mesh.archive.jetstream import (  # noqa: E402
+    NatsLogin,
+    StreamSettings,
+    connect,
+    ensure_archive,
+)
+from mesh.archive.migrate import migrate  # noqa: E402
+from mesh.decide.stats import percentile  # noqa: E402
+from mesh.journal.chain import GENESIS, record_hash  # noqa: E402
+from mesh.protocol.codec import encode  # noqa: E402
+from mesh.protocol.log_wire import LogBatch, LogBatchRecord  # noqa: E402
+from mesh.protocol.models import TriggerKind  # noqa: E402
+from tests.nats_tools import ARCHIVER, GW, UNIT, RunningCluster, loopback_layout  # noqa: E402
+from triggers.manual import manual_trigger  # noqa: E402
+
+SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
+DEFAULT_PG = "postgresql://127.0.0.1:5432/test"
+BATCH_RECORDS = 100
+LOGS = 10
+BODY_BYTES = 400
+INFLIGHT = 64
+TARGET_RATE = 10_000
+TARGET_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    # The rows it makes, as the floor's COPY writes them.
+    copy_rows: tuple[tuple[Any, ...], ...]
+
+
+LOG_COPY = (
+    "COPY log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body, prev_hash,"
+    " hash, archived_by) FROM STDIN"
+)
+TRIGGER_COPY = (
+    "COPY triggers (event_id, unit_id, kind, source_type, source_id, observed_at_ns, payload,"
+    " archived_by, jws) FROM STDIN"
+)
+
+
+# --- the workloads ---------------------------------------------------------------------------
+class LogWorkload:
+    """Batches of BATCH_RECORDS records over LOGS logs, each log a valid hash chain; each
+    batch made as it is about to be sent, so its records' at_ns is its send time."""
+
+    name = "log"
+    table = "log_records"
+    copy = LOG_COPY
+    lag_sql = "SELECT (extract(epoch FROM archived_at) * 1e9)::bigint - at_ns FROM log_records"
+
+    def __init__(self, topics: Topics, records: int) -> None:
+        self.topics = topics
+        self.per_log = max(BATCH_RECORDS, records // LOGS)
+        self.rows = self.per_log * LOGS
+
+    def messages(self) -> Iterator[Message]:
+        logs = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(LOGS)]
+        state = {log: (GENESIS, 0) for log in logs}
+        for start in range(1, self.per_log + 1, BATCH_RECORDS):
+            for n, log_id in enumerate(logs):
+                prev_hash, prev_seq = state[log_id]
+                now_ns = time.time_ns()
+                batch: list[LogBatchRecord] = []
+                for seq in range(start, min(start + BATCH_RECORDS, self.per_log + 1)):
+                    body = json.dumps({"n": n, "seq": seq, "pad": "x" * BODY_BYTES})
+                    digest = record_hash(
+                        prev_hash, seq, now_ns, kind="bench", activation_id=None, body=body
+                    )
+                    batch.append(
+                        LogBatchRecord(
+                            seq=seq,
+                            prev_seq=prev_seq,
+                            at_ns=now_ns,
+                            kind="bench",
+                            body=body,
+                            prev_hash=prev_hash,
+                            hash=digest,
+                        )
+                    )
+                    prev_hash, prev_seq = digest, seq
+                state[log_id] = (prev_hash, prev_seq)
+                message = LogBatch(
+                    log_id=log_id,
+                    unit_id=UNIT,
+                    gateway_id=GW,
+                    head_seq=self.per_log,
+                    sent_at_ns=now_ns,
+                    records=tuple(batch),
+                )
+                yield Message(
+                    self.topics.log_records(log_id),
+                    encode(message),
+                    tuple(_log_row(log_id, r) for r in batch),
+                )
+
+
+def _log_row(log_id: str, r: LogBatchRecord) -> tuple[Any, ...]:
+    return (log_id, r.seq, r.prev_seq, r.at_ns, r.kind, None, r.body, r.prev_hash, r.hash, "x")
+
+
+class LiveWorkload:
+    """Triggers, one message and one row each; observed_at_ns is the send time."""
+
+    name = "live"
+    table = "triggers"
+    copy = TRIGGER_COPY
+    lag_sql = (
+        "SELECT (extract(epoch FROM archived_at) * 1e9)::bigint - observed_at_ns FROM triggers"
+    )
+
+    def __init__(self, topics: Topics, count: int) -> None:
+        self.topics = topics
+        self.rows = count
+
+    def messages(self) -> Iterator[Message]:
+        for i in range(self.rows):
+            trigger = manual_trigger(TriggerKind.WEAPON_DRAW, UNIT, source_id=f"bench-{i}")
+            payload = encode(trigger)
+            row = (
+                trigger.event_id,
+                trigger.unit_id,
+                trigger.kind.value,
+                trigger.source.type.value,
+                trigger.source.id,
+                trigger.observed_at_ns,
+                payload.decode(),
+                "floor",
+                None,
+            )
+            yield Message(self.topics.trigger(UNIT), payload, (row,))
+
+
+Workload = LogWorkload | LiveWorkload
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+@contextmanager
+def schema(base: str) -> Iterator[str]:
+    """A DSN for a fresh schema of its own, dropped after."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(base, options=f"-csearch_path={name}")
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+async def migrated(dsn: str) -> None:
+    conn = await pg_connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def count_rows(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+        got = row.fetchone()
+        return int(got[0]) if got else 0
+
+
+def copy_time(dsn: str, workload: Workload, messages: Sequence[Message]) -> float:
+    """Seconds to COPY the rows of ``messages`` into the workload's table (one transaction)."""
+    with psycopg.connect(dsn) as conn:
+        start = time.perf_counter()
+        if isinstance(workload, LogWorkload):  # the logs' rows the records refer to
+            with conn.cursor() as cur, cur.copy("COPY logs (log_id, head_seq) FROM STDIN") as c:
+                for log_id in sorted({m.copy_rows[0][0] for m in messages}):
+                    c.write_row((log_id, workload.per_log))
+        with conn.cursor() as cur, cur.copy(workload.copy) as copy:
+            for message in messages:
+                for row in message.copy_rows:
+                    copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - start
+
+
+# --- the cluster, the car, the archivers ---------------------------------------------------------
+def login(cluster: RunningCluster, user: str) -> NatsLogin:
+    central = cluster.layout.central
+    return NatsLogin(
+        tuple(central.nats_url(i) for i in range(len(central.nodes))),
+        user,
+        central.password(user),
+        str(central.ca_cert),
+    )
+
+
+async def fresh_archive(cluster: RunningCluster, topics: Topics) -> None:
+    """The stream and its consumer, made anew (empty)."""
+    nc = await connect(login(cluster, ADMIN_USER))
+    try:
+        js = nc.jetstream()
+        with contextlib.suppress(Exception):  # not there yet
+            await js.delete_stream(StreamSettings().stream)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await ensure_archive(js, topics, StreamSettings())
+                info = await js.consumer_info(StreamSettings().stream, StreamSettings().consumer)
+                if info.cluster is not None and info.cluster.leader:
+                    return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+def start_archiver(
+    cluster: RunningCluster, dsn: str, name: str, node: int
+) -> subprocess.Popen[bytes]:
+    central = cluster.layout.central
+    order = [node, *(i for i in range(3) if i != node)]
+    mqtt = central.mqtt_url(ARCHIVER, node=node)
+    env = {
+        **os.environ,
+        "TRIGGER_MESH_BROKER": f"mqtts://{ARCHIVER}@localhost:{mqtt.port}?ca={central.ca_cert}",
+        "TRIGGER_MESH_NATS_PASSWORD_FILE": str(central.credentials[ARCHIVER]),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mesh",
+            "archiver",
+            "--db",
+            dsn,
+            "--id",
+            name,
+            "--prefix",
+            cluster.layout.car.spec.prefix,
+            "--nats",
+            ",".join(central.nats_url(i) for i in order),
+            "--nats-user",
+            ARCHIVER,
+            "--nats-ca",
+            str(central.ca_cert),
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def bridge_up(cluster: RunningCluster, timeout_s: float = 120) -> None:
+    from tests.nats_tools import connz
+
+    client_id = f"tm-bridge-{GW}-central"
+    last_in = mqtt_subjects(f"{cluster.layout.car.spec.prefix}/cmd/cell/+")[0]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in cluster.procs:
+            conns = connz(proc.node).get("connections") or []
+            assert isinstance(conns, list)
+            if any(
+                c.get("mqtt_client") == client_id and last_in in (c.get("subscriptions_list") or [])
+                for c in conns
+            ):
+                return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the car's bridge did not come up")
+
+
+async def archivers_waiting(cluster: RunningCluster, n: int, timeout_s: float = 60) -> None:
+    """Until ``n`` fetches wait at the consumer: the archivers are up and asking."""
+    s = StreamSettings()
+    nc = await connect(login(cluster, ADMIN_USER))
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout_s
+        while (await js.consumer_info(s.stream, s.consumer)).num_waiting < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{n} archivers did not start fetching")
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+# How the car's messages are published: "python" (an MqttLink, as a gateway publishes) or
+# "mosquitto_pub" (one C client per topic, `-l`: a line of stdin per message).
+PUBLISHER = {"tool": "python"}
+
+
+async def publish_with_mosquitto_pub(url: Any, workload: Workload, sent: list[Message]) -> None:
+    """Each topic's messages through a mosquitto_pub of its own (QoS 1, TLS, the gateway's
+    certificate), fed as they are made (a pipe holds about 64 KiB)."""
+    base = ["mosquitto_pub", "-h", url.host, "-p", str(url.port), "--cafile", url.ca_file]
+    base += ["--cert", url.cert_file, "--key", url.key_file, "-q", "1", "-l", "-V", "mqttv311"]
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    for message in workload.messages():
+        sent.append(message)
+        proc = procs.get(message.topic)
+        if proc is None:
+            proc = procs[message.topic] = await asyncio.create_subprocess_exec(
+                *base,
+                "-t",
+                message.topic,
+                "-i",
+                f"bench-pub-{len(procs)}",
+                stdin=asyncio.subprocess.PIPE,
+            )
+        assert proc.stdin is not None
+        proc.stdin.write(message.payload + b"\n")
+        await proc.stdin.drain()
+    for proc in procs.values():
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for topic, proc in procs.items():
+        if await proc.wait() != 0:
+            raise RuntimeError(f"mosquitto_pub on {topic} exited {proc.returncode}")
+
+
+# --- CPU, per role, over the end-to-end run ----------------------------------------------------
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_snapshot(roles: dict[str, list[int]]) -> dict[str, float]:
+    snap = {role: sum(cpu_s(pid) for pid in pids) for role, pids in roles.items()}
+    snap["postgres (all its processes)"] = sum(cpu_s(pid) for pid in postgres_pids())
+    return snap
+
+
+# --- the measurements -------------------------------------------------------------------------
+async def end_to_end(
+    cluster: RunningCluster,
+    broker: MosquittoProcess,
+    dsn: str,
+    workload: Workload,
+    sent: list[Message],
+) -> dict[str, Any]:
+    """Publish through the car's mosquitto; two archiver processes store. ``sent`` gets
+    every message, for the floor."""
+    car = cluster.layout.car
+    link = MqttLink(car.url_for(GW), LinkOptions(f"bench-{uuid.uuid4().hex[:6]}", protocol="3.1.1"))
+    task = asyncio.ensure_future(link.run(lambda _m: None))
+    archivers = [start_archiver(cluster, dsn, f"arch-{i}", i) for i in range(2)]
+    try:
+        await link.wait_up(30)
+        await bridge_up(cluster)
+        await archivers_waiting(cluster, 2)
+        roles = {
+            "nats-server (3 nodes)": [p.process.pid for p in cluster.procs if p.process],
+            "car mosquitto": [broker.process.pid] if broker.process else [],
+            "archivers (2)": [a.pid for a in archivers],
+            "bench (publisher)": [os.getpid()],
+        }
+        cpu_before = cpu_snapshot(roles)
+        window = asyncio.Semaphore(INFLIGHT)
+        pending: set[asyncio.Future[None]] = set()
+
+        async def send(message: Message) -> None:
+            try:
+                await link.publish(message.topic, message.payload, qos=1)
+            finally:
+                window.release()
+
+        start = time.perf_counter()
+        if PUBLISHER["tool"] == "mosquitto_pub":
+            await publish_with_mosquitto_pub(car.url_for(GW), workload, sent)
+        else:
+            for message in workload.messages():
+                sent.append(message)
+                await window.acquire()
+                fut = asyncio.ensure_future(send(message))
+                pending.add(fut)
+                fut.add_done_callback(pending.discard)
+            await asyncio.gather(*pending)
+        published_s = time.perf_counter() - start
+        deadline = time.monotonic() + max(120.0, 30 * published_s)
+        rows = 0
+        while time.monotonic() < deadline:
+            rows = await asyncio.to_thread(count_rows, dsn, workload.table)
+            if rows >= workload.rows:
+                break
+            await asyncio.sleep(0.05)
+        seconds = time.perf_counter() - start
+        cpu_after = cpu_snapshot(roles)
+        lags = await asyncio.to_thread(_lags, dsn, workload.lag_sql)
+    finally:
+        for proc in archivers:
+            proc.terminate()
+        for proc in archivers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(Exception):
+            await link.drain(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return {
+        "rows": rows,
+        "lost": workload.rows - rows,
+        "seconds": round(seconds, 3),
+        "published_s": round(published_s, 3),
+        "records_per_s": round(rows / seconds),
+        # CPU used during the run, in cores (CPU seconds / wall seconds), per role.
+        "cores": {r: round((cpu_after[r] - cpu_before[r]) / seconds, 2) for r in cpu_after},
+        "lag_ms": {q: round(percentile(lags, p) / 1e6, 1) for q, p in (("p50", 50), ("p99", 99))}
+        if lags
+        else {},
+    }
+
+
+def _lags(dsn: str, query: str) -> list[float]:
+    with psycopg.connect(dsn) as conn:
+        return [float(r[0]) for r in conn.execute(query).fetchall()]
+
+
+async def bare_jetstream(cluster: RunningCluster, topics: Topics, sent: Sequence[Message]) -> float:
+    """Seconds to publish ``sent`` natively into the (fresh) stream and consume and
+    acknowledge all of it through the consumer, one client each way."""
+    s = StreamSettings()
+    pub = await connect(login(cluster, ADMIN_USER))
+    sub_nc = await connect(login(cluster, ADMIN_USER))
+    try:
+        js = sub_nc.jetstream()
+        sub = await js.pull_subscribe_bind(durable=s.consumer, stream=s.stream)
+        total = len(sent)
+
+        async def consume() -> None:
+            got = 0
+            while got < total:
+                try:
+                    msgs = await sub.fetch(500, timeout=2)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    await msg.ack()
+                got += len(msgs)
+
+        start = time.perf_counter()
+        consumer = asyncio.ensure_future(consume())
+        pjs = pub.jetstream()
+        for message in sent:
+            # Acknowledged by the stream asynchronously (at most 4,000 outstanding).
+            await pjs.publish_async(mqtt_subjects(message.topic)[0], message.payload)
+        await pjs.publish_async_completed()
+        await asyncio.wait_for(consumer, 300)
+        return time.perf_counter() - start
+    finally:
+        await pub.close()
+        await sub_nc.close()
+
+
+async def run_workload(
+    cluster: RunningCluster,
+    broker: MosquittoProcess,
+    base: str,
+    topics: Topics,
+    workload: Workload,
+) -> dict[str, Any]:
+    sent: list[Message] = []
+    await fresh_archive(cluster, topics)
+    with schema(base) as dsn:
+        await migrated(dsn)
+        e2e = await end_to_end(cluster, broker, dsn, workload, sent)
+    await fresh_archive(cluster, topics)
+    js_s = await bare_jetstream(cluster, topics, sent)
+    with schema(base) as dsn:
+        await migrated(dsn)
+        copy_s = await asyncio.to_thread(copy_time, dsn, workload, sent)
+    floor_rate = workload.rows / (js_s + copy_s)
+    ratio = e2e["records_per_s"] / floor_rate
+    return {
+        "messages": len(sent),
+        "end_to_end": e2e,
+        "floor": {
+            "jetstream_s": round(js_s, 3),
+            "copy_s": round(copy_s, 3),
+            "records_per_s": round(floor_rate),
+        },
+        "ratio": round(ratio, 3),
+        "meets_ratio": ratio >= TARGET_RATIO,
+        "meets_rate": e2e["records_per_s"] >= TARGET_RATE,
+        "no_loss": e2e["lost"] == 0,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    base = os.environ.get("TRIGGER_MESH_TEST_PG", DEFAULT_PG)
+    mosquitto = find_mosquitto()
+    if mosquitto is None:
+        raise SystemExit("mosquitto is not installed")
+    out = Path(tempfile.mkdtemp(prefix="trigger-mesh-central-"))
+    layout = loopback_layout(out / "car", f"bench-{uuid.uuid4().hex[:6]}/mesh/v2")
+    cluster = RunningCluster(layout)
+    car = layout.car
+    broker = MosquittoProcess(mosquitto, car.port, car.out_dir, config=car.conf)
+    topics = Topics(car.spec.prefix)
+    report: dict[str, Any] = {"bench": "central", "smoke": args.smoke, "publisher": args.publisher}
+    try:
+        cluster.start()
+        broker.start()
+        for name in args.workload.split(","):
+            workload: Workload = (
+                LogWorkload(topics, args.records)
+                if name == "log"
+                else LiveWorkload(topics, args.triggers)
+            )
+            report[name] = await run_workload(cluster, broker, base, topics, workload)
+    finally:
+        broker.stop()
+        cluster.stop()
+        shutil.rmtree(out, ignore_errors=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    parser.add_argument("--workload", default="log,live", help="log, live or both")
+    parser.add_argument("--records", type=int, default=100_000, help="log records")
+    parser.add_argument("--triggers", type=int, default=20_000, help="triggers")
+    parser.add_argument(
+        "--publisher",
+        choices=("python", "mosquitto_pub"),
+        default="python",
+        help="the car's publisher: an MqttLink (as a gateway) or mosquitto_pub (C)",
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        args.records, args.triggers = 2_000, 200
+    PUBLISHER["tool"] = args.publisher
+    if set(args.workload.split(",")) - {"log", "live"}:
+        parser.error("--workload: log, live or log,live")
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    report = asyncio.run(run(args))
+    for name in ("log", "live"):
+        if name in report:
+            r = report[name]
+            e = r["end_to_end"]
+            print(
+                f"{name:5} {r['messages']:7d} msgs {e['rows']:7d} rows  end to end "
+                f"{e['records_per_s']:7d}/s (lag p50 {e['lag_ms'].get('p50')} ms, p99 "
+                f"{e['lag_ms'].get('p99')} ms, lost {e['lost']})  floor "
+                f"{r['floor']['records_per_s']:7d}/s (JetStream {r['floor']['jetstream_s']} s + "
+                f"COPY {r['floor']['copy_s']} s)  ratio {r['ratio']}\n      cores used: "
+                + ", ".join(f"{k} {v}" for k, v in e["cores"].items()),
+                file=sys.stderr if args.json else sys.stdout,
+            )
+    if args.json:
+        print(json.dumps(report, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()

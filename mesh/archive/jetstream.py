@@ -1,0 +1,389 @@
+"""The archivers as a JetStream consumer group (docs/archive.md § On a NATS cluster).
+
+The archive's stream (``MESH_ARCHIVE``) holds every message the archive keeps, by the NATS
+subjects nats-server gives the archived MQTT topics (``mqtt_subjects``): what the cars'
+bridges publish through the cluster's MQTT listeners lands there, replicated on 3 nodes.
+It is a work queue: a message leaves the stream when an archiver acknowledges it, after
+its PostgreSQL commit. All archivers share ONE durable pull consumer (``archivers``): each
+fetch hands a message to one of them; one not acknowledged within ``ack_wait`` (an
+archiver that died) is delivered again, to whichever fetches next, at most
+``max_deliver`` times. ``stream_config``/``consumer_config`` are the pure settings;
+``ensure_archive`` creates or updates both (``trigger-mesh archiver stream``, with the
+operator's credential: an archiver's own may only consume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from bridge.broker.nats import (
+    ARCHIVE_CONSUMER,
+    ARCHIVE_STREAM,
+    MAX_PAYLOAD,
+    archiver_inbox,
+    mqtt_subjects,
+    subject_topic,
+)
+from bridge.mqtt.client import MqttLink
+from bridge.topics import Topics
+from mesh.archive.intake import archived_filters
+from mesh.archive.source import Sink, Taken
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.aio.msg import Msg
+    from nats.js.api import ConsumerConfig, StreamConfig
+    from nats.js.client import JetStreamContext
+
+GIB = 1024**3
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The archive's stream and its consumer. Limits bound the backlog (what no archiver
+    has stored yet): past ``max_bytes`` or ``max_age_s`` the OLDEST messages are discarded
+    (discard old), so a backlog older than a week, or larger than 10 GiB, loses its
+    oldest part while archivers are down (docs/archive.md)."""
+
+    stream: str = ARCHIVE_STREAM
+    consumer: str = ARCHIVE_CONSUMER
+    replicas: int = 3
+    max_bytes: int = 10 * GIB
+    max_age_s: float = 7 * DAY_S
+    # A publisher that sets Nats-Msg-Id and sends again within this window is stored once.
+    duplicate_window_s: float = 120.0
+    # Not acknowledged within this time: delivered again (an archiver holding a message
+    # while PostgreSQL is down says so every ack_wait/3, so it is not).
+    ack_wait_s: float = 30.0
+    # Delivered at most this often; past it, the message stays in the stream (until
+    # max_age) and is not delivered again; the archiver logs and counts the last attempt.
+    max_deliver: int = 10
+    # Delivered and not yet acknowledged, across all archivers, at most.
+    max_ack_pending: int = 20_000
+
+
+def archive_subjects(topics: Topics) -> list[str]:
+    """The subjects of the archived topics, inside nats-server."""
+    return [mqtt_subjects(f)[0] for f in archived_filters(topics)]
+
+
+def stream_config(topics: Topics, settings: StreamSettings) -> StreamConfig:
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+    return StreamConfig(
+        name=settings.stream,
+        description="trigger-mesh: what the archive stores, until an archiver has stored it",
+        subjects=archive_subjects(topics),
+        retention=RetentionPolicy.WORK_QUEUE,
+        discard=DiscardPolicy.OLD,
+        max_bytes=settings.max_bytes,
+        max_age=settings.max_age_s,
+        max_msg_size=MAX_PAYLOAD,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+    )
+
+
+def consumer_config(settings: StreamSettings) -> ConsumerConfig:
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ReplayPolicy
+
+    return ConsumerConfig(
+        name=settings.consumer,
+        durable_name=settings.consumer,
+        description="trigger-mesh archivers: one consumer, shared by all",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+        replay_policy=ReplayPolicy.INSTANT,
+        num_replicas=settings.replicas,
+    )
+
+
+async def ensure_archive(
+    js: JetStreamContext, topics: Topics, settings: StreamSettings
+) -> tuple[str, str]:
+    """Create the stream and its consumer, or bring them to ``settings`` (idempotent: run
+    again, nothing changes). Returns what was done to each: created, updated."""
+    from nats.js.errors import NotFoundError
+
+    config = stream_config(topics, settings)
+    try:
+        await js.stream_info(settings.stream)
+    except NotFoundError:
+        await js.add_stream(config)
+        stream_done = "created"
+    else:
+        await js.update_stream(config)
+        stream_done = "updated"
+    try:
+        await js.consumer_info(settings.stream, settings.consumer)
+        consumer_done = "updated"
+    except NotFoundError:
+        consumer_done = "created"
+    # Creating a durable with its name is create-or-update on the server.
+    await js.add_consumer(settings.stream, consumer_config(settings))
+    return stream_done, consumer_done
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """How an archiver reaches the cluster: its nodes' client URLs (tls://host:port), its
+    user and password (the generated ``credentials/USER.password``), the CA."""
+
+    servers: tuple[str, ...]
+    user: str
+    password: str
+    ca_file: str | None = None
+    # The name the nodes' certificate is checked against (default: each URL's host).
+    tls_hostname: str | None = None
+
+    def tls(self) -> ssl.SSLContext | None:
+        if not any(s.startswith("tls://") for s in self.servers):
+            return None
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+async def connect(login: NatsLogin, **options: Any) -> NatsClient:
+    """A NATS connection that reconnects forever, its inbox the user's own."""
+    import nats
+
+    settings: dict[str, Any] = {
+        "servers": list(login.servers),
+        "user": login.user,
+        "password": login.password,
+        "tls": login.tls(),
+        "tls_hostname": login.tls_hostname,
+        "inbox_prefix": archiver_inbox(login.user),
+        "connect_timeout": 5,
+        "reconnect_time_wait": 0.5,
+        "max_reconnect_attempts": -1,
+        "allow_reconnect": True,
+    }
+    return await nats.connect(**(settings | options))
+
+
+# At most this many messages per fetch; a fetch waits this long for the first one.
+FETCH_MAX = 500
+FETCH_WAIT_S = 2.0
+# Fetched and not yet settled, per archiver, at most (besides the queue's own room).
+INFLIGHT_MAX = 4_000
+RETRY_MAX_S = 5.0
+
+
+class _Receipt:
+    __slots__ = ("_msg", "_source", "delivered", "last_chance")
+
+    def __init__(self, msg: Msg, source: JetStreamSource, max_deliver: int) -> None:
+        self._msg = msg
+        self._source = source
+        self.delivered = int(msg.metadata.num_delivered or 1) if msg.reply else 1
+        self.last_chance = 0 < max_deliver <= self.delivered
+
+    async def _settle(self, how: str) -> None:
+        if self._source.settled(self):
+            try:
+                if how == "ack":
+                    await self._msg.ack()
+                elif how == "term":
+                    await self._msg.term()
+                else:
+                    await self._msg.nak()
+            except Exception as exc:  # the connection is down: it will be delivered again
+                self._source.counters[f"settle_failed.{how}"] += 1
+                self._source.log.warning("could not settle a message", how=how, error=str(exc))
+
+    async def stored(self) -> None:
+        await self._settle("ack")
+
+    async def refused(self) -> None:
+        await self._settle("term")
+
+    async def again(self) -> None:
+        await self._settle("nak")
+
+    async def hold(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+
+class JetStreamSource:
+    """The archive's stream through its shared durable pull consumer. Messages are
+    fetched only while the archiver has room for them (queue and ``inflight_max``): a
+    backlog waits in the stream, never in an archiver's memory. Watermarks go out over
+    MQTT (``watermarks``, a link to a node's MQTT listener) because only MQTT publishes
+    are retained for the cars."""
+
+    redelivers = True
+
+    def __init__(
+        self,
+        login: NatsLogin,
+        settings: StreamSettings,
+        watermarks: MqttLink,
+        *,
+        inflight_max: int = INFLIGHT_MAX,
+        fetch_max: int = FETCH_MAX,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        from collections import Counter
+
+        self.login = login
+        self.settings = settings
+        self.watermarks = watermarks
+        self.inflight_max = inflight_max
+        self.fetch_max = fetch_max
+        self.log = logger or structlog.get_logger("mesh.archive")
+        self.counters: Counter[str] = Counter()
+        self._outstanding: set[_Receipt] = set()
+        self._freed = asyncio.Event()
+        self._ack_wait_s = settings.ack_wait_s
+        self._max_deliver = settings.max_deliver
+
+    def settled(self, receipt: _Receipt) -> bool:
+        """Forget ``receipt``; False if it was already settled."""
+        if receipt not in self._outstanding:
+            return False
+        self._outstanding.discard(receipt)
+        self._freed.set()
+        return True
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._outstanding)
+
+    async def serve(self, sink: Sink) -> None:
+        link = asyncio.ensure_future(self.watermarks.run(lambda _m: None))
+        nc = None
+        try:
+            nc = await self._connect()
+            sub = await self._bind(nc)
+            s = self.settings
+            await sink.up(
+                f"{','.join(self.login.servers)} (stream {s.stream}, consumer {s.consumer})"
+            )
+            keep = asyncio.ensure_future(self._keep_alive())
+            try:
+                await self._fetch_loop(sub, sink)
+            finally:
+                keep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keep
+        finally:
+            link.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await link
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.drain()
+
+    async def _connect(self) -> NatsClient:
+        delay = 0.1
+        while True:
+            try:
+                return await connect(
+                    self.login, error_cb=self._on_error, disconnected_cb=self._on_disconnected
+                )
+            except Exception as exc:
+                self.log.error(
+                    "NATS cluster unreachable; retrying",
+                    servers=",".join(self.login.servers),
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _bind(self, nc: NatsClient) -> Any:
+        """The pull subscription of the shared consumer, once it exists (made by
+        ``trigger-mesh archiver stream``; an archiver cannot make it)."""
+        js = nc.jetstream()
+        s = self.settings
+        delay = 0.1
+        while True:
+            try:
+                info = await js.consumer_info(s.stream, s.consumer)
+                break
+            except Exception as exc:
+                self.log.error(
+                    "the archive's consumer is not there (run `trigger-mesh archiver stream`); "
+                    "retrying",
+                    stream=s.stream,
+                    consumer=s.consumer,
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        # The consumer's own limits (the operator may have set them), not this process's.
+        self._ack_wait_s = float(info.config.ack_wait or self.settings.ack_wait_s)
+        self._max_deliver = int(info.config.max_deliver or -1)
+        return await js.pull_subscribe_bind(
+            durable=s.consumer,
+            stream=s.stream,
+            inbox_prefix=(archiver_inbox(self.login.user) + ".").encode(),
+        )
+
+    async def _fetch_loop(self, sub: Any, sink: Sink) -> None:
+        import nats.errors
+
+        delay = 0.1
+        while True:
+            room = min(self.inflight_max - len(self._outstanding), sink.room())
+            if room <= 0:
+                self._freed.clear()
+                await self._freed.wait()
+                continue
+            try:
+                msgs = await sub.fetch(min(room, self.fetch_max), timeout=FETCH_WAIT_S)
+            except TimeoutError:
+                continue  # nothing to archive just now
+            except (nats.errors.Error, OSError) as exc:
+                self.counters["fetch_failed"] += 1
+                self.log.warning("fetch failed; retrying", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            delay = 0.1
+            for msg in msgs:
+                await self._hand(msg, sink)
+
+    async def _hand(self, msg: Msg, sink: Sink) -> None:
+        receipt = _Receipt(msg, self, self._max_deliver)
+        if receipt.delivered > 1:
+            self.counters["redelivered"] += 1
+        self._outstanding.add(receipt)
+        taken = sink.take(subject_topic(msg.subject), msg.data, receipt)
+        if taken is Taken.REJECTED:
+            await receipt.refused()  # a poison message: terminated, never delivered again
+        elif taken is Taken.IGNORED:
+            await receipt.stored()
+        elif taken is Taken.FULL:
+            await receipt.again()
+
+    async def _keep_alive(self) -> None:
+        """Tell the server every ack_wait/3 that the messages this archiver holds are
+        being worked on (PostgreSQL may be down): they are not delivered to another."""
+        while True:
+            await asyncio.sleep(self._ack_wait_s / 3)
+            for receipt in list(self._outstanding):
+                await receipt.hold()
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.counters["nats_errors"] += 1
+        self.log.warning("NATS error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        self.log.warning("NATS connection lost; reconnecting")
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        self.watermarks.publish_soon(topic, payload, qos=1, retain=True)

@@ -1,0 +1,72 @@
+"""`trigger-mesh archiver --nats …` and `archiver stream`: bad options are refused with exit
+status 2 and a message naming what is wrong, before anything connects; and the pure parts of
+the JetStream archive (the stream's and the consumer's settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bridge.topics import Topics
+from mesh.archive.jetstream import StreamSettings, archive_subjects, consumer_config, stream_config
+from mesh.cli.app import app
+
+pytest.importorskip("nats")
+DB = "postgresql://127.0.0.1:1/none"
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--nats", "kafka://x:1", "--nats-user", "a"], "give nats://HOST:PORT or tls://HOST:PORT"),
+        (["--nats", "tls://x:4222"], "--nats needs --nats-user"),
+        (["--nats", "tls://x:4222", "--nats-user", "a"], "--nats needs --nats-password-file"),
+        (["--nats", " , ", "--nats-user", "a"], "--nats: no URL"),
+    ],
+)
+def test_bad_nats_options_are_refused(extra: list[str], says: str) -> None:
+    result = CliRunner().invoke(app, ["archiver", "--db", DB, *extra], env={})
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+
+
+def test_an_unreadable_or_empty_password_file_is_named(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.password"
+    empty.write_text("\n")
+    for path, says in ((tmp_path / "missing", "missing"), (empty, "empty")):
+        result = CliRunner().invoke(
+            app,
+            ["archiver", "stream", "--nats", "tls://x:4222", "--nats-password-file", str(path)],
+            env={},
+        )
+        assert result.exit_code == 2, result.output
+        assert f"--nats-password-file {path}" in result.output
+        assert says in result.output
+
+
+def test_the_stream_holds_the_archived_subjects_as_a_bounded_work_queue() -> None:
+    from nats.js.api import AckPolicy, DiscardPolicy, RetentionPolicy
+
+    topics = Topics("t-1/mesh/v2")
+    assert archive_subjects(topics) == [
+        "t-1.mesh.v2.trigger.*",
+        "t-1.mesh.v2.receipt.*",
+        "t-1.mesh.v2.activation.*.*",
+        "t-1.mesh.v2.ack.*.*",
+        "t-1.mesh.v2.escalation.*",
+        "t-1.mesh.v2.log.*.records",
+    ]
+    stream = stream_config(topics, StreamSettings())
+    assert stream.retention is RetentionPolicy.WORK_QUEUE
+    assert stream.discard is DiscardPolicy.OLD
+    assert stream.num_replicas == 3
+    assert stream.max_bytes == 10 * 1024**3
+    assert stream.max_age == 7 * 86_400
+    assert stream.duplicate_window == 120
+    consumer = consumer_config(StreamSettings())
+    assert consumer.durable_name == "archivers"
+    assert consumer.ack_policy is AckPolicy.EXPLICIT
+    assert consumer.max_deliver == 10
+    assert consumer.ack_wait == 30

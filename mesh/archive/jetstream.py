@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,11 +27,13 @@ from bridge.broker.nats import (
     ARCHIVE_CONSUMER,
     ARCHIVE_STREAM,
     MAX_PAYLOAD,
+    NatsCluster,
     archiver_inbox,
     mqtt_subjects,
     subject_topic,
 )
 from bridge.mqtt.client import MqttLink
+from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.archive.intake import archived_filters
 from mesh.archive.source import Sink, Taken
@@ -387,3 +390,28 @@ class JetStreamSource:
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         self.watermarks.publish_soon(topic, payload, qos=1, retain=True)
+
+
+def archiver_source(login: NatsLogin, url: BrokerUrl, name: str) -> JetStreamSource:
+    """The source of archiver ``name``: the archive's consumer, with its watermarks sent
+    on ``url`` (a node's MQTT listener; the login's user and password unless it has its
+    own)."""
+    from bridge.mqtt.client import LinkOptions
+
+    if url.password is None and url.username in (None, login.user):
+        url = dataclasses.replace(url, username=login.user, password=login.password)
+    # No subscriptions: the watermarks go out here, retained (NATS keeps MQTT's retained).
+    link = MqttLink(url, LinkOptions(client_id=f"tm-archiver-{name}", protocol="3.1.1"))
+    return JetStreamSource(login, StreamSettings(), link)
+
+
+def cluster_login(cluster: NatsCluster, user: str, first: int = 0) -> NatsLogin:
+    """``user``'s login to the nodes ``write_nats_cluster`` configured, node ``first``
+    tried first (an archiver per node spreads them)."""
+    order = [first, *(i for i in range(len(cluster.nodes)) if i != first)]
+    return NatsLogin(
+        tuple(cluster.nats_url(i) for i in order),
+        user,
+        cluster.password(user),
+        str(cluster.ca_cert),
+    )

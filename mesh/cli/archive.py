@@ -165,14 +165,15 @@ def archiver(
             if login is None:
                 await Archiver(settings, url=url, protocol=protocol).run()
                 return
-            await Archiver(settings, source=_jetstream_source(login, url, name)).run()
+            from mesh.archive.jetstream import archiver_source
+
+            await Archiver(settings, source=archiver_source(login, url, name)).run()
 
     run_until_signal(serve())
 
 
 if TYPE_CHECKING:
-    from bridge.mqtt.urls import BrokerUrl
-    from mesh.archive.jetstream import JetStreamSource, NatsLogin
+    from mesh.archive.jetstream import NatsLogin
 
 
 def _nats_login(
@@ -201,19 +202,6 @@ def _nats_login(
     if ca is not None and not ca.is_file():
         fail(f"--nats-ca {ca}: no such file")
     return NatsLogin(urls, user, password, None if ca is None else str(ca))
-
-
-def _jetstream_source(login: NatsLogin, url: BrokerUrl, name: str) -> JetStreamSource:
-    import dataclasses
-
-    from bridge.mqtt.client import LinkOptions, MqttLink
-    from mesh.archive.jetstream import JetStreamSource, StreamSettings
-
-    if url.password is None and url.username in (None, login.user):
-        url = dataclasses.replace(url, username=login.user, password=login.password)
-    # No subscriptions: the watermarks go out here, retained (NATS keeps MQTT's retained).
-    link = MqttLink(url, LinkOptions(client_id=f"tm-archiver-{name}", protocol="3.1.1"))
-    return JetStreamSource(login, StreamSettings(), link)
 
 
 @archiver_app.command("stream")

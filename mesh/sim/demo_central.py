@@ -2,9 +2,10 @@
 
 On this machine: a 3-node NATS JetStream cluster (``broker-config --central nats``'s
 configs on free loopback ports, TLS and accounts as in production), the car's locked-down
-mosquitto bridged to it, two archivers writing into PostgreSQL (the running server), and
-a dispatch console on the third node. The demo's gateway and 20 cameras run in the car,
-signing everything as ``--secure`` does. After the scenario the demo checks that the
+mosquitto bridged to it, two archivers sharing the archive's JetStream consumer and
+writing into PostgreSQL (the running server), and a dispatch console on the third node.
+The demo's gateway and 20 cameras run in the car, signing everything as ``--secure``
+does. After the scenario the demo checks that the
 archive holds every activation of the run and that the console, which only sees the
 cluster, saw them all. ``--stay`` keeps everything running until Ctrl-C.
 """
@@ -25,11 +26,18 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bridge.broker.acl import FleetSpec, Principal
 from bridge.broker.bridge import bridge_client_id
-from bridge.broker.nats import CarAndCentral, NatsNode, write_car_and_central
+from bridge.broker.nats import ADMIN_USER, CarAndCentral, NatsNode, write_car_and_central
 from bridge.broker.nats_run import RunningCluster, bridge_subscribed
 from bridge.mqtt.embedded import BrokerStartError, MosquittoProcess, find_mosquitto, free_port
 from bridge.topics import Topics
 from mesh.archive.archiver import Archiver, ArchiverSettings
+from mesh.archive.jetstream import (
+    StreamSettings,
+    archiver_source,
+    cluster_login,
+    connect,
+    ensure_archive,
+)
 from mesh.dispatch.console.auth import Role, Users, add_user
 from mesh.dispatch.console.server import ConsoleServer
 from mesh.security.signing import PayloadSigner
@@ -189,11 +197,23 @@ async def central_tier(
         await asyncio.to_thread(cluster.start)
         await asyncio.to_thread(car_broker.start)
 
+        # The archive's stream and consumer, made by the operator's user (archivers may
+        # only consume: bridge/broker/nats.py).
+        admin = await connect(cluster_login(central, ADMIN_USER))
+        try:
+            await ensure_archive(admin.jetstream(), topics, StreamSettings())
+        finally:
+            await admin.close()
+
         def make_archivers() -> list[Archiver]:
             return [
                 Archiver(
                     ArchiverSettings(archive, archiver_id=name, topics=topics, trust=trust),
-                    url=central.mqtt_url(name, node=i % NODES),
+                    source=archiver_source(
+                        cluster_login(central, name, first=i % NODES),
+                        central.mqtt_url(name, node=i % NODES),
+                        name,
+                    ),
                 )
                 for i, name in enumerate(ARCHIVER_IDS)
             ]

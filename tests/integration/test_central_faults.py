@@ -1,0 +1,205 @@
+"""Faults of the central tier, each counting what was lost (it must be nothing).
+
+A real car (the gateway and its three cameras, signed, on the car's locked-down mosquitto)
+bridged to a real 3-node NATS cluster, two archivers into the real PostgreSQL and a
+dispatch console on the cluster, as `demo --central` runs them (mesh/sim/demo_central.py).
+The car fires a burst of triggers while a fault is played; afterwards every activation
+the car logged must be confirmed in the car (its cameras kept being commanded), in the
+archive with its final state and every camera's ack, and on the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from bridge.mqtt.client import LinkOptions, MqttLink
+from bridge.topics import Topics
+from mesh.decide.policy import Policy
+from mesh.dispatch.watch import ActivationWatcher
+from mesh.gateway.build import build_gateway, config_in_code
+from mesh.gateway.daemon import Gateway
+from mesh.protocol.models import ActivationState, TriggerKind
+from mesh.sim.camera_fleet import build_agents, wait_all_up
+from mesh.sim.demo import CENTER, GATEWAY_ID, UNIT, demo_specs
+from mesh.sim.demo_central import CentralTier, central_tier
+from tests.conftest import require_mosquitto
+from triggers.manual import manual_trigger
+
+BURST = 12
+
+
+@dataclass
+class Car:
+    tier: CentralTier
+    topics: Topics
+    gateway: Gateway
+    driver: MqttLink
+    watcher: ActivationWatcher  # the car's own view: what the car logged as final
+
+    async def trigger(self, n: int) -> None:
+        security = self.tier.car.security(GATEWAY_ID)
+        event = manual_trigger(TriggerKind.MANUAL, UNIT, source_id=f"test:button-{n}")
+        await self.driver.publish(self.topics.trigger(UNIT), security.seal(event), qos=1)
+
+    async def burst(self, during: Callable[[], Awaitable[None]] | None = None) -> None:
+        """BURST triggers, ``during`` played after the first third of them."""
+        for n in range(BURST):
+            if n == BURST // 3 and during is not None:
+                await during()
+            await self.trigger(n)
+
+    async def finals(self, timeout_s: float = 30.0) -> dict[str, str]:
+        """Every activation the car decided, once all are final in the car."""
+
+        def settled() -> bool:
+            receipts = [r for r in self.watcher.receipts.values() if r.activation_id]
+            records = self.watcher.records
+            return len(receipts) >= BURST and all(
+                r.activation_id in records
+                and records[r.activation_id].state is not ActivationState.PENDING
+                for r in receipts
+            )
+
+        assert await self.watcher.wait_for(settled, timeout_s), self.watcher.receipts
+        return {a: r.state.value for a, r in self.watcher.records.items()}
+
+    async def lost(self, finals: dict[str, str]) -> list[str]:
+        """What the archive and the console lack of ``finals``, once they have settled."""
+        problems = await self.tier.settled(finals, 30)
+        async with await psycopg.AsyncConnection.connect(self.tier.dsn) as conn:
+            cursor = await conn.execute(
+                "SELECT activation_id, camera_id FROM acks WHERE activation_id = ANY(%s)",
+                (list(finals),),
+            )
+            acked = {tuple(row) for row in await cursor.fetchall()}
+        for activation_id in finals:
+            record = self.watcher.records[activation_id]
+            for camera in record.cameras:
+                if (
+                    camera.acked_at_ns is not None
+                    and (activation_id, camera.camera_id) not in acked
+                ):
+                    problems.append(f"ack of {camera.camera_id} for {activation_id} not archived")
+        return problems
+
+
+@contextlib.asynccontextmanager
+async def central_car(tmp_path: Path, dsn: str) -> AsyncIterator[Car]:
+    require_mosquitto()
+    topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v2")
+    specs = [s for s in demo_specs() if s.unit_id == UNIT]
+    async with central_tier(tmp_path, topics, GATEWAY_ID, UNIT, specs, dsn=dsn) as tier:
+        setup = tier.car
+        run_id = uuid.uuid4().hex[:6]
+        agents = build_agents(
+            specs,
+            url=setup.url(specs[0].camera_id),
+            topics=topics,
+            client_prefix=f"t-{run_id}-",
+            now_ns=time.time_ns(),
+            url_of=setup.camera_url(),
+            security_of=setup.camera_security(),
+        )
+        gateway = build_gateway(
+            config_in_code(
+                UNIT, tmp_path / "car.db", gateway_id=GATEWAY_ID, topics=topics, position=CENTER
+            ),
+            Policy(),
+            url=setup.url(GATEWAY_ID),
+            client_id=f"t-{run_id}-gw",
+            sources=[],
+            security=setup.security(GATEWAY_ID),
+        )
+        driver = MqttLink(
+            setup.url(GATEWAY_ID), LinkOptions(f"t-{run_id}-driver", persistent_session=False)
+        )
+        watcher = ActivationWatcher(
+            setup.url(GATEWAY_ID), topics, client_id=f"t-{run_id}-watch", unit_id=UNIT
+        )
+        tasks = [asyncio.create_task(a.run()) for a in agents]
+        tasks += [
+            asyncio.create_task(gateway.run()),
+            asyncio.create_task(driver.run(lambda _m: None)),
+            asyncio.create_task(watcher.run()),
+        ]
+        try:
+            async with asyncio.timeout(20):
+                await gateway.ready.wait()
+            await wait_all_up(agents, 20)
+            await driver.wait_up(20)
+            await watcher.link.wait_up(20)
+            yield Car(tier, topics, gateway, driver, watcher)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _bridge_node(car: Car) -> int:
+    from bridge.broker.bridge import bridge_client_id
+    from bridge.broker.nats_run import bridge_subscribed
+
+    layout = car.tier.layout
+    client_id = bridge_client_id(layout.bridge, layout.car.spec)
+    up = [bridge_subscribed(n, client_id, layout.car.spec) for n in layout.central.nodes]
+    assert up.count(True) == 1, up
+    return up.index(True)
+
+
+async def test_a_node_killed_during_a_burst_loses_nothing(tmp_path: Path, postgres: str) -> None:
+    """The node the car's bridge is on is SIGKILLed a third into the burst: the bridge
+    fails over, the archivers and the console (on other nodes) go on, nothing is lost."""
+    async with central_car(tmp_path, postgres) as car:
+        victim = _bridge_node(car)
+
+        async def kill() -> None:
+            await asyncio.to_thread(car.tier.cluster.procs[victim].kill)
+
+        await car.burst(during=kill)
+        finals = await car.finals()
+        assert set(finals.values()) == {"confirmed"}, finals  # the car kept commanding
+        assert await car.lost(finals) == []
+
+
+async def test_all_archivers_down_then_back_loses_nothing(tmp_path: Path, postgres: str) -> None:
+    async with central_car(tmp_path, postgres) as car:
+        tier = car.tier
+        for task in tier.tasks[: len(tier.archivers)]:
+            task.cancel()
+        await asyncio.gather(*tier.tasks[: len(tier.archivers)], return_exceptions=True)
+        await car.burst()
+        finals = await car.finals()
+        archived = await tier.archived_states(list(finals))
+        assert archived == {}, "no archiver ran, yet rows were written"
+        tier.tasks[: len(tier.archivers)] = [
+            asyncio.create_task(a.run()) for a in tier.restarted_archivers()
+        ]
+        assert await car.lost(finals) == []
+
+
+async def test_a_rolling_restart_of_the_cluster_loses_nothing(
+    tmp_path: Path, postgres: str
+) -> None:
+    """Each node in turn is stopped and started again (healthy before the next) while
+    the car fires its burst."""
+    async with central_car(tmp_path, postgres) as car:
+        cluster = car.tier.cluster
+
+        async def roll() -> None:
+            for index in range(len(cluster.procs)):
+                await asyncio.to_thread(cluster.procs[index].kill)
+                await asyncio.to_thread(cluster.restart, index)
+                await car.trigger(100 + index)  # traffic between the restarts
+
+        await car.burst(during=roll)
+        finals = await car.finals(timeout_s=60)
+        assert set(finals.values()) == {"confirmed"}, finals
+        assert await car.lost(finals) == []

@@ -12,7 +12,12 @@ from bridge.mqtt.client import Inbound, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import TopicKind, Topics
 from mesh.protocol.codec import PayloadError, decode
-from mesh.protocol.models import ActivationRecord, ActivationState, TriggerReceipt
+from mesh.protocol.models import (
+    ActivationRecord,
+    ActivationState,
+    ReceiptOutcome,
+    TriggerReceipt,
+)
 
 _PENDING_MARK = b'"state":"pending"'
 # A record names every camera involved (~270 bytes each): 1,000 cameras make ~270 KB.
@@ -82,9 +87,13 @@ class ActivationWatcher:
                         self.on_record(record)
             elif parsed is not None and parsed.kind is TopicKind.RECEIPT:
                 receipt = decode(TriggerReceipt, message.payload)
-                # The first receipt is the decision; the same trigger delivered again (QoS 1,
-                # or echoed by a NATS central, docs/broker.md) gets a later `suppressed` one.
-                self.receipts.setdefault(receipt.event_id, receipt)
+                # The same trigger delivered again (a resend, QoS 1, or the car's trigger
+                # echoed by a NATS central: docs/broker.md) is answered `suppressed`, and
+                # that answer may come first (the original's waits for the log): an
+                # accepted or rejected receipt is the decision and is kept over it.
+                held = self.receipts.get(receipt.event_id)
+                if held is None or held.outcome is ReceiptOutcome.SUPPRESSED:
+                    self.receipts[receipt.event_id] = receipt
             else:
                 return
         except PayloadError as exc:

@@ -92,6 +92,14 @@ class NatsNode:
     mqtt_port: int = DEFAULT_PORTS["mqtt"]
     # Monitoring (/healthz, /varz, /jsz): bound to the loopback only.
     http_port: int = DEFAULT_PORTS["http"]
+    # Where the cars' bridges reach the MQTT listener when something sits in between (a
+    # NAT, a TCP load balancer; the tests' proxy); None: mqtt_port.
+    bridge_port: int | None = None
+
+    @property
+    def reached_at(self) -> int:
+        """The port a car's bridge connects to."""
+        return self.bridge_port or self.mqtt_port
 
 
 @dataclass(frozen=True)
@@ -500,7 +508,7 @@ def nats_bridge(
     url = BrokerUrl(
         scheme="mqtts",
         host=host or first.host,
-        port=first.mqtt_port,
+        port=first.reached_at,
         username=user,
         password=password or secrets.token_urlsafe(24),
         ca_file=str(ca_file),
@@ -508,7 +516,7 @@ def nats_bridge(
     bridge = BridgeSpec(
         name,
         url,
-        failover=tuple((host or n.host, n.mqtt_port) for n in nodes[1:]),
+        failover=tuple((host or n.host, n.reached_at) for n in nodes[1:]),
         private=False,
     )
     if restart_timeout is not None:

@@ -131,7 +131,8 @@ def _fleet(
     )
 
 
-def _loopback_nodes() -> list[NatsNode]:
+def loopback_nodes() -> list[NatsNode]:
+    """Three nodes on free loopback ports."""
     return [
         NatsNode(
             f"nats-{i + 1}",
@@ -161,9 +162,11 @@ async def central_tier(
     cameras: Sequence[CameraSpec],
     *,
     dsn: str,
+    nodes: Sequence[NatsNode] | None = None,
 ) -> AsyncIterator[CentralTier]:
-    """Write every configuration into ``workdir``, start the cluster, the car's broker,
-    the archivers and the console; stop them all (in reverse) afterwards."""
+    """Write every configuration into ``workdir``, start the cluster (``nodes``, default
+    three on free loopback ports), the car's broker, the archivers and the console; stop
+    them all (in reverse) afterwards."""
     binary = find_mosquitto()
     if binary is None:
         raise BrokerStartError("--central needs mosquitto (apt-get install -y mosquitto)")
@@ -172,7 +175,7 @@ async def central_tier(
         write_car_and_central,
         workdir / "broker",
         spec,
-        _loopback_nodes(),
+        nodes or loopback_nodes(),
         central_hosts=("localhost", "127.0.0.1"),
         central_bind="127.0.0.1",
         bridge_host="localhost",

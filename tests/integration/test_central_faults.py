@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from bridge.broker.nats import NatsNode
 from bridge.mqtt.client import LinkOptions, MqttLink
 from bridge.topics import Topics
 from mesh.decide.policy import Policy
@@ -29,7 +31,8 @@ from mesh.gateway.daemon import Gateway
 from mesh.protocol.models import ActivationState, TriggerKind
 from mesh.sim.camera_fleet import build_agents, wait_all_up
 from mesh.sim.demo import CENTER, GATEWAY_ID, UNIT, demo_specs
-from mesh.sim.demo_central import CentralTier, central_tier
+from mesh.sim.demo_central import CentralTier, central_tier, loopback_nodes
+from tests.chaos_tools import ChaosProxy
 from tests.conftest import require_mosquitto
 from triggers.manual import manual_trigger
 
@@ -92,11 +95,15 @@ class Car:
 
 
 @contextlib.asynccontextmanager
-async def central_car(tmp_path: Path, dsn: str) -> AsyncIterator[Car]:
+async def central_car(
+    tmp_path: Path, dsn: str, nodes: list[NatsNode] | None = None
+) -> AsyncIterator[Car]:
     require_mosquitto()
     topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v2")
     specs = [s for s in demo_specs() if s.unit_id == UNIT]
-    async with central_tier(tmp_path, topics, GATEWAY_ID, UNIT, specs, dsn=dsn) as tier:
+    async with central_tier(
+        tmp_path, topics, GATEWAY_ID, UNIT, specs, dsn=dsn, nodes=nodes
+    ) as tier:
         setup = tier.car
         run_id = uuid.uuid4().hex[:6]
         agents = build_agents(
@@ -203,3 +210,32 @@ async def test_a_rolling_restart_of_the_cluster_loses_nothing(
         finals = await car.finals(timeout_s=60)
         assert set(finals.values()) == {"confirmed"}, finals
         assert await car.lost(finals) == []
+
+
+async def test_the_car_uplink_cut_and_restored_loses_nothing(tmp_path: Path, postgres: str) -> None:
+    """The car reaches each node through a proxy (its cellular uplink). All three are cut
+    (connections reset, new ones refused) for the whole burst: the car commands its
+    cameras alone; once the uplink is back, archive and console get everything."""
+    proxies: list[ChaosProxy] = []
+    nodes = []
+    for node in loopback_nodes():
+        proxy = ChaosProxy(("127.0.0.1", node.mqtt_port))
+        await proxy.start()
+        proxies.append(proxy)
+        nodes.append(dataclasses.replace(node, bridge_port=proxy.port))
+    try:
+        async with central_car(tmp_path, postgres, nodes) as car:
+            for proxy in proxies:
+                proxy.cut("refuse")
+            await car.burst()
+            finals = await car.finals()
+            assert set(finals.values()) == {"confirmed"}, finals
+            # Nothing crossed while the uplink was down (the cut is real).
+            assert await car.tier.archived_states(list(finals)) == {}
+            for proxy in proxies:
+                await proxy.restore()
+            assert await car.lost(finals) == []
+            assert sum(p.counters["cut"] for p in proxies) >= 1
+    finally:
+        for proxy in proxies:
+            await proxy.close()

@@ -123,7 +123,10 @@ class Archiver:
         try:
             await self.source.serve(self)
         finally:
-            await self._stop(writer)
+            try:
+                await self._stop(writer)
+            finally:
+                await self.source.close()
 
     async def up(self, where: str) -> None:
         self.ready.set()
@@ -198,7 +201,7 @@ class Archiver:
             group = [await self._queue.get()]
             while len(group) < store.GROUP_MAX and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            self._writing = group
+            self._writing = group  # kept if cancelled mid-write: the stop settles it
             try:
                 await self._write(group)
             except Exception:
@@ -206,9 +209,9 @@ class Archiver:
                 # redelivers gets it back (bounded by its delivery limit); else it is lost.
                 await self._write_failed(group)
             finally:
-                self._writing = []
                 for _ in group:
                     self._queue.task_done()
+            self._writing = []
 
     async def _write_failed(self, group: Sequence[Pending]) -> None:
         if not self.source.redelivers:

@@ -563,3 +563,43 @@ async def test_a_message_whose_write_fails_is_delivered_max_deliver_times_then_l
     assert await stream_messages(nats_cluster) == 1  # left in the stream, until max_age
     state = await consumer_state(nats_cluster)
     assert state.num_ack_pending == 0
+
+
+async def test_a_stopped_archiver_hands_back_what_it_holds(
+    nats_cluster: RunningCluster, postgres: str
+) -> None:
+    """An archiver stopped (SIGTERM's path: its task cancelled) while its writes wait on
+    PostgreSQL spends up to 5 s on them, then hands the rest back (nak) before it closes
+    its connection: another archiver stores them at once, long before ack_wait (30 s)."""
+    n = 30
+    await make_archive(nats_cluster, StreamSettings())
+    async with await pg_connect(postgres) as conn:
+        await migrate(conn)
+    blocker = psycopg.connect(postgres)
+    try:
+        blocker.execute("LOCK TABLE triggers IN ACCESS EXCLUSIVE MODE")
+        a = jetstream_archiver(nats_cluster, postgres, "arch-a", 0)
+        task = asyncio.create_task(a.run())
+        await asyncio.wait_for(a.ready.wait(), 30)
+        await publish_natively(nats_cluster, [encode(t) for t in triggers(n)])
+
+        async def all_held() -> None:
+            state = await consumer_state(nats_cluster)
+            assert state.num_ack_pending == n, state
+            assert _waiting_on_lock(postgres, "arch-a")
+
+        await until(all_held, 30, "archiver A holding every message")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert a.counters["returned.at_stop"] == n, a.counters
+        assert "dropped.at_stop" not in a.counters
+        blocker.rollback()
+        loop = asyncio.get_running_loop()
+        stopped = loop.time()
+        b = jetstream_archiver(nats_cluster, postgres, "arch-b", 1)
+        async with running([b]):
+            await wait_until(lambda: b.counters["stored.trigger"] == n, 20)
+        assert loop.time() - stopped < StreamSettings().ack_wait_s
+        assert count(postgres, "triggers") == n
+    finally:
+        blocker.close()

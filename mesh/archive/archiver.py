@@ -203,15 +203,29 @@ class Archiver:
                 group.append(self._queue.get_nowait())
             self._writing = group  # kept if cancelled mid-write: the stop settles it
             try:
-                await self._write(group)
-            except Exception:
-                # A bug, not the database: this group is not stored. A source that
-                # redelivers gets it back (bounded by its delivery limit); else it is lost.
-                await self._write_failed(group)
+                await self._write_isolating(group)
             finally:
                 for _ in group:
                     self._queue.task_done()
             self._writing = []
+
+    async def _write_isolating(self, group: Sequence[Pending]) -> None:
+        """Write the group; if that fails with a bug (not the database, which is retried),
+        write its messages one by one, so that only the one that fails is not stored. A
+        source that redelivers gets that one back (bounded by its delivery limit); with
+        MQTT it is lost, loudly."""
+        try:
+            await self._write(group)
+            return
+        except Exception:
+            if len(group) == 1:
+                await self._write_failed(group)
+                return
+        for pending in group:
+            try:
+                await self._write([pending])
+            except Exception:
+                await self._write_failed([pending])
 
     async def _write_failed(self, group: Sequence[Pending]) -> None:
         if not self.source.redelivers:

@@ -15,6 +15,7 @@ claim is about time (no redelivery within two ack waits while a message is held)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -159,11 +160,18 @@ def triggers(n: int) -> list[TriggerEvent]:
 
 async def publish_natively(cluster: RunningCluster, payloads: Sequence[bytes]) -> None:
     """Publish on the unit's trigger subject with the operator's NATS credential, each
-    acknowledged by the stream."""
+    acknowledged by the stream. As a JetStream publisher must: with a message id, sent
+    again until acknowledged (right after the stream is made, a node may not yet know of
+    its subjects: no responders), a repeat being a duplicate, not a second message."""
     subject = mqtt_subjects(topics_of(cluster).trigger(UNIT))[0]
     async with admin(cluster) as js:
         for payload in payloads:
-            await js.publish(subject, payload, timeout=10)
+            headers = {"Nats-Msg-Id": hashlib.sha256(payload).hexdigest()}
+            await until(
+                lambda p=payload, h=headers: js.publish(subject, p, timeout=5, headers=h),
+                30,
+                "a publish acknowledged by the stream",
+            )
 
 
 # --- the consumer group -------------------------------------------------------------------

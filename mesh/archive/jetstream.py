@@ -199,8 +199,16 @@ class _Receipt:
                 else:
                     await self._msg.nak()
             except Exception as exc:  # the connection is down: it will be delivered again
-                self._source.counters[f"settle_failed.{how}"] += 1
-                self._source.log.warning("could not settle a message", how=how, error=str(exc))
+                counters = self._source.counters
+                counters[f"settle_failed.{how}"] += 1
+                failed = sum(v for k, v in counters.items() if k.startswith("settle_failed."))
+                if failed == 1 or failed % 1000 == 0:  # logged at the first and every 1000th
+                    self._source.log.warning(
+                        "could not settle a message; it will be delivered again",
+                        how=how,
+                        error=str(exc) or type(exc).__name__,
+                        failed=failed,
+                    )
 
     async def stored(self) -> None:
         await self._settle("ack")

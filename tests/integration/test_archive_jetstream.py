@@ -497,6 +497,13 @@ async def test_a_stolen_archiver_credential_cannot_feed_or_manage_the_stream(
                 api,
                 errors,
             )
+        # Nor may it read MQTT clients' QoS 1 deliveries (it never subscribes over MQTT).
+        errors.clear()
+        await nc.subscribe("$MQTT.sub.>")
+        await nc.flush()
+        await wait_until(
+            lambda: any('subscription to "$mqtt.sub.>"' in e.lower() for e in errors), 10
+        )
         # Allowed: its own consumer's info.
         info = await js.consumer_info(ARCHIVE_STREAM, ARCHIVE_CONSUMER)
         assert info.name == ARCHIVE_CONSUMER

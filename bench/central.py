@@ -273,6 +273,11 @@ async def fresh_archive(cluster: RunningCluster, topics: Topics) -> None:
                 await ensure_archive(js, topics, StreamSettings())
                 info = await js.consumer_info(StreamSettings().stream, StreamSettings().consumer)
                 if info.cluster is not None and info.cluster.leader:
+                    # Every node knows the stream's subjects once a publish is acknowledged
+                    # (until then: no responders); the probe is purged.
+                    probe = mqtt_subjects(topics.trigger("probe"))[0]
+                    await js.publish(probe, b"probe", timeout=2)
+                    await js.purge_stream(StreamSettings().stream)
                     return
             except Exception:
                 if time.monotonic() > deadline:

@@ -113,6 +113,8 @@ class NatsUser:
     connection_types: tuple[ConnectionType, ...] = ("STANDARD", "MQTT")
     # None: every subject (the operator's user only).
     unrestricted: bool = False
+    # Whether it subscribes over MQTT (then it may also subscribe to MQTT_DELIVERY).
+    mqtt_subscribes: bool = True
 
 
 def cluster_nodes(hosts: Sequence[str], count: int = 3) -> tuple[NatsNode, ...]:
@@ -185,6 +187,8 @@ def _archiver_user(name: str, t: Topics) -> NatsUser:
             *mqtt_subjects(f"{t.prefix}/log/+/synced/+"),
         ),
         (f"{archiver_inbox(name)}.>",),
+        # Over MQTT it only publishes (the watermarks): no QoS 1 deliveries of others' to read.
+        mqtt_subscribes=False,
     )
 
 
@@ -298,7 +302,7 @@ def _user_block(user: NatsUser, password: str) -> list[str]:
     ]
     if not user.unrestricted:
         subscribe = list(user.subscribe)
-        if "MQTT" in user.connection_types:
+        if "MQTT" in user.connection_types and user.mqtt_subscribes:
             subscribe.append(MQTT_DELIVERY)
         lines += [
             "        permissions: {",

@@ -125,7 +125,10 @@ class Archiver:
         try:
             await self.source.serve(self)
         finally:
-            await self._stop(writer)
+            try:
+                await self._stop(writer)
+            finally:
+                await self.source.close()
 
     async def up(self, where: str) -> None:
         self.ready.set()
@@ -201,17 +204,31 @@ class Archiver:
             group = [await self._queue.get()]
             while len(group) < store.GROUP_MAX and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            self._writing = group
+            self._writing = group  # kept if cancelled mid-write: the stop settles it
             try:
-                await self._write(group)
-            except Exception:
-                # A bug, not the database: this group is not stored. A source that
-                # redelivers gets it back (bounded by its delivery limit); else it is lost.
-                await self._write_failed(group)
+                await self._write_isolating(group)
             finally:
-                self._writing = []
                 for _ in group:
                     self._queue.task_done()
+            self._writing = []
+
+    async def _write_isolating(self, group: Sequence[Pending]) -> None:
+        """Write the group; if that fails with a bug (not the database, which is retried),
+        write its messages one by one, so that only the one that fails is not stored. A
+        source that redelivers gets that one back (bounded by its delivery limit); with
+        MQTT it is lost, loudly."""
+        try:
+            await self._write(group)
+            return
+        except Exception:
+            if len(group) == 1:
+                await self._write_failed(group)
+                return
+        for pending in group:
+            try:
+                await self._write([pending])
+            except Exception:
+                await self._write_failed([pending])
 
     async def _ensure_partitions(self) -> None:
         """The months ahead exist (mesh/archive/partitions.py), checked at most hourly."""

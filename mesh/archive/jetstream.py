@@ -202,8 +202,16 @@ class _Receipt:
                 else:
                     await self._msg.nak()
             except Exception as exc:  # the connection is down: it will be delivered again
-                self._source.counters[f"settle_failed.{how}"] += 1
-                self._source.log.warning("could not settle a message", how=how, error=str(exc))
+                counters = self._source.counters
+                counters[f"settle_failed.{how}"] += 1
+                failed = sum(v for k, v in counters.items() if k.startswith("settle_failed."))
+                if failed == 1 or failed % 1000 == 0:  # logged at the first and every 1000th
+                    self._source.log.warning(
+                        "could not settle a message; it will be delivered again",
+                        how=how,
+                        error=str(exc) or type(exc).__name__,
+                        failed=failed,
+                    )
 
     async def stored(self) -> None:
         await self._settle("ack")
@@ -251,6 +259,9 @@ class JetStreamSource:
         self._freed = asyncio.Event()
         self._ack_wait_s = settings.ack_wait_s
         self._max_deliver = settings.max_deliver
+        self._nc: NatsClient | None = None
+        self._keep: asyncio.Future[None] | None = None
+        self._link_task: asyncio.Future[None] | None = None
 
     def settled(self, receipt: _Receipt) -> bool:
         """Forget ``receipt``; False if it was already settled."""
@@ -265,29 +276,33 @@ class JetStreamSource:
         return len(self._outstanding)
 
     async def serve(self, sink: Sink) -> None:
-        link = asyncio.ensure_future(self.watermarks.run(lambda _m: None))
-        nc = None
-        try:
-            nc = await self._connect()
-            sub = await self._bind(nc)
-            s = self.settings
-            await sink.up(
-                f"{','.join(self.login.servers)} (stream {s.stream}, consumer {s.consumer})"
-            )
-            keep = asyncio.ensure_future(self._keep_alive())
-            try:
-                await self._fetch_loop(sub, sink)
-            finally:
-                keep.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keep
-        finally:
-            link.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await link
-            if nc is not None:
-                with contextlib.suppress(Exception):
-                    await nc.drain()
+        """Fetch and hand over until cancelled. The connection stays open for ``close``:
+        the archiver still acknowledges (or hands back) what it holds when it stops."""
+        self._link_task = asyncio.ensure_future(self.watermarks.run(lambda _m: None))
+        self._nc = await self._connect()
+        sub = await self._bind(self._nc)
+        s = self.settings
+        await sink.up(f"{','.join(self.login.servers)} (stream {s.stream}, consumer {s.consumer})")
+        self._keep = asyncio.ensure_future(self._keep_alive())
+        await self._fetch_loop(sub, sink)
+
+    async def close(self) -> None:
+        """After the archiver's stop: send what is left (acks, naks, watermarks), close."""
+        with contextlib.suppress(Exception):
+            await self.watermarks.drain(2.0)
+        for task in (self._keep, self._link_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            # Flush (the acks and naks reach the server), then close: a drain would wait
+            # for the pull subscription (up to 30 s).
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def _connect(self) -> NatsClient:
         delay = 0.1

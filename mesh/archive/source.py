@@ -70,6 +70,9 @@ class Source(Protocol):
     def publish_retained(self, topic: str, payload: bytes) -> None:
         """Publish ``payload`` retained at QoS 1 (the log watermarks), without waiting."""
 
+    async def close(self) -> None:
+        """After ``serve`` is cancelled and the archiver has settled what it held."""
+
 
 class _Settled:
     """A receipt with nothing to settle: MQTT acknowledged the message on receipt."""
@@ -129,3 +132,6 @@ class MqttSource:
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         self.link.publish_soon(topic, payload, qos=1, retain=True)
+
+    async def close(self) -> None:
+        return None  # serve_until_cancelled closed the link

@@ -96,6 +96,7 @@ def test_users_mirror_the_acl() -> None:
         "mesh.v2.log.*.synced.*",
     )
     assert archiver.subscribe == ("_INBOX.archiver-1.>",)
+    assert not archiver.mqtt_subscribes  # so not $MQTT.sub.> either
     car = users["tm-bridge-gw-car-12-central"]
     assert car.connection_types == ("MQTT",)
     # Out: what the car sends; in: what it is sent; both: the trigger, cells, cmd/all.

@@ -7,8 +7,10 @@ Two archivers share one durable pull consumer and every record lands once; an ar
 SIGKILLed after its fetch and before its ack: the other gets the redelivery; a backlog
 published while no archiver runs is archived when they start; a poison message is
 terminated and counted; a message id makes a resend a duplicate in the stream; the stream's
-byte limit drops the oldest; a stolen archiver credential cannot publish into the stream,
-manage it, or make a consumer of its own. Nothing waits a fixed time, except where the
+byte limit drops the oldest; a failing write is delivered at most max_deliver times; a
+stopped archiver hands back what it holds; a log batch's watermark comes back to the car;
+a stolen archiver credential cannot publish into the stream, manage it, make a consumer of
+its own or read MQTT clients' deliveries. Nothing waits a fixed time, except where the
 claim is about time (no redelivery within two ack waits while a message is held).
 """
 

@@ -330,19 +330,15 @@ def start_archiver(
 
 
 async def bridge_up(cluster: RunningCluster, timeout_s: float = 120) -> None:
-    from tests.nats_tools import connz
+    from bridge.broker.bridge import bridge_client_id
+    from bridge.broker.nats_run import bridge_subscribed
 
-    client_id = f"tm-bridge-{GW}-central"
-    last_in = mqtt_subjects(f"{cluster.layout.car.spec.prefix}/cmd/cell/+")[0]
+    layout = cluster.layout
+    client_id = bridge_client_id(layout.bridge, layout.car.spec)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc in cluster.procs:
-            conns = connz(proc.node).get("connections") or []
-            assert isinstance(conns, list)
-            if any(
-                c.get("mqtt_client") == client_id and last_in in (c.get("subscriptions_list") or [])
-                for c in conns
-            ):
+            if await asyncio.to_thread(bridge_subscribed, proc.node, client_id, layout.car.spec):
                 return
         await asyncio.sleep(0.1)
     raise RuntimeError("the car's bridge did not come up")

@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 
+from bridge.broker.bridge import bridge_client_id
 from bridge.broker.nats import ADMIN_USER, mqtt_subjects
+from bridge.broker.nats_run import bridge_subscribed
 from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.mqtt.urls import BrokerUrl
@@ -36,7 +38,6 @@ from tests.nats_tools import (
     GW,
     UNIT,
     RunningCluster,
-    connz,
     loopback_layout,
 )
 
@@ -264,17 +265,12 @@ async def car_broker(cluster: RunningCluster) -> AsyncIterator[MosquittoProcess]
 
 def _bridge_on(cluster: RunningCluster, node: int) -> bool:
     """Whether the car's bridge is connected to node ``node`` and has subscribed there to
-    what comes in (its last `in` topic: mosquitto subscribes in the conf's order)."""
+    everything it brings in."""
     if not cluster.procs[node].running:
         return False
-    client_id = f"tm-bridge-{GW}-central"
-    last_in = mqtt_subjects(f"{cluster.layout.car.spec.prefix}/cmd/all")[0]
-    conns = connz(cluster.procs[node].node).get("connections") or []
-    assert isinstance(conns, list)
-    return any(
-        c.get("mqtt_client") == client_id and last_in in (c.get("subscriptions_list") or [])
-        for c in conns
-    )
+    layout = cluster.layout
+    client_id = bridge_client_id(layout.bridge, layout.car.spec)
+    return bridge_subscribed(cluster.procs[node].node, client_id, layout.car.spec)
 
 
 async def test_the_car_bridge_relays_both_ways(nats_cluster: RunningCluster) -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from bridge.broker import nats_run
 from bridge.broker.acl import FleetSpec, Principal
-from bridge.broker.nats import CarAndCentral, NatsNode, write_car_and_central
+from bridge.broker.nats import CarAndCentral, write_car_and_central
 from bridge.broker.nats_run import connz, health
-from bridge.mqtt.embedded import free_port
 
 # The pinned server (constraints.txt): pip puts it next to the virtualenv's python.
 NATS_SERVER = nats_run.VENV_NATS_SERVER
@@ -42,17 +41,7 @@ def loopback_layout(
 ) -> CarAndCentral:
     """The car's mosquitto and a ``count``-node cluster on free loopback ports, as
     ``broker-config --central nats`` writes them (the bridge retries every second)."""
-    nodes = [
-        NatsNode(
-            f"nats-{i + 1}",
-            "127.0.0.1",
-            client_port=free_port(),
-            cluster_port=free_port(),
-            mqtt_port=free_port(),
-            http_port=free_port(),
-        )
-        for i in range(count)
-    ]
+    nodes, (car_port,) = nats_run.loopback_nodes(count, extra=1)
     return write_car_and_central(
         out,
         car_fleet(prefix, camera_cells),
@@ -61,7 +50,7 @@ def loopback_layout(
         central_bind="127.0.0.1",
         bridge_host="localhost",
         restart_timeout=(1, 1),
-        port=free_port(),
+        port=car_port,
         bind="127.0.0.1",
         run_as="root",
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from bridge.broker.acl import FleetSpec
 from bridge.broker.bridge import bridge_topics
 from bridge.broker.nats import NatsCluster, NatsNode, mqtt_subjects
+from bridge.mqtt.embedded import free_ports
 
 __all__ = [
     "NatsNodeProcess",
@@ -31,6 +32,7 @@ __all__ = [
     "connz",
     "find_nats_server",
     "health",
+    "loopback_nodes",
 ]
 
 # The pinned server (constraints.txt, extra `central`): pip puts it next to the python.
@@ -186,3 +188,21 @@ def bridge_subscribed(node: NatsNode, client_id: str, fleet: FleetSpec) -> bool:
         c.get("mqtt_client") == client_id and wanted <= set(c.get("subscriptions_list") or [])
         for c in conns
     )
+
+
+def loopback_nodes(count: int = 3, extra: int = 0) -> tuple[list[NatsNode], list[int]]:
+    """``count`` nodes on free loopback ports, and ``extra`` more free ports (the car's
+    broker): all different, chosen together."""
+    ports = free_ports(4 * count + extra)
+    nodes = [
+        NatsNode(
+            f"nats-{i + 1}",
+            "127.0.0.1",
+            client_port=ports[4 * i],
+            cluster_port=ports[4 * i + 1],
+            mqtt_port=ports[4 * i + 2],
+            http_port=ports[4 * i + 3],
+        )
+        for i in range(count)
+    ]
+    return nodes, ports[4 * count :]

@@ -55,6 +55,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different free ports: each is held until all are chosen (free_port called
+    twice in a row may return the same port, once the first probe is closed)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
 class MosquittoProcess:
     """A mosquitto child process on a loopback port with a generated (or a given) config
     (synchronous: usable from test fixtures as well as, through a thread, from EmbeddedBroker)."""

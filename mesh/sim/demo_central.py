@@ -26,9 +26,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bridge.broker.acl import FleetSpec, Principal
 from bridge.broker.bridge import bridge_client_id
-from bridge.broker.nats import ADMIN_USER, CarAndCentral, NatsNode, write_car_and_central
-from bridge.broker.nats_run import RunningCluster, bridge_subscribed
-from bridge.mqtt.embedded import BrokerStartError, MosquittoProcess, find_mosquitto, free_port
+from bridge.broker.nats import (
+    ADMIN_USER,
+    CarAndCentral,
+    NatsCluster,
+    NatsNode,
+    write_car_and_central,
+)
+from bridge.broker.nats_run import RunningCluster, bridge_subscribed, loopback_nodes
+from bridge.mqtt.embedded import BrokerStartError, MosquittoProcess, find_mosquitto
 from bridge.topics import Topics
 from mesh.archive.archiver import Archiver, ArchiverSettings
 from mesh.archive.jetstream import (
@@ -76,6 +82,22 @@ class CentralTier:
     # The archivers' tasks first (one each, in order), then the console's.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    async def wait_up(self, spec: FleetSpec) -> None:
+        """Until the archivers and the console are connected and the car's bridge has
+        subscribed at one of the nodes (the car's messages cross from then on)."""
+        for archiver in self.archivers:
+            await archiver.ready.wait()
+        await self.console.hub.link.wait_up()
+        bridge_id = bridge_client_id(self.layout.bridge, spec)
+        while True:
+            up = [
+                await asyncio.to_thread(bridge_subscribed, node, bridge_id, spec)
+                for node in self.layout.central.nodes
+            ]
+            if any(up):
+                return
+            await asyncio.sleep(0.1)
+
     def restarted_archivers(self) -> list[Archiver]:
         """New archivers with the same identities, as after a restart of their hosts."""
         self.archivers = self.make_archivers()
@@ -99,19 +121,24 @@ class CentralTier:
         seen = self.console.hub.state.activations
         return {a: seen[a].state.value for a in activation_ids if a in seen}
 
-    async def settled(self, finals: dict[str, str], timeout_s: float) -> list[str]:
-        """Wait until archive and console hold every activation in its final state; what
-        still differs at the deadline, one line each."""
+    async def settled(
+        self, finals: dict[str, str], timeout_s: float, *, console: bool = True
+    ) -> list[str]:
+        """Wait until the archive (and the console, unless ``console`` is False) hold every
+        activation in its final state; what still differs at the deadline, one line each.
+        The console is a live view (a clean session): what finished while its node was
+        down is not sent to it again."""
         problems: list[str] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
-            archived = await self.archived_states(list(finals))
-            console = self.console_states(list(finals))
+            held = [("the archive", await self.archived_states(list(finals)))]
+            if console:
+                held.append(("the console", self.console_states(list(finals))))
             problems = [
                 f"activation {a}: {where} has {got.get(a, 'nothing')}, the car logged {state}"
                 for a, state in finals.items()
-                for where, got in (("the archive", archived), ("the console", console))
+                for where, got in held
                 if got.get(a) != state
             ]
             if not problems or loop.time() > deadline:
@@ -131,19 +158,14 @@ def _fleet(
     )
 
 
-def loopback_nodes() -> list[NatsNode]:
-    """Three nodes on free loopback ports."""
-    return [
-        NatsNode(
-            f"nats-{i + 1}",
-            "127.0.0.1",
-            client_port=free_port(),
-            cluster_port=free_port(),
-            mqtt_port=free_port(),
-            http_port=free_port(),
-        )
-        for i in range(NODES)
-    ]
+async def _make_archive(central: NatsCluster, topics: Topics) -> None:
+    """The archive's stream and consumer, made by the operator's user (archivers may only
+    consume: bridge/broker/nats.py)."""
+    admin = await connect(cluster_login(central, ADMIN_USER))
+    try:
+        await ensure_archive(admin.jetstream(), topics, StreamSettings())
+    finally:
+        await admin.close()
 
 
 async def _prepare_schema(dsn: str, schema: str | None) -> None:
@@ -163,24 +185,29 @@ async def central_tier(
     *,
     dsn: str,
     nodes: Sequence[NatsNode] | None = None,
+    car_port: int | None = None,
 ) -> AsyncIterator[CentralTier]:
     """Write every configuration into ``workdir``, start the cluster (``nodes``, default
-    three on free loopback ports), the car's broker, the archivers and the console; stop
-    them all (in reverse) afterwards."""
+    three on free loopback ports), the car's broker (on ``car_port``, which goes with
+    ``nodes``), the archivers and the console; stop them all (in reverse) afterwards."""
     binary = find_mosquitto()
     if binary is None:
         raise BrokerStartError("--central needs mosquitto (apt-get install -y mosquitto)")
     spec = _fleet(topics, gateway_id, unit_id, cameras)
+    if nodes is None:
+        nodes, (car_port,) = loopback_nodes(NODES, extra=1)
+    if car_port is None:
+        raise ValueError("central_tier: give car_port with nodes")
     layout = await asyncio.to_thread(
         write_car_and_central,
         workdir / "broker",
         spec,
-        nodes or loopback_nodes(),
+        nodes,
         central_hosts=("localhost", "127.0.0.1"),
         central_bind="127.0.0.1",
         bridge_host="localhost",
         restart_timeout=(1, 1),
-        port=free_port(),
+        port=car_port,
         bind="127.0.0.1",
         run_as=getpass.getuser(),
     )
@@ -200,13 +227,7 @@ async def central_tier(
         await asyncio.to_thread(cluster.start)
         await asyncio.to_thread(car_broker.start)
 
-        # The archive's stream and consumer, made by the operator's user (archivers may
-        # only consume: bridge/broker/nats.py).
-        admin = await connect(cluster_login(central, ADMIN_USER))
-        try:
-            await ensure_archive(admin.jetstream(), topics, StreamSettings())
-        finally:
-            await admin.close()
+        await _make_archive(central, topics)
 
         def make_archivers() -> list[Archiver]:
             return [
@@ -241,20 +262,8 @@ async def central_tier(
         )
         tier.tasks = [asyncio.create_task(a.run()) for a in archivers]
         tier.tasks.append(asyncio.create_task(console.run()))
-        bridge_id = bridge_client_id(layout.bridge, spec)
         async with asyncio.timeout(30):
-            for archiver in archivers:
-                await archiver.ready.wait()
-            await console.hub.link.wait_up(30)
-            # The car's messages cross once the bridge is in; it connects to one node.
-            while True:
-                up = [
-                    await asyncio.to_thread(bridge_subscribed, node, bridge_id, spec)
-                    for node in central.nodes
-                ]
-                if any(up):
-                    break
-                await asyncio.sleep(0.1)
+            await tier.wait_up(spec)
         yield tier
     finally:
         if tier is not None:

@@ -91,6 +91,17 @@ class NatsNodeProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM: a clean shutdown (what a service manager's restart sends), then wait;
+        SIGKILL if it is not gone within ``timeout_s``."""
+        process = self.process
+        if process is None:
+            return
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout_s)
+        self.kill()
+
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, no leadership handed over."""
         process, self.process = self.process, None

@@ -96,9 +96,7 @@ class Car:
 
     async def feed_resumes(self, timeout_s: float = 30) -> None:
         """After the fault: a new activation reaches the console."""
-        started = time.monotonic()
         await self.tier.console.hub.link.wait_up(timeout_s)
-        print(f"console connected again {time.monotonic() - started:.1f} s after the fault")
         before = set(self.watcher.records)
         await self.trigger(1000)
 
@@ -235,7 +233,7 @@ async def test_a_rolling_restart_of_the_cluster_loses_nothing(
         # The console's node is restarted too: what finished meanwhile is not sent to it
         # again (a live view); the archive has all of it, and the feed resumes.
         assert await car.lost(finals, console=False) == []
-        await car.feed_resumes(timeout_s=180)
+        await car.feed_resumes(timeout_s=60)
 
 
 async def test_the_car_uplink_cut_and_restored_loses_nothing(tmp_path: Path, postgres: str) -> None:

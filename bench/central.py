@@ -67,8 +67,10 @@ from bridge.mqtt.embedded import MosquittoProcess, find_mosquitto  # noqa: E402
 from bridge.topics import Topics  # noqa: E402
 from mesh.archive.db import connect as pg_connect  # noqa: E402
 from mesh.archive.jetstream import (  # noqa: E402
+    ADMIN_TIMEOUT_S,
     NatsLogin,
     StreamSettings,
+    cluster_login,
     connect,
     ensure_archive,
 )
@@ -78,7 +80,13 @@ from mesh.journal.chain import GENESIS, record_hash  # noqa: E402
 from mesh.protocol.codec import encode  # noqa: E402
 from mesh.protocol.log_wire import LogBatch, LogBatchRecord  # noqa: E402
 from mesh.protocol.models import TriggerKind  # noqa: E402
-from tests.nats_tools import ARCHIVER, GW, UNIT, RunningCluster, loopback_layout  # noqa: E402
+from tests.nats_tools import (  # noqa: E402
+    GW,
+    UNIT,
+    RunningCluster,
+    archiver_process,
+    loopback_layout,
+)
 from triggers.manual import manual_trigger  # noqa: E402
 
 SMOKE_HELP = "tiny sizes: proves the script runs (make bench-smoke), not its figures"
@@ -251,20 +259,14 @@ def copy_time(dsn: str, workload: Workload, messages: Sequence[Message]) -> floa
 
 # --- the cluster, the car, the archivers ---------------------------------------------------------
 def login(cluster: RunningCluster, user: str) -> NatsLogin:
-    central = cluster.layout.central
-    return NatsLogin(
-        tuple(central.nats_url(i) for i in range(len(central.nodes))),
-        user,
-        central.password(user),
-        str(central.ca_cert),
-    )
+    return cluster_login(cluster.layout.central, user)
 
 
 async def fresh_archive(cluster: RunningCluster, topics: Topics) -> None:
     """The stream and its consumer, made anew (empty)."""
     nc = await connect(login(cluster, ADMIN_USER))
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=ADMIN_TIMEOUT_S)
         with contextlib.suppress(Exception):  # not there yet
             await js.delete_stream(StreamSettings().stream)
         deadline = time.monotonic() + 60
@@ -285,48 +287,6 @@ async def fresh_archive(cluster: RunningCluster, topics: Topics) -> None:
             await asyncio.sleep(0.1)
     finally:
         await nc.close()
-
-
-def start_archiver(
-    cluster: RunningCluster, dsn: str, name: str, node: int
-) -> subprocess.Popen[bytes]:
-    central = cluster.layout.central
-    order = [node, *(i for i in range(3) if i != node)]
-    mqtt = central.mqtt_url(ARCHIVER, node=node)
-    env = {
-        **os.environ,
-        "TRIGGER_MESH_BROKER": f"mqtts://{ARCHIVER}@localhost:{mqtt.port}?ca={central.ca_cert}",
-        "TRIGGER_MESH_NATS_PASSWORD_FILE": str(central.credentials[ARCHIVER]),
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mesh",
-            "archiver",
-            "--db",
-            dsn,
-            "--id",
-            name,
-            "--prefix",
-            cluster.layout.car.spec.prefix,
-            "--nats",
-            ",".join(central.nats_url(i) for i in order),
-            "--nats-user",
-            ARCHIVER,
-            "--nats-ca",
-            str(central.ca_cert),
-            "--log-format",
-            "json",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def bridge_up(cluster: RunningCluster, timeout_s: float = 120) -> None:
@@ -437,7 +397,7 @@ async def end_to_end(
     car = cluster.layout.car
     link = MqttLink(car.url_for(GW), LinkOptions(f"bench-{uuid.uuid4().hex[:6]}", protocol="3.1.1"))
     task = asyncio.ensure_future(link.run(lambda _m: None))
-    archivers = [start_archiver(cluster, dsn, f"arch-{i}", i) for i in range(2)]
+    archivers = [archiver_process(cluster, dsn, f"arch-{i}", i) for i in range(2)]
     try:
         await link.wait_up(30)
         await bridge_up(cluster)

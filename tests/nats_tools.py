@@ -4,16 +4,27 @@ virtualenv's python, killed at teardown."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from bridge.broker import nats_run
 from bridge.broker.acl import FleetSpec, Principal
-from bridge.broker.nats import CarAndCentral, write_car_and_central
+from bridge.broker.nats import CarAndCentral
 from bridge.broker.nats_run import connz, health
 
 # The pinned server (constraints.txt): pip puts it next to the virtualenv's python.
 NATS_SERVER = nats_run.VENV_NATS_SERVER
-__all__ = ["NATS_SERVER", "RunningCluster", "car_fleet", "connz", "health", "loopback_layout"]
+__all__ = [
+    "NATS_SERVER",
+    "RunningCluster",
+    "archiver_process",
+    "car_fleet",
+    "connz",
+    "health",
+    "loopback_layout",
+]
 
 
 GW = "gw-car-12"
@@ -42,17 +53,8 @@ def loopback_layout(
     """The car's mosquitto and a ``count``-node cluster on free loopback ports, as
     ``broker-config --central nats`` writes them (the bridge retries every second)."""
     nodes, (car_port,) = nats_run.loopback_nodes(count, extra=1)
-    return write_car_and_central(
-        out,
-        car_fleet(prefix, camera_cells),
-        nodes,
-        central_hosts=("localhost", "127.0.0.1"),
-        central_bind="127.0.0.1",
-        bridge_host="localhost",
-        restart_timeout=(1, 1),
-        port=car_port,
-        bind="127.0.0.1",
-        run_as="root",
+    return nats_run.write_loopback(
+        out, car_fleet(prefix, camera_cells), nodes, car_port, run_as="root"
     )
 
 
@@ -62,3 +64,47 @@ class RunningCluster(nats_run.RunningCluster):
     def __init__(self, layout: CarAndCentral) -> None:
         super().__init__(layout.central, NATS_SERVER)
         self.layout = layout
+
+
+def archiver_process(
+    cluster: RunningCluster, dsn: str, name: str, node: int = 0, *, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``trigger-mesh archiver --nats`` as a process of its own, as the user ARCHIVER, node
+    ``node`` first (its watermarks go out on that node's MQTT listener)."""
+    central = cluster.layout.central
+    order = [node, *(i for i in range(len(central.nodes)) if i != node)]
+    mqtt = central.mqtt_url(ARCHIVER, node=node)
+    env = {
+        **os.environ,
+        "TRIGGER_MESH_BROKER": f"mqtts://{ARCHIVER}@localhost:{mqtt.port}?ca={central.ca_cert}",
+        "TRIGGER_MESH_NATS_PASSWORD_FILE": str(central.credentials[ARCHIVER]),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mesh",
+            "archiver",
+            "--db",
+            dsn,
+            "--id",
+            name,
+            "--prefix",
+            cluster.layout.car.spec.prefix,
+            "--nats",
+            ",".join(central.nats_url(i) for i in order),
+            "--nats-user",
+            ARCHIVER,
+            "--nats-ca",
+            str(central.ca_cert),
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )

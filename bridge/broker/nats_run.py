@@ -21,7 +21,13 @@ from pathlib import Path
 
 from bridge.broker.acl import FleetSpec
 from bridge.broker.bridge import bridge_topics
-from bridge.broker.nats import NatsCluster, NatsNode, mqtt_subjects
+from bridge.broker.nats import (
+    CarAndCentral,
+    NatsCluster,
+    NatsNode,
+    mqtt_subjects,
+    write_car_and_central,
+)
 from bridge.mqtt.embedded import free_ports
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "find_nats_server",
     "health",
     "loopback_nodes",
+    "write_loopback",
 ]
 
 # The pinned server (constraints.txt, extra `central`): pip puts it next to the python.
@@ -217,3 +224,23 @@ def loopback_nodes(count: int = 3, extra: int = 0) -> tuple[list[NatsNode], list
         for i in range(count)
     ]
     return nodes, ports[4 * count :]
+
+
+def write_loopback(
+    out: Path, spec: FleetSpec, nodes: list[NatsNode], car_port: int, *, run_as: str
+) -> CarAndCentral:
+    """The car's mosquitto (on ``car_port``) and the cluster of ``nodes``, all on the
+    loopback, as ``broker-config --central nats`` writes them; the bridge retries every
+    second (the demo's and the tests' cars)."""
+    return write_car_and_central(
+        out,
+        spec,
+        nodes,
+        central_hosts=("localhost", "127.0.0.1"),
+        central_bind="127.0.0.1",
+        bridge_host="localhost",
+        restart_timeout=(1, 1),
+        port=car_port,
+        bind="127.0.0.1",
+        run_as=run_as,
+    )

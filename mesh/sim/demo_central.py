@@ -31,13 +31,18 @@ from bridge.broker.nats import (
     CarAndCentral,
     NatsCluster,
     NatsNode,
-    write_car_and_central,
 )
-from bridge.broker.nats_run import RunningCluster, bridge_subscribed, loopback_nodes
+from bridge.broker.nats_run import (
+    RunningCluster,
+    bridge_subscribed,
+    loopback_nodes,
+    write_loopback,
+)
 from bridge.mqtt.embedded import BrokerStartError, MosquittoProcess, find_mosquitto
 from bridge.topics import Topics
 from mesh.archive.archiver import Archiver, ArchiverSettings
 from mesh.archive.jetstream import (
+    ADMIN_TIMEOUT_S,
     StreamSettings,
     archiver_source,
     cluster_login,
@@ -163,7 +168,7 @@ async def _make_archive(central: NatsCluster, topics: Topics) -> None:
     consume: bridge/broker/nats.py)."""
     admin = await connect(cluster_login(central, ADMIN_USER))
     try:
-        await ensure_archive(admin.jetstream(), topics, StreamSettings())
+        await ensure_archive(admin.jetstream(timeout=ADMIN_TIMEOUT_S), topics, StreamSettings())
     finally:
         await admin.close()
 
@@ -199,17 +204,7 @@ async def central_tier(
     if car_port is None:
         raise ValueError("central_tier: give car_port with nodes")
     layout = await asyncio.to_thread(
-        write_car_and_central,
-        workdir / "broker",
-        spec,
-        nodes,
-        central_hosts=("localhost", "127.0.0.1"),
-        central_bind="127.0.0.1",
-        bridge_host="localhost",
-        restart_timeout=(1, 1),
-        port=car_port,
-        bind="127.0.0.1",
-        run_as=getpass.getuser(),
+        write_loopback, workdir / "broker", spec, list(nodes), car_port, run_as=getpass.getuser()
     )
     central = layout.central
     archive, schema = archive_dsn(dsn)

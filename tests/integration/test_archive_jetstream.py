@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from mesh.archive.jetstream import (
     JetStreamSource,
     NatsLogin,
     StreamSettings,
+    cluster_login,
     connect,
     ensure_archive,
 )
@@ -50,7 +50,7 @@ from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import TriggerEvent
 from tests.harness import event, wait_until
 from tests.integration.test_nats_cluster import _bridge_on, car_broker, publisher, spy
-from tests.nats_tools import ARCHIVER, DISPATCH, GW, UNIT, RunningCluster
+from tests.nats_tools import ARCHIVER, DISPATCH, GW, UNIT, RunningCluster, archiver_process
 
 nats = pytest.importorskip("nats")
 
@@ -64,14 +64,7 @@ def count(dsn: str, table: str) -> int:
 
 
 def login(cluster: RunningCluster, user: str, first: int = 0) -> NatsLogin:
-    central = cluster.layout.central
-    order = [first, *(i for i in range(len(central.nodes)) if i != first)]
-    return NatsLogin(
-        tuple(central.nats_url(i) for i in order),
-        user,
-        central.password(user),
-        str(central.ca_cert),
-    )
+    return cluster_login(cluster.layout.central, user, first)
 
 
 def topics_of(cluster: RunningCluster) -> Topics:
@@ -239,41 +232,6 @@ async def test_a_backlog_waits_in_the_stream_while_no_archiver_runs(
     assert await stream_messages(nats_cluster) == 0
 
 
-def _archiver_process(cluster: RunningCluster, dsn: str, name: str) -> subprocess.Popen[bytes]:
-    central = cluster.layout.central
-    mqtt = central.mqtt_url(ARCHIVER, node=0)
-    env = {
-        **os.environ,
-        "TRIGGER_MESH_BROKER": f"mqtts://{ARCHIVER}@localhost:{mqtt.port}?ca={central.ca_cert}",
-        "TRIGGER_MESH_NATS_PASSWORD_FILE": str(central.credentials[ARCHIVER]),
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mesh",
-            "archiver",
-            "--db",
-            dsn,
-            "--id",
-            name,
-            "--prefix",
-            cluster.layout.car.spec.prefix,
-            "--nats",
-            ",".join(central.nats_url(i) for i in range(3)),
-            "--nats-user",
-            ARCHIVER,
-            "--nats-ca",
-            str(central.ca_cert),
-            "--log-format",
-            "json",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _stream_command(cluster: RunningCluster, *extra: str) -> subprocess.CompletedProcess[str]:
     central = cluster.layout.central
     return subprocess.run(
@@ -333,7 +291,7 @@ async def test_an_archiver_killed_after_fetch_before_ack_loses_nothing(
     proc = None
     try:
         blocker.execute("LOCK TABLE triggers IN ACCESS EXCLUSIVE MODE")
-        proc = _archiver_process(nats_cluster, postgres, "arch-a")
+        proc = archiver_process(nats_cluster, postgres, "arch-a", stderr=subprocess.PIPE)
         await publish_natively(nats_cluster, [encode(t) for t in triggers(n)])
 
         async def all_fetched() -> None:

@@ -112,6 +112,12 @@ def consumer_config(settings: StreamSettings) -> ConsumerConfig:
     )
 
 
+# How long the operator's requests (make or update the stream and its consumer) may take:
+# placing a stream with 3 replicas waits for its Raft group, and on a loaded machine with
+# a cluster just up that took longer than nats-py's default of 5 s (seen in CI).
+ADMIN_TIMEOUT_S = 30.0
+
+
 async def ensure_archive(
     js: JetStreamContext, topics: Topics, settings: StreamSettings
 ) -> tuple[str, str]:

@@ -228,7 +228,12 @@ def stream(
     if nats_servers is None:
         fail("--nats is required")
     login = _nats_login(nats_servers, nats_user, nats_password_file, nats_ca)
-    from mesh.archive.jetstream import StreamSettings, connect, ensure_archive
+    from mesh.archive.jetstream import (
+        ADMIN_TIMEOUT_S,
+        StreamSettings,
+        connect,
+        ensure_archive,
+    )
 
     settings = StreamSettings(
         replicas=replicas,
@@ -244,7 +249,7 @@ def stream(
     async def run() -> tuple[str, str]:
         nc = await connect(login, max_reconnect_attempts=0, allow_reconnect=False)
         try:
-            return await ensure_archive(nc.jetstream(), topics, settings)
+            return await ensure_archive(nc.jetstream(timeout=ADMIN_TIMEOUT_S), topics, settings)
         finally:
             await nc.close()
 

@@ -457,9 +457,16 @@ async def test_cars_work_alone_and_central_gets_everything_once(
                 if n == 0:
                     assert set(statuses.values()) == {OutcomeStatus.STARTED}, statuses
             # Central really was out of reach: nothing came through, the relay refused.
+            # (The archivers' own watermarks are central's: one for a batch stored before
+            # the cut may be published after it.)
             activation_ids = [r.activation_id for r in records]
             event_ids = [t.event_id for t in triggers]
-            assert at_central[cut_at:] == []
+            from_car = [
+                m
+                for m in at_central[cut_at:]
+                if (kind := topics.parse(m.topic)) is None or kind.kind is not TopicKind.LOG_SYNCED
+            ]
+            assert from_car == []
             assert _count(postgres, "activations", "activation_id", activation_ids) == {}
             head = list(read_records(log))[-1].seq
             log_id = log_id_of(log)

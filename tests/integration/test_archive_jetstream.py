@@ -50,6 +50,7 @@ from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import TriggerEvent
 from tests.harness import event, wait_until
 from tests.integration.test_nats_cluster import _bridge_on, car_broker, publisher, spy
+from tests.integration.test_nats_cluster import _until as until
 from tests.nats_tools import ARCHIVER, DISPATCH, GW, UNIT, RunningCluster, archiver_process
 
 nats = pytest.importorskip("nats")
@@ -69,19 +70,6 @@ def login(cluster: RunningCluster, user: str, first: int = 0) -> NatsLogin:
 
 def topics_of(cluster: RunningCluster) -> Topics:
     return Topics(cluster.layout.car.spec.prefix)
-
-
-async def until(make: Any, timeout_s: float, what: str) -> Any:
-    """Call ``make`` until it returns (the cluster may still be electing a leader)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            return await make()
-        except Exception as exc:
-            if loop.time() > deadline:
-                raise AssertionError(f"{what}: not within {timeout_s} s: {exc!r}") from exc
-            await asyncio.sleep(0.05)
 
 
 @asynccontextmanager

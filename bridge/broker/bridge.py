@@ -141,8 +141,9 @@ def _check_url(name: str, url: BrokerUrl) -> None:
             raise BridgeError(f"{where}: the {what} must be non-empty and without spaces")
     if url.password is not None and url.username is None:
         raise BridgeError(f"{where}: a password needs a user name")
-    if any(c.isspace() for c in url.host):
-        raise BridgeError(f"{where}: host {url.host!r} must be one word")
+    for host, _port in url.addresses:
+        if any(c.isspace() for c in host):
+            raise BridgeError(f"{where}: host {host!r} must be one word")
 
 
 def _breaks_line(text: str) -> bool:
@@ -221,7 +222,8 @@ def render_bridge(spec: BridgeSpec, fleet: FleetSpec) -> str:
     base, cap = spec.restart_timeout
     if not 1 <= base <= cap:
         raise BridgeError(f"bridge {spec.name}: restart_timeout needs 1 <= base <= cap")
-    addresses = [(url.host, url.port), *spec.failover]
+    # The URL's own host list (a cluster's nodes) and then the spec's failover addresses.
+    addresses = [*url.addresses, *spec.failover]
     for host, port in spec.failover:
         if not host or any(c.isspace() for c in host) or not 0 < port < 65536:
             raise BridgeError(f"bridge {spec.name}: failover address {host}:{port} is not valid")
@@ -232,7 +234,7 @@ def render_bridge(spec: BridgeSpec, fleet: FleetSpec) -> str:
         *(
             # The nodes of one cluster are equals: after a failure the next one is tried
             # and kept (no return to the first while another works).
-            ["round_robin true"] if spec.failover else []
+            ["round_robin true"] if len(addresses) > 1 else []
         ),
         # 3.1.1: mosquitto 2.0.11's MQTT 5 bridge sends a CONNECT the remote refuses as a
         # protocol error when max_inflight_messages is 0 (unlimited), as in our confs.

@@ -399,8 +399,13 @@ class NatsCluster:
     def password(self, user: str) -> str:
         return self.credentials[user].read_text().strip()
 
-    def mqtt_url(self, user: str, node: int = 0, host: str = "localhost") -> BrokerUrl:
-        """The mqtts URL of ``user`` on node ``node``'s MQTT listener."""
+    def mqtt_url(
+        self, user: str, node: int = 0, host: str = "localhost", *, failover: bool = False
+    ) -> BrokerUrl:
+        """The mqtts URL of ``user`` on node ``node``'s MQTT listener; with ``failover``,
+        the other nodes' listeners follow it in the URL's host list (a link moves to the
+        next when its node is lost)."""
+        order = [node, *(i for i in range(len(self.nodes)) if i != node)] if failover else [node]
         return BrokerUrl(
             scheme="mqtts",
             host=host,
@@ -408,6 +413,7 @@ class NatsCluster:
             username=user,
             password=self.password(user),
             ca_file=str(self.ca_cert),
+            failover=tuple((host, self.nodes[i].mqtt_port) for i in order[1:]),
         )
 
     def nats_url(self, node: int = 0, host: str = "localhost") -> str:

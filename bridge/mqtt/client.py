@@ -235,6 +235,8 @@ class MqttLink:
     ) -> None:
         self.url = url
         self.options = options
+        # Which of the URL's addresses (its cluster's nodes) the link connects to.
+        self._address = 0
         self._log = logger or structlog.get_logger("bridge.link")
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
@@ -328,6 +330,12 @@ class MqttLink:
     def protocol(self) -> str:
         return "5" if self._version == aiomqtt.ProtocolVersion.V5 else "3.1.1"
 
+    @property
+    def node(self) -> str:
+        """``host:port`` of the address the link is on, or tries next."""
+        host, port = self.url.addresses[self._address]
+        return f"{host}:{port}"
+
     async def wait_up(self, timeout_s: float | None = None) -> None:
         """Wait until connected and subscribed; raise LinkDown after ``timeout_s``."""
         try:
@@ -348,11 +356,17 @@ class MqttLink:
         backoff = self.options.backoff_initial_s
         while True:
             raise_if_cancelled()
+            connects = self.connects
             if await self._connect_and_serve(handler, on_connect):
                 backoff = self.options.backoff_initial_s
                 continue
+            if self.connects > connects:
+                # A connection that was up and is lost: the first retry comes soon.
+                backoff = self.options.backoff_initial_s
             delay = backoff * (0.5 + random.random())
             self._warn_unreachable(delay, backoff)
+            # The next node of a clustered broker (the same one if the URL names one).
+            self._address = (self._address + 1) % len(self.url.addresses)
             backoff = min(backoff * 2, self.options.backoff_max_s)
             await asyncio.sleep(delay)
 
@@ -368,6 +382,7 @@ class MqttLink:
             self._log.warning(
                 "cannot reach the MQTT broker; retrying",
                 broker=broker,
+                node=self.node,
                 error=error,
                 retry_in_s=round(delay, 2),
                 attempts=self.failed_connects,
@@ -398,7 +413,9 @@ class MqttLink:
         try:
             await self._serve(client, handler, on_connect)
         except aiomqtt.MqttError as exc:
-            self._log.warning("mqtt connection lost", broker=str(self.url), error=str(exc))
+            self._log.warning(
+                "mqtt connection lost", broker=str(self.url), node=self.node, error=str(exc)
+            )
             self.last_connect_error = f"connection lost: {exc}"
         finally:
             self._mark_down()
@@ -429,7 +446,11 @@ class MqttLink:
         self.failed_connects = 0
         self.last_connect_error = None
         self._log.debug(
-            "mqtt connected", broker=str(self.url), protocol=self.protocol, connects=self.connects
+            "mqtt connected",
+            broker=str(self.url),
+            node=self.node,
+            protocol=self.protocol,
+            connects=self.connects,
         )
         if on_connect is not None:
             try:
@@ -466,9 +487,10 @@ class MqttLink:
         will = None
         if opts.will is not None:
             will = aiomqtt.Will(opts.will.topic, opts.will.payload, opts.will.qos, opts.will.retain)
+        host, port = self.url.addresses[self._address]
         common = {
-            "hostname": self.url.host,
-            "port": self.url.port,
+            "hostname": host,
+            "port": port,
             "username": self.url.username,
             "password": self.url.password,
             "identifier": opts.client_id,

@@ -1,7 +1,14 @@
-"""Broker URLs: ``mqtt://[user[:pass]@]host[:port]`` and ``mqtts://…?ca=&cert=&key=``."""
+"""Broker URLs: ``mqtt://[user[:pass]@]host[:port]`` and ``mqtts://…?ca=&cert=&key=``.
+
+A URL may name several nodes of one clustered broker, comma-separated:
+``mqtts://user:pass@node1:8883,node2:8883,node3?ca=…``. They share the scheme, the
+credentials and the TLS files; a link connects to the first and moves to the next when a
+connection fails or is lost (``BrokerUrl.addresses``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
 from dataclasses import dataclass
@@ -9,6 +16,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TLS_KEYS = {"ca", "cert", "key"}
+# Nodes in one URL, at most: a cluster's, not a list to scan.
+MAX_ADDRESSES = 16
 
 
 class TlsFileError(ValueError):
@@ -26,14 +35,19 @@ class BrokerUrl:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    # Further nodes of the same broker (host, port), tried in turn after ``host:port``.
+    failover: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> BrokerUrl:
         """Parse a broker URL or raise ValueError saying what is wrong with it (quoting
         the URL with any password masked: these messages end up in logs)."""
         shown = _masked(text)
+        first, others = _split_hosts(text.strip())
+        if len(others) >= MAX_ADDRESSES:
+            raise ValueError(f"broker URL {shown!r}: more than {MAX_ADDRESSES} hosts")
         try:
-            parts = urlsplit(text.strip())
+            parts = urlsplit(first)
         except ValueError as exc:  # an unclosed IPv6 bracket, say
             raise ValueError(f"broker URL {shown!r}: {exc}") from None
         if parts.scheme not in DEFAULT_PORTS:
@@ -54,16 +68,28 @@ class BrokerUrl:
             raise ValueError(f"broker URL {shown!r}: unknown option(s) {sorted(unknown)}")
         if query and parts.scheme != "mqtts":
             raise ValueError(f"broker URL {shown!r}: ca/cert/key need mqtts://")
+        failover = tuple(_address(shown, other, DEFAULT_PORTS[parts.scheme]) for other in others)
         return cls(
             scheme=parts.scheme,
             host=parts.hostname,
             port=port,
+            failover=failover,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             ca_file=query.get("ca", [None])[-1],
             cert_file=query.get("cert", [None])[-1],
             key_file=query.get("key", [None])[-1],
         )
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every node this URL names, (host, port), in the order they are tried."""
+        return ((self.host, self.port), *self.failover)
+
+    def at(self, index: int) -> BrokerUrl:
+        """This URL for its ``index``-th address alone (credentials and TLS files kept)."""
+        host, port = self.addresses[index]
+        return dataclasses.replace(self, host=host, port=port, failover=())
 
     @property
     def tls(self) -> bool:
@@ -107,14 +133,49 @@ class BrokerUrl:
             if self.password is not None:
                 auth += ":" + quote(self.password, safe="")
             auth += "@"
-        host = f"[{self.host}]" if ":" in self.host else self.host
         files = {"ca": self.ca_file, "cert": self.cert_file, "key": self.key_file}
         query = urlencode({k: v for k, v in files.items() if v is not None}, safe="/")
-        return f"{self.scheme}://{auth}{host}:{self.port}" + (f"?{query}" if query else "")
+        return f"{self.scheme}://{auth}{self._hosts()}" + (f"?{query}" if query else "")
 
     def __str__(self) -> str:
         auth = f"{self.username}@" if self.username else ""
-        return f"{self.scheme}://{auth}{self.host}:{self.port}"
+        return f"{self.scheme}://{auth}{self._hosts()}"
+
+    def _hosts(self) -> str:
+        return ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.addresses
+        )
+
+
+def _split_hosts(text: str) -> tuple[str, list[str]]:
+    """``text`` with only its first host, and the further ``host[:port]`` items of a
+    comma-separated host list."""
+    scheme, sep, rest = text.partition("://")
+    authority_end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if index != -1:
+            authority_end = min(authority_end, index)
+    authority = rest[:authority_end]
+    credentials, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return text, []
+    first, *others = hosts.split(",")
+    return f"{scheme}{sep}{credentials}{at}{first}{rest[authority_end:]}", others
+
+
+def _address(shown: str, item: str, default_port: int) -> tuple[str, int]:
+    """One further ``host[:port]`` (``[v6]:port`` for IPv6) of a host list."""
+    try:
+        parts = urlsplit(f"//{item}")
+        port = default_port if parts.port is None else parts.port
+    except ValueError:
+        raise ValueError(
+            f"broker URL {shown!r}: host {item!r}: port is not a number in 1-65535"
+        ) from None
+    if not parts.hostname or parts.username is not None or port == 0:
+        raise ValueError(f"broker URL {shown!r}: host {item!r} is not host[:port]")
+    return parts.hostname, port
 
 
 def _masked(text: str) -> str:

@@ -88,6 +88,7 @@ class BrokerUnreachable(CliFailure):
 
     def __init__(self, where: str, reason: str) -> None:
         super().__init__(f"cannot reach the MQTT broker at {where}: {reason}")
+        self.where, self.reason = where, reason
 
 
 class BrokerRefused(CliFailure):

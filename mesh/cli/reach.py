@@ -42,8 +42,23 @@ def check_tls_files(url: BrokerUrl) -> None:
 def require_broker(url: BrokerUrl, timeout_s: float = CONNECT_TIMEOUT_S) -> BrokerUrl:
     """``url`` if its broker accepts an MQTT connection with its credentials; otherwise a
     CliFailure (2: a TLS file, credentials or TLS refused) or BrokerUnreachable (75)
-    saying why."""
+    saying why. A URL naming several nodes needs one that accepts; a refusal by any is
+    a configuration problem and says so at once."""
     check_tls_files(url)
+    unreachable: list[BrokerUnreachable] = []
+    for index in range(len(url.addresses)):
+        try:
+            _require_node(url.at(index), timeout_s)
+        except BrokerUnreachable as exc:
+            unreachable.append(exc)
+            continue
+        return url
+    if len(unreachable) == 1:
+        raise unreachable[0]
+    raise BrokerUnreachable(str(url), "; ".join(f"{e.where}: {e.reason}" for e in unreachable))
+
+
+def _require_node(url: BrokerUrl, timeout_s: float) -> None:
     try:
         sock = socket.create_connection((url.host, url.port), timeout=timeout_s)
     except OSError as exc:
@@ -58,4 +73,3 @@ def require_broker(url: BrokerUrl, timeout_s: float = CONNECT_TIMEOUT_S) -> Brok
         raise CliFailure(f"the MQTT broker at {url} is not trusted: {answer.detail}")
     if answer.outcome == "unavailable":
         raise BrokerUnreachable(str(url), answer.detail)
-    return url

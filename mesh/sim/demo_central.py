@@ -230,7 +230,7 @@ async def central_tier(
                     ArchiverSettings(archive, archiver_id=name, topics=topics, trust=trust),
                     source=archiver_source(
                         cluster_login(central, name, first=i % NODES),
-                        central.mqtt_url(name, node=i % NODES),
+                        central.mqtt_url(name, node=i % NODES, failover=True),
                         name,
                     ),
                 )
@@ -239,7 +239,7 @@ async def central_tier(
 
         archivers = make_archivers()
         console = ConsoleServer(
-            central.mqtt_url(DISPATCH_ID, node=NODES - 1),
+            central.mqtt_url(DISPATCH_ID, node=NODES - 1, failover=True),
             topics,
             Users.load(users_file),
             port=0,

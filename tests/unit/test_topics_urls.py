@@ -50,6 +50,33 @@ def test_broker_urls() -> None:
     assert str(BrokerUrl.parse("mqtt://u:p@h:1")) == "mqtt://u@h:1"  # no password in logs
 
 
+def test_a_url_may_name_the_nodes_of_a_cluster() -> None:
+    text = "mqtts://gw:s%40cret@n1:8884,n2,[::1]:9000?ca=/etc/ca.pem"
+    url = BrokerUrl.parse(text)
+    # One scheme, one credential, one set of TLS files; the nodes in the order given.
+    assert url.addresses == (("n1", 8884), ("n2", 8883), ("::1", 9000))
+    assert (url.username, url.password, url.ca_file) == ("gw", "s@cret", "/etc/ca.pem")
+    assert str(url) == "mqtts://gw@n1:8884,n2:8883,[::1]:9000"
+    assert BrokerUrl.parse(url.as_text()) == url
+    assert url.at(2) == BrokerUrl("mqtts", "::1", 9000, "gw", "s@cret", "/etc/ca.pem")
+    assert BrokerUrl.parse("mqtt://h").addresses == (("h", 1883),)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("mqtt://gw:s3cr3t@a,b:x", "host 'b:x': port is not a number"),
+        ("mqtt://gw:s3cr3t@a,b:0", "host 'b:0' is not host"),
+        ("mqtt://gw:s3cr3t@a,,b", "host '' is not host"),
+        ("mqtt://gw:s3cr3t@" + ",".join(["h"] * 17), "more than 16 hosts"),
+    ],
+)
+def test_bad_host_lists_say_which_host(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle) as caught:
+        BrokerUrl.parse(text)
+    assert "s3cr3t" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -129,7 +130,7 @@ async def ensure_archive(
     try:
         await js.stream_info(settings.stream)
     except NotFoundError:
-        await js.add_stream(config)
+        await _placed(js, config)
         stream_done = "created"
     else:
         await js.update_stream(config)
@@ -142,6 +143,29 @@ async def ensure_archive(
     # Creating a durable with its name is create-or-update on the server.
     await js.add_consumer(settings.stream, consumer_config(settings))
     return stream_done, consumer_done
+
+
+# JetStream's "no suitable peers for placement": a node the meta leader has not yet heard
+# from since it started counts as offline, for a moment after the cluster is healthy.
+_NO_PLACEMENT = 10005
+PLACEMENT_WAIT_S = 30.0
+PLACEMENT_POLL_S = 0.25
+
+
+async def _placed(js: JetStreamContext, config: StreamConfig) -> None:
+    """Add the stream, waiting up to PLACEMENT_WAIT_S for the meta leader to see enough
+    peers online to place its replicas (seen under load right after a cluster start)."""
+    from nats.js.errors import BadRequestError
+
+    deadline = time.monotonic() + PLACEMENT_WAIT_S
+    while True:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError as exc:
+            if exc.err_code != _NO_PLACEMENT or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(PLACEMENT_POLL_S)
 
 
 @dataclass(frozen=True)

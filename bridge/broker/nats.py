@@ -8,6 +8,12 @@ and a server name), TLS on every listener with a certificate from the fleet's CA
 users mirror the mosquitto ACL's intent for the central roles: dispatch consoles,
 archivers and the car's bridge. ``render_node`` is the pure renderer it uses.
 
+A node's config holds no user's password, only its bcrypt hash (``password_hash``): the
+clients' passwords are in ``credentials/USER.password`` (0600) alone. The routes' password
+is hashed in the ``cluster`` authorization too, but each route URL to the other nodes
+carries it in clear (nats-server dials with it): what keeps a stranger off the route
+listener is its mutual TLS (a certificate from the fleet's CA).
+
 MQTT topics are NATS subjects inside the server: ``/`` becomes ``.``, a ``.`` inside a level
 becomes ``//``, ``+`` is ``*`` and a trailing ``#`` is ``>`` plus the level above it
 (``mqtt_subjects``). Permissions are written on subjects, so each ACL rule is converted.
@@ -51,6 +57,7 @@ __all__ = [
     "cluster_nodes",
     "mqtt_subjects",
     "nats_bridge",
+    "password_hash",
     "render_node",
     "subject_topic",
     "write_car_and_central",
@@ -73,6 +80,16 @@ DEFAULT_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 8883, "http": 8222}
 # (mesh/archive/jetstream.py): the archivers' permissions name them.
 ARCHIVE_STREAM = "MESH_ARCHIVE"
 ARCHIVE_CONSUMER = "archivers"
+
+# bcrypt's cost (2**cost rounds) for the users' and the routes' hashes. nats-server checks
+# the hash on every connect and reconnect: a node that fails sends its cars' bridges and
+# relays to the others at once. The passwords made here are 192 random bits, so the hash
+# need not slow guessing, only keep the password out of the file: cost 4 (bcrypt's
+# minimum; one check took ~2 ms, docs/broker.md) keeps such a storm cheap, as the
+# mosquitto password file's 1000 iterations do (bridge/broker/passwd.py).
+BCRYPT_COST = 4
+# bcrypt reads at most 72 bytes of a password; a longer one would be cut silently.
+BCRYPT_MAX_BYTES = 72
 
 ConnectionType = Literal["STANDARD", "MQTT"]
 
@@ -290,12 +307,26 @@ def _tls_block(indent: str, ca: Path, server: CertPair) -> list[str]:
     ]
 
 
-def _user_block(user: NatsUser, password: str) -> list[str]:
+def password_hash(password: str, cost: int = BCRYPT_COST) -> str:
+    """The bcrypt hash (``$2b$…``) of ``password``, as nats-server checks it."""
+    try:
+        import bcrypt
+    except ImportError:
+        raise NatsConfigError(
+            "hashing the cluster's passwords needs bcrypt: pip install 'trigger-mesh[central]'"
+        ) from None
+    secret = password.encode()
+    if not secret or len(secret) > BCRYPT_MAX_BYTES:
+        raise NatsConfigError(f"a password must be 1 to {BCRYPT_MAX_BYTES} bytes (bcrypt)")
+    return bcrypt.hashpw(secret, bcrypt.gensalt(rounds=cost)).decode()
+
+
+def _user_block(user: NatsUser, hashed: str) -> list[str]:
     lines = [
         f"      # {user.comment}",
         "      {",
         f"        user: {_q(user.name)}",
-        f"        password: {_q(password)}",
+        f"        password: {_q(hashed)}",
         "        allowed_connection_types: ["
         + ", ".join(_q(c) for c in user.connection_types)
         + "]",
@@ -322,16 +353,23 @@ def render_node(
     ca: Path,
     server: CertPair,
     users: Sequence[NatsUser],
-    passwords: Mapping[str, str],
+    password_hashes: Mapping[str, str],
     route_password: str,
+    route_password_hash: str,
     bind: str = "0.0.0.0",  # noqa: S104 - a central node serves the fleet
     replicas: int = 3,
 ) -> str:
     """One node's nats-server configuration. Paths must be absolute (nats-server resolves
-    relative ones against its working directory)."""
+    relative ones against its working directory). ``password_hashes``: each user's bcrypt
+    hash (``password_hash``); ``route_password`` goes into the routes to the others, its
+    hash into this node's cluster authorization."""
     for what, path in (("store_dir", store_dir), ("log_file", log_file), ("ca", ca)):
         if not path.is_absolute():
             raise NatsConfigError(f"{what} must be an absolute path, not {path}")
+    hashes = [*password_hashes.values(), route_password_hash]
+    if not all(h.startswith(("$2a$", "$2b$", "$2y$")) for h in hashes):
+        # nats-server compares anything else as plain text.
+        raise NatsConfigError("the node config takes bcrypt hashes, not passwords")
     routes = [
         f"nats-route://{ROUTE_USER}:{route_password}@{other.host}:{other.cluster_port}"
         for other in nodes
@@ -356,7 +394,7 @@ def render_node(
         f"  listen: {_q(f'{bind}:{node.cluster_port}')}",
         "  authorization {",
         f"    user: {_q(ROUTE_USER)}",
-        f"    password: {_q(route_password)}",
+        f"    password: {_q(route_password_hash)}",
         "  }",
         "  routes: [",
         *(f"    {_q(route)}" for route in routes),
@@ -377,7 +415,7 @@ def render_node(
         "    users: [",
     ]
     for user in users:
-        lines += _user_block(user, passwords[user.name])
+        lines += _user_block(user, password_hashes[user.name])
     lines += ["    ]", "  }", "}"]
     return "\n".join(lines) + "\n"
 
@@ -457,7 +495,10 @@ def write_nats_cluster(
         path = cred_dir / f"{name}.password"
         write_private(path, (password + "\n").encode(), replace=True)
         credentials[name] = path
+    # One hash per user (and for the routes), the same in every node's config.
+    hashes = {name: password_hash(password) for name, password in chosen.items()}
     route_password = secrets.token_urlsafe(24)
+    route_hash = password_hash(route_password)
     ca_copy = out / "ca.crt"
     ca_copy.write_bytes(ca.cert.read_bytes())
     confs: dict[str, Path] = {}
@@ -476,13 +517,14 @@ def write_nats_cluster(
             ca=ca_copy,
             server=server,
             users=users,
-            passwords=chosen,
+            password_hashes=hashes,
             route_password=route_password,
+            route_password_hash=route_hash,
             bind=bind,
             replicas=min(3, len(nodes)),
         )
         confs[node.name] = out / f"{node.name}.conf"
-        # It holds the users' and the routes' passwords.
+        # The users' hashes, and the routes' password in the route URLs.
         write_private(confs[node.name], text.encode(), replace=True)
     return NatsCluster(
         out_dir=out,

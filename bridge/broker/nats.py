@@ -85,8 +85,9 @@ ARCHIVE_CONSUMER = "archivers"
 # the hash on every connect and reconnect: a node that fails sends its cars' bridges and
 # relays to the others at once. The passwords made here are 192 random bits, so the hash
 # need not slow guessing, only keep the password out of the file: cost 4 (bcrypt's
-# minimum; one check took ~2 ms, docs/broker.md) keeps such a storm cheap, as the
-# mosquitto password file's 1000 iterations do (bridge/broker/passwd.py).
+# minimum) added 0.6-2.3 ms to a connect, cost 10 79-90 ms (bench/nats_auth.py,
+# docs/broker.md). It keeps such a storm cheap, as the mosquitto password file's 1000
+# iterations do (bridge/broker/passwd.py).
 BCRYPT_COST = 4
 # bcrypt reads at most 72 bytes of a password; a longer one would be cut silently.
 BCRYPT_MAX_BYTES = 72

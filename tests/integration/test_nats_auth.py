@@ -13,10 +13,13 @@ import contextlib
 import re
 import ssl
 import struct
+from pathlib import Path
 
 import pytest
 
 from bridge.broker.nats import ADMIN_USER, BCRYPT_COST, ROUTE_USER, NatsCluster
+from bridge.broker.pki import issue_client, new_ca
+from tests.harness import wait_until
 from tests.nats_tools import ARCHIVER, DISPATCH, RunningCluster
 
 nats = pytest.importorskip("nats")
@@ -127,22 +130,9 @@ def _route_password(text: str) -> str:
     return match.group(1)
 
 
-async def test_the_route_password_in_a_stolen_config_opens_no_route(
-    nats_cluster: RunningCluster,
-) -> None:
-    """The routes' password is in the route URLs (nats-server dials with it) but hashed in
-    the cluster authorization; without a certificate from the fleet's CA, the route
-    listener refuses the TLS handshake before any password is read."""
-    central = nats_cluster.layout.central
-    text, _ = _stolen(central)
-    route_password = _route_password(text)
-    authorization = text.split("authorization {", 1)[1].split("}", 1)[0]
-    assert route_password not in authorization
-    assert f'"$2b${BCRYPT_COST:02d}$' in authorization
-
-    port = central.nodes[1].cluster_port
-    context = _tls(central)  # trusts the CA, presents no certificate
-    refused: Exception | None = None
+async def _route_refusal(port: int, context: ssl.SSLContext, route_password: str) -> str:
+    """Why the route listener on ``port`` refused a TLS client that sent the routes'
+    CONNECT with ``route_password``; fails if it did not refuse."""
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             reader, writer = await asyncio.open_connection(
@@ -155,8 +145,37 @@ async def test_the_route_password_in_a_stolen_config_opens_no_route(
             await writer.drain()
             data = await reader.read(4096)
             writer.close()
-            assert b"INFO" not in data, data
     except (ssl.SSLError, ConnectionError) as exc:
-        refused = exc
-    assert refused is not None, "the route listener took a client without a certificate"
-    assert "certificate" in str(refused).lower(), refused
+        return str(exc)
+    raise AssertionError(f"the route listener took the client: {data!r}")
+
+
+async def test_the_route_password_in_a_stolen_config_opens_no_route(
+    nats_cluster: RunningCluster, tmp_path: Path
+) -> None:
+    """The routes' password is in the route URLs (nats-server dials with it) but hashed in
+    the cluster authorization; without a certificate from the fleet's CA, the route
+    listener refuses the TLS handshake before any password is read."""
+    central = nats_cluster.layout.central
+    text, _ = _stolen(central)
+    route_password = _route_password(text)
+    authorization = text.split("authorization {", 1)[1].split("}", 1)[0]
+    assert route_password not in authorization
+    assert f'"$2b${BCRYPT_COST:02d}$' in authorization
+
+    port = central.nodes[1].cluster_port
+    bare = _tls(central)  # trusts the CA, presents no certificate
+    refused = await _route_refusal(port, bare, route_password)
+    assert "certificate required" in refused.lower(), refused
+    # A certificate of another CA, for the same name a node's has.
+    other = issue_client(new_ca(tmp_path / "other"), tmp_path / "other", "nats")
+    foreign = _tls(central)
+    foreign.load_cert_chain(other.cert, other.key)
+    await _route_refusal(port, foreign, route_password)  # a reset: the reason is in the log
+    log = central.log_files[central.nodes[1].name]
+    await wait_until(
+        lambda: (
+            "TLS route handshake error: tls: failed to verify certificate: x509: "
+            "certificate signed by unknown authority" in log.read_text()
+        )
+    )

@@ -277,3 +277,15 @@ def test_cli_writes_the_cluster_beside_the_car(tmp_path: Path) -> None:
     )
     bad = CliRunner().invoke(app, [*args, "--force", "--central", "kafka"])
     assert bad.exit_code == 2
+    # Client certificates at central: the bridge's beside the car's conf, no passwords.
+    certs = [*args, "--force", "--central", "nats", "--central-auth", "cert"]
+    result = CliRunner().invoke(app, certs)
+    assert result.exit_code == 0, result.output
+    bridge_key = out / "bridges" / "tm-bridge-gw-car-12-central.key"
+    car_conf = (out / "mosquitto.conf").read_text()
+    assert f"bridge_keyfile {bridge_key}\n" in car_conf
+    assert "remote_password" not in car_conf
+    assert "verify_and_map: true" in (out / "central" / "nats-1.conf").read_text()
+    assert (out / "central" / "credentials" / "dispatch-1.crt").is_file()
+    for bad_args in ([*certs[:-1], "token"], [*args, "--force", "--central-auth", "cert"]):
+        assert CliRunner().invoke(app, bad_args).exit_code == 2

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import struct
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ import pytest
 
 from bridge.broker.bridge import bridge_client_id
 from bridge.broker.nats import ADMIN_USER, NatsCluster, cert_user, mqtt_subjects
-from bridge.broker.nats_run import bridge_subscribed
+from bridge.broker.nats_run import bridge_subscribed, connz
 from bridge.broker.pki import CertPair, issue_client, new_ca
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
@@ -212,3 +214,106 @@ async def test_a_certificate_gets_its_own_users_permissions_only(
     finally:
         for nc in (archiver, dispatch, admin):
             await nc.close()
+
+
+async def test_an_archiver_logs_in_with_its_certificate(
+    cert_cluster: RunningCluster, postgres: str
+) -> None:
+    """`archiver stream` with the operator's certificate makes the stream; `archiver
+    --nats … --nats-cert` (a process, the real CLI) consumes it with the archiver's and
+    sends its watermarks over MQTT with the same certificate: every trigger lands once."""
+    from mesh.protocol.codec import encode
+    from tests.integration.test_archive_jetstream import publish_natively, triggers
+
+    central = cert_cluster.layout.central
+    servers = ",".join(central.nats_url(i) for i in range(3))
+    prefix = cert_cluster.layout.car.spec.prefix
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGER_MESH_")}
+
+    def login(user: str) -> list[str]:
+        pair = central.client_certs[user]
+        return [
+            "--nats",
+            servers,
+            "--nats-user",
+            user,
+            "--nats-cert",
+            str(pair.cert),
+            "--nats-key",
+            str(pair.key),
+            "--nats-ca",
+            str(central.ca_cert),
+        ]
+
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mesh",
+            "archiver",
+            "stream",
+            *login(ADMIN_USER),
+            "--prefix",
+            prefix,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    mqtt = central.nodes[0].mqtt_port
+    archiver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mesh",
+            "archiver",
+            "--db",
+            postgres,
+            "--id",
+            "arch-cert",
+            "--prefix",
+            prefix,
+            *login(ARCHIVER),
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ],
+        env={**env, "TRIGGER_MESH_BROKER": f"mqtts://localhost:{mqtt}?ca={central.ca_cert}"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        n = 50
+        await publish_natively(cert_cluster, [encode(t) for t in triggers(n)])
+        await wait_until(lambda: _triggers(postgres) >= n, 60)
+        assert _triggers(postgres) == n
+        # Its watermark link: an MQTT connection of the archiver's user (its certificate).
+        await wait_until(lambda: _mqtt_client_on(cert_cluster, "tm-archiver-arch-cert"), 30)
+    finally:
+        archiver.terminate()
+        _, stderr = archiver.communicate(timeout=30)
+    assert b"rror" not in stderr, stderr
+
+
+def _triggers(dsn: str) -> int:
+    """The archive's trigger rows; 0 until the archiver has made its tables."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        try:
+            row = conn.execute("SELECT count(*) FROM triggers").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+        assert row is not None
+        return int(row[0])
+
+
+def _mqtt_client_on(cluster: RunningCluster, client_id: str) -> bool:
+    conns = connz(cluster.procs[0].node).get("connections") or []
+    assert isinstance(conns, list)
+    return any(c.get("mqtt_client") == client_id for c in conns)

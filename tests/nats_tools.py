@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bridge.broker import nats_run
 from bridge.broker.acl import FleetSpec, Principal
+from bridge.broker.config import AuthMode
 from bridge.broker.nats import CarAndCentral
 from bridge.broker.nats_run import connz, health
 
@@ -48,13 +49,22 @@ def car_fleet(prefix: str, camera_cells: tuple[str, ...] | None = None) -> Fleet
 
 
 def loopback_layout(
-    out: Path, prefix: str, count: int = 3, camera_cells: tuple[str, ...] | None = None
+    out: Path,
+    prefix: str,
+    count: int = 3,
+    camera_cells: tuple[str, ...] | None = None,
+    central_auth: AuthMode = "password",
 ) -> CarAndCentral:
     """The car's mosquitto and a ``count``-node cluster on free loopback ports, as
     ``broker-config --central nats`` writes them (the bridge retries every second)."""
     nodes, (car_port,) = nats_run.loopback_nodes(count, extra=1)
     return nats_run.write_loopback(
-        out, car_fleet(prefix, camera_cells), nodes, car_port, run_as="root"
+        out,
+        car_fleet(prefix, camera_cells),
+        nodes,
+        car_port,
+        run_as="root",
+        central_auth=central_auth,
     )
 
 

@@ -207,6 +207,8 @@ class BrokerBundle:
     run_as: str = DEFAULT_BROKER_USER
     # Whether the broker's files were handed to ``run_as`` here (see ownership_steps).
     ownership_done: bool = False
+    # More secrets the broker reads: a bridge's client key issued beside the conf.
+    extra_reads: tuple[Path, ...] = ()
 
     def url_for(self, name: str, host: str | None = None) -> BrokerUrl:
         """The mqtts URL principal ``name`` connects with: CA, and its certificate and key
@@ -238,7 +240,7 @@ class BrokerBundle:
     @property
     def broker_reads(self) -> tuple[Path, ...]:
         """The secret files the broker reads after dropping its privileges."""
-        files = [self.server.key, self.acl]
+        files = [self.server.key, self.acl, *self.extra_reads]
         if self.password_file is not None:
             files.append(self.password_file)
         return tuple(files)
@@ -346,7 +348,7 @@ def write_broker_config(
             write_private(path, url.encode(), replace=True)
         else:
             path.write_text(url)
-    done = _hand_to_broker_user(bundle)
+    done = hand_to_broker_user(bundle)
     # Last: an existing mosquitto.conf means a complete bundle. A bridge's password makes
     # it a secret (mosquitto reads its conf before it drops privileges).
     if any(bridge.url.password is not None for bridge in bridges):
@@ -436,7 +438,7 @@ def _write_passwords(out: Path, names: Sequence[str]) -> tuple[dict[str, Path], 
     return credentials, password_file
 
 
-def _hand_to_broker_user(bundle: BrokerBundle) -> bool:
+def hand_to_broker_user(bundle: BrokerBundle) -> bool:
     """Run as root for a broker that drops to another user: let that user's group read
     the broker's secrets (0640) and own var/. False if it could not be done here."""
     if bundle.run_as == "root" or os.geteuid() != 0:

@@ -8,6 +8,16 @@ and a server name), TLS on every listener with a certificate from the fleet's CA
 users mirror the mosquitto ACL's intent for the central roles: dispatch consoles,
 archivers and the car's bridge. ``render_node`` is the pure renderer it uses.
 
+Users log in with a password (``auth="password"``) or a client certificate from the
+fleet's CA (``auth="cert"``: ``verify_and_map`` on the client and MQTT listeners, each user
+named by its certificate's subject, ``CN=USER``). A node's config holds no user's password,
+only its bcrypt hash (``password_hash``): the clients' passwords are in
+``credentials/USER.password`` (0600) alone; their certificates in ``credentials/USER.crt``
+and ``.key``. The routes' password
+is hashed in the ``cluster`` authorization too, but each route URL to the other nodes
+carries it in clear (nats-server dials with it): what keeps a stranger off the route
+listener is its mutual TLS (a certificate from the fleet's CA).
+
 MQTT topics are NATS subjects inside the server: ``/`` becomes ``.``, a ``.`` inside a level
 becomes ``//``, ``+`` is ``*`` and a trailing ``#`` is ``>`` plus the level above it
 (``mqtt_subjects``). Permissions are written on subjects, so each ACL rule is converted.
@@ -32,8 +42,14 @@ from bridge.broker.bridge import (
     relay_read_cells,
     relay_user,
 )
-from bridge.broker.config import BrokerBundle, write_broker_config
-from bridge.broker.pki import CertPair, issue_server, write_private
+from bridge.broker.config import (
+    AUTH_MODES,
+    AuthMode,
+    BrokerBundle,
+    hand_to_broker_user,
+    write_broker_config,
+)
+from bridge.broker.pki import CertPair, issue_client, issue_server, write_private
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 
@@ -51,6 +67,7 @@ __all__ = [
     "cluster_nodes",
     "mqtt_subjects",
     "nats_bridge",
+    "password_hash",
     "render_node",
     "subject_topic",
     "write_car_and_central",
@@ -73,6 +90,17 @@ DEFAULT_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 8883, "http": 8222}
 # (mesh/archive/jetstream.py): the archivers' permissions name them.
 ARCHIVE_STREAM = "MESH_ARCHIVE"
 ARCHIVE_CONSUMER = "archivers"
+
+# bcrypt's cost (2**cost rounds) for the users' and the routes' hashes. nats-server checks
+# the hash on every connect and reconnect: a node that fails sends its cars' bridges and
+# relays to the others at once. The passwords made here are 192 random bits, so the hash
+# need not slow guessing, only keep the password out of the file: cost 4 (bcrypt's
+# minimum) added 0.6-2.3 ms to a connect, cost 10 79-90 ms (bench/nats_auth.py,
+# docs/broker.md). It keeps such a storm cheap, as the mosquitto password file's 1000
+# iterations do (bridge/broker/passwd.py).
+BCRYPT_COST = 4
+# bcrypt reads at most 72 bytes of a password; a longer one would be cut silently.
+BCRYPT_MAX_BYTES = 72
 
 ConnectionType = Literal["STANDARD", "MQTT"]
 
@@ -278,24 +306,52 @@ def _q(value: str | Path) -> str:
     return json.dumps(str(value))
 
 
-def _tls_block(indent: str, ca: Path, server: CertPair) -> list[str]:
+def _tls_block(indent: str, ca: Path, server: CertPair, *, map_users: bool = False) -> list[str]:
+    # map_users: a client certificate from ``ca`` is required, and its subject is the user.
+    mapped = [f"{indent}  verify_and_map: true"] if map_users else []
     return [
         f"{indent}tls {{",
         f"{indent}  cert_file: {_q(server.cert)}",
         f"{indent}  key_file: {_q(server.key)}",
         f"{indent}  ca_file: {_q(ca)}",
+        *mapped,
         # TLS 1.2 is Go's floor; 1.3 is negotiated when both ends speak it.
         f"{indent}  timeout: 5",
         f"{indent}}}",
     ]
 
 
-def _user_block(user: NatsUser, password: str) -> list[str]:
+def cert_user(name: str) -> str:
+    """The user name nats-server maps a client certificate of common name ``name`` to (its
+    subject, as ``issue_client`` writes it): ``CN=name``."""
+    return f"CN={name}"
+
+
+def password_hash(password: str, cost: int = BCRYPT_COST) -> str:
+    """The bcrypt hash (``$2b$…``) of ``password``, as nats-server checks it."""
+    try:
+        import bcrypt
+    except ImportError:
+        raise NatsConfigError(
+            "hashing the cluster's passwords needs bcrypt: pip install 'trigger-mesh[central]'"
+        ) from None
+    secret = password.encode()
+    if not secret or len(secret) > BCRYPT_MAX_BYTES:
+        raise NatsConfigError(f"a password must be 1 to {BCRYPT_MAX_BYTES} bytes (bcrypt)")
+    return bcrypt.hashpw(secret, bcrypt.gensalt(rounds=cost)).decode()
+
+
+def _user_block(user: NatsUser, hashed: str | None) -> list[str]:
+    """``hashed``: the password's bcrypt hash; None: the user is a certificate's subject."""
+    login = (
+        [f"        user: {_q(cert_user(user.name))}"]
+        if hashed is None
+        else [f"        user: {_q(user.name)}", f"        password: {_q(hashed)}"]
+    )
     lines = [
         f"      # {user.comment}",
         "      {",
-        f"        user: {_q(user.name)}",
-        f"        password: {_q(password)}",
+        *login,
         "        allowed_connection_types: ["
         + ", ".join(_q(c) for c in user.connection_types)
         + "]",
@@ -322,16 +378,28 @@ def render_node(
     ca: Path,
     server: CertPair,
     users: Sequence[NatsUser],
-    passwords: Mapping[str, str],
+    password_hashes: Mapping[str, str],
     route_password: str,
+    route_password_hash: str,
     bind: str = "0.0.0.0",  # noqa: S104 - a central node serves the fleet
     replicas: int = 3,
+    auth: AuthMode = "password",
 ) -> str:
     """One node's nats-server configuration. Paths must be absolute (nats-server resolves
-    relative ones against its working directory)."""
+    relative ones against its working directory). ``password_hashes``: each user's bcrypt
+    hash (``password_hash``); ``route_password`` goes into the routes to the others, its
+    hash into this node's cluster authorization. ``auth="cert"``: no user has a password
+    (``password_hashes`` is not read); a client certificate is their login."""
     for what, path in (("store_dir", store_dir), ("log_file", log_file), ("ca", ca)):
         if not path.is_absolute():
             raise NatsConfigError(f"{what} must be an absolute path, not {path}")
+    if auth not in AUTH_MODES:
+        raise NatsConfigError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
+    by_cert = auth == "cert"
+    hashes = [*([] if by_cert else password_hashes.values()), route_password_hash]
+    if not all(h.startswith(("$2a$", "$2b$", "$2y$")) for h in hashes):
+        # nats-server compares anything else as plain text.
+        raise NatsConfigError("the node config takes bcrypt hashes, not passwords")
     routes = [
         f"nats-route://{ROUTE_USER}:{route_password}@{other.host}:{other.cluster_port}"
         for other in nodes
@@ -347,7 +415,7 @@ def render_node(
         f"http: {_q(f'127.0.0.1:{node.http_port}')}",
         f"max_payload: {MAX_PAYLOAD}",
         f"log_file: {_q(log_file)}",
-        *_tls_block("", ca, server),
+        *_tls_block("", ca, server, map_users=by_cert),
         "jetstream {",
         f"  store_dir: {_q(store_dir)}",
         "}",
@@ -356,7 +424,7 @@ def render_node(
         f"  listen: {_q(f'{bind}:{node.cluster_port}')}",
         "  authorization {",
         f"    user: {_q(ROUTE_USER)}",
-        f"    password: {_q(route_password)}",
+        f"    password: {_q(route_password_hash)}",
         "  }",
         "  routes: [",
         *(f"    {_q(route)}" for route in routes),
@@ -369,7 +437,7 @@ def render_node(
         "mqtt {",
         f"  listen: {_q(f'{bind}:{node.mqtt_port}')}",
         f"  stream_replicas: {replicas}",
-        *_tls_block("  ", ca, server),
+        *_tls_block("  ", ca, server, map_users=by_cert),
         "}",
         "accounts {",
         f"  {ACCOUNT}: {{",
@@ -377,7 +445,7 @@ def render_node(
         "    users: [",
     ]
     for user in users:
-        lines += _user_block(user, passwords[user.name])
+        lines += _user_block(user, None if by_cert else password_hashes[user.name])
     lines += ["    ]", "  }", "}"]
     return "\n".join(lines) + "\n"
 
@@ -393,8 +461,11 @@ class NatsCluster:
     log_files: Mapping[str, Path]
     ca_cert: Path
     users: tuple[NatsUser, ...]
-    # Each user's password file (0600, one line).
+    # auth="password": each user's password file (0600, one line).
     credentials: Mapping[str, Path] = field(default_factory=dict)
+    auth: AuthMode = "password"
+    # auth="cert": each user's client certificate and key (0600).
+    client_certs: Mapping[str, CertPair] = field(default_factory=dict)
 
     def password(self, user: str) -> str:
         return self.credentials[user].read_text().strip()
@@ -402,19 +473,21 @@ class NatsCluster:
     def mqtt_url(
         self, user: str, node: int = 0, host: str = "localhost", *, failover: bool = False
     ) -> BrokerUrl:
-        """The mqtts URL of ``user`` on node ``node``'s MQTT listener; with ``failover``,
-        the other nodes' listeners follow it in the URL's host list (a link moves to the
-        next when its node is lost)."""
+        """The mqtts URL of ``user`` on node ``node``'s MQTT listener, with its password or
+        its certificate and key; with ``failover``, the other nodes' listeners follow it in
+        the URL's host list (a link moves to the next when its node is lost)."""
         order = [node, *(i for i in range(len(self.nodes)) if i != node)] if failover else [node]
-        return BrokerUrl(
+        url = BrokerUrl(
             scheme="mqtts",
             host=host,
             port=self.nodes[node].mqtt_port,
-            username=user,
-            password=self.password(user),
             ca_file=str(self.ca_cert),
             failover=tuple((host, self.nodes[i].mqtt_port) for i in order[1:]),
         )
+        if self.auth == "cert":
+            pair = self.client_certs[user]
+            return dataclasses.replace(url, cert_file=str(pair.cert), key_file=str(pair.key))
+        return dataclasses.replace(url, username=user, password=self.password(user))
 
     def nats_url(self, node: int = 0, host: str = "localhost") -> str:
         """``tls://host:port`` of node ``node``'s client listener (credentials apart)."""
@@ -432,11 +505,16 @@ def write_nats_cluster(
     passwords: Mapping[str, str] | None = None,
     bind: str = "0.0.0.0",  # noqa: S104
     days: int = 825,
+    auth: AuthMode = "password",
+    given_certs: Mapping[str, CertPair] | None = None,
 ) -> NatsCluster:
     """Write ``out_dir/NAME.conf`` for each node, its ``NAME/jetstream`` store and
     ``NAME/nats.log``, the nodes' certificate ``server/nats.crt`` (for ``hosts`` and every
     node's host) issued by ``ca``, and each user's password in ``credentials/USER.password``.
-    ``passwords``: the bridges' (their URLs carry them); the others are made here."""
+    ``passwords``: the bridges' (their URLs carry them); the others are made here.
+    ``auth="cert"``: no passwords; each user's client certificate (``CN=USER``, from
+    ``ca``) in ``credentials/USER.crt`` and ``.key``, but for those ``given_certs`` names
+    (the car's bridge: its certificate lies beside the car's conf)."""
     if len({n.name for n in nodes}) != len(nodes):
         raise NatsConfigError("node names must be unique")
     users = central_users(spec, bridges)
@@ -445,19 +523,32 @@ def write_nats_cluster(
     cert_hosts = list(dict.fromkeys([*hosts, *(n.host for n in nodes)]))
     # Also a client certificate: each node is a TLS client of the others' route listeners.
     server = issue_server(ca, out / "server", "nats", cert_hosts, days=days, client_too=True)
-    given = dict(passwords or {})
-    for bridge in bridges:
-        if bridge.url.username is not None and bridge.url.password is not None:
-            given.setdefault(bridge.url.username, bridge.url.password)
-    chosen = {u.name: given.get(u.name) or secrets.token_urlsafe(24) for u in users}
+    if auth not in AUTH_MODES:
+        raise NatsConfigError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
     cred_dir = out / "credentials"
     cred_dir.mkdir(mode=0o700, exist_ok=True)
     credentials: dict[str, Path] = {}
-    for name, password in chosen.items():
-        path = cred_dir / f"{name}.password"
-        write_private(path, (password + "\n").encode(), replace=True)
-        credentials[name] = path
+    hashes: dict[str, str] = {}
+    certs: dict[str, CertPair] = {}
+    if auth == "cert":
+        made = dict(given_certs or {})
+        certs = {
+            u.name: made.get(u.name) or issue_client(ca, cred_dir, u.name, days=days) for u in users
+        }
+    else:
+        given = dict(passwords or {})
+        for bridge in bridges:
+            if bridge.url.username is not None and bridge.url.password is not None:
+                given.setdefault(bridge.url.username, bridge.url.password)
+        chosen = {u.name: given.get(u.name) or secrets.token_urlsafe(24) for u in users}
+        for name, password in chosen.items():
+            path = cred_dir / f"{name}.password"
+            write_private(path, (password + "\n").encode(), replace=True)
+            credentials[name] = path
+        # One hash per user (and for the routes), the same in every node's config.
+        hashes = {name: password_hash(password) for name, password in chosen.items()}
     route_password = secrets.token_urlsafe(24)
+    route_hash = password_hash(route_password)
     ca_copy = out / "ca.crt"
     ca_copy.write_bytes(ca.cert.read_bytes())
     confs: dict[str, Path] = {}
@@ -476,13 +567,15 @@ def write_nats_cluster(
             ca=ca_copy,
             server=server,
             users=users,
-            passwords=chosen,
+            password_hashes=hashes,
             route_password=route_password,
+            route_password_hash=route_hash,
             bind=bind,
             replicas=min(3, len(nodes)),
+            auth=auth,
         )
         confs[node.name] = out / f"{node.name}.conf"
-        # It holds the users' and the routes' passwords.
+        # The users' hashes, and the routes' password in the route URLs.
         write_private(confs[node.name], text.encode(), replace=True)
     return NatsCluster(
         out_dir=out,
@@ -493,6 +586,8 @@ def write_nats_cluster(
         ca_cert=ca_copy,
         users=users,
         credentials=credentials,
+        auth=auth,
+        client_certs=certs,
     )
 
 
@@ -505,10 +600,12 @@ def nats_bridge(
     password: str | None = None,
     host: str | None = None,
     restart_timeout: tuple[int, int] | None = None,
+    cert: CertPair | None = None,
 ) -> BridgeSpec:
     """The car's bridge to the cluster: the first node's MQTT listener, the others as
     failover addresses, a plain MQTT client (NATS refuses mosquitto's bridge flag). Its
     user is its client id (``tm-bridge-GATEWAY-NAME``); ``password``: made here if None.
+    ``cert``: it logs in with this client certificate instead (its subject is the user).
     ``host``: the name every node is reached by (tests: localhost), else each node's host."""
     if not nodes:
         raise NatsConfigError("a bridge needs at least one node")
@@ -516,13 +613,14 @@ def nats_bridge(
     user = bridge_client_id(probe, spec)
     first = nodes[0]
     url = BrokerUrl(
-        scheme="mqtts",
-        host=host or first.host,
-        port=first.reached_at,
-        username=user,
-        password=password or secrets.token_urlsafe(24),
-        ca_file=str(ca_file),
+        scheme="mqtts", host=host or first.host, port=first.reached_at, ca_file=str(ca_file)
     )
+    if cert is not None:
+        url = dataclasses.replace(url, cert_file=str(cert.cert), key_file=str(cert.key))
+    else:
+        url = dataclasses.replace(
+            url, username=user, password=password or secrets.token_urlsafe(24)
+        )
     bridge = BridgeSpec(
         name,
         url,
@@ -554,12 +652,24 @@ def write_car_and_central(
     restart_timeout: tuple[int, int] | None = None,
     ca: CertPair | None = None,
     bridges: Sequence[BridgeSpec] = (),
+    central_auth: AuthMode = "password",
     **car_options: Any,
 ) -> CarAndCentral:
     """The car's locked-down mosquitto (``write_broker_config``, ``car_options`` passed on)
     bridged to the cluster, and the cluster's configs in ``out_dir/central``, with
-    certificates from the same CA (the car's, or ``ca``)."""
+    certificates from the same CA (the car's, or ``ca``). ``central_auth``: how the
+    cluster's users log in (``write_nats_cluster``); with "cert" the bridge's certificate
+    is ``bridges/tm-bridge-GATEWAY-central.crt`` and ``.key`` beside the car's conf."""
     out = out_dir.resolve()
+    probe = BridgeSpec("central", BrokerUrl(scheme="mqtt", host="x", port=1))
+    try:
+        bridge_user = bridge_client_id(probe, spec)
+    except BridgeError as exc:
+        raise NatsConfigError(str(exc)) from None
+    # Where issue_client writes it, after the car's CA exists.
+    bridge_cert = CertPair(
+        out / "bridges" / f"{bridge_user}.crt", out / "bridges" / f"{bridge_user}.key"
+    )
     bridge = nats_bridge(
         "central",
         spec,
@@ -567,12 +677,19 @@ def write_car_and_central(
         ca_file=out / "ca.crt",
         host=bridge_host,
         restart_timeout=restart_timeout,
+        cert=bridge_cert if central_auth == "cert" else None,
     )
     try:
         car = write_broker_config(out, spec, ca=ca, bridges=(*bridges, bridge), **car_options)
     except BridgeError as exc:
         raise NatsConfigError(str(exc)) from None
     issuer = ca or CertPair(car.ca_cert, car.out_dir / "private" / "ca.key")
+    given_certs: dict[str, CertPair] = {}
+    if central_auth == "cert":
+        given_certs[bridge_user] = issue_client(issuer, bridge_cert.cert.parent, bridge_user)
+        # mosquitto reads the key after it drops to its user.
+        car = dataclasses.replace(car, extra_reads=(bridge_cert.key,))
+        car = dataclasses.replace(car, ownership_done=hand_to_broker_user(car))
     hosts = list(central_hosts) or [bridge.url.host]
     central = write_nats_cluster(
         car.out_dir / "central",
@@ -582,5 +699,7 @@ def write_car_and_central(
         hosts=hosts,
         bridges=(bridge,),
         bind=central_bind,
+        auth=central_auth,
+        given_certs=given_certs,
     )
     return CarAndCentral(car, central, bridge)

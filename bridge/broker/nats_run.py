@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bridge.broker.acl import FleetSpec
 from bridge.broker.bridge import bridge_topics
+from bridge.broker.config import AuthMode
 from bridge.broker.nats import (
     CarAndCentral,
     NatsCluster,
@@ -227,11 +228,17 @@ def loopback_nodes(count: int = 3, extra: int = 0) -> tuple[list[NatsNode], list
 
 
 def write_loopback(
-    out: Path, spec: FleetSpec, nodes: list[NatsNode], car_port: int, *, run_as: str
+    out: Path,
+    spec: FleetSpec,
+    nodes: list[NatsNode],
+    car_port: int,
+    *,
+    run_as: str,
+    central_auth: AuthMode = "password",
 ) -> CarAndCentral:
     """The car's mosquitto (on ``car_port``) and the cluster of ``nodes``, all on the
     loopback, as ``broker-config --central nats`` writes them; the bridge retries every
-    second (the demo's and the tests' cars)."""
+    second (the demo's and the tests' cars). ``central_auth``: the cluster's logins."""
     return write_car_and_central(
         out,
         spec,
@@ -243,4 +250,5 @@ def write_loopback(
         port=car_port,
         bind="127.0.0.1",
         run_as=run_as,
+        central_auth=central_auth,
     )

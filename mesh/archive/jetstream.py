@@ -171,29 +171,36 @@ async def _placed(js: JetStreamContext, config: StreamConfig) -> None:
 @dataclass(frozen=True)
 class NatsLogin:
     """How an archiver reaches the cluster: its nodes' client URLs (tls://host:port), its
-    user and password (the generated ``credentials/USER.password``), the CA."""
+    user and password (the generated ``credentials/USER.password``), the CA; or, on a
+    cluster of ``--central-auth cert``, its client certificate and key instead of the
+    password (the certificate names the user; ``user`` still names its inbox)."""
 
     servers: tuple[str, ...]
     user: str
-    password: str
+    password: str | None
     ca_file: str | None = None
     # The name the nodes' certificate is checked against (default: each URL's host).
     tls_hostname: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
     def tls(self) -> ssl.SSLContext | None:
         if not any(s.startswith("tls://") for s in self.servers):
             return None
-        return ssl.create_default_context(cafile=self.ca_file)
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 async def connect(login: NatsLogin, **options: Any) -> NatsClient:
     """A NATS connection that reconnects forever, its inbox the user's own."""
     import nats
 
+    credentials = {} if login.password is None else {"user": login.user, "password": login.password}
     settings: dict[str, Any] = {
         "servers": list(login.servers),
-        "user": login.user,
-        "password": login.password,
+        **credentials,
         "tls": login.tls(),
         "tls_hostname": login.tls_hostname,
         "inbox_prefix": archiver_inbox(login.user),
@@ -440,10 +447,13 @@ class JetStreamSource:
 def archiver_source(login: NatsLogin, url: BrokerUrl, name: str) -> JetStreamSource:
     """The source of archiver ``name``: the archive's consumer, with its watermarks sent
     on ``url`` (a node's MQTT listener; the login's user and password unless it has its
-    own)."""
+    own, or the login's certificate)."""
     from bridge.mqtt.client import LinkOptions
 
-    if url.password is None and url.username in (None, login.user):
+    if login.password is None:
+        if url.cert_file is None and login.cert_file is not None:
+            url = dataclasses.replace(url, cert_file=login.cert_file, key_file=login.key_file)
+    elif url.password is None and url.username in (None, login.user):
         url = dataclasses.replace(url, username=login.user, password=login.password)
     # No subscriptions: the watermarks go out here, retained (NATS keeps MQTT's retained).
     link = MqttLink(url, LinkOptions(client_id=f"tm-archiver-{name}", protocol="3.1.1"))
@@ -454,9 +464,15 @@ def cluster_login(cluster: NatsCluster, user: str, first: int = 0) -> NatsLogin:
     """``user``'s login to the nodes ``write_nats_cluster`` configured, node ``first``
     tried first (an archiver per node spreads them)."""
     order = [first, *(i for i in range(len(cluster.nodes)) if i != first)]
-    return NatsLogin(
-        tuple(cluster.nats_url(i) for i in order),
-        user,
-        cluster.password(user),
-        str(cluster.ca_cert),
-    )
+    servers = tuple(cluster.nats_url(i) for i in order)
+    if cluster.auth == "cert":
+        pair = cluster.client_certs[user]
+        return NatsLogin(
+            servers,
+            user,
+            None,
+            str(cluster.ca_cert),
+            cert_file=str(pair.cert),
+            key_file=str(pair.key),
+        )
+    return NatsLogin(servers, user, cluster.password(user), str(cluster.ca_cert))

@@ -68,6 +68,15 @@ NatsPasswordOpt = Annotated[
 NatsCaOpt = Annotated[
     Path | None, typer.Option("--nats-ca", help="CA of the nodes' certificate (central/ca.crt)")
 ]
+NatsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--nats-cert",
+        help="Client certificate instead of a password (a cluster of --central-auth cert: "
+        "central/credentials/USER.crt)",
+    ),
+]
+NatsKeyOpt = Annotated[Path | None, typer.Option("--nats-key", help="The key of --nats-cert")]
 
 archiver_app = typer.Typer(
     help="The central archive: triggers, activations, acks and edge logs in PostgreSQL.",
@@ -123,6 +132,8 @@ def archiver(
     nats_user: NatsUserOpt = None,
     nats_password_file: NatsPasswordOpt = None,
     nats_ca: NatsCaOpt = None,
+    nats_cert: NatsCertOpt = None,
+    nats_key: NatsKeyOpt = None,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -155,7 +166,9 @@ def archiver(
 
     login = None
     if nats_servers is not None:
-        login = _nats_login(nats_servers, nats_user, nats_password_file, nats_ca)
+        login = _nats_login(
+            nats_servers, nats_user, nats_password_file, nats_ca, nats_cert, nats_key
+        )
 
     async def serve() -> None:
         async with broker_for(client_broker(broker)) as (url, protocol):
@@ -177,7 +190,12 @@ if TYPE_CHECKING:
 
 
 def _nats_login(
-    servers: str, user: str | None, password_file: Path | None, ca: Path | None
+    servers: str,
+    user: str | None,
+    password_file: Path | None,
+    ca: Path | None,
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> NatsLogin:
     """The NATS login of --nats and its options, or exit 2 naming what is wrong."""
     require("central", "--nats")
@@ -191,6 +209,17 @@ def _nats_login(
             fail(f"--nats {url!r}: give nats://HOST:PORT or tls://HOST:PORT")
     if not user:
         fail("--nats needs --nats-user")
+    if cert is None and key is None:
+        password: str | None = _nats_password(password_file)
+        files: dict[str, str] = {}
+    else:
+        password, files = None, _nats_cert_files(cert, key, password_file)
+    if ca is not None and not ca.is_file():
+        fail(f"--nats-ca {ca}: no such file")
+    return NatsLogin(urls, user, password, None if ca is None else str(ca), **files)
+
+
+def _nats_password(password_file: Path | None) -> str:
     if password_file is None:
         fail(f"--nats needs --nats-password-file (or {ENV_NATS_PASSWORD_FILE})")
     try:
@@ -199,9 +228,20 @@ def _nats_login(
         fail(f"--nats-password-file {password_file}: {exc.strerror or exc}")
     if not password:
         fail(f"--nats-password-file {password_file}: empty")
-    if ca is not None and not ca.is_file():
-        fail(f"--nats-ca {ca}: no such file")
-    return NatsLogin(urls, user, password, None if ca is None else str(ca))
+    return password
+
+
+def _nats_cert_files(
+    cert: Path | None, key: Path | None, password_file: Path | None
+) -> dict[str, str]:
+    if cert is None or key is None:
+        fail("--nats-cert and --nats-key go together")
+    if password_file is not None:
+        fail("--nats-cert or --nats-password-file, not both")
+    for option, path in (("--nats-cert", cert), ("--nats-key", key)):
+        if not path.is_file():
+            fail(f"{option} {path}: no such file")
+    return {"cert_file": str(cert), "key_file": str(key)}
 
 
 @archiver_app.command("stream")
@@ -210,6 +250,8 @@ def stream(
     nats_user: NatsUserOpt = "admin",
     nats_password_file: NatsPasswordOpt = None,
     nats_ca: NatsCaOpt = None,
+    nats_cert: NatsCertOpt = None,
+    nats_key: NatsKeyOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
     replicas: Annotated[int, typer.Option("--replicas", min=1, max=5)] = 3,
     max_bytes: Annotated[
@@ -227,7 +269,7 @@ def stream(
     (idempotent), with the operator's NATS user: an archiver's own may only consume."""
     if nats_servers is None:
         fail("--nats is required")
-    login = _nats_login(nats_servers, nats_user, nats_password_file, nats_ca)
+    login = _nats_login(nats_servers, nats_user, nats_password_file, nats_ca, nats_cert, nats_key)
     from mesh.archive.jetstream import (
         ADMIN_TIMEOUT_S,
         StreamSettings,

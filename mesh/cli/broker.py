@@ -78,6 +78,14 @@ def broker_config(
     central_nodes: Annotated[
         int, typer.Option("--central-nodes", min=1, max=9, help="With --central: nodes")
     ] = 3,
+    central_auth: Annotated[
+        str,
+        typer.Option(
+            "--central-auth",
+            help="With --central: how the cluster's users log in: password (bcrypt hashes "
+            "in the nodes' configs) or cert (client certificates from the CA)",
+        ),
+    ] = "password",
 ) -> None:
     """Write a TLS-only mosquitto configuration with an ACL for the fleet, and each device's
     credentials (client certificates or passwords) and broker URL."""
@@ -89,6 +97,10 @@ def broker_config(
 
     if auth not in ("cert", "password"):
         fail(f"--auth must be cert or password, not {auth!r}", EXIT_USAGE)
+    if central_auth not in ("cert", "password"):
+        fail(f"--central-auth must be cert or password, not {central_auth!r}", EXIT_USAGE)
+    if central is None and central_auth != "password":
+        fail("--central-auth goes with --central", EXIT_USAGE)
     if (ca_cert is None) != (ca_key is None):
         fail("--ca-cert and --ca-key go together", EXIT_USAGE)
     try:
@@ -111,6 +123,7 @@ def broker_config(
             port=port,
             bind=bind,
             auth="cert" if auth == "cert" else "password",
+            central_auth="cert" if central_auth == "cert" else "password",
             ca=ca,
             force=force,
             run_as=run_as,
@@ -225,7 +238,8 @@ def _car_and_central(
             f"monitoring 127.0.0.1:{node.http_port})",
             highlight=False,
         )
-    say(f"  users' passwords: {cluster.out_dir / 'credentials'}", highlight=False)
+    what = "certificates and keys" if cluster.auth == "cert" else "passwords"
+    say(f"  users' {what}: {cluster.out_dir / 'credentials'}", highlight=False)
     say(
         "next steps: start each node with nats-server -c NODE.conf (pip install "
         "'trigger-mesh[central]' installs nats-server), then the car's broker with "

@@ -46,6 +46,35 @@ def test_an_unreadable_or_empty_password_file_is_named(tmp_path: Path) -> None:
         assert says in result.output
 
 
+def test_bad_certificate_options_are_refused(tmp_path: Path) -> None:
+    cert, key, password = tmp_path / "a.crt", tmp_path / "a.key", tmp_path / "a.password"
+    for path in (cert, key, password):
+        path.write_text("x\n")
+    base = ["archiver", "stream", "--nats", "tls://x:4222"]
+    for extra, says in (
+        (["--nats-cert", str(cert)], "--nats-cert and --nats-key go together"),
+        (["--nats-key", str(key)], "--nats-cert and --nats-key go together"),
+        (
+            [
+                "--nats-cert",
+                str(cert),
+                "--nats-key",
+                str(key),
+                "--nats-password-file",
+                str(password),
+            ],
+            "--nats-cert or --nats-password-file, not both",
+        ),
+        (
+            ["--nats-cert", str(tmp_path / "none.crt"), "--nats-key", str(key)],
+            f"--nats-cert {tmp_path / 'none.crt'}: no such file",
+        ),
+    ):
+        result = CliRunner().invoke(app, [*base, *extra], env={})
+        assert result.exit_code == 2, result.output
+        assert says in result.output, result.output
+
+
 def test_the_stream_holds_the_archived_subjects_as_a_bounded_work_queue() -> None:
     from nats.js.api import AckPolicy, DiscardPolicy, RetentionPolicy
 

@@ -5,6 +5,7 @@ servers themselves run in tests/integration/test_nats_cluster.py."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import stat
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from bridge.broker.acl import FleetSpec, Principal
 from bridge.broker.bridge import parse_bridge_spec, render_bridge
 from bridge.broker.nats import (
     ADMIN_USER,
+    BCRYPT_COST,
     MQTT_DELIVERY,
     NatsConfigError,
     NatsNode,
@@ -23,9 +25,12 @@ from bridge.broker.nats import (
     cluster_nodes,
     mqtt_subjects,
     nats_bridge,
+    password_hash,
+    render_node,
     subject_topic,
     write_car_and_central,
 )
+from bridge.broker.pki import CertPair
 
 FLEET = FleetSpec(
     prefix="mesh/v2",
@@ -198,6 +203,57 @@ def test_written_next_to_the_car_with_one_ca(tmp_path: Path) -> None:
     assert len(set(central.store_dirs.values())) == 3
 
 
+def test_node_configs_hold_hashes_not_passwords(tmp_path: Path) -> None:
+    """Each user's bcrypt hash (the same in every node's config) checks against the password
+    in its credentials file, which is in no config. The server's check, and logins with
+    the hash, are in tests/integration/test_nats_auth.py."""
+    import bcrypt
+
+    central = write_car_and_central(tmp_path / "car", FLEET, NODES, run_as="root").central
+    hashes: list[dict[str, str]] = []
+    for conf in central.confs.values():
+        text = conf.read_text()
+        pairs = re.findall(r'user: "([^"]+)"\n\s+password: "([^"]+)"', text)
+        hashes.append(dict(pairs))
+        for user in central.users:
+            assert central.password(user.name) not in text
+    assert all(h == hashes[0] for h in hashes)
+    assert set(hashes[0]) == {u.name for u in central.users} | {"route"}
+    for user in central.users:
+        hashed = hashes[0][user.name]
+        assert hashed.startswith(f"$2b${BCRYPT_COST:02d}$")
+        assert bcrypt.checkpw(central.password(user.name).encode(), hashed.encode())
+
+
+def test_a_plain_password_is_not_rendered(tmp_path: Path) -> None:
+    """nats-server compares anything but a bcrypt hash as plain text: render_node takes
+    hashes only."""
+    users = central_users(FLEET)
+    hashed = password_hash("pw")
+
+    def render(user_hash: str, route_hash: str) -> str:
+        return render_node(
+            NODES[0],
+            NODES,
+            store_dir=tmp_path / "js",
+            log_file=tmp_path / "nats.log",
+            ca=tmp_path / "ca.crt",
+            server=CertPair(tmp_path / "s.crt", tmp_path / "s.key"),
+            users=users,
+            password_hashes={u.name: user_hash for u in users},
+            route_password="pw",
+            route_password_hash=route_hash,
+        )
+
+    assert render(hashed, hashed).count(hashed) == len(users) + 1
+    for user_hash, route_hash in (("pw", hashed), (hashed, "pw")):
+        with pytest.raises(NatsConfigError, match="bcrypt hashes"):
+            render(user_hash, route_hash)
+    # bcrypt reads 72 bytes: a longer password would be cut short, so it is refused.
+    with pytest.raises(NatsConfigError, match="72 bytes"):
+        password_hash("x" * 73)
+
+
 def test_cli_writes_the_cluster_beside_the_car(tmp_path: Path) -> None:
     from mesh.cli.app import app
 
@@ -221,3 +277,15 @@ def test_cli_writes_the_cluster_beside_the_car(tmp_path: Path) -> None:
     )
     bad = CliRunner().invoke(app, [*args, "--force", "--central", "kafka"])
     assert bad.exit_code == 2
+    # Client certificates at central: the bridge's beside the car's conf, no passwords.
+    certs = [*args, "--force", "--central", "nats", "--central-auth", "cert"]
+    result = CliRunner().invoke(app, certs)
+    assert result.exit_code == 0, result.output
+    bridge_key = out / "bridges" / "tm-bridge-gw-car-12-central.key"
+    car_conf = (out / "mosquitto.conf").read_text()
+    assert f"bridge_keyfile {bridge_key}\n" in car_conf
+    assert "remote_password" not in car_conf
+    assert "verify_and_map: true" in (out / "central" / "nats-1.conf").read_text()
+    assert (out / "central" / "credentials" / "dispatch-1.crt").is_file()
+    for bad_args in ([*certs[:-1], "token"], [*args, "--force", "--central-auth", "cert"]):
+        assert CliRunner().invoke(app, bad_args).exit_code == 2

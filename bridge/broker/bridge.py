@@ -252,7 +252,8 @@ def render_bridge(spec: BridgeSpec, fleet: FleetSpec) -> str:
             ]
         ),
         # A persistent session at both ends: out-messages queue here while central is
-        # down, in-messages queue at central while the car is away.
+        # down; in-messages queue at a mosquitto central while the car is away (not at
+        # NATS: they come in at QoS 0, below).
         "cleansession false",
         "local_cleansession false",
         # Stable ids: a new id would start an empty session and lose what was queued.
@@ -270,9 +271,24 @@ def render_bridge(spec: BridgeSpec, fleet: FleetSpec) -> str:
         *_tls_lines(url),
     ]
     for topic in bridge_topics(fleet):
-        # QoS 1 both ways: every message here must arrive at least once.
-        lines += [f"# {topic.why}", f"topic {topic.pattern} {topic.direction} 1"]
+        lines += [f"# {topic.why}", *_topic_lines(topic, nats=not spec.private)]
     return "\n".join(lines) + "\n"
+
+
+def _topic_lines(topic: BridgeTopic, *, nats: bool) -> list[str]:
+    """QoS 1 out: what the car sends must arrive at least once (its mosquitto queues it
+    while central is away). In: QoS 1 from a mosquitto central, which queues it for the car
+    while the car is away; QoS 0 from NATS, whose MQTT listener makes a replicated
+    JetStream consumer of every QoS 1 filter of a session (7 and one per camera for each
+    car: about 167,000 at 50,000 cameras, more than a cluster holds; docs/deployment.md).
+    What central sends a car while its bridge is away is then not kept for it: the
+    watermarks are retained, a gateway retries its commands, dispatch sees no receipt."""
+    pattern, direction = topic.pattern, topic.direction
+    if not nats or direction == "out":
+        return [f"topic {pattern} {direction} 1"]
+    if direction == "in":
+        return [f"topic {pattern} in 0"]
+    return [f"topic {pattern} out 1", f"topic {pattern} in 0"]
 
 
 def render_bridges(specs: Sequence[BridgeSpec], fleet: FleetSpec) -> str:

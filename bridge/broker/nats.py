@@ -99,6 +99,13 @@ ARCHIVE_CONSUMER = "archivers"
 # docs/broker.md). It keeps such a storm cheap, as the mosquitto password file's 1000
 # iterations do (bridge/broker/passwd.py).
 BCRYPT_COST = 4
+# The account's JetStream consumers, at most (the node configs' `max_consumers`).
+# nats-server makes one for every QoS 1 filter of an MQTT session: 9 for each car's bridge
+# (bench/central_sessions.py). Without an account limit, nats-server 2.15 holds a stream
+# to 1,000 consumers (`jetstream.limits.default_max_consumers`), and the bridges' SUBACKs
+# failed from about the 111th car on. 20,000: about 2,200 cars; at that limit a further
+# bridge's subscriptions are refused in their SUBACK (docs/deployment.md, sizing).
+MAX_CONSUMERS = 20_000
 # bcrypt reads at most 72 bytes of a password; a longer one would be cut silently.
 BCRYPT_MAX_BYTES = 72
 
@@ -384,6 +391,7 @@ def render_node(
     bind: str = "0.0.0.0",  # noqa: S104 - a central node serves the fleet
     replicas: int = 3,
     auth: AuthMode = "password",
+    max_consumers: int = MAX_CONSUMERS,
 ) -> str:
     """One node's nats-server configuration. Paths must be absolute (nats-server resolves
     relative ones against its working directory). ``password_hashes``: each user's bcrypt
@@ -395,6 +403,8 @@ def render_node(
             raise NatsConfigError(f"{what} must be an absolute path, not {path}")
     if auth not in AUTH_MODES:
         raise NatsConfigError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
+    if max_consumers < 1:
+        raise NatsConfigError(f"max_consumers must be at least 1, not {max_consumers}")
     by_cert = auth == "cert"
     hashes = [*([] if by_cert else password_hashes.values()), route_password_hash]
     if not all(h.startswith(("$2a$", "$2b$", "$2y$")) for h in hashes):
@@ -441,7 +451,10 @@ def render_node(
         "}",
         "accounts {",
         f"  {ACCOUNT}: {{",
-        "    jetstream: enabled",
+        # A limit of the account's own: nats-server's default caps each stream instead.
+        "    jetstream {",
+        f"      max_consumers: {max_consumers}",
+        "    }",
         "    users: [",
     ]
     for user in users:
@@ -507,6 +520,7 @@ def write_nats_cluster(
     days: int = 825,
     auth: AuthMode = "password",
     given_certs: Mapping[str, CertPair] | None = None,
+    max_consumers: int = MAX_CONSUMERS,
 ) -> NatsCluster:
     """Write ``out_dir/NAME.conf`` for each node, its ``NAME/jetstream`` store and
     ``NAME/nats.log``, the nodes' certificate ``server/nats.crt`` (for ``hosts`` and every
@@ -573,6 +587,7 @@ def write_nats_cluster(
             bind=bind,
             replicas=min(3, len(nodes)),
             auth=auth,
+            max_consumers=max_consumers,
         )
         confs[node.name] = out / f"{node.name}.conf"
         # The users' hashes, and the routes' password in the route URLs.
@@ -653,6 +668,7 @@ def write_car_and_central(
     ca: CertPair | None = None,
     bridges: Sequence[BridgeSpec] = (),
     central_auth: AuthMode = "password",
+    central_max_consumers: int = MAX_CONSUMERS,
     **car_options: Any,
 ) -> CarAndCentral:
     """The car's locked-down mosquitto (``write_broker_config``, ``car_options`` passed on)
@@ -700,6 +716,7 @@ def write_car_and_central(
         bridges=(bridge,),
         bind=central_bind,
         auth=central_auth,
+        max_consumers=central_max_consumers,
         given_certs=given_certs,
     )
     return CarAndCentral(car, central, bridge)

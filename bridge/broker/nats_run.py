@@ -23,6 +23,7 @@ from bridge.broker.acl import FleetSpec
 from bridge.broker.bridge import bridge_topics
 from bridge.broker.config import AuthMode
 from bridge.broker.nats import (
+    MAX_CONSUMERS,
     CarAndCentral,
     NatsCluster,
     NatsNode,
@@ -235,10 +236,12 @@ def write_loopback(
     *,
     run_as: str,
     central_auth: AuthMode = "password",
+    max_consumers: int = MAX_CONSUMERS,
 ) -> CarAndCentral:
     """The car's mosquitto (on ``car_port``) and the cluster of ``nodes``, all on the
     loopback, as ``broker-config --central nats`` writes them; the bridge retries every
-    second (the demo's and the tests' cars). ``central_auth``: the cluster's logins."""
+    second (the demo's and the tests' cars). ``central_auth``: the cluster's logins;
+    ``max_consumers``: the account's JetStream consumers at most."""
     return write_car_and_central(
         out,
         spec,
@@ -251,4 +254,5 @@ def write_loopback(
         bind="127.0.0.1",
         run_as=run_as,
         central_auth=central_auth,
+        central_max_consumers=max_consumers,
     )

@@ -24,7 +24,7 @@ import dataclasses
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +36,13 @@ from paho.mqtt.properties import Properties
 from bridge.mqtt.urls import BrokerUrl
 
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# A SUBACK return code (3.1.1) or reason code (5) from here up refuses the filter.
+SUBACK_FAILURE = 0x80
+# A refused filter is asked for again on the same connection after this long, doubling up
+# to the most: a refusal can pass (nats-server short of a node times out making the
+# filter's consumer), and a link that waited for a reconnect would stay deaf to it.
+REFUSED_RETRY_INITIAL_S = 2.0
+REFUSED_RETRY_MAX_S = 60.0
 # CONNACK codes meaning "I do not speak this protocol version": 3.1.1 rc 1, MQTT 5 reason 0x84.
 _UNSUPPORTED_PROTOCOL = {1, 0x84}
 
@@ -252,6 +259,12 @@ class MqttLink:
         # Why the last connect failed, until one succeeds: what LinkDown says.
         self.last_connect_error: str | None = None
         self.inbound_dropped = 0  # shed by ``max_inbound``
+        # Filters the broker refused in a SUBACK, in all (and the last connect's): logged.
+        self.refused_subscriptions = 0
+        self.last_refused: tuple[str, ...] = ()
+        # The filters refused on this connection and not granted since: asked again.
+        self._refused: dict[str, int] = {}
+        self._retry_refused: asyncio.Future[None] | None = None
         self._unsubscribe_pending: set[str] = set(options.unsubscribe) - {
             topic for topic, _ in options.subscriptions
         }
@@ -298,7 +311,9 @@ class MqttLink:
         added = [(t, q) for t, q in subscriptions if t not in old]
         try:
             if added:
-                await client.subscribe(added, timeout=self.options.timeout_s)
+                granted = await client.subscribe(added, timeout=self.options.timeout_s)
+                self._check_granted(added, granted)
+                self._ask_again_for_refused(client)
             await self._flush_unsubscribes(client)
         except aiomqtt.MqttError as exc:
             # The next connect subscribes to the new set (and flushes the removals).
@@ -329,6 +344,11 @@ class MqttLink:
     @property
     def protocol(self) -> str:
         return "5" if self._version == aiomqtt.ProtocolVersion.V5 else "3.1.1"
+
+    @property
+    def refused(self) -> tuple[str, ...]:
+        """The filters the broker refused on this connection and has not granted since."""
+        return tuple(self._refused)
 
     @property
     def node(self) -> str:
@@ -427,6 +447,7 @@ class MqttLink:
         self, client: aiomqtt.Client, handler: MessageHandler, on_connect: ConnectHook | None
     ) -> None:
         raise_if_cancelled()  # a cancel swallowed while connecting
+        self._refused = {}
         subscribed: tuple[tuple[str, int], ...] = ()
         # Until the set is current: set_subscriptions() during a SUBSCRIBE here (the link is
         # not up yet) only changes the options, and would otherwise wait for a reconnect.
@@ -434,7 +455,8 @@ class MqttLink:
             wanted = self.options.subscriptions
             added = [s for s in wanted if s not in subscribed]
             if added:
-                await client.subscribe(added, timeout=self.options.timeout_s)
+                granted = await client.subscribe(added, timeout=self.options.timeout_s)
+                self._check_granted(added, granted)
             await self._flush_unsubscribes(client)
             subscribed = wanted
         await self._flush_unsubscribes(client)
@@ -442,6 +464,7 @@ class MqttLink:
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
         self._up.set()
+        self._ask_again_for_refused(client)
         self.connects += 1
         self.failed_connects = 0
         self.last_connect_error = None
@@ -476,7 +499,54 @@ class MqttLink:
             if yielding:
                 await asyncio.sleep(0)
 
+    def _check_granted(self, asked: Sequence[tuple[str, int]], granted: Sequence[object]) -> None:
+        """Count and log the filters the broker refused in its SUBACK (0x80 and up): an
+        ACL's refusal, or a broker out of room or time for them (nats-server makes a
+        JetStream consumer per QoS 1 filter, up to its consumer limit). The link stays up
+        without them and asks for them again (REFUSED_RETRY_INITIAL_S)."""
+        refused: list[tuple[str, int]] = []
+        for (topic, qos), code in zip(asked, granted, strict=False):
+            if int(getattr(code, "value", code)) >= SUBACK_FAILURE:  # type: ignore[call-overload]
+                refused.append((topic, qos))
+                self._refused[topic] = qos
+            else:
+                self._refused.pop(topic, None)
+        if not refused:
+            return
+        self.refused_subscriptions += len(refused)
+        self.last_refused = tuple(topic for topic, _ in refused)
+        self._log.warning(
+            "the broker refused subscriptions",
+            broker=str(self.url),
+            node=self.node,
+            refused=list(self.last_refused),
+            refused_total=self.refused_subscriptions,
+        )
+
+    def _ask_again_for_refused(self, client: aiomqtt.Client) -> None:
+        if self._refused and (self._retry_refused is None or self._retry_refused.done()):
+            self._retry_refused = asyncio.ensure_future(self._asking_again(client))
+
+    async def _asking_again(self, client: aiomqtt.Client) -> None:
+        delay = REFUSED_RETRY_INITIAL_S
+        while True:
+            await asyncio.sleep(delay)
+            wanted = dict(self.options.subscriptions)
+            again = [(t, q) for t, q in self._refused.items() if wanted.get(t) == q]
+            self._refused = dict(again)
+            if not again:
+                return
+            try:
+                granted = await client.subscribe(again, timeout=self.options.timeout_s)
+            except (aiomqtt.MqttError, TimeoutError):
+                return  # the connection is going: the next one subscribes to them all
+            self._check_granted(again, granted)
+            delay = min(delay * 2, REFUSED_RETRY_MAX_S)
+
     def _mark_down(self) -> None:
+        if self._retry_refused is not None:
+            self._retry_refused.cancel()
+            self._retry_refused = None
         self._up.clear()
         self._client = None
         if self._lost is not None and not self._lost.done():

@@ -86,6 +86,15 @@ def broker_config(
             "in the nodes' configs) or cert (client certificates from the CA)",
         ),
     ] = "password",
+    central_max_consumers: Annotated[
+        int | None,
+        typer.Option(
+            "--central-max-consumers",
+            min=1,
+            help="With --central: the account's JetStream consumers at most (9 per car's "
+            "bridge; default 20,000; docs/deployment.md)",
+        ),
+    ] = None,
 ) -> None:
     """Write a TLS-only mosquitto configuration with an ACL for the fleet, and each device's
     credentials (client certificates or passwords) and broker URL."""
@@ -124,6 +133,11 @@ def broker_config(
             bind=bind,
             auth="cert" if auth == "cert" else "password",
             central_auth="cert" if central_auth == "cert" else "password",
+            **(
+                {}
+                if central_max_consumers is None
+                else {"central_max_consumers": central_max_consumers}
+            ),
             ca=ca,
             force=force,
             run_as=run_as,

@@ -18,6 +18,7 @@ from bridge.broker.bridge import parse_bridge_spec, render_bridge
 from bridge.broker.nats import (
     ADMIN_USER,
     BCRYPT_COST,
+    MAX_CONSUMERS,
     MQTT_DELIVERY,
     NatsConfigError,
     NatsNode,
@@ -153,12 +154,19 @@ def test_the_car_bridge_lists_every_node_and_is_a_plain_client() -> None:
     assert "try_private true" not in conf
     assert "remote_username tm-bridge-gw-car-12-central\nremote_password pw\n" in conf
     assert "bridge_cafile /etc/tm/ca.crt\n" in conf
-    # Loops are prevented by direction, as with a mosquitto central.
-    assert "topic mesh/v2/cancel/car-12 in 1\n" in conf
+    # Loops are prevented by direction, as with a mosquitto central. What comes in comes
+    # at QoS 0: no JetStream consumer per filter at central; what goes out at QoS 1, a
+    # "both" topic as one line each way.
+    assert "topic mesh/v2/cancel/car-12 in 0\n" in conf
     assert "topic mesh/v2/receipt/car-12 out 1\n" in conf
+    assert "topic mesh/v2/trigger/car-12 out 1\ntopic mesh/v2/trigger/car-12 in 0\n" in conf
+    assert " in 1\n" not in conf
+    assert " both " not in conf
     # A mosquitto central keeps the bridge flag and one address.
     plain = render_bridge(parse_bridge_spec("c=mqtt://central:1883"), FLEET)
     assert "try_private true\n" in plain
+    assert "topic mesh/v2/cancel/car-12 in 1\n" in plain
+    assert "topic mesh/v2/trigger/car-12 both 1\n" in plain
     assert "round_robin" not in plain
     assert "address central:1883\n" in plain
 
@@ -199,7 +207,7 @@ def test_written_next_to_the_car_with_one_ca(tmp_path: Path) -> None:
         assert "stream_replicas: 3" in text
         assert text.count("tls {") == 3  # clients, routes, MQTT
         assert f'"{MQTT_DELIVERY}"' in text
-        assert "jetstream: enabled" in text
+        assert f"jetstream {{\n      max_consumers: {MAX_CONSUMERS}\n    }}" in text
     assert len(set(central.store_dirs.values())) == 3
 
 

@@ -9,12 +9,14 @@ receiving the same message, can never store anything twice.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from psycopg import sql
+from psycopg import AsyncCursor, sql
 
 from bridge.topics import TopicKind
 from mesh.archive.db import Conn
@@ -64,9 +66,10 @@ class WriteResult:
 
 
 async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteResult:
-    """Store ``items``: the small ones in one transaction, the log batches in another (each
-    batch locks its log's row while the watermark is recomputed; logs are locked in the
-    order of their ids, batches of one log in seq order, so two archivers never deadlock)."""
+    """Store ``items``: the small ones in one transaction, the log batches in one
+    transaction per log (each batch locks its log's row while the watermark is recomputed;
+    logs are written in the order of their ids, batches of one log in seq order, so two
+    archivers never deadlock)."""
     result = WriteResult()
     small = sorted((i for i in items if i.kind is not TopicKind.LOG_RECORDS), key=_lock_order)
     if small:
@@ -82,10 +85,12 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
         (i.model for i in items if isinstance(i.model, LogBatch)),
         key=lambda b: (b.log_id, b.records[0].seq),
     )
-    if batches:
+    for _, of_log in itertools.groupby(batches, key=lambda b: b.log_id):
+        # A transaction per log: its row is locked only while its own batches are written,
+        # so another archiver (taking logs in the same order) writes the log before
+        # meanwhile, instead of waiting for the whole group to commit.
         async with conn.transaction():
-            for batch in batches:
-                await _write_batch(conn, batch, archived_by, result)
+            await _write_log(conn, list(of_log), archived_by, result)
     return result
 
 
@@ -359,14 +364,11 @@ _UPSERT_LOG = (
     " head_seq = greatest(logs.head_seq, EXCLUDED.head_seq), last_batch_at = now()"
     " RETURNING synced_seq, log_no"
 )
-_INSERT_RECORDS = (
-    "INSERT INTO log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body,"
-    " prev_hash, hash, archived_by)"
-    " SELECT %s, r.*, %s FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[],"
-    " %b::text[], %b::text[], %b::text[], %b::text[])"
-    " AS r (seq, prev_seq, at_ns, kind, activation_id, body, prev_hash, hash)"
-    " ON CONFLICT DO NOTHING"
+_COPY_RECORDS = (
+    "COPY log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body, prev_hash,"
+    " hash, archived_by) FROM STDIN (FORMAT BINARY)"
 )
+_COPY_TYPES = ("text", "int8", "int8", "int8", "text", "text", "text", "text", "text", "text")
 _INSERT_REPEATS = (
     "INSERT INTO presence_repeats (log_no, seq, prev_seq, at_ns, base_seq, head, tail, middle,"
     " prev_hash, hash)"
@@ -382,7 +384,8 @@ _HELD = (
     "SELECT seq, prev_seq, hash, 'log_records' FROM log_records"
     " WHERE log_id = %s AND seq = ANY(%s)"
     " UNION ALL SELECT seq, prev_seq, encode(hash, 'hex'), 'presence_repeats'"
-    " FROM presence_repeats WHERE log_no = %s AND seq = ANY(%s)"
+    " FROM presence_repeats WHERE log_no = (SELECT log_no FROM logs WHERE log_id = %s)"
+    " AND seq = ANY(%s)"
 )
 _BASES = (
     "SELECT camera_id, seq, at_ns, body FROM presence_bases"
@@ -396,21 +399,30 @@ _UPSERT_BASES = (
     " body = EXCLUDED.body WHERE presence_bases.seq < EXCLUDED.seq"
 )
 # From the stored watermark, step to the next record the archive holds as long as nothing
-# the edge had can be missing in between (its predecessor is at or before the step).
-_WATERMARK = (
-    "WITH RECURSIVE walk (seq) AS ("
-    " SELECT %s::bigint"
+# the edge had can be missing in between (its predecessor is at or before the step), and
+# store where that ends. The next WATERMARK_WINDOW records after the watermark, both tables
+# merged in seq order, are read with one index range scan each; a record links when its
+# prev_seq is at or before the record before it (the watermark, for the first). The
+# watermark moves to the last record before the first that does not link; "more" says
+# that all of them linked and there may be more to step over (the caller asks again).
+WATERMARK_WINDOW = 1000
+_ADVANCE = (
+    "WITH ahead AS (SELECT * FROM ("
+    " (SELECT seq, prev_seq FROM log_records"
+    "  WHERE log_id = %(log)s AND seq > %(from)s::bigint ORDER BY seq LIMIT %(window)s)"
     " UNION ALL"
-    " SELECT nxt.seq FROM walk CROSS JOIN LATERAL ("
-    "  SELECT * FROM ("
-    "   (SELECT r.seq, r.prev_seq FROM log_records r"
-    "    WHERE r.log_id = %s AND r.seq > walk.seq ORDER BY r.seq LIMIT 1)"
-    "   UNION ALL"
-    "   (SELECT p.seq, p.prev_seq FROM presence_repeats p"
-    "    WHERE p.log_no = %s AND p.seq > walk.seq ORDER BY p.seq LIMIT 1)"
-    "  ) AS both_ ORDER BY seq LIMIT 1) AS nxt"
-    " WHERE nxt.prev_seq <= walk.seq)"
-    " SELECT max(seq) FROM walk"
+    " (SELECT seq, prev_seq FROM presence_repeats"
+    "  WHERE log_no = %(no)s AND seq > %(from)s::bigint ORDER BY seq LIMIT %(window)s)"
+    " ) AS both_ ORDER BY seq LIMIT %(window)s),"
+    " step AS (SELECT seq, prev_seq <= lag(seq, 1, %(from)s::bigint) OVER (ORDER BY seq) AS links"
+    "  FROM ahead),"
+    " gap AS (SELECT min(seq) AS seq FROM step WHERE NOT links),"
+    " mark AS (SELECT coalesce(max(step.seq), %(from)s::bigint) AS seq FROM step, gap"
+    "  WHERE gap.seq IS NULL OR step.seq < gap.seq),"
+    " moved AS (UPDATE logs SET synced_seq = mark.seq FROM mark"
+    "  WHERE logs.log_id = %(log)s AND mark.seq > logs.synced_seq)"
+    " SELECT mark.seq, (SELECT seq FROM gap) IS NULL"
+    " AND (SELECT count(*) FROM ahead) = %(window)s FROM mark"
 )
 
 
@@ -487,57 +499,105 @@ def _removed_camera(record: LogBatchRecord) -> str | None:
     return camera if isinstance(camera, str) else None
 
 
-async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult) -> None:
-    records = batch.records
-    # The caller's transaction holds every batch of a group; this one is a savepoint in it.
-    async with conn.transaction():
-        # Locks the log's row until commit: batches of one log are stored one at a time
-        # across all archivers, so each recomputation sees every batch committed before,
-        # and a seq looked up here cannot be inserted by anyone else meanwhile.
-        cur = await conn.execute(
-            _UPSERT_LOG, (batch.log_id, batch.unit_id, batch.gateway_id, batch.head_seq)
-        )
-        row = await cur.fetchone()
-        assert row is not None  # an upsert with RETURNING always returns its row
-        before, log_no = int(row[0]), int(row[1])
-        seqs = [r.seq for r in records]
-        cur = await conn.execute(_HELD, (batch.log_id, seqs, log_no, seqs))
-        held = {
-            int(seq): (int(prev), str(h), str(table))
-            for seq, prev, h, table in await cur.fetchall()
+@dataclass
+class _Pending:
+    """A log's records to store, as the group's batches are gone through in seq order: a
+    record of a later batch finds one of an earlier batch here as it would find it stored."""
+
+    full: dict[int, LogBatchRecord] = field(default_factory=dict)
+    folded: dict[int, tuple[LogBatchRecord, int, Delta, bytes | None, bytes]] = field(
+        default_factory=dict
+    )
+    bases: dict[str, _Base] = field(default_factory=dict)  # every camera's base, as stored
+    changed: set[str] = field(default_factory=set)  # cameras whose base is to be stored
+    relinks: list[tuple[str, int, int]] = field(default_factory=list)  # (table, seq, prev_seq)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    def hash_of(self, seq: int) -> tuple[int, str] | None:
+        """(prev_seq, hash) of a record to be stored, if any."""
+        record = self.full.get(seq) or (self.folded[seq][0] if seq in self.folded else None)
+        return None if record is None else (record.prev_seq, record.hash)
+
+    def relink(self, seq: int, prev_seq: int) -> None:
+        if seq in self.full:
+            self.full[seq] = self.full[seq].model_copy(update={"prev_seq": prev_seq})
+        else:
+            record, base_seq, delta, prev_hash, hash_ = self.folded[seq]
+            record = record.model_copy(update={"prev_seq": prev_seq})
+            self.folded[seq] = (record, base_seq, delta, prev_hash, hash_)
+
+    def add(self, plan: _Split) -> None:
+        self.full.update((r.seq, r) for r in plan.full)
+        self.folded.update((f[0].seq, f) for f in plan.folded)
+        for camera, base in plan.bases.items():  # as _UPSERT_BASES: only a later one
+            held = self.bases.get(camera)
+            if held is None or held.seq < base.seq:
+                self.bases[camera] = base
+                self.changed.add(camera)
+
+
+async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: WriteResult) -> None:
+    """Store one log's batches of a group (in seq order), in the caller's transaction,
+    which holds the log's row lock until it commits: batches of one log are stored one
+    group at a time across all archivers, so the watermark is computed over every batch
+    committed before, and a seq looked up here cannot be inserted by anyone else meanwhile.
+
+    Three round trips whatever the number of batches (the statements of a batch each, on
+    a partitioned table, cost more than their rows): the log's row, the seqs held and the
+    presence bases; a COPY of the new full records; the rest and the watermark (psycopg's
+    pipeline mode). The batches are gone through in memory as if each were stored before
+    the next."""
+    log_id, log = batches[0].log_id, _Pending()
+    seqs = sorted({r.seq for b in batches for r in b.records})
+    cameras = sorted(
+        {
+            k[0]
+            for b in batches
+            for r in b.records
+            if (k := presence_key(r.kind, r.activation_id, r.body)) is not None
         }
-        new = [r for r in records if r.seq not in held]
-        cameras = sorted(
-            {k[0] for r in new if (k := presence_key(r.kind, r.activation_id, r.body)) is not None}
+    )
+    # What the batches' upserts, one after the other, would leave.
+    unit_id = next((b.unit_id for b in reversed(batches) if b.unit_id is not None), None)
+    gateway_id = next((b.gateway_id for b in reversed(batches) if b.gateway_id is not None), None)
+    async with conn.pipeline():
+        log_cur = await conn.execute(
+            _UPSERT_LOG, (log_id, unit_id, gateway_id, max(b.head_seq for b in batches))
         )
-        bases: dict[str, _Base] = {}
-        if cameras:
-            cur = await conn.execute(_BASES, (batch.log_id, cameras))
-            for camera, seq, at_ns, body in await cur.fetchall():
-                found = presence_key(PRESENCE_KIND, None, body)
-                bases[str(camera)] = _Base(
-                    int(seq), int(at_ns), str(body), None if found is None else found[1]
-                )
-        plan = split(new, bases)
-        if plan.full:
-            full = plan.full
-            await conn.execute(
-                _INSERT_RECORDS,
-                (
-                    batch.log_id,
-                    by,
-                    [r.seq for r in full],
-                    [r.prev_seq for r in full],
-                    [r.at_ns for r in full],
-                    [r.kind for r in full],
-                    [r.activation_id for r in full],
-                    [r.body for r in full],
-                    [r.prev_hash for r in full],
-                    [r.hash for r in full],
-                ),
+        held_cur = await conn.execute(_HELD, (log_id, seqs, log_id, seqs))
+        bases_cur = await conn.execute(_BASES, (log_id, cameras)) if cameras else None
+    row = await log_cur.fetchone()
+    assert row is not None  # an upsert with RETURNING always returns its row
+    before, log_no = int(row[0]), int(row[1])
+    held = {
+        int(seq): (int(prev), str(h), str(table))
+        for seq, prev, h, table in await held_cur.fetchall()
+    }
+    if bases_cur is not None:
+        for camera, seq, at_ns, body in await bases_cur.fetchall():
+            found = presence_key(PRESENCE_KIND, None, body)
+            log.bases[str(camera)] = _Base(
+                int(seq), int(at_ns), str(body), None if found is None else found[1]
             )
-        if plan.folded:
-            folded = plan.folded
+    for batch in batches:
+        new = [r for r in batch.records if r.seq not in held and log.hash_of(r.seq) is None]
+        plan = split(new, log.bases)
+        _resent(batch, held, log, result)
+        log.add(plan)
+        result.counts["stored.log_record"] += len(plan.full) + len(plan.folded)
+        result.counts["folded.log_record"] += len(plan.folded)
+        result.counts["stored.log_batch"] += 1
+    if log.full:
+        # COPY, the fastest way in: none of these seqs is held, and none can be inserted by
+        # anyone else while this transaction holds the log's row.
+        async with conn.cursor() as cur, cur.copy(_COPY_RECORDS) as copy:
+            copy.set_types(_COPY_TYPES)
+            for r in log.full.values():
+                row = (log_id, r.seq, r.prev_seq, r.at_ns, r.kind, r.activation_id, r.body)
+                await copy.write_row((*row, r.prev_hash, r.hash, by))
+    async with conn.pipeline():
+        if log.folded:
+            folded = list(log.folded.values())
             await conn.execute(
                 _INSERT_REPEATS,
                 (
@@ -553,42 +613,74 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
                     [h for *_, h in folded],
                 ),
             )
-        if plan.bases:
-            cams = sorted(plan.bases)
+        if log.changed:
+            cams = sorted(log.changed)
             await conn.execute(
                 _UPSERT_BASES,
                 (
-                    batch.log_id,
+                    log_id,
                     cams,
-                    [plan.bases[c].seq for c in cams],
-                    [plan.bases[c].at_ns for c in cams],
-                    [plan.bases[c].body for c in cams],
+                    [log.bases[c].seq for c in cams],
+                    [log.bases[c].at_ns for c in cams],
+                    [log.bases[c].body for c in cams],
                 ),
             )
-        result.counts["stored.log_record"] += len(plan.full) + len(plan.folded)
-        result.counts["folded.log_record"] += len(plan.folded)
-        for record in records:
-            if record.seq not in held:
-                continue
-            prev_seq, held_hash, table = held[record.seq]
-            if held_hash == record.hash:
-                if record.prev_seq < prev_seq:
-                    # The same record resent after the edge's retention removed the one
-                    # before it: it now names an earlier predecessor, which the watermark
-                    # must be allowed to follow.
-                    key = ("log_id", batch.log_id) if table == "log_records" else ("log_no", log_no)
-                    await conn.execute(
-                        sql.SQL("UPDATE {} SET prev_seq = %s WHERE {} = %s AND seq = %s").format(
-                            sql.Identifier(table), sql.Identifier(key[0])
-                        ),
-                        (record.prev_seq, key[1], record.seq),
-                    )
-                    result.counts["relinked.log_record"] += 1
+        for table, seq, prev_seq in log.relinks:
+            key = ("log_id", log_id) if table == "log_records" else ("log_no", log_no)
+            await conn.execute(
+                sql.SQL("UPDATE {} SET prev_seq = %s WHERE {} = %s AND seq = %s").format(
+                    sql.Identifier(table), sql.Identifier(key[0])
+                ),
+                (prev_seq, key[1], seq),
+            )
+        mark_cur = await conn.execute(
+            _ADVANCE, {"log": log_id, "no": log_no, "from": before, "window": WATERMARK_WINDOW}
+        )
+    after, more = await _advanced(mark_cur)
+    while more:  # more than a window of records stepped over: on from there
+        cur = await conn.execute(
+            _ADVANCE, {"log": log_id, "no": log_no, "from": after, "window": WATERMARK_WINDOW}
+        )
+        after, more = await _advanced(cur)
+    for conflict in log.conflicts:  # rare: each is two statements, one after the other
+        await _report(conn, conflict, by, result)
+    # The watermark goes out under the name of each gateway that sent a batch.
+    for gateway in dict.fromkeys(b.gateway_id for b in batches):
+        result.logs.append(LogProgress(log_id, after, after > before, gateway))
+
+
+def _resent(
+    batch: LogBatch, held: dict[int, tuple[int, str, str]], log: _Pending, result: WriteResult
+) -> None:
+    """Count the batch's records the archive already holds (or an earlier batch of the
+    group brings), relink those resent with an earlier predecessor, and note the
+    conflicting ones."""
+    for record in batch.records:
+        stored = held.get(record.seq)
+        pending = log.hash_of(record.seq)
+        if stored is not None:
+            prev_seq, held_hash = stored[0], stored[1]
+        elif pending is not None:
+            prev_seq, held_hash = pending
+        else:
+            continue  # new
+        if held_hash == record.hash:
+            if record.prev_seq < prev_seq:
+                # The same record resent after the edge's retention removed the one before
+                # it: it now names an earlier predecessor, which the watermark must be
+                # allowed to follow.
+                if stored is not None:
+                    log.relinks.append((stored[2], record.seq, record.prev_seq))
+                    held[record.seq] = (record.prev_seq, stored[1], stored[2])
                 else:
-                    result.counts["duplicate.log_record"] += 1
-                continue
-            result.counts["conflict.log_record"] += 1
-            conflict = Conflict(
+                    log.relink(record.seq, record.prev_seq)
+                result.counts["relinked.log_record"] += 1
+            else:
+                result.counts["duplicate.log_record"] += 1
+            continue
+        result.counts["conflict.log_record"] += 1
+        log.conflicts.append(
+            Conflict(
                 kind="log_record",
                 subject=f"{batch.log_id}:{record.seq}",
                 source=batch.log_id,
@@ -599,16 +691,13 @@ async def _write_batch(conn: Conn, batch: LogBatch, by: str, result: WriteResult
                 issuer=batch.gateway_id,
                 payload=record.model_dump_json(),
             )
-            await _report(conn, conflict, by, result)
-        cur = await conn.execute(_WATERMARK, (before, batch.log_id, log_no))
-        row = await cur.fetchone()
-        after = int(row[0]) if row is not None and row[0] is not None else before
-        if after > before:
-            await conn.execute(
-                "UPDATE logs SET synced_seq = %s WHERE log_id = %s", (after, batch.log_id)
-            )
-    result.counts["stored.log_batch"] += 1
-    result.logs.append(LogProgress(batch.log_id, after, after > before, batch.gateway_id))
+        )
+
+
+async def _advanced(cur: AsyncCursor[tuple[Any, ...]]) -> tuple[int, bool]:
+    row = await cur.fetchone()
+    assert row is not None  # one row: the watermark, stored
+    return int(row[0]), bool(row[1])
 
 
 # --- reading --------------------------------------------------------------------------------

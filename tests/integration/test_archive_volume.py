@@ -7,6 +7,7 @@ holds that retention respects."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -449,3 +450,116 @@ async def test_two_archivers_storing_batches_out_of_order_lose_nothing(
     assert [(r.seq, r.hash, r.body) for r in copy] == edge
     report = verify_chain(copy, log_id=log_id, public_key=key.public_key(), central_copy=True)
     assert report.ok, report.summary()
+
+
+def presence_chain(beats: int, t0: int) -> list[LogBatchRecord]:
+    """Presence records of CAMERAS at every heartbeat (bwc-1 recording from the second
+    half on), a valid chain: most fold against their camera's previous record."""
+    out: list[LogBatchRecord] = []
+    prev, seq = GENESIS, 0
+    for beat in range(beats):
+        t = t0 + beat * 30 * NS
+        for camera in CAMERAS:
+            seq += 1
+            body = presence(camera, t, recording=camera == "bwc-1" and beat >= beats // 2)
+            h = record_hash(prev, seq, t, kind="presence", activation_id=None, body=body)
+            out.append(
+                LogBatchRecord(
+                    seq=seq,
+                    prev_seq=seq - 1,
+                    at_ns=t,
+                    kind="presence",
+                    body=body,
+                    prev_hash=prev,
+                    hash=h,
+                )
+            )
+            prev = h
+    return out
+
+
+async def test_a_group_of_one_logs_batches_stores_what_they_store_one_at_a_time(
+    postgres: str,
+) -> None:
+    """store.write takes a log's batches of a group together (one lookup, one COPY, one
+    watermark): what it leaves must be what writing them one by one, in the same order,
+    leaves: folding across batches, records repeated between batches of the group and
+    from before it, a conflict with a batch of the group, relinks of both kinds."""
+    topics = Topics("mesh/v2")
+    records = presence_chain(8, time.time_ns() - 3600 * NS)  # 24 records
+    twelve = records[11]
+    body = presence("dash-1", twelve.at_ns, recording=True)  # another content, its own hash
+    digest = record_hash(
+        twelve.prev_hash, 12, twelve.at_ns, kind="presence", activation_id=None, body=body
+    )
+    forged = twelve.model_copy(update={"body": body, "hash": digest})
+    first = [records[0:3]]  # stored before the group
+    group = [
+        records[0:6],  # 1-3 already stored
+        records[4:12],  # 5-6 in the batch before
+        records[12:18],
+        [forged],  # 12 differs from the batch before's
+        [records[4].model_copy(update={"prev_seq": 3})],  # relinks a record of the group
+        [records[14].model_copy(update={"prev_seq": 12})],  # and one of a later batch
+        [records[1].model_copy(update={"prev_seq": 0})],  # relinks one stored before
+        records[20:24],  # after a hole (19-20 missing): the watermark stops at 18
+    ]
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+        counts: dict[str, Counter[str]] = {"one": Counter(), "all": Counter()}
+        for log_id in ("one", "all"):
+            for part in first:
+                await store.write(conn, [batch_item(topics, log_id, part)], "t")  # type: ignore[list-item]
+        ordered = sorted(group, key=lambda part: part[0].seq)  # as store.write orders them
+        for part in ordered:
+            result = await store.write(conn, [batch_item(topics, "one", part)], "t")  # type: ignore[list-item]
+            counts["one"].update(result.counts)
+        result = await store.write(conn, [batch_item(topics, "all", p) for p in group], "t")  # type: ignore[misc]
+        counts["all"].update(result.counts)
+        assert [p.synced_seq for p in result.logs] == [18]
+    finally:
+        await conn.close()
+
+    assert counts["one"] == counts["all"]
+    assert counts["all"]["folded.log_record"] > 0
+    assert counts["all"]["conflict.log_record"] == 1
+    assert counts["all"]["relinked.log_record"] == 3
+    assert counts["all"]["duplicate.log_record"] == 5  # 1-3 and 5-6
+
+    def stored(log_id: str) -> dict[str, list[tuple[object, ...]]]:
+        no = "(SELECT log_no FROM logs WHERE log_id = %s)"
+        return {
+            "logs": rows(
+                postgres, "SELECT synced_seq, head_seq FROM logs WHERE log_id = %s", (log_id,)
+            ),
+            "full": rows(
+                postgres,
+                "SELECT seq, prev_seq, at_ns, kind, body, prev_hash, hash FROM log_records"
+                " WHERE log_id = %s ORDER BY seq",
+                (log_id,),
+            ),
+            "folded": rows(
+                postgres,
+                "SELECT seq, prev_seq, at_ns, base_seq, head, tail, middle, prev_hash, hash"
+                f" FROM presence_repeats WHERE log_no = {no} ORDER BY seq",
+                (log_id,),
+            ),
+            "bases": rows(
+                postgres,
+                "SELECT camera_id, seq, at_ns, body FROM presence_bases WHERE log_id = %s"
+                " ORDER BY camera_id",
+                (log_id,),
+            ),
+            "conflicts": rows(
+                postgres,
+                "SELECT split_part(subject, ':', 2), code, copies FROM conflicts"
+                " WHERE source = %s ORDER BY subject",
+                (log_id,),
+            ),
+        }
+
+    one, together = stored("one"), stored("all")
+    assert one == together
+    assert len(together["full"]) + len(together["folded"]) == 22
+    assert together["conflicts"] == [("12", "differs", 1)]

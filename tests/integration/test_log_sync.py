@@ -269,6 +269,24 @@ async def test_the_watermark_waits_for_missing_batches_and_steps_over_retention_
         await conn.close()
 
 
+async def test_the_watermark_steps_over_more_records_than_one_read_holds(postgres: str) -> None:
+    """The watermark reads the records after it store.WATERMARK_WINDOW at a time: filling
+    a hole before more than that many stored records takes it all the way up."""
+    topics = Topics("mesh/v2")
+    records = chain(store.WATERMARK_WINDOW * 2 + 5)
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+
+        async def put(part: list[LogBatchRecord]) -> store.WriteResult:
+            return await store.write(conn, [batch_item(topics, "edge-1", part)], "t")  # type: ignore[list-item]
+
+        assert (await put(records[1:])).logs[0].synced_seq == 0  # record 1 missing
+        assert (await put(records[:1])).logs[0].synced_seq == len(records)
+    finally:
+        await conn.close()
+
+
 # --- the broker away -----------------------------------------------------------------------------
 async def test_sync_retries_until_the_broker_comes_back(
     own_mosquitto: MosquittoProcess, postgres: str, tmp_path: Path

@@ -150,18 +150,23 @@ class BrokerUrl:
 def _split_hosts(text: str) -> tuple[str, list[str]]:
     """``text`` with only its first host, and the further ``host[:port]`` items of a
     comma-separated host list."""
+    head, authority, tail = _authority(text)
+    credentials, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return text, []
+    first, *others = hosts.split(",")
+    return f"{head}{credentials}{at}{first}{tail}", others
+
+
+def _authority(text: str) -> tuple[str, str, str]:
+    """``text`` as (``scheme://``, its authority, the rest)."""
     scheme, sep, rest = text.partition("://")
     authority_end = len(rest)
     for stop in "/?#":
         index = rest.find(stop)
         if index != -1:
             authority_end = min(authority_end, index)
-    authority = rest[:authority_end]
-    credentials, at, hosts = authority.rpartition("@")
-    if "," not in hosts:
-        return text, []
-    first, *others = hosts.split(",")
-    return f"{scheme}{sep}{credentials}{at}{first}{rest[authority_end:]}", others
+    return f"{scheme}{sep}", rest[:authority_end], rest[authority_end:]
 
 
 def _address(shown: str, item: str, default_port: int) -> tuple[str, int]:
@@ -180,19 +185,13 @@ def _address(shown: str, item: str, default_port: int) -> tuple[str, int]:
 
 def _masked(text: str) -> str:
     """``text`` with the password of its ``user:password@`` part replaced by ``***``."""
-    scheme, sep, rest = text.partition("://")
-    authority_end = len(rest)
-    for stop in "/?#":
-        index = rest.find(stop)
-        if index != -1:
-            authority_end = min(authority_end, index)
-    authority = rest[:authority_end]
+    head, authority, tail = _authority(text)
     if "@" not in authority:
         return text
     credentials, _, host = authority.rpartition("@")
     user, colon, _password = credentials.partition(":")
     masked = f"{user}:***" if colon else user
-    return f"{scheme}{sep}{masked}@{host}{rest[authority_end:]}"
+    return f"{head}{masked}@{host}{tail}"
 
 
 def _readable(url: BrokerUrl, option: str, path: str) -> None:

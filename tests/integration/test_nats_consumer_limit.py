@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from bridge.broker.bridge import bridge_topics
-from bridge.broker.nats import ADMIN_USER, mqtt_subjects
+from bridge.broker.nats import ADMIN_USER, NatsCluster, mqtt_subjects
 from bridge.broker.nats_run import loopback_nodes, write_loopback
 from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
 from mesh.archive.jetstream import cluster_login, connect
@@ -21,6 +21,17 @@ from tests.harness import wait_until
 from tests.nats_tools import RunningCluster, car_fleet
 
 LIMIT = 12  # room for one car's bridge (9) and nats-server's own, not for a second
+
+
+async def operator_publishes(central: NatsCluster, topic: str, payload: bytes) -> None:
+    """``payload`` on ``topic``, sent natively by the operator (no MQTT user may publish on
+    every car's in-topics)."""
+    admin = await connect(cluster_login(central, ADMIN_USER))
+    try:
+        await admin.publish(mqtt_subjects(topic)[0], payload)
+        await admin.flush()
+    finally:
+        await admin.close()
 
 
 async def test_past_the_account_s_consumer_limit_subscriptions_are_refused_visibly(
@@ -61,15 +72,9 @@ async def test_past_the_account_s_consumer_limit_subscriptions_are_refused_visib
         # The second car's session does not fit: part of its filters refused, and counted.
         assert 0 < second.refused_subscriptions < len(filters) + 1
         assert set(second.last_refused) <= {topic for topic, _ in filters}
-        # A filter refused to the second is still served to the first (the operator
-        # publishes on it natively: no MQTT user may publish on every car's in-topics).
+        # A filter refused to the second is still served to the first.
         topic = second.last_refused[-1].replace("+", "x")
-        admin = await connect(cluster_login(layout.central, ADMIN_USER))
-        try:
-            await admin.publish(mqtt_subjects(topic)[0], b"for the car")
-            await admin.flush()
-        finally:
-            await admin.close()
+        await operator_publishes(layout.central, topic, b"for the car")
         await wait_until(lambda: any(m.topic == topic for m in got[0]), 30)
         assert not any(m.topic == topic for m in got[1])
         # Room is made (the first car's session ends: a clean connect with its id drops
@@ -85,12 +90,7 @@ async def test_past_the_account_s_consumer_limit_subscriptions_are_refused_visib
         connects = second.connects
         await wait_until(lambda: not second.refused, 60)
         assert second.connects == connects
-        admin = await connect(cluster_login(layout.central, ADMIN_USER))
-        try:
-            await admin.publish(mqtt_subjects(topic)[0], b"for the second car")
-            await admin.flush()
-        finally:
-            await admin.close()
+        await operator_publishes(layout.central, topic, b"for the second car")
         await wait_until(lambda: any(m.topic == topic for m in got[1]), 30)
     finally:
         for task in tasks:

@@ -68,8 +68,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The 25 slowest tests are listed at the end: where CI's time goes.
 pytest: $(STAMP) $(ASYNCAPI_VALIDATOR) $(NODE_CAMERA)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 # The AsyncAPI validator of docs/asyncapi.yaml (tests/integration/test_asyncapi.py): the
 # @asyncapi/parser pinned by tools/asyncapi/package-lock.json, installed with `npm ci`

@@ -36,6 +36,9 @@ from paho.mqtt.properties import Properties
 from bridge.mqtt.urls import BrokerUrl
 
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# A connection up at least this long before it was lost counts as having held: the
+# reconnect starts again from the first back-off step.
+STABLE_CONNECTION_S = 10.0
 # A SUBACK return code (3.1.1) or reason code (5) from here up refuses the filter.
 SUBACK_FAILURE = 0x80
 # A refused filter is asked for again on the same connection after this long, doubling up
@@ -244,6 +247,7 @@ class MqttLink:
         self.options = options
         # Which of the URL's addresses (its cluster's nodes) the link connects to.
         self._address = 0
+        self._up_since = 0.0  # monotonic, of the last connection's CONNACK
         self._log = logger or structlog.get_logger("bridge.link")
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
@@ -345,6 +349,9 @@ class MqttLink:
     def protocol(self) -> str:
         return "5" if self._version == aiomqtt.ProtocolVersion.V5 else "3.1.1"
 
+    def _up_for_s(self) -> float:
+        return time.monotonic() - self._up_since
+
     @property
     def refused(self) -> tuple[str, ...]:
         """The filters the broker refused on this connection and has not granted since."""
@@ -380,8 +387,9 @@ class MqttLink:
             if await self._connect_and_serve(handler, on_connect):
                 backoff = self.options.backoff_initial_s
                 continue
-            if self.connects > connects:
-                # A connection that was up and is lost: the first retry comes soon.
+            if self.connects > connects and self._up_for_s() >= STABLE_CONNECTION_S:
+                # A connection that held is lost (its node, say): the first retry comes
+                # soon. One dropped at once (a client id taken over) keeps backing off.
                 backoff = self.options.backoff_initial_s
             delay = backoff * (0.5 + random.random())
             self._warn_unreachable(delay, backoff)
@@ -463,6 +471,7 @@ class MqttLink:
         raise_if_cancelled()
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
+        self._up_since = time.monotonic()
         self._up.set()
         self._ask_again_for_refused(client)
         self.connects += 1

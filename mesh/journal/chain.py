@@ -141,6 +141,8 @@ class ChainReport:
     signed_through: int | None = None  # every record up to this seq is vouched for by a key
     removed_runs: int = 0  # gaps accounted for by a retention record
     key_ids: set[str] = field(default_factory=set)
+    # Each key (public, hex) whose checkpoints hold, and the time of the last it signed.
+    signed_last: dict[str, int] = field(default_factory=dict)
     pinned: bool = False
     last_checkpoint_seq: int | None = None  # the last checkpoint whose signature holds
     last_checkpoint_at_ns: int | None = None
@@ -152,10 +154,14 @@ class ChainReport:
         return not self.problems
 
     @property
+    def tampering(self) -> list[ChainProblem]:
+        """The problems other than an unsigned tail (which an orderly shutdown prevents)
+        or, in a central copy, records whose checkpoint the copy never got."""
+        return [p for p in self.problems if p.problem not in _NOT_TAMPERING]
+
+    @property
     def tampered(self) -> bool:
-        """A problem other than an unsigned tail (which an orderly shutdown prevents) or,
-        in a central copy, records whose checkpoint the copy never got."""
-        return any(p.problem not in _NOT_TAMPERING for p in self.problems)
+        return bool(self.tampering)
 
     @property
     def verdict(self) -> Verdict:
@@ -243,6 +249,7 @@ def verify_chain(
     public_key: Ed25519PublicKey | None = None,
     max_problems: int = 100,
     central_copy: bool = False,
+    follows: tuple[int, str] | None = None,
 ) -> ChainReport:
     """Check every link, every record's hash and every checkpoint, and which records a
     valid checkpoint vouches for.
@@ -260,9 +267,14 @@ def verify_chain(
     after sending it. A gap there may be the end of a removed run (what expired before it
     was sent); the records kept before it are then not vouched for (``unvouched``) unless
     a checkpoint among them is.
+
+    ``follows``: the records continue a log after a record (seq, hash) already vouched
+    for, instead of from its start: the first must link to it. A gap right after it is
+    not crossed (it is reported as a broken link): check the whole log then.
     """
     verifier = _Verifier(list(records), log_id, public_key, max_problems)
     verifier.central_copy = central_copy
+    verifier.follows = follows
     return verifier.run()
 
 
@@ -292,6 +304,7 @@ class _Verifier:
         self.retention_signed: set[int] = set()  # seqs a valid retention checkpoint signs
         self.central_copy = False
         self.partly_removed: dict[int, _Removed] = {}  # index before such a gap -> its run
+        self.follows: tuple[int, str] | None = None  # (seq, hash) the records continue
 
     def problem(self, seq: int, kind: Problem, detail: str) -> None:
         if len(self.found) < self.max_problems:
@@ -308,7 +321,7 @@ class _Verifier:
         intact = [True] * len(rows)
         valid = [False] * len(rows)  # a checkpoint whose signature holds
         gaps: dict[int, tuple[int, int]] = {}  # index of a record -> the seqs missing before it
-        prev_seq, prev_hash = 0, GENESIS
+        prev_seq, prev_hash = self.follows or (0, GENESIS)
         for i, row in enumerate(rows):
             gap = self.check_link(row, i, prev_seq, prev_hash)
             if gap is not None:
@@ -455,6 +468,14 @@ class _Verifier:
         nothing there is vouched for anyway). Returns the hash the record kept before the
         gap must have to be vouched for."""
         row = self.rows[index]
+        if index == 0 and self.follows is not None:
+            # The record kept before the gap is not among these rows: not judged here.
+            self.problem(
+                row.seq,
+                Problem.BROKEN_LINK,
+                f"{_span(gap)} between it and record {self.follows[0]} are not here",
+            )
+            return None
         before = self.rows[index - 1] if index > 0 else None
         run = (trusted if trusted is not None else self.named).get(gap)
         if run is None and trusted is not None and self.central_copy and index > 0:
@@ -577,6 +598,8 @@ class _Verifier:
             self.problem(checked.seq, checked.problem, checked.detail)
             return False
         self.report.key_ids.add(key_id(checked.key))
+        public = public_key_hex(checked.key)
+        self.report.signed_last[public] = max(row.at_ns, self.report.signed_last.get(public, 0))
         self.report.last_checkpoint_seq = row.seq
         self.report.last_checkpoint_at_ns = row.at_ns
         if checked.retention:

@@ -23,7 +23,12 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     """A short name for a public key: the first 16 hex digits of SHA-256 over the lowercase
     hex text of its 32 raw bytes (64 ASCII characters), not over the bytes themselves
     (docs/security.md, "What a signature covers")."""
-    return hashlib.sha256(public_key_hex(public_key).encode()).hexdigest()[:16]
+    return key_id_of_hex(public_key_hex(public_key))
+
+
+def key_id_of_hex(public_hex: str) -> str:
+    """``key_id`` of a public key given as its hex text."""
+    return hashlib.sha256(public_hex.encode()).hexdigest()[:16]
 
 
 def public_key_hex(public_key: Ed25519PublicKey) -> str:

@@ -446,9 +446,12 @@ async def _build(
         ),
         channel=f"virtual:{bus_channel}",
     )
-    # The log is signed as a real gateway's is: a fresh key for this run, checked at the end.
-    keys = new_gateway_key(tmp / "keys", "demo-gateway")
-    signer = CheckpointSigner.from_file(keys.private)
+    # The log is signed as a real gateway's is: a fresh key for this run, checked at the end
+    # (signed, the gateway's own, which the trust store holds: the archive then trusts it).
+    if secure is None:
+        signer = CheckpointSigner.from_file(new_gateway_key(tmp / "keys", "demo-gateway").private)
+    else:
+        signer = CheckpointSigner(secure.keys[GATEWAY_ID])
     gateway_url = url if secure is None else secure.url(GATEWAY_ID)
     gateway = build_gateway(
         config_in_code(UNIT, log, gateway_id=GATEWAY_ID, topics=topics, position=CENTER),

@@ -227,7 +227,13 @@ async def central_tier(
         def make_archivers() -> list[Archiver]:
             return [
                 Archiver(
-                    ArchiverSettings(archive, archiver_id=name, topics=topics, trust=trust),
+                    ArchiverSettings(
+                        archive,
+                        archiver_id=name,
+                        topics=topics,
+                        trust=trust,
+                        units={gateway_id: unit_id},
+                    ),
                     source=archiver_source(
                         cluster_login(central, name, first=i % NODES),
                         central.mqtt_url(name, node=i % NODES, failover=True),

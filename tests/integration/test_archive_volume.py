@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
@@ -24,7 +25,7 @@ from mesh.archive.partitions import Month
 from mesh.journal.chain import GENESIS, record_hash, verify_chain
 from mesh.journal.records import RecordKind
 from mesh.journal.signer import CheckpointSigner
-from mesh.journal.store import ActivationLog, log_id_of, read_records
+from mesh.journal.store import ActivationLog, LogRecord, log_id_of, read_records
 from mesh.journal.sync import LogSync
 from mesh.protocol.codec import encode
 from mesh.protocol.log_wire import LogBatch, LogBatchRecord
@@ -70,6 +71,23 @@ async def heartbeat_log(path: Path, signer: CheckpointSigner, beats: int, t0: in
         log.close()
 
 
+def batch_records(records: Iterable[LogRecord]) -> tuple[LogBatchRecord, ...]:
+    """Consecutive records of an edge log as a batch carries them."""
+    return tuple(
+        LogBatchRecord(
+            seq=r.seq,
+            prev_seq=r.seq - 1,
+            at_ns=r.at_ns,
+            kind=r.kind,
+            activation_id=r.activation_id,
+            body=r.body,
+            prev_hash=r.prev_hash,
+            hash=r.hash,
+        )
+        for r in records
+    )
+
+
 def count(dsn: str, table: str) -> int:
     return int(rows(dsn, f"SELECT count(*) FROM {table}")[0][0])
 
@@ -111,19 +129,7 @@ async def test_heartbeat_repeats_are_folded_and_read_back_exactly_and_verify(
             log_id=log_id,
             head_seq=first[-1].seq,
             sent_at_ns=1,
-            records=tuple(
-                LogBatchRecord(
-                    seq=r.seq,
-                    prev_seq=r.seq - 1,
-                    at_ns=r.at_ns,
-                    kind=r.kind,
-                    activation_id=r.activation_id,
-                    body=r.body,
-                    prev_hash=r.prev_hash,
-                    hash=r.hash,
-                )
-                for r in first
-            ),
+            records=batch_records(first),
         )
         async with publisher(mosquitto.url) as pub:
             for _ in range(2):

@@ -7,9 +7,10 @@ The car fires a burst of triggers while a fault is played; afterwards every acti
 the car logged must be confirmed in the car (its cameras kept being commanded), and in the
 archive: with all archivers down or the uplink cut, its live tables hold each final state
 and every camera's ack, and so does the console; where the fault makes a stream elect a
-leader (a node killed, a rolling restart), the archive's copy of the car's hash-chained log
-must hold every record, the live rows are counted (nats-server drops an MQTT publish that
-meets the election), and the console's feed must resume.
+leader (a node killed, a rolling restart), nats-server may drop what the bridge published
+meanwhile: the archive's copy of the car's hash-chained log must hold every record, the
+live rows must all be there once the archivers have made the missing ones from it, and
+the console's feed must resume.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from pathlib import Path
 
 import psycopg
 
-from bridge.broker.nats import NatsNode
+from bridge.broker.nats import ADMIN_USER, ARCHIVE_STREAM, NatsNode
 from bridge.broker.nats_run import loopback_nodes
 from bridge.mqtt.client import LinkOptions, MqttLink
 from bridge.topics import Topics
+from mesh.archive.jetstream import ADMIN_TIMEOUT_S, cluster_login, connect
 from mesh.archive.store import log_status
 from mesh.decide.policy import Policy
 from mesh.dispatch.watch import ActivationWatcher
 from mesh.gateway.build import build_gateway, config_in_code
 from mesh.gateway.daemon import Gateway
+from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import log_id_of, read_records
 from mesh.protocol.models import ActivationState, TriggerKind
 from mesh.sim.camera_fleet import build_agents, wait_all_up
@@ -90,6 +93,12 @@ class Car:
                 (list(finals),),
             )
             acked = {tuple(row) for row in await cursor.fetchall()}
+            triggers = [self.watcher.records[a].trigger.event_id for a in finals]
+            cursor = await conn.execute(
+                "SELECT event_id FROM triggers WHERE event_id = ANY(%s)", (triggers,)
+            )
+            triggered = {row[0] for row in await cursor.fetchall()}
+        problems += [f"trigger {t} not archived" for t in triggers if t not in triggered]
         for activation_id in finals:
             record = self.watcher.records[activation_id]
             for camera in record.cameras:
@@ -116,15 +125,55 @@ class Car:
             assert loop.time() < deadline, f"archive's copy of the log at {status}, head {head}"
             await asyncio.sleep(0.2)
 
-    async def live_rows_counted(self, finals: dict[str, str]) -> None:
-        """After a fault that makes a stream elect a leader: the archive's copy of the car's
-        log must hold every record (activations, every ack: the log sync resends until
-        central's watermark says so); the live tables are counted, not required. An MQTT
-        publish that reaches the archive's stream while it elects a leader is dropped by
-        nats-server, which has already sent the bridge its PUBACK (docs/deployment.md)."""
-        await self.log_copied()
-        missing = await self.lost(finals, console=False)
-        print(f"{len(missing)} live rows missing (in the log copy): {missing}")
+    async def live_rows_filled(
+        self, finals: dict[str, str], timeout_s: float = 60
+    ) -> tuple[int, int]:
+        """After a fault that makes a stream elect a leader: nats-server drops an MQTT
+        publish that reaches the archive's stream meanwhile, after it has sent the bridge
+        its PUBACK (docs/deployment.md). The log sync resends until central's watermark
+        covers the log's head; the archivers then make the live rows the dropped messages
+        left out from the log's records, once a checkpoint signed by the gateway's trusted
+        key vouches for them. Nothing may be missing then. Returns how many activation
+        and ack rows were made from the log."""
+        head = await self.log_copied()
+        log_id = log_id_of(self.gateway.settings.log_path)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            async with await psycopg.AsyncConnection.connect(self.tier.dsn) as conn:
+                cursor = await conn.execute(
+                    "SELECT vouched_seq, vouch_problem FROM logs WHERE log_id = %s", (log_id,)
+                )
+                row = await cursor.fetchone()
+            assert row is not None
+            assert row[1] is None, row  # no vouch_problem
+            if row[0] >= head:
+                break
+            assert loop.time() < deadline, f"live rows made up to record {row[0]}, head {head}"
+            await asyncio.sleep(0.2)
+        assert await self.lost(finals, console=False) == []
+        async with await psycopg.AsyncConnection.connect(self.tier.dsn) as conn:
+            cursor = await conn.execute(
+                "SELECT (SELECT count(*) FROM activations WHERE archived_by LIKE '%%/log'),"
+                " (SELECT count(*) FROM acks WHERE archived_by LIKE '%%/log')"
+            )
+            made = await cursor.fetchone()
+        assert made is not None
+        print(f"live rows made from the log (activations, acks): {made}")
+        return int(made[0]), int(made[1])
+
+    async def archivers_down(self) -> None:
+        tier = self.tier
+        for task in tier.tasks[: len(tier.archivers)]:
+            task.cancel()
+        await asyncio.gather(*tier.tasks[: len(tier.archivers)], return_exceptions=True)
+
+    def archivers_up(self) -> None:
+        """New archivers with the same identities, as after a restart of their hosts."""
+        tier = self.tier
+        tier.tasks[: len(tier.archivers)] = [
+            asyncio.create_task(a.run()) for a in tier.restarted_archivers()
+        ]
 
     async def feed_resumes(self, timeout_s: float = 30) -> None:
         """After the fault: a new activation reaches the console."""
@@ -175,12 +224,16 @@ async def central_car(
                 # The edge log's copy at central: what the archive must hold in full.
                 sync_log=True,
                 sync_interval_s=1.0,
+                # Signed with the gateway's trusted key, often: the archivers make the live
+                # rows a lost message left out from the log once a checkpoint vouches.
+                checkpoint_interval_s=1.0,
             ),
             Policy(),
             url=setup.url(GATEWAY_ID),
             client_id=f"t-{run_id}-gw",
             sources=[],
             security=setup.security(GATEWAY_ID),
+            signer=CheckpointSigner(setup.keys[GATEWAY_ID]),
         )
         driver = MqttLink(
             setup.url(GATEWAY_ID), LinkOptions(f"t-{run_id}-driver", persistent_session=False)
@@ -230,7 +283,7 @@ async def test_a_node_killed_during_a_burst_loses_nothing(tmp_path: Path, postgr
         await car.burst(during=kill)
         finals = await car.finals()
         assert set(finals.values()) == {"confirmed"}, finals  # the car kept commanding
-        await car.live_rows_counted(finals)
+        await car.live_rows_filled(finals)
         await car.feed_resumes()
 
 
@@ -251,7 +304,7 @@ async def test_the_console_s_node_killed_the_console_moves_on(
         await car.burst(during=kill)
         finals = await car.finals()
         assert set(finals.values()) == {"confirmed"}, finals
-        await car.live_rows_counted(finals)
+        await car.live_rows_filled(finals)
         # nats-server takes a while to serve MQTT clients after losing a node (CONNECTs
         # closed unanswered, SUBSCRIBEs unanswered, for up to ~30 s here): 60 s.
         await car.feed_resumes(timeout_s=60)
@@ -261,17 +314,35 @@ async def test_the_console_s_node_killed_the_console_moves_on(
 async def test_all_archivers_down_then_back_loses_nothing(tmp_path: Path, postgres: str) -> None:
     async with central_car(tmp_path, postgres) as car:
         tier = car.tier
-        for task in tier.tasks[: len(tier.archivers)]:
-            task.cancel()
-        await asyncio.gather(*tier.tasks[: len(tier.archivers)], return_exceptions=True)
+        await car.archivers_down()
         await car.burst()
         finals = await car.finals()
         archived = await tier.archived_states(list(finals))
         assert archived == {}, "no archiver ran, yet rows were written"
-        tier.tasks[: len(tier.archivers)] = [
-            asyncio.create_task(a.run()) for a in tier.restarted_archivers()
-        ]
+        car.archivers_up()
         assert await car.lost(finals) == []
+
+
+async def test_the_backlog_discarded_while_archivers_are_down_is_made_from_the_logs(
+    tmp_path: Path, postgres: str
+) -> None:
+    """Both archivers down during the burst, and the stream's backlog discarded meanwhile
+    (what max_age or max_bytes do to the oldest messages, docs/archive.md): the live
+    messages are gone for good; the gateway's log sync resends its batches until the
+    watermark covers them, and the archivers make the live rows from the log."""
+    async with central_car(tmp_path, postgres) as car:
+        tier = car.tier
+        await car.archivers_down()
+        await car.burst()
+        finals = await car.finals()
+        admin = await connect(cluster_login(tier.layout.central, ADMIN_USER))
+        try:
+            await admin.jetstream(timeout=ADMIN_TIMEOUT_S).purge_stream(ARCHIVE_STREAM)
+        finally:
+            await admin.close()
+        car.archivers_up()
+        activations, _ = await car.live_rows_filled(finals)
+        assert activations > 0  # the purge took live records: they came from the log
 
 
 async def test_a_rolling_restart_of_the_cluster_loses_nothing(
@@ -291,7 +362,7 @@ async def test_a_rolling_restart_of_the_cluster_loses_nothing(
         await car.burst(during=roll)
         finals = await car.finals(timeout_s=60)
         assert set(finals.values()) == {"confirmed"}, finals
-        await car.live_rows_counted(finals)
+        await car.live_rows_filled(finals)
         # The console's node is restarted too: what finished meanwhile is not sent to it
         # again (a live view); its feed resumes.
         await car.feed_resumes(timeout_s=60)

@@ -321,3 +321,28 @@ def test_keys_are_never_overwritten_and_private_keys_are_private(tmp_path: Path)
     assert "refusing to overwrite" in again.output
     with pytest.raises(KeyFileError, match="not a PEM private key"):
         CheckpointSigner.from_file(tmp_path / "g.pub")
+
+
+async def test_a_stretch_is_verified_from_a_record_already_vouched_for(
+    tmp_path: Path, keys
+) -> None:  # type: ignore[no-untyped-def]
+    """The archive checks a log stretch by stretch (``follows``): the stretch after a
+    vouched record verifies on its own; one that does not link to it, or starts after a
+    gap, is a broken link."""
+    log, (private, _) = tmp_path / "gw.db", keys
+    await write_log(log, private, 12, every=4)
+    records = list(read_records(log))
+    first_checkpoint = next(r for r in records if r.kind == "checkpoint")
+    after = [r for r in records if r.seq > first_checkpoint.seq]
+    report = verify_chain(
+        after, log_id=log_id_of(log), follows=(first_checkpoint.seq, first_checkpoint.hash)
+    )
+    assert report.ok, report.problems
+    assert report.signed_through == records[-1].seq
+    wrong = verify_chain(after, log_id=log_id_of(log), follows=(first_checkpoint.seq, GENESIS))
+    assert [p.problem for p in wrong.tampering][:1] == [Problem.BROKEN_LINK]
+    gap = verify_chain(
+        after[1:], log_id=log_id_of(log), follows=(first_checkpoint.seq, first_checkpoint.hash)
+    )
+    assert gap.tampered
+    assert gap.tampering[0].seq == after[1].seq

@@ -1,0 +1,137 @@
+"""Live rows from a gateway's synced log (pure): which of its records become the rows an
+activation, ack, escalation or trigger published live would have made, and whether the keys that
+signed the log may vouch for them (docs/archive.md, "Live rows from the logs").
+
+A log batch names its gateway itself, and any car may publish log batches, so nothing in
+a synced log is taken on its word: its records are used only once a checkpoint signed by a
+key the trust store holds for that gateway vouches for them, and only the gateway's own
+activations (its id as issuer, its unit from the fleet file) become rows. An ack becomes a
+row only if its camera's signature holds, as a live ack's must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from bridge.topics import TopicKind
+from mesh.archive.intake import MAX_SMALL_PAYLOAD, Item, check_ack
+from mesh.journal.chain import ChainedRecord, ChainReport
+from mesh.journal.records import (
+    AckEntry,
+    ActivationEntry,
+    EscalatedEntry,
+    FinishedEntry,
+    RecordKind,
+)
+from mesh.protocol.codec import PayloadError, decode
+from mesh.protocol.models import CameraAck
+from mesh.security.checks import signed_envelope
+from mesh.security.keys import key_id_of_hex
+from mesh.security.trust import KeyRole, TrustStore
+
+# The kinds of record that become live rows.
+LIVE_KINDS = frozenset(
+    {RecordKind.ACTIVATION, RecordKind.FINISHED, RecordKind.ACK, RecordKind.ESCALATED}
+)
+
+
+def vouch_problem(report: ChainReport, trust: TrustStore, gateway_id: str) -> str | None:
+    """Why the checked copy of a log cannot vouch for its records as ``gateway_id``'s:
+    it does not verify, or a checkpoint in it is signed by a key the trust store does not
+    hold for that gateway (or held, but not valid when it signed). None: it can."""
+    if report.tampered:
+        return f"the copy does not verify: {report.tampering[0]}"
+    for public, signed_at_ns in sorted(report.signed_last.items()):
+        keys = [k for k in trust.find(KeyRole.GATEWAY, gateway_id) if k.public_key == public]
+        if not keys:
+            return (
+                f"a checkpoint is signed by key {key_id_of_hex(public)}, which the trust store "
+                f"does not hold for gateway {gateway_id}"
+            )
+        problems = [k.problem_at(signed_at_ns) for k in keys]
+        if all(p is not None for p in problems):
+            return f"a checkpoint of gateway {gateway_id}: {problems[0]}"
+    return None
+
+
+@dataclass
+class LiveRows:
+    items: list[Item] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # records not made rows, and why
+
+
+def live_items(
+    records: Iterable[ChainedRecord], gateway_id: str, unit_id: str, trust: TrustStore
+) -> LiveRows:
+    """The archive items of the ACTIVATION (its trigger), FINISHED, ACK and ESCALATED
+    records among ``records`` (the vouched-for records of ``gateway_id``'s log), as their
+    live messages would give them."""
+    out = LiveRows()
+    for record in records:
+        if record.kind not in LIVE_KINDS:
+            continue
+        try:
+            item = _item(record, gateway_id, unit_id, trust)
+        except (ValidationError, ValueError, PayloadError) as exc:
+            reason = exc.reason if isinstance(exc, PayloadError) else str(exc).splitlines()[0]
+            out.refused.append(f"record {record.seq} ({record.kind}): unreadable: {reason}")
+            continue
+        if isinstance(item, str):
+            out.refused.append(f"record {record.seq} ({record.kind}): {item}")
+        else:
+            out.items.append(item)
+    return out
+
+
+def _item(record: ChainedRecord, gateway_id: str, unit_id: str, trust: TrustStore) -> Item | str:
+    if record.kind == RecordKind.ACTIVATION:
+        # The trigger the activation was decided on (its signature, if it came signed, is
+        # not in the log: the row's jws stays empty).
+        trigger = ActivationEntry.model_validate_json(record.body).trigger
+        if trigger.unit_id != unit_id:
+            return f"trigger of unit {trigger.unit_id}; the fleet file gives {gateway_id} {unit_id}"
+        return Item(TopicKind.TRIGGER, trigger, (trigger.unit_id,), trigger.model_dump_json())
+    if record.kind == RecordKind.FINISHED:
+        activation = FinishedEntry.model_validate_json(record.body).record
+        problem = _owned("activation", activation.issuer, activation.unit_id, gateway_id, unit_id)
+        if problem is not None:
+            return problem
+        args = (activation.unit_id, activation.activation_id)
+        return Item(TopicKind.ACTIVATION, activation, args, activation.model_dump_json())
+    if record.kind == RecordKind.ESCALATED:
+        escalation = EscalatedEntry.model_validate_json(record.body).escalation
+        problem = _owned("escalation", escalation.issuer, escalation.unit_id, gateway_id, unit_id)
+        if problem is not None:
+            return problem
+        return Item(
+            TopicKind.ESCALATION, escalation, (escalation.audience,), escalation.model_dump_json()
+        )
+    entry = AckEntry.model_validate_json(record.body)
+    if entry.jws is None:
+        ack, raw, jws = entry.ack, entry.ack.model_dump_json(), None
+    else:
+        jws = signed_envelope(entry.jws.model_dump_json().encode())
+        if jws is None:
+            return "its signed copy is not a JWS"
+        payload = jws.payload_bytes
+        ack = decode(CameraAck, payload, max_bytes=MAX_SMALL_PAYLOAD)
+        raw = payload.decode()
+    # As a live ack on the gateway's topic: checked against the camera's key, at the time
+    # the gateway received it.
+    item = check_ack(
+        Item(TopicKind.ACK, ack, (gateway_id, ack.camera_id), raw, jws), trust, record.at_ns
+    )
+    if item.refusal is not None:
+        return f"ack of {ack.camera_id} not trusted: {item.refusal.reason}"
+    return item
+
+
+def _owned(what: str, issuer: str, unit: str, gateway_id: str, unit_id: str) -> str | None:
+    if issuer != gateway_id:
+        return f"{what} issued by {issuer}, in the log of gateway {gateway_id}"
+    if unit != unit_id:
+        return f"{what} of unit {unit}; the fleet file gives gateway {gateway_id} unit {unit_id}"
+    return None

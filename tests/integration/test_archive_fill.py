@@ -1,0 +1,336 @@
+"""The live rows a lost message left out, made from the gateway's synced log (real
+PostgreSQL, real signed logs written by the gateway's ActivationLog): only records a
+checkpoint signed by the gateway's trusted key vouches for, only the gateway's own
+activations, only acks whose camera's signature holds. The attacks are played with a
+real car's stolen credential and key (another gateway of the fleet)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bridge.topics import Topics
+from mesh.archive import fill, store
+from mesh.archive.db import Conn, connect
+from mesh.archive.intake import Item, accept
+from mesh.archive.migrate import migrate
+from mesh.journal.records import (
+    AckEntry,
+    ActivationEntry,
+    EscalatedEntry,
+    FinishedEntry,
+    RecordKind,
+)
+from mesh.journal.signer import CheckpointSigner
+from mesh.journal.store import ActivationLog, log_id_of, read_records
+from mesh.protocol.codec import encode
+from mesh.protocol.log_wire import LogBatch
+from mesh.protocol.models import (
+    ActivationRecord,
+    ActivationState,
+    Escalation,
+    EscalationReason,
+    RecordStart,
+    Targets,
+    TriggerEvent,
+    TriggerKind,
+)
+from mesh.security.signing import PayloadSigner
+from mesh.security.trust import KeyRole, TrustStore, trusted_key
+from tests.harness import event
+from tests.integration.test_archive import ack, activation, rows
+from tests.integration.test_archive_volume import batch_records
+from tests.integration.test_log_sync import cli
+
+TOPICS = Topics("mesh/v2")
+GW, CAR = "gw-car-12", "car-12"
+THIEF, THIEF_CAR = "gw-car-7", "car-7"  # a real car of the fleet whose credential was stolen
+CAMERAS = ("bwc-0", "bwc-1", "bwc-2")
+UNITS = {GW: CAR, THIEF: THIEF_CAR}
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.keys = {n: Ed25519PrivateKey.generate() for n in (GW, THIEF, *CAMERAS)}
+        self.trust = TrustStore(
+            [
+                trusted_key(self.keys[GW].public_key(), KeyRole.GATEWAY, GW),
+                trusted_key(self.keys[THIEF].public_key(), KeyRole.GATEWAY, THIEF),
+                *(trusted_key(self.keys[c].public_key(), KeyRole.CAMERA, c) for c in CAMERAS),
+            ]
+        )
+
+    def signer(self, name: str) -> CheckpointSigner:
+        return CheckpointSigner(self.keys[name])
+
+
+_TRIGGERS: dict[str, TriggerEvent] = {}
+
+
+def finished(activation_id: str, *, issuer: str = GW, unit: str = CAR) -> ActivationRecord:
+    """The final record of ``activation_id`` (the same trigger every time it is asked for)."""
+    trigger = _TRIGGERS.setdefault(activation_id, event(TriggerKind.WEAPON_DRAW, unit=unit))
+    return activation(
+        activation_id, ActivationState.CONFIRMED, 3, issuer=issuer, unit=unit, trigger=trigger
+    )
+
+
+async def log_activations(
+    log: ActivationLog, fleet: Fleet, ids: list[str], *, issuer: str = GW, unit: str = CAR
+) -> None:
+    """What a gateway logs of each activation: its acks (signed by each camera), then its
+    final record; and one escalation."""
+    now = time.time_ns()
+    for activation_id in ids:
+        record = finished(activation_id, issuer=issuer, unit=unit)
+        trigger = _TRIGGERS[activation_id]
+        command = RecordStart(
+            activation_id=activation_id,
+            issuer=issuer,
+            trigger=record.trigger,
+            issued_at_ns=now,
+            origin=None,
+            radius_m=150.0,
+            pre_event_s=60,
+            targets=Targets(units=(unit,)),
+            expires_at_ns=now + 30 * 10**9,
+        )
+        body = ActivationEntry.json_of(trigger, now, command, [])
+        log.append_json(RecordKind.ACTIVATION, activation_id, body, now)
+        for camera in CAMERAS:
+            answer = ack(activation_id, camera)
+            jws = PayloadSigner(fleet.keys[camera]).seal(answer)
+            body = AckEntry.json_of(answer, 12.5, "accepted", jws)
+            log.append_json(RecordKind.ACK, activation_id, body, now)
+        log.append(RecordKind.FINISHED, activation_id, FinishedEntry(record=record), now)
+    escalation = Escalation(
+        activation_id=ids[0],
+        issuer=issuer,
+        unit_id=unit,
+        kind=TriggerKind.WEAPON_DRAW,
+        camera_id="bwc-9",
+        camera_unit_id=unit,
+        reason=EscalationReason.NO_ACK,
+        audience="dispatch",
+        at_ns=now,
+    )
+    log.append(RecordKind.ESCALATED, ids[0], EscalatedEntry(escalation=escalation), now)
+    await log.flush()
+
+
+def batch_of(path: Path, gateway_id: str, after: int = 0, *, log_id: str | None = None) -> Item:
+    """The log's records after ``after``, as the gateway's sync sends them (claiming
+    ``gateway_id``)."""
+    records = batch_records(r for r in read_records(path) if r.seq > after)
+    log_id = log_id or log_id_of(path)
+    batch = LogBatch(
+        log_id=log_id,
+        gateway_id=gateway_id,
+        head_seq=records[-1].seq,
+        sent_at_ns=time.time_ns(),
+        records=records,
+    )
+    item = accept(TOPICS, TOPICS.log_records(log_id), encode(batch))
+    assert item is not None
+    return item
+
+
+async def synced(conn: Conn, item: Item) -> None:
+    await store.write(conn, [item], "arch-1")
+
+
+async def filled(conn: Conn, log_id: str, fleet: Fleet) -> fill.FillOutcome:
+    return await fill.fill_log(conn, log_id, trust=fleet.trust, units=UNITS, archived_by="arch-1")
+
+
+async def test_the_live_rows_a_lost_message_left_out_are_made_from_the_vouched_log(
+    tmp_path: Path, postgres: str
+) -> None:
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        await log_activations(log, fleet, ["a-1", "a-2"])
+        await log.checkpoint()
+        await log_activations(log, fleet, ["a-3"])  # after the checkpoint: not vouched yet
+        await log.flush()
+        # a-1's final record came live; everything else was lost on the way.
+        live = accept(TOPICS, TOPICS.activation(CAR, "a-1"), encode(finished("a-1")))
+        assert live is not None
+        await store.write(conn, [live], "arch-1")
+        await synced(conn, batch_of(path, GW))
+        log_id = log_id_of(path)
+
+        outcome = await filled(conn, log_id, fleet)
+        assert outcome.status == "filled", outcome
+        assert outcome.refused == []
+        held = rows(postgres, "SELECT activation_id, state, archived_by FROM activations")
+        assert sorted(held) == [("a-1", "confirmed", "arch-1"), ("a-2", "confirmed", "arch-1/log")]
+        acks = rows(postgres, "SELECT activation_id, camera_id, verified, signer FROM acks")
+        assert sorted(a[:3] for a in acks) == [
+            (a, c, True) for a in ("a-1", "a-2") for c in CAMERAS
+        ]
+        assert {a[3] for a in acks} == {PayloadSigner(fleet.keys[c]).key_id for c in CAMERAS}
+        assert rows(postgres, "SELECT activation_id, audience FROM escalations") == [
+            ("a-1", "dispatch")
+        ]
+        assert outcome.counts["superseded.activation"] == 1  # the live copy, kept
+        # The trigger of each activation, as received (unsigned here: no jws).
+        assert sorted(rows(postgres, "SELECT event_id, unit_id, jws FROM triggers")) == sorted(
+            (_TRIGGERS[a].event_id, CAR, None) for a in ("a-1", "a-2")
+        )
+
+        # Nothing new vouched for: nothing done. The next checkpoint vouches for a-3.
+        assert (await filled(conn, log_id, fleet)).status in ("nothing_new", "not_vouched")
+        before = int(rows(postgres, "SELECT vouched_seq FROM logs")[0][0])
+        await log.checkpoint()
+        await synced(conn, batch_of(path, GW, after=before))
+        again = await filled(conn, log_id, fleet)
+        assert again.status == "filled", again
+        assert sorted(r[0] for r in rows(postgres, "SELECT activation_id FROM activations")) == [
+            "a-1",
+            "a-2",
+            "a-3",
+        ]
+        assert int(rows(postgres, "SELECT count(*) FROM acks")[0][0]) == 9
+        # Made once: a second pass over the same records (another archiver's) adds nothing.
+        await conn.execute("UPDATE logs SET vouched_seq = 0, vouched_hash = NULL")
+        await conn.commit()
+        third = await filled(conn, log_id, fleet)
+        assert third.status == "filled"
+        assert not any(v for k, v in third.counts.items() if k.startswith("stored.")), third.counts
+        assert int(rows(postgres, "SELECT count(*) FROM acks")[0][0]) == 9
+        code, out = await cli("archiver", "verify", "--db", postgres, "--log-id", log_id)
+        assert code == 0, out
+        assert f"live rows made from its records through seq {third.vouched_seq}" in out
+    finally:
+        log.close()
+        await conn.close()
+
+
+async def test_a_log_forged_with_a_stolen_car_credential_makes_no_live_rows(
+    tmp_path: Path, postgres: str
+) -> None:
+    """The thief holds car-7's broker credential and its gateway key. A log batch names
+    its gateway itself, and any car may publish one: it forges gw-car-12's log (signed
+    with car-7's key, or a key of its own), and logs of its own claiming car-12's unit
+    or issuer, and an ack no camera signed. None of it becomes a live row."""
+    fleet = Fleet()
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+
+        async def forged(name: str, signer: CheckpointSigner, claims: str, **as_: str) -> str:
+            path = tmp_path / f"{name}.db"
+            log = ActivationLog(path, signer=signer, checkpoint_interval_s=3600)
+            try:
+                await log_activations(log, fleet, [f"{name}-1"], **as_)
+                await log.checkpoint()
+            finally:
+                log.close()
+            await synced(conn, batch_of(path, claims))
+            return log_id_of(path)
+
+        # gw-car-12's log, signed with the thief's own gateway key.
+        with_thief_key = await forged("thief-key", fleet.signer(THIEF), GW)
+        # ... and with a key the trust store never heard of.
+        unknown = CheckpointSigner(Ed25519PrivateKey.generate())
+        with_new_key = await forged("new-key", unknown, GW)
+        # The thief's own log, genuinely signed, naming car-12's gateway or unit.
+        as_issuer = await forged("as-issuer", fleet.signer(THIEF), THIEF, issuer=GW, unit=CAR)
+        as_unit = await forged("as-unit", fleet.signer(THIEF), THIEF, issuer=THIEF, unit=CAR)
+
+        for log_id in (with_thief_key, with_new_key):
+            outcome = await filled(conn, log_id, fleet)
+            assert outcome.status == "problem", outcome
+            assert outcome.problem is not None
+            assert f"does not hold for gateway {GW}" in outcome.problem
+        for log_id in (as_issuer, as_unit):
+            outcome = await filled(conn, log_id, fleet)
+            assert outcome.status == "filled"
+            assert any(f"unit {CAR}" in r or f"issued by {GW}" in r for r in outcome.refused)
+        assert rows(postgres, "SELECT count(*) FROM activations") == [(0,)]
+        assert rows(postgres, "SELECT count(*) FROM escalations") == [(0,)]
+        held = rows(postgres, "SELECT unit_id FROM triggers")
+        assert (CAR,) not in held  # the as-unit log's triggers named car-12
+        # The problem is kept for an auditor, and the log is not looked at again.
+        kept = rows(postgres, "SELECT log_id FROM logs WHERE vouch_problem IS NOT NULL")
+        assert sorted(r[0] for r in kept) == sorted([with_thief_key, with_new_key])
+        assert with_thief_key not in await fill.due_logs(conn)
+        assert (await filled(conn, with_thief_key, fleet)).status == "known_problem"
+        # Its chain is consistent (signed throughout, by the key it names): the key is what
+        # is refused, and verify says so.
+        code, out = await cli("archiver", "verify", "--db", postgres, "--log-id", with_thief_key)
+        assert code == 0, out
+        assert "not used for live rows" in out, out
+        assert f"does not hold for gateway {GW}" in " ".join(out.split())
+
+        # An ack no camera signed, in the thief's genuine log: not made a row.
+        path = tmp_path / "unsigned-ack.db"
+        log = ActivationLog(path, signer=fleet.signer(THIEF), checkpoint_interval_s=3600)
+        try:
+            answer = ack("t-9", "bwc-0")
+            log.append_json(
+                RecordKind.ACK, "t-9", AckEntry.json_of(answer, 1.0, "accepted"), time.time_ns()
+            )
+            await log.checkpoint()
+        finally:
+            log.close()
+        await synced(conn, batch_of(path, THIEF))
+        outcome = await filled(conn, log_id_of(path), fleet)
+        assert outcome.status == "filled"
+        assert any("not trusted" in r for r in outcome.refused), outcome.refused
+        # The acks the thief's genuine logs carried are real cameras' signed acks of its
+        # own activations (issuer THIEF): those are rows; none for the unsigned one.
+        assert rows(postgres, "SELECT count(*) FROM acks WHERE activation_id = 't-9'") == [(0,)]
+    finally:
+        await conn.close()
+
+
+async def test_a_gateway_outside_the_fleet_file_gets_no_rows(tmp_path: Path, postgres: str) -> None:
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        await log_activations(log, fleet, ["a-1"])
+        await log.checkpoint()
+        await synced(conn, batch_of(path, GW))
+        outcome = await fill.fill_log(
+            conn, log_id_of(path), trust=fleet.trust, units={}, archived_by="arch-1"
+        )
+        assert outcome.status == "unknown_gateway"
+        assert rows(postgres, "SELECT count(*) FROM activations") == [(0,)]
+    finally:
+        log.close()
+        await conn.close()
+
+
+def test_archiver_fleet_option_needs_the_trust_store_and_names_a_bad_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mesh.cli.app import app
+    from mesh.ops import logs
+
+    db = "postgresql://nobody@127.0.0.1:1/none"
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(f"gateways: [{{id: {GW}, unit: {CAR}}}]\n")
+    trust_file = tmp_path / "trust.yaml"
+    Fleet().trust.save(trust_file)
+    base = ["archiver", "--log-format", "console", "--db", db]
+    try:
+        alone = CliRunner().invoke(app, [*base, "--fleet", str(fleet_file)])
+        assert alone.exit_code == 2
+        assert "--fleet needs --trust" in alone.output
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("gateways: [{id: gw-1}]\n")  # no unit
+        result = CliRunner().invoke(app, [*base, "--trust", str(trust_file), "--fleet", str(bad)])
+        assert result.exit_code == 2
+        assert str(bad) in result.output
+        assert "gateways.0" in result.output
+    finally:
+        # The archiver set up its logs first, on the runner's stderr: back to the tests'.
+        logs.configure("console", "warning")

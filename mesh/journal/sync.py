@@ -22,7 +22,7 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from bridge.mqtt.client import Inbound, LinkDown, LinkOptions, MqttLink, Protoco
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.journal.records import RecordKind, StartedEntry
-from mesh.journal.store import LogError, log_id_of, open_readonly
+from mesh.journal.store import LogError, LogRecord, log_id_of, open_readonly
 from mesh.protocol.codec import PayloadError, decode, encode
 from mesh.protocol.log_wire import (
     BATCH_MAX_RECORDS,
@@ -314,6 +314,23 @@ class LogSync:
             sent_at_ns=time.time_ns(),
             records=tuple(records),
         )
+
+
+def batch_records(records: Iterable[LogRecord]) -> tuple[LogBatchRecord, ...]:
+    """Consecutive rows of an edge log (no gap between them) as a batch carries them."""
+    return tuple(
+        LogBatchRecord(
+            seq=r.seq,
+            prev_seq=r.seq - 1,
+            at_ns=r.at_ns,
+            kind=r.kind,
+            activation_id=r.activation_id,
+            body=r.body,
+            prev_hash=r.prev_hash,
+            hash=r.hash,
+        )
+        for r in records
+    )
 
 
 def started_by(path: Path) -> tuple[str | None, str | None]:

@@ -25,6 +25,7 @@ from mesh.journal.records import (
 )
 from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import ActivationLog, log_id_of, read_records
+from mesh.journal.sync import batch_records
 from mesh.protocol.codec import encode
 from mesh.protocol.log_wire import LogBatch
 from mesh.protocol.models import (
@@ -41,7 +42,6 @@ from mesh.security.signing import PayloadSigner
 from mesh.security.trust import KeyRole, TrustStore, trusted_key
 from tests.harness import event
 from tests.integration.test_archive import ack, activation, rows
-from tests.integration.test_archive_volume import batch_records
 from tests.integration.test_log_sync import cli
 
 TOPICS = Topics("mesh/v2")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
@@ -25,8 +24,8 @@ from mesh.archive.partitions import Month
 from mesh.journal.chain import GENESIS, record_hash, verify_chain
 from mesh.journal.records import RecordKind
 from mesh.journal.signer import CheckpointSigner
-from mesh.journal.store import ActivationLog, LogRecord, log_id_of, read_records
-from mesh.journal.sync import LogSync
+from mesh.journal.store import ActivationLog, log_id_of, read_records
+from mesh.journal.sync import LogSync, batch_records
 from mesh.protocol.codec import encode
 from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import CameraPresence, CameraRole, Position
@@ -69,23 +68,6 @@ async def heartbeat_log(path: Path, signer: CheckpointSigner, beats: int, t0: in
         await log.flush()
     finally:
         log.close()
-
-
-def batch_records(records: Iterable[LogRecord]) -> tuple[LogBatchRecord, ...]:
-    """Consecutive records of an edge log as a batch carries them."""
-    return tuple(
-        LogBatchRecord(
-            seq=r.seq,
-            prev_seq=r.seq - 1,
-            at_ns=r.at_ns,
-            kind=r.kind,
-            activation_id=r.activation_id,
-            body=r.body,
-            prev_hash=r.prev_hash,
-            hash=r.hash,
-        )
-        for r in records
-    )
 
 
 def count(dsn: str, table: str) -> int:

@@ -136,6 +136,11 @@ class Archiver:
         """Migrate the schema (waiting for the database), then archive until cancelled."""
         await self._retrying("migrate", migrate)
         await self._ensure_partitions()
+        if self.fills:
+            # The trust store may have changed since: logs refused for a key, again.
+            again = await self._retrying("fill", fill.forget_key_problems)
+            if again:
+                self._log.info("logs refused for a key are checked again", logs=again)
         writer = asyncio.ensure_future(self._write_loop())
         try:
             await self.source.serve(self)
@@ -223,7 +228,13 @@ class Archiver:
                 groups = 0
                 continue
             groups += 1
-            group = [await self._queue.get()]
+            try:
+                # Idle, the sweep still comes round.
+                async with asyncio.timeout(FILL_SWEEP_S if self.fills else None):
+                    first = await self._queue.get()
+            except TimeoutError:
+                continue
+            group = [first]
             while len(group) < store.GROUP_MAX and not self._queue.empty():
                 group.append(self._queue.get_nowait())
             self._writing = group  # kept if cancelled mid-write: the stop settles it

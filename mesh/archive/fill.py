@@ -2,29 +2,44 @@
 logs"): what ``from_log`` decides, read from and written to the archive.
 
 A log is checked from where the last check ended (``logs.vouched_seq``): its records
-since then are read, their chain verified from that record on, the keys of its
+since then, up to its last checkpoint within a bounded stretch, are read, their chain
+verified from that record on (in a thread: the event loop keeps serving), the keys of its
 checkpoints checked against the trust store, and the rows of the records a checkpoint
 vouches for written as their live messages would have been (idempotent: what the live
-path stored is a duplicate). Reading and verifying take no lock; the writing, in one
-short transaction, locks the log's row and goes ahead only if no one moved the mark
-meanwhile (another archiver did the same work).
+path stored is a duplicate; a row PostgreSQL refuses is refused alone). Reading and
+verifying take no lock; the writing, in one short transaction, locks the log's row and
+goes ahead only if no one moved the mark meanwhile (another archiver did the work).
+
+A log is looked at again only once it has more records (``fill_checked_seq``), so logs
+that cannot be filled yet (no checkpoint, a gateway not in the fleet file) cost one
+query each, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import psycopg
 
 from mesh.archive import store
 from mesh.archive.db import Conn
-from mesh.archive.from_log import live_items, vouch_problem
-from mesh.journal.chain import CHECKPOINT_KIND, verify_chain
+from mesh.archive.from_log import SeenCheckpoint, VouchProblem, live_items, vouch_problem
+from mesh.archive.intake import Item
+from mesh.journal.chain import CHECKPOINT_KIND, ChainReport, verify_chain
+from mesh.journal.store import LogRecord
 from mesh.security.trust import TrustStore
 
-# Records read in one check: a longer stretch is gone through in several (the next check
-# starts where a checkpoint in this one vouched). A gateway checkpoints every minute by
-# default, far more often than this many records.
-FILL_RECORDS_MAX = 50_000
+# One check reads at most this many records and this many bytes of their bodies, up to
+# the last checkpoint within both (a longer stretch is gone through in several). A gateway
+# checkpoints every minute by default: far fewer. A stretch between two checkpoints over
+# the byte budget is a problem of the copy.
+FILL_RECORDS_MAX = 20_000
+FILL_BYTES_MAX = 64 * 1024 * 1024
+# A stretch that does not link to the mark is judged with the whole log, up to this many
+# records; a longer log is left to ``archiver verify``.
+WHOLE_RECORDS_MAX = 200_000
 # Logs looked at by one sweep (for the logs no batch has announced since a restart).
 SWEEP_MAX = 1000
 
@@ -34,8 +49,8 @@ class FillOutcome:
     log_id: str
     vouched_seq: int
     # "filled", "nothing_new", "not_vouched" (no checkpoint covers the new records yet),
-    # "unknown_gateway", "problem" (found now: the log will not be used, ``problem`` says
-    # why), "known_problem" (found before), "raced" (another archiver moved the mark)
+    # "unknown_gateway", "problem" (found now: the log is not used, ``problem`` says why),
+    # "known_problem" (found before), "raced" (another archiver moved the mark)
     status: str
     problem: str | None = None
     refused: list[str] = field(default_factory=list)
@@ -43,13 +58,25 @@ class FillOutcome:
 
 
 async def due_logs(conn: Conn, limit: int = SWEEP_MAX) -> list[str]:
-    """Logs with records synced past their mark, and no problem."""
+    """Logs with records synced past both their mark and their last check, no problem."""
     cur = await conn.execute(
-        "SELECT log_id FROM logs WHERE synced_seq > vouched_seq AND vouch_problem IS NULL"
+        "SELECT log_id FROM logs WHERE vouch_problem IS NULL"
+        " AND synced_seq > greatest(vouched_seq, fill_checked_seq)"
         " ORDER BY last_batch_at LIMIT %s",
         (limit,),
     )
     return [str(row[0]) for row in await cur.fetchall()]
+
+
+async def forget_key_problems(conn: Conn) -> int:
+    """Let the logs refused for a key be checked again (the trust store may have changed:
+    an archiver calls this when it starts)."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE logs SET vouch_problem = NULL, vouch_problem_kind = NULL"
+            " WHERE vouch_problem_kind = 'key'"
+        )
+    return cur.rowcount
 
 
 async def fill_log(
@@ -63,50 +90,55 @@ async def fill_log(
     """Make the live rows of ``log_id``'s records vouched for since its mark. ``units``:
     each gateway's unit, from the fleet file."""
     cur = await conn.execute(
-        "SELECT gateway_id, synced_seq, vouched_seq, vouched_hash, vouch_problem FROM logs"
-        " WHERE log_id = %s",
+        "SELECT gateway_id, synced_seq, vouched_seq, vouched_hash, vouch_problem,"
+        " fill_checked_seq FROM logs WHERE log_id = %s",
         (log_id,),
     )
     row = await cur.fetchone()
     if row is None:
         return FillOutcome(log_id, 0, "nothing_new")
-    gateway, synced, vouched, vouched_hash, problem = row
-    vouched = int(vouched)
+    gateway, synced, vouched, vouched_hash, problem, checked = row
+    synced, vouched = int(synced), int(vouched)
     if problem is not None:
-        return FillOutcome(log_id, vouched, "known_problem", problem)
-    if int(synced) <= vouched:
+        return FillOutcome(log_id, vouched, "known_problem", str(problem))
+    if synced <= max(vouched, int(checked)):
         return FillOutcome(log_id, vouched, "nothing_new")
     unit = units.get(str(gateway)) if gateway is not None else None
     if gateway is None or unit is None:
+        await _checked(conn, log_id, synced)
         return FillOutcome(log_id, vouched, "unknown_gateway", f"gateway {gateway}")
-    # Only a checkpoint vouches: without one past the mark, nothing to read (most checks,
-    # as batches come every few seconds and checkpoints every minute).
-    cur = await conn.execute(
-        "SELECT max(seq) FROM log_records WHERE log_id = %s AND seq > %s AND seq <= %s"
-        " AND kind = %s",
-        (log_id, vouched, min(int(synced), vouched + FILL_RECORDS_MAX), CHECKPOINT_KIND),
-    )
-    last_checkpoint = await cur.fetchone()
-    if last_checkpoint is None or last_checkpoint[0] is None:
-        return FillOutcome(log_id, vouched, "not_vouched")
-    through = int(last_checkpoint[0])
-    records = await store.read_log(conn, log_id, after_seq=vouched, through_seq=through)
-    follows = (vouched, str(vouched_hash)) if vouched > 0 and vouched_hash else None
-    report = verify_chain(records, log_id=log_id, central_copy=True, follows=follows)
-    if report.tampered and follows is not None:
-        # A retention gap right after the mark, say: judged with the whole log (rare).
-        whole = await store.read_log(conn, log_id, through_seq=through)
-        report = verify_chain(whole, log_id=log_id, central_copy=True)
-    problem = vouch_problem(report, trust, str(gateway))
-    if problem is not None:
-        async with conn.transaction():
-            await conn.execute(
-                "UPDATE logs SET vouch_problem = %s WHERE log_id = %s AND vouched_seq = %s",
-                (problem, log_id, vouched),
+    checkpoints, over_budget = await _checkpoints(conn, log_id, vouched, synced)
+    if not checkpoints:
+        if over_budget:
+            found = VouchProblem(
+                "copy",
+                f"more than {FILL_BYTES_MAX} bytes of records after record {vouched} before "
+                "a checkpoint",
             )
-        return FillOutcome(log_id, vouched, "problem", problem)
+            return await _refused(conn, log_id, vouched, found)
+        await _checked(conn, log_id, synced)
+        return FillOutcome(log_id, vouched, "not_vouched")
+    through = checkpoints[-1].seq
+    records = await store.read_log(conn, log_id, after_seq=vouched, through_seq=through)
+    follows = (vouched, str(vouched_hash or "")) if vouched > 0 else None
+    report = await _verified(records, log_id, follows)
+    if report.tampered and follows is not None:
+        # A retention gap right after the mark, say: judged with the whole log.
+        if through > WHOLE_RECORDS_MAX:
+            found = VouchProblem(
+                "copy",
+                f"the records after {vouched} do not link to it ({report.tampering[0]}), "
+                f"and the log is too long to check whole here: archiver verify",
+            )
+            return await _refused(conn, log_id, vouched, found)
+        whole = await store.read_log(conn, log_id, through_seq=through)
+        report = await _verified(whole, log_id, None)
+    problem_now = vouch_problem(report, checkpoints, trust, str(gateway))
+    if problem_now is not None:
+        return await _refused(conn, log_id, vouched, problem_now)
     signed = report.signed_through
     if signed is None or signed <= vouched:
+        await _checked(conn, log_id, synced)
         return FillOutcome(log_id, vouched, "not_vouched")
     covered = [r for r in records if r.seq <= signed]
     rows = live_items(covered, str(gateway), unit, trust)
@@ -118,9 +150,82 @@ async def fill_log(
         held = await cur.fetchone()
         if held is None or int(held[0]) != vouched:
             return FillOutcome(log_id, vouched, "raced")
-        await store.write_small(conn, rows.items, f"{archived_by}/log", result)
+        refused = await _write(conn, rows.items, f"{archived_by}/log", result)
         await conn.execute(
             "UPDATE logs SET vouched_seq = %s, vouched_hash = %s WHERE log_id = %s",
             (signed, covered[-1].hash, log_id),
         )
-    return FillOutcome(log_id, signed, "filled", None, rows.refused, dict(result.counts))
+    return FillOutcome(log_id, signed, "filled", None, rows.refused + refused, dict(result.counts))
+
+
+async def _checkpoints(
+    conn: Conn, log_id: str, vouched: int, synced: int
+) -> tuple[list[SeenCheckpoint], bool]:
+    """The checkpoints after the mark within the stretch's bounds, and whether one lies
+    beyond the byte budget."""
+    cur = await conn.execute(
+        "SELECT seq, at_ns, body, (extract(epoch FROM archived_at) * 1e9)::bigint, bytes"
+        " FROM (SELECT seq, at_ns, kind, body, archived_at,"
+        "  sum(octet_length(body)) OVER (ORDER BY seq) AS bytes FROM log_records"
+        "  WHERE log_id = %s AND seq > %s AND seq <= %s) AS stretch"
+        " WHERE kind = %s ORDER BY seq",
+        (log_id, vouched, min(synced, vouched + FILL_RECORDS_MAX), CHECKPOINT_KIND),
+    )
+    found: list[SeenCheckpoint] = []
+    over = False
+    for seq, at_ns, body, archived_ns, size in await cur.fetchall():
+        if int(size) > FILL_BYTES_MAX:
+            over = True
+            break
+        found.append(SeenCheckpoint.of(int(seq), int(at_ns), str(body), int(archived_ns)))
+    return found, over
+
+
+async def _verified(
+    records: Sequence[LogRecord], log_id: str, follows: tuple[int, str] | None
+) -> ChainReport:
+    # Hashing a stretch takes tens of milliseconds: off the event loop.
+    return await asyncio.to_thread(
+        verify_chain, records, log_id=log_id, central_copy=True, follows=follows
+    )
+
+
+async def _checked(conn: Conn, log_id: str, synced: int) -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE logs SET fill_checked_seq = greatest(fill_checked_seq, %s) WHERE log_id = %s",
+            (synced, log_id),
+        )
+
+
+async def _refused(conn: Conn, log_id: str, vouched: int, found: VouchProblem) -> FillOutcome:
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE logs SET vouch_problem = %s, vouch_problem_kind = %s"
+            " WHERE log_id = %s AND vouched_seq = %s",
+            (found.reason, found.kind, log_id, vouched),
+        )
+    return FillOutcome(log_id, vouched, "problem", found.reason)
+
+
+async def _write(
+    conn: Conn, items: Sequence[Item], by: str, result: store.WriteResult
+) -> list[str]:
+    """The rows, in savepoints: if PostgreSQL refuses one (a NUL in its text, say), the
+    others are written one by one and that one is refused alone (its reason returned)."""
+    try:
+        async with conn.transaction():
+            await store.write_small(conn, items, by, result)
+        return []
+    except (psycopg.DataError, psycopg.IntegrityError):
+        result.counts.clear()  # rolled back: counted again below
+        result.conflicts.clear()
+    refused: list[str] = []
+    for item in items:
+        try:
+            async with conn.transaction():
+                await store.write_small(conn, [item], by, result)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            refused.append(f"{item.kind.value} not stored: PostgreSQL refused it ({first})")
+    return refused

@@ -11,6 +11,7 @@ row only if its camera's signature holds, as a live ack's must.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from mesh.protocol.codec import PayloadError, decode
 from mesh.protocol.models import CameraAck
 from mesh.security.checks import signed_envelope
 from mesh.security.keys import key_id_of_hex
-from mesh.security.trust import KeyRole, TrustStore
+from mesh.security.trust import KeyRole, TrustedKey, TrustStore
 
 # The kinds of record that become live rows.
 LIVE_KINDS = frozenset(
@@ -38,23 +39,66 @@ LIVE_KINDS = frozenset(
 )
 
 
-def vouch_problem(report: ChainReport, trust: TrustStore, gateway_id: str) -> str | None:
-    """Why the checked copy of a log cannot vouch for its records as ``gateway_id``'s:
-    it does not verify, or a checkpoint in it is signed by a key the trust store does not
-    hold for that gateway (or held, but not valid when it signed). None: it can."""
+@dataclass(frozen=True)
+class SeenCheckpoint:
+    """A checkpoint of the stretch: the key it names, when it says it signed, and when the
+    archive stored it (its own clock: a thief can backdate ``at_ns``, not this)."""
+
+    seq: int
+    public_key: str  # hex, as the body names it
+    at_ns: int
+    archived_ns: int
+
+    @classmethod
+    def of(cls, seq: int, at_ns: int, body: str, archived_ns: int) -> SeenCheckpoint:
+        try:
+            named = json.loads(body).get("public_key")
+        except (ValueError, AttributeError):
+            named = None
+        return cls(seq, named if isinstance(named, str) else "", at_ns, archived_ns)
+
+
+@dataclass(frozen=True)
+class VouchProblem:
+    kind: str  # "copy": the copy does not verify (for good); "key": a key not trusted
+    reason: str
+
+
+def vouch_problem(
+    report: ChainReport,
+    checkpoints: Iterable[SeenCheckpoint],
+    trust: TrustStore,
+    gateway_id: str,
+) -> VouchProblem | None:
+    """Why the checked stretch of a log cannot vouch for its records as ``gateway_id``'s:
+    it does not verify, or one of its checkpoints names a key the trust store does not
+    hold for that gateway, or one not valid when it signed. A revoked key is judged by
+    when the archive stored the checkpoint, not by the time the checkpoint gives itself
+    (whoever holds a stolen key can write any time). None: it can."""
     if report.tampered:
-        return f"the copy does not verify: {report.tampering[0]}"
-    for public, signed_at_ns in sorted(report.signed_last.items()):
-        keys = [k for k in trust.find(KeyRole.GATEWAY, gateway_id) if k.public_key == public]
+        return VouchProblem("copy", f"the copy does not verify: {report.tampering[0]}")
+    held = trust.find(KeyRole.GATEWAY, gateway_id)
+    for seen in checkpoints:
+        keys = [k for k in held if k.public_key == seen.public_key]
         if not keys:
-            return (
-                f"a checkpoint is signed by key {key_id_of_hex(public)}, which the trust store "
-                f"does not hold for gateway {gateway_id}"
+            named = key_id_of_hex(seen.public_key) if seen.public_key else "(none named)"
+            return VouchProblem(
+                "key",
+                f"checkpoint {seen.seq} is signed by key {named}, which the trust store "
+                f"does not hold for gateway {gateway_id}",
             )
-        problems = [k.problem_at(signed_at_ns) for k in keys]
-        if all(p is not None for p in problems):
-            return f"a checkpoint of gateway {gateway_id}: {problems[0]}"
+        reasons = [_invalid(k, seen) for k in keys]
+        if all(r is not None for r in reasons):
+            return VouchProblem("key", f"checkpoint {seen.seq} of {gateway_id}: {reasons[0]}")
     return None
+
+
+def _invalid(key: TrustedKey, seen: SeenCheckpoint) -> str | None:
+    revoked = key.revoked_at
+    if revoked is not None and seen.archived_ns >= int(revoked.timestamp() * 1e9):
+        return f"key {key.key_id} revoked at {revoked.isoformat()}, before the archive got it"
+    problem = key.problem_at(seen.at_ns)
+    return None if problem is None else problem.reason
 
 
 @dataclass

@@ -238,6 +238,24 @@ async def _fetch_more(sub: Any, count: int) -> list[Msg]:
     return more
 
 
+def _buffered(sub: Any) -> list[Msg]:
+    """The messages the server delivered to a pull subscription that no fetch has taken
+    yet (a fetch cancelled while they arrived). nats-py keeps them in the subscription's
+    queue, public only as a count (``pending_msgs``); taken from there without asking the
+    server for more (a fetch would, and get back what the stop just handed back)."""
+    from nats.js.client import JetStreamContext
+
+    found: list[Msg] = []
+    if not sub.pending_msgs:
+        return found
+    queue = sub._sub._pending_queue  # nats-py 2.x (constraints.txt pins it)
+    while not queue.empty():
+        msg = queue.get_nowait()
+        if msg.reply and not JetStreamContext.is_status_msg(msg):
+            found.append(msg)
+    return found
+
+
 class _Receipt:
     __slots__ = ("_msg", "_source", "delivered", "last_chance")
 
@@ -315,6 +333,8 @@ class JetStreamSource:
         self._ack_wait_s = settings.ack_wait_s
         self._max_deliver = settings.max_deliver
         self._nc: NatsClient | None = None
+        self._sub: Any = None
+        self._fetched: list[Msg] = []  # fetched, not yet handed to the sink
         self._keep: asyncio.Future[None] | None = None
         self._link_task: asyncio.Future[None] | None = None
 
@@ -335,7 +355,7 @@ class JetStreamSource:
         the archiver still acknowledges (or hands back) what it holds when it stops."""
         self._link_task = asyncio.ensure_future(self.watermarks.run(lambda _m: None))
         self._nc = await self._connect()
-        sub = await self._bind(self._nc)
+        sub = self._sub = await self._bind(self._nc)
         s = self.settings
         await sink.up(f"{','.join(self.login.servers)} (stream {s.stream}, consumer {s.consumer})")
         self._keep = asyncio.ensure_future(self._keep_alive())
@@ -350,6 +370,17 @@ class JetStreamSource:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        sub, self._sub = self._sub, None
+        if sub is not None and self._nc is not None:
+            # Delivered to this client while the archiver stopped, never handed to it (a
+            # fetch cut short): handed back too, not left to ack_wait.
+            held, self._fetched = [*self._fetched, *_buffered(sub)], []
+            for msg in held:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            if held:
+                self.counters["returned.at_stop"] += len(held)
+                self.log.warning("fetched messages handed back at stop", count=len(held))
         nc, self._nc = self._nc, None
         if nc is not None:
             # Flush (the acks and naks reach the server), then close: a drain would wait
@@ -424,7 +455,10 @@ class JetStreamSource:
                 else:
                     msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
                     if want > 1:
+                        # Kept where a stop meanwhile finds it (and hands it back).
+                        self._fetched = msgs
                         msgs += await _fetch_more(sub, want - 1)
+                        self._fetched = []
             except TimeoutError:
                 backlog = False
                 continue  # nothing to archive just now

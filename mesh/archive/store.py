@@ -177,14 +177,27 @@ _INSERT_TRIGGERS = (
     " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[],"
     " %b::text[], %b::text[])"
     " AS r (event_id, unit_id, kind, source_type, source_id, observed_at_ns, payload, jws)"
-    " ON CONFLICT DO NOTHING RETURNING event_id"
+    # A trigger made from a gateway's log has no signature (the log keeps the trigger, not
+    # its JWS): its live copy, signed, arriving later, puts it in.
+    " ON CONFLICT (event_id) DO UPDATE SET payload = EXCLUDED.payload, jws = EXCLUDED.jws,"
+    " archived_by = EXCLUDED.archived_by, archived_at = now()"
+    " WHERE triggers.jws IS NULL AND EXCLUDED.jws IS NOT NULL"
+    " AND triggers.archived_by LIKE '%%/log'"
+    " RETURNING event_id"
 )
 
 
 async def _write_triggers(conn: Conn, items: Sequence[Item], by: str, result: WriteResult) -> None:
     """Triggers in one statement (keyed by event_id: a second copy, even in the same
-    group, is a duplicate)."""
-    models = [i.model for i in items if isinstance(i.model, TriggerEvent)]
+    group, is a duplicate; of copies in one group, a signed one is written)."""
+    first: dict[str, Item] = {}
+    for item in items:
+        if isinstance(item.model, TriggerEvent):
+            held = first.get(item.model.event_id)
+            if held is None or (held.jws is None and item.jws is not None):
+                first[item.model.event_id] = item
+    unique = list(first.values())  # an upsert may not meet one row twice
+    models = [i.model for i in unique if isinstance(i.model, TriggerEvent)]
     cur = await conn.execute(
         _INSERT_TRIGGERS,
         (
@@ -195,8 +208,8 @@ async def _write_triggers(conn: Conn, items: Sequence[Item], by: str, result: Wr
             [m.source.type.value for m in models],
             [m.source.id for m in models],
             [m.observed_at_ns for m in models],
-            [i.raw for i in items],
-            [_jws_json(i) for i in items],
+            [i.raw for i in unique],
+            [_jws_json(i) for i in unique],
         ),
     )
     stored = len(await cur.fetchall())
@@ -365,13 +378,16 @@ def binding_conflict(held: tuple[str, str, str], got: tuple[str, str, str]) -> s
 
 
 # --- edge logs ------------------------------------------------------------------------------
+# The first batch that names a unit and a gateway binds the log to them: a later batch
+# naming others (any car may send batches under any log id) changes neither, and is
+# counted (other_gateway.log_batch). Live rows are made from a log as its gateway's.
 _UPSERT_LOG = (
     "INSERT INTO logs (log_id, unit_id, gateway_id, head_seq) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (log_id) DO UPDATE SET"
-    " unit_id = coalesce(EXCLUDED.unit_id, logs.unit_id),"
-    " gateway_id = coalesce(EXCLUDED.gateway_id, logs.gateway_id),"
+    " unit_id = coalesce(logs.unit_id, EXCLUDED.unit_id),"
+    " gateway_id = coalesce(logs.gateway_id, EXCLUDED.gateway_id),"
     " head_seq = greatest(logs.head_seq, EXCLUDED.head_seq), last_batch_at = now()"
-    " RETURNING synced_seq, log_no"
+    " RETURNING synced_seq, log_no, gateway_id"
 )
 _COPY_RECORDS = (
     "COPY log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body, prev_hash,"
@@ -567,8 +583,8 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
         }
     )
     # What the batches' upserts, one after the other, would leave.
-    unit_id = next((b.unit_id for b in reversed(batches) if b.unit_id is not None), None)
-    gateway_id = next((b.gateway_id for b in reversed(batches) if b.gateway_id is not None), None)
+    unit_id = next((b.unit_id for b in batches if b.unit_id is not None), None)
+    gateway_id = next((b.gateway_id for b in batches if b.gateway_id is not None), None)
     async with conn.pipeline():
         log_cur = await conn.execute(
             _UPSERT_LOG, (log_id, unit_id, gateway_id, max(b.head_seq for b in batches))
@@ -578,6 +594,9 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
     row = await log_cur.fetchone()
     assert row is not None  # an upsert with RETURNING always returns its row
     before, log_no = int(row[0]), int(row[1])
+    result.counts["other_gateway.log_batch"] += sum(
+        1 for b in batches if b.gateway_id is not None and b.gateway_id != row[2]
+    )
     held = {
         int(seq): (int(prev), str(h), str(table))
         for seq, prev, h, table in await held_cur.fetchall()

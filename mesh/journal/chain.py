@@ -141,8 +141,6 @@ class ChainReport:
     signed_through: int | None = None  # every record up to this seq is vouched for by a key
     removed_runs: int = 0  # gaps accounted for by a retention record
     key_ids: set[str] = field(default_factory=set)
-    # Each key (public, hex) whose checkpoints hold, and the time of the last it signed.
-    signed_last: dict[str, int] = field(default_factory=dict)
     pinned: bool = False
     last_checkpoint_seq: int | None = None  # the last checkpoint whose signature holds
     last_checkpoint_at_ns: int | None = None
@@ -598,8 +596,6 @@ class _Verifier:
             self.problem(checked.seq, checked.problem, checked.detail)
             return False
         self.report.key_ids.add(key_id(checked.key))
-        public = public_key_hex(checked.key)
-        self.report.signed_last[public] = max(row.at_ns, self.report.signed_last.get(public, 0))
         self.report.last_checkpoint_seq = row.seq
         self.report.last_checkpoint_at_ns = row.at_ns
         if checked.retention:

@@ -7,6 +7,7 @@ real car's stolen credential and key (another gateway of the fleet)."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,6 +17,7 @@ from mesh.archive import fill, store
 from mesh.archive.db import Conn, connect
 from mesh.archive.intake import Item, accept
 from mesh.archive.migrate import migrate
+from mesh.journal.chain import GENESIS, record_hash
 from mesh.journal.records import (
     AckEntry,
     ActivationEntry,
@@ -27,7 +29,7 @@ from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import ActivationLog, log_id_of, read_records
 from mesh.journal.sync import batch_records
 from mesh.protocol.codec import encode
-from mesh.protocol.log_wire import LogBatch
+from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
@@ -334,3 +336,185 @@ def test_archiver_fleet_option_needs_the_trust_store_and_names_a_bad_file(tmp_pa
     finally:
         # The archiver set up its logs first, on the runner's stderr: back to the tests'.
         logs.configure("console", "warning")
+
+
+# --- review findings, played -----------------------------------------------------------------
+def junk_batch(log_id: str, claims: str, seq: int = 10**9) -> Item:
+    """One record no one signed, consistent with its own hash, on ``log_id``, claiming
+    gateway ``claims``: what any car's credential can send."""
+    now = time.time_ns()
+    digest = record_hash(GENESIS, seq, now, kind="note", activation_id=None, body="{}")
+    record = LogBatchRecord(
+        seq=seq, prev_seq=seq - 1, at_ns=now, kind="note", body="{}", prev_hash=GENESIS, hash=digest
+    )
+    batch = LogBatch(
+        log_id=log_id, gateway_id=claims, head_seq=seq, sent_at_ns=now, records=(record,)
+    )
+    item = accept(TOPICS, TOPICS.log_records(log_id), encode(batch))
+    assert item is not None
+    return item
+
+
+async def test_a_revoked_key_vouches_for_nothing_whatever_time_its_checkpoints_give(
+    tmp_path: Path, postgres: str
+) -> None:
+    """car-7's key is revoked an hour ago; the thief writes a log whose checkpoints say
+    they were signed two hours ago. The archive judges the revocation by when it got
+    them: nothing is made."""
+    fleet, path = Fleet(), tmp_path / "thief.db"
+    fleet.trust.revoke(
+        PayloadSigner(fleet.keys[THIEF]).key_id, datetime.now(UTC) - timedelta(hours=1)
+    )
+    backdated = time.time_ns() - 2 * 3600 * 10**9
+    conn = await connect(postgres)
+    log = ActivationLog(
+        path, signer=fleet.signer(THIEF), checkpoint_interval_s=3600, wall_ns=lambda: backdated
+    )
+    try:
+        await migrate(conn)
+        await log_activations(log, fleet, ["fake-1"], issuer=THIEF, unit=THIEF_CAR)
+        await log.checkpoint()
+        await synced(conn, batch_of(path, THIEF))
+        outcome = await filled(conn, log_id_of(path), fleet)
+        assert outcome.status == "problem", outcome
+        assert "revoked" in (outcome.problem or "")
+        assert rows(postgres, "SELECT count(*) FROM activations") == [(0,)]
+    finally:
+        log.close()
+        await conn.close()
+
+
+async def test_a_row_postgresql_refuses_is_refused_alone(tmp_path: Path, postgres: str) -> None:
+    """A camera signs an ack whose reason holds a NUL (PostgreSQL's text refuses it): that
+    ack is refused, every other row of the stretch is made, and the mark moves on."""
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        await log_activations(log, fleet, ["a-1"])
+        evil = ack("a-1", "bwc-0", attempt=7).model_copy(update={"reason": "x\x00y"})
+        body = AckEntry.json_of(
+            evil, 1.0, "accepted", PayloadSigner(fleet.keys["bwc-0"]).seal(evil)
+        )
+        log.append_json(RecordKind.ACK, "a-1", body, time.time_ns())
+        await log.checkpoint()
+        await synced(conn, batch_of(path, GW))
+        outcome = await filled(conn, log_id_of(path), fleet)
+        assert outcome.status == "filled", outcome
+        assert any("PostgreSQL refused" in r for r in outcome.refused), outcome.refused
+        assert rows(postgres, "SELECT count(*) FROM acks") == [(3,)]
+        assert rows(postgres, "SELECT count(*) FROM activations") == [(1,)]
+        assert (await filled(conn, log_id_of(path), fleet)).status == "nothing_new"
+    finally:
+        log.close()
+        await conn.close()
+
+
+async def test_another_car_cannot_rebind_a_log_to_its_gateway(
+    tmp_path: Path, postgres: str
+) -> None:
+    """The thief sends a batch on gw-car-12's log id claiming gw-car-7: the log stays
+    gw-car-12's (the first batch bound it), the claim is counted, the log is filled."""
+    fleet, path = Fleet(), tmp_path / "victim.db"
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        await log_activations(log, fleet, ["v-1"])
+        await log.checkpoint()
+        await synced(conn, batch_of(path, GW))
+        victim = log_id_of(path)
+        claimed = await store.write(conn, [junk_batch(victim, THIEF)], "arch-1")
+        assert claimed.counts["other_gateway.log_batch"] == 1
+        assert rows(postgres, "SELECT gateway_id FROM logs") == [(GW,)]
+        outcome = await filled(conn, victim, fleet)
+        assert outcome.status == "filled", outcome
+        assert rows(postgres, "SELECT activation_id FROM activations") == [("v-1",)]
+    finally:
+        log.close()
+        await conn.close()
+
+
+async def test_logs_that_cannot_be_filled_yet_leave_the_sweep_until_they_grow(
+    tmp_path: Path, postgres: str
+) -> None:
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        junk = [f"junk{i:04d}" for i in range(3)]
+        for log_id in junk:
+            await synced(conn, junk_batch(log_id, "gw-nobody", seq=1))
+        await log_activations(log, fleet, ["v-1"])
+        await synced(conn, batch_of(path, GW))  # no checkpoint yet
+        for log_id in await fill.due_logs(conn, limit=3):  # the junk, oldest first
+            assert (await filled(conn, log_id, fleet)).status == "unknown_gateway"
+        assert await fill.due_logs(conn, limit=3) == [log_id_of(path)]
+        assert (await filled(conn, log_id_of(path), fleet)).status == "not_vouched"
+        assert await fill.due_logs(conn) == []
+        before = int(
+            rows(postgres, "SELECT synced_seq FROM logs WHERE gateway_id = %s", (GW,))[0][0]
+        )
+        await log.checkpoint()  # it grows: due again, and filled
+        await synced(conn, batch_of(path, GW, after=before))
+        assert await fill.due_logs(conn) == [log_id_of(path)]
+        assert (await filled(conn, log_id_of(path), fleet)).status == "filled"
+    finally:
+        log.close()
+        await conn.close()
+
+
+async def test_a_log_refused_for_its_key_is_checked_again_after_a_restart(
+    tmp_path: Path, postgres: str
+) -> None:
+    """The gateway signed with a key the archivers' trust store did not hold yet (a
+    rotation): refused; once the store holds it, an archiver that starts checks again.
+    A log whose copy does not verify stays refused."""
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    new_key = Ed25519PrivateKey.generate()
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=CheckpointSigner(new_key), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        await log_activations(log, fleet, ["a-1"])
+        await log.checkpoint()
+        await synced(conn, batch_of(path, GW))
+        assert (await filled(conn, log_id_of(path), fleet)).status == "problem"
+        fleet.trust.add(trusted_key(new_key.public_key(), KeyRole.GATEWAY, GW))
+        assert await fill.forget_key_problems(conn) == 1
+        assert await fill.due_logs(conn) == [log_id_of(path)]
+        assert (await filled(conn, log_id_of(path), fleet)).status == "filled"
+        assert rows(postgres, "SELECT activation_id FROM activations") == [("a-1",)]
+    finally:
+        log.close()
+        await conn.close()
+
+
+async def test_a_trigger_made_from_the_log_gets_its_signature_from_the_live_copy(
+    tmp_path: Path, postgres: str
+) -> None:
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        await log_activations(log, fleet, ["a-1"])
+        await log.checkpoint()
+        await synced(conn, batch_of(path, GW))
+        await filled(conn, log_id_of(path), fleet)
+        trigger = _TRIGGERS["a-1"]
+        assert rows(postgres, "SELECT jws, archived_by FROM triggers") == [(None, "arch-1/log")]
+        signed = PayloadSigner(fleet.keys[GW]).seal(trigger).to_bytes()
+        late = accept(TOPICS, TOPICS.trigger(CAR), signed)
+        assert late is not None
+        twice = await store.write(conn, [late, late], "arch-2")  # a redelivery, twice
+        assert twice.counts["stored.trigger"] == 1
+        held = rows(postgres, "SELECT jws IS NOT NULL, archived_by FROM triggers")
+        assert held == [(True, "arch-2")]
+        again = await store.write(conn, [late], "arch-1")
+        assert again.counts["duplicate.trigger"] == 1
+    finally:
+        log.close()
+        await conn.close()

@@ -559,7 +559,10 @@ async def test_a_stopped_archiver_hands_back_what_it_holds(
         await until(all_held, 30, "archiver A holding every message")
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        assert a.counters["returned.at_stop"] == n, a.counters
+        # Queued or being written (the archiver's count), or delivered to its client but
+        # not yet handed over (a fetch the stop cut short: the source's count).
+        returned = a.counters["returned.at_stop"] + a.source.counters["returned.at_stop"]
+        assert returned == n, (a.counters, a.source.counters)
         assert "dropped.at_stop" not in a.counters
         blocker.rollback()
         loop = asyncio.get_running_loop()

@@ -4,7 +4,12 @@ virtualenv's python, killed at teardown."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import os
+import ssl
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +17,7 @@ from pathlib import Path
 from bridge.broker import nats_run
 from bridge.broker.acl import FleetSpec, Principal
 from bridge.broker.config import AuthMode
-from bridge.broker.nats import CarAndCentral
+from bridge.broker.nats import CarAndCentral, NatsCluster
 from bridge.broker.nats_run import connz, health
 
 # The pinned server (constraints.txt): pip puts it next to the virtualenv's python.
@@ -25,6 +30,7 @@ __all__ = [
     "connz",
     "health",
     "loopback_layout",
+    "mqtt_connack",
 ]
 
 
@@ -74,6 +80,87 @@ class RunningCluster(nats_run.RunningCluster):
     def __init__(self, layout: CarAndCentral) -> None:
         super().__init__(layout.central, NATS_SERVER)
         self.layout = layout
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Started, healthy, and every node's MQTT listener answering a login. A fresh
+        cluster's listener makes the account's MQTT streams (3 replicas) on its first
+        CONNECT, and closes CONNECTs unanswered until they are there: under CI's load that
+        took over 30 s, and a bridge started meanwhile had not come up in its test's 30 s."""
+        super().start(timeout_s)
+        # In a loop of its own: start() is called from async tests too (blocking, as the
+        # health checks before it).
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, mqtt_served(self.layout.central, MQTT_READY_S)).result()
+
+
+# How long a fresh cluster's MQTT listeners may take to answer a login.
+MQTT_READY_S = 120.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _mqtt_string(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+async def mqtt_connack(
+    central: NatsCluster,
+    user: str,
+    password: str | None,
+    node: int = 0,
+    client_id: str = "",
+    cert: tuple[Path, Path] | None = None,
+) -> int:
+    """The return code of the CONNACK a node's MQTT listener answers an MQTT 3.1.1 CONNECT
+    (clean session; with user and password, or with neither and the client certificate
+    ``cert``) with (0: accepted); -1 if it closes the connection without one."""
+    logs_in = password is not None
+    flags = 0xC2 if logs_in else 0x02
+    variable = _mqtt_string("MQTT") + bytes([4, flags]) + struct.pack("!H", 30)
+    body = variable + _mqtt_string(client_id or f"tm-auth-{user}")
+    if password is not None:
+        body += _mqtt_string(user) + _mqtt_string(password)
+    assert len(body) < 128 * 128  # two bytes of remaining length at most
+    length = (
+        bytes([len(body)]) if len(body) < 128 else bytes([0x80 | len(body) % 128, len(body) // 128])
+    )
+    context = ssl.create_default_context(cafile=str(central.ca_cert))
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+        reader, writer = await asyncio.open_connection(
+            "localhost", central.nodes[node].mqtt_port, ssl=context, server_hostname="localhost"
+        )
+        try:
+            writer.write(b"\x10" + length + body)
+            await writer.drain()
+            try:
+                connack = await reader.readexactly(4)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return -1
+            assert connack[:2] == b"\x20\x02", connack
+            return connack[3]
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+
+async def mqtt_served(central: NatsCluster, timeout_s: float) -> None:
+    """Wait until every node's MQTT listener accepts dispatch's login (its password, or
+    on a cluster of certificate logins its certificate)."""
+    if central.auth == "cert":
+        pair = central.client_certs[DISPATCH]
+        password, cert = None, (pair.cert, pair.key)
+    else:
+        password, cert = central.password(DISPATCH), None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    for node in range(len(central.nodes)):
+        probe = f"tm-ready-{node}"
+        while (code := await mqtt_connack(central, DISPATCH, password, node, probe, cert)) != 0:
+            assert code == -1, f"node {node}: dispatch's login refused ({code})"
+            assert loop.time() < deadline, f"node {node}: MQTT unanswered for {timeout_s} s"
 
 
 def archiver_process(

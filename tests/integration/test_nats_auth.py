@@ -9,10 +9,8 @@ the route listener without a certificate from the fleet's CA.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import ssl
-import struct
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from bridge.broker.nats import ADMIN_USER, BCRYPT_COST, ROUTE_USER, NatsCluster
 from bridge.broker.pki import issue_client, new_ca
 from tests.harness import wait_until
-from tests.nats_tools import ARCHIVER, DISPATCH, RunningCluster
+from tests.nats_tools import ARCHIVER, DISPATCH, RunningCluster, mqtt_connack
 
 nats = pytest.importorskip("nats")
 
@@ -38,44 +36,6 @@ def _stolen(central: NatsCluster) -> tuple[str, dict[str, str]]:
 
 def _tls(central: NatsCluster) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(central.ca_cert))
-
-
-def _mqtt_string(value: str) -> bytes:
-    raw = value.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-async def _mqtt_connack(central: NatsCluster, user: str, password: str, node: int = 0) -> int:
-    """The return code of the CONNACK a node's MQTT listener answers an MQTT 3.1.1 CONNECT
-    with (0: accepted); -1 if it closes the connection without one."""
-    client_id = f"tm-auth-{user}"
-    variable = _mqtt_string("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30)
-    payload = _mqtt_string(client_id) + _mqtt_string(user) + _mqtt_string(password)
-    body = variable + payload
-    assert len(body) < 128 * 128  # two bytes of remaining length at most
-    length = (
-        bytes([len(body)]) if len(body) < 128 else bytes([0x80 | len(body) % 128, len(body) // 128])
-    )
-    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        reader, writer = await asyncio.open_connection(
-            "localhost",
-            central.nodes[node].mqtt_port,
-            ssl=_tls(central),
-            server_hostname="localhost",
-        )
-        try:
-            writer.write(b"\x10" + length + body)
-            await writer.drain()
-            try:
-                connack = await reader.readexactly(4)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return -1
-            assert connack[:2] == b"\x20\x02", connack
-            return connack[3]
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await writer.wait_closed()
 
 
 async def _quiet(exc: Exception) -> None:
@@ -114,10 +74,10 @@ async def test_a_stolen_node_config_logs_nobody_in(nats_cluster: RunningCluster)
     loop = asyncio.get_running_loop()
     for user in (DISPATCH, ARCHIVER, bridge):
         deadline = loop.time() + 60
-        while (code := await _mqtt_connack(central, user, central.password(user))) == -1:
+        while (code := await mqtt_connack(central, user, central.password(user))) == -1:
             assert loop.time() < deadline, f"{user}: no CONNACK within 60 s"
         assert code == 0, (user, code)
-        assert await _mqtt_connack(central, user, found[user]) in (4, 5), user
+        assert await mqtt_connack(central, user, found[user]) in (4, 5), user
     # Native NATS: the same, the operator's user too.
     for user in (ADMIN_USER, DISPATCH, ARCHIVER):
         refused = await _nats_login(central, user, found[user])

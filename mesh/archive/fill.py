@@ -107,7 +107,14 @@ async def fill_log(
     if gateway is None or unit is None:
         await _checked(conn, log_id, synced)
         return FillOutcome(log_id, vouched, "unknown_gateway", f"gateway {gateway}")
-    checkpoints, over_budget = await _checkpoints(conn, log_id, vouched, synced)
+    start = await _first_after(conn, log_id, vouched)
+    if start is None:  # nothing past the mark (a watermark that stepped over a gap)
+        await _checked(conn, log_id, synced)
+        return FillOutcome(log_id, vouched, "not_vouched")
+    # The window counts seqs from the first record past the mark (a retention gap right
+    # after it is no window at all): at most FILL_RECORDS_MAX records, folded or not.
+    window = min(synced, start - 1 + FILL_RECORDS_MAX)
+    checkpoints, over_budget = await _checkpoints(conn, log_id, vouched, window, FILL_BYTES_MAX)
     if not checkpoints:
         if over_budget:
             found = VouchProblem(
@@ -122,17 +129,22 @@ async def fill_log(
     records = await store.read_log(conn, log_id, after_seq=vouched, through_seq=through)
     follows = (vouched, str(vouched_hash or "")) if vouched > 0 else None
     report = await _verified(records, log_id, follows)
-    if report.tampered and follows is not None:
-        # A retention gap right after the mark, say: judged with the whole log.
-        if through > WHOLE_RECORDS_MAX:
+    if report.tampered:
+        # A gap the stretch cannot judge alone (one right after the mark; the edge's
+        # retention run that a retention record further on accounts for): judged with the
+        # whole log as synced.
+        count = await _records_through(conn, log_id, synced)
+        if count > WHOLE_RECORDS_MAX:
             found = VouchProblem(
                 "copy",
-                f"the records after {vouched} do not link to it ({report.tampering[0]}), "
-                f"and the log is too long to check whole here: archiver verify",
+                f"records after {vouched} do not verify on their own ({report.tampering[0]}), "
+                f"and the log ({count} records) is too long to check whole here: archiver verify",
             )
             return await _refused(conn, log_id, vouched, found)
-        whole = await store.read_log(conn, log_id, through_seq=through)
+        whole = await store.read_log(conn, log_id, through_seq=synced)
         report = await _verified(whole, log_id, None)
+        records = [r for r in whole if r.seq > vouched]
+        checkpoints, _ = await _checkpoints(conn, log_id, vouched, synced, None)
     problem_now = vouch_problem(report, checkpoints, trust, str(gateway))
     if problem_now is not None:
         return await _refused(conn, log_id, vouched, problem_now)
@@ -158,23 +170,45 @@ async def fill_log(
     return FillOutcome(log_id, signed, "filled", None, rows.refused + refused, dict(result.counts))
 
 
+async def _first_after(conn: Conn, log_id: str, seq: int) -> int | None:
+    cur = await conn.execute(
+        "SELECT least((SELECT min(seq) FROM log_records WHERE log_id = %s AND seq > %s),"
+        " (SELECT min(p.seq) FROM presence_repeats p JOIN logs l ON l.log_no = p.log_no"
+        "  WHERE l.log_id = %s AND p.seq > %s))",
+        (log_id, seq, log_id, seq),
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def _records_through(conn: Conn, log_id: str, seq: int) -> int:
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM log_records WHERE log_id = %s AND seq <= %s)"
+        " + (SELECT count(*) FROM presence_repeats p JOIN logs l ON l.log_no = p.log_no"
+        "  WHERE l.log_id = %s AND p.seq <= %s)",
+        (log_id, seq, log_id, seq),
+    )
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
 async def _checkpoints(
-    conn: Conn, log_id: str, vouched: int, synced: int
+    conn: Conn, log_id: str, after: int, through: int, bytes_max: int | None
 ) -> tuple[list[SeenCheckpoint], bool]:
-    """The checkpoints after the mark within the stretch's bounds, and whether one lies
-    beyond the byte budget."""
+    """The checkpoints in (after, through], up to the one past which the records' bodies
+    add up to more than ``bytes_max`` (None: no budget), and whether one lay past it."""
     cur = await conn.execute(
         "SELECT seq, at_ns, body, (extract(epoch FROM archived_at) * 1e9)::bigint, bytes"
         " FROM (SELECT seq, at_ns, kind, body, archived_at,"
         "  sum(octet_length(body)) OVER (ORDER BY seq) AS bytes FROM log_records"
         "  WHERE log_id = %s AND seq > %s AND seq <= %s) AS stretch"
         " WHERE kind = %s ORDER BY seq",
-        (log_id, vouched, min(synced, vouched + FILL_RECORDS_MAX), CHECKPOINT_KIND),
+        (log_id, after, through, CHECKPOINT_KIND),
     )
     found: list[SeenCheckpoint] = []
     over = False
     for seq, at_ns, body, archived_ns, size in await cur.fetchall():
-        if int(size) > FILL_BYTES_MAX:
+        if bytes_max is not None and int(size) > bytes_max:
             over = True
             break
         found.append(SeenCheckpoint.of(int(seq), int(at_ns), str(body), int(archived_ns)))

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.topics import Topics
@@ -24,7 +25,10 @@ from mesh.journal.records import (
     EscalatedEntry,
     FinishedEntry,
     RecordKind,
+    ResumedEntry,
 )
+from mesh.journal.retention import NS_PER_DAY as DAY
+from mesh.journal.retention import RetentionPass
 from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import ActivationLog, log_id_of, read_records
 from mesh.journal.sync import batch_records
@@ -515,6 +519,72 @@ async def test_a_trigger_made_from_the_log_gets_its_signature_from_the_live_copy
         assert held == [(True, "arch-2")]
         again = await store.write(conn, [late], "arch-1")
         assert again.counts["duplicate.trigger"] == 1
+    finally:
+        log.close()
+        await conn.close()
+
+
+async def test_a_log_whose_start_the_gateway_s_retention_removed_is_filled(
+    tmp_path: Path, postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log first synced after the gateway's retention removed its oldest records (a log
+    synced by hand, long after): it starts with a gap that only the retention record
+    further on accounts for, beyond the first stretch (made short here, as a long log's
+    would be). The window starts at its first record, the stretch that cannot be judged
+    alone is judged with the whole log, and the log is filled, not marked as a copy that
+    does not verify."""
+    monkeypatch.setattr(fill, "FILL_RECORDS_MAX", 4)
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    now = time.time_ns()
+    conn = await connect(postgres)
+    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
+    try:
+        await migrate(conn)
+        for i in range(10):  # 40 to 31 days old
+            entry = ResumedEntry(reason="old", acks_recovered=i)
+            await log.append_durable(RecordKind.RESUMED, f"old-{i}", entry, now - (40 - i) * DAY)
+        await log.checkpoint()
+        await log_activations(log, fleet, ["a-1"])
+        await log.checkpoint()
+        assert (await log.prune(RetentionPass(30, now)))["removed"] == 10
+        await log_activations(log, fleet, ["a-2"])
+        await log.checkpoint()
+        left = list(read_records(path))
+        assert left[0].seq > 1
+        records, prev = [], 0  # as the gateway's sync sends them: each names its predecessor
+        for r in left:
+            records.append(
+                LogBatchRecord(
+                    seq=r.seq,
+                    prev_seq=prev,
+                    at_ns=r.at_ns,
+                    kind=r.kind,
+                    activation_id=r.activation_id,
+                    body=r.body,
+                    prev_hash=r.prev_hash,
+                    hash=r.hash,
+                )
+            )
+            prev = r.seq
+        batch = LogBatch(
+            log_id=log_id_of(path),
+            gateway_id=GW,
+            head_seq=prev,
+            sent_at_ns=now,
+            records=tuple(records),
+        )
+        item = accept(TOPICS, TOPICS.log_records(batch.log_id), encode(batch))
+        assert item is not None
+        await synced(conn, item)
+        assert rows(postgres, "SELECT synced_seq FROM logs") == [(prev,)]
+        outcome = await filled(conn, log_id_of(path), fleet)
+        while outcome.status == "filled":
+            outcome = await filled(conn, log_id_of(path), fleet)
+        assert rows(postgres, "SELECT vouched_seq, vouch_problem FROM logs") == [(prev, None)]
+        assert sorted(r[0] for r in rows(postgres, "SELECT activation_id FROM activations")) == [
+            "a-1",
+            "a-2",
+        ]
     finally:
         log.close()
         await conn.close()

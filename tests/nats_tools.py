@@ -88,9 +88,14 @@ class RunningCluster(nats_run.RunningCluster):
         took over 30 s, and a bridge started meanwhile had not come up in its test's 30 s."""
         super().start(timeout_s)
         # In a loop of its own: start() is called from async tests too (blocking, as the
-        # health checks before it).
-        with concurrent.futures.ThreadPoolExecutor(1) as thread:
-            thread.submit(asyncio.run, mqtt_served(self.layout.central, MQTT_READY_S)).result()
+        # health checks before it). Not served: stopped, as a failed start is.
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as thread:
+                served = mqtt_served(self.layout.central, MQTT_READY_S)
+                thread.submit(asyncio.run, served).result()
+        except BaseException:
+            self.stop()
+            raise
 
 
 # How long a fresh cluster's MQTT listeners may take to answer a login.

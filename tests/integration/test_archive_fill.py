@@ -7,8 +7,11 @@ real car's stolen credential and key (another gateway of the fleet)."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -73,6 +76,29 @@ class Fleet:
 
 
 _TRIGGERS: dict[str, TriggerEvent] = {}
+
+
+@asynccontextmanager
+async def archive(dsn: str) -> AsyncIterator[Conn]:
+    """A connection to the test's archive, migrated; closed after."""
+    conn = await connect(dsn)
+    try:
+        await migrate(conn)
+        yield conn
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def gateway_log(
+    path: Path, signer: CheckpointSigner, **options: Any
+) -> AsyncIterator[ActivationLog]:
+    """A gateway's log signed by ``signer`` (checkpoints when the test asks); closed after."""
+    log = ActivationLog(path, signer=signer, checkpoint_interval_s=3600, **options)
+    try:
+        yield log
+    finally:
+        log.close()
 
 
 def finished(activation_id: str, *, issuer: str = GW, unit: str = CAR) -> ActivationRecord:
@@ -155,10 +181,7 @@ async def test_the_live_rows_a_lost_message_left_out_are_made_from_the_vouched_l
     tmp_path: Path, postgres: str
 ) -> None:
     fleet, path = Fleet(), tmp_path / "gw.db"
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         await log_activations(log, fleet, ["a-1", "a-2"])
         await log.checkpoint()
         await log_activations(log, fleet, ["a-3"])  # after the checkpoint: not vouched yet
@@ -212,9 +235,6 @@ async def test_the_live_rows_a_lost_message_left_out_are_made_from_the_vouched_l
         code, out = await cli("archiver", "verify", "--db", postgres, "--log-id", log_id)
         assert code == 0, out
         assert f"live rows made from its records through seq {third.vouched_seq}" in out
-    finally:
-        log.close()
-        await conn.close()
 
 
 async def test_a_log_forged_with_a_stolen_car_credential_makes_no_live_rows(
@@ -225,18 +245,13 @@ async def test_a_log_forged_with_a_stolen_car_credential_makes_no_live_rows(
     with car-7's key, or a key of its own), and logs of its own claiming car-12's unit
     or issuer, and an ack no camera signed. None of it becomes a live row."""
     fleet = Fleet()
-    conn = await connect(postgres)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn:
 
         async def forged(name: str, signer: CheckpointSigner, claims: str, **as_: str) -> str:
             path = tmp_path / f"{name}.db"
-            log = ActivationLog(path, signer=signer, checkpoint_interval_s=3600)
-            try:
+            async with gateway_log(path, signer) as log:
                 await log_activations(log, fleet, [f"{name}-1"], **as_)
                 await log.checkpoint()
-            finally:
-                log.close()
             await synced(conn, batch_of(path, claims))
             return log_id_of(path)
 
@@ -276,15 +291,12 @@ async def test_a_log_forged_with_a_stolen_car_credential_makes_no_live_rows(
 
         # An ack no camera signed, in the thief's genuine log: not made a row.
         path = tmp_path / "unsigned-ack.db"
-        log = ActivationLog(path, signer=fleet.signer(THIEF), checkpoint_interval_s=3600)
-        try:
+        async with gateway_log(path, fleet.signer(THIEF)) as log:
             answer = ack("t-9", "bwc-0")
             log.append_json(
                 RecordKind.ACK, "t-9", AckEntry.json_of(answer, 1.0, "accepted"), time.time_ns()
             )
             await log.checkpoint()
-        finally:
-            log.close()
         await synced(conn, batch_of(path, THIEF))
         outcome = await filled(conn, log_id_of(path), fleet)
         assert outcome.status == "filled"
@@ -292,16 +304,11 @@ async def test_a_log_forged_with_a_stolen_car_credential_makes_no_live_rows(
         # The acks the thief's genuine logs carried are real cameras' signed acks of its
         # own activations (issuer THIEF): those are rows; none for the unsigned one.
         assert rows(postgres, "SELECT count(*) FROM acks WHERE activation_id = 't-9'") == [(0,)]
-    finally:
-        await conn.close()
 
 
 async def test_a_gateway_outside_the_fleet_file_gets_no_rows(tmp_path: Path, postgres: str) -> None:
     fleet, path = Fleet(), tmp_path / "gw.db"
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         await log_activations(log, fleet, ["a-1"])
         await log.checkpoint()
         await synced(conn, batch_of(path, GW))
@@ -310,9 +317,6 @@ async def test_a_gateway_outside_the_fleet_file_gets_no_rows(tmp_path: Path, pos
         )
         assert outcome.status == "unknown_gateway"
         assert rows(postgres, "SELECT count(*) FROM activations") == [(0,)]
-    finally:
-        log.close()
-        await conn.close()
 
 
 def test_archiver_fleet_option_needs_the_trust_store_and_names_a_bad_file(tmp_path: Path) -> None:
@@ -370,12 +374,10 @@ async def test_a_revoked_key_vouches_for_nothing_whatever_time_its_checkpoints_g
         PayloadSigner(fleet.keys[THIEF]).key_id, datetime.now(UTC) - timedelta(hours=1)
     )
     backdated = time.time_ns() - 2 * 3600 * 10**9
-    conn = await connect(postgres)
-    log = ActivationLog(
-        path, signer=fleet.signer(THIEF), checkpoint_interval_s=3600, wall_ns=lambda: backdated
-    )
-    try:
-        await migrate(conn)
+    async with (
+        archive(postgres) as conn,
+        gateway_log(path, fleet.signer(THIEF), wall_ns=lambda: backdated) as log,
+    ):
         await log_activations(log, fleet, ["fake-1"], issuer=THIEF, unit=THIEF_CAR)
         await log.checkpoint()
         await synced(conn, batch_of(path, THIEF))
@@ -383,19 +385,13 @@ async def test_a_revoked_key_vouches_for_nothing_whatever_time_its_checkpoints_g
         assert outcome.status == "problem", outcome
         assert "revoked" in (outcome.problem or "")
         assert rows(postgres, "SELECT count(*) FROM activations") == [(0,)]
-    finally:
-        log.close()
-        await conn.close()
 
 
 async def test_a_row_postgresql_refuses_is_refused_alone(tmp_path: Path, postgres: str) -> None:
     """A camera signs an ack whose reason holds a NUL (PostgreSQL's text refuses it): that
     ack is refused, every other row of the stretch is made, and the mark moves on."""
     fleet, path = Fleet(), tmp_path / "gw.db"
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         await log_activations(log, fleet, ["a-1"])
         evil = ack("a-1", "bwc-0", attempt=7).model_copy(update={"reason": "x\x00y"})
         body = AckEntry.json_of(
@@ -410,9 +406,6 @@ async def test_a_row_postgresql_refuses_is_refused_alone(tmp_path: Path, postgre
         assert rows(postgres, "SELECT count(*) FROM acks") == [(3,)]
         assert rows(postgres, "SELECT count(*) FROM activations") == [(1,)]
         assert (await filled(conn, log_id_of(path), fleet)).status == "nothing_new"
-    finally:
-        log.close()
-        await conn.close()
 
 
 async def test_another_car_cannot_rebind_a_log_to_its_gateway(
@@ -421,10 +414,7 @@ async def test_another_car_cannot_rebind_a_log_to_its_gateway(
     """The thief sends a batch on gw-car-12's log id claiming gw-car-7: the log stays
     gw-car-12's (the first batch bound it), the claim is counted, the log is filled."""
     fleet, path = Fleet(), tmp_path / "victim.db"
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         await log_activations(log, fleet, ["v-1"])
         await log.checkpoint()
         await synced(conn, batch_of(path, GW))
@@ -435,19 +425,13 @@ async def test_another_car_cannot_rebind_a_log_to_its_gateway(
         outcome = await filled(conn, victim, fleet)
         assert outcome.status == "filled", outcome
         assert rows(postgres, "SELECT activation_id FROM activations") == [("v-1",)]
-    finally:
-        log.close()
-        await conn.close()
 
 
 async def test_logs_that_cannot_be_filled_yet_leave_the_sweep_until_they_grow(
     tmp_path: Path, postgres: str
 ) -> None:
     fleet, path = Fleet(), tmp_path / "gw.db"
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         junk = [f"junk{i:04d}" for i in range(3)]
         for log_id in junk:
             await synced(conn, junk_batch(log_id, "gw-nobody", seq=1))
@@ -465,23 +449,16 @@ async def test_logs_that_cannot_be_filled_yet_leave_the_sweep_until_they_grow(
         await synced(conn, batch_of(path, GW, after=before))
         assert await fill.due_logs(conn) == [log_id_of(path)]
         assert (await filled(conn, log_id_of(path), fleet)).status == "filled"
-    finally:
-        log.close()
-        await conn.close()
 
 
 async def test_a_log_refused_for_its_key_is_checked_again_after_a_restart(
     tmp_path: Path, postgres: str
 ) -> None:
     """The gateway signed with a key the archivers' trust store did not hold yet (a
-    rotation): refused; once the store holds it, an archiver that starts checks again.
-    A log whose copy does not verify stays refused."""
+    rotation): refused; once the store holds it, an archiver that starts checks again."""
     fleet, path = Fleet(), tmp_path / "gw.db"
     new_key = Ed25519PrivateKey.generate()
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=CheckpointSigner(new_key), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, CheckpointSigner(new_key)) as log:
         await log_activations(log, fleet, ["a-1"])
         await log.checkpoint()
         await synced(conn, batch_of(path, GW))
@@ -491,19 +468,13 @@ async def test_a_log_refused_for_its_key_is_checked_again_after_a_restart(
         assert await fill.due_logs(conn) == [log_id_of(path)]
         assert (await filled(conn, log_id_of(path), fleet)).status == "filled"
         assert rows(postgres, "SELECT activation_id FROM activations") == [("a-1",)]
-    finally:
-        log.close()
-        await conn.close()
 
 
 async def test_a_trigger_made_from_the_log_gets_its_signature_from_the_live_copy(
     tmp_path: Path, postgres: str
 ) -> None:
     fleet, path = Fleet(), tmp_path / "gw.db"
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         await log_activations(log, fleet, ["a-1"])
         await log.checkpoint()
         await synced(conn, batch_of(path, GW))
@@ -519,9 +490,6 @@ async def test_a_trigger_made_from_the_log_gets_its_signature_from_the_live_copy
         assert held == [(True, "arch-2")]
         again = await store.write(conn, [late], "arch-1")
         assert again.counts["duplicate.trigger"] == 1
-    finally:
-        log.close()
-        await conn.close()
 
 
 async def test_a_log_whose_start_the_gateway_s_retention_removed_is_filled(
@@ -536,10 +504,7 @@ async def test_a_log_whose_start_the_gateway_s_retention_removed_is_filled(
     monkeypatch.setattr(fill, "FILL_RECORDS_MAX", 4)
     fleet, path = Fleet(), tmp_path / "gw.db"
     now = time.time_ns()
-    conn = await connect(postgres)
-    log = ActivationLog(path, signer=fleet.signer(GW), checkpoint_interval_s=3600)
-    try:
-        await migrate(conn)
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         for i in range(10):  # 40 to 31 days old
             entry = ResumedEntry(reason="old", acks_recovered=i)
             await log.append_durable(RecordKind.RESUMED, f"old-{i}", entry, now - (40 - i) * DAY)
@@ -585,6 +550,3 @@ async def test_a_log_whose_start_the_gateway_s_retention_removed_is_filled(
             "a-1",
             "a-2",
         ]
-    finally:
-        log.close()
-        await conn.close()

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import ssl
 import struct
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from bridge.broker import nats_run
@@ -31,6 +33,7 @@ __all__ = [
     "health",
     "loopback_layout",
     "mqtt_connack",
+    "route_interest",
 ]
 
 
@@ -149,6 +152,17 @@ async def mqtt_connack(
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
+
+
+def route_interest(central: NatsCluster, node: int) -> set[str]:
+    """The subjects other nodes told node ``node`` they have subscribers for (its /routez).
+    A QoS 0 MQTT subscription is a plain subject interest, and the node that holds it
+    announces it to the others after its SUBACK: a publish at another node before the
+    announcement arrives has no subscriber there (NATS core is at most once)."""
+    url = f"http://127.0.0.1:{central.nodes[node].http_port}/routez?subs=1"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        routes = json.loads(response.read()).get("routes") or []
+    return {subject for route in routes for subject in route.get("subscriptions_list") or []}
 
 
 async def mqtt_served(central: NatsCluster, timeout_s: float) -> None:

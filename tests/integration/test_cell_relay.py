@@ -445,7 +445,7 @@ async def test_the_relay_on_a_nats_central(nats_cluster: RunningCluster, tmp_pat
     published at central (on another node) for the cell of the car's camera comes into the
     car, and the gateway's own cell commands go out to central."""
     from tests.integration.test_nats_cluster import car_broker
-    from tests.nats_tools import CAMERAS, DISPATCH, GW, UNIT
+    from tests.nats_tools import CAMERAS, DISPATCH, GW, UNIT, route_interest
 
     layout = nats_cluster.layout
     central, car = layout.central, layout.car
@@ -482,7 +482,10 @@ async def test_the_relay_on_a_nats_central(nats_cluster: RunningCluster, tmp_pat
             await asyncio.wait_for(gateway.ready.wait(), 30)
             await wait_until(lambda: here in relay.confirmed, 30)
             await relay.local.wait_up(30)
-            # Another car's relay (the same grant) commands this cell at central.
+            # Another car's relay (the same grant) commands this cell at central, on a node
+            # that has heard of the relay's subscription (made at node 0).
+            subject = topics.command_cell(here).replace("/", ".")
+            await wait_until(lambda: subject in route_interest(central, 2), 10)
             async with publisher(central.mqtt_url(relay_user(GW), node=2)) as other:
                 await other.publish(topics.command_cell(here), b"from another car")
             await wait_until(lambda: any(m.payload == b"from another car" for m in in_car), 20)

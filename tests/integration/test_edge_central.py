@@ -46,12 +46,14 @@ from mesh.decide.policy import Policy
 from mesh.dispatch.watch import ActivationWatcher
 from mesh.gateway.build import build_gateway, config_in_code
 from mesh.journal.store import log_id_of, read_records
-from mesh.protocol.codec import encode
+from mesh.protocol.codec import decode, encode
 from mesh.protocol.models import (
     ActivationRecord,
     ActivationState,
     OutcomeStatus,
     ReceiptOutcome,
+    RecordingEvent,
+    RecordingMessage,
     TriggerKind,
 )
 from mesh.sim.camera_fleet import build_agents, wait_all_up
@@ -432,9 +434,20 @@ async def test_cars_work_alone_and_central_gets_everything_once(
                 lambda: not any(a.recorder.is_recording(time.time_ns()) for a in agents.values()),
                 RECORD_S + 5,
             )
+            # The part before the cut is over once central has both cameras' stops.
+            await wait_until(
+                lambda: _stopped(at_central, topics, dispatched_id) == set(CAMERAS), 10
+            )
 
             await uplink.cut()
-            cut_at = len(at_central)
+            # What crossed the uplink before the cut may still be on its way to the spy
+            # (the cameras' recording stops, a log batch): central's own marker, published
+            # after the cut, arrives after all of it.
+            marker = f"{topics.prefix}/test/uplink-cut"
+            async with publisher(central.url) as at_hq:
+                await at_hq.publish(marker, b"cut")
+            await wait_until(lambda: _seen(at_central, marker), 10)
+            cut_at = 1 + max(i for i, m in enumerate(at_central) if m.topic == marker)
             triggers = [event(TriggerKind.WEAPON_DRAW, source_id=f"holster-{i}") for i in range(3)]
             records: list[ActivationRecord] = []
             for trigger in triggers:
@@ -678,6 +691,20 @@ async def test_tls_bridge_to_a_locked_down_central(tmp_path: Path) -> None:
 
 def _seen(messages: list[Inbound], topic: str) -> bool:
     return any(m.topic == topic for m in messages)
+
+
+def _stopped(messages: list[Inbound], topics: Topics, activation_id: str) -> set[str]:
+    """The cameras whose recording for ``activation_id`` central has seen stop."""
+    stops = (
+        decode(RecordingMessage, m.payload)
+        for m in messages
+        if _kind(topics, m.topic) is TopicKind.RECORDING
+    )
+    return {
+        r.camera_id
+        for r in stops
+        if r.event is RecordingEvent.STOP and activation_id in r.activation_ids
+    }
 
 
 def _synced(dsn: str, log_id: str) -> int:

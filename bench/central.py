@@ -14,15 +14,17 @@ Two workloads, each run on a fresh stream and schema:
   ``log_records`` per record;
 - **live**: triggers (``{p}/trigger/U``), one message and one row each.
 
-**End to end**: a client of the car's mosquitto (the gateway's credential) publishes every
-message at QoS 1 (``--publisher python``: an MqttLink as a gateway publishes, up to 64
-unacknowledged; ``--publisher mosquitto_pub``: one C client per topic, fed a line per
-message, to load the centre as many cars would), the car's bridge carries them to the cluster's
-MQTT listener, the stream keeps them, the archivers fetch, write and acknowledge. Timed
-from the first publish until PostgreSQL holds every row (polled every 50 ms); no loss means
-every row is there, once (the tables' keys). Lag per row: ``archived_at`` (PostgreSQL's
-``now()``, the start of the archiver's transaction) minus the record's ``at_ns`` (set when
-its message was published), p50/p99.
+**End to end**: the messages are made first, outside the timed window (cars make theirs on
+their own CPUs, not the centre's); then a client of the car's mosquitto (the gateway's
+credential) publishes every message at QoS 1 (``--publisher python``: an MqttLink as a
+gateway publishes, up to 64 unacknowledged; ``--publisher mosquitto_pub``: one C client per
+topic, fed a line per message, to load the centre as many cars would), the car's bridge
+carries them to the cluster's MQTT listener, the stream keeps them, the archivers fetch,
+write and acknowledge. Timed from the first publish until PostgreSQL holds every row (a
+cheap progress query every 50 ms: the logs' watermarks, the count of triggers; the rows
+are counted once at the end); no loss means every row is there, once (the tables' keys).
+Lag per row: ``archived_at`` (PostgreSQL's ``now()``, the start of the archiver's
+transaction) minus the time its message was handed to the publisher, p50/p99.
 
 **Floor**: the same messages published natively to the stream (nats-py, the operator's
 user, no bridge, no MQTT) and consumed and acknowledged through the same consumer by one
@@ -105,6 +107,8 @@ class Message:
     payload: bytes
     # The rows it makes, as the floor's COPY writes them.
     copy_rows: tuple[tuple[Any, ...], ...]
+    # Their keys, as the workload's `archived_sql` gives them.
+    keys: tuple[str, ...]
 
 
 LOG_COPY = (
@@ -119,13 +123,19 @@ TRIGGER_COPY = (
 
 # --- the workloads ---------------------------------------------------------------------------
 class LogWorkload:
-    """Batches of BATCH_RECORDS records over LOGS logs, each log a valid hash chain; each
-    batch made as it is about to be sent, so its records' at_ns is its send time."""
+    """Batches of BATCH_RECORDS records over LOGS logs, each log a valid hash chain."""
 
     name = "log"
     table = "log_records"
     copy = LOG_COPY
-    lag_sql = "SELECT (extract(epoch FROM archived_at) * 1e9)::bigint - at_ns FROM log_records"
+    # Every record is stored once the logs' watermarks reach their ends (a watermark
+    # moves only over stored records): cheap to poll, where counting the rows every 50 ms
+    # would load the PostgreSQL being measured.
+    progress_sql = "SELECT coalesce(sum(synced_seq), 0) FROM logs"
+    archived_sql = (
+        "SELECT log_id || '/' || seq, (extract(epoch FROM archived_at) * 1e9)::bigint"
+        " FROM log_records"
+    )
 
     def __init__(self, topics: Topics, records: int) -> None:
         self.topics = topics
@@ -170,6 +180,7 @@ class LogWorkload:
                     self.topics.log_records(log_id),
                     encode(message),
                     tuple(_log_row(log_id, r) for r in batch),
+                    tuple(f"{log_id}/{r.seq}" for r in batch),
                 )
 
 
@@ -178,14 +189,13 @@ def _log_row(log_id: str, r: LogBatchRecord) -> tuple[Any, ...]:
 
 
 class LiveWorkload:
-    """Triggers, one message and one row each; observed_at_ns is the send time."""
+    """Triggers, one message and one row each."""
 
     name = "live"
     table = "triggers"
     copy = TRIGGER_COPY
-    lag_sql = (
-        "SELECT (extract(epoch FROM archived_at) * 1e9)::bigint - observed_at_ns FROM triggers"
-    )
+    progress_sql = "SELECT count(*) FROM triggers"
+    archived_sql = "SELECT event_id, (extract(epoch FROM archived_at) * 1e9)::bigint FROM triggers"
 
     def __init__(self, topics: Topics, count: int) -> None:
         self.topics = topics
@@ -206,7 +216,7 @@ class LiveWorkload:
                 "floor",
                 None,
             )
-            yield Message(self.topics.trigger(UNIT), payload, (row,))
+            yield Message(self.topics.trigger(UNIT), payload, (row,), (trigger.event_id,))
 
 
 Workload = LogWorkload | LiveWorkload
@@ -239,6 +249,17 @@ def count_rows(dsn: str, table: str) -> int:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
         got = row.fetchone()
         return int(got[0]) if got else 0
+
+
+async def wait_stored(dsn: str, workload: Workload, deadline: float) -> None:
+    """Until the workload's progress query says every row is stored, or the deadline
+    (monotonic) passes; polled every 50 ms on one connection."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            got = await (await conn.execute(workload.progress_sql)).fetchone()
+            if got is not None and int(got[0]) >= workload.rows:
+                return
+            await asyncio.sleep(0.05)
 
 
 def copy_time(dsn: str, workload: Workload, messages: Sequence[Message]) -> float:
@@ -324,14 +345,16 @@ async def archivers_waiting(cluster: RunningCluster, n: int, timeout_s: float = 
 PUBLISHER = {"tool": "python"}
 
 
-async def publish_with_mosquitto_pub(url: Any, workload: Workload, sent: list[Message]) -> None:
+async def publish_with_mosquitto_pub(
+    url: Any, messages: Sequence[Message], sent_ns: list[int]
+) -> None:
     """Each topic's messages through a mosquitto_pub of its own (QoS 1, TLS, the gateway's
-    certificate), fed as they are made (a pipe holds about 64 KiB)."""
+    certificate), fed in order (a pipe holds about 64 KiB); ``sent_ns`` gets the time each
+    was handed over."""
     base = ["mosquitto_pub", "-h", url.host, "-p", str(url.port), "--cafile", url.ca_file]
     base += ["--cert", url.cert_file, "--key", url.key_file, "-q", "1", "-l", "-V", "mqttv311"]
     procs: dict[str, asyncio.subprocess.Process] = {}
-    for message in workload.messages():
-        sent.append(message)
+    for message in messages:
         proc = procs.get(message.topic)
         if proc is None:
             proc = procs[message.topic] = await asyncio.create_subprocess_exec(
@@ -343,6 +366,7 @@ async def publish_with_mosquitto_pub(url: Any, workload: Workload, sent: list[Me
                 stdin=asyncio.subprocess.PIPE,
             )
         assert proc.stdin is not None
+        sent_ns.append(time.time_ns())
         proc.stdin.write(message.payload + b"\n")
         await proc.stdin.drain()
     for proc in procs.values():
@@ -390,10 +414,9 @@ async def end_to_end(
     broker: MosquittoProcess,
     dsn: str,
     workload: Workload,
-    sent: list[Message],
+    messages: Sequence[Message],
 ) -> dict[str, Any]:
-    """Publish through the car's mosquitto; two archiver processes store. ``sent`` gets
-    every message, for the floor."""
+    """Publish ``messages`` through the car's mosquitto; two archiver processes store."""
     car = cluster.layout.car
     link = MqttLink(car.url_for(GW), LinkOptions(f"bench-{uuid.uuid4().hex[:6]}", protocol="3.1.1"))
     task = asyncio.ensure_future(link.run(lambda _m: None))
@@ -411,6 +434,7 @@ async def end_to_end(
         cpu_before = cpu_snapshot(roles)
         window = asyncio.Semaphore(INFLIGHT)
         pending: set[asyncio.Future[None]] = set()
+        sent_ns: list[int] = []
 
         async def send(message: Message) -> None:
             try:
@@ -420,26 +444,22 @@ async def end_to_end(
 
         start = time.perf_counter()
         if PUBLISHER["tool"] == "mosquitto_pub":
-            await publish_with_mosquitto_pub(car.url_for(GW), workload, sent)
+            await publish_with_mosquitto_pub(car.url_for(GW), messages, sent_ns)
         else:
-            for message in workload.messages():
-                sent.append(message)
+            for message in messages:
                 await window.acquire()
+                sent_ns.append(time.time_ns())
                 fut = asyncio.ensure_future(send(message))
                 pending.add(fut)
                 fut.add_done_callback(pending.discard)
             await asyncio.gather(*pending)
         published_s = time.perf_counter() - start
         deadline = time.monotonic() + max(120.0, 30 * published_s)
-        rows = 0
-        while time.monotonic() < deadline:
-            rows = await asyncio.to_thread(count_rows, dsn, workload.table)
-            if rows >= workload.rows:
-                break
-            await asyncio.sleep(0.05)
+        await wait_stored(dsn, workload, deadline)
         seconds = time.perf_counter() - start
         cpu_after = cpu_snapshot(roles)
-        lags = await asyncio.to_thread(_lags, dsn, workload.lag_sql)
+        rows = await asyncio.to_thread(count_rows, dsn, workload.table)
+        lags = await asyncio.to_thread(_lags, dsn, workload.archived_sql, messages, sent_ns)
     finally:
         for proc in archivers:
             proc.terminate()
@@ -467,9 +487,13 @@ async def end_to_end(
     }
 
 
-def _lags(dsn: str, query: str) -> list[float]:
+def _lags(
+    dsn: str, archived_sql: str, messages: Sequence[Message], sent_ns: Sequence[int]
+) -> list[float]:
+    """Each row's archived_at minus the time its message was handed to the publisher."""
+    sent_at = {key: at for m, at in zip(messages, sent_ns, strict=True) for key in m.keys}
     with psycopg.connect(dsn) as conn:
-        return [float(r[0]) for r in conn.execute(query).fetchall()]
+        return [float(at - sent_at[key]) for key, at in conn.execute(archived_sql).fetchall()]
 
 
 async def bare_jetstream(cluster: RunningCluster, topics: Topics, sent: Sequence[Message]) -> float:
@@ -515,7 +539,7 @@ async def run_workload(
     topics: Topics,
     workload: Workload,
 ) -> dict[str, Any]:
-    sent: list[Message] = []
+    sent = list(workload.messages())
     await fresh_archive(cluster, topics)
     with schema(base) as dsn:
         await migrated(dsn)

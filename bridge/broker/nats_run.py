@@ -36,6 +36,7 @@ __all__ = [
     "NatsNodeProcess",
     "NatsStartError",
     "RunningCluster",
+    "bridge_in_subjects",
     "bridge_subscribed",
     "connz",
     "find_nats_server",
@@ -190,15 +191,20 @@ class RunningCluster:
                 proc.kill()
 
 
-def bridge_subscribed(node: NatsNode, client_id: str, fleet: FleetSpec) -> bool:
-    """Whether the car's bridge ``client_id`` is connected to ``node`` and has subscribed
-    there to everything it brings into the car (mosquitto subscribes after CONNACK)."""
-    wanted = {
+def bridge_in_subjects(fleet: FleetSpec) -> set[str]:
+    """The subjects the car's bridge subscribes to at central (what it brings in)."""
+    return {
         subject
         for topic in bridge_topics(fleet)
         if topic.direction in ("in", "both")
         for subject in mqtt_subjects(topic.pattern)
     }
+
+
+def bridge_subscribed(node: NatsNode, client_id: str, fleet: FleetSpec) -> bool:
+    """Whether the car's bridge ``client_id`` is connected to ``node`` and has subscribed
+    there to everything it brings into the car (mosquitto subscribes after CONNACK)."""
+    wanted = bridge_in_subjects(fleet)
     try:
         conns = connz(node).get("connections") or []
     except OSError:

@@ -25,7 +25,7 @@ import pytest
 
 from bridge.broker.bridge import bridge_client_id
 from bridge.broker.nats import ADMIN_USER, mqtt_subjects
-from bridge.broker.nats_run import bridge_subscribed
+from bridge.broker.nats_run import bridge_in_subjects, bridge_subscribed
 from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
 from bridge.mqtt.embedded import MosquittoProcess
 from bridge.mqtt.urls import BrokerUrl
@@ -39,6 +39,7 @@ from tests.nats_tools import (
     UNIT,
     RunningCluster,
     loopback_layout,
+    route_interest,
 )
 
 nats = pytest.importorskip("nats")
@@ -270,7 +271,19 @@ def _bridge_on(cluster: RunningCluster, node: int) -> bool:
         return False
     layout = cluster.layout
     client_id = bridge_client_id(layout.bridge, layout.car.spec)
-    return bridge_subscribed(cluster.procs[node].node, client_id, layout.car.spec)
+    if not bridge_subscribed(cluster.procs[node].node, client_id, layout.car.spec):
+        return False
+    # Its subscriptions (QoS 0: plain subject interest) are announced to the other nodes
+    # after the SUBACK; a publish at a node that has not heard yet finds no subscriber.
+    wanted = bridge_in_subjects(layout.car.spec)
+    try:
+        return all(
+            wanted <= route_interest(layout.central, other)
+            for other, proc in enumerate(cluster.procs)
+            if other != node and proc.running
+        )
+    except OSError:
+        return False
 
 
 async def test_the_car_bridge_relays_both_ways(nats_cluster: RunningCluster) -> None:

@@ -46,7 +46,9 @@ class Month:
 
     @classmethod
     def of_ns(cls, at_ns: int) -> Month:
-        when = datetime.fromtimestamp(at_ns / NS, UTC)
+        # Whole seconds (months start on one): at_ns / NS, a float, rounds a time a few
+        # hundred ns before a month's end up into the next month.
+        when = datetime.fromtimestamp(at_ns // NS, UTC)
         return cls(when.year, when.month)
 
     @property

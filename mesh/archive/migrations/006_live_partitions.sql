@@ -93,7 +93,9 @@ BEGIN
         UNION ALL SELECT received_at_ns FROM acks_v5
         UNION ALL SELECT at_ns FROM escalations_v5
     ), months AS (
-        SELECT date_trunc('month', to_timestamp(row_ns / 1e9) AT TIME ZONE 'UTC')::date
+        -- Whole seconds, as bigint: row_ns / 1e9 is made a double by to_timestamp, which
+        -- rounds the last few hundred ns of a month into the next one.
+        SELECT date_trunc('month', to_timestamp(row_ns / 1000000000) AT TIME ZONE 'UTC')::date
                AS first_day
           FROM times WHERE row_ns BETWEEN 946684800000000000 AND 4102444800000000000
         UNION ALL

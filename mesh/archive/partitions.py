@@ -1,17 +1,21 @@
 """The archive's monthly partitions: which to create ahead, which retention may drop
 (pure), and doing it (SQL). docs/archive.md, "Volume, partitions and retention".
 
-``log_records`` and ``presence_repeats`` are partitioned by month of ``at_ns`` (UTC).
-Months are created ahead by the archiver (``AHEAD_MONTHS``, bounded: a record further in
-the future than that lands in the default partition, which retention never drops).
-Retention drops a month of both tables together, only when the whole month is older
-than the cutoff and no active legal hold covers a row in it; every month dropped or kept
-for a hold is written to ``retention_runs`` and logged.
+``log_records`` and ``presence_repeats`` are partitioned by month of ``at_ns`` (UTC), and
+so are the live tables whose keys hold their time: ``receipts`` and ``escalations`` (by
+``at_ns``) and ``acks`` (by ``received_at_ns``). A month is one partition of each of the
+five tables (``<table>_pYYYYMM``), created together. Months are created ahead by the
+archiver (``AHEAD_MONTHS``, bounded: a row further in the future than that lands in its
+table's default partition, which retention never drops). Retention drops a month of all
+five tables together, only when the whole month is older than the cutoff and no active
+legal hold covers a row of it in any of them; every month dropped or kept for a hold is
+written to ``retention_runs`` and logged.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,14 +26,15 @@ from psycopg import sql
 from mesh.archive.db import Conn
 
 NS = 1_000_000_000
-PARTITIONED = ("log_records", "presence_repeats")
+# The edge logs' tables, then the live tables (migrations 004 and 006).
+PARTITIONED = ("log_records", "presence_repeats", "receipts", "acks", "escalations")
 # Months created ahead of the current one, each time the archiver starts and every
 # ENSURE_EVERY_S while it runs.
 AHEAD_MONTHS = 2
 ENSURE_EVERY_S = 3600.0
 # A retention run and hold changes serialise on this advisory lock ("tm" + "rt").
 RETENTION_LOCK = 0x746D7274
-_NAME = re.compile(r"^log_records_p(\d{4})(\d{2})$")
+_NAME = re.compile(r"^([a-z_]+)_p(\d{4})(\d{2})$")
 
 _log = structlog.get_logger("mesh.archive.retention")
 
@@ -41,7 +46,9 @@ class Month:
 
     @classmethod
     def of_ns(cls, at_ns: int) -> Month:
-        when = datetime.fromtimestamp(at_ns / NS, UTC)
+        # Whole seconds (months start on one): at_ns / NS, a float, rounds a time a few
+        # hundred ns before a month's end up into the next month.
+        when = datetime.fromtimestamp(at_ns // NS, UTC)
         return cls(when.year, when.month)
 
     @property
@@ -73,12 +80,27 @@ def months_ahead(now_ns: int, ahead: int = AHEAD_MONTHS) -> list[Month]:
     return found
 
 
-def month_of_partition(name: str) -> Month | None:
+def month_of_partition(name: str, table: str = "log_records") -> Month | None:
+    """The month of ``table``'s partition ``name`` (None: not one of its months, e.g. the
+    default partition)."""
     match = _NAME.match(name)
-    if match is None:
+    if match is None or match.group(1) != table:
         return None
-    month = int(match.group(2))
-    return Month(int(match.group(1)), month) if 1 <= month <= 12 else None
+    month = int(match.group(3))
+    return Month(int(match.group(2)), month) if 1 <= month <= 12 else None
+
+
+def missing_partitions(
+    have: Mapping[Month, frozenset[str]], months: list[Month]
+) -> list[tuple[Month, tuple[str, ...]]]:
+    """Of ``months``, each that lacks a partition of some table, with the tables it lacks
+    (in ``PARTITIONED`` order): what ``ensure_ahead`` creates, a month at a time."""
+    found: list[tuple[Month, tuple[str, ...]]] = []
+    for month in months:
+        lacking = tuple(t for t in PARTITIONED if t not in have.get(month, frozenset()))
+        if lacking:
+            found.append((month, lacking))
+    return found
 
 
 @dataclass(frozen=True)
@@ -137,30 +159,41 @@ def verdict(month: Month, cutoff: int, holding: tuple[int, ...]) -> Verdict | No
 
 
 # --- SQL ---------------------------------------------------------------------------------
-async def existing_months(conn: Conn) -> list[Month]:
+async def existing_partitions(conn: Conn) -> dict[Month, frozenset[str]]:
+    """Every month that has a partition of any partitioned table, with those tables."""
     cur = await conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'log_records'::regclass"
+        "SELECT p.relname, c.relname FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
+        " WHERE i.inhparent = ANY (%s::regclass[])",
+        (list(PARTITIONED),),
     )
-    found = [month_of_partition(str(name)) for (name,) in await cur.fetchall()]
-    return sorted(m for m in found if m is not None)
+    found: dict[Month, set[str]] = {}
+    for parent, name in await cur.fetchall():
+        month = month_of_partition(str(name), str(parent))
+        if month is not None:
+            found.setdefault(month, set()).add(str(parent))
+    return {month: frozenset(tables) for month, tables in sorted(found.items())}
+
+
+async def existing_months(conn: Conn) -> list[Month]:
+    return sorted(await existing_partitions(conn))
 
 
 async def ensure_ahead(conn: Conn, now_ns: int, ahead: int = AHEAD_MONTHS) -> list[str]:
     """Create the partitions of this month and ``ahead`` more that are missing; return
-    those created. A month the default partition already holds rows of (an edge clock
-    that ran ahead) cannot be created: logged, and its rows stay in the default."""
+    the months (YYYYMM) that partitions were created for. A month's missing partitions
+    are created together or not at all: if a table's default partition already holds
+    rows of it (an edge clock that ran ahead), none is created (logged), and its rows
+    stay in the defaults."""
     created: list[str] = []
     async with conn.transaction():
         # Archivers starting together, and retention: one at a time.
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
-        have = set(await existing_months(conn))
-        for month in months_ahead(now_ns, ahead):
-            if month in have:
-                continue
+        have = await existing_partitions(conn)
+        for month, tables in missing_partitions(have, months_ahead(now_ns, ahead)):
             try:
                 async with conn.transaction():  # a savepoint: one month failing is one month
-                    for table in PARTITIONED:
+                    for table in tables:
                         await conn.execute(
                             sql.SQL(
                                 "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
@@ -264,43 +297,68 @@ async def release_hold(conn: Conn, hold_id: int, *, by: str) -> bool:
     return bool(cur.rowcount)
 
 
-async def _holding(conn: Conn, month: Month, active: list[Hold]) -> tuple[int, ...]:
-    """The active holds that cover a row of ``month`` (a time range: by overlap)."""
+# Which rows of each table a hold on an activation or on a unit covers (a time range
+# covers the months it overlaps, whatever they hold). presence_repeats has no activation
+# id: a presence record is never an activation's (mesh/archive/fold.py folds only
+# records without one). An ack's unit_id is the camera's and may be missing: an ack is
+# also the unit's when its activation is.
+_BY_ACTIVATION: dict[str, str] = {
+    "log_records": "activation_id = %(id)s",
+    "receipts": "activation_id = %(id)s",
+    "acks": "activation_id = %(id)s",
+    "escalations": "activation_id = %(id)s",
+}
+_BY_UNIT: dict[str, str] = {
+    "log_records": "log_id IN (SELECT log_id FROM logs WHERE unit_id = %(id)s)",
+    "presence_repeats": "log_no IN (SELECT log_no FROM logs WHERE unit_id = %(id)s)",
+    "receipts": "unit_id = %(id)s",
+    "acks": "unit_id = %(id)s"
+    " OR activation_id IN (SELECT activation_id FROM activations WHERE unit_id = %(id)s)",
+    "escalations": "unit_id = %(id)s",
+}
+
+
+async def _holding(
+    conn: Conn, month: Month, tables: frozenset[str], active: list[Hold]
+) -> tuple[int, ...]:
+    """The active holds that cover a row of ``month`` in any of ``tables`` (its
+    partitions; a time range: by overlap)."""
     found: list[int] = []
     for hold in active:
         if hold.from_ns is not None:
             if time_hold_covers(hold, month):
                 found.append(hold.id)
             continue
-        part = sql.Identifier(month.partition("log_records"))
         if hold.activation_id is not None:
-            query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE activation_id = %s)").format(
-                part
-            )
-            params: tuple[str, ...] = (hold.activation_id,)
+            where, held = _BY_ACTIVATION, hold.activation_id
         else:
             assert hold.unit_id is not None
-            query = sql.SQL(
-                "SELECT EXISTS (SELECT 1 FROM {} r WHERE r.log_id IN"
-                " (SELECT log_id FROM logs WHERE unit_id = %s))"
-            ).format(part)
-            params = (hold.unit_id,)
-        cur = await conn.execute(query, params)
-        row = await cur.fetchone()
-        if row is not None and row[0]:
-            found.append(hold.id)
+            where, held = _BY_UNIT, hold.unit_id
+        for table in PARTITIONED:
+            if table not in tables or table not in where:
+                continue
+            query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(
+                sql.Identifier(month.partition(table)), sql.SQL(where[table])
+            )
+            cur = await conn.execute(query, {"id": held})
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                found.append(hold.id)
+                break
     return tuple(found)
 
 
-async def _rows(conn: Conn, month: Month) -> int:
-    total = 0
+async def _rows(conn: Conn, month: Month, tables: frozenset[str]) -> dict[str, int]:
+    counted: dict[str, int] = {}
     for table in PARTITIONED:
+        if table not in tables:
+            continue
         cur = await conn.execute(
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(month.partition(table)))
         )
         row = await cur.fetchone()
-        total += int(row[0]) if row is not None else 0
-    return total
+        counted[table] = int(row[0]) if row is not None else 0
+    return counted
 
 
 @dataclass(frozen=True)
@@ -314,19 +372,22 @@ class RetentionOutcome:
 async def retention(
     conn: Conn, *, now_ns: int, keep_days: int, run_by: str, dry_run: bool = False
 ) -> list[RetentionOutcome]:
-    """Drop every expired month that no active hold covers. One transaction, under the
-    lock that placing and releasing holds take: a hold placed meanwhile is seen."""
+    """Drop every expired month that no active hold covers: its partitions of every
+    partitioned table, together. One transaction, under the lock that placing and
+    releasing holds take: a hold placed meanwhile is seen."""
     cutoff = cutoff_ns(now_ns, keep_days)
     outcomes: list[RetentionOutcome] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
         active = await holds(conn)
-        for month in await existing_months(conn):
-            holding = await _holding(conn, month, active)
-            decided = verdict(month, cutoff, holding)
-            if decided is None:
+        for month, tables in (await existing_partitions(conn)).items():
+            if not expired(month, cutoff):  # (its holds need not be looked for)
                 continue
-            rows = await _rows(conn, month)
+            holding = await _holding(conn, month, tables, active)
+            decided = verdict(month, cutoff, holding)
+            assert decided is not None
+            counted = await _rows(conn, month, tables)
+            rows = sum(counted.values())
             action = "dropped" if decided.drop else "kept_for_hold"
             if dry_run:
                 action = "would_" + ("drop" if decided.drop else "keep_for_hold")
@@ -334,17 +395,20 @@ async def retention(
             if dry_run:
                 continue
             detail = (
-                f"older than {keep_days} days"
-                if decided.drop
-                else "kept for " + ", ".join(h.describe() for h in active if h.id in holding)
+                (
+                    f"older than {keep_days} days"
+                    if decided.drop
+                    else "kept for " + ", ".join(h.describe() for h in active if h.id in holding)
+                )
+                + "; rows: "
+                + ", ".join(f"{t} {n}" for t, n in counted.items())
             )
             if decided.drop:
                 for table in PARTITIONED:
-                    await conn.execute(
-                        sql.SQL("DROP TABLE IF EXISTS {}").format(
-                            sql.Identifier(month.partition(table))
+                    if table in tables:
+                        await conn.execute(
+                            sql.SQL("DROP TABLE {}").format(sql.Identifier(month.partition(table)))
                         )
-                    )
             await conn.execute(
                 "INSERT INTO retention_runs (month, from_ns, to_ns, action, rows, detail,"
                 " run_by) VALUES (%s, %s, %s, %s, %s, %s, %s)",

@@ -607,8 +607,9 @@ def retention(
     ] = False,
     by: ByOpt = None,
 ) -> None:
-    """Drop the months of edge-log records older than --keep-days, whole partitions at a
-    time; a month holding a row an active legal hold covers is kept (and said so)."""
+    """Drop the months of edge-log records, receipts, acks and escalations older than
+    --keep-days, whole partitions at a time; a month holding a row an active legal hold
+    covers is kept (and said so)."""
     require("archive", "trigger-mesh archiver retention")
     import time
 
@@ -643,7 +644,9 @@ def hold_place(
     activation: Annotated[
         str | None, typer.Option("--activation", help="Hold this activation's records")
     ] = None,
-    unit: Annotated[str | None, typer.Option("--unit", help="Hold this unit's logs")] = None,
+    unit: Annotated[
+        str | None, typer.Option("--unit", help="Hold this unit's logs and live rows")
+    ] = None,
     since: Annotated[
         str | None, typer.Option("--from", help="Hold records from this time (ISO 8601)")
     ] = None,

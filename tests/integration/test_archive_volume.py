@@ -1,8 +1,9 @@
 """Archive volume (docs/archive.md, "Volume, partitions and retention"), on the real
 PostgreSQL, with real archivers behind a real mosquitto and the real `log sync`:
 heartbeat repeats folded and read back exactly, monthly partitions (migrated from the 003
-schema with its rows), one record per seq still, retention by dropping months, and legal
-holds that retention respects."""
+schema with its rows, and the live tables from the 005 schema with theirs), one record
+per seq still, retention by dropping months of every partitioned table together, and
+legal holds that retention respects."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from bridge.mqtt.embedded import MosquittoProcess
 from bridge.topics import Topics
 from mesh.archive import partitions, store
 from mesh.archive.db import connect
+from mesh.archive.intake import Item, accept
 from mesh.archive.migrate import available, migrate
-from mesh.archive.partitions import Month
+from mesh.archive.partitions import PARTITIONED, Month
 from mesh.journal.chain import GENESIS, record_hash, verify_chain
 from mesh.journal.records import RecordKind
 from mesh.journal.signer import CheckpointSigner
@@ -28,7 +30,18 @@ from mesh.journal.store import ActivationLog, log_id_of, read_records
 from mesh.journal.sync import LogSync, batch_records
 from mesh.protocol.codec import encode
 from mesh.protocol.log_wire import LogBatch, LogBatchRecord
-from mesh.protocol.models import CameraPresence, CameraRole, Position
+from mesh.protocol.models import (
+    AckStatus,
+    CameraAck,
+    CameraPresence,
+    CameraRole,
+    Escalation,
+    EscalationReason,
+    Position,
+    ReceiptOutcome,
+    TriggerKind,
+    TriggerReceipt,
+)
 from tests.harness import wait_until
 from tests.integration.test_archive import publisher, rows, running_archivers
 from tests.integration.test_log_sync import batch_item, central_copy, cli
@@ -233,6 +246,192 @@ async def test_the_migration_keeps_the_rows_of_the_003_schema(postgres: str) -> 
         conn.execute("DELETE FROM log_records WHERE seq = 1")
 
 
+def live_items(
+    topics: Topics,
+    activation_id: str,
+    unit: str,
+    at_ns: int,
+    *,
+    ack_unit: str | None = None,
+    kinds: tuple[str, ...] = ("receipt", "ack", "escalation"),
+) -> list[Item]:
+    """A receipt, an ack and an escalation of ``activation_id`` (of ``unit``) at ``at_ns``
+    (and 1 ns, 2 ns after), as the archiver takes them in; ``kinds``: only these."""
+    made: list[tuple[str, bytes]] = []
+    if "receipt" in kinds:
+        receipt = TriggerReceipt(
+            event_id=f"ev-{activation_id}",
+            unit_id=unit,
+            outcome=ReceiptOutcome.ACCEPTED,
+            activation_id=activation_id,
+            at_ns=at_ns,
+        )
+        made.append((topics.receipt(unit), encode(receipt)))
+    if "ack" in kinds:
+        ack = CameraAck(
+            activation_id=activation_id,
+            camera_id="bwc-1",
+            unit_id=ack_unit,
+            status=AckStatus.STARTED,
+            received_at_ns=at_ns + 1,
+        )
+        made.append((topics.ack("gw-1", "bwc-1"), encode(ack)))
+    if "escalation" in kinds:
+        escalation = Escalation(
+            activation_id=activation_id,
+            issuer="gw-1",
+            unit_id=unit,
+            kind=TriggerKind.MANUAL,
+            camera_id="bwc-2",
+            camera_unit_id=None,
+            reason=EscalationReason.NO_ACK,
+            attempts=3,
+            audience="dispatch",
+            at_ns=at_ns + 2,
+        )
+        made.append((topics.escalation("dispatch"), encode(escalation)))
+    items = [accept(topics, topic, payload) for topic, payload in made]
+    assert all(i is not None for i in items)
+    return [i for i in items if i is not None]
+
+
+LIVE = ("receipts", "acks", "escalations")
+
+
+def shape(dsn: str) -> dict[str, object]:
+    """The live tables' columns, constraints and indexes, as the catalog describes them
+    (a partitioned index is defined ON ONLY its table: the same index)."""
+    return {
+        "columns": rows(
+            dsn,
+            "SELECT table_name, ordinal_position, column_name, data_type, is_nullable,"
+            " column_default FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ANY (%s)"
+            " ORDER BY 1, 2",
+            (list(LIVE),),
+        ),
+        "constraints": rows(
+            dsn,
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+            " FROM pg_constraint WHERE conrelid = ANY (%s::regclass[]) ORDER BY 1, 2",
+            (list(LIVE),),
+        ),
+        "indexes": [
+            (t, i, d.replace(" ON ONLY ", " ON "))
+            for t, i, d in rows(
+                dsn,
+                "SELECT tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = current_schema() AND tablename = ANY (%s) ORDER BY 1, 2",
+                (list(LIVE),),
+            )
+        ],
+        "triggers": rows(
+            dsn,
+            "SELECT tgrelid::regclass::text, tgname FROM pg_trigger"
+            " WHERE tgrelid = ANY (%s::regclass[]) AND NOT tgisinternal ORDER BY 1, 2",
+            (list(LIVE),),
+        ),
+    }
+
+
+def live_rows(dsn: str) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        table: rows(dsn, f"SELECT * FROM {table} ORDER BY archived_by, payload::text")
+        for table in LIVE
+    }
+
+
+async def test_the_migration_keeps_the_live_rows_of_the_005_schema(postgres: str) -> None:
+    """receipts, acks and escalations written by the archive on the 005 schema are all
+    there after 006, each in its month's partition (or the default), with the same
+    columns, keys and indexes, and the archive's writes are as idempotent as before."""
+    topics = Topics("mesh/v2")
+    now = time.time_ns()
+    this = Month.of_ns(now)
+    old = Month.of_ns(this.from_ns - 100 * 86_400 * NS)  # about three months ago
+    oldest = Month.of_ns(old.from_ns - 1)
+    # Half a year ahead: a month no partition exists for yet (no archiver ran), and a
+    # log record of it sits in log_records' default: the month cannot be created.
+    ahead = Month.of_ns(this.from_ns + 190 * 86_400 * NS)
+    conn = await connect(postgres)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for m in available():
+            if m.version <= 5:
+                await conn.execute(m.sql.encode())
+                await conn.execute(
+                    "INSERT INTO schema_migrations VALUES (%s, %s)", (m.version, m.name)
+                )
+        before_shape = shape(postgres)
+        written = {
+            "a-old": live_items(topics, "a-old", "car-1", old.from_ns + 5, ack_unit="car-1"),
+            # The oldest row, in its month's last ns (a time a float rounds up into the next).
+            "a-oldest": live_items(topics, "a-oldest", "car-1", oldest.to_ns - 3),
+            "a-now": live_items(topics, "a-now", "car-2", now),
+            "a-end": live_items(topics, "a-end", "car-2", old.to_ns - 3),  # its last 3 ns
+            "a-42": live_items(topics, "a-42", "car-3", 42),  # a clock at 1970
+            "a-ahead": live_items(topics, "a-ahead", "car-3", ahead.from_ns + 9),
+        }
+        result = await store.write(conn, [i for items in written.values() for i in items], "v5")
+        assert result.counts == {f"stored.{k}": 6 for k in ("receipt", "ack", "escalation")}
+        stray = batch_item(topics, "edge-1", chain_at([ahead.from_ns + 1]))
+        assert isinstance(stray, Item)
+        await store.write(conn, [stray], "v5")
+        before = live_rows(postgres)
+        assert [len(r) for r in before.values()] == [6, 6, 6]
+
+        assert await migrate(conn) == [6]
+        assert live_rows(postgres) == before
+        assert shape(postgres) == before_shape
+        for table in LIVE:
+            assert rows(
+                postgres, f"SELECT relkind FROM pg_class WHERE oid = '{table}'::regclass"
+            ) == [("p",)]
+        # Every month from the oldest row to this one is all five tables' (the month of
+        # the row ahead is none's), and each row is in its month's partition.
+        have = await partitions.existing_partitions(conn)
+        month = oldest
+        while month <= this:
+            assert have.get(month) == frozenset(PARTITIONED), month
+            month = month.next()
+        assert ahead not in have
+        assert have.get(Month.of_ns(ahead.from_ns - 1)) == frozenset(PARTITIONED), have
+        expected = {
+            "a-old": old.label,
+            "a-oldest": oldest.label,
+            "a-now": this.label,
+            "a-end": old.label,
+            "a-42": "default",
+            "a-ahead": "default",
+        }
+        for table in LIVE:
+            placed = dict(
+                rows(
+                    postgres,
+                    f"SELECT activation_id, split_part(tableoid::regclass::text, '_', 2)"
+                    f" FROM {table}",
+                )
+            )
+            assert placed == {a: (p if p == "default" else f"p{p}") for a, p in expected.items()}, (
+                table
+            )
+
+        # The same messages again (a redelivery): duplicates, nothing written; a new one in
+        # a migrated month is stored, in its partition.
+        again = await store.write(conn, [i for items in written.values() for i in items], "v6")
+        assert again.counts == {f"duplicate.{k}": 6 for k in ("receipt", "ack", "escalation")}
+        new = await store.write(conn, live_items(topics, "a-new", "car-1", old.from_ns + 7), "v6")
+        assert new.counts == {f"stored.{k}": 1 for k in ("receipt", "ack", "escalation")}
+        assert rows(
+            postgres, "SELECT tableoid::regclass::text FROM acks WHERE activation_id = 'a-new'"
+        ) == [(old.partition("acks"),)]
+    finally:
+        await conn.close()
+
+
 async def test_the_archiver_creates_months_ahead_and_a_far_future_record_is_kept(
     mosquitto: MosquittoProcess, topics: Topics, postgres: str
 ) -> None:
@@ -242,6 +441,9 @@ async def test_the_archiver_creates_months_ahead_and_a_far_future_record_is_kept
             months = await partitions.existing_months(conn)
             expected = partitions.months_ahead(time.time_ns())
             assert set(expected) <= set(months)
+            # Each month ahead is a partition of every partitioned table, the live ones too.
+            have = await partitions.existing_partitions(conn)
+            assert all(have[m] == frozenset(PARTITIONED) for m in expected), have
             far = time.time_ns() + 400 * 86_400 * NS  # an edge clock a year ahead
             records = chain_at([far])
             await store.write(conn, [batch_item(topics, "edge-9", records)], "t")  # type: ignore[list-item]
@@ -254,6 +456,20 @@ async def test_the_archiver_creates_months_ahead_and_a_far_future_record_is_kept
             assert created == [month.next().label, month.next().next().label]
             assert month not in await partitions.existing_months(conn)
             assert [r.hash for r in await store.read_log(conn, "edge-9")] == [records[0].hash]
+            have = await partitions.existing_partitions(conn)
+            assert have[month.next()] == have[month.next().next()] == frozenset(PARTITIONED)
+            # The same for a live table: an ack two years ahead, in acks' default, keeps its
+            # month from being created in any table (a month is all five or none).
+            later = time.time_ns() + 800 * 86_400 * NS
+            result = await store.write(
+                conn, live_items(Topics("mesh/v2"), "a-9", "car-9", later), "t"
+            )
+            assert result.counts["stored.ack"] == 1, result.counts
+            assert Month.of_ns(later).label not in await partitions.ensure_ahead(conn, later)
+            assert Month.of_ns(later) not in await partitions.existing_partitions(conn)
+            assert rows(postgres, "SELECT tableoid::regclass::text FROM acks") == [
+                ("acks_default",)
+            ]
         finally:
             await conn.close()
 
@@ -407,6 +623,98 @@ async def test_retention_drops_old_months_but_never_a_held_row(postgres: str) ->
     assert code == 1, out
     assert "the archive's retention dropped the months 2025-01, 2025-02" in out, out
     assert rows(postgres, "SELECT count(*) FROM log_records WHERE log_id = 'edge-b'") == [(1,)]
+
+
+async def test_retention_drops_a_month_of_every_table_together_and_holds_cover_live_rows(
+    postgres: str,
+) -> None:
+    """Five old months. The first holds a log record and an activation's receipt, ack and
+    escalation, which no hold covers: retention drops all five tables' partitions of it
+    together. Each other month holds one live row only, covered by one hold: on its
+    activation (a receipt, an ack), on its unit (an escalation), on the unit of its
+    activation (an ack that names no unit): each is kept, until its hold is released."""
+    topics = Topics("mesh/v2")
+    m1, m2, m3, m4, m5 = (Month(2025, m) for m in range(1, 6))
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+        for m in (m1, m2, m3, m4, m5):
+            for table in PARTITIONED:
+                await conn.execute(
+                    f"CREATE TABLE {m.partition(table)} PARTITION OF {table}"
+                    f" FOR VALUES FROM ({m.from_ns}) TO ({m.to_ns})".encode()
+                )
+        await conn.execute(
+            "INSERT INTO activations (activation_id, issuer, unit_id, kind, trigger_event_id,"
+            " state, decided_at_ns, rank_stage, rank_answered, payload, archived_by)"
+            " VALUES ('a-3', 'gw-1', 'car-c', 'manual', 'ev-3', 'confirmed', 1, 0, 0, '{}', 't')"
+        )
+        log = batch_item(topics, "edge-a", chain_at([m1.from_ns + 1]))
+        assert isinstance(log, Item)
+        items = [
+            log,
+            *live_items(topics, "a-1", "car-a", m1.from_ns + 5, ack_unit="car-a"),
+            *live_items(topics, "a-2", "car-b", m2.from_ns + 5, kinds=("receipt",)),
+            *live_items(topics, "a-3", "car-x", m3.from_ns + 5, kinds=("ack",)),
+            *live_items(topics, "a-4", "car-d", m4.from_ns + 5, kinds=("escalation",)),
+            *live_items(topics, "a-5", "car-x", m5.from_ns + 5, ack_unit="car-x", kinds=("ack",)),
+        ]
+        result = await store.write(conn, items, "t")
+        stored = {k: v for k, v in result.counts.items() if k.startswith("stored.")}
+        assert stored == {
+            "stored.log_batch": 1,
+            "stored.log_record": 1,
+            "stored.receipt": 2,
+            "stored.ack": 3,
+            "stored.escalation": 2,
+        }, result.counts
+        holds = {
+            m2: await partitions.place_hold(conn, reason="r2", by="clerk", activation_id="a-2"),
+            m3: await partitions.place_hold(conn, reason="r3", by="clerk", unit_id="car-c"),
+            m4: await partitions.place_hold(conn, reason="r4", by="clerk", unit_id="car-d"),
+            m5: await partitions.place_hold(conn, reason="r5", by="clerk", activation_id="a-5"),
+        }
+
+        async def run() -> list[tuple[Month, str, int, tuple[int, ...]]]:
+            done = await partitions.retention(
+                conn, now_ns=time.time_ns(), keep_days=30, run_by="ops"
+            )
+            return [(o.month, o.action, o.rows, o.held_by) for o in done if o.month.year == 2025]
+
+        assert await run() == [
+            (m1, "dropped", 4, ()),
+            *((m, "kept_for_hold", 1, (holds[m],)) for m in (m2, m3, m4, m5)),
+        ]
+        have = await partitions.existing_partitions(conn)
+        assert m1 not in have
+        assert all(have[m] == frozenset(PARTITIONED) for m in (m2, m3, m4, m5))
+        assert rows(postgres, "SELECT count(*) FROM receipts WHERE activation_id = 'a-1'") == [(0,)]
+        assert rows(postgres, "SELECT count(*) FROM acks WHERE activation_id = 'a-1'") == [(0,)]
+        assert rows(postgres, "SELECT count(*) FROM escalations WHERE activation_id = 'a-1'") == [
+            (0,)
+        ]
+        assert count(postgres, "log_records") == 0
+        assert rows(postgres, "SELECT detail FROM retention_runs WHERE month = '202501'") == [
+            (
+                "older than 30 days; rows: log_records 1, presence_repeats 0, receipts 1,"
+                " acks 1, escalations 1",
+            )
+        ]
+
+        # Released, the receipt's hold no longer keeps its month: all five partitions go.
+        assert await partitions.release_hold(conn, holds[m2], by="judge")
+        assert await run() == [
+            (m2, "dropped", 1, ()),
+            *((m, "kept_for_hold", 1, (holds[m],)) for m in (m3, m4, m5)),
+        ]
+        have = await partitions.existing_partitions(conn)
+        assert m2 not in have
+        assert all(have[m] == frozenset(PARTITIONED) for m in (m3, m4, m5))
+        assert count(postgres, "receipts") == 0
+        assert count(postgres, "acks") == 2
+        assert count(postgres, "escalations") == 1
+    finally:
+        await conn.close()
 
 
 async def test_two_archivers_storing_batches_out_of_order_lose_nothing(

@@ -6,7 +6,16 @@ from __future__ import annotations
 import json
 
 from mesh.archive.fold import canonical_hex, delta, fold, presence_key, unfold
-from mesh.archive.partitions import Hold, Month, months_ahead, time_hold_covers, verdict
+from mesh.archive.partitions import (
+    PARTITIONED,
+    Hold,
+    Month,
+    missing_partitions,
+    month_of_partition,
+    months_ahead,
+    time_hold_covers,
+    verdict,
+)
 from mesh.archive.store import _Base, split
 from mesh.journal.chain import GENESIS, record_hash
 from mesh.protocol.log_wire import LogBatchRecord
@@ -134,6 +143,28 @@ def test_months_and_their_bounds() -> None:
     assert Month(2026, 1).from_ns == december.to_ns == 1_767_225_600 * NS
     assert months_ahead(T0 - 2 * 3600 * NS, 2) == [Month(2025, 12), Month(2026, 1), Month(2026, 2)]
     assert Month(2026, 3).partition("log_records") == "log_records_p202603"
+    # A month's last ns is still in it (a float of the time would round it into the next).
+    assert Month.of_ns(Month(2026, 1).to_ns - 1) == Month(2026, 1)
+    assert Month.of_ns(Month(2026, 1).to_ns) == Month(2026, 2)
+
+
+def test_partitions_are_named_by_table_and_month() -> None:
+    assert month_of_partition("log_records_p202603") == Month(2026, 3)
+    assert month_of_partition("acks_p202603", "acks") == Month(2026, 3)
+    assert month_of_partition("acks_p202603") is None  # not log_records'
+    assert month_of_partition("presence_repeats_p202603", "receipts") is None
+    assert month_of_partition("acks_default", "acks") is None
+    assert month_of_partition("acks_p202613", "acks") is None
+
+
+def test_a_month_ahead_is_created_with_every_partition_it_lacks() -> None:
+    jan, feb, mar = Month(2026, 1), Month(2026, 2), Month(2026, 3)
+    have = {jan: frozenset(PARTITIONED), feb: frozenset({"log_records", "presence_repeats"})}
+    assert missing_partitions(have, [jan, feb, mar]) == [
+        (feb, ("receipts", "acks", "escalations")),
+        (mar, PARTITIONED),
+    ]
+    assert missing_partitions(have, [jan]) == []
 
 
 def test_a_month_goes_only_when_it_has_ended_before_the_cutoff_and_nothing_holds_it() -> None:

@@ -109,6 +109,14 @@ class Car:
                     problems.append(f"ack of {camera.camera_id} for {activation_id} not archived")
         return problems
 
+    def broker_log_tail(self, lines: int = 40) -> str:
+        """The end of the car's mosquitto log (its bridge's connects and drops)."""
+        log = self.tier.layout.car.out_dir / "var" / "mosquitto.log"
+        try:
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
     async def log_copied(self, timeout_s: float = 60) -> int:
         """Wait until the archive's copy of the car's log holds every record the log had
         (its watermark reaches the log's head: the sync resends until it does); the head."""
@@ -122,7 +130,10 @@ class Car:
                 status = await log_status(conn, log_id)
             if status is not None and status.synced_seq >= head:
                 return head
-            assert loop.time() < deadline, f"archive's copy of the log at {status}, head {head}"
+            assert loop.time() < deadline, (
+                f"archive's copy of the log at {status}, head {head}; the car's broker said, "
+                f"last: {self.broker_log_tail()}"
+            )
             await asyncio.sleep(0.2)
 
     async def live_rows_filled(

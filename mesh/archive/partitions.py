@@ -28,6 +28,16 @@ from mesh.archive.db import Conn
 NS = 1_000_000_000
 # The edge logs' tables, then the live tables (migrations 004 and 006).
 PARTITIONED = ("log_records", "presence_repeats", "receipts", "acks", "escalations")
+# The tables whose partitions of a month are created together: a folded presence record
+# and its base must be in the same month (mesh/archive/fold.py), so the log tables go
+# together; each live table on its own, so that a row dated in a month ahead (an ack
+# carries the camera's clock) keeps only its own table's month from being created.
+CREATED_TOGETHER: tuple[tuple[str, ...], ...] = (
+    ("log_records", "presence_repeats"),
+    ("receipts",),
+    ("acks",),
+    ("escalations",),
+)
 # Months created ahead of the current one, each time the archiver starts and every
 # ENSURE_EVERY_S while it runs.
 AHEAD_MONTHS = 2
@@ -181,40 +191,50 @@ async def existing_months(conn: Conn) -> list[Month]:
 
 async def ensure_ahead(conn: Conn, now_ns: int, ahead: int = AHEAD_MONTHS) -> list[str]:
     """Create the partitions of this month and ``ahead`` more that are missing; return
-    the months (YYYYMM) that partitions were created for. A month's missing partitions
-    are created together or not at all: if a table's default partition already holds
-    rows of it (an edge clock that ran ahead), none is created (logged), and its rows
-    stay in the defaults."""
+    the months (YYYYMM) that partitions were created for. The partitions of one group of
+    ``CREATED_TOGETHER`` are created together or not at all: if a table's default
+    partition already holds rows of the month (a clock that ran ahead), its group's are
+    not created (logged), and those rows stay in the default; the other groups' are."""
     created: list[str] = []
     async with conn.transaction():
         # Archivers starting together, and retention: one at a time.
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
         have = await existing_partitions(conn)
         for month, tables in missing_partitions(have, months_ahead(now_ns, ahead)):
-            try:
-                async with conn.transaction():  # a savepoint: one month failing is one month
-                    for table in tables:
-                        await conn.execute(
-                            sql.SQL(
-                                "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-                            ).format(
-                                sql.Identifier(month.partition(table)),
-                                sql.Identifier(table),
-                                sql.Literal(month.from_ns),
-                                sql.Literal(month.to_ns),
-                            )
-                        )
-            except psycopg.errors.CheckViolation as exc:
-                _log.error(
-                    "partition not created: the default partition holds rows of its month",
-                    month=month.label,
-                    error=str(exc).strip(),
-                )
-                continue
-            created.append(month.label)
+            made = False
+            for group in CREATED_TOGETHER:
+                lacking = [t for t in group if t in tables]
+                if lacking and await _create(conn, month, lacking):
+                    made = True
+            if made:
+                created.append(month.label)
     if created:
         _log.info("archive partitions created", months=created)
     return created
+
+
+async def _create(conn: Conn, month: Month, tables: list[str]) -> bool:
+    """Create ``month``'s partitions of ``tables``, all or none (a savepoint)."""
+    try:
+        async with conn.transaction():
+            for table in tables:
+                await conn.execute(
+                    sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                        sql.Identifier(month.partition(table)),
+                        sql.Identifier(table),
+                        sql.Literal(month.from_ns),
+                        sql.Literal(month.to_ns),
+                    )
+                )
+    except psycopg.errors.CheckViolation as exc:
+        _log.error(
+            "partition not created: the default partition holds rows of its month",
+            month=month.label,
+            tables=tables,
+            error=str(exc).strip(),
+        )
+        return False
+    return True
 
 
 async def dropped_months(conn: Conn) -> list[str]:
@@ -369,50 +389,88 @@ class RetentionOutcome:
     held_by: tuple[int, ...]
 
 
+async def _retain(
+    conn: Conn,
+    month: Month,
+    tables: frozenset[str],
+    active: list[Hold],
+    *,
+    cutoff: int,
+    keep_days: int,
+    run_by: str,
+    dry_run: bool,
+) -> RetentionOutcome:
+    """Decide one expired month, and (unless a dry run) drop it or record it kept."""
+    holding = await _holding(conn, month, tables, active)
+    decided = verdict(month, cutoff, holding)
+    assert decided is not None
+    counted = await _rows(conn, month, tables)
+    rows = sum(counted.values())
+    if dry_run:
+        action = "would_" + ("drop" if decided.drop else "keep_for_hold")
+        return RetentionOutcome(month, action, rows, holding)
+    action = "dropped" if decided.drop else "kept_for_hold"
+    detail = (
+        (
+            f"older than {keep_days} days"
+            if decided.drop
+            else "kept for " + ", ".join(h.describe() for h in active if h.id in holding)
+        )
+        + "; rows: "
+        + ", ".join(f"{t} {n}" for t, n in counted.items())
+    )
+    if decided.drop:
+        for table in PARTITIONED:
+            if table in tables:
+                await conn.execute(
+                    sql.SQL("DROP TABLE {}").format(sql.Identifier(month.partition(table)))
+                )
+    await conn.execute(
+        "INSERT INTO retention_runs (month, from_ns, to_ns, action, rows, detail,"
+        " run_by) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (month.label, month.from_ns, month.to_ns, action, rows, detail, run_by),
+    )
+    return RetentionOutcome(month, action, rows, holding)
+
+
 async def retention(
     conn: Conn, *, now_ns: int, keep_days: int, run_by: str, dry_run: bool = False
 ) -> list[RetentionOutcome]:
     """Drop every expired month that no active hold covers: its partitions of every
-    partitioned table, together. One transaction, under the lock that placing and
-    releasing holds take: a hold placed meanwhile is seen."""
+    partitioned table, together. A month at a time, each in a transaction of its own
+    under the lock that placing and releasing holds take (a hold placed meanwhile is
+    seen), with the partitioned tables locked before its holds are looked for: no row
+    can be written into the month between the check and the drop (writers, and readers,
+    wait until the month's commit; a row of a dropped month then goes to the default
+    partition, which retention never drops)."""
     cutoff = cutoff_ns(now_ns, keep_days)
-    outcomes: list[RetentionOutcome] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
-        active = await holds(conn)
-        for month, tables in (await existing_partitions(conn)).items():
-            if not expired(month, cutoff):  # (its holds need not be looked for)
-                continue
-            holding = await _holding(conn, month, tables, active)
-            decided = verdict(month, cutoff, holding)
-            assert decided is not None
-            counted = await _rows(conn, month, tables)
-            rows = sum(counted.values())
-            action = "dropped" if decided.drop else "kept_for_hold"
-            if dry_run:
-                action = "would_" + ("drop" if decided.drop else "keep_for_hold")
-            outcomes.append(RetentionOutcome(month, action, rows, holding))
-            if dry_run:
-                continue
-            detail = (
-                (
-                    f"older than {keep_days} days"
-                    if decided.drop
-                    else "kept for " + ", ".join(h.describe() for h in active if h.id in holding)
+        expired_months = [m for m in await existing_partitions(conn) if expired(m, cutoff)]
+    outcomes: list[RetentionOutcome] = []
+    for month in expired_months:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
+            if not dry_run:
+                await conn.execute(
+                    sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                        sql.SQL(", ").join(sql.Identifier(t) for t in PARTITIONED)
+                    )
                 )
-                + "; rows: "
-                + ", ".join(f"{t} {n}" for t, n in counted.items())
-            )
-            if decided.drop:
-                for table in PARTITIONED:
-                    if table in tables:
-                        await conn.execute(
-                            sql.SQL("DROP TABLE {}").format(sql.Identifier(month.partition(table)))
-                        )
-            await conn.execute(
-                "INSERT INTO retention_runs (month, from_ns, to_ns, action, rows, detail,"
-                " run_by) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (month.label, month.from_ns, month.to_ns, action, rows, detail, run_by),
+            tables = (await existing_partitions(conn)).get(month)
+            if not tables:
+                continue  # dropped by another run meanwhile
+            active = await holds(conn)
+            outcomes.append(
+                await _retain(
+                    conn,
+                    month,
+                    tables,
+                    active,
+                    cutoff=cutoff,
+                    keep_days=keep_days,
+                    run_by=run_by,
+                    dry_run=dry_run,
+                )
             )
     for outcome in outcomes:
         _log.info(

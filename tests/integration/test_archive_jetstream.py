@@ -39,6 +39,7 @@ from mesh.archive.jetstream import (
     JetStreamSource,
     NatsLogin,
     StreamSettings,
+    archive_subjects,
     cluster_login,
     connect,
     ensure_archive,
@@ -51,7 +52,15 @@ from mesh.protocol.models import TriggerEvent
 from tests.harness import event, wait_until
 from tests.integration.test_nats_cluster import _bridge_on, car_broker, publisher, spy
 from tests.integration.test_nats_cluster import _until as until
-from tests.nats_tools import ARCHIVER, DISPATCH, GW, UNIT, RunningCluster, archiver_process
+from tests.nats_tools import (
+    ARCHIVER,
+    DISPATCH,
+    GW,
+    UNIT,
+    RunningCluster,
+    archiver_process,
+    route_interest,
+)
 
 nats = pytest.importorskip("nats")
 
@@ -91,6 +100,20 @@ async def make_archive(cluster: RunningCluster, settings: StreamSettings) -> Non
             assert info.cluster.leader
 
         await until(led, 30, "the consumer's leader")
+
+        # The stream's leader tells the other nodes of its subjects after it is made; a
+        # publish at a node that has not heard yet finds no responder (CI: NoRespondersError).
+        subjects = set(archive_subjects(topics_of(cluster)))
+        central = cluster.layout.central
+
+        async def heard() -> None:
+            info = await js.stream_info(settings.stream)
+            assert info.cluster is not None
+            for index, node in enumerate(central.nodes):
+                if node.name != info.cluster.leader and cluster.procs[index].running:
+                    assert subjects <= route_interest(central, index), node.name
+
+        await until(heard, 30, "every node knowing the stream's subjects")
 
 
 async def consumer_state(cluster: RunningCluster) -> Any:

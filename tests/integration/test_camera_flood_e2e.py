@@ -214,8 +214,12 @@ async def test_a_command_flood_does_not_delay_a_genuine_command(
         await wait_until(lambda: flood_seen(camera) >= 2000, timeout_s=60)
         seen_before = flood_seen(camera)
         loaded, measured_s = await genuine.measure(recorder, sent_to)
-        seen_during = flood_seen(camera) - seen_before
-        flood_running = flood.poll() is None
+        seen_end = flood_seen(camera)
+        seen_during = seen_end - seen_before
+        # The measurement was under flood: it was arriving the whole time, and still is
+        # (from the publisher, or from what the broker queued for the camera when the
+        # publisher was faster than the camera and finished first: 60,000 in 1.1 s in CI).
+        await wait_until(lambda: flood_seen(camera) > seen_end, timeout_s=30)
         _, errors = flood.communicate(timeout=120)
         assert flood.returncode == 0, errors
         flood_s = time.monotonic() - flood_began
@@ -229,8 +233,6 @@ async def test_a_command_flood_does_not_delay_a_genuine_command(
         )
         print(figures)
         assert p99(loaded) <= 2 * p99(unloaded) + SLACK_MS, figures
-        # The measurement was under flood: it was arriving the whole time.
-        assert flood_running, figures
         assert seen_during >= 1000, figures
         # Bounded: the lanes hold at most 256 + 256 + 256 + 64, and the links kept up.
         assert deepest["intake"] <= 832, figures

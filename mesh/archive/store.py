@@ -404,13 +404,18 @@ _INSERT_REPEATS = (
 )
 # The records of a log the archive holds, full or folded (mesh/archive/fold.py). The
 # tables are partitioned by at_ns and keyed (log_id, seq, at_ns): that a seq is one record
-# is kept by looking it up under the log's row lock before inserting.
+# is kept by looking it up under the log's row lock before inserting. The seqs bound an
+# index range and are joined (hashed), not tested with ``seq = ANY``: PostgreSQL planned
+# that as a filter over every row of the log, each compared with the whole array (50 ms
+# in EXPLAIN ANALYZE for 2,000 seqs against a log of 8,000 rows, growing with the log).
 _HELD = (
-    "SELECT seq, prev_seq, hash, 'log_records' FROM log_records"
-    " WHERE log_id = %s AND seq = ANY(%s)"
-    " UNION ALL SELECT seq, prev_seq, encode(hash, 'hex'), 'presence_repeats'"
-    " FROM presence_repeats WHERE log_no = (SELECT log_no FROM logs WHERE log_id = %s)"
-    " AND seq = ANY(%s)"
+    "SELECT l.seq, l.prev_seq, l.hash, 'log_records' FROM log_records l"
+    " JOIN unnest(%(seqs)s::bigint[]) AS w (seq) ON w.seq = l.seq"
+    " WHERE l.log_id = %(log)s AND l.seq BETWEEN %(first)s AND %(last)s"
+    " UNION ALL SELECT p.seq, p.prev_seq, encode(p.hash, 'hex'), 'presence_repeats'"
+    " FROM presence_repeats p JOIN unnest(%(seqs)s::bigint[]) AS w (seq) ON w.seq = p.seq"
+    " WHERE p.log_no = (SELECT log_no FROM logs WHERE log_id = %(log)s)"
+    " AND p.seq BETWEEN %(first)s AND %(last)s"
 )
 _BASES = (
     "SELECT camera_id, seq, at_ns, body FROM presence_bases"
@@ -589,7 +594,9 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
         log_cur = await conn.execute(
             _UPSERT_LOG, (log_id, unit_id, gateway_id, max(b.head_seq for b in batches))
         )
-        held_cur = await conn.execute(_HELD, (log_id, seqs, log_id, seqs))
+        held_cur = await conn.execute(
+            _HELD, {"log": log_id, "seqs": seqs, "first": seqs[0], "last": seqs[-1]}
+        )
         bases_cur = await conn.execute(_BASES, (log_id, cameras)) if cameras else None
     row = await log_cur.fetchone()
     assert row is not None  # an upsert with RETURNING always returns its row

@@ -470,8 +470,13 @@ class JetStreamSource:
                 continue
             delay = 0.1
             backlog = len(msgs) >= want
-            for msg in msgs:
-                await self._hand(msg, sink)
+            # One at a time, yielding after each: decoding a fetch of large batches takes
+            # a while, and the writer's round trips to PostgreSQL go on meanwhile. The rest
+            # stay where a stop finds them (and hands them back).
+            self._fetched = msgs
+            while self._fetched:
+                await self._hand(self._fetched.pop(0), sink)
+                await asyncio.sleep(0)
 
     async def _hand(self, msg: Msg, sink: Sink) -> None:
         receipt = _Receipt(msg, self, self._max_deliver)

@@ -519,6 +519,11 @@ async def test_a_message_whose_write_fails_is_delivered_max_deliver_times_then_l
         if any(getattr(i.model, "source", None) and i.model.source.id == "bug" for i in items):
             attempts.append(len(items))
             raise RuntimeError("injected bug")
+        if not attempts and len(items) == 1:
+            # The writer took the first message alone (the source yields between
+            # messages): the next group is the other two, once both are queued.
+            queue_max = archiver.settings.queue_max
+            await wait_until(lambda: queue_max - archiver.room() >= 2, 10)
         return await write(conn, items, archived_by)
 
     monkeypatch.setattr(store, "write", buggy)
@@ -537,7 +542,7 @@ async def test_a_message_whose_write_fails_is_delivered_max_deliver_times_then_l
         await nc.flush()
         archiver = jetstream_archiver(nats_cluster, postgres, "arch-a", 0)
         before, after = triggers(2)
-        # Published before the archiver starts: fetched, and so written, together.
+        # Published before the archiver starts: fetched together.
         await publish_natively(
             nats_cluster, [encode(before), encode(event(source_id="bug")), encode(after)]
         )
@@ -549,7 +554,7 @@ async def test_a_message_whose_write_fails_is_delivered_max_deliver_times_then_l
     # max_deliver times, each delivery tried alone at least once.
     assert archiver.counters["returned.write_failed"] == 3, archiver.counters
     assert attempts.count(1) == 3, attempts
-    assert attempts[0] == 3, attempts  # the first try was the group of all three
+    assert attempts[0] >= 2, attempts  # the first try was in a group with another
     assert count(postgres, "triggers") == 2
     assert await stream_messages(nats_cluster) == 1  # left in the stream, until max_age
     state = await consumer_state(nats_cluster)

@@ -223,6 +223,9 @@ FETCH_WAIT_S = 2.0
 BATCH_WAIT_S = 0.05
 # Fetched and not yet settled, per archiver, at most (besides the queue's own room).
 INFLIGHT_MAX = 4_000
+# The event loop gets a turn after this much payload is decoded (one large log batch; a
+# hundred-odd triggers).
+YIELD_BYTES = 64 * 1024
 RETRY_MAX_S = 5.0
 
 
@@ -470,13 +473,18 @@ class JetStreamSource:
                 continue
             delay = 0.1
             backlog = len(msgs) >= want
-            # One at a time, yielding after each: decoding a fetch of large batches takes
-            # a while, and the writer's round trips to PostgreSQL go on meanwhile. The rest
-            # stay where a stop finds them (and hands them back).
-            self._fetched = msgs
+            # Handed over in order, yielding after every YIELD_BYTES of payload: decoding a
+            # fetch of large batches takes a while, and the writer's round trips to
+            # PostgreSQL go on meanwhile. The rest stay where a stop finds them (and hands
+            # them back).
+            self._fetched, handed = msgs, 0
             while self._fetched:
-                await self._hand(self._fetched.pop(0), sink)
-                await asyncio.sleep(0)
+                msg = self._fetched.pop(0)
+                await self._hand(msg, sink)
+                handed += len(msg.data)
+                if handed >= YIELD_BYTES:
+                    handed = 0
+                    await asyncio.sleep(0)
 
     async def _hand(self, msg: Msg, sink: Sink) -> None:
         receipt = _Receipt(msg, self, self._max_deliver)

@@ -165,6 +165,19 @@ def route_interest(central: NatsCluster, node: int) -> set[str]:
     return {subject for route in routes for subject in route.get("subscriptions_list") or []}
 
 
+def others_heard(cluster: RunningCluster, subjects: set[str], but: set[int]) -> bool:
+    """Whether every running node of ``cluster`` other than those in ``but`` lists
+    ``subjects`` in its /routez: a subscription's (or a new stream's) subjects reach the
+    other nodes after the node holding it has answered, and a publish at a node that has
+    not heard yet finds no subscriber (or no responder)."""
+    central = cluster.layout.central
+    return all(
+        subjects <= route_interest(central, index)
+        for index, proc in enumerate(cluster.procs)
+        if index not in but and proc.running
+    )
+
+
 async def mqtt_served(central: NatsCluster, timeout_s: float) -> None:
     """Wait until every node's MQTT listener accepts dispatch's login (its password, or
     on a cluster of certificate logins its certificate)."""

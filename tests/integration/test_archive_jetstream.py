@@ -59,7 +59,7 @@ from tests.nats_tools import (
     UNIT,
     RunningCluster,
     archiver_process,
-    route_interest,
+    others_heard,
 )
 
 nats = pytest.importorskip("nats")
@@ -104,14 +104,13 @@ async def make_archive(cluster: RunningCluster, settings: StreamSettings) -> Non
         # The stream's leader tells the other nodes of its subjects after it is made; a
         # publish at a node that has not heard yet finds no responder (CI: NoRespondersError).
         subjects = set(archive_subjects(topics_of(cluster)))
-        central = cluster.layout.central
+        nodes = cluster.layout.central.nodes
 
         async def heard() -> None:
             info = await js.stream_info(settings.stream)
             assert info.cluster is not None
-            for index, node in enumerate(central.nodes):
-                if node.name != info.cluster.leader and cluster.procs[index].running:
-                    assert subjects <= route_interest(central, index), node.name
+            leader = {i for i, node in enumerate(nodes) if node.name == info.cluster.leader}
+            assert others_heard(cluster, subjects, but=leader)
 
         await until(heard, 30, "every node knowing the stream's subjects")
 

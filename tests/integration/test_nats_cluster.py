@@ -39,7 +39,7 @@ from tests.nats_tools import (
     UNIT,
     RunningCluster,
     loopback_layout,
-    route_interest,
+    others_heard,
 )
 
 nats = pytest.importorskip("nats")
@@ -275,13 +275,8 @@ def _bridge_on(cluster: RunningCluster, node: int) -> bool:
         return False
     # Its subscriptions (QoS 0: plain subject interest) are announced to the other nodes
     # after the SUBACK; a publish at a node that has not heard yet finds no subscriber.
-    wanted = bridge_in_subjects(layout.car.spec)
     try:
-        return all(
-            wanted <= route_interest(layout.central, other)
-            for other, proc in enumerate(cluster.procs)
-            if other != node and proc.running
-        )
+        return others_heard(cluster, bridge_in_subjects(layout.car.spec), but={node})
     except OSError:
         return False
 

@@ -1,6 +1,7 @@
 """Live rows from a gateway's synced log (pure): which of its records become the rows an
-activation, ack, escalation or trigger published live would have made, and whether the keys that
-signed the log may vouch for them (docs/archive.md, "Live rows from the logs").
+activation, ack, escalation, trigger or receipt published live would have made, and
+whether the keys that signed the log may vouch for them (docs/archive.md, "Live rows from
+the logs").
 
 A log batch names its gateway itself, and any car may publish log batches, so nothing in
 a synced log is taken on its word: its records are used only once a checkpoint signed by a
@@ -23,19 +24,29 @@ from mesh.journal.chain import ChainedRecord, ChainReport
 from mesh.journal.records import (
     AckEntry,
     ActivationEntry,
+    CancelEntry,
     EscalatedEntry,
     FinishedEntry,
     RecordKind,
+    TriggerEntry,
 )
 from mesh.protocol.codec import PayloadError, decode
-from mesh.protocol.models import CameraAck
+from mesh.protocol.models import CameraAck, ReceiptOutcome, TriggerEvent, TriggerReceipt
 from mesh.security.checks import signed_envelope
 from mesh.security.keys import key_id_of_hex
 from mesh.security.trust import KeyRole, TrustedKey, TrustStore
 
 # The kinds of record that become live rows.
 LIVE_KINDS = frozenset(
-    {RecordKind.ACTIVATION, RecordKind.FINISHED, RecordKind.ACK, RecordKind.ESCALATED}
+    {
+        RecordKind.ACTIVATION,
+        RecordKind.SUPPRESSED,
+        RecordKind.REFUSED,
+        RecordKind.CANCEL,
+        RecordKind.FINISHED,
+        RecordKind.ACK,
+        RecordKind.ESCALATED,
+    }
 )
 
 
@@ -110,34 +121,116 @@ class LiveRows:
 def live_items(
     records: Iterable[ChainedRecord], gateway_id: str, unit_id: str, trust: TrustStore
 ) -> LiveRows:
-    """The archive items of the ACTIVATION (its trigger), FINISHED, ACK and ESCALATED
-    records among ``records`` (the vouched-for records of ``gateway_id``'s log), as their
-    live messages would give them."""
+    """The archive items of the ACTIVATION, SUPPRESSED and REFUSED (each its trigger and
+    its receipt), CANCEL (its receipt), FINISHED, ACK and ESCALATED records among
+    ``records`` (the vouched-for records of ``gateway_id``'s log), as their live messages
+    would give them."""
     out = LiveRows()
     for record in records:
         if record.kind not in LIVE_KINDS:
             continue
         try:
-            item = _item(record, gateway_id, unit_id, trust)
+            items = _items(record, gateway_id, unit_id, trust)
         except (ValidationError, ValueError, PayloadError) as exc:
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc).splitlines()[0]
             out.refused.append(f"record {record.seq} ({record.kind}): unreadable: {reason}")
             continue
-        if isinstance(item, str):
-            out.refused.append(f"record {record.seq} ({record.kind}): {item}")
+        if isinstance(items, str):
+            out.refused.append(f"record {record.seq} ({record.kind}): {items}")
         else:
-            out.items.append(item)
+            out.items.extend(items)
     return out
 
 
+def _items(
+    record: ChainedRecord, gateway_id: str, unit_id: str, trust: TrustStore
+) -> list[Item] | str:
+    match record.kind:
+        case RecordKind.ACTIVATION:
+            entry = ActivationEntry.model_validate_json(record.body)
+            accepted = _receipt(
+                entry.trigger, ReceiptOutcome.ACCEPTED, record.activation_id, "", entry
+            )
+            return _trigger_and_receipt(entry.trigger, accepted, gateway_id, unit_id)
+        case RecordKind.REFUSED:
+            refused = TriggerEntry.model_validate_json(record.body)
+            rejected = _receipt(
+                refused.trigger, ReceiptOutcome.REJECTED, None, refused.reason, refused
+            )
+            return _trigger_and_receipt(refused.trigger, rejected, gateway_id, unit_id)
+        case RecordKind.SUPPRESSED:
+            merged = TriggerEntry.model_validate_json(record.body)
+            # A log written before the record said whether the activation was pending
+            # cannot give the receipt as it was sent: only the trigger.
+            suppressed = (
+                None
+                if merged.activation_pending is None
+                else _receipt(
+                    merged.trigger,
+                    ReceiptOutcome.SUPPRESSED,
+                    merged.activation_id,
+                    merged.reason,
+                    merged,
+                    pending=merged.activation_pending,
+                )
+            )
+            return _trigger_and_receipt(merged.trigger, suppressed, gateway_id, unit_id)
+        case RecordKind.CANCEL:
+            cancel = CancelEntry.model_validate_json(record.body)
+            if cancel.received_at_ns is None:
+                return []  # logged before the time its receipt gave was
+            answer = TriggerReceipt(
+                event_id=cancel.cancel.cancel_id,
+                unit_id=unit_id,
+                outcome=ReceiptOutcome.ACCEPTED if cancel.accepted else ReceiptOutcome.REJECTED,
+                activation_id=cancel.cancel.activation_id,
+                reason=cancel.reason,
+                at_ns=cancel.received_at_ns,
+            )
+            return [_receipt_item(answer)]
+        case _:
+            item = _item(record, gateway_id, unit_id, trust)
+            return item if isinstance(item, str) else [item]
+
+
+def _receipt(
+    trigger: TriggerEvent,
+    outcome: ReceiptOutcome,
+    activation_id: str | None,
+    reason: str,
+    entry: ActivationEntry | TriggerEntry,
+    *,
+    pending: bool | None = None,
+) -> TriggerReceipt:
+    """The receipt the gateway sent for ``trigger``: it is timed when the trigger was
+    received, as the record says (``received_at_ns``)."""
+    return TriggerReceipt(
+        event_id=trigger.event_id,
+        unit_id=trigger.unit_id,
+        outcome=outcome,
+        activation_id=activation_id,
+        reason=reason,
+        at_ns=entry.received_at_ns,
+        activation_pending=pending,
+    )
+
+
+def _trigger_and_receipt(
+    trigger: TriggerEvent, receipt: TriggerReceipt | None, gateway_id: str, unit_id: str
+) -> list[Item] | str:
+    # The trigger as received (its signature, if it came signed, is not in the log: the
+    # row's jws stays empty), and what the gateway answered, both on its unit's topics.
+    if trigger.unit_id != unit_id:
+        return f"trigger of unit {trigger.unit_id}; the fleet file gives {gateway_id} {unit_id}"
+    items = [Item(TopicKind.TRIGGER, trigger, (trigger.unit_id,), trigger.model_dump_json())]
+    return items if receipt is None else [*items, _receipt_item(receipt)]
+
+
+def _receipt_item(receipt: TriggerReceipt) -> Item:
+    return Item(TopicKind.RECEIPT, receipt, (receipt.unit_id,), receipt.model_dump_json())
+
+
 def _item(record: ChainedRecord, gateway_id: str, unit_id: str, trust: TrustStore) -> Item | str:
-    if record.kind == RecordKind.ACTIVATION:
-        # The trigger the activation was decided on (its signature, if it came signed, is
-        # not in the log: the row's jws stays empty).
-        trigger = ActivationEntry.model_validate_json(record.body).trigger
-        if trigger.unit_id != unit_id:
-            return f"trigger of unit {trigger.unit_id}; the fleet file gives {gateway_id} {unit_id}"
-        return Item(TopicKind.TRIGGER, trigger, (trigger.unit_id,), trigger.model_dump_json())
     if record.kind == RecordKind.FINISHED:
         activation = FinishedEntry.model_validate_json(record.body).record
         problem = _owned("activation", activation.issuer, activation.unit_id, gateway_id, unit_id)

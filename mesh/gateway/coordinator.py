@@ -265,6 +265,7 @@ class Coordinator:
                     code="suppressed",
                     reason=admission.reason,
                     activation_id=admission.activation_id,
+                    activation_pending=live is not None,
                 ),
             )
             # Whether the sender can still hear the final record (it is not retained).
@@ -696,7 +697,7 @@ class Coordinator:
         self._append(
             RecordKind.CANCEL,
             aid,
-            CancelEntry(cancel=request, accepted=not problem, reason=problem),
+            CancelEntry(cancel=request, accepted=not problem, reason=problem, received_at_ns=now),
         )
         if problem or live is None:
             self.counters["cancels.refused"] += 1

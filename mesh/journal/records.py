@@ -165,6 +165,9 @@ class TriggerEntry(Frozen):
     code: str
     reason: str
     activation_id: str | None = None
+    # Suppressed: whether the activation it was merged into was still pending, as the
+    # receipt said (the archive makes the receipt from this record). Absent before.
+    activation_pending: bool | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class PublishedEntry(Frozen):
@@ -238,6 +241,9 @@ class CancelEntry(Frozen):
     cancel: CancelRequest
     accepted: bool
     reason: str
+    # When the gateway decided: its receipt's ``at_ns`` (the archive makes the receipt from
+    # this record). Absent in logs written before it was logged.
+    received_at_ns: TimeNs | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class CancelAckEntry(Frozen):

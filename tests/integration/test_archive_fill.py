@@ -207,9 +207,14 @@ async def test_the_live_rows_a_lost_message_left_out_are_made_from_the_vouched_l
             ("a-1", "dispatch")
         ]
         assert outcome.counts["superseded.activation"] == 1  # the live copy, kept
-        # The trigger of each activation, as received (unsigned here: no jws).
+        # The trigger of each activation, as received (unsigned here: no jws), and the
+        # receipt the gateway answered it with.
         assert sorted(rows(postgres, "SELECT event_id, unit_id, jws FROM triggers")) == sorted(
             (_TRIGGERS[a].event_id, CAR, None) for a in ("a-1", "a-2")
+        )
+        receipts = "SELECT event_id, outcome, activation_id, archived_by FROM receipts"
+        assert sorted(rows(postgres, receipts)) == sorted(
+            (_TRIGGERS[a].event_id, "accepted", a, "arch-1/log") for a in ("a-1", "a-2")
         )
 
         # Nothing new vouched for: nothing done. The next checkpoint vouches for a-3.

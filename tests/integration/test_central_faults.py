@@ -98,7 +98,12 @@ class Car:
                 "SELECT event_id FROM triggers WHERE event_id = ANY(%s)", (triggers,)
             )
             triggered = {row[0] for row in await cursor.fetchall()}
+            cursor = await conn.execute(
+                "SELECT event_id FROM receipts WHERE event_id = ANY(%s)", (triggers,)
+            )
+            answered = {row[0] for row in await cursor.fetchall()}
         problems += [f"trigger {t} not archived" for t in triggers if t not in triggered]
+        problems += [f"receipt of trigger {t} not archived" for t in triggers if t not in answered]
         for activation_id in finals:
             record = self.watcher.records[activation_id]
             for camera in record.cameras:

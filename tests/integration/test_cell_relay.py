@@ -43,6 +43,7 @@ from mesh.ops.metrics import gateway_family
 from mesh.protocol.codec import decode, encode
 from mesh.protocol.models import CameraAck, GeoPoint, TriggerKind
 from mesh.sim.camera_fleet import build_agents, wait_all_up
+from tests.chaos_tools import ChaosProxy
 from tests.conftest import require_mosquitto
 from tests.harness import CENTER, event, spec, wait_until
 from tests.integration.test_edge_central import publisher, spy
@@ -342,12 +343,14 @@ async def test_what_waits_for_central_is_bounded_and_sent_in_order(
     """Central unreachable (nothing listens on its port): the gateway's cell commands wait
     in the relay, at most OUT_MAX besides the one being sent, the oldest dropped first.
     Central comes up on that port: what waited arrives, in order, the newest OUT_MAX
-    among it."""
+    among it. (The relay's address is a proxy in front of central, listening only once
+    the test's own subscriber is on: what the relay sends at once is not missed.)"""
     topics = Topics(f"t-{uuid.uuid4().hex[:8]}/mesh/v2")
     car_url = BrokerUrl(scheme="mqtt", host="127.0.0.1", port=own_mosquitto.port)
     central_port = free_port()
+    front = ChaosProxy(("127.0.0.1", central_port))
     relay = CellRelay(
-        RelaySettings(BrokerUrl(scheme="mqtt", host="127.0.0.1", port=central_port)),
+        RelaySettings(front.url),
         local_url=car_url,
         topics=topics,
         issuer="gw-car-12",
@@ -370,6 +373,7 @@ async def test_what_waits_for_central_is_bounded_and_sent_in_order(
         central.start()
         central_url = BrokerUrl(scheme="mqtt", host="127.0.0.1", port=central_port)
         async with spy(central_url, topics.command_cell("+")) as at_central:
+            await front.start()
             expected = sent - relay.counters["relay.out_dropped"]
             await wait_until(lambda: relay.counters["relay.out"] >= expected, 20)
             await wait_until(lambda: len(at_central) >= expected, 10)
@@ -380,6 +384,7 @@ async def test_what_waits_for_central_is_bounded_and_sent_in_order(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await front.close()
         if central is not None:
             central.stop()
 

@@ -433,8 +433,21 @@ async def _retain(
     return RetentionOutcome(month, action, rows, holding)
 
 
+async def database_now_ns(conn: Conn) -> int:
+    """PostgreSQL's clock, in ns: the one every archiver and operator shares."""
+    cur = await conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1e9)::bigint")
+    row = await cur.fetchone()
+    assert row is not None  # a SELECT without FROM returns its row
+    return int(row[0])
+
+
 async def retention(
-    conn: Conn, *, now_ns: int, keep_days: int, run_by: str, dry_run: bool = False
+    conn: Conn,
+    *,
+    keep_days: int,
+    run_by: str,
+    dry_run: bool = False,
+    now_ns: int | None = None,
 ) -> list[RetentionOutcome]:
     """Drop every expired month that no active hold covers: its partitions of every
     partitioned table, together. A month at a time, each in a transaction of its own
@@ -442,7 +455,11 @@ async def retention(
     seen), with the partitioned tables locked before its holds are looked for: no row
     can be written into the month between the check and the drop (writers, and readers,
     wait until the month's commit; a row of a dropped month then goes to the default
-    partition, which retention never drops)."""
+    partition, which retention never drops). Its age is by the database's clock unless
+    ``now_ns`` is given: a machine whose clock is wrong (years ahead, say) must not make
+    it drop this month."""
+    if now_ns is None:
+        now_ns = await database_now_ns(conn)
     cutoff = cutoff_ns(now_ns, keep_days)
     async with conn.transaction():
         expired_months = [m for m in await existing_partitions(conn) if expired(m, cutoff)]

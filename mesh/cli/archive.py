@@ -621,8 +621,6 @@ def retention(
     --keep-days, whole partitions at a time; a month holding a row an active legal hold
     covers is kept (and said so)."""
     require("archive", "trigger-mesh archiver retention")
-    import time
-
     from mesh.archive import partitions
 
     dsn = _dsn(db)
@@ -630,9 +628,8 @@ def retention(
     configure_logs("auto", "info")
 
     async def act(conn: Conn) -> list[partitions.RetentionOutcome]:
-        return await partitions.retention(
-            conn, now_ns=time.time_ns(), keep_days=keep_days, run_by=who, dry_run=dry_run
-        )
+        # By PostgreSQL's clock, not this machine's.
+        return await partitions.retention(conn, keep_days=keep_days, run_by=who, dry_run=dry_run)
 
     outcomes = _on_archive(dsn, "trigger-mesh retention", act)
     out = console()

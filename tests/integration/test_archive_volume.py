@@ -735,6 +735,48 @@ async def test_retention_drops_a_month_of_every_table_together_and_holds_cover_l
         await conn.close()
 
 
+def test_retention_goes_by_the_database_s_clock_not_the_machine_s(
+    postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's machine runs `archiver retention --keep-days 30` with its clock five
+    years ahead (a dead clock battery, a wrong time server): this month, which holds a
+    record, is kept, because the cutoff comes from PostgreSQL's clock."""
+    from typer.testing import CliRunner
+
+    from mesh.cli.app import app
+
+    now = time.time_ns()
+    this_month = Month.of_ns(now)
+
+    async def set_up() -> None:
+        conn = await connect(postgres)
+        try:
+            await migrate(conn)
+            await partitions.ensure_ahead(conn, now)
+            await store.write(conn, [batch_item(Topics("mesh/v2"), "edge-a", chain_at([now]))], "x")
+        finally:
+            await conn.close()
+
+    asyncio.run(set_up())
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 5 * 365 * 86_400 * 10**9)
+    result = CliRunner().invoke(
+        app, ["archiver", "retention", "--db", postgres, "--keep-days", "30", "--by", "ops"]
+    )
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    assert "nothing older than 30 days" in result.output, result.output
+    assert rows(postgres, "SELECT count(*) FROM log_records") == [(1,)]
+    assert this_month.partition("log_records") in {
+        str(r[0])
+        for r in rows(
+            postgres,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'log_records'::regclass",
+        )
+    }
+
+
 async def test_a_held_row_written_while_retention_runs_keeps_its_month(postgres: str) -> None:
     """The race of a hold check: a row of an expired month that a hold covers, written by
     an archiver while retention is deciding that month (a car back after months away,

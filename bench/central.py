@@ -123,7 +123,7 @@ TRIGGER_COPY = (
 
 # --- the workloads ---------------------------------------------------------------------------
 class LogWorkload:
-    """Batches of BATCH_RECORDS records over LOGS logs, each log a valid hash chain."""
+    """Batches of BATCH_RECORDS records over ``logs`` logs (LOGS), each a valid hash chain."""
 
     name = "log"
     table = "log_records"
@@ -137,13 +137,14 @@ class LogWorkload:
         " FROM log_records"
     )
 
-    def __init__(self, topics: Topics, records: int) -> None:
+    def __init__(self, topics: Topics, records: int, *, logs: int = LOGS) -> None:
         self.topics = topics
-        self.per_log = max(BATCH_RECORDS, records // LOGS)
-        self.rows = self.per_log * LOGS
+        self.logs = logs
+        self.per_log = max(BATCH_RECORDS, records // logs)
+        self.rows = self.per_log * logs
 
     def messages(self) -> Iterator[Message]:
-        logs = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(LOGS)]
+        logs = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(self.logs)]
         state = {log: (GENESIS, 0) for log in logs}
         for start in range(1, self.per_log + 1, BATCH_RECORDS):
             for n, log_id in enumerate(logs):

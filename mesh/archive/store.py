@@ -406,8 +406,8 @@ _INSERT_REPEATS = (
 # tables are partitioned by at_ns and keyed (log_id, seq, at_ns): that a seq is one record
 # is kept by looking it up under the log's row lock before inserting. The seqs bound an
 # index range and are joined (hashed), not tested with ``seq = ANY``: PostgreSQL planned
-# that as a filter over every row of the log, each compared with the whole array (50 ms
-# in EXPLAIN ANALYZE for 2,000 seqs against a log of 8,000 rows, growing with the log).
+# that as a filter over every row of the log, each compared with the whole array, so a
+# write cost more as the log grew (bench/archive_write.py).
 _HELD = (
     "SELECT l.seq, l.prev_seq, l.hash, 'log_records' FROM log_records l"
     " JOIN unnest(%(seqs)s::bigint[]) AS w (seq) ON w.seq = l.seq"

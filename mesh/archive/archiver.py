@@ -321,7 +321,8 @@ class Archiver:
         """The months ahead exist (mesh/archive/partitions.py), checked at most hourly."""
         self._partitions_at = time.monotonic()
         try:
-            await self._retrying("partitions", lambda c: partitions.ensure_ahead(c, time.time_ns()))
+            # By the database's clock: an archiver whose clock is off makes no other months.
+            await self._retrying("partitions", partitions.ensure_ahead)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             # Records of a month with no partition go to the default one: nothing is lost.
             self._log.error("archive partitions not created", error=str(exc).strip())

@@ -13,6 +13,7 @@ row only if its camera's signature holds, as a live ack's must.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -48,6 +49,11 @@ LIVE_KINDS = frozenset(
         RecordKind.ESCALATED,
     }
 )
+
+
+# A NUL character in the JSON of a row: ``\u0000`` not itself escaped (``\\u0000`` is
+# a backslash and the text u0000).
+NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,8 @@ class LiveRows:
 def live_items(
     records: Iterable[ChainedRecord], gateway_id: str, unit_id: str, trust: TrustStore
 ) -> LiveRows:
-    """The archive items of the ACTIVATION, SUPPRESSED and REFUSED (each its trigger and
-    its receipt), CANCEL (its receipt), FINISHED, ACK and ESCALATED records among
+    """The archive items of the ACTIVATION and SUPPRESSED (each its trigger and its
+    receipt), REFUSED and CANCEL (their receipts), FINISHED, ACK and ESCALATED records among
     ``records`` (the vouched-for records of ``gateway_id``'s log), as their live messages
     would give them."""
     out = LiveRows()
@@ -137,8 +143,17 @@ def live_items(
             continue
         if isinstance(items, str):
             out.refused.append(f"record {record.seq} ({record.kind}): {items}")
-        else:
-            out.items.extend(items)
+            continue
+        for item in items:
+            if NUL_ESCAPE.search(item.raw):
+                # PostgreSQL's text and jsonb hold no NUL: refused here, one by one, not
+                # by the database after the stretch's write failed as a whole.
+                out.refused.append(
+                    f"record {record.seq} ({record.kind}): its {item.kind.value} holds a NUL "
+                    "character, which PostgreSQL cannot store"
+                )
+            else:
+                out.items.append(item)
     return out
 
 
@@ -153,11 +168,15 @@ def _items(
             )
             return _trigger_and_receipt(entry.trigger, accepted, gateway_id, unit_id)
         case RecordKind.REFUSED:
+            # Only the receipt: the trigger was refused (stale, unsigned, forged), and
+            # anyone who reaches the gateway can have one logged.
             refused = TriggerEntry.model_validate_json(record.body)
+            if refused.trigger.unit_id != unit_id:
+                return _other_unit(refused.trigger, gateway_id, unit_id)
             rejected = _receipt(
                 refused.trigger, ReceiptOutcome.REJECTED, None, refused.reason, refused
             )
-            return _trigger_and_receipt(refused.trigger, rejected, gateway_id, unit_id)
+            return [_receipt_item(rejected)]
         case RecordKind.SUPPRESSED:
             merged = TriggerEntry.model_validate_json(record.body)
             # A log written before the record said whether the activation was pending
@@ -221,9 +240,13 @@ def _trigger_and_receipt(
     # The trigger as received (its signature, if it came signed, is not in the log: the
     # row's jws stays empty), and what the gateway answered, both on its unit's topics.
     if trigger.unit_id != unit_id:
-        return f"trigger of unit {trigger.unit_id}; the fleet file gives {gateway_id} {unit_id}"
+        return _other_unit(trigger, gateway_id, unit_id)
     items = [Item(TopicKind.TRIGGER, trigger, (trigger.unit_id,), trigger.model_dump_json())]
     return items if receipt is None else [*items, _receipt_item(receipt)]
+
+
+def _other_unit(trigger: TriggerEvent, gateway_id: str, unit_id: str) -> str:
+    return f"trigger of unit {trigger.unit_id}; the fleet file gives {gateway_id} {unit_id}"
 
 
 def _receipt_item(receipt: TriggerReceipt) -> Item:

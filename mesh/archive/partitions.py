@@ -189,13 +189,18 @@ async def existing_months(conn: Conn) -> list[Month]:
     return sorted(await existing_partitions(conn))
 
 
-async def ensure_ahead(conn: Conn, now_ns: int, ahead: int = AHEAD_MONTHS) -> list[str]:
+async def ensure_ahead(
+    conn: Conn, now_ns: int | None = None, ahead: int = AHEAD_MONTHS
+) -> list[str]:
     """Create the partitions of this month and ``ahead`` more that are missing; return
-    the months (YYYYMM) that partitions were created for. The partitions of one group of
+    the months (YYYYMM) that partitions were created for. This month is by the database's
+    clock unless ``now_ns`` is given. The partitions of one group of
     ``CREATED_TOGETHER`` are created together or not at all: if a table's default
     partition already holds rows of the month (a clock that ran ahead), its group's are
     not created (logged), and those rows stay in the default; the other groups' are."""
     created: list[str] = []
+    if now_ns is None:
+        now_ns = await database_now_ns(conn)
     async with conn.transaction():
         # Archivers starting together, and retention: one at a time.
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))

@@ -404,19 +404,36 @@ _INSERT_REPEATS = (
 )
 # The records of a log the archive holds, full or folded (mesh/archive/fold.py). The
 # tables are partitioned by at_ns and keyed (log_id, seq, at_ns): that a seq is one record
-# is kept by looking it up under the log's row lock before inserting. The seqs bound an
-# index range and are joined (hashed), not tested with ``seq = ANY``: PostgreSQL planned
-# that as a filter over every row of the log, each compared with the whole array, so a
-# write cost more as the log grew (bench/archive_write.py).
+# is kept by looking it up under the log's row lock before inserting. The seqs are given
+# as runs of consecutive seqs, each an index range: the cost follows the group, not the
+# log (``seq = ANY(seqs)`` was planned as a filter over every row of the log, each compared
+# with the whole array: bench/archive_write.py), and a batch whose seqs are far apart (any
+# car may send one for any log) reads no more than its own seqs.
 _HELD = (
     "SELECT l.seq, l.prev_seq, l.hash, 'log_records' FROM log_records l"
-    " JOIN unnest(%(seqs)s::bigint[]) AS w (seq) ON w.seq = l.seq"
-    " WHERE l.log_id = %(log)s AND l.seq BETWEEN %(first)s AND %(last)s"
+    " JOIN unnest(%(first)s::bigint[], %(last)s::bigint[]) AS r (first, last)"
+    " ON l.seq BETWEEN r.first AND r.last WHERE l.log_id = %(log)s"
     " UNION ALL SELECT p.seq, p.prev_seq, encode(p.hash, 'hex'), 'presence_repeats'"
-    " FROM presence_repeats p JOIN unnest(%(seqs)s::bigint[]) AS w (seq) ON w.seq = p.seq"
+    " FROM presence_repeats p"
+    " JOIN unnest(%(first)s::bigint[], %(last)s::bigint[]) AS r (first, last)"
+    " ON p.seq BETWEEN r.first AND r.last"
     " WHERE p.log_no = (SELECT log_no FROM logs WHERE log_id = %(log)s)"
-    " AND p.seq BETWEEN %(first)s AND %(last)s"
 )
+
+
+def seq_runs(seqs: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The first and last seq of each run of consecutive seqs in ``seqs`` (sorted)."""
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for seq in seqs:
+        if lasts and seq == lasts[-1] + 1:
+            lasts[-1] = seq
+        else:
+            firsts.append(seq)
+            lasts.append(seq)
+    return firsts, lasts
+
+
 _BASES = (
     "SELECT camera_id, seq, at_ns, body FROM presence_bases"
     " WHERE log_id = %s AND camera_id = ANY(%s)"
@@ -594,9 +611,8 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
         log_cur = await conn.execute(
             _UPSERT_LOG, (log_id, unit_id, gateway_id, max(b.head_seq for b in batches))
         )
-        held_cur = await conn.execute(
-            _HELD, {"log": log_id, "seqs": seqs, "first": seqs[0], "last": seqs[-1]}
-        )
+        firsts, lasts = seq_runs(seqs)
+        held_cur = await conn.execute(_HELD, {"log": log_id, "first": firsts, "last": lasts})
         bases_cur = await conn.execute(_BASES, (log_id, cameras)) if cameras else None
     row = await log_cur.fetchone()
     assert row is not None  # an upsert with RETURNING always returns its row

@@ -197,6 +197,47 @@ async def test_a_seq_is_one_record_whatever_its_time_says(postgres: str) -> None
         await conn.close()
 
 
+async def test_a_batch_with_seqs_far_apart_reads_only_its_own_seqs(postgres: str) -> None:
+    """Any car may send a batch for any log: one with records at seq 2 and seq 2^52 (it
+    links, a retention gap between them) must not make the writer read the whole log it
+    names while holding that log's lock; nor a normal group of new records. Counted from
+    PostgreSQL's own plan (EXPLAIN ANALYZE): the rows the look-up read from the log's
+    tables. Looked up as one range or as ``seq = ANY``, it read all 2,000."""
+    topics = Topics("mesh/v2")
+    now = time.time_ns()
+    held = chain_at([now + i for i in range(2000)])
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+        await store.write(conn, [batch_item(topics, "edge-1", held)], "t")  # type: ignore[list-item]
+    finally:
+        await conn.close()
+    far = 2**52
+    for seqs in ([2, far], list(range(2001, 2101))):
+        firsts, lasts = store.seq_runs(seqs)
+        with psycopg.connect(postgres) as sync_conn:
+            cur = sync_conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + store._HELD,
+                {"log": "edge-1", "first": firsts, "last": lasts},
+            )
+            found = cur.fetchone()
+        assert found is not None
+        assert _rows_read(found[0][0]["Plan"]) <= len(seqs), seqs[:3]
+
+
+def _rows_read(node: dict[str, object]) -> int:
+    """Rows a plan's scans of the log tables produced or filtered out, over all loops."""
+    read = 0
+    relation = str(node.get("Relation Name", ""))
+    if relation.startswith(("log_records", "presence_repeats")):
+        loops = int(str(node.get("Actual Loops", 1)))
+        for key in ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck"):
+            read += int(float(str(node.get(key, 0))) * loops)
+    for child in node.get("Plans", []):  # type: ignore[attr-defined]
+        read += _rows_read(child)
+    return read
+
+
 async def test_the_migration_keeps_the_rows_of_the_003_schema(postgres: str) -> None:
     old = [m for m in available() if m.version <= 3]
     january, march = Month(2025, 1), Month(2025, 3)

@@ -109,3 +109,35 @@ async def test_a_log_written_before_receipts_were_made_from_it_makes_none_it_can
 def _time_in(body: str) -> str:
     start = body.index('"received_at_ns":"') + len('"received_at_ns":"')
     return body[start : body.index('"', start)]
+
+
+async def test_a_refused_trigger_gives_only_its_receipt_and_a_nul_is_refused_alone(
+    tmp_path: Path,
+) -> None:
+    """Anyone who reaches a gateway can have a refused trigger logged: it gives its
+    receipt, not a trigger row. A trigger holding a NUL character (which PostgreSQL's
+    text cannot store) is refused here, alone, and its receipt still made; before, it
+    failed the stretch's whole write, which was then done again row by row."""
+    log = tmp_path / "log.db"
+    nul = {"x": "a\x00b"}
+    async with running_coordinator(log, [camera("bwc-1")], PATIENT) as rig:
+        forged = event(TriggerKind.TASER_ARM).model_copy(update={"detail": nul})
+        refused = await rig.coordinator.submit(forged, untrusted=Rejection("bad_signature", "x"))
+        first = event(source_id="holster-1")
+        accepted = await rig.coordinator.submit(first)
+        repeat = event(source_id="holster-1").model_copy(update={"detail": nul})
+        merged = await rig.coordinator.submit(repeat)
+        assert merged.outcome is ReceiptOutcome.SUPPRESSED
+    rows = live_items(read_records(log), ISSUER, UNIT, TrustStore())
+    made = {(i.kind, getattr(i.model, "event_id", None)) for i in rows.items}
+    assert (TopicKind.RECEIPT, forged.event_id) in made
+    assert (TopicKind.TRIGGER, forged.event_id) not in made
+    assert (TopicKind.TRIGGER, first.event_id) in made
+    assert (TopicKind.RECEIPT, repeat.event_id) in made
+    assert (TopicKind.TRIGGER, repeat.event_id) not in made
+    assert [r for r in rows.refused if "NUL" in r] == [
+        r for r in rows.refused if "(suppressed): its trigger holds a NUL character" in r
+    ]
+    assert len([r for r in rows.refused if "NUL" in r]) == 1
+    assert refused.outcome is ReceiptOutcome.REJECTED
+    assert accepted.outcome is ReceiptOutcome.ACCEPTED

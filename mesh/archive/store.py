@@ -178,11 +178,15 @@ _INSERT_TRIGGERS = (
     " %b::text[], %b::text[])"
     " AS r (event_id, unit_id, kind, source_type, source_id, observed_at_ns, payload, jws)"
     # A trigger made from a gateway's log has no signature (the log keeps the trigger, not
-    # its JWS): its live copy, signed, arriving later, puts it in.
+    # its JWS): its live copy, signed, arriving later, puts it in; only the same trigger's
+    # (another signed one under the same event_id is a duplicate, not a replacement).
     " ON CONFLICT (event_id) DO UPDATE SET payload = EXCLUDED.payload, jws = EXCLUDED.jws,"
     " archived_by = EXCLUDED.archived_by, archived_at = now()"
     " WHERE triggers.jws IS NULL AND EXCLUDED.jws IS NOT NULL"
     " AND triggers.archived_by LIKE '%%/log'"
+    " AND (triggers.unit_id, triggers.kind, triggers.source_type, triggers.source_id,"
+    " triggers.observed_at_ns) = (EXCLUDED.unit_id, EXCLUDED.kind, EXCLUDED.source_type,"
+    " EXCLUDED.source_id, EXCLUDED.observed_at_ns)"
     " RETURNING event_id"
 )
 

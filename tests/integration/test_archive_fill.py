@@ -489,6 +489,14 @@ async def test_a_trigger_made_from_the_log_gets_its_signature_from_the_live_copy
         await filled(conn, log_id_of(path), fleet)
         trigger = _TRIGGERS["a-1"]
         assert rows(postgres, "SELECT jws, archived_by FROM triggers") == [(None, "arch-1/log")]
+        # Another trigger signed under the same event_id (another source) replaces nothing.
+        other = trigger.model_copy(update={"observed_at_ns": trigger.observed_at_ns + 1})
+        forged = accept(
+            TOPICS, TOPICS.trigger(CAR), PayloadSigner(fleet.keys[GW]).seal(other).to_bytes()
+        )
+        assert forged is not None
+        assert (await store.write(conn, [forged], "arch-2")).counts["duplicate.trigger"] == 1
+        assert rows(postgres, "SELECT jws, archived_by FROM triggers") == [(None, "arch-1/log")]
         signed = PayloadSigner(fleet.keys[GW]).seal(trigger).to_bytes()
         late = accept(TOPICS, TOPICS.trigger(CAR), signed)
         assert late is not None

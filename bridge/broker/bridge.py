@@ -62,6 +62,9 @@ SYSTEM_CA_PATH = "/etc/ssl/certs"
 # Decorrelated-jitter reconnect delay, seconds: a cellular uplink that comes back is used
 # within CAP seconds, and the centre sees at most one TLS handshake per BASE per car.
 DEFAULT_RESTART_TIMEOUT = (2, 30)
+# The bridge's MQTT keepalive (s): mosquitto drops a connection silent for 1.5 of them,
+# one still waiting for its CONNACK included (docs/broker.md).
+BRIDGE_KEEPALIVE_S = 10
 
 
 class BridgeError(ValueError):
@@ -261,8 +264,11 @@ def render_bridge(spec: BridgeSpec, fleet: FleetSpec) -> str:
         f"local_clientid {client_id}-local",
         "start_type automatic",
         f"restart_timeout {base} {cap}",
-        # A dead uplink that sends no reset (a NAT, a tunnel) is noticed by a missed ping.
-        "keepalive_interval 30",
+        # A dead uplink that sends no reset (a NAT, a tunnel), or a node that takes the
+        # connection and never answers it (a NATS node whose MQTT streams are electing
+        # leaders after another died), is given up on after 1.5 keepalives, and the next
+        # address is tried.
+        f"keepalive_interval {BRIDGE_KEEPALIVE_S}",
         # Retained state (presence, status, watermarks) keeps its retain flag across.
         "bridge_outgoing_retain true",
         # $SYS/broker/connection/<id>/state: 1 up, 0 down, here and at central (its will).

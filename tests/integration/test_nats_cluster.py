@@ -27,7 +27,7 @@ from bridge.broker.bridge import bridge_client_id
 from bridge.broker.nats import ADMIN_USER, mqtt_subjects
 from bridge.broker.nats_run import bridge_in_subjects, bridge_subscribed
 from bridge.mqtt.client import Inbound, LinkOptions, MqttLink
-from bridge.mqtt.embedded import MosquittoProcess
+from bridge.mqtt.embedded import MosquittoProcess, free_port
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from tests.conftest import require_mosquitto, require_nats_server
@@ -355,6 +355,63 @@ async def test_the_car_bridge_relays_both_ways(nats_cluster: RunningCluster) -> 
             print(f"bridge up and subscribed {bridged_s:.2f} s after the car broker's start")
     finally:
         await nc.close()
+
+
+class SilentNode:
+    """A listener that takes connections and never says a word (a node holding the
+    bridge's CONNECT unanswered)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.accepted = 0
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._take, "127.0.0.1", self.port)
+
+    async def _take(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._held.append(writer)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._held:
+            writer.transport.abort()
+
+
+async def test_a_node_that_never_answers_the_bridge_is_given_up_for_the_next(
+    nats_cluster: RunningCluster,
+) -> None:
+    """The first address of the car's bridge takes its connection and never answers (as a
+    NATS node did for 50 s while its MQTT streams elected leaders after another node was
+    killed): mosquitto gives it up after 1.5 keepalives and connects to the next node, so
+    what the car queued reaches central within that (with a keepalive of 30 it waited 45 s)."""
+    layout = nats_cluster.layout
+    central, car = layout.central, layout.car
+    topics = Topics(car.spec.prefix)
+    silent = SilentNode()
+    await silent.start()
+    lines = car.conf.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("address "))
+    lines[at] = f"address 127.0.0.1:{silent.port} " + lines[at].removeprefix("address ")
+    car.conf.write_text("\n".join(lines) + "\n")
+    try:
+        async with (
+            spy(central.mqtt_url(DISPATCH, node=2), f"{topics.prefix}/#") as at_central,
+            car_broker(nats_cluster),
+            publisher(car.url_for(GW)) as gateway,
+        ):
+            queued = topics.activation(UNIT, "a-0000000000000001")
+            await gateway.publish(queued, b"queued")
+            await wait_until(lambda: silent.accepted >= 1, 10)
+            taken = time.monotonic()
+            # 1.5 keepalives (15 s), the next connect, and slack for a loaded machine.
+            await wait_until(lambda: _payloads(at_central, queued) == [b"queued"], 25)
+            print(f"the silent node held the bridge {time.monotonic() - taken:.1f} s")
+    finally:
+        silent.close()
 
 
 async def test_the_bridge_fails_over_to_another_node(nats_cluster: RunningCluster) -> None:

@@ -223,14 +223,8 @@ def _receipt(
 ) -> TriggerReceipt:
     """The receipt the gateway sent for ``trigger``: it is timed when the trigger was
     received, as the record says (``received_at_ns``)."""
-    return TriggerReceipt(
-        event_id=trigger.event_id,
-        unit_id=trigger.unit_id,
-        outcome=outcome,
-        activation_id=activation_id,
-        reason=reason,
-        at_ns=entry.received_at_ns,
-        activation_pending=pending,
+    return TriggerReceipt.answering(
+        trigger, outcome, activation_id, reason, entry.received_at_ns, pending=pending
     )
 
 

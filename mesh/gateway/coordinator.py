@@ -352,15 +352,7 @@ class Coordinator:
         *,
         pending: bool | None = None,
     ) -> TriggerReceipt:
-        return TriggerReceipt(
-            event_id=event.event_id,
-            unit_id=event.unit_id,
-            outcome=outcome,
-            activation_id=activation_id,
-            reason=reason,
-            at_ns=now,
-            activation_pending=pending,
-        )
+        return TriggerReceipt.answering(event, outcome, activation_id, reason, now, pending=pending)
 
     def _announce(self, receipt: TriggerReceipt) -> TriggerReceipt:
         """Tell the trigger's sender (and dispatch) what became of it."""

@@ -504,6 +504,29 @@ class TriggerReceipt(Frozen):
         exclude_if=lambda v: v is None,  # only suppressed receipts carry it
     )
 
+    @classmethod
+    def answering(
+        cls,
+        trigger: TriggerEvent,
+        outcome: ReceiptOutcome,
+        activation_id: str | None,
+        reason: str,
+        at_ns: int,
+        *,
+        pending: bool | None = None,
+    ) -> TriggerReceipt:
+        """The gateway's answer to ``trigger``, taken at ``at_ns`` (the archive makes the
+        same from the gateway's log: one construction, so the two are the same bytes)."""
+        return cls(
+            event_id=trigger.event_id,
+            unit_id=trigger.unit_id,
+            outcome=outcome,
+            activation_id=activation_id,
+            reason=reason,
+            at_ns=at_ns,
+            activation_pending=pending,
+        )
+
 
 class GatewayStatus(Frozen):
     """Retained per gateway; the last-will copy has online=false."""

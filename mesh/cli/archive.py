@@ -210,8 +210,8 @@ def archiver(
             await Archiver(settings, source=archiver_source(login, url, name)).run()
 
     # An archiver holds thousands of decoded records in its queue, and with the default
-    # thresholds the cycle collector walks them (and everything imported) again and again:
-    # about a quarter of its CPU on edge-log batches (docs/benchmarks.md). What is loaded
+    # thresholds the cycle collector walks them (and everything imported) again and again
+    # (bench/central.py, paired runs in docs/benchmarks.md). What is loaded
     # by now lives as long as the process; records hold no reference cycles and are freed
     # by reference counting, so collecting less often keeps no more memory to speak of.
     gc.freeze()

@@ -167,7 +167,7 @@ async def sync(dsn: str, path: Path) -> int:
                 sent_at_ns=time.time_ns(),
                 records=batch_records(part),
             )
-            item = accept(TOPICS, TOPICS.log_records(batch.log_id), encode(batch))
+            item = accept(TOPICS, TOPICS.log_records(batch.log_id, GW), encode(batch))
             assert item is not None
             await store.write(conn, [item], "bench")
     finally:

@@ -9,7 +9,7 @@ of its own per run, dropped after).
 
 Two workloads, each run on a fresh stream and schema:
 
-- **log**: edge-log sync batches (``{p}/log/{id}/records``, 100 records of about 400 bytes
+- **log**: edge-log sync batches (``{p}/log/{id}/records/{gateway}``, 100 records of about 400 bytes
   each, valid hash chains, 10 logs), the bulk of what the archive stores: one row of
   ``log_records`` per record;
 - **live**: triggers (``{p}/trigger/U``), one message and one row each.
@@ -178,7 +178,7 @@ class LogWorkload:
                     records=tuple(batch),
                 )
                 yield Message(
-                    self.topics.log_records(log_id),
+                    self.topics.log_records(log_id, GW),
                     encode(message),
                     tuple(_log_row(log_id, r) for r in batch),
                     tuple(f"{log_id}/{r.seq}" for r in batch),

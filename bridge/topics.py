@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DEFAULT_PREFIX = "mesh/v2"
-# The sender level of a watermark for a log synced without a gateway id (`log sync` with
-# no --gateway): not an Ident, so it cannot be a gateway's.
+# The sender level of a log batch, and of its watermark, for a log synced without a
+# gateway id: reserved, so it cannot be a gateway's (the fleet file refuses it as an id,
+# and the archive a batch naming it).
 UNNAMED_SENDER = "_unnamed"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -92,15 +93,20 @@ class Topics:
     def gateway(self, gateway_id: str) -> str:
         return f"{self.prefix}/gateway/{gateway_id}"
 
-    def log_records(self, log_id: str) -> str:
-        """Batches of an edge activation log's records, on their way to the archive."""
-        return f"{self.prefix}/log/{log_id}/records"
+    def log_records(self, log_id: str, gateway_id: str | None) -> str:
+        """Batches of an edge activation log's records, on their way to the archive, under
+        the gateway that sends them: the broker lets a gateway send only under its own
+        name, and the archive stores a log's batches from one gateway only."""
+        return f"{self.prefix}/log/{log_id}/records/{_sender(gateway_id)}"
 
     def log_synced(self, log_id: str, gateway_id: str | None) -> str:
         """The archive's synced watermark of one log (retained), under the gateway that
         sent it, so that a car's bridge and ACL can name its own (log ids are random)."""
-        sender = UNNAMED_SENDER if gateway_id is None else gateway_id  # "" is a level, not None
-        return f"{self.prefix}/log/{log_id}/synced/{sender}"
+        return f"{self.prefix}/log/{log_id}/synced/{_sender(gateway_id)}"
+
+    def records_from(self, gateway_id: str) -> str:
+        """Every log batch one gateway sends."""
+        return f"{self.prefix}/log/+/records/{gateway_id}"
 
     def synced_for(self, gateway_id: str) -> str:
         """Every watermark of one gateway's logs."""
@@ -129,7 +135,7 @@ class Topics:
         return f"{self.prefix}/gateway/+"
 
     def all_log_records(self) -> str:
-        return f"{self.prefix}/log/+/records"
+        return f"{self.prefix}/log/+/records/+"
 
     # --- parsing ----------------------------------------------------------------
     def parse(self, topic: str) -> ParsedTopic | None:
@@ -149,8 +155,8 @@ class Topics:
                 return ParsedTopic(TopicKind.RECORDING, (issuer, camera))
             case ["activation", unit, activation]:
                 return ParsedTopic(TopicKind.ACTIVATION, (unit, activation))
-            case ["log", log_id, "records"]:
-                return ParsedTopic(TopicKind.LOG_RECORDS, (log_id,))
+            case ["log", log_id, "records", gateway]:
+                return ParsedTopic(TopicKind.LOG_RECORDS, (log_id, gateway))
             case ["log", log_id, "synced", gateway]:
                 return ParsedTopic(TopicKind.LOG_SYNCED, (log_id, gateway))
         return None
@@ -165,6 +171,10 @@ _ONE_LEVEL = {
     "presence": TopicKind.PRESENCE,
     "gateway": TopicKind.GATEWAY,
 }
+
+
+def _sender(gateway_id: str | None) -> str:
+    return UNNAMED_SENDER if gateway_id is None else gateway_id  # "" is a level, not None
 
 
 def shared(group: str, topic_filter: str) -> str:

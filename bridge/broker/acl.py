@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.topics import Topics
+from bridge.topics import UNNAMED_SENDER, Topics
 
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 Access = Literal["read", "write", "readwrite"]
@@ -97,8 +97,8 @@ class FleetSpec:
             raise FleetError("prefix", str(exc)) from None
         seen: dict[str, str] = {}
         for key, name, unit in self._entries():
-            if not _ID_RE.match(name) or name in (".", ".."):
-                raise FleetError(key, f"id {name!r} must be 1-64 of [A-Za-z0-9._:-]")
+            if not _ID_RE.match(name) or name in (".", "..", UNNAMED_SENDER):
+                raise FleetError(key, _id_problem(name))
             if name in seen:
                 raise FleetError(key, f"id {name!r} is already used by {seen[name]}")
             seen[name] = key
@@ -152,6 +152,12 @@ class FleetSpec:
         raise KeyError(name)
 
 
+def _id_problem(name: str) -> str:
+    if name == UNNAMED_SENDER:  # the sender level of a log sent without a gateway
+        return f"id {name!r} is reserved (the name of logs sent without a gateway)"
+    return f"id {name!r} must be 1-64 of [A-Za-z0-9._:-]"
+
+
 @dataclass(frozen=True)
 class Rule:
     access: Access
@@ -189,8 +195,9 @@ def gateway_rules(
         Rule("readwrite", t.activation(unit, "+")),
         Rule("write", t.all_escalations()),
         Rule("readwrite", t.gateway(gateway)),
-        # Log ids are random per log file, not per gateway: the archive checks the records.
-        Rule("write", f"{p}/log/+/records"),
+        # Log batches only under its own name: the archive stores a log's batches from
+        # the gateway that bound it only (docs/archive.md).
+        Rule("write", t.records_from(gateway)),
         # The watermarks name their gateway: only its own.
         Rule("read", t.synced_for(gateway)),
     )

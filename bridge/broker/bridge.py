@@ -197,6 +197,7 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
             # Only this gateway's: every car importing every log's would grow with the
             # square of the fleet (docs/deployment.md).
             BridgeTopic(t.synced_for(gw.name), "in", "the archive's watermarks of its logs"),
+            BridgeTopic(t.records_from(gw.name), "out", "its log sync batches, for the archive"),
         ]
     out += [
         BridgeTopic(f"{p}/cmd/camera/{cam.name}", "in", "other gateways' retries to it")
@@ -207,7 +208,6 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
         BridgeTopic(f"{p}/ack/+/+", "out", "every ack, for the archive and other gateways"),
         BridgeTopic(f"{p}/recording/+/+", "out", "the car's cameras' recordings, for others"),
         BridgeTopic(t.all_presence(), "out", "the car's cameras, for dispatch (retained)"),
-        BridgeTopic(t.all_log_records(), "out", "log sync batches, for the archive"),
         # Out only if a gateway of the car may broadcast (the fleet's `broadcast`).
         BridgeTopic(t.command_all(), "both", "circles over ~1.4 km: everyone's cameras, either way")
         if any(gw.broadcast for gw in fleet.gateways)

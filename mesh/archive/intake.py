@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bridge.topics import TopicKind, Topics
+from bridge.topics import UNNAMED_SENDER, TopicKind, Topics
 from mesh.decide.rejection import Rejection
 from mesh.journal.chain import record_hash
 from mesh.protocol.codec import PayloadError, decode
@@ -131,6 +131,12 @@ def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
         case _:  # TopicKind.LOG_RECORDS
             model = decode(LogBatch, payload, max_bytes=BATCH_MAX_BYTES)
             _same("id_mismatch", "records of log", model.log_id, "log", args[0])
+            # The broker lets a gateway send only under its own name (docs/broker.md): the
+            # name on the topic is who sent it, and the batch must say the same.
+            if model.gateway_id == UNNAMED_SENDER:
+                raise PayloadError("reserved_id", f"gateway id {UNNAMED_SENDER!r} is reserved")
+            sender = UNNAMED_SENDER if model.gateway_id is None else model.gateway_id
+            _same("gateway_mismatch", "batch from gateway", sender, "gateway", args[1])
             check_batch(model)
     try:
         raw = payload.decode()

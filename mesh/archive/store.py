@@ -67,9 +67,9 @@ class WriteResult:
 
 async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteResult:
     """Store ``items``: the small ones in one transaction, the log batches in one
-    transaction per log (each batch locks its log's row while the watermark is recomputed;
-    logs are written in the order of their ids, batches of one log in seq order, so two
-    archivers never deadlock)."""
+    transaction per log and sender (each locks its log's row while the watermark is
+    recomputed; logs are written in the order of their ids, batches of one log in seq
+    order, so two archivers never deadlock)."""
     result = WriteResult()
     small = [i for i in items if i.kind is not TopicKind.LOG_RECORDS]
     if small:
@@ -77,12 +77,12 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
             await write_small(conn, small, archived_by, result)
     batches = sorted(
         (i.model for i in items if isinstance(i.model, LogBatch)),
-        key=lambda b: (b.log_id, b.records[0].seq),
+        key=lambda b: (b.log_id, b.gateway_id or "", b.records[0].seq),
     )
-    for _, of_log in itertools.groupby(batches, key=lambda b: b.log_id):
-        # A transaction per log: its row is locked only while its own batches are written,
-        # so another archiver (taking logs in the same order) writes the log before
-        # meanwhile, instead of waiting for the whole group to commit.
+    for _, of_log in itertools.groupby(batches, key=lambda b: (b.log_id, b.gateway_id)):
+        # A transaction per log and sender: its row is locked only while its own batches
+        # are written, so another archiver (taking logs in the same order) writes the log
+        # before meanwhile, instead of waiting for the whole group to commit.
         async with conn.transaction():
             await _write_log(conn, list(of_log), archived_by, result)
     return result
@@ -114,7 +114,7 @@ def _lock_order(item: Item) -> tuple[str, str]:
 class Conflict:
     """A copy refused because it conflicts with what the archive holds."""
 
-    kind: str  # activation, ack, log_record
+    kind: str  # activation, ack, log_record, log_batch
     subject: str
     source: str  # what the cap counts against (see CONFLICTS_PER_SOURCE_HOUR)
     code: str
@@ -382,15 +382,21 @@ def binding_conflict(held: tuple[str, str, str], got: tuple[str, str, str]) -> s
 
 
 # --- edge logs ------------------------------------------------------------------------------
-# The first batch that names a unit and a gateway binds the log to them: a later batch
-# naming others (any car may send batches under any log id) changes neither, and is
-# counted (other_gateway.log_batch). Live rows are made from a log as its gateway's.
+# The first batch that names a gateway binds the log to it (and to the unit it names).
+# The broker lets a gateway send batches only under its own name, but under any log id:
+# a batch from another gateway, or from none, on a bound log changes nothing and is
+# refused whole (conflict.log_batch), so that no other car's records take the seqs of
+# the log's own. Live rows are made from a log as its gateway's.
 _UPSERT_LOG = (
     "INSERT INTO logs (log_id, unit_id, gateway_id, head_seq) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (log_id) DO UPDATE SET"
-    " unit_id = coalesce(logs.unit_id, EXCLUDED.unit_id),"
+    " unit_id = CASE WHEN logs.gateway_id IS NULL OR logs.gateway_id = EXCLUDED.gateway_id"
+    " THEN coalesce(logs.unit_id, EXCLUDED.unit_id) ELSE logs.unit_id END,"
     " gateway_id = coalesce(logs.gateway_id, EXCLUDED.gateway_id),"
-    " head_seq = greatest(logs.head_seq, EXCLUDED.head_seq), last_batch_at = now()"
+    " head_seq = CASE WHEN logs.gateway_id IS NULL OR logs.gateway_id = EXCLUDED.gateway_id"
+    " THEN greatest(logs.head_seq, EXCLUDED.head_seq) ELSE logs.head_seq END,"
+    " last_batch_at = CASE WHEN logs.gateway_id IS NULL"
+    " OR logs.gateway_id = EXCLUDED.gateway_id THEN now() ELSE logs.last_batch_at END"
     " RETURNING synced_seq, log_no, gateway_id"
 )
 _COPY_RECORDS = (
@@ -588,7 +594,8 @@ class _Pending:
 
 
 async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: WriteResult) -> None:
-    """Store one log's batches of a group (in seq order), in the caller's transaction,
+    """Store one log's batches of a group from one sender (in seq order; refused if the
+    log is another gateway's), in the caller's transaction,
     which holds the log's row lock until it commits: batches of one log are stored one
     group at a time across all archivers, so the watermark is computed over every batch
     committed before, and a seq looked up here cannot be inserted by anyone else meanwhile.
@@ -610,7 +617,7 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
     )
     # What the batches' upserts, one after the other, would leave.
     unit_id = next((b.unit_id for b in batches if b.unit_id is not None), None)
-    gateway_id = next((b.gateway_id for b in batches if b.gateway_id is not None), None)
+    gateway_id = batches[0].gateway_id  # the same in each: the caller groups by sender
     async with conn.pipeline():
         log_cur = await conn.execute(
             _UPSERT_LOG, (log_id, unit_id, gateway_id, max(b.head_seq for b in batches))
@@ -620,10 +627,10 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
         bases_cur = await conn.execute(_BASES, (log_id, cameras)) if cameras else None
     row = await log_cur.fetchone()
     assert row is not None  # an upsert with RETURNING always returns its row
-    before, log_no = int(row[0]), int(row[1])
-    result.counts["other_gateway.log_batch"] += sum(
-        1 for b in batches if b.gateway_id is not None and b.gateway_id != row[2]
-    )
+    before, log_no, owner = int(row[0]), int(row[1]), row[2]
+    if owner is not None and owner != gateway_id:
+        await _refuse_foreign(conn, batches, str(owner), by, result)
+        return
     held = {
         int(seq): (int(prev), str(h), str(table))
         for seq, prev, h, table in await held_cur.fetchall()
@@ -702,6 +709,31 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
     # The watermark goes out under the name of each gateway that sent a batch.
     for gateway in dict.fromkeys(b.gateway_id for b in batches):
         result.logs.append(LogProgress(log_id, after, after > before, gateway))
+
+
+async def _refuse_foreign(
+    conn: Conn, batches: Sequence[LogBatch], owner: str, by: str, result: WriteResult
+) -> None:
+    """Batches from a gateway other than the log's: none of their records is stored."""
+    for batch in batches:
+        sender = batch.gateway_id or "no gateway"
+        first, last = batch.records[0].seq, batch.records[-1].seq
+        conflict = Conflict(
+            kind="log_batch",
+            subject=f"{batch.log_id}:{first}-{last}:{sender}",
+            # The cap counts against the sender, whose name the broker checked: what one
+            # credential sends, under however many log ids, keeps at most the cap an hour.
+            source=f"from:{sender}",
+            code="other_gateway",
+            detail=f"log {batch.log_id} is gateway {owner}'s: a batch from {sender} "
+            f"(records {first}-{last}) was not stored",
+            unit_id=None,
+            issuer=owner,  # whose log it concerns: `archiver verify` lists it there
+            # The records only: the same records resent (a new sent_at_ns) are one copy.
+            payload="[" + ",".join(r.model_dump_json() for r in batch.records) + "]",
+        )
+        await _report(conn, conflict, by, result)
+    result.counts["conflict.log_batch"] += len(batches)
 
 
 def _resent(

@@ -498,10 +498,11 @@ def log_sync(
     ] = None,
 ) -> None:
     """Send the log's records to the central archive (`trigger-mesh archiver`), until the
-    archive confirms it holds them all. Exit 0 synced; 1 not confirmed within --timeout
-    (the archive, or a broker that went away); 2 not a log, a TLS file of the broker URL
-    that cannot be read, or credentials the broker refuses; 75 the broker cannot be reached
-    at the start."""
+    archive confirms it holds them all, as the log's gateway (--gateway, or the one its
+    started record names). Exit 0 synced; 1 not confirmed within --timeout
+    (the archive, or a broker that went away); 2 not a log, a log naming no gateway
+    without --gateway, a TLS file of the broker URL that cannot be read, or credentials
+    the broker refuses; 75 the broker cannot be reached at the start."""
     from mesh.cli.progress import progress
     from mesh.cli.reach import require_broker
     from mesh.dispatch.literal import literal
@@ -520,6 +521,13 @@ def log_sync(
         )
     except LogError as exc:
         fail(str(exc))
+    if sync.gateway_id is None:
+        # The archive stores a log's batches from its gateway only, and the broker lets a
+        # credential send them only under its own name (docs/protocol.md, "Log sync").
+        fail(
+            f"{log}: the log names no gateway (it holds no started record): give --gateway, "
+            "the gateway whose log it is, with that gateway's broker credential"
+        )
     require_broker(url)  # a missing log first (2), then a missing broker (75)
     with progress("log sync", "records") as report:
         sync.progress = report

@@ -4,7 +4,7 @@ the archive's watermark says every one is stored (docs/archive.md, docs/protocol
 The archive publishes, retained, on ``{p}/log/{log_id}/synced/{gateway}`` the highest seq
 up to which it holds every record of the log (under the name of the gateway whose batch it
 answered). A sync reads that watermark, publishes the records
-after it in batches (QoS 1) on ``{p}/log/{log_id}/records``, then waits for the watermark
+after it in batches (QoS 1) on ``{p}/log/{log_id}/records/{gateway}``, then waits for the watermark
 to reach the last record it sent; if it does not in time (a batch lost with an archiver,
 the database down), it sends again from wherever the watermark now is. Resending is
 harmless: the archive stores each record once.
@@ -242,7 +242,10 @@ class LogSync:
                 break  # nothing left (retention removed the rest since the pass began)
             payload = encode(batch)
             await self.link.publish(
-                self.topics.log_records(self.log_id), payload, qos=1, wait_s=_left(deadline)
+                self.topics.log_records(self.log_id, self.gateway_id),
+                payload,
+                qos=1,
+                wait_s=_left(deadline),
             )
             sent += len(batch.records)
             self.counters["records_sent"] += len(batch.records)

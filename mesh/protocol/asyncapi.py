@@ -264,16 +264,23 @@ FLOWS: dict[TopicKind, Flow] = {
         },
     ),
     TopicKind.LOG_RECORDS: Flow(
-        address=lambda t: t.log_records("{log_id}"),
+        address=lambda t: t.log_records("{log_id}", "{gateway}"),
         messages=("log_batch",),
         summary="Batches of an edge activation log's records, on their way to the archive.",
         senders=("gateway",),
         receivers=("archive",),
         located={"log_id": "log_id"},
         reply=TopicKind.LOG_SYNCED,
+        parameters={
+            "gateway": "The batch's `gateway_id` (it MUST be the same), or "
+            f"`{UNNAMED_SENDER}` for a log sent without one. The broker lets a gateway "
+            "publish only under its own id."
+        },
         notes={"gateway": "`trigger-mesh log sync` sends a log the same way."},
         description="In seq order, at most 500 records or about 256 KiB a batch (a larger "
-        "record travels alone; archivers accept up to 16 MiB). Resending is always safe.",
+        "record travels alone; archivers accept up to 16 MiB). Resending is always safe. "
+        "The archive stores a log's batches from the first gateway that names itself in "
+        "one, and refuses any other gateway's.",
     ),
     TopicKind.LOG_SYNCED: Flow(
         address=lambda t: t.log_synced("{log_id}", "{gateway}"),

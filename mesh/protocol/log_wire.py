@@ -46,7 +46,7 @@ class LogBatchRecord(Frozen):
 
 
 class LogBatch(Frozen):
-    """``{p}/log/{log_id}/records``: consecutive records of one edge log, in seq order
+    """``{p}/log/{log_id}/records/{gateway}``: consecutive records of one edge log, in seq order
     (each record's prev_seq is the seq of the one before it; checked on intake)."""
 
     type: Literal["log_batch"] = "log_batch"
@@ -61,7 +61,7 @@ class LogBatch(Frozen):
 
 
 class LogSynced(Frozen):
-    """``{p}/log/{log_id}/synced``, retained: every record of the log up to ``synced_seq``
+    """``{p}/log/{log_id}/synced/{gateway}``, retained: every record of the log up to ``synced_seq``
     (following prev_seq) is stored in the archive."""
 
     type: Literal["log_synced"] = "log_synced"

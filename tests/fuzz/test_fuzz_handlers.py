@@ -166,7 +166,7 @@ def own_topic(model: Any) -> str:
     if isinstance(model, Escalation):
         return TOPICS.escalation(model.audience)
     assert isinstance(model, LogBatch)
-    return TOPICS.log_records(model.log_id)
+    return TOPICS.log_records(model.log_id, model.gateway_id)
 
 
 ARCHIVED = [TriggerEvent, TriggerReceipt, ActivationRecord, CameraAck, Escalation]
@@ -262,7 +262,7 @@ TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=60)
 def test_a_log_batch_is_stored_whole_or_refused_at_the_record_changed(
     batch_: LogBatch, data: st.DataObject
 ) -> None:
-    topic = TOPICS.log_records(batch_.log_id)
+    topic = TOPICS.log_records(batch_.log_id, batch_.gateway_id)
     item = accept(TOPICS, topic, encode(batch_))
     assert isinstance(item, Item)
     assert item.model == batch_
@@ -487,7 +487,7 @@ def test_sequence_numbers_past_64_bits_are_refused_at_intake() -> None:
         ],
     }
     with pytest.raises(PayloadError) as info:
-        accept(TOPICS, TOPICS.log_records("log-1"), json.dumps(batch_).encode())
+        accept(TOPICS, TOPICS.log_records("log-1", None), json.dumps(batch_).encode())
     assert info.value.reason.startswith("field 'head_seq': Input should be less than")
     synced = {"type": "log_synced", "v": 2, "log_id": "l", "synced_seq": big}
     synced |= {"archiver": "a", "at_ns": "1"}

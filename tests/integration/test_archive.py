@@ -152,12 +152,17 @@ def ack(
 # --- pure parts -----------------------------------------------------------------------------
 def test_log_topics_and_shared_subscriptions() -> None:
     t = Topics("mesh/v2")
-    assert t.log_records("abc") == "mesh/v2/log/abc/records"
+    assert t.log_records("abc", "gw-1") == "mesh/v2/log/abc/records/gw-1"
+    assert t.log_records("abc", None) == "mesh/v2/log/abc/records/_unnamed"
+    assert t.records_from("gw-1") == "mesh/v2/log/+/records/gw-1"
     assert t.log_synced("abc", "gw-1") == "mesh/v2/log/abc/synced/gw-1"
     assert t.log_synced("abc", None) == "mesh/v2/log/abc/synced/_unnamed"
     assert t.synced_for("gw-1") == "mesh/v2/log/+/synced/gw-1"
-    assert t.all_log_records() == "mesh/v2/log/+/records"
-    assert t.parse(t.log_records("abc")).kind is TopicKind.LOG_RECORDS  # type: ignore[union-attr]
+    assert t.all_log_records() == "mesh/v2/log/+/records/+"
+    parsed = t.parse(t.log_records("abc", "gw-1"))
+    assert parsed is not None
+    assert (parsed.kind, parsed.args) == (TopicKind.LOG_RECORDS, ("abc", "gw-1"))
+    assert t.parse("mesh/v2/log/abc/records") is None
     assert t.parse(t.log_synced("abc", "gw-1")).args == ("abc", "gw-1")  # type: ignore[union-attr]
     assert t.parse("mesh/v2/log/abc/other") is None
     assert shared("archivers", "mesh/v2/ack/+/+") == "$share/archivers/mesh/v2/ack/+/+"
@@ -312,7 +317,7 @@ async def test_malformed_payloads_are_rejected_counted_and_the_archiver_keeps_go
         await pub.publish(topics.trigger(UNIT), b'{"type": "ack", "v": 2}')
         await pub.publish(topics.trigger("car-99"), encode(good))  # another unit's topic
         await pub.publish(topics.ack(ISSUER, "bwc-2"), encode(ack("a-1", "bwc-1")))
-        await pub.publish(topics.log_records("abc"), b'{"type": "log_batch", "v": 1}')
+        await pub.publish(topics.log_records("abc", None), b'{"type": "log_batch", "v": 1}')
         await pub.publish(topics.trigger(UNIT), encode(good))
         await wait_until(lambda: archiver.counters["stored.trigger"] == 1)
     rejected = {k: v for k, v in archiver.counters.items() if k.startswith("rejected.")}
@@ -585,7 +590,7 @@ async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(
         running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
         publisher(mosquitto.url) as pub,
     ):
-        await pub.publish(topics.log_records("log-car12"), encode(batch), qos=1)
+        await pub.publish(topics.log_records("log-car12", ISSUER), encode(batch), qos=1)
         await pub.publish(topics.activation(UNIT, "a-v"), encode(genuine), qos=1)
         await wait_until(lambda: archiver.counters["stored.activation"] == 1)
         await pub.publish(topics.activation("car-7", "a-v"), encode(forged), qos=1)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.topics import Topics
+from bridge.topics import UNNAMED_SENDER, Topics
 from mesh.archive import fill, store
 from mesh.archive.db import Conn, connect
 from mesh.archive.intake import Item, accept
@@ -35,7 +35,7 @@ from mesh.journal.retention import RetentionPass
 from mesh.journal.signer import CheckpointSigner
 from mesh.journal.store import ActivationLog, log_id_of, read_records
 from mesh.journal.sync import batch_records
-from mesh.protocol.codec import encode
+from mesh.protocol.codec import PayloadError, encode
 from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import (
     ActivationRecord,
@@ -164,7 +164,7 @@ def batch_of(path: Path, gateway_id: str, after: int = 0, *, log_id: str | None 
         sent_at_ns=time.time_ns(),
         records=records,
     )
-    item = accept(TOPICS, TOPICS.log_records(log_id), encode(batch))
+    item = accept(TOPICS, TOPICS.log_records(log_id, gateway_id), encode(batch))
     assert item is not None
     return item
 
@@ -363,7 +363,7 @@ def junk_batch(log_id: str, claims: str, seq: int = 10**9) -> Item:
     batch = LogBatch(
         log_id=log_id, gateway_id=claims, head_seq=seq, sent_at_ns=now, records=(record,)
     )
-    item = accept(TOPICS, TOPICS.log_records(log_id), encode(batch))
+    item = accept(TOPICS, TOPICS.log_records(log_id, claims), encode(batch))
     assert item is not None
     return item
 
@@ -416,23 +416,77 @@ async def test_a_row_postgresql_refuses_is_refused_alone(tmp_path: Path, postgre
         assert (await filled(conn, log_id_of(path), fleet)).status == "nothing_new"
 
 
-async def test_another_car_cannot_rebind_a_log_to_its_gateway(
+async def test_another_car_cannot_write_into_a_log_bound_to_its_gateway(
     tmp_path: Path, postgres: str
 ) -> None:
-    """The thief sends a batch on gw-car-12's log id claiming gw-car-7: the log stays
-    gw-car-12's (the first batch bound it), the claim is counted, the log is filled."""
+    """The thief (gw-car-7's credential: the broker lets it send batches only under its
+    own name) sends a record on gw-car-12's log id at the seq the log's next record will
+    take. Before, it was stored: the genuine record was then refused as a conflict, the
+    watermark told gw-car-12 its record was archived, and the log was never filled past
+    it. Now the whole batch is refused, and the log goes on as if it had never come."""
     fleet, path = Fleet(), tmp_path / "victim.db"
     async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
         await log_activations(log, fleet, ["v-1"])
         await log.checkpoint()
         await synced(conn, batch_of(path, GW))
-        victim = log_id_of(path)
-        claimed = await store.write(conn, [junk_batch(victim, THIEF)], "arch-1")
-        assert claimed.counts["other_gateway.log_batch"] == 1
-        assert rows(postgres, "SELECT gateway_id FROM logs") == [(GW,)]
+        victim, head = log_id_of(path), max(r.seq for r in read_records(path))
+        junk = junk_batch(victim, THIEF, seq=head + 1).model
+        assert isinstance(junk, LogBatch)
+        claim = encode(junk.model_copy(update={"unit_id": THIEF_CAR}))
+        item = accept(TOPICS, TOPICS.log_records(victim, THIEF), claim)
+        assert item is not None
+        planted = await store.write(conn, [item], "arch-1")
+        # Sent again (as a sync resends): the same records are one kept copy.
+        again = encode(junk.model_copy(update={"unit_id": THIEF_CAR, "sent_at_ns": 1}))
+        resent = accept(TOPICS, TOPICS.log_records(victim, THIEF), again)
+        assert resent is not None
+        await store.write(conn, [resent], "arch-1")
+        assert planted.counts["conflict.log_batch"] == 1
+        assert planted.logs == []  # no watermark for the thief
+        assert rows(postgres, "SELECT gateway_id, unit_id, head_seq FROM logs") == [
+            (GW, None, head)
+        ]
+        assert rows(postgres, "SELECT count(*) FROM log_records WHERE seq > %s", (head,)) == [(0,)]
+        assert rows(postgres, "SELECT kind, code, issuer, copies, detail FROM conflicts") == [
+            (
+                "log_batch",
+                "other_gateway",
+                GW,
+                2,
+                f"log {victim} is gateway {GW}'s: a batch from {THIEF} "
+                f"(records {head + 1}-{head + 1}) was not stored",
+            )
+        ]
+
+        await log_activations(log, fleet, ["v-2"])
+        await log.checkpoint()
+        genuine = await store.write(conn, [batch_of(path, GW, after=head)], "arch-1")
+        assert genuine.counts["conflict.log_record"] == 0, genuine.conflicts
+        last = max(r.seq for r in read_records(path))
+        assert [(p.gateway_id, p.synced_seq) for p in genuine.logs] == [(GW, last)]
         outcome = await filled(conn, victim, fleet)
         assert outcome.status == "filled", outcome
-        assert rows(postgres, "SELECT activation_id FROM activations") == [("v-1",)]
+        assert rows(postgres, "SELECT activation_id FROM activations ORDER BY 1") == [
+            ("v-1",),
+            ("v-2",),
+        ]
+
+
+def test_a_batch_naming_another_gateway_than_its_topic_is_refused() -> None:
+    """The name on the topic is the one the broker checked (docs/broker.md): a batch that
+    claims another gateway is refused at intake."""
+    batch = junk_batch("log-1", GW).model
+    with pytest.raises(PayloadError) as refused:
+        accept(TOPICS, TOPICS.log_records("log-1", THIEF), encode(batch))
+    assert refused.value.code == "gateway_mismatch"
+    assert "batch from gateway 'gw-car-12' on the topic of gateway 'gw-car-7'" in str(refused.value)
+    with pytest.raises(PayloadError):
+        accept(TOPICS, TOPICS.log_records("log-1", None), encode(batch))
+    # The name of logs sent without a gateway is no gateway's.
+    unnamed = batch.model_copy(update={"gateway_id": UNNAMED_SENDER})
+    with pytest.raises(PayloadError) as reserved:
+        accept(TOPICS, TOPICS.log_records("log-1", None), encode(unnamed))
+    assert reserved.value.code == "reserved_id"
 
 
 async def test_logs_that_cannot_be_filled_yet_leave_the_sweep_until_they_grow(
@@ -554,7 +608,7 @@ async def test_a_log_whose_start_the_gateway_s_retention_removed_is_filled(
             sent_at_ns=now,
             records=tuple(records),
         )
-        item = accept(TOPICS, TOPICS.log_records(batch.log_id), encode(batch))
+        item = accept(TOPICS, TOPICS.log_records(batch.log_id, GW), encode(batch))
         assert item is not None
         await synced(conn, item)
         assert rows(postgres, "SELECT synced_seq FROM logs") == [(prev,)]

@@ -652,7 +652,7 @@ async def test_an_edge_log_synced_through_the_car_gets_its_watermark_back(
     ):
         await bridge_up(nats_cluster)
         await gateway.publish(
-            topics.log_records("log-car12"), encode(_log_batch("log-car12", range(1, 6)))
+            topics.log_records("log-car12", GW), encode(_log_batch("log-car12", range(1, 6)))
         )
 
         def synced() -> int:

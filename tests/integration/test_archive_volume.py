@@ -124,13 +124,15 @@ async def test_heartbeat_repeats_are_folded_and_read_back_exactly_and_verify(
         first = list(read_records(path))[:7]
         batch = LogBatch(
             log_id=log_id,
+            unit_id="car-1",
+            gateway_id="gw-1",
             head_seq=first[-1].seq,
             sent_at_ns=1,
             records=batch_records(first),
         )
         async with publisher(mosquitto.url) as pub:
             for _ in range(2):
-                await pub.publish(topics.log_records(log_id), encode(batch), qos=1)
+                await pub.publish(topics.log_records(log_id, "gw-1"), encode(batch), qos=1)
 
         def duplicates() -> int:
             return sum(a.counters["duplicate.log_record"] for a in archivers)
@@ -589,7 +591,7 @@ async def test_retention_drops_old_months_but_never_a_held_row(postgres: str) ->
         from mesh.archive.intake import accept
 
         for b in (batch_a, batch_b):
-            item = accept(topics, topics.log_records(b.log_id), encode(b))
+            item = accept(topics, topics.log_records(b.log_id, b.gateway_id), encode(b))
             assert item is not None
             await store.write(conn, [item], "t")
     finally:

@@ -375,7 +375,14 @@ FORBIDDEN_PUBLISH = [
     pytest.param(GW, T.receipt("unit-7"), T.receipt("unit-12"), id="gw-other-receipt"),
     pytest.param(GW, T.trigger("unit-7"), T.trigger("unit-12"), id="gw-other-unit-trigger"),
     pytest.param(GW, T.cancel("unit-12"), T.escalation("unit-unit-12"), id="gw-cancel"),
-    pytest.param(GW, T.log_synced("log-1", GW), T.log_records("log-1"), id="gw-forges-watermark"),
+    pytest.param(
+        GW, T.log_synced("log-1", GW), T.log_records("log-1", GW), id="gw-forges-watermark"
+    ),
+    # A log batch under another gateway's name: the archive stores a log's batches from
+    # the gateway that bound it only, so a thief could otherwise write into its log.
+    pytest.param(
+        GW, T.log_records("log-1", GW7), T.log_records("log-1", GW), id="gw-log-batch-as-other"
+    ),
     pytest.param(CAM, T.command_all(), T.ack(GW, CAM), id="cam-cmd-all"),
     pytest.param(CAM, T.command_unit("unit-12"), T.ack(GW, CAM), id="cam-cmd-unit"),
     pytest.param(CAM, T.command_cell("8a2a1072b59ffff"), T.ack(GW, CAM), id="cam-cmd-cell"),
@@ -403,7 +410,7 @@ FORBIDDEN_PUBLISH = [
     pytest.param(DISPATCH, T.gateway(GW), T.trigger("unit-12"), id="dispatch-gateway-status"),
     pytest.param(ARCHIVER, T.command_all(), T.log_synced("log-1", GW), id="archiver-cmd-all"),
     pytest.param(
-        ARCHIVER, T.log_records("log-1"), T.log_synced("log-1", GW), id="archiver-log-records"
+        ARCHIVER, T.log_records("log-1", GW), T.log_synced("log-1", GW), id="archiver-log-records"
     ),
     pytest.param(GW, f"other/{P}/cmd/all", T.command_all(), id="gw-outside-the-prefix"),
 ]

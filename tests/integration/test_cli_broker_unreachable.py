@@ -48,7 +48,7 @@ ONE_SHOT = {
     "demo --broker": ["demo"],
     "conformance camera": ["conformance", "camera", "--camera-id", "bwc-1"],
     "conformance gateway": ["conformance", "gateway", "--unit", "car-1"],
-    "log sync": ["log", "sync", "act.db", "--timeout", "5"],
+    "log sync": ["log", "sync", "act.db", "--gateway", "gw-1", "--timeout", "5"],
     "audit replay --publish": ["audit", "replay", "act.db", "--publish"],
 }
 

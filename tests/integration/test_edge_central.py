@@ -114,7 +114,7 @@ def test_render_carries_the_cars_topics_both_ways() -> None:
         f"{p}/recording/+/+": "out",
         f"{p}/recording/{GW}/+": "in",
         f"{p}/gateway/{GW}": "out",
-        f"{p}/log/+/records": "out",
+        f"{p}/log/+/records/{GW}": "out",
         f"{p}/log/+/synced/{GW}": "in",
         f"{p}/cmd/unit/car-12": "in",
         f"{p}/cmd/camera/dash-12": "in",

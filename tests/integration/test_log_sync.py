@@ -124,8 +124,10 @@ async def test_a_gateway_log_syncs_once_to_two_archivers_and_verifies_centrally(
         status = rows(postgres, "SELECT unit_id, gateway_id, synced_seq FROM logs")
         assert status == [(UNIT, "gw-x", records[-1][0])]
 
-        # Again, from the command line: the archive already has everything.
+        # Again, from the command line, as the same gateway (the log is gw-x's now: another
+        # gateway's batches would be refused): the archive already has everything.
         args = ("log", "sync", str(log), "--broker", str(mosquitto.url), "--prefix", topics.prefix)
+        args += ("--gateway", "gw-x")
         code, out = await cli(*args, "--timeout", "20")
         assert code == 0, out
         assert "0 records sent" in out
@@ -140,6 +142,11 @@ async def test_a_gateway_log_syncs_once_to_two_archivers_and_verifies_centrally(
         finally:
             handle.close()
         assert outcome["removed"] > 0
+        # Its started record is gone with the rest: the log no longer names its gateway,
+        # and a sync under no name would be refused at the archive.
+        code, out = await cli(*args[:-2], "--timeout", "20")
+        assert code == 2, out
+        assert "the log names no gateway (it holds no started record): give --gateway" in out
         code, out = await cli(*args, "--timeout", "20")
         assert code == 0, out
         # The three new records expired before they were sent: the retention record that
@@ -222,7 +229,7 @@ def chain(count: int, *, start_seq: int = 1, removed_before: int = 0) -> list[Lo
 
 def batch_item(topics: Topics, log_id: str, records: list[LogBatchRecord]) -> object:
     batch = LogBatch(log_id=log_id, head_seq=records[-1].seq, sent_at_ns=1, records=tuple(records))
-    return accept(topics, topics.log_records(log_id), encode(batch))
+    return accept(topics, topics.log_records(log_id, None), encode(batch))
 
 
 async def test_the_watermark_waits_for_missing_batches_and_steps_over_retention_gaps(
@@ -310,8 +317,9 @@ async def test_sync_without_a_broker_says_so_at_once(tmp_path: Path) -> None:
     log = tmp_path / "edge.db"
     await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 2, at_ns=time.time_ns())
     started = time.monotonic()
+    broker = f"mqtt://127.0.0.1:{free_port()}"
     code, out = await cli(
-        "log", "sync", str(log), "--broker", f"mqtt://127.0.0.1:{free_port()}", "--timeout", "1.5"
+        "log", "sync", str(log), "--broker", broker, "--gateway", "gw-1", "--timeout", "1.5"
     )
     # One line and exit 75 (docs/cli.md), where it used to retry until --timeout.
     assert code == 75, out

@@ -381,6 +381,27 @@ class SilentNode:
             writer.transport.abort()
 
 
+async def test_a_stolen_bridge_credential_sends_log_batches_only_as_its_own_gateway(
+    nats_cluster: RunningCluster,
+) -> None:
+    """The car's bridge user at central (what a thief holding the car's bridge password
+    has) publishes a log batch under another gateway's name and then one under its own:
+    NATS drops the first (permissions from bridge_topics), the second reaches a reader."""
+    layout = nats_cluster.layout
+    topics = Topics(layout.car.spec.prefix)
+    thief_url = layout.central.mqtt_url(layout.bridge.url.username or "", node=1)
+    forged, own = topics.log_records("log-x", "gw-car-7"), topics.log_records("log-x", GW)
+    # Reader and thief on one node: no route has to learn of the reader's interest first.
+    async with (
+        spy(layout.central.mqtt_url(DISPATCH, node=1), topics.all_log_records()) as archive,
+        publisher(thief_url) as thief,
+    ):
+        await thief.publish(forged, b"forged")
+        await thief.publish(own, b"own")
+        await wait_until(lambda: any(m.payload == b"own" for m in archive), 20)
+    assert [(m.topic, m.payload) for m in archive] == [(own, b"own")]
+
+
 async def test_a_node_that_never_answers_the_bridge_is_given_up_for_the_next(
     nats_cluster: RunningCluster,
 ) -> None:

@@ -85,7 +85,7 @@ def test_the_stream_holds_the_archived_subjects_as_a_bounded_work_queue() -> Non
         "t-1.mesh.v2.activation.*.*",
         "t-1.mesh.v2.ack.*.*",
         "t-1.mesh.v2.escalation.*",
-        "t-1.mesh.v2.log.*.records",
+        "t-1.mesh.v2.log.*.records.*",
     ]
     stream = stream_config(topics, StreamSettings())
     assert stream.retention is RetentionPolicy.WORK_QUEUE

@@ -82,7 +82,7 @@ def test_acl_of_a_gateway() -> None:
         ("readwrite", f"{P}/activation/unit-12/+"),
         ("write", f"{P}/escalation/+"),
         ("readwrite", f"{P}/gateway/{GW}"),
-        ("write", f"{P}/log/+/records"),
+        ("write", f"{P}/log/+/records/{GW}"),
         ("read", f"{P}/log/+/synced/{GW}"),
     }
 
@@ -116,7 +116,7 @@ def test_acl_of_a_camera_dispatch_and_archiver() -> None:
         ("read", f"{P}/activation/+/+"),
         ("read", f"{P}/ack/+/+"),
         ("read", f"{P}/escalation/+"),
-        ("read", f"{P}/log/+/records"),
+        ("read", f"{P}/log/+/records/+"),
         ("write", f"{P}/log/+/synced/+"),
     }
 
@@ -161,6 +161,8 @@ def test_rendered_acl_grants_nothing_to_anonymous() -> None:
         (lambda: FleetSpec(cameras=(Principal("cam+", "u"),)), "cameras.0.id"),
         (lambda: FleetSpec(cameras=(Principal("cam", None),)), "cameras.0.unit"),
         (lambda: FleetSpec(gateways=(Principal("gw", "u/#"),)), "gateways.0.id"),
+        # The sender level of logs sent without a gateway (bridge/topics.py).
+        (lambda: FleetSpec(gateways=(Principal("_unnamed", "u"),)), "gateways.0.id"),
         (lambda: FleetSpec(prefix="mesh/#"), "prefix"),
         (lambda: FleetSpec(cameras=(Principal("c", "u", cells=("dr5",)),)), "cameras.0.cells"),
         (lambda: FleetSpec(cameras=(Principal("c", "u", cells=("dr5a",)),)), "cameras.0.cells"),

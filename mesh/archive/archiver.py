@@ -41,7 +41,7 @@ from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.archive import fill, partitions, store
 from mesh.archive.db import Conn, connect, describe
-from mesh.archive.intake import Item, accept, archived_filters, check_ack
+from mesh.archive.intake import Item, accept, archived_filters, check_ack, check_log_unit
 from mesh.archive.migrate import migrate
 from mesh.archive.source import MqttSource, Receipt, Source, Taken
 from mesh.protocol.codec import PayloadError, encode
@@ -81,8 +81,9 @@ class ArchiverSettings:
     # The fleet's trust store: acks are then checked as their gateway checks them, and
     # one that is unsigned or badly signed is kept among the conflicts, not as an ack.
     trust: TrustStore | None = None
-    # Each gateway's unit (the fleet file's): with ``trust``, the live rows a lost message
-    # left out are made from the gateway's synced log (mesh/archive/fill.py).
+    # Each gateway's unit (the fleet file's): a log batch naming another unit for its
+    # gateway is refused; with ``trust``, the live rows a lost message left out are made
+    # from the gateway's synced log (mesh/archive/fill.py).
     units: Mapping[str, str] | None = None
 
 
@@ -189,6 +190,8 @@ class Archiver:
         one at once; a queued one is settled by the writer)."""
         try:
             item = accept(self.topics, topic, payload)
+            if item is not None:
+                check_log_unit(item, self.settings.units)
         except PayloadError as exc:
             kind = self.topics.parse(topic)
             self.counters[f"rejected.{kind.kind.value if kind else 'topic'}.{exc.code}"] += 1

@@ -3,6 +3,7 @@ a PayloadError naming why not. No I/O here; the archiver counts and logs the rej
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from bridge.topics import UNNAMED_SENDER, TopicKind, Topics
@@ -164,6 +165,23 @@ def check_ack(item: Item, trust: TrustStore | None, now_ns: int) -> Item:
     if problem is not None:
         return replace(item, verified=False, refusal=problem)
     return replace(item, verified=True)
+
+
+def check_log_unit(item: Item, units: Mapping[str, str] | None) -> None:
+    """A log batch from a gateway of the fleet file (``units``: each gateway's unit) names
+    that gateway's unit or none: the unit it names binds the log, and legal holds and
+    `archiver verify` go by it. Raises PayloadError (unit_mismatch); without ``units``,
+    and for a gateway the fleet file does not list, nothing is checked."""
+    batch = item.model
+    if units is None or not isinstance(batch, LogBatch) or batch.gateway_id is None:
+        return
+    expected = units.get(batch.gateway_id)
+    if expected is not None and batch.unit_id not in (None, expected):
+        raise PayloadError(
+            "unit_mismatch",
+            f"batch from gateway {batch.gateway_id!r} names unit {batch.unit_id!r}; "
+            f"the fleet file gives it unit {expected!r}",
+        )
 
 
 def signer_of(item: Item) -> str | None:

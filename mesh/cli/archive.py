@@ -135,9 +135,10 @@ def archiver(
         Path | None,
         typer.Option(
             "--fleet",
-            help="The fleet file (broker-config's): with --trust, the live rows a lost "
-            "message left out are made from the gateways' synced logs, once a checkpoint "
-            "signed by the gateway's trusted key vouches for them",
+            help="The fleet file (broker-config's), with --trust: a log batch naming another "
+            "unit than its gateway's is refused, and the live rows a lost message left out "
+            "are made from the gateways' synced logs, once a checkpoint signed by the "
+            "gateway's trusted key vouches for them",
         ),
     ] = None,
     nats_servers: NatsOpt = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -65,10 +65,13 @@ async def running_archivers(
     dsn: str,
     names: Sequence[str] = ("arch-a", "arch-b"),
     trust: TrustStore | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> AsyncIterator[list[Archiver]]:
     tag = uuid.uuid4().hex[:8]
     # (trust passed only when given: the other tests run unchanged against older archivers)
     signed: dict[str, Any] = {} if trust is None else {"trust": trust}
+    if units is not None:
+        signed["units"] = units
     archivers = [
         Archiver(
             ArchiverSettings(dsn=dsn, archiver_id=name, topics=topics, retry_max_s=0.5, **signed),
@@ -557,6 +560,46 @@ async def test_without_a_trust_store_acks_are_stored_as_unchecked(
         await pub.publish(topics.ack(ISSUER, "bwc-1"), encode(ack("a-1", "bwc-1")), qos=1)
         await wait_until(lambda: archiver.counters["stored.ack"] == 1)
     assert rows(postgres, "SELECT verified, signer FROM acks") == [(None, None)]
+
+
+async def test_a_car_s_log_cannot_claim_another_unit_with_the_fleet_file(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str
+) -> None:
+    """The thief's own log (gw-car-7, whose credential it holds) names car-12's unit: the
+    first batch binds the log's unit, which legal holds and `archiver verify` go by. With
+    the fleet file's units the archiver refuses it (unit_mismatch); the same batch naming
+    car-7 is stored, and the log is car-7's."""
+    from mesh.journal.chain import GENESIS, record_hash
+    from mesh.protocol.log_wire import LogBatch, LogBatchRecord
+
+    body = '{"n":1}'
+    digest = record_hash(GENESIS, 1, 10, kind="resumed", activation_id=None, body=body)
+    record = LogBatchRecord(
+        seq=1, prev_seq=0, at_ns=10, kind="resumed", body=body, prev_hash=GENESIS, hash=digest
+    )
+    claim = LogBatch(
+        log_id="log-car7",
+        unit_id=UNIT,
+        gateway_id="gw-car-7",
+        head_seq=1,
+        sent_at_ns=1,
+        records=(record,),
+    )
+    units = {ISSUER: UNIT, "gw-car-7": "car-7"}
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",), units=units) as (
+            archiver,
+        ),
+        publisher(mosquitto.url) as pub,
+    ):
+        await pub.publish(topics.log_records("log-car7", "gw-car-7"), encode(claim), qos=1)
+        await wait_until(lambda: archiver.counters["rejected.log_records.unit_mismatch"] == 1)
+        own = claim.model_copy(update={"unit_id": "car-7"})
+        await pub.publish(topics.log_records("log-car7", "gw-car-7"), encode(own), qos=1)
+        await wait_until(lambda: archiver.counters["stored.log_batch"] == 1)
+    assert rows(postgres, "SELECT log_id, unit_id, gateway_id FROM logs") == [
+        ("log-car7", "car-7", "gw-car-7")
+    ]
 
 
 async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(

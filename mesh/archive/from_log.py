@@ -198,11 +198,10 @@ def _items(
             cancel = CancelEntry.model_validate_json(record.body)
             if cancel.received_at_ns is None:
                 return []  # logged before the time its receipt gave was
-            answer = TriggerReceipt(
-                event_id=cancel.cancel.cancel_id,
-                unit_id=unit_id,
-                outcome=ReceiptOutcome.ACCEPTED if cancel.accepted else ReceiptOutcome.REJECTED,
-                activation_id=cancel.cancel.activation_id,
+            answer = TriggerReceipt.answering_cancel(
+                cancel.cancel,
+                unit_id,
+                accepted=cancel.accepted,
                 reason=cancel.reason,
                 at_ns=cancel.received_at_ns,
             )

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -337,7 +338,7 @@ class JetStreamSource:
         self._max_deliver = settings.max_deliver
         self._nc: NatsClient | None = None
         self._sub: Any = None
-        self._fetched: list[Msg] = []  # fetched, not yet handed to the sink
+        self._fetched: deque[Msg] = deque()  # fetched, not yet handed to the sink
         self._keep: asyncio.Future[None] | None = None
         self._link_task: asyncio.Future[None] | None = None
 
@@ -377,7 +378,7 @@ class JetStreamSource:
         if sub is not None and self._nc is not None:
             # Delivered to this client while the archiver stopped, never handed to it (a
             # fetch cut short): handed back too, not left to ack_wait.
-            held, self._fetched = [*self._fetched, *_buffered(sub)], []
+            held, self._fetched = [*self._fetched, *_buffered(sub)], deque()
             for msg in held:
                 with contextlib.suppress(Exception):
                     await msg.nak()
@@ -459,9 +460,9 @@ class JetStreamSource:
                     msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
                     if want > 1:
                         # Kept where a stop meanwhile finds it (and hands it back).
-                        self._fetched = msgs
+                        self._fetched = deque(msgs)
                         msgs += await _fetch_more(sub, want - 1)
-                        self._fetched = []
+                        self._fetched = deque()
             except TimeoutError:
                 backlog = False
                 continue  # nothing to archive just now
@@ -477,9 +478,9 @@ class JetStreamSource:
             # fetch of large batches takes a while, and the writer's round trips to
             # PostgreSQL go on meanwhile. The rest stay where a stop finds them (and hands
             # them back).
-            self._fetched, handed = msgs, 0
+            self._fetched, handed = deque(msgs), 0
             while self._fetched:
-                msg = self._fetched.pop(0)
+                msg = self._fetched.popleft()
                 await self._hand(msg, sink)
                 handed += len(msg.data)
                 if handed >= YIELD_BYTES:

@@ -694,16 +694,13 @@ class Coordinator:
         if problem or live is None:
             self.counters["cancels.refused"] += 1
             self._log.info("cancel refused", activation=aid, by=request.by, reason=problem)
-            outcome = ReceiptOutcome.REJECTED
         else:
             self.counters["cancels.accepted"] += 1
             self._cancel(live, request, now)
-            outcome = ReceiptOutcome.ACCEPTED
-        receipt = TriggerReceipt(
-            event_id=request.cancel_id,
-            unit_id=self.unit_id,
-            outcome=outcome,
-            activation_id=aid,
+        receipt = TriggerReceipt.answering_cancel(
+            request,
+            self.unit_id,
+            accepted=not problem and live is not None,
             reason=problem,
             at_ns=now,
         )

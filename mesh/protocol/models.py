@@ -527,6 +527,21 @@ class TriggerReceipt(Frozen):
             activation_pending=pending,
         )
 
+    @classmethod
+    def answering_cancel(
+        cls, request: CancelRequest, unit_id: str, *, accepted: bool, reason: str, at_ns: int
+    ) -> TriggerReceipt:
+        """The gateway of ``unit_id``'s answer to a cancel request, taken at ``at_ns`` (made
+        again from its log by the archive, as ``answering``)."""
+        return cls(
+            event_id=request.cancel_id,
+            unit_id=unit_id,
+            outcome=ReceiptOutcome.ACCEPTED if accepted else ReceiptOutcome.REJECTED,
+            activation_id=request.activation_id,
+            reason=reason,
+            at_ns=at_ns,
+        )
+
 
 class GatewayStatus(Frozen):
     """Retained per gateway; the last-will copy has online=false."""

@@ -373,6 +373,45 @@ async def _holding(
     return tuple(found)
 
 
+# activations and triggers are not partitioned (their keys hold no time): a month dropped
+# takes their rows of that month by DELETE, except those an active hold covers (a hold on
+# a time range covers the months it overlaps, which are then never dropped), and a
+# trigger stays while an activation of it does. Activations go first.
+_UNPARTITIONED_DELETE = (
+    (
+        "activations",
+        "DELETE FROM activations WHERE decided_at_ns >= %(from)s AND decided_at_ns < %(to)s"
+        " AND NOT activation_id = ANY(%(activations)s::text[])"
+        " AND NOT unit_id = ANY(%(units)s::text[])",
+    ),
+    (
+        "triggers",
+        "DELETE FROM triggers t WHERE observed_at_ns >= %(from)s AND observed_at_ns < %(to)s"
+        " AND NOT unit_id = ANY(%(units)s::text[])"
+        " AND NOT EXISTS (SELECT 1 FROM activations a WHERE a.trigger_event_id = t.event_id)",
+    ),
+)
+
+
+async def _delete_unpartitioned(
+    conn: Conn, month: Month, active: list[Hold], *, dry_run: bool
+) -> dict[str, int]:
+    """Delete the month's rows of activations and triggers no hold covers; the number
+    of each. A dry run deletes them in a savepoint it rolls back: the same count."""
+    params = {
+        "from": month.from_ns,
+        "to": month.to_ns,
+        "activations": [h.activation_id for h in active if h.activation_id is not None],
+        "units": [h.unit_id for h in active if h.unit_id is not None],
+    }
+    deleted: dict[str, int] = {}
+    async with conn.transaction(force_rollback=dry_run):
+        for table, statement in _UNPARTITIONED_DELETE:
+            cur = await conn.execute(statement, params)
+            deleted[table] = cur.rowcount
+    return deleted
+
+
 async def _rows(conn: Conn, month: Month, tables: frozenset[str]) -> dict[str, int]:
     counted: dict[str, int] = {}
     for table in PARTITIONED:
@@ -410,6 +449,8 @@ async def _retain(
     decided = verdict(month, cutoff, holding)
     assert decided is not None
     counted = await _rows(conn, month, tables)
+    if decided.drop:
+        counted |= await _delete_unpartitioned(conn, month, active, dry_run=dry_run)
     rows = sum(counted.values())
     if dry_run:
         action = "would_" + ("drop" if decided.drop else "keep_for_hold")

@@ -627,8 +627,9 @@ def retention(
     by: ByOpt = None,
 ) -> None:
     """Drop the months of edge-log records, receipts, acks and escalations older than
-    --keep-days, whole partitions at a time; a month holding a row an active legal hold
-    covers is kept (and said so)."""
+    --keep-days, whole partitions at a time, with the triggers and activations of each
+    month dropped that no hold covers; a month holding a row an active legal hold covers
+    is kept (and said so)."""
     require("archive", "trigger-mesh archiver retention")
     from mesh.archive import partitions
 

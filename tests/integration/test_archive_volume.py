@@ -442,7 +442,7 @@ async def test_the_migration_keeps_the_live_rows_of_the_005_schema(postgres: str
         before = live_rows(postgres)
         assert [len(r) for r in before.values()] == [6, 6, 6]
 
-        assert await migrate(conn) == [6]
+        assert await migrate(conn) == [6, 7]
         assert live_rows(postgres) == before
         assert shape(postgres) == before_shape
         for table in LIVE:
@@ -758,7 +758,7 @@ async def test_retention_drops_a_month_of_every_table_together_and_holds_cover_l
         assert rows(postgres, "SELECT detail FROM retention_runs WHERE month = '202501'") == [
             (
                 "older than 30 days; rows: log_records 1, presence_repeats 0, receipts 1,"
-                " acks 1, escalations 1",
+                " acks 1, escalations 1, activations 0, triggers 0",
             )
         ]
 
@@ -774,6 +774,83 @@ async def test_retention_drops_a_month_of_every_table_together_and_holds_cover_l
         assert count(postgres, "receipts") == 0
         assert count(postgres, "acks") == 2
         assert count(postgres, "escalations") == 1
+    finally:
+        await conn.close()
+
+
+async def test_retention_deletes_a_dropped_month_s_activations_and_triggers_but_held_ones(
+    postgres: str,
+) -> None:
+    """activations and triggers are not partitioned: when retention drops a month, their
+    rows of it go by DELETE. In the dropped month: a-1 and its trigger, and a suppressed
+    trigger (no activation), go; a-2 (held by id) and a-3 (its unit held; no partitioned
+    row of the month names it, so the hold does not keep the month) stay, with their
+    triggers; ev-4, observed in the month, stays while its activation (decided the next
+    month, which a time hold keeps) does. A dry run says the same and deletes nothing."""
+    m1, m2 = Month(2025, 1), Month(2025, 2)
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+        for m in (m1, m2):
+            for table in PARTITIONED:
+                await conn.execute(
+                    f"CREATE TABLE {m.partition(table)} PARTITION OF {table}"
+                    f" FOR VALUES FROM ({m.from_ns}) TO ({m.to_ns})".encode()
+                )
+        activations = [
+            ("a-1", "car-a", "ev-1", m1.from_ns + 5),
+            ("a-2", "car-b", "ev-2", m1.from_ns + 5),
+            ("a-3", "car-c", "ev-3", m1.from_ns + 5),
+            ("a-4", "car-a", "ev-4", m2.from_ns + 5),
+        ]
+        for aid, unit, ev, at in activations:
+            await conn.execute(
+                "INSERT INTO activations (activation_id, issuer, unit_id, kind,"
+                " trigger_event_id, state, decided_at_ns, rank_stage, rank_answered, payload,"
+                " archived_by) VALUES (%s, 'gw', %s, 'manual', %s, 'confirmed', %s, 1, 0,"
+                " '{}', 't')",
+                (aid, unit, ev, at),
+            )
+        triggers = [("ev-1", "car-a"), ("ev-2", "car-b"), ("ev-3", "car-c"), ("ev-4", "car-a")]
+        for ev, unit in [*triggers, ("ev-5", "car-a")]:
+            await conn.execute(
+                "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id,"
+                " observed_at_ns, payload, archived_by) VALUES (%s, %s, 'manual', 'ble', 's',"
+                " %s, '{}', 't')",
+                (ev, unit, m1.from_ns + 1),
+            )
+        await partitions.place_hold(conn, reason="r", by="clerk", activation_id="a-2")
+        await partitions.place_hold(conn, reason="r", by="clerk", unit_id="car-c")
+        await partitions.place_hold(
+            conn, reason="r", by="clerk", from_ns=m2.from_ns + 1, to_ns=m2.from_ns + 2
+        )
+
+        async def run(dry_run: bool) -> list[tuple[Month, str, int]]:
+            done = await partitions.retention(
+                conn, now_ns=time.time_ns(), keep_days=30, run_by="ops", dry_run=dry_run
+            )
+            return [(o.month, o.action, o.rows) for o in done if o.month.year == 2025]
+
+        assert await run(dry_run=True) == [(m1, "would_drop", 3), (m2, "would_keep_for_hold", 0)]
+        assert count(postgres, "activations") == 4
+        assert count(postgres, "triggers") == 5
+        assert await run(dry_run=False) == [(m1, "dropped", 3), (m2, "kept_for_hold", 0)]
+        assert rows(postgres, "SELECT activation_id FROM activations ORDER BY 1") == [
+            ("a-2",),
+            ("a-3",),
+            ("a-4",),
+        ]
+        assert rows(postgres, "SELECT event_id FROM triggers ORDER BY 1") == [
+            ("ev-2",),
+            ("ev-3",),
+            ("ev-4",),
+        ]
+        assert rows(postgres, "SELECT detail FROM retention_runs WHERE month = '202501'") == [
+            (
+                "older than 30 days; rows: log_records 0, presence_repeats 0, receipts 0,"
+                " acks 0, escalations 0, activations 1, triggers 2",
+            )
+        ]
     finally:
         await conn.close()
 

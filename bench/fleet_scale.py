@@ -1237,7 +1237,7 @@ async def archiver_rate_part(acks: int, records: int, tmp: Path) -> dict[str, An
                 sync = await asyncio.create_subprocess_exec(
                     str(Path(sys.executable).with_name("trigger-mesh")),
                     *("log", "sync", str(log_path), "--broker", str(proc.url)),
-                    *("--prefix", topics.prefix, "--timeout", "300"),
+                    *("--prefix", topics.prefix, "--gateway", "gw-rate", "--timeout", "300"),
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
                 )

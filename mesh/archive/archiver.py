@@ -404,10 +404,14 @@ class Archiver:
                 synced_seq=progress.synced_seq,
                 archiver=self.settings.archiver_id,
                 at_ns=time.time_ns(),
+                refused=progress.refused,
             )
-            self.source.publish_retained(
+            # A refusal is not retained: it answers a batch just sent, and must not stand
+            # in the way of a later one (the log rebound at the archive, say).
+            self.source.publish_answer(
                 self.topics.log_synced(progress.log_id, progress.gateway_id),
                 encode(synced),
+                retain=progress.refused is None,
             )
 
     async def _retrying(self, what: str, action: DbAction[T]) -> T:

@@ -515,8 +515,8 @@ class JetStreamSource:
     async def _on_disconnected(self) -> None:
         self.log.warning("NATS connection lost; reconnecting")
 
-    def publish_retained(self, topic: str, payload: bytes) -> None:
-        self.watermarks.publish_soon(topic, payload, qos=1, retain=True)
+    def publish_answer(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        self.watermarks.publish_soon(topic, payload, qos=1, retain=retain)
 
 
 def archiver_source(login: NatsLogin, url: BrokerUrl, name: str) -> JetStreamSource:

@@ -67,8 +67,9 @@ class Source(Protocol):
     async def serve(self, sink: Sink) -> None:
         """Deliver messages to ``sink`` until cancelled, reconnecting as needed."""
 
-    def publish_retained(self, topic: str, payload: bytes) -> None:
-        """Publish ``payload`` retained at QoS 1 (the log watermarks), without waiting."""
+    def publish_answer(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Publish ``payload`` at QoS 1 (a log's watermark, retained; a refusal, not),
+        without waiting."""
 
     async def close(self) -> None:
         """After ``serve`` is cancelled and the archiver has settled what it held."""
@@ -130,8 +131,8 @@ class MqttSource:
 
         await self.link.serve_until_cancelled(on_message, on_connect=on_connect)
 
-    def publish_retained(self, topic: str, payload: bytes) -> None:
-        self.link.publish_soon(topic, payload, qos=1, retain=True)
+    def publish_answer(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        self.link.publish_soon(topic, payload, qos=1, retain=retain)
 
     async def close(self) -> None:
         return None  # serve_until_cancelled closed the link

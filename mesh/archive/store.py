@@ -52,6 +52,8 @@ class LogProgress:
     advanced: bool
     # Who sent the batch: the watermark goes out under its name (bridge/topics.py).
     gateway_id: str | None = None
+    # Why the batch was refused (the log is another gateway's): the answer says so.
+    refused: str | None = None
 
 
 @dataclass
@@ -734,6 +736,17 @@ async def _refuse_foreign(
         )
         await _report(conn, conflict, by, result)
     result.counts["conflict.log_batch"] += len(batches)
+    log_id, gateway_id = batches[0].log_id, batches[0].gateway_id  # one log, one sender
+    result.logs.append(
+        LogProgress(
+            log_id,
+            0,
+            False,
+            gateway_id,
+            refused=f"log {log_id} is gateway {owner}'s: the archive stores none of its "
+            f"batches from {gateway_id or 'no gateway'}",
+        )
+    )
 
 
 def _resent(

@@ -501,7 +501,8 @@ def log_sync(
     """Send the log's records to the central archive (`trigger-mesh archiver`), until the
     archive confirms it holds them all, as the log's gateway (--gateway, or the one its
     started record names). Exit 0 synced; 1 not confirmed within --timeout
-    (the archive, or a broker that went away); 2 not a log, a log naming no gateway
+    (the archive, or a broker that went away), or refused by the archive (the log is
+    another gateway's); 2 not a log, a log naming no gateway
     without --gateway, a TLS file of the broker URL that cannot be read, or credentials
     the broker refuses; 75 the broker cannot be reached at the start."""
     from mesh.cli.progress import progress
@@ -544,6 +545,11 @@ def log_sync(
             )
         )
         raise typer.Exit(EXIT_SYNCED)
+    if result.refused is not None:
+        out.print(
+            literal(("not synced:", "bold red"), f" refused by the archive: {result.refused}")
+        )
+        raise typer.Exit(EXIT_NOT_SYNCED)
     out.print(
         literal(
             ("not synced:", "bold red"),

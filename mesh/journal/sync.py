@@ -30,7 +30,7 @@ import structlog
 
 from bridge.mqtt.client import Inbound, LinkDown, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
-from bridge.topics import Topics
+from bridge.topics import UNNAMED_SENDER, Topics
 from mesh.journal.records import RecordKind, StartedEntry
 from mesh.journal.store import LogError, LogRecord, log_id_of, open_readonly
 from mesh.protocol.codec import PayloadError, decode, encode
@@ -48,6 +48,9 @@ WATERMARK_GRACE_S = 1.0
 # so an archive whose database is down is not flooded with the same records.
 ACK_TIMEOUT_S = 5.0
 ACK_MAX_S = 60.0
+# After the archive refused the log's batches (another gateway's log), the background sync
+# tries again only this much later: a refusal stands until someone acts at the archive.
+REFUSED_RETRY_S = 600.0
 # The ids a batch may carry (log_wire's Ident).
 _IDENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Per record, besides its body and kind: the JSON of the other fields.
@@ -60,6 +63,8 @@ class SyncResult:
     sent: int  # records published in this pass, resends included
     synced_seq: int  # the archive's watermark when the pass ended
     head_seq: int  # the edge log's last record when the pass began
+    # The archive's refusal of this pass's batches (the log is another gateway's), if any.
+    refused: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -94,6 +99,7 @@ class LogSync:
             gateway_id = gateway_id or logged_gateway
         self.unit_id = unit_id
         self.gateway_id = gateway_id
+        self._sender = UNNAMED_SENDER if gateway_id is None else gateway_id
         self.ack_timeout_s = ack_timeout_s
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
@@ -103,6 +109,8 @@ class LogSync:
         # The highest watermark heard: it never goes back, even if announcements from two
         # archivers arrive out of order.
         self.watermark = 0
+        # The archive's refusal of a batch sent in this pass (reset at each pass's start).
+        self.refused: str | None = None
         self._heard = asyncio.Event()
         self._moved = asyncio.Event()
         self._log = structlog.get_logger("mesh.log_sync").bind(log_id=self.log_id)
@@ -144,7 +152,14 @@ class LogSync:
                         self.counters["errors"] += 1
                         self._log.warning("log sync pass failed", error=str(exc))
                     else:
-                        if result.sent:
+                        if result.refused is not None:
+                            self._log.error(
+                                "the archive refuses this log's batches",
+                                reason=result.refused,
+                                retry_s=REFUSED_RETRY_S,
+                            )
+                            await asyncio.sleep(REFUSED_RETRY_S)
+                        elif result.sent:
                             self._log.info(
                                 "log synced" if result.complete else "log sync incomplete",
                                 sent=result.sent,
@@ -163,6 +178,7 @@ class LogSync:
         deadline = loop.time() + timeout_s
         head = await asyncio.to_thread(self._head_seq)
         sent = 0
+        self.refused = None
         if head == 0:
             return SyncResult(self.log_id, 0, self.watermark, 0)
         if not await self._wait_for_link(deadline):
@@ -174,7 +190,7 @@ class LogSync:
         patience = self.ack_timeout_s
         to_send = await asyncio.to_thread(self._count, self.watermark, head)
         self._progress(0, to_send)
-        while self.watermark < head and loop.time() < deadline:
+        while self.watermark < head and self.refused is None and loop.time() < deadline:
             try:
                 sent += await self._send(self.watermark, head, deadline, sent, to_send)
             except LinkDown as exc:
@@ -182,12 +198,12 @@ class LogSync:
                 await self._wait_for_link(deadline)
                 continue
             await self._wait_for_watermark(head, min(deadline, loop.time() + patience))
-            if self.watermark < head:
+            if self.watermark < head and self.refused is None:
                 self.counters["resends"] += 1
                 patience = min(patience * 2, ACK_MAX_S)
         if self.watermark >= head:
             self._progress(to_send, to_send)  # all of them confirmed
-        return SyncResult(self.log_id, sent, self.watermark, head)
+        return SyncResult(self.log_id, sent, self.watermark, head, self.refused)
 
     def _progress(self, done: int, total: int) -> None:
         if self.progress is not None:
@@ -202,7 +218,7 @@ class LogSync:
 
     async def _wait_for_watermark(self, target: int, until: float) -> None:
         loop = asyncio.get_running_loop()
-        while self.watermark < target and loop.time() < until:
+        while self.watermark < target and self.refused is None and loop.time() < until:
             self._moved.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(until - loop.time()):
@@ -223,6 +239,15 @@ class LogSync:
             self._log.warning(
                 "payload rejected", topic=message.topic, code=exc.code, reason=exc.reason
             )
+            return
+        if synced.refused is not None:
+            # Only a refusal of what this sync sends (a hand-run `log sync` may hear the
+            # answers to other senders of the log too).
+            parsed = self.topics.parse(message.topic)
+            if parsed is not None and parsed.args[1:] == (self._sender,):
+                self.counters["refused"] += 1
+                self.refused = synced.refused
+                self._moved.set()
             return
         self._heard.set()
         if synced.synced_seq > self.watermark:

@@ -61,8 +61,10 @@ class LogBatch(Frozen):
 
 
 class LogSynced(Frozen):
-    """``{p}/log/{log_id}/synced/{gateway}``, retained: every record of the log up to ``synced_seq``
-    (following prev_seq) is stored in the archive."""
+    """``{p}/log/{log_id}/synced/{gateway}``, retained: every record of the log up to
+    ``synced_seq`` (following prev_seq) is stored in the archive. With ``refused`` (not
+    retained, ``synced_seq`` 0): the archive stored none of a batch this gateway sent, and
+    stores none of this log from it (the log is another gateway's): why."""
 
     type: Literal["log_synced"] = "log_synced"
     v: ProtocolVersion = PROTOCOL_VERSION
@@ -70,3 +72,4 @@ class LogSynced(Frozen):
     synced_seq: Annotated[int, Field(ge=0, lt=SEQ_END)]
     archiver: Ident
     at_ns: TimeNs
+    refused: Annotated[str, Field(min_length=1, max_length=512)] | None = None

@@ -442,7 +442,15 @@ async def test_another_car_cannot_write_into_a_log_bound_to_its_gateway(
         assert resent is not None
         await store.write(conn, [resent], "arch-1")
         assert planted.counts["conflict.log_batch"] == 1
-        assert planted.logs == []  # no watermark for the thief
+        # No watermark for the thief: a refusal (not retained), saying why.
+        assert [(p.gateway_id, p.synced_seq, p.refused) for p in planted.logs] == [
+            (
+                THIEF,
+                0,
+                f"log {victim} is gateway {GW}'s: the archive stores none of its "
+                f"batches from {THIEF}",
+            )
+        ]
         assert rows(postgres, "SELECT gateway_id, unit_id, head_seq FROM logs") == [
             (GW, None, head)
         ]

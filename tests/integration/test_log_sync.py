@@ -313,6 +313,40 @@ async def test_sync_retries_until_the_broker_comes_back(
     assert archived(postgres, log_id_of(log)) == edge(log)
 
 
+async def test_a_log_another_gateway_bound_is_refused_at_once_not_resent(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str, tmp_path: Path
+) -> None:
+    """The log is gw-x's at the archive. A sync of it as gw-y (a renamed gateway, a copied
+    file) is refused: the archive answers its first batch with a refusal, and the pass
+    ends there, saying why, instead of resending the log until its timeout; nothing of
+    gw-y's is stored. From the command line: exit 1, with the reason."""
+    log = tmp_path / "edge.db"
+    await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 30, at_ns=time.time_ns())
+    async with running_archivers(mosquitto.url, topics, postgres, names=("arch-1",)) as (arch,):
+        owner = LogSync(log, url=mosquitto.url, topics=topics, gateway_id="gw-x")
+        assert (await owner.sync(30)).complete
+        await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 30, at_ns=time.time_ns())
+        other = LogSync(log, url=mosquitto.url, topics=topics, gateway_id="gw-y", batch_records=10)
+        started = time.monotonic()
+        result = await other.sync(60)
+        took = time.monotonic() - started
+        assert not result.complete
+        assert result.refused == (
+            f"log {log_id_of(log)} is gateway gw-x's: the archive stores none of its "
+            "batches from gw-y"
+        )
+        assert other.counters["resends"] == 0
+        assert took < 30, took  # answered, not timed out
+        assert arch.counters["conflict.log_batch"] >= 1
+        synced = rows(postgres, "SELECT gateway_id, synced_seq FROM logs")
+        assert synced == [("gw-x", owner.watermark)]
+
+        args = ("log", "sync", str(log), "--broker", str(mosquitto.url), "--prefix", topics.prefix)
+        code, out = await cli(*args, "--gateway", "gw-y", "--timeout", "60")
+    assert code == 1, out
+    assert "not synced: refused by the archive: log " in out, out
+
+
 async def test_sync_without_a_broker_says_so_at_once(tmp_path: Path) -> None:
     log = tmp_path / "edge.db"
     await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 2, at_ns=time.time_ns())

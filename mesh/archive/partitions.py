@@ -9,11 +9,14 @@ archiver (``AHEAD_MONTHS``, bounded: a row further in the future than that lands
 table's default partition, which retention never drops). Retention drops a month of all
 five tables together, only when the whole month is older than the cutoff and no active
 legal hold covers a row of it in any of them; every month dropped or kept for a hold is
-written to ``retention_runs`` and logged.
+written to ``retention_runs`` and logged. ``activations`` and ``triggers`` (not
+partitioned: their keys hold no time) lose, after each month dropped, their rows dated
+before its end that no hold keeps, deleted in batches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -373,42 +376,108 @@ async def _holding(
     return tuple(found)
 
 
-# activations and triggers are not partitioned (their keys hold no time): a month dropped
-# takes their rows of that month by DELETE, except those an active hold covers (a hold on
-# a time range covers the months it overlaps, which are then never dropped), and a
-# trigger stays while an activation of it does. Activations go first.
-_UNPARTITIONED_DELETE = (
-    (
-        "activations",
-        "DELETE FROM activations WHERE decided_at_ns >= %(from)s AND decided_at_ns < %(to)s"
-        " AND NOT activation_id = ANY(%(activations)s::text[])"
-        " AND NOT unit_id = ANY(%(units)s::text[])",
-    ),
-    (
-        "triggers",
-        "DELETE FROM triggers t WHERE observed_at_ns >= %(from)s AND observed_at_ns < %(to)s"
-        " AND NOT unit_id = ANY(%(units)s::text[])"
-        " AND NOT EXISTS (SELECT 1 FROM activations a WHERE a.trigger_event_id = t.event_id)",
-    ),
+# activations and triggers are not partitioned (their keys hold no time). Once retention
+# has dropped a month, their rows dated before that month's end go too (those of earlier
+# months dropped before this existed, or that came late, included), except: rows in a
+# month still partitioned (kept for a hold) or in a time-range hold; an activation a hold
+# names; any row of a unit a hold names; a trigger while an activation of its unit is kept
+# for it, or a receipt links it to a held activation (a trigger merged into it); and rows
+# archived after the cutoff (a clock set back must not get fresh rows deleted). The same
+# conditions count a dry run's rows. Activations go first.
+_KEPT = sql.SQL(
+    "NOT EXISTS (SELECT 1 FROM unnest(%(kept_from)s::bigint[], %(kept_to)s::bigint[])"
+    " AS k (f, t) WHERE {col} >= k.f AND {col} < k.t)"
 )
+_ACTIVATION_GOES = sql.SQL(
+    "a.decided_at_ns < %(to)s AND a.archived_at < %(archived_before)s"
+    " AND NOT a.activation_id = ANY(%(activations)s::text[])"
+    " AND NOT a.unit_id = ANY(%(units)s::text[]) AND {kept}"
+).format(kept=_KEPT.format(col=sql.SQL("a.decided_at_ns")))
+_TRIGGER_GOES = sql.SQL(
+    "t.observed_at_ns < %(to)s AND t.archived_at < %(archived_before)s"
+    " AND NOT t.unit_id = ANY(%(units)s::text[]) AND {kept}"
+    " AND NOT EXISTS (SELECT 1 FROM activations a WHERE a.trigger_event_id = t.event_id"
+    " AND a.unit_id = t.unit_id AND NOT ({activation_goes}))"
+    " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.event_id = t.event_id"
+    " AND r.activation_id = ANY(%(activations)s::text[]))"
+).format(kept=_KEPT.format(col=sql.SQL("t.observed_at_ns")), activation_goes=_ACTIVATION_GOES)
+# (table, key, alias, which rows go)
+_UNPARTITIONED = (
+    ("activations", "activation_id", "a", _ACTIVATION_GOES),
+    ("triggers", "event_id", "t", _TRIGGER_GOES),
+)
+# Deleted in batches, each a transaction of its own under the holds' lock: the archivers
+# go on writing meanwhile (no table lock), and a hold placed meanwhile is seen.
+DELETE_BATCH = 5_000
+_DELETE_TRIES = 5
 
 
-async def _delete_unpartitioned(
-    conn: Conn, month: Month, active: list[Hold], *, dry_run: bool
-) -> dict[str, int]:
-    """Delete the month's rows of activations and triggers no hold covers; the number
-    of each. A dry run deletes them in a savepoint it rolls back: the same count."""
-    params = {
-        "from": month.from_ns,
+async def _unpartitioned_params(
+    conn: Conn, month: Month, cutoff: int, dropped: frozenset[Month] = frozenset()
+) -> dict[str, object]:
+    """``dropped``: months still partitioned that count as dropped (a dry run's)."""
+    active = await holds(conn)
+    kept = sorted(set(await existing_partitions(conn)) - dropped)
+    ranges = [(m.from_ns, m.to_ns) for m in kept] + [
+        (h.from_ns, h.to_ns + 1) for h in active if h.from_ns is not None and h.to_ns is not None
+    ]
+    return {
         "to": month.to_ns,
+        "archived_before": datetime.fromtimestamp(cutoff / NS, tz=UTC),
         "activations": [h.activation_id for h in active if h.activation_id is not None],
         "units": [h.unit_id for h in active if h.unit_id is not None],
+        "kept_from": [f for f, _ in ranges],
+        "kept_to": [t for _, t in ranges],
     }
-    deleted: dict[str, int] = {}
-    async with conn.transaction(force_rollback=dry_run):
-        for table, statement in _UNPARTITIONED_DELETE:
-            cur = await conn.execute(statement, params)
-            deleted[table] = cur.rowcount
+
+
+async def _count_unpartitioned(
+    conn: Conn, month: Month, cutoff: int, dropped: frozenset[Month]
+) -> dict[str, int]:
+    """What ``_delete_unpartitioned`` would delete once the months ``dropped`` (``month``
+    the latest) are."""
+    params = await _unpartitioned_params(conn, month, cutoff, dropped)
+    counted: dict[str, int] = {}
+    for table, _, alias, goes in _UNPARTITIONED:
+        query = sql.SQL("SELECT count(*) FROM {} AS {} WHERE {}").format(
+            sql.Identifier(table), sql.Identifier(alias), goes
+        )
+        cur = await conn.execute(query, params)
+        row = await cur.fetchone()
+        counted[table] = int(row[0]) if row is not None else 0
+    return counted
+
+
+async def _delete_unpartitioned(conn: Conn, month: Month, cutoff: int) -> dict[str, int]:
+    """After ``month`` was dropped: delete the activations and triggers that go with it."""
+    deleted = dict.fromkeys((table for table, *_ in _UNPARTITIONED), 0)
+    for table, key, alias, goes in _UNPARTITIONED:
+        statement = sql.SQL(
+            "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} AS {alias}"
+            " WHERE {goes} LIMIT %(batch)s)"
+        ).format(
+            table=sql.Identifier(table),
+            key=sql.Identifier(key),
+            alias=sql.Identifier(alias),
+            goes=goes,
+        )
+        done = False
+        while not done:
+            for attempt in range(_DELETE_TRIES):
+                try:
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
+                        params = await _unpartitioned_params(conn, month, cutoff)
+                        cur = await conn.execute(statement, {**params, "batch": DELETE_BATCH})
+                except psycopg.errors.DeadlockDetected:
+                    # An archiver upserting one of these rows: its write goes on, this
+                    # batch is tried again.
+                    if attempt == _DELETE_TRIES - 1:
+                        raise
+                    continue
+                deleted[table] += cur.rowcount
+                done = cur.rowcount < DELETE_BATCH
+                break
     return deleted
 
 
@@ -431,6 +500,8 @@ class RetentionOutcome:
     action: str  # dropped, kept_for_hold (or would_drop, would_keep_for_hold: dry run)
     rows: int
     held_by: tuple[int, ...]
+    # With a month dropped: the activations and triggers deleted with it (would be).
+    deleted: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 async def _retain(
@@ -449,8 +520,6 @@ async def _retain(
     decided = verdict(month, cutoff, holding)
     assert decided is not None
     counted = await _rows(conn, month, tables)
-    if decided.drop:
-        counted |= await _delete_unpartitioned(conn, month, active, dry_run=dry_run)
     rows = sum(counted.values())
     if dry_run:
         action = "would_" + ("drop" if decided.drop else "keep_for_hold")
@@ -479,6 +548,25 @@ async def _retain(
     return RetentionOutcome(month, action, rows, holding)
 
 
+async def _record_deleted(
+    conn: Conn, month: Month, deleted: Mapping[str, int], run_by: str
+) -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO retention_runs (month, from_ns, to_ns, action, rows, detail, run_by)"
+            " VALUES (%s, %s, %s, 'deleted', %s, %s, %s)",
+            (
+                month.label,
+                month.from_ns,
+                month.to_ns,
+                sum(deleted.values()),
+                "not partitioned, dated before the month's end, no hold: "
+                + ", ".join(f"{t} {n}" for t, n in deleted.items()),
+                run_by,
+            ),
+        )
+
+
 async def database_now_ns(conn: Conn) -> int:
     """PostgreSQL's clock, in ns: the one every archiver and operator shares."""
     cur = await conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1e9)::bigint")
@@ -501,9 +589,11 @@ async def retention(
     seen), with the partitioned tables locked before its holds are looked for: no row
     can be written into the month between the check and the drop (writers, and readers,
     wait until the month's commit; a row of a dropped month then goes to the default
-    partition, which retention never drops). Its age is by the database's clock unless
-    ``now_ns`` is given: a machine whose clock is wrong (years ahead, say) must not make
-    it drop this month."""
+    partition, which retention never drops). After each month dropped, the activations and
+    triggers that go with it are deleted in batches, without the tables' lock
+    (``_delete_unpartitioned``), and written down as a ``deleted`` run. Its age is by the
+    database's clock unless ``now_ns`` is given: a machine whose clock is wrong (years
+    ahead, say) must not make it drop this month."""
     if now_ns is None:
         now_ns = await database_now_ns(conn)
     cutoff = cutoff_ns(now_ns, keep_days)
@@ -523,24 +613,34 @@ async def retention(
             if not tables:
                 continue  # dropped by another run meanwhile
             active = await holds(conn)
-            outcomes.append(
-                await _retain(
-                    conn,
-                    month,
-                    tables,
-                    active,
-                    cutoff=cutoff,
-                    keep_days=keep_days,
-                    run_by=run_by,
-                    dry_run=dry_run,
-                )
+            outcome = await _retain(
+                conn,
+                month,
+                tables,
+                active,
+                cutoff=cutoff,
+                keep_days=keep_days,
+                run_by=run_by,
+                dry_run=dry_run,
             )
+        if outcome.action == "would_drop":
+            dropped = frozenset(o.month for o in outcomes if o.action == "would_drop")
+            async with conn.transaction():
+                deleted = await _count_unpartitioned(conn, month, cutoff, dropped | {month})
+            outcome = dataclasses.replace(outcome, deleted=deleted)
+        elif outcome.action == "dropped":
+            deleted = await _delete_unpartitioned(conn, month, cutoff)
+            if any(deleted.values()):
+                await _record_deleted(conn, month, deleted, run_by)
+            outcome = dataclasses.replace(outcome, deleted=deleted)
+        outcomes.append(outcome)
     for outcome in outcomes:
         _log.info(
             "archive retention",
             month=outcome.month.label,
             action=outcome.action,
             rows=outcome.rows,
+            deleted=dict(outcome.deleted),
             holds=list(outcome.held_by),
             keep_days=keep_days,
         )

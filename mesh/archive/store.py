@@ -348,7 +348,8 @@ async def _write_activation(
         (record.activation_id,),
     )
     held = await cur.fetchone()
-    assert held is not None  # the insert met this row (rows are never deleted)
+    # The insert met this row and locked it: retention's delete waits for this commit.
+    assert held is not None
     code = binding_conflict(
         (str(held[0]), str(held[1]), str(held[2])),
         (record.issuer, record.unit_id, record.trigger.event_id),
@@ -743,7 +744,8 @@ async def _refuse_foreign(
             0,
             False,
             gateway_id,
-            refused=f"log {log_id} is gateway {owner}'s: the archive stores none of its "
+            # Not whose it is: the sender learns only that the log is not its own.
+            refused=f"log {log_id} is another gateway's: the archive stores none of its "
             f"batches from {gateway_id or 'no gateway'}",
         )
     )

@@ -653,9 +653,11 @@ def retention(
         out.print(f"nothing older than {keep_days} days", highlight=False)
     for o in outcomes:
         held = f" (holds {', '.join(str(h) for h in o.held_by)})" if o.held_by else ""
+        gone = ", ".join(f"{n} {table}" for table, n in o.deleted.items() if n)
+        with_it = f"; with it {gone}" if gone else ""
         out.print(
             f"{o.month.year:04d}-{o.month.month:02d}: {o.action.replace('_', ' ')}, "
-            f"{o.rows} rows{held}",
+            f"{o.rows} rows{held}{with_it}",
             highlight=False,
         )
 

@@ -758,7 +758,7 @@ async def test_retention_drops_a_month_of_every_table_together_and_holds_cover_l
         assert rows(postgres, "SELECT detail FROM retention_runs WHERE month = '202501'") == [
             (
                 "older than 30 days; rows: log_records 1, presence_repeats 0, receipts 1,"
-                " acks 1, escalations 1, activations 0, triggers 0",
+                " acks 1, escalations 1",
             )
         ]
 
@@ -781,13 +781,17 @@ async def test_retention_drops_a_month_of_every_table_together_and_holds_cover_l
 async def test_retention_deletes_a_dropped_month_s_activations_and_triggers_but_held_ones(
     postgres: str,
 ) -> None:
-    """activations and triggers are not partitioned: when retention drops a month, their
-    rows of it go by DELETE. In the dropped month: a-1 and its trigger, and a suppressed
-    trigger (no activation), go; a-2 (held by id) and a-3 (its unit held; no partitioned
-    row of the month names it, so the hold does not keep the month) stay, with their
-    triggers; ev-4, observed in the month, stays while its activation (decided the next
-    month, which a time hold keeps) does. A dry run says the same and deletes nothing."""
+    """activations and triggers are not partitioned: once retention has dropped a month,
+    their rows dated before its end go by DELETE, in batches, without locking the tables.
+    Going: a-1 and its trigger, a suppressed trigger, and a-0 of a month that never had
+    partitions (before them, or dropped before this). Staying: a-2 (held by id) and its
+    trigger, and ev-6, merged into a-2 (its receipt names a-2); a-3 (its unit held; no
+    partitioned row of the month names it, so the hold does not keep the month) and its
+    trigger; ev-4, while its activation (decided the next month, which a time hold keeps)
+    stays, but not ev-1 for a-9 of another unit naming it; ev-7, archived only now (a
+    sensor's clock set back). A dry run counts the same and deletes nothing."""
     m1, m2 = Month(2025, 1), Month(2025, 2)
+    before = Month(2024, 6)
     conn = await connect(postgres)
     try:
         await migrate(conn)
@@ -797,59 +801,94 @@ async def test_retention_deletes_a_dropped_month_s_activations_and_triggers_but_
                     f"CREATE TABLE {m.partition(table)} PARTITION OF {table}"
                     f" FOR VALUES FROM ({m.from_ns}) TO ({m.to_ns})".encode()
                 )
+        old = "now() - interval '60 days'"
         activations = [
+            ("a-0", "car-a", "ev-0", before.from_ns + 5),
             ("a-1", "car-a", "ev-1", m1.from_ns + 5),
             ("a-2", "car-b", "ev-2", m1.from_ns + 5),
             ("a-3", "car-c", "ev-3", m1.from_ns + 5),
             ("a-4", "car-a", "ev-4", m2.from_ns + 5),
+            ("a-9", "car-z", "ev-1", m2.from_ns + 5),
         ]
         for aid, unit, ev, at in activations:
             await conn.execute(
                 "INSERT INTO activations (activation_id, issuer, unit_id, kind,"
                 " trigger_event_id, state, decided_at_ns, rank_stage, rank_answered, payload,"
-                " archived_by) VALUES (%s, 'gw', %s, 'manual', %s, 'confirmed', %s, 1, 0,"
-                " '{}', 't')",
+                f" archived_by, archived_at) VALUES (%s, 'gw', %s, 'manual', %s, 'confirmed',"
+                f" %s, 1, 0, '{{}}', 't', {old})".encode(),
                 (aid, unit, ev, at),
             )
-        triggers = [("ev-1", "car-a"), ("ev-2", "car-b"), ("ev-3", "car-c"), ("ev-4", "car-a")]
-        for ev, unit in [*triggers, ("ev-5", "car-a")]:
+        triggers = [
+            (ev, unit, old)
+            for ev, unit in [
+                ("ev-1", "car-a"),
+                ("ev-2", "car-b"),
+                ("ev-3", "car-c"),
+                ("ev-4", "car-a"),
+                ("ev-5", "car-a"),
+                ("ev-6", "car-a"),
+            ]
+        ] + [("ev-7", "car-a", "now()")]
+        for ev, unit, archived_at in triggers:
             await conn.execute(
                 "INSERT INTO triggers (event_id, unit_id, kind, source_type, source_id,"
-                " observed_at_ns, payload, archived_by) VALUES (%s, %s, 'manual', 'ble', 's',"
-                " %s, '{}', 't')",
+                " observed_at_ns, payload, archived_by, archived_at) VALUES (%s, %s, 'manual',"
+                f" 'ble', 's', %s, '{{}}', 't', {archived_at})".encode(),
                 (ev, unit, m1.from_ns + 1),
             )
+        await conn.execute(
+            "INSERT INTO receipts (event_id, at_ns, unit_id, outcome, activation_id, reason,"
+            " payload, archived_by) VALUES ('ev-6', %s, 'car-a', 'suppressed', 'a-2', '',"
+            " '{}', 't')",
+            (m2.from_ns + 7,),
+        )
         await partitions.place_hold(conn, reason="r", by="clerk", activation_id="a-2")
         await partitions.place_hold(conn, reason="r", by="clerk", unit_id="car-c")
         await partitions.place_hold(
             conn, reason="r", by="clerk", from_ns=m2.from_ns + 1, to_ns=m2.from_ns + 2
         )
 
-        async def run(dry_run: bool) -> list[tuple[Month, str, int]]:
+        async def run(dry_run: bool) -> list[tuple[Month, str, dict[str, int]]]:
             done = await partitions.retention(
                 conn, now_ns=time.time_ns(), keep_days=30, run_by="ops", dry_run=dry_run
             )
-            return [(o.month, o.action, o.rows) for o in done if o.month.year == 2025]
+            return [(o.month, o.action, dict(o.deleted)) for o in done if o.month.year == 2025]
 
-        assert await run(dry_run=True) == [(m1, "would_drop", 3), (m2, "would_keep_for_hold", 0)]
-        assert count(postgres, "activations") == 4
-        assert count(postgres, "triggers") == 5
-        assert await run(dry_run=False) == [(m1, "dropped", 3), (m2, "kept_for_hold", 0)]
+        going = {"activations": 2, "triggers": 2}
+        assert await run(dry_run=True) == [
+            (m1, "would_drop", going),
+            (m2, "would_keep_for_hold", {}),
+        ]
+        assert count(postgres, "activations") == 6
+        assert count(postgres, "triggers") == 7
+        assert await run(dry_run=False) == [(m1, "dropped", going), (m2, "kept_for_hold", {})]
         assert rows(postgres, "SELECT activation_id FROM activations ORDER BY 1") == [
             ("a-2",),
             ("a-3",),
             ("a-4",),
+            ("a-9",),
         ]
         assert rows(postgres, "SELECT event_id FROM triggers ORDER BY 1") == [
             ("ev-2",),
             ("ev-3",),
             ("ev-4",),
+            ("ev-6",),
+            ("ev-7",),
         ]
-        assert rows(postgres, "SELECT detail FROM retention_runs WHERE month = '202501'") == [
+        assert rows(
+            postgres, "SELECT action, rows, detail FROM retention_runs WHERE month = '202501'"
+        ) == [
             (
+                "dropped",
+                0,
                 "older than 30 days; rows: log_records 0, presence_repeats 0, receipts 0,"
-                " acks 0, escalations 0, activations 1, triggers 2",
-            )
+                " acks 0, escalations 0",
+            ),
+            (
+                "deleted",
+                4,
+                "not partitioned, dated before the month's end, no hold: activations 2, triggers 2",
+            ),
         ]
     finally:
         await conn.close()

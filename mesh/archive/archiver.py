@@ -406,8 +406,8 @@ class Archiver:
                 at_ns=time.time_ns(),
                 refused=progress.refused,
             )
-            # A refusal is not retained: it answers a batch just sent, and must not stand
-            # in the way of a later one (the log rebound at the archive, say).
+            # A refusal is not retained: it answers batches just sent; a retained one would
+            # end every later pass of the sender at its connect, before it sent anything.
             self.source.publish_answer(
                 self.topics.log_synced(progress.log_id, progress.gateway_id),
                 encode(synced),

@@ -261,7 +261,7 @@ class LogSync:
         """Publish every record after ``after`` up to ``head``; the number published
         (``before`` of ``to_send`` were sent earlier in this pass: for progress)."""
         sent = 0
-        while after < head:
+        while after < head and self.refused is None:  # a refusal: nothing more this pass
             batch = await asyncio.to_thread(self._read_batch, after, head)
             if batch is None:
                 break  # nothing left (retention removed the rest since the pass began)

@@ -447,7 +447,7 @@ async def test_another_car_cannot_write_into_a_log_bound_to_its_gateway(
             (
                 THIEF,
                 0,
-                f"log {victim} is gateway {GW}'s: the archive stores none of its "
+                f"log {victim} is another gateway's: the archive stores none of its "
                 f"batches from {THIEF}",
             )
         ]

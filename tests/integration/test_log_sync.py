@@ -332,7 +332,7 @@ async def test_a_log_another_gateway_bound_is_refused_at_once_not_resent(
         took = time.monotonic() - started
         assert not result.complete
         assert result.refused == (
-            f"log {log_id_of(log)} is gateway gw-x's: the archive stores none of its "
+            f"log {log_id_of(log)} is another gateway's: the archive stores none of its "
             "batches from gw-y"
         )
         assert other.counters["resends"] == 0

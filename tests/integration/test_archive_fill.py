@@ -495,6 +495,11 @@ def test_a_batch_naming_another_gateway_than_its_topic_is_refused() -> None:
     with pytest.raises(PayloadError) as reserved:
         accept(TOPICS, TOPICS.log_records("log-1", None), encode(unnamed))
     assert reserved.value.code == "reserved_id"
+    # Log batches are never signed (their checkpoints are, inside the log): one wrapped in
+    # a JWS is not unwrapped, it is refused as the payload it is not.
+    sealed = PayloadSigner(Ed25519PrivateKey.generate()).seal(batch).to_bytes()
+    with pytest.raises(PayloadError):
+        accept(TOPICS, TOPICS.log_records("log-1", GW), sealed)
 
 
 async def test_logs_that_cannot_be_filled_yet_leave_the_sweep_until_they_grow(

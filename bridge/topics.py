@@ -97,12 +97,12 @@ class Topics:
         """Batches of an edge activation log's records, on their way to the archive, under
         the gateway that sends them: the broker lets a gateway send only under its own
         name, and the archive stores a log's batches from one gateway only."""
-        return f"{self.prefix}/log/{log_id}/records/{_sender(gateway_id)}"
+        return f"{self.prefix}/log/{log_id}/records/{sender_level(gateway_id)}"
 
     def log_synced(self, log_id: str, gateway_id: str | None) -> str:
         """The archive's synced watermark of one log (retained), under the gateway that
         sent it, so that a car's bridge and ACL can name its own (log ids are random)."""
-        return f"{self.prefix}/log/{log_id}/synced/{_sender(gateway_id)}"
+        return f"{self.prefix}/log/{log_id}/synced/{sender_level(gateway_id)}"
 
     def records_from(self, gateway_id: str) -> str:
         """Every log batch one gateway sends."""
@@ -173,7 +173,8 @@ _ONE_LEVEL = {
 }
 
 
-def _sender(gateway_id: str | None) -> str:
+def sender_level(gateway_id: str | None) -> str:
+    """The topic level naming a log batch's (or watermark's) gateway."""
     return UNNAMED_SENDER if gateway_id is None else gateway_id  # "" is a level, not None
 
 

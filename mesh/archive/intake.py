@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from bridge.topics import UNNAMED_SENDER, TopicKind, Topics
+from bridge.topics import UNNAMED_SENDER, TopicKind, Topics, sender_level
 from mesh.decide.rejection import Rejection
 from mesh.journal.chain import record_hash
 from mesh.protocol.codec import PayloadError, decode
@@ -140,7 +140,7 @@ def accept(topics: Topics, topic: str, payload: bytes) -> Item | None:
             # name on the topic is who sent it, and the batch must say the same.
             if model.gateway_id == UNNAMED_SENDER:
                 raise PayloadError("reserved_id", f"gateway id {UNNAMED_SENDER!r} is reserved")
-            sender = UNNAMED_SENDER if model.gateway_id is None else model.gateway_id
+            sender = sender_level(model.gateway_id)
             _same("gateway_mismatch", "batch from gateway", sender, "gateway", args[1])
             check_batch(model)
     try:

@@ -461,24 +461,29 @@ async def _delete_unpartitioned(conn: Conn, month: Month, cutoff: int) -> dict[s
             alias=sql.Identifier(alias),
             goes=goes,
         )
-        done = False
-        while not done:
-            for attempt in range(_DELETE_TRIES):
-                try:
-                    async with conn.transaction():
-                        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
-                        params = await _unpartitioned_params(conn, month, cutoff)
-                        cur = await conn.execute(statement, {**params, "batch": DELETE_BATCH})
-                except psycopg.errors.DeadlockDetected:
-                    # An archiver upserting one of these rows: its write goes on, this
-                    # batch is tried again.
-                    if attempt == _DELETE_TRIES - 1:
-                        raise
-                    continue
-                deleted[table] += cur.rowcount
-                done = cur.rowcount < DELETE_BATCH
+        while True:
+            gone = await _delete_batch(conn, statement, month, cutoff)
+            deleted[table] += gone
+            if gone < DELETE_BATCH:
                 break
     return deleted
+
+
+async def _delete_batch(conn: Conn, statement: sql.Composed, month: Month, cutoff: int) -> int:
+    """One batch, in a transaction of its own under the holds' lock; the rows deleted."""
+    for attempt in range(_DELETE_TRIES):
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
+                params = await _unpartitioned_params(conn, month, cutoff)
+                cur = await conn.execute(statement, {**params, "batch": DELETE_BATCH})
+                return cur.rowcount
+        except psycopg.errors.DeadlockDetected:
+            # An archiver upserting one of these rows: its write goes on, this batch is
+            # tried again.
+            if attempt == _DELETE_TRIES - 1:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _rows(conn: Conn, month: Month, tables: frozenset[str]) -> dict[str, int]:

@@ -718,8 +718,9 @@ async def _refuse_foreign(
     conn: Conn, batches: Sequence[LogBatch], owner: str, by: str, result: WriteResult
 ) -> None:
     """Batches from a gateway other than the log's: none of their records is stored."""
+    log_id, gateway_id = batches[0].log_id, batches[0].gateway_id  # one log, one sender
+    sender = gateway_id or "no gateway"
     for batch in batches:
-        sender = batch.gateway_id or "no gateway"
         first, last = batch.records[0].seq, batch.records[-1].seq
         conflict = Conflict(
             kind="log_batch",
@@ -737,7 +738,6 @@ async def _refuse_foreign(
         )
         await _report(conn, conflict, by, result)
     result.counts["conflict.log_batch"] += len(batches)
-    log_id, gateway_id = batches[0].log_id, batches[0].gateway_id  # one log, one sender
     result.logs.append(
         LogProgress(
             log_id,
@@ -746,7 +746,7 @@ async def _refuse_foreign(
             gateway_id,
             # Not whose it is: the sender learns only that the log is not its own.
             refused=f"log {log_id} is another gateway's: the archive stores none of its "
-            f"batches from {gateway_id or 'no gateway'}",
+            f"batches from {sender}",
         )
     )
 

@@ -30,7 +30,7 @@ import structlog
 
 from bridge.mqtt.client import Inbound, LinkDown, LinkOptions, MqttLink, ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
-from bridge.topics import UNNAMED_SENDER, Topics
+from bridge.topics import Topics, sender_level
 from mesh.journal.records import RecordKind, StartedEntry
 from mesh.journal.store import LogError, LogRecord, log_id_of, open_readonly
 from mesh.protocol.codec import PayloadError, decode, encode
@@ -99,7 +99,7 @@ class LogSync:
             gateway_id = gateway_id or logged_gateway
         self.unit_id = unit_id
         self.gateway_id = gateway_id
-        self._sender = UNNAMED_SENDER if gateway_id is None else gateway_id
+        self._sender = sender_level(gateway_id)
         self.ack_timeout_s = ack_timeout_s
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes

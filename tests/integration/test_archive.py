@@ -25,6 +25,7 @@ from mesh.archive.intake import accept, activation_rank
 from mesh.archive.migrate import available, migrate
 from mesh.protocol.codec import PayloadError, encode
 from mesh.protocol.jws import Jws, b64url
+from mesh.protocol.log_wire import LogBatch, LogBatchRecord
 from mesh.protocol.models import (
     AckStatus,
     ActivationRecord,
@@ -562,6 +563,20 @@ async def test_without_a_trust_store_acks_are_stored_as_unchecked(
     assert rows(postgres, "SELECT verified, signer FROM acks") == [(None, None)]
 
 
+def one_record_batch(log_id: str, unit: str, gateway: str) -> LogBatch:
+    """A batch of one valid record, the first of log ``log_id``, from ``gateway``."""
+    from mesh.journal.chain import GENESIS, record_hash
+
+    body = '{"n":1}'
+    digest = record_hash(GENESIS, 1, 10, kind="resumed", activation_id=None, body=body)
+    record = LogBatchRecord(
+        seq=1, prev_seq=0, at_ns=10, kind="resumed", body=body, prev_hash=GENESIS, hash=digest
+    )
+    return LogBatch(
+        log_id=log_id, unit_id=unit, gateway_id=gateway, head_seq=1, sent_at_ns=1, records=(record,)
+    )
+
+
 async def test_a_car_s_log_cannot_claim_another_unit_with_the_fleet_file(
     mosquitto: MosquittoProcess, topics: Topics, postgres: str
 ) -> None:
@@ -569,22 +584,7 @@ async def test_a_car_s_log_cannot_claim_another_unit_with_the_fleet_file(
     first batch binds the log's unit, which legal holds and `archiver verify` go by. With
     the fleet file's units the archiver refuses it (unit_mismatch); the same batch naming
     car-7 is stored, and the log is car-7's."""
-    from mesh.journal.chain import GENESIS, record_hash
-    from mesh.protocol.log_wire import LogBatch, LogBatchRecord
-
-    body = '{"n":1}'
-    digest = record_hash(GENESIS, 1, 10, kind="resumed", activation_id=None, body=body)
-    record = LogBatchRecord(
-        seq=1, prev_seq=0, at_ns=10, kind="resumed", body=body, prev_hash=GENESIS, hash=digest
-    )
-    claim = LogBatch(
-        log_id="log-car7",
-        unit_id=UNIT,
-        gateway_id="gw-car-7",
-        head_seq=1,
-        sent_at_ns=1,
-        records=(record,),
-    )
+    claim = one_record_batch("log-car7", UNIT, "gw-car-7")
     units = {ISSUER: UNIT, "gw-car-7": "car-7"}
     async with (
         running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",), units=units) as (
@@ -608,22 +608,7 @@ async def test_archiver_verify_lists_the_refused_copies_of_the_logs_gateway(
     import os
     import sys
 
-    from mesh.journal.chain import GENESIS, record_hash
-    from mesh.protocol.log_wire import LogBatch, LogBatchRecord
-
-    body = '{"n":1}'
-    digest = record_hash(GENESIS, 1, 10, kind="resumed", activation_id=None, body=body)
-    record = LogBatchRecord(
-        seq=1, prev_seq=0, at_ns=10, kind="resumed", body=body, prev_hash=GENESIS, hash=digest
-    )
-    batch = LogBatch(
-        log_id="log-car12",
-        unit_id=UNIT,
-        gateway_id=ISSUER,
-        head_seq=1,
-        sent_at_ns=1,
-        records=(record,),
-    )
+    batch = one_record_batch("log-car12", UNIT, ISSUER)
     trigger = event(TriggerKind.WEAPON_DRAW, unit=UNIT)
     genuine = activation("a-v", ActivationState.CONFIRMED, 3, trigger=trigger)
     forged = activation(

@@ -224,10 +224,24 @@ FETCH_WAIT_S = 2.0
 BATCH_WAIT_S = 0.05
 # Fetched and not yet settled, per archiver, at most (besides the queue's own room).
 INFLIGHT_MAX = 4_000
+# ... and at most this much payload: 4,000 log batches of 256 KiB would be 1 GiB, held by
+# an archiver that comes back to a backlog. A fetch asks for what fits FETCH_BYTES (and the
+# room left) at the size of the largest message of the fetch before: nats-py's fetch takes
+# no byte limit, so a fetch whose messages are larger than those before overshoots, and
+# the next waits until enough of it is settled.
+INFLIGHT_BYTES = 64 * 1024 * 1024
+FETCH_BYTES = 4 * 1024 * 1024
 # The event loop gets a turn after this much payload is decoded (one large log batch; a
 # hundred-odd triggers).
 YIELD_BYTES = 64 * 1024
 RETRY_MAX_S = 5.0
+
+
+def fetch_count(room: int, byte_room: int, fetch_bytes: int, msg_size: int) -> int:
+    """How many messages to ask for: at most ``room``, and as many messages of
+    ``msg_size`` bytes as fit ``fetch_bytes`` and ``byte_room``, at least one."""
+    by_size = min(fetch_bytes, byte_room) // max(1, msg_size)
+    return max(1, min(room, by_size))
 
 
 async def _fetch_more(sub: Any, count: int) -> list[Msg]:
@@ -261,10 +275,11 @@ def _buffered(sub: Any) -> list[Msg]:
 
 
 class _Receipt:
-    __slots__ = ("_msg", "_source", "delivered", "last_chance")
+    __slots__ = ("_msg", "_source", "delivered", "last_chance", "size")
 
     def __init__(self, msg: Msg, source: JetStreamSource, max_deliver: int) -> None:
         self._msg = msg
+        self.size = len(msg.data)
         self._source = source
         self.delivered = int(msg.metadata.num_delivered or 1) if msg.reply else 1
         self.last_chance = 0 < max_deliver <= self.delivered
@@ -306,8 +321,9 @@ class _Receipt:
 
 class JetStreamSource:
     """The archive's stream through its shared durable pull consumer. Messages are
-    fetched only while the archiver has room for them (queue and ``inflight_max``): a
-    backlog waits in the stream, never in an archiver's memory. Watermarks go out over
+    fetched only while the archiver has room for them (queue, ``inflight_max`` messages and
+    ``inflight_bytes`` of payload): a backlog waits in the stream, never in an archiver's
+    memory. Watermarks go out over
     MQTT (``watermarks``, a link to a node's MQTT listener) because only MQTT publishes
     are retained for the cars."""
 
@@ -320,7 +336,9 @@ class JetStreamSource:
         watermarks: MqttLink,
         *,
         inflight_max: int = INFLIGHT_MAX,
+        inflight_bytes: int = INFLIGHT_BYTES,
         fetch_max: int = FETCH_MAX,
+        fetch_bytes: int = FETCH_BYTES,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         from collections import Counter
@@ -329,10 +347,13 @@ class JetStreamSource:
         self.settings = settings
         self.watermarks = watermarks
         self.inflight_max = inflight_max
+        self.inflight_bytes = inflight_bytes
         self.fetch_max = fetch_max
+        self.fetch_bytes = fetch_bytes
         self.log = logger or structlog.get_logger("mesh.archive")
         self.counters: Counter[str] = Counter()
         self._outstanding: set[_Receipt] = set()
+        self._outstanding_bytes = 0
         self._freed = asyncio.Event()
         self._ack_wait_s = settings.ack_wait_s
         self._max_deliver = settings.max_deliver
@@ -347,12 +368,17 @@ class JetStreamSource:
         if receipt not in self._outstanding:
             return False
         self._outstanding.discard(receipt)
+        self._outstanding_bytes -= receipt.size
         self._freed.set()
         return True
 
     @property
     def outstanding(self) -> int:
         return len(self._outstanding)
+
+    @property
+    def outstanding_bytes(self) -> int:
+        return self._outstanding_bytes
 
     async def serve(self, sink: Sink) -> None:
         """Fetch and hand over until cancelled. The connection stays open for ``close``:
@@ -446,18 +472,23 @@ class JetStreamSource:
 
         delay = 0.1
         backlog = False  # the last fetch filled up: more is likely waiting
+        msg_size = 0  # the largest message of the last fetch
         while True:
-            room = min(self.inflight_max - len(self._outstanding), sink.room())
-            if room <= 0:
+            room = min(self.inflight_max - len(self._outstanding), sink.room(), self.fetch_max)
+            byte_room = self.inflight_bytes - self._outstanding_bytes
+            if room <= 0 or byte_room <= 0:
+                self.counters["waited.room" if room <= 0 else "waited.bytes"] += 1
                 self._freed.clear()
                 await self._freed.wait()
                 continue
-            want = min(room, self.fetch_max)
             try:
                 if backlog:
+                    want = fetch_count(room, byte_room, self.fetch_bytes, msg_size)
                     msgs = await sub.fetch(want, timeout=BATCH_WAIT_S)
                 else:
                     msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
+                    first = len(msgs[0].data)
+                    want = fetch_count(room, byte_room, self.fetch_bytes, first)
                     if want > 1:
                         # Kept where a stop meanwhile finds it (and hands it back).
                         self._fetched = deque(msgs)
@@ -474,6 +505,7 @@ class JetStreamSource:
                 continue
             delay = 0.1
             backlog = len(msgs) >= want
+            msg_size = max(len(m.data) for m in msgs)
             # Handed over in order, yielding after every YIELD_BYTES of payload: decoding a
             # fetch of large batches takes a while, and the writer's round trips to
             # PostgreSQL go on meanwhile. The rest stay where a stop finds them (and hands
@@ -492,6 +524,7 @@ class JetStreamSource:
         if receipt.delivered > 1:
             self.counters["redelivered"] += 1
         self._outstanding.add(receipt)
+        self._outstanding_bytes += receipt.size
         taken = sink.take(subject_topic(msg.subject), msg.data, receipt)
         if taken is Taken.REJECTED:
             await receipt.refused()  # a poison message: terminated, never delivered again

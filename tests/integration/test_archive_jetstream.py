@@ -166,12 +166,15 @@ def triggers(n: int) -> list[TriggerEvent]:
     return [event(source_id=f"src-{i}") for i in range(n)]
 
 
-async def publish_natively(cluster: RunningCluster, payloads: Sequence[bytes]) -> None:
-    """Publish on the unit's trigger subject with the operator's NATS credential, each
-    acknowledged by the stream. As a JetStream publisher must: with a message id, sent
-    again until acknowledged (right after the stream is made, a node may not yet know of
-    its subjects: no responders), a repeat being a duplicate, not a second message."""
-    subject = mqtt_subjects(topics_of(cluster).trigger(UNIT))[0]
+async def publish_natively(
+    cluster: RunningCluster, payloads: Sequence[bytes], topic: str | None = None
+) -> None:
+    """Publish on ``topic`` (the unit's trigger topic if None) with the operator's NATS
+    credential, each acknowledged by the stream. As a JetStream publisher must: with a
+    message id, sent again until acknowledged (right after the stream is made, a node may
+    not yet know of its subjects: no responders), a repeat being a duplicate, not a second
+    message."""
+    subject = mqtt_subjects(topic or topics_of(cluster).trigger(UNIT))[0]
     async with admin(cluster) as js:
         for payload in payloads:
             headers = {"Nats-Msg-Id": hashlib.sha256(payload).hexdigest()}
@@ -560,6 +563,49 @@ async def test_a_message_whose_write_fails_is_delivered_max_deliver_times_then_l
     assert state.num_ack_pending == 0
 
 
+async def test_an_archiver_holds_no_more_of_a_backlog_than_its_byte_limit(
+    nats_cluster: RunningCluster, postgres: str
+) -> None:
+    """A backlog of large log batches (about 100 KiB each) while PostgreSQL takes none:
+    the archiver fetches until it holds its byte limit (here 1 MiB), then waits; the rest
+    wait in the stream, not in its memory (its count limit alone, 4,000 messages, would
+    have let it take all of them). Once the database is back, every record lands."""
+    n, per_batch, pad = 40, 10, 10_000
+    limit = 1024 * 1024
+    await make_archive(nats_cluster, StreamSettings())
+    async with await pg_connect(postgres) as conn:
+        await migrate(conn)
+    batches, prev_hash = [], GENESIS
+    for i in range(n):
+        batch = _log_batch(
+            "log-big", range(i * per_batch + 1, (i + 1) * per_batch + 1), prev_hash, pad
+        )
+        batches.append(encode(batch))
+        prev_hash = batch.records[-1].hash
+    size = max(len(b) for b in batches)
+    assert n * size > 2 * limit
+    blocker = psycopg.connect(postgres)
+    try:
+        a = jetstream_archiver(
+            nats_cluster, postgres, "arch-a", 0, inflight_bytes=limit, fetch_bytes=limit // 4
+        )
+        async with running([a]):
+            blocker.execute("LOCK TABLE logs IN ACCESS EXCLUSIVE MODE")
+            topic = topics_of(nats_cluster).log_records("log-big", GW)
+            await publish_natively(nats_cluster, batches, topic)
+            await wait_until(lambda: a.source.counters["waited.bytes"] >= 1, 30)
+            held = a.source.outstanding_bytes
+            assert limit <= held < limit + size, held
+            state = await consumer_state(nats_cluster)
+            assert state.num_ack_pending < n // 2, state
+            assert await stream_messages(nats_cluster) == n
+            blocker.rollback()
+            await wait_until(lambda: a.counters["stored.log_record"] == n * per_batch, 30)
+        assert count(postgres, "log_records") == n * per_batch
+    finally:
+        blocker.close()
+
+
 async def test_a_stopped_archiver_hands_back_what_it_holds(
     nats_cluster: RunningCluster, postgres: str
 ) -> None:
@@ -603,10 +649,10 @@ async def test_a_stopped_archiver_hands_back_what_it_holds(
         blocker.close()
 
 
-def _log_batch(log_id: str, seqs: range) -> LogBatch:
-    prev_hash, records = GENESIS, []
+def _log_batch(log_id: str, seqs: range, prev_hash: str = GENESIS, pad: int = 0) -> LogBatch:
+    records = []
     for seq in seqs:
-        body = json.dumps({"seq": seq})
+        body = json.dumps({"seq": seq, "pad": "x" * pad} if pad else {"seq": seq})
         digest = record_hash(prev_hash, seq, seq, kind="resumed", activation_id=None, body=body)
         records.append(
             LogBatchRecord(

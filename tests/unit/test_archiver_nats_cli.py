@@ -1,6 +1,6 @@
 """`trigger-mesh archiver --nats …` and `archiver stream`: bad options are refused with exit
 status 2 and a message naming what is wrong, before anything connects; and the pure parts of
-the JetStream archive (the stream's and the consumer's settings)."""
+the JetStream archive (the stream's and the consumer's settings, how much a fetch asks for)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from bridge.topics import Topics
-from mesh.archive.jetstream import StreamSettings, archive_subjects, consumer_config, stream_config
+from mesh.archive.jetstream import (
+    StreamSettings,
+    archive_subjects,
+    consumer_config,
+    fetch_count,
+    stream_config,
+)
 from mesh.cli.app import app
 
 pytest.importorskip("nats")
@@ -99,3 +105,19 @@ def test_the_stream_holds_the_archived_subjects_as_a_bounded_work_queue() -> Non
     assert consumer.ack_policy is AckPolicy.EXPLICIT
     assert consumer.max_deliver == 10
     assert consumer.ack_wait == 30
+
+
+@pytest.mark.parametrize(
+    ("room", "byte_room", "msg_size", "want"),
+    [
+        (500, 64 << 20, 300, 500),  # small triggers: the count limit
+        (500, 64 << 20, 256 << 10, 16),  # 256 KiB log batches: 4 MiB of them
+        (500, 600 << 10, 256 << 10, 2),  # the room left under the byte limit
+        (500, 64 << 20, 16 << 20, 1),  # one message larger than a fetch: still one
+        (3, 64 << 20, 300, 3),  # the queue's room
+    ],
+)
+def test_a_fetch_asks_for_what_fits_its_bytes_and_the_room_left(
+    room: int, byte_room: int, msg_size: int, want: int
+) -> None:
+    assert fetch_count(room, byte_room, 4 << 20, msg_size) == want

@@ -274,6 +274,20 @@ def _buffered(sub: Any) -> list[Msg]:
     return found
 
 
+def delivery_count(reply: str) -> int:
+    """How many times the server has delivered a message, read from its ack subject:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.…`` (9 tokens) or, with domain and account,
+    ``$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.…`` (11 or more). The
+    same as nats-py's ``msg.metadata.num_delivered`` without building the rest of the
+    metadata, which took a twelfth of an archiver's CPU on triggers. 1 for any other
+    subject."""
+    tokens = reply.split(".")
+    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+        return 1
+    count = tokens[4] if len(tokens) == 9 else tokens[6]
+    return int(count) if count.isdigit() else 1
+
+
 class _Receipt:
     __slots__ = ("_msg", "_source", "delivered", "last_chance", "size")
 
@@ -281,7 +295,7 @@ class _Receipt:
         self._msg = msg
         self.size = len(msg.data)
         self._source = source
-        self.delivered = int(msg.metadata.num_delivered or 1) if msg.reply else 1
+        self.delivered = delivery_count(msg.reply) if msg.reply else 1
         self.last_chance = 0 < max_deliver <= self.delivered
 
     async def _settle(self, how: str) -> None:

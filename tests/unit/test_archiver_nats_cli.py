@@ -14,6 +14,7 @@ from mesh.archive.jetstream import (
     StreamSettings,
     archive_subjects,
     consumer_config,
+    delivery_count,
     fetch_count,
     stream_config,
 )
@@ -121,3 +122,23 @@ def test_a_fetch_asks_for_what_fits_its_bytes_and_the_room_left(
     room: int, byte_room: int, msg_size: int, want: int
 ) -> None:
     assert fetch_count(room, byte_room, 4 << 20, msg_size) == want
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.MESH_ARCHIVE.archivers.3.1207.1190.1796313266719396548.12",
+        "$JS.ACK._.ACCHASH.MESH_ARCHIVE.archivers.5.1207.1190.1796313266719396548.12.r4nd",
+        "$JS.ACK.hub.ACCHASH.MESH_ARCHIVE.archivers.1.7.7.1796313266719396548.0",
+    ],
+)
+def test_the_delivery_count_is_read_from_the_ack_subject_as_nats_py_reads_it(reply: str) -> None:
+    from nats.aio.msg import Msg
+
+    expected = Msg(None, subject="x", reply=reply).metadata.num_delivered  # type: ignore[arg-type]
+    assert delivery_count(reply) == expected
+
+
+def test_a_reply_that_is_no_ack_subject_counts_as_a_first_delivery() -> None:
+    assert delivery_count("_INBOX.archiver.abc") == 1
+    assert delivery_count("$JS.ACK.s.c.x.1.1.1.0") == 1

@@ -390,6 +390,17 @@ class Archiver:
                     "conflicting copies refused and not kept (cap per source and hour reached)",
                     total=before + not_kept,
                 )
+        over_budget = result.counts["dropped.ack_budget"]
+        if over_budget:
+            before = self.counters["dropped.ack_budget"] - over_budget
+            # Logged at the first and every 1000th, like the conflicts past their cap.
+            if before == 0 or before // 1000 != (before + over_budget) // 1000:
+                self._log.error(
+                    "live acks dropped: a camera is past its budget of acks per hour "
+                    "(a stolen credential?)",
+                    cameras=",".join(sorted(result.over_budget)),
+                    total=before + over_budget,
+                )
         # Published after every group of batches, advanced or not (a sender whose previous
         # announcement was lost is waiting for it): one per log, its latest (batches are
         # stored in seq order, so the last progress of a log is its highest watermark).

@@ -249,7 +249,7 @@ async def _write(
     others are written one by one and that one is refused alone (its reason returned)."""
     try:
         async with conn.transaction():
-            await store.write_small(conn, items, by, result)
+            await store.write_small(conn, items, by, result, live=False)
         return []
     except (psycopg.DataError, psycopg.IntegrityError):
         result.counts.clear()  # rolled back: counted again below
@@ -258,7 +258,7 @@ async def _write(
     for item in items:
         try:
             async with conn.transaction():
-                await store.write_small(conn, [item], by, result)
+                await store.write_small(conn, [item], by, result, live=False)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             first = str(exc).strip().splitlines()[0]
             refused.append(f"{item.kind.value} not stored: PostgreSQL refused it ({first})")

@@ -41,6 +41,13 @@ GROUP_MAX = 200
 # raise its ``copies``. What is kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
 CONFLICTS_PER_SOURCE_HOUR = 100
 CONFLICT_PAYLOAD_MAX = 64 * 1024
+# Live acks stored per camera in the last hour, at most. A camera acks the commands it
+# gets, a few per activation; any other activation id, attempt or clock reading is a new
+# key, so a stolen camera credential would otherwise add a row per message. Past it the
+# camera's live acks are counted (dropped.ack_budget) and logged, not stored; the acks
+# its gateways took still reach the archive in their logs (an archiver with --trust and
+# --fleet fills them in, outside this budget).
+ACKS_PER_CAMERA_HOUR = 1_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ class WriteResult:
     # version of an activation, an ack the trust store refuses, a log record with another
     # hash), each described for the log; they are also in the conflicts table.
     conflicts: list[str] = field(default_factory=list)
+    # Live acks not stored, per camera past its ACKS_PER_CAMERA_HOUR.
+    over_budget: Counter[str] = field(default_factory=Counter)
 
 
 async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteResult:
@@ -91,18 +100,44 @@ async def write(conn: Conn, items: Sequence[Item], archived_by: str) -> WriteRes
 
 
 async def write_small(
-    conn: Conn, items: Sequence[Item], archived_by: str, result: WriteResult
+    conn: Conn, items: Sequence[Item], archived_by: str, result: WriteResult, *, live: bool = True
 ) -> None:
     """Store triggers, receipts, activations, acks and escalations, in the caller's
-    transaction."""
+    transaction. Live acks (``live``; not those made from a gateway's log) are held to
+    ACKS_PER_CAMERA_HOUR."""
     small = sorted(items, key=_lock_order)
     triggers = [i for i in small if isinstance(i.model, TriggerEvent)]
     if triggers:
         await _write_triggers(conn, triggers, archived_by, result)
+    budget = await _ack_budget(conn, small) if live else None
     for item in small:
-        if not isinstance(item.model, TriggerEvent):
-            outcome = await _write_one(conn, item, archived_by, result)
-            result.counts[f"{outcome}.{item.kind.value}"] += 1
+        if isinstance(item.model, TriggerEvent):
+            continue
+        if budget is not None and isinstance(item.model, CameraAck) and item.refusal is None:
+            camera = item.model.camera_id
+            if budget[camera] <= 0:
+                result.counts["dropped.ack_budget"] += 1
+                result.over_budget[camera] += 1
+                continue
+            budget[camera] -= 1
+        outcome = await _write_one(conn, item, archived_by, result)
+        result.counts[f"{outcome}.{item.kind.value}"] += 1
+
+
+async def _ack_budget(conn: Conn, items: Sequence[Item]) -> Counter[str] | None:
+    """How many more live acks each camera of ``items`` may store this hour (a camera
+    past its budget has at most ACKS_PER_CAMERA_HOUR rows in the hour to count)."""
+    cameras = sorted({i.model.camera_id for i in items if isinstance(i.model, CameraAck)})
+    if not cameras:
+        return None
+    cur = await conn.execute(
+        "SELECT camera_id, count(*) FROM acks WHERE camera_id = ANY(%s)"
+        " AND archived_at > now() - interval '1 hour' AND archived_by NOT LIKE '%%/log'"
+        " GROUP BY camera_id",
+        (cameras,),
+    )
+    used = {str(camera): int(n) for camera, n in await cur.fetchall()}
+    return Counter({c: ACKS_PER_CAMERA_HOUR - used.get(c, 0) for c in cameras})
 
 
 def _lock_order(item: Item) -> tuple[str, str]:

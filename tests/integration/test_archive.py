@@ -551,6 +551,67 @@ async def test_an_unsigned_ack_is_not_archived_as_genuine_in_a_signed_fleet(
     ]
 
 
+async def test_a_stolen_camera_key_floods_the_archive_with_acks_only_up_to_its_budget(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thief holds bwc-1's key and credential and sends validly signed acks, each for
+    another activation id (a new row each). The archive stores the camera's budget for the
+    hour (ACKS_PER_CAMERA_HOUR, 20 here), counts the rest as dropped, and still stores
+    another camera's ack; the camera's acks made from a gateway's log are not held to it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from mesh.archive import store
+    from mesh.archive.intake import check_ack
+
+    budget, extra = 20, 30
+    monkeypatch.setattr(store, "ACKS_PER_CAMERA_HOUR", budget)
+    stolen, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    trust = TrustStore(
+        [
+            trusted_key(stolen.public_key(), KeyRole.CAMERA, "bwc-1"),
+            trusted_key(other.public_key(), KeyRole.CAMERA, "bwc-2"),
+        ]
+    )
+    flood = [
+        PayloadSigner(stolen).seal(ack(f"a-forged-{i}", "bwc-1")).to_bytes()
+        for i in range(budget + extra)
+    ]
+    genuine = PayloadSigner(other).seal(ack("a-1", "bwc-2")).to_bytes()
+    async with (
+        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",), trust=trust) as (
+            archiver,
+        ),
+        publisher(mosquitto.url) as pub,
+    ):
+        for sent in flood:
+            await pub.publish(topics.ack(ISSUER, "bwc-1"), sent, qos=1)
+        await pub.publish(topics.ack(ISSUER, "bwc-2"), genuine, qos=1)
+        await wait_until(
+            lambda: (
+                archiver.counters["stored.ack"] + archiver.counters["dropped.ack_budget"]
+                == len(flood) + 1
+            )
+        )
+    assert archiver.counters["dropped.ack_budget"] == extra
+    assert rows(postgres, "SELECT camera_id, count(*) FROM acks GROUP BY 1 ORDER BY 1") == [
+        ("bwc-1", budget),
+        ("bwc-2", 1),
+    ]
+    # An ack of bwc-1 made from its gateway's log (the fill's path) is still stored.
+    from_log = accept(topics, topics.ack(ISSUER, "bwc-1"), flood[-1])
+    assert from_log is not None
+    conn = await connect(postgres)
+    try:
+        result = store.WriteResult()
+        async with conn.transaction():
+            item = check_ack(from_log, trust, 0)
+            await store.write_small(conn, [item], "arch-solo/log", result, live=False)
+    finally:
+        await conn.close()
+    assert result.counts["stored.ack"] == 1, result.counts
+    assert count(postgres, "acks") == budget + 2
+
+
 async def test_without_a_trust_store_acks_are_stored_as_unchecked(
     mosquitto: MosquittoProcess, topics: Topics, postgres: str
 ) -> None:

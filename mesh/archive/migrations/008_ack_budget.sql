@@ -1,0 +1,4 @@
+-- The live acks a camera stored in the last hour, counted for its budget
+-- (mesh/archive/store.py, ACKS_PER_CAMERA_HOUR) without reading the acks table whole.
+-- Building it blocks writes to acks meanwhile: on a large archive, apply it at a quiet hour.
+CREATE INDEX acks_by_camera ON acks (camera_id, archived_at);

@@ -13,6 +13,7 @@ import contextlib
 import getpass
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -48,9 +49,39 @@ def find_mosquitto() -> str | None:
     return None
 
 
+# Ports are chosen below the kernel's ephemeral range: a client retrying a stopped local
+# broker's port in that range can be given that very port as its own source port and
+# connect to itself (TCP self-connect), and the broker cannot listen there again
+# (test_sync_retries_until_the_broker_comes_back: "Address already in use", and paho read
+# its own CONNECT back).
+_PORT_LOW = 10_000
+_PORT_TRIES = 200
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _bound_below_ephemeral(host: str) -> socket.socket:
+    """A socket bound to a free port between _PORT_LOW and the ephemeral range."""
+    high = max(_PORT_LOW + 1, _ephemeral_low())
+    for _ in range(_PORT_TRIES):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, random.randrange(_PORT_LOW, high)))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise OSError(f"no free port on {host} in {_PORT_LOW}..{high - 1} after {_PORT_TRIES} tries")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+    with _bound_below_ephemeral(host) as sock:
         port: int = sock.getsockname()[1]
         return port
 
@@ -61,8 +92,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     with contextlib.ExitStack() as stack:
         ports = []
         for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
+            sock = stack.enter_context(_bound_below_ephemeral(host))
             ports.append(int(sock.getsockname()[1]))
         return ports
 

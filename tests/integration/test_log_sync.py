@@ -313,6 +313,39 @@ async def test_sync_retries_until_the_broker_comes_back(
     assert archived(postgres, log_id_of(log)) == edge(log)
 
 
+async def test_a_tampered_record_is_answered_and_the_pass_ends_there(
+    mosquitto: MosquittoProcess, topics: Topics, postgres: str, tmp_path: Path
+) -> None:
+    """Record 12 of the edge log was edited after it was written (its hash no longer
+    matches): the archive refuses the batch holding it (bad_hash) and answers the sender,
+    whose pass ends there with the reason instead of sending the batch again until it
+    times out. The batches before it are stored, none of its records."""
+    import sqlite3
+
+    log = tmp_path / "edge.db"
+    await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 30, at_ns=time.time_ns())
+    with sqlite3.connect(log) as db:
+        db.execute("DROP TRIGGER records_append_only_update")
+        db.execute("UPDATE records SET body = replace(body, 'test', 'edit') WHERE seq = 12")
+    async with running_archivers(mosquitto.url, topics, postgres, names=("arch-1",)) as (arch,):
+        sync = LogSync(log, url=mosquitto.url, topics=topics, gateway_id="gw-x", batch_records=5)
+        started = time.monotonic()
+        result = await sync.sync(60)
+        took = time.monotonic() - started
+        # The batches before it: stored (their group commits after the refusal's answer;
+        # batches after it may have been in flight when the answer came).
+        await wait_until(
+            lambda: set(range(1, 11)) <= {r[0] for r in archived(postgres, log_id_of(log))}
+        )
+    assert not {r[0] for r in archived(postgres, log_id_of(log))} & set(range(11, 16))
+    assert not result.complete
+    assert result.refused is not None
+    assert result.refused.startswith("batch refused (bad_hash): record 12:"), result.refused
+    assert took < 30, took  # answered, not timed out
+    assert arch.counters["rejected.log_records.bad_hash"] >= 1
+    assert arch.counters["answered.refused"] >= 1
+
+
 async def test_a_log_another_gateway_bound_is_refused_at_once_not_resent(
     mosquitto: MosquittoProcess, topics: Topics, postgres: str, tmp_path: Path
 ) -> None:

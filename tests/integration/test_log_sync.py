@@ -320,13 +320,9 @@ async def test_a_tampered_record_is_answered_and_the_pass_ends_there(
     matches): the archive refuses the batch holding it (bad_hash) and answers the sender,
     whose pass ends there with the reason instead of sending the batch again until it
     times out. The batches before it are stored, none of its records."""
-    import sqlite3
-
     log = tmp_path / "edge.db"
     await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 30, at_ns=time.time_ns())
-    with sqlite3.connect(log) as db:
-        db.execute("DROP TRIGGER records_append_only_update")
-        db.execute("UPDATE records SET body = replace(body, 'test', 'edit') WHERE seq = 12")
+    tamper(log, 12)
     async with running_archivers(mosquitto.url, topics, postgres, names=("arch-1",)) as (arch,):
         sync = LogSync(log, url=mosquitto.url, topics=topics, gateway_id="gw-x", batch_records=5)
         started = time.monotonic()
@@ -344,6 +340,51 @@ async def test_a_tampered_record_is_answered_and_the_pass_ends_there(
     assert took < 30, took  # answered, not timed out
     assert arch.counters["rejected.log_records.bad_hash"] >= 1
     assert arch.counters["answered.refused"] >= 1
+
+
+def tamper(log: Path, seq: int) -> None:
+    """Edit record ``seq`` of the edge log in place, as someone with the car's disk could:
+    its hash no longer matches."""
+    import sqlite3
+
+    with sqlite3.connect(log) as db:
+        db.execute("DROP TRIGGER records_append_only_update")
+        db.execute("UPDATE records SET body = replace(body, 'test', 'edit') WHERE seq = ?", (seq,))
+
+
+async def test_after_a_refusal_the_gateway_s_sync_waits_before_it_tries_again(
+    mosquitto: MosquittoProcess,
+    topics: Topics,
+    postgres: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gateway's background sync (run_forever, a pass every 50 ms here) hears a
+    refusal: its next pass comes only REFUSED_RETRY_S later (1 s here; 10 minutes in
+    production), not at its interval, so a refused log is not sent over and over."""
+    from mesh.archive import archiver as archiver_module
+    from mesh.journal import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "REFUSED_RETRY_S", 1.0)
+    # Every refusal answered (not one per 5 s): the wait measured is the sender's own.
+    monkeypatch.setattr(archiver_module, "REFUSAL_ANSWERS_PER_S", 1000.0)
+    log = tmp_path / "edge.db"
+    await fill(log, CheckpointSigner(Ed25519PrivateKey.generate()), 10, at_ns=time.time_ns())
+    tamper(log, 2)
+    loop = asyncio.get_running_loop()
+    async with running_archivers(mosquitto.url, topics, postgres, names=("arch-1",)) as (arch,):
+        sync = LogSync(log, url=mosquitto.url, topics=topics, gateway_id="gw-x", batch_records=5)
+        task = asyncio.create_task(sync.run_forever(interval_s=0.05, pass_timeout_s=30))
+        try:
+            await wait_until(lambda: sync.counters["refused"] >= 1, 30)
+            first = loop.time()
+            await wait_until(lambda: sync.counters["refused"] >= 2, 30)
+            again = loop.time() - first
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert again >= 1.0, again
+    assert arch.counters["rejected.log_records.bad_hash"] >= 2
 
 
 async def test_a_log_another_gateway_bound_is_refused_at_once_not_resent(

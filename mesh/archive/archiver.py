@@ -38,13 +38,12 @@ import structlog
 
 from bridge.mqtt.client import ProtocolChoice
 from bridge.mqtt.urls import BrokerUrl
-from bridge.topics import UNNAMED_SENDER, TopicKind, Topics
+from bridge.topics import Topics
 from mesh.archive import fill, partitions, store
 from mesh.archive.db import Conn, connect, describe
 from mesh.archive.intake import Item, accept, archived_filters, check_ack, check_log_unit
 from mesh.archive.migrate import migrate
 from mesh.archive.source import MqttSource, Receipt, Source, Taken
-from mesh.decide.intake_limits import KeyedRate
 from mesh.protocol.codec import PayloadError, encode
 from mesh.protocol.log_wire import LogSynced
 from mesh.security.trust import TrustStore
@@ -61,13 +60,6 @@ FILL_SWEEP_S = 60.0
 FILL_EVERY_GROUPS = 20
 # How long a clean stop may spend storing what is still queued.
 DRAIN_TIMEOUT_S = 5.0
-# A log batch refused on its own (bad hash, another unit, …) is answered on its sender's
-# topic, at most this often per log and sender (a sender stops its pass at the first
-# answer; the rest of what it had in flight needs none): a flood of bad batches is not
-# answered message for message. Pacing is kept for this many (log, sender) pairs, the
-# least recently answered forgotten first.
-REFUSAL_ANSWERS_PER_S = 0.2
-REFUSAL_ANSWER_KEYS = 4_096
 
 
 def default_archiver_id() -> str:
@@ -127,7 +119,6 @@ class Archiver:
         self._fill_due: dict[str, None] = {}  # log ids, oldest first
         self._fill_swept = -FILL_SWEEP_S  # monotonic: never yet
         self._where = describe(settings.dsn)
-        self._answers = KeyedRate(REFUSAL_ANSWERS_PER_S, 1, REFUSAL_ANSWER_KEYS)
         if source is None:
             if url is None:
                 raise ValueError("an archiver needs a source or a broker URL")
@@ -211,8 +202,6 @@ class Archiver:
                 reason=exc.reason,
                 size=len(payload),
             )
-            if kind is not None and kind.kind is TopicKind.LOG_RECORDS:
-                self._answer_refused(kind.args[0], kind.args[1], exc)
             return Taken.REJECTED
         if item is None:
             self.counters["ignored.topic"] += 1
@@ -231,28 +220,6 @@ class Archiver:
                 )
             return Taken.FULL
         return Taken.QUEUED
-
-    def _answer_refused(self, log_id: str, sender: str, exc: PayloadError) -> None:
-        """Tell the sender (the topic's, which the broker checked; never the one the batch
-        names) that its batch was refused and why: it stops its pass instead of sending
-        the same bytes again until it times out."""
-        if not self._answers.allow(f"{log_id}/{sender}", time.monotonic_ns()):
-            return
-        gateway = None if sender == UNNAMED_SENDER else sender
-        try:
-            answer = LogSynced(
-                log_id=log_id,
-                synced_seq=0,
-                archiver=self.settings.archiver_id,
-                at_ns=time.time_ns(),
-                refused=f"batch refused ({exc.code}): {exc.reason}"[:512],
-            )
-        except ValueError:  # a log id on the topic that is no valid id: nobody to answer
-            return
-        self.source.publish_answer(
-            self.topics.log_synced(log_id, gateway), encode(answer), retain=False
-        )
-        self.counters["answered.refused"] += 1
 
     # --- writing --------------------------------------------------------------------------
     async def _write_loop(self) -> None:

@@ -48,9 +48,8 @@ WATERMARK_GRACE_S = 1.0
 # so an archive whose database is down is not flooded with the same records.
 ACK_TIMEOUT_S = 5.0
 ACK_MAX_S = 60.0
-# After the archive refused the log's batches (another gateway's log, or a batch of it: a
-# record edited after it was written, say), the background sync tries again only this much
-# later: a refusal stands until someone acts at the archive or on the car.
+# After the archive refused the log's batches (another gateway's log), the background sync
+# tries again only this much later: a refusal stands until someone acts at the archive.
 REFUSED_RETRY_S = 600.0
 # The ids a batch may carry (log_wire's Ident).
 _IDENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")

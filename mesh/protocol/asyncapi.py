@@ -299,10 +299,9 @@ FLOWS: dict[TopicKind, Flow] = {
             "gateway": "With a clean session, so the retained watermark comes on every connect."
         },
         description="Published after every batch stored, advanced or not. A sender keeps the "
-        "highest it has heard. A batch refused (the log is another gateway's, or the batch "
-        "itself: a bad hash, another unit, …) is answered with `refused` set and "
-        "`synced_seq` 0, not retained, at most once per 5 s per log and sender: the sender "
-        "MUST stop sending the log for that pass.",
+        "highest it has heard. A batch refused (the log is another gateway's) is answered "
+        "with `refused` set and `synced_seq` 0, not retained: the sender MUST stop sending "
+        "the log for that pass.",
     ),
 }
 

@@ -64,8 +64,7 @@ class LogSynced(Frozen):
     """``{p}/log/{log_id}/synced/{gateway}``, retained: every record of the log up to
     ``synced_seq`` (following prev_seq) is stored in the archive. With ``refused`` (not
     retained, ``synced_seq`` 0): the archive stored none of a batch this gateway sent, and
-    why (the log is another gateway's, or the batch itself was refused: a bad hash, …);
-    sending the same again is refused again."""
+    stores none of this log from it (the log is another gateway's): why."""
 
     type: Literal["log_synced"] = "log_synced"
     v: ProtocolVersion = PROTOCOL_VERSION

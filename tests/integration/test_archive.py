@@ -638,24 +638,6 @@ def one_record_batch(log_id: str, unit: str, gateway: str) -> LogBatch:
     )
 
 
-async def test_a_flood_of_refused_batches_is_answered_once_per_log_and_sender(
-    mosquitto: MosquittoProcess, topics: Topics, postgres: str
-) -> None:
-    """Ten batches with a bad hash on one log from one sender get one answer (then one per
-    5 s): the answers do not grow with a flood. Another log of the same sender gets its own."""
-    bad = one_record_batch("log-bad", UNIT, ISSUER)
-    bad = bad.model_copy(update={"records": (bad.records[0].model_copy(update={"body": "{}"}),)})
-    async with (
-        running_archivers(mosquitto.url, topics, postgres, names=("arch-solo",)) as (archiver,),
-        publisher(mosquitto.url) as pub,
-    ):
-        for log_id in [*["log-bad"] * 10, "log-other"]:
-            batch = bad.model_copy(update={"log_id": log_id})
-            await pub.publish(topics.log_records(log_id, ISSUER), encode(batch), qos=1)
-        await wait_until(lambda: archiver.counters["rejected.log_records.bad_hash"] == 11)
-    assert archiver.counters["answered.refused"] == 2, archiver.counters
-
-
 async def test_a_car_s_log_cannot_claim_another_unit_with_the_fleet_file(
     mosquitto: MosquittoProcess, topics: Topics, postgres: str
 ) -> None:

@@ -68,7 +68,11 @@ def _ephemeral_low() -> int:
 
 def _bound_below_ephemeral(host: str) -> socket.socket:
     """A socket bound to a free port between _PORT_LOW and the ephemeral range."""
-    high = max(_PORT_LOW + 1, _ephemeral_low())
+    high = _ephemeral_low()
+    if high - _PORT_LOW < 1_000:  # an ephemeral range set low: the kernel's choice, then
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((host, 0))
+        return sock
     for _ in range(_PORT_TRIES):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:

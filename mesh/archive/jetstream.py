@@ -224,11 +224,12 @@ FETCH_WAIT_S = 2.0
 BATCH_WAIT_S = 0.05
 # Fetched and not yet settled, per archiver, at most (besides the queue's own room).
 INFLIGHT_MAX = 4_000
-# ... and at most this much payload: 4,000 log batches of 256 KiB would be 1 GiB, held by
-# an archiver that comes back to a backlog. A fetch asks for what fits FETCH_BYTES (and the
-# room left) at the size of the largest message of the fetch before: nats-py's fetch takes
-# no byte limit, so a fetch whose messages are larger than those before overshoots, and
-# the next waits until enough of it is settled.
+# ... and about this much payload: 4,000 log batches of 256 KiB would be 1 GiB, held by an
+# archiver that comes back to a backlog. A fetch asks for what fits FETCH_BYTES (and the
+# room left) at the size of the largest message of the fetch before (idle: of its first
+# message). nats-py's fetch takes no byte limit, so this is an aim, not a hard bound:
+# messages larger than those before, and any the server delivered after a fetch gave up
+# waiting (the next fetch takes them), go past it until settled; the next fetch waits.
 INFLIGHT_BYTES = 64 * 1024 * 1024
 FETCH_BYTES = 4 * 1024 * 1024
 # The event loop gets a turn after this much payload is decoded (one large log batch; a
@@ -282,10 +283,10 @@ def delivery_count(reply: str) -> int:
     metadata, which took a twelfth of an archiver's CPU on triggers. 1 for any other
     subject."""
     tokens = reply.split(".")
-    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+    if tokens[:2] != ["$JS", "ACK"] or not (len(tokens) == 9 or len(tokens) >= 11):
         return 1
     count = tokens[4] if len(tokens) == 9 else tokens[6]
-    return int(count) if count.isdigit() else 1
+    return int(count) if count.isascii() and count.isdecimal() else 1
 
 
 class _Receipt:

@@ -446,7 +446,7 @@ async def test_the_migration_keeps_the_live_rows_of_the_005_schema(postgres: str
         assert live_rows(postgres) == before
         after_shape = shape(postgres)
         assert isinstance(after_shape["indexes"], list)
-        added = [i for i in after_shape["indexes"] if i[1] == "acks_by_camera"]  # 008's
+        added = [i for i in after_shape["indexes"] if i[1] == "acks_live_by_camera"]  # 008's
         assert len(added) == 1, after_shape["indexes"]
         after_shape["indexes"].remove(added[0])
         assert after_shape == before_shape

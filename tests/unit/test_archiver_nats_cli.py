@@ -141,4 +141,6 @@ def test_the_delivery_count_is_read_from_the_ack_subject_as_nats_py_reads_it(rep
 
 def test_a_reply_that_is_no_ack_subject_counts_as_a_first_delivery() -> None:
     assert delivery_count("_INBOX.archiver.abc") == 1
-    assert delivery_count("$JS.ACK.s.c.x.1.1.1.0") == 1
+    assert delivery_count("$JS.ACK.s.c.x.1.1.1.0") == 1  # not a number
+    assert delivery_count("$JS.ACK.s.c.\u00b2.1.1.1.0") == 1  # a digit, not a decimal
+    assert delivery_count("$JS.ACK.s.c.3.1.1.1.0.x") == 1  # 10 tokens: neither form

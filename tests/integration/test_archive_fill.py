@@ -242,6 +242,24 @@ async def test_the_live_rows_a_lost_message_left_out_are_made_from_the_vouched_l
         assert f"live rows made from its records through seq {third.vouched_seq}" in out
 
 
+async def test_acks_made_from_the_log_are_not_held_to_the_live_ack_budget(
+    tmp_path: Path, postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live ack budget (store.ACKS_PER_CAMERA_HOUR, none left here) drops live acks
+    only: the acks a gateway took and logged are all filled in from its log."""
+    monkeypatch.setattr(store, "ACKS_PER_CAMERA_HOUR", 0)
+    fleet, path = Fleet(), tmp_path / "gw.db"
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
+        await log_activations(log, fleet, ["a-1"])
+        await log.checkpoint()
+        await synced(conn, batch_of(path, GW))
+        outcome = await filled(conn, log_id_of(path), fleet)
+        assert outcome.status == "filled", outcome
+        assert "dropped.ack_budget" not in outcome.counts, outcome.counts
+        acks = rows(postgres, "SELECT activation_id, camera_id FROM acks")
+        assert sorted(acks) == [("a-1", c) for c in CAMERAS]
+
+
 async def test_a_log_forged_with_a_stolen_car_credential_makes_no_live_rows(
     tmp_path: Path, postgres: str
 ) -> None:

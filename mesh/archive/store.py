@@ -427,18 +427,27 @@ def binding_conflict(held: tuple[str, str, str], got: tuple[str, str, str]) -> s
 # The broker lets a gateway send batches only under its own name, but under any log id:
 # a batch from another gateway, or from none, on a bound log changes nothing and is
 # refused whole (conflict.log_batch), so that no other car's records take the seqs of
-# the log's own. Live rows are made from a log as its gateway's.
+# the log's own. A log its earlier batches left bound to no gateway (sent before batches
+# named one) but to a unit is bound only by a batch naming that unit (with the fleet
+# file, a gateway may name only its own), and a batch from a gateway that may not bind it
+# is refused likewise. Live rows are made from a log as its gateway's.
+_MAY_WRITE = (
+    "(logs.gateway_id = EXCLUDED.gateway_id OR logs.gateway_id IS NULL"
+    " AND (EXCLUDED.gateway_id IS NULL OR logs.unit_id IS NULL"
+    " OR logs.unit_id = EXCLUDED.unit_id))"
+)
+# Built from the constant above only (no input goes into the text).
 _UPSERT_LOG = (
-    "INSERT INTO logs (log_id, unit_id, gateway_id, head_seq) VALUES (%s, %s, %s, %s)"
+    "INSERT INTO logs (log_id, unit_id, gateway_id, head_seq) VALUES (%s, %s, %s, %s)"  # noqa: S608
     " ON CONFLICT (log_id) DO UPDATE SET"
-    " unit_id = CASE WHEN logs.gateway_id IS NULL OR logs.gateway_id = EXCLUDED.gateway_id"
+    f" unit_id = CASE WHEN {_MAY_WRITE}"
     " THEN coalesce(logs.unit_id, EXCLUDED.unit_id) ELSE logs.unit_id END,"
-    " gateway_id = coalesce(logs.gateway_id, EXCLUDED.gateway_id),"
-    " head_seq = CASE WHEN logs.gateway_id IS NULL OR logs.gateway_id = EXCLUDED.gateway_id"
+    f" gateway_id = CASE WHEN {_MAY_WRITE}"
+    " THEN coalesce(logs.gateway_id, EXCLUDED.gateway_id) ELSE logs.gateway_id END,"
+    f" head_seq = CASE WHEN {_MAY_WRITE}"
     " THEN greatest(logs.head_seq, EXCLUDED.head_seq) ELSE logs.head_seq END,"
-    " last_batch_at = CASE WHEN logs.gateway_id IS NULL"
-    " OR logs.gateway_id = EXCLUDED.gateway_id THEN now() ELSE logs.last_batch_at END"
-    " RETURNING synced_seq, log_no, gateway_id"
+    f" last_batch_at = CASE WHEN {_MAY_WRITE} THEN now() ELSE logs.last_batch_at END"
+    " RETURNING synced_seq, log_no, gateway_id, unit_id"
 )
 _COPY_RECORDS = (
     "COPY log_records (log_id, seq, prev_seq, at_ns, kind, activation_id, body, prev_hash,"
@@ -668,9 +677,10 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
         bases_cur = await conn.execute(_BASES, (log_id, cameras)) if cameras else None
     row = await log_cur.fetchone()
     assert row is not None  # an upsert with RETURNING always returns its row
-    before, log_no, owner = int(row[0]), int(row[1]), row[2]
-    if owner is not None and owner != gateway_id:
-        await _refuse_foreign(conn, batches, str(owner), by, result)
+    before, log_no, owner, log_unit = int(row[0]), int(row[1]), row[2], row[3]
+    if owner != gateway_id and (owner is not None or gateway_id is not None):
+        # Another gateway's log, or (owner None) a unit's the sender could not bind.
+        await _refuse_foreign(conn, batches, owner, log_unit, by=by, result=result)
         return
     held = {
         int(seq): (int(prev), str(h), str(table))
@@ -753,11 +763,19 @@ async def _write_log(conn: Conn, batches: Sequence[LogBatch], by: str, result: W
 
 
 async def _refuse_foreign(
-    conn: Conn, batches: Sequence[LogBatch], owner: str, by: str, result: WriteResult
+    conn: Conn,
+    batches: Sequence[LogBatch],
+    owner: str | None,
+    log_unit: str | None,
+    *,
+    by: str,
+    result: WriteResult,
 ) -> None:
-    """Batches from a gateway other than the log's: none of their records is stored."""
+    """Batches from a gateway other than the log's (``owner``), or that may not bind a
+    log bound to no gateway but to unit ``log_unit``: none of their records is stored."""
     log_id, gateway_id = batches[0].log_id, batches[0].gateway_id  # one log, one sender
     sender = gateway_id or "no gateway"
+    whose = f"gateway {owner}'s" if owner is not None else f"unit {log_unit}'s"
     for batch in batches:
         first, last = batch.records[0].seq, batch.records[-1].seq
         conflict = Conflict(
@@ -766,10 +784,10 @@ async def _refuse_foreign(
             # The cap counts against the sender, whose name the broker checked: what one
             # credential sends, under however many log ids, keeps at most the cap an hour.
             source=f"from:{sender}",
-            code="other_gateway",
-            detail=f"log {batch.log_id} is gateway {owner}'s: a batch from {sender} "
-            f"(records {first}-{last}) was not stored",
-            unit_id=None,
+            code="other_gateway" if owner is not None else "other_unit",
+            detail=f"log {batch.log_id} is {whose}: a batch from {sender} naming unit "
+            f"{batch.unit_id or 'none'} (records {first}-{last}) was not stored",
+            unit_id=None if owner is not None else log_unit,
             issuer=owner,  # whose log it concerns: `archiver verify` lists it there
             # The records only: the same records resent (a new sent_at_ns) are one copy.
             payload="[" + ",".join(r.model_dump_json() for r in batch.records) + "]",
@@ -783,8 +801,8 @@ async def _refuse_foreign(
             False,
             gateway_id,
             # Not whose it is: the sender learns only that the log is not its own.
-            refused=f"log {log_id} is another gateway's: the archive stores none of its "
-            f"batches from {sender}",
+            refused=f"log {log_id} is another {'gateway' if owner is not None else 'unit'}'s:"
+            f" the archive stores none of its batches from {sender}",
         )
     )
 

@@ -152,13 +152,21 @@ async def log_activations(
     await log.flush()
 
 
-def batch_of(path: Path, gateway_id: str, after: int = 0, *, log_id: str | None = None) -> Item:
+def batch_of(
+    path: Path,
+    gateway_id: str | None,
+    after: int = 0,
+    *,
+    log_id: str | None = None,
+    unit_id: str | None = None,
+) -> Item:
     """The log's records after ``after``, as the gateway's sync sends them (claiming
-    ``gateway_id``)."""
+    ``gateway_id`` and ``unit_id``)."""
     records = batch_records(r for r in read_records(path) if r.seq > after)
     log_id = log_id or log_id_of(path)
     batch = LogBatch(
         log_id=log_id,
+        unit_id=unit_id,
         gateway_id=gateway_id,
         head_seq=records[-1].seq,
         sent_at_ns=time.time_ns(),
@@ -479,8 +487,8 @@ async def test_another_car_cannot_write_into_a_log_bound_to_its_gateway(
                 "other_gateway",
                 GW,
                 2,
-                f"log {victim} is gateway {GW}'s: a batch from {THIEF} "
-                f"(records {head + 1}-{head + 1}) was not stored",
+                f"log {victim} is gateway {GW}'s: a batch from {THIEF} naming unit "
+                f"{THIEF_CAR} (records {head + 1}-{head + 1}) was not stored",
             )
         ]
 
@@ -496,6 +504,53 @@ async def test_another_car_cannot_write_into_a_log_bound_to_its_gateway(
             ("v-1",),
             ("v-2",),
         ]
+
+
+async def test_a_log_bound_to_no_gateway_yet_is_bound_only_by_its_own_unit(
+    tmp_path: Path, postgres: str
+) -> None:
+    """gw-car-12's log was synced before batches named their gateway: the archive holds it
+    as car-12's, bound to no gateway. The thief (gw-car-7, whose unit the fleet file says
+    is car-7; the archiver refuses a batch of it naming car-12, test_archive's
+    unit_mismatch test) sends a batch on that log id naming its own unit: before, that
+    bound the log to the thief, and gw-car-12's own batches were refused from then on.
+    Now it is refused (other_unit) and changes nothing; gw-car-12's next batch binds it."""
+    fleet, path = Fleet(), tmp_path / "legacy.db"
+    async with archive(postgres) as conn, gateway_log(path, fleet.signer(GW)) as log:
+        await log_activations(log, fleet, ["l-1"])
+        await log.checkpoint()
+        await synced(conn, batch_of(path, None, unit_id=CAR))  # an older gateway's sync
+        victim, head = log_id_of(path), max(r.seq for r in read_records(path))
+        assert rows(postgres, "SELECT gateway_id, unit_id FROM logs") == [(None, CAR)]
+        junk = junk_batch(victim, THIEF, seq=head + 1).model
+        assert isinstance(junk, LogBatch)
+        claim = encode(junk.model_copy(update={"unit_id": THIEF_CAR}))
+        item = accept(TOPICS, TOPICS.log_records(victim, THIEF), claim)
+        assert item is not None
+        planted = await store.write(conn, [item], "arch-1")
+        assert planted.counts["conflict.log_batch"] == 1
+        assert [(p.gateway_id, p.synced_seq, p.refused) for p in planted.logs] == [
+            (
+                THIEF,
+                0,
+                f"log {victim} is another unit's: the archive stores none of its "
+                f"batches from {THIEF}",
+            )
+        ]
+        assert rows(postgres, "SELECT gateway_id, unit_id, head_seq FROM logs") == [
+            (None, CAR, head)
+        ]
+        assert rows(postgres, "SELECT count(*) FROM log_records WHERE seq > %s", (head,)) == [(0,)]
+        assert rows(postgres, "SELECT code, unit_id, issuer FROM conflicts") == [
+            ("other_unit", CAR, None)
+        ]
+
+        await log_activations(log, fleet, ["l-2"])
+        await log.checkpoint()
+        genuine = await store.write(conn, [batch_of(path, GW, after=head, unit_id=CAR)], "arch-1")
+        last = max(r.seq for r in read_records(path))
+        assert [(p.gateway_id, p.synced_seq, p.refused) for p in genuine.logs] == [(GW, last, None)]
+        assert rows(postgres, "SELECT gateway_id, unit_id FROM logs") == [(GW, CAR)]
 
 
 def test_a_batch_naming_another_gateway_than_its_topic_is_refused() -> None:

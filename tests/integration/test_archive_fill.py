@@ -394,6 +394,26 @@ def junk_batch(log_id: str, claims: str, seq: int = 10**9) -> Item:
     return item
 
 
+def as_thief(junk: LogBatch, victim: str, **update: object) -> Item:
+    """``junk`` on ``victim``'s log, sent with the thief's credential, naming its unit."""
+    claim = encode(junk.model_copy(update={"unit_id": THIEF_CAR, **update}))
+    item = accept(TOPICS, TOPICS.log_records(victim, THIEF), claim)
+    assert item is not None
+    return item
+
+
+def thief_refused(victim: str, whose: str) -> list[tuple[str | None, int, str | None]]:
+    """The progress a refused batch of the thief's reports: no watermark, and why."""
+    return [
+        (
+            THIEF,
+            0,
+            f"log {victim} is another {whose}'s: the archive stores none of its "
+            f"batches from {THIEF}",
+        )
+    ]
+
+
 async def test_a_revoked_key_vouches_for_nothing_whatever_time_its_checkpoints_give(
     tmp_path: Path, postgres: str
 ) -> None:
@@ -458,25 +478,13 @@ async def test_another_car_cannot_write_into_a_log_bound_to_its_gateway(
         victim, head = log_id_of(path), max(r.seq for r in read_records(path))
         junk = junk_batch(victim, THIEF, seq=head + 1).model
         assert isinstance(junk, LogBatch)
-        claim = encode(junk.model_copy(update={"unit_id": THIEF_CAR}))
-        item = accept(TOPICS, TOPICS.log_records(victim, THIEF), claim)
-        assert item is not None
-        planted = await store.write(conn, [item], "arch-1")
+        planted = await store.write(conn, [as_thief(junk, victim)], "arch-1")
         # Sent again (as a sync resends): the same records are one kept copy.
-        again = encode(junk.model_copy(update={"unit_id": THIEF_CAR, "sent_at_ns": 1}))
-        resent = accept(TOPICS, TOPICS.log_records(victim, THIEF), again)
-        assert resent is not None
-        await store.write(conn, [resent], "arch-1")
+        await store.write(conn, [as_thief(junk, victim, sent_at_ns=1)], "arch-1")
         assert planted.counts["conflict.log_batch"] == 1
         # No watermark for the thief: a refusal (not retained), saying why.
-        assert [(p.gateway_id, p.synced_seq, p.refused) for p in planted.logs] == [
-            (
-                THIEF,
-                0,
-                f"log {victim} is another gateway's: the archive stores none of its "
-                f"batches from {THIEF}",
-            )
-        ]
+        progress = [(p.gateway_id, p.synced_seq, p.refused) for p in planted.logs]
+        assert progress == thief_refused(victim, "gateway")
         assert rows(postgres, "SELECT gateway_id, unit_id, head_seq FROM logs") == [
             (GW, None, head)
         ]
@@ -524,19 +532,10 @@ async def test_a_log_bound_to_no_gateway_yet_is_bound_only_by_its_own_unit(
         assert rows(postgres, "SELECT gateway_id, unit_id FROM logs") == [(None, CAR)]
         junk = junk_batch(victim, THIEF, seq=head + 1).model
         assert isinstance(junk, LogBatch)
-        claim = encode(junk.model_copy(update={"unit_id": THIEF_CAR}))
-        item = accept(TOPICS, TOPICS.log_records(victim, THIEF), claim)
-        assert item is not None
-        planted = await store.write(conn, [item], "arch-1")
+        planted = await store.write(conn, [as_thief(junk, victim)], "arch-1")
         assert planted.counts["conflict.log_batch"] == 1
-        assert [(p.gateway_id, p.synced_seq, p.refused) for p in planted.logs] == [
-            (
-                THIEF,
-                0,
-                f"log {victim} is another unit's: the archive stores none of its "
-                f"batches from {THIEF}",
-            )
-        ]
+        progress = [(p.gateway_id, p.synced_seq, p.refused) for p in planted.logs]
+        assert progress == thief_refused(victim, "unit")
         assert rows(postgres, "SELECT gateway_id, unit_id, head_seq FROM logs") == [
             (None, CAR, head)
         ]

@@ -43,7 +43,7 @@ from mesh.archive import fill, partitions, store
 from mesh.archive.db import Conn, connect, describe
 from mesh.archive.intake import Item, accept, archived_filters, check_ack, check_log_unit
 from mesh.archive.migrate import migrate
-from mesh.archive.source import MqttSource, Receipt, Source, Taken
+from mesh.archive.source import MqttSource, Receipt, Source, Taken, at_first_or_a_thousandth
 from mesh.protocol.codec import PayloadError, encode
 from mesh.protocol.log_wire import LogSynced
 from mesh.security.trust import TrustStore
@@ -212,7 +212,7 @@ class Archiver:
         except asyncio.QueueFull:
             self.counters["dropped.queue_full"] += 1
             dropped = self.counters["dropped.queue_full"]
-            if dropped == 1 or dropped % 1000 == 0:
+            if at_first_or_a_thousandth(dropped - 1, dropped):
                 self._log.error(
                     "archive queue full: messages dropped (is the database down?)",
                     dropped=dropped,
@@ -380,26 +380,21 @@ class Archiver:
             self._log.error("conflicting copy refused; the archived one is kept", detail=conflict)
         not_kept = sum(v for k, v in result.counts.items() if k.startswith("conflict_not_kept."))
         if not_kept:
-            before = (
-                sum(v for k, v in self.counters.items() if k.startswith("conflict_not_kept."))
-                - not_kept
-            )
-            # Past the cap per source and hour: counted, and logged at the first and every 1000th.
-            if before == 0 or before // 1000 != (before + not_kept) // 1000:
+            total = sum(v for k, v in self.counters.items() if k.startswith("conflict_not_kept."))
+            if at_first_or_a_thousandth(total - not_kept, total):
                 self._log.error(
                     "conflicting copies refused and not kept (cap per source and hour reached)",
-                    total=before + not_kept,
+                    total=total,
                 )
         over_budget = result.counts["dropped.ack_budget"]
         if over_budget:
-            before = self.counters["dropped.ack_budget"] - over_budget
-            # Logged at the first and every 1000th, like the conflicts past their cap.
-            if before == 0 or before // 1000 != (before + over_budget) // 1000:
+            total = self.counters["dropped.ack_budget"]
+            if at_first_or_a_thousandth(total - over_budget, total):
                 self._log.error(
                     "live acks dropped: a camera is past its budget of acks per hour "
                     "(a stolen credential?)",
                     cameras=",".join(sorted(result.over_budget)),
-                    total=before + over_budget,
+                    total=total,
                 )
         # Published after every group of batches, advanced or not (a sender whose previous
         # announcement was lost is waiting for it): one per log, its latest (batches are

@@ -38,7 +38,7 @@ from bridge.mqtt.client import MqttLink
 from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import Topics
 from mesh.archive.intake import archived_filters
-from mesh.archive.source import Sink, Taken
+from mesh.archive.source import Sink, Taken, at_first_or_a_thousandth
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -312,7 +312,7 @@ class _Receipt:
                 counters = self._source.counters
                 counters[f"settle_failed.{how}"] += 1
                 failed = sum(v for k, v in counters.items() if k.startswith("settle_failed."))
-                if failed == 1 or failed % 1000 == 0:  # logged at the first and every 1000th
+                if at_first_or_a_thousandth(failed - 1, failed):
                     self._source.log.warning(
                         "could not settle a message; it will be delivered again",
                         how=how,

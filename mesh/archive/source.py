@@ -21,6 +21,12 @@ from bridge.mqtt.urls import BrokerUrl
 from bridge.topics import shared
 
 
+def at_first_or_a_thousandth(before: int, after: int) -> bool:
+    """Whether a count going from ``before`` to ``after`` starts or passes a multiple of
+    1,000: a flood is logged at its first drop and every 1,000th, not once per message."""
+    return after > before and (before == 0 or before // 1000 != after // 1000)
+
+
 class Taken(enum.Enum):
     """What the archiver did with a message handed to it."""
 

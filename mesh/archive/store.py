@@ -72,7 +72,8 @@ class WriteResult:
     # version of an activation, an ack the trust store refuses, a log record with another
     # hash), each described for the log; they are also in the conflicts table.
     conflicts: list[str] = field(default_factory=list)
-    # Live acks not stored, per camera past its ACKS_PER_CAMERA_HOUR.
+    # Live acks not stored, per camera past its ACKS_PER_CAMERA_HOUR (counted in
+    # ``counts`` too, as dropped.ack_budget, when the write ends).
     over_budget: Counter[str] = field(default_factory=Counter)
 
 
@@ -116,18 +117,22 @@ async def write_small(
         if budget is not None and isinstance(item.model, CameraAck) and item.refusal is None:
             camera = item.model.camera_id
             if budget[camera] <= 0:
-                result.counts["dropped.ack_budget"] += 1
                 result.over_budget[camera] += 1
                 continue
             budget[camera] -= 1
         outcome = await _write_one(conn, item, archived_by, result)
         result.counts[f"{outcome}.{item.kind.value}"] += 1
+    if result.over_budget:
+        result.counts["dropped.ack_budget"] = result.over_budget.total()
 
 
 async def _ack_budget(conn: Conn, items: Sequence[Item]) -> Counter[str] | None:
     """How many more live acks each camera of ``items`` may store this hour (a camera
-    past its budget has at most ACKS_PER_CAMERA_HOUR rows in the hour to count)."""
-    cameras = sorted({i.model.camera_id for i in items if isinstance(i.model, CameraAck)})
+    past its budget has at most ACKS_PER_CAMERA_HOUR rows in the hour to count). Acks the
+    trust store refused go to the conflicts, not to the budget: not counted for."""
+    cameras = sorted(
+        {i.model.camera_id for i in items if isinstance(i.model, CameraAck) and i.refusal is None}
+    )
     if not cameras:
         return None
     cur = await conn.execute(

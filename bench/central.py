@@ -31,7 +31,12 @@ user, no bridge, no MQTT) and consumed and acknowledged through the same consume
 client, plus a PostgreSQL ``COPY`` of the same rows into the same table of a fresh schema;
 floor rate = rows / (consume time + COPY time). Targets (issue 20): end to end ≥ 0.5× the
 floor and ≥ 10,000 records/s, no loss. Also the CPU each role used during the end-to-end run
-(cores: CPU seconds / wall seconds; PostgreSQL counts all its processes).
+(cores: CPU seconds / wall seconds; PostgreSQL counts all its processes), and how many
+messages the cluster's MQTT listener stored meanwhile in its own replicated stream
+(``mqtt_layer_stored``: nats-server keeps every QoS 1 publish of an MQTT client there too).
+
+The car's broker is let queue the whole workload (``queue_the_whole_workload``): one car
+stands in for many, each with its own queue.
 
     python bench/central.py [--json] [--smoke] [--workload log,live] [--records 100000]
         [--triggers 20000] [--publisher python|mosquitto_pub]
@@ -49,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -379,6 +385,31 @@ async def publish_with_mosquitto_pub(
             raise RuntimeError(f"mosquitto_pub on {topic} exited {proc.returncode}")
 
 
+# --- what the MQTT listener stores of its own ---------------------------------------------------
+MQTT_MSGS_STREAM = "$MQTT_msgs"
+
+
+def mqtt_layer_last_seq(cluster: RunningCluster) -> int:
+    """The last sequence of the MQTT listener's own stream, ``$MQTT_msgs`` (3 replicas), on
+    any node that answers. nats-server stores every QoS 1 message an MQTT client publishes
+    there (the car's bridge; the archivers' watermark answers) for QoS 1 subscribers, of
+    which the archive's subjects have none (an interest-policy stream drops it again), and
+    answers the PUBACK once it is stored: besides the archive's stream, a second replicated
+    store per message the car's bridge brings."""
+    for node in cluster.layout.central.nodes:
+        url = f"http://127.0.0.1:{node.http_port}/jsz?accounts=true&streams=true"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                jsz = json.loads(response.read())
+        except OSError:
+            continue
+        for account in jsz.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                if stream.get("name") == MQTT_MSGS_STREAM:
+                    return int(stream["state"]["last_seq"])
+    raise RuntimeError(f"no node reported the {MQTT_MSGS_STREAM} stream")
+
+
 # --- CPU, per role, over the end-to-end run ----------------------------------------------------
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -434,6 +465,7 @@ async def end_to_end(
             "bench (publisher)": [os.getpid()],
         }
         cpu_before = cpu_snapshot(roles)
+        mqtt_seq_before = await asyncio.to_thread(mqtt_layer_last_seq, cluster)
         window = asyncio.Semaphore(INFLIGHT)
         pending: set[asyncio.Future[None]] = set()
         sent_ns: list[int] = []
@@ -460,6 +492,7 @@ async def end_to_end(
         await wait_stored(dsn, workload, deadline)
         seconds = time.perf_counter() - start
         cpu_after = cpu_snapshot(roles)
+        mqtt_stored = await asyncio.to_thread(mqtt_layer_last_seq, cluster) - mqtt_seq_before
         rows = await asyncio.to_thread(count_rows, dsn, workload.table)
         lags = await asyncio.to_thread(_lags, dsn, workload.archived_sql, messages, sent_ns)
     finally:
@@ -481,6 +514,8 @@ async def end_to_end(
         "seconds": round(seconds, 3),
         "published_s": round(published_s, 3),
         "records_per_s": round(rows / seconds),
+        # Messages the MQTT listener also stored in its own replicated stream meanwhile.
+        "mqtt_layer_stored": mqtt_stored,
         # CPU used during the run, in cores (CPU seconds / wall seconds), per role.
         "cores": {r: round((cpu_after[r] - cpu_before[r]) / seconds, 2) for r in cpu_after},
         "lag_ms": {q: round(percentile(lags, p) / 1e6, 1) for q, p in (("p50", 50), ("p99", 99))}

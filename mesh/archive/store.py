@@ -35,11 +35,19 @@ from mesh.protocol.models import (
 
 # Small messages are written together, in one transaction, up to this many.
 GROUP_MAX = 200
-# Conflicts kept per source (an activation, the camera an ack speaks for, a log) in the
-# last hour: distinct refused copies past this are counted and logged, not stored, so the
-# table grows at most this fast whatever a credential sends; repeats of a stored copy only
-# raise its ``copies``. What is kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
+# Conflicts kept per kind and source in the last hour: distinct refused copies past this
+# are counted and logged, not stored; repeats of a stored copy only raise its ``copies``.
+# The source is who could have sent the copy, as the broker checked it, never a name the
+# sender chose: the unit of an activation copy (its topic's unit level, which the ACL ties
+# to the sender), the gateway a log batch came from (its topic's sender level), the camera
+# of a refused ack if the trust store knows it, else one source for every unknown camera
+# (a car bridge's user may publish any camera's acks). So the table grows at most this
+# fast per unit, gateway and known camera, whatever a stolen credential sends. What is
+# kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
 CONFLICTS_PER_SOURCE_HOUR = 100
+# The source the refused acks of cameras the trust store does not know share (no
+# "camera:" prefix: it cannot be a camera's).
+UNKNOWN_CAMERA_SOURCE = "cameras not in the trust store"
 CONFLICT_PAYLOAD_MAX = 64 * 1024
 # Live acks stored per camera in the last hour, at most. A camera acks the commands it
 # gets, a few per activation; any other activation id, attempt or clock reading is a new
@@ -291,7 +299,9 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
                 Conflict(
                     kind="ack",
                     subject=f"{model.activation_id}/{model.camera_id}/{model.attempt}",
-                    source=model.camera_id,
+                    source=f"camera:{model.camera_id}"
+                    if item.camera_known
+                    else UNKNOWN_CAMERA_SOURCE,
                     code=item.refusal.code,
                     detail=f"{model.status.value} ack from {model.camera_id} to {item.args[0]} "
                     f"refused: {item.refusal.reason}",
@@ -404,7 +414,7 @@ async def _write_activation(
         Conflict(
             kind="activation",
             subject=record.activation_id,
-            source=record.activation_id,
+            source=f"unit:{record.unit_id}",
             code=code,
             detail=f"{record.state.value} version from {record.issuer} of unit "
             f"{record.unit_id} (trigger {record.trigger.event_id}); the archive holds the "
@@ -846,7 +856,7 @@ def _resent(
             Conflict(
                 kind="log_record",
                 subject=f"{batch.log_id}:{record.seq}",
-                source=batch.log_id,
+                source=f"from:{batch.gateway_id}" if batch.gateway_id else f"log:{batch.log_id}",
                 code="differs",
                 detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
                 f"{held_hash}, the edge sent {record.hash}",

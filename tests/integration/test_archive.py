@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -732,6 +733,109 @@ async def test_conflicts_kept_per_source_are_bounded(postgres: str) -> None:
     assert len(result.conflicts) == store.CONFLICTS_PER_SOURCE_HOUR  # each new one described once
     assert count(postgres, "conflicts") == store.CONFLICTS_PER_SOURCE_HOUR
     assert rows(postgres, "SELECT state FROM activations") == [("confirmed",)]
+
+
+async def test_made_up_names_do_not_lift_the_conflicts_cap_of_one_stolen_credential(
+    postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thief holds gw-car-7's credential (at central: its car bridge's user, which may
+    publish any camera's acks). It invents names the cap used to count against: activation
+    ids it binds with a first copy of its own and then contradicts, log ids it binds with
+    a first batch and then sends another record 1 for, and camera ids for unsigned acks.
+    Each flood is kept only up to the cap (lowered to 5) of what the broker checked: its
+    unit, its gateway, the unknown cameras together. Another unit's conflict, and a known
+    camera's refused ack, are still kept. Before, each made-up name had a cap of its own:
+    all 3 x 12 copies were kept."""
+    from mesh.archive import store
+    from mesh.archive.intake import Item, check_ack
+    from mesh.journal.chain import GENESIS, record_hash
+
+    cap, names = 5, 12
+    monkeypatch.setattr(store, "CONFLICTS_PER_SOURCE_HOUR", cap)
+    topics = Topics("mesh/v2")
+    thief_unit, thief_gw = "car-7", "gw-car-7"
+
+    def accepted(topic: str, payload: bytes) -> Item:
+        item = accept(topics, topic, payload)
+        assert item is not None
+        return item
+
+    def of_unit(record: ActivationRecord) -> Item:
+        return accepted(topics.activation(record.unit_id, record.activation_id), encode(record))
+
+    def log_batch(log_id: str, body: str) -> Item:
+        at_ns = time.time_ns()
+        digest = record_hash(GENESIS, 1, at_ns, kind="note", activation_id=None, body=body)
+        record = LogBatchRecord(
+            seq=1, prev_seq=0, at_ns=at_ns, kind="note", body=body, prev_hash=GENESIS, hash=digest
+        )
+        batch = LogBatch(
+            log_id=log_id,
+            unit_id=thief_unit,
+            gateway_id=thief_gw,
+            head_seq=1,
+            sent_at_ns=at_ns,
+            records=(record,),
+        )
+        return accepted(topics.log_records(log_id, thief_gw), encode(batch))
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    trust = TrustStore(
+        [trusted_key(Ed25519PrivateKey.generate().public_key(), KeyRole.CAMERA, "bwc-1")]
+    )
+
+    def unsigned_ack(camera: str) -> Item:
+        item = accepted(topics.ack(ISSUER, camera), encode(ack("a-1", camera)))
+        return check_ack(item, trust, time.time_ns())
+
+    trigger = event(TriggerKind.WEAPON_DRAW, unit=thief_unit)
+    own = [
+        activation(
+            f"a-{i}",
+            ActivationState.CONFIRMED,
+            3,
+            issuer=thief_gw,
+            unit=thief_unit,
+            trigger=trigger,
+        )
+        for i in range(names)
+    ]
+    # The same ids, now claiming car-12's gateway as issuer: each contradicts its first copy.
+    claimed = [r.model_copy(update={"issuer": ISSUER}) for r in own]
+    genuine = activation("a-genuine", ActivationState.CONFIRMED, 3)
+    other_trigger = genuine.model_copy(
+        update={"trigger": TriggerSummary.of(event(TriggerKind.TASER_ARM, unit=UNIT))}
+    )
+    conn = await connect(postgres)
+    try:
+        await migrate(conn)
+        await store.write(conn, [of_unit(r) for r in [*own, genuine]], "arch-test")
+        await store.write(conn, [log_batch(f"log-{i}", "first") for i in range(names)], "arch-test")
+        flood = [
+            *(of_unit(r) for r in claimed),
+            *(log_batch(f"log-{i}", "second") for i in range(names)),
+            *(unsigned_ack(f"cam-{i}") for i in range(names)),
+        ]
+        result = await store.write(conn, flood, "arch-test")
+        # What others still get kept: car-12's own contradicting copy, a known camera's ack.
+        others = await store.write(
+            conn, [of_unit(other_trigger), unsigned_ack("bwc-1")], "arch-test"
+        )
+    finally:
+        await conn.close()
+    for kind in ("activation", "log_record", "ack"):
+        assert result.counts[f"conflict_not_kept.{kind}"] == names - cap, (kind, result.counts)
+    assert rows(
+        postgres, "SELECT kind, source, count(*) FROM conflicts GROUP BY 1, 2 ORDER BY 1, 2"
+    ) == [
+        ("ack", "camera:bwc-1", 1),
+        ("ack", store.UNKNOWN_CAMERA_SOURCE, cap),
+        ("activation", f"unit:{UNIT}", 1),  # car-12 sorts before car-7
+        ("activation", f"unit:{thief_unit}", cap),
+        ("log_record", f"from:{thief_gw}", cap),
+    ]
+    assert not any(k.startswith("conflict_not_kept.") for k in others.counts), others.counts
 
 
 def test_archiver_trust_option_names_a_bad_file(tmp_path: Path) -> None:

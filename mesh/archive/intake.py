@@ -48,9 +48,6 @@ class Item:
     # stored among the conflicts and never as an ack. None: not checked.
     verified: bool | None = None
     refusal: Rejection | None = None
-    # Whether the trust store holds a key for the camera an ack speaks for (checked acks
-    # only): a refused ack of an unknown camera is capped with all such, not by its name.
-    camera_known: bool = False
 
 
 # What the archiver subscribes to, and nothing else.
@@ -169,10 +166,9 @@ def check_ack(item: Item, trust: TrustStore | None, now_ns: int) -> Item:
         else:
             signers = [(KeyRole.CAMERA, item.model.camera_id)]
             problem = trust.signer_problem(key, "ack", signers, now_ns=now_ns)
-    known = trust.has_subject(KeyRole.CAMERA, item.model.camera_id)
     if problem is not None:
-        return replace(item, verified=False, refusal=problem, camera_known=known)
-    return replace(item, verified=True, camera_known=known)
+        return replace(item, verified=False, refusal=problem)
+    return replace(item, verified=True)
 
 
 def check_log_unit(item: Item, units: Mapping[str, str] | None) -> None:

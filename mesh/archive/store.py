@@ -39,15 +39,13 @@ GROUP_MAX = 200
 # are counted and logged, not stored; repeats of a stored copy only raise its ``copies``.
 # The source is who could have sent the copy, as the broker checked it, never a name the
 # sender chose: the unit of an activation copy (its topic's unit level, which the ACL ties
-# to the sender), the gateway a log batch came from (its topic's sender level), the camera
-# of a refused ack if the trust store knows it, else one source for every unknown camera
-# (a car bridge's user may publish any camera's acks). So the table grows at most this
-# fast per unit, gateway and known camera, whatever a stolen credential sends. What is
-# kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
+# to the sender; with the unit of the row it contradicts, if another's), the gateway a log
+# batch came from (its topic's sender level), the camera of an ack (its topic's camera
+# level: a camera's credential, and a car bridge's user at central, may publish only the
+# car's own cameras' acks). So the table grows at most this fast per unit (and pair of
+# units), gateway and camera, whatever a stolen credential sends. What is kept of each
+# copy is cut at CONFLICT_PAYLOAD_MAX.
 CONFLICTS_PER_SOURCE_HOUR = 100
-# The source the refused acks of cameras the trust store does not know share (no
-# "camera:" prefix: it cannot be a camera's).
-UNKNOWN_CAMERA_SOURCE = "cameras not in the trust store"
 CONFLICT_PAYLOAD_MAX = 64 * 1024
 # Live acks stored per camera in the last hour, at most. A camera acks the commands it
 # gets, a few per activation; any other activation id, attempt or clock reading is a new
@@ -161,6 +159,16 @@ def _lock_order(item: Item) -> tuple[str, str]:
     fields = item.model.__dict__
     key = fields.get("activation_id") or fields.get("event_id") or ""
     return item.kind.value, str(key)
+
+
+def _activation_source(sender_unit: str, held_unit: str) -> str:
+    """What a refused activation copy counts against: the unit that sent it (its topic's),
+    and the unit of the row it contradicts when that is another's. So a unit's copies
+    refused on rows another unit bound first (a thief that beat its gateway to an id)
+    have a cap of their own, which the thief's own flood does not use up."""
+    if held_unit == sender_unit:
+        return f"unit:{sender_unit}"
+    return f"unit:{sender_unit} on unit:{held_unit}"
 
 
 @dataclass(frozen=True)
@@ -299,9 +307,7 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
                 Conflict(
                     kind="ack",
                     subject=f"{model.activation_id}/{model.camera_id}/{model.attempt}",
-                    source=f"camera:{model.camera_id}"
-                    if item.camera_known
-                    else UNKNOWN_CAMERA_SOURCE,
+                    source=f"camera:{model.camera_id}",
                     code=item.refusal.code,
                     detail=f"{model.status.value} ack from {model.camera_id} to {item.args[0]} "
                     f"refused: {item.refusal.reason}",
@@ -414,7 +420,7 @@ async def _write_activation(
         Conflict(
             kind="activation",
             subject=record.activation_id,
-            source=f"unit:{record.unit_id}",
+            source=_activation_source(record.unit_id, str(held[1])),
             code=code,
             detail=f"{record.state.value} version from {record.issuer} of unit "
             f"{record.unit_id} (trigger {record.trigger.event_id}); the archive holds the "
@@ -856,7 +862,7 @@ def _resent(
             Conflict(
                 kind="log_record",
                 subject=f"{batch.log_id}:{record.seq}",
-                source=f"from:{batch.gateway_id}" if batch.gateway_id else f"log:{batch.log_id}",
+                source=f"from:{batch.gateway_id or 'no gateway'}",  # as _refuse_foreign's
                 code="differs",
                 detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
                 f"{held_hash}, the edge sent {record.hash}",

@@ -738,16 +738,17 @@ async def test_conflicts_kept_per_source_are_bounded(postgres: str) -> None:
 async def test_made_up_names_do_not_lift_the_conflicts_cap_of_one_stolen_credential(
     postgres: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The thief holds gw-car-7's credential (at central: its car bridge's user, which may
-    publish any camera's acks). It invents names the cap used to count against: activation
-    ids it binds with a first copy of its own and then contradicts, log ids it binds with
-    a first batch and then sends another record 1 for, and camera ids for unsigned acks.
-    Each flood is kept only up to the cap (lowered to 5) of what the broker checked: its
-    unit, its gateway, the unknown cameras together. Another unit's conflict, and a known
-    camera's refused ack, are still kept. Before, each made-up name had a cap of its own:
-    all 3 x 12 copies were kept."""
+    """The thief holds gw-car-7's credential. It invents names the cap used to count
+    against: activation ids it binds with a first copy of its own and then contradicts,
+    and log ids it binds with a first batch and then sends another record 1 for. Each flood
+    is kept only up to the cap (lowered to 5) of what the broker checked: its unit, its
+    gateway. Car-12's own conflicts are still kept: one on its own row, and its genuine
+    version of an activation the thief bound first (a squat), which counts against a cap
+    of its own. Before, each made-up name had a cap of its own: all 2 x 12 were kept.
+    (Acks: the broker binds their camera level to the car's own cameras,
+    test_a_stolen_bridge_credential_speaks_only_for_its_own_car_s_cameras.)"""
     from mesh.archive import store
-    from mesh.archive.intake import Item, check_ack
+    from mesh.archive.intake import Item
     from mesh.journal.chain import GENESIS, record_hash
 
     cap, names = 5, 12
@@ -779,16 +780,6 @@ async def test_made_up_names_do_not_lift_the_conflicts_cap_of_one_stolen_credent
         )
         return accepted(topics.log_records(log_id, thief_gw), encode(batch))
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    trust = TrustStore(
-        [trusted_key(Ed25519PrivateKey.generate().public_key(), KeyRole.CAMERA, "bwc-1")]
-    )
-
-    def unsigned_ack(camera: str) -> Item:
-        item = accepted(topics.ack(ISSUER, camera), encode(ack("a-1", camera)))
-        return check_ack(item, trust, time.time_ns())
-
     trigger = event(TriggerKind.WEAPON_DRAW, unit=thief_unit)
     own = [
         activation(
@@ -807,31 +798,31 @@ async def test_made_up_names_do_not_lift_the_conflicts_cap_of_one_stolen_credent
     other_trigger = genuine.model_copy(
         update={"trigger": TriggerSummary.of(event(TriggerKind.TASER_ARM, unit=UNIT))}
     )
+    # The thief bound a-squat first under its own unit; car-12's genuine version comes after.
+    squatted = activation(
+        "a-squat", ActivationState.PENDING, 0, issuer=thief_gw, unit=thief_unit, trigger=trigger
+    )
+    victims = activation("a-squat", ActivationState.CONFIRMED, 3)
     conn = await connect(postgres)
     try:
         await migrate(conn)
-        await store.write(conn, [of_unit(r) for r in [*own, genuine]], "arch-test")
+        await store.write(conn, [of_unit(r) for r in [*own, genuine, squatted]], "arch-test")
         await store.write(conn, [log_batch(f"log-{i}", "first") for i in range(names)], "arch-test")
         flood = [
             *(of_unit(r) for r in claimed),
             *(log_batch(f"log-{i}", "second") for i in range(names)),
-            *(unsigned_ack(f"cam-{i}") for i in range(names)),
         ]
         result = await store.write(conn, flood, "arch-test")
-        # What others still get kept: car-12's own contradicting copy, a known camera's ack.
-        others = await store.write(
-            conn, [of_unit(other_trigger), unsigned_ack("bwc-1")], "arch-test"
-        )
+        others = await store.write(conn, [of_unit(other_trigger), of_unit(victims)], "arch-test")
     finally:
         await conn.close()
-    for kind in ("activation", "log_record", "ack"):
+    for kind in ("activation", "log_record"):
         assert result.counts[f"conflict_not_kept.{kind}"] == names - cap, (kind, result.counts)
     assert rows(
         postgres, "SELECT kind, source, count(*) FROM conflicts GROUP BY 1, 2 ORDER BY 1, 2"
     ) == [
-        ("ack", "camera:bwc-1", 1),
-        ("ack", store.UNKNOWN_CAMERA_SOURCE, cap),
         ("activation", f"unit:{UNIT}", 1),  # car-12 sorts before car-7
+        ("activation", f"unit:{UNIT} on unit:{thief_unit}", 1),
         ("activation", f"unit:{thief_unit}", cap),
         ("log_record", f"from:{thief_gw}", cap),
     ]

@@ -342,7 +342,7 @@ async def test_the_car_bridge_relays_both_ways(nats_cluster: RunningCluster) -> 
             assert _payloads(at_central, trigger).count(b"from the car") == 1
             assert _payloads(in_car, trigger).count(b"from the car") == 2
             # The same for an ack of the car's camera to the car's own gateway: up by
-            # ack/+/+, back in by ack/G/+.
+            # ack/+/C, back in by ack/G/+.
             ack = f"{topics.prefix}/ack/{GW}/{CAMERAS[0]}"
             await camera.publish(ack, b"ack")
             await wait_until(lambda: len(_payloads(in_car, ack)) == 2, 15)
@@ -400,6 +400,30 @@ async def test_a_stolen_bridge_credential_sends_log_batches_only_as_its_own_gate
         await thief.publish(own, b"own")
         await wait_until(lambda: any(m.payload == b"own" for m in archive), 20)
     assert [(m.topic, m.payload) for m in archive] == [(own, b"own")]
+
+
+@pytest.mark.parametrize("kind", ["ack", "recording"])
+async def test_a_stolen_bridge_credential_speaks_only_for_its_own_car_s_cameras(
+    nats_cluster: RunningCluster, kind: str
+) -> None:
+    """The car's bridge user at central publishes an ack (a recording) of another car's
+    camera, then one of its own car's: NATS drops the first (permissions from
+    bridge_topics: the car's cameras only), the second reaches a reader. Before, the
+    bridge carried ack/+/+ and recording/+/+, and a thief could send unsigned acks under
+    every camera's name into the archive's conflicts."""
+    layout = nats_cluster.layout
+    topics = Topics(layout.car.spec.prefix)
+    thief_url = layout.central.mqtt_url(layout.bridge.url.username or "", node=1)
+    made = topics.ack if kind == "ack" else topics.recording
+    forged, own = made(GW, "bwc-7a"), made(GW, CAMERAS[0])
+    async with (
+        spy(layout.central.mqtt_url(DISPATCH, node=1), made("+", "+")) as reader,
+        publisher(thief_url) as thief,
+    ):
+        await thief.publish(forged, b"forged")
+        await thief.publish(own, b"own")
+        await wait_until(lambda: any(m.payload == b"own" for m in reader), 20)
+    assert [(m.topic, m.payload) for m in reader] == [(own, b"own")]
 
 
 async def test_a_node_that_never_answers_the_bridge_is_given_up_for_the_next(

@@ -203,17 +203,17 @@ def bridge_topics(fleet: FleetSpec) -> tuple[BridgeTopic, ...]:
         BridgeTopic(f"{p}/cmd/camera/{cam.name}", "in", "other gateways' retries to it")
         for cam in fleet.cameras
     ]
-    # Acks and recordings go out under the car's own cameras' names only, as its cameras
-    # may publish them in the car: at central the bridge's user is then bound to them too,
-    # so a stolen bridge credential cannot speak for another car's camera.
+    # Acks, recordings and presence go out under the car's own cameras' names only, as its
+    # cameras may publish them in the car: at central the bridge's user is then bound to
+    # them too, so a stolen bridge credential cannot speak for another car's camera.
     for cam in fleet.cameras:
         out += [
             BridgeTopic(t.ack("+", cam.name), "out", "its acks, for the archive and gateways"),
             BridgeTopic(t.recording("+", cam.name), "out", "its recordings, for other gateways"),
+            BridgeTopic(t.presence(cam.name), "out", "its presence, for dispatch (retained)"),
         ]
     out += [
         BridgeTopic(t.all_escalations(), "out", "escalations: their audiences are central"),
-        BridgeTopic(t.all_presence(), "out", "the car's cameras, for dispatch (retained)"),
         # Out only if a gateway of the car may broadcast (the fleet's `broadcast`).
         BridgeTopic(t.command_all(), "both", "circles over ~1.4 km: everyone's cameras, either way")
         if any(gw.broadcast for gw in fleet.gateways)

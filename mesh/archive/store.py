@@ -42,10 +42,14 @@ GROUP_MAX = 200
 # to the sender; with the unit of the row it contradicts, if another's), the gateway a log
 # batch came from (its topic's sender level), the camera of an ack (its topic's camera
 # level: a camera's credential, and a car bridge's user at central, may publish only the
-# car's own cameras' acks). So the table grows at most this fast per unit (and pair of
-# units), gateway and camera, whatever a stolen credential sends. What is kept of each
-# copy is cut at CONFLICT_PAYLOAD_MAX.
+# car's own cameras' acks; those of cameras the trust store does not know share one
+# source, in case a central ACL still grants more). So the table grows at most this fast
+# per unit (and pair of units), gateway and known camera, whatever a stolen credential
+# sends. What is kept of each copy is cut at CONFLICT_PAYLOAD_MAX.
 CONFLICTS_PER_SOURCE_HOUR = 100
+# The source the refused acks of cameras the trust store does not know share (no
+# "camera:" prefix: it cannot be a camera's).
+UNKNOWN_CAMERA_SOURCE = "cameras not in the trust store"
 CONFLICT_PAYLOAD_MAX = 64 * 1024
 # Live acks stored per camera in the last hour, at most. A camera acks the commands it
 # gets, a few per activation; any other activation id, attempt or clock reading is a new
@@ -307,7 +311,9 @@ async def _write_one(conn: Conn, item: Item, by: str, result: WriteResult) -> st
                 Conflict(
                     kind="ack",
                     subject=f"{model.activation_id}/{model.camera_id}/{model.attempt}",
-                    source=f"camera:{model.camera_id}",
+                    source=f"camera:{model.camera_id}"
+                    if item.camera_known
+                    else UNKNOWN_CAMERA_SOURCE,
                     code=item.refusal.code,
                     detail=f"{model.status.value} ack from {model.camera_id} to {item.args[0]} "
                     f"refused: {item.refusal.reason}",

@@ -744,11 +744,15 @@ async def test_made_up_names_do_not_lift_the_conflicts_cap_of_one_stolen_credent
     is kept only up to the cap (lowered to 5) of what the broker checked: its unit, its
     gateway. Car-12's own conflicts are still kept: one on its own row, and its genuine
     version of an activation the thief bound first (a squat), which counts against a cap
-    of its own. Before, each made-up name had a cap of its own: all 2 x 12 were kept.
-    (Acks: the broker binds their camera level to the car's own cameras,
-    test_a_stolen_bridge_credential_speaks_only_for_its_own_car_s_cameras.)"""
+    of its own. Before, each made-up name had a cap of its own: all 3 x 12 were kept.
+    Acks: the broker binds their camera level to the car's own cameras
+    (test_a_stolen_bridge_credential_speaks_only_for_its_own_car_s_cameras); should a
+    central ACL still grant ack/+/+, unsigned acks under 12 made-up camera ids share one
+    cap (the trust store knows none of them), and a known camera's refused ack has its own."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from mesh.archive import store
-    from mesh.archive.intake import Item
+    from mesh.archive.intake import Item, check_ack
     from mesh.journal.chain import GENESIS, record_hash
 
     cap, names = 5, 12
@@ -779,6 +783,13 @@ async def test_made_up_names_do_not_lift_the_conflicts_cap_of_one_stolen_credent
             records=(record,),
         )
         return accepted(topics.log_records(log_id, thief_gw), encode(batch))
+
+    camera_key = Ed25519PrivateKey.generate().public_key()
+    trust = TrustStore([trusted_key(camera_key, KeyRole.CAMERA, "bwc-1")])
+
+    def unsigned_ack(camera: str) -> Item:
+        item = accepted(topics.ack(ISSUER, camera), encode(ack("a-1", camera)))
+        return check_ack(item, trust, time.time_ns())
 
     trigger = event(TriggerKind.WEAPON_DRAW, unit=thief_unit)
     own = [
@@ -811,16 +822,21 @@ async def test_made_up_names_do_not_lift_the_conflicts_cap_of_one_stolen_credent
         flood = [
             *(of_unit(r) for r in claimed),
             *(log_batch(f"log-{i}", "second") for i in range(names)),
+            *(unsigned_ack(f"cam-{i}") for i in range(names)),
         ]
         result = await store.write(conn, flood, "arch-test")
-        others = await store.write(conn, [of_unit(other_trigger), of_unit(victims)], "arch-test")
+        others = await store.write(
+            conn, [of_unit(other_trigger), of_unit(victims), unsigned_ack("bwc-1")], "arch-test"
+        )
     finally:
         await conn.close()
-    for kind in ("activation", "log_record"):
+    for kind in ("activation", "log_record", "ack"):
         assert result.counts[f"conflict_not_kept.{kind}"] == names - cap, (kind, result.counts)
     assert rows(
         postgres, "SELECT kind, source, count(*) FROM conflicts GROUP BY 1, 2 ORDER BY 1, 2"
     ) == [
+        ("ack", "camera:bwc-1", 1),
+        ("ack", store.UNKNOWN_CAMERA_SOURCE, cap),
         ("activation", f"unit:{UNIT}", 1),  # car-12 sorts before car-7
         ("activation", f"unit:{UNIT} on unit:{thief_unit}", 1),
         ("activation", f"unit:{thief_unit}", cap),

@@ -115,6 +115,8 @@ def test_render_carries_the_cars_topics_both_ways() -> None:
         f"{p}/recording/+/dash-12": "out",
         f"{p}/recording/+/bwc-12a": "out",
         f"{p}/recording/{GW}/+": "in",
+        f"{p}/presence/dash-12": "out",
+        f"{p}/presence/bwc-12a": "out",
         f"{p}/gateway/{GW}": "out",
         f"{p}/log/+/records/{GW}": "out",
         f"{p}/log/+/synced/{GW}": "in",

@@ -1127,7 +1127,8 @@ async def test_a_group_of_one_logs_batches_stores_what_they_store_one_at_a_time(
             "conflicts": rows(
                 postgres,
                 "SELECT split_part(subject, ':', 2), code, copies FROM conflicts"
-                " WHERE source = %s ORDER BY subject",
+                " WHERE kind = 'log_record' AND split_part(subject, ':', 1) = %s"
+                " ORDER BY subject",
                 (log_id,),
             ),
         }

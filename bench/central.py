@@ -620,14 +620,12 @@ def queue_the_whole_workload(conf: Path, messages: int) -> None:
         "max_queued_messages": str(max(messages, MAX_QUEUED_MESSAGES)),
         "max_queued_bytes": "0",
     }
-    lines = conf.read_text().splitlines()
-    found = {line.split()[0] for line in lines if line.split()[:1] and line.split()[0] in limits}
-    if found != set(limits):
-        raise RuntimeError(f"{conf}: no {', '.join(sorted(set(limits) - found))} line to raise")
-    raised = [
-        f"{words[0]} {limits[words[0]]}" if (words := line.split()) and words[0] in limits else line
-        for line in lines
-    ]
+    raised: list[str] = []
+    for line in conf.read_text().splitlines():
+        key = line.split(maxsplit=1)[0] if line.strip() else ""
+        raised.append(f"{key} {limits.pop(key)}" if key in limits else line)
+    if limits:
+        raise RuntimeError(f"{conf}: no {', '.join(sorted(limits))} line to raise")
     conf.write_text("\n".join(raised) + "\n")
 
 

@@ -48,8 +48,8 @@ class Item:
     # stored among the conflicts and never as an ack. None: not checked.
     verified: bool | None = None
     refusal: Rejection | None = None
-    # Whether the trust store holds a key for the camera an ack speaks for (checked acks
-    # only): the refused acks of unknown cameras share one conflicts cap.
+    # Whether the trust store holds a key for the camera a refused ack speaks for: the
+    # refused acks of unknown cameras share one conflicts cap.
     camera_known: bool = False
 
 
@@ -169,10 +169,10 @@ def check_ack(item: Item, trust: TrustStore | None, now_ns: int) -> Item:
         else:
             signers = [(KeyRole.CAMERA, item.model.camera_id)]
             problem = trust.signer_problem(key, "ack", signers, now_ns=now_ns)
-    known = trust.has_subject(KeyRole.CAMERA, item.model.camera_id)
     if problem is not None:
+        known = trust.has_subject(KeyRole.CAMERA, item.model.camera_id)
         return replace(item, verified=False, refusal=problem, camera_known=known)
-    return replace(item, verified=True, camera_known=known)
+    return replace(item, verified=True)
 
 
 def check_log_unit(item: Item, units: Mapping[str, str] | None) -> None:

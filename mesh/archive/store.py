@@ -51,6 +51,8 @@ CONFLICTS_PER_SOURCE_HOUR = 100
 # "camera:" prefix: it cannot be a camera's).
 UNKNOWN_CAMERA_SOURCE = "cameras not in the trust store"
 CONFLICT_PAYLOAD_MAX = 64 * 1024
+# How a log batch sent without a gateway level (before batches named one) is named.
+NO_GATEWAY = "no gateway"
 # Live acks stored per camera in the last hour, at most. A camera acks the commands it
 # gets, a few per activation; any other activation id, attempt or clock reading is a new
 # key, so a stolen camera credential would otherwise add a row per message. Past it the
@@ -163,6 +165,12 @@ def _lock_order(item: Item) -> tuple[str, str]:
     fields = item.model.__dict__
     key = fields.get("activation_id") or fields.get("event_id") or ""
     return item.kind.value, str(key)
+
+
+def _sender_source(gateway_id: str | None) -> str:
+    """What a refused log batch or record counts against: the gateway that sent it (its
+    topic's sender level, which the broker checked)."""
+    return f"from:{gateway_id or NO_GATEWAY}"
 
 
 def _activation_source(sender_unit: str, held_unit: str) -> str:
@@ -801,7 +809,7 @@ async def _refuse_foreign(
     """Batches from a gateway other than the log's (``owner``), or that may not bind a
     log bound to no gateway but to unit ``log_unit``: none of their records is stored."""
     log_id, gateway_id = batches[0].log_id, batches[0].gateway_id  # one log, one sender
-    sender = gateway_id or "no gateway"
+    sender = gateway_id or NO_GATEWAY
     whose = f"gateway {owner}'s" if owner is not None else f"unit {log_unit}'s"
     for batch in batches:
         first, last = batch.records[0].seq, batch.records[-1].seq
@@ -810,7 +818,7 @@ async def _refuse_foreign(
             subject=f"{batch.log_id}:{first}-{last}:{sender}",
             # The cap counts against the sender, whose name the broker checked: what one
             # credential sends, under however many log ids, keeps at most the cap an hour.
-            source=f"from:{sender}",
+            source=_sender_source(gateway_id),
             code="other_gateway" if owner is not None else "other_unit",
             detail=f"log {batch.log_id} is {whose}: a batch from {sender} naming unit "
             f"{batch.unit_id or 'none'} (records {first}-{last}) was not stored",
@@ -868,7 +876,7 @@ def _resent(
             Conflict(
                 kind="log_record",
                 subject=f"{batch.log_id}:{record.seq}",
-                source=f"from:{batch.gateway_id or 'no gateway'}",  # as _refuse_foreign's
+                source=_sender_source(batch.gateway_id),
                 code="differs",
                 detail=f"log {batch.log_id} record {record.seq}: the archive holds hash "
                 f"{held_hash}, the edge sent {record.hash}",
